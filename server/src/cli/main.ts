@@ -1,0 +1,21 @@
+#!/usr/bin/env node
+/**
+ * The `clipserve` command line. Each subcommand lives in ./commands/<name>.ts and exports
+ * `register(program)`; names and flags are a contract with scripts outside the repo.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { PACKAGE_ROOT } from '../util/paths';
+
+const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
+
+const program = new Command();
+program.name('clipserve').description('OpenCLIP embedding service and tools').version(version);
+
+// Subcommands register themselves here, one line each.
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  process.stderr.write(`clipserve: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});
