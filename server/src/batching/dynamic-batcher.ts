@@ -1,0 +1,392 @@
+/**
+ * A dynamic batcher in the style of Triton's dynamic batcher and text-embeddings-inference's
+ * queue: items from many callers are admitted into one bounded queue, prepared as soon as they
+ * arrive (so image decoding for the next batch overlaps the current inference run), merged into
+ * runs of at most `maxBatchSize` and scattered back to their callers.
+ *
+ * Life of an item: pending (admitted, waiting for a preparation slot) → preparing → ready (waiting
+ * for a batch) → running → settled. A run starts when `maxBatchSize` items are ready, or when the
+ * oldest ready item has waited `maxQueueDelayMs`, and never while another run of this batcher is in
+ * flight (one encoder session per modality; items arriving meanwhile form the next batch).
+ *
+ * The queue (pending + preparing + ready) is bounded by `queueBound` items: a submission that would
+ * overflow it is refused at once, whole, with QueueFullError. Items whose caller aborted or whose
+ * deadline passed are dropped before inference and their room is freed immediately.
+ */
+import { performance } from 'node:perf_hooks';
+import { BatcherClosedError, BatcherError, CancelledError, DeadlineExceededError, InferenceError, QueueFullError } from './errors';
+import { Fifo } from './fifo';
+import type { BatcherObserver, Modality, RejectReason, SubmitOptions } from './types';
+
+export interface DynamicBatcherOptions<In, Prepared, Out> {
+  modality: Modality;
+  /** Most items one run takes. */
+  maxBatchSize: number;
+  /** Longest a ready item waits for companions before a smaller batch runs. */
+  maxQueueDelayMs: number;
+  /** Most items admitted and not yet running. */
+  queueBound: number;
+  /**
+   * Per-item work done on admission, concurrently with inference (image decode in a worker pool,
+   * tokenization). A rejection fails only that item.
+   */
+  prepare: (input: In) => Promise<Prepared> | Prepared;
+  /**
+   * How many items may be preparing or prepared-and-waiting at once (default 2 × maxBatchSize:
+   * the next batch plus one more). Bounds the memory held by prepared tensors; further admitted
+   * items wait holding only their raw input.
+   */
+  prepareAhead?: number;
+  /** The batched inference: one output per input, in order. A rejection fails the whole batch. */
+  run: (batch: Prepared[]) => Promise<Out[]>;
+  observer?: BatcherObserver;
+  /** The observer's reject reason for a prepare() failure (default 'bad_image'). */
+  rejectReasonOf?: (err: unknown) => RejectReason;
+}
+
+type ItemState = 'pending' | 'preparing' | 'ready' | 'running' | 'settled';
+
+interface Item<In, Prepared, Out> {
+  state: ItemState;
+  input: In | undefined;
+  prepared: Prepared | undefined;
+  admittedAt: number;
+  readyAt: number;
+  group: Group;
+  resolve: (out: Out) => void;
+  reject: (err: unknown) => void;
+}
+
+/** The items of one submission: they share a deadline, an abort signal and their listeners. */
+interface Group {
+  deadline: number | undefined;
+  signal: AbortSignal | undefined;
+  unsettled: number;
+  cleanup: () => void;
+}
+
+export interface BatcherStats {
+  /** Inference runs started since creation. */
+  runs: number;
+  /** Items admitted and not yet running. */
+  depth: number;
+  /** Items in the run now in flight (0 when idle). */
+  inFlight: number;
+}
+
+export class DynamicBatcher<In, Prepared, Out> {
+  readonly modality: Modality;
+  private readonly maxBatchSize: number;
+  private readonly maxQueueDelayMs: number;
+  private readonly queueBound: number;
+  private readonly prepareAhead: number;
+  private readonly pending = new Fifo<Item<In, Prepared, Out>>();
+  private readonly ready = new Fifo<Item<In, Prepared, Out>>();
+  private readyLive = 0;
+  private preparing = 0;
+  private depth = 0;
+  private inFlight = 0;
+  private runs = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private idleWaiters: (() => void)[] = [];
+
+  constructor(private readonly opts: DynamicBatcherOptions<In, Prepared, Out>) {
+    this.modality = opts.modality;
+    this.maxBatchSize = positiveInt('maxBatchSize', opts.maxBatchSize);
+    this.queueBound = positiveInt('queueBound', opts.queueBound);
+    this.prepareAhead = positiveInt('prepareAhead', opts.prepareAhead ?? 2 * this.maxBatchSize);
+    if (!(Number.isFinite(opts.maxQueueDelayMs) && opts.maxQueueDelayMs >= 0)) {
+      throw new RangeError(`maxQueueDelayMs must be a finite number >= 0, got ${opts.maxQueueDelayMs}`);
+    }
+    this.maxQueueDelayMs = opts.maxQueueDelayMs;
+  }
+
+  stats(): BatcherStats {
+    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight };
+  }
+
+  /** Submits one item; see submitMany. */
+  submit(input: In, options: SubmitOptions = {}): Promise<Out> {
+    return this.submitMany([input], options)[0];
+  }
+
+  /**
+   * Admits all `inputs` or none: throws QueueFullError (or BatcherClosedError, or CancelledError /
+   * DeadlineExceededError when the call is already dead) synchronously if they cannot all be
+   * queued. Returns one promise per input, settled independently: a bad item fails alone.
+   */
+  submitMany(inputs: readonly In[], options: SubmitOptions = {}): Promise<Out>[] {
+    if (this.closed) throw new BatcherClosedError(this.modality);
+    const n = inputs.length;
+    if (n === 0) return [];
+    if (options.signal?.aborted) {
+      this.rejectCount('cancelled', n);
+      throw new CancelledError(this.modality);
+    }
+    if (options.deadline !== undefined && options.deadline <= Date.now()) {
+      this.rejectCount('deadline', n);
+      throw new DeadlineExceededError(this.modality);
+    }
+    if (this.depth + n > this.queueBound) {
+      this.rejectCount('overload', n);
+      throw new QueueFullError(this.modality, this.depth, n, this.queueBound);
+    }
+
+    const group: Group = { deadline: options.deadline, signal: options.signal, unsettled: n, cleanup: () => undefined };
+    const items: Item<In, Prepared, Out>[] = [];
+    const promises = inputs.map(
+      (input) =>
+        new Promise<Out>((resolve, reject) => {
+          const now = performance.now();
+          items.push({ state: 'pending', input, prepared: undefined, admittedAt: now, readyAt: now, group, resolve, reject });
+        }),
+    );
+    this.armGroup(group, items);
+    for (const item of items) this.pending.push(item);
+    this.depth += n;
+    this.notifyDepth();
+    this.pump();
+    return promises;
+  }
+
+  /** Resolves once nothing is queued or running. */
+  whenIdle(): Promise<void> {
+    if (this.depth === 0 && this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /**
+   * Refuses new submissions and fails every queued item with BatcherClosedError. A run in flight
+   * finishes and delivers its results.
+   */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const queue of [this.pending, this.ready]) {
+      for (let item = queue.shift(); item; item = queue.shift()) {
+        if (item.state === 'pending' || item.state === 'ready') this.dropQueued(item, new BatcherClosedError(this.modality), undefined);
+      }
+    }
+    // Items still preparing are dropped when their preparation settles (state check there).
+  }
+
+  // ---- internals -------------------------------------------------------------------------------
+
+  /** Abort and deadline watchers, one pair per submission, removed when its last item settles. */
+  private armGroup(group: Group, items: Item<In, Prepared, Out>[]): void {
+    const failAll = (errOf: () => BatcherError, reason: RejectReason): void => {
+      for (const item of items) {
+        if (item.state === 'settled') continue;
+        if (item.state === 'running') this.settle(item, errOf());
+        else this.dropQueued(item, errOf(), reason);
+      }
+      this.notifyDepth();
+      this.scheduleRun();
+    };
+    let timer: NodeJS.Timeout | undefined;
+    let onAbort: (() => void) | undefined;
+    if (group.signal) {
+      onAbort = () => failAll(() => new CancelledError(this.modality), 'cancelled');
+      group.signal.addEventListener('abort', onAbort, { once: true });
+    }
+    // setTimeout fires at once for delays beyond 2^31-1 ms; such far deadlines need no timer.
+    if (group.deadline !== undefined && group.deadline - Date.now() < MAX_TIMER_MS) {
+      timer = setTimeout(() => failAll(() => new DeadlineExceededError(this.modality), 'deadline'), Math.max(0, group.deadline - Date.now()));
+      timer.unref();
+    }
+    group.cleanup = () => {
+      if (timer) clearTimeout(timer);
+      if (onAbort) group.signal?.removeEventListener('abort', onAbort);
+    };
+  }
+
+  private settle(item: Item<In, Prepared, Out>, err: unknown, out?: Out): void {
+    if (item.state === 'settled') return;
+    item.state = 'settled';
+    item.input = undefined;
+    item.prepared = undefined;
+    if (err === undefined) item.resolve(out as Out);
+    else item.reject(err);
+    if (--item.group.unsettled === 0) item.group.cleanup();
+  }
+
+  /** Removes a not-yet-running item from the queue accounting and fails it. */
+  private dropQueued(item: Item<In, Prepared, Out>, err: unknown, reason: RejectReason | undefined): void {
+    if (item.state === 'ready') this.readyLive--;
+    // A preparing item keeps its preparation slot until prepare() settles; it is skipped then.
+    this.depth--;
+    if (reason) this.observe((o) => o.itemRejected(this.modality, reason));
+    this.settle(item, err);
+    this.checkIdle();
+  }
+
+  private rejectCount(reason: RejectReason, n: number): void {
+    for (let i = 0; i < n; i++) this.observe((o) => o.itemRejected(this.modality, reason));
+  }
+
+  private expiry(item: Item<In, Prepared, Out>): CancelledError | DeadlineExceededError | undefined {
+    if (item.group.signal?.aborted) return new CancelledError(this.modality);
+    if (item.group.deadline !== undefined && item.group.deadline <= Date.now()) return new DeadlineExceededError(this.modality);
+    return undefined;
+  }
+
+  /** Starts preparations while there is room ahead of inference, then considers a run. */
+  private pump(): void {
+    while (this.preparing + this.readyLive < this.prepareAhead) {
+      const item = this.pending.shift();
+      if (!item) break;
+      if (item.state !== 'pending') continue; // dropped while waiting
+      const dead = this.expiry(item);
+      if (dead) {
+        this.dropQueued(item, dead, dead.reason);
+        this.notifyDepth();
+        continue;
+      }
+      this.startPrepare(item);
+    }
+    this.scheduleRun();
+  }
+
+  private startPrepare(item: Item<In, Prepared, Out>): void {
+    item.state = 'preparing';
+    this.preparing++;
+    const input = item.input as In;
+    item.input = undefined;
+    const t0 = performance.now();
+    Promise.resolve()
+      .then(() => this.opts.prepare(input))
+      .then(
+        (prepared) => {
+          this.preparing--;
+          this.observe((o) => o.preprocessed(this.modality, (performance.now() - t0) / 1000));
+          if (item.state !== 'preparing') return void this.pump(); // dropped meanwhile
+          if (this.closed) {
+            this.dropQueued(item, new BatcherClosedError(this.modality), undefined);
+            this.notifyDepth();
+            return;
+          }
+          item.prepared = prepared;
+          item.state = 'ready';
+          item.readyAt = performance.now();
+          this.ready.push(item);
+          this.readyLive++;
+          this.pump();
+        },
+        (err: unknown) => {
+          this.preparing--;
+          this.observe((o) => o.preprocessed(this.modality, (performance.now() - t0) / 1000));
+          if (item.state === 'preparing') {
+            const reason = this.opts.rejectReasonOf ? this.opts.rejectReasonOf(err) : 'bad_image';
+            this.dropQueued(item, err, reason);
+            this.notifyDepth();
+          }
+          this.pump();
+        },
+      );
+  }
+
+  /** Runs now if a batch is full or its oldest item waited long enough; else arms the delay timer. */
+  private scheduleRun(): void {
+    if (this.inFlight > 0 || this.closed) return;
+    while (this.ready.length > 0 && this.ready.peek()!.state !== 'ready') this.ready.shift();
+    if (this.readyLive === 0) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      return;
+    }
+    const waited = performance.now() - this.ready.peek()!.readyAt;
+    if (this.readyLive >= this.maxBatchSize || waited >= this.maxQueueDelayMs) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      void this.runBatch();
+      return;
+    }
+    if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.scheduleRun();
+      }, Math.max(0, Math.ceil(this.maxQueueDelayMs - waited)));
+    }
+  }
+
+  private async runBatch(): Promise<void> {
+    const batch: Item<In, Prepared, Out>[] = [];
+    while (batch.length < this.maxBatchSize) {
+      const item = this.ready.shift();
+      if (!item) break;
+      if (item.state !== 'ready') continue;
+      const dead = this.expiry(item);
+      if (dead) {
+        this.dropQueued(item, dead, dead.reason);
+        continue;
+      }
+      item.state = 'running';
+      this.readyLive--;
+      batch.push(item);
+    }
+    this.depth -= batch.length;
+    this.notifyDepth();
+    if (batch.length === 0) {
+      this.pump();
+      return;
+    }
+
+    this.inFlight = batch.length;
+    this.runs++;
+    const start = performance.now();
+    const waits = batch.map((item) => (start - item.admittedAt) / 1000);
+    const inputs = batch.map((item) => item.prepared as Prepared);
+    for (const item of batch) item.prepared = undefined;
+    // Room freed by taking this batch lets more items start preparing during inference.
+    this.pump();
+    try {
+      const outs = await this.opts.run(inputs);
+      if (!Array.isArray(outs) || outs.length !== batch.length) {
+        throw new Error(`encoder returned ${Array.isArray(outs) ? outs.length : typeof outs} outputs for a batch of ${batch.length}`);
+      }
+      const seconds = (performance.now() - start) / 1000;
+      this.observe((o) => o.batchRun(this.modality, batch.length, waits, seconds));
+      this.observe((o) => o.embedded(this.modality, batch.length));
+      batch.forEach((item, i) => this.settle(item, undefined, outs[i]));
+    } catch (err) {
+      const failure = new InferenceError(this.modality, err);
+      for (const item of batch) this.settle(item, failure);
+    } finally {
+      this.inFlight = 0;
+      this.checkIdle();
+      this.pump();
+    }
+  }
+
+  private notifyDepth(): void {
+    this.observe((o) => o.queueDepth(this.modality, this.depth));
+  }
+
+  private checkIdle(): void {
+    if (this.depth !== 0 || this.inFlight !== 0 || this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Observer failures are the observer's bug; they must not fail callers or wedge the queue. */
+  private observe(fn: (o: BatcherObserver) => void): void {
+    const o = this.opts.observer;
+    if (!o) return;
+    try {
+      fn(o);
+    } catch {
+      /* ignored on purpose: see above */
+    }
+  }
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function positiveInt(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
+  return v;
+}

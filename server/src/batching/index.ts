@@ -1,0 +1,4 @@
+export { DynamicBatcher } from './dynamic-batcher';
+export type { BatcherStats, DynamicBatcherOptions } from './dynamic-batcher';
+export { BatcherClosedError, BatcherError, CancelledError, DeadlineExceededError, InferenceError, QueueFullError } from './errors';
+export type { BatcherObserver, Modality, RejectReason, SubmitOptions } from './types';
