@@ -1,0 +1,214 @@
+/**
+ * The OpenCLIP towers as ONNX graphs, following open_clip's `CLIP.encode_image` / `encode_text`
+ * in eval mode (see the golden README, "Forward semantics"):
+ *
+ *   image: conv1 (no bias, kernel = stride = patch) → [class ; patches] + pos → ln_pre → blocks
+ *          → ln_post(class token) → @ proj
+ *   text:  token_embedding[ids] + pos[:T] → causal blocks → ln_final(x[argmax ids]) → @ text_projection
+ *
+ * Blocks are pre-LN residual attention blocks. Two attention formulations exist: 'contrib' uses
+ * onnxruntime's fused com.microsoft.Attention kernel (unidirectional=1 for the causal text mask),
+ * 'plain' spells it out with MatMul/Softmax in standard ONNX. Both are exact to float32 rounding.
+ *
+ * Pooling-token-only layer norms (ln_post on the class token, ln_final on the argmax token) give
+ * the same numbers as open_clip (LayerNorm is per token) and skip work on the other tokens.
+ * `input_ids` has a dynamic sequence axis: with the causal mask, positions after the pooled EOT
+ * cannot influence it, so callers may run a batch cut to its longest EOT + 1.
+ */
+import type { ModelConfig } from '../model/config';
+import type { WeightTensor } from '../model/state-dict';
+import { attr, MS_DOMAIN, type GraphBuilder } from './graph-builder';
+import { DataType } from './proto';
+
+export type AttentionImpl = 'contrib' | 'plain';
+export type PatchEmbedImpl = 'conv' | 'matmul';
+
+export interface TowerOptions {
+  attention: AttentionImpl;
+  patchEmbed: PatchEmbedImpl;
+}
+
+export const DEFAULT_TOWER_OPTIONS: TowerOptions = { attention: 'contrib', patchEmbed: 'conv' };
+
+export const IMAGE_INPUT = 'pixel_values';
+export const IMAGE_OUTPUT = 'image_embeds';
+export const TEXT_INPUT = 'input_ids';
+export const TEXT_OUTPUT = 'text_embeds';
+
+export type WeightLookup = (key: string) => WeightTensor;
+
+const LN_EPS = 1e-5;
+
+function transpose2d(t: WeightTensor): Float32Array {
+  const [rows, cols] = t.shape;
+  const out = new Float32Array(rows * cols);
+  const src = t.data;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) out[c * rows + r] = src[base + c];
+  }
+  return out;
+}
+
+class TowerWriter {
+  private readonly scalarCache = new Map<number, string>();
+  /** The [T, T] additive causal mask value, for the 'plain' attention of the text tower. */
+  causalMask: string | undefined;
+
+  constructor(readonly b: GraphBuilder, private readonly get: WeightLookup, readonly opts: TowerOptions) {}
+
+  /** A weight stored as in the checkpoint. */
+  w(key: string): string {
+    const t = this.get(key);
+    return this.b.weight(key, t.data, t.shape);
+  }
+
+  /** A [out, in] Linear weight stored transposed ([in, out]) so the graph multiplies x @ Wᵀ directly. */
+  wT(key: string): string {
+    const t = this.get(key);
+    return this.b.weight(`${key}.T`, transpose2d(t), [t.shape[1], t.shape[0]]);
+  }
+
+  scalar(v: number): string {
+    let name = this.scalarCache.get(v);
+    if (!name) {
+      name = this.b.constF32('const_f32', Float32Array.of(v), []);
+      this.scalarCache.set(v, name);
+    }
+    return name;
+  }
+
+  layerNorm(x: string, prefix: string): string {
+    return this.b.op('LayerNormalization', [x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`)], { axis: attr.int(-1), epsilon: attr.float(LN_EPS) }, { name: prefix });
+  }
+
+  linear(x: string, prefix: string): string {
+    const y = this.b.op('MatMul', [x, this.wT(`${prefix}.weight`)], {}, { name: `${prefix}.matmul` });
+    return this.b.op('Add', [y, this.w(`${prefix}.bias`)], {}, { name: `${prefix}.bias_add` });
+  }
+
+  activation(x: string, quickGelu: boolean, prefix: string): string {
+    const b = this.b;
+    if (quickGelu) {
+      // x * sigmoid(1.702 x): the pattern onnxruntime fuses into QuickGelu.
+      const s = b.op('Sigmoid', [b.op('Mul', [x, this.scalar(1.702)], {}, { name: `${prefix}.qgelu_scale` })], {}, { name: `${prefix}.qgelu_sigmoid` });
+      return b.op('Mul', [x, s], {}, { name: `${prefix}.qgelu` });
+    }
+    // 0.5 x (1 + erf(x / √2)): the exact GELU in the form onnxruntime's GeluFusion recognises.
+    const e = b.op('Erf', [b.op('Div', [x, this.scalar(Math.SQRT2)], {}, { name: `${prefix}.gelu_div` })], {}, { name: `${prefix}.gelu_erf` });
+    const m = b.op('Mul', [x, b.op('Add', [e, this.scalar(1)], {}, { name: `${prefix}.gelu_add` })], {}, { name: `${prefix}.gelu_mul` });
+    return b.op('Mul', [m, this.scalar(0.5)], {}, { name: `${prefix}.gelu` });
+  }
+
+  /** Multi-head self-attention with open_clip's packed in_proj (rows q, k, v) and out_proj. */
+  attention(h: string, prefix: string, width: number, heads: number, causal: boolean): string {
+    const b = this.b;
+    const headDim = width / heads;
+    let o: string;
+    if (this.opts.attention === 'contrib') {
+      const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
+      o = b.op('Attention', [h, this.wT(`${prefix}.in_proj_weight`), this.w(`${prefix}.in_proj_bias`)], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
+    } else {
+      const qkv = b.op('Add', [b.op('MatMul', [h, this.wT(`${prefix}.in_proj_weight`)], {}, { name: `${prefix}.qkv` }), this.w(`${prefix}.in_proj_bias`)], {}, { name: `${prefix}.qkv_bias` });
+      const split = b.op('Reshape', [qkv, b.constI64([0, 0, 3, heads, headDim])], {}, { name: `${prefix}.qkv_heads` });
+      const part = (i: number, perm: number[], n: string): string =>
+        b.op('Transpose', [b.op('Gather', [split, b.constI64([i], [])], { axis: attr.int(2) }, { name: `${prefix}.${n}_pick` })], { perm: attr.ints(perm) }, { name: `${prefix}.${n}` });
+      const q = part(0, [0, 2, 1, 3], 'q'); // [B,H,T,d]
+      const kT = part(1, [0, 2, 3, 1], 'kT'); // [B,H,d,T]
+      const v = part(2, [0, 2, 1, 3], 'v'); // [B,H,T,d]
+      const qs = b.op('Mul', [q, this.scalar(headDim ** -0.5)], {}, { name: `${prefix}.q_scale` });
+      let s = b.op('MatMul', [qs, kT], {}, { name: `${prefix}.scores` });
+      if (causal) {
+        if (!this.causalMask) throw new Error('causal attention needs the mask built first');
+        s = b.op('Add', [s, this.causalMask], {}, { name: `${prefix}.causal` });
+      }
+      const p = b.op('Softmax', [s], { axis: attr.int(-1) }, { name: `${prefix}.softmax` });
+      const ctx = b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: `${prefix}.context` })], { perm: attr.ints([0, 2, 1, 3]) }, { name: `${prefix}.merge` });
+      o = b.op('Reshape', [ctx, b.constI64([0, 0, width])], {}, { name: `${prefix}.merged` });
+    }
+    return this.linear(o, `${prefix}.out_proj`);
+  }
+
+  block(x: string, prefix: string, width: number, heads: number, quickGelu: boolean, causal: boolean): string {
+    const b = this.b;
+    const a = this.attention(this.layerNorm(x, `${prefix}.ln_1`), `${prefix}.attn`, width, heads, causal);
+    const x1 = b.op('Add', [x, a], {}, { name: `${prefix}.residual_attn` });
+    const hidden = this.activation(this.linear(this.layerNorm(x1, `${prefix}.ln_2`), `${prefix}.mlp.c_fc`), quickGelu, `${prefix}.mlp`);
+    const m = this.linear(hidden, `${prefix}.mlp.c_proj`);
+    return b.op('Add', [x1, m], {}, { name: `${prefix}.residual_mlp` });
+  }
+}
+
+/** Builds the image tower: `pixel_values` [batch,3,S,S] float32 → `image_embeds` [batch,E]. */
+export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS): void {
+  const v = cfg.vision_cfg;
+  const grid = v.image_size / v.patch_size;
+  const heads = v.width / v.head_width;
+  const t = new TowerWriter(b, get, opts);
+  const pixels = b.input(IMAGE_INPUT, DataType.FLOAT, ['batch', 3, v.image_size, v.image_size]);
+
+  let patches: string; // [B, g², width], patches in row-major grid order
+  if (opts.patchEmbed === 'conv') {
+    const conv = b.op('Conv', [pixels, t.w('visual.conv1.weight')], { kernel_shape: attr.ints([v.patch_size, v.patch_size]), strides: attr.ints([v.patch_size, v.patch_size]) }, { name: 'visual.conv1' });
+    const flat = b.op('Reshape', [conv, b.constI64([0, v.width, grid * grid])], {}, { name: 'visual.conv1_flat' });
+    patches = b.op('Transpose', [flat], { perm: attr.ints([0, 2, 1]) }, { name: 'visual.patches' });
+  } else {
+    // Cut the image into patches and flatten each as (c, ky, kx), conv1's weight layout.
+    const p = v.patch_size;
+    const cut = b.op('Reshape', [pixels, b.constI64([-1, 3, grid, p, grid, p])], {}, { name: 'visual.patch_cut' });
+    const order = b.op('Transpose', [cut], { perm: attr.ints([0, 2, 4, 1, 3, 5]) }, { name: 'visual.patch_order' });
+    const rows = b.op('Reshape', [order, b.constI64([-1, grid * grid, 3 * p * p])], {}, { name: 'visual.patch_rows' });
+    const conv = get('visual.conv1.weight');
+    const w2d: WeightTensor = { shape: [v.width, 3 * p * p], data: conv.data };
+    const wT = b.weight('visual.conv1.weight.T', transpose2d(w2d), [3 * p * p, v.width]);
+    patches = b.op('MatMul', [rows, wT], {}, { name: 'visual.conv1' });
+  }
+
+  // [class_embedding ; patches] + positional_embedding, adding pos[0] to the class token and
+  // pos[1:] to the patches (elementwise the same sums as open_clip's cat-then-add).
+  const pos = t.w('visual.positional_embedding');
+  const pos0 = b.op('Gather', [pos, b.constI64([0], [])], { axis: attr.int(0) }, { name: 'visual.pos_class' });
+  const cls = b.op('Reshape', [b.op('Add', [t.w('visual.class_embedding'), pos0], {}, { name: 'visual.class_plus_pos' }), b.constI64([1, 1, v.width])], {}, { name: 'visual.class_token' });
+  const batch = b.op('Shape', [pixels], { start: attr.int(0), end: attr.int(1) }, { name: 'visual.batch' });
+  const clsShape = b.op('Concat', [batch, b.constI64([1, v.width])], { axis: attr.int(0) }, { name: 'visual.class_shape' });
+  const clsB = b.op('Expand', [cls, clsShape], {}, { name: 'visual.class_tokens' });
+  const posRest = b.op('Slice', [pos, b.constI64([1]), b.constI64([1 + grid * grid]), b.constI64([0])], {}, { name: 'visual.pos_patches' });
+  const patchesPos = b.op('Add', [patches, posRest], {}, { name: 'visual.patches_plus_pos' });
+  let x = b.op('Concat', [clsB, patchesPos], { axis: attr.int(1) }, { name: 'visual.tokens' });
+  x = t.layerNorm(x, 'visual.ln_pre');
+  for (let i = 0; i < v.layers; i++) x = t.block(x, `visual.transformer.resblocks.${i}`, v.width, heads, cfg.quick_gelu, false);
+  const pooled = b.op('Gather', [x, b.constI64([0], [])], { axis: attr.int(1) }, { name: 'visual.pool_class' });
+  const normed = t.layerNorm(pooled, 'visual.ln_post');
+  const feats = b.op('MatMul', [normed, t.w('visual.proj')], {}, { name: 'visual.proj' });
+  b.output(feats, IMAGE_OUTPUT, DataType.FLOAT, ['batch', cfg.embed_dim]);
+}
+
+/** Builds the text tower: `input_ids` [batch, seq] int64 (seq 1..context_length) → `text_embeds` [batch,E]. */
+export function buildTextGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS): void {
+  const c = cfg.text_cfg;
+  const t = new TowerWriter(b, get, opts);
+  const ids = b.input(TEXT_INPUT, DataType.INT64, ['batch', 'sequence']);
+
+  const tokens = b.op('Gather', [t.w('token_embedding.weight'), ids], { axis: attr.int(0) }, { name: 'token_embedding' });
+  const seqLen = b.op('Shape', [ids], { start: attr.int(1), end: attr.int(2) }, { name: 'text.seq_len' });
+  const pos = b.op('Slice', [t.w('positional_embedding'), b.constI64([0]), seqLen, b.constI64([0])], {}, { name: 'text.pos_slice' });
+  let x = b.op('Add', [tokens, pos], {}, { name: 'text.tokens_plus_pos' });
+
+  if (opts.attention === 'plain') {
+    // Additive causal mask, -inf above the diagonal, cut to [T, T] for the actual length.
+    const n = c.context_length;
+    const full = new Float32Array(n * n);
+    for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) full[i * n + j] = -Infinity;
+    const maskConst = b.constF32('text.causal_mask_full', full, [n, n]);
+    const ends = b.op('Concat', [seqLen, seqLen], { axis: attr.int(0) }, { name: 'text.mask_ends' });
+    t.causalMask = b.op('Slice', [maskConst, b.constI64([0, 0]), ends, b.constI64([0, 1])], {}, { name: 'text.causal_mask' });
+  }
+  for (let i = 0; i < c.layers; i++) x = t.block(x, `transformer.resblocks.${i}`, c.width, c.heads, cfg.quick_gelu, true);
+
+  // Pool at argmax(ids): the FIRST maximum, i.e. the first end-of-text token.
+  const eot = b.op('ArgMax', [ids], { axis: attr.int(1), keepdims: attr.int(1), select_last_index: attr.int(0) }, { name: 'text.eot_index' });
+  const pooled = b.op('GatherND', [x, eot], { batch_dims: attr.int(1) }, { name: 'text.pool_eot' });
+  const normed = t.layerNorm(pooled, 'ln_final');
+  const feats = b.op('MatMul', [normed, t.w('text_projection')], {}, { name: 'text.projection' });
+  b.output(feats, TEXT_OUTPUT, DataType.FLOAT, ['batch', cfg.embed_dim]);
+}
