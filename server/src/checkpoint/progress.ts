@@ -1,0 +1,2 @@
+/** Progress callback for checkpoint readers: bytes of tensor data read so far, out of the total. */
+export type ReadProgress = (doneBytes: number, totalBytes: number) => void;
