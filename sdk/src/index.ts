@@ -1,0 +1,6 @@
+/** @clipserve/sdk — client for the clipserve OpenCLIP embedding service. */
+export { ClipClient, type ClipClientOptions } from './client.js';
+export { ClipServeError, Status, type StatusCode, type ClipServeErrorInit } from './errors.js';
+export type { TlsOptions, KeepaliveOptions, RetryOptions } from './channel.js';
+export { cosine } from './vectors.js';
+export type * from './types.js';
