@@ -1,0 +1,112 @@
+/**
+ * Zero-shot retrieval metrics, exactly as open_clip_train.metrics.get_clip_metrics computes them
+ * for validation: row i of the image features is paired with row i of the text features.
+ *
+ *   S = (logit_scale * image) @ textᵀ          float32, like the reference
+ *   image_to_text rank of i = #{j : S[i,j] > S[i,i]} + #{j < i : S[i,j] == S[i,i]}
+ *   text_to_image rank of j = #{i : S[i,j] > S[j,j]} + #{i < j : S[i,j] == S[j,j]}
+ *
+ * i.e. a stable descending sort: an equal score at a lower index ranks above the true partner.
+ * Reported: mean rank + 1, floor(numpy median) + 1 and R@{1,5,10} = fraction of ranks < k.
+ */
+
+export const RECALL_KS = [1, 5, 10] as const;
+export const DIRECTIONS = ['image_to_text', 'text_to_image'] as const;
+export type Direction = (typeof DIRECTIONS)[number];
+
+export interface RetrievalMetrics {
+  image_to_text_mean_rank: number;
+  image_to_text_median_rank: number;
+  'image_to_text_R@1': number;
+  'image_to_text_R@5': number;
+  'image_to_text_R@10': number;
+  text_to_image_mean_rank: number;
+  text_to_image_median_rank: number;
+  'text_to_image_R@1': number;
+  'text_to_image_R@5': number;
+  'text_to_image_R@10': number;
+}
+
+export interface ClipMetricsResult {
+  metrics: RetrievalMetrics;
+  /** 0-based rank of the true partner for every query. */
+  image_to_text_ranks: Int32Array;
+  text_to_image_ranks: Int32Array;
+}
+
+export class MetricsInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'MetricsInputError';
+  }
+}
+
+/**
+ * S[i, j] in float32. The reference multiplies the image features by the scale first (a float32
+ * tensor op) and then runs a float32 matmul; each product and partial sum is rounded here with
+ * Math.fround, accumulating over the feature dimension in order.
+ */
+export function similarityMatrix(imageFeatures: Float32Array, textFeatures: Float32Array, n: number, dim: number, logitScale: number): Float32Array {
+  const scale = Math.fround(logitScale);
+  const scaled = new Float32Array(n * dim);
+  for (let k = 0; k < n * dim; k++) scaled[k] = Math.fround(scale * imageFeatures[k]);
+  const s = new Float32Array(n * n);
+  for (let i = 0; i < n; i++) {
+    const a = i * dim;
+    for (let j = 0; j < n; j++) {
+      const b = j * dim;
+      let acc = 0;
+      for (let d = 0; d < dim; d++) acc = Math.fround(acc + Math.fround(scaled[a + d] * textFeatures[b + d]));
+      s[i * n + j] = acc;
+    }
+  }
+  return s;
+}
+
+/** numpy.median: the middle value, or the mean of the two middle values for even counts. */
+export function median(values: ArrayLike<number>): number {
+  if (values.length === 0) throw new MetricsInputError('median of an empty set');
+  const sorted = Float64Array.from(values).sort();
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+function summarize(name: Direction, ranks: Int32Array): Record<string, number> {
+  let sum = 0;
+  for (const r of ranks) sum += r;
+  const out: Record<string, number> = {
+    [`${name}_mean_rank`]: sum / ranks.length + 1,
+    [`${name}_median_rank`]: Math.floor(median(ranks)) + 1,
+  };
+  for (const k of RECALL_KS) {
+    let hits = 0;
+    for (const r of ranks) if (r < k) hits++;
+    out[`${name}_R@${k}`] = hits / ranks.length;
+  }
+  return out;
+}
+
+export function clipMetrics(imageFeatures: Float32Array, textFeatures: Float32Array, n: number, dim: number, logitScale: number): ClipMetricsResult {
+  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(dim) || dim < 1) throw new MetricsInputError(`need n >= 1 and dim >= 1, got n=${n}, dim=${dim}`);
+  if (imageFeatures.length !== n * dim) throw new MetricsInputError(`image features have ${imageFeatures.length} values, expected ${n}×${dim}`);
+  if (textFeatures.length !== n * dim) throw new MetricsInputError(`text features have ${textFeatures.length} values, expected ${n}×${dim}`);
+  if (!Number.isFinite(logitScale)) throw new MetricsInputError(`logit scale must be finite, got ${logitScale}`);
+  const s = similarityMatrix(imageFeatures, textFeatures, n, dim, logitScale);
+  const i2t = new Int32Array(n);
+  const t2i = new Int32Array(n);
+  for (let q = 0; q < n; q++) {
+    const rowTarget = s[q * n + q];
+    let rowRank = 0;
+    let colRank = 0;
+    for (let c = 0; c < n; c++) {
+      const rowScore = s[q * n + c]; // image q vs text c
+      const colScore = s[c * n + q]; // text q vs image c
+      if (rowScore > rowTarget || (c < q && rowScore === rowTarget)) rowRank++;
+      if (colScore > rowTarget || (c < q && colScore === rowTarget)) colRank++;
+    }
+    i2t[q] = rowRank;
+    t2i[q] = colRank;
+  }
+  const metrics = { ...summarize('image_to_text', i2t), ...summarize('text_to_image', t2i) } as unknown as RetrievalMetrics;
+  return { metrics, image_to_text_ranks: i2t, text_to_image_ranks: t2i };
+}
