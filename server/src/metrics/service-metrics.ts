@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { BatcherObserver } from '../batching/types';
 import {
   BATCH_SIZE_BUCKETS,
   INFERENCE_SECONDS_BUCKETS,
@@ -67,10 +68,11 @@ function checkJobCounts(counts: FineTuneJobCounts): void {
  * model-level setters. Every label combination is created at zero up front, so rates and ratios
  * exist from the first scrape and a missing series always means a missing process.
  */
-export class ServiceMetrics {
+export class ServiceMetrics implements BatcherObserver {
   private readonly itemsEmbedded: Counter<'modality'>;
   private readonly batchSize: Histogram<'modality'>;
   private readonly queueDepthGauge: Gauge<'modality'>;
+  private readonly queueCapacity: Gauge<'modality'>;
   private readonly queueWait: Histogram<'modality'>;
   private readonly preprocessSeconds: Histogram<'modality'>;
   private readonly inferenceSeconds: Histogram<'modality'>;
@@ -98,6 +100,12 @@ export class ServiceMetrics {
     this.queueDepthGauge = new Gauge({
       name: 'clipserve_queue_depth',
       help: 'Items waiting in the batching queue, by modality.',
+      labelNames: ['modality'],
+      registers,
+    });
+    this.queueCapacity = new Gauge({
+      name: 'clipserve_queue_capacity',
+      help: 'Most items the batching queue admits, by modality; beyond it calls fail with RESOURCE_EXHAUSTED.',
       labelNames: ['modality'],
       registers,
     });
@@ -203,6 +211,13 @@ export class ServiceMetrics {
     checkModality(modality);
     checkCount('embedded item count', count);
     this.itemsEmbedded.inc({ modality }, count);
+  }
+
+  /** The queue bound (`--queue-bound`), so dashboards and alerts can relate depth to capacity. */
+  setQueueCapacity(modality: Modality, capacity: number): void {
+    checkModality(modality);
+    checkCount('queue capacity', capacity);
+    this.queueCapacity.set({ modality }, capacity);
   }
 
   // ---- model and jobs --------------------------------------------------------------------
