@@ -28,7 +28,10 @@ export interface TowerOptions {
   patchEmbed: PatchEmbedImpl;
 }
 
-export const DEFAULT_TOWER_OPTIONS: TowerOptions = { attention: 'contrib', patchEmbed: 'conv' };
+/** Measured on a 2-core AVX-512 CPU with ViT-B/32 (ORT level 'all'): the plain formulation ran the image
+ *  tower at 24/s (batch 1) against 14/s for the contrib Attention kernel, text equal (37/s at 77
+ *  positions); Conv and patch-MatMul patch embeddings were equal, outputs identical. */
+export const DEFAULT_TOWER_OPTIONS: TowerOptions = { attention: 'plain', patchEmbed: 'conv' };
 
 export const IMAGE_INPUT = 'pixel_values';
 export const IMAGE_OUTPUT = 'image_embeds';
