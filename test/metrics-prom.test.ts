@@ -460,6 +460,9 @@ describe('metrics and probe HTTP server', () => {
       'nodejs_heap_size_used_bytes', 'clipserve_queue_depth', 'grpc_server_handled_total']) {
       expect(res.body).toContain(`# TYPE ${name} `);
     }
+    // prom-client's gauges named *_total break `promtool check metrics`; their per-type twins stay.
+    expect(res.body).not.toMatch(/^# TYPE \w+_total gauge$/m);
+    expect(res.body).toContain('# TYPE nodejs_active_handles gauge');
   });
 
   it('answers unknown paths with 404 and other methods with 405', async () => {

@@ -39,7 +39,21 @@ export class ClipserveMetrics {
       registers: [this.registry],
       collect: () => ready.set(this.readiness().ready ? 1 : 0),
     });
-    if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    if (options.defaultMetrics ?? true) this.addDefaultMetrics();
+  }
+
+  /**
+   * prom-client's default process_* and nodejs_* metrics, minus the gauges it names with a
+   * `_total` suffix (nodejs_active_handles_total, ...): Prometheus reserves that suffix for
+   * counters, `promtool check metrics` rejects the scrape because of them, and each is just the
+   * sum of the per-type gauge exported next to it (nodejs_active_handles{type}).
+   */
+  private addDefaultMetrics(): void {
+    collectDefaultMetrics({ register: this.registry });
+    for (const metric of this.registry.getMetricsAsArray()) {
+      const { name, type } = metric as unknown as { name: string; type: string };
+      if (type === 'gauge' && name.endsWith('_total')) this.registry.removeSingleMetric(name);
+    }
   }
 
   /** Installs the function /readyz and `clipserve_ready` ask; until then the server is "starting". */
