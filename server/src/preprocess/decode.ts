@@ -1,0 +1,178 @@
+/**
+ * Decoding untrusted bytes into pixels laid out the way Pillow 9.4 holds them after
+ * `Image.open(file)`: the same mode, no EXIF rotation, no ICC conversion, no alpha compositing.
+ * sharp (libvips, with libjpeg-turbo/libpng/libwebp like Pillow) does the decoding only; it never
+ * resizes here, because its kernels differ from Pillow's.
+ *
+ * Safety: size and format are checked from the bytes, then the declared dimensions from sharp's
+ * header-only metadata, all before a single pixel is decoded; the decode itself runs with
+ * limitInputPixels and failOn so a lying header or a truncated stream fails cleanly.
+ */
+import sharp, { type Metadata, type OutputInfo, type Sharp, type SharpOptions } from 'sharp';
+import { ImageError, ImageLimits } from './errors';
+import { HeaderInfo, PilMode, readHeader, SUPPORTED_FORMATS } from './formats';
+
+export interface DecodedImage {
+  mode: PilMode;
+  width: number;
+  height: number;
+  /** Interleaved samples per pixel in `data`: 1 for '1'/'L'/'I', 2 for 'LA', 3 for 'RGB' and for
+   *  'P' (stored palette-expanded: NEAREST resampling commutes with the palette lookup),
+   *  4 for 'RGBA'/'CMYK'. '1' is stored as 0/255 like Pillow does internally. */
+  channels: 1 | 2 | 3 | 4;
+  /** Int32Array only for mode 'I' (16-bit greyscale opened as 32-bit integers). */
+  data: Uint8Array | Int32Array;
+  /** 'P' only: the palette as RGB triples, needed to pad with a palette index. */
+  palette?: Uint8Array;
+}
+
+const CHANNELS: Record<PilMode, 1 | 2 | 3 | 4> = { '1': 1, L: 1, I: 1, LA: 2, RGB: 3, P: 3, RGBA: 4, CMYK: 4 };
+
+function toBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** Maps a libvips/sharp failure to a typed error; the message keeps libvips' own words. */
+function fromSharpError(err: unknown, format: string): ImageError {
+  const msg = err instanceof Error ? err.message : String(err);
+  if (/pixel limit/i.test(msg)) return new ImageError('TOO_MANY_PIXELS', `${format} image exceeds the pixel limit: ${msg}`);
+  if (/unsupported image format/i.test(msg)) {
+    return new ImageError('UNSUPPORTED_FORMAT', `unsupported image format (supported: ${SUPPORTED_FORMATS})`);
+  }
+  return new ImageError('CORRUPT', `cannot decode ${format} image: ${msg.split('\n')[0]}`);
+}
+
+function sharpOptions(limits: ImageLimits): SharpOptions {
+  return {
+    // 'error' rejects truncated and corrupt data but tolerates libjpeg/libpng warnings (such as
+    // extraneous bytes before a marker) that Pillow also tolerates.
+    failOn: 'error',
+    limitInputPixels: limits.maxPixels,
+    ignoreIcc: true,
+    sequentialRead: true,
+    pages: 1,
+    page: 0,
+    autoOrient: false,
+  };
+}
+
+async function readDeclaredSize(buf: Buffer, header: HeaderInfo, limits: ImageLimits): Promise<{ width: number; height: number; hasAlpha: boolean }> {
+  let meta: Metadata;
+  try {
+    // Header only: limitInputPixels is disabled here so the check below gives the precise error.
+    meta = await sharp(buf, { ...sharpOptions(limits), limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw fromSharpError(err, header.format.toUpperCase());
+  }
+  const width = meta.width;
+  const height = meta.pageHeight ?? meta.height;
+  if (!(width > 0) || !(height > 0)) throw new ImageError('CORRUPT', `${header.format.toUpperCase()} header declares an empty image (${width}x${height})`);
+  if (width * height > limits.maxPixels) {
+    throw new ImageError('TOO_MANY_PIXELS', `image declares ${width}x${height} = ${width * height} pixels, more than the limit of ${limits.maxPixels}`);
+  }
+  return { width, height, hasAlpha: meta.hasAlpha };
+}
+
+/** Chooses the sharp pipeline that yields the mode's samples without colour conversion. */
+function rawPipeline(img: Sharp, mode: PilMode, format: string): Sharp {
+  switch (mode) {
+    case 'I':
+      return img.toColourspace('grey16').raw({ depth: 'ushort' });
+    case 'CMYK':
+      // Keep CMYK end to end; by default libvips converts it to sRGB with a profile.
+      return img.pipelineColourspace('cmyk').toColourspace('cmyk').raw();
+    case 'L':
+    case '1':
+      // Natively grey inputs stay 1-band; a greyscale-palette GIF ('L' in Pillow) arrives as sRGB
+      // with R=G=B, where band 0 is taken below instead of a lossy sRGB→b-w conversion.
+      return format === 'gif' ? img.raw() : img.toColourspace('b-w').raw();
+    default:
+      return img.raw();
+  }
+}
+
+/** Picks/reorders the decoded bands into the layout of `mode`. */
+function toModeLayout(src: Uint8Array, srcCh: number, n: number, mode: PilMode): Uint8Array {
+  const ch = CHANNELS[mode];
+  if (srcCh === ch && mode !== 'LA') return src;
+  const out = new Uint8Array(n * ch);
+  const alphaSrc = srcCh === 2 || srcCh === 4 ? srcCh - 1 : -1;
+  for (let p = 0, s = 0, o = 0; p < n; p++, s += srcCh, o += ch) {
+    switch (ch) {
+      case 1:
+        out[o] = src[s];
+        break;
+      case 2:
+        out[o] = src[s];
+        out[o + 1] = alphaSrc >= 0 ? src[s + alphaSrc] : 255;
+        break;
+      case 3:
+        if (srcCh >= 3) { out[o] = src[s]; out[o + 1] = src[s + 1]; out[o + 2] = src[s + 2]; } else { out[o] = out[o + 1] = out[o + 2] = src[s]; }
+        break;
+      default:
+        if (srcCh >= 3) { out[o] = src[s]; out[o + 1] = src[s + 1]; out[o + 2] = src[s + 2]; } else { out[o] = out[o + 1] = out[o + 2] = src[s]; }
+        out[o + 3] = alphaSrc >= 0 ? src[s + alphaSrc] : 255;
+    }
+  }
+  return out;
+}
+
+/** Pillow's colour for palette index i: entries past the stored table keep the grey ramp. */
+export function paletteColour(palette: Uint8Array | undefined, i: number): [number, number, number] {
+  if (palette && 3 * i + 2 < palette.length) return [palette[3 * i], palette[3 * i + 1], palette[3 * i + 2]];
+  return [i, i, i];
+}
+
+/**
+ * libnsgif leaves transparent pixels (and any area the first frame does not cover) as RGBA 0;
+ * Pillow keeps their palette index: the transparency index, or 0 where no transparency is set.
+ */
+function gifFillTransparent(src: Uint8Array, srcCh: number, n: number, header: HeaderInfo): void {
+  if (srcCh !== 4) return;
+  const idx = header.gifTransparency ?? 0;
+  const [r, g, b] = header.mode === 'P' ? paletteColour(header.palette, idx) : [idx, idx, idx];
+  for (let p = 0, s = 0; p < n; p++, s += 4) {
+    if (src[s + 3] === 0) { src[s] = r; src[s + 1] = g; src[s + 2] = b; }
+  }
+}
+
+export async function decodeImage(bytes: Uint8Array, limits: ImageLimits): Promise<DecodedImage> {
+  if (bytes.length === 0) throw new ImageError('EMPTY', 'image is empty (0 bytes)');
+  if (bytes.length > limits.maxBytes) {
+    throw new ImageError('TOO_LARGE', `image is ${bytes.length} bytes, more than the limit of ${limits.maxBytes}`);
+  }
+  const header = readHeader(bytes);
+  const buf = toBuffer(bytes);
+  const declared = await readDeclaredSize(buf, header, limits);
+  const mode: PilMode = header.mode ?? (declared.hasAlpha ? 'RGBA' : 'RGB');
+  const format = header.format.toUpperCase();
+
+  let raw: { data: Buffer; info: OutputInfo };
+  try {
+    raw = await rawPipeline(sharp(buf, sharpOptions(limits)), mode, header.format).toBuffer({ resolveWithObject: true });
+  } catch (err) {
+    throw fromSharpError(err, format);
+  }
+  const { width, height, channels: srcCh } = raw.info;
+  if (width !== declared.width || height !== declared.height) {
+    throw new ImageError('CORRUPT', `${format} decoded to ${width}x${height} but its header declares ${declared.width}x${declared.height}`);
+  }
+  const n = width * height;
+
+  if (mode === 'I') {
+    const u16 = new Uint16Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength >> 1);
+    const data = new Int32Array(n);
+    for (let p = 0, s = 0; p < n; p++, s += srcCh) data[p] = u16[s];
+    return { mode, width, height, channels: 1, data };
+  }
+
+  const src = new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
+  if (header.format === 'gif') gifFillTransparent(src, srcCh, n, header);
+  const data = toModeLayout(src, srcCh, n, mode);
+  if (mode === 'CMYK' && header.format === 'jpeg' && !header.jpegAdobe) {
+    // Pillow decodes every 4-component JPEG as inverted ("CMYK;I"); libvips inverts only when
+    // the Adobe marker is present.
+    for (let i = 0; i < data.length; i++) data[i] = 255 - data[i];
+  }
+  return { mode, width, height, channels: CHANNELS[mode], data, palette: header.palette };
+}

@@ -1,0 +1,303 @@
+/**
+ * Pillow 9.4's `Image.resize` (libImaging/Resample.c and the NEAREST affine path of Geometry.c),
+ * reproduced bit for bit, but computed only over a window of the output: the centre crop that
+ * follows keeps a fixed-size window, and every output pixel depends on its own coefficients
+ * alone, so skipping the pixels the crop throws away changes nothing and bounds the work and
+ * memory by the crop size even for extreme aspect ratios.
+ */
+
+export type ResampleFilter = 'bicubic' | 'bilinear';
+
+/** Fixed-point precision of Pillow's 8-bit passes (32 - 8 - 2). */
+const PRECISION_BITS = 22;
+const HALF = 1 << (PRECISION_BITS - 1);
+const ONE = 1 << PRECISION_BITS;
+
+function bicubic(x: number): number {
+  const a = -0.5;
+  if (x < 0) x = -x;
+  if (x < 1) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+function bilinear(x: number): number {
+  if (x < 0) x = -x;
+  if (x < 1) return 1 - x;
+  return 0;
+}
+
+const FILTERS: Record<ResampleFilter, { fn: (x: number) => number; support: number }> = {
+  bicubic: { fn: bicubic, support: 2.0 },
+  bilinear: { fn: bilinear, support: 1.0 },
+};
+
+/** Per-output-index taps for one axis: source start, tap count, `ksize` weights per index. */
+export interface AxisCoefficients {
+  count: number;
+  ksize: number;
+  start: Int32Array;
+  taps: Int32Array;
+  weights: Float64Array;
+  /** `weights` in Pillow's 8-bit fixed point. */
+  fixed: Int32Array;
+}
+
+/**
+ * Pillow `precompute_coeffs` for output indices [first, first + count) of an
+ * `inSize → outSize` resize (float64, evaluated in Pillow's operation order), plus
+ * `normalize_coeffs_8bpc`.
+ */
+export function axisCoefficients(inSize: number, outSize: number, filter: ResampleFilter, first: number, count: number): AxisCoefficients {
+  const { fn, support: baseSupport } = FILTERS[filter];
+  const scale = inSize / outSize;
+  const filterscale = scale < 1.0 ? 1.0 : scale;
+  const support = baseSupport * filterscale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const ss = 1.0 / filterscale;
+  const start = new Int32Array(count);
+  const taps = new Int32Array(count);
+  const weights = new Float64Array(count * ksize);
+  const fixed = new Int32Array(count * ksize);
+  for (let i = 0; i < count; i++) {
+    const xx = first + i;
+    const center = (xx + 0.5) * scale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    const off = i * ksize;
+    let ww = 0.0;
+    for (let x = 0; x < xmax; x++) {
+      const w = fn((x + xmin - center + 0.5) * ss);
+      weights[off + x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) {
+      if (ww !== 0.0) weights[off + x] /= ww;
+      const k = weights[off + x];
+      fixed[off + x] = k < 0 ? Math.trunc(-0.5 + k * ONE) : Math.trunc(0.5 + k * ONE);
+    }
+    start[i] = xmin;
+    taps[i] = xmax;
+  }
+  return { count, ksize, start, taps, weights, fixed };
+}
+
+/** Pillow's NEAREST source indices for output indices [first, first + count): the position is
+ *  accumulated in float64 from index 0 exactly as ImagingScaleAffine does. */
+export function nearestIndices(inSize: number, outSize: number, first: number, count: number): Int32Array {
+  const s = inSize / outSize;
+  const idx = new Int32Array(count);
+  let pos = s * 0.5;
+  for (let x = 0; x < first + count; x++) {
+    if (x >= first) {
+      const v = pos < 0 ? 0 : Math.trunc(pos);
+      idx[x - first] = v < inSize ? v : inSize - 1;
+    }
+    pos += s;
+  }
+  return idx;
+}
+
+/** Rows of the source that the vertical taps read: [first, end). */
+function rowSpan(c: AxisCoefficients): [number, number] {
+  let lo = Infinity;
+  let hi = 0;
+  for (let i = 0; i < c.count; i++) {
+    if (c.start[i] < lo) lo = c.start[i];
+    if (c.start[i] + c.taps[i] > hi) hi = c.start[i] + c.taps[i];
+  }
+  return [lo === Infinity ? 0 : lo, hi];
+}
+
+/** Horizontal 8-bit pass over `rows` source rows starting at `row0`. Output is clamped uint8
+ *  (Uint8ClampedArray clamps the shifted accumulator exactly like Pillow's clip8). */
+function horizontal8(src: Uint8Array, srcW: number, ch: number, row0: number, rows: number, c: AxisCoefficients): Uint8Array {
+  const outW = c.count;
+  const out = new Uint8ClampedArray(outW * rows * ch);
+  const { start, taps, fixed: k, ksize } = c;
+  let o = 0;
+  for (let y = 0; y < rows; y++) {
+    const rowOff = (row0 + y) * srcW * ch;
+    for (let x = 0; x < outW; x++) {
+      const kOff = x * ksize;
+      const n = taps[x];
+      let s = rowOff + start[x] * ch;
+      if (ch === 3) {
+        let a0 = HALF, a1 = HALF, a2 = HALF;
+        for (let t = 0; t < n; t++, s += 3) {
+          const w = k[kOff + t];
+          a0 += src[s] * w; a1 += src[s + 1] * w; a2 += src[s + 2] * w;
+        }
+        out[o] = a0 >> PRECISION_BITS; out[o + 1] = a1 >> PRECISION_BITS; out[o + 2] = a2 >> PRECISION_BITS;
+        o += 3;
+      } else if (ch === 1) {
+        let a0 = HALF;
+        for (let t = 0; t < n; t++) a0 += src[s + t] * k[kOff + t];
+        out[o++] = a0 >> PRECISION_BITS;
+      } else if (ch === 4) {
+        let a0 = HALF, a1 = HALF, a2 = HALF, a3 = HALF;
+        for (let t = 0; t < n; t++, s += 4) {
+          const w = k[kOff + t];
+          a0 += src[s] * w; a1 += src[s + 1] * w; a2 += src[s + 2] * w; a3 += src[s + 3] * w;
+        }
+        out[o] = a0 >> PRECISION_BITS; out[o + 1] = a1 >> PRECISION_BITS; out[o + 2] = a2 >> PRECISION_BITS; out[o + 3] = a3 >> PRECISION_BITS;
+        o += 4;
+      } else {
+        for (let b = 0; b < ch; b++) {
+          let a = HALF;
+          for (let t = 0, ss = s + b; t < n; t++, ss += ch) a += src[ss] * k[kOff + t];
+          out[o++] = a >> PRECISION_BITS;
+        }
+      }
+    }
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** Vertical 8-bit pass: `src` holds rows [row0, ...) of width `rowLen` samples. Accumulates row
+ *  by row (same per-pixel tap order as Pillow, friendlier to the cache). */
+function vertical8(src: Uint8Array, rowLen: number, row0: number, c: AxisCoefficients): Uint8Array {
+  const out = new Uint8ClampedArray(rowLen * c.count);
+  const acc = new Int32Array(rowLen);
+  const { start, taps, fixed: k, ksize } = c;
+  for (let y = 0; y < c.count; y++) {
+    acc.fill(HALF);
+    const n = taps[y];
+    for (let t = 0; t < n; t++) {
+      const w = k[y * ksize + t];
+      const s = (start[y] - row0 + t) * rowLen;
+      for (let x = 0; x < rowLen; x++) acc[x] += src[s + x] * w;
+    }
+    const o = y * rowLen;
+    for (let x = 0; x < rowLen; x++) out[o + x] = acc[x] >> PRECISION_BITS;
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** Pillow's ROUND_UP for the 32-bit passes: half away from zero. */
+function roundUp(f: number): number {
+  return f >= 0 ? Math.floor(f + 0.5) : -Math.floor(Math.abs(f) + 0.5);
+}
+
+function horizontal32(src: Int32Array, srcW: number, row0: number, rows: number, c: AxisCoefficients): Int32Array {
+  const outW = c.count;
+  const out = new Int32Array(outW * rows);
+  const { start, taps, weights: k, ksize } = c;
+  for (let y = 0; y < rows; y++) {
+    const rowOff = (row0 + y) * srcW;
+    for (let x = 0; x < outW; x++) {
+      let ss = 0.0;
+      const s = rowOff + start[x];
+      const kOff = x * ksize;
+      for (let t = 0; t < taps[x]; t++) ss += src[s + t] * k[kOff + t];
+      out[y * outW + x] = roundUp(ss);
+    }
+  }
+  return out;
+}
+
+function vertical32(src: Int32Array, rowLen: number, row0: number, c: AxisCoefficients): Int32Array {
+  const out = new Int32Array(rowLen * c.count);
+  const acc = new Float64Array(rowLen);
+  const { start, taps, weights: k, ksize } = c;
+  for (let y = 0; y < c.count; y++) {
+    acc.fill(0);
+    for (let t = 0; t < taps[y]; t++) {
+      const w = k[y * ksize + t];
+      const s = (start[y] - row0 + t) * rowLen;
+      for (let x = 0; x < rowLen; x++) acc[x] += src[s + x] * w;
+    }
+    const o = y * rowLen;
+    for (let x = 0; x < rowLen; x++) out[o + x] = roundUp(acc[x]);
+  }
+  return out;
+}
+
+/** A rectangle of the resized image, in resized coordinates. */
+export interface Window {
+  x0: number;
+  y0: number;
+  w: number;
+  h: number;
+}
+
+type Samples = Uint8Array | Int32Array;
+
+/** Copies window rows/columns out of an interleaved image. */
+export function cropSamples<T extends Samples>(src: T, srcW: number, ch: number, win: Window): T {
+  const out = new (src.constructor as { new (n: number): T })(win.w * win.h * ch);
+  const rowLen = win.w * ch;
+  for (let y = 0; y < win.h; y++) {
+    const s = ((win.y0 + y) * srcW + win.x0) * ch;
+    out.set(src.subarray(s, s + rowLen) as never, y * rowLen);
+  }
+  return out;
+}
+
+/** NEAREST resize (Pillow forces it for modes '1' and 'P'), window only. */
+export function resizeNearest(src: Uint8Array, w: number, h: number, ch: number, outW: number, outH: number, win: Window): Uint8Array {
+  const xs = nearestIndices(w, outW, win.x0, win.w);
+  const ys = nearestIndices(h, outH, win.y0, win.h);
+  const out = new Uint8Array(win.w * win.h * ch);
+  let o = 0;
+  for (let y = 0; y < win.h; y++) {
+    const row = ys[y] * w;
+    for (let x = 0; x < win.w; x++) {
+      const s = (row + xs[x]) * ch;
+      for (let b = 0; b < ch; b++) out[o++] = src[s + b];
+    }
+  }
+  return out;
+}
+
+/** Separable resize, horizontal pass first, each pass skipped when its dimension is unchanged
+ *  (ImagingResampleInner). 8-bit fixed point for Uint8Array, float64 for Int32Array ('I'). */
+export function resizeSeparable<T extends Samples>(src: T, w: number, h: number, ch: number, outW: number, outH: number, win: Window, filter: ResampleFilter): T {
+  const needH = outW !== w;
+  const needV = outH !== h;
+  const cv = needV ? axisCoefficients(h, outH, filter, win.y0, win.h) : undefined;
+  const [row0, row1] = cv ? rowSpan(cv) : [win.y0, win.y0 + win.h];
+  const is32 = src instanceof Int32Array;
+  if (is32 && ch !== 1) throw new Error('32-bit resampling supports one band only');
+  let tmp: Samples;
+  if (needH) {
+    const ch_ = axisCoefficients(w, outW, filter, win.x0, win.w);
+    tmp = is32 ? horizontal32(src as Int32Array, w, row0, row1 - row0, ch_) : horizontal8(src as Uint8Array, w, ch, row0, row1 - row0, ch_);
+  } else {
+    tmp = cropSamples(src, w, ch, { x0: win.x0, y0: row0, w: win.w, h: row1 - row0 });
+  }
+  if (!cv) return tmp as T;
+  return (is32 ? vertical32(tmp as Int32Array, win.w, row0, cv) : vertical8(tmp as Uint8Array, win.w * ch, row0, cv)) as T;
+}
+
+/** RGBA→RGBa / LA→La (Pillow's MULDIV255 premultiply); the alpha band is the last one. */
+export function premultiply(src: Uint8Array, ch: number): Uint8Array {
+  const out = new Uint8Array(src.length);
+  const last = ch - 1;
+  for (let p = 0; p < src.length; p += ch) {
+    const a = src[p + last];
+    for (let b = 0; b < last; b++) {
+      const t = src[p + b] * a + 128;
+      out[p + b] = ((t >> 8) + t) >> 8;
+    }
+    out[p + last] = a;
+  }
+  return out;
+}
+
+/** RGBa→RGBA / La→LA, in place: alpha 0 and 255 keep the samples, else min(255, 255*c/a). */
+export function unpremultiply(data: Uint8Array, ch: number): Uint8Array {
+  const last = ch - 1;
+  for (let p = 0; p < data.length; p += ch) {
+    const a = data[p + last];
+    if (a === 0 || a === 255) continue;
+    for (let b = 0; b < last; b++) {
+      const v = Math.floor((255 * data[p + b]) / a);
+      data[p + b] = v > 255 ? 255 : v;
+    }
+  }
+  return data;
+}

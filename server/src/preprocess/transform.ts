@@ -1,0 +1,205 @@
+/**
+ * open_clip's eval transform, `image_transform(cfg.size, is_train=False, resize_mode, interpolation,
+ * fill_color, mean, std)`, applied to a decoded image exactly as torchvision 0.14 + Pillow 9.4 do:
+ *
+ *   shortest: Resize(size) (short side → size, long side floor(size*long/short)) + CenterCrop(size)
+ *   longest:  ResizeKeepRatio(size, longest=1) (both sides round-half-even) + CenterCropOrPad(fill)
+ *   squash:   Resize((size, size))
+ *   then convert('RGB'), ToTensor, Normalize → CHW float32.
+ *
+ * The resize runs in the image's own mode before the RGB conversion, as PIL does.
+ */
+import type { PreprocessConfig } from '../model/config';
+import { paletteColour, type DecodedImage } from './decode';
+import { ImageError } from './errors';
+import { cropSamples, premultiply, resizeNearest, resizeSeparable, unpremultiply, type Window } from './resample';
+
+/** Python's round() on a float: half to even. */
+export function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/** The size the resize step produces, [width, height]. */
+export function resizedSize(w: number, h: number, cfg: Pick<PreprocessConfig, 'size' | 'resize_mode'>): [number, number] {
+  const size = cfg.size;
+  switch (cfg.resize_mode) {
+    case 'shortest': {
+      // torchvision _compute_resized_output_size: int(size * long / short) in float64.
+      const short = Math.min(w, h);
+      const long = Math.max(w, h);
+      const newLong = Math.trunc((size * long) / short);
+      return w <= h ? [size, newLong] : [newLong, size];
+    }
+    case 'squash':
+      return [size, size];
+    case 'longest': {
+      // open_clip ResizeKeepRatio.get_params with longest=1: ratio = max(h/size, w/size).
+      const ratio = Math.max(h / size, w / size) * 1 + Math.min(h / size, w / size) * (1 - 1);
+      return [roundHalfEven(w / ratio), roundHalfEven(h / ratio)];
+    }
+    default:
+      throw new Error(`unknown resize_mode ${String((cfg as { resize_mode: unknown }).resize_mode)}`);
+  }
+}
+
+/** One axis of CenterCrop / CenterCropOrPad: which resized indices survive and where they land. */
+interface AxisPlacement {
+  /** First kept index in the resized image. */
+  src: number;
+  /** Number of kept indices. */
+  count: number;
+  /** Offset of the kept run in the size×size output (padding before it). */
+  dst: number;
+}
+
+function placeAxis(n: number, size: number): AxisPlacement {
+  if (n < size) return { src: 0, count: n, dst: (size - n) >> 1 };
+  return { src: roundHalfEven((n - size) / 2), count: size, dst: 0 };
+}
+
+/** Float32 ToTensor + Normalize per uint8 level: f32(u8)/f32(255), then (x - mean)/std, each step
+ *  rounded to float32 as torch does. */
+function normalisationTable(mean: readonly number[], std: readonly number[]): Float32Array {
+  const lut = new Float32Array(3 * 256);
+  for (let c = 0; c < 3; c++) {
+    const m = Math.fround(mean[c]);
+    const s = Math.fround(std[c]);
+    for (let v = 0; v < 256; v++) {
+      const x = Math.fround(v / 255);
+      lut[c * 256 + v] = Math.fround(Math.fround(x - m) / s);
+    }
+  }
+  return lut;
+}
+
+const lutCache = new Map<string, Float32Array>();
+function lutFor(cfg: PreprocessConfig): Float32Array {
+  const key = `${cfg.mean.join(',')}|${cfg.std.join(',')}`;
+  let lut = lutCache.get(key);
+  if (!lut) {
+    lut = normalisationTable(cfg.mean, cfg.std);
+    lutCache.set(key, lut);
+  }
+  return lut;
+}
+
+const clip8 = (v: number): number => (v < 0 ? 0 : v > 255 ? 255 : v);
+
+/** Pillow cmyk2rgb for one ink: clip8(nk - MULDIV255(c, nk)) with nk = 255 - K. */
+function cmykChannel(c: number, nk: number): number {
+  const t = c * nk + 128;
+  return clip8(nk - (((t >> 8) + t) >> 8));
+}
+
+/** RGB that convert('RGB') gives for the padding colour `fill` painted in `img.mode`
+ *  (torchvision F.pad → ImageOps.expand with the fill repeated per band). */
+function fillRgb(img: DecodedImage, fill: number): [number, number, number] {
+  switch (img.mode) {
+    case '1': return fill !== 0 ? [255, 255, 255] : [0, 0, 0];
+    case 'P': return paletteColour(img.palette, fill);
+    case 'CMYK': {
+      const nk = 255 - fill;
+      const v = cmykChannel(fill, nk);
+      return [v, v, v];
+    }
+    default: return [fill, fill, fill];
+  }
+}
+
+function checkConfig(cfg: PreprocessConfig): void {
+  if (!Number.isInteger(cfg.size) || cfg.size < 1 || cfg.size > 4096) throw new RangeError(`preprocess size must be an integer in 1..4096, got ${cfg.size}`);
+  if (!Number.isInteger(cfg.fill_color) || cfg.fill_color < 0 || cfg.fill_color > 255) {
+    throw new RangeError(`preprocess fill_color must be an integer in 0..255, got ${cfg.fill_color}`);
+  }
+  if (cfg.interpolation !== 'bicubic' && cfg.interpolation !== 'bilinear') throw new RangeError(`unsupported interpolation ${String(cfg.interpolation)}`);
+  for (const [name, v] of [['mean', cfg.mean], ['std', cfg.std]] as const) {
+    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => typeof x !== 'number' || !Number.isFinite(x))) throw new RangeError(`preprocess ${name} must be 3 finite numbers`);
+  }
+  if (cfg.std.some((x) => x === 0)) throw new RangeError('preprocess std must not contain 0');
+}
+
+/** Resizes `img` to outW×outH in its own mode, computing only `win`. */
+function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig): Uint8Array | Int32Array {
+  const { width: w, height: h, channels: ch } = img;
+  if (outW === w && outH === h) return cropSamples(img.data, w, ch, win);
+  switch (img.mode) {
+    case '1':
+    case 'P':
+      return resizeNearest(img.data as Uint8Array, w, h, ch, outW, outH, win);
+    case 'RGBA':
+    case 'LA': {
+      const pre = premultiply(img.data as Uint8Array, ch);
+      return unpremultiply(resizeSeparable(pre, w, h, ch, outW, outH, win, cfg.interpolation), ch);
+    }
+    default:
+      return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation);
+  }
+}
+
+/** Writes the window, converted to RGB and normalised, into the CHW planes. */
+function writeWindow(out: Float32Array, size: number, img: DecodedImage, data: Uint8Array | Int32Array, win: { w: number; h: number; dstX: number; dstY: number }, lut: Float32Array): void {
+  const plane = size * size;
+  const ch = img.channels;
+  for (let y = 0; y < win.h; y++) {
+    let o = (win.dstY + y) * size + win.dstX;
+    let s = y * win.w * ch;
+    for (let x = 0; x < win.w; x++, o++, s += ch) {
+      let r: number, g: number, b: number;
+      switch (img.mode) {
+        case 'I':
+          r = g = b = clip8(data[s]);
+          break;
+        case '1':
+          r = g = b = data[s] !== 0 ? 255 : 0;
+          break;
+        case 'L':
+        case 'LA':
+          r = g = b = data[s];
+          break;
+        case 'CMYK': {
+          const nk = 255 - data[s + 3];
+          r = cmykChannel(data[s], nk);
+          g = cmykChannel(data[s + 1], nk);
+          b = cmykChannel(data[s + 2], nk);
+          break;
+        }
+        default: // RGB, P (palette-expanded), RGBA (alpha dropped, not composited)
+          r = data[s];
+          g = data[s + 1];
+          b = data[s + 2];
+      }
+      out[o] = lut[r];
+      out[plane + o] = lut[256 + g];
+      out[2 * plane + o] = lut[512 + b];
+    }
+  }
+}
+
+/** The full eval transform: decoded image → CHW Float32Array of 3×size×size. */
+export function transformImage(img: DecodedImage, cfg: PreprocessConfig): Float32Array {
+  checkConfig(cfg);
+  const size = cfg.size;
+  const [outW, outH] = resizedSize(img.width, img.height, cfg);
+  if (outW < 1 || outH < 1) {
+    throw new ImageError('UNSUPPORTED_FORMAT', `image aspect ratio too extreme: ${img.width}x${img.height} resizes to ${outW}x${outH} for size ${size}`);
+  }
+  const px = placeAxis(outW, size);
+  const py = placeAxis(outH, size);
+  const win: Window = { x0: px.src, y0: py.src, w: px.count, h: py.count };
+  const data = resizeWindow(img, outW, outH, win, cfg);
+  const lut = lutFor(cfg);
+  const out = new Float32Array(3 * size * size);
+  if (px.count < size || py.count < size) {
+    const [r, g, b] = fillRgb(img, cfg.fill_color);
+    const plane = size * size;
+    out.fill(lut[r], 0, plane);
+    out.fill(lut[256 + g], plane, 2 * plane);
+    out.fill(lut[512 + b], 2 * plane);
+  }
+  writeWindow(out, size, img, data, { w: win.w, h: win.h, dstX: px.dst, dstY: py.dst }, lut);
+  return out;
+}
