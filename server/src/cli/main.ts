@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command } from 'commander';
 import { PACKAGE_ROOT } from '../util/paths';
+import { register as registerTokenize } from './commands/tokenize';
 
 const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
 
@@ -14,6 +15,7 @@ const program = new Command();
 program.name('clipserve').description('OpenCLIP embedding service and tools').version(version);
 
 // Subcommands register themselves here, one line each.
+registerTokenize(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`clipserve: ${err instanceof Error ? err.message : String(err)}\n`);
