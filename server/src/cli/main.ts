@@ -8,6 +8,8 @@ import * as path from 'node:path';
 import { Command } from 'commander';
 import { PACKAGE_ROOT } from '../util/paths';
 import { register as registerTokenize } from './commands/tokenize';
+import { register as registerInitModel } from './commands/init-model';
+import { register as registerEmbed } from './commands/embed';
 
 const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
 
@@ -16,6 +18,8 @@ program.name('clipserve').description('OpenCLIP embedding service and tools').ve
 
 // Subcommands register themselves here, one line each.
 registerTokenize(program);
+registerInitModel(program);
+registerEmbed(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`clipserve: ${err instanceof Error ? err.message : String(err)}\n`);

@@ -1,0 +1,214 @@
+/**
+ * A loaded model: the bundle (verified), its tokenizer, an image preprocessing pool and one
+ * onnxruntime session per tower, each in its own worker thread so inference never blocks the
+ * event loop. This is the interface the gRPC server and the CLI use.
+ */
+import * as os from 'node:os';
+import * as ort from 'onnxruntime-node';
+import { loadBundle, type Bundle } from '../model/bundle';
+import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../onnx/clip-graph';
+import { PreprocessPool, type ImageLimits } from '../preprocess';
+import { ClipTokenizer } from '../tokenizer';
+import { l2normalize, similarityLogits } from './features';
+import type { ExecutionProvider, GraphOptimizationLevel } from './session-protocol';
+import { RuntimeError, WorkerSession } from './worker-session';
+
+export { l2normalize, similarityLogits, RuntimeError };
+
+export interface ModelInfo {
+  name: string;
+  version: string;
+  embedDim: number;
+  imageSize: number;
+  contextLength: number;
+  /** exp'd, as model(image, text) uses */
+  logitScale: number;
+  provider: 'cpu' | 'cuda';
+  demo: boolean;
+  precision: 'fp32' | 'fp16';
+}
+
+export interface RuntimeOptions {
+  provider?: 'auto' | 'cpu' | 'cuda';
+  intraOpThreads?: number;
+  interOpThreads?: number;
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  preprocessWorkers?: number;
+}
+
+export interface LoadedModel {
+  readonly info: ModelInfo;
+  readonly bundle: Bundle;
+  readonly tokenizer: ClipTokenizer;
+  /** CHW float32 pixels; throws ImageError (server/src/preprocess) for bad input; runs in a worker pool */
+  preprocessImage(bytes: Uint8Array, limits?: ImageLimits): Promise<Float32Array>;
+  /** ids: n × contextLength int32 (tokenizer output); runs cut to the longest EOT + 1; raw features n×E */
+  encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
+  /** pixels: n × 3 × S × S; raw features n×E */
+  encodeImage(pixels: Float32Array, n: number): Promise<Float32Array>;
+  warmup(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Whether this onnxruntime build can run CUDA at all (it lists the EP; the library may still be absent). */
+export function cudaListed(): boolean {
+  try {
+    return ort.listSupportedBackends().some((b) => b.name === 'cuda');
+  } catch {
+    return false;
+  }
+}
+
+/** Providers to try, in order: 'auto' tries CUDA first when listed and falls back to the CPU. */
+export function providerCandidates(p: RuntimeOptions['provider'] = 'auto'): ExecutionProvider[] {
+  switch (p) {
+    case 'cpu':
+      return ['cpu'];
+    case 'cuda':
+      return ['cuda'];
+    case 'auto':
+      return cudaListed() ? ['cuda', 'cpu'] : ['cpu'];
+    default:
+      throw new RuntimeError(`unknown execution provider ${JSON.stringify(p)} (expected auto, cpu or cuda)`);
+  }
+}
+
+function checkThreads(name: string, v: number | undefined): void {
+  if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new RuntimeError(`${name} must be a non-negative integer, got ${v}`);
+}
+
+/** The input's whole ArrayBuffer when the array spans it (then it is transferred), else a copy. */
+function ownedBuffer(a: Float32Array): ArrayBuffer {
+  if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) return a.buffer;
+  return a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength) as ArrayBuffer;
+}
+
+/**
+ * The ids actually fed to the text tower: every row cut to L = max over rows of (first argmax
+ * + 1). With causal attention nothing after a row's pooled (first maximum, i.e. first EOT) token
+ * influences it, so the features equal those of the full context at a fraction of the cost.
+ */
+export function cutTextBatch(ids: Int32Array, n: number, contextLength: number, vocabSize: number): { ids: BigInt64Array; length: number } {
+  if (!Number.isInteger(n) || n <= 0) throw new RuntimeError(`batch size must be a positive integer, got ${n}`);
+  if (ids.length !== n * contextLength) throw new RuntimeError(`expected ${n} × ${contextLength} token ids, got ${ids.length}`);
+  let length = 1;
+  for (let r = 0; r < n; r++) {
+    const row = r * contextLength;
+    let best = 0;
+    for (let i = 0; i < contextLength; i++) {
+      const v = ids[row + i];
+      if (v < 0 || v >= vocabSize) throw new RuntimeError(`token id ${v} at row ${r}, position ${i} is outside the vocabulary [0, ${vocabSize})`);
+      if (v > ids[row + best]) best = i;
+    }
+    length = Math.max(length, best + 1);
+  }
+  const out = new BigInt64Array(n * length);
+  for (let r = 0; r < n; r++) for (let i = 0; i < length; i++) out[r * length + i] = BigInt(ids[r * contextLength + i]);
+  return { ids: out, length };
+}
+
+export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): Promise<LoadedModel> {
+  checkThreads('intraOpThreads', opts.intraOpThreads);
+  checkThreads('interOpThreads', opts.interOpThreads);
+  checkThreads('preprocessWorkers', opts.preprocessWorkers);
+  const level: GraphOptimizationLevel = opts.graphOptimizationLevel ?? 'all';
+  if (!['disabled', 'basic', 'extended', 'all'].includes(level)) throw new RuntimeError(`unknown graph optimization level ${JSON.stringify(level)}`);
+  const providers = providerCandidates(opts.provider);
+
+  const bundle = await loadBundle(bundleDir);
+  const m = bundle.manifest;
+  const tokenizer = ClipTokenizer.fromMergesFile(bundle.paths.vocab);
+  if (tokenizer.vocabSize !== m.model_cfg.text_cfg.vocab_size) {
+    throw new RuntimeError(`${bundle.paths.vocab}: the tokenizer has ${tokenizer.vocabSize} tokens but the text tower's vocab_size is ${m.model_cfg.text_cfg.vocab_size}`);
+  }
+
+  const base = { providers, graphOptimizationLevel: level, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads };
+  const sessions = await Promise.allSettled([
+    WorkerSession.create({ ...base, modelPath: bundle.paths.visual }, `${m.name} image tower`),
+    WorkerSession.create({ ...base, modelPath: bundle.paths.textual }, `${m.name} text tower`),
+  ]);
+  if (sessions.some((s) => s.status === 'rejected')) {
+    await Promise.all(sessions.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
+    throw (sessions.find((s) => s.status === 'rejected') as PromiseRejectedResult).reason;
+  }
+  const [visual, textual] = sessions.map((s) => (s as PromiseFulfilledResult<WorkerSession>).value);
+  // One provider for both towers: if CUDA came up for only one, the info would lie about the other.
+  if (visual.provider !== textual.provider) {
+    await Promise.all([visual.close(), textual.close()]);
+    throw new RuntimeError(`the towers came up on different providers (image ${visual.provider}, text ${textual.provider})`);
+  }
+
+  return new OnnxClipModel(bundle, tokenizer, visual, textual, opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()));
+}
+
+class OnnxClipModel implements LoadedModel {
+  readonly info: ModelInfo;
+  /** Preprocessing pools by limits: the pool fixes its limits at construction. */
+  private readonly pools = new Map<string, PreprocessPool>();
+  private closed = false;
+
+  constructor(readonly bundle: Bundle, readonly tokenizer: ClipTokenizer, private readonly visual: WorkerSession, private readonly textual: WorkerSession, private readonly preprocessWorkers: number) {
+    const m = bundle.manifest;
+    this.info = {
+      name: m.name,
+      version: m.version,
+      embedDim: m.embed_dim,
+      imageSize: m.image_size,
+      contextLength: m.context_length,
+      logitScale: m.logit_scale_exp,
+      provider: visual.provider,
+      demo: m.demo,
+      precision: m.precision,
+    };
+  }
+
+  private pool(limits: ImageLimits | undefined): PreprocessPool {
+    const key = limits ? `${limits.maxBytes}:${limits.maxPixels}` : 'default';
+    let p = this.pools.get(key);
+    if (!p) {
+      p = new PreprocessPool({ size: this.preprocessWorkers, cfg: this.bundle.manifest.preprocess_cfg, ...(limits ? { limits } : {}) });
+      this.pools.set(key, p);
+    }
+    return p;
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) throw new RuntimeError('the model is closed');
+  }
+
+  async preprocessImage(bytes: Uint8Array, limits?: ImageLimits): Promise<Float32Array> {
+    this.ensureOpen();
+    return this.pool(limits).run(bytes);
+  }
+
+  async encodeText(ids: Int32Array, n: number): Promise<Float32Array> {
+    this.ensureOpen();
+    const { ids: cut, length } = cutTextBatch(ids, n, this.info.contextLength, this.tokenizer.vocabSize);
+    const out = await this.textual.run({ [TEXT_INPUT]: { type: 'int64', data: cut.buffer as ArrayBuffer, dims: [n, length] } }, [TEXT_OUTPUT]);
+    return new Float32Array(out[TEXT_OUTPUT].data);
+  }
+
+  async encodeImage(pixels: Float32Array, n: number): Promise<Float32Array> {
+    this.ensureOpen();
+    const S = this.info.imageSize;
+    if (!Number.isInteger(n) || n <= 0) throw new RuntimeError(`batch size must be a positive integer, got ${n}`);
+    if (pixels.length !== n * 3 * S * S) throw new RuntimeError(`expected ${n} × 3 × ${S} × ${S} pixel values, got ${pixels.length}`);
+    const out = await this.visual.run({ [IMAGE_INPUT]: { type: 'float32', data: ownedBuffer(pixels), dims: [n, 3, S, S] } }, [IMAGE_OUTPUT]);
+    return new Float32Array(out[IMAGE_OUTPUT].data);
+  }
+
+  /** One run per tower, so the first request does not pay for onnxruntime's lazy allocations. */
+  async warmup(): Promise<void> {
+    const S = this.info.imageSize;
+    const ids = new Int32Array(this.info.contextLength);
+    ids[0] = this.tokenizer.sotId;
+    ids[1] = this.tokenizer.eotId;
+    await Promise.all([this.encodeImage(new Float32Array(3 * S * S), 1), this.encodeText(ids, 1)]);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([this.visual.close(), this.textual.close(), ...[...this.pools.values()].map((p) => p.close())]);
+  }
+}

@@ -1,0 +1,28 @@
+/** Messages between an encoder's main-thread proxy and its onnxruntime worker thread. */
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all';
+
+export interface SessionWorkerData {
+  modelPath: string;
+  /** Providers to try in order; the first that creates a session wins. */
+  providers: ExecutionProvider[];
+  intraOpThreads?: number;
+  interOpThreads?: number;
+  graphOptimizationLevel: GraphOptimizationLevel;
+}
+
+export interface WireTensor {
+  type: 'float32' | 'int64';
+  data: ArrayBuffer;
+  dims: number[];
+}
+
+export type WorkerRequest = { id: number; kind: 'run'; feeds: Record<string, WireTensor>; outputs: string[] } | { id: number; kind: 'close' };
+
+export type WorkerResponse =
+  | { kind: 'ready'; provider: ExecutionProvider; inputNames: string[]; outputNames: string[] }
+  | { kind: 'init-error'; message: string }
+  | { id: number; kind: 'result'; outputs: Record<string, WireTensor> }
+  | { id: number; kind: 'error'; message: string }
+  | { id: number; kind: 'closed' };
