@@ -169,10 +169,7 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits): Promi
   const src = new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength);
   if (header.format === 'gif') gifFillTransparent(src, srcCh, n, header);
   const data = toModeLayout(src, srcCh, n, mode);
-  if (mode === 'CMYK' && header.format === 'jpeg' && !header.jpegAdobe) {
-    // Pillow decodes every 4-component JPEG as inverted ("CMYK;I"); libvips inverts only when
-    // the Adobe marker is present.
-    for (let i = 0; i < data.length; i++) data[i] = 255 - data[i];
-  }
+  // CMYK JPEG needs no fix-up: Pillow reads every 4-component JPEG as inverted ("CMYK;I") and
+  // libvips (8.7+) inverts every CMYK JPEG too, Adobe marker or not (fixture jpeg_cmyk_noadobe).
   return { mode, width, height, channels: CHANNELS[mode], data, palette: header.palette };
 }

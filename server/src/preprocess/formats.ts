@@ -18,8 +18,6 @@ export interface HeaderInfo {
   mode?: PilMode;
   /** RGB triples of the palette Pillow attaches to a 'P' image (index i at 3*i). */
   palette?: Uint8Array;
-  /** JPEG: an Adobe APP14 marker is present (libvips inverts CMYK only then, Pillow always). */
-  jpegAdobe?: boolean;
   /** GIF: transparency index of the first frame, if any. */
   gifTransparency?: number;
 }
@@ -92,7 +90,6 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
   let i = 2;
   let components = 0;
   let precision = 8;
-  let adobe = false;
   // Pillow reads markers up to the first SOS; the frame header (SOFn) fixes the mode.
   while (i + 4 <= b.length) {
     if (b[i] !== 0xff) { i++; continue; }
@@ -107,8 +104,6 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
       if (seg + 6 > b.length) throw corrupt('JPEG', 'truncated frame header');
       precision = b[seg];
       components = b[seg + 5];
-    } else if (m === 0xee && len >= 7 && startsWith(b, ascii('Adobe'), seg)) {
-      adobe = true;
     }
     i += 2 + len;
   }
@@ -116,7 +111,7 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
   if (precision !== 8) throw new ImageError('UNSUPPORTED_FORMAT', `unsupported ${precision}-bit JPEG (only 8-bit samples are supported)`);
   const mode: PilMode | undefined = components === 1 ? 'L' : components === 3 ? 'RGB' : components === 4 ? 'CMYK' : undefined;
   if (!mode) throw new ImageError('UNSUPPORTED_FORMAT', `unsupported JPEG with ${components} components`);
-  return { format: 'jpeg', mode, jpegAdobe: adobe };
+  return { format: 'jpeg', mode };
 }
 
 /** Pillow treats a GIF colour table equal to the grey ramp (i,i,i) as "no palette" and opens the
