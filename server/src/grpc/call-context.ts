@@ -1,0 +1,123 @@
+/**
+ * What every handler gets per call (abort signal, deadline, request id, logger) and the gate that
+ * admits calls only while the server is serving, counting them so a drain knows when in-flight
+ * work is done.
+ */
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { SubmitOptions } from '../batching';
+import { RpcError, toStatus } from './status';
+
+/** Header carrying the per-call request id (the metrics interceptor fills it in when absent). */
+export const REQUEST_ID_KEY = 'x-request-id';
+const ACCEPTABLE_REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
+
+export type ServingPhase = 'starting' | 'serving' | 'draining' | 'stopped';
+
+/** Admits calls by phase and counts the ones in flight. */
+export class CallGate {
+  private phaseNow: ServingPhase = 'starting';
+  private active = 0;
+  private idleWaiters: (() => void)[] = [];
+
+  get phase(): ServingPhase {
+    return this.phaseNow;
+  }
+
+  get inFlight(): number {
+    return this.active;
+  }
+
+  setPhase(phase: ServingPhase): void {
+    this.phaseNow = phase;
+  }
+
+  /** Throws UNAVAILABLE unless serving; otherwise counts the call until `exit()`. */
+  enter(): void {
+    if (this.phaseNow === 'starting') throw new RpcError(grpc.status.UNAVAILABLE, 'server is starting: the model is still loading');
+    if (this.phaseNow !== 'serving') throw new RpcError(grpc.status.UNAVAILABLE, 'server is shutting down');
+    this.active++;
+  }
+
+  exit(): void {
+    this.active--;
+    if (this.active === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resolves when no admitted call is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.active === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+}
+
+export interface CallContext extends Required<Pick<SubmitOptions, 'signal'>> {
+  /** Epoch milliseconds, or undefined for no deadline. */
+  deadline: number | undefined;
+  requestId: string;
+  log: Logger;
+}
+
+type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
+
+/** Builds the context of a call: aborts its signal when the client cancels or the deadline hits. */
+export function callContext(call: AnyServerCall, method: string, logger: Logger): CallContext {
+  const offered = call.metadata.get(REQUEST_ID_KEY)[0];
+  const requestId = typeof offered === 'string' && ACCEPTABLE_REQUEST_ID.test(offered) ? offered : randomUUID();
+  const controller = new AbortController();
+  call.once('cancelled', () => controller.abort());
+  const d = call.getDeadline();
+  const ms = d instanceof Date ? d.getTime() : d;
+  return {
+    signal: controller.signal,
+    deadline: Number.isFinite(ms) ? ms : undefined,
+    requestId,
+    log: logger.child({ requestId, method }),
+  };
+}
+
+/**
+ * Wraps a promise-returning unary handler: admission through the gate, context, error → status
+ * mapping, and a log line per failure (never payloads).
+ */
+export function unaryHandler<Req, Res>(
+  method: string,
+  gate: CallGate,
+  logger: Logger,
+  fn: (request: Req, ctx: CallContext) => Promise<Res>,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const ctx = callContext(call as grpc.ServerUnaryCall<unknown, unknown>, method, logger);
+    try {
+      gate.enter();
+    } catch (err) {
+      const st = toStatus(err);
+      callback({ code: st.code, details: st.details });
+      return;
+    }
+    const started = process.hrtime.bigint();
+    fn(call.request, ctx)
+      .then(
+        (res) => {
+          callback(null, res);
+          ctx.log.debug({ code: 'OK', ms: elapsedMs(started) }, 'call done');
+        },
+        (err: unknown) => {
+          const st = toStatus(err);
+          callback({ code: st.code, details: st.details });
+          if (st.internal) ctx.log.error({ err, code: grpc.status[st.code] }, 'call failed');
+          else ctx.log.debug({ code: grpc.status[st.code], details: st.details, ms: elapsedMs(started) }, 'call rejected');
+        },
+      )
+      .finally(() => gate.exit());
+  };
+}
+
+export function elapsedMs(started: bigint): number {
+  return Number(process.hrtime.bigint() - started) / 1e6;
+}

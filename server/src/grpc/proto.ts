@@ -1,0 +1,47 @@
+/**
+ * Loads the public API (proto/clipserve/v1) and the health service's proto with @grpc/proto-loader.
+ * The same package definition feeds the handlers and server reflection, so what reflection
+ * describes is exactly what is served.
+ */
+import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { protoPath as HEALTH_PROTO_PATH } from 'grpc-health-check';
+import { PROTO_DIR } from '../util/paths';
+
+export const EMBEDDING_SERVICE_NAME = 'clipserve.v1.EmbeddingService';
+export const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
+
+/** The files of package clipserve.v1, relative to PROTO_DIR. */
+const API_FILES = ['clipserve/v1/common.proto', 'clipserve/v1/embedding.proto'];
+
+export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+};
+
+export interface LoadedProtos {
+  /** Everything served, for reflection. */
+  packageDefinition: protoLoader.PackageDefinition;
+  embeddingService: grpc.ServiceDefinition;
+}
+
+let cached: LoadedProtos | undefined;
+
+export function loadProtos(): LoadedProtos {
+  if (cached) return cached;
+  // grpc-health-check ships <root>/health/v1/health.proto; load it by its import name so the
+  // descriptor reflection serves names the file as other tools expect.
+  const healthRoot = path.resolve(HEALTH_PROTO_PATH, '..', '..', '..');
+  const packageDefinition = protoLoader.loadSync([...API_FILES, path.relative(healthRoot, HEALTH_PROTO_PATH)], {
+    ...PROTO_LOADER_OPTIONS,
+    includeDirs: [PROTO_DIR, healthRoot],
+  });
+  const embeddingService = packageDefinition[EMBEDDING_SERVICE_NAME] as grpc.ServiceDefinition | undefined;
+  if (!embeddingService || !('EmbedText' in embeddingService)) throw new Error(`${EMBEDDING_SERVICE_NAME} not found in ${PROTO_DIR}`);
+  cached = { packageDefinition, embeddingService };
+  return cached;
+}

@@ -1,0 +1,75 @@
+/**
+ * The items of one unary request in flight through the batchers. The first failing item fails the
+ * request (its error names the item) and cancels the request's other items, so a bad image at
+ * index 0 does not leave 255 good ones occupying the queue for nothing.
+ */
+import type { SubmitOptions } from '../batching';
+import type { TextEmbedding } from '../serve/embedder';
+import type { CallContext } from './call-context';
+import { ItemFailure } from './status';
+
+/** The embedding operations handlers need (implemented by serve/Embedder). */
+export interface EmbedderPort {
+  embedTexts(texts: readonly string[], options?: SubmitOptions): Promise<TextEmbedding>[];
+  embedImages(images: readonly Uint8Array[], options?: SubmitOptions): Promise<Float32Array>[];
+}
+
+export class RequestWork {
+  private readonly controller = new AbortController();
+  private readonly options: SubmitOptions;
+
+  constructor(
+    private readonly embedder: EmbedderPort,
+    ctx: CallContext,
+  ) {
+    this.options = { signal: AbortSignal.any([ctx.signal, this.controller.signal]), deadline: ctx.deadline };
+  }
+
+  /** Embeds texts; `field` names them in errors ("texts" → "texts[2]"). */
+  texts(texts: readonly string[], field: string): Promise<TextEmbedding[]> {
+    return this.track(() => this.embedder.embedTexts(texts, this.options), field);
+  }
+
+  images(images: readonly Uint8Array[], field: string): Promise<Float32Array[]> {
+    return this.track(() => this.embedder.embedImages(images, this.options), field);
+  }
+
+  /** Cancels whatever of this request is still queued. */
+  cancel(): void {
+    this.controller.abort();
+  }
+
+  private track<T>(submit: () => Promise<T>[], field: string): Promise<T[]> {
+    let promises: Promise<T>[];
+    try {
+      promises = submit();
+    } catch (err) {
+      // Refused at admission (queue full, shutting down): drop what this request queued before.
+      this.cancel();
+      throw err;
+    }
+    const all = new Promise<T[]>((resolve, reject) => {
+      const out: T[] = new Array(promises.length);
+      let left = promises.length;
+      let failed = false;
+      if (left === 0) resolve(out);
+      promises.forEach((p, i) =>
+        p.then(
+          (v) => {
+            out[i] = v;
+            if (--left === 0 && !failed) resolve(out);
+          },
+          (err: unknown) => {
+            if (failed) return;
+            failed = true;
+            this.cancel();
+            reject(new ItemFailure(`${field}[${i}]`, err));
+          },
+        ),
+      );
+    });
+    // The caller may never await this promise if a sibling submission throws first.
+    all.catch(() => undefined);
+    return all;
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * Request checks done before any work is queued. Each failure is INVALID_ARGUMENT (or
+ * FAILED_PRECONDITION for a version pin) with a message naming the offending field or item.
+ */
+import { status as Status } from '@grpc/grpc-js';
+import { RpcError, invalidArgument } from './status';
+
+/** Limits the server enforces per request (reported by GetModelInfo). */
+export interface RequestLimits {
+  maxItemsPerRequest: number;
+  maxImageBytes: number;
+  maxImagePixels: number;
+  maxMessageBytes: number;
+  maxBatchSize: number;
+}
+
+/** Empty pins nothing; otherwise the pinned version must be the one served. */
+export function checkModelVersion(requested: string, active: string): void {
+  if (requested !== '' && requested !== active) {
+    throw new RpcError(Status.FAILED_PRECONDITION, `model_version "${requested}" is not served; the active model version is "${active}"`);
+  }
+}
+
+/** `field` must hold between `min` and the per-request item limit. */
+export function checkCount(field: string, n: number, min: number, limits: RequestLimits): void {
+  if (n < min) throw invalidArgument(min === 1 ? `${field}: at least one item is required` : `${field}: at least ${min} items are required`);
+  if (n > limits.maxItemsPerRequest) {
+    throw invalidArgument(`${field}: ${n} items exceed the limit of ${limits.maxItemsPerRequest} per request; split the request`);
+  }
+}
+
+/** The total number of items a request queues must fit the per-request limit. */
+export function checkTotal(what: string, n: number, limits: RequestLimits): void {
+  if (n > limits.maxItemsPerRequest) {
+    throw invalidArgument(`${what}: ${n} items in total exceed the limit of ${limits.maxItemsPerRequest} per request; split the request`);
+  }
+}
+
+export const DEFAULT_TEMPLATE = 'a photo of a {}.';
+
+/** Zero-shot prompt templates: each must hold exactly one "{}" where the label goes. */
+export function checkTemplates(templates: readonly string[]): string[] {
+  if (templates.length === 0) return [DEFAULT_TEMPLATE];
+  templates.forEach((t, i) => {
+    const holes = t.split('{}').length - 1;
+    if (holes !== 1) throw invalidArgument(`templates[${i}]: must contain exactly one "{}" where the label goes, found ${holes}`);
+  });
+  return [...templates];
+}
+
+export function checkLabels(labels: readonly string[], limits: RequestLimits): void {
+  checkCount('labels', labels.length, 1, limits);
+  labels.forEach((l, i) => {
+    if (l.trim() === '') throw invalidArgument(`labels[${i}]: empty label`);
+  });
+}

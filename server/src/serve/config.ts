@@ -1,0 +1,207 @@
+/**
+ * Server configuration: one table of options (flag, environment variable, default, parser) that
+ * drives the `clipserve serve` flags and their --help text, `CLIPSERVE_*` environment variables and
+ * `--config file.json`, so the three can never disagree. Precedence: flag > environment > config
+ * file > default.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+export type Provider = 'auto' | 'cpu' | 'cuda';
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface ServeConfig {
+  /** Bundle directory or `hf-hub:org/repo[@rev]`; undefined serves the demo bundle. */
+  model: string | undefined;
+  /** Where the demo bundle and downloaded models are cached. */
+  cacheDir: string;
+  host: string;
+  /** gRPC port; 0 picks a free one (RunningServer.port says which). */
+  port: number;
+  /** HTTP metrics and probes port; 0 picks a free one. */
+  metricsPort: number;
+  /** Optional plaintext gRPC port serving only grpc.health.v1 (kubelet probes when TLS is on). */
+  healthPort: number | undefined;
+  provider: Provider;
+  intraOpThreads: number | undefined;
+  preprocessWorkers: number | undefined;
+  maxBatchSize: number;
+  maxQueueDelayMs: number;
+  queueBound: number;
+  maxMessageBytes: number;
+  maxItemsPerRequest: number;
+  maxImageBytes: number;
+  maxImagePixels: number;
+  shutdownGraceSeconds: number;
+  logLevel: LogLevel;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  /** With a client CA, clients must present a certificate it signed (mutual TLS). */
+  tlsClientCa: string | undefined;
+}
+
+/** A bad option value or combination; the message names the option. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+type Parser<T> = (raw: unknown, name: string) => T;
+
+export interface OptionSpec {
+  key: keyof ServeConfig;
+  /** Commander flag syntax, e.g. "--port <n>". */
+  flag: string;
+  env: string;
+  description: string;
+  /** Shown in --help; undefined when the default is described in words. */
+  defaultValue: unknown;
+  parse: Parser<unknown>;
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const PROVIDERS: readonly Provider[] = ['auto', 'cpu', 'cuda'];
+
+function intIn(min: number, max = Number.MAX_SAFE_INTEGER): Parser<number> {
+  return (raw, name) => {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new ConfigError(`${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(raw)}`);
+    }
+    return n;
+  };
+}
+
+function numberIn(min: number, max: number): Parser<number> {
+  return (raw, name) => {
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : NaN;
+    if (!Number.isFinite(n) || n < min || n > max) throw new ConfigError(`${name} must be a number in [${min}, ${max}], got ${JSON.stringify(raw)}`);
+    return n;
+  };
+}
+
+function oneOf<T extends string>(values: readonly T[]): Parser<T> {
+  return (raw, name) => {
+    if (typeof raw !== 'string' || !values.includes(raw as T)) {
+      throw new ConfigError(`${name} must be one of ${values.join(', ')}, got ${JSON.stringify(raw)}`);
+    }
+    return raw as T;
+  };
+}
+
+const nonEmptyString: Parser<string> = (raw, name) => {
+  if (typeof raw !== 'string' || raw.trim() === '') throw new ConfigError(`${name} must be a non-empty string, got ${JSON.stringify(raw)}`);
+  return raw;
+};
+
+const PORT = intIn(0, 65535);
+const MiB = 1024 * 1024;
+
+export function defaultCacheDir(): string {
+  const xdg = process.env.XDG_CACHE_HOME;
+  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'clipserve');
+}
+
+/** Every serve option. Order is the --help order. */
+export const SERVE_OPTIONS: readonly OptionSpec[] = [
+  { key: 'model', flag: '--model <ref>', env: 'CLIPSERVE_MODEL', description: 'model bundle directory or hf-hub:<org>/<repo>[@revision] (default: a small random-weight demo bundle, built in --cache-dir on first start; GetModelInfo reports demo=true)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'cacheDir', flag: '--cache-dir <dir>', env: 'CLIPSERVE_CACHE_DIR', description: 'cache for the demo bundle and downloaded models (default: $XDG_CACHE_HOME/clipserve or ~/.cache/clipserve)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'host', flag: '--host <addr>', env: 'CLIPSERVE_HOST', description: 'address the gRPC and metrics servers bind', defaultValue: '0.0.0.0', parse: nonEmptyString },
+  { key: 'port', flag: '--port <n>', env: 'CLIPSERVE_PORT', description: 'gRPC port (0 = pick a free port; the bound port is logged)', defaultValue: 50051, parse: PORT },
+  { key: 'metricsPort', flag: '--metrics-port <n>', env: 'CLIPSERVE_METRICS_PORT', description: 'HTTP port for /metrics, /healthz and /readyz (0 = pick a free port)', defaultValue: 9090, parse: PORT },
+  { key: 'healthPort', flag: '--health-port <n>', env: 'CLIPSERVE_HEALTH_PORT', description: 'extra plaintext gRPC port serving only grpc.health.v1, for kubelet probes when TLS is on (default: none)', defaultValue: undefined, parse: PORT },
+  { key: 'provider', flag: '--provider <name>', env: 'CLIPSERVE_PROVIDER', description: 'onnxruntime execution provider: auto (cuda when available), cpu or cuda', defaultValue: 'auto', parse: oneOf(PROVIDERS) },
+  { key: 'intraOpThreads', flag: '--intra-op-threads <n>', env: 'CLIPSERVE_INTRA_OP_THREADS', description: "threads onnxruntime uses inside one operator (default: onnxruntime's choice, the core count)", defaultValue: undefined, parse: intIn(1, 1024) },
+  { key: 'preprocessWorkers', flag: '--preprocess-workers <n>', env: 'CLIPSERVE_PREPROCESS_WORKERS', description: 'image decode/resize worker threads (default: the core count)', defaultValue: undefined, parse: intIn(1, 1024) },
+  { key: 'maxBatchSize', flag: '--max-batch-size <n>', env: 'CLIPSERVE_MAX_BATCH_SIZE', description: 'most items in one inference run, per modality', defaultValue: 32, parse: intIn(1, 4096) },
+  { key: 'maxQueueDelayMs', flag: '--max-queue-delay-ms <ms>', env: 'CLIPSERVE_MAX_QUEUE_DELAY_MS', description: 'longest a ready item waits for others to fill its batch', defaultValue: 5, parse: numberIn(0, 60_000) },
+  { key: 'queueBound', flag: '--queue-bound <n>', env: 'CLIPSERVE_QUEUE_BOUND', description: 'most items queued per modality; beyond it calls fail fast with RESOURCE_EXHAUSTED', defaultValue: 1024, parse: intIn(1, 1_000_000) },
+  { key: 'maxMessageBytes', flag: '--max-message-bytes <n>', env: 'CLIPSERVE_MAX_MESSAGE_BYTES', description: 'largest gRPC message received or sent', defaultValue: 64 * MiB, parse: intIn(1024, 2 ** 31 - 1) },
+  { key: 'maxItemsPerRequest', flag: '--max-items-per-request <n>', env: 'CLIPSERVE_MAX_ITEMS_PER_REQUEST', description: 'most texts + images in one request (Classify counts labels × templates)', defaultValue: 256, parse: intIn(1, 1_000_000) },
+  { key: 'maxImageBytes', flag: '--max-image-bytes <n>', env: 'CLIPSERVE_MAX_IMAGE_BYTES', description: 'largest encoded image accepted', defaultValue: 20 * MiB, parse: intIn(1) },
+  { key: 'maxImagePixels', flag: '--max-image-pixels <n>', env: 'CLIPSERVE_MAX_IMAGE_PIXELS', description: 'largest width × height accepted, checked before decoding (decompression bombs)', defaultValue: 50_000_000, parse: intIn(1) },
+  { key: 'shutdownGraceSeconds', flag: '--shutdown-grace-seconds <s>', env: 'CLIPSERVE_SHUTDOWN_GRACE_SECONDS', description: 'on SIGTERM/SIGINT, how long in-flight calls may take to finish before they are cut', defaultValue: 25, parse: numberIn(0, 3600) },
+  { key: 'logLevel', flag: '--log-level <level>', env: 'CLIPSERVE_LOG_LEVEL', description: `log level: ${LOG_LEVELS.join(', ')}`, defaultValue: 'info', parse: oneOf(LOG_LEVELS) },
+  { key: 'tlsCert', flag: '--tls-cert <file>', env: 'CLIPSERVE_TLS_CERT', description: 'PEM server certificate chain; with --tls-key serves TLS (default: plaintext)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'tlsKey', flag: '--tls-key <file>', env: 'CLIPSERVE_TLS_KEY', description: 'PEM private key of --tls-cert', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'tlsClientCa', flag: '--tls-client-ca <file>', env: 'CLIPSERVE_TLS_CLIENT_CA', description: 'PEM CA bundle; when given, clients must present a certificate it signed (mutual TLS)', defaultValue: undefined, parse: nonEmptyString },
+];
+
+const SPEC_BY_KEY = new Map(SERVE_OPTIONS.map((s) => [s.key, s]));
+const SPEC_BY_FLAG_NAME = new Map(SERVE_OPTIONS.map((s) => [flagName(s), s]));
+
+/** "--max-batch-size <n>" → "max-batch-size". */
+export function flagName(spec: OptionSpec): string {
+  return spec.flag.split(/\s+/)[0].replace(/^--/, '');
+}
+
+/**
+ * Parses and completes a partial configuration: values may be typed or strings (from flags or the
+ * environment); unset values take their defaults; cross-option rules are checked.
+ */
+export function resolveServeConfig(partial: Partial<Record<keyof ServeConfig, unknown>> = {}): ServeConfig {
+  const out: Record<string, unknown> = {};
+  for (const spec of SERVE_OPTIONS) {
+    const raw = partial[spec.key];
+    out[spec.key] = raw === undefined || raw === null ? spec.defaultValue : spec.parse(raw, `--${flagName(spec)}`);
+  }
+  for (const key of Object.keys(partial)) {
+    if (!SPEC_BY_KEY.has(key as keyof ServeConfig)) throw new ConfigError(`unknown option "${key}"`);
+  }
+  const config = out as unknown as ServeConfig;
+  if (config.cacheDir === undefined) config.cacheDir = defaultCacheDir();
+  validate(config);
+  return config;
+}
+
+function validate(c: ServeConfig): void {
+  if ((c.tlsCert === undefined) !== (c.tlsKey === undefined)) throw new ConfigError('--tls-cert and --tls-key go together: give both or neither');
+  if (c.tlsClientCa !== undefined && c.tlsCert === undefined) throw new ConfigError('--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)');
+  if (c.maxItemsPerRequest > c.queueBound) {
+    throw new ConfigError(`--max-items-per-request (${c.maxItemsPerRequest}) exceeds --queue-bound (${c.queueBound}): such requests could never be queued`);
+  }
+  if (c.maxImageBytes > c.maxMessageBytes) {
+    throw new ConfigError(`--max-image-bytes (${c.maxImageBytes}) exceeds --max-message-bytes (${c.maxMessageBytes}): such images could never arrive`);
+  }
+  if (c.healthPort !== undefined && c.healthPort !== 0 && c.healthPort === c.port) {
+    throw new ConfigError(`--health-port must differ from --port (both ${c.port})`);
+  }
+}
+
+/** Reads the environment's CLIPSERVE_* values (unset and empty variables are absent). */
+export function configFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<Record<keyof ServeConfig, string>> {
+  const out: Partial<Record<keyof ServeConfig, string>> = {};
+  for (const spec of SERVE_OPTIONS) {
+    const v = env[spec.env];
+    if (v !== undefined && v !== '') out[spec.key] = v;
+  }
+  return out;
+}
+
+/**
+ * Reads a JSON config file: an object whose keys are option names, in camelCase ("maxBatchSize")
+ * or as the flag spells them ("max-batch-size"). Unknown keys are errors (a typo must not be
+ * silently ignored). Relative paths in it (model, TLS files, cache dir) are resolved against the
+ * file's directory.
+ */
+export function readConfigFile(file: string): Partial<Record<keyof ServeConfig, unknown>> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${file}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError(`config file ${file} must hold a JSON object`);
+  const out: Partial<Record<keyof ServeConfig, unknown>> = {};
+  for (const [name, value] of Object.entries(parsed as Record<string, unknown>)) {
+    const spec = SPEC_BY_KEY.get(name as keyof ServeConfig) ?? SPEC_BY_FLAG_NAME.get(name);
+    if (!spec) throw new ConfigError(`config file ${file}: unknown option "${name}"`);
+    out[spec.key] = PATH_KEYS.has(spec.key) && typeof value === 'string' && !value.startsWith('hf-hub:') ? path.resolve(path.dirname(file), value) : value;
+  }
+  return out;
+}
+
+const PATH_KEYS = new Set<keyof ServeConfig>(['model', 'cacheDir', 'tlsCert', 'tlsKey', 'tlsClientCa']);

@@ -1,0 +1,39 @@
+/**
+ * The slice of the loaded model (server/src/runtime/model.ts `LoadedModel`) that the serving layer
+ * uses. Depending on this narrow shape instead of the runtime module keeps the batching and gRPC
+ * code free of onnxruntime, and lets the real LoadedModel satisfy it structurally.
+ */
+import type { ImageLimits } from '../preprocess/errors';
+
+export interface ServedModelInfo {
+  name: string;
+  version: string;
+  embedDim: number;
+  imageSize: number;
+  contextLength: number;
+  /** exp(logit_scale): the factor model(image, text) applies to cosine similarities. */
+  logitScale: number;
+  provider: 'cpu' | 'cuda';
+  demo: boolean;
+  precision: 'fp32' | 'fp16';
+}
+
+export interface TokenizedText {
+  /** contextLength ids: SOT, tokens, EOT, zero padding. */
+  ids: Int32Array;
+  truncated: boolean;
+  eotIndex: number;
+}
+
+export interface EmbeddingModel {
+  readonly info: ServedModelInfo;
+  readonly tokenizer: { tokenize(text: string, contextLength?: number): TokenizedText };
+  /** CHW float32 pixels; rejects with ImageError for bad input. */
+  preprocessImage(bytes: Uint8Array, limits?: ImageLimits): Promise<Float32Array>;
+  /** ids: n × contextLength; resolves to n × embedDim raw features. */
+  encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
+  /** pixels: n × 3 × S × S; resolves to n × embedDim raw features. */
+  encodeImage(pixels: Float32Array, n: number): Promise<Float32Array>;
+  warmup(): Promise<void>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,268 @@
+/**
+ * startServer: the gRPC embedding server. It binds first and reports NOT_SERVING (health) and
+ * UNAVAILABLE (API) while the model loads and warms up, then serves. shutdown() drains: health
+ * NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within the grace period, then the
+ * servers, batchers and model are closed.
+ */
+import * as fs from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Logger } from 'pino';
+import type { BatcherObserver, BatcherStats } from '../batching';
+import { CallGate, ServingPhase } from '../grpc/call-context';
+import { StreamStats } from '../grpc/embed-stream';
+import { embeddingServiceHandlers } from '../grpc/embedding-service';
+import { EMBEDDING_SERVICE_NAME, loadProtos } from '../grpc/proto';
+import type { RequestLimits } from '../grpc/validate';
+import type { LoadedModel } from '../runtime/model';
+import { resolveServeConfig, ServeConfig } from './config';
+import { Embedder } from './embedder';
+import { createLogger } from './logger';
+import { loadServedModel, ModelLoader } from './model-loader';
+
+export interface StartOptions {
+  /** grpc-js server interceptors (metrics, request logs, auth), outermost first. */
+  interceptors?: grpc.ServerInterceptor[];
+  /** Batcher metrics hook. */
+  observer?: BatcherObserver;
+  /** Defaults to a JSON logger on stdout at config.logLevel. */
+  logger?: Logger;
+  /**
+   * true (default): resolve once the model is loaded, warmed and SERVING. false: resolve as soon
+   * as the ports are bound (NOT_SERVING); `ready` settles later.
+   */
+  waitUntilReady?: boolean;
+  /** Replaces the model loader (the default resolves config.model / the demo bundle). */
+  loadModel?: ModelLoader;
+}
+
+/** Configuration (every ServeConfig field optional, defaults applied) plus start options. */
+export type StartServerConfig = Partial<Record<keyof ServeConfig, unknown>> & StartOptions;
+
+export interface ServerStats {
+  phase: ServingPhase;
+  inFlightCalls: number;
+  /** Per modality: inference runs so far, queue depth, items running. */
+  batchers: { text: BatcherStats; image: BatcherStats } | undefined;
+  streams: StreamStats;
+}
+
+export interface RunningServer {
+  /** The bound gRPC port (useful with port 0). */
+  readonly port: number;
+  /** The bound health-only port, when configured. */
+  readonly healthPort: number | undefined;
+  readonly config: ServeConfig;
+  readonly logger: Logger;
+  /** The served model; throws while it is still loading. */
+  readonly model: LoadedModel;
+  /** Settles when the model is loaded and warm (rejects if loading failed). */
+  readonly ready: Promise<void>;
+  /** Model loaded and warm, and not draining: what readiness probes report. */
+  isReady(): boolean;
+  phase(): ServingPhase;
+  stats(): ServerStats;
+  /** Drains and stops; `graceSeconds` defaults to config.shutdownGraceSeconds. Idempotent. */
+  shutdown(graceSeconds?: number): Promise<void>;
+}
+
+const START_OPTION_KEYS: readonly (keyof StartOptions)[] = ['interceptors', 'observer', 'logger', 'waitUntilReady', 'loadModel'];
+/** Health is reported for the whole server ("") and per service. */
+const HEALTH_SERVICES = ['', EMBEDDING_SERVICE_NAME];
+
+export async function startServer(input: StartServerConfig = {}): Promise<RunningServer> {
+  const configInput: Record<string, unknown> = { ...input };
+  for (const k of START_OPTION_KEYS) delete configInput[k];
+  const config = resolveServeConfig(configInput);
+  const logger = input.logger ?? createLogger(config.logLevel);
+  const loader = input.loadModel ?? loadServedModel;
+
+  const protos = loadProtos();
+  const gate = new CallGate();
+  const streamStats = new StreamStats();
+  const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as const])));
+  const setHealth = (status: 'SERVING' | 'NOT_SERVING') => HEALTH_SERVICES.forEach((s) => health.setStatus(s, status));
+
+  // Filled in once the model is ready; the gate keeps calls away until then.
+  let model: LoadedModel | undefined;
+  let embedder: Embedder | undefined;
+  const limits: RequestLimits = {
+    maxItemsPerRequest: config.maxItemsPerRequest,
+    maxImageBytes: config.maxImageBytes,
+    maxImagePixels: config.maxImagePixels,
+    maxMessageBytes: config.maxMessageBytes,
+    maxBatchSize: config.maxBatchSize,
+  };
+  const requireEmbedder = (): Embedder => {
+    if (!embedder) throw new Error('embedder used before the model was ready');
+    return embedder;
+  };
+
+  const server = new grpc.Server({
+    interceptors: input.interceptors ?? [],
+    'grpc.max_receive_message_length': config.maxMessageBytes,
+    'grpc.max_send_message_length': config.maxMessageBytes,
+  });
+  server.addService(
+    protos.embeddingService,
+    embeddingServiceHandlers({
+      embedder: {
+        embedTexts: (texts, options) => requireEmbedder().embedTexts(texts, options),
+        embedImages: (images, options) => requireEmbedder().embedImages(images, options),
+      },
+      modelInfo: () => {
+        if (!model) throw new Error('model info read before the model was ready');
+        return model.info;
+      },
+      limits,
+      gate,
+      logger,
+      // Enough read-ahead to fill the next batch while one runs, no more.
+      streamWindow: Math.max(8, 2 * config.maxBatchSize),
+      streamStats,
+    }),
+  );
+  health.addToServer(server);
+  new ReflectionService(protos.packageDefinition).addToServer(server);
+
+  const port = await bind(server, `${hostPort(config.host, config.port)}`, serverCredentials(config));
+  logger.info({ host: config.host, port, tls: config.tlsCert !== undefined, mtls: config.tlsClientCa !== undefined }, 'grpc server listening');
+
+  let healthServer: grpc.Server | undefined;
+  let healthPort: number | undefined;
+  if (config.healthPort !== undefined) {
+    healthServer = new grpc.Server();
+    health.addToServer(healthServer);
+    healthPort = await bind(healthServer, hostPort(config.host, config.healthPort), grpc.ServerCredentials.createInsecure());
+    logger.info({ port: healthPort }, 'plaintext health server listening');
+  }
+
+  let shuttingDown: Promise<void> | undefined;
+
+  const ready = (async () => {
+    const t0 = Date.now();
+    const loaded = await loader(config, logger);
+    if (gate.phase !== 'starting') {
+      // Shut down while loading: nothing will serve this model.
+      await loaded.close();
+      throw new Error('server was shut down before the model finished loading');
+    }
+    model = loaded;
+    embedder = new Embedder(loaded, {
+      maxBatchSize: config.maxBatchSize,
+      maxQueueDelayMs: config.maxQueueDelayMs,
+      queueBound: config.queueBound,
+      imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
+      observer: input.observer,
+    });
+    gate.setPhase('serving');
+    setHealth('SERVING');
+    const { name, version, provider, demo, embedDim } = loaded.info;
+    logger.info({ model: { name, version, provider, demo, embedDim }, loadSeconds: (Date.now() - t0) / 1000 }, 'model ready: serving');
+  })();
+  ready.catch((err: unknown) => logger.error({ err }, 'model failed to load'));
+
+  const shutdown = (graceSeconds = config.shutdownGraceSeconds): Promise<void> => {
+    shuttingDown ??= (async () => {
+      const wasServing = gate.phase === 'serving';
+      gate.setPhase('draining');
+      setHealth('NOT_SERVING');
+      const graceMs = Math.max(0, graceSeconds * 1000);
+      const deadline = Date.now() + graceMs;
+      logger.info({ inFlightCalls: gate.inFlight, graceSeconds }, 'draining: refusing new calls, finishing in-flight ones');
+      const drained = await within(gate.whenIdle(), graceMs);
+      if (!drained) logger.warn({ inFlightCalls: gate.inFlight }, 'grace period over: cancelling the calls still in flight');
+      await stopServer(server, drained ? Math.max(0, deadline - Date.now()) : 0);
+      if (healthServer) await stopServer(healthServer, 0);
+      gate.setPhase('stopped');
+      embedder?.close();
+      if (model) await model.close().catch((err: unknown) => logger.error({ err }, 'closing the model failed'));
+      else if (!wasServing) await ready.catch(() => undefined);
+      logger.info('server stopped');
+    })();
+    return shuttingDown;
+  };
+
+  const running: RunningServer = {
+    port,
+    healthPort,
+    config,
+    logger,
+    get model(): LoadedModel {
+      if (!model) throw new Error('the model is still loading (await running.ready)');
+      return model;
+    },
+    ready,
+    isReady: () => gate.phase === 'serving',
+    phase: () => gate.phase,
+    stats: () => ({ phase: gate.phase, inFlightCalls: gate.inFlight, batchers: embedder?.stats(), streams: streamStats }),
+    shutdown,
+  };
+
+  if (input.waitUntilReady !== false) {
+    try {
+      await ready;
+    } catch (err) {
+      await shutdown(0);
+      throw err;
+    }
+  }
+  return running;
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function serverCredentials(config: ServeConfig): grpc.ServerCredentials {
+  if (config.tlsCert === undefined || config.tlsKey === undefined) return grpc.ServerCredentials.createInsecure();
+  const read = (file: string, what: string): Buffer => {
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      throw new Error(`cannot read ${what} ${file}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  };
+  const clientCa = config.tlsClientCa !== undefined ? read(config.tlsClientCa, '--tls-client-ca') : null;
+  return grpc.ServerCredentials.createSsl(
+    clientCa,
+    [{ cert_chain: read(config.tlsCert, '--tls-cert'), private_key: read(config.tlsKey, '--tls-key') }],
+    clientCa !== null,
+  );
+}
+
+function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync(address, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(port))),
+  );
+}
+
+/** tryShutdown within `ms`, then forceShutdown (which cancels whatever is left). */
+function stopServer(server: grpc.Server, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      finish();
+    }, ms);
+    server.tryShutdown(() => finish());
+  });
+}
+
+/** True if `p` settles within `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
