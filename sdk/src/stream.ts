@@ -114,8 +114,10 @@ export async function* embedStream(source: AsyncIterable<StreamItem> | Iterable<
 
   try {
     for await (const msg of call as AsyncIterable<EmbedStreamResponse>) {
-      window.release();
       yield toResult(msg);
+      // Released only once the consumer asks for the next result: an item it is still working on
+      // counts as in flight, so a slow consumer throttles the writer directly.
+      window.release();
     }
   } catch (err) {
     if (writerError) throw writerError;
