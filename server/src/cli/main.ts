@@ -10,6 +10,10 @@ import { PACKAGE_ROOT } from '../util/paths';
 import { register as registerTokenize } from './commands/tokenize';
 import { register as registerInitModel } from './commands/init-model';
 import { register as registerEmbed } from './commands/embed';
+import { register as registerConvert } from './commands/convert';
+import { register as registerPull } from './commands/pull';
+import { register as registerEval } from './commands/eval';
+import { register as registerServe } from './commands/serve';
 
 const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
 
@@ -20,6 +24,10 @@ program.name('clipserve').description('OpenCLIP embedding service and tools').ve
 registerTokenize(program);
 registerInitModel(program);
 registerEmbed(program);
+registerConvert(program);
+registerPull(program);
+registerEval(program);
+registerServe(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`clipserve: ${err instanceof Error ? err.message : String(err)}\n`);
