@@ -1,2 +1,49 @@
-/** Progress callback for checkpoint readers: bytes of tensor data read so far, out of the total. */
+/**
+ * Progress reporting for long conversions and downloads. Readers report bytes through
+ * `ReadProgress`; the CLI turns those into a cli-progress bar per phase on stderr (drawn only on
+ * a terminal, so logs and tests stay clean).
+ */
+import { SingleBar, Presets } from 'cli-progress';
+
+/** Bytes of tensor data read so far, out of the total. */
 export type ReadProgress = (doneBytes: number, totalBytes: number) => void;
+
+function mib(bytes: number): string {
+  return (bytes / (1 << 20)).toFixed(1);
+}
+
+/**
+ * One bar at a time, labelled by phase; `update(phase, done, total)` switches bars when the phase
+ * changes. `stop()` must be called when the work ends (also on failure).
+ */
+export class PhaseProgress {
+  private bar?: SingleBar;
+  private phase?: string;
+
+  constructor(private readonly stream: NodeJS.WriteStream = process.stderr) {}
+
+  update(phase: string, done: number, total: number): void {
+    if (phase !== this.phase) {
+      this.bar?.stop();
+      this.phase = phase;
+      this.bar = new SingleBar(
+        {
+          stream: this.stream,
+          format: `${phase.padEnd(24)} [{bar}] {percentage}% | {doneMiB}/{totalMiB} MiB | ETA {eta_formatted}`,
+          hideCursor: true,
+          clearOnComplete: false,
+        },
+        Presets.shades_classic,
+      );
+      this.bar.start(Math.max(total, 1), done, { doneMiB: mib(done), totalMiB: mib(total) });
+    }
+    this.bar!.setTotal(Math.max(total, 1));
+    this.bar!.update(done, { doneMiB: mib(done), totalMiB: mib(total) });
+  }
+
+  stop(): void {
+    this.bar?.stop();
+    this.bar = undefined;
+    this.phase = undefined;
+  }
+}

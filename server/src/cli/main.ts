@@ -19,6 +19,8 @@ const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.
 
 const program = new Command();
 program.name('clipserve').description('OpenCLIP embedding service and tools').version(version);
+// Root options (--version) only before the subcommand, so a subcommand may have its own --version.
+program.enablePositionalOptions();
 
 // Subcommands register themselves here, one line each.
 registerTokenize(program);

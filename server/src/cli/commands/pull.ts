@@ -1,0 +1,43 @@
+/**
+ * `clipserve pull hf-hub:<org>/<repo>[@revision]`: downloads an open_clip model and the CLIP BPE
+ * vocabulary from the Hugging Face hub, converts it once into a bundle in the cache, and prints
+ * the bundle path (so `--model $(clipserve pull ...)` works in scripts).
+ */
+import type { Command } from 'commander';
+import { PhaseProgress } from '../../checkpoint/progress';
+import { pullModel } from '../../hub';
+
+interface PullFlags {
+  cacheDir?: string;
+  vocabRepo?: string;
+  precision: string;
+}
+
+export function register(program: Command): void {
+  program
+    .command('pull')
+    .description('download an open_clip model from the Hugging Face hub and convert it into a cached bundle; prints the bundle path')
+    .argument('<ref>', 'hf-hub:<org>/<repo>[@revision]')
+    .option('--cache-dir <dir>', 'cache root (default: $HF_HOME, else ~/.cache/clipserve)')
+    .option('--vocab-repo <repo>', 'hub repo[@revision] with the CLIP vocab.json + merges.txt (default: openai/clip-vit-large-patch14)')
+    .option('--precision <p>', 'weight precision of the bundle: fp32 or fp16', 'fp32')
+    .addHelpText('after', '\nEnvironment: HF_ENDPOINT (hub URL), HF_TOKEN (for gated/private repos), HF_HUB_OFFLINE=1 (cache only).')
+    .action(async (ref: string, flags: PullFlags) => {
+      if (flags.precision !== 'fp32' && flags.precision !== 'fp16') throw new Error(`--precision must be fp32 or fp16, got "${flags.precision}"`);
+      const progress = new PhaseProgress();
+      try {
+        const result = await pullModel(ref, {
+          cacheDir: flags.cacheDir,
+          vocabRepo: flags.vocabRepo,
+          precision: flags.precision,
+          onDownload: (p) => progress.update(`downloading ${p.file}`, p.done, p.total ?? p.done),
+          onConvert: (phase, done, total) => progress.update(phase === 'read' ? 'reading checkpoint' : 'writing bundle', done, total),
+        });
+        progress.stop();
+        if (result.cached) process.stderr.write(`${ref}: bundle for commit ${result.commit.slice(0, 12)} already in the cache\n`);
+        process.stdout.write(`${result.bundleDir}\n`);
+      } finally {
+        progress.stop();
+      }
+    });
+}

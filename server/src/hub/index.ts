@@ -1,0 +1,28 @@
+/**
+ * Model references for every command's --model: a bundle directory, or `hf-hub:<org>/<repo>[@rev]`,
+ * which is pulled and converted once and then served from the cache.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { HubError } from './errors';
+import { pullModel, type PullOptions } from './pull';
+import { isHubRef } from './ref';
+
+export { HubError } from './errors';
+export { pullModel, DEFAULT_VOCAB_REPO, type PullOptions, type PullResult } from './pull';
+export { parseHubRef, isHubRef, HF_HUB_PREFIX, type HubRef } from './ref';
+export { hubDownload, getFileMetadata, DEFAULT_ENDPOINT, type DownloadProgress, type HubClientOptions } from './download';
+export { defaultCacheRoot } from './cache';
+
+export async function resolveModelRef(ref: string, opts: PullOptions = {}): Promise<string> {
+  if (isHubRef(ref)) return (await pullModel(ref, opts)).bundleDir;
+  const dir = path.resolve(ref);
+  let stat: fs.Stats;
+  try {
+    stat = fs.statSync(dir);
+  } catch {
+    throw new HubError(`model "${ref}" is neither a bundle directory nor an hf-hub:<org>/<repo> reference`);
+  }
+  if (!stat.isDirectory()) throw new HubError(`model "${ref}" is a file; --model takes a bundle directory (see "clipserve convert") or hf-hub:<org>/<repo>`);
+  return dir;
+}
