@@ -3,7 +3,9 @@
  * onnxruntime session per tower, each in its own worker thread so inference never blocks the
  * event loop. This is the interface the gRPC server and the CLI use.
  */
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadBundle, type Bundle } from '../model/bundle';
 import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../onnx/clip-graph';
@@ -50,10 +52,19 @@ export interface LoadedModel {
   close(): Promise<void>;
 }
 
-/** Whether this onnxruntime build can run CUDA at all (it lists the EP; the library may still be absent). */
-export function cudaListed(): boolean {
+/**
+ * Whether CUDA can be tried: onnxruntime-node lists the EP, and its provider library was installed
+ * next to the native binding (the npm install step fetches it only on CUDA hosts; without it a
+ * session attempt just logs a load failure).
+ */
+export function cudaAvailable(): boolean {
   try {
-    return ort.listSupportedBackends().some((b) => b.name === 'cuda');
+    if (!ort.listSupportedBackends().some((b) => b.name === 'cuda')) return false;
+    const binDir = path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin');
+    for (const napi of fs.readdirSync(binDir)) {
+      if (fs.existsSync(path.join(binDir, napi, process.platform, process.arch, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'))) return true;
+    }
+    return false;
   } catch {
     return false;
   }
@@ -67,7 +78,7 @@ export function providerCandidates(p: RuntimeOptions['provider'] = 'auto'): Exec
     case 'cuda':
       return ['cuda'];
     case 'auto':
-      return cudaListed() ? ['cuda', 'cpu'] : ['cpu'];
+      return cudaAvailable() ? ['cuda', 'cpu'] : ['cpu'];
     default:
       throw new RuntimeError(`unknown execution provider ${JSON.stringify(p)} (expected auto, cpu or cuda)`);
   }
