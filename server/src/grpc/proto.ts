@@ -8,6 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO_PATH } from 'grpc-health-check';
 import { PROTO_DIR } from '../util/paths';
+import { repairMapEntries } from './reflection-descriptors';
 
 export const EMBEDDING_SERVICE_NAME = 'clipserve.v1.EmbeddingService';
 export const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
@@ -24,7 +25,7 @@ export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
 };
 
 export interface LoadedProtos {
-  /** Everything served, for reflection. */
+  /** Everything served, for reflection (descriptors repaired for strict clients). */
   packageDefinition: protoLoader.PackageDefinition;
   embeddingService: grpc.ServiceDefinition;
 }
@@ -42,6 +43,6 @@ export function loadProtos(): LoadedProtos {
   });
   const embeddingService = packageDefinition[EMBEDDING_SERVICE_NAME] as grpc.ServiceDefinition | undefined;
   if (!embeddingService || !('EmbedText' in embeddingService)) throw new Error(`${EMBEDDING_SERVICE_NAME} not found in ${PROTO_DIR}`);
-  cached = { packageDefinition, embeddingService };
+  cached = { packageDefinition: repairMapEntries(packageDefinition), embeddingService };
   return cached;
 }
