@@ -103,7 +103,10 @@ export class PreprocessPool {
     const job = slot.job;
     if (!job || job.id !== reply.id) return;
     this.finish(slot);
-    if (reply.ok) job.resolve(reply.tensor);
+    // Re-wrap in this realm's Float32Array (no copy): structured clone creates the view in the
+    // main context, which differs from the caller's under vm sandboxes such as jest, where
+    // `instanceof Float32Array` checks (onnxruntime's Tensor) would otherwise fail.
+    if (reply.ok) job.resolve(new Float32Array(reply.tensor.buffer, reply.tensor.byteOffset, reply.tensor.length));
     else if (reply.code) job.reject(new ImageError(reply.code, reply.message));
     else job.reject(Object.assign(reply.name === 'RangeError' ? new RangeError(reply.message) : new Error(reply.message), { name: reply.name }));
     this.dispatch();
