@@ -27,10 +27,11 @@ export interface DynamicBatcherOptions<In, Prepared, Out> {
   /** Most items admitted and not yet running. */
   queueBound: number;
   /**
-   * Per-item work done on admission, concurrently with inference (image decode in a worker pool,
-   * tokenization). A rejection fails only that item.
+   * Per-item work done on admission, concurrently with inference (image decode in a worker pool).
+   * A rejection fails only that item. Without it, inputs go to inference as they are (In must
+   * then be Prepared).
    */
-  prepare: (input: In) => Promise<Prepared> | Prepared;
+  prepare?: (input: In) => Promise<Prepared> | Prepared;
   /**
    * How many items may be preparing or prepared-and-waiting at once (default 2 × maxBatchSize:
    * the next batch plus one more). Bounds the memory held by prepared tensors; further admitted
@@ -74,7 +75,7 @@ export interface BatcherStats {
   inFlight: number;
 }
 
-export class DynamicBatcher<In, Prepared, Out> {
+export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   readonly modality: Modality;
   private readonly maxBatchSize: number;
   private readonly maxQueueDelayMs: number;
@@ -95,7 +96,7 @@ export class DynamicBatcher<In, Prepared, Out> {
     this.modality = opts.modality;
     this.maxBatchSize = positiveInt('maxBatchSize', opts.maxBatchSize);
     this.queueBound = positiveInt('queueBound', opts.queueBound);
-    this.prepareAhead = positiveInt('prepareAhead', opts.prepareAhead ?? 2 * this.maxBatchSize);
+    this.prepareAhead = opts.prepare ? positiveInt('prepareAhead', opts.prepareAhead ?? 2 * this.maxBatchSize) : Number.POSITIVE_INFINITY;
     if (!(Number.isFinite(opts.maxQueueDelayMs) && opts.maxQueueDelayMs >= 0)) {
       throw new RangeError(`maxQueueDelayMs must be a finite number >= 0, got ${opts.maxQueueDelayMs}`);
     }
@@ -120,13 +121,13 @@ export class DynamicBatcher<In, Prepared, Out> {
     if (this.closed) throw new BatcherClosedError(this.modality);
     const n = inputs.length;
     if (n === 0) return [];
+    if (deadlinePassed(options.deadline)) {
+      this.rejectCount('deadline', n);
+      throw new DeadlineExceededError(this.modality);
+    }
     if (options.signal?.aborted) {
       this.rejectCount('cancelled', n);
       throw new CancelledError(this.modality);
-    }
-    if (options.deadline !== undefined && options.deadline <= Date.now()) {
-      this.rejectCount('deadline', n);
-      throw new DeadlineExceededError(this.modality);
     }
     if (this.depth + n > this.queueBound) {
       this.rejectCount('overload', n);
@@ -189,7 +190,12 @@ export class DynamicBatcher<In, Prepared, Out> {
     let timer: NodeJS.Timeout | undefined;
     let onAbort: (() => void) | undefined;
     if (group.signal) {
-      onAbort = () => failAll(() => new CancelledError(this.modality), 'cancelled');
+      // Transports often signal an expired deadline as a cancellation (grpc-js emits 'cancelled'
+      // when its deadline timer fires, just before ours would); classify by the clock.
+      onAbort = () =>
+        deadlinePassed(group.deadline)
+          ? failAll(() => new DeadlineExceededError(this.modality), 'deadline')
+          : failAll(() => new CancelledError(this.modality), 'cancelled');
       group.signal.addEventListener('abort', onAbort, { once: true });
     }
     // setTimeout fires at once for delays beyond 2^31-1 ms; such far deadlines need no timer.
@@ -228,8 +234,8 @@ export class DynamicBatcher<In, Prepared, Out> {
   }
 
   private expiry(item: Item<In, Prepared, Out>): CancelledError | DeadlineExceededError | undefined {
+    if (deadlinePassed(item.group.deadline)) return new DeadlineExceededError(this.modality);
     if (item.group.signal?.aborted) return new CancelledError(this.modality);
-    if (item.group.deadline !== undefined && item.group.deadline <= Date.now()) return new DeadlineExceededError(this.modality);
     return undefined;
   }
 
@@ -251,13 +257,20 @@ export class DynamicBatcher<In, Prepared, Out> {
   }
 
   private startPrepare(item: Item<In, Prepared, Out>): void {
+    const prepare = this.opts.prepare;
+    if (!prepare) {
+      item.prepared = item.input as unknown as Prepared;
+      item.input = undefined;
+      this.markReady(item);
+      return;
+    }
     item.state = 'preparing';
     this.preparing++;
     const input = item.input as In;
     item.input = undefined;
     const t0 = performance.now();
     Promise.resolve()
-      .then(() => this.opts.prepare(input))
+      .then(() => prepare(input))
       .then(
         (prepared) => {
           this.preparing--;
@@ -269,10 +282,7 @@ export class DynamicBatcher<In, Prepared, Out> {
             return;
           }
           item.prepared = prepared;
-          item.state = 'ready';
-          item.readyAt = performance.now();
-          this.ready.push(item);
-          this.readyLive++;
+          this.markReady(item);
           this.pump();
         },
         (err: unknown) => {
@@ -286,6 +296,13 @@ export class DynamicBatcher<In, Prepared, Out> {
           this.pump();
         },
       );
+  }
+
+  private markReady(item: Item<In, Prepared, Out>): void {
+    item.state = 'ready';
+    item.readyAt = performance.now();
+    this.ready.push(item);
+    this.readyLive++;
   }
 
   /** Runs now if a batch is full or its oldest item waited long enough; else arms the delay timer. */
@@ -385,6 +402,12 @@ export class DynamicBatcher<In, Prepared, Out> {
 }
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** Timers may fire a millisecond early against Date.now(); within this slack a deadline counts as passed. */
+const DEADLINE_SLACK_MS = 5;
+
+function deadlinePassed(deadline: number | undefined): boolean {
+  return deadline !== undefined && Date.now() >= deadline - DEADLINE_SLACK_MS;
+}
 
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 1) throw new RangeError(`${name} must be a positive integer, got ${v}`);
