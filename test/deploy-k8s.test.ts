@@ -21,6 +21,7 @@ const REPO = path.resolve(__dirname, '..');
 const K8S = path.join(REPO, 'deploy', 'k8s');
 const OVERLAYS_DIR = path.join(K8S, 'overlays');
 const SECRETS_DIR = path.join(K8S, 'secrets');
+const TOOLS_DIR = path.join(K8S, 'tools');
 const DOCKERFILE = path.join(REPO, 'deploy', 'docker', 'Dockerfile');
 
 /** kubectl with kustomize v5 (kubectl >= 1.27), or why there is none. */
@@ -70,14 +71,28 @@ const kustomizations = [
 
 const kubectl = findKubectl();
 
-describe('deploy/k8s secret templates (no kubectl needed)', () => {
-  test('are valid Secrets, never part of a kustomization', () => {
+const toolManifests: K8sObject[] = fs
+  .readdirSync(TOOLS_DIR)
+  .filter((f) => f.endsWith('.yaml'))
+  .flatMap((f) => parseYamlDocs(fs.readFileSync(path.join(TOOLS_DIR, f), 'utf8'), f));
+
+describe('deploy/k8s standalone manifests (no kubectl needed)', () => {
+  test('secret templates are valid Secrets, never part of a kustomization', () => {
     expect(secretTemplates.map((s) => s.metadata?.name).sort()).toEqual(['clipserve-api-keys', 'clipserve-tls']);
     expect(validateObjects(secretTemplates)).toEqual([]);
     for (const k of kustomizations) {
       const text = fs.readFileSync(path.join(k.dir, 'kustomization.yaml'), 'utf8');
       expect(text).not.toMatch(/secrets\//);
     }
+  });
+
+  test('the model-loader pod is valid and passes the restricted Pod Security level', () => {
+    expect(toolManifests.map((o) => o.kind)).toEqual(['Pod']);
+    expect(validateObjects(toolManifests)).toEqual([]);
+    // Reuse the Deployment checks on a Deployment-shaped wrapper of the pod.
+    const pod = toolManifests[0] as K8sObject & { spec: Record<string, unknown> };
+    const asDeployment = { apiVersion: 'apps/v1', kind: 'Deployment', metadata: pod.metadata, spec: { template: { metadata: pod.metadata, spec: pod.spec } } };
+    expect(checkPodSecurity([asDeployment], imageUid())).toEqual([]);
   });
 
   test('the overlays set are cpu and gpu', () => {
