@@ -85,12 +85,13 @@ describeGolden('checkpoint readers on the golden models', () => {
     expectSameStateDict(ref, epoch.stateDict);
   });
 
-  test.each(MODELS)('%s: a .bin written here in torch.save format reads back identical (plain, OrderedDict, trainer)', async (model) => {
+  test.each(MODELS)('%s: a .bin written here in torch.save format reads back identical (plain, OrderedDict, trainer, deflated)', async (model) => {
     const { stateDict: ref } = await readCheckpointFile(goldenPath('model', model, 'open_clip_model.safetensors'));
     const variants = [
       { archiveName: 'archive' },
       { archiveName: 'open_clip_pytorch_model', orderedDict: true },
       { archiveName: 'epoch_7', trainer: true, orderedDict: true },
+      { archiveName: 'rezipped', compress: true },
     ];
     for (const [i, v] of variants.entries()) {
       const file = path.join(tmp, `${model}-${i}.bin`);

@@ -153,12 +153,13 @@ export function pickleTorchObject(root: PyValue, storages: Map<string, StorageDa
 }
 
 /** Writes a torch.save-style zip archive; `archiveName` is the folder inside the zip. */
-export async function writeTorchZip(file: string, archiveName: string, pickle: Buffer, storages: Map<string, StorageData>): Promise<void> {
+export async function writeTorchZip(file: string, archiveName: string, pickle: Buffer, storages: Map<string, StorageData>, compress = false): Promise<void> {
+  // torch.save stores entries uncompressed; `compress` mimics an archive re-zipped with deflate.
   const zip = new yazl.ZipFile();
-  zip.addBuffer(pickle, `${archiveName}/data.pkl`, { compress: false });
-  zip.addBuffer(Buffer.from('little'), `${archiveName}/byteorder`, { compress: false });
-  for (const [key, s] of storages) zip.addBuffer(s.bytes, `${archiveName}/data/${key}`, { compress: false });
-  zip.addBuffer(Buffer.from('3\n'), `${archiveName}/version`, { compress: false });
+  zip.addBuffer(pickle, `${archiveName}/data.pkl`, { compress });
+  zip.addBuffer(Buffer.from('little'), `${archiveName}/byteorder`, { compress });
+  for (const [key, s] of storages) zip.addBuffer(s.bytes, `${archiveName}/data/${key}`, { compress });
+  zip.addBuffer(Buffer.from('3\n'), `${archiveName}/version`, { compress });
   zip.end();
   await new Promise<void>((resolve, reject) => {
     const out = fs.createWriteStream(file);
@@ -176,6 +177,8 @@ export interface SaveOptions {
   trainer?: boolean;
   /** Use an OrderedDict with a _metadata attribute, as model.state_dict() pickles. */
   orderedDict?: boolean;
+  /** Deflate the zip entries (torch itself stores them). */
+  compress?: boolean;
 }
 
 /** torch.save(state_dict) for a map of fp32 tensors, one contiguous storage per tensor. */
@@ -195,5 +198,5 @@ export async function saveStateDict(file: string, sd: Map<string, { shape: numbe
   const root: PyValue = opts.trainer
     ? new Map<string, PyValue>([['epoch', 3], ['name', 'test-run'], ['state_dict', dict], ['optimizer', null]])
     : dict;
-  await writeTorchZip(file, opts.archiveName ?? 'archive', pickleTorchObject(root, storages), storages);
+  await writeTorchZip(file, opts.archiveName ?? 'archive', pickleTorchObject(root, storages), storages, opts.compress);
 }

@@ -52,7 +52,7 @@ export async function readCheckpointFile(file: string, onProgress?: ReadProgress
     const refs = findStateDictObject(archive.root, (v): v is TorchTensorRef => v instanceof TorchTensorRef, file);
     return { stateDict: normalizeStateDict(await materialize(archive, refs, file, onProgress)), format };
   } finally {
-    archive.close();
+    await archive.close();
   }
 }
 
