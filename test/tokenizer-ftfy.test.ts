@@ -6,6 +6,7 @@
  */
 import { fixText, htmlUnescape } from '../server/src/tokenizer';
 import { badness, isBad } from '../server/src/tokenizer/ftfy';
+import { splitPieces } from '../server/src/tokenizer/clean';
 import { pyJoinSplit, pyLower, pyStrip } from '../server/src/tokenizer/python-str';
 
 const FTFY_CASES: [string, string][] = [
@@ -107,5 +108,17 @@ describe('Python str helpers', () => {
   it('lower-cases like str.lower (final sigma, dotted I)', () => {
     expect(pyLower('\u039f\u0394\u039f\u03a3')).toBe('\u03bf\u03b4\u03bf\u03c2');
     expect(pyLower('\u0130')).toBe('i\u0307');
+  });
+});
+
+describe('split regex (Python regex module, IGNORECASE)', () => {
+  it('matches the regex module on its edge cases', () => {
+    // Outputs of regex.findall(split_regex, s, IGNORECASE) in Python.
+    expect(splitPieces('a\u0345b')).toEqual(['a', 'b']);
+    expect(splitPieces('.\u0345.')).toEqual(['.', '.']);
+    expect(splitPieces("'\u017f")).toEqual(["'\u017f"]);
+    expect(splitPieces('a\u001c.')).toEqual(['a', '\u001c.']);
+    expect(splitPieces("don't 2024 \u2160x \ud835\udd04\ud835\udd05")).toEqual(['don', "'t", '2', '0', '2', '4', '\u2160', 'x', '\ud835\udd04\ud835\udd05']);
+    expect(splitPieces('a<start_of_text>b<end_of_text>')).toEqual(['a', '<start_of_text>', 'b', '<end_of_text>']);
   });
 });

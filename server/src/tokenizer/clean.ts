@@ -5,7 +5,7 @@
  */
 import { fixText } from './ftfy';
 import { htmlUnescape } from './html-unescape';
-import { PY_SPACE_CLASS, pyJoinSplit, pyLower, pyStrip } from './python-str';
+import { pyJoinSplit, pyLower, pyStrip } from './python-str';
 
 export function cleanText(text: string): string {
   let t = fixText(text);
@@ -16,18 +16,31 @@ export function cleanText(text: string): string {
   return pyLower(t);
 }
 
+/** The Python `regex` module's `\s`: the Unicode White_Space property (no U+001C–U+001F). */
+const REGEX_MODULE_SPACE_CLASS = '\\t-\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+
 /**
  * The split regex (Python `regex` module, IGNORECASE):
  *   <start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
  * With the `u` flag astral characters count as one code point, and `i` gives the same simple
- * case folding (so `'ſ` still matches `'s`). `\s` is spelled out as Python's whitespace set.
+ * case folding (so `'ſ` still matches `'s`).
  */
 export const SPLIT_RE = new RegExp(
-  `<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^${PY_SPACE_CLASS}\\p{L}\\p{N}]+`,
+  `<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|[^${REGEX_MODULE_SPACE_CLASS}\\p{L}\\p{N}]+`,
   'giu',
 );
 
+/**
+ * U+0345 COMBINING GREEK YPOGEGRAMMENI is a mark whose case variants are letters (ι, Ι). Under
+ * IGNORECASE the `regex` module matches it neither as `[\p{L}]` nor as `[^\s\p{L}\p{N}]`, so
+ * findall skips it like whitespace, splitting the text there. JavaScript's /iu counts it as a
+ * letter; turning it into a space reproduces Python's pieces. It is the only assigned character
+ * (Unicode 14) on which the two engines disagree for this pattern.
+ */
+const UNMATCHED_UNDER_IGNORECASE = /\u0345/g;
+
 /** `regex.findall(split_regex, cleaned)`: the pieces that BPE encodes one by one. */
 export function splitPieces(cleaned: string): string[] {
-  return cleaned.match(SPLIT_RE) ?? [];
+  const text = cleaned.includes('\u0345') ? cleaned.replace(UNMATCHED_UNDER_IGNORECASE, ' ') : cleaned;
+  return text.match(SPLIT_RE) ?? [];
 }
