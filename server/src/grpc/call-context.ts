@@ -4,6 +4,7 @@
  * work is done.
  */
 import { randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { SubmitOptions } from '../batching';
@@ -70,6 +71,9 @@ export function callContext(call: AnyServerCall, method: string, logger: Logger)
   const offered = call.metadata.get(REQUEST_ID_KEY)[0];
   const requestId = typeof offered === 'string' && ACCEPTABLE_REQUEST_ID.test(offered) ? offered : randomUUID();
   const controller = new AbortController();
+  // Every queued item of the call listens for its cancellation (a stream has up to its window of
+  // them at once): many listeners here are by design, not a leak.
+  setMaxListeners(0, controller.signal);
   call.once('cancelled', () => controller.abort());
   const d = call.getDeadline();
   const ms = d instanceof Date ? d.getTime() : d;
