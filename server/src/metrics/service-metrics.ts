@@ -225,10 +225,9 @@ export class ServiceMetrics implements BatcherObserver {
   /** Replaces the model info series (a reload must not leave the old model's series behind). */
   setModelInfo(info: ModelInfoLabels): void {
     for (const key of ['name', 'version', 'provider'] as const) {
-      if (typeof info[key] !== 'string' || info[key].length === 0) {
-        throw new MetricsValueError(`model info "${key}" must be a non-empty string`);
-      }
+      if (typeof info[key] !== 'string') throw new MetricsValueError(`model info "${key}" must be a string`);
     }
+    if (info.name.length === 0) throw new MetricsValueError('model info "name" must not be empty');
     this.modelInfo.reset();
     this.modelInfo.set(
       { name: info.name, version: info.version, provider: info.provider, demo: String(Boolean(info.demo)) },

@@ -15,6 +15,7 @@ import { StreamStats } from '../grpc/embed-stream';
 import { embeddingServiceHandlers } from '../grpc/embedding-service';
 import { EMBEDDING_SERVICE_NAME, loadProtos } from '../grpc/proto';
 import type { RequestLimits } from '../grpc/validate';
+import { ClipserveMetrics, startMetricsServer } from '../metrics';
 import type { LoadedModel } from '../runtime/model';
 import { resolveServeConfig, ServeConfig } from './config';
 import { Embedder } from './embedder';
@@ -24,7 +25,7 @@ import { loadServedModel, ModelLoader } from './model-loader';
 export interface StartOptions {
   /** grpc-js server interceptors (metrics, request logs, auth), outermost first. */
   interceptors?: grpc.ServerInterceptor[];
-  /** Batcher metrics hook. */
+  /** Batcher metrics hook (default: the server's own Prometheus service metrics). */
   observer?: BatcherObserver;
   /** Defaults to a JSON logger on stdout at config.logLevel. */
   logger?: Logger;
@@ -53,6 +54,10 @@ export interface RunningServer {
   readonly port: number;
   /** The bound health-only port, when configured. */
   readonly healthPort: number | undefined;
+  /** The bound HTTP port of /metrics, /healthz and /readyz (useful with metricsPort 0). */
+  readonly metricsPort: number;
+  /** The Prometheus registry and metric families this server exports. */
+  readonly metrics: ClipserveMetrics;
   readonly config: ServeConfig;
   readonly logger: Logger;
   /** The served model; throws while it is still loading. */
@@ -99,8 +104,15 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     return embedder;
   };
 
+  // Metrics interceptor first: it must wrap the transport call to see the statuses grpc-js sends
+  // by itself (deadline, oversized request), see GrpcServerMetrics.
+  const metrics = new ClipserveMetrics({ logger });
+  metrics.grpc.preRegister(protos.embeddingService);
+  metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
+  for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
+
   const server = new grpc.Server({
-    interceptors: input.interceptors ?? [],
+    interceptors: [metrics.grpc.interceptor, ...(input.interceptors ?? [])],
     'grpc.max_receive_message_length': config.maxMessageBytes,
     'grpc.max_send_message_length': config.maxMessageBytes,
   });
@@ -138,6 +150,13 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     logger.info({ port: healthPort }, 'plaintext health server listening');
   }
 
+  const metricsServer = await startMetricsServer({ metrics, port: config.metricsPort, host: config.host }).catch((err: unknown) => {
+    server.forceShutdown();
+    healthServer?.forceShutdown();
+    throw err;
+  });
+  logger.info({ port: metricsServer.port }, 'metrics and probes listening (/metrics, /healthz, /readyz)');
+
   let shuttingDown: Promise<void> | undefined;
 
   const ready = (async () => {
@@ -154,11 +173,13 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       maxQueueDelayMs: config.maxQueueDelayMs,
       queueBound: config.queueBound,
       imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
-      observer: input.observer,
+      observer: input.observer ?? metrics.service,
     });
     gate.setPhase('serving');
     setHealth('SERVING');
     const { name, version, provider, demo, embedDim } = loaded.info;
+    metrics.service.setModelInfo({ name, version, provider, demo });
+    metrics.service.setModelLoadSeconds((Date.now() - t0) / 1000);
     logger.info({ model: { name, version, provider, demo, embedDim }, loadSeconds: (Date.now() - t0) / 1000 }, 'model ready: serving');
   })();
   ready.catch((err: unknown) => logger.error({ err }, 'model failed to load'));
@@ -179,6 +200,8 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       embedder?.close();
       if (model) await model.close().catch((err: unknown) => logger.error({ err }, 'closing the model failed'));
       else if (!wasServing) await ready.catch(() => undefined);
+      // Last: Prometheus and the kubelet keep seeing the drain until the very end.
+      await metricsServer.close();
       logger.info('server stopped');
     })();
     return shuttingDown;
@@ -187,6 +210,8 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   const running: RunningServer = {
     port,
     healthPort,
+    metricsPort: metricsServer.port,
+    metrics,
     config,
     logger,
     get model(): LoadedModel {
