@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { HubError, hubDownload, parseHubRef, pullModel, resolveModelRef } from '../server/src/hub';
+import { acquireLock } from '../server/src/hub/lock';
 import { loadBundle } from '../server/src/model/bundle';
 import { ClipTokenizer } from '../server/src/tokenizer';
 import { writeHuggingFaceVocab } from './helpers/hf-vocab';
@@ -284,6 +285,35 @@ describeGolden('pull from a hub-like server', () => {
     expect(() => parseHubRef('hf-hub:just-a-name')).toThrow(/invalid hub repo id/);
     expect(() => parseHubRef('hf-hub:a/../b')).toThrow(HubError);
     expect(() => parseHubRef('laion/x')).toThrow(/not a hub reference/);
+  });
+
+  test('concurrent pulls of one model download and convert it once', async () => {
+    const cacheDir = path.join(tmp, 'cache6');
+    const cdnBefore = cdnGets().length;
+    const results = await Promise.all([1, 2, 3].map(() => pullModel('hf-hub:acme/tiny-clip', { cacheDir })));
+    expect(new Set(results.map((r) => r.bundleDir)).size).toBe(1);
+    expect(results.filter((r) => !r.cached).length).toBe(1);
+    expect(cdnGets().length - cdnBefore).toBe(1);
+    const leftovers = fs.readdirSync(path.join(cacheDir, 'bundles', 'acme--tiny-clip')).concat(fs.readdirSync(path.join(cacheDir, 'hub', 'models--acme--tiny-clip', 'blobs')));
+    expect(leftovers.filter((f) => /\.(lock|incomplete)$|\.tmp/.test(f))).toEqual([]);
+  });
+
+  test('a stale lock left by a dead process is taken over', async () => {
+    const lockFile = path.join(tmp, 'locks', 'x.lock');
+    fs.mkdirSync(path.dirname(lockFile), { recursive: true });
+    fs.writeFileSync(lockFile, 'otherhost pid 1\n');
+    const old = new Date(Date.now() - 10_000);
+    fs.utimesSync(lockFile, old, old);
+    const waited: string[] = [];
+    const held = await acquireLock(lockFile, { staleMs: 5_000, pollMs: 10, onWait: (h) => waited.push(h) });
+    expect(fs.readFileSync(lockFile, 'utf8')).toContain(`pid ${process.pid}`);
+    // A live lock makes the next caller wait until it is released.
+    const second = acquireLock(lockFile, { staleMs: 5_000, pollMs: 10, onWait: (h) => waited.push(h) });
+    await new Promise((r) => setTimeout(r, 50));
+    held.release();
+    (await second).release();
+    expect(waited).toEqual([`${os.hostname()} pid ${process.pid}`]);
+    expect(fs.existsSync(lockFile)).toBe(false);
   });
 
   test('an unreachable hub falls back to the cached revision', async () => {

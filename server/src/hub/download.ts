@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { HubError } from './errors';
+import { acquireLock } from './lock';
 import { repoFolderName } from './ref';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
@@ -174,14 +175,17 @@ async function sha256OfFile(file: string): Promise<ReturnType<typeof createHash>
   return h;
 }
 
+/** Points snapshots/<commit>/<file> at the blob. Built under a temporary name and renamed over
+ *  the final one, so concurrent pulls never see (or clobber) a half-made link. */
 function linkSnapshot(blob: string, snapshot: string): void {
   fs.mkdirSync(path.dirname(snapshot), { recursive: true });
-  fs.rmSync(snapshot, { force: true });
+  const tmp = `${snapshot}.${process.pid}.${Date.now()}.tmp`;
   try {
-    fs.symlinkSync(path.relative(path.dirname(snapshot), blob), snapshot);
+    fs.symlinkSync(path.relative(path.dirname(snapshot), blob), tmp);
   } catch {
-    fs.copyFileSync(blob, snapshot); // filesystems without symlinks
+    fs.copyFileSync(blob, tmp); // filesystems without symlinks
   }
+  fs.renameSync(tmp, snapshot);
 }
 
 function writeRef(cache: RepoCache, revision: string, commit: string): void {
@@ -239,6 +243,25 @@ async function fetchInto(meta: FileMetadata, incomplete: string, file: string, o
   throw new HubError(`${file}: could not resume the partial download`);
 }
 
+/** Downloads (or resumes) one blob, verifies it and moves it into place. */
+async function fetchBlob(meta: FileMetadata, blob: string, file: string, opts: HubClientOptions): Promise<void> {
+  fs.mkdirSync(path.dirname(blob), { recursive: true });
+  const incomplete = `${blob}.incomplete`;
+  await fetchInto(meta, incomplete, file, opts);
+  const size = fs.statSync(incomplete).size;
+  if (meta.size !== undefined && size !== meta.size) {
+    throw new HubError(`${file}: downloaded ${size} bytes, the hub announced ${meta.size}; run the command again to resume`);
+  }
+  if (meta.sha256) {
+    const got = (await sha256OfFile(incomplete)).digest('hex');
+    if (got !== meta.sha256) {
+      fs.rmSync(incomplete, { force: true });
+      throw new HubError(`${file}: sha256 ${got} does not match the hub's ${meta.sha256}; the partial file was removed`);
+    }
+  }
+  fs.renameSync(incomplete, blob);
+}
+
 /**
  * Makes `file` of `repo@revision` available in the cache and returns its snapshot path.
  * Throws HubError with `status` 404 when the repo has no such file.
@@ -273,21 +296,13 @@ export async function hubDownload(repo: string, revision: string, file: string, 
   }
   const blob = cache.blob(meta.etag);
   if (!fs.existsSync(blob)) {
-    fs.mkdirSync(path.dirname(blob), { recursive: true });
-    const incomplete = `${blob}.incomplete`;
-    await fetchInto(meta, incomplete, file, opts);
-    const size = fs.statSync(incomplete).size;
-    if (meta.size !== undefined && size !== meta.size) {
-      throw new HubError(`${file}: downloaded ${size} bytes, the hub announced ${meta.size}; run the command again to resume`);
+    // Another process may be fetching the same blob into the same .incomplete file: take turns.
+    const lock = await acquireLock(`${blob}.lock`);
+    try {
+      if (!fs.existsSync(blob)) await fetchBlob(meta, blob, file, { ...opts, onProgress: (p) => (lock.touch(), opts.onProgress?.(p)) });
+    } finally {
+      lock.release();
     }
-    if (meta.sha256) {
-      const got = (await sha256OfFile(incomplete)).digest('hex');
-      if (got !== meta.sha256) {
-        fs.rmSync(incomplete, { force: true });
-        throw new HubError(`${file}: sha256 ${got} does not match the hub's ${meta.sha256}; the partial file was removed`);
-      }
-    }
-    fs.renameSync(incomplete, blob);
   }
   linkSnapshot(blob, snapshot);
   writeRef(cache, revision, commit);

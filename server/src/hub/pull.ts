@@ -13,6 +13,7 @@ import { HF_MERGES_FILE, HF_VOCAB_FILE } from '../checkpoint/vocab';
 import { MANIFEST_FILE } from '../model/bundle';
 import { bundleCacheDir, defaultCacheRoot, hubCacheDir } from './cache';
 import { hubDownload, type DownloadProgress, type HubClientOptions } from './download';
+import { acquireLock } from './lock';
 import { HubError } from './errors';
 import { parseHubRef } from './ref';
 
@@ -63,9 +64,34 @@ export async function pullModel(ref: string, opts: PullOptions = {}): Promise<Pu
   const commit = config.commit;
   const bundleDir = bundleCacheDir(root, repo, commit, precision);
   // writeBundle renames a finished bundle into place, so a manifest means a complete bundle.
-  if (fs.existsSync(path.join(bundleDir, MANIFEST_FILE))) {
-    return { bundleDir, repo, revision, commit, cached: true };
+  const finished = (): boolean => fs.existsSync(path.join(bundleDir, MANIFEST_FILE));
+  if (finished()) return { bundleDir, repo, revision, commit, cached: true };
+
+  // One process per bundle downloads and converts; others wait and then reuse its result.
+  const lock = await acquireLock(`${bundleDir}.lock`, { onWait: (holder) => status(`waiting for another pull of ${repo} (${holder})`) });
+  try {
+    if (finished()) return { bundleDir, repo, revision, commit, cached: true };
+    // Progress doubles as the lock's heartbeat, so a long conversion never looks abandoned.
+    const beat = { ...client, onProgress: (p: DownloadProgress) => (lock.touch(), opts.onDownload?.(p)) };
+    const onConvert: PullOptions['onConvert'] = (phase, done, total) => (lock.touch(), opts.onConvert?.(phase, done, total));
+    await downloadAndConvert(repo, revision, commit, config.path, bundleDir, precision, beat, { ...opts, onConvert });
+  } finally {
+    lock.release();
   }
+  return { bundleDir, repo, revision, commit, cached: false };
+}
+
+async function downloadAndConvert(
+  repo: string,
+  revision: string,
+  commit: string,
+  configPath: string,
+  bundleDir: string,
+  precision: Precision,
+  client: HubClientOptions,
+  opts: PullOptions,
+): Promise<void> {
+  const status = opts.onStatus ?? (() => undefined);
 
   let weights: string | undefined;
   for (const file of WEIGHT_FILES) {
@@ -90,7 +116,7 @@ export async function pullModel(ref: string, opts: PullOptions = {}): Promise<Pu
   fs.rmSync(bundleDir, { recursive: true, force: true });
   await convertCheckpoint({
     input: weights,
-    config: config.path,
+    config: configPath,
     outDir: bundleDir,
     vocab: vocabJson.path,
     name: repo.split('/')[1],
@@ -99,5 +125,4 @@ export async function pullModel(ref: string, opts: PullOptions = {}): Promise<Pu
     provenance: { hub_repo: repo, hub_revision: revision, hub_commit: commit },
     onProgress: opts.onConvert,
   });
-  return { bundleDir, repo, revision, commit, cached: false };
 }
