@@ -208,6 +208,18 @@ describe('deploy/docker/Dockerfile', () => {
       expect(dest?.src).toEqual(['deploy/docker/prepare-model.sh']);
     });
 
+    test('ships package.json, proto/, dist/ and every non-TypeScript run-time file under server/', () => {
+      // PACKAGE_ROOT-relative reads at run time: package.json, proto/, and data files kept beside the
+      // sources (server/third_party/onnx/onnx.proto...). Generator scripts and docs are build-time only.
+      const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true })
+        .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.relative(REPO, path.join(dir, e.name))]));
+      const runtimeFiles = walk(path.join(REPO, 'server')).filter((f) => !/\.(ts|py|md)$/.test(f));
+      const shipped = facts.copies.filter((c) => c.from).flatMap((c) => c.src.map((s) => path.posix.relative('/app', s)));
+      expect(shipped).toEqual(expect.arrayContaining(['package.json', 'proto', 'node_modules', 'dist']));
+      const missing = runtimeFiles.filter((f) => !shipped.some((s) => f === s || f.startsWith(s + '/')));
+      expect(missing).toEqual([]);
+    });
+
     test('copies only build-context files that exist and that .dockerignore lets through', () => {
       const ignore = fs.readFileSync(path.join(REPO, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
       expect(ignore).toContain('*');

@@ -13,7 +13,7 @@ import { DockerfileParser } from 'dockerfile-ast';
 import { K8sObject, schemaErrors, unknownFieldErrors, validateObjects } from './helpers/k8s-schema';
 import {
   checkDrain, checkHpa, checkPdbAndNetworkPolicy, checkPodSecurity, checkProbes, checkRbac, checkServerPorts,
-  checkServiceMonitor, checkServices, checkVolumeSources, crossReferenceProblems, effectiveOption, expandKubeletVars,
+  checkServerConfig, checkServiceMonitor, checkServices, checkVolumeSources, crossReferenceProblems, effectiveOption, expandKubeletVars,
   ofKind, selectorMatches, serverContainer, theDeployment,
 } from './helpers/k8s-schema-xref';
 
@@ -220,6 +220,23 @@ if ('missing' in kubectl) {
       const unknown = unknownFieldErrors(objects).flat().join('\n');
       expect(unknown).toMatch(/readinesProbe/);
       expect(unknown).toMatch(/intervall/);
+    });
+
+    test('flags or variables the server does not know, values it rejects, oversized thread pools', () => {
+      const objects = clone('overlays/cpu');
+      server(objects).args.push('--api-keys-file=/etc/clipserve/api-keys/api-keys.json');
+      configOf(objects).data.CLIPSERVE_PROVDER = 'cpu';
+      configOf(objects).data.CLIPSERVE_INTRA_OP_THREADS = '16';
+      const problems = checkServerConfig(objects).join('\n');
+      expect(problems).toMatch(/clipserve serve has no option --api-keys-file/);
+      expect(problems).toMatch(/CLIPSERVE_PROVDER is read by neither/);
+      expect(problems).toMatch(/--intra-op-threads 16 exceeds the CPU limit 4/);
+      const rejected = clone('overlays/gpu');
+      configOf(rejected).data.CLIPSERVE_PROVIDER = 'tpu';
+      expect(checkServerConfig(rejected).join('\n')).toMatch(/rejects its configuration: .*provider/);
+      const unset = clone('overlays/cpu');
+      delete configOf(unset).data.CLIPSERVE_PREPROCESS_WORKERS;
+      expect(checkServerConfig(unset).join('\n')).toMatch(/--preprocess-workers unset/);
     });
 
     test('probe on the API port, or not a gRPC probe', () => {

@@ -5,8 +5,11 @@
  * problems, [] when the manifests are consistent, so tests can show every problem at once and can
  * feed deliberately broken manifests to prove a check fires.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import type { K8sObject } from './k8s-schema';
 import { describeObject } from './k8s-schema';
+import { configFromEnv, flagName, resolveServeConfig, SERVE_OPTIONS, ServeConfig } from '../../server/src/serve/config';
 
 /* Minimal structural types for the fields the checks read. Everything is optional: the objects
  * come from YAML, and a missing field must become a reported problem, never a crash. */
@@ -76,7 +79,14 @@ interface ServicePort { name?: string; port: number; targetPort?: number | strin
 interface Service extends K8sObject { spec?: { clusterIP?: string; type?: string; selector?: Record<string, string>; ports?: ServicePort[] } }
 
 /** The server's default drain when neither a flag nor CLIPSERVE_SHUTDOWN_GRACE_SECONDS says otherwise. */
-export const SERVER_DEFAULT_SHUTDOWN_GRACE_SECONDS = 25;
+export const SERVER_DEFAULT_SHUTDOWN_GRACE_SECONDS = Number(SERVE_OPTIONS.find((o) => o.key === 'shutdownGraceSeconds')?.defaultValue);
+
+/** CLIPSERVE_* variables the image's prepare-model script reads (not server options). */
+export const PREPARE_MODEL_VARS: readonly string[] = [
+  ...new Set(
+    [...fs.readFileSync(path.resolve(__dirname, '..', '..', 'deploy', 'docker', 'prepare-model.sh'), 'utf8').matchAll(/\$\{?(CLIPSERVE_[A-Z0-9_]+)/g)].map((m) => m[1]),
+  ),
+];
 
 export function ofKind<T extends K8sObject = K8sObject>(objects: K8sObject[], kind: string): T[] {
   return objects.filter((o) => o.kind === kind) as T[];
@@ -435,9 +445,64 @@ export function checkNamespaces(objects: K8sObject[]): string[] {
     .map((o) => `${describeObject(o)}: namespace ${o.metadata?.namespace ?? '<none>'}, expected ${ns}`);
 }
 
+/** CPU cores a quantity such as "4", "500m" or 2 stands for. */
+export function cpuCores(q: string | number | undefined): number | undefined {
+  if (q === undefined) return undefined;
+  const text = String(q);
+  return text.endsWith('m') ? Number(text.slice(0, -1)) / 1000 : Number(text);
+}
+
+/**
+ * The server container's configuration, parsed by the server's own option table exactly as
+ * `clipserve serve` would (flags > CLIPSERVE_* environment > defaults): unknown flags, CLIPSERVE_*
+ * variables that neither the server nor the image's scripts read, values the server rejects, and
+ * thread pools larger than the CPU limit (they default to the node's core count) are problems.
+ */
+export function checkServerConfig(objects: K8sObject[]): string[] {
+  const d = theDeployment(objects);
+  const c = serverContainer(d);
+  if (!c) return [`${describeObject(d)}: no server container`];
+  const problems: string[] = [];
+  const { env, problems: envProblems } = containerEnv(objects, c);
+  problems.push(...envProblems);
+  const knownEnv = new Set([...SERVE_OPTIONS.map((o) => o.env), ...PREPARE_MODEL_VARS]);
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('CLIPSERVE_') && !knownEnv.has(name)) problems.push(`container ${c.name}: ${name} is read by neither clipserve serve nor the image's scripts`);
+  }
+  const partial: Partial<Record<keyof ServeConfig, unknown>> = { ...configFromEnv(env) };
+  const args = (c.args ?? []).map((a) => expandKubeletVars(a, env));
+  for (let i = 0; i < args.length; i++) {
+    const m = args[i].match(/^--([a-z0-9-]+)(?:=(.*))?$/);
+    const spec = m && SERVE_OPTIONS.find((o) => flagName(o) === m[1]);
+    if (!m || !spec) { problems.push(`container ${c.name}: clipserve serve has no option ${args[i]}`); continue; }
+    const value = m[2] ?? args[++i];
+    if (value === undefined) { problems.push(`container ${c.name}: ${args[i - 1]} has no value`); continue; }
+    if (/\$\([A-Za-z_]/.test(value)) problems.push(`container ${c.name}: ${args[i]} references an undefined variable`);
+    partial[spec.key] = value;
+  }
+  let config: ServeConfig;
+  try {
+    config = resolveServeConfig(partial);
+  } catch (err) {
+    problems.push(`container ${c.name}: clipserve serve rejects its configuration: ${(err as Error).message}`);
+    return problems;
+  }
+  const limit = cpuCores(c.resources?.limits?.cpu);
+  if (limit !== undefined) {
+    for (const key of ['intraOpThreads', 'preprocessWorkers'] as const) {
+      const n = config[key] as number | undefined;
+      const flag = `--${flagName(SERVE_OPTIONS.find((o) => o.key === key)!)}`;
+      if (n === undefined) problems.push(`container ${c.name}: ${flag} unset, so it follows the node's core count, not the ${limit}-CPU limit`);
+      else if (n > limit) problems.push(`container ${c.name}: ${flag} ${n} exceeds the CPU limit ${limit}`);
+    }
+  }
+  return problems;
+}
+
 /** Every cross-reference check, for one rendered overlay. */
 export function crossReferenceProblems(objects: K8sObject[], secretTemplates: K8sObject[], expectedUid?: number): string[] {
   return [
+    ...checkServerConfig(objects),
     ...checkProbes(objects),
     ...checkServerPorts(objects),
     ...checkServices(objects),
