@@ -113,7 +113,9 @@ function rowSpan(c: AxisCoefficients): [number, number] {
 }
 
 /** Horizontal 8-bit pass over `rows` source rows starting at `row0`. Output is clamped uint8
- *  (Uint8ClampedArray clamps the shifted accumulator exactly like Pillow's clip8). */
+ *  (Uint8ClampedArray clamps the shifted accumulator exactly like Pillow's clip8). Sums stay in
+ *  int32 as in Pillow (every partial sum is below 255 · 1.25 · 2^22 < 2^31 in magnitude), so
+ *  Math.imul and |0 keep V8 on integer arithmetic; taps are unrolled by two (measured fastest). */
 function horizontal8(src: Uint8Array, srcW: number, ch: number, row0: number, rows: number, c: AxisCoefficients): Uint8Array {
   const outW = c.count;
   const out = new Uint8ClampedArray(outW * rows * ch);
@@ -122,33 +124,48 @@ function horizontal8(src: Uint8Array, srcW: number, ch: number, row0: number, ro
   for (let y = 0; y < rows; y++) {
     const rowOff = (row0 + y) * srcW * ch;
     for (let x = 0; x < outW; x++) {
-      const kOff = x * ksize;
-      const n = taps[x];
+      let ki = x * ksize;
+      const kEnd = ki + taps[x];
       let s = rowOff + start[x] * ch;
       if (ch === 3) {
         let a0 = HALF, a1 = HALF, a2 = HALF;
-        for (let t = 0; t < n; t++, s += 3) {
-          const w = k[kOff + t];
-          a0 += src[s] * w; a1 += src[s + 1] * w; a2 += src[s + 2] * w;
+        for (; ki + 1 < kEnd; ki += 2, s += 6) {
+          const w = k[ki], v = k[ki + 1];
+          a0 = (a0 + Math.imul(src[s], w) + Math.imul(src[s + 3], v)) | 0;
+          a1 = (a1 + Math.imul(src[s + 1], w) + Math.imul(src[s + 4], v)) | 0;
+          a2 = (a2 + Math.imul(src[s + 2], w) + Math.imul(src[s + 5], v)) | 0;
+        }
+        if (ki < kEnd) {
+          const w = k[ki];
+          a0 = (a0 + Math.imul(src[s], w)) | 0;
+          a1 = (a1 + Math.imul(src[s + 1], w)) | 0;
+          a2 = (a2 + Math.imul(src[s + 2], w)) | 0;
         }
         out[o] = a0 >> PRECISION_BITS; out[o + 1] = a1 >> PRECISION_BITS; out[o + 2] = a2 >> PRECISION_BITS;
         o += 3;
-      } else if (ch === 1) {
-        let a0 = HALF;
-        for (let t = 0; t < n; t++) a0 += src[s + t] * k[kOff + t];
-        out[o++] = a0 >> PRECISION_BITS;
       } else if (ch === 4) {
         let a0 = HALF, a1 = HALF, a2 = HALF, a3 = HALF;
-        for (let t = 0; t < n; t++, s += 4) {
-          const w = k[kOff + t];
-          a0 += src[s] * w; a1 += src[s + 1] * w; a2 += src[s + 2] * w; a3 += src[s + 3] * w;
+        for (; ki + 1 < kEnd; ki += 2, s += 8) {
+          const w = k[ki], v = k[ki + 1];
+          a0 = (a0 + Math.imul(src[s], w) + Math.imul(src[s + 4], v)) | 0;
+          a1 = (a1 + Math.imul(src[s + 1], w) + Math.imul(src[s + 5], v)) | 0;
+          a2 = (a2 + Math.imul(src[s + 2], w) + Math.imul(src[s + 6], v)) | 0;
+          a3 = (a3 + Math.imul(src[s + 3], w) + Math.imul(src[s + 7], v)) | 0;
+        }
+        if (ki < kEnd) {
+          const w = k[ki];
+          a0 = (a0 + Math.imul(src[s], w)) | 0;
+          a1 = (a1 + Math.imul(src[s + 1], w)) | 0;
+          a2 = (a2 + Math.imul(src[s + 2], w)) | 0;
+          a3 = (a3 + Math.imul(src[s + 3], w)) | 0;
         }
         out[o] = a0 >> PRECISION_BITS; out[o + 1] = a1 >> PRECISION_BITS; out[o + 2] = a2 >> PRECISION_BITS; out[o + 3] = a3 >> PRECISION_BITS;
         o += 4;
       } else {
+        // 1 band (L) and 2 bands (La): one accumulator per band.
         for (let b = 0; b < ch; b++) {
           let a = HALF;
-          for (let t = 0, ss = s + b; t < n; t++, ss += ch) a += src[ss] * k[kOff + t];
+          for (let i = ki, ss = s + b; i < kEnd; i++, ss += ch) a = (a + Math.imul(src[ss], k[i])) | 0;
           out[o++] = a >> PRECISION_BITS;
         }
       }
@@ -157,8 +174,9 @@ function horizontal8(src: Uint8Array, srcW: number, ch: number, row0: number, ro
   return new Uint8Array(out.buffer);
 }
 
-/** Vertical 8-bit pass: `src` holds rows [row0, ...) of width `rowLen` samples. Accumulates row
- *  by row (same per-pixel tap order as Pillow, friendlier to the cache). */
+/** Vertical 8-bit pass: `src` holds rows [row0, ...) of width `rowLen` samples. Accumulates two
+ *  source rows at a time into a row of int32 sums (same per-pixel tap order as Pillow's loop,
+ *  contiguous memory access). */
 function vertical8(src: Uint8Array, rowLen: number, row0: number, c: AxisCoefficients): Uint8Array {
   const out = new Uint8ClampedArray(rowLen * c.count);
   const acc = new Int32Array(rowLen);
@@ -166,10 +184,18 @@ function vertical8(src: Uint8Array, rowLen: number, row0: number, c: AxisCoeffic
   for (let y = 0; y < c.count; y++) {
     acc.fill(HALF);
     const n = taps[y];
-    for (let t = 0; t < n; t++) {
-      const w = k[y * ksize + t];
+    const kOff = y * ksize;
+    let t = 0;
+    for (; t + 1 < n; t += 2) {
+      const w = k[kOff + t], v = k[kOff + t + 1];
       const s = (start[y] - row0 + t) * rowLen;
-      for (let x = 0; x < rowLen; x++) acc[x] += src[s + x] * w;
+      const s2 = s + rowLen;
+      for (let x = 0; x < rowLen; x++) acc[x] = (acc[x] + Math.imul(src[s + x], w) + Math.imul(src[s2 + x], v)) | 0;
+    }
+    if (t < n) {
+      const w = k[kOff + t];
+      const s = (start[y] - row0 + t) * rowLen;
+      for (let x = 0; x < rowLen; x++) acc[x] = (acc[x] + Math.imul(src[s + x], w)) | 0;
     }
     const o = y * rowLen;
     for (let x = 0; x < rowLen; x++) out[o + x] = acc[x] >> PRECISION_BITS;
