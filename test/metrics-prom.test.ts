@@ -194,7 +194,7 @@ describe('gRPC server interceptor (go-grpc-prometheus semantics)', () => {
     server.addService(service, handlers);
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
-    client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as EchoClient;
+    client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
   });
 
   afterAll(async () => {
