@@ -3,12 +3,14 @@
  * that redirect LFS files to a CDN on another origin (with X-Repo-Commit / X-Linked-Etag /
  * X-Linked-Size), Range requests, 404s with X-Error-Code, and a token-protected repo.
  */
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { HubError, hubDownload, parseHubRef, pullModel, resolveModelRef } from '../server/src/hub';
 import { acquireLock } from '../server/src/hub/lock';
 import { loadBundle } from '../server/src/model/bundle';
@@ -123,6 +125,7 @@ class FakeHub {
   }
 }
 
+const CLI = path.join(__dirname, '..', 'dist', 'cli', 'main.js');
 const COMMIT = 'a'.repeat(40);
 const VOCAB_COMMIT = 'b'.repeat(40);
 
@@ -314,6 +317,20 @@ describeGolden('pull from a hub-like server', () => {
     (await second).release();
     expect(waited).toEqual([`${os.hostname()} pid ${process.pid}`]);
     expect(fs.existsSync(lockFile)).toBe(false);
+  });
+
+  test('CLI: clipserve pull prints the bundle path; HF_HOME is the default cache', async () => {
+    const home = path.join(tmp, 'hf-home');
+    const env = { ...process.env, HF_ENDPOINT: hub.hubUrl, HF_HOME: home };
+    const run = promisify(execFile);
+    const { stdout } = await run(process.execPath, [CLI, 'pull', 'hf-hub:acme/tiny-clip'], { env });
+    expect(stdout.trim()).toBe(path.join(home, 'bundles', 'acme--tiny-clip', COMMIT));
+    const again = await run(process.execPath, [CLI, 'pull', 'hf-hub:acme/tiny-clip', '--cache-dir', home], { env });
+    expect(again.stdout.trim()).toBe(stdout.trim());
+    expect(again.stderr).toMatch(/already in the cache/);
+    const bad = await run(process.execPath, [CLI, 'pull', 'hf-hub:acme/missing'], { env }).catch((e: { code: number; stderr: string }) => e);
+    expect((bad as { code: number }).code).toBe(1);
+    expect((bad as { stderr: string }).stderr).toMatch(/acme\/missing.*repository not found/);
   });
 
   test('an unreachable hub falls back to the cached revision', async () => {
