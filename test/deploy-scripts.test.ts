@@ -15,7 +15,8 @@ const INSTALL_KUBECTL = path.join(REPO, 'deploy', 'ci', 'install-kubectl.sh');
 
 /**
  * A stand-in `clipserve`: records each call's arguments (one line per call) in $FAKE_LOG; for
- * `convert` writes a bundle file into --out unless FAKE_CONVERT_FAIL is set, and with
+ * `convert` writes a bundle (a tower file, then the clipserve.json manifest) into --out unless
+ * FAKE_CONVERT_FAIL is set, and with
  * FAKE_RACE_DEST creates that bundle itself first, as a replica finishing earlier would.
  */
 const FAKE_CLIPSERVE = `#!/bin/sh
@@ -24,8 +25,8 @@ if [ "$1" = convert ]; then
   [ -z "\${FAKE_CONVERT_FAIL:-}" ] || { echo "convert failed" >&2; exit 3; }
   out=""; prev=""
   for a in "$@"; do [ "$prev" = "--out" ] && out="$a"; prev="$a"; done
-  mkdir -p "$out" && echo weights > "$out/model.onnx"
-  if [ -n "\${FAKE_RACE_DEST:-}" ]; then mkdir -p "$FAKE_RACE_DEST" && echo theirs > "$FAKE_RACE_DEST/model.onnx"; fi
+  mkdir -p "$out" && echo weights > "$out/visual.onnx" && echo '{}' > "$out/clipserve.json"
+  if [ -n "\${FAKE_RACE_DEST:-}" ]; then mkdir -p "$FAKE_RACE_DEST" && echo theirs > "$FAKE_RACE_DEST/clipserve.json"; fi
 fi
 `;
 
@@ -83,18 +84,29 @@ describe('prepare-model.sh (clipserve-prepare-model)', () => {
     expect(r.status).toBe(0);
     expect(r.calls).toHaveLength(1);
     expect(r.calls[0]).toMatch(new RegExp(`^convert ${work}/checkpoint --out ${dest}\\.partial\\.\\S+ --vocab ${work}/bpe.txt.gz --precision fp16$`));
-    expect(listing(dest)).toEqual(['model.onnx']);
+    expect(listing(dest)).toEqual(['clipserve.json', 'visual.onnx']);
     expect(listing(path.dirname(dest))).toEqual(['vit-l-14']);
   });
 
-  test('leaves a present bundle alone', () => {
+  test('leaves a present bundle (one with a manifest) alone', () => {
     const dest = path.join(work, 'models', 'b');
     fs.mkdirSync(dest, { recursive: true });
-    fs.writeFileSync(path.join(dest, 'model.onnx'), 'mine');
+    fs.writeFileSync(path.join(dest, 'clipserve.json'), 'mine');
     const r = run(PREPARE, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest });
     expect(r.status).toBe(0);
     expect(r.calls).toEqual([]);
-    expect(fs.readFileSync(path.join(dest, 'model.onnx'), 'utf8')).toBe('mine');
+    expect(fs.readFileSync(path.join(dest, 'clipserve.json'), 'utf8')).toBe('mine');
+  });
+
+  test('refuses to touch a non-empty directory that is not a bundle', () => {
+    const dest = path.join(work, 'models', 'b');
+    fs.mkdirSync(dest, { recursive: true });
+    fs.writeFileSync(path.join(dest, 'notes.txt'), 'keep me');
+    const r = run(PREPARE, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest });
+    expect(r.status).toBe(65);
+    expect(r.stderr).toMatch(/holds no clipserve.json/);
+    expect(r.calls).toEqual([]);
+    expect(listing(dest)).toEqual(['notes.txt']);
   });
 
   test('an existing but empty bundle directory (e.g. a fresh mount point) is converted into', () => {
@@ -102,7 +114,7 @@ describe('prepare-model.sh (clipserve-prepare-model)', () => {
     fs.mkdirSync(dest, { recursive: true });
     const r = run(PREPARE, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest });
     expect(r.status).toBe(0);
-    expect(listing(dest)).toEqual(['model.onnx']);
+    expect(listing(dest)).toEqual(['clipserve.json', 'visual.onnx']);
   });
 
   test('a failed conversion fails the start and leaves neither bundle nor partial', () => {
@@ -117,7 +129,7 @@ describe('prepare-model.sh (clipserve-prepare-model)', () => {
     const r = run(PREPARE, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest, FAKE_RACE_DEST: dest });
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/another replica finished/);
-    expect(fs.readFileSync(path.join(dest, 'model.onnx'), 'utf8').trim()).toBe('theirs');
+    expect(fs.readFileSync(path.join(dest, 'clipserve.json'), 'utf8').trim()).toBe('theirs');
     expect(listing(path.join(work, 'models'))).toEqual(['b']);
   });
 

@@ -9,16 +9,23 @@
 #   CLIPSERVE_CONVERT_VOCAB  optional BPE vocabulary file, passed as --vocab.
 #   CLIPSERVE_CONVERT_ARGS   optional extra `clipserve convert` flags, split on whitespace.
 #
-# A bundle counts as present when its directory exists and is not empty. Conversion writes to a
-# private "<bundle>.partial.<host>.<pid>" directory and renames it into place, so a crash never leaves a
-# half-written bundle that a later start would take for a good one, and two replicas converting at
-# once cannot interleave their files: the first rename wins, the loser discards its copy.
+# A bundle counts as present when its directory holds the bundle manifest (clipserve.json, written
+# last by `clipserve convert`). Conversion writes to a private "<bundle>.partial.<host>.<pid>"
+# directory and renames it into place, so a crash never leaves a half-written bundle that a later
+# start would take for a good one, and two replicas converting at once cannot interleave their
+# files: the first rename wins, the loser discards its copy.
 set -eu
 
 log() { printf 'clipserve-prepare-model: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit "${2:-1}"; }
 
+MANIFEST=clipserve.json
+
 bundle_present() {
+  [ -f "$1/$MANIFEST" ]
+}
+
+dir_non_empty() {
   [ -d "$1" ] && [ -n "$(ls -A "$1" 2>/dev/null)" ]
 }
 
@@ -39,6 +46,9 @@ dest="${dest%/}"
 if bundle_present "$dest"; then
   log "bundle present at $dest; not converting $src"
   exit 0
+fi
+if dir_non_empty "$dest"; then
+  die "$dest is not empty but holds no $MANIFEST: not a bundle, and not overwritten; remove it or point CLIPSERVE_MODEL elsewhere" 65
 fi
 
 [ -e "$src" ] || die "checkpoint CLIPSERVE_CONVERT_FROM=$src does not exist (is the volume mounted?)" 66
@@ -64,7 +74,7 @@ if [ -n "$vocab" ]; then
 else
   clipserve convert "$src" --out "$partial" ${CLIPSERVE_CONVERT_ARGS:-}
 fi
-bundle_present "$partial" || die "clipserve convert exited 0 but wrote nothing to $partial" 70
+bundle_present "$partial" || die "clipserve convert exited 0 but $partial holds no $MANIFEST" 70
 
 # mv -T renames the directory itself (never into an existing one); rename(2) replaces an empty
 # directory but fails on a non-empty one, which is exactly "another replica finished first".
