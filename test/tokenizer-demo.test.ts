@@ -4,7 +4,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import { ClipTokenizer, DEMO_VOCAB_SIZE, buildDemoVocab } from '../server/src/tokenizer';
-import { BYTE_TO_CHAR } from '../server/src/tokenizer/byte-encoder';
+import { BytePairEncoder } from '../server/src/tokenizer/bpe';
+import { BYTE_TO_CHAR, BYTE_TO_VOCAB_INDEX } from '../server/src/tokenizer/byte-encoder';
+import { parseMergeLines } from '../server/src/tokenizer/vocab-files';
 import { splitPieces } from '../server/src/tokenizer/clean';
 
 const TEXTS = [
@@ -72,5 +74,35 @@ describe('demo vocabulary', () => {
     const row = tok.tokenize(TEXTS[4]);
     expect(row.eotIndex).toBe(Array.from(row.ids).indexOf(tok.eotId));
     expect(row.eotIndex).toBeLessThan(Array.from(row.ids).lastIndexOf(tok.eotId));
+  });
+});
+
+describe('BPE merge strategies', () => {
+  /** Deterministic mix of pieces: repeated letters, caption words glued together, random bytes. */
+  function pieces(): number[][] {
+    let x = 987654321;
+    const rnd = (k: number): number => {
+      x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+      return x % k;
+    };
+    const words = ['photo', 'of', 'a', 'cat', 'the', 'background', 'aaaa', 'abab', 'ing', 'ssss', 'é', '日本'];
+    const out: string[] = ['a'.repeat(200), 'ab'.repeat(150), 'aab'.repeat(90)];
+    for (let i = 0; i < 150; i++) {
+      let s = '';
+      const target = 49 + rnd(300);
+      while (s.length < target) s += rnd(3) === 0 ? String.fromCharCode(97 + rnd(26)) : words[rnd(words.length)];
+      out.push(s);
+    }
+    return out.map((s) => {
+      const bytes = Buffer.from(s, 'utf8');
+      const ids = Array.from(bytes, (b) => BYTE_TO_VOCAB_INDEX[b]);
+      ids[ids.length - 1] += 256;
+      return ids;
+    });
+  }
+
+  it('the heap-based merge for long pieces equals OpenCLIP\'s literal loop', () => {
+    const bpe = new BytePairEncoder(parseMergeLines(buildDemoVocab()));
+    for (const word of pieces()) expect(bpe.mergeLong([...word])).toEqual(bpe.mergeShort([...word]));
   });
 });

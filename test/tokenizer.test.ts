@@ -6,7 +6,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ClipTokenizer, TokenizerError, VocabFileError, fixText } from '../server/src/tokenizer';
+import { BytePairEncoder } from '../server/src/tokenizer/bpe';
+import { BYTE_TO_VOCAB_INDEX } from '../server/src/tokenizer/byte-encoder';
 import { splitPieces } from '../server/src/tokenizer/clean';
+import { readMergesFile } from '../server/src/tokenizer/vocab-files';
 import { describeGolden, goldenPath } from './helpers/shared';
 
 interface GoldenCase {
@@ -134,6 +137,17 @@ describeGolden('ClipTokenizer vs open_clip golden cases', () => {
     expect(wide.eotIndex).toBe(c.n_bpe + 1);
     expect(() => tok.tokenize('x', 1)).toThrow(TokenizerError);
     expect(() => tok.tokenizeBatch(['x'], 7.5)).toThrow(TokenizerError);
+  });
+
+  it('merges long pieces (heap-based) exactly as OpenCLIP\'s literal loop', () => {
+    const bpe = new BytePairEncoder(readMergesFile(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz')));
+    const texts = cases.map((c) => c.clean.replace(/[^\p{L}]/gu, '')).filter((t) => Buffer.byteLength(t) > 10);
+    texts.push('a'.repeat(500), 'ab'.repeat(300), 'photographsofcats'.repeat(20));
+    for (const text of texts) {
+      const ids = Array.from(Buffer.from(text, 'utf8'), (b) => BYTE_TO_VOCAB_INDEX[b]);
+      ids[ids.length - 1] += 256;
+      expect(bpe.mergeLong([...ids])).toEqual(bpe.mergeShort([...ids]));
+    }
   });
 
   it('loads Hugging Face vocab.json + merges.txt and tokenizes identically', () => {
