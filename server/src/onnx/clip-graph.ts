@@ -20,7 +20,7 @@ import type { WeightTensor } from '../model/state-dict';
 import { attr, MS_DOMAIN, type GraphBuilder } from './graph-builder';
 import { DataType } from './proto';
 
-export type AttentionImpl = 'contrib' | 'plain';
+export type AttentionImpl = 'contrib' | 'mha' | 'plain';
 export type PatchEmbedImpl = 'conv' | 'matmul';
 
 export interface TowerOptions {
@@ -108,7 +108,13 @@ class TowerWriter {
     const b = this.b;
     const headDim = width / heads;
     let o: string;
-    if (this.opts.attention === 'contrib') {
+    if (this.opts.attention === 'mha') {
+      // Projection in standard ops, then onnxruntime's MultiHeadAttention on separate q, k, v.
+      const qkv = b.op('Add', [b.op('MatMul', [h, this.wT(`${prefix}.in_proj_weight`)], {}, { name: `${prefix}.qkv` }), this.w(`${prefix}.in_proj_bias`)], {}, { name: `${prefix}.qkv_bias` });
+      const [q, k, v] = b.node('Split', [qkv, b.constI64([width, width, width])], { axis: attr.int(-1) }, { outputs: 3, name: `${prefix}.qkv_split` });
+      const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
+      o = b.op('MultiHeadAttention', [q, k, v], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
+    } else if (this.opts.attention === 'contrib') {
       const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
       o = b.op('Attention', [h, this.wT(`${prefix}.in_proj_weight`), this.w(`${prefix}.in_proj_bias`)], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
     } else {
