@@ -46,7 +46,8 @@ export interface LoadedModel {
   preprocessImage(bytes: Uint8Array, limits?: ImageLimits): Promise<Float32Array>;
   /** ids: n × contextLength int32 (tokenizer output); runs cut to the longest EOT + 1; raw features n×E */
   encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
-  /** pixels: n × 3 × S × S; raw features n×E */
+  /** pixels: n × 3 × S × S; raw features n×E. When `pixels` spans its whole ArrayBuffer, that buffer
+   *  is transferred to the inference worker (no copy) and is detached afterwards: pass a copy to keep it. */
   encodeImage(pixels: Float32Array, n: number): Promise<Float32Array>;
   warmup(): Promise<void>;
   close(): Promise<void>;
