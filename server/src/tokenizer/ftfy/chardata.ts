@@ -23,6 +23,8 @@ export const ALTERED_UTF8_RE = new RegExp(
     '|[\\xf0][\\x80-\\xbf][\\x80-\\xbf][ ]',
   'g',
 );
+/** Non-global twin for `.test()`. */
+export const ALTERED_UTF8_TEST_RE = new RegExp(ALTERED_UTF8_RE.source);
 
 /**
  * UTF-8 / CESU-8 sequences that lost continuation bytes. Byte 0x1A stands for a byte that became
@@ -50,13 +52,14 @@ export const C1_CONTROL_RE_GLOBAL = /[\x80-\x9f]/g;
  * Runs of likely UTF-8 mojibake (chardata.UTF8_DETECTOR_RE), not preceded by a strict
  * continuation character so that a few characters inside a larger garble are left alone.
  */
-export const UTF8_DETECTOR_RE = new RegExp(
+const UTF8_DETECTOR_SOURCE =
   `(?<![${U.utf8_continuation_strict}])` +
-    `(?:[${U.utf8_first_of_2}][${U.utf8_continuation}]` +
-    `|[${U.utf8_first_of_3}][${U.utf8_continuation}]{2}` +
-    `|[${U.utf8_first_of_4}][${U.utf8_continuation}]{3})+`,
-  'gu',
-);
+  `(?:[${U.utf8_first_of_2}][${U.utf8_continuation}]` +
+  `|[${U.utf8_first_of_3}][${U.utf8_continuation}]{2}` +
+  `|[${U.utf8_first_of_4}][${U.utf8_continuation}]{3})+`;
+export const UTF8_DETECTOR_RE = new RegExp(UTF8_DETECTOR_SOURCE, 'gu');
+/** Non-global twin for `.test()`, which would otherwise carry lastIndex between calls. */
+export const UTF8_DETECTOR_TEST_RE = new RegExp(UTF8_DETECTOR_SOURCE, 'u');
 
 /** ftfy chardata.HTML_ENTITY_RE: candidate entities for ftfy's own unescape_html. */
 export const HTML_ENTITY_RE = /&#?[0-9A-Za-z]{1,24};/g;

@@ -5,7 +5,7 @@
  * characters and NFC, applied line by line until the text stops changing.
  */
 import { isBad } from './badness';
-import { C1_CONTROL_RE, UTF8_DETECTOR_RE } from './chardata';
+import { ALTERED_UTF8_TEST_RE, C1_CONTROL_RE, UTF8_DETECTOR_TEST_RE } from './chardata';
 import {
   CHARMAP_ENCODINGS, CodecError, WINDOWS_1252, decodeCharmap, decodeUtf8Strict, decodeUtf8Variants,
   encodeCharmap, isAscii, possibleEncoding,
@@ -14,7 +14,6 @@ import {
   decodeInconsistentUtf8, fixC1Controls, fixCharacterWidth, fixLatinLigatures, fixLineBreaks, fixSurrogates,
   removeControlChars, removeTerminalEscapes, replaceLossySequences, restoreByteA0, uncurlQuotes, unescapeHtml,
 } from './fixes';
-import { ALTERED_UTF8_RE } from './chardata';
 
 export { badness, isBad } from './badness';
 
@@ -35,9 +34,7 @@ function fixEncodingOneStep(text: string): string {
     possible1Byte.push(cm.name);
     let bytes = encodeCharmap(text, cm);
     // Spaces that were once 0xA0 bytes; not for MacRoman, where "– " would be a false positive.
-    ALTERED_UTF8_RE.lastIndex = 0;
-    if (cm.name !== 'macroman' && ALTERED_UTF8_RE.test(bytes)) bytes = restoreByteA0(bytes);
-    ALTERED_UTF8_RE.lastIndex = 0;
+    if (cm.name !== 'macroman' && ALTERED_UTF8_TEST_RE.test(bytes)) bytes = restoreByteA0(bytes);
     if (cm.name.startsWith('sloppy')) bytes = replaceLossySequences(bytes);
     try {
       return bytes.includes('\xed') || bytes.includes('\xc0') ? decodeUtf8Variants(bytes) : decodeUtf8Strict(bytes);
@@ -47,13 +44,10 @@ function fixEncodingOneStep(text: string): string {
   }
 
   // Sequences that look like UTF-8 mojibake, fixed in isolation.
-  UTF8_DETECTOR_RE.lastIndex = 0;
-  if (UTF8_DETECTOR_RE.test(text)) {
-    UTF8_DETECTOR_RE.lastIndex = 0;
+  if (UTF8_DETECTOR_TEST_RE.test(text)) {
     const fixed = decodeInconsistentUtf8(text, fixEncoding);
     if (fixed !== text) return fixed;
   }
-  UTF8_DETECTOR_RE.lastIndex = 0;
 
   // Latin-1 meant as Windows-1252. (ftfy's "text fits windows-1252 too" shortcut never fires:
   // its candidate list names only the sloppy variant.)
