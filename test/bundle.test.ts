@@ -115,6 +115,7 @@ describeGolden('model bundles', () => {
     broken.set('text_projection', { shape: [32, 16], data: new Float32Array(512) });
     const p = writeBundle({ outDir: path.join(tmp, 'broken'), name: 'x', version: '1', config: goldenConfig('tiny-gelu'), stateDict: broken, vocabFile: GOLDEN_VOCAB });
     await expect(p).rejects.toThrow(WeightsError);
+    await expect(p).rejects.toThrow(BundleError);
     await expect(p).rejects.toThrow(/missing 2 key\(s\): visual\.ln_post\.bias, transformer\.resblocks\.1\.attn\.in_proj_weight/);
     await expect(p).rejects.toThrow(/text_projection: expected \[32, 32\], got \[32, 16\]/);
     expect(fs.existsSync(path.join(tmp, 'broken'))).toBe(false);

@@ -13,18 +13,14 @@ import { readOnnxSignature, type TensorSpec } from '../onnx/inspect';
 import { writeTowerModel, type Tower, type WrittenFile } from '../onnx/write-model';
 import { PACKAGE_ROOT } from '../util/paths';
 import { resolveConfig, type ModelConfig, type OpenClipConfig, type PreprocessConfig } from './config';
+import { BundleError } from './errors';
 import { expectedWeightShapes, validateStateDict } from './expected-weights';
 import { numel, type StateDict } from './state-dict';
 
 export const MANIFEST_FILE = 'clipserve.json';
 export const BUNDLE_FORMAT_VERSION = 1;
 
-export class BundleError extends Error {
-  constructor(message: string, readonly file?: string) {
-    super(file ? `${file}: ${message}` : message);
-    this.name = 'BundleError';
-  }
-}
+export { BundleError };
 
 export interface BundleFileRef {
   /** Relative to the bundle directory. */

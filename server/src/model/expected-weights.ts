@@ -5,9 +5,11 @@
  * producing a broken graph.
  */
 import type { ModelConfig } from './config';
+import { BundleError } from './errors';
 import type { StateDict } from './state-dict';
 
-export class WeightsError extends Error {
+/** A state dict that does not fit the config (a BundleError: writeBundle cannot proceed). */
+export class WeightsError extends BundleError {
   constructor(message: string, readonly missing: string[] = [], readonly misshaped: string[] = []) {
     super(message);
     this.name = 'WeightsError';
