@@ -10,6 +10,10 @@
  * Reported: mean rank + 1, floor(numpy median) + 1 and R@{1,5,10} = fraction of ranks < k.
  */
 
+/** A module-level alias: inside sandboxes such as jest's vm context every `Math.` lookup in a hot
+ *  loop goes through a slow global proxy (70× slower measured); a local binding does not. */
+const fround = Math.fround;
+
 export const RECALL_KS = [1, 5, 10] as const;
 export const DIRECTIONS = ['image_to_text', 'text_to_image'] as const;
 export type Direction = (typeof DIRECTIONS)[number];
@@ -47,16 +51,16 @@ export class MetricsInputError extends Error {
  * Math.fround, accumulating over the feature dimension in order.
  */
 export function similarityMatrix(imageFeatures: Float32Array, textFeatures: Float32Array, n: number, dim: number, logitScale: number): Float32Array {
-  const scale = Math.fround(logitScale);
+  const scale = fround(logitScale);
   const scaled = new Float32Array(n * dim);
-  for (let k = 0; k < n * dim; k++) scaled[k] = Math.fround(scale * imageFeatures[k]);
+  for (let k = 0; k < n * dim; k++) scaled[k] = fround(scale * imageFeatures[k]);
   const s = new Float32Array(n * n);
   for (let i = 0; i < n; i++) {
     const a = i * dim;
     for (let j = 0; j < n; j++) {
       const b = j * dim;
       let acc = 0;
-      for (let d = 0; d < dim; d++) acc = Math.fround(acc + Math.fround(scaled[a + d] * textFeatures[b + d]));
+      for (let d = 0; d < dim; d++) acc = fround(acc + fround(scaled[a + d] * textFeatures[b + d]));
       s[i * n + j] = acc;
     }
   }
