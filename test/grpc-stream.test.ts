@@ -53,12 +53,13 @@ describe('EmbedStream (real server, demo model)', () => {
     call.write({ id: 'no-input' });
     call.write({ id: 'pinned-wrong', text: 'x', modelVersion: 'nope' });
     call.write({ id: 't2', text: 'a small dog', raw: true });
+    call.write({ id: 'too-long', text: 'z'.repeat(20_000) });
     call.end();
     expect((await status).code).toBe(grpc.status.OK);
 
     const byId = new Map(results.map((r) => [r.id, r]));
-    expect(results).toHaveLength(6);
-    expect(byId.size).toBe(6);
+    expect(results).toHaveLength(7);
+    expect(byId.size).toBe(7);
     const [single] = (
       await new Promise<Any>((resolve, reject) => client.EmbedText({ texts: ['a small dog'] }, (e: Error | null, r: Any) => (e ? reject(e) : resolve(r))))
     ).embeddings;
@@ -69,6 +70,8 @@ describe('EmbedStream (real server, demo model)', () => {
     expect(byId.get('bad-image')).toMatchObject({ result: 'error', modality: 'MODALITY_IMAGE', error: { code: grpc.status.INVALID_ARGUMENT } });
     expect(byId.get('bad-image')!.error.message).toMatch(/^item "bad-image": /);
     expect(byId.get('no-input')).toMatchObject({ result: 'error', error: { code: grpc.status.INVALID_ARGUMENT, message: 'item "no-input": one of text or image is required' } });
+    expect(byId.get('too-long')).toMatchObject({ result: 'error', modality: 'MODALITY_TEXT', error: { code: grpc.status.INVALID_ARGUMENT } });
+    expect(byId.get('too-long')!.error.message).toMatch(/^item "too-long": text is 20000 characters, over the limit of 16384/);
     expect(byId.get('pinned-wrong')).toMatchObject({ result: 'error', error: { code: grpc.status.FAILED_PRECONDITION } });
   });
 

@@ -107,6 +107,7 @@ describe('EmbeddingService (real server, demo model)', () => {
       maxQueueDelayMs: 20,
       queueBound: 128,
       maxItemsPerRequest: 16,
+      maxTextChars: 2000,
       maxImageBytes: 200_000,
       maxImagePixels: 1_000_000,
       maxMessageBytes: 1_000_000,
@@ -256,7 +257,7 @@ describe('EmbeddingService (real server, demo model)', () => {
       provider: 'cpu',
       demo: true,
       precision: 'fp32',
-      limits: { maxItemsPerRequest: 16, maxImageBytes: 200_000, maxImagePixels: 1_000_000, maxMessageBytes: 1_000_000, maxBatchSize: 32 },
+      limits: { maxItemsPerRequest: 16, maxImageBytes: 200_000, maxImagePixels: 1_000_000, maxMessageBytes: 1_000_000, maxBatchSize: 32, maxTextChars: 2000 },
     });
     expect(info.logitScale).toBeCloseTo(server.model.info.logitScale, 5);
   });
@@ -283,6 +284,8 @@ describe('EmbeddingService (real server, demo model)', () => {
   test.each([
     ['EmbedText with no texts', 'EmbedText', () => ({ texts: [] }), grpc.status.INVALID_ARGUMENT, /^texts: at least one item is required/],
     ['EmbedText over the item limit', 'EmbedText', () => ({ texts: Array(17).fill('x') }), grpc.status.INVALID_ARGUMENT, /^texts: 17 items exceed the limit of 16/],
+    ['a text over max-text-chars', 'EmbedText', () => ({ texts: ['ok', 'x'.repeat(2001)] }), grpc.status.INVALID_ARGUMENT, /^texts\[1\]: text is 2001 characters, over the limit of 2000/],
+    ['a Rank query over max-text-chars', 'Rank', () => ({ queryText: 'y'.repeat(2500), candidateTexts: ['a'] }), grpc.status.INVALID_ARGUMENT, /^query_text: text is 2500 characters/],
     ['EmbedImage with no images', 'EmbedImage', () => ({ images: [] }), grpc.status.INVALID_ARGUMENT, /^images: at least one item/],
     ['an undecodable image', 'EmbedImage', () => ({ images: [images[0], Buffer.from('not an image at all')] }), grpc.status.INVALID_ARGUMENT, /^images\[1\]: unsupported or unrecognised image format/],
     ['an empty image', 'EmbedImage', () => ({ images: [Buffer.alloc(0)] }), grpc.status.INVALID_ARGUMENT, /^images\[0\]: image is empty/],

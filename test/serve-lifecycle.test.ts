@@ -265,7 +265,7 @@ describe('clipserve serve (child process)', () => {
     const c = clients(`127.0.0.1:${port}`);
     try {
       const info = await call(c.api, 'GetModelInfo', {});
-      expect(info.limits).toEqual({ maxItemsPerRequest: 11, maxImageBytes: 123_456, maxImagePixels: 2000, maxMessageBytes: 64 * 1024 * 1024, maxBatchSize: 64 });
+      expect(info.limits).toEqual({ maxItemsPerRequest: 11, maxImageBytes: 123_456, maxImagePixels: 2000, maxMessageBytes: 64 * 1024 * 1024, maxBatchSize: 64, maxTextChars: 16_384 });
     } finally {
       c.close();
     }

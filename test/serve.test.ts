@@ -26,6 +26,7 @@ describe('serve configuration', () => {
       maxQueueDelayMs: 5,
       queueBound: 1024,
       maxItemsPerRequest: 256,
+      maxTextChars: 16_384,
       shutdownGraceSeconds: 25,
       logLevel: 'info',
       tlsCert: undefined,

@@ -17,7 +17,7 @@ import { CallGate, callContext, elapsedMs } from './call-context';
 import type { EmbedStreamRequest, EmbedStreamResponse, ModalityName } from './messages';
 import type { EmbedderPort } from './request-work';
 import { RpcError, toStatus } from './status';
-import { checkModelVersion } from './validate';
+import { checkModelVersion, checkTextLength, RequestLimits } from './validate';
 import { embeddingMessage, l2normalized } from './vectors';
 
 /** Counters across all streams of a server, for tests and diagnostics. */
@@ -34,6 +34,7 @@ export interface EmbedStreamDeps {
   modelInfo: () => ServedModelInfo;
   gate: CallGate;
   logger: Logger;
+  limits: RequestLimits;
   /** Most items read but not yet flushed, per stream. */
   window: number;
   stats?: StreamStats;
@@ -110,6 +111,7 @@ class EmbedStreamSession {
     checkModelVersion(req.modelVersion, info.version);
     const normalize = (v: Float32Array) => (req.raw ? v : l2normalized(v));
     if (req.input === 'text') {
+      checkTextLength(`item "${req.id}"`, req.text ?? '', this.deps.limits);
       const [r] = await Promise.all(this.deps.embedder.embedTexts([req.text ?? ''], this.options));
       return { id: req.id, embedding: embeddingMessage(normalize(r.vector), req.format, r.truncated), modality: 'MODALITY_TEXT', modelVersion: info.version };
     }

@@ -12,7 +12,7 @@ import { embedStreamHandler, StreamStats } from './embed-stream';
 import type * as m from './messages';
 import { EmbedderPort, RequestWork } from './request-work';
 import { invalidArgument } from './status';
-import { checkCount, checkLabels, checkModelVersion, checkTemplates, checkTotal, RequestLimits } from './validate';
+import { checkCount, checkLabels, checkModelVersion, checkTemplates, checkTextLength, checkTextLengths, checkTotal, RequestLimits } from './validate';
 import { dot, embeddingMessage, l2normalized, mean, softmax } from './vectors';
 
 export interface EmbeddingServiceDeps {
@@ -38,6 +38,7 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
       const info = modelInfo();
       checkModelVersion(req.modelVersion, info.version);
       checkCount('texts', req.texts.length, 1, limits);
+      checkTextLengths('texts', req.texts, limits);
       const results = await new RequestWork(embedder, ctx).texts(req.texts, 'texts');
       const out = vectorOf(req.raw);
       return {
@@ -60,7 +61,7 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
       };
     }),
 
-    EmbedStream: embedStreamHandler({ embedder, modelInfo, gate, logger, window: deps.streamWindow, stats: deps.streamStats }),
+    EmbedStream: embedStreamHandler({ embedder, modelInfo, gate, logger, limits, window: deps.streamWindow, stats: deps.streamStats }),
 
     Similarity: unary<m.SimilarityRequest, m.SimilarityResponse>('Similarity', async (req, ctx) => {
       const info = modelInfo();
@@ -68,6 +69,7 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
       checkCount('images', req.images.length, 1, limits);
       checkCount('texts', req.texts.length, 1, limits);
       checkTotal('images + texts', req.images.length + req.texts.length, limits);
+      checkTextLengths('texts', req.texts, limits);
       const work = new RequestWork(embedder, ctx);
       const imagesP = work.images(req.images, 'images');
       const textsP = work.texts(req.texts, 'texts');
@@ -93,6 +95,8 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
       const nCandidates = req.candidateTexts.length + req.candidateImages.length;
       if (nCandidates === 0) checkCount('candidate_texts + candidate_images', 0, 1, limits);
       checkTotal('query + candidates', 1 + nCandidates, limits);
+      if (req.query === 'queryText') checkTextLength('query_text', req.queryText ?? '', limits);
+      checkTextLengths('candidate_texts', req.candidateTexts, limits);
       const work = new RequestWork(embedder, ctx);
       const queryP: Promise<Float32Array> =
         req.query === 'queryText'
@@ -127,6 +131,7 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
       const prompts = req.labels.flatMap((label) => templates.map((t) => t.replace('{}', label)));
       checkTotal('labels × templates', prompts.length, limits);
       checkTotal('images + labels × templates', req.images.length + prompts.length, limits);
+      checkTextLengths('prompts', prompts, limits);
       const work = new RequestWork(embedder, ctx);
       const [imgs, promptEmbeddings] = await Promise.all([work.images(req.images, 'images'), work.texts(prompts, 'prompts')]);
       // open_clip build_zero_shot_classifier: per class, normalize each template embedding,

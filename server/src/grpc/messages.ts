@@ -128,6 +128,7 @@ export interface ServerLimitsMsg {
   maxImagePixels: number;
   maxMessageBytes: number;
   maxBatchSize: number;
+  maxTextChars: number;
 }
 
 export interface GetModelInfoResponse {

@@ -12,6 +12,7 @@ export interface RequestLimits {
   maxImagePixels: number;
   maxMessageBytes: number;
   maxBatchSize: number;
+  maxTextChars: number;
 }
 
 /** Empty pins nothing; otherwise the pinned version must be the one served. */
@@ -33,6 +34,17 @@ export function checkCount(field: string, n: number, min: number, limits: Reques
 export function checkTotal(what: string, n: number, limits: RequestLimits): void {
   if (n > limits.maxItemsPerRequest) {
     throw invalidArgument(`${what}: ${n} items in total exceed the limit of ${limits.maxItemsPerRequest} per request; split the request`);
+  }
+}
+
+/** Each text must fit the character limit; `field` names the list ("texts" → "texts[2]"). */
+export function checkTextLengths(field: string, texts: readonly string[], limits: RequestLimits): void {
+  texts.forEach((t, i) => checkTextLength(`${field}[${i}]`, t, limits));
+}
+
+export function checkTextLength(item: string, text: string, limits: RequestLimits): void {
+  if (text.length > limits.maxTextChars) {
+    throw invalidArgument(`${item}: text is ${text.length} characters, over the limit of ${limits.maxTextChars} (the model reads only its first tokens anyway)`);
   }
 }
 

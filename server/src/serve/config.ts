@@ -31,6 +31,8 @@ export interface ServeConfig {
   queueBound: number;
   maxMessageBytes: number;
   maxItemsPerRequest: number;
+  /** Longest text accepted, in UTF-16 code units; tokenization runs on the event loop. */
+  maxTextChars: number;
   maxImageBytes: number;
   maxImagePixels: number;
   shutdownGraceSeconds: number;
@@ -121,6 +123,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'queueBound', flag: '--queue-bound <n>', env: 'CLIPSERVE_QUEUE_BOUND', description: 'most items queued per modality; beyond it calls fail fast with RESOURCE_EXHAUSTED', defaultValue: 1024, parse: intIn(1, 1_000_000) },
   { key: 'maxMessageBytes', flag: '--max-message-bytes <n>', env: 'CLIPSERVE_MAX_MESSAGE_BYTES', description: 'largest gRPC message received or sent', defaultValue: 64 * MiB, parse: intIn(1024, 2 ** 31 - 1) },
   { key: 'maxItemsPerRequest', flag: '--max-items-per-request <n>', env: 'CLIPSERVE_MAX_ITEMS_PER_REQUEST', description: 'most texts + images in one request (Classify counts labels × templates)', defaultValue: 256, parse: intIn(1, 1_000_000) },
+  { key: 'maxTextChars', flag: '--max-text-chars <n>', env: 'CLIPSERVE_MAX_TEXT_CHARS', description: 'longest text accepted, in characters (the model reads only its first context-length tokens; this bounds tokenizer work)', defaultValue: 16_384, parse: intIn(1, 1 << 30) },
   { key: 'maxImageBytes', flag: '--max-image-bytes <n>', env: 'CLIPSERVE_MAX_IMAGE_BYTES', description: 'largest encoded image accepted', defaultValue: 20 * MiB, parse: intIn(1) },
   { key: 'maxImagePixels', flag: '--max-image-pixels <n>', env: 'CLIPSERVE_MAX_IMAGE_PIXELS', description: 'largest width × height accepted, checked before decoding (decompression bombs)', defaultValue: 50_000_000, parse: intIn(1) },
   { key: 'shutdownGraceSeconds', flag: '--shutdown-grace-seconds <s>', env: 'CLIPSERVE_SHUTDOWN_GRACE_SECONDS', description: 'on SIGTERM/SIGINT, how long in-flight calls may take to finish before they are cut', defaultValue: 25, parse: numberIn(0, 3600) },

@@ -98,6 +98,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     maxImagePixels: config.maxImagePixels,
     maxMessageBytes: config.maxMessageBytes,
     maxBatchSize: config.maxBatchSize,
+    maxTextChars: config.maxTextChars,
   };
   const requireEmbedder = (): Embedder => {
     if (!embedder) throw new Error('embedder used before the model was ready');
