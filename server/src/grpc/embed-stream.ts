@@ -82,6 +82,10 @@ class EmbedStreamSession {
     });
     this.call.on('drain', () => this.maybeResume());
     this.options.signal.addEventListener('abort', () => this.finish('cancelled'), { once: true });
+    // Any other end of the call (transport error, grpc-js ending it on a bad message) still
+    // releases the drain gate; after a normal finish this is a no-op.
+    this.call.on('close', () => this.finish('cancelled'));
+    this.call.on('error', () => this.finish('cancelled'));
   }
 
   /** Items read and not yet handed to HTTP/2. */
