@@ -207,7 +207,7 @@ describeGolden('pull from a hub-like server', () => {
     // resolveModelRef: hub refs map to the cached bundle, directories pass through.
     expect(await resolveModelRef(`hf-hub:acme/tiny-clip@${COMMIT}`, { cacheDir })).toBe(r.bundleDir);
     expect(await resolveModelRef(r.bundleDir)).toBe(r.bundleDir);
-    await expect(resolveModelRef(path.join(tmp, 'nope'))).rejects.toThrow(/neither a bundle directory nor an hf-hub/);
+    await expect(resolveModelRef(path.join(tmp, 'nope'))).rejects.toThrow(/bundle directory does not exist.*hf-hub:/);
     // Offline: the cached revision is used without asking the hub.
     const hubRequests = hub.seen.length;
     expect((await pullModel('hf-hub:acme/tiny-clip', { cacheDir, offline: true })).bundleDir).toBe(r.bundleDir);

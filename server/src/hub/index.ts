@@ -21,7 +21,7 @@ export async function resolveModelRef(ref: string, opts: PullOptions = {}): Prom
   try {
     stat = fs.statSync(dir);
   } catch {
-    throw new HubError(`model "${ref}" is neither a bundle directory nor an hf-hub:<org>/<repo> reference`);
+    throw new HubError(`${dir}: bundle directory does not exist (a model is a bundle directory or hf-hub:<org>/<repo>[@revision])`);
   }
   if (!stat.isDirectory()) throw new HubError(`model "${ref}" is a file; --model takes a bundle directory (see "clipserve convert") or hf-hub:<org>/<repo>`);
   return dir;

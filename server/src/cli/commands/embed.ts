@@ -5,6 +5,7 @@
  */
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
+import { resolveModelRef } from '../../hub';
 import { l2normalize, loadModel, similarityLogits, type LoadedModel } from '../../runtime/model';
 
 interface EmbedFlags {
@@ -61,7 +62,7 @@ export function register(program: Command): void {
   program
     .command('embed')
     .description('embed texts and images with a local model bundle')
-    .requiredOption('-m, --model <bundle>', 'model bundle directory')
+    .requiredOption('-m, --model <ref>', 'model bundle directory or hf-hub:<org>/<repo>[@revision]')
     .option('-t, --text <text>', 'a text to embed (repeatable)', collect, [])
     .option('-i, --image <file>', 'an image file to embed (repeatable)', collect, [])
     .option('--raw', 'print raw (unnormalised) features')
@@ -70,7 +71,7 @@ export function register(program: Command): void {
     .action(async (flags: EmbedFlags) => {
       if (!flags.text.length && !flags.image.length) throw new Error('nothing to embed: give at least one --text or --image');
       if (!['auto', 'cpu', 'cuda'].includes(flags.provider)) throw new Error(`--provider must be auto, cpu or cuda, got "${flags.provider}"`);
-      const model = await loadModel(flags.model, { provider: flags.provider as 'auto' | 'cpu' | 'cuda', preprocessWorkers: Math.min(2, Math.max(1, flags.image.length)) });
+      const model = await loadModel(await resolveModelRef(flags.model), { provider: flags.provider as 'auto' | 'cpu' | 'cuda', preprocessWorkers: Math.min(2, Math.max(1, flags.image.length)) });
       try {
         const E = model.info.embedDim;
         const raw = await embedAll(model, flags.text, flags.image);

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import type { Command } from 'commander';
+import { resolveModelRef } from '../../hub';
 import { ClipTokenizer, DEFAULT_CONTEXT_LENGTH } from '../../tokenizer';
 
 interface TokenizeFlags {
@@ -101,10 +102,11 @@ export function register(program: Command): void {
     .command('tokenize')
     .description('tokenize stdin exactly as open_clip does (one text per line) and print one JSON id array per line')
     .option('--vocab <path>', "BPE vocabulary: open_clip's bpe_simple_vocab_16e6.txt.gz, or vocab.json + merges.txt (a directory or either file)")
-    .option('--model <bundle>', 'clipserve bundle directory: use its vocabulary and context length')
+    .option('--model <ref>', 'clipserve bundle directory or hf-hub:<org>/<repo>[@revision]: use its vocabulary and context length')
     .option('--json', 'each stdin line is a JSON string (so texts may contain newlines)')
     .option('--context-length <n>', `ids per row (default: the bundle's, else ${DEFAULT_CONTEXT_LENGTH})`)
     .action(async (flags: TokenizeFlags) => {
-      await run(flags);
+      // hf-hub: references are pulled and converted once, then read from the cache.
+      await run(flags.model !== undefined ? { ...flags, model: await resolveModelRef(flags.model) } : flags);
     });
 }
