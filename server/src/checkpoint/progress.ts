@@ -22,14 +22,15 @@ export class PhaseProgress {
 
   constructor(private readonly stream: NodeJS.WriteStream = process.stderr) {}
 
-  update(phase: string, done: number, total: number): void {
+  update(phase: string, done: number, total: number, unit: 'bytes' | 'items' = 'bytes'): void {
     if (phase !== this.phase) {
       this.bar?.stop();
       this.phase = phase;
+      const amounts = unit === 'bytes' ? '{doneMiB}/{totalMiB} MiB' : '{value}/{total}';
       this.bar = new SingleBar(
         {
           stream: this.stream,
-          format: `${phase.padEnd(24)} [{bar}] {percentage}% | {doneMiB}/{totalMiB} MiB | ETA {eta_formatted}`,
+          format: `${phase.padEnd(24)} [{bar}] {percentage}% | ${amounts} | ETA {eta_formatted}`,
           hideCursor: true,
           clearOnComplete: false,
         },

@@ -53,7 +53,7 @@ export function register(program: Command): void {
         const bar = new PhaseProgress();
         const result = await evaluateRetrieval(model, pairs, {
           batchSize,
-          onProgress: (done, total) => bar.update('embedding pairs', done, total),
+          onProgress: (done, total) => bar.update('embedding pairs', done, total, 'items'),
         }).finally(() => bar.stop());
         process.stdout.write(`${model.info.name} ${model.info.version} on ${flags.data} (${result.numSamples} pairs)\n`);
         process.stdout.write(formatMetricsTable(result.metrics));
