@@ -16,6 +16,7 @@ import {
   PyCall,
   PyGlobal,
   PyTuple,
+  type PyValue,
   pickleTorchObject,
   saveStateDict,
   writeTorchZip,
@@ -160,9 +161,9 @@ describe('torch.save zip details', () => {
 
   test('refuses globals outside the allowlist, naming them', async () => {
     const storages = new Map<string, StorageData>();
-    const root = new Map([['x', new PyCall(new PyGlobal('os', 'system'), ['echo pwned'])]]);
+    const root = new Map<string, PyValue>([['x', new PyCall(new PyGlobal('os', 'system'), ['echo pwned'])]]);
     const file = path.join(tmp, 'evil.pt');
-    await writeTorchZip(file, 'archive', pickleTorchObject(root as never, storages), storages);
+    await writeTorchZip(file, 'archive', pickleTorchObject(root, storages), storages);
     const err = await readCheckpointFile(file).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CheckpointError);
     expect((err as Error).message).toMatch(/"os\.system".*not allowed/);
@@ -186,7 +187,7 @@ describe('torch.save zip details', () => {
     await expect(readCheckpointFile(bad)).rejects.toThrow(CheckpointError);
 
     const notTensors = path.join(tmp, 'nothing.pt');
-    await writeTorchZip(notTensors, 'archive', pickleTorchObject(new Map([['epoch', 1], ['args', new PyTuple([])]]), new Map()), new Map());
+    await writeTorchZip(notTensors, 'archive', pickleTorchObject(new Map<string, PyValue>([['epoch', 1], ['args', new PyTuple([])]]), new Map()), new Map());
     await expect(readCheckpointFile(notTensors)).rejects.toThrow(/no tensors found/);
 
     const text = path.join(tmp, 'readme.txt');
