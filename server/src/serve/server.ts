@@ -147,7 +147,10 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   if (config.healthPort !== undefined) {
     healthServer = new grpc.Server();
     health.addToServer(healthServer);
-    healthPort = await bind(healthServer, hostPort(config.host, config.healthPort), grpc.ServerCredentials.createInsecure());
+    healthPort = await bind(healthServer, hostPort(config.host, config.healthPort), grpc.ServerCredentials.createInsecure()).catch((err: unknown) => {
+      server.forceShutdown();
+      throw err;
+    });
     logger.info({ port: healthPort }, 'plaintext health server listening');
   }
 
