@@ -195,8 +195,15 @@ export async function saveStateDict(file: string, sd: Map<string, { shape: numbe
   const dict: PyValue = opts.orderedDict
     ? new PyOrderedDict(entries, new Map<string, PyValue>([['_metadata', new PyOrderedDict([['', new Map([['version', 1]])]])]]))
     : new Map(entries);
-  const root: PyValue = opts.trainer
-    ? new Map<string, PyValue>([['epoch', 3], ['name', 'test-run'], ['state_dict', dict], ['optimizer', null]])
-    : dict;
+  let root: PyValue = dict;
+  if (opts.trainer) {
+    // Optimizer state as AdamW keeps it: tensors the reader must parse but never load.
+    storages.set('opt0', { kind: 'FloatStorage', bytes: f32Bytes(new Float32Array([0.5, 0.25])) });
+    const optimizer = new Map<string, PyValue>([
+      ['state', new Map<string, PyValue>([['0', new Map<string, PyValue>([['step', 12.0], ['exp_avg', { storageKey: 'opt0', offset: 0, shape: [2], stride: [1] }]])]])],
+      ['param_groups', [new Map<string, PyValue>([['lr', 0.001], ['betas', new PyTuple([0.9, 0.98])], ['eps', 1e-6], ['amsgrad', false], ['foreach', null], ['params', [0, 1]]])]],
+    ]);
+    root = new Map<string, PyValue>([['epoch', 3], ['name', 'test-run'], ['state_dict', dict], ['optimizer', optimizer]]);
+  }
   await writeTorchZip(file, opts.archiveName ?? 'archive', pickleTorchObject(root, storages), storages, opts.compress);
 }
