@@ -6,6 +6,7 @@
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -129,6 +130,29 @@ describe('health and drain (in process)', () => {
     expect(Date.now() - t0).toBeLessThan(5000);
     expect((await status).code).not.toBe(grpc.status.OK);
     c.close();
+  });
+});
+
+describe('startup failures', () => {
+  test('a port in use fails startServer with a clear error, before any model is loaded', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const busy = (blocker.address() as net.AddressInfo).port;
+    let loaded = false;
+    try {
+      await expect(
+        startServer({ host: '127.0.0.1', port: busy, metricsPort: 0, cacheDir: CACHE_DIR, logger: SILENT, loadModel: async () => ((loaded = true), Promise.reject(new Error('unreachable'))) }),
+      ).rejects.toThrow(`cannot listen on 127.0.0.1:${busy}`);
+      expect(loaded).toBe(false);
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('a model that fails to load fails startServer and releases its ports', async () => {
+    await expect(
+      startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: SILENT, model: path.join(os.tmpdir(), 'clipserve-no-such-bundle') }),
+    ).rejects.toThrow(/clipserve-no-such-bundle/);
   });
 });
 
