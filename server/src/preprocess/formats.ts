@@ -209,6 +209,8 @@ function parseTiff(b: Uint8Array): HeaderInfo {
   let mode: PilMode | undefined;
   const info: HeaderInfo = { format: 'tiff' };
   if (photometric === 0 || photometric === 1) {
+    // 16-bit grey TIFF is 'I;16' in Pillow 9.4, which cannot resize it ("image has wrong mode");
+    // it is accepted here with the same values as 16-bit grey PNG ('I').
     if (spp === 1) mode = bits === 1 ? '1' : bits === 16 ? 'I' : 'L';
     else if (spp === 2) mode = 'LA';
   } else if (photometric === 2 || photometric === 6) {
