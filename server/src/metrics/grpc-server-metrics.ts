@@ -15,6 +15,15 @@ export const REQUEST_ID_METADATA_KEY = 'x-request-id';
  *  (too long, odd characters) is replaced, so the logs cannot be fed arbitrary text through it. */
 const ACCEPTABLE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * A client whose deadline expires resets the stream, and that reset usually reaches the server
+ * a little BEFORE the server's own deadline timer fires: the server's deadline is its receive
+ * time plus the grpc-timeout the client sent (its remaining time, rounded up), so it trails the
+ * client's by the request's transit time. A cancellation this close to the deadline is the
+ * deadline (the client saw DEADLINE_EXCEEDED), not a deliberate cancel.
+ */
+const CLIENT_DEADLINE_LEAD_MS = 100;
+
 /** Status details can quote a server-side message; logs keep only its beginning. */
 const MAX_LOGGED_DETAILS = 200;
 
@@ -193,7 +202,7 @@ export class GrpcServerMetrics {
           },
           onCancel: () => {
             const deadline = deadlineMillis(call.getDeadline());
-            const code = Number.isFinite(deadline) && Date.now() >= deadline
+            const code = Number.isFinite(deadline) && Date.now() >= deadline - CLIENT_DEADLINE_LEAD_MS
               ? grpc.status.DEADLINE_EXCEEDED
               : grpc.status.CANCELLED;
             finish(code, 'call ended before the server sent a status');
