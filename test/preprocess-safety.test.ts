@@ -2,6 +2,8 @@
  * Untrusted input: every bad file gives a typed ImageError with a clear message, before any
  * large allocation; colour management and EXIF orientation never alter pixels (Pillow ignores both).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import sharp from 'sharp';
 import { resolveConfig } from '../server/src/model/config';
@@ -136,6 +138,39 @@ describe('preprocess: bad input gives typed ImageErrors', () => {
     const png = await samplePng();
     await expect(preprocessImage(png, cfg, { maxBytes: 0, maxPixels: 10 })).rejects.toThrow(RangeError);
     await expect(preprocessImage(png, { ...cfg, fill_color: 300 })).rejects.toThrow(RangeError);
+  });
+});
+
+describe('preprocess: mutated files never crash', () => {
+  test('random byte flips and truncations of every fixture give a tensor or an ImageError', async () => {
+    const dir = path.join(__dirname, 'preprocess-fixtures');
+    const files = fs.readdirSync(dir).filter((f) => /\.(png|gif|tif|jpg|webp)$/.test(f));
+    let seed = 7;
+    const rnd = (): number => {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      return seed / 2 ** 32;
+    };
+    const seen: Record<string, number> = {};
+    for (let it = 0; it < 240; it++) {
+      const file = files[it % files.length];
+      const b = Buffer.from(fs.readFileSync(path.join(dir, file)));
+      let input: Buffer = b;
+      if (it % 3 === 0) input = b.subarray(0, Math.floor(rnd() * b.length));
+      else {
+        // Early bytes hit headers and chunk lengths, later ones hit compressed data.
+        const span = it % 3 === 1 ? Math.min(64, b.length) : b.length;
+        for (let i = 0; i < 1 + Math.floor(rnd() * 6); i++) b[Math.floor(rnd() * span)] = Math.floor(rnd() * 256);
+      }
+      try {
+        const t = await preprocessImage(input, cfg);
+        expect(t.length).toBe(3 * 32 * 32);
+        seen.ok = (seen.ok ?? 0) + 1;
+      } catch (err) {
+        if (!(err instanceof ImageError)) throw new Error(`${file} (case ${it}) failed with a non-ImageError: ${String(err)}`);
+        seen[err.code] = (seen[err.code] ?? 0) + 1;
+      }
+    }
+    expect(seen.CORRUPT).toBeGreaterThan(0);
   });
 });
 
