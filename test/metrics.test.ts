@@ -64,6 +64,26 @@ describe('metrics rules', () => {
     expect(s[0]).toBe(Math.fround(Math.fround(a0 * Math.fround(0.3)) + Math.fround(a1 * Math.fround(0.7))));
   });
 
+  test('streamed ranks equal ranks read off the full similarity matrix (n not a multiple of 4, many ties)', () => {
+    const n = 23;
+    const dim = 6;
+    let seed = 7;
+    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    // Values in {-1, 0, 1}/2 make exact ties common.
+    const img = Float32Array.from({ length: n * dim }, () => (Math.floor(rand() * 3) - 1) / 2);
+    const txt = Float32Array.from({ length: n * dim }, () => (Math.floor(rand() * 3) - 1) / 2);
+    const s = similarityMatrix(img, txt, n, dim, 100);
+    const brute = (at: (q: number, c: number) => number): number[] =>
+      Array.from({ length: n }, (_, q) => {
+        let r = 0;
+        for (let c = 0; c < n; c++) if (at(q, c) > at(q, q) || (c < q && at(q, c) === at(q, q))) r++;
+        return r;
+      });
+    const r = clipMetrics(img, txt, n, dim, 100);
+    expect([...r.image_to_text_ranks]).toEqual(brute((q, c) => s[q * n + c]));
+    expect([...r.text_to_image_ranks]).toEqual(brute((q, c) => s[c * n + q]));
+  });
+
   test('numpy median and input validation', () => {
     expect(median([3, 1, 2])).toBe(2);
     expect(median([4, 1, 3, 2])).toBe(2.5);
