@@ -316,6 +316,41 @@ describe('gRPC server interceptor (go-grpc-prometheus semantics)', () => {
   });
 });
 
+describe('gRPC interceptor behind another interceptor', () => {
+  // Not first in the chain, it cannot see statuses grpc-js sends by itself; it must still count
+  // every call once, inferring deadline expiry from the cancellation.
+  const { service, Client } = loadEchoService();
+  let metrics: ClipserveMetrics;
+  let server: grpc.Server;
+  let client: EchoClient;
+  const passThrough: grpc.ServerInterceptor = (_descriptor, call) => new grpc.ServerInterceptingCall(call);
+
+  beforeAll(async () => {
+    metrics = new ClipserveMetrics({ defaultMetrics: false });
+    server = new grpc.Server({ interceptors: [passThrough, metrics.grpc.interceptor] });
+    server.addService(service, handlers);
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
+  });
+
+  afterAll(async () => {
+    client?.close();
+    await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+  });
+
+  it('counts deadline expiry and successes exactly once each', async () => {
+    expect((await unary(client, { text: 'a' })).err).toBeNull();
+    expect((await unary(client, { delay_ms: 300 }, { deadline: Date.now() + 50 })).err?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    await sleep(350); // let the late handler finish: its answer must not count as a second outcome
+    const labels = { grpc_type: 'unary', grpc_service: SERVICE, grpc_method: 'Unary' };
+    expect(await sampleValue(metrics.registry, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' })).toBe(1);
+    expect(await sampleValue(metrics.registry, 'grpc_server_handled_total', { ...labels, grpc_code: 'DeadlineExceeded' })).toBe(1);
+    expect(await total(metrics.registry, 'grpc_server_handled_total', labels)).toBe(2);
+    expect(await sampleValue(metrics.registry, 'grpc_server_msg_sent_total', labels)).toBe(1);
+  });
+});
+
 describe('service metrics', () => {
   it('records what the batcher reports, exactly', async () => {
     const metrics = new ClipserveMetrics({ defaultMetrics: false });
