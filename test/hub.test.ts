@@ -208,6 +208,7 @@ describeGolden('pull from a hub-like server', () => {
     expect(await resolveModelRef(`hf-hub:acme/tiny-clip@${COMMIT}`, { cacheDir })).toBe(r.bundleDir);
     expect(await resolveModelRef(r.bundleDir)).toBe(r.bundleDir);
     await expect(resolveModelRef(path.join(tmp, 'nope'))).rejects.toThrow(/bundle directory does not exist.*hf-hub:/);
+    await expect(resolveModelRef(goldenPath('model', 'tiny-gelu'))).rejects.toThrow(/open_clip checkpoint directory, not a bundle: convert it first/);
     // Offline: the cached revision is used without asking the hub.
     const hubRequests = hub.seen.length;
     expect((await pullModel('hf-hub:acme/tiny-clip', { cacheDir, offline: true })).bundleDir).toBe(r.bundleDir);

@@ -4,6 +4,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { CONFIG_FILE } from '../checkpoint';
+import { MANIFEST_FILE } from '../model/bundle';
 import { HubError } from './errors';
 import { pullModel, type PullOptions } from './pull';
 import { isHubRef } from './ref';
@@ -24,5 +26,8 @@ export async function resolveModelRef(ref: string, opts: PullOptions = {}): Prom
     throw new HubError(`${dir}: bundle directory does not exist (a model is a bundle directory or hf-hub:<org>/<repo>[@revision])`);
   }
   if (!stat.isDirectory()) throw new HubError(`model "${ref}" is a file; --model takes a bundle directory (see "clipserve convert") or hf-hub:<org>/<repo>`);
+  if (!fs.existsSync(path.join(dir, MANIFEST_FILE)) && fs.existsSync(path.join(dir, CONFIG_FILE))) {
+    throw new HubError(`${dir} is an open_clip checkpoint directory, not a bundle: convert it first with "clipserve convert ${ref} --out <bundle dir>"`);
+  }
   return dir;
 }
