@@ -9,8 +9,8 @@
  * limitInputPixels and failOn so a lying header or a truncated stream fails cleanly.
  */
 import sharp, { type Metadata, type OutputInfo, type Sharp, type SharpOptions } from 'sharp';
-import { ImageError, ImageLimits } from './errors';
-import { HeaderInfo, PilMode, readHeader, SUPPORTED_FORMATS } from './formats';
+import { ImageError, type ImageLimits } from './errors';
+import { readHeader, SUPPORTED_FORMATS, type HeaderInfo, type PilMode } from './formats';
 
 export interface DecodedImage {
   mode: PilMode;
@@ -160,7 +160,9 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits): Promi
   const n = width * height;
 
   if (mode === 'I') {
-    const u16 = new Uint16Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength >> 1);
+    // Native-endian 16-bit samples; a Uint16Array view needs 2-byte alignment, else copy first.
+    const bytes16 = raw.data.byteOffset % 2 === 0 ? raw.data : Buffer.from(raw.data);
+    const u16 = new Uint16Array(bytes16.buffer, bytes16.byteOffset, bytes16.byteLength >> 1);
     const data = new Int32Array(n);
     for (let p = 0, s = 0; p < n; p++, s += srcCh) data[p] = u16[s];
     return { mode, width, height, channels: 1, data };
