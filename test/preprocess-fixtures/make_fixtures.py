@@ -225,6 +225,9 @@ def main():
     case('png_rgb_97x71.png', size=97, resize_mode='longest')    # no resize, pad only
     case('png_rgb_97x71.png', size=71)                             # no resize, crop only
     case('png_rgb_97x71.png', size=33, resize_mode='squash')
+    for f in ['png_rgba_97x71.png', 'png_la_97x71.png', 'webp_rgba_97x71.webp']:
+        case(f, size=97, resize_mode='squash')                     # vertical pass only (premultiplied)
+        case(f, size=71, resize_mode='squash')                     # horizontal pass only
     out = []
     for f, cfg in CASES:
         try:

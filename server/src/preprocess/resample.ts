@@ -118,13 +118,22 @@ function rowSpan(c: AxisCoefficients): [number, number] {
  *  products and |0 stay exact and V8 keeps them on integer arithmetic. Taps are unrolled by two
  *  (measured fastest). Math.imul is avoided on purpose: under jest's vm sandbox it is not inlined
  *  and runs ~50x slower. */
-function horizontal8(src: Uint8Array, srcW: number, ch: number, row0: number, rows: number, c: AxisCoefficients): Uint8Array {
+function horizontal8(image: Uint8Array, srcW: number, ch: number, row0: number, rows: number, c: AxisCoefficients, premultiplyAlpha: boolean): Uint8Array {
   const outW = c.count;
   const out = new Uint8ClampedArray(outW * rows * ch);
   const { start, taps, fixed: k, ksize } = c;
+  // Premultiplied resampling converts one source row at a time into this scratch row instead of
+  // copying the whole image (a 50-megapixel RGBA image would need another 200 MB).
+  const scratch = premultiplyAlpha ? new Uint8Array(srcW * ch) : undefined;
   let o = 0;
   for (let y = 0; y < rows; y++) {
-    const rowOff = (row0 + y) * srcW * ch;
+    let src = image;
+    let rowOff = (row0 + y) * srcW * ch;
+    if (scratch) {
+      premultiplyInto(scratch, 0, image, rowOff, srcW * ch, ch);
+      src = scratch;
+      rowOff = 0;
+    }
     for (let x = 0; x < outW; x++) {
       let ki = x * ksize;
       const kEnd = ki + taps[x];
@@ -283,37 +292,40 @@ export function resizeNearest(src: Uint8Array, w: number, h: number, ch: number,
 
 /** Separable resize, horizontal pass first, each pass skipped when its dimension is unchanged
  *  (ImagingResampleInner). 8-bit fixed point for Uint8Array, float64 for Int32Array ('I'). */
-export function resizeSeparable<T extends Samples>(src: T, w: number, h: number, ch: number, outW: number, outH: number, win: Window, filter: ResampleFilter): T {
+export function resizeSeparable<T extends Samples>(
+  src: T, w: number, h: number, ch: number, outW: number, outH: number, win: Window, filter: ResampleFilter, premultiplyAlpha = false,
+): T {
   const needH = outW !== w;
   const needV = outH !== h;
   const cv = needV ? axisCoefficients(h, outH, filter, win.y0, win.h) : undefined;
   const [row0, row1] = cv ? rowSpan(cv) : [win.y0, win.y0 + win.h];
   const is32 = src instanceof Int32Array;
-  if (is32 && ch !== 1) throw new Error('32-bit resampling supports one band only');
+  if (is32 && (ch !== 1 || premultiplyAlpha)) throw new Error('32-bit resampling supports one band without alpha only');
   let tmp: Samples;
   if (needH) {
     const ch_ = axisCoefficients(w, outW, filter, win.x0, win.w);
-    tmp = is32 ? horizontal32(src as Int32Array, w, row0, row1 - row0, ch_) : horizontal8(src as Uint8Array, w, ch, row0, row1 - row0, ch_);
+    tmp = is32 ? horizontal32(src as Int32Array, w, row0, row1 - row0, ch_) : horizontal8(src as Uint8Array, w, ch, row0, row1 - row0, ch_, premultiplyAlpha);
   } else {
     tmp = cropSamples(src, w, ch, { x0: win.x0, y0: row0, w: win.w, h: row1 - row0 });
+    if (premultiplyAlpha) premultiplyInto(tmp as Uint8Array, 0, tmp as Uint8Array, 0, tmp.length, ch);
   }
-  if (!cv) return tmp as T;
-  return (is32 ? vertical32(tmp as Int32Array, win.w, row0, cv) : vertical8(tmp as Uint8Array, win.w * ch, row0, cv)) as T;
+  const out = !cv ? (tmp as Uint8Array) : is32 ? vertical32(tmp as Int32Array, win.w, row0, cv) : vertical8(tmp as Uint8Array, win.w * ch, row0, cv);
+  if (premultiplyAlpha) unpremultiply(out as Uint8Array, ch);
+  return out as T;
 }
 
-/** RGBA→RGBa / LA→La (Pillow's MULDIV255 premultiply); the alpha band is the last one. */
-export function premultiply(src: Uint8Array, ch: number): Uint8Array {
-  const out = new Uint8Array(src.length);
+/** RGBA→RGBa / LA→La (Pillow's MULDIV255 premultiply) of `len` samples from src[srcOff] into
+ *  dst[dstOff] (may be the same place); the alpha band is the last one. */
+export function premultiplyInto(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number, len: number, ch: number): void {
   const last = ch - 1;
-  for (let p = 0; p < src.length; p += ch) {
-    const a = src[p + last];
+  for (let p = 0; p < len; p += ch) {
+    const a = src[srcOff + p + last];
     for (let b = 0; b < last; b++) {
-      const t = src[p + b] * a + 128;
-      out[p + b] = ((t >> 8) + t) >> 8;
+      const t = src[srcOff + p + b] * a + 128;
+      dst[dstOff + p + b] = ((t >> 8) + t) >> 8;
     }
-    out[p + last] = a;
+    dst[dstOff + p + last] = a;
   }
-  return out;
 }
 
 /** RGBa→RGBA / La→LA, in place: alpha 0 and 255 keep the samples, else min(255, 255*c/a). */

@@ -12,7 +12,7 @@
 import type { PreprocessConfig } from '../model/config';
 import { paletteColour, type DecodedImage } from './decode';
 import { ImageError } from './errors';
-import { cropSamples, premultiply, resizeNearest, resizeSeparable, unpremultiply, type Window } from './resample';
+import { cropSamples, resizeNearest, resizeSeparable, type Window } from './resample';
 
 /** Python's round() on a float: half to even. */
 export function roundHalfEven(x: number): number {
@@ -131,10 +131,9 @@ function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window
     case 'P':
       return resizeNearest(img.data as Uint8Array, w, h, ch, outW, outH, win);
     case 'RGBA':
-    case 'LA': {
-      const pre = premultiply(img.data as Uint8Array, ch);
-      return unpremultiply(resizeSeparable(pre, w, h, ch, outW, outH, win, cfg.interpolation), ch);
-    }
+    case 'LA':
+      // PIL resizes RGBA/LA as premultiplied RGBa/La and converts back.
+      return resizeSeparable(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, true);
     default:
       return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation);
   }
