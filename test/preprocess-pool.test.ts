@@ -90,6 +90,18 @@ describe('PreprocessPool', () => {
     await expect(p.run(file)).rejects.toThrow(/closed/);
   });
 
+  test('a worker that dies fails only its own job and is replaced', async () => {
+    const p = new PreprocessPool({ size: 1, cfg });
+    const file = fs.readFileSync(path.join(DIR, 'png_rgb_97x71.png'));
+    const job = p.run(file);
+    // White-box: kill the only worker while it holds the job.
+    const slots = (p as unknown as { slots: Array<{ worker: { terminate(): Promise<number> } }> }).slots;
+    await slots[0].worker.terminate();
+    await expect(job).rejects.toThrow(/preprocess worker failed/);
+    expect(sameBits(await p.run(file), await preprocessImage(file, cfg))).toBe(true);
+    await p.close();
+  });
+
   test('rejects a bad size', () => {
     expect(() => new PreprocessPool({ size: 0, cfg })).toThrow(RangeError);
   });

@@ -77,7 +77,8 @@ async function main(): Promise<void> {
   if (poolSize > 0) {
     const pool = new PreprocessPool({ size: poolSize, cfg });
     for (const [name, bytes] of inputs) {
-      await Promise.all(Array.from({ length: poolSize }, () => pool.run(bytes)));
+      // Warm-up: every worker JIT-compiles its own copy of the code.
+      for (let i = 0; i < 3; i++) await Promise.all(Array.from({ length: poolSize }, () => pool.run(bytes)));
       const n = iterations * poolSize;
       const t0 = performance.now();
       await Promise.all(Array.from({ length: n }, () => pool.run(bytes)));

@@ -39,6 +39,10 @@ export class PreprocessPool {
   private nextId = 1;
   private closed = false;
   private drained?: () => void;
+  /** Worker deaths since the last reply; a worker that cannot even start (broken build, missing
+   *  native module) must not be respawned in a tight loop. */
+  private deathsSinceReply = 0;
+  private broken?: Error;
 
   constructor(opts: { size?: number; cfg: PreprocessConfig; limits?: ImageLimits }) {
     const size = opts.size ?? (os.availableParallelism?.() ?? os.cpus().length);
@@ -52,6 +56,7 @@ export class PreprocessPool {
   /** Preprocesses one image on a worker; rejects with ImageError for bad input. */
   run(bytes: Uint8Array): Promise<Float32Array> {
     if (this.closed) return Promise.reject(new Error('PreprocessPool is closed'));
+    if (this.broken) return Promise.reject(this.broken);
     return new Promise<Float32Array>((resolve, reject) => {
       this.queue.push({ id: this.nextId++, bytes: new Uint8Array(bytes), resolve, reject });
       this.dispatch();
@@ -102,6 +107,7 @@ export class PreprocessPool {
   private onReply(slot: Slot, reply: JobReply): void {
     const job = slot.job;
     if (!job || job.id !== reply.id) return;
+    this.deathsSinceReply = 0;
     this.finish(slot);
     // Re-wrap in this realm's Float32Array (no copy): structured clone creates the view in the
     // main context, which differs from the caller's under vm sandboxes such as jest, where
@@ -120,6 +126,12 @@ export class PreprocessPool {
     if (this.closed) return;
     slot.worker.removeAllListeners();
     void slot.worker.terminate();
+    if (++this.deathsSinceReply > 2 * this.size) {
+      this.broken = new Error(`preprocess workers keep failing (last: ${err.message})`);
+      for (const queued of this.queue.splice(0)) queued.reject(this.broken);
+      this.slots.splice(idx, 1);
+      return;
+    }
     this.slots[idx] = this.spawn();
     this.dispatch();
   }
