@@ -102,7 +102,9 @@ describe('PreprocessPool', () => {
     await p.close();
   });
 
-  test('rejects a bad size', () => {
+  test('rejects a bad size, config or limits at construction', () => {
     expect(() => new PreprocessPool({ size: 0, cfg })).toThrow(RangeError);
+    expect(() => new PreprocessPool({ size: 1, cfg: { ...cfg, fill_color: -1 } })).toThrow(RangeError);
+    expect(() => new PreprocessPool({ size: 1, cfg, limits: { maxBytes: 10, maxPixels: 0 } })).toThrow(RangeError);
   });
 });

@@ -9,6 +9,7 @@ import { Worker } from 'node:worker_threads';
 import type { PreprocessConfig } from '../model/config';
 import { compiledModule } from '../util/paths';
 import { checkLimits, DEFAULT_IMAGE_LIMITS, ImageError, type ImageLimits } from './errors';
+import { checkConfig } from './transform';
 import type { JobReply, JobRequest, WorkerInit } from './worker-protocol';
 
 export interface PreprocessPoolOptions {
@@ -48,6 +49,7 @@ export class PreprocessPool {
     const size = opts.size ?? (os.availableParallelism?.() ?? os.cpus().length);
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`PreprocessPool size must be a positive integer, got ${size}`);
     this.size = size;
+    checkConfig(opts.cfg); // fail at construction, not on every job
     this.init = { cfg: opts.cfg, limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS) };
     this.script = compiledModule('preprocess/worker');
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());

@@ -110,7 +110,8 @@ function fillRgb(img: DecodedImage, fill: number): [number, number, number] {
   }
 }
 
-function checkConfig(cfg: PreprocessConfig): void {
+/** Rejects a preprocess_cfg the transform cannot honour (RangeError: a configuration bug, not bad input). */
+export function checkConfig(cfg: PreprocessConfig): void {
   if (!Number.isInteger(cfg.size) || cfg.size < 1 || cfg.size > 4096) throw new RangeError(`preprocess size must be an integer in 1..4096, got ${cfg.size}`);
   if (!Number.isInteger(cfg.fill_color) || cfg.fill_color < 0 || cfg.fill_color > 255) {
     throw new RangeError(`preprocess fill_color must be an integer in 0..255, got ${cfg.fill_color}`);
