@@ -134,6 +134,18 @@ describe('preprocess: bad input gives typed ImageErrors', () => {
     for (const b of [svg, bmp, avif]) await expectImageError(preprocessImage(b, cfg), 'UNSUPPORTED_FORMAT', /unsupported/);
   });
 
+  test('extreme aspect ratios → UNSUPPORTED_FORMAT (zero-width or gigantic resize), quickly', async () => {
+    // 1×20000 palette PNG: 'shortest' would need 224×4480000 (fine) but 'longest' gives width 0.
+    const tall = await sharp(Buffer.alloc(20000, 9), { raw: { width: 1, height: 20000, channels: 1 } }).png({ palette: true, colours: 2 }).toBuffer();
+    await expectImageError(preprocessImage(tall, { ...cfg, resize_mode: 'longest' }), 'UNSUPPORTED_FORMAT', /aspect ratio too extreme.*1x20000 resizes to 0x32/);
+    expect((await preprocessImage(tall, cfg)).length).toBe(3 * 32 * 32);
+    // 1×1e6 (1 megapixel, a few KB): 'shortest' at 224 would be 224×224000000.
+    const needle = await sharp(Buffer.alloc(1_000_000, 200), { raw: { width: 1, height: 1_000_000, channels: 1 } }).png().toBuffer();
+    const t0 = Date.now();
+    await expectImageError(preprocessImage(needle, { ...cfg, size: 224 }), 'UNSUPPORTED_FORMAT', /224x224000000/);
+    expect(Date.now() - t0).toBeLessThan(3000);
+  });
+
   test('invalid limits and configs are programming errors (RangeError), not ImageErrors', async () => {
     const png = await samplePng();
     await expect(preprocessImage(png, cfg, { maxBytes: 0, maxPixels: 10 })).rejects.toThrow(RangeError);

@@ -179,12 +179,17 @@ function writeWindow(out: Float32Array, size: number, img: DecodedImage, data: U
   }
 }
 
+const MAX_RESIZED_SIDE = 1 << 24;
+
 /** The full eval transform: decoded image → CHW Float32Array of 3×size×size. */
 export function transformImage(img: DecodedImage, cfg: PreprocessConfig): Float32Array {
   checkConfig(cfg);
   const size = cfg.size;
   const [outW, outH] = resizedSize(img.width, img.height, cfg);
-  if (outW < 1 || outH < 1) {
+  // Extreme aspect ratios: a zero side makes the reference (PIL) raise, and a side beyond 2^24
+  // would have it allocate gigabytes; here it would cost a long NEAREST position scan. Both are
+  // refused as images this service cannot embed.
+  if (outW < 1 || outH < 1 || outW > MAX_RESIZED_SIDE || outH > MAX_RESIZED_SIDE) {
     throw new ImageError('UNSUPPORTED_FORMAT', `image aspect ratio too extreme: ${img.width}x${img.height} resizes to ${outW}x${outH} for size ${size}`);
   }
   const px = placeAxis(outW, size);
