@@ -16,9 +16,8 @@
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { HubError } from './errors';
 import { acquireLock } from './lock';
 import { repoFolderName } from './ref';
@@ -171,7 +170,7 @@ export function cachedCommit(cacheDir: string, repo: string, revision: string): 
 
 async function sha256OfFile(file: string): Promise<ReturnType<typeof createHash>> {
   const h = createHash('sha256');
-  await pipeline(fs.createReadStream(file), new Transform({ transform(chunk, _e, cb) { h.update(chunk); cb(); } }));
+  for await (const chunk of fs.createReadStream(file)) h.update(chunk as Buffer);
   return h;
 }
 
@@ -226,17 +225,19 @@ async function fetchInto(meta: FileMetadata, incomplete: string, file: string, o
     const total = meta.size;
     let done = offset;
     opts.onProgress?.({ file, done, total, resumedFrom: offset });
-    const counter = new Transform({
-      transform(chunk: Buffer, _e, cb) {
+    // Each chunk is written before the next is read, so whatever arrived before a failure is on
+    // disk and the next attempt resumes exactly there.
+    const out = await fsp.open(incomplete, offset > 0 ? 'a' : 'w');
+    try {
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        await out.write(chunk);
         done += chunk.length;
         opts.onProgress?.({ file, done, total, resumedFrom: offset });
-        cb(null, chunk);
-      },
-    });
-    try {
-      await pipeline(Readable.fromWeb(res.body as import('node:stream/web').ReadableStream), counter, fs.createWriteStream(incomplete, { flags: offset > 0 ? 'a' : 'w' }));
+      }
     } catch (e) {
       throw new HubError(`${file}: download interrupted after ${done} bytes (${(e as Error).message}); run the command again to resume`);
+    } finally {
+      await out.close();
     }
     return;
   }
