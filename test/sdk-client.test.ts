@@ -124,6 +124,37 @@ describe('embeddings', () => {
     });
   });
 
+  test('requests are also cut by bytes to fit the client\'s message size limit', async () => {
+    // Random noise does not compress: each PNG is ~6 KB, so a 20 KB send limit fits 2 per request.
+    let seed = 7;
+    const noise = await Promise.all(Array.from({ length: 6 }, () => {
+      const raw = Buffer.alloc(40 * 50 * 3);
+      for (let i = 0; i < raw.length; i++) {
+        // xorshift32
+        seed ^= seed << 13;
+        seed ^= seed >>> 17;
+        seed ^= seed << 5;
+        raw[i] = seed & 0xff;
+      }
+      return sharp(raw, { raw: { width: 40, height: 50, channels: 3 } }).png().toBuffer();
+    }));
+    const small = new Client({ address: server.address, maxSendMessageBytes: 20_000 });
+    try {
+      const progress: number[] = [];
+      const got = await small.embedImages(noise, { onProgress: (p) => progress.push(p.completed) });
+      const totalBytes = noise.reduce((a, b) => a + b.length, 0);
+      expect(progress.length).toBeGreaterThanOrEqual(Math.ceil(totalBytes / 20_000));
+      expect(progress.length).toBeLessThan(noise.length);
+      const direct = await client.embedImages(noise);
+      got.forEach((v, i) => expectClose(v, direct[i]));
+      // without splitting, the same images in one request exceed the limit
+      const err = await rejection(small.similarity({ images: noise, texts: ['x'] }));
+      expect(err.code).toBe(Status.RESOURCE_EXHAUSTED);
+    } finally {
+      small.close();
+    }
+  });
+
   test('maxItemsPerRequest splits further than the server requires', async () => {
     const progress: number[] = [];
     const texts = Array.from({ length: 50 }, (_, i) => `t${i}`);

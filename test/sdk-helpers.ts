@@ -156,6 +156,7 @@ export async function startFlakyProxy(backend: string, opts: FlakyProxyOptions):
   const attempts = new Map<string, number>();
   const perCall = new Map<string, number>();
   const seenMetadata: grpc.Metadata[] = [];
+  const timers = new Set<NodeJS.Timeout>();
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const [name, method] of Object.entries(service)) {
     if (method.requestStream || method.responseStream) continue;
@@ -176,8 +177,15 @@ export async function startFlakyProxy(backend: string, opts: FlakyProxyOptions):
           else callback(null, res);
         });
       };
-      if (opts.delayMs) setTimeout(answer, opts.delayMs);
-      else answer();
+      if (opts.delayMs) {
+        const timer = setTimeout(() => {
+          timers.delete(timer);
+          answer();
+        }, opts.delayMs);
+        timers.add(timer);
+      } else {
+        answer();
+      }
     };
   }
   const server = new grpc.Server();
@@ -188,10 +196,13 @@ export async function startFlakyProxy(backend: string, opts: FlakyProxyOptions):
     address: `127.0.0.1:${port}`,
     attempts,
     seenMetadata,
-    close: () => new Promise<void>((resolve) => {
+    close: async () => {
+      // Delayed answers still pending would otherwise fire into a closed channel.
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      server.forceShutdown();
       upstream.close();
-      server.tryShutdown(() => resolve());
-    }),
+    },
   };
 }
 
@@ -201,7 +212,6 @@ export interface ClipServerProcess {
   /** host:port of the gRPC server on 127.0.0.1. */
   address: string;
   port: number;
-  metricsPort: number;
   child: ChildProcess;
   /** Everything the server wrote, for failure messages. */
   output(): string;
@@ -217,6 +227,38 @@ export interface ClipServerOptions {
 /** The demo bundle is built once here and shared by every SDK suite (and across runs). */
 export const SERVER_CACHE_DIR = path.join(REPO_ROOT, '.cache', 'sdk-tests');
 
+/**
+ * Servers a suite forgot (or could not) stop must neither keep jest from exiting nor outlive it:
+ * children do not hold the event loop open, and whatever is still running when the test process
+ * exits is killed.
+ */
+const liveChildren = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+function trackChild(child: ChildProcess): void {
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+  child.unref();
+  for (const s of [child.stdout, child.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.once('exit', () => {
+      for (const c of liveChildren) c.kill('SIGKILL');
+    });
+  }
+}
+
+/** Starts several servers at once; if any fails, the others are stopped before the error is thrown. */
+export async function startClipServers(options: ClipServerOptions[]): Promise<ClipServerProcess[]> {
+  const settled = await Promise.allSettled(options.map((o) => startClipServer(o)));
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
+    await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    throw failed.reason;
+  }
+  return settled.map((r) => (r as PromiseFulfilledResult<ClipServerProcess>).value);
+}
+
 interface LogLine {
   msg?: string;
   port?: number;
@@ -225,7 +267,8 @@ interface LogLine {
 /**
  * Starts `clipserve serve` (compiled CLI in dist/, built by `npm test`) on 127.0.0.1 with ports 0,
  * the demo model and one inference thread, and resolves once it logs that the model is serving.
- * The ports are read from the server's JSON log lines.
+ * The port is read from its JSON log ({"msg":"grpc server listening","port":N}); the metrics port
+ * is 0 too, so parallel servers never collide.
  */
 export async function startClipServer(opts: ClipServerOptions = {}): Promise<ClipServerProcess> {
   const cli = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
@@ -238,9 +281,9 @@ export async function startClipServer(opts: ClipServerOptions = {}): Promise<Cli
   }
   args.push(...(opts.args ?? []));
   const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'test' } });
+  trackChild(child);
   let output = '';
   let port: number | undefined;
-  let metricsPort: number | undefined;
   let exited = false;
   const ready = new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`clipserve serve did not become ready in 150 s:\n${output}`)), 150_000);
@@ -258,7 +301,6 @@ export async function startClipServer(opts: ClipServerOptions = {}): Promise<Cli
           continue;
         }
         if (typeof rec.port === 'number' && rec.msg?.startsWith('grpc server listening')) port = rec.port;
-        else if (typeof rec.port === 'number' && /metrics/i.test(rec.msg ?? '')) metricsPort = rec.port;
         if (rec.msg?.startsWith('model ready') && port !== undefined) {
           clearTimeout(timer);
           resolve();
@@ -286,5 +328,5 @@ export async function startClipServer(opts: ClipServerOptions = {}): Promise<Cli
     await gone;
     clearTimeout(timer);
   };
-  return { address: `127.0.0.1:${port!}`, port: port!, metricsPort: metricsPort ?? -1, child, output: () => output, stop };
+  return { address: `127.0.0.1:${port!}`, port: port!, child, output: () => output, stop };
 }

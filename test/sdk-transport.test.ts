@@ -2,11 +2,11 @@
  * @clipserve/sdk transport behaviour against real servers: retries with backoff through the gRPC
  * service config (a flaky proxy in front of the server refuses the first attempts), API-key
  * metadata, deadlines and aborts on slow calls, TLS and mutual TLS with a CA made by openssl, and
- * round_robin load balancing across two server processes.
+ * round_robin load balancing across two server processes (each behind a counting pass-through).
  */
 import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { loadSdk, makeTlsFixtures, startClipServer, startFlakyProxy, type ClipServerProcess, type TlsFixtures } from './sdk-helpers';
+import { loadSdk, makeTlsFixtures, startClipServer, startClipServers, startFlakyProxy, type ClipServerProcess, type TlsFixtures } from './sdk-helpers';
 
 const sdk = loadSdk();
 const { ClipClient: Client, ClipServeError, Status } = sdk;
@@ -21,16 +21,6 @@ async function rejection(p: Promise<unknown>): Promise<InstanceType<typeof ClipS
   throw new Error('expected the call to fail');
 }
 
-/** Sum of grpc_server_handled_total for one method, from a server's /metrics. */
-async function handledCount(metricsPort: number, method: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
-  let total = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith('grpc_server_handled_total{') && line.includes(`grpc_method="${method}"`)) total += Number(line.split(' ').pop());
-  }
-  return total;
-}
-
 let plain: ClipServerProcess;
 let second: ClipServerProcess;
 let mtls: ClipServerProcess;
@@ -41,10 +31,10 @@ beforeAll(async () => {
   certs = makeTlsFixtures();
   // The first start may build the demo bundle; the others then find it in the shared cache.
   plain = await startClipServer();
-  [second, tls, mtls] = await Promise.all([
-    startClipServer(),
-    startClipServer({ tls: { cert: certs.serverCert, key: certs.serverKey } }),
-    startClipServer({ tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.caCert } }),
+  [second, tls, mtls] = await startClipServers([
+    {},
+    { tls: { cert: certs.serverCert, key: certs.serverKey } },
+    { tls: { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.caCert } },
   ]);
 });
 
@@ -190,19 +180,29 @@ describe('TLS', () => {
 
 describe('load balancing', () => {
   test('round_robin spreads calls over two server processes', async () => {
-    const before = await Promise.all([plain, second].map((s) => handledCount(s.metricsPort, 'EmbedText')));
-    const client = new Client({ address: `ipv4:127.0.0.1:${plain.port},127.0.0.1:${second.port}` });
+    // A pass-through proxy in front of each process counts the calls that reach it.
+    const [toFirst, toSecond] = await Promise.all([plain, second].map((s) => startFlakyProxy(s.address, { failFirst: 0, code: grpc.status.OK })));
+    const client = new Client({ address: `ipv4:${toFirst.address},${toSecond.address}` });
     try {
       await client.waitForReady({ timeoutMs: 10_000 });
       for (let i = 0; i < 20; i++) await client.embedTexts([`balanced ${i}`], { maxItemsPerRequest: 4 });
+      const served = [toFirst, toSecond].map((p) => p.attempts.get('EmbedText') ?? 0);
+      expect(served[0] + served[1]).toBe(20);
+      expect(served[0]).toBeGreaterThanOrEqual(5);
+      expect(served[1]).toBeGreaterThanOrEqual(5);
+      // pick_first, by contrast, sends everything to one backend
+      const sticky = new Client({ address: `ipv4:${toFirst.address},${toSecond.address}`, loadBalancing: 'pick_first' });
+      try {
+        for (let i = 0; i < 6; i++) await sticky.embedTexts([`sticky ${i}`], { maxItemsPerRequest: 4 });
+      } finally {
+        sticky.close();
+      }
+      const delta = [toFirst, toSecond].map((p, i) => (p.attempts.get('EmbedText') ?? 0) - served[i]).sort();
+      expect(delta).toEqual([0, 6]);
     } finally {
       client.close();
+      await Promise.all([toFirst.close(), toSecond.close()]);
     }
-    const after = await Promise.all([plain, second].map((s) => handledCount(s.metricsPort, 'EmbedText')));
-    const served = after.map((a, i) => a - before[i]);
-    expect(served[0] + served[1]).toBe(20);
-    expect(served[0]).toBeGreaterThanOrEqual(5);
-    expect(served[1]).toBeGreaterThanOrEqual(5);
   });
 
   test('dns:/// targets resolve through DNS (localhost here)', async () => {
