@@ -348,6 +348,21 @@ describe('deadlines, aborts and errors', () => {
     expect(() => new Client({ address: 'no-port' })).toThrow(/host:port/);
   });
 
+  test('a text over the server\'s max_text_chars fails with its index, before sending', async () => {
+    const { limits } = await client.modelInfo();
+    expect(limits.maxTextChars).toBeGreaterThan(0);
+    const texts = ['short', 'also short', 'x'.repeat(limits.maxTextChars + 1), 'short again'];
+    // the client knows the limit (GetModelInfo) and refuses before sending
+    const early = await rejection(client.embedTexts(texts, { maxItemsPerRequest: 1 }));
+    expect(early).toMatchObject({ code: Status.INVALID_ARGUMENT, itemIndex: 2 });
+    expect(early.details).toMatch(/at most/);
+    // the server applies the same rule to what it is sent directly (Rank is not split)
+    const server = await rejection(client.rank({ text: 'q' }, { texts }));
+    expect(server.code).toBe(Status.INVALID_ARGUMENT);
+    expect(server.details).toMatch(/texts\[2\]/);
+    expect(server.itemIndex).toBe(2);
+  });
+
   test('a pinned model version the server does not serve fails with FAILED_PRECONDITION', async () => {
     const pinned = new Client({ address: server.address, modelVersion: 'not-the-served-version' });
     try {

@@ -21,7 +21,7 @@ export interface ClipClientOptions extends ChannelConfig {
   metadata?: Record<string, string>;
   /** Per-request timeout when a call gives neither `timeoutMs` nor `deadline`. Default 60 000; 0 disables. */
   defaultTimeoutMs?: number;
-  /** Items per request for the batch helpers; when unset, the server's advertised limit (else 64). */
+  /** Items per request for the batch helpers (never above the server's advertised limit); default: that limit, else 64. */
   maxItemsPerRequest?: number;
   /** Requests in flight at once for the batch helpers. Default 4. */
   concurrency?: number;
@@ -31,6 +31,7 @@ export interface ClipClientOptions extends ChannelConfig {
 
 /** Used when the server does not advertise a limit (0 in ServerLimits). */
 const FALLBACK_MAX_ITEMS = 64;
+const NO_ADVERTISED_LIMITS: ServerLimits = { maxItemsPerRequest: 0, maxImageBytes: 0, maxImagePixels: 0, maxMessageBytes: 0, maxBatchSize: 0, maxTextChars: 0 };
 /** Room left in each request for fields other than the items. */
 const REQUEST_HEADROOM_BYTES = 4096;
 
@@ -201,6 +202,7 @@ export class ClipClient {
         maxImagePixels: l?.maxImagePixels ?? 0,
         maxMessageBytes: l?.maxMessageBytes ?? 0,
         maxBatchSize: l?.maxBatchSize ?? 0,
+        maxTextChars: l?.maxTextChars ?? 0,
       },
     };
   }
@@ -230,10 +232,19 @@ export class ClipClient {
     return Promise.all(images.map((img, i) => imageBytes(img, i)));
   }
 
-  /** The server's limits, asked once per client (a failed attempt is not cached). */
+  /**
+   * The server's limits, asked once per client (a failed attempt is not cached). A server without
+   * GetModelInfo (UNIMPLEMENTED) advertises nothing: all limits 0, the client's settings apply.
+   */
   private serverLimits(opts: CallOptions, deadline: Date | undefined): Promise<ServerLimits> {
     if (!this.limits) {
-      this.limits = this.modelInfo({ ...opts, deadline: deadline ?? resolveDeadline(opts, this.defaultTimeoutMs) }).then((info) => info.limits);
+      this.limits = this.modelInfo({ ...opts, deadline: deadline ?? resolveDeadline(opts, this.defaultTimeoutMs) }).then(
+        (info) => info.limits,
+        (err: unknown) => {
+          if (err instanceof ClipServeError && err.code === Status.UNIMPLEMENTED) return NO_ADVERTISED_LIMITS;
+          throw err;
+        },
+      );
       this.limits.catch(() => (this.limits = undefined));
     }
     return this.limits;
@@ -252,15 +263,19 @@ export class ClipClient {
     // An explicit timeout/deadline bounds the whole operation; otherwise each request gets the default.
     const opDeadline = resolveDeadline(opts, undefined);
     const configuredMax = positiveInt(opts.maxItemsPerRequest, 'maxItemsPerRequest') ?? this.maxItemsPerRequest;
-    const limits: ServerLimits = configuredMax !== undefined && images.length === 0
-      ? { maxItemsPerRequest: configuredMax, maxImageBytes: 0, maxImagePixels: 0, maxMessageBytes: 0, maxBatchSize: 0 }
-      : await this.serverLimits(opts, opDeadline);
+    const limits = await this.serverLimits(opts, opDeadline);
     const maxItems = Math.min(configuredMax ?? (limits.maxItemsPerRequest || FALLBACK_MAX_ITEMS), limits.maxItemsPerRequest || Infinity);
     const maxBytes = Math.min(this.maxSendBytes, limits.maxMessageBytes || Infinity) - REQUEST_HEADROOM_BYTES;
     const concurrency = positiveInt(opts.concurrency, 'concurrency') ?? this.concurrency;
     const raw = opts.raw ?? false;
     const format = 'EMBEDDING_FORMAT_F32LE_BYTES' as const;
 
+    const loadText = (i: number): string => {
+      if (limits.maxTextChars > 0 && texts[i].length > limits.maxTextChars) {
+        throw invalidArgument(`text is ${texts[i].length} characters; the server accepts at most ${limits.maxTextChars}`, textPos(i));
+      }
+      return texts[i];
+    };
     const loadImage = async (i: number): Promise<Buffer> => {
       const bytes = await imageBytes(images[i], imagePos(i));
       if (limits.maxImageBytes > 0 && bytes.length > limits.maxImageBytes) {
@@ -269,7 +284,7 @@ export class ClipClient {
       return bytes;
     };
     async function* jobs(): AsyncGenerator<Job> {
-      for await (const batch of batchesOf(texts.length, (i) => texts[i], (t) => Buffer.byteLength(t, 'utf8'), { maxItems, maxBytes })) yield { kind: 'text', batch };
+      for await (const batch of batchesOf(texts.length, loadText, (t) => Buffer.byteLength(t, 'utf8'), { maxItems, maxBytes })) yield { kind: 'text', batch };
       for await (const batch of batchesOf(images.length, loadImage, (b) => b.length, { maxItems, maxBytes })) yield { kind: 'image', batch };
     }
 

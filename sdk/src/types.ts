@@ -106,6 +106,8 @@ export interface ServerLimits {
   maxImagePixels: number;
   maxMessageBytes: number;
   maxBatchSize: number;
+  /** Longest text accepted, in UTF-16 code units (0: not advertised). */
+  maxTextChars: number;
 }
 
 export interface ModelInfo {

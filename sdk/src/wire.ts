@@ -124,6 +124,7 @@ export interface WireServerLimits {
   maxImagePixels: number;
   maxMessageBytes: number;
   maxBatchSize: number;
+  maxTextChars: number;
 }
 
 export interface GetModelInfoResponse {
