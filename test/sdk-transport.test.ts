@@ -205,6 +205,21 @@ describe('load balancing', () => {
     }
   });
 
+  test('waitForReady: resolves when connected, DEADLINE_EXCEEDED when nothing listens, CANCELLED on abort', async () => {
+    const up = new Client({ address: plain.address });
+    const down = new Client({ address: '127.0.0.1:1' });
+    try {
+      await up.waitForReady({ timeoutMs: 10_000 });
+      expect((await rejection(down.waitForReady({ timeoutMs: 300 }))).code).toBe(Status.DEADLINE_EXCEEDED);
+      const ac = new AbortController();
+      setTimeout(() => ac.abort(), 100);
+      expect((await rejection(down.waitForReady({ timeoutMs: 10_000, signal: ac.signal }))).code).toBe(Status.CANCELLED);
+    } finally {
+      up.close();
+      down.close();
+    }
+  });
+
   test('dns:/// targets resolve through DNS (localhost here)', async () => {
     const client = new Client({ address: `dns:///localhost:${plain.port}` });
     try {

@@ -1,7 +1,7 @@
 /** ClipClient: the SDK's entry point. */
 import * as grpc from '@grpc/grpc-js';
 import { batchesOf, runBounded, type Batch } from './batching.js';
-import { resolveDeadline, unaryCall } from './call.js';
+import { abortedError, resolveDeadline, unaryCall } from './call.js';
 import { channelCredentials, channelOptions, DEFAULT_MAX_MESSAGE_BYTES, parseTarget, type ChannelConfig } from './channel.js';
 import { ClipServeError, invalidArgument, Status } from './errors.js';
 import { checkText, classifyItem, imageBytes } from './inputs.js';
@@ -78,9 +78,18 @@ export class ClipClient {
    * other methods do not need it, as they wait for a connection themselves.
    */
   async waitForReady(opts: CallOptions = {}): Promise<void> {
+    const { signal } = opts;
+    if (signal?.aborted) throw abortedError(signal);
     const deadline = resolveDeadline(opts, this.defaultTimeoutMs) ?? new Date(Date.now() + 60_000);
     await new Promise<void>((resolve, reject) => {
-      this.client.waitForReady(deadline, (err) => (err ? reject(new ClipServeError({ code: Status.UNAVAILABLE, details: err.message, cause: err })) : resolve()));
+      // grpc-js cannot cancel a waitForReady; an abort settles the promise and the wait ends unobserved.
+      const onAbort = (): void => reject(abortedError(signal!));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.client.waitForReady(deadline, (err) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (err) reject(new ClipServeError({ code: Status.DEADLINE_EXCEEDED, details: `not connected by the deadline: ${err.message}`, cause: err }));
+        else resolve();
+      });
     });
   }
 
