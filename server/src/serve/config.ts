@@ -41,6 +41,16 @@ export interface ServeConfig {
   tlsKey: string | undefined;
   /** With a client CA, clients must present a certificate it signed (mutual TLS). */
   tlsClientCa: string | undefined;
+  /** Scoped API keys file (server/src/auth/key-file.ts formats); with apiKeys, calls need a key. */
+  apiKeysFile: string | undefined;
+  /** API keys from CLIPSERVE_API_KEYS (never a flag: command lines are visible to other users). */
+  apiKeys: string | undefined;
+  /** With API keys: grpc.health.v1 answers without a key. */
+  authOpenHealth: boolean;
+  /** With API keys: server reflection answers without a key. */
+  authOpenReflection: boolean;
+  /** How often the TLS files and the API keys file are checked for changes; 0 = read once. */
+  credentialsReloadSeconds: number;
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -62,6 +72,8 @@ export interface OptionSpec {
   /** Shown in --help; undefined when the default is described in words. */
   defaultValue: unknown;
   parse: Parser<unknown>;
+  /** A secret: accepted from the environment or a config file, refused as a command-line flag. */
+  secret?: boolean;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -99,6 +111,14 @@ const nonEmptyString: Parser<string> = (raw, name) => {
   return raw;
 };
 
+const boolean: Parser<boolean> = (raw, name) => {
+  if (typeof raw === 'boolean') return raw;
+  const v = typeof raw === 'string' ? raw.trim().toLowerCase() : undefined;
+  if (v === 'true' || v === '1' || v === 'yes') return true;
+  if (v === 'false' || v === '0' || v === 'no') return false;
+  throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(raw)}`);
+};
+
 const PORT = intIn(0, 65535);
 const MiB = 1024 * 1024;
 
@@ -131,6 +151,11 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'tlsCert', flag: '--tls-cert <file>', env: 'CLIPSERVE_TLS_CERT', description: 'PEM server certificate chain; with --tls-key serves TLS (default: plaintext)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'tlsKey', flag: '--tls-key <file>', env: 'CLIPSERVE_TLS_KEY', description: 'PEM private key of --tls-cert', defaultValue: undefined, parse: nonEmptyString },
   { key: 'tlsClientCa', flag: '--tls-client-ca <file>', env: 'CLIPSERVE_TLS_CLIENT_CA', description: 'PEM CA bundle; when given, clients must present a certificate it signed (mutual TLS)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'apiKeysFile', flag: '--api-keys-file <file>', env: 'CLIPSERVE_API_KEYS_FILE', description: 'scoped API keys (embed, finetune, admin); calls then need "authorization: Bearer <key>". One "<key> <scope>[,<scope>] [name]" per line, or JSON {"keys":[{"key"|"sha256","scopes","name"}]}; keys may be given as sha256:<hex>. CLIPSERVE_API_KEYS adds keys in the line format (";" separates entries). See SECURITY.md (default: none, every call is allowed)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'apiKeys', flag: '--api-keys <entries>', env: 'CLIPSERVE_API_KEYS', description: 'API keys in the line format; from CLIPSERVE_API_KEYS or a config file only, refused on the command line where other users could read it (default: none)', defaultValue: undefined, parse: nonEmptyString, secret: true },
+  { key: 'authOpenHealth', flag: '--auth-open-health <bool>', env: 'CLIPSERVE_AUTH_OPEN_HEALTH', description: 'with API keys: grpc.health.v1 answers without a key (probes, load balancers)', defaultValue: true, parse: boolean },
+  { key: 'authOpenReflection', flag: '--auth-open-reflection <bool>', env: 'CLIPSERVE_AUTH_OPEN_REFLECTION', description: 'with API keys: server reflection answers without a key', defaultValue: true, parse: boolean },
+  { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 
 const SPEC_BY_KEY = new Map(SERVE_OPTIONS.map((s) => [s.key, s]));
@@ -168,6 +193,10 @@ function validate(c: ServeConfig): void {
   }
   if (c.maxImageBytes > c.maxMessageBytes) {
     throw new ConfigError(`--max-image-bytes (${c.maxImageBytes}) exceeds --max-message-bytes (${c.maxMessageBytes}): such images could never arrive`);
+  }
+  const auth = c.apiKeysFile !== undefined || c.apiKeys !== undefined;
+  if (!auth && (!c.authOpenHealth || !c.authOpenReflection)) {
+    throw new ConfigError('--auth-open-health / --auth-open-reflection false need API keys (--api-keys-file or CLIPSERVE_API_KEYS): without keys everything is open');
   }
   if (c.healthPort !== undefined && c.healthPort !== 0 && c.healthPort === c.port) {
     throw new ConfigError(`--health-port must differ from --port (both ${c.port})`);
@@ -207,4 +236,4 @@ export function readConfigFile(file: string): Partial<Record<keyof ServeConfig, 
   return out;
 }
 
-const PATH_KEYS = new Set<keyof ServeConfig>(['model', 'cacheDir', 'tlsCert', 'tlsKey', 'tlsClientCa']);
+const PATH_KEYS = new Set<keyof ServeConfig>(['model', 'cacheDir', 'tlsCert', 'tlsKey', 'tlsClientCa', 'apiKeysFile']);

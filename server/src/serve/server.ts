@@ -4,11 +4,11 @@
  * NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within the grace period, then the
  * servers, batchers and model are closed.
  */
-import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
+import { ApiKeySource, AuthPolicy, createAuthInterceptor } from '../auth';
 import type { BatcherObserver, BatcherStats } from '../batching';
 import { CallGate, ServingPhase } from '../grpc/call-context';
 import { StreamStats } from '../grpc/embed-stream';
@@ -16,6 +16,7 @@ import { embeddingServiceHandlers } from '../grpc/embedding-service';
 import { EMBEDDING_SERVICE_NAME, loadProtos } from '../grpc/proto';
 import type { RequestLimits } from '../grpc/validate';
 import { ClipserveMetrics, startMetricsServer } from '../metrics';
+import { createTlsServerCredentials } from '../tls';
 import type { LoadedModel } from '../runtime/model';
 import { resolveServeConfig, ServeConfig } from './config';
 import { Embedder } from './embedder';
@@ -112,8 +113,20 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
   for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
 
+  // API keys after the metrics, so refused calls are counted and logged with their code.
+  const apiKeys = apiKeySource(config, logger);
+  const auth = apiKeys
+    ? createAuthInterceptor({
+        keys: () => apiKeys.store,
+        policy: new AuthPolicy({ openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }),
+        logger,
+      })
+    : undefined;
+  if (apiKeys) logger.info({ keys: apiKeys.store.size, openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }, 'API keys required');
+  else logger.warn('no API keys configured: every caller may use every service (give --api-keys-file or CLIPSERVE_API_KEYS)');
+
   const server = new grpc.Server({
-    interceptors: [metrics.grpc.interceptor, ...(input.interceptors ?? [])],
+    interceptors: [metrics.grpc.interceptor, ...(auth ? [auth] : []), ...(input.interceptors ?? [])],
     'grpc.max_receive_message_length': config.maxMessageBytes,
     'grpc.max_send_message_length': config.maxMessageBytes,
   });
@@ -139,7 +152,13 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   health.addToServer(server);
   new ReflectionService(protos.packageDefinition).addToServer(server);
 
-  const port = await bind(server, `${hostPort(config.host, config.port)}`, serverCredentials(config));
+  let port: number;
+  try {
+    port = await bind(server, `${hostPort(config.host, config.port)}`, serverCredentials(config, logger));
+  } catch (err) {
+    apiKeys?.close();
+    throw err;
+  }
   logger.info({ host: config.host, port, tls: config.tlsCert !== undefined, mtls: config.tlsClientCa !== undefined }, 'grpc server listening');
 
   let healthServer: grpc.Server | undefined;
@@ -201,6 +220,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       await stopServer(server, drained ? Math.max(0, deadline - Date.now()) : 0);
       if (healthServer) await stopServer(healthServer, 0);
       gate.setPhase('stopped');
+      apiKeys?.close();
       embedder?.close();
       if (model) await model.close().catch((err: unknown) => logger.error({ err }, 'closing the model failed'));
       else if (!wasServing) await ready.catch(() => undefined);
@@ -244,21 +264,22 @@ function hostPort(host: string, port: number): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function serverCredentials(config: ServeConfig): grpc.ServerCredentials {
+/** TLS (mutual with a client CA) from files that are re-read every credentialsReloadSeconds. */
+function serverCredentials(config: ServeConfig, logger: Logger): grpc.ServerCredentials {
   if (config.tlsCert === undefined || config.tlsKey === undefined) return grpc.ServerCredentials.createInsecure();
-  const read = (file: string, what: string): Buffer => {
-    try {
-      return fs.readFileSync(file);
-    } catch (err) {
-      throw new Error(`cannot read ${what} ${file}: ${err instanceof Error ? err.message : String(err)}`);
-    }
-  };
-  const clientCa = config.tlsClientCa !== undefined ? read(config.tlsClientCa, '--tls-client-ca') : null;
-  return grpc.ServerCredentials.createSsl(
-    clientCa,
-    [{ cert_chain: read(config.tlsCert, '--tls-cert'), private_key: read(config.tlsKey, '--tls-key') }],
-    clientCa !== null,
-  );
+  return createTlsServerCredentials({
+    certFile: config.tlsCert,
+    keyFile: config.tlsKey,
+    clientCaFile: config.tlsClientCa,
+    reloadIntervalMs: config.credentialsReloadSeconds * 1000,
+    logger,
+  });
+}
+
+/** The API keys in force, when any are configured (their file re-read every credentialsReloadSeconds). */
+function apiKeySource(config: ServeConfig, logger: Logger): ApiKeySource | undefined {
+  if (config.apiKeysFile === undefined && config.apiKeys === undefined) return undefined;
+  return new ApiKeySource({ file: config.apiKeysFile, envValue: config.apiKeys, reloadIntervalMs: config.credentialsReloadSeconds * 1000, logger });
 }
 
 function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {

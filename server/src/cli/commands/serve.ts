@@ -8,7 +8,7 @@
  * {"msg":"grpc server listening","port":N}; readiness as {"msg":"model ready: serving"}.
  */
 import { Command, Option } from 'commander';
-import { readConfigFile, SERVE_OPTIONS, ServeConfig } from '../../serve/config';
+import { ConfigError, flagName, readConfigFile, SERVE_OPTIONS, ServeConfig } from '../../serve/config';
 import { startServer } from '../../serve/server';
 
 export function register(program: Command): void {
@@ -32,6 +32,9 @@ function gatherConfig(command: Command): Partial<Record<keyof ServeConfig, unkno
   const merged: Partial<Record<keyof ServeConfig, unknown>> = configFile ? readConfigFile(configFile) : {};
   for (const spec of SERVE_OPTIONS) {
     const source = command.getOptionValueSource(spec.key);
+    if (source === 'cli' && spec.secret) {
+      throw new ConfigError(`--${flagName(spec)} is not accepted on the command line (other users can read it from the process list): use ${spec.env} or a file`);
+    }
     if (source === 'cli' || source === 'env') merged[spec.key] = command.getOptionValue(spec.key);
   }
   return merged;
