@@ -78,6 +78,9 @@ export interface FineTuneJobContext {
   /** The job's own artifact directory (checkpoints, logs, the output bundle); no other job writes here. */
   workDir: string;
   baseModel: { version: string; bundleDir: string; sourceCheckpointDir?: string };
+  /** The version string the new bundle should carry (its manifest `version`); the runner registers
+   *  the returned bundle under its manifest's version, so a method may also choose its own. */
+  outputVersion: string;
   /** Aborted on cancel (and on server shutdown); `run` must stop promptly and free its resources. */
   signal: AbortSignal;
   emit(event: FineTuneMethodEvent): void;

@@ -1,0 +1,158 @@
+/**
+ * The `adapter` fine-tune method, run inside the service: frozen encoders, features of the
+ * training set computed once (with the configured augmentations), a residual linear adapter per
+ * tower trained with CLIP's symmetric InfoNCE loss at the model's temperature in a worker thread,
+ * validation metrics before and after (open_clip's get_clip_metrics), and a new bundle with the
+ * adapters folded into the projections. Resumable: features and per-epoch checkpoints live in the
+ * job's directory.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { loadBundle, writeBundle } from '../../model/bundle';
+import { readBundleStateDict } from '../../models/bundle-weights';
+import { loadModel, type RuntimeOptions } from '../../runtime/model';
+import { compiledModule } from '../../util/paths';
+import { readDatasetRows, type DatasetRow } from '../dataset';
+import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethod, type Hyperparameters } from '../method';
+import { augmentationEnabled } from './augment';
+import { computeFeatures, loadFeatures, saveFeatures } from './features';
+import { foldAdapters } from './fold';
+import { permutation, seededRandom } from './math';
+import { resolveAdapterSettings, type AdapterSettings } from './settings';
+import { adaptedMetrics, loadCheckpoint, stepsPerEpoch, type FeatureSet, type TrainInput } from './train-loop';
+import type { TrainerMessage } from './trainer-worker';
+
+export { resolveAdapterSettings };
+
+export const VALIDATION_FILE = 'validation.tsv';
+export const CHECKPOINT_FILE = 'adapter.ckpt';
+export const FEATURES_FILE = 'features.bin';
+export const OUTPUT_BUNDLE_DIR = 'bundle';
+
+export interface AdapterMethodOptions {
+  dataDir: string;
+  runtime?: RuntimeOptions;
+}
+
+/** Train/validation rows: a separate validation file when the dataset has one, else a seeded split. */
+export function splitRows(datasetDir: string, dataDir: string, s: AdapterSettings): { train: DatasetRow[]; validation: DatasetRow[] } {
+  const rows = readDatasetRows(datasetDir, dataDir);
+  if (fs.existsSync(path.join(datasetDir, VALIDATION_FILE))) return { train: rows, validation: readDatasetRows(datasetDir, dataDir, VALIDATION_FILE) };
+  const nVal = Math.round(rows.length * s.validationSplit);
+  if (nVal < 2 || rows.length - nVal < 2) {
+    throw new Error(`validation_split ${s.validationSplit} of ${rows.length} pairs leaves ${nVal} for validation and ${rows.length - nVal} for training; both need at least 2`);
+  }
+  const order = permutation(rows.length, seededRandom(s.seed ^ 0x5eed));
+  const val = new Set(Array.from(order.subarray(0, nVal)));
+  return { train: rows.filter((_, i) => !val.has(i)), validation: rows.filter((_, i) => val.has(i)) };
+}
+
+function round(metrics: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k, Math.round(v * 1e6) / 1e6]));
+}
+
+/** Trains in a worker thread; terminating it on abort frees its memory at once. */
+function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wImage: Float64Array; wText: Float64Array }> {
+  return new Promise((resolve, reject) => {
+    if (ctx.signal.aborted) return reject(new FineTuneCancelledError());
+    const worker = new Worker(compiledModule('finetune/adapter/trainer-worker'), { workerData: input });
+    let settled = false;
+    const finish = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      ctx.signal.removeEventListener('abort', onAbort);
+      fn();
+    };
+    const onAbort = () => finish(() => {
+      void worker.terminate();
+      reject(new FineTuneCancelledError());
+    });
+    ctx.signal.addEventListener('abort', onAbort);
+    worker.on('message', (m: TrainerMessage) => {
+      if (m.type === 'progress') {
+        const p = m.progress;
+        if (p.type === 'step') ctx.emit({ type: 'step', data: { step: p.step, total_steps: p.totalSteps, epoch: p.epoch, loss: p.loss, learning_rate: p.learningRate } });
+        else ctx.emit({ type: 'epoch', message: `epoch ${p.epoch}: train loss ${p.trainLoss.toFixed(4)}, validation text→image R@1 ${p.metrics['text_to_image_R@1'].toFixed(4)}`, data: { epoch: p.epoch, step: p.step, train_loss: p.trainLoss, metrics: round({ ...p.metrics }) } });
+      } else if (m.type === 'done') finish(() => resolve({ wImage: m.wImage, wText: m.wText }));
+      else finish(() => reject(new Error(`adapter training failed: ${m.message}`)));
+    });
+    worker.on('error', (err) => finish(() => reject(err)));
+    worker.on('exit', (code) => finish(() => reject(new Error(`adapter trainer exited with code ${code} before finishing`))));
+  });
+}
+
+export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod {
+  return {
+    name: 'adapter',
+    validate(hp: Hyperparameters): void {
+      resolveAdapterSettings(hp);
+    },
+    async run(ctx: FineTuneJobContext) {
+      const s = resolveAdapterSettings(ctx.hyperparameters);
+      const { train: trainRows, validation: valRows } = splitRows(ctx.datasetDir, opts.dataDir, s);
+      const base = await loadBundle(ctx.baseModel.bundleDir);
+      const d = base.manifest.embed_dim;
+      const scale = base.manifest.logit_scale_exp;
+      const augment = { colorJitter: s.colorJitter, colorJitterProb: s.colorJitterProb, grayscaleProb: s.grayscaleProb };
+      // Cached features are reused only for the same rows, base model and augmentations.
+      const featureKey = createHash('sha256')
+        .update(JSON.stringify({ base: base.manifest.files.visual.sha256, text: base.manifest.files.textual.sha256, augment, seed: s.seed, train: trainRows.map((r) => [r.image, r.caption]), val: valRows.map((r) => [r.image, r.caption]) }))
+        .digest('hex');
+      const featuresFile = path.join(ctx.workDir, FEATURES_FILE);
+      let features = loadFeatures(featuresFile, featureKey, d);
+      if (features) ctx.emit({ type: 'log', message: `reusing the features computed before (${trainRows.length} training, ${valRows.length} validation pairs)` });
+      else {
+        ctx.emit({ type: 'log', message: `computing frozen features of ${trainRows.length} training and ${valRows.length} validation pairs with ${base.manifest.name} ${base.manifest.version}` });
+        const model = await loadModel(ctx.baseModel.bundleDir, opts.runtime ?? {});
+        try {
+          const train = await computeFeatures(model, trainRows, { augment: augmentationEnabled(augment) ? augment : undefined, seed: s.seed, signal: ctx.signal });
+          const validation = await computeFeatures(model, valRows, { seed: s.seed, signal: ctx.signal });
+          features = { train, validation };
+        } finally {
+          await model.close();
+        }
+        saveFeatures(featuresFile, featureKey, d, features.train, features.validation);
+      }
+      const zero = { wImage: new Float64Array(d * d), wText: new Float64Array(d * d) };
+      const before = round({ ...adaptedMetrics(zero, features.validation, d, scale) });
+      ctx.emit({ type: 'log', message: `validation before training: text→image R@1 ${before['text_to_image_R@1']}, image→text R@1 ${before['image_to_text_R@1']}`, data: { metrics_before: before } });
+
+      const checkpointPath = path.join(ctx.workDir, CHECKPOINT_FILE);
+      const resumed = loadCheckpoint(checkpointPath, d * d);
+      const total = stepsPerEpoch(features.train.n, s.batchSize) * s.epochs;
+      if (resumed) ctx.emit({ type: 'log', message: `resuming from the checkpoint after epoch ${resumed.epoch} (step ${resumed.step} of ${total})` });
+      const trained = await trainInWorker(
+        {
+          d,
+          scale,
+          train: features.train as FeatureSet,
+          validation: features.validation as FeatureSet,
+          settings: { learningRate: s.learningRate, warmupSteps: s.warmupSteps, batchSize: s.batchSize, epochs: s.epochs, weightDecay: s.weightDecay, seed: s.seed },
+          checkpointPath,
+        },
+        ctx,
+      );
+      const after = round({ ...adaptedMetrics(trained, features.validation, d, scale) });
+
+      if (ctx.signal.aborted) throw new FineTuneCancelledError();
+      const outDir = path.join(ctx.workDir, OUTPUT_BUNDLE_DIR);
+      fs.rmSync(outDir, { recursive: true, force: true }); // a half-written one from before a crash
+      ctx.emit({ type: 'log', message: 'writing the new model version (adapters folded into the projections)' });
+      const sd = foldAdapters(readBundleStateDict(base), trained.wImage, trained.wText);
+      await writeBundle({
+        outDir,
+        name: base.manifest.name,
+        version: ctx.outputVersion,
+        config: { model_cfg: base.manifest.model_cfg, preprocess_cfg: base.manifest.preprocess_cfg },
+        stateDict: sd,
+        vocabFile: base.paths.vocab,
+        precision: base.manifest.precision,
+        source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
+      });
+      ctx.emit({ type: 'report', message: `text→image R@1 ${before['text_to_image_R@1']} → ${after['text_to_image_R@1']}`, data: { metrics_before: before, metrics_after: after } });
+      return { bundleDir: outDir, metrics: after };
+    },
+  };
+}
