@@ -14,6 +14,7 @@ import { register as registerConvert } from './commands/convert';
 import { register as registerPull } from './commands/pull';
 import { register as registerEval } from './commands/eval';
 import { register as registerServe } from './commands/serve';
+import { register as registerBench } from './commands/bench';
 
 const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
 
@@ -30,6 +31,7 @@ registerConvert(program);
 registerPull(program);
 registerEval(program);
 registerServe(program);
+registerBench(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`clipserve: ${err instanceof Error ? err.message : String(err)}\n`);

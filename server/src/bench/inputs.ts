@@ -1,0 +1,63 @@
+/**
+ * Synthetic benchmark inputs, deterministic so runs compare: caption-like sentences, a photo-like
+ * JPEG and an icon-like RGBA PNG (both made with sharp).
+ */
+import sharp from 'sharp';
+import { demoCorpus } from '../tokenizer/demo-vocab';
+
+/**
+ * Caption-like sentences: a different slice of the generator than the demo vocabulary learns
+ * from, dressed up the way real captions are (sentence case, a trailing period here and there,
+ * typographic quotes, a hashtag).
+ */
+export function benchCaptions(count: number): string[] {
+  return demoCorpus(count + 6000)
+    .slice(6000)
+    .map((c, i) => {
+      let s = c.charAt(0).toUpperCase() + c.slice(1);
+      if (i % 3 === 0) s += '.';
+      if (i % 17 === 0) s = `\u201c${s}\u201d`;
+      if (i % 29 === 0) s += ` #${i}`;
+      return s;
+    });
+}
+
+/** A photo-like image: smooth gradients, edges and sensor-like noise (compresses like a photo). */
+export async function makePhoto(w: number, h: number, quality = 90): Promise<Buffer> {
+  const raw = Buffer.alloc(w * h * 3);
+  let seed = 12345;
+  for (let y = 0, i = 0; y < h; y++) {
+    for (let x = 0; x < w; x++, i += 3) {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      const n = (seed >>> 24) % 17;
+      const edge = ((x >> 6) + (y >> 6)) & 1 ? 40 : 0;
+      raw[i] = Math.min(255, ((x * 255) / w + n + edge) | 0);
+      raw[i + 1] = Math.min(255, ((y * 255) / h + n) | 0);
+      raw[i + 2] = Math.min(255, (128 + 100 * Math.sin(x / 90 + y / 130) + n) | 0);
+    }
+  }
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality }).toBuffer();
+}
+
+/** An icon-like RGBA PNG: flat shapes with anti-aliased alpha edges. */
+export async function makeIcon(size: number): Promise<Buffer> {
+  const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${size}" height="${size}">
+    <circle cx="${size / 2}" cy="${size / 2}" r="${size * 0.42}" fill="#3b82f6"/>
+    <rect x="${size * 0.3}" y="${size * 0.3}" width="${size * 0.4}" height="${size * 0.4}" rx="${size * 0.05}" fill="#fde047"/>
+  </svg>`;
+  return sharp(Buffer.from(svg)).png().toBuffer();
+}
+
+/** The image kinds the bench sends; `small` is a model-sized JPEG whose decode costs little. */
+export type BenchImageKind = 'small' | 'icon' | 'photo';
+
+export async function makeBenchImage(kind: BenchImageKind, modelSize: number): Promise<Buffer> {
+  switch (kind) {
+    case 'small':
+      return makePhoto(modelSize, modelSize);
+    case 'icon':
+      return makeIcon(512);
+    case 'photo':
+      return makePhoto(2000, 1500);
+  }
+}

@@ -1,0 +1,29 @@
+/** Messages between the bench (parent) and its load-generator child process. */
+
+export type LoadKind = 'text' | 'image' | 'stream-text' | 'stream-image';
+
+export interface LoadScenario {
+  address: string;
+  kind: LoadKind;
+  /** Unary: concurrent callers, each with one single-item call in flight. Stream: items in flight on one stream. */
+  concurrency: number;
+  warmupSeconds: number;
+  seconds: number;
+  captions: string[];
+  /** Encoded image sent by image scenarios (base64 over IPC). */
+  imageBase64?: string;
+}
+
+export interface LoadReport {
+  /** Items answered inside the measured window. */
+  completed: number;
+  errors: number;
+  /** The first few distinct error descriptions. */
+  errorSamples: string[];
+  seconds: number;
+  /** Per-item latency (ms) of the items completed inside the window. */
+  latenciesMs: number[];
+}
+
+export type ParentMessage = { kind: 'run'; scenario: LoadScenario } | { kind: 'exit' };
+export type ChildMessage = { kind: 'ready' } | { kind: 'report'; report: LoadReport } | { kind: 'failed'; message: string };

@@ -1,0 +1,270 @@
+/**
+ * `clipserve bench` / `npm run bench`: builds or reuses random-weight bench bundles, then measures
+ *   raw    – onnxruntime session.run per tower and batch size: the limit;
+ *   server – the real server over loopback gRPC, driven by the SDK from another process, with
+ *            dynamic batching on and off, across a concurrency sweep;
+ *   hot    – tokenizer, image preprocessing and response encoding alone;
+ * and prints a table per section, the targets with their verdicts, and writes
+ * bench/results/<date>-<host>.json plus an SVG chart of throughput and p99 against concurrency.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { ArchName } from '../model/config';
+import { ClipTokenizer } from '../tokenizer';
+import { PACKAGE_ROOT } from '../util/paths';
+import { BenchConfigError, ensureBenchBundle, weightBytes } from './bundles';
+import { preprocessThroughput, responseEncoding, tokenizerThroughput, type PreprocessResult, type ResponseEncodingResult, type TokenizerResult } from './hot-paths';
+import { benchCaptions, makeBenchImage, type BenchImageKind } from './inputs';
+import { SDK_ENTRY } from './load-generator';
+import { rawImageBench, rawTextBench, type BenchProvider, type RawResult, type RawTextResults } from './raw-encoder';
+import { LoadGenerator, runServed, type ServedResult } from './server-bench';
+import { ServerProcess } from './server-process';
+import { renderChart, type Panel } from './svg-chart';
+import { evaluateTargets, printReport, type TargetRow } from './report';
+
+export type Section = 'raw' | 'server' | 'hot';
+export const SECTIONS: readonly Section[] = ['raw', 'server', 'hot'];
+
+export interface BenchOptions {
+  models: ArchName[];
+  sections: Section[];
+  quick: boolean;
+  provider: BenchProvider;
+  threads: number;
+  cacheDir: string;
+  outDir: string;
+  /** Override: seconds per measurement (raw runs and each served scenario). */
+  seconds?: number;
+  /** Override: the concurrency sweep. */
+  concurrency?: number[];
+  /** Override: raw batch sizes. */
+  batchSizes?: number[];
+  log: (msg: string) => void;
+}
+
+export interface ModelResults {
+  bundle: { dir: string; weightBytes: number; built: boolean; buildSeconds: number };
+  raw?: { image: RawResult[]; text: RawTextResults };
+  server?: {
+    maxBatchSize: number;
+    /** spawn → "model ready: serving" (load, verify, session creation, warm-up) */
+    readySeconds: number;
+    readyPeakRssBytes: number;
+    served: ServedResult[];
+  };
+}
+
+export interface BenchResults {
+  meta: {
+    date: string;
+    host: string;
+    node: string;
+    onnxruntime: string;
+    cpus: number;
+    cpuModel: string;
+    memoryBytes: number;
+    loadAverageBefore: number[];
+    loadAverageAfter: number[];
+    provider: BenchProvider;
+    intraOpThreads: number;
+    quick: boolean;
+    sections: Section[];
+    wallSeconds: number;
+  };
+  models: Partial<Record<ArchName, ModelResults>>;
+  hot?: { tokenizer: TokenizerResult; preprocess: PreprocessResult[]; responseEncoding: ResponseEncodingResult[] };
+  targets: TargetRow[];
+}
+
+interface Plan {
+  imageBatchSizes: number[];
+  textBatchSizes: number[];
+  concurrency: number[];
+  rawSeconds: number;
+  warmupSeconds: number;
+  seconds: number;
+  /** concurrency of the stream and pipeline-overlap scenarios */
+  streamWindow: number;
+  /** also run the server with batching off, the streams and the large-image scenarios */
+  full: boolean;
+}
+
+/**
+ * Per-model durations and sweeps. ViT-L/14 runs at ~1 image/s on 2 cores: its plan measures the
+ * anchors' batch sizes, start-up and memory, and single and 16-caller serving only.
+ */
+function planFor(arch: ArchName, o: BenchOptions): Plan {
+  const large = arch === 'ViT-L-14';
+  const p: Plan = large
+    ? { imageBatchSizes: [1, 2], textBatchSizes: [1, 16], concurrency: [1, 16], rawSeconds: 5, warmupSeconds: 5, seconds: 12, streamWindow: 16, full: false }
+    : o.quick
+      ? { imageBatchSizes: [1, 8, 32, 64], textBatchSizes: [1, 8, 32, 64], concurrency: [1, 8, 64], rawSeconds: 1, warmupSeconds: 0.5, seconds: 1.5, streamWindow: 64, full: true }
+      : { imageBatchSizes: [1, 8, 32, 64], textBatchSizes: [1, 8, 32, 64], concurrency: [1, 2, 4, 8, 16, 32, 64, 128, 256], rawSeconds: 3, warmupSeconds: 1, seconds: 3, streamWindow: 64, full: true };
+  if (o.batchSizes) {
+    p.imageBatchSizes = o.batchSizes;
+    p.textBatchSizes = o.batchSizes;
+  }
+  if (o.concurrency) p.concurrency = o.concurrency;
+  if (o.seconds) {
+    p.rawSeconds = o.seconds;
+    p.seconds = o.seconds;
+  }
+  return p;
+}
+
+function onnxruntimeVersion(): string {
+  try {
+    return (JSON.parse(fs.readFileSync(path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): Promise<ModelResults> {
+  const plan = planFor(arch, o);
+  const { dir, bundle, built, buildSeconds } = await ensureBenchBundle(arch, o.cacheDir, o.log);
+  const res: ModelResults = { bundle: { dir, weightBytes: weightBytes(bundle), built, buildSeconds } };
+  const rawOpts = { provider: o.provider, intraOpThreads: o.threads, seconds: plan.rawSeconds, minRuns: 3, captions };
+
+  if (o.sections.includes('raw')) {
+    o.log(`${arch}: raw encoders (image batch ${plan.imageBatchSizes.join(', ')}; text batch ${plan.textBatchSizes.join(', ')})`);
+    res.raw = {
+      image: await rawImageBench(bundle, { ...rawOpts, batchSizes: plan.imageBatchSizes }, o.log),
+      text: await rawTextBench(bundle, { ...rawOpts, batchSizes: plan.textBatchSizes }, o.log),
+    };
+  }
+
+  if (o.sections.includes('server')) {
+    if (!fs.existsSync(SDK_ENTRY)) throw new BenchConfigError(`the server section drives the SDK: build it first (npm --prefix sdk run build); ${SDK_ENTRY} is missing`);
+    const maxBatchSize = Math.max(...plan.imageBatchSizes, ...plan.textBatchSizes);
+    const small = { label: `${bundle.manifest.image_size}px JPEG`, bytes: await makeBenchImage('small', bundle.manifest.image_size) };
+    const served: ServedResult[] = [];
+    const gen = await LoadGenerator.start();
+    try {
+      for (const batching of plan.full ? (['on', 'off'] as const) : (['on'] as const)) {
+        o.log(`${arch}: server, dynamic batching ${batching}${batching === 'on' ? ` (--max-batch-size ${maxBatchSize})` : ' (--max-batch-size 1)'}`);
+        const server = await ServerProcess.start({ model: dir, provider: o.provider, intraOpThreads: o.threads, maxBatchSize: batching === 'on' ? maxBatchSize : 1 });
+        try {
+          if (batching === 'on') res.server = { maxBatchSize, readySeconds: server.readySeconds, readyPeakRssBytes: server.peakRssBytes(), served };
+          const timing = { warmupSeconds: plan.warmupSeconds, seconds: plan.seconds };
+          const run = async (spec: Parameters<typeof runServed>[3]): Promise<void> => {
+            const r = await runServed(server, gen, batching, spec, timing, captions);
+            served.push(r);
+            o.log(`  ${r.kind}${r.image ? ` (${r.image})` : ''} c=${r.concurrency}: ${r.itemsPerSec.toFixed(1)}/s p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms cpu ${r.serverCpuCores.toFixed(2)}${r.errors ? ` errors ${r.errors} (${r.errorSamples?.[0]})` : ''}`);
+          };
+          for (const c of plan.concurrency) await run({ kind: 'text', concurrency: c });
+          for (const c of plan.concurrency) await run({ kind: 'image', concurrency: c, image: small });
+          if (batching === 'on' && plan.full) {
+            await run({ kind: 'stream-text', concurrency: plan.streamWindow });
+            await run({ kind: 'stream-image', concurrency: plan.streamWindow, image: small });
+            // Pipeline overlap: big inputs whose decode is a real share of the work.
+            for (const kind of ['icon', 'photo'] as BenchImageKind[]) {
+              const bytes = await makeBenchImage(kind, bundle.manifest.image_size);
+              await run({ kind: 'image', concurrency: plan.streamWindow, image: { label: kind === 'icon' ? '512px PNG icon' : '2000x1500 JPEG photo', bytes } });
+            }
+          }
+        } finally {
+          await server.stop();
+        }
+      }
+    } finally {
+      await gen.close();
+    }
+  }
+  return res;
+}
+
+async function benchHot(o: BenchOptions, captions: string[]): Promise<NonNullable<BenchResults['hot']>> {
+  o.log('hot paths: tokenizer, preprocessing, response encoding');
+  const tokenizer = ClipTokenizer.fromMerges((await import('../tokenizer')).buildDemoVocab());
+  const tok = tokenizerThroughput(tokenizer, o.quick ? captions.slice(0, 20_000) : captions);
+  const { resolveConfig } = await import('../model/config');
+  const cfg = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 224 } }).preprocess_cfg;
+  const iterations = o.quick ? 5 : 20;
+  const workers = os.availableParallelism();
+  const preprocess = [
+    await preprocessThroughput('512x512 RGBA PNG icon', await makeBenchImage('icon', 224), cfg, iterations, workers),
+    await preprocessThroughput('2000x1500 JPEG photo', await makeBenchImage('photo', 224), cfg, iterations, workers),
+  ];
+  const encoding: ResponseEncodingResult[] = [];
+  for (const dim of [512, 768]) {
+    for (const batch of [1, 32]) {
+      for (const format of ['EMBEDDING_FORMAT_F32LE_BYTES', 'EMBEDDING_FORMAT_FLOATS'] as const) {
+        encoding.push(await responseEncoding(dim, batch, format, o.quick ? 200 : 2000));
+      }
+    }
+  }
+  return { tokenizer: tok, preprocess, responseEncoding: encoding };
+}
+
+function chartPanels(results: BenchResults): Panel[] {
+  const panels: Panel[] = [];
+  for (const [arch, m] of Object.entries(results.models)) {
+    const served = m?.server?.served;
+    if (!served) continue;
+    const series = (metric: (r: ServedResult) => number): Panel['series'] =>
+      (['text', 'image'] as const).flatMap((kind) =>
+        (['on', 'off'] as const).map((batching) => ({
+          label: `${kind}, batching ${batching}`,
+          dashed: batching === 'off',
+          points: served.filter((r) => r.kind === kind && r.batching === batching && (kind === 'text' || (r.image ?? '').endsWith('px JPEG'))).map((r) => [r.concurrency, metric(r)] as [number, number]),
+        })),
+      );
+    panels.push({ title: `${arch}: throughput`, yLabel: 'items/s', series: series((r) => r.itemsPerSec) });
+    panels.push({ title: `${arch}: p99 latency`, yLabel: 'p99 ms (log)', yLog: true, series: series((r) => r.latency.p99Ms) });
+  }
+  return panels;
+}
+
+export async function runBench(o: BenchOptions): Promise<{ results: BenchResults; jsonPath: string; chartPath?: string }> {
+  const t0 = performance.now();
+  const loadBefore = os.loadavg();
+  if (loadBefore[0] > 1.5) o.log(`warning: 1-minute load average is ${loadBefore[0].toFixed(2)}: figures taken under load are not comparable`);
+  const captions = benchCaptions(o.quick ? 2000 : 100_000);
+  const results: BenchResults = {
+    meta: {
+      date: new Date().toISOString(),
+      host: os.hostname(),
+      node: process.version,
+      onnxruntime: onnxruntimeVersion(),
+      cpus: os.availableParallelism(),
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      memoryBytes: os.totalmem(),
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: [],
+      provider: o.provider,
+      intraOpThreads: o.threads,
+      quick: o.quick,
+      sections: o.sections,
+      wallSeconds: 0,
+    },
+    models: {},
+    targets: [],
+  };
+  // The load-generated captions come from the same pool as the raw text limit's.
+  const modelCaptions = captions.slice(0, 2000);
+  for (const arch of o.models) results.models[arch] = await benchModel(arch, o, modelCaptions);
+  if (o.sections.includes('hot')) results.hot = await benchHot(o, captions);
+  results.meta.loadAverageAfter = os.loadavg();
+  results.meta.wallSeconds = (performance.now() - t0) / 1000;
+  results.targets = evaluateTargets(results);
+
+  fs.mkdirSync(o.outDir, { recursive: true });
+  const stamp = results.meta.date.replace(/[:]/g, '-').replace(/\.\d+Z$/, 'Z');
+  const base = path.join(o.outDir, `${stamp}-${results.meta.host.replace(/[^A-Za-z0-9._-]/g, '_')}`);
+  const jsonPath = `${base}.json`;
+  fs.writeFileSync(jsonPath, JSON.stringify(results, null, 2) + '\n');
+  let chartPath: string | undefined;
+  const panels = chartPanels(results);
+  if (panels.length) {
+    chartPath = `${base}.svg`;
+    fs.writeFileSync(chartPath, renderChart(`clipserve served throughput and p99 vs concurrency (${results.meta.provider}, ${results.meta.cpus} cores, ${results.meta.date.slice(0, 10)})`, panels));
+  }
+  printReport(results, (s) => process.stdout.write(s));
+  return { results, jsonPath, chartPath };
+}
+
+export function defaultBenchDirs(): { cacheDir: string; outDir: string } {
+  return { cacheDir: path.join(PACKAGE_ROOT, '.cache', 'bench'), outDir: path.join(PACKAGE_ROOT, 'bench', 'results') };
+}

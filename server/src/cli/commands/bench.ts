@@ -1,0 +1,59 @@
+/**
+ * `clipserve bench`: the performance benchmark (server/src/bench/run.ts), also `npm run bench`.
+ * Not a test: it prints tables and writes bench/results/<date>-<host>.json and an SVG chart.
+ */
+import * as os from 'node:os';
+import { Command, Option } from 'commander';
+import { BenchConfigError, parseArch } from '../../bench/bundles';
+import { defaultBenchDirs, runBench, SECTIONS, type Section } from '../../bench/run';
+
+function list(v: string): string[] {
+  return v.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function positiveInts(flag: string, v: string): number[] {
+  const out = list(v).map(Number);
+  if (out.length === 0 || out.some((n) => !Number.isInteger(n) || n < 1)) throw new BenchConfigError(`${flag} takes a comma-separated list of positive integers, got ${JSON.stringify(v)}`);
+  return out;
+}
+
+export function register(program: Command): void {
+  const dirs = defaultBenchDirs();
+  program
+    .command('bench')
+    .description('benchmark the encoders (the limit), the served API over loopback gRPC, and the hot paths')
+    .option('--models <list>', 'bench bundles: tiny, ViT-B-32, ViT-L-14 (ViT-L-14 is slow: only when asked)', 'tiny,ViT-B-32')
+    .option('--sections <list>', `sections to run: ${SECTIONS.join(', ')}`, SECTIONS.join(','))
+    .option('--quick', 'short durations and a 1/8/64 concurrency sweep (for checking the bench itself)', false)
+    .addOption(new Option('--provider <name>', 'onnxruntime execution provider for the raw limit and the server').choices(['cpu', 'cuda']).default('cpu'))
+    .option('--threads <n>', 'intra-op threads of the raw sessions and the server', String(os.availableParallelism()))
+    .option('--seconds <s>', 'seconds per measurement (overrides the plan)')
+    .option('--concurrency <list>', 'concurrency sweep, e.g. 1,8,64 (overrides the plan)')
+    .option('--batch-sizes <list>', 'raw batch sizes, e.g. 1,8,32,64 (overrides the plan; the largest is the server --max-batch-size)')
+    .option('--cache-dir <dir>', 'where bench bundles are built and reused', dirs.cacheDir)
+    .option('--out-dir <dir>', 'where results JSON and chart are written', dirs.outDir)
+    .action(async (o: Record<string, string | boolean | undefined>) => {
+      const sections = list(String(o.sections)).map((s) => {
+        if (!(SECTIONS as readonly string[]).includes(s)) throw new BenchConfigError(`unknown section ${JSON.stringify(s)} (expected ${SECTIONS.join(', ')})`);
+        return s as Section;
+      });
+      const threads = Number(o.threads);
+      if (!Number.isInteger(threads) || threads < 1) throw new BenchConfigError(`--threads must be a positive integer, got ${o.threads}`);
+      const seconds = o.seconds === undefined ? undefined : Number(o.seconds);
+      if (seconds !== undefined && !(seconds > 0)) throw new BenchConfigError(`--seconds must be a positive number, got ${o.seconds}`);
+      const { jsonPath, chartPath } = await runBench({
+        models: list(String(o.models)).map(parseArch),
+        sections,
+        quick: Boolean(o.quick),
+        provider: o.provider as 'cpu' | 'cuda',
+        threads,
+        cacheDir: String(o.cacheDir),
+        outDir: String(o.outDir),
+        ...(seconds ? { seconds } : {}),
+        ...(o.concurrency ? { concurrency: positiveInts('--concurrency', String(o.concurrency)) } : {}),
+        ...(o.batchSizes ? { batchSizes: positiveInts('--batch-sizes', String(o.batchSizes)) } : {}),
+        log: (m) => process.stderr.write(`${m}\n`),
+      });
+      process.stdout.write(`\nresults: ${jsonPath}${chartPath ? `\nchart: ${chartPath}` : ''}\n`);
+    });
+}
