@@ -190,6 +190,8 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
       const configFile = path.join(ctx.workDir, 'open_clip_config.json');
       fs.writeFileSync(configFile, JSON.stringify({ model_cfg: base.manifest.model_cfg, preprocess_cfg: base.manifest.preprocess_cfg }, null, 2));
       const bundleDir = path.join(ctx.workDir, 'bundle');
+      // A resumed job (the server restarted after converting) converts again: the work dir is this job's alone.
+      fs.rmSync(bundleDir, { recursive: true, force: true });
       ctx.emit({ type: 'log', message: `converting ${path.basename(checkpoint)} into a bundle`, data: { checkpoint } });
       await convertCheckpoint({
         input: checkpoint,
@@ -197,7 +199,7 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
         config: configFile,
         vocab: base.paths.vocab,
         name: base.manifest.name,
-        version: `${ctx.baseModel.version}+${ctx.jobId}`,
+        version: ctx.outputVersion,
         precision: base.manifest.precision,
         provenance: { fine_tune_job: ctx.jobId, fine_tune_method: 'full', base_version: ctx.baseModel.version, kubernetes_job: `${hp.namespace}/${manifests.job.metadata!.name}` },
       });
