@@ -12,9 +12,11 @@ import { repairMapEntries } from './reflection-descriptors';
 
 export const EMBEDDING_SERVICE_NAME = 'clipserve.v1.EmbeddingService';
 export const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
+export const FINETUNE_SERVICE_NAME = 'clipserve.v1.FineTuneService';
+export const MODEL_SERVICE_NAME = 'clipserve.v1.ModelService';
 
 /** The files of package clipserve.v1, relative to PROTO_DIR. */
-const API_FILES = ['clipserve/v1/common.proto', 'clipserve/v1/embedding.proto'];
+const API_FILES = ['clipserve/v1/common.proto', 'clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'];
 
 export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
@@ -28,6 +30,8 @@ export interface LoadedProtos {
   /** Everything served, for reflection (descriptors repaired for strict clients). */
   packageDefinition: protoLoader.PackageDefinition;
   embeddingService: grpc.ServiceDefinition;
+  fineTuneService: grpc.ServiceDefinition;
+  modelService: grpc.ServiceDefinition;
 }
 
 let cached: LoadedProtos | undefined;
@@ -43,6 +47,16 @@ export function loadProtos(): LoadedProtos {
   });
   const embeddingService = packageDefinition[EMBEDDING_SERVICE_NAME] as grpc.ServiceDefinition | undefined;
   if (!embeddingService || !('EmbedText' in embeddingService)) throw new Error(`${EMBEDDING_SERVICE_NAME} not found in ${PROTO_DIR}`);
-  cached = { packageDefinition: repairMapEntries(packageDefinition), embeddingService };
+  const service = (name: string, method: string): grpc.ServiceDefinition => {
+    const def = packageDefinition[name] as grpc.ServiceDefinition | undefined;
+    if (!def || !(method in def)) throw new Error(`${name} not found in ${PROTO_DIR}`);
+    return def;
+  };
+  cached = {
+    packageDefinition: repairMapEntries(packageDefinition),
+    embeddingService,
+    fineTuneService: service(FINETUNE_SERVICE_NAME, 'CreateFineTuneJob'),
+    modelService: service(MODEL_SERVICE_NAME, 'ActivateModel'),
+  };
   return cached;
 }

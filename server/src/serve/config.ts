@@ -51,6 +51,10 @@ export interface ServeConfig {
   authOpenReflection: boolean;
   /** How often the TLS files and the API keys file are checked for changes; 0 = read once. */
   credentialsReloadSeconds: number;
+  /** Fine-tuning and the model registry: SQLite catalogue + artifacts; undefined disables them. */
+  dataDir: string | undefined;
+  /** The ReadWriteMany PersistentVolumeClaim holding dataDir, for `full` fine-tune training pods. */
+  finetunePvc: string;
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -155,6 +159,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'apiKeys', flag: '--api-keys <entries>', env: 'CLIPSERVE_API_KEYS', description: 'API keys in the line format; from CLIPSERVE_API_KEYS or a config file only, refused on the command line where other users could read it (default: none)', defaultValue: undefined, parse: nonEmptyString, secret: true },
   { key: 'authOpenHealth', flag: '--auth-open-health <bool>', env: 'CLIPSERVE_AUTH_OPEN_HEALTH', description: 'with API keys: grpc.health.v1 answers without a key (probes, load balancers)', defaultValue: true, parse: boolean },
   { key: 'authOpenReflection', flag: '--auth-open-reflection <bool>', env: 'CLIPSERVE_AUTH_OPEN_REFLECTION', description: 'with API keys: server reflection answers without a key', defaultValue: true, parse: boolean },
+  { key: 'dataDir', flag: '--data-dir <dir>', env: 'CLIPSERVE_DATA_DIR', description: 'enables FineTuneService and ModelService: the SQLite catalogue of datasets, jobs and model versions, and their artifacts (default: none, fine-tuning disabled)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'finetunePvc', flag: '--finetune-pvc <name>', env: 'CLIPSERVE_FINETUNE_PVC', description: 'the ReadWriteMany PersistentVolumeClaim that holds --data-dir, mounted at the same path in `full` fine-tune training pods (which run when a Kubernetes cluster is reachable: in-cluster or KUBECONFIG)', defaultValue: 'clipserve-data', parse: nonEmptyString },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 
@@ -236,4 +242,4 @@ export function readConfigFile(file: string): Partial<Record<keyof ServeConfig, 
   return out;
 }
 
-const PATH_KEYS = new Set<keyof ServeConfig>(['model', 'cacheDir', 'tlsCert', 'tlsKey', 'tlsClientCa', 'apiKeysFile']);
+const PATH_KEYS = new Set<keyof ServeConfig>(['model', 'cacheDir', 'tlsCert', 'tlsKey', 'tlsClientCa', 'apiKeysFile', 'dataDir']);

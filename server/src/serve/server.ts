@@ -19,7 +19,9 @@ import { ClipserveMetrics, startMetricsServer } from '../metrics';
 import { createTlsServerCredentials } from '../tls';
 import type { LoadedModel } from '../runtime/model';
 import { resolveServeConfig, ServeConfig } from './config';
+import { ModelHost } from '../models/host';
 import { Embedder } from './embedder';
+import { openFineTune, type FineTuneSubsystem } from './finetune';
 import { createLogger } from './logger';
 import { loadServedModel, ModelLoader } from './model-loader';
 
@@ -90,9 +92,6 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as const])));
   const setHealth = (status: 'SERVING' | 'NOT_SERVING') => HEALTH_SERVICES.forEach((s) => health.setStatus(s, status));
 
-  // Filled in once the model is ready; the gate keeps calls away until then.
-  let model: LoadedModel | undefined;
-  let embedder: Embedder | undefined;
   const limits: RequestLimits = {
     maxItemsPerRequest: config.maxItemsPerRequest,
     maxImageBytes: config.maxImageBytes,
@@ -101,10 +100,6 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     maxBatchSize: config.maxBatchSize,
     maxTextChars: config.maxTextChars,
   };
-  const requireEmbedder = (): Embedder => {
-    if (!embedder) throw new Error('embedder used before the model was ready');
-    return embedder;
-  };
 
   // Metrics interceptor first: it must wrap the transport call to see the statuses grpc-js sends
   // by itself (deadline, oversized request), see GrpcServerMetrics.
@@ -112,6 +107,25 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   metrics.grpc.preRegister(protos.embeddingService);
   metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
   for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
+
+  // The served model, hot-swappable (ModelService.ActivateModel); filled in once the first model
+  // is ready, and the gate keeps calls away until then.
+  const host = new ModelHost<LoadedModel>({
+    load: (bundleDir) => loader({ ...config, model: bundleDir }, logger),
+    createEmbedder: (m) =>
+      new Embedder(m, {
+        maxBatchSize: config.maxBatchSize,
+        maxQueueDelayMs: config.maxQueueDelayMs,
+        queueBound: config.queueBound,
+        imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
+        observer: input.observer ?? metrics.service,
+      }),
+    onActivated: ({ name, version, provider, demo }, previous) => {
+      metrics.service.setModelInfo({ name, version, provider, demo });
+      if (previous) logger.info({ version, previous: previous.version }, 'model version switched');
+    },
+    logger,
+  });
 
   // API keys after the metrics, so refused calls are counted and logged with their code.
   const apiKeys = apiKeySource(config, logger);
@@ -134,13 +148,10 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     protos.embeddingService,
     embeddingServiceHandlers({
       embedder: {
-        embedTexts: (texts, options) => requireEmbedder().embedTexts(texts, options),
-        embedImages: (images, options) => requireEmbedder().embedImages(images, options),
+        embedTexts: (texts, options) => host.embedder().embedTexts(texts, options),
+        embedImages: (images, options) => host.embedder().embedImages(images, options),
       },
-      modelInfo: () => {
-        if (!model) throw new Error('model info read before the model was ready');
-        return model.info;
-      },
+      modelInfo: () => host.info(),
       limits,
       gate,
       logger,
@@ -149,6 +160,14 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       streamStats,
     }),
   );
+  const dataDir = config.dataDir;
+  let finetune: FineTuneSubsystem | undefined;
+  try {
+    finetune = dataDir !== undefined ? openFineTune({ config: { ...config, dataDir }, logger, host, metrics, gate, protos, server }) : undefined;
+  } catch (err) {
+    apiKeys?.close();
+    throw err;
+  }
   health.addToServer(server);
   new ReflectionService(protos.packageDefinition).addToServer(server);
 
@@ -190,18 +209,12 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       await loaded.close();
       throw new Error('server was shut down before the model finished loading');
     }
-    model = loaded;
-    embedder = new Embedder(loaded, {
-      maxBatchSize: config.maxBatchSize,
-      maxQueueDelayMs: config.maxQueueDelayMs,
-      queueBound: config.queueBound,
-      imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
-      observer: input.observer ?? metrics.service,
-    });
+    host.install(loaded);
+    // Registers the configured model and restores the last activated version before serving.
+    await finetune?.start();
     gate.setPhase('serving');
     setHealth('SERVING');
-    const { name, version, provider, demo, embedDim } = loaded.info;
-    metrics.service.setModelInfo({ name, version, provider, demo });
+    const { name, version, provider, demo, embedDim } = host.info();
     metrics.service.setModelLoadSeconds((Date.now() - t0) / 1000);
     logger.info({ model: { name, version, provider, demo, embedDim }, loadSeconds: (Date.now() - t0) / 1000 }, 'model ready: serving');
   })();
@@ -221,9 +234,11 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       if (healthServer) await stopServer(healthServer, 0);
       gate.setPhase('stopped');
       apiKeys?.close();
-      embedder?.close();
-      if (model) await model.close().catch((err: unknown) => logger.error({ err }, 'closing the model failed'));
+      // A running fine-tune job stops here and keeps its state: the next start resumes it.
+      await finetune?.close().catch((err: unknown) => logger.error({ err }, 'stopping fine-tune jobs failed'));
+      if (host.ready) await host.close().catch((err: unknown) => logger.error({ err }, 'closing the model failed'));
       else if (!wasServing) await ready.catch(() => undefined);
+      finetune?.store.close();
       // Last: Prometheus and the kubelet keep seeing the drain until the very end.
       await metricsServer.close();
       logger.info('server stopped');
@@ -239,13 +254,13 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     config,
     logger,
     get model(): LoadedModel {
-      if (!model) throw new Error('the model is still loading (await running.ready)');
-      return model;
+      if (!host.ready) throw new Error('the model is still loading (await running.ready)');
+      return host.current().model;
     },
     ready,
     isReady: () => gate.phase === 'serving',
     phase: () => gate.phase,
-    stats: () => ({ phase: gate.phase, inFlightCalls: gate.inFlight, batchers: embedder?.stats(), streams: streamStats }),
+    stats: () => ({ phase: gate.phase, inFlightCalls: gate.inFlight, batchers: host.ready ? host.embedder().stats() : undefined, streams: streamStats }),
     shutdown,
   };
 

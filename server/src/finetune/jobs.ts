@@ -1,0 +1,352 @@
+/**
+ * Fine-tune jobs: creation (checks that fail fast: method, hyperparameters, dataset reference,
+ * base model), a queue that runs one job at a time in creation order through the states
+ * queued → validating_files → running → succeeded | failed | cancelled, events persisted with
+ * every state change and fanned out to watchers, cancellation, and recovery after a restart.
+ *
+ * Isolation: every job works in its own directory `<data dir>/jobs/<id>/` (its dataset view,
+ * features, checkpoints, output bundle); datasets are read-only once uploaded; the output bundle
+ * is moved under `<data dir>/models/<version>` with a version name unique to the job.
+ */
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Logger } from 'pino';
+import type { ModelRegistry } from '../models/registry';
+import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
+import { DatasetError, readDatasetRows, validateDatasetRows, type DatasetCatalog } from './dataset';
+import { VALIDATION_FILE } from './adapter';
+import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
+
+export class JobNotFoundError extends Error {
+  constructor(readonly jobId: string) {
+    super(`no fine-tune job ${JSON.stringify(jobId)}`);
+    this.name = 'JobNotFoundError';
+  }
+}
+
+/** The job's state forbids the operation (e.g. cancelling a finished job). */
+export class JobStateError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'JobStateError';
+  }
+}
+
+export interface CreateJobRequest {
+  trainingFile: string;
+  validationFile?: string;
+  method?: string;
+  baseModel?: string;
+  hyperparameters?: Hyperparameters;
+  suffix?: string;
+}
+
+export type JobListener = (event: JobEventRecord, job: JobRecord) => void;
+
+export interface FineTuneJobRunnerOptions {
+  store: Store;
+  catalog: DatasetCatalog;
+  registry: ModelRegistry;
+  dataDir: string;
+  methods: FineTuneMethod[];
+  /** The version new jobs fine-tune when they name none. */
+  activeVersion: () => string;
+  logger: Logger;
+  /** Methods whose jobs can resume after a restart (the rest are failed with the reason). */
+  resumable?: ReadonlySet<string>;
+  /** How long cancel waits for a running job to stop. */
+  cancelWaitMs?: number;
+}
+
+const SUFFIX = /^[a-z0-9-]{0,40}$/;
+const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+/** Sorted list of the rows in a message, kept short. */
+const rowList = (rows: number[]): string => rows.slice(0, 20).join(', ') + (rows.length > 20 ? `, … (${rows.length} rows)` : '');
+
+interface ActiveJob {
+  id: string;
+  controller: AbortController;
+  reason: 'cancel' | 'shutdown' | undefined;
+  done: Promise<void>;
+}
+
+export class FineTuneJobRunner {
+  private readonly methods = new Map<string, FineTuneMethod>();
+  private readonly listeners = new Map<string, Set<JobListener>>();
+  private active: ActiveJob | undefined;
+  private pumping = false;
+  private closed = false;
+  private started = false;
+
+  constructor(private readonly o: FineTuneJobRunnerOptions) {
+    for (const m of o.methods) this.methods.set(m.name, m);
+  }
+
+  // -- public API ------------------------------------------------------------------------------
+
+  create(req: CreateJobRequest): JobRecord {
+    const methodName = req.method || 'adapter';
+    if (!(METHOD_NAMES as readonly string[]).includes(methodName)) throw new FineTuneValidationError(`unknown method ${JSON.stringify(methodName)} (expected ${METHOD_NAMES.join(' or ')})`);
+    const method = this.methods.get(methodName);
+    if (!method) throw new FineTuneValidationError(`method "${methodName}" is not available on this server`);
+    const hp = req.hyperparameters ?? {};
+    method.validate(hp);
+    const suffix = req.suffix ?? '';
+    if (!SUFFIX.test(suffix)) throw new FineTuneValidationError(`suffix must be at most 40 characters of a-z, 0-9 and "-", got ${JSON.stringify(suffix)}`);
+    if (!req.trainingFile) throw new FineTuneValidationError('training_file is required (a dataset id or a CSV path inside the data directory)');
+    const training = this.o.catalog.resolve(req.trainingFile);
+    const validation = req.validationFile ? this.o.catalog.resolve(req.validationFile) : undefined;
+    const baseModel = req.baseModel || this.o.activeVersion();
+    this.o.registry.get(baseModel); // ModelNotFoundError for an unknown version
+    const id = `ftjob-${randomBytes(9).toString('base64url').replace(/[-_]/g, 'x').toLowerCase()}`;
+    this.o.store.insertJob({ id, method: methodName, baseModel, trainingFile: training.id, validationFile: validation?.id ?? '', hyperparameters: hp as Record<string, unknown>, suffix });
+    this.event(id, { type: 'state', message: 'job created', data: { state: 'queued' } });
+    this.kick();
+    return this.get(id);
+  }
+
+  get(id: string): JobRecord {
+    const j = this.o.store.getJob(id);
+    if (!j) throw new JobNotFoundError(id);
+    return j;
+  }
+
+  list(pageSize: number, pageToken: string): { jobs: JobRecord[]; nextPageToken: string } {
+    const size = pageSize === 0 ? 20 : Math.min(Math.max(1, pageSize), 100);
+    let before: number | undefined;
+    if (pageToken) {
+      before = Number(Buffer.from(pageToken, 'base64url').toString('utf8').replace(/^ord:/, ''));
+      if (!Number.isInteger(before) || before < 1) throw new FineTuneValidationError('page_token is not one this server issued');
+    }
+    const { jobs, nextOrd } = this.o.store.listJobs(size, before);
+    return { jobs, nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ord:${nextOrd}`).toString('base64url') };
+  }
+
+  events(id: string, afterSequence = 0): JobEventRecord[] {
+    this.get(id);
+    return this.o.store.events(id, afterSequence);
+  }
+
+  /** Live events of a job; returns the unsubscribe function. */
+  subscribe(id: string, listener: JobListener): () => void {
+    let set = this.listeners.get(id);
+    if (!set) this.listeners.set(id, (set = new Set()));
+    set.add(listener);
+    return () => {
+      set!.delete(listener);
+      if (set!.size === 0) this.listeners.delete(id);
+    };
+  }
+
+  async cancel(id: string): Promise<JobRecord> {
+    const job = this.get(id);
+    if (TERMINAL_STATES.has(job.state)) throw new JobStateError(`job ${id} is already ${job.state}`);
+    const a = this.active;
+    if (a && a.id === id) {
+      a.reason = 'cancel';
+      a.controller.abort();
+      // The method stops promptly (it honours the signal); bounded wait so the call never hangs.
+      await Promise.race([a.done, new Promise((r) => setTimeout(r, this.o.cancelWaitMs ?? 10_000).unref())]);
+      return this.get(id);
+    }
+    this.transition(id, 'cancelled', 'cancelled before it started', { finishedAt: nowSeconds() });
+    return this.get(id);
+  }
+
+  counts(): Record<string, number> {
+    return this.o.store.jobCountsByState();
+  }
+
+  /**
+   * After a restart: jobs that were validating or running when the process died are re-queued
+   * (they resume from their last checkpoint) when their method can resume, else failed with the
+   * reason. Then the queue starts.
+   */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    for (const job of this.o.store.jobsInStates(['validating_files', 'running'])) {
+      if ((this.o.resumable ?? new Set(['adapter'])).has(job.method) && this.methods.has(job.method)) {
+        this.transition(job.id, 'queued', `the server stopped while the job was ${job.state}; it resumes from its last checkpoint`, { data: { resumed: true } });
+      } else {
+        this.fail(job.id, { code: 'interrupted', message: `the server stopped while the job was ${job.state}, and the ${job.method} method cannot resume` });
+      }
+    }
+    this.kick();
+  }
+
+  /** Stops the running job without changing its recorded state (the next start resumes it). */
+  async close(): Promise<void> {
+    this.closed = true;
+    const a = this.active;
+    if (a) {
+      a.reason = 'shutdown';
+      a.controller.abort();
+      await a.done;
+    }
+  }
+
+  // -- the queue -------------------------------------------------------------------------------
+
+  private kick(): void {
+    if (!this.started || this.closed || this.pumping) return;
+    this.pumping = true;
+    setImmediate(() => void this.pump());
+  }
+
+  private async pump(): Promise<void> {
+    try {
+      while (!this.closed) {
+        const next = this.o.store.jobsInStates(['queued'])[0];
+        if (!next) break;
+        const controller = new AbortController();
+        let finish!: () => void;
+        const active: ActiveJob = { id: next.id, controller, reason: undefined, done: new Promise<void>((r) => (finish = r)) };
+        this.active = active;
+        try {
+          await this.execute(next, active);
+        } catch (err) {
+          this.o.logger.error({ err, job: next.id }, 'fine-tune job bookkeeping failed');
+        } finally {
+          this.active = undefined;
+          finish();
+        }
+      }
+    } finally {
+      this.pumping = false;
+    }
+  }
+
+  private async execute(job: JobRecord, active: ActiveJob): Promise<void> {
+    const log = this.o.logger.child({ job: job.id });
+    const method = this.methods.get(job.method);
+    if (!method) return this.fail(job.id, { code: 'method_unavailable', message: `method "${job.method}" is not available on this server` });
+    const workDir = path.join(this.o.dataDir, 'jobs', job.id);
+    fs.mkdirSync(workDir, { recursive: true });
+    const signal = active.controller.signal;
+    try {
+      this.transition(job.id, 'validating_files', 'validating the dataset', job.startedAt ? {} : { startedAt: nowSeconds() });
+      const datasetDir = await this.prepareDataset(job, workDir, signal);
+      if (datasetDir === undefined) return; // failed (recorded) or interrupted
+      const base = this.o.registry.get(job.baseModel);
+      this.transition(job.id, 'running', `training with the ${job.method} method from ${base.version}`);
+      const outputVersion = `${base.version}-ft${job.suffix ? `-${job.suffix}` : ''}-${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
+      const result = await method.run({
+        jobId: job.id,
+        hyperparameters: job.hyperparameters as Hyperparameters,
+        datasetDir,
+        workDir,
+        baseModel: { version: base.version, bundleDir: base.bundleDir },
+        outputVersion,
+        signal,
+        emit: (e) => this.methodEvent(job.id, e),
+      });
+      if (signal.aborted) throw new FineTuneCancelledError();
+      const after = result.metrics ?? this.get(job.id).metricsAfter;
+      const manifest = JSON.parse(fs.readFileSync(path.join(result.bundleDir, 'clipserve.json'), 'utf8')) as { version: string; name: string };
+      const record = this.o.registry.registerFineTuned({ version: manifest.version, name: manifest.name, bundleDir: result.bundleDir, parentVersion: base.version, jobId: job.id, metrics: after });
+      const current = this.get(job.id);
+      if (!this.o.store.events(job.id).some((e) => e.type === 'report')) {
+        this.event(job.id, { type: 'report', message: `fine-tuned model ${record.version}`, data: { metrics_before: current.metricsBefore, metrics_after: after, fine_tuned_model: record.version } });
+      }
+      this.transition(job.id, 'succeeded', `fine-tuned model ${record.version} is ready (activate it with ModelService.ActivateModel)`, {
+        fineTunedModel: record.version,
+        metricsAfter: after,
+        finishedAt: nowSeconds(),
+        data: { fine_tuned_model: record.version },
+      });
+      log.info({ version: record.version }, 'fine-tune job succeeded');
+    } catch (err) {
+      if (signal.aborted && active.reason === 'shutdown') {
+        this.event(job.id, { type: 'log', message: 'the server is shutting down: the job will resume after the restart' });
+        return;
+      }
+      if (signal.aborted || err instanceof FineTuneCancelledError) {
+        this.transition(job.id, 'cancelled', 'cancelled', { finishedAt: nowSeconds() });
+        // Free the disk: a cancelled job's features and checkpoints are never used again.
+        fs.rmSync(workDir, { recursive: true, force: true });
+        return;
+      }
+      log.warn({ err }, 'fine-tune job failed');
+      this.fail(job.id, { code: err instanceof DatasetError ? 'invalid_file' : 'training_failed', message: err instanceof Error ? err.message : String(err), ...(err instanceof DatasetError && err.rows.length ? { rows: err.rows } : {}) });
+    }
+  }
+
+  /**
+   * The job's own view of its data: `pairs.tsv` (and `validation.tsv`) with paths relative to
+   * `<job>/dataset`, after checking every row. Returns undefined when the job failed validation.
+   */
+  private async prepareDataset(job: JobRecord, workDir: string, signal: AbortSignal): Promise<string | undefined> {
+    const dir = path.join(workDir, 'dataset');
+    fs.mkdirSync(dir, { recursive: true });
+    const files: [string, string][] = [[job.trainingFile, 'pairs.tsv']];
+    if (job.validationFile) files.push([job.validationFile, VALIDATION_FILE]);
+    for (const [datasetId, file] of files) {
+      const ds = this.o.store.getDataset(datasetId);
+      if (!ds) {
+        this.fail(job.id, { code: 'invalid_file', message: `dataset ${datasetId} no longer exists` });
+        return undefined;
+      }
+      const rows = readDatasetRows(ds.dir, this.o.dataDir);
+      const problems = await validateDatasetRows(rows, signal);
+      if (signal.aborted) throw new FineTuneCancelledError();
+      if (problems.length) {
+        const which = file === 'pairs.tsv' ? 'training file' : 'validation file';
+        const unreadable = problems.filter((p) => p.problem.startsWith('unreadable')).map((p) => p.row);
+        const empty = problems.filter((p) => p.problem === 'empty caption').map((p) => p.row);
+        const parts = [unreadable.length ? `unreadable images in rows ${rowList(unreadable)}` : '', empty.length ? `empty captions in rows ${rowList(empty)}` : ''].filter(Boolean);
+        this.event(job.id, { type: 'log', message: `${which} ${datasetId}: ${problems.length} problem(s)`, data: { problems: problems.slice(0, 1000) } });
+        this.fail(job.id, { code: 'invalid_file', message: `${which} ${datasetId}: ${parts.join('; ')} (1-based data rows)`, rows: [...new Set(problems.map((p) => p.row))].sort((a, b) => a - b) });
+        return undefined;
+      }
+      const text = ['filepath\ttitle', ...rows.map((r) => `${csvField(path.relative(dir, r.image))}\t${csvField(r.caption)}`)].join('\n') + '\n';
+      fs.writeFileSync(path.join(dir, `${file}.tmp`), text);
+      fs.renameSync(path.join(dir, `${file}.tmp`), path.join(dir, file));
+      this.event(job.id, { type: 'log', message: `${file === 'pairs.tsv' ? 'training' : 'validation'} file ${datasetId}: ${rows.length} pairs ok` });
+    }
+    return dir;
+  }
+
+  // -- events and transitions ------------------------------------------------------------------
+
+  private methodEvent(jobId: string, e: FineTuneMethodEvent): void {
+    const data = e.data ?? {};
+    const update: JobUpdate = {};
+    if (e.type === 'step') {
+      if (typeof data.step === 'number') update.step = data.step;
+      if (typeof data.total_steps === 'number') update.totalSteps = data.total_steps;
+    }
+    if (typeof data.metrics_before === 'object' && data.metrics_before) update.metricsBefore = data.metrics_before as Record<string, number>;
+    if (typeof data.metrics_after === 'object' && data.metrics_after) update.metricsAfter = data.metrics_after as Record<string, number>;
+    // A method's own 'state' events are progress notes; the runner owns the job's state.
+    this.event(jobId, { type: e.type === 'state' ? 'log' : e.type, message: e.message, data }, update);
+  }
+
+  private event(jobId: string, e: FineTuneMethodEvent, update?: JobUpdate): void {
+    const rec = this.o.store.appendEvent(jobId, e.type, e.message ?? '', e.data ?? {}, update);
+    const set = this.listeners.get(jobId);
+    if (!set || set.size === 0) return;
+    const job = this.get(jobId);
+    for (const l of [...set]) {
+      try {
+        l(rec, job);
+      } catch (err) {
+        this.o.logger.error({ err }, 'fine-tune event listener failed');
+      }
+    }
+  }
+
+  private transition(jobId: string, state: JobState, message: string, extra: JobUpdate & { data?: Record<string, unknown> } = {}): void {
+    const { data, ...update } = extra;
+    this.event(jobId, { type: 'state', message, data: { ...(data ?? {}), state } }, { ...update, state });
+  }
+
+  private fail(jobId: string, error: JobErrorInfo): void {
+    this.transition(jobId, 'failed', error.message, { error, finishedAt: nowSeconds(), data: { error } });
+  }
+}
+
+function csvField(s: string): string {
+  return /[\t\n\r"]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}

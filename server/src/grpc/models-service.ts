@@ -1,0 +1,42 @@
+/** clipserve.v1.ModelService handlers: the registry's versions and hot-swap activation. */
+import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { ServedModelInfo } from '../serve/model-port';
+import type { ModelRegistry } from '../models/registry';
+import { CallGate, unaryHandler } from './call-context';
+import { mapped } from './finetune-errors';
+import { modelVersionToMessage } from './finetune-messages';
+import { invalidArgument } from './status';
+
+export interface ModelServiceDeps {
+  registry: ModelRegistry;
+  /** The hot-swap host (server/src/models/host.ts ModelHost). */
+  host: { info(): ServedModelInfo; activate(bundleDir: string, expectedVersion?: string): Promise<unknown> };
+  gate: CallGate;
+  logger: Logger;
+}
+
+type Msg = Record<string, unknown>;
+
+export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServiceImplementation {
+  const { registry, host, gate, logger } = deps;
+  const unary = <Res>(method: string, fn: (req: Msg) => Promise<Res>) => unaryHandler<Msg, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
+  return {
+    ListModels: unary('ListModels', async () => {
+      const active = host.info().version;
+      return { models: registry.list().map((v) => modelVersionToMessage(v, active)), activeVersion: active };
+    }),
+    ActivateModel: unary('ActivateModel', async (req) => {
+      const version = String(req.version ?? '');
+      if (!version) throw invalidArgument('version is required');
+      const record = registry.get(version);
+      const previous = host.info().version;
+      if (previous !== version) {
+        await host.activate(record.bundleDir, version);
+        logger.info({ version, previous }, 'model activated');
+      }
+      registry.setActive(version);
+      return { model: modelVersionToMessage(record, version), previousVersion: previous };
+    }),
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * The model versions a data directory knows: the configured base model(s) and every fine-tuned
+ * version, with their bundle directories (fine-tuned bundles live in `<data dir>/models/<version>`),
+ * lineage and metrics, plus which version is active (persisted, so a restart serves it again).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ModelVersionRecord, Store } from '../store/store';
+
+export const ACTIVE_VERSION_KEY = 'active_model_version';
+
+export class ModelNotFoundError extends Error {
+  constructor(readonly version: string) {
+    super(`no model version ${JSON.stringify(version)}`);
+    this.name = 'ModelNotFoundError';
+  }
+}
+
+/** Version strings become directory names: keep them to a safe alphabet. */
+const SAFE_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export class ModelRegistry {
+  readonly modelsDir: string;
+
+  constructor(private readonly store: Store, dataDir: string) {
+    this.modelsDir = path.join(dataDir, 'models');
+    fs.mkdirSync(this.modelsDir, { recursive: true });
+  }
+
+  /** Records a model the server was configured with (idempotent; follows a moved bundle). */
+  registerBase(version: string, name: string, bundleDir: string): void {
+    const known = this.store.getModelVersion(version);
+    this.store.upsertModelVersion({ version, name, bundleDir: path.resolve(bundleDir), parentVersion: known?.parentVersion ?? '', jobId: known?.jobId ?? '', createdAt: known?.createdAt ?? Math.floor(Date.now() / 1000), metrics: known?.metrics ?? {} });
+  }
+
+  /**
+   * Moves a job's output bundle into the registry's directory (same filesystem: one rename) and
+   * records it. The move happens before the record, so a crash in between leaves an orphan
+   * directory, never a record without its bundle.
+   */
+  registerFineTuned(o: { version: string; name: string; bundleDir: string; parentVersion: string; jobId: string; metrics: Record<string, number> }): ModelVersionRecord {
+    if (!SAFE_VERSION.test(o.version)) throw new Error(`model version ${JSON.stringify(o.version)} is not a safe name`);
+    const dest = path.join(this.modelsDir, o.version);
+    if (path.resolve(o.bundleDir) !== dest) {
+      fs.rmSync(dest, { recursive: true, force: true }); // left over from an interrupted registration of this same job
+      fs.renameSync(o.bundleDir, dest);
+    }
+    const record: ModelVersionRecord = { version: o.version, name: o.name, bundleDir: dest, parentVersion: o.parentVersion, jobId: o.jobId, createdAt: Math.floor(Date.now() / 1000), metrics: o.metrics };
+    this.store.upsertModelVersion(record);
+    return record;
+  }
+
+  get(version: string): ModelVersionRecord {
+    const r = this.store.getModelVersion(version);
+    if (!r) throw new ModelNotFoundError(version);
+    return r;
+  }
+
+  has(version: string): boolean {
+    return this.store.getModelVersion(version) !== undefined;
+  }
+
+  list(): ModelVersionRecord[] {
+    return this.store.listModelVersions();
+  }
+
+  /** The version last activated through ActivateModel, if any. */
+  persistedActive(): string | undefined {
+    return this.store.getSetting(ACTIVE_VERSION_KEY);
+  }
+
+  setActive(version: string): void {
+    this.store.setSetting(ACTIVE_VERSION_KEY, version);
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * What `--data-dir` turns on: the SQLite store, dataset catalogue, model registry and fine-tune job
+ * runner (with the `adapter` method, and `full` when a Kubernetes cluster is reachable), and the
+ * FineTuneService / ModelService handlers over them. Kept apart from server.ts so the server
+ * without a data directory stays exactly what it was.
+ */
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { DatasetCatalog } from '../finetune/dataset';
+import { createAdapterMethod } from '../finetune/adapter';
+import { createFullMethod, loadKubeConfig } from '../finetune/full';
+import { FineTuneJobRunner } from '../finetune/jobs';
+import type { FineTuneMethod } from '../finetune/method';
+import type { CallGate } from '../grpc/call-context';
+import { fineTuneServiceHandlers } from '../grpc/finetune-service';
+import { modelServiceHandlers } from '../grpc/models-service';
+import type { LoadedProtos } from '../grpc/proto';
+import type { ClipserveMetrics } from '../metrics';
+import type { ModelHost } from '../models/host';
+import { ModelRegistry } from '../models/registry';
+import type { LoadedModel } from '../runtime/model';
+import { Store } from '../store/store';
+import type { ServeConfig } from './config';
+
+export interface FineTuneSubsystem {
+  readonly store: Store;
+  readonly registry: ModelRegistry;
+  readonly runner: FineTuneJobRunner;
+  /** After the first model is installed: registers it, restores the last activated version, starts the queue. */
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function methods(config: ServeConfig & { dataDir: string }, logger: Logger): FineTuneMethod[] {
+  const runtime = { provider: config.provider, ...(config.intraOpThreads !== undefined ? { intraOpThreads: config.intraOpThreads } : {}), preprocessWorkers: config.preprocessWorkers ?? 2 };
+  const list: FineTuneMethod[] = [createAdapterMethod({ dataDir: config.dataDir, runtime })];
+  let kube = null;
+  try {
+    kube = loadKubeConfig();
+  } catch (err) {
+    logger.warn({ err }, 'no usable Kubernetes configuration: the full fine-tune method will refuse jobs');
+  }
+  list.push(createFullMethod({ kube, storage: { pvcName: config.finetunePvc, mountPath: config.dataDir } }));
+  return list;
+}
+
+export function openFineTune(o: {
+  config: ServeConfig & { dataDir: string };
+  logger: Logger;
+  host: ModelHost<LoadedModel>;
+  metrics: ClipserveMetrics;
+  gate: CallGate;
+  protos: LoadedProtos;
+  server: grpc.Server;
+}): FineTuneSubsystem {
+  const { config, logger, host } = o;
+  const dataDir = config.dataDir;
+  const store = Store.open(dataDir);
+  const catalog = new DatasetCatalog(store, store.dataDir);
+  const registry = new ModelRegistry(store, store.dataDir);
+  const runner = new FineTuneJobRunner({
+    store,
+    catalog,
+    registry,
+    dataDir: store.dataDir,
+    methods: methods({ ...config, dataDir: store.dataDir }, logger),
+    activeVersion: () => host.info().version,
+    logger: logger.child({ component: 'finetune' }),
+  });
+  o.metrics.service.setFineTuneJobCountsSource(() => runner.counts());
+  o.server.addService(o.protos.fineTuneService, fineTuneServiceHandlers({ runner, catalog, gate: o.gate, logger }));
+  o.server.addService(o.protos.modelService, modelServiceHandlers({ registry, host, gate: o.gate, logger }));
+  logger.info({ dataDir: store.dataDir }, 'fine-tuning enabled');
+
+  return {
+    store,
+    registry,
+    runner,
+    async start() {
+      const current = host.current().model;
+      registry.registerBase(current.info.version, current.info.name, current.bundle.dir);
+      const wanted = registry.persistedActive();
+      if (wanted && wanted !== current.info.version && registry.has(wanted)) {
+        try {
+          await host.activate(registry.get(wanted).bundleDir, wanted);
+          logger.info({ version: wanted }, 'restored the last activated model version');
+        } catch (err) {
+          logger.error({ err, version: wanted }, 'cannot restore the last activated model version: serving the configured model');
+        }
+      }
+      runner.start();
+    },
+    async close() {
+      await runner.close();
+    },
+  };
+}
