@@ -352,6 +352,17 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     expect(train[1].split('\t')[0]).toMatch(new RegExp(`^${datasetDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/images/\\d\\.png$`));
   });
 
+  test('a model that `full` produced can be the base of the next: the trainer starts from its checkpoint', async () => {
+    const firstBundle = path.join(root, 'jobs', 'ftjob-ok1', 'bundle');
+    const recorded = (await loadBundle(firstBundle, { verify: false })).manifest.source.weights as string;
+    expect(recorded).toBe(path.join(root, 'jobs', 'ftjob-ok1', 'trainer', 'run', 'checkpoints', 'epoch_2.pt'));
+    api.reset('succeed', []);
+    const ctx = context('ftjob-next', { epochs: 1, batch_size: 2 }, new AbortController().signal, []);
+    await method().run({ ...ctx, baseModel: { version: 'tiny-base-ftjob-ok1', bundleDir: firstBundle } });
+    const args = (api.calls.find((c) => c.method === 'POST')!.body as V1Job).spec!.template.spec!.containers[0].args!;
+    expect(args[args.indexOf('--pretrained') + 1]).toBe(recorded);
+  });
+
   test('a failing Job (condition Failed) rejects with the reason, the exit and the last log lines', async () => {
     api.reset('fail', ['Starting training', 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB']);
     const events: FineTuneMethodEvent[] = [];

@@ -85,6 +85,23 @@ function finalResults(checkpointDir: string): Record<string, number> | undefined
   return undefined;
 }
 
+/**
+ * The PyTorch weights the trainer starts from (--pretrained): the base model's open_clip directory
+ * when the registry knows it, else the checkpoint its bundle was converted from (`convert` records
+ * it as source.weights; for a model that `full` produced, that is the trainer's epoch_N.pt, which
+ * open_clip loads too).
+ */
+function baseWeights(version: string, sourceCheckpointDir: string | undefined, source: Record<string, unknown>): string {
+  if (sourceCheckpointDir) return findWeightsFile(sourceCheckpointDir);
+  const recorded = typeof source.weights === 'string' ? source.weights : undefined;
+  if (recorded && /\.(safetensors|bin|pt|pth)$/.test(recorded) && fs.existsSync(recorded) && fs.statSync(recorded).isFile()) return recorded;
+  throw new FineTuneValidationError(
+    `full fine-tune: base model ${version} has no open_clip checkpoint to start from` +
+      (recorded ? ` (its bundle was converted from ${recorded}, which is not there any more)` : '') +
+      '; the trainer needs PyTorch weights: a model converted from an open_clip checkpoint kept on the shared volume',
+  );
+}
+
 export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
   const kube = opts.kube ?? null;
   const api = kube ? new KubeTrainingApi(kube) : null;
@@ -118,13 +135,7 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
         if (!insideDir(mount, p)) throw new FineTuneValidationError(`full fine-tune: the ${what} ${p} is not on the volume shared with the trainer (${opts.storage.pvcName} at ${mount})`);
       }
       const base = await loadBundle(ctx.baseModel.bundleDir, { verify: false });
-      if (!ctx.baseModel.sourceCheckpointDir) {
-        throw new FineTuneValidationError(
-          `full fine-tune: base model ${ctx.baseModel.version} has no open_clip checkpoint to start from; the trainer needs PyTorch weights ` +
-            '(a model converted from an open_clip checkpoint kept on the shared volume)',
-        );
-      }
-      const pretrained = findWeightsFile(ctx.baseModel.sourceCheckpointDir);
+      const pretrained = baseWeights(ctx.baseModel.version, ctx.baseModel.sourceCheckpointDir, base.manifest.source);
       if (!insideDir(mount, pretrained)) throw new FineTuneValidationError(`full fine-tune: the base weights ${pretrained} are not on the volume shared with the trainer (${mount})`);
       const model = opts.trainerModel ?? openClipModelName(base.manifest.model_cfg);
 
