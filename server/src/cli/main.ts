@@ -15,6 +15,7 @@ import { register as registerPull } from './commands/pull';
 import { register as registerEval } from './commands/eval';
 import { register as registerServe } from './commands/serve';
 import { register as registerBench } from './commands/bench';
+import { register as registerFinetune } from './commands/finetune';
 
 const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
 
@@ -32,6 +33,7 @@ registerPull(program);
 registerEval(program);
 registerServe(program);
 registerBench(program);
+registerFinetune(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`clipserve: ${err instanceof Error ? err.message : String(err)}\n`);
