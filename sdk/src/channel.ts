@@ -4,7 +4,7 @@
  * service config (https://github.com/grpc/grpc/blob/master/doc/service_config.md).
  */
 import * as grpc from '@grpc/grpc-js';
-import { EMBEDDING_SERVICE, HEALTH_SERVICE } from './proto.js';
+import { EMBEDDING_SERVICE, FINE_TUNE_SERVICE, HEALTH_SERVICE, MODEL_SERVICE } from './proto.js';
 
 export interface TlsOptions {
   /** PEM root certificate(s) to trust; the system roots when omitted. */
@@ -49,10 +49,13 @@ export interface ChannelConfig {
 
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
-/** Unary RPCs: all are pure functions of their request, hence safe to retry. EmbedStream is not listed. */
+/** Unary RPCs that are pure reads of server state, hence safe to retry. EmbedStream is not listed, nor
+ *  the fine-tune calls that change state (create, cancel, activate) or stream (upload, watch). */
 const IDEMPOTENT_METHODS: { service: string; method: string }[] = [
   ...['EmbedText', 'EmbedImage', 'Similarity', 'Rank', 'Classify', 'GetModelInfo'].map((method) => ({ service: EMBEDDING_SERVICE, method })),
   { service: HEALTH_SERVICE, method: 'Check' },
+  ...['GetFineTuneJob', 'ListFineTuneJobs'].map((method) => ({ service: FINE_TUNE_SERVICE, method })),
+  { service: MODEL_SERVICE, method: 'ListModels' },
 ];
 
 /**

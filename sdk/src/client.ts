@@ -4,6 +4,7 @@ import { batchesOf, runBounded, type Batch } from './batching.js';
 import { abortedError, resolveDeadline, unaryCall } from './call.js';
 import { channelCredentials, channelOptions, DEFAULT_MAX_MESSAGE_BYTES, parseTarget, type ChannelConfig } from './channel.js';
 import { ClipServeError, invalidArgument, Status } from './errors.js';
+import { FineTunes, Models } from './fine-tunes.js';
 import { checkText, classifyItem, imageBytes } from './inputs.js';
 import { serviceConstructors } from './proto.js';
 import { DEFAULT_MAX_IN_FLIGHT, embedStream, modalityOf } from './stream.js';
@@ -48,12 +49,16 @@ export class ClipClient {
   private readonly modelVersion: string;
   private readonly maxSendBytes: number;
   private limits: Promise<ServerLimits> | undefined;
+  /** Datasets and fine-tune jobs (FineTuneService). */
+  readonly fineTunes: FineTunes;
+  /** Model versions and activation (ModelService). */
+  readonly models: Models;
 
   constructor(options: ClipClientOptions) {
     if (options === null || typeof options !== 'object') throw new TypeError('new ClipClient({ address, ... }): options are required');
     const target = parseTarget(String(options.address ?? ''));
     const credentials = channelCredentials(options.tls);
-    const { embedding, health } = serviceConstructors();
+    const { embedding, health, fineTune, model } = serviceConstructors();
     this.client = new embedding(target, credentials, channelOptions(options));
     this.healthClient = new health(target, credentials, { channelOverride: this.client.getChannel() });
     if (options.apiKey !== undefined && (typeof options.apiKey !== 'string' || options.apiKey === '' || /[\r\n]/.test(options.apiKey))) {
@@ -66,6 +71,11 @@ export class ClipClient {
     this.concurrency = positiveInt(options.concurrency, 'concurrency') ?? 4;
     this.modelVersion = options.modelVersion ?? '';
     this.maxSendBytes = options.maxSendMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    // One channel for every service: the same connections, credentials, balancing and retry policy.
+    const shared = { channelOverride: this.client.getChannel() };
+    const context = (client: grpc.Client) => ({ client, metadata: () => this.metadata(), defaultTimeoutMs: this.defaultTimeoutMs, maxSendBytes: this.maxSendBytes });
+    this.fineTunes = new FineTunes(context(new fineTune(target, credentials, shared)));
+    this.models = new Models(context(new model(target, credentials, shared)));
   }
 
   /** Closes the channel; calls in flight fail with CANCELLED/UNAVAILABLE. */

@@ -4,3 +4,5 @@ export { ClipServeError, Status, type StatusCode, type ClipServeErrorInit } from
 export type { TlsOptions, KeepaliveOptions, RetryOptions } from './channel.js';
 export { cosine } from './vectors.js';
 export type * from './types.js';
+export { FineTunes, Models } from './fine-tunes.js';
+export type * from './finetune-types.js';

@@ -1,0 +1,268 @@
+/**
+ * `client.fineTunes`: datasets and fine-tune jobs (clipserve.v1.FineTuneService), and
+ * `client.models`: the model versions a server knows and which one serves (ModelService).
+ * Every method takes the usual call options (timeoutMs / deadline / signal).
+ */
+import { createReadStream } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { abortedError, linkAbort, resolveDeadline, unaryCall } from './call.js';
+import { ClipServeError, invalidArgument, Status, toClipServeError } from './errors.js';
+import type {
+  ActivateModelResult, ByteSource, CreateFineTuneJobParams, CsvColumns, Dataset, DatasetUpload, FineTuneEvent, FineTuneJob, FineTuneJobPage,
+  ListFineTuneJobsParams, ModelList, UploadDatasetOptions, WatchFineTuneJobOptions,
+} from './finetune-types.js';
+import {
+  datasetFormatToWire, datasetFromWire, eventFromWire, hyperparametersToWire, jobFromWire, modelVersionFromWire,
+  type UploadDatasetRequest, type WireDataset, type WireEvent, type WireJob, type WireModelVersion,
+} from './finetune-wire.js';
+import { imageBytes } from './inputs.js';
+import type { CallOptions } from './types.js';
+
+/** What the client shares with its service namespaces. */
+export interface ServiceContext {
+  client: grpc.Client;
+  metadata(): grpc.Metadata;
+  defaultTimeoutMs: number;
+  /** Largest message the channel sends. */
+  maxSendBytes: number;
+}
+
+const DEFAULT_CHUNK_BYTES = 1 << 20;
+/** Room in each upload message for the fields around the bytes. */
+const MESSAGE_HEADROOM_BYTES = 4096;
+
+type UploadCall = grpc.ClientWritableStream<UploadDatasetRequest>;
+
+function nonEmptyString(v: unknown, what: string): string {
+  if (typeof v !== 'string' || v === '') throw invalidArgument(`${what} must be a non-empty string`);
+  return v;
+}
+
+/** Yields the bytes of `source` in chunks of at most `size` bytes. */
+async function* chunksOf(source: ByteSource, size: number): AsyncGenerator<Buffer> {
+  if (typeof source === 'string') {
+    const stream = createReadStream(source, { highWaterMark: size });
+    try {
+      for await (const c of stream) yield c as Buffer;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      throw new ClipServeError({ code: code === 'ENOENT' ? Status.NOT_FOUND : Status.INVALID_ARGUMENT, details: `cannot read ${source}: ${(err as Error).message}`, cause: err });
+    }
+    return;
+  }
+  if (source instanceof Uint8Array) {
+    const buf = Buffer.isBuffer(source) ? source : Buffer.from(source.buffer, source.byteOffset, source.byteLength);
+    for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
+    return;
+  }
+  if (source && (typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function' || typeof (source as Iterable<Uint8Array>)[Symbol.iterator] === 'function')) {
+    for await (const piece of source as AsyncIterable<Uint8Array>) {
+      if (!(piece instanceof Uint8Array)) throw invalidArgument('a byte stream must yield Buffers or Uint8Arrays (open files without an encoding)');
+      const buf = Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+      for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
+    }
+    return;
+  }
+  throw invalidArgument('zip / csv must be a file path, a Buffer, a Uint8Array or an (async) iterable of byte chunks');
+}
+
+function columnsHeader(columns: CsvColumns | undefined): { csvImgKey: string; csvCaptionKey: string; csvSeparator: string } {
+  const c = columns ?? {};
+  for (const [k, v] of Object.entries(c)) if (v !== undefined && typeof v !== 'string') throw invalidArgument(`columns.${k} must be a string`);
+  if (c.separator !== undefined && [...c.separator].length !== 1) throw invalidArgument('columns.separator must be one character');
+  return { csvImgKey: c.imgKey ?? '', csvCaptionKey: c.captionKey ?? '', csvSeparator: c.separator ?? '' };
+}
+
+export class FineTunes {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  private unary<Req, Res>(method: string, request: Req, opts: CallOptions): Promise<Res> {
+    return unaryCall<Req, Res>(this.ctx.client, method, request, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
+  }
+
+  /**
+   * Uploads a dataset in one client-streaming call: the header, then each pair (or chunk) as it is
+   * read, waiting whenever the channel's send buffer is full, so a dataset of any size is never
+   * held in memory at once. No default deadline (an upload takes as long as it takes); give
+   * `timeoutMs` / `deadline` to bound it. Never retried.
+   */
+  async uploadDataset(upload: DatasetUpload, opts: UploadDatasetOptions = {}): Promise<Dataset> {
+    if (upload === null || typeof upload !== 'object') throw invalidArgument('uploadDataset expects { pairs }, { zip } or { csv }');
+    const kinds = (['pairs', 'zip', 'csv'] as const).filter((k) => k in upload && (upload as Record<string, unknown>)[k] !== undefined);
+    if (kinds.length !== 1) throw invalidArgument('uploadDataset expects exactly one of pairs, zip and csv');
+    const kind = kinds[0];
+    const name = upload.name ?? '';
+    if (typeof name !== 'string') throw invalidArgument('name must be a string');
+    const chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError('chunkBytes must be an integer >= 1');
+    const maxChunk = Math.min(chunkBytes, this.ctx.maxSendBytes - MESSAGE_HEADROOM_BYTES);
+    const columns = kind === 'pairs' ? columnsHeader(undefined) : columnsHeader((upload as { columns?: CsvColumns }).columns);
+    const { signal } = opts;
+    if (signal?.aborted) throw abortedError(signal);
+
+    let call: UploadCall | undefined;
+    const result = new Promise<WireDataset>((resolve, reject) => {
+      call = (this.ctx.client as unknown as {
+        UploadDataset(md: grpc.Metadata, o: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { dataset: WireDataset }) => void): UploadCall;
+      }).UploadDataset(this.ctx.metadata(), (() => {
+        const deadline = resolveDeadline(opts, undefined);
+        return deadline ? { deadline } : {};
+      })(), (err, res) => {
+        if (err) reject(signal?.aborted && err.code === Status.CANCELLED ? abortedError(signal) : toClipServeError(err));
+        else resolve(res!.dataset);
+      });
+    });
+    // The call may end (rejected by the server, cancelled) while messages are still being written.
+    let settled = false;
+    result.then(() => (settled = true), () => (settled = true));
+    const detach = linkAbort(signal, call!);
+    const send = async (msg: UploadDatasetRequest): Promise<void> => {
+      if (settled) return;
+      if (!call!.write(msg)) {
+        await new Promise<void>((resolve) => {
+          const done = (): void => {
+            call!.off('drain', done);
+            resolve();
+          };
+          call!.on('drain', done);
+          result.then(done, done);
+        });
+      }
+    };
+
+    let messages = 0;
+    let bytes = 0;
+    try {
+      await send({ header: { name, format: datasetFormatToWire(kind), ...columns } });
+      if (kind === 'pairs') {
+        const pairs = (upload as { pairs: Iterable<unknown> | AsyncIterable<unknown> }).pairs;
+        if (!pairs || (typeof (pairs as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function' && typeof (pairs as Iterable<unknown>)[Symbol.iterator] !== 'function')) {
+          throw invalidArgument('pairs must be an (async) iterable of { image, caption }');
+        }
+        let i = 0;
+        for await (const p of pairs as AsyncIterable<{ image: unknown; caption: unknown }>) {
+          if (settled) break;
+          if (!p || typeof p !== 'object' || typeof p.caption !== 'string') throw invalidArgument('each pair must be { image, caption } with a string caption', i);
+          const image = await imageBytes(p.image as Buffer, i);
+          await send({ pair: { image, caption: p.caption } });
+          messages++;
+          bytes += image.length;
+          opts.onProgress?.({ messages, bytes });
+          i++;
+        }
+      } else {
+        for await (const chunk of chunksOf((upload as Record<string, ByteSource>)[kind], maxChunk)) {
+          if (settled) break;
+          await send({ chunk });
+          messages++;
+          bytes += chunk.length;
+          opts.onProgress?.({ messages, bytes });
+        }
+      }
+      if (!settled) call!.end();
+    } catch (err) {
+      // A local failure (unreadable file, bad pair): the server must not keep a half upload.
+      call!.cancel();
+      await result.catch(() => undefined);
+      detach();
+      throw err instanceof ClipServeError ? err : toClipServeError(err);
+    }
+    try {
+      return datasetFromWire(await result);
+    } finally {
+      detach();
+    }
+  }
+
+  /** Creates a job (state 'queued'); the server runs jobs one at a time in creation order. */
+  async create(params: CreateFineTuneJobParams, opts: CallOptions = {}): Promise<FineTuneJob> {
+    if (params === null || typeof params !== 'object') throw invalidArgument('create expects { trainingFile, ... }');
+    const request = {
+      trainingFile: nonEmptyString(params.trainingFile, 'trainingFile'),
+      validationFile: params.validationFile ?? '',
+      method: params.method ?? '',
+      baseModel: params.baseModel ?? '',
+      hyperparameters: hyperparametersToWire(params.hyperparameters),
+      suffix: params.suffix ?? '',
+    };
+    const res = await this.unary<typeof request, { job: WireJob }>('CreateFineTuneJob', request, opts);
+    return jobFromWire(res.job);
+  }
+
+  async get(jobId: string, opts: CallOptions = {}): Promise<FineTuneJob> {
+    const res = await this.unary<{ jobId: string }, { job: WireJob }>('GetFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
+    return jobFromWire(res.job);
+  }
+
+  /** One page of jobs, newest first. */
+  async list(params: ListFineTuneJobsParams = {}, opts: CallOptions = {}): Promise<FineTuneJobPage> {
+    const pageSize = params.pageSize ?? 0;
+    if (!Number.isInteger(pageSize) || pageSize < 0) throw new RangeError('pageSize must be an integer >= 0');
+    const res = await this.unary<{ pageSize: number; pageToken: string }, { jobs: WireJob[]; nextPageToken: string }>(
+      'ListFineTuneJobs', { pageSize, pageToken: params.pageToken ?? '' }, opts);
+    return { jobs: res.jobs.map(jobFromWire), ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}) };
+  }
+
+  /** Every job, newest first, page by page (each page is one call with `opts`). */
+  async *listAll(params: Omit<ListFineTuneJobsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<FineTuneJob> {
+    let pageToken: string | undefined;
+    do {
+      const page = await this.list({ ...params, pageToken }, opts);
+      yield* page.jobs;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  /** Cancels a queued or running job (a running one stops within seconds). */
+  async cancel(jobId: string, opts: CallOptions = {}): Promise<FineTuneJob> {
+    const res = await this.unary<{ jobId: string }, { job: WireJob }>('CancelFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
+    return jobFromWire(res.job);
+  }
+
+  /**
+   * The job's events from `afterSequence` on, then live ones until the job ends (the iteration
+   * then finishes). Breaking out of the loop, or aborting the signal, cancels the call. No default
+   * deadline: a job may run for hours; `timeoutMs` / `deadline` bound the whole watch.
+   */
+  async *watch(jobId: string, opts: WatchFineTuneJobOptions = {}): AsyncGenerator<FineTuneEvent> {
+    const request = { jobId: nonEmptyString(jobId, 'jobId'), afterSequence: opts.afterSequence ?? 0 };
+    if (!Number.isInteger(request.afterSequence) || request.afterSequence < 0) throw new RangeError('afterSequence must be an integer >= 0');
+    const { signal } = opts;
+    if (signal?.aborted) throw abortedError(signal);
+    const deadline = resolveDeadline(opts, undefined);
+    const call = (this.ctx.client as unknown as {
+      WatchFineTuneJob(req: typeof request, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<{ event: WireEvent; state: string }>;
+    }).WatchFineTuneJob(request, this.ctx.metadata(), deadline ? { deadline } : {});
+    const detach = linkAbort(signal, call);
+    try {
+      for await (const msg of call as AsyncIterable<{ event: WireEvent; state: string }>) yield eventFromWire(msg.event, msg.state);
+    } catch (err) {
+      if (signal?.aborted) throw abortedError(signal);
+      throw toClipServeError(err);
+    } finally {
+      detach();
+      call.cancel();
+    }
+  }
+}
+
+export class Models {
+  constructor(private readonly ctx: ServiceContext) {}
+
+  /** Every version the server knows (its configured model and fine-tuned ones), newest first. */
+  async list(opts: CallOptions = {}): Promise<ModelList> {
+    const res = await unaryCall<Record<string, never>, { models: WireModelVersion[]; activeVersion: string }>(
+      this.ctx.client, 'ListModels', {}, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
+    return { models: res.models.map(modelVersionFromWire), activeVersion: res.activeVersion };
+  }
+
+  /**
+   * Makes `version` the serving model: the server loads and warms it, then swaps atomically. If it
+   * fails to load, the old version keeps serving and this rejects with FAILED_PRECONDITION.
+   */
+  async activate(version: string, opts: CallOptions = {}): Promise<ActivateModelResult> {
+    const res = await unaryCall<{ version: string }, { model: WireModelVersion; previousVersion: string }>(
+      this.ctx.client, 'ActivateModel', { version: nonEmptyString(version, 'version') }, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
+    return { model: modelVersionFromWire(res.model), previousVersion: res.previousVersion };
+  }
+}
