@@ -21,7 +21,7 @@ import { loadBundle } from '../server/src/model/bundle';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { randomStateDict } from '../server/src/model/random-init';
 import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethodEvent, type Hyperparameters } from '../server/src/finetune/method';
-import { createFullMethod, TrainingJobFailedError, trainingJobName } from '../server/src/finetune/full';
+import { createFullMethod, SHUTDOWN_ABORT_REASON, TrainingJobFailedError, trainingJobName } from '../server/src/finetune/full';
 import { kubeClient } from '../server/src/finetune/full/kube-client';
 import { validateObjects, type K8sObject } from './helpers/k8s-schema';
 import { saveStateDict } from './helpers/torch-save';
@@ -405,6 +405,23 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     expect(del[0].query.get('propagationPolicy')).toBe('Background');
     expect(api.jobs.size).toBe(0);
     expect(events.some((e) => e.message === `deleted training Job training/${trainingJobName('ftjob-cxl1')}`)).toBe(true);
+  });
+
+  test('a server shutdown (abort reason "shutdown") leaves the Job running for the restarted server', async () => {
+    api.reset('run-forever', ['Starting training']);
+    const events: FineTuneMethodEvent[] = [];
+    const ac = new AbortController();
+    const run = method().run(context('ftjob-stop1', { epochs: 1, batch_size: 2 }, ac.signal, events));
+    const t0 = Date.now();
+    while (!events.some((e) => e.message === 'Starting training')) {
+      if (Date.now() - t0 > 10_000) throw new Error('the trainer never started');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    ac.abort(SHUTDOWN_ABORT_REASON);
+    await expect(run).rejects.toThrow(FineTuneCancelledError);
+    expect(api.calls.some((c) => c.method === 'DELETE')).toBe(false);
+    expect(api.jobs.has(trainingJobName('ftjob-stop1'))).toBe(true);
+    expect(events.some((e) => /keeps running and is followed again after the restart/.test(e.message ?? ''))).toBe(true);
   });
 
   test('after a restart, the existing Job of the same fine-tune is followed, not recreated; a stranger\'s is refused', async () => {

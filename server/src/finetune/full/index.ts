@@ -23,7 +23,7 @@ export { resolveFullHyperparameters, FULL_DEFAULTS, type FullHyperparameters } f
 export { buildTrainingManifests, trainingJobName, type TrainingManifests, type TrainingPodOptions, type TrainingStorage } from './manifests';
 export { openClipTrainArgs, torchrunArgs, trainingCommand, augCfgArgs, HYPERPARAMETER_FLAGS } from './trainer-args';
 export { KubeTrainingApi, KubernetesApiError, kubeClient } from './kube-client';
-export { TrainingJobFailedError } from './job-runner';
+export { TrainingJobFailedError, SHUTDOWN_ABORT_REASON } from './job-runner';
 export { loadKubeConfig } from './kube-config';
 
 export interface FullMethodOptions {

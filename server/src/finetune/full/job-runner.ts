@@ -18,6 +18,13 @@ import { CONTAINER_NAME, JOB_ID_ANNOTATION, ownedByJob, POD_JOB_NAME_LABEL, type
 const FATAL_WAITING_REASONS = new Set(['InvalidImageName', 'ErrImageNeverPull', 'CreateContainerConfigError', 'CreateContainerError']);
 const LOG_TAIL_LINES = 20;
 
+/**
+ * The abort reason that means "the server is shutting down", not "cancel": the training Job keeps
+ * running on the cluster, and the next run of the same fine-tune (after the restart) adopts it.
+ * Any other abort is a cancel and deletes the Job.
+ */
+export const SHUTDOWN_ABORT_REASON = 'shutdown';
+
 export class TrainingJobFailedError extends Error {
   constructor(
     message: string,
@@ -127,6 +134,10 @@ export async function runTrainingJob(o: RunTrainingJobOptions): Promise<void> {
   const followAbort = new AbortController();
   const onAbort = (): void => {
     followAbort.abort();
+    if (signal.reason === SHUTDOWN_ABORT_REASON) {
+      deletion ??= Promise.resolve(o.emit({ type: 'log', message: `the server is stopping: training Job ${namespace}/${jobName} keeps running and is followed again after the restart`, data: { job: jobName } }));
+      return;
+    }
     deletion ??= api.deleteJob(namespace, jobName).then(
       (existed) => o.emit({ type: 'log', message: existed ? `deleted training Job ${namespace}/${jobName}` : `training Job ${namespace}/${jobName} was already gone`, data: { job: jobName } }),
       (err: Error) => o.emit({ type: 'log', message: `could not delete training Job ${namespace}/${jobName}: ${err.message}`, data: { job: jobName } }),
