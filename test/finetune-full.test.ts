@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ARCH_PRESETS, resolveConfig } from '../server/src/model/config';
 import { FineTuneValidationError, type Hyperparameters } from '../server/src/finetune/method';
-import { createFullMethod, FULL_DEFAULTS, resolveFullHyperparameters } from '../server/src/finetune/full';
+import { createFullMethod, FULL_DEFAULTS, loadKubeConfig, resolveFullHyperparameters } from '../server/src/finetune/full';
 import { buildTrainingManifests, jobLabelValue, ownedByJob, trainingJobName, type TrainingJobSpec } from '../server/src/finetune/full/manifests';
 import { openClipModelName } from '../server/src/finetune/full/model-name';
 import { escapeKubeExpansion, HYPERPARAMETER_FLAGS, openClipTrainArgs, torchrunArgs, type TrainerInputs } from '../server/src/finetune/full/trainer-args';
@@ -414,6 +414,44 @@ describe('full: method configuration', () => {
     expect(() => createFullMethod({ kube: kc, storage }).validate({})).toThrow(/no trainer image/);
     expect(() => createFullMethod({ kube: kc, storage }).validate({ image: 'x/y:1' })).not.toThrow();
     expect(() => createFullMethod({ kube: kc, storage, image: 'x/y:1' }).validate({ nodes: 0 })).toThrow(/nodes must be/);
+  });
+
+  test('loadKubeConfig: an explicit file, $KUBECONFIG, ~/.kube/config, else none (not localhost:8080)', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-full-kc-'));
+    const saved = { KUBECONFIG: process.env.KUBECONFIG, HOME: process.env.HOME, KUBERNETES_SERVICE_HOST: process.env.KUBERNETES_SERVICE_HOST };
+    const restore = (): void => {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    };
+    try {
+      const file = path.join(dir, 'config');
+      fs.writeFileSync(file, [
+        'apiVersion: v1', 'kind: Config', 'current-context: gpu',
+        'clusters:', '- name: gpu-cluster', '  cluster:', '    server: https://gpu.example.com:6443',
+        'users:', '- name: trainer', '  user:', '    token: abc',
+        'contexts:', '- name: gpu', '  context:', '    cluster: gpu-cluster', '    user: trainer', '    namespace: ml',
+      ].join('\n'));
+      expect(loadKubeConfig({ kubeconfig: file })!.getCurrentCluster()!.server).toBe('https://gpu.example.com:6443');
+      expect(() => loadKubeConfig({ kubeconfig: path.join(dir, 'missing') })).toThrow(/kubeconfig not found/);
+      delete process.env.KUBERNETES_SERVICE_HOST;
+      process.env.HOME = path.join(dir, 'home');
+      fs.mkdirSync(process.env.HOME);
+      process.env.KUBECONFIG = file;
+      const fromEnv = loadKubeConfig()!;
+      expect(fromEnv.getCurrentCluster()!.server).toBe('https://gpu.example.com:6443');
+      // The context's namespace is the default for jobs that name none.
+      expect(fromEnv.getContextObject(fromEnv.getCurrentContext())!.namespace).toBe('ml');
+      delete process.env.KUBECONFIG;
+      expect(loadKubeConfig()).toBeNull();
+      fs.mkdirSync(path.join(process.env.HOME, '.kube'));
+      fs.copyFileSync(file, path.join(process.env.HOME, '.kube', 'config'));
+      expect(loadKubeConfig()!.getCurrentCluster()!.name).toBe('gpu-cluster');
+    } finally {
+      restore();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('FULL_DEFAULTS is frozen', () => {

@@ -12,8 +12,7 @@ import { kubeClient } from './kube-client';
 
 const SERVICE_ACCOUNT_TOKEN = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 
-export function loadKubeConfig(opts: { kubeconfig?: string; env?: NodeJS.ProcessEnv } = {}): KubeConfig | null {
-  const env = opts.env ?? process.env;
+export function loadKubeConfig(opts: { kubeconfig?: string } = {}): KubeConfig | null {
   const k8s = kubeClient();
   const kc = new k8s.KubeConfig();
   if (opts.kubeconfig) {
@@ -21,13 +20,22 @@ export function loadKubeConfig(opts: { kubeconfig?: string; env?: NodeJS.Process
     kc.loadFromFile(opts.kubeconfig);
     return kc;
   }
-  const fromEnv = (env.KUBECONFIG ?? '').split(path.delimiter).filter((f) => f && fs.existsSync(f));
-  const home = path.join(env.HOME ?? os.homedir(), '.kube', 'config');
-  if (fromEnv.length > 0 || fs.existsSync(home)) {
-    kc.loadFromDefault();
+  const fromEnv = (process.env.KUBECONFIG ?? '').split(path.delimiter).filter((f) => f && fs.existsSync(f));
+  const home = path.join(process.env.HOME || os.homedir(), '.kube', 'config');
+  // Several $KUBECONFIG files merge as kubectl merges them: the first file's current context wins.
+  // (Read here rather than through client-node's loadFromDefault, so that the environment this
+  // module sees is the one that decides.)
+  const files = fromEnv.length > 0 ? fromEnv : fs.existsSync(home) ? [home] : [];
+  if (files.length > 0) {
+    kc.loadFromFile(files[0]);
+    for (const file of files.slice(1)) {
+      const more = new k8s.KubeConfig();
+      more.loadFromFile(file);
+      kc.mergeConfig(more, true);
+    }
     return kc.getCurrentCluster() ? kc : null;
   }
-  if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT && fs.existsSync(SERVICE_ACCOUNT_TOKEN)) {
+  if (process.env.KUBERNETES_SERVICE_HOST && process.env.KUBERNETES_SERVICE_PORT && fs.existsSync(SERVICE_ACCOUNT_TOKEN)) {
     kc.loadFromCluster();
     return kc;
   }

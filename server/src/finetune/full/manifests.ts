@@ -116,6 +116,8 @@ export function buildTrainingManifests(spec: TrainingJobSpec): TrainingManifests
     // The root filesystem is read-only: caches (torch, HF, matplotlib) go to the scratch volume.
     { name: 'HOME', value: '/tmp' },
     { name: 'XDG_CACHE_HOME', value: '/tmp/.cache' },
+    // The uid has no passwd entry in most images; Python's getpass.getuser() (torch's cache dirs) reads USER first.
+    { name: 'USER', value: 'trainer' },
     ...(multiNode
       ? [{ name: 'JOB_COMPLETION_INDEX', valueFrom: { fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } } }]
       : []),
