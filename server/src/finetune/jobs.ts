@@ -4,12 +4,18 @@
  * queued → validating_files → running → succeeded | failed | cancelled, events persisted with
  * every state change and fanned out to watchers, cancellation, and recovery after a restart.
  *
+ * Several server instances may share one data directory (replicas on a ReadWriteMany volume):
+ * a job is claimed with a conditional UPDATE, its owner heartbeats while it works, a cancel that
+ * reaches another instance is passed on through the database, and a job whose owner stopped
+ * heartbeating (or an owner on this host from before a restart) is recovered.
+ *
  * Isolation: every job works in its own directory `<data dir>/jobs/<id>/` (its dataset view,
  * features, checkpoints, output bundle); datasets are read-only once uploaded; the output bundle
  * is moved under `<data dir>/models/<version>` with a version name unique to the job.
  */
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
@@ -57,6 +63,12 @@ export interface FineTuneJobRunnerOptions {
   resumable?: ReadonlySet<string>;
   /** How long cancel waits for a running job to stop. */
   cancelWaitMs?: number;
+  /** This instance's host name (default os.hostname()): owners on the same host are previous lives. */
+  hostname?: string;
+  /** Heartbeat period of the running job and queue poll period (default 2 s). */
+  heartbeatMs?: number;
+  /** A job whose owner has not heartbeated for this long is recovered by another instance (default 60 s). */
+  staleMs?: number;
 }
 
 const SUFFIX = /^[a-z0-9-]{0,40}$/;
@@ -78,9 +90,15 @@ export class FineTuneJobRunner {
   private pumping = false;
   private closed = false;
   private started = false;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly hostname: string;
+  /** This process's owner id: host name and a random boot id. */
+  readonly owner: string;
 
   constructor(private readonly o: FineTuneJobRunnerOptions) {
     for (const m of o.methods) this.methods.set(m.name, m);
+    this.hostname = o.hostname ?? os.hostname();
+    this.owner = `${this.hostname}/${randomBytes(6).toString('hex')}`;
   }
 
   // -- public API ------------------------------------------------------------------------------
@@ -142,15 +160,23 @@ export class FineTuneJobRunner {
   async cancel(id: string): Promise<JobRecord> {
     const job = this.get(id);
     if (TERMINAL_STATES.has(job.state)) throw new JobStateError(`job ${id} is already ${job.state}`);
+    const wait = this.o.cancelWaitMs ?? 10_000;
     const a = this.active;
     if (a && a.id === id) {
       a.reason = 'cancel';
       a.controller.abort();
       // The method stops promptly (it honours the signal); bounded wait so the call never hangs.
-      await Promise.race([a.done, new Promise((r) => setTimeout(r, this.o.cancelWaitMs ?? 10_000).unref())]);
+      await Promise.race([a.done, new Promise((r) => setTimeout(r, wait).unref())]);
       return this.get(id);
     }
-    this.transition(id, 'cancelled', 'cancelled before it started', { finishedAt: nowSeconds() });
+    if (job.state === 'queued' && this.o.store.cancelQueued(id)) {
+      this.event(id, { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } });
+      return this.get(id);
+    }
+    // Another instance owns it: ask through the database, and wait for the owner to act.
+    this.o.store.requestCancel(id);
+    const end = Date.now() + wait;
+    while (Date.now() < end && !TERMINAL_STATES.has(this.get(id).state)) await new Promise((r) => setTimeout(r, 100));
     return this.get(id);
   }
 
@@ -166,19 +192,60 @@ export class FineTuneJobRunner {
   start(): void {
     if (this.started) return;
     this.started = true;
-    for (const job of this.o.store.jobsInStates(['validating_files', 'running'])) {
+    this.recover();
+    this.kick();
+    // Heartbeat, pass-on cancels, recovery of jobs of vanished instances, jobs queued elsewhere.
+    this.timer = setInterval(() => {
+      try {
+        this.tick();
+      } catch (err) {
+        this.o.logger.error({ err }, 'fine-tune housekeeping failed');
+      }
+    }, this.o.heartbeatMs ?? 2000);
+    this.timer.unref();
+  }
+
+  private tick(): void {
+    const a = this.active;
+    if (a) {
+      this.o.store.heartbeat(a.id, this.owner);
+      if (this.o.store.getJob(a.id)?.cancelRequested && !a.controller.signal.aborted) {
+        a.reason = 'cancel';
+        a.controller.abort();
+      }
+    }
+    this.recover();
+    this.kick();
+  }
+
+  /** Jobs left validating/running by a process that is gone: re-queued when resumable, else failed. */
+  private recover(): void {
+    const staleBefore = Date.now() - (this.o.staleMs ?? 60_000);
+    for (const job of this.o.store.jobsInStates(['queued', 'validating_files', 'running'])) {
+      if (job.owner === this.owner || (job.state === 'queued' && job.owner === '')) continue;
+      // Another process on this host shares our clock: a few missed heartbeats mean it is gone
+      // (typically this server before a restart). Other hosts get a margin for clock skew.
+      const sameHostDead = job.owner.split('/')[0] === this.hostname && job.heartbeatMs < Date.now() - 2.5 * (this.o.heartbeatMs ?? 2000);
+      const gone = job.owner === '' || sameHostDead || job.heartbeatMs < staleBefore;
+      if (!gone) continue;
+      if (job.state === 'queued') {
+        this.o.store.releaseJob(job.id); // claimed, then its owner died before starting it
+        continue;
+      }
       if ((this.o.resumable ?? new Set(['adapter'])).has(job.method) && this.methods.has(job.method)) {
+        this.o.store.releaseJob(job.id);
         this.transition(job.id, 'queued', `the server stopped while the job was ${job.state}; it resumes from its last checkpoint`, { data: { resumed: true } });
       } else {
+        this.o.store.releaseJob(job.id);
         this.fail(job.id, { code: 'interrupted', message: `the server stopped while the job was ${job.state}, and the ${job.method} method cannot resume` });
       }
     }
-    this.kick();
   }
 
   /** Stops the running job without changing its recorded state (the next start resumes it). */
   async close(): Promise<void> {
     this.closed = true;
+    if (this.timer) clearInterval(this.timer);
     const a = this.active;
     if (a) {
       a.reason = 'shutdown';
@@ -198,7 +265,7 @@ export class FineTuneJobRunner {
   private async pump(): Promise<void> {
     try {
       while (!this.closed) {
-        const next = this.o.store.jobsInStates(['queued'])[0];
+        const next = this.o.store.jobsInStates(['queued']).find((j) => j.owner === '' && this.o.store.claimJob(j.id, this.owner));
         if (!next) break;
         const controller = new AbortController();
         let finish!: () => void;
@@ -225,7 +292,12 @@ export class FineTuneJobRunner {
     const workDir = path.join(this.o.dataDir, 'jobs', job.id);
     fs.mkdirSync(workDir, { recursive: true });
     const signal = active.controller.signal;
+    if (this.o.store.getJob(job.id)?.cancelRequested) {
+      active.reason = 'cancel';
+      active.controller.abort();
+    }
     try {
+      if (signal.aborted) throw new FineTuneCancelledError();
       this.transition(job.id, 'validating_files', 'validating the dataset', job.startedAt ? {} : { startedAt: nowSeconds() });
       const datasetDir = await this.prepareDataset(job, workDir, signal);
       if (datasetDir === undefined) return; // failed (recorded) or interrupted

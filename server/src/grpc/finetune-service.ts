@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { DatasetError, type DatasetCatalog, type DatasetUpload } from '../finetune/dataset';
 import type { FineTuneJobRunner } from '../finetune/jobs';
-import { TERMINAL_STATES } from '../store/store';
+import { TERMINAL_STATES, type JobEventRecord, type JobState } from '../store/store';
 import { callContext, CallGate, unaryHandler } from './call-context';
 import { mapped, fineTuneRpcError } from './finetune-errors';
 import { datasetFormatFromMessage, datasetToMessage, eventToMessage, hyperparametersFromMessage, jobStateName, jobToMessage } from './finetune-messages';
@@ -20,6 +20,9 @@ export interface FineTuneServiceDeps {
 }
 
 type Msg = Record<string, unknown>;
+
+/** How often a watch reads events written by another server instance sharing the data directory. */
+const WATCH_POLL_MS = 1000;
 
 export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.UntypedServiceImplementation {
   const { runner, catalog, gate, logger } = deps;
@@ -89,6 +92,10 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
     });
   };
 
+  /**
+   * Backlog from the store, then live events: pushed by this instance's runner when it runs the
+   * job, and polled from the store (another instance may run it). Sequence numbers dedupe the two.
+   */
   const watch: grpc.handleServerStreamingCall<Msg, Msg> = (call) => {
     try {
       gate.enter();
@@ -98,50 +105,47 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
     }
     let exited = false;
     let unsubscribe = (): void => undefined;
+    let timer: NodeJS.Timeout | undefined;
     const end = (err?: unknown) => {
       if (exited) return;
       exited = true;
       unsubscribe();
+      clearInterval(timer);
       if (err) {
         const st = toStatus(fineTuneRpcError(err));
         call.emit('error', { code: st.code, details: st.details });
       } else call.end();
       gate.exit();
     };
+    call.on('cancelled', () => end());
     try {
       const jobId = String(call.request.jobId ?? '');
       let last = Number(call.request.afterSequence ?? 0);
-      const job = runner.get(jobId);
-      // Subscribe first, then send the backlog, skipping live events already sent.
-      const pending: Msg[] = [];
-      let live = false;
-      unsubscribe = runner.subscribe(jobId, (ev, j) => {
-        if (ev.sequence <= last) return;
-        const msg = { event: eventToMessage(ev), state: jobStateName(j.state) };
-        const terminal = TERMINAL_STATES.has(j.state) && ev.type === 'state';
-        if (!live) {
-          pending.push({ ...msg, _terminal: terminal });
-          return;
-        }
+      runner.get(jobId); // NOT_FOUND before anything is sent
+      const deliver = (ev: JobEventRecord, state: JobState): void => {
+        if (exited || ev.sequence <= last) return;
+        if (ev.sequence !== last + 1) return catchUp(); // a gap: read it from the store in order
         last = ev.sequence;
-        call.write(msg);
-        if (terminal) end();
-      });
-      for (const ev of runner.events(jobId, last)) {
-        call.write({ event: eventToMessage(ev), state: jobStateName(job.state) });
-        last = ev.sequence;
+        call.write({ event: eventToMessage(ev), state: jobStateName(state) });
+        if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
+      };
+      const catchUp = (): void => {
+        const state = runner.get(jobId).state;
+        for (const ev of runner.events(jobId, last)) deliver(ev, state);
+        if (!exited && TERMINAL_STATES.has(runner.get(jobId).state) && runner.events(jobId, last).length === 0) end();
+      };
+      unsubscribe = runner.subscribe(jobId, (ev, j) => deliver(ev, j.state));
+      catchUp();
+      if (!exited) {
+        timer = setInterval(() => {
+          try {
+            catchUp();
+          } catch (err) {
+            end(err);
+          }
+        }, WATCH_POLL_MS);
+        timer.unref();
       }
-      live = true;
-      for (const p of pending) {
-        const seq = Number((p.event as Msg).sequence);
-        if (seq <= last) continue;
-        last = seq;
-        const { _terminal, ...msg } = p;
-        call.write(msg);
-        if (_terminal) return end();
-      }
-      if (TERMINAL_STATES.has(runner.get(jobId).state)) return end();
-      call.on('cancelled', () => end());
     } catch (err) {
       end(err);
     }

@@ -22,6 +22,9 @@ import type { LoadedModel } from '../runtime/model';
 import { Store } from '../store/store';
 import type { ServeConfig } from './config';
 
+const FOLLOW_INTERVAL_MS = 10_000;
+const FOLLOW_RETRY_MS = 5 * 60_000;
+
 export interface FineTuneSubsystem {
   readonly store: Store;
   readonly registry: ModelRegistry;
@@ -68,9 +71,27 @@ export function openFineTune(o: {
     logger: logger.child({ component: 'finetune' }),
   });
   o.metrics.service.setFineTuneJobCountsSource(() => runner.counts());
+  o.metrics.grpc.preRegister(o.protos.fineTuneService);
+  o.metrics.grpc.preRegister(o.protos.modelService);
   o.server.addService(o.protos.fineTuneService, fineTuneServiceHandlers({ runner, catalog, gate: o.gate, logger }));
   o.server.addService(o.protos.modelService, modelServiceHandlers({ registry, host, gate: o.gate, logger }));
   logger.info({ dataDir: store.dataDir }, 'fine-tuning enabled');
+
+  // Replicas sharing the data directory follow the version activated on any of them.
+  let follower: NodeJS.Timeout | undefined;
+  const failedAt = new Map<string, number>();
+  const follow = async (): Promise<void> => {
+    const wanted = registry.persistedActive();
+    if (!wanted || !host.ready || host.info().version === wanted || !registry.has(wanted)) return;
+    if (Date.now() - (failedAt.get(wanted) ?? 0) < FOLLOW_RETRY_MS) return;
+    try {
+      await host.activate(registry.get(wanted).bundleDir, wanted);
+      logger.info({ version: wanted }, 'switched to the model version activated on another instance');
+    } catch (err) {
+      failedAt.set(wanted, Date.now());
+      logger.error({ err, version: wanted }, 'cannot switch to the model version activated on another instance');
+    }
+  };
 
   return {
     store,
@@ -89,8 +110,11 @@ export function openFineTune(o: {
         }
       }
       runner.start();
+      follower = setInterval(() => void follow(), FOLLOW_INTERVAL_MS);
+      follower.unref();
     },
     async close() {
+      clearInterval(follower);
       await runner.close();
     },
   };

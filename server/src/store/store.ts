@@ -58,6 +58,12 @@ export interface JobRecord {
   metricsAfter: Record<string, number>;
   step: number;
   totalSteps: number;
+  /** The server instance working on the job (`<host>/<boot id>`), empty when none. */
+  owner: string;
+  /** When the owner last confirmed it is still working on the job (Unix ms). */
+  heartbeatMs: number;
+  /** Set by a cancel that reached another instance than the owner; the owner acts on it. */
+  cancelRequested: boolean;
 }
 
 export interface JobEventRecord {
@@ -90,7 +96,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   suffix TEXT NOT NULL, state TEXT NOT NULL, fine_tuned_model TEXT NOT NULL DEFAULT '',
   created_at INTEGER NOT NULL, started_at INTEGER NOT NULL DEFAULT 0, finished_at INTEGER NOT NULL DEFAULT 0,
   error TEXT, metrics_before TEXT NOT NULL DEFAULT '{}', metrics_after TEXT NOT NULL DEFAULT '{}',
-  step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0
+  step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0,
+  owner TEXT NOT NULL DEFAULT '', heartbeat_ms INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS job_events (
   job_id TEXT NOT NULL REFERENCES jobs(id), seq INTEGER NOT NULL, type TEXT NOT NULL,
@@ -108,7 +115,7 @@ interface JobRow {
   id: string; method: string; base_model: string; training_file: string; validation_file: string;
   hyperparameters: string; suffix: string; state: string; fine_tuned_model: string; created_at: number;
   started_at: number; finished_at: number; error: string | null; metrics_before: string; metrics_after: string;
-  step: number; total_steps: number;
+  step: number; total_steps: number; owner: string; heartbeat_ms: number; cancel_requested: number;
 }
 
 function jobFromRow(r: JobRow): JobRecord {
@@ -130,6 +137,9 @@ function jobFromRow(r: JobRow): JobRecord {
     metricsAfter: JSON.parse(r.metrics_after),
     step: r.step,
     totalSteps: r.total_steps,
+    owner: r.owner,
+    heartbeatMs: r.heartbeat_ms,
+    cancelRequested: r.cancel_requested !== 0,
   };
 }
 
@@ -166,6 +176,18 @@ export class Store {
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    this.migrate();
+  }
+
+  /** Columns added after the first schema (databases created by earlier builds). */
+  private migrate(): void {
+    const have = new Set((this.db.prepare('PRAGMA table_info(jobs)').all() as { name: string }[]).map((c) => c.name));
+    const add: [string, string][] = [
+      ['owner', `TEXT NOT NULL DEFAULT ''`],
+      ['heartbeat_ms', 'INTEGER NOT NULL DEFAULT 0'],
+      ['cancel_requested', 'INTEGER NOT NULL DEFAULT 0'],
+    ];
+    for (const [col, decl] of add) if (!have.has(col)) this.db.exec(`ALTER TABLE jobs ADD COLUMN ${col} ${decl}`);
   }
 
   static open(dataDir: string): Store {
@@ -197,7 +219,7 @@ export class Store {
 
   // -- jobs ----------------------------------------------------------------------------------
 
-  insertJob(j: Omit<JobRecord, 'state' | 'fineTunedModel' | 'startedAt' | 'finishedAt' | 'error' | 'metricsBefore' | 'metricsAfter' | 'step' | 'totalSteps' | 'createdAt'>): JobRecord {
+  insertJob(j: Omit<JobRecord, 'state' | 'fineTunedModel' | 'startedAt' | 'finishedAt' | 'error' | 'metricsBefore' | 'metricsAfter' | 'step' | 'totalSteps' | 'createdAt' | 'owner' | 'heartbeatMs' | 'cancelRequested'>): JobRecord {
     const tx = this.db.transaction(() => {
       const ord = ((this.db.prepare('SELECT MAX(ord) AS m FROM jobs').get() as { m: number | null }).m ?? 0) + 1;
       this.db
@@ -230,6 +252,32 @@ export class Store {
       .prepare(`SELECT * FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) ORDER BY ord ASC`)
       .all(...states) as JobRow[];
     return rows.map(jobFromRow);
+  }
+
+  /**
+   * Takes a queued job for `owner`: one conditional UPDATE, so when several server instances share
+   * the data directory exactly one of them wins each job.
+   */
+  claimJob(id: string, owner: string): boolean {
+    return this.db.prepare(`UPDATE jobs SET owner = ?, heartbeat_ms = ? WHERE id = ? AND state = 'queued' AND owner = ''`).run(owner, Date.now(), id).changes === 1;
+  }
+
+  /** Records that `owner` still works on the job; false when it no longer owns it. */
+  heartbeat(id: string, owner: string): boolean {
+    return this.db.prepare('UPDATE jobs SET heartbeat_ms = ? WHERE id = ? AND owner = ?').run(Date.now(), id, owner).changes === 1;
+  }
+
+  releaseJob(id: string): void {
+    this.db.prepare(`UPDATE jobs SET owner = '', heartbeat_ms = 0 WHERE id = ?`).run(id);
+  }
+
+  /** Cancels a job nobody has claimed yet; false when it was claimed (or finished) meanwhile. */
+  cancelQueued(id: string): boolean {
+    return this.db.prepare(`UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'queued' AND owner = ''`).run(Math.floor(Date.now() / 1000), id).changes === 1;
+  }
+
+  requestCancel(id: string): void {
+    this.db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
   }
 
   jobCountsByState(): Record<string, number> {
