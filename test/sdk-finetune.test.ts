@@ -8,11 +8,13 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import * as yazl from 'yazl';
 import type { ClipClient, FineTuneEvent } from '../sdk/src/index';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { renderIcon, SHAPES, COLOURS } from './helpers/finetune-fixtures';
-import { loadSdk, startClipServer, tempDir, type ClipServerProcess } from './sdk-helpers';
+import { loadSdk, SDK_DIR, startClipServer, tempDir, type ClipServerProcess } from './sdk-helpers';
 
 jest.setTimeout(120_000);
 
@@ -131,8 +133,45 @@ describe('fineTunes.uploadDataset', () => {
   });
 });
 
+/**
+ * A FineTuneService proxy whose first `drops` WatchFineTuneJob calls forward two events and then
+ * fail with UNAVAILABLE, as a server restart or a lost connection would.
+ */
+async function startDroppingWatchProxy(backend: string, drops: number): Promise<{ address: string; afterSequences: number[]; close(): void }> {
+  const def = protoLoader.loadSync('clipserve/v1/finetune.proto', { includeDirs: [path.join(SDK_DIR, 'proto')], longs: Number, enums: String, defaults: true, oneofs: true });
+  const service = def['clipserve.v1.FineTuneService'] as grpc.ServiceDefinition;
+  const Upstream = grpc.makeGenericClientConstructor(service, 'FineTuneService');
+  const upstream = new Upstream(backend, grpc.credentials.createInsecure()) as grpc.Client & Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>;
+  const afterSequences: number[] = [];
+  const server = new grpc.Server();
+  server.addService(service, {
+    WatchFineTuneJob: (call: grpc.ServerWritableStream<{ afterSequence: number }, unknown>) => {
+      afterSequences.push(call.request.afterSequence);
+      const drop = afterSequences.length <= drops;
+      const up = upstream.WatchFineTuneJob(call.request);
+      let n = 0;
+      up.on('data', (m) => {
+        if (drop && n === 2) return;
+        call.write(m);
+        if (drop && ++n === 2) {
+          up.cancel();
+          call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'proxy: connection dropped' });
+        }
+      });
+      up.on('error', (err: grpc.ServiceError) => {
+        if (err.code !== grpc.status.CANCELLED) call.emit('error', err);
+      });
+      up.on('end', () => call.end());
+      call.on('cancelled', () => up.cancel());
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
+  return { address: `127.0.0.1:${port}`, afterSequences, close: () => { server.forceShutdown(); upstream.close(); } };
+}
+
 describe('fine-tune jobs and model versions', () => {
   let datasetId: string;
+  let finishedJobId: string;
   beforeAll(async () => {
     datasetId = (await client.fineTunes.uploadDataset({ name: 'train', pairs })).id;
   });
@@ -160,6 +199,7 @@ describe('fine-tune jobs and model versions', () => {
     expect(resumed.map((e) => e.sequence)).toEqual(events.slice(3).map((e) => e.sequence));
 
     const job = await client.fineTunes.get(created.id);
+    finishedJobId = job.id;
     expect(job.state).toBe('succeeded');
     expect(job.fineTunedModel).not.toBe('');
     expect(job.step).toBe(job.totalSteps);
@@ -187,6 +227,33 @@ describe('fine-tune jobs and model versions', () => {
     expect((await client.models.list()).activeVersion).toBe(job.fineTunedModel);
     // Back to the base model, so the other tests see what they expect.
     await client.models.activate(base);
+  });
+
+  test('watch reconnects after UNAVAILABLE from the last event it delivered; without retries the error surfaces', async () => {
+    const direct = await collect(client.fineTunes.watch(finishedJobId));
+    const proxy = await startDroppingWatchProxy(server.address, 2);
+    const viaProxy = new Client({ address: proxy.address, retry: { initialBackoffMs: 10 } });
+    try {
+      const events = await collect(viaProxy.fineTunes.watch(finishedJobId));
+      expect(events.map((e) => e.sequence)).toEqual(direct.map((e) => e.sequence));
+      expect(proxy.afterSequences).toEqual([0, 2, 4]);
+    } finally {
+      viaProxy.close();
+      proxy.close();
+    }
+    const strictProxy = await startDroppingWatchProxy(server.address, 1);
+    const strict = new Client({ address: strictProxy.address, retry: false });
+    try {
+      const seen: number[] = [];
+      const err = await rejection((async () => {
+        for await (const e of strict.fineTunes.watch(finishedJobId)) seen.push(e.sequence);
+      })());
+      expect(err.code).toBe(Status.UNAVAILABLE);
+      expect(seen).toEqual([1, 2]);
+    } finally {
+      strict.close();
+      strictProxy.close();
+    }
   });
 
   test('cancel stops a running job; its watch ends with the cancelled state', async () => {

@@ -73,7 +73,7 @@ export class ClipClient {
     this.maxSendBytes = options.maxSendMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     // One channel for every service: the same connections, credentials, balancing and retry policy.
     const shared = { channelOverride: this.client.getChannel() };
-    const context = (client: grpc.Client) => ({ client, metadata: () => this.metadata(), defaultTimeoutMs: this.defaultTimeoutMs, maxSendBytes: this.maxSendBytes });
+    const context = (client: grpc.Client) => ({ client, metadata: () => this.metadata(), defaultTimeoutMs: this.defaultTimeoutMs, maxSendBytes: this.maxSendBytes, retry: options.retry });
     this.fineTunes = new FineTunes(context(new fineTune(target, credentials, shared)));
     this.models = new Models(context(new model(target, credentials, shared)));
   }

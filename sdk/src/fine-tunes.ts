@@ -16,6 +16,7 @@ import {
   type UploadDatasetRequest, type WireDataset, type WireEvent, type WireJob, type WireModelVersion,
 } from './finetune-wire.js';
 import { imageBytes } from './inputs.js';
+import type { RetryOptions } from './channel.js';
 import type { CallOptions } from './types.js';
 
 /** What the client shares with its service namespaces. */
@@ -25,6 +26,8 @@ export interface ServiceContext {
   defaultTimeoutMs: number;
   /** Largest message the channel sends. */
   maxSendBytes: number;
+  /** The client's retry settings; `watch` uses them to reconnect. */
+  retry: RetryOptions | false | undefined;
 }
 
 const DEFAULT_CHUNK_BYTES = 1 << 20;
@@ -71,6 +74,22 @@ function columnsHeader(columns: CsvColumns | undefined): { csvImgKey: string; cs
   for (const [k, v] of Object.entries(c)) if (v !== undefined && typeof v !== 'string') throw invalidArgument(`columns.${k} must be a string`);
   if (c.separator !== undefined && [...c.separator].length !== 1) throw invalidArgument('columns.separator must be one character');
   return { csvImgKey: c.imgKey ?? '', csvCaptionKey: c.captionKey ?? '', csvSeparator: c.separator ?? '' };
+}
+
+/** Waits `ms`, or rejects with CANCELLED when the signal aborts first. */
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(abortedError(signal));
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(abortedError(signal!));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 export class FineTunes {
@@ -223,25 +242,46 @@ export class FineTunes {
    * The job's events from `afterSequence` on, then live ones until the job ends (the iteration
    * then finishes). Breaking out of the loop, or aborting the signal, cancels the call. No default
    * deadline: a job may run for hours; `timeoutMs` / `deadline` bound the whole watch.
+   *
+   * A dropped connection (UNAVAILABLE: a server restart, a lost pod) is re-established with the
+   * client's retry backoff, from the last event delivered, so the caller sees every event once, in
+   * order; only when the retry attempts run out does the error surface.
    */
   async *watch(jobId: string, opts: WatchFineTuneJobOptions = {}): AsyncGenerator<FineTuneEvent> {
-    const request = { jobId: nonEmptyString(jobId, 'jobId'), afterSequence: opts.afterSequence ?? 0 };
-    if (!Number.isInteger(request.afterSequence) || request.afterSequence < 0) throw new RangeError('afterSequence must be an integer >= 0');
+    const id = nonEmptyString(jobId, 'jobId');
+    let after = opts.afterSequence ?? 0;
+    if (!Number.isInteger(after) || after < 0) throw new RangeError('afterSequence must be an integer >= 0');
     const { signal } = opts;
     if (signal?.aborted) throw abortedError(signal);
     const deadline = resolveDeadline(opts, undefined);
-    const call = (this.ctx.client as unknown as {
-      WatchFineTuneJob(req: typeof request, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<{ event: WireEvent; state: string }>;
-    }).WatchFineTuneJob(request, this.ctx.metadata(), deadline ? { deadline } : {});
-    const detach = linkAbort(signal, call);
-    try {
-      for await (const msg of call as AsyncIterable<{ event: WireEvent; state: string }>) yield eventFromWire(msg.event, msg.state);
-    } catch (err) {
-      if (signal?.aborted) throw abortedError(signal);
-      throw toClipServeError(err);
-    } finally {
-      detach();
-      call.cancel();
+    const retry = this.ctx.retry === false ? undefined : { maxAttempts: 5, initialBackoffMs: 100, maxBackoffMs: 5000, backoffMultiplier: 2, ...this.ctx.retry };
+    let failures = 0;
+    for (;;) {
+      const call = (this.ctx.client as unknown as {
+        WatchFineTuneJob(req: { jobId: string; afterSequence: number }, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<{ event: WireEvent; state: string }>;
+      }).WatchFineTuneJob({ jobId: id, afterSequence: after }, this.ctx.metadata(), deadline ? { deadline } : {});
+      const detach = linkAbort(signal, call);
+      let failure: ClipServeError | undefined;
+      try {
+        for await (const msg of call as AsyncIterable<{ event: WireEvent; state: string }>) {
+          const event = eventFromWire(msg.event, msg.state);
+          failures = 0;
+          after = event.sequence;
+          yield event;
+        }
+        return;
+      } catch (err) {
+        if (signal?.aborted) throw abortedError(signal);
+        failure = toClipServeError(err);
+      } finally {
+        detach();
+        call.cancel();
+      }
+      failures++;
+      if (failure.code !== Status.UNAVAILABLE || !retry || failures >= retry.maxAttempts) throw failure;
+      const backoff = Math.min(retry.initialBackoffMs * retry.backoffMultiplier ** (failures - 1), retry.maxBackoffMs) * (0.8 + 0.4 * Math.random());
+      if (deadline && Date.now() + backoff >= deadline.getTime()) throw failure;
+      await pause(backoff, signal);
     }
   }
 }
