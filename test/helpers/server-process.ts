@@ -56,8 +56,16 @@ export function rssOf(pid: number): number {
   return Number(kb[1]) * 1024;
 }
 
+export interface StartProcessOptions {
+  env?: NodeJS.ProcessEnv;
+  readyTimeoutMs?: number;
+  /** Sees every JSON log record (e.g. the per-call "rpc finished" lines with their durations). */
+  onRecord?: (rec: Record<string, unknown>) => void;
+}
+
 /** Runs `clipserve serve <args>` on 127.0.0.1 with ephemeral ports; resolves once it serves. */
-export async function startServerProcess(args: string[] = [], env: NodeJS.ProcessEnv = {}, readyTimeoutMs = 120_000): Promise<ServerProcess> {
+export async function startServerProcess(args: string[] = [], options: StartProcessOptions = {}): Promise<ServerProcess> {
+  const { env = {}, readyTimeoutMs = 120_000, onRecord } = options;
   const argv = [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args];
   const child = spawn(process.execPath, argv, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   track(child);
@@ -82,6 +90,7 @@ export async function startServerProcess(args: string[] = [], env: NodeJS.Proces
         } catch {
           continue;
         }
+        onRecord?.(rec);
         // Per-call info lines add up over thousands of calls: keep warnings and above once serving.
         if (!readySeen || Number(rec.level) >= 40) records.push(rec);
         const msg = String(rec.msg ?? '');
