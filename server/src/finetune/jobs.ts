@@ -315,6 +315,7 @@ export class FineTuneJobRunner {
         emit: (e) => this.methodEvent(job.id, e),
       });
       if (signal.aborted) throw new FineTuneCancelledError();
+      if (!this.stillOwned(job.id)) return log.warn('another instance took the job over while it ran here: discarding this run');
       const after = result.metrics ?? this.get(job.id).metricsAfter;
       const manifest = JSON.parse(fs.readFileSync(path.join(result.bundleDir, 'clipserve.json'), 'utf8')) as { version: string; name: string };
       const record = this.o.registry.registerFineTuned({ version: manifest.version, name: manifest.name, bundleDir: result.bundleDir, parentVersion: base.version, jobId: job.id, metrics: after });
@@ -330,6 +331,7 @@ export class FineTuneJobRunner {
       });
       log.info({ version: record.version }, 'fine-tune job succeeded');
     } catch (err) {
+      if (!this.stillOwned(job.id)) return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
       if (signal.aborted && active.reason === 'shutdown') {
         this.event(job.id, { type: 'log', message: 'the server is shutting down: the job will resume after the restart' });
         return;
@@ -381,6 +383,11 @@ export class FineTuneJobRunner {
   }
 
   // -- events and transitions ------------------------------------------------------------------
+
+  /** False when recovery elsewhere re-queued the job (this instance was presumed gone). */
+  private stillOwned(jobId: string): boolean {
+    return this.o.store.getJob(jobId)?.owner === this.owner;
+  }
 
   private methodEvent(jobId: string, e: FineTuneMethodEvent): void {
     const data = e.data ?? {};
