@@ -460,7 +460,7 @@ describe('full: method configuration', () => {
 });
 
 describe('full: RBAC in deploy/k8s/base grants the calls the runner makes', () => {
-  test('jobs create/get/delete, pods list, pods/log get', () => {
+  test('jobs create/get/delete, pods list, pods/log get, services create', () => {
     const docs = parseAllDocuments(fs.readFileSync(path.join(REPO, 'deploy', 'k8s', 'base', 'role.yaml'), 'utf8')).map((d) => d.toJS());
     const role = docs.find((d) => d?.kind === 'Role');
     const grants = (group: string, resource: string, verb: string): boolean =>
@@ -471,6 +471,7 @@ describe('full: RBAC in deploy/k8s/base grants the calls the runner makes', () =
       ['batch', 'jobs', 'delete'],
       ['', 'pods', 'list'],
       ['', 'pods/log', 'get'],
+      ['', 'services', 'create'],
     ];
     expect(needed.filter(([g, r, v]) => !grants(g, r, v))).toEqual([]);
   });
