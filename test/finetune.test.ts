@@ -192,6 +192,30 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(new Set([...first.jobs, ...second.jobs].map((j: Any) => j.id)).size).toBe(first.jobs.length + second.jobs.length);
   });
 
+  it('shuts down promptly with a watch open, leaving the running job to resume at the next start', async () => {
+    const ds = await uploadPairs(ft, 'long', pairs);
+    const { job } = await unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { epochs: 5000, batchSize: 8, validationSplit: 0.2 } });
+    await waitForJob(ft, job.id, (j) => j.state === 'FINE_TUNE_JOB_STATE_RUNNING' && j.step > 0);
+    const watching = watchToEnd(ft, job.id).then(
+      () => undefined,
+      (err: { code: number; details: string }) => err,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = Date.now();
+    await server.shutdown(30);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const err = await watching;
+    expect(err?.code).toBe(status.UNAVAILABLE);
+    expect(err?.details).toMatch(/watch again with after_sequence \d+/);
+    const store = Store.open(path.join(tmp, 'data'));
+    try {
+      expect(store.getJob(job.id)!.state).toBe('running');
+      expect(store.events(job.id).pop()!.message).toMatch(/resume after the restart/);
+    } finally {
+      store.close();
+    }
+  });
+
   it('keeps a consistent database', () => {
     const store = Store.open(path.join(tmp, 'data'));
     try {

@@ -10,7 +10,7 @@ import { TERMINAL_STATES, type JobEventRecord, type JobState } from '../store/st
 import { callContext, CallGate, unaryHandler } from './call-context';
 import { mapped, fineTuneRpcError } from './finetune-errors';
 import { datasetFormatFromMessage, datasetToMessage, eventToMessage, hyperparametersFromMessage, jobStateName, jobToMessage } from './finetune-messages';
-import { invalidArgument, toStatus } from './status';
+import { invalidArgument, RpcError, toStatus } from './status';
 
 export interface FineTuneServiceDeps {
   runner: FineTuneJobRunner;
@@ -139,6 +139,9 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       if (!exited) {
         timer = setInterval(() => {
           try {
+            // A watch may last hours: on shutdown, end it so the drain is not held up; the client
+            // resumes elsewhere with after_sequence.
+            if (gate.phase !== 'serving') return end(new RpcError(grpc.status.UNAVAILABLE, `server is shutting down: watch again with after_sequence ${last}`));
             catchUp();
           } catch (err) {
             end(err);
