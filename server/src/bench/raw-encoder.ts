@@ -9,6 +9,7 @@ import * as ort from 'onnxruntime-node';
 import type { Bundle } from '../model/bundle';
 import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../onnx/clip-graph';
 import { cutTextBatch } from '../runtime/model';
+import { RUNTIME_SESSION_EXTRA } from '../runtime/session-options';
 import { ClipTokenizer } from '../tokenizer';
 import { summarize, type LatencySummary } from './stats';
 
@@ -45,11 +46,14 @@ export interface TextEquality {
 
 export function sessionOptions(provider: BenchProvider, intraOpThreads: number): ort.InferenceSession.SessionOptions {
   // Mirrors server/src/runtime/session-worker.ts so the limit and the server run the same graph.
+  // CUDA alone (onnxruntime still places unsupported nodes on the CPU): a CUDA provider that
+  // fails to load must fail the bench, not measure the CPU under a GPU label.
   return {
-    executionProviders: provider === 'cuda' ? [{ name: 'cuda' }, 'cpu'] : ['cpu'],
+    executionProviders: provider === 'cuda' ? [{ name: 'cuda' }] : ['cpu'],
     graphOptimizationLevel: 'all',
     intraOpNumThreads: intraOpThreads,
     executionMode: 'sequential',
+    ...RUNTIME_SESSION_EXTRA,
   };
 }
 

@@ -72,7 +72,8 @@ export function evaluateTargets(res: BenchResults): TargetRow[] {
           const over = single.latency.p50Ms - raw1.latency.p50Ms;
           const limitMs = arch === 'tiny' ? 0.5 : 2;
           // On tiny the image overhead includes decoding the JPEG, which the raw run does not do.
-          if (headline || tower === 'text') add(`single-caller ${tower} p50 overhead (served − raw b1) ≤ ${limitMs} ms`, arch, `${f(single.latency.p50Ms, 2)} − ${f(raw1.latency.p50Ms, 2)} = ${f(over, 2)} ms`, `≤ ${limitMs} ms`, over <= limitMs);
+          const floor = res.transportFloor ? `; bare grpc-js round trip ${f(res.transportFloor.p50Ms, 2)} ms` : '';
+          if (headline || tower === 'text') add(`single-caller ${tower} p50 overhead (served − raw b1) ≤ ${limitMs} ms`, arch, `${f(single.latency.p50Ms, 2)} − ${f(raw1.latency.p50Ms, 2)} = ${f(over, 2)} ms${floor}`, `≤ ${limitMs} ms`, over <= limitMs);
         }
         const on64 = servedAt(m, tower, 'on', 64)[0];
         const off64 = servedAt(m, tower, 'off', 64)[0];
@@ -148,6 +149,10 @@ export function printReport(res: BenchResults, out: (s: string) => void): void {
       const rows: Cell[][] = m.server.served.map((r) => [r.kind, r.image ?? '', r.batching, r.concurrency, r.itemsPerSec, r.itemsPerSec / limit(r.kind), r.latency.p50Ms, r.latency.p95Ms, r.latency.p99Ms, r.serverCpuCores, mib(r.serverPeakRssBytes), r.errors]);
       out(formatTable(`served over loopback gRPC via the SDK (ready in ${m.server.readySeconds.toFixed(1)} s, RSS at ready ${mib(m.server.readyPeakRssBytes).toFixed(0)} MiB, --max-batch-size ${m.server.maxBatchSize} when on)`, ['call', 'image', 'batching', 'callers', 'items/s', '× limit', 'p50 ms', 'p95 ms', 'p99 ms', 'server cpu', 'peak RSS MiB', 'errors'], rows));
     }
+  }
+  if (res.transportFloor) {
+    const t = res.transportFloor;
+    out(formatTable('transport floor: bare grpc-js unary round trip between two processes (do-nothing handler)', ['calls', 'p50 ms', 'p95 ms', 'p99 ms'], [[t.count, t.p50Ms, t.p95Ms, t.p99Ms]]));
   }
   if (res.hot) {
     const t = res.hot.tokenizer;

@@ -21,6 +21,8 @@ import { rawImageBench, rawTextBench, type BenchProvider, type RawResult, type R
 import { LoadGenerator, runServed, type ServedResult } from './server-bench';
 import { ServerProcess } from './server-process';
 import { renderChart, type Panel } from './svg-chart';
+import { transportFloor } from './transport-floor';
+import type { LatencySummary } from './stats';
 import { evaluateTargets, printReport, type TargetRow } from './report';
 
 export type Section = 'raw' | 'server' | 'hot';
@@ -40,6 +42,8 @@ export interface BenchOptions {
   concurrency?: number[];
   /** Override: raw batch sizes. */
   batchSizes?: number[];
+  /** The server's --max-queue-delay-ms (default: the server's own default). */
+  maxQueueDelayMs?: number;
   log: (msg: string) => void;
 }
 
@@ -73,6 +77,8 @@ export interface BenchResults {
     wallSeconds: number;
   };
   models: Partial<Record<ArchName, ModelResults>>;
+  /** bare grpc-js unary round trip between two processes (a do-nothing handler) */
+  transportFloor?: LatencySummary;
   hot?: { tokenizer: TokenizerResult; preprocess: PreprocessResult[]; responseEncoding: ResponseEncodingResult[] };
   targets: TargetRow[];
 }
@@ -97,7 +103,7 @@ interface Plan {
 function planFor(arch: ArchName, o: BenchOptions): Plan {
   const large = arch === 'ViT-L-14';
   const p: Plan = large
-    ? { imageBatchSizes: [1, 2], textBatchSizes: [1, 16], concurrency: [1, 16], rawSeconds: 5, warmupSeconds: 5, seconds: 12, streamWindow: 16, full: false }
+    ? { imageBatchSizes: [1, 2], textBatchSizes: [1, 16], concurrency: [1, 8], rawSeconds: 5, warmupSeconds: 3, seconds: 10, streamWindow: 8, full: false }
     : o.quick
       ? { imageBatchSizes: [1, 8, 32, 64], textBatchSizes: [1, 8, 32, 64], concurrency: [1, 8, 64], rawSeconds: 1, warmupSeconds: 0.5, seconds: 1.5, streamWindow: 64, full: true }
       : { imageBatchSizes: [1, 8, 32, 64], textBatchSizes: [1, 8, 32, 64], concurrency: [1, 2, 4, 8, 16, 32, 64, 128, 256], rawSeconds: 3, warmupSeconds: 1, seconds: 3, streamWindow: 64, full: true };
@@ -111,6 +117,27 @@ function planFor(arch: ArchName, o: BenchOptions): Plan {
     p.seconds = o.seconds;
   }
   return p;
+}
+
+/**
+ * Warm-up and window of one served scenario, stretched by what the raw limit predicts: the
+ * window spans at least 5 batch runs (a 64-image ViT-B/32 batch takes ~2.5 s on 2 cores) and the
+ * warm-up at least the time for every caller's first call to come back (closed loop: c / rate),
+ * so latencies are steady-state ones. Without raw figures the plan's durations stand.
+ */
+const MAX_WARMUP_S = 20;
+const MAX_WINDOW_S = 40;
+
+function scenarioTiming(plan: Plan, raw: ModelResults['raw'], tower: 'image' | 'text', maxBatch: number, concurrency: number): { warmupSeconds: number; seconds: number } {
+  const list = tower === 'image' ? raw?.image : raw?.text.results.filter((r) => r.variant === 'cut');
+  const batch = Math.min(concurrency, maxBatch);
+  const candidates = (list ?? []).filter((r) => r.batch <= batch);
+  if (candidates.length === 0) return { warmupSeconds: plan.warmupSeconds, seconds: plan.seconds };
+  const rate = Math.max(...candidates.map((r) => r.itemsPerSec));
+  return {
+    warmupSeconds: Math.min(MAX_WARMUP_S, Math.max(plan.warmupSeconds, (1.2 * concurrency) / rate)),
+    seconds: Math.min(MAX_WINDOW_S, Math.max(plan.seconds, (5 * batch) / rate)),
+  };
 }
 
 function onnxruntimeVersion(): string {
@@ -144,11 +171,11 @@ async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): 
     try {
       for (const batching of plan.full ? (['on', 'off'] as const) : (['on'] as const)) {
         o.log(`${arch}: server, dynamic batching ${batching}${batching === 'on' ? ` (--max-batch-size ${maxBatchSize})` : ' (--max-batch-size 1)'}`);
-        const server = await ServerProcess.start({ model: dir, provider: o.provider, intraOpThreads: o.threads, maxBatchSize: batching === 'on' ? maxBatchSize : 1 });
+        const server = await ServerProcess.start({ model: dir, provider: o.provider, intraOpThreads: o.threads, maxBatchSize: batching === 'on' ? maxBatchSize : 1, ...(o.maxQueueDelayMs !== undefined ? { maxQueueDelayMs: o.maxQueueDelayMs } : {}) });
         try {
           if (batching === 'on') res.server = { maxBatchSize, readySeconds: server.readySeconds, readyPeakRssBytes: server.peakRssBytes(), served };
-          const timing = { warmupSeconds: plan.warmupSeconds, seconds: plan.seconds };
           const run = async (spec: Parameters<typeof runServed>[3]): Promise<void> => {
+            const timing = scenarioTiming(plan, res.raw, spec.kind.includes('image') ? 'image' : 'text', batching === 'on' ? maxBatchSize : 1, spec.concurrency);
             const r = await runServed(server, gen, batching, spec, timing, captions);
             served.push(r);
             o.log(`  ${r.kind}${r.image ? ` (${r.image})` : ''} c=${r.concurrency}: ${r.itemsPerSec.toFixed(1)}/s p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms cpu ${r.serverCpuCores.toFixed(2)}${r.errors ? ` errors ${r.errors} (${r.errorSamples?.[0]})` : ''}`);
@@ -244,6 +271,10 @@ export async function runBench(o: BenchOptions): Promise<{ results: BenchResults
   };
   // The load-generated captions come from the same pool as the raw text limit's.
   const modelCaptions = captions.slice(0, 2000);
+  if (o.sections.includes('server')) {
+    results.transportFloor = await transportFloor(o.quick ? 500 : 2000);
+    o.log(`transport floor (bare grpc-js unary, two processes): p50 ${results.transportFloor.p50Ms.toFixed(3)} ms`);
+  }
   for (const arch of o.models) results.models[arch] = await benchModel(arch, o, modelCaptions);
   if (o.sections.includes('hot')) results.hot = await benchHot(o, captions);
   results.meta.loadAverageAfter = os.loadavg();

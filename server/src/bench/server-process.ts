@@ -75,6 +75,8 @@ export class ServerProcess {
         if (rec.msg === 'grpc server listening') port = rec.port;
         if (rec.msg === 'model failed to load') fail(new Error(`the server failed to load the model: ${rec.err?.message ?? line}`));
         if (rec.msg === 'model ready: serving') {
+          const provider = (rec as { model?: { provider?: string } }).model?.provider;
+          if (provider !== flags.provider) return fail(new Error(`the server came up on provider ${provider}, not ${flags.provider}`));
           clearTimeout(timer);
           child.removeAllListeners('exit');
           lines.removeAllListeners('line');

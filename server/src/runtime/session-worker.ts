@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import { RUNTIME_SESSION_EXTRA } from './session-options';
 import type { ExecutionProvider, SessionWorkerData, WireTensor, WorkerRequest, WorkerResponse } from './session-protocol';
 
 const data = workerData as SessionWorkerData;
@@ -17,6 +18,8 @@ function sessionOptions(provider: ExecutionProvider): ort.InferenceSession.Sessi
     ...(data.intraOpThreads ? { intraOpNumThreads: data.intraOpThreads } : {}),
     ...(data.interOpThreads ? { interOpNumThreads: data.interOpThreads } : {}),
     executionMode: 'sequential',
+    // Config entries shared with the bench's raw limit (no spinning; see ./session-options).
+    ...RUNTIME_SESSION_EXTRA,
   };
 }
 

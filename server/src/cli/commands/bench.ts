@@ -30,6 +30,7 @@ export function register(program: Command): void {
     .option('--seconds <s>', 'seconds per measurement (overrides the plan)')
     .option('--concurrency <list>', 'concurrency sweep, e.g. 1,8,64 (overrides the plan)')
     .option('--batch-sizes <list>', 'raw batch sizes, e.g. 1,8,32,64 (overrides the plan; the largest is the server --max-batch-size)')
+    .option('--max-queue-delay-ms <ms>', "the served server's --max-queue-delay-ms (default: the server's default)")
     .option('--cache-dir <dir>', 'where bench bundles are built and reused', dirs.cacheDir)
     .option('--out-dir <dir>', 'where results JSON and chart are written', dirs.outDir)
     .action(async (o: Record<string, string | boolean | undefined>) => {
@@ -41,6 +42,8 @@ export function register(program: Command): void {
       if (!Number.isInteger(threads) || threads < 1) throw new BenchConfigError(`--threads must be a positive integer, got ${o.threads}`);
       const seconds = o.seconds === undefined ? undefined : Number(o.seconds);
       if (seconds !== undefined && !(seconds > 0)) throw new BenchConfigError(`--seconds must be a positive number, got ${o.seconds}`);
+      const delay = o.maxQueueDelayMs === undefined ? undefined : Number(o.maxQueueDelayMs);
+      if (delay !== undefined && !(delay >= 0)) throw new BenchConfigError(`--max-queue-delay-ms must be a number >= 0, got ${o.maxQueueDelayMs}`);
       const { jsonPath, chartPath } = await runBench({
         models: list(String(o.models)).map(parseArch),
         sections,
@@ -50,6 +53,7 @@ export function register(program: Command): void {
         cacheDir: String(o.cacheDir),
         outDir: String(o.outDir),
         ...(seconds ? { seconds } : {}),
+        ...(delay !== undefined ? { maxQueueDelayMs: delay } : {}),
         ...(o.concurrency ? { concurrency: positiveInts('--concurrency', String(o.concurrency)) } : {}),
         ...(o.batchSizes ? { batchSizes: positiveInts('--batch-sizes', String(o.batchSizes)) } : {}),
         log: (m) => process.stderr.write(`${m}\n`),
