@@ -23,7 +23,7 @@ describe('serve configuration', () => {
       healthPort: undefined,
       provider: 'auto',
       maxBatchSize: 32,
-      maxQueueDelayMs: 5,
+      maxQueueDelayMs: 0,
       queueBound: 1024,
       maxItemsPerRequest: 256,
       maxTextChars: 16_384,
