@@ -160,6 +160,28 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(esc.code).toBe(status.INVALID_ARGUMENT);
     expect(esc.details).toMatch(/outside the data directory.*rows 2/);
 
+    // A CSV uploaded as such names images inside the data directory (relative to it).
+    fs.mkdirSync(path.join(dataDir, 'shared-images'), { recursive: true });
+    pairs.slice(0, 3).forEach((p, i) => fs.writeFileSync(path.join(dataDir, 'shared-images', `${i}.png`), p.image));
+    const csvText = ['filepath\ttitle', ...pairs.slice(0, 3).map((p, i) => `shared-images/${i}.png\t${p.caption}`)].join('\n');
+    const csvDataset = await new Promise<Any>((resolve, reject) => {
+      const call = (ft.UploadDataset as (cb: (e: Error | null, r: Any) => void) => import('@grpc/grpc-js').ClientWritableStream<Any>)((e, r) => (e ? reject(e) : resolve(r.dataset)));
+      call.write({ header: { name: 'shared', format: 'DATASET_FORMAT_CSV' } });
+      call.write({ chunk: Buffer.from(csvText.slice(0, 20)) });
+      call.write({ chunk: Buffer.from(csvText.slice(20)) });
+      call.end();
+    });
+    expect(csvDataset).toMatchObject({ format: 'DATASET_FORMAT_CSV', numPairs: 3 });
+    const headerless = await rejection(
+      new Promise((resolve, reject) => {
+        const call = (ft.UploadDataset as (cb: (e: Error | null, r: Any) => void) => import('@grpc/grpc-js').ClientWritableStream<Any>)((e, r) => (e ? reject(e) : resolve(r)));
+        call.write({ chunk: Buffer.from('x') });
+        call.end();
+      }),
+    );
+    expect(headerless.code).toBe(status.INVALID_ARGUMENT);
+    expect(headerless.details).toMatch(/first UploadDatasetRequest must carry the header/);
+
     const ds = await uploadPairs(ft, 'few', pairs.slice(0, 4));
     const hp = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { learningRate: -1 } }));
     expect(hp.code).toBe(status.INVALID_ARGUMENT);

@@ -303,7 +303,9 @@ export class FineTuneJobRunner {
       if (datasetDir === undefined) return; // failed (recorded) or interrupted
       const base = this.o.registry.get(job.baseModel);
       this.transition(job.id, 'running', `training with the ${job.method} method from ${base.version}`);
-      const outputVersion = `${base.version}-ft${job.suffix ? `-${job.suffix}` : ''}-${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
+      // Unique per job; characters a directory name cannot safely carry become "-".
+      const baseName = base.version.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 80) || 'model';
+      const outputVersion = `${baseName}-ft${job.suffix ? `-${job.suffix}` : ''}-${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
       const result = await method.run({
         jobId: job.id,
         hyperparameters: job.hyperparameters as Hyperparameters,

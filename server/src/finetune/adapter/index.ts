@@ -71,6 +71,7 @@ function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wI
     });
     ctx.signal.addEventListener('abort', onAbort);
     worker.on('message', (m: TrainerMessage) => {
+      if (settled) return; // progress still in flight from a terminated trainer
       if (m.type === 'progress') {
         const p = m.progress;
         if (p.type === 'step') ctx.emit({ type: 'step', data: { step: p.step, total_steps: p.totalSteps, epoch: p.epoch, loss: p.loss, learning_rate: p.learningRate } });
