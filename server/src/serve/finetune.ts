@@ -24,6 +24,7 @@ import type { ServeConfig } from './config';
 
 const FOLLOW_INTERVAL_MS = 10_000;
 const FOLLOW_RETRY_MS = 5 * 60_000;
+const CLOSE_WAIT_MS = 10_000;
 
 export interface FineTuneSubsystem {
   readonly store: Store;
@@ -115,7 +116,11 @@ export function openFineTune(o: {
     },
     async close() {
       clearInterval(follower);
-      await runner.close();
+      // A method stops at its next check of the signal; a long step (a batch of a large model on
+      // the CPU) must not hold the process: the job stays `running` and the next start resumes it.
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([runner.close(), new Promise<void>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
+      clearTimeout(timer);
     },
   };
 }
