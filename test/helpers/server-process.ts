@@ -61,13 +61,16 @@ export interface StartProcessOptions {
   readyTimeoutMs?: number;
   /** Sees every JSON log record (e.g. the per-call "rpc finished" lines with their durations). */
   onRecord?: (rec: Record<string, unknown>) => void;
+  /** A command that execs its arguments (the node command line), e.g. a shell setting a ulimit. */
+  wrap?: string[];
 }
 
 /** Runs `clipserve serve <args>` on 127.0.0.1 with ephemeral ports; resolves once it serves. */
 export async function startServerProcess(args: string[] = [], options: StartProcessOptions = {}): Promise<ServerProcess> {
-  const { env = {}, readyTimeoutMs = 120_000, onRecord } = options;
+  const { env = {}, readyTimeoutMs = 120_000, onRecord, wrap } = options;
   const argv = [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args];
-  const child = spawn(process.execPath, argv, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const [command, ...commandArgs] = wrap ? [...wrap, process.execPath, ...argv] : [process.execPath, ...argv];
+  const child = spawn(command, commandArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   track(child);
   let text = '';
   const records: Record<string, unknown>[] = [];

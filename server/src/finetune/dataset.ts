@@ -46,6 +46,15 @@ export function isInside(root: string, p: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
+/** The real path of `p` (symlinks resolved) when it exists; `p` itself otherwise. */
+function realPathOr(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return p;
+  }
+}
+
 function csvField(s: string): string {
   return /[\t\n\r"]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
@@ -72,11 +81,14 @@ function parseRows(text: string, cols: CsvColumns, base: string, root: string, w
   if (imgCol < 0 || capCol < 0) throw new DatasetError(`${what}: the header [${header.join(', ')}] lacks the "${cols.imgKey}" or "${cols.captionKey}" column`);
   const rows: DatasetRow[] = [];
   const outside: number[] = [];
+  const realRoot = realPathOr(root);
   for (let r = 1; r < records.length; r++) {
     const rec = records[r];
     const file = rec[imgCol] ?? '';
     const image = path.resolve(base, file);
-    if (!file || !isInside(root, image)) outside.push(r);
+    // Lexically inside is not enough: a symlink inside the data directory may point anywhere, so
+    // an existing file is also judged by where it really is.
+    if (!file || !isInside(root, image) || !isInside(realRoot, realPathOr(image))) outside.push(r);
     rows.push({ row: r, image, caption: rec[capCol] ?? '' });
   }
   if (outside.length) throw new DatasetError(`${what}: image paths outside the data directory (or empty) in rows ${outside.slice(0, 20).join(', ')}${outside.length > 20 ? ', …' : ''}`, outside);
