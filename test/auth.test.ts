@@ -249,6 +249,40 @@ describe('the interceptor in a real server', () => {
   });
 });
 
+describe('scopes across the services (fine-tuning on)', () => {
+  test('finetune → FineTuneService only; admin → everything; embed → EmbeddingService only', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-auth-ft-'));
+    const server = await startServer({
+      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      dataDir: path.join(tmp, 'data'), apiKeys: `${EMBED_KEY} embed; ${TUNE_KEY} finetune; ${ADMIN_KEY} admin`,
+    });
+    const defs = grpc.loadPackageDefinition(
+      protoLoader.loadSync(['clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'], { includeDirs: [PROTO_DIR], ...LOADER_OPTIONS }),
+    ) as Any;
+    const at = `127.0.0.1:${server.port}`;
+    const services = {
+      embed: [new defs.clipserve.v1.EmbeddingService(at, grpc.credentials.createInsecure()), 'GetModelInfo'],
+      finetune: [new defs.clipserve.v1.FineTuneService(at, grpc.credentials.createInsecure()), 'ListFineTuneJobs'],
+      admin: [new defs.clipserve.v1.ModelService(at, grpc.credentials.createInsecure()), 'ListModels'],
+    } as const;
+    try {
+      const outcome = async (key: string) => {
+        const codes: Record<string, string> = {};
+        for (const [name, [c, method]] of Object.entries(services)) codes[name] = grpc.status[(await call(c, method, {}, metadataWith(`Bearer ${key}`))).code];
+        return codes;
+      };
+      expect(await outcome(EMBED_KEY)).toEqual({ embed: 'OK', finetune: 'PERMISSION_DENIED', admin: 'PERMISSION_DENIED' });
+      expect(await outcome(TUNE_KEY)).toEqual({ embed: 'PERMISSION_DENIED', finetune: 'OK', admin: 'PERMISSION_DENIED' });
+      expect(await outcome(ADMIN_KEY)).toEqual({ embed: 'OK', finetune: 'OK', admin: 'OK' });
+      expect(await outcome('not-a-key-0000000000000')).toEqual({ embed: 'UNAUTHENTICATED', finetune: 'UNAUTHENTICATED', admin: 'UNAUTHENTICATED' });
+    } finally {
+      for (const [c] of Object.values(services)) c.close();
+      await server.shutdown(1);
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('closing health and reflection', () => {
   test('with --auth-open-health false, health needs a key (any scope)', async () => {
     const server = await startServer({
