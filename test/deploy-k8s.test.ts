@@ -224,11 +224,11 @@ if ('missing' in kubectl) {
 
     test('flags or variables the server does not know, values it rejects, oversized thread pools', () => {
       const objects = clone('overlays/cpu');
-      server(objects).args.push('--api-keys-file=/etc/clipserve/api-keys/api-keys.json');
+      server(objects).args.push('--api-key-file=/etc/clipserve/api-keys/api-keys.json');
       configOf(objects).data.CLIPSERVE_PROVDER = 'cpu';
       configOf(objects).data.CLIPSERVE_INTRA_OP_THREADS = '16';
       const problems = checkServerConfig(objects).join('\n');
-      expect(problems).toMatch(/clipserve serve has no option --api-keys-file/);
+      expect(problems).toMatch(/clipserve serve has no option --api-key-file/);
       expect(problems).toMatch(/CLIPSERVE_PROVDER is read by neither/);
       expect(problems).toMatch(/--intra-op-threads 16 exceeds the CPU limit 4/);
       const rejected = clone('overlays/gpu');
