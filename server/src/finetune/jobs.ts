@@ -22,7 +22,8 @@ import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
 import { DatasetError, readDatasetRows, validateDatasetRows, type DatasetCatalog } from './dataset';
 import { VALIDATION_FILE } from './adapter';
-import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
+import { FeatureError } from './adapter/features';
+import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
 
 export class JobNotFoundError extends Error {
   constructor(readonly jobId: string) {
@@ -59,7 +60,8 @@ export interface FineTuneJobRunnerOptions {
   /** The version new jobs fine-tune when they name none. */
   activeVersion: () => string;
   logger: Logger;
-  /** Methods whose jobs can resume after a restart (the rest are failed with the reason). */
+  /** Methods whose jobs can resume after a restart (default both: the adapter from its epoch
+   *  checkpoint, full by adopting its still-running Kubernetes Job); the rest are failed with the reason. */
   resumable?: ReadonlySet<string>;
   /** How long cancel waits for a running job to stop. */
   cancelWaitMs?: number;
@@ -72,6 +74,7 @@ export interface FineTuneJobRunnerOptions {
 }
 
 const SUFFIX = /^[a-z0-9-]{0,40}$/;
+const RESUMABLE: ReadonlySet<string> = new Set(['adapter', 'full']);
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 /** Sorted list of the rows in a message, kept short. */
 const rowList = (rows: number[]): string => rows.slice(0, 20).join(', ') + (rows.length > 20 ? `, … (${rows.length} rows)` : '');
@@ -164,7 +167,7 @@ export class FineTuneJobRunner {
     const a = this.active;
     if (a && a.id === id) {
       a.reason = 'cancel';
-      a.controller.abort();
+      a.controller.abort(new FineTuneCancelledError());
       // The method stops promptly (it honours the signal); bounded wait so the call never hangs.
       await Promise.race([a.done, new Promise((r) => setTimeout(r, wait).unref())]);
       return this.get(id);
@@ -211,7 +214,7 @@ export class FineTuneJobRunner {
       this.o.store.heartbeat(a.id, this.owner);
       if (this.o.store.getJob(a.id)?.cancelRequested && !a.controller.signal.aborted) {
         a.reason = 'cancel';
-        a.controller.abort();
+        a.controller.abort(new FineTuneCancelledError());
       }
     }
     this.recover();
@@ -232,9 +235,10 @@ export class FineTuneJobRunner {
         this.o.store.releaseJob(job.id); // claimed, then its owner died before starting it
         continue;
       }
-      if ((this.o.resumable ?? new Set(['adapter'])).has(job.method) && this.methods.has(job.method)) {
+      if ((this.o.resumable ?? RESUMABLE).has(job.method) && this.methods.has(job.method)) {
         this.o.store.releaseJob(job.id);
-        this.transition(job.id, 'queued', `the server stopped while the job was ${job.state}; it resumes from its last checkpoint`, { data: { resumed: true } });
+        const where = job.method === 'adapter' ? 'from its last checkpoint' : 'where it left off';
+        this.transition(job.id, 'queued', `the server stopped while the job was ${job.state}; it resumes ${where}`, { data: { resumed: true } });
       } else {
         this.o.store.releaseJob(job.id);
         this.fail(job.id, { code: 'interrupted', message: `the server stopped while the job was ${job.state}, and the ${job.method} method cannot resume` });
@@ -249,7 +253,7 @@ export class FineTuneJobRunner {
     const a = this.active;
     if (a) {
       a.reason = 'shutdown';
-      a.controller.abort();
+      a.controller.abort(SHUTDOWN_ABORT_REASON);
       await a.done;
     }
   }
@@ -294,7 +298,7 @@ export class FineTuneJobRunner {
     const signal = active.controller.signal;
     if (this.o.store.getJob(job.id)?.cancelRequested) {
       active.reason = 'cancel';
-      active.controller.abort();
+      active.controller.abort(new FineTuneCancelledError());
     }
     try {
       if (signal.aborted) throw new FineTuneCancelledError();
@@ -345,7 +349,8 @@ export class FineTuneJobRunner {
         return;
       }
       log.warn({ err }, 'fine-tune job failed');
-      this.fail(job.id, { code: err instanceof DatasetError ? 'invalid_file' : 'training_failed', message: err instanceof Error ? err.message : String(err), ...(err instanceof DatasetError && err.rows.length ? { rows: err.rows } : {}) });
+      const dataError = err instanceof DatasetError || err instanceof FeatureError;
+      this.fail(job.id, { code: dataError ? 'invalid_file' : 'training_failed', message: err instanceof Error ? err.message : String(err), ...(dataError && err.rows.length ? { rows: err.rows } : {}) });
     }
   }
 

@@ -50,6 +50,13 @@ export class FineTuneValidationError extends Error {
   }
 }
 
+/**
+ * `ctx.signal.reason` when the server is shutting down rather than the job being cancelled: the
+ * method should stop without destroying resumable work (e.g. a `full` Kubernetes Job keeps
+ * running and is adopted when the restarted server runs the job again). Any other reason is a cancel.
+ */
+export const SHUTDOWN_ABORT_REASON = 'shutdown';
+
 /** Thrown (or rejected) by `run` when `ctx.signal` aborted it. */
 export class FineTuneCancelledError extends Error {
   constructor(message = 'job cancelled') {
@@ -81,7 +88,8 @@ export interface FineTuneJobContext {
   /** The version string the new bundle should carry (its manifest `version`); the runner registers
    *  the returned bundle under its manifest's version, so a method may also choose its own. */
   outputVersion: string;
-  /** Aborted on cancel (and on server shutdown); `run` must stop promptly and free its resources. */
+  /** Aborted on cancel, and on server shutdown with reason SHUTDOWN_ABORT_REASON; `run` must stop
+   *  promptly and free its resources. */
   signal: AbortSignal;
   emit(event: FineTuneMethodEvent): void;
 }
