@@ -77,7 +77,7 @@ describe('clipserve finetune', () => {
     for (let i = 0; i < 60; i++) zip.addFile(path.join(tmp, 'icons', `${i}.png`), `set/icons/${i}.png`);
     zip.end();
     const zipFile = path.join(tmp, 'icons.zip');
-    await new Promise((resolve, reject) => zip.outputStream.pipe(fs.createWriteStream(zipFile)).on('close', resolve).on('error', reject));
+    await new Promise<void>((resolve, reject) => zip.outputStream.pipe(fs.createWriteStream(zipFile)).on('close', () => resolve()).on('error', reject));
     const up = JSON.parse((await cli('upload', zipFile, '--json')).stdout);
     expect(up).toMatchObject({ format: 'DATASET_FORMAT_ZIP', numPairs: 60 });
   });
