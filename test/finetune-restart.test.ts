@@ -69,7 +69,7 @@ it('a job running when the server is SIGKILLed resumes from its checkpoint after
     ft = client('FineTuneService', child.port);
     const ds = await uploadPairs(ft, 'icons', await iconDataset());
     // Long enough to be killed mid-run (about 6 steps per epoch).
-    const { job } = await unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { epochs: 120, batchSize: 16, learningRate: 0.02, validationSplit: 0.3, seed: 1 } });
+    const { job } = await unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { epochs: 200, batchSize: 16, learningRate: 0.02, validationSplit: 0.3, seed: 1 } });
 
     // Watch until a few epochs are checkpointed, then kill without warning.
     const seen: Any[] = [];
