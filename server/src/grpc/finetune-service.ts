@@ -122,19 +122,25 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       const jobId = String(call.request.jobId ?? '');
       let last = Number(call.request.afterSequence ?? 0);
       runner.get(jobId); // NOT_FOUND before anything is sent
-      const deliver = (ev: JobEventRecord, state: JobState): void => {
+      // The job's state as of the last event sent (WatchFineTuneJobResponse.state).
+      let state: JobState = 'queued';
+      const stateAfter = (ev: JobEventRecord): void => {
+        if (ev.type === 'state' && typeof ev.data.state === 'string') state = ev.data.state as JobState;
+      };
+      if (last > 0) for (const ev of runner.events(jobId, 0)) if (ev.sequence <= last) stateAfter(ev);
+      const deliver = (ev: JobEventRecord): void => {
         if (exited || ev.sequence <= last) return;
         if (ev.sequence !== last + 1) return catchUp(); // a gap: read it from the store in order
         last = ev.sequence;
+        stateAfter(ev);
         call.write({ event: eventToMessage(ev), state: jobStateName(state) });
         if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
       };
       const catchUp = (): void => {
-        const state = runner.get(jobId).state;
-        for (const ev of runner.events(jobId, last)) deliver(ev, state);
+        for (const ev of runner.events(jobId, last)) deliver(ev);
         if (!exited && TERMINAL_STATES.has(runner.get(jobId).state) && runner.events(jobId, last).length === 0) end();
       };
-      unsubscribe = runner.subscribe(jobId, (ev, j) => deliver(ev, j.state));
+      unsubscribe = runner.subscribe(jobId, (ev) => deliver(ev));
       catchUp();
       if (!exited) {
         timer = setInterval(() => {
