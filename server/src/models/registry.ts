@@ -40,6 +40,8 @@ export class ModelRegistry {
    */
   registerFineTuned(o: { version: string; name: string; bundleDir: string; parentVersion: string; jobId: string; metrics: Record<string, number> }): ModelVersionRecord {
     if (!SAFE_VERSION.test(o.version)) throw new Error(`model version ${JSON.stringify(o.version)} is not a safe name`);
+    const existing = this.store.getModelVersion(o.version);
+    if (existing && existing.jobId !== o.jobId) throw new Error(`model version ${o.version} already exists (${existing.jobId ? `from job ${existing.jobId}` : 'a base model'}); a job's output never replaces another version`);
     const dest = path.join(this.modelsDir, o.version);
     if (path.resolve(o.bundleDir) !== dest) {
       fs.rmSync(dest, { recursive: true, force: true }); // left over from an interrupted registration of this same job
