@@ -144,14 +144,11 @@ describe('the data disk fills up during a fine-tune job', () => {
 
 describe('the data disk is full before the job records its progress', () => {
   /*
-   * KNOWN BUG (reported, server/src/finetune is not this suite's to change): with only ~160 KiB
-   * left, SQLite cannot append the job's step events; the SQLITE_FULL error is thrown inside the
-   * adapter trainer's worker 'message' listener (ctx.emit → store.appendEvent) and takes the whole
-   * process down. The fix belongs in the job runner: a failing event write should fail the job
-   * (as a failed artifact write does above). This test states the wanted behaviour and is marked
-   * failing until then; when it starts passing, jest reports it so the mark can be removed.
+   * With only ~160 KiB left, SQLite cannot append the job's step events (SQLITE_FULL, raised inside
+   * the adapter trainer's worker 'message' listener through ctx.emit): the job runner stops the job,
+   * frees its artifacts and fails it with the reason; the process serves on.
    */
-  test.failing('the job fails and the server survives', async () => {
+  test('the job fails and the server survives', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-dbfull-'));
     const dataDir = path.join(tmp, 'data');
     fs.mkdirSync(dataDir);

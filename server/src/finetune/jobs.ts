@@ -21,7 +21,7 @@ import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
 import { DatasetError, readDatasetRows, validateDatasetRows, type DatasetCatalog } from './dataset';
-import { VALIDATION_FILE } from './adapter';
+import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR, VALIDATION_FILE } from './adapter';
 import { FeatureError } from './adapter/features';
 import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
 
@@ -82,9 +82,14 @@ const rowList = (rows: number[]): string => rows.slice(0, 20).join(', ') + (rows
 interface ActiveJob {
   id: string;
   controller: AbortController;
-  reason: 'cancel' | 'shutdown' | undefined;
+  reason: 'cancel' | 'shutdown' | 'storage' | undefined;
+  /** Why recording the job's progress failed (e.g. SQLITE_FULL): the job is stopped and failed. */
+  storageError?: unknown;
   done: Promise<void>;
 }
+
+/** Artifacts a failed job never uses again (the adapter's; harmless for other methods). */
+const FAILED_JOB_LEFTOVERS = [FEATURES_FILE, `${FEATURES_FILE}.tmp`, CHECKPOINT_FILE, `${CHECKPOINT_FILE}.tmp`, OUTPUT_BUNDLE_DIR];
 
 export class FineTuneJobRunner {
   private readonly methods = new Map<string, FineTuneMethod>();
@@ -278,7 +283,14 @@ export class FineTuneJobRunner {
         try {
           await this.execute(next, active);
         } catch (err) {
+          // Recording the outcome failed (e.g. the disk is full): give the job up so that another
+          // instance, or this one after a restart, recovers it instead of it staying ours forever.
           this.o.logger.error({ err, job: next.id }, 'fine-tune job bookkeeping failed');
+          try {
+            this.o.store.releaseJob(next.id);
+          } catch (releaseErr) {
+            this.o.logger.error({ err: releaseErr, job: next.id }, 'cannot release the fine-tune job');
+          }
         } finally {
           this.active = undefined;
           finish();
@@ -338,6 +350,13 @@ export class FineTuneJobRunner {
       log.info({ version: record.version }, 'fine-tune job succeeded');
     } catch (err) {
       if (!this.stillOwned(job.id)) return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
+      if (active.reason === 'storage') {
+        // Free what the failed job leaves (often what filled the disk) before recording the failure.
+        for (const f of FAILED_JOB_LEFTOVERS) fs.rmSync(path.join(workDir, f), { recursive: true, force: true });
+        const cause = active.storageError instanceof Error ? active.storageError.message : String(active.storageError);
+        log.error({ err: active.storageError }, 'cannot record the fine-tune job progress: failing it');
+        return this.fail(job.id, { code: 'storage_error', message: `cannot record the job's progress in the data directory: ${cause}` });
+      }
       if (signal.aborted && active.reason === 'shutdown') {
         this.event(job.id, { type: 'log', message: 'the server is shutting down: the job will resume after the restart' });
         return;
@@ -406,7 +425,18 @@ export class FineTuneJobRunner {
     if (typeof data.metrics_before === 'object' && data.metrics_before) update.metricsBefore = data.metrics_before as Record<string, number>;
     if (typeof data.metrics_after === 'object' && data.metrics_after) update.metricsAfter = data.metrics_after as Record<string, number>;
     // A method's own 'state' events are progress notes; the runner owns the job's state.
-    this.event(jobId, { type: e.type === 'state' ? 'log' : e.type, message: e.message, data }, update);
+    try {
+      this.event(jobId, { type: e.type === 'state' ? 'log' : e.type, message: e.message, data }, update);
+    } catch (err) {
+      // emit() runs inside the method (a worker's message listener, say): throwing there would
+      // take the process down. Stop the job instead; execute() records the failure.
+      const a = this.active;
+      if (a && a.id === jobId && !a.controller.signal.aborted) {
+        a.reason = 'storage';
+        a.storageError = err;
+        a.controller.abort(err);
+      }
+    }
   }
 
   private event(jobId: string, e: FineTuneMethodEvent, update?: JobUpdate): void {
