@@ -25,7 +25,8 @@ const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embed
 const SERVICE = 'clipserve.v1.EmbeddingService';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261127);
-const MAIN_IMAGES = 10_000;
+/** FUZZ_IMAGES raises the count for a longer soak (e.g. to see whether memory plateaus). */
+const MAIN_IMAGES = Math.max(10_000, Number(process.env.FUZZ_IMAGES ?? 0));
 const WARMUP_IMAGES = 2_000;
 const MAX_IMAGE_BYTES = 1 << 20;
 const MAX_IMAGE_PIXELS = 4_000_000;
