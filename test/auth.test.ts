@@ -275,6 +275,22 @@ describe('scopes across the services (fine-tuning on)', () => {
       expect(await outcome(TUNE_KEY)).toEqual({ embed: 'PERMISSION_DENIED', finetune: 'OK', admin: 'PERMISSION_DENIED' });
       expect(await outcome(ADMIN_KEY)).toEqual({ embed: 'OK', finetune: 'OK', admin: 'OK' });
       expect(await outcome('not-a-key-0000000000000')).toEqual({ embed: 'UNAUTHENTICATED', finetune: 'UNAUTHENTICATED', admin: 'UNAUTHENTICATED' });
+      // Client streaming (an upload) is refused before any byte is stored; server streaming too.
+      const ft = services.finetune[0];
+      const upload = await new Promise<grpc.ServiceError | null>((resolve) => {
+        const stream = ft.UploadDataset(metadataWith(`Bearer ${EMBED_KEY}`), (err: grpc.ServiceError | null) => resolve(err));
+        stream.write({ header: { name: 'x', format: 'DATASET_FORMAT_PAIRS' } });
+        for (let i = 0; i < 50; i++) stream.write({ pair: { image: Buffer.alloc(10_000, i), caption: 'c' } });
+        stream.end();
+      });
+      expect(upload?.code).toBe(grpc.status.PERMISSION_DENIED);
+      expect(fs.existsSync(path.join(tmp, 'data', 'datasets')) ? fs.readdirSync(path.join(tmp, 'data', 'datasets')) : []).toEqual([]);
+      const watch = await new Promise<grpc.ServiceError>((resolve) => {
+        const stream = ft.WatchFineTuneJob({ jobId: 'ftjob-x' }, metadataWith());
+        stream.on('data', () => undefined);
+        stream.on('error', resolve);
+      });
+      expect(watch.code).toBe(grpc.status.UNAUTHENTICATED);
     } finally {
       for (const [c] of Object.values(services)) c.close();
       await server.shutdown(1);
