@@ -296,8 +296,9 @@ describe('fine-tune jobs and model versions', () => {
   test('typed errors: unknown job / version, bad hyperparameters, no cluster for `full`, deadlines and aborts', async () => {
     expect((await rejection(client.fineTunes.get('ftjob-doesnotexist'))).code).toBe(Status.NOT_FOUND);
     expect((await rejection(client.models.activate('no-such-version'))).code).toBe(Status.NOT_FOUND);
-    // finetune.proto promises NOT_FOUND for an unknown dataset; the server answers INVALID_ARGUMENT today.
-    expect((await rejection(client.fineTunes.create({ trainingFile: 'ds-missing' }))).details).toMatch(/no dataset ds-missing/);
+    const missing = await rejection(client.fineTunes.create({ trainingFile: 'ds-missing' }));
+    expect(missing.code).toBe(Status.NOT_FOUND);
+    expect(missing.details).toMatch(/no dataset ds-missing/);
     const hp = await rejection(client.fineTunes.create({ trainingFile: datasetId, hyperparameters: { learningRate: -1 } }));
     expect(hp.code).toBe(Status.INVALID_ARGUMENT);
     // Caught before sending: a misspelt hyperparameter would otherwise be silently ignored.

@@ -22,6 +22,14 @@ export class DatasetError extends Error {
   }
 }
 
+/** A dataset id or file that does not exist (NOT_FOUND, where other DatasetErrors are bad input). */
+export class DatasetNotFoundError extends DatasetError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DatasetNotFoundError';
+  }
+}
+
 export interface CsvColumns {
   imgKey: string;
   captionKey: string;
@@ -302,14 +310,14 @@ export class DatasetCatalog {
   resolve(ref: string): DatasetRecord {
     const known = this.store.getDataset(ref);
     if (known) return known;
-    if (/^ds-[a-z0-9]+$/.test(ref)) throw new DatasetError(`no dataset ${ref}`);
+    if (/^ds-[a-z0-9]+$/.test(ref)) throw new DatasetNotFoundError(`no dataset ${ref}`);
     const abs = path.resolve(this.dataDir, ref);
     let real: string;
     try {
       real = fs.realpathSync(abs);
     } catch {
       if (!isInside(this.dataDir, abs)) throw new DatasetError(`dataset path ${ref} is outside the data directory`);
-      throw new DatasetError(`no dataset file ${ref} in the data directory`);
+      throw new DatasetNotFoundError(`no dataset file ${ref} in the data directory`);
     }
     if (!isInside(fs.realpathSync(this.dataDir), real)) throw new DatasetError(`dataset path ${ref} is outside the data directory`);
     const id = newId('ds');

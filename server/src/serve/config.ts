@@ -55,6 +55,10 @@ export interface ServeConfig {
   dataDir: string | undefined;
   /** The ReadWriteMany PersistentVolumeClaim holding dataDir, for `full` fine-tune training pods. */
   finetunePvc: string;
+  /** Default trainer image for `full` fine-tunes (a job's hyperparameters.image wins). */
+  finetuneImage: string | undefined;
+  /** Namespace of `full` fine-tune Jobs (a job's hyperparameters.namespace wins; else the kubeconfig's). */
+  finetuneNamespace: string | undefined;
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -161,6 +165,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'authOpenReflection', flag: '--auth-open-reflection <bool>', env: 'CLIPSERVE_AUTH_OPEN_REFLECTION', description: 'with API keys: server reflection answers without a key', defaultValue: true, parse: boolean },
   { key: 'dataDir', flag: '--data-dir <dir>', env: 'CLIPSERVE_DATA_DIR', description: 'enables FineTuneService and ModelService: the SQLite catalogue of datasets, jobs and model versions, and their artifacts (default: none, fine-tuning disabled)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetunePvc', flag: '--finetune-pvc <name>', env: 'CLIPSERVE_FINETUNE_PVC', description: 'the ReadWriteMany PersistentVolumeClaim that holds --data-dir, mounted at the same path in `full` fine-tune training pods (which run when a Kubernetes cluster is reachable: in-cluster or KUBECONFIG)', defaultValue: 'clipserve-data', parse: nonEmptyString },
+  { key: 'finetuneImage', flag: '--finetune-image <ref>', env: 'CLIPSERVE_FINETUNE_IMAGE', description: 'default container image for `full` fine-tune training pods (torch + open_clip_train); a job may name its own (default: none: jobs must name one)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'finetuneNamespace', flag: '--finetune-namespace <ns>', env: 'CLIPSERVE_FINETUNE_NAMESPACE', description: 'namespace of `full` fine-tune Jobs (default: the kubeconfig context\'s, in-cluster: the pod\'s)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 

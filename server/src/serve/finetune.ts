@@ -44,7 +44,12 @@ function methods(config: ServeConfig & { dataDir: string }, logger: Logger): Fin
   } catch (err) {
     logger.warn({ err }, 'no usable Kubernetes configuration: the full fine-tune method will refuse jobs');
   }
-  list.push(createFullMethod({ kube, storage: { pvcName: config.finetunePvc, mountPath: config.dataDir } }));
+  list.push(createFullMethod({
+    kube,
+    image: config.finetuneImage,
+    namespace: config.finetuneNamespace,
+    storage: { pvcName: config.finetunePvc, mountPath: config.dataDir },
+  }));
   return list;
 }
 
