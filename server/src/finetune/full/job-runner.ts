@@ -10,7 +10,7 @@
  * timeouts; a resumed server (Job already there: 409) simply adopts the Job and goes on following.
  */
 import type { V1Job, V1Pod } from '@kubernetes/client-node';
-import { FineTuneCancelledError, type FineTuneMethodEvent } from '../method';
+import { FineTuneCancelledError, SHUTDOWN_ABORT_REASON, type FineTuneMethodEvent } from '../method';
 import type { KubeTrainingApi } from './kube-client';
 import { CONTAINER_NAME, JOB_ID_ANNOTATION, ownedByJob, POD_JOB_NAME_LABEL, type TrainingManifests } from './manifests';
 
@@ -18,12 +18,9 @@ import { CONTAINER_NAME, JOB_ID_ANNOTATION, ownedByJob, POD_JOB_NAME_LABEL, type
 const FATAL_WAITING_REASONS = new Set(['InvalidImageName', 'ErrImageNeverPull', 'CreateContainerConfigError', 'CreateContainerError']);
 const LOG_TAIL_LINES = 20;
 
-/**
- * The abort reason that means "the server is shutting down", not "cancel": the training Job keeps
- * running on the cluster, and the next run of the same fine-tune (after the restart) adopts it.
- * Any other abort is a cancel and deletes the Job.
- */
-export const SHUTDOWN_ABORT_REASON = 'shutdown';
+// On an abort with SHUTDOWN_ABORT_REASON the training Job keeps running on the cluster and the next
+// run of the same fine-tune (after the restart) adopts it; any other abort is a cancel and deletes it.
+export { SHUTDOWN_ABORT_REASON };
 
 export class TrainingJobFailedError extends Error {
   constructor(
