@@ -4,19 +4,10 @@
  * code free of onnxruntime, and lets the real LoadedModel satisfy it structurally.
  */
 import type { ImageLimits } from '../preprocess/errors';
+import type { ModelInfo } from '../runtime/model';
 
-export interface ServedModelInfo {
-  name: string;
-  version: string;
-  embedDim: number;
-  imageSize: number;
-  contextLength: number;
-  /** exp(logit_scale): the factor model(image, text) applies to cosine similarities. */
-  logitScale: number;
-  provider: 'cpu' | 'cuda';
-  demo: boolean;
-  precision: 'fp32' | 'fp16';
-}
+/** What GetModelInfo reports; the runtime's own ModelInfo (a type-only import: no onnxruntime is loaded). */
+export type ServedModelInfo = ModelInfo;
 
 export interface TokenizedText {
   /** contextLength ids: SOT, tokens, EOT, zero padding. */
