@@ -6,7 +6,7 @@ import type { ArchName } from '../model/config';
 import type { RawResult } from './raw-encoder';
 import type { BenchResults, ModelResults } from './run';
 import type { ServedResult } from './server-bench';
-import { formatTable, type Cell } from './table';
+import { formatTable, markdownTable, type Cell } from './table';
 
 export interface TargetRow {
   target: string;
@@ -130,35 +130,92 @@ function mib(b: number): number {
   return b / MB;
 }
 
-export function printReport(res: BenchResults, out: (s: string) => void): void {
-  const m0 = res.meta;
-  out(`\nclipserve bench — ${m0.date}, ${m0.host}, ${m0.cpus} × ${m0.cpuModel}, node ${m0.node}, onnxruntime-node ${m0.onnxruntime}, provider ${m0.provider}, ${m0.intraOpThreads} intra-op threads\n`);
-  out(`load average (1 min) before ${m0.loadAverageBefore[0].toFixed(2)}, after ${m0.loadAverageAfter[0].toFixed(2)}; wall ${m0.wallSeconds.toFixed(0)} s\n`);
+/** One section of the report: a title, a header and rows (rendered as text or markdown). */
+interface ReportTable {
+  title: string;
+  header: string[];
+  rows: Cell[][];
+}
+
+function reportTables(res: BenchResults): Array<{ heading?: string; table: ReportTable }> {
+  const out: Array<{ heading?: string; table: ReportTable }> = [];
   for (const [arch, m] of Object.entries(res.models) as Array<[ArchName, ModelResults]>) {
     if (!m) continue;
-    out(`\n== ${arch} (weights ${mib(m.bundle.weightBytes).toFixed(0)} MiB${m.bundle.built ? `, built in ${m.bundle.buildSeconds.toFixed(1)} s` : ', cached'}) ==\n`);
+    const heading = `${arch} (weights ${mib(m.bundle.weightBytes).toFixed(0)} MiB${m.bundle.built ? `, built in ${m.bundle.buildSeconds.toFixed(1)} s` : ', cached'})`;
+    let first = true;
+    const push = (table: ReportTable): void => {
+      out.push(first ? { heading, table } : { table });
+      first = false;
+    };
     if (m.raw) {
-      const rows: Cell[][] = [...m.raw.image, ...m.raw.text.results].map((r) => [r.tower, r.variant, r.batch, r.positions, r.itemsPerSec, r.latency.p50Ms, r.latency.p95Ms, r.latency.p99Ms, r.runs]);
-      out(formatTable(`raw session.run (the limit); captions: mean ${m.raw.text.meanTokens.toFixed(1)} tokens, max ${m.raw.text.maxTokens}`, ['tower', 'input', 'batch', 'positions', 'items/s', 'p50 ms', 'p95 ms', 'p99 ms', 'runs'], rows));
+      push({
+        title: `raw session.run (the limit); captions: mean ${m.raw.text.meanTokens.toFixed(1)} tokens, max ${m.raw.text.maxTokens}`,
+        header: ['tower', 'input', 'batch', 'positions', 'items/s', 'p50 ms', 'p95 ms', 'p99 ms', 'runs'],
+        rows: [...m.raw.image, ...m.raw.text.results].map((r) => [r.tower, r.variant, r.batch, r.positions, r.itemsPerSec, r.latency.p50Ms, r.latency.p95Ms, r.latency.p99Ms, r.runs]),
+      });
     }
     if (m.server) {
       const limit = (kind: ServedResult['kind']): number => {
         const list = kind.includes('image') ? m.raw?.image : m.raw?.text.results.filter((r) => r.variant === 'cut');
         return best(list ?? [])?.itemsPerSec ?? Number.NaN;
       };
-      const rows: Cell[][] = m.server.served.map((r) => [r.kind, r.image ?? '', r.batching, r.concurrency, r.itemsPerSec, r.itemsPerSec / limit(r.kind), r.latency.p50Ms, r.latency.p95Ms, r.latency.p99Ms, r.serverCpuCores, mib(r.serverPeakRssBytes), r.errors]);
-      out(formatTable(`served over loopback gRPC via the SDK (ready in ${m.server.readySeconds.toFixed(1)} s, RSS at ready ${mib(m.server.readyPeakRssBytes).toFixed(0)} MiB, --max-batch-size ${m.server.maxBatchSize} when on)`, ['call', 'image', 'batching', 'callers', 'items/s', '× limit', 'p50 ms', 'p95 ms', 'p99 ms', 'server cpu', 'peak RSS MiB', 'errors'], rows));
+      push({
+        title: `served over loopback gRPC via the SDK (ready in ${m.server.readySeconds.toFixed(1)} s, RSS at ready ${mib(m.server.readyPeakRssBytes).toFixed(0)} MiB, --max-batch-size ${m.server.maxBatchSize} when on)`,
+        header: ['call', 'image', 'batching', 'callers', 'items/s', '× limit', 'p50 ms', 'p95 ms', 'p99 ms', 'server cpu', 'peak RSS MiB', 'errors', 'mean batch', 'run ms', 'prep ms', 'queue ms'],
+        rows: m.server.served.map((r) => [r.kind, r.image ?? '', r.batching, r.concurrency, r.itemsPerSec, r.itemsPerSec / limit(r.kind), r.latency.p50Ms, r.latency.p95Ms, r.latency.p99Ms, r.serverCpuCores, mib(r.serverPeakRssBytes), r.errors, r.breakdown.meanBatchSize, r.breakdown.meanInferenceMs, r.breakdown.meanPreprocessMs, r.breakdown.meanQueueWaitMs]),
+      });
     }
   }
   if (res.transportFloor) {
     const t = res.transportFloor;
-    out(formatTable('transport floor: bare grpc-js unary round trip between two processes (do-nothing handler)', ['calls', 'p50 ms', 'p95 ms', 'p99 ms'], [[t.count, t.p50Ms, t.p95Ms, t.p99Ms]]));
+    out.push({ table: { title: 'transport floor: bare grpc-js unary round trip between two processes (do-nothing handler)', header: ['calls', 'p50 ms', 'p95 ms', 'p99 ms'], rows: [[t.count, t.p50Ms, t.p95Ms, t.p99Ms]] } });
   }
   if (res.hot) {
     const t = res.hot.tokenizer;
-    out(formatTable('tokenizer (one core, demo vocabulary)', ['captions', 'avg chars', 'cold /s', 'steady /s'], [[t.captions, t.avgChars, t.coldPerSec, t.steadyPerSec]]));
-    out(formatTable('image preprocessing to 224 px', ['image', 'KiB', 'mode', 'decode ms', 'transform ms', 'total ms (1 core)', 'images/s (1 core)', 'pool workers', 'pool images/s'], res.hot.preprocess.map((p) => [p.image, p.bytes / 1024, p.mode, p.decode.wallMs, p.transform.wallMs, p.total.wallMs, p.imagesPerSecOneCore, p.poolWorkers, p.poolImagesPerSec])));
-    out(formatTable('response encoding (Embedding messages + EmbedText serialisation)', ['format', 'dim', 'embeddings', 'µs/response', 'bytes', 'embeddings/s'], res.hot.responseEncoding.map((e) => [e.format.replace('EMBEDDING_FORMAT_', ''), e.dim, e.embeddings, e.usPerResponse, e.responseBytes, e.embeddingsPerSec])));
+    out.push({ heading: 'hot paths', table: { title: 'tokenizer (one core, demo vocabulary)', header: ['captions', 'avg chars', 'cold /s', 'steady /s'], rows: [[t.captions, t.avgChars, t.coldPerSec, t.steadyPerSec]] } });
+    out.push({
+      table: {
+        title: 'image preprocessing to 224 px',
+        header: ['image', 'KiB', 'mode', 'decode ms', 'transform ms', 'total ms (1 core)', 'images/s (1 core)', 'pool workers', 'pool images/s'],
+        rows: res.hot.preprocess.map((p) => [p.image, p.bytes / 1024, p.mode, p.decode.wallMs, p.transform.wallMs, p.total.wallMs, p.imagesPerSecOneCore, p.poolWorkers, p.poolImagesPerSec]),
+      },
+    });
+    out.push({
+      table: {
+        title: 'response encoding (Embedding messages + EmbedText serialisation)',
+        header: ['format', 'dim', 'embeddings', 'µs/response', 'bytes', 'embeddings/s'],
+        rows: res.hot.responseEncoding.map((e) => [e.format.replace('EMBEDDING_FORMAT_', ''), e.dim, e.embeddings, e.usPerResponse, e.responseBytes, e.embeddingsPerSec]),
+      },
+    });
   }
-  if (res.targets.length) out(formatTable('targets', ['target', 'model', 'measured', 'required', 'met'], res.targets.map((t) => [t.target, t.model, t.measured, t.required, t.met ? 'yes' : 'NO'])));
+  if (res.targets.length) {
+    out.push({ heading: 'targets', table: { title: 'targets', header: ['target', 'model', 'measured', 'required', 'met'], rows: res.targets.map((t) => [t.target, t.model, t.measured, t.required, t.met ? 'yes' : 'NO']) } });
+  }
+  return out;
+}
+
+function metaLines(res: BenchResults): string[] {
+  const m0 = res.meta;
+  return [
+    `clipserve bench — ${m0.date}, ${m0.host}, ${m0.cpus} × ${m0.cpuModel}, node ${m0.node}, onnxruntime-node ${m0.onnxruntime}, provider ${m0.provider}, ${m0.intraOpThreads} intra-op threads`,
+    `load average (1 min) before ${m0.loadAverageBefore[0].toFixed(2)}, after ${m0.loadAverageAfter[0].toFixed(2)}; wall ${m0.wallSeconds.toFixed(0)} s`,
+  ];
+}
+
+export function printReport(res: BenchResults, out: (s: string) => void): void {
+  out(`\n${metaLines(res).join('\n')}\n`);
+  for (const { heading, table } of reportTables(res)) {
+    if (heading) out(`\n== ${heading} ==\n`);
+    out(formatTable(table.title, table.header, table.rows));
+  }
+}
+
+/** The same report as markdown (written next to the results JSON; pasted into docs/benchmarks.md). */
+export function markdownReport(res: BenchResults): string {
+  const parts = [metaLines(res).map((l) => `${l}  `).join('\n'), ''];
+  for (const { heading, table } of reportTables(res)) {
+    if (heading) parts.push(`### ${heading}`, '');
+    parts.push(`*${table.title}*`, '', markdownTable(table.header, table.rows));
+  }
+  return parts.join('\n');
 }

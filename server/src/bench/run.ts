@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { ArchName } from '../model/config';
 import { ClipTokenizer } from '../tokenizer';
+import { SERVE_OPTIONS } from '../serve/config';
 import { PACKAGE_ROOT } from '../util/paths';
 import { BenchConfigError, ensureBenchBundle, weightBytes } from './bundles';
 import { preprocessThroughput, responseEncoding, tokenizerThroughput, type PreprocessResult, type ResponseEncodingResult, type TokenizerResult } from './hot-paths';
@@ -23,7 +24,9 @@ import { ServerProcess } from './server-process';
 import { renderChart, type Panel } from './svg-chart';
 import { transportFloor } from './transport-floor';
 import type { LatencySummary } from './stats';
-import { evaluateTargets, printReport, type TargetRow } from './report';
+import { evaluateTargets, markdownReport, printReport, type TargetRow } from './report';
+
+const SERVER_DEFAULT_MAX_BATCH = Number(SERVE_OPTIONS.find((opt) => opt.key === 'maxBatchSize')?.defaultValue ?? 32);
 
 export type Section = 'raw' | 'server' | 'hot';
 export const SECTIONS: readonly Section[] = ['raw', 'server', 'hot'];
@@ -42,6 +45,8 @@ export interface BenchOptions {
   concurrency?: number[];
   /** Override: raw batch sizes. */
   batchSizes?: number[];
+  /** The server's --max-batch-size with batching on (default: the server's own default). */
+  serverMaxBatchSize?: number;
   /** The server's --max-queue-delay-ms (default: the server's own default). */
   maxQueueDelayMs?: number;
   log: (msg: string) => void;
@@ -164,7 +169,8 @@ async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): 
 
   if (o.sections.includes('server')) {
     if (!fs.existsSync(SDK_ENTRY)) throw new BenchConfigError(`the server section drives the SDK: build it first (npm --prefix sdk run build); ${SDK_ENTRY} is missing`);
-    const maxBatchSize = Math.max(...plan.imageBatchSizes, ...plan.textBatchSizes);
+    // Batching on = the server as shipped: its default --max-batch-size (unless --server-max-batch-size).
+    const maxBatchSize = o.serverMaxBatchSize ?? SERVER_DEFAULT_MAX_BATCH;
     const small = { label: `${bundle.manifest.image_size}px JPEG`, bytes: await makeBenchImage('small', bundle.manifest.image_size) };
     const served: ServedResult[] = [];
     const gen = await LoadGenerator.start();
@@ -286,6 +292,7 @@ export async function runBench(o: BenchOptions): Promise<{ results: BenchResults
   const base = path.join(o.outDir, `${stamp}-${results.meta.host.replace(/[^A-Za-z0-9._-]/g, '_')}`);
   const jsonPath = `${base}.json`;
   fs.writeFileSync(jsonPath, JSON.stringify(results, null, 2) + '\n');
+  fs.writeFileSync(`${base}.md`, markdownReport(results));
   let chartPath: string | undefined;
   const panels = chartPanels(results);
   if (panels.length) {

@@ -7,6 +7,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { compiledModule } from '../util/paths';
 import type { ChildMessage, LoadKind, LoadReport, LoadScenario } from './load-protocol';
 import type { ServerProcess } from './server-process';
+import { breakdown, scrape, type ServedBreakdown } from './server-metrics';
 import { summarize, type LatencySummary } from './stats';
 
 export interface ServedResult {
@@ -22,6 +23,8 @@ export interface ServedResult {
   /** server CPU seconds per wall second in the window (2.0 = two cores busy) */
   serverCpuCores: number;
   serverPeakRssBytes: number;
+  /** from the server's histograms over the whole scenario (warm-up included) */
+  breakdown: ServedBreakdown;
 }
 
 export class LoadGenerator {
@@ -71,6 +74,7 @@ export async function runServed(server: ServerProcess, gen: LoadGenerator, batch
   server.resetPeakRss();
   // CPU is sampled around the whole run (warm-up included) and scaled by its wall time: the
   // window the generator counts sits inside it at the same load.
+  const m0 = await scrape(server.metricsPort);
   const cpu0 = server.cpuSeconds();
   const t0 = performance.now();
   const report = await gen.run({
@@ -84,6 +88,7 @@ export async function runServed(server: ServerProcess, gen: LoadGenerator, batch
   });
   const wall = (performance.now() - t0) / 1000;
   const cpu = server.cpuSeconds() - cpu0;
+  const m1 = await scrape(server.metricsPort);
   return {
     kind: spec.kind,
     batching,
@@ -95,5 +100,6 @@ export async function runServed(server: ServerProcess, gen: LoadGenerator, batch
     latency: summarize(report.latenciesMs),
     serverCpuCores: cpu / wall,
     serverPeakRssBytes: server.peakRssBytes(),
+    breakdown: breakdown(m0, m1, spec.kind.includes('image') ? 'image' : 'text'),
   };
 }

@@ -29,7 +29,7 @@ export interface ProcSample {
 export class ServerProcess {
   private exited = false;
   private stderrTail = '';
-  private constructor(private readonly child: ChildProcess, readonly port: number, readonly readySeconds: number) {
+  private constructor(private readonly child: ChildProcess, readonly port: number, readonly metricsPort: number, readonly readySeconds: number) {
     child.once('exit', () => (this.exited = true));
   }
 
@@ -58,6 +58,7 @@ export class ServerProcess {
     const lines = readline.createInterface({ input: child.stdout! });
     return new Promise<ServerProcess>((resolve, reject) => {
       let port: number | undefined;
+      let metricsPort: number | undefined;
       const timer = setTimeout(() => fail(new Error(`the server was not ready after ${timeoutSeconds} s`)), timeoutSeconds * 1000);
       const fail = (err: Error): void => {
         clearTimeout(timer);
@@ -73,6 +74,7 @@ export class ServerProcess {
           return;
         }
         if (rec.msg === 'grpc server listening') port = rec.port;
+        if (typeof rec.msg === 'string' && rec.msg.startsWith('metrics and probes listening')) metricsPort = rec.port;
         if (rec.msg === 'model failed to load') fail(new Error(`the server failed to load the model: ${rec.err?.message ?? line}`));
         if (rec.msg === 'model ready: serving') {
           const provider = (rec as { model?: { provider?: string } }).model?.provider;
@@ -80,8 +82,8 @@ export class ServerProcess {
           clearTimeout(timer);
           child.removeAllListeners('exit');
           lines.removeAllListeners('line');
-          if (port === undefined) return reject(new Error('the server did not log its port'));
-          const p = new ServerProcess(child, port, (performance.now() - t0) / 1000);
+          if (port === undefined || metricsPort === undefined) return fail(new Error('the server did not log its gRPC and metrics ports'));
+          const p = new ServerProcess(child, port, metricsPort, (performance.now() - t0) / 1000);
           p.stderrTail = stderr;
           resolve(p);
         }

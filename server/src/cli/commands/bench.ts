@@ -29,7 +29,8 @@ export function register(program: Command): void {
     .option('--threads <n>', 'intra-op threads of the raw sessions and the server', String(os.availableParallelism()))
     .option('--seconds <s>', 'seconds per measurement (overrides the plan)')
     .option('--concurrency <list>', 'concurrency sweep, e.g. 1,8,64 (overrides the plan)')
-    .option('--batch-sizes <list>', 'raw batch sizes, e.g. 1,8,32,64 (overrides the plan; the largest is the server --max-batch-size)')
+    .option('--batch-sizes <list>', 'raw batch sizes, e.g. 1,8,32,64 (overrides the plan)')
+    .option('--server-max-batch-size <n>', "the served server's --max-batch-size with batching on (default: the server's default)")
     .option('--max-queue-delay-ms <ms>', "the served server's --max-queue-delay-ms (default: the server's default)")
     .option('--cache-dir <dir>', 'where bench bundles are built and reused', dirs.cacheDir)
     .option('--out-dir <dir>', 'where results JSON and chart are written', dirs.outDir)
@@ -54,6 +55,7 @@ export function register(program: Command): void {
         outDir: String(o.outDir),
         ...(seconds ? { seconds } : {}),
         ...(delay !== undefined ? { maxQueueDelayMs: delay } : {}),
+        ...(o.serverMaxBatchSize ? { serverMaxBatchSize: positiveInts('--server-max-batch-size', String(o.serverMaxBatchSize))[0] } : {}),
         ...(o.concurrency ? { concurrency: positiveInts('--concurrency', String(o.concurrency)) } : {}),
         ...(o.batchSizes ? { batchSizes: positiveInts('--batch-sizes', String(o.batchSizes)) } : {}),
         log: (m) => process.stderr.write(`${m}\n`),
