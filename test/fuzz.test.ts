@@ -17,6 +17,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import sharp from 'sharp';
 import { PROTO_DIR } from '../server/src/util/paths';
+import { seededRandom } from '../server/src/util/random';
 import { ServerProcess, startServerProcess } from './helpers/server-process';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -32,18 +33,7 @@ const MAX_IMAGE_BYTES = 1 << 20;
 const MAX_IMAGE_PIXELS = 4_000_000;
 const MAX_TEXT_CHARS = 4096;
 
-/** mulberry32: small, fast, seeded. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = rng(SEED);
+const rand = seededRandom(SEED);
 const int = (n: number) => Math.floor(rand() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
 const randomBytes = (n: number) => Buffer.from(Array.from({ length: n }, () => int(256)));

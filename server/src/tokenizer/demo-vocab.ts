@@ -8,6 +8,7 @@
 import { BYTE_CHARS_IN_VOCAB_ORDER, BYTE_TO_VOCAB_INDEX } from './byte-encoder';
 import { END_OF_WORD } from './bpe';
 import { cleanText, splitPieces } from './clean';
+import { seededRandom } from '../util/random';
 
 /** Number of merges learned (the corpus below supports more; this fixes the vocabulary size). */
 export const DEMO_MERGE_COUNT = 1500;
@@ -90,21 +91,9 @@ const COMMON_WORDS = [
   'uniform', 'sweater', 'scarf', 'gloves', 'boots', 'sneakers', 'sunglasses', 'helmet', 'mask', 'wallet',
 ];
 
-/** mulberry32: a tiny seeded PRNG, so the corpus (and the vocabulary) never changes. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Caption-like sentences built from the word lists above with a fixed seed. */
 export function demoCorpus(count = 6000): string[] {
-  const rnd = prng(0xc11b5eed);
+  const rnd = seededRandom(0xc11b5eed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
   const templates: (() => string)[] = [
     () => `${pick(MEDIA)} a ${pick(ADJECTIVES)} ${pick(SUBJECTS)}`,

@@ -16,6 +16,8 @@
  *   dW      = Σ_b dg_b x_bᵀ
  */
 
+export { seededRandom } from '../../util/random';
+
 export interface AdapterParams {
   /** d×d, row-major. */
   wImage: Float64Array;
@@ -184,18 +186,6 @@ export function adamWStep(p: Float64Array, grad: Float64Array, s: AdamState, o: 
     s.v[k] = o.beta2 * s.v[k] + (1 - o.beta2) * g * g;
     p[k] = p[k] * decay - (o.lr * (s.m[k] / bc1)) / (Math.sqrt(s.v[k] / bc2) + o.eps);
   }
-}
-
-/** Mulberry32: a small seeded PRNG (uniform in [0, 1)), so shuffles and augmentations replay. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Fisher–Yates permutation of 0..n-1 from `rand`. */

@@ -1,0 +1,15 @@
+/**
+ * Mulberry32: a small, fast, seeded PRNG (uniform in [0, 1)). Used where a run must replay
+ * exactly: the demo vocabulary's corpus, fine-tune shuffles and augmentations, fuzz inputs.
+ * Not for anything security-related.
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
