@@ -163,3 +163,27 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
     }
   });
 });
+
+describe('worker recovery', () => {
+  test('a session whose worker died fails its in-flight run, then the next run starts a new worker', async () => {
+    const { writeRandomBundle } = await import('../server/src/model/random-bundle');
+    const dir = path.join(tmp, 'recovery');
+    await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: dir });
+    const session = await WorkerSession.create({ modelPath: path.join(dir, 'textual.onnx'), providers: ['cpu'], graphOptimizationLevel: 'all', intraOpThreads: 1 }, 'text tower');
+    const feeds = () => ({ input_ids: { type: 'int64' as const, data: BigInt64Array.from([1n, 2n, 3n]).buffer, dims: [1, 3] } });
+    try {
+      const before = new Float32Array((await session.run(feeds(), ['text_embeds'])).text_embeds.data);
+      const inFlight = session.run(feeds(), ['text_embeds']);
+      await session.kill();
+      await expect(inFlight).rejects.toThrow(RuntimeError);
+      // Restarts are spaced (1 s after the previous start); concurrent callers share one restart.
+      await new Promise((r) => setTimeout(r, 1100));
+      const [a, b] = await Promise.all([session.run(feeds(), ['text_embeds']), session.run(feeds(), ['text_embeds'])]);
+      expect(Array.from(new Float32Array(a.text_embeds.data))).toEqual(Array.from(before));
+      expect(Array.from(new Float32Array(b.text_embeds.data))).toEqual(Array.from(before));
+      expect(session.restartCount).toBe(1);
+    } finally {
+      await session.close();
+    }
+  });
+});
