@@ -1,7 +1,7 @@
 /**
  * Encoder throughput through the real runtime (worker threads, onnxruntime CPU/CUDA):
  *
- *   node dist/runtime/bench.js [--arch ViT-B-32] [--attention plain|contrib] [--patch conv|matmul]
+ *   node dist/bench/graph-variants.js [--arch ViT-B-32] [--attention plain|contrib] [--patch conv|matmul]
  *                              [--level all|extended|basic|disabled] [--threads N] [--bundle DIR]
  *
  * Builds a seeded random bundle of the arch in a temp dir (unless --bundle), then prints images/s
@@ -15,7 +15,7 @@ import { ARCH_PRESETS, resolveConfig } from '../model/config';
 import { isArchName } from '../model/random-bundle';
 import { randomStateDict } from '../model/random-init';
 import type { AttentionImpl, PatchEmbedImpl } from '../onnx/clip-graph';
-import { loadModel, type RuntimeOptions } from './model';
+import { loadModel, type RuntimeOptions } from '../runtime/model';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
