@@ -152,3 +152,24 @@ describe('fine-tune job runner', () => {
     expect(b.runner.get(job.id).owner).toBe(b.runner.owner);
   });
 });
+
+describe('dataset uploads', () => {
+  test('a rejected zip upload closes its file once (no double close of a reused descriptor)', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-upload-'));
+    const store = Store.open(dir);
+    try {
+      const catalog = new DatasetCatalog(store, dir);
+      // The upload's descriptor number is free again when yauzl opens the archive; closing it a
+      // second time used to close yauzl's file, whose own close then threw EBADF and killed the server.
+      for (let i = 0; i < 20; i++) {
+        const up = catalog.beginUpload({ name: 'bad', format: 'zip' });
+        up.addChunk(Buffer.from('this is not a zip archive'));
+        await expect(up.finish()).rejects.toThrow(/not a readable zip archive/);
+      }
+      await new Promise((r) => setTimeout(r, 100)); // let yauzl's asynchronous closes complete
+    } finally {
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

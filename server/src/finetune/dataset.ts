@@ -182,7 +182,13 @@ export class DatasetUpload {
     if (this.done) throw new DatasetError('upload already finished');
     this.done = true;
     try {
-      if (this.chunkFd !== undefined) fs.closeSync(this.chunkFd);
+      if (this.chunkFd !== undefined) {
+        // Forget the number as it is closed: the OS hands it to the next open (yauzl's, below), and a
+        // second close from abort() would then close someone else's file.
+        const fd = this.chunkFd;
+        this.chunkFd = undefined;
+        fs.closeSync(fd);
+      }
       const cols = { ...DEFAULT_COLUMNS, ...definedOnly(this.header.columns ?? {}) };
       let numPairs: number;
       if (this.header.format === 'pairs') {
