@@ -3,6 +3,8 @@
  * (server/src/grpc/proto.ts): camelCase fields, enums as their names, 64-bit integers as numbers,
  * bytes as Buffer, defaults filled in, and the name of the set member of each oneof.
  */
+import type { ServedModelInfo } from '../serve/model-port';
+import type { RequestLimits } from './validate';
 
 export type EmbeddingFormatName = 'EMBEDDING_FORMAT_UNSPECIFIED' | 'EMBEDDING_FORMAT_FLOATS' | 'EMBEDDING_FORMAT_F32LE_BYTES';
 export type ModalityName = 'MODALITY_UNSPECIFIED' | 'MODALITY_TEXT' | 'MODALITY_IMAGE';
@@ -122,24 +124,10 @@ export interface ClassifyResponse {
 
 export type GetModelInfoRequest = Record<string, never>;
 
-export interface ServerLimitsMsg {
-  maxItemsPerRequest: number;
-  maxImageBytes: number;
-  maxImagePixels: number;
-  maxMessageBytes: number;
-  maxBatchSize: number;
-  maxTextChars: number;
-}
+/** The per-request limits (grpc/validate), as GetModelInfo reports them. */
+export type ServerLimitsMsg = RequestLimits;
 
-export interface GetModelInfoResponse {
-  name: string;
-  version: string;
-  embedDim: number;
-  imageSize: number;
-  contextLength: number;
-  logitScale: number;
-  provider: string;
-  demo: boolean;
-  precision: string;
+/** The served model's info (runtime ModelInfo) plus the limits. */
+export interface GetModelInfoResponse extends ServedModelInfo {
   limits: ServerLimitsMsg;
 }
