@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
 import type { ClipClient } from '../sdk/src/index';
-import { loadSdk, SDK_DIR, startClipServer, tempDir, type ClipServerProcess } from './sdk-helpers';
+import { loadSdk, SDK_DIR, startClipServer, tempDir, type ClipServerProcess, rejection } from './sdk-helpers';
 
 const sdk = loadSdk();
 const { ClipClient: Client, ClipServeError, Status } = sdk;
@@ -28,16 +28,6 @@ function norm(v: Float32Array): number {
 function expectClose(a: Float32Array, b: Float32Array, tol = 1e-4): void {
   expect(a.length).toBe(b.length);
   expect(sdk.cosine(a, b)).toBeGreaterThan(1 - tol);
-}
-
-async function rejection(p: Promise<unknown>): Promise<InstanceType<typeof ClipServeError>> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClipServeError);
-    return err as InstanceType<typeof ClipServeError>;
-  }
-  throw new Error('expected the call to fail');
 }
 
 beforeAll(async () => {

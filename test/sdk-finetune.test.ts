@@ -14,28 +14,18 @@ import * as yazl from 'yazl';
 import type { ClipClient, FineTuneEvent } from '../sdk/src/index';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { renderIcon, SHAPES, COLOURS } from './helpers/finetune-fixtures';
-import { loadSdk, SDK_DIR, startClipServer, tempDir, type ClipServerProcess } from './sdk-helpers';
+import { loadSdk, SDK_DIR, startClipServer, tempDir, type ClipServerProcess, rejection } from './sdk-helpers';
 
 jest.setTimeout(120_000);
 
 const sdk = loadSdk();
-const { ClipClient: Client, ClipServeError, Status } = sdk;
+const { ClipClient: Client, Status } = sdk;
 
 let server: ClipServerProcess;
 let client: ClipClient;
 let tmp: string;
 let dataDir: string;
 let pairs: { image: Buffer; caption: string }[];
-
-async function rejection(p: Promise<unknown>): Promise<InstanceType<typeof ClipServeError>> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClipServeError);
-    return err as InstanceType<typeof ClipServeError>;
-  }
-  throw new Error('expected the call to fail');
-}
 
 async function collect(events: AsyncIterable<FineTuneEvent>): Promise<FineTuneEvent[]> {
   const out: FineTuneEvent[] = [];

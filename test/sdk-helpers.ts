@@ -84,6 +84,20 @@ export function loadSdk(): SdkModule {
   return require(path.join(SDK_DIR, 'dist', 'cjs', 'index.js')) as SdkModule;
 }
 
+type SdkError = InstanceType<SdkModule['ClipServeError']>;
+
+/** The ClipServeError a call fails with (the test fails if it succeeds or throws anything else). */
+export async function rejection(p: Promise<unknown>): Promise<SdkError> {
+  const { ClipServeError } = loadSdk();
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ClipServeError);
+    return err as SdkError;
+  }
+  throw new Error('expected the call to fail');
+}
+
 export function tempDir(prefix: string): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), `clipserve-${prefix}-`));
 }

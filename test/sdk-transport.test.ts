@@ -6,20 +6,10 @@
  */
 import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { loadSdk, makeTlsFixtures, startClipServer, startClipServers, startFlakyProxy, type ClipServerProcess, type TlsFixtures } from './sdk-helpers';
+import { loadSdk, makeTlsFixtures, startClipServer, startClipServers, startFlakyProxy, type ClipServerProcess, type TlsFixtures, rejection } from './sdk-helpers';
 
 const sdk = loadSdk();
-const { ClipClient: Client, ClipServeError, Status } = sdk;
-
-async function rejection(p: Promise<unknown>): Promise<InstanceType<typeof ClipServeError>> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(ClipServeError);
-    return err as InstanceType<typeof ClipServeError>;
-  }
-  throw new Error('expected the call to fail');
-}
+const { ClipClient: Client, Status } = sdk;
 
 let plain: ClipServerProcess;
 let second: ClipServerProcess;

@@ -16,6 +16,7 @@ import pino from 'pino';
 import { loadServedModel } from '../server/src/serve/model-loader';
 import { RunningServer, startServer } from '../server/src/serve/server';
 import { compiledModule, PROTO_DIR } from '../server/src/util/paths';
+import { HAVE_OPENSSL } from './helpers/openssl';
 
 const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const SILENT = pino({ level: 'silent' });
@@ -156,14 +157,6 @@ describe('startup failures', () => {
   });
 });
 
-const HAVE_OPENSSL = (() => {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
 if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS tests: openssl not found !!!\n'); // eslint-disable-line no-console
 
 (HAVE_OPENSSL ? describe : describe.skip)('TLS, mutual TLS and the plaintext health port', () => {

@@ -15,20 +15,13 @@ import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
 import pino from 'pino';
 import { RunningServer, startServer } from '../server/src/serve/server';
 import { loadTlsFiles, TlsMaterialError } from '../server/src/tls';
+import { HAVE_OPENSSL } from './helpers/openssl';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, { defaults: true, enums: String })) as Any;
 const RELOAD_SECONDS = 0.1;
 
-const HAVE_OPENSSL = (() => {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
 if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS rotation tests: openssl not found !!!\n'); // eslint-disable-line no-console
 
 /** A throwaway PKI: CAs, and leaf certificates they sign (EC P-256: fast to make). */
