@@ -2,6 +2,7 @@
  * Which scope each gRPC service needs. Unknown services need `admin`: a service added later is
  * closed until someone decides who may call it.
  */
+import { EMBEDDING_SERVICE_NAME, FINETUNE_SERVICE_NAME, HEALTH_SERVICE_NAME, MODEL_SERVICE_NAME } from '../grpc/proto';
 import type { Scope } from './scopes';
 
 /** What a call must present: nothing, any valid key, or a key with a scope. */
@@ -15,12 +16,12 @@ export interface AuthPolicyOptions {
 }
 
 export const SERVICE_SCOPES: Readonly<Record<string, Scope>> = {
-  'clipserve.v1.EmbeddingService': 'embed',
-  'clipserve.v1.FineTuneService': 'finetune',
-  'clipserve.v1.ModelService': 'admin',
+  [EMBEDDING_SERVICE_NAME]: 'embed',
+  [FINETUNE_SERVICE_NAME]: 'finetune',
+  [MODEL_SERVICE_NAME]: 'admin',
 };
 
-const HEALTH_SERVICES = new Set(['grpc.health.v1.Health']);
+const HEALTH_SERVICES = new Set([HEALTH_SERVICE_NAME]);
 const REFLECTION_SERVICES = new Set(['grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection']);
 
 export class AuthPolicy {
