@@ -21,11 +21,6 @@ export interface ServerFlags {
 /** Linux USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every mainstream kernel config). */
 const CLOCK_TICKS_PER_S = 100;
 
-export interface ProcSample {
-  cpuSeconds: number;
-  wallSeconds: number;
-}
-
 export class ServerProcess {
   private exited = false;
   private stderrTail = '';

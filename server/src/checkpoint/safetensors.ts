@@ -38,15 +38,6 @@ function isDType(d: unknown): d is WeightDType {
   return typeof d === 'string' && Object.prototype.hasOwnProperty.call(BYTES_PER_ELEMENT, d);
 }
 
-export async function readSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
-  const fh = await fs.open(file, 'r');
-  try {
-    return await parseHeader(fh, file);
-  } finally {
-    await fh.close();
-  }
-}
-
 async function readExactly(fh: fs.FileHandle, buf: Uint8Array, position: number, file: string): Promise<void> {
   let done = 0;
   while (done < buf.byteLength) {

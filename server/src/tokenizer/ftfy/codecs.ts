@@ -173,8 +173,3 @@ export function decodeUtf8Variants(bytes: string): string {
   }
   return out + decodeUtf8Strict(bytes.slice(start));
 }
-
-/** UTF-8 bytes of a string, as a binary string (lone surrogates are never passed here). */
-export function encodeUtf8(text: string): string {
-  return Buffer.from(text, 'utf8').toString('latin1');
-}
