@@ -67,11 +67,12 @@ function csvField(s: string): string {
   return /[\t\n\r"]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
-function writePairsFile(dir: string, rows: { rel: string; caption: string }[]): void {
+/** Writes `dir/file` (a tab-separated filepath/title file) through a temporary file and a rename. */
+export function writePairsFile(dir: string, rows: { rel: string; caption: string }[], file = PAIRS_FILE): void {
   const text = ['filepath\ttitle', ...rows.map((r) => `${csvField(r.rel)}\t${csvField(r.caption)}`)].join('\n') + '\n';
-  const tmp = path.join(dir, `${PAIRS_FILE}.tmp`);
+  const tmp = path.join(dir, `${file}.tmp`);
   fs.writeFileSync(tmp, text);
-  fs.renameSync(tmp, path.join(dir, PAIRS_FILE));
+  fs.renameSync(tmp, path.join(dir, file));
 }
 
 /** Parses a CSV into rows, resolving image paths against `base`; rows whose path escapes `root` are errors. */

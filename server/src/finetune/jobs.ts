@@ -20,7 +20,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
-import { DatasetError, readDatasetRows, validateDatasetRows, type DatasetCatalog } from './dataset';
+import { DatasetError, PAIRS_FILE, readDatasetRows, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
 import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR, VALIDATION_FILE } from './adapter';
 import { FeatureError } from './adapter/features';
 import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
@@ -380,7 +380,7 @@ export class FineTuneJobRunner {
   private async prepareDataset(job: JobRecord, workDir: string, signal: AbortSignal): Promise<string | undefined> {
     const dir = path.join(workDir, 'dataset');
     fs.mkdirSync(dir, { recursive: true });
-    const files: [string, string][] = [[job.trainingFile, 'pairs.tsv']];
+    const files: [string, string][] = [[job.trainingFile, PAIRS_FILE]];
     if (job.validationFile) files.push([job.validationFile, VALIDATION_FILE]);
     for (const [datasetId, file] of files) {
       const ds = this.o.store.getDataset(datasetId);
@@ -392,7 +392,7 @@ export class FineTuneJobRunner {
       const problems = await validateDatasetRows(rows, signal);
       if (signal.aborted) throw new FineTuneCancelledError();
       if (problems.length) {
-        const which = file === 'pairs.tsv' ? 'training file' : 'validation file';
+        const which = file === PAIRS_FILE ? 'training file' : 'validation file';
         const unreadable = problems.filter((p) => p.problem.startsWith('unreadable')).map((p) => p.row);
         const empty = problems.filter((p) => p.problem === 'empty caption').map((p) => p.row);
         const parts = [unreadable.length ? `unreadable images in rows ${rowList(unreadable)}` : '', empty.length ? `empty captions in rows ${rowList(empty)}` : ''].filter(Boolean);
@@ -400,10 +400,8 @@ export class FineTuneJobRunner {
         this.fail(job.id, { code: 'invalid_file', message: `${which} ${datasetId}: ${parts.join('; ')} (1-based data rows)`, rows: [...new Set(problems.map((p) => p.row))].sort((a, b) => a - b) });
         return undefined;
       }
-      const text = ['filepath\ttitle', ...rows.map((r) => `${csvField(path.relative(dir, r.image))}\t${csvField(r.caption)}`)].join('\n') + '\n';
-      fs.writeFileSync(path.join(dir, `${file}.tmp`), text);
-      fs.renameSync(path.join(dir, `${file}.tmp`), path.join(dir, file));
-      this.event(job.id, { type: 'log', message: `${file === 'pairs.tsv' ? 'training' : 'validation'} file ${datasetId}: ${rows.length} pairs ok` });
+      writePairsFile(dir, rows.map((r) => ({ rel: path.relative(dir, r.image), caption: r.caption })), file);
+      this.event(job.id, { type: 'log', message: `${file === PAIRS_FILE ? 'training' : 'validation'} file ${datasetId}: ${rows.length} pairs ok` });
     }
     return dir;
   }
@@ -461,8 +459,4 @@ export class FineTuneJobRunner {
   private fail(jobId: string, error: JobErrorInfo): void {
     this.transition(jobId, 'failed', error.message, { error, finishedAt: nowSeconds(), data: { error } });
   }
-}
-
-function csvField(s: string): string {
-  return /[\t\n\r"]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
