@@ -102,7 +102,8 @@ export class Embedder {
     const ids = new Int32Array(items.length * ctx);
     items.forEach((item, i) => ids.set(item.ids, i * ctx));
     const features = await this.model.encodeText(ids, items.length);
-    return items.map((item, i) => ({ vector: this.row(features, i, items.length), truncated: item.truncated }));
+    const vectors = this.rows(features, items.length);
+    return items.map((item, i) => ({ vector: vectors[i], truncated: item.truncated }));
   }
 
   private async runImages(pixels: Float32Array[]): Promise<Float32Array[]> {
@@ -113,12 +114,13 @@ export class Embedder {
       batch.set(p, i * per);
     });
     const features = await this.model.encodeImage(batch, pixels.length);
-    return pixels.map((_, i) => this.row(features, i, pixels.length));
+    return this.rows(features, pixels.length);
   }
 
-  private row(features: Float32Array, i: number, n: number): Float32Array {
+  /** The n rows of an n × dim feature matrix, each a copy. */
+  private rows(features: Float32Array, n: number): Float32Array[] {
     if (features.length !== n * this.dim) throw new Error(`encoder returned ${features.length} values for ${n} × ${this.dim}`);
-    return features.slice(i * this.dim, (i + 1) * this.dim);
+    return Array.from({ length: n }, (_, i) => features.slice(i * this.dim, (i + 1) * this.dim));
   }
 
   private observe(fn: (o: BatcherObserver) => void): void {
