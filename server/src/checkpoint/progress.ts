@@ -42,6 +42,14 @@ export class PhaseProgress {
     this.bar!.update(done, { doneMiB: mib(done), totalMiB: mib(total) });
   }
 
+  /** Draws a checkpoint conversion's phases: `convertCheckpoint`'s onProgress, `pullModel`'s onConvert. */
+  readonly convert = (phase: 'read' | 'write', done: number, total: number): void =>
+    this.update(phase === 'read' ? 'reading checkpoint' : 'writing bundle', done, total);
+
+  /** Draws a hub download (`pullModel`'s onDownload); a file of unknown size shows as done. */
+  readonly download = (p: { file: string; done: number; total?: number }): void =>
+    this.update(`downloading ${p.file}`, p.done, p.total ?? p.done);
+
   stop(): void {
     this.bar?.stop();
     this.bar = undefined;

@@ -43,7 +43,7 @@ export function register(program: Command): void {
           version: flags.version,
           precision,
           config: flags.config,
-          onProgress: (phase, done, total) => progress.update(phase === 'read' ? 'reading checkpoint' : 'writing bundle', done, total),
+          onProgress: progress.convert,
         });
         progress.stop();
         if (result.source.unusedKeys.length) {

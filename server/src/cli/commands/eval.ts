@@ -43,10 +43,7 @@ export function register(program: Command): void {
       if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size must be a positive integer, got "${flags.batchSize}"`);
       const pairs = readCsvDataset(flags.data, { imgKey: flags.csvImgKey, captionKey: flags.csvCaptionKey, separator: unescapeSeparator(flags.csvSeparator) });
       const progress = new PhaseProgress();
-      const bundleDir = await resolveModelRef(flags.model, {
-        onDownload: (p) => progress.update(`downloading ${p.file}`, p.done, p.total ?? p.done),
-        onConvert: (phase, done, total) => progress.update(phase === 'read' ? 'reading checkpoint' : 'writing bundle', done, total),
-      });
+      const bundleDir = await resolveModelRef(flags.model, { onDownload: progress.download, onConvert: progress.convert });
       progress.stop();
       const model = await loadModel(bundleDir);
       try {

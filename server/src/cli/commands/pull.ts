@@ -30,8 +30,8 @@ export function register(program: Command): void {
           cacheDir: flags.cacheDir,
           vocabRepo: flags.vocabRepo,
           precision: flags.precision,
-          onDownload: (p) => progress.update(`downloading ${p.file}`, p.done, p.total ?? p.done),
-          onConvert: (phase, done, total) => progress.update(phase === 'read' ? 'reading checkpoint' : 'writing bundle', done, total),
+          onDownload: progress.download,
+          onConvert: progress.convert,
         });
         progress.stop();
         if (result.cached) process.stderr.write(`${ref}: bundle for commit ${result.commit.slice(0, 12)} already in the cache\n`);
