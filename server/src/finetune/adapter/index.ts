@@ -21,7 +21,7 @@ import { computeFeatures, loadFeatures, saveFeatures } from './features';
 import { foldAdapters } from './fold';
 import { permutation, seededRandom } from './math';
 import { resolveAdapterSettings, type AdapterSettings } from './settings';
-import { adaptedMetrics, loadCheckpoint, stepsPerEpoch, type FeatureSet, type TrainInput } from './train-loop';
+import { adaptedMetrics, loadCheckpoint, stepsPerEpoch, type TrainInput } from './train-loop';
 import type { TrainerMessage } from './trainer-worker';
 
 export { resolveAdapterSettings };
@@ -128,9 +128,9 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
         {
           d,
           scale,
-          train: features.train as FeatureSet,
-          validation: features.validation as FeatureSet,
-          settings: { learningRate: s.learningRate, warmupSteps: s.warmupSteps, batchSize: s.batchSize, epochs: s.epochs, weightDecay: s.weightDecay, seed: s.seed },
+          train: features.train,
+          validation: features.validation,
+          settings: s,
           checkpointPath,
         },
         ctx,

@@ -4,14 +4,10 @@
  * which is for updating the whole network) and the card's augmentations.
  */
 import { FineTuneValidationError, PRECISIONS, type Hyperparameters } from '../method';
+import type { TrainSettings } from './train-loop';
 
-export interface AdapterSettings {
-  learningRate: number;
-  warmupSteps: number;
-  batchSize: number;
-  epochs: number;
-  weightDecay: number;
-  seed: number;
+/** The training loop's settings plus the split and the augmentations, used before training. */
+export interface AdapterSettings extends TrainSettings {
   validationSplit: number;
   colorJitter: [number, number, number, number];
   colorJitterProb: number;
