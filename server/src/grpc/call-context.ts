@@ -8,11 +8,8 @@ import { setMaxListeners } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { SubmitOptions } from '../batching';
+import { offeredRequestId } from '../metrics/grpc-server-metrics';
 import { RpcError, toStatus } from './status';
-
-/** Header carrying the per-call request id (the metrics interceptor fills it in when absent). */
-export const REQUEST_ID_KEY = 'x-request-id';
-const ACCEPTABLE_REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
 
 export type ServingPhase = 'starting' | 'serving' | 'draining' | 'stopped';
 
@@ -68,8 +65,8 @@ type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexS
 
 /** Builds the context of a call: aborts its signal when the client cancels or the deadline hits. */
 export function callContext(call: AnyServerCall, method: string, logger: Logger): CallContext {
-  const offered = call.metadata.get(REQUEST_ID_KEY)[0];
-  const requestId = typeof offered === 'string' && ACCEPTABLE_REQUEST_ID.test(offered) ? offered : randomUUID();
+  // The metrics interceptor, when installed, has already put an acceptable id in the metadata.
+  const requestId = offeredRequestId(call.metadata) ?? randomUUID();
   const controller = new AbortController();
   // Every queued item of the call listens for its cancellation (a stream has up to its window of
   // them at once): many listeners here are by design, not a leak.

@@ -15,6 +15,12 @@ export const REQUEST_ID_METADATA_KEY = 'x-request-id';
  *  (too long, odd characters) is replaced, so the logs cannot be fed arbitrary text through it. */
 const ACCEPTABLE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** The id a client offered in its metadata, when it is acceptable as one (see above). */
+export function offeredRequestId(metadata: grpc.Metadata): string | undefined {
+  const offered = metadata.get(REQUEST_ID_METADATA_KEY)[0];
+  return typeof offered === 'string' && ACCEPTABLE_REQUEST_ID.test(offered) ? offered : undefined;
+}
+
 /**
  * A client whose deadline expires resets the stream, and that reset usually reaches the server
  * a little BEFORE the server's own deadline timer fires: the server's deadline is its receive
@@ -190,8 +196,7 @@ export class GrpcServerMetrics {
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
-            const offered = metadata.get(REQUEST_ID_METADATA_KEY)[0];
-            if (typeof offered === 'string' && ACCEPTABLE_REQUEST_ID.test(offered)) requestId = offered;
+            requestId = offeredRequestId(metadata) ?? requestId;
             // Handlers read the id from their call metadata to tag their own log lines.
             metadata.set(REQUEST_ID_METADATA_KEY, requestId);
             nextMetadata(metadata);
