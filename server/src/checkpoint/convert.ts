@@ -12,6 +12,12 @@ import { loadVocab, resolveVocabSource, type VocabSource } from './vocab';
 
 export type Precision = 'fp32' | 'fp16';
 
+/** Checks a `--precision` flag (convert, pull, init-model). */
+export function parsePrecisionFlag(p: string): Precision {
+  if (p !== 'fp32' && p !== 'fp16') throw new Error(`--precision must be fp32 or fp16, got "${p}"`);
+  return p;
+}
+
 export interface ConvertOptions {
   /** An open_clip model directory or a checkpoint file (e.g. epoch_N.pt). */
   input: string;

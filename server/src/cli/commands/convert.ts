@@ -3,7 +3,7 @@
  * checkpoint (safetensors, torch .bin, or a trainer's epoch_N.pt) into a serving bundle.
  */
 import type { Command } from 'commander';
-import { convertCheckpoint, type Precision } from '../../checkpoint/convert';
+import { convertCheckpoint, parsePrecisionFlag } from '../../checkpoint/convert';
 import { PhaseProgress } from '../../checkpoint/progress';
 
 interface ConvertFlags {
@@ -13,11 +13,6 @@ interface ConvertFlags {
   version?: string;
   precision: string;
   config?: string;
-}
-
-function parsePrecision(p: string): Precision {
-  if (p !== 'fp32' && p !== 'fp16') throw new Error(`--precision must be fp32 or fp16, got "${p}"`);
-  return p;
 }
 
 export function register(program: Command): void {
@@ -32,7 +27,7 @@ export function register(program: Command): void {
     .option('--precision <p>', 'weight precision of the bundle: fp32 or fp16', 'fp32')
     .option('--config <file>', 'open_clip_config.json to use (required for a checkpoint file without one beside it)')
     .action(async (checkpoint: string, flags: ConvertFlags) => {
-      const precision = parsePrecision(flags.precision);
+      const precision = parsePrecisionFlag(flags.precision);
       const progress = new PhaseProgress();
       try {
         const result = await convertCheckpoint({

@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
+import { parsePrecisionFlag } from '../../checkpoint/convert';
 import { ARCH_PRESETS } from '../../model/config';
 import { isArchName, writeRandomBundle } from '../../model/random-bundle';
 
@@ -29,7 +30,7 @@ export function register(program: Command): void {
     .action(async (flags: InitFlags) => {
       if (!isArchName(flags.arch)) throw new Error(`--arch must be one of ${Object.keys(ARCH_PRESETS).join(', ')}, got "${flags.arch}"`);
       if (!/^\d+$/.test(flags.seed) || Number(flags.seed) > 0xffffffff) throw new Error(`--seed must be an integer in [0, 4294967295], got "${flags.seed}"`);
-      if (flags.precision !== 'fp32' && flags.precision !== 'fp16') throw new Error(`--precision must be fp32 or fp16, got "${flags.precision}"`);
+      const precision = parsePrecisionFlag(flags.precision);
       const bar = new SingleBar({ format: '{phase} [{bar}] {percentage}% | {value}/{total} {unit}', stream: process.stderr, hideCursor: true }, Presets.shades_classic);
       let phase = '';
       const started = Date.now();
@@ -38,7 +39,7 @@ export function register(program: Command): void {
         seed: Number(flags.seed),
         outDir: flags.out,
         vocabFile: flags.vocab,
-        precision: flags.precision,
+        precision,
         name: flags.name,
         onProgress: (p, done, total) => {
           const label = p === 'init' ? 'initialising' : 'writing     ';

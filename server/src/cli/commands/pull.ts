@@ -4,6 +4,7 @@
  * the bundle path (so `--model $(clipserve pull ...)` works in scripts).
  */
 import type { Command } from 'commander';
+import { parsePrecisionFlag } from '../../checkpoint/convert';
 import { PhaseProgress } from '../../checkpoint/progress';
 import { pullModel } from '../../hub';
 
@@ -23,13 +24,13 @@ export function register(program: Command): void {
     .option('--precision <p>', 'weight precision of the bundle: fp32 or fp16', 'fp32')
     .addHelpText('after', '\nEnvironment: HF_ENDPOINT (hub URL), HF_TOKEN (for gated/private repos), HF_HUB_OFFLINE=1 (cache only).')
     .action(async (ref: string, flags: PullFlags) => {
-      if (flags.precision !== 'fp32' && flags.precision !== 'fp16') throw new Error(`--precision must be fp32 or fp16, got "${flags.precision}"`);
+      const precision = parsePrecisionFlag(flags.precision);
       const progress = new PhaseProgress();
       try {
         const result = await pullModel(ref, {
           cacheDir: flags.cacheDir,
           vocabRepo: flags.vocabRepo,
-          precision: flags.precision,
+          precision,
           onDownload: progress.download,
           onConvert: progress.convert,
         });
