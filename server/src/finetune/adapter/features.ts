@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import type { LoadedModel } from '../../runtime/model';
 import type { DatasetRow } from '../dataset';
 import { FineTuneCancelledError } from '../method';
+import { writeFileAtomic } from './atomic-file';
 import { augmentImage, type AugmentSettings } from './augment';
 import { seededRandom } from './math';
 import type { FeatureSet } from './train-loop';
@@ -64,17 +65,7 @@ export function saveFeatures(file: string, key: string, d: number, train: Featur
   const header = Buffer.from(JSON.stringify({ magic: MAGIC, key, d, nTrain: train.n, nVal: validation.n }).padEnd(1020, ' '));
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length);
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, len);
-    fs.writeSync(fd, header);
-    for (const a of [train.image, train.text, validation.image, validation.text]) fs.writeSync(fd, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
+  writeFileAtomic(file, [len, header, train.image, train.text, validation.image, validation.text]);
 }
 
 /** The cached features when they exist and were computed for the same `key` (dataset split + settings). */

@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { clipMetrics, type RetrievalMetrics } from '../../eval/metrics';
+import { writeFileAtomic } from './atomic-file';
 import { adamWStep, applyAdapter, contrastiveLossAndGrads, cosineLr, newAdamState, permutation, seededRandom, type AdamState, type AdapterParams } from './math';
 
 export interface TrainSettings {
@@ -78,20 +79,9 @@ export function saveCheckpoint(file: string, c: Checkpoint): void {
   const arrays = [c.params.wImage, c.params.wText, c.adamImage.m, c.adamImage.v, c.adamText.m, c.adamText.v];
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length);
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, len);
-    fs.writeSync(fd, header);
-    // Pad to 8 bytes so the float64 arrays can be read in place.
-    const pad = (8 - ((4 + header.length) % 8)) % 8;
-    if (pad) fs.writeSync(fd, Buffer.alloc(pad));
-    for (const a of arrays) fs.writeSync(fd, new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file); // atomic: a crash leaves the previous checkpoint or the new one
+  // Pad to 8 bytes so the float64 arrays can be read in place.
+  const pad = Buffer.alloc((8 - ((4 + header.length) % 8)) % 8);
+  writeFileAtomic(file, [len, header, pad, ...arrays]);
 }
 
 export function loadCheckpoint(file: string, expectedSize: number): Checkpoint | undefined {
