@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { BatcherObserver } from '../batching/types';
+import type { BatcherObserver, Modality, RejectReason } from '../batching/types';
 import {
   BATCH_SIZE_BUCKETS,
   INFERENCE_SECONDS_BUCKETS,
@@ -7,11 +7,11 @@ import {
   QUEUE_WAIT_SECONDS_BUCKETS,
 } from './buckets';
 
-export const MODALITIES = ['text', 'image'] as const;
-export type Modality = (typeof MODALITIES)[number];
+export type { Modality, RejectReason };
 
-export const REJECT_REASONS = ['bad_image', 'too_large', 'overload', 'deadline', 'cancelled'] as const;
-export type RejectReason = (typeof REJECT_REASONS)[number];
+/** Every value of the batcher's Modality and RejectReason, for the series created up front. */
+export const MODALITIES = ['text', 'image'] as const satisfies readonly Modality[];
+export const REJECT_REASONS = ['bad_image', 'too_large', 'overload', 'deadline', 'cancelled'] as const satisfies readonly RejectReason[];
 
 /** What `clipserve_model_info` reports about the loaded model. */
 export interface ModelInfoLabels {
