@@ -21,6 +21,12 @@ export interface CsvOptions {
   separator?: string;
 }
 
+/** A `--csv-separator` flag: shell users type `'\t'` literally; accept the escape (or `tab`) as well as the character. */
+export function unescapeCsvSeparator(s: string): string {
+  const map: Record<string, string> = { '\\t': '\t', tab: '\t', '\\n': '\n' };
+  return map[s] ?? s;
+}
+
 export interface ImageCaptionPair {
   /** Absolute path of the image file. */
   image: string;

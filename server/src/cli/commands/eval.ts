@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { PhaseProgress } from '../../checkpoint/progress';
-import { readCsvDataset } from '../../eval/csv';
+import { readCsvDataset, unescapeCsvSeparator } from '../../eval/csv';
 import { evaluateRetrieval } from '../../eval/evaluate';
 import { evalReportJson, formatMetricsTable } from '../../eval/report';
 import { resolveModelRef } from '../../hub';
@@ -19,12 +19,6 @@ interface EvalFlags {
   csvSeparator: string;
   batchSize: string;
   out?: string;
-}
-
-/** Shell users type `--csv-separator '\t'` literally; accept the escape as well as the character. */
-function unescapeSeparator(s: string): string {
-  const map: Record<string, string> = { '\\t': '\t', tab: '\t', '\\n': '\n' };
-  return map[s] ?? s;
 }
 
 export function register(program: Command): void {
@@ -41,7 +35,7 @@ export function register(program: Command): void {
     .action(async (flags: EvalFlags) => {
       const batchSize = Number(flags.batchSize);
       if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size must be a positive integer, got "${flags.batchSize}"`);
-      const pairs = readCsvDataset(flags.data, { imgKey: flags.csvImgKey, captionKey: flags.csvCaptionKey, separator: unescapeSeparator(flags.csvSeparator) });
+      const pairs = readCsvDataset(flags.data, { imgKey: flags.csvImgKey, captionKey: flags.csvCaptionKey, separator: unescapeCsvSeparator(flags.csvSeparator) });
       const progress = new PhaseProgress();
       const bundleDir = await resolveModelRef(flags.model, { onDownload: progress.download, onConvert: progress.convert });
       progress.stop();
