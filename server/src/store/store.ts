@@ -344,15 +344,13 @@ export class Store {
   }
 
   getModelVersion(version: string): ModelVersionRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM model_versions WHERE version = ?').get(version) as
-      | { version: string; name: string; bundle_dir: string; parent_version: string; job_id: string; created_at: number; metrics: string }
-      | undefined;
-    return r && { version: r.version, name: r.name, bundleDir: r.bundle_dir, parentVersion: r.parent_version, jobId: r.job_id, createdAt: r.created_at, metrics: JSON.parse(r.metrics) };
+    const r = this.db.prepare('SELECT * FROM model_versions WHERE version = ?').get(version) as ModelVersionRow | undefined;
+    return r && modelVersionFromRow(r);
   }
 
   listModelVersions(): ModelVersionRecord[] {
-    const rows = this.db.prepare('SELECT version FROM model_versions ORDER BY created_at DESC, rowid DESC').all() as { version: string }[];
-    return rows.map((r) => this.getModelVersion(r.version)!);
+    const rows = this.db.prepare('SELECT * FROM model_versions ORDER BY created_at DESC, rowid DESC').all() as ModelVersionRow[];
+    return rows.map(modelVersionFromRow);
   }
 
   getSetting(key: string): string | undefined {
@@ -362,4 +360,18 @@ export class Store {
   setSetting(key: string, value: string): void {
     this.db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
   }
+}
+
+interface ModelVersionRow {
+  version: string;
+  name: string;
+  bundle_dir: string;
+  parent_version: string;
+  job_id: string;
+  created_at: number;
+  metrics: string;
+}
+
+function modelVersionFromRow(r: ModelVersionRow): ModelVersionRecord {
+  return { version: r.version, name: r.name, bundleDir: r.bundle_dir, parentVersion: r.parent_version, jobId: r.job_id, createdAt: r.created_at, metrics: JSON.parse(r.metrics) };
 }
