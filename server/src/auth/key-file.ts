@@ -39,14 +39,21 @@ export function digestOf(key: string): Buffer {
 export function parseApiKeys(text: string, source: string): ApiKeyEntry[] {
   const trimmed = text.replace(/^\uFEFF/, '').trim();
   const entries = trimmed.startsWith('{') || trimmed.startsWith('[') ? parseJson(trimmed, source) : parseText(text, source);
+  const twin = repeatedKey(entries);
+  if (twin) throw new ApiKeysError(`${source}: ${twin.second} repeats the key of ${twin.first}`);
+  return entries;
+}
+
+/** The names of the first two entries holding the same key, if any do. */
+export function repeatedKey(entries: readonly ApiKeyEntry[]): { first: string; second: string } | undefined {
   const seen = new Map<string, string>();
   for (const e of entries) {
     const hex = e.digest.toString('hex');
-    const twin = seen.get(hex);
-    if (twin !== undefined) throw new ApiKeysError(`${source}: ${e.name} repeats the key of ${twin}`);
+    const first = seen.get(hex);
+    if (first !== undefined) return { first, second: e.name };
     seen.set(hex, e.name);
   }
-  return entries;
+  return undefined;
 }
 
 function parseText(text: string, source: string): ApiKeyEntry[] {

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import type { Logger } from 'pino';
 import { ApiKeysError } from './errors';
-import { ApiKeyEntry, parseApiKeys } from './key-file';
+import { ApiKeyEntry, parseApiKeys, repeatedKey } from './key-file';
 import { ApiKeyStore } from './key-store';
 
 export interface ApiKeySourceOptions {
@@ -79,13 +79,8 @@ export class ApiKeySource {
 
   private combine(fileEntries: readonly ApiKeyEntry[]): ApiKeyStore {
     const all = [...fileEntries, ...this.envEntries];
-    const seen = new Map<string, string>();
-    for (const e of all) {
-      const hex = e.digest.toString('hex');
-      const twin = seen.get(hex);
-      if (twin !== undefined) throw new ApiKeysError(`the same key appears twice: ${twin} and ${e.name}`);
-      seen.set(hex, e.name);
-    }
+    const twin = repeatedKey(all);
+    if (twin) throw new ApiKeysError(`the same key appears twice: ${twin.first} and ${twin.second}`);
     if (all.length === 0) throw new ApiKeysError('the API key list is empty: every call would be refused (remove the option to serve without keys)');
     return new ApiKeyStore(all);
   }
