@@ -12,7 +12,7 @@ import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../onnx/clip
 import { PreprocessPool, type ImageLimits } from '../preprocess';
 import { ClipTokenizer } from '../tokenizer';
 import { l2normalize, similarityLogits } from './features';
-import type { ExecutionProvider, GraphOptimizationLevel } from './session-protocol';
+import { ownedBuffer, type ExecutionProvider, type GraphOptimizationLevel } from './session-protocol';
 import { RuntimeError, WorkerSession } from './worker-session';
 
 export { l2normalize, similarityLogits, RuntimeError };
@@ -87,12 +87,6 @@ export function providerCandidates(p: RuntimeOptions['provider'] = 'auto'): Exec
 
 function checkThreads(name: string, v: number | undefined): void {
   if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new RuntimeError(`${name} must be a non-negative integer, got ${v}`);
-}
-
-/** The input's whole ArrayBuffer when the array spans it (then it is transferred), else a copy. */
-function ownedBuffer(a: Float32Array): ArrayBuffer {
-  if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) return a.buffer;
-  return a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength) as ArrayBuffer;
 }
 
 /**

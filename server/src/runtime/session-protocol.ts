@@ -12,6 +12,12 @@ export interface SessionWorkerData {
   graphOptimizationLevel: GraphOptimizationLevel;
 }
 
+/** The view's whole ArrayBuffer when the view spans it (then it can be transferred as is), else a copy. */
+export function ownedBuffer(a: ArrayBufferView): ArrayBuffer {
+  if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength && a.buffer instanceof ArrayBuffer) return a.buffer;
+  return a.buffer.slice(a.byteOffset, a.byteOffset + a.byteLength) as ArrayBuffer;
+}
+
 export interface WireTensor {
   type: 'float32' | 'int64';
   data: ArrayBuffer;

@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { RUNTIME_SESSION_EXTRA } from './session-options';
-import type { ExecutionProvider, SessionWorkerData, WireTensor, WorkerRequest, WorkerResponse } from './session-protocol';
+import { ownedBuffer, type ExecutionProvider, type SessionWorkerData, type WireTensor, type WorkerRequest, type WorkerResponse } from './session-protocol';
 
 const data = workerData as SessionWorkerData;
 const port = parentPort!;
@@ -24,10 +24,8 @@ function sessionOptions(provider: ExecutionProvider): ort.InferenceSession.Sessi
 }
 
 function toWire(t: ort.Tensor): { wire: WireTensor; buffer: ArrayBuffer } {
-  const src = t.data as Float32Array | BigInt64Array;
   // Transfer needs a buffer that holds exactly this tensor; copy only if ORT handed us a view.
-  const owned = src.byteOffset === 0 && src.byteLength === src.buffer.byteLength && src.buffer instanceof ArrayBuffer;
-  const buffer = owned ? (src.buffer as ArrayBuffer) : (src.buffer.slice(src.byteOffset, src.byteOffset + src.byteLength) as ArrayBuffer);
+  const buffer = ownedBuffer(t.data as Float32Array | BigInt64Array);
   return { wire: { type: t.type as WireTensor['type'], data: buffer, dims: [...t.dims] }, buffer };
 }
 
