@@ -14,6 +14,8 @@ import { parseCsv } from '../eval/csv';
 import type { DatasetFormat, DatasetRecord, Store } from '../store/store';
 
 export const PAIRS_FILE = 'pairs.tsv';
+/** A dataset's optional held-out pairs, in the same format as PAIRS_FILE. */
+export const VALIDATION_FILE = 'validation.tsv';
 
 export class DatasetError extends Error {
   constructor(message: string, readonly rows: number[] = []) {

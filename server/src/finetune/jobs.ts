@@ -20,8 +20,8 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
-import { DatasetError, PAIRS_FILE, readDatasetRows, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
-import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR, VALIDATION_FILE } from './adapter';
+import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
+import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR } from './adapter';
 import { FeatureError } from './adapter/features';
 import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
 

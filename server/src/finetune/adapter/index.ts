@@ -14,7 +14,7 @@ import { loadBundle, writeBundle } from '../../model/bundle';
 import { readBundleStateDict } from '../../models/bundle-weights';
 import { loadModel, type RuntimeOptions } from '../../runtime/model';
 import { compiledModule } from '../../util/paths';
-import { readDatasetRows, type DatasetRow } from '../dataset';
+import { readDatasetRows, VALIDATION_FILE, type DatasetRow } from '../dataset';
 import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethod, type Hyperparameters } from '../method';
 import { augmentationEnabled } from './augment';
 import { computeFeatures, loadFeatures, saveFeatures } from './features';
@@ -26,7 +26,6 @@ import type { TrainerMessage } from './trainer-worker';
 
 export { resolveAdapterSettings };
 
-export const VALIDATION_FILE = 'validation.tsv';
 export const CHECKPOINT_FILE = 'adapter.ckpt';
 export const FEATURES_FILE = 'features.bin';
 export const OUTPUT_BUNDLE_DIR = 'bundle';

@@ -8,10 +8,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readCsvDataset, type ImageCaptionPair } from '../../eval/csv';
 import { Rng } from '../../model/random-init';
+import { PAIRS_FILE, VALIDATION_FILE } from '../dataset';
 import { FineTuneValidationError } from '../method';
-
-export const PAIRS_FILE = 'pairs.tsv';
-export const VALIDATION_FILE = 'validation.tsv';
 
 export interface TrainingData {
   trainFile: string;
