@@ -59,6 +59,10 @@ export interface CallContext extends Required<Pick<SubmitOptions, 'signal'>> {
   deadline: number | undefined;
   requestId: string;
   log: Logger;
+  /** Aborts `signal`: the call has failed, so whatever of it is still queued is dropped. */
+  cancel(): void;
+  /** The call has sent its status: the transport's close that follows is not a cancellation. */
+  settle(): void;
 }
 
 type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
@@ -71,7 +75,12 @@ export function callContext(call: AnyServerCall, method: string, logger: Logger)
   // Every queued item of the call listens for its cancellation (a stream has up to its window of
   // them at once): many listeners here are by design, not a leak.
   setMaxListeners(0, controller.signal);
-  call.once('cancelled', () => controller.abort());
+  // grpc-js emits 'cancelled' when the HTTP/2 stream closes, after a status too. Aborting then
+  // would cost every call a DOMException and its listeners' work for nothing.
+  let settled = false;
+  call.once('cancelled', () => {
+    if (!settled) controller.abort();
+  });
   const d = call.getDeadline();
   const ms = d instanceof Date ? d.getTime() : d;
   return {
@@ -79,6 +88,10 @@ export function callContext(call: AnyServerCall, method: string, logger: Logger)
     deadline: Number.isFinite(ms) ? ms : undefined,
     requestId,
     log: logger.child({ requestId, method }),
+    cancel: () => controller.abort(),
+    settle: () => {
+      settled = true;
+    },
   };
 }
 
@@ -105,11 +118,13 @@ export function unaryHandler<Req, Res>(
     fn(call.request, ctx)
       .then(
         (res) => {
+          ctx.settle();
           callback(null, res);
           ctx.log.debug({ code: 'OK', ms: elapsedMs(started) }, 'call done');
         },
         (err: unknown) => {
           const st = toStatus(err);
+          ctx.settle();
           callback({ code: st.code, details: st.details });
           if (st.internal) ctx.log.error({ err, code: grpc.status[st.code] }, 'call failed');
           else ctx.log.debug({ code: grpc.status[st.code], details: st.details, ms: elapsedMs(started) }, 'call rejected');

@@ -15,14 +15,14 @@ export interface EmbedderPort {
 }
 
 export class RequestWork {
-  private readonly controller = new AbortController();
   private readonly options: SubmitOptions;
 
+  /** One request is one call: the call's signal cancels the request's items, and a failing item cancels the call. */
   constructor(
     private readonly embedder: EmbedderPort,
-    ctx: CallContext,
+    private readonly ctx: CallContext,
   ) {
-    this.options = { signal: AbortSignal.any([ctx.signal, this.controller.signal]), deadline: ctx.deadline };
+    this.options = { signal: ctx.signal, deadline: ctx.deadline };
   }
 
   /** Embeds texts; `field` names them in errors ("texts" → "texts[2]"). */
@@ -36,7 +36,7 @@ export class RequestWork {
 
   /** Cancels whatever of this request is still queued. */
   cancel(): void {
-    this.controller.abort();
+    this.ctx.cancel();
   }
 
   private track<T>(submit: () => Promise<T>[], field: string): Promise<T[]> {
