@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
@@ -147,6 +148,31 @@ describe('startup failures', () => {
       expect(loaded).toBe(false);
     } finally {
       blocker.close();
+    }
+  });
+
+  test('a metrics port in use fails startServer and stops what it had started (API-key reloads, the data store)', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const busy = (blocker.address() as net.AddressInfo).port;
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-start-fail-'));
+    const keysFile = path.join(dir, 'keys.txt');
+    fs.writeFileSync(keysFile, 'first-key-0123456789abcdef embed a\n');
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }));
+    try {
+      await expect(
+        startServer({ host: '127.0.0.1', port: 0, metricsPort: busy, cacheDir: CACHE_DIR, dataDir: path.join(dir, 'data'), apiKeysFile: keysFile, credentialsReloadSeconds: 0.05, logger, loadModel: () => new Promise(() => undefined) }),
+      ).rejects.toThrow(String(busy));
+      // A watcher left running would pick this up within 50 ms and log it.
+      fs.writeFileSync(keysFile, 'second-key-0123456789abcdef embed b\n');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(lines.filter((l) => l.includes('API keys reloaded'))).toEqual([]);
+      // The SQLite store was closed: its write-ahead log was checkpointed away.
+      expect(fs.readdirSync(path.join(dir, 'data')).filter((f) => f.endsWith('-wal'))).toEqual([]);
+    } finally {
+      blocker.close();
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 
