@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { HubError, hubDownload, parseHubRef, pullModel, resolveModelRef } from '../server/src/hub';
 import { acquireLock } from '../server/src/hub/lock';
 import { loadBundle } from '../server/src/model/bundle';
+import { resolveServeConfig } from '../server/src/serve/config';
 import { ClipTokenizer } from '../server/src/tokenizer';
 import { writeHuggingFaceVocab } from './helpers/hf-vocab';
 import { describeGolden, goldenPath } from './helpers/shared';
@@ -320,9 +321,19 @@ describeGolden('pull from a hub-like server', () => {
     expect(fs.existsSync(lockFile)).toBe(false);
   });
 
-  test('CLI: clipserve pull prints the bundle path; HF_HOME is the default cache', async () => {
-    const home = path.join(tmp, 'hf-home');
-    const env = { ...process.env, HF_ENDPOINT: hub.hubUrl, HF_HOME: home };
+  test('CLI: clipserve pull prints the bundle path into the cache serve reads by default', async () => {
+    const xdg = path.join(tmp, 'xdg-cache');
+    const home = path.join(xdg, 'clipserve');
+    const env = { ...process.env, HF_ENDPOINT: hub.hubUrl, XDG_CACHE_HOME: xdg, CLIPSERVE_CACHE_DIR: '' };
+    // serve resolves its default cache the same way (same environment, this process).
+    const saved = process.env.XDG_CACHE_HOME;
+    process.env.XDG_CACHE_HOME = xdg;
+    try {
+      expect(resolveServeConfig({}).cacheDir).toBe(home);
+    } finally {
+      if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+      else process.env.XDG_CACHE_HOME = saved;
+    }
     const run = promisify(execFile);
     const { stdout } = await run(process.execPath, [CLI, 'pull', 'hf-hub:acme/tiny-clip'], { env });
     expect(stdout.trim()).toBe(path.join(home, 'bundles', 'acme--tiny-clip', COMMIT));

@@ -20,7 +20,7 @@ import { parseHubRef } from './ref';
 export const DEFAULT_VOCAB_REPO = 'openai/clip-vit-large-patch14';
 
 export interface PullOptions {
-  /** Cache root; defaults to $HF_HOME or ~/.cache/clipserve. */
+  /** Cache root; defaults to defaultCacheRoot() ($XDG_CACHE_HOME/clipserve or ~/.cache/clipserve). */
   cacheDir?: string;
   endpoint?: string;
   token?: string;

@@ -5,8 +5,8 @@
  * file > default.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { defaultCacheRoot } from '../hub/cache';
 
 export type Provider = 'auto' | 'cpu' | 'cuda';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -130,11 +130,6 @@ const boolean: Parser<boolean> = (raw, name) => {
 const PORT = intIn(0, 65535);
 const MiB = 1024 * 1024;
 
-export function defaultCacheDir(): string {
-  const xdg = process.env.XDG_CACHE_HOME;
-  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'clipserve');
-}
-
 /** Every serve option. Order is the --help order. */
 export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'model', flag: '--model <ref>', env: 'CLIPSERVE_MODEL', description: 'model bundle directory or hf-hub:<org>/<repo>[@revision] (default: a small random-weight demo bundle, built in --cache-dir on first start; GetModelInfo reports demo=true)', defaultValue: undefined, parse: nonEmptyString },
@@ -192,7 +187,7 @@ export function resolveServeConfig(partial: Partial<Record<keyof ServeConfig, un
     if (!SPEC_BY_KEY.has(key as keyof ServeConfig)) throw new ConfigError(`unknown option "${key}"`);
   }
   const config = out as unknown as ServeConfig;
-  if (config.cacheDir === undefined) config.cacheDir = defaultCacheDir();
+  if (config.cacheDir === undefined) config.cacheDir = defaultCacheRoot();
   validate(config);
   return config;
 }

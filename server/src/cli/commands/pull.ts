@@ -19,7 +19,7 @@ export function register(program: Command): void {
     .command('pull')
     .description('download an open_clip model from the Hugging Face hub and convert it into a cached bundle; prints the bundle path')
     .argument('<ref>', 'hf-hub:<org>/<repo>[@revision]')
-    .option('--cache-dir <dir>', 'cache root (default: $HF_HOME, else ~/.cache/clipserve)')
+    .option('--cache-dir <dir>', 'cache root, the same as serve\'s (default: $CLIPSERVE_CACHE_DIR, else $XDG_CACHE_HOME/clipserve, else ~/.cache/clipserve)', process.env.CLIPSERVE_CACHE_DIR || undefined)
     .option('--vocab-repo <repo>', 'hub repo[@revision] with the CLIP vocab.json + merges.txt (default: openai/clip-vit-large-patch14)')
     .option('--precision <p>', 'weight precision of the bundle: fp32 or fp16', 'fp32')
     .addHelpText('after', '\nEnvironment: HF_ENDPOINT (hub URL), HF_TOKEN (for gated/private repos), HF_HUB_OFFLINE=1 (cache only).')
