@@ -93,9 +93,13 @@ async function stream(client: SdkClient, s: LoadScenario, w: Window): Promise<vo
 
 export async function runScenario(client: SdkClient, s: LoadScenario): Promise<LoadReport> {
   const w = new Window(s);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
   if (s.kind === 'text' || s.kind === 'image') await unary(client, s, w);
   else await stream(client, s, w);
-  return { completed: w.completed, errors: w.errors, errorSamples: [...w.errorSamples], seconds: s.seconds, latenciesMs: w.latencies };
+  const cpu = process.cpuUsage(cpu0);
+  const cpuCores = (cpu.user + cpu.system) / 1e3 / (performance.now() - t0);
+  return { completed: w.completed, errors: w.errors, errorSamples: [...w.errorSamples], seconds: s.seconds, latenciesMs: w.latencies, cpuCores };
 }
 
 function main(): void {

@@ -23,6 +23,9 @@ export interface LoadReport {
   seconds: number;
   /** Per-item latency (ms) of the items completed inside the window. */
   latenciesMs: number[];
+  /** The generator's own CPU seconds per wall second over the whole scenario (warm-up included):
+   *  on a shared machine, what the client took from the cores the server runs on. */
+  cpuCores: number;
 }
 
 export type ParentMessage = { kind: 'run'; scenario: LoadScenario } | { kind: 'exit' };

@@ -61,19 +61,23 @@ export function evaluateTargets(res: BenchResults): TargetRow[] {
     if (m.raw && m.server && (headline || arch === 'tiny')) {
       for (const tower of ['image', 'text'] as const) {
         const limit = best(tower === 'image' ? m.raw.image : m.raw.text.results.filter((r) => r.variant === 'cut'));
-        const sat = servedAt(m, tower, 'on').reduce<ServedResult | undefined>((b, r) => (!b || r.itemsPerSec > b.itemsPerSec ? r : b), undefined);
+        // The server's saturated throughput: its best sustained rate under any of the load shapes
+        // (single-item unary callers or one stream), model-sized inputs only.
+        const sat = [...servedAt(m, tower, 'on'), ...servedAt(m, `stream-${tower}`, 'on')].reduce<ServedResult | undefined>((b, r) => (!b || r.itemsPerSec > b.itemsPerSec ? r : b), undefined);
         if (limit && sat && headline) {
           const ratio = sat.itemsPerSec / limit.itemsPerSec;
-          add(`saturated ${tower} throughput ≥ 0.9 × raw limit`, arch, `${f(sat.itemsPerSec)}/s (c=${sat.concurrency}) / ${f(limit.itemsPerSec)}/s (b${limit.batch}) = ${f(ratio, 2)}`, '≥ 0.90', ratio >= 0.9);
+          const shape = sat.kind.startsWith('stream') ? `stream, ${sat.concurrency} in flight` : `${sat.concurrency} unary callers`;
+          add(`saturated ${tower} throughput ≥ 0.9 × raw limit`, arch, `${f(sat.itemsPerSec)}/s (${shape}) / ${f(limit.itemsPerSec)}/s (b${limit.batch}) = ${f(ratio, 2)}`, '≥ 0.90', ratio >= 0.9);
         }
         const raw1 = rawAt(m, tower, tower === 'image' ? 'pixels' : 'cut', 1);
         const single = servedAt(m, tower, 'on', 1)[0];
         if (raw1 && single) {
           const over = single.latency.p50Ms - raw1.latency.p50Ms;
           const limitMs = arch === 'tiny' ? 0.5 : 2;
-          // On tiny the image overhead includes decoding the JPEG, which the raw run does not do.
           const floor = res.transportFloor ? `; bare grpc-js round trip ${f(res.transportFloor.p50Ms, 2)} ms` : '';
-          if (headline || tower === 'text') add(`single-caller ${tower} p50 overhead (served − raw b1) ≤ ${limitMs} ms`, arch, `${f(single.latency.p50Ms, 2)} − ${f(raw1.latency.p50Ms, 2)} = ${f(over, 2)} ms${floor}`, `≤ ${limitMs} ms`, over <= limitMs);
+          // The served image path decodes the JPEG, which the raw run does not: say how much of it that was.
+          const prep = tower === 'image' ? `, of which decode + transform ${f(single.breakdown.meanPreprocessMs, 2)} ms` : '';
+          if (headline || tower === 'text') add(`single-caller ${tower} p50 overhead (served − raw b1) ≤ ${limitMs} ms`, arch, `${f(single.latency.p50Ms, 2)} − ${f(raw1.latency.p50Ms, 2)} = ${f(over, 2)} ms${prep}${floor}`, `≤ ${limitMs} ms`, over <= limitMs);
         }
         const on64 = servedAt(m, tower, 'on', 64)[0];
         const off64 = servedAt(m, tower, 'off', 64)[0];
@@ -91,7 +95,7 @@ export function evaluateTargets(res: BenchResults): TargetRow[] {
         const eq = text.equality.find((e) => e.batch === b);
         if (cut && full && eq) {
           const ratio = cut.itemsPerSec / full.itemsPerSec;
-          add(`text, captions (mean ${f(text.meanTokens)} tokens) vs 77 positions, batch ${b}: ≥ 3×, outputs equal`, arch, `${f(ratio, 2)}× (cut to ${cut.positions}); max |diff| ${eq.maxAbsDiff}${eq.bitwiseEqual ? ', bitwise equal' : ''}`, '≥ 3×, equal', ratio >= 3 && eq.bitwiseEqual);
+          add(`text, captions (mean ${f(text.meanTokens)} tokens) vs 77 positions, batch ${b}: ≥ 3×, outputs equal`, arch, `${f(ratio, 2)}× (cut to ${f(cut.positions ?? 0)} on average); max |diff| ${eq.maxAbsDiff} over ${eq.windows} batches${eq.bitwiseEqual ? ', bitwise equal' : ''}`, '≥ 3×, equal', ratio >= 3 && eq.bitwiseEqual);
         }
       }
     }
@@ -161,8 +165,8 @@ function reportTables(res: BenchResults): Array<{ heading?: string; table: Repor
       };
       push({
         title: `served over loopback gRPC via the SDK (ready in ${m.server.readySeconds.toFixed(1)} s, RSS at ready ${mib(m.server.readyPeakRssBytes).toFixed(0)} MiB, --max-batch-size ${m.server.maxBatchSize} when on)`,
-        header: ['call', 'image', 'batching', 'callers', 'items/s', '× limit', 'p50 ms', 'p95 ms', 'p99 ms', 'server cpu', 'peak RSS MiB', 'errors', 'mean batch', 'run ms', 'prep ms', 'queue ms'],
-        rows: m.server.served.map((r) => [r.kind, r.image ?? '', r.batching, r.concurrency, r.itemsPerSec, r.itemsPerSec / limit(r.kind), r.latency.p50Ms, r.latency.p95Ms, r.latency.p99Ms, r.serverCpuCores, mib(r.serverPeakRssBytes), r.errors, r.breakdown.meanBatchSize, r.breakdown.meanInferenceMs, r.breakdown.meanPreprocessMs, r.breakdown.meanQueueWaitMs]),
+        header: ['call', 'image', 'batching', 'callers', 'items/s', '× limit', 'p50 ms', 'p95 ms', 'p99 ms', 'server cpu', 'client cpu', 'peak RSS MiB', 'errors', 'mean batch', 'run ms', 'prep ms', 'queue ms'],
+        rows: m.server.served.map((r) => [r.kind, r.image ?? '', r.batching, r.concurrency, r.itemsPerSec, r.itemsPerSec / limit(r.kind), r.latency.p50Ms, r.latency.p95Ms, r.latency.p99Ms, r.serverCpuCores, r.clientCpuCores, mib(r.serverPeakRssBytes), r.errors, r.breakdown.meanBatchSize, r.breakdown.meanInferenceMs, r.breakdown.meanPreprocessMs, r.breakdown.meanQueueWaitMs]),
       });
     }
   }

@@ -22,6 +22,8 @@ export interface ServedResult {
   latency: LatencySummary;
   /** server CPU seconds per wall second in the window (2.0 = two cores busy) */
   serverCpuCores: number;
+  /** the load generator's CPU, likewise: on one machine it shares the server's cores */
+  clientCpuCores: number;
   serverPeakRssBytes: number;
   /** from the server's histograms over the whole scenario (warm-up included) */
   breakdown: ServedBreakdown;
@@ -99,6 +101,7 @@ export async function runServed(server: ServerProcess, gen: LoadGenerator, batch
     ...(report.errorSamples.length ? { errorSamples: report.errorSamples } : {}),
     latency: summarize(report.latenciesMs),
     serverCpuCores: cpu / wall,
+    clientCpuCores: report.cpuCores,
     serverPeakRssBytes: server.peakRssBytes(),
     breakdown: breakdown(m0, m1, spec.kind.includes('image') ? 'image' : 'text'),
   };
