@@ -3,6 +3,7 @@
  * from a results object, tables and the SVG chart. The measurements themselves are `npm run bench`.
  */
 import { BenchConfigError, parseArch } from '../server/src/bench/bundles';
+import { completionRate } from '../server/src/bench/load-generator';
 import { evaluateTargets, markdownReport } from '../server/src/bench/report';
 import type { RawResult } from '../server/src/bench/raw-encoder';
 import type { BenchResults } from '../server/src/bench/run';
@@ -56,6 +57,19 @@ describe('bench arithmetic', () => {
     expect(percentile([], 50)).toBeNaN();
     const s = summarize([5, 1, 4, 2, 3]);
     expect(s).toMatchObject({ count: 5, meanMs: 3, p50Ms: 3, maxMs: 5 });
+  });
+
+  test('completion rate: bursts of one batch do not move the figure by a whole batch', () => {
+    // 30 responses per batch, one batch a second, arriving within 3 ms of each other.
+    const bursts = (n: number, offset: number) => Array.from({ length: n * 30 }, (_, i) => offset + Math.floor(i / 30) * 1000 + (i % 30) * 0.1);
+    // A 5 s window holding 4 or 5 bursts: per-window counting says 24/s or 30/s.
+    expect(completionRate(bursts(4, 900), 5)).toBeCloseTo(30, 0);
+    expect(completionRate(bursts(5, 100), 5)).toBeCloseTo(30, 0);
+    // Evenly spaced completions: one every 10 ms.
+    expect(completionRate(Array.from({ length: 300 }, (_, i) => i * 10), 3)).toBeCloseTo(100, 5);
+    // Too few to span anything: the plain count.
+    expect(completionRate([5], 2)).toBe(0.5);
+    expect(completionRate([], 2)).toBe(0);
   });
 
   test('targets are computed from the measurements they name', () => {

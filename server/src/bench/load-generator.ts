@@ -30,8 +30,32 @@ function loadSdk(): SdkModule {
   return require(SDK_ENTRY) as SdkModule;
 }
 
+/**
+ * Completions this close to the window's first one belong to the same burst (one batch's
+ * responses arrive together) and open the measured span rather than count inside it.
+ */
+const BURST_MS = 5;
+
+/**
+ * Items per second from completion times: the items completed after the first burst, over the
+ * time from the first to the last completion. Counting items per fixed window instead would move
+ * the figure by a whole batch whenever one more or one fewer batch's responses happen to land in
+ * it: ±20% for 30-image batches of a second each in a 5 s window.
+ */
+export function completionRate(times: readonly number[], windowSeconds: number): number {
+  if (times.length < 2) return times.length / windowSeconds;
+  const sorted = [...times].sort((a, b) => a - b);
+  const first = sorted[0];
+  const span = sorted[sorted.length - 1] - first;
+  if (span <= BURST_MS) return times.length / windowSeconds;
+  let after = 0;
+  for (const t of sorted) if (t > first + BURST_MS) after++;
+  return (after * 1000) / span;
+}
+
 class Window {
   readonly latencies: number[] = [];
+  readonly completedAt: number[] = [];
   completed = 0;
   errors = 0;
   readonly errorSamples = new Set<string>();
@@ -53,6 +77,7 @@ class Window {
       return;
     }
     this.completed++;
+    this.completedAt.push(now);
     this.latencies.push(now - sentAt);
   }
 }
@@ -99,7 +124,7 @@ export async function runScenario(client: SdkClient, s: LoadScenario): Promise<L
   else await stream(client, s, w);
   const cpu = process.cpuUsage(cpu0);
   const cpuCores = (cpu.user + cpu.system) / 1e3 / (performance.now() - t0);
-  return { completed: w.completed, errors: w.errors, errorSamples: [...w.errorSamples], seconds: s.seconds, latenciesMs: w.latencies, cpuCores };
+  return { completed: w.completed, itemsPerSec: completionRate(w.completedAt, s.seconds), errors: w.errors, errorSamples: [...w.errorSamples], seconds: s.seconds, latenciesMs: w.latencies, cpuCores };
 }
 
 function main(): void {

@@ -17,6 +17,8 @@ export interface LoadScenario {
 export interface LoadReport {
   /** Items answered inside the measured window. */
   completed: number;
+  /** Their rate (see completionRate in ./load-generator). */
+  itemsPerSec: number;
   errors: number;
   /** The first few distinct error descriptions. */
   errorSamples: string[];

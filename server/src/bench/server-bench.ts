@@ -96,7 +96,7 @@ export async function runServed(server: ServerProcess, gen: LoadGenerator, batch
     batching,
     ...(spec.image ? { image: spec.image.label } : {}),
     concurrency: spec.concurrency,
-    itemsPerSec: report.completed / report.seconds,
+    itemsPerSec: report.itemsPerSec,
     errors: report.errors,
     ...(report.errorSamples.length ? { errorSamples: report.errorSamples } : {}),
     latency: summarize(report.latenciesMs),
