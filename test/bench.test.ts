@@ -60,14 +60,17 @@ describe('bench arithmetic', () => {
   });
 
   test('completion rate: bursts of one batch do not move the figure by a whole batch', () => {
-    // 30 responses per batch, one batch a second, arriving within 3 ms of each other.
-    const bursts = (n: number, offset: number) => Array.from({ length: n * 30 }, (_, i) => offset + Math.floor(i / 30) * 1000 + (i % 30) * 0.1);
+    // 30 responses per batch, one batch a second, spread over `spread` ms.
+    const bursts = (n: number, offset: number, spread = 3) => Array.from({ length: n * 30 }, (_, i) => offset + Math.floor(i / 30) * 1000 + ((i % 30) * spread) / 30);
     // A 5 s window holding 4 or 5 bursts: per-window counting says 24/s or 30/s.
     expect(completionRate(bursts(4, 900), 5)).toBeCloseTo(30, 0);
     expect(completionRate(bursts(5, 100), 5)).toBeCloseTo(30, 0);
+    // Responses of one batch trickling in over 60 ms do not count as a batch of their own.
+    expect(completionRate(bursts(4, 900, 60), 5)).toBeCloseTo(30, 0);
     // Evenly spaced completions: one every 10 ms.
     expect(completionRate(Array.from({ length: 300 }, (_, i) => i * 10), 3)).toBeCloseTo(100, 5);
-    // Too few to span anything: the plain count.
+    // One burst, or too few completions to span anything: the plain count.
+    expect(completionRate(bursts(1, 2000), 5)).toBe(6);
     expect(completionRate([5], 2)).toBe(0.5);
     expect(completionRate([], 2)).toBe(0);
   });
