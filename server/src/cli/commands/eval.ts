@@ -5,37 +5,31 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { PhaseProgress } from '../../checkpoint/progress';
-import { readCsvDataset, unescapeCsvSeparator } from '../../eval/csv';
+import { readCsvDataset } from '../../eval/csv';
 import { evaluateRetrieval } from '../../eval/evaluate';
 import { evalReportJson, formatMetricsTable } from '../../eval/report';
 import { resolveModelRef } from '../../hub';
 import { loadModel } from '../../runtime/model';
+import { csvColumnOptions, csvColumns, type CsvColumnFlags } from '../csv-options';
 
-interface EvalFlags {
+interface EvalFlags extends CsvColumnFlags {
   model: string;
   data: string;
-  csvImgKey: string;
-  csvCaptionKey: string;
-  csvSeparator: string;
   batchSize: string;
   out?: string;
 }
 
 export function register(program: Command): void {
-  program
-    .command('eval')
+  csvColumnOptions(program.command('eval'))
     .description('zero-shot image-text retrieval metrics (as open_clip reports them) on a CSV of image paths and captions')
     .requiredOption('-m, --model <ref>', 'bundle directory or hf-hub:<org>/<repo>[@revision]')
     .requiredOption('--data <csv>', 'CSV with an image-path column and a caption column (paths relative to the CSV)')
-    .option('--csv-img-key <key>', 'image path column', 'filepath')
-    .option('--csv-caption-key <key>', 'caption column', 'title')
-    .option('--csv-separator <sep>', 'column separator', '\t')
     .option('--batch-size <n>', 'pairs embedded per batch', '32')
     .option('--out <file>', 'write the metrics as JSON')
     .action(async (flags: EvalFlags) => {
       const batchSize = Number(flags.batchSize);
       if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`--batch-size must be a positive integer, got "${flags.batchSize}"`);
-      const pairs = readCsvDataset(flags.data, { imgKey: flags.csvImgKey, captionKey: flags.csvCaptionKey, separator: unescapeCsvSeparator(flags.csvSeparator) });
+      const pairs = readCsvDataset(flags.data, csvColumns(flags));
       const progress = new PhaseProgress();
       const bundleDir = await resolveModelRef(flags.model, { onDownload: progress.download, onConvert: progress.convert });
       progress.stop();

@@ -19,8 +19,9 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Command, Option } from 'commander';
 import { PhaseProgress } from '../../checkpoint/progress';
-import { parseCsv } from '../../eval/csv';
+import { readCsvDataset } from '../../eval/csv';
 import { PROTO_DIR } from '../../util/paths';
+import { csvColumnOptions, csvColumns, type CsvColumnFlags } from '../csv-options';
 
 type Msg = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
@@ -136,15 +137,6 @@ async function watchJob(c: { client: Client; meta: grpc.Metadata }, jobId: strin
 }
 
 /** Reads a local CSV (open_clip format) into pairs, paths relative to the CSV. */
-function localPairs(file: string, imgKey: string, captionKey: string, separator: string): { image: string; caption: string }[] {
-  const records = parseCsv(fs.readFileSync(file, 'utf8'), separator);
-  const header = records[0] ?? [];
-  const ic = header.indexOf(imgKey);
-  const cc = header.indexOf(captionKey);
-  if (ic < 0 || cc < 0) throw new Error(`${file}: the header [${header.join(', ')}] lacks "${imgKey}" or "${captionKey}" (see --csv-img-key, --csv-caption-key, --csv-separator)`);
-  return records.slice(1).map((r) => ({ image: path.resolve(path.dirname(file), r[ic] ?? ''), caption: r[cc] ?? '' }));
-}
-
 function upload(c: { client: Client; meta: grpc.Metadata }, header: Msg, feed: (write: (m: Msg) => Promise<void>) => Promise<void>): Promise<Msg> {
   return new Promise((resolve, reject) => {
     const call = (c.client.UploadDataset as (m: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Msg) => void) => grpc.ClientWritableStream<Msg>)(c.meta, (err, res) =>
@@ -214,18 +206,15 @@ function connOptions(cmd: Command): Command {
 export function register(program: Command): void {
   const ft = program.command('finetune').description('fine-tune jobs and model versions on a clipserve server (FineTuneService, ModelService)');
 
-  connOptions(ft.command('upload <file>'))
+  csvColumnOptions(connOptions(ft.command('upload <file>')))
     .description('upload a dataset: a local CSV of image paths and captions (open_clip format), or a zip archive with its CSV inside')
     .option('--name <name>', 'dataset name (default: the file name)')
     .option('--remote-csv', 'send the CSV itself: its paths name images inside the server data directory')
-    .option('--csv-img-key <key>', 'image path column', 'filepath')
-    .option('--csv-caption-key <key>', 'caption column', 'title')
-    .option('--csv-separator <sep>', 'column separator ("\\t" for tab)', '\t')
-    .action(async (file: string, f: ConnFlags & Msg) => {
-      const sep = f.csvSeparator === '\\t' || f.csvSeparator === 'tab' ? '\t' : f.csvSeparator;
+    .action(async (file: string, f: ConnFlags & CsvColumnFlags & Msg) => {
+      const csv = csvColumns(f);
       const c = connect('FineTuneService', f);
       const name = f.name ?? path.basename(file);
-      const columns = { csvImgKey: f.csvImgKey, csvCaptionKey: f.csvCaptionKey, csvSeparator: sep };
+      const columns = { csvImgKey: csv.imgKey, csvCaptionKey: csv.captionKey, csvSeparator: csv.separator };
       const bar = new PhaseProgress();
       try {
         let dataset: Msg;
@@ -240,7 +229,7 @@ export function register(program: Command): void {
             }
           });
         } else {
-          const pairs = localPairs(file, f.csvImgKey, f.csvCaptionKey, sep);
+          const pairs = readCsvDataset(file, csv);
           dataset = await upload(c, { name, format: 'DATASET_FORMAT_PAIRS' }, async (write) => {
             for (let i = 0; i < pairs.length; i++) {
               let image: Buffer;
