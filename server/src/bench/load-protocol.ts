@@ -15,14 +15,11 @@ export interface LoadScenario {
 }
 
 export interface LoadReport {
-  /** Items answered inside the measured window. */
-  completed: number;
-  /** Their rate (see completionRate in ./load-generator). */
+  /** Items answered inside the measured window, per second (see completionRate in ./load-generator). */
   itemsPerSec: number;
   errors: number;
   /** The first few distinct error descriptions. */
   errorSamples: string[];
-  seconds: number;
   /** Per-item latency (ms) of the items completed inside the window. */
   latenciesMs: number[];
   /** The generator's own CPU seconds per wall second over the whole scenario (warm-up included):
