@@ -5,6 +5,8 @@
  * converts to the friendlier types in ./types.ts.
  */
 
+import type { ModelInfo, ServerLimits } from './types.js';
+
 export type WireEmbeddingFormat = 'EMBEDDING_FORMAT_UNSPECIFIED' | 'EMBEDDING_FORMAT_FLOATS' | 'EMBEDDING_FORMAT_F32LE_BYTES';
 export type WireModality = 'MODALITY_UNSPECIFIED' | 'MODALITY_TEXT' | 'MODALITY_IMAGE';
 
@@ -118,26 +120,9 @@ export interface ClassifyResponse {
   modelVersion: string;
 }
 
-export interface WireServerLimits {
-  maxItemsPerRequest: number;
-  maxImageBytes: number;
-  maxImagePixels: number;
-  maxMessageBytes: number;
-  maxBatchSize: number;
-  maxTextChars: number;
-}
-
-export interface GetModelInfoResponse {
-  name: string;
-  version: string;
-  embedDim: number;
-  imageSize: number;
-  contextLength: number;
-  logitScale: number;
-  provider: string;
-  demo: boolean;
-  precision: string;
-  limits?: WireServerLimits | null;
+/** The public ModelInfo as it arrives: `limits` is a message field, absent from older servers. */
+export interface GetModelInfoResponse extends Omit<ModelInfo, 'limits'> {
+  limits?: ServerLimits | null;
 }
 
 export interface HealthCheckResponse {
