@@ -232,9 +232,12 @@ describe('adapter fine-tune on the tiny model', () => {
     );
     await new Promise((r) => setTimeout(r, 200));
     const t0 = Date.now();
-    await server.shutdown(30);
-    // Well inside the 30 s grace: the open watch did not hold the drain (bound loose for busy CI).
-    expect(Date.now() - t0).toBeLessThan(12_000);
+    await server.shutdown(60);
+    // An open watch that held the drain would take the whole 60 s grace; a prompt shutdown takes
+    // seconds (printed, not asserted as a budget: CI machines are slow and shared).
+    const tookMs = Date.now() - t0;
+    console.log(`shutdown with a running job and an open watch: ${tookMs} ms`); // eslint-disable-line no-console
+    expect(tookMs).toBeLessThan(30_000);
     const err = await watching;
     expect(err?.code).toBe(status.UNAVAILABLE);
     expect(err?.details).toMatch(/watch again with after_sequence \d+/);

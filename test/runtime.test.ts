@@ -110,11 +110,14 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
   }
 
   test('the event loop stays responsive while a batch runs (worker threads)', async () => {
-    // One inference thread leaves a core to the main thread, so the figure measures blocking, not CPU starvation.
+    // One inference thread leaves a core to the main thread. The asserts are orders of magnitude, not
+    // budgets: code that ran inference on the main thread would block the loop for a whole run (and the
+    // 2 ms timer would fire about once per run); timings on a loaded CI machine are only printed.
     const model = await loadModel(path.join(tmp, 'small-l14like'), { provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1 });
     try {
       const S = model.info.imageSize;
-      const n = 8;
+      const n = 32;
+      const runs = 4;
       const pixels = new Float32Array(n * 3 * S * S).map((_, i) => Math.sin(i) * 2);
       await model.encodeImage(pixels.slice(), n); // warm
       const h = monitorEventLoopDelay({ resolution: 1 });
@@ -122,15 +125,16 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
       const timer = setInterval(() => ticks++, 2);
       h.enable();
       const t0 = performance.now();
-      for (let r = 0; r < 6; r++) await model.encodeImage(pixels.slice(), n);
+      for (let r = 0; r < runs; r++) await model.encodeImage(pixels.slice(), n);
       const ms = performance.now() - t0;
       h.disable();
       clearInterval(timer);
       const p99 = h.percentile(99) / 1e6;
+      const perRun = ms / runs;
       // eslint-disable-next-line no-console
-      console.log(`event loop during ${ms.toFixed(0)} ms of inference (6 × batch ${n}, 224 px): p99 delay ${p99.toFixed(2)} ms, max ${(h.max / 1e6).toFixed(2)} ms, ${ticks} timer ticks`);
-      expect(p99).toBeLessThan(20);
-      expect(ticks).toBeGreaterThan(ms / 2 / 4); // the 2 ms timer kept firing
+      console.log(`event loop during ${ms.toFixed(0)} ms of inference (${runs} × batch ${n}, 224 px, ${perRun.toFixed(0)} ms a run): p99 delay ${p99.toFixed(2)} ms, max ${(h.max / 1e6).toFixed(2)} ms, ${ticks} timer ticks`);
+      expect(p99).toBeLessThan(perRun);
+      expect(ticks).toBeGreaterThan(4 * runs); // a blocked loop would tick about once per run
     } finally {
       await model.close();
     }
