@@ -12,10 +12,9 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { SubmitOptions } from '../batching';
-import type { ServedModelInfo } from '../serve/model-port';
 import { CallGate, callContext, elapsedMs } from './call-context';
 import type { EmbedStreamRequest, EmbedStreamResponse, ModalityName } from './messages';
-import type { EmbedderPort } from './request-work';
+import { type ModelResolver, withModel } from './model-resolver';
 import { RpcError, toStatus } from './status';
 import { checkModelVersion, checkTextLength, RequestLimits } from './validate';
 import { embeddingMessage, l2normalized } from './vectors';
@@ -30,8 +29,8 @@ export class StreamStats {
 }
 
 export interface EmbedStreamDeps {
-  embedder: EmbedderPort;
-  modelInfo: () => ServedModelInfo;
+  /** Each item leases the version it pins ("" = the active one) for its own run. */
+  models: ModelResolver;
   gate: CallGate;
   logger: Logger;
   limits: RequestLimits;
@@ -111,17 +110,20 @@ class EmbedStreamSession {
   }
 
   private async embed(req: EmbedStreamRequest): Promise<EmbedStreamResponse> {
-    const info = this.deps.modelInfo();
-    checkModelVersion(req.modelVersion, info.version);
+    checkModelVersion(req.modelVersion);
     const normalize = (v: Float32Array) => (req.raw ? v : l2normalized(v));
     if (req.input === 'text') {
       checkTextLength(`item "${req.id}"`, req.text ?? '', this.deps.limits);
-      const [r] = await Promise.all(this.deps.embedder.embedTexts([req.text ?? ''], this.options));
-      return { id: req.id, embedding: embeddingMessage(normalize(r.vector), req.format, r.truncated), modality: 'MODALITY_TEXT', modelVersion: info.version };
+      return withModel(this.deps.models, req.modelVersion, async ({ info, embedder }) => {
+        const [r] = await Promise.all(embedder.embedTexts([req.text ?? ''], this.options));
+        return { id: req.id, embedding: embeddingMessage(normalize(r.vector), req.format, r.truncated), modality: 'MODALITY_TEXT', modelVersion: info.version };
+      });
     }
     if (req.input === 'image') {
-      const [v] = await Promise.all(this.deps.embedder.embedImages([req.image ?? Buffer.alloc(0)], this.options));
-      return { id: req.id, embedding: embeddingMessage(normalize(v), req.format), modality: 'MODALITY_IMAGE', modelVersion: info.version };
+      return withModel(this.deps.models, req.modelVersion, async ({ info, embedder }) => {
+        const [v] = await Promise.all(embedder.embedImages([req.image ?? Buffer.alloc(0)], this.options));
+        return { id: req.id, embedding: embeddingMessage(normalize(v), req.format), modality: 'MODALITY_IMAGE', modelVersion: info.version };
+      });
     }
     throw new RpcError(grpc.status.INVALID_ARGUMENT, `item "${req.id}": one of text or image is required`);
   }
@@ -130,7 +132,10 @@ class EmbedStreamSession {
     const st = toStatus(err, `item "${req.id}"`);
     if (st.internal) this.log.error({ err, itemId: req.id }, 'stream item failed');
     const modality: ModalityName = req.input === 'text' ? 'MODALITY_TEXT' : req.input === 'image' ? 'MODALITY_IMAGE' : 'MODALITY_UNSPECIFIED';
-    return { id: req.id, error: { code: st.code, message: st.details }, modality, modelVersion: this.deps.modelInfo().version };
+    // No version produced anything for it: the version it asked for, or the active one.
+    const asked = req.modelVersion !== '' && req.modelVersion.length <= 128 ? req.modelVersion : undefined;
+    const modelVersion = asked ?? this.deps.models.loadedVersions().find((v) => v.active)?.version ?? '';
+    return { id: req.id, error: { code: st.code, message: st.details }, modality, modelVersion };
   }
 
   private answer(res: EmbedStreamResponse): void {

@@ -103,6 +103,6 @@ export function datasetToMessage(d: DatasetRecord): Record<string, unknown> {
   return { id: d.id, name: d.name, format: DATASET_FORMATS[d.format], numPairs: d.numPairs, bytes: d.bytes, createdAt: d.createdAt };
 }
 
-export function modelVersionToMessage(v: ModelVersionRecord, activeVersion: string): Record<string, unknown> {
-  return { version: v.version, name: v.name, parentVersion: v.parentVersion, fineTuneJobId: v.jobId, active: v.version === activeVersion, createdAt: v.createdAt, metrics: numbersOnly(v.metrics) };
+export function modelVersionToMessage(v: ModelVersionRecord, activeVersion: string, loadedVersions: readonly string[]): Record<string, unknown> {
+  return { version: v.version, name: v.name, parentVersion: v.parentVersion, fineTuneJobId: v.jobId, active: v.version === activeVersion, createdAt: v.createdAt, metrics: numbersOnly(v.metrics), loaded: loadedVersions.includes(v.version) };
 }

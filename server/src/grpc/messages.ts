@@ -122,12 +122,16 @@ export interface ClassifyResponse {
   modelVersion: string;
 }
 
-export type GetModelInfoRequest = Record<string, never>;
+export interface GetModelInfoRequest {
+  modelVersion: string;
+}
 
 /** The per-request limits (grpc/validate), as GetModelInfo reports them. */
 export type ServerLimitsMsg = RequestLimits;
 
-/** The served model's info (runtime ModelInfo) plus the limits. */
+/** The served model's info (runtime ModelInfo) plus the limits and the loaded versions. */
 export interface GetModelInfoResponse extends ServedModelInfo {
   limits: ServerLimitsMsg;
+  activeVersion: string;
+  loadedVersions: string[];
 }

@@ -1,4 +1,4 @@
-/** clipserve.v1.ModelService handlers: the registry's versions and hot-swap activation. */
+/** clipserve.v1.ModelService handlers: the registry's versions, which are loaded, and hot-swap activation. */
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ServedModelInfo } from '../serve/model-port';
@@ -11,7 +11,7 @@ import { invalidArgument } from './status';
 export interface ModelServiceDeps {
   registry: ModelRegistry;
   /** The hot-swap host (server/src/models/host.ts ModelHost). */
-  host: { info(): ServedModelInfo; activate(bundleDir: string, expectedVersion?: string): Promise<unknown> };
+  host: { info(): ServedModelInfo; activate(version: string): Promise<unknown>; loadedVersions(): { version: string }[] };
   gate: CallGate;
   logger: Logger;
 }
@@ -24,7 +24,8 @@ export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServic
   return {
     ListModels: unary('ListModels', async () => {
       const active = host.info().version;
-      return { models: registry.list().map((v) => modelVersionToMessage(v, active)), activeVersion: active };
+      const loaded = host.loadedVersions().map((v) => v.version);
+      return { models: registry.list().map((v) => modelVersionToMessage(v, active, loaded)), activeVersion: active, loadedVersions: loaded };
     }),
     ActivateModel: unary('ActivateModel', async (req) => {
       const version = String(req.version ?? '');
@@ -32,11 +33,11 @@ export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServic
       const record = registry.get(version);
       const previous = host.info().version;
       if (previous !== version) {
-        await host.activate(record.bundleDir, version);
+        await host.activate(version);
         logger.info({ version, previous }, 'model activated');
       }
       registry.setActive(version);
-      return { model: modelVersionToMessage(record, version), previousVersion: previous };
+      return { model: modelVersionToMessage(record, version, host.loadedVersions().map((v) => v.version)), previousVersion: previous };
     }),
   };
 }

@@ -12,6 +12,8 @@ import {
   InferenceError,
   QueueFullError,
 } from '../batching';
+import { ModelActivationError, ModelBudgetError } from '../models/host';
+import { ModelNotFoundError } from '../models/registry';
 import { ImageError } from '../preprocess/errors';
 
 /** A failure with a chosen gRPC code and a client-facing message. */
@@ -53,6 +55,9 @@ export function toStatus(err: unknown, item?: string): MappedStatus {
   if (err instanceof ItemFailure) return toStatus(err.failure, err.item);
   const prefix = item ? `${item}: ` : '';
   if (err instanceof RpcError) return { code: err.code, details: err.message, internal: false };
+  if (err instanceof ModelNotFoundError) return { code: Status.NOT_FOUND, details: err.message, internal: false };
+  if (err instanceof ModelActivationError) return { code: Status.FAILED_PRECONDITION, details: err.message, internal: false };
+  if (err instanceof ModelBudgetError) return { code: Status.RESOURCE_EXHAUSTED, details: err.message, internal: false };
   if (err instanceof ImageError) return { code: Status.INVALID_ARGUMENT, details: `${prefix}${err.message}`, internal: false };
   if (err instanceof QueueFullError) {
     return { code: Status.RESOURCE_EXHAUSTED, details: `server overloaded: ${err.message}; retry with backoff`, internal: false };

@@ -1,9 +1,8 @@
 /**
- * Request checks done before any work is queued. Each failure is INVALID_ARGUMENT (or
- * FAILED_PRECONDITION for a version pin) with a message naming the offending field or item.
+ * Request checks done before any work is queued. Each failure is INVALID_ARGUMENT with a message
+ * naming the offending field or item.
  */
-import { status as Status } from '@grpc/grpc-js';
-import { RpcError, invalidArgument } from './status';
+import { invalidArgument } from './status';
 
 /** Limits the server enforces per request (reported by GetModelInfo). */
 export interface RequestLimits {
@@ -15,11 +14,15 @@ export interface RequestLimits {
   maxTextChars: number;
 }
 
-/** Empty pins nothing; otherwise the pinned version must be the one served. */
-export function checkModelVersion(requested: string, active: string): void {
-  if (requested !== '' && requested !== active) {
-    throw new RpcError(Status.FAILED_PRECONDITION, `model_version "${requested}" is not served; the active model version is "${active}"`);
-  }
+/** Longest version string a registry holds (models/registry SAFE_VERSION). */
+const MAX_VERSION_CHARS = 128;
+
+/**
+ * A pin is "" (the active version) or a version name; which versions exist is the resolver's
+ * business (NOT_FOUND), this only refuses what no version can be, before it is echoed in errors.
+ */
+export function checkModelVersion(requested: string): void {
+  if (requested.length > MAX_VERSION_CHARS) throw invalidArgument(`model_version: ${requested.length} characters; no model version is longer than ${MAX_VERSION_CHARS}`);
 }
 
 /** `field` must hold between `min` and the per-request item limit. */

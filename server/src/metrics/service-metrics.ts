@@ -80,6 +80,10 @@ export class ServiceMetrics implements BatcherObserver {
   private readonly modelInfo: Gauge<keyof ModelInfoLabels>;
   private readonly modelLoadSeconds: Gauge;
   private readonly fineTuneJobs: Gauge<'state'>;
+  private readonly versionItemsEmbedded: Counter<'version' | 'modality'>;
+  private readonly versionsLoaded: Gauge<'version' | 'active'>;
+  /** Queue depth of each loaded version's batchers: the modality gauge reports their sum. */
+  private readonly depthByVersion = new Map<string, Record<Modality, number>>();
   private fineTuneSource: FineTuneJobCountsSource | undefined;
 
   constructor(registry: Registry) {
@@ -163,6 +167,18 @@ export class ServiceMetrics implements BatcherObserver {
       },
     });
     this.fineTuneJobs = fineTuneJobs;
+    this.versionItemsEmbedded = new Counter({
+      name: 'clipserve_version_items_embedded_total',
+      help: 'Items (texts or images) embedded successfully, by model version and modality.',
+      labelNames: ['version', 'modality'],
+      registers,
+    });
+    this.versionsLoaded = new Gauge({
+      name: 'clipserve_model_version_loaded',
+      help: 'The model versions in memory; always 1, active="true" for the one unpinned calls get.',
+      labelNames: ['version', 'active'],
+      registers,
+    });
 
     for (const modality of MODALITIES) {
       this.itemsEmbedded.inc({ modality }, 0);
@@ -218,6 +234,41 @@ export class ServiceMetrics implements BatcherObserver {
     checkModality(modality);
     checkCount('queue capacity', capacity);
     this.queueCapacity.set({ modality }, capacity);
+  }
+
+  /**
+   * The observer of one model version's batchers: the modality series as above (queue depth summed
+   * over the loaded versions) plus the version-labelled ones.
+   */
+  forVersion(version: string): BatcherObserver {
+    if (typeof version !== 'string' || version === '') throw new MetricsValueError('model version must be a non-empty string');
+    for (const modality of MODALITIES) this.versionItemsEmbedded.inc({ version, modality }, 0);
+    return {
+      queueDepth: (modality, depth) => {
+        checkModality(modality);
+        checkCount('queue depth', depth);
+        const depths = this.depthByVersion.get(version) ?? { text: 0, image: 0 };
+        depths[modality] = depth;
+        if (depth === 0 && depths.text === 0 && depths.image === 0) this.depthByVersion.delete(version);
+        else this.depthByVersion.set(version, depths);
+        let total = 0;
+        for (const d of this.depthByVersion.values()) total += d[modality];
+        this.queueDepthGauge.set({ modality }, total);
+      },
+      batchRun: (modality, size, waits, seconds) => this.batchRun(modality, size, waits, seconds),
+      itemRejected: (modality, reason) => this.itemRejected(modality, reason),
+      preprocessed: (modality, seconds) => this.preprocessed(modality, seconds),
+      embedded: (modality, count) => {
+        this.embedded(modality, count);
+        this.versionItemsEmbedded.inc({ version, modality }, count);
+      },
+    };
+  }
+
+  /** Replaces the loaded-versions series. */
+  setLoadedVersions(versions: readonly { version: string; active: boolean }[]): void {
+    this.versionsLoaded.reset();
+    for (const v of versions) this.versionsLoaded.set({ version: v.version, active: String(v.active) }, 1);
   }
 
   // ---- model and jobs --------------------------------------------------------------------

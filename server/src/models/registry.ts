@@ -10,8 +10,8 @@ import type { ModelVersionRecord, Store } from '../store/store';
 export const ACTIVE_VERSION_KEY = 'active_model_version';
 
 export class ModelNotFoundError extends Error {
-  constructor(readonly version: string) {
-    super(`no model version ${JSON.stringify(version)}`);
+  constructor(readonly version: string, hint?: string) {
+    super(`no model version ${JSON.stringify(version)}${hint ? `: ${hint}` : ''}`);
     this.name = 'ModelNotFoundError';
   }
 }

@@ -59,6 +59,10 @@ export interface ServeConfig {
   finetuneImage: string | undefined;
   /** Namespace of `full` fine-tune Jobs (a job's hyperparameters.namespace wins; else the kubeconfig's). */
   finetuneNamespace: string | undefined;
+  /** Most model versions loaded at once (the active one included); pinned calls load others on demand. */
+  maxLoadedVersions: number;
+  /** Most bytes of model weights loaded at once across versions; 0 = no byte limit. */
+  maxLoadedBytes: number;
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -162,6 +166,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'finetunePvc', flag: '--finetune-pvc <name>', env: 'CLIPSERVE_FINETUNE_PVC', description: 'the ReadWriteMany PersistentVolumeClaim that holds --data-dir, mounted at the same path in `full` fine-tune training pods (which run when a Kubernetes cluster is reachable: in-cluster or KUBECONFIG)', defaultValue: 'clipserve-data', parse: nonEmptyString },
   { key: 'finetuneImage', flag: '--finetune-image <ref>', env: 'CLIPSERVE_FINETUNE_IMAGE', description: 'default container image for `full` fine-tune training pods (torch + open_clip_train); a job may name its own (default: none: jobs must name one)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetuneNamespace', flag: '--finetune-namespace <ns>', env: 'CLIPSERVE_FINETUNE_NAMESPACE', description: 'namespace of `full` fine-tune Jobs (default: the kubeconfig context\'s, in-cluster: the pod\'s)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'maxLoadedVersions', flag: '--max-loaded-versions <n>', env: 'CLIPSERVE_MAX_LOADED_VERSIONS', description: 'most model versions loaded at once, the active one included: a call pinning another registered version (model_version) loads it on demand and the least recently used inactive version is unloaded to make room (after its calls finish); the active version is never unloaded', defaultValue: 2, parse: intIn(1, 64) },
+  { key: 'maxLoadedBytes', flag: '--max-loaded-bytes <n>', env: 'CLIPSERVE_MAX_LOADED_BYTES', description: 'most bytes of model weights (bundle files) loaded at once across versions, with the same least-recently-used unloading (0 = no byte limit)', defaultValue: 0, parse: intIn(0) },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 

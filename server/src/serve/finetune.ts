@@ -91,7 +91,7 @@ export function openFineTune(o: {
     if (!wanted || !host.ready || host.info().version === wanted || !registry.has(wanted)) return;
     if (Date.now() - (failedAt.get(wanted) ?? 0) < FOLLOW_RETRY_MS) return;
     try {
-      await host.activate(registry.get(wanted).bundleDir, wanted);
+      await host.activate(wanted);
       logger.info({ version: wanted }, 'switched to the model version activated on another instance');
     } catch (err) {
       failedAt.set(wanted, Date.now());
@@ -109,7 +109,7 @@ export function openFineTune(o: {
       const wanted = registry.persistedActive();
       if (wanted && wanted !== current.info.version && registry.has(wanted)) {
         try {
-          await host.activate(registry.get(wanted).bundleDir, wanted);
+          await host.activate(wanted);
           logger.info({ version: wanted }, 'restored the last activated model version');
         } catch (err) {
           logger.error({ err, version: wanted }, 'cannot restore the last activated model version: serving the configured model');

@@ -19,7 +19,9 @@ import { ClipserveMetrics, startMetricsServer } from '../metrics';
 import { createTlsServerCredentials } from '../tls';
 import type { LoadedModel } from '../runtime/model';
 import { resolveServeConfig, ServeConfig } from './config';
+import { bundleBytes } from '../models/footprint';
 import { ModelHost } from '../models/host';
+import { ModelNotFoundError } from '../models/registry';
 import { Embedder } from './embedder';
 import { openFineTune, type FineTuneSubsystem } from './finetune';
 import { createLogger } from './logger';
@@ -108,22 +110,32 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
   for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
 
-  // The served model, hot-swappable (ModelService.ActivateModel); filled in once the first model
-  // is ready, and the gate keeps calls away until then.
+  // The served versions: the active one, hot-swappable (ModelService.ActivateModel), and the ones
+  // pinned calls load on demand within the budget. Filled in once the first model is ready, and
+  // the gate keeps calls away until then.
+  let finetune: FineTuneSubsystem | undefined;
   const host = new ModelHost<LoadedModel>({
     load: (bundleDir) => loader({ ...config, model: bundleDir }, logger),
-    createEmbedder: (m) =>
+    createEmbedder: (m, version) =>
       new Embedder(m, {
         maxBatchSize: config.maxBatchSize,
         maxQueueDelayMs: config.maxQueueDelayMs,
         queueBound: config.queueBound,
         imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
-        observer: input.observer ?? metrics.service,
+        observer: input.observer ?? metrics.service.forVersion(version),
       }),
+    // Without a data directory the configured model is the only version (and it is always loaded).
+    locate: (version) => {
+      if (finetune) return finetune.registry.get(version).bundleDir;
+      throw new ModelNotFoundError(version, `this server serves only ${JSON.stringify(host.info().version)}; start it with --data-dir to serve fine-tuned versions`);
+    },
+    sizeOf: bundleBytes,
+    budget: { maxVersions: config.maxLoadedVersions, maxBytes: config.maxLoadedBytes },
     onActivated: ({ name, version, provider, demo }, previous) => {
       metrics.service.setModelInfo({ name, version, provider, demo });
       if (previous) logger.info({ version, previous: previous.version }, 'model version switched');
     },
+    onLoadedChanged: (loaded) => metrics.service.setLoadedVersions(loaded),
     logger,
   });
 
@@ -150,11 +162,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   server.addService(
     protos.embeddingService,
     embeddingServiceHandlers({
-      embedder: {
-        embedTexts: (texts, options) => host.embedder().embedTexts(texts, options),
-        embedImages: (images, options) => host.embedder().embedImages(images, options),
-      },
-      modelInfo: () => host.info(),
+      models: host,
       limits,
       gate,
       logger,
@@ -164,7 +172,6 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     }),
   );
   const dataDir = config.dataDir;
-  let finetune: FineTuneSubsystem | undefined;
   let healthServer: grpc.Server | undefined;
   // A start that fails after this point (a port in use, a bad certificate) releases what was
   // opened before it: an embedder of startServer may go on running.
@@ -212,7 +219,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       await loaded.close();
       throw new Error('server was shut down before the model finished loading');
     }
-    host.install(loaded);
+    host.install(loaded, loaded.bundle.dir);
     // Registers the configured model and restores the last activated version before serving.
     await finetune?.start();
     gate.setPhase('serving');
