@@ -129,9 +129,11 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(text).toMatch(new RegExp(`clipserve_model_info\\{[^}]*version="${job.fineTunedModel}"`));
     expect(text).toMatch(/clipserve_finetune_jobs\{state="succeeded"\} 1/);
 
-    // A pinned call to the old version is refused now.
-    const pinned = await rejection(unary(embed, 'EmbedText', { texts: ['a red star'], modelVersion: 'seed-11' }));
-    expect(pinned.code).toBe(status.FAILED_PRECONDITION);
+    // A call pinned to the old version (an index built with it) is still served, by that version.
+    const pinned = await unary(embed, 'EmbedText', { texts: ['a red star'], modelVersion: 'seed-11' });
+    expect(pinned.modelVersion).toBe('seed-11');
+    const { loadedVersions } = await unary(models, 'ListModels', {});
+    expect(loadedVersions).toEqual([job.fineTunedModel, 'seed-11']);
   });
 
   it('reports unreadable images and empty captions by row in validating_files', async () => {

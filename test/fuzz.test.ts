@@ -194,7 +194,7 @@ function randomText(): string {
 
 // ---------------------------------------------------------------- bookkeeping
 
-const DOCUMENTED = new Set<grpc.status>([grpc.status.OK, grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION]);
+const DOCUMENTED = new Set<grpc.status>([grpc.status.OK, grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.NOT_FOUND]);
 /** grpc-js's own answer to a request message that does not decode. */
 const UNDECODABLE = 'Error deserializing request';
 /** grpc-js's answer to a unary call whose request stream carried no message at all. */

@@ -72,7 +72,7 @@ describe('EmbedStream (real server, demo model)', () => {
     expect(byId.get('no-input')).toMatchObject({ result: 'error', error: { code: grpc.status.INVALID_ARGUMENT, message: 'item "no-input": one of text or image is required' } });
     expect(byId.get('too-long')).toMatchObject({ result: 'error', modality: 'MODALITY_TEXT', error: { code: grpc.status.INVALID_ARGUMENT } });
     expect(byId.get('too-long')!.error.message).toMatch(/^item "too-long": text is 20000 characters, over the limit of 16384/);
-    expect(byId.get('pinned-wrong')).toMatchObject({ result: 'error', error: { code: grpc.status.FAILED_PRECONDITION } });
+    expect(byId.get('pinned-wrong')).toMatchObject({ result: 'error', modelVersion: 'nope', error: { code: grpc.status.NOT_FOUND } });
   });
 
   test('10,000 mixed items with a client that pauses reading: bounded server backlog, every item exactly once', async () => {

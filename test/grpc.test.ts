@@ -262,12 +262,18 @@ describe('EmbeddingService (real server, demo model)', () => {
     expect(info.logitScale).toBeCloseTo(server.model.info.logitScale, 5);
   });
 
-  test('model_version: the active version is accepted, any other is FAILED_PRECONDITION', async () => {
+  test('model_version: the served version is accepted; without --data-dir any other is NOT_FOUND, saying how to serve more', async () => {
     const version = server.model.info.version;
     await expect(unary(client, 'EmbedText', { texts: ['x'], modelVersion: version })).resolves.toMatchObject({ modelVersion: version });
     const err = await rejection(unary(client, 'EmbedText', { texts: ['x'], modelVersion: 'v999' }));
-    expect(err.code).toBe(grpc.status.FAILED_PRECONDITION);
-    expect(err.details).toContain('"v999" is not served');
+    expect(err.code).toBe(grpc.status.NOT_FOUND);
+    expect(err.details).toBe(`no model version "v999": this server serves only "${version}"; start it with --data-dir to serve fine-tuned versions`);
+    const long = await rejection(unary(client, 'EmbedText', { texts: ['x'], modelVersion: 'v'.repeat(5000) }));
+    expect(long.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(long.details).toBe('model_version: 5000 characters; no model version is longer than 128');
+    const info = await unary(client, 'GetModelInfo', { modelVersion: version });
+    expect(info).toMatchObject({ version, activeVersion: version, loadedVersions: [version] });
+    expect((await rejection(unary(client, 'GetModelInfo', { modelVersion: 'v999' }))).code).toBe(grpc.status.NOT_FOUND);
   });
 
   test('batching: 64 concurrent single-text calls run in at most ceil(64/32)+1 inference runs, each equal to its single call', async () => {

@@ -281,7 +281,7 @@ describe('observability of the real server', () => {
 
     for (let i = 0; i < 3; i++) await expectCode(call(client, 'EmbedText', { texts: ['a photo of a cat', 'a diagram'] }), grpc.status.OK);
     for (let i = 0; i < 2; i++) await expectCode(call(client, 'EmbedText', { texts: [] }), grpc.status.INVALID_ARGUMENT);
-    await expectCode(call(client, 'EmbedText', { texts: ['x'], modelVersion: 'not-the-served-version' }), grpc.status.FAILED_PRECONDITION);
+    await expectCode(call(client, 'EmbedText', { texts: ['x'], modelVersion: 'not-the-served-version' }), grpc.status.NOT_FOUND);
     for (let i = 0; i < 2; i++) await expectCode(call(client, 'EmbedImage', { images: [png] }), grpc.status.OK);
     await expectCode(call(client, 'EmbedImage', { images: [garbage] }), grpc.status.INVALID_ARGUMENT);
     await expectCode(call(client, 'GetModelInfo', {}), grpc.status.OK);

@@ -353,10 +353,10 @@ describe('deadlines, aborts and errors', () => {
     expect(server.itemIndex).toBe(2);
   });
 
-  test('a pinned model version the server does not serve fails with FAILED_PRECONDITION', async () => {
+  test('a pinned model version the server does not know fails with NOT_FOUND', async () => {
     const pinned = new Client({ address: server.address, modelVersion: 'not-the-served-version' });
     try {
-      expect((await rejection(pinned.embedTexts(['x'], { maxItemsPerRequest: 4 }))).code).toBe(Status.FAILED_PRECONDITION);
+      expect((await rejection(pinned.embedTexts(['x'], { maxItemsPerRequest: 4 }))).code).toBe(Status.NOT_FOUND);
     } finally {
       pinned.close();
     }

@@ -215,6 +215,16 @@ describe('fine-tune jobs and model versions', () => {
     expect(activated.model).toMatchObject({ version: job.fineTunedModel, active: true });
     expect((await client.modelInfo()).version).toBe(job.fineTunedModel);
     expect((await client.models.list()).activeVersion).toBe(job.fineTunedModel);
+    // The previous version stays served to calls that pin it (an index built with it).
+    const progress: string[] = [];
+    const [pinned] = await client.embedTexts(['a red star'], { modelVersion: base, onProgress: (p) => progress.push(p.modelVersion) });
+    const [unpinned] = await client.embedTexts(['a red star'], { onProgress: (p) => progress.push(p.modelVersion) });
+    expect(progress).toEqual([base, job.fineTunedModel]);
+    expect(Array.from(pinned)).not.toEqual(Array.from(unpinned));
+    const listed = await client.models.list();
+    expect(listed.loadedVersions).toEqual([job.fineTunedModel, base]);
+    expect(listed.models.find((m) => m.version === base)!.loaded).toBe(true);
+    expect(await client.modelInfo({ modelVersion: base })).toMatchObject({ version: base, activeVersion: job.fineTunedModel, loadedVersions: [job.fineTunedModel, base] });
     // Back to the base model, so the other tests see what they expect.
     await client.models.activate(base);
   });

@@ -10,7 +10,7 @@ import { serviceConstructors } from './proto.js';
 import { DEFAULT_MAX_IN_FLIGHT, embedStream, modalityOf } from './stream.js';
 import { decodeEmbedding } from './vectors.js';
 import type {
-  CallOptions, ClassifyOptions, EmbedItem, EmbedOptions, HealthStatus, ImageInput, LabelScore, ModelInfo,
+  CallOptions, ClassifyOptions, EmbedItem, EmbedOptions, HealthStatus, ImageInput, LabelScore, ModelInfo, VersionOptions,
   RankCandidates, RankedCandidate, RankOptions, RankQuery, ServerLimits, SimilarityResult, StreamItem, StreamOptions, StreamResult,
 } from './types.js';
 import type * as wire from './wire.js';
@@ -26,7 +26,10 @@ export interface ClipClientOptions extends ChannelConfig {
   maxItemsPerRequest?: number;
   /** Requests in flight at once for the batch helpers. Default 4. */
   concurrency?: number;
-  /** Pin a model version: the server fails calls with FAILED_PRECONDITION when another model is active. */
+  /**
+   * Pin every embedding call to a model version (a call's own `modelVersion` option wins). The
+   * server serves any version it knows, loading it on demand; NOT_FOUND for one it does not know.
+   */
   modelVersion?: string;
 }
 
@@ -149,7 +152,7 @@ export class ClipClient {
       open: () => (this.client as unknown as { EmbedStream(md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientDuplexStream<wire.EmbedStreamRequest, wire.EmbedStreamResponse> })
         .EmbedStream(this.metadata(), deadline ? { deadline } : {}),
       raw: opts.raw ?? false,
-      modelVersion: this.modelVersion,
+      modelVersion: this.versionFor(opts),
       maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
       signal: opts.signal,
     });
@@ -158,10 +161,10 @@ export class ClipClient {
   // ---------------------------------------------------------------- scoring
 
   /** CLIP's model(image, text): scaled cosine logits both ways and per-image softmax over the texts. */
-  async similarity(input: { images: ImageInput[]; texts: string[] }, opts: CallOptions = {}): Promise<SimilarityResult> {
+  async similarity(input: { images: ImageInput[]; texts: string[] }, opts: CallOptions & VersionOptions = {}): Promise<SimilarityResult> {
     const images = await this.loadImages(input?.images, 'images');
     const texts = checkTexts(input?.texts, 'texts');
-    const res = await this.unary<wire.SimilarityRequest, wire.SimilarityResponse>('Similarity', { images, texts, modelVersion: this.modelVersion }, opts);
+    const res = await this.unary<wire.SimilarityRequest, wire.SimilarityResponse>('Similarity', { images, texts, modelVersion: this.versionFor(opts) }, opts);
     return {
       logitsPerImage: res.logitsPerImage.map((r) => r.values),
       logitsPerText: res.logitsPerText.map((r) => r.values),
@@ -178,7 +181,7 @@ export class ClipClient {
       candidateTexts: checkTexts(candidates?.texts ?? [], 'candidates.texts'),
       candidateImages: await this.loadImages(candidates?.images ?? [], 'candidates.images'),
       topK: nonNegativeInt(opts.topK, 'topK'),
-      modelVersion: this.modelVersion,
+      modelVersion: this.versionFor(opts),
     };
     if (query && typeof query === 'object' && 'text' in query && !('image' in query)) request.queryText = checkText(query.text);
     else if (query && typeof query === 'object' && 'image' in query && !('text' in query)) request.queryImage = await imageBytes(query.image);
@@ -194,7 +197,7 @@ export class ClipClient {
       labels: checkTexts(labels, 'labels'),
       templates: checkTexts(opts.templates ?? [], 'templates'),
       topK: nonNegativeInt(opts.topK, 'topK'),
-      modelVersion: this.modelVersion,
+      modelVersion: this.versionFor(opts),
     };
     const res = await this.unary<wire.ClassifyRequest, wire.ClassifyResponse>('Classify', request, opts);
     return res.classifications.map((c) => c.labels.map((l) => ({ label: l.label, index: l.index, probability: l.probability, logit: l.logit })));
@@ -202,8 +205,9 @@ export class ClipClient {
 
   // ---------------------------------------------------------------- service info
 
-  async modelInfo(opts: CallOptions = {}): Promise<ModelInfo> {
-    const res = await this.unary<Record<string, never>, wire.GetModelInfoResponse>('GetModelInfo', {}, opts);
+  /** The active model (or `opts.modelVersion`, which the server loads if needed), the loaded versions and the limits. */
+  async modelInfo(opts: CallOptions & VersionOptions = {}): Promise<ModelInfo> {
+    const res = await this.unary<{ modelVersion: string }, wire.GetModelInfoResponse>('GetModelInfo', { modelVersion: opts.modelVersion ?? '' }, opts);
     const l = res.limits;
     return {
       name: res.name,
@@ -223,7 +227,16 @@ export class ClipClient {
         maxBatchSize: l?.maxBatchSize ?? 0,
         maxTextChars: l?.maxTextChars ?? 0,
       },
+      activeVersion: res.activeVersion ?? '',
+      loadedVersions: [...(res.loadedVersions ?? [])],
     };
+  }
+
+  /** The version a call pins: its own option, else the client's ("" = the server's active version). */
+  private versionFor(opts: VersionOptions): string {
+    const v = opts.modelVersion ?? this.modelVersion;
+    if (typeof v !== 'string') throw invalidArgument('modelVersion must be a string');
+    return v;
   }
 
   /** grpc.health.v1 Check; `service` "" (default) asks about the server as a whole. */
@@ -257,7 +270,7 @@ export class ClipClient {
    */
   private serverLimits(opts: CallOptions, deadline: Date | undefined): Promise<ServerLimits> {
     if (!this.limits) {
-      this.limits = this.modelInfo({ ...opts, deadline: deadline ?? resolveDeadline(opts, this.defaultTimeoutMs) }).then(
+      this.limits = this.modelInfo({ ...opts, modelVersion: '', deadline: deadline ?? resolveDeadline(opts, this.defaultTimeoutMs) }).then(
         (info) => info.limits,
         (err: unknown) => {
           if (err instanceof ClipServeError && err.code === Status.UNIMPLEMENTED) return NO_ADVERTISED_LIMITS;
@@ -308,20 +321,30 @@ export class ClipClient {
     }
 
     let completed = 0;
+    // One operation, one model version: unpinned, the first answer's version pins the rest.
+    let opVersion = this.versionFor(opts);
     await runBounded(jobs(), concurrency, opts.signal, async (job, signal) => {
       const { offset, items } = job.batch;
       const pos = job.kind === 'text' ? textPos : imagePos;
       const toInputIndex = (i: number): number | undefined => (i < items.length ? pos(offset + i) : undefined);
       const deadline = opDeadline ?? resolveDeadline(undefined, this.defaultTimeoutMs);
-      const res = job.kind === 'text'
-        ? await this.unary<wire.EmbedTextRequest, wire.EmbedResponse>('EmbedText', { texts: job.batch.items, raw, format, modelVersion: this.modelVersion }, opts, toInputIndex, signal, deadline)
-        : await this.unary<wire.EmbedImageRequest, wire.EmbedResponse>('EmbedImage', { images: job.batch.items, raw, format, modelVersion: this.modelVersion }, opts, toInputIndex, signal, deadline);
+      const send = (modelVersion: string) =>
+        job.kind === 'text'
+          ? this.unary<wire.EmbedTextRequest, wire.EmbedResponse>('EmbedText', { texts: job.batch.items, raw, format, modelVersion }, opts, toInputIndex, signal, deadline)
+          : this.unary<wire.EmbedImageRequest, wire.EmbedResponse>('EmbedImage', { images: job.batch.items, raw, format, modelVersion }, opts, toInputIndex, signal, deadline);
+      let res = await send(opVersion);
+      if (opVersion === '') opVersion = res.modelVersion;
+      // Sent unpinned before the first answer came, and an activation happened in between.
+      else if (res.modelVersion !== opVersion) res = await send(opVersion);
+      if (res.modelVersion !== opVersion) {
+        throw new ClipServeError({ code: Status.INTERNAL, details: `the server answered with model version ${JSON.stringify(res.modelVersion)} to a call pinned to ${JSON.stringify(opVersion)}`, itemIndex: pos(offset) });
+      }
       if (res.embeddings.length !== items.length) {
         throw new ClipServeError({ code: Status.INTERNAL, details: `the server returned ${res.embeddings.length} embeddings for ${items.length} ${job.kind}s`, itemIndex: pos(offset) });
       }
       res.embeddings.forEach((e, i) => (out[pos(offset + i)] = decodeEmbedding(e, res.dim)));
       completed += items.length;
-      opts.onProgress?.({ completed, total });
+      opts.onProgress?.({ completed, total, modelVersion: opVersion });
     });
     return out;
   }

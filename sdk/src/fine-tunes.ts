@@ -291,14 +291,15 @@ export class Models {
 
   /** Every version the server knows (its configured model and fine-tuned ones), newest first. */
   async list(opts: CallOptions = {}): Promise<ModelList> {
-    const res = await unaryCall<Record<string, never>, { models: WireModelVersion[]; activeVersion: string }>(
+    const res = await unaryCall<Record<string, never>, { models: WireModelVersion[]; activeVersion: string; loadedVersions?: string[] }>(
       this.ctx.client, 'ListModels', {}, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
-    return { models: res.models.map(modelVersionFromWire), activeVersion: res.activeVersion };
+    return { models: res.models.map(modelVersionFromWire), activeVersion: res.activeVersion, loadedVersions: [...(res.loadedVersions ?? [])] };
   }
 
   /**
    * Makes `version` the serving model: the server loads and warms it, then swaps atomically. If it
-   * fails to load, the old version keeps serving and this rejects with FAILED_PRECONDITION.
+   * fails to load, the old version keeps serving and this rejects with FAILED_PRECONDITION. The
+   * previous version stays available to calls that pin it (see VersionOptions.modelVersion).
    */
   async activate(version: string, opts: CallOptions = {}): Promise<ActivateModelResult> {
     const res = await unaryCall<{ version: string }, { model: WireModelVersion; previousVersion: string }>(

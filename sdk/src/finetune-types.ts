@@ -193,12 +193,16 @@ export interface ModelVersion {
   createdAt: Date | null;
   /** Validation metrics of the producing job. */
   metrics: Record<string, number>;
+  /** In the server's memory now: calls pinning it run without loading it first. */
+  loaded: boolean;
 }
 
 export interface ModelList {
   /** Newest first. */
   models: ModelVersion[];
   activeVersion: string;
+  /** The versions in memory now (active first, then most recently used). */
+  loadedVersions: string[];
 }
 
 export interface ActivateModelResult {

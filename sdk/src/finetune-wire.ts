@@ -70,6 +70,8 @@ export interface WireModelVersion {
   active: boolean;
   createdAt: number;
   metrics: Record<string, number>;
+  /** Absent from servers older than several-versions serving. */
+  loaded?: boolean;
 }
 
 const FORMATS: Record<DatasetFormat, WireDatasetFormat> = { pairs: 'DATASET_FORMAT_PAIRS', zip: 'DATASET_FORMAT_ZIP', csv: 'DATASET_FORMAT_CSV' };
@@ -195,5 +197,6 @@ export function modelVersionFromWire(m: WireModelVersion | null | undefined): Mo
     active: m.active,
     createdAt: seconds(m.createdAt),
     metrics: { ...m.metrics },
+    loaded: m.loaded ?? false,
   };
 }

@@ -21,9 +21,24 @@ export interface EmbedProgress {
   /** Items embedded so far. */
   completed: number;
   total: number;
+  /** The model version that produced them (one version per operation, see EmbedOptions.modelVersion). */
+  modelVersion: string;
 }
 
-export interface EmbedOptions extends CallOptions {
+/** The model version an embedding call runs on. */
+export interface VersionOptions {
+  /**
+   * Pin this call to a model version (overrides the client's `modelVersion`); "" or unset: the
+   * client's pin, else the server's active version. Any version the server knows is served (it
+   * loads it on demand), so an index built with version N is queried with N while N+1 is active.
+   * The batch helpers run a whole operation on one version: when unpinned, the first answer's
+   * version pins the rest, and a request answered by another version (an activation in between)
+   * is sent again pinned.
+   */
+  modelVersion?: string;
+}
+
+export interface EmbedOptions extends CallOptions, VersionOptions {
   /** Return the model's raw projections instead of L2-normalized vectors. */
   raw?: boolean;
   /** Items per request; default: the server's advertised limit (GetModelInfo), else the client's. */
@@ -45,7 +60,7 @@ export type StreamResult =
   | { id: string; modality: Modality; embedding: Float32Array; truncated: boolean; error?: undefined }
   | { id: string; modality: Modality | undefined; embedding?: undefined; error: import('./errors.js').ClipServeError };
 
-export interface StreamOptions extends CallOptions {
+export interface StreamOptions extends CallOptions, VersionOptions {
   raw?: boolean;
   /** Items sent but not yet answered, at most. Bounds memory on both sides. Default 64. */
   maxInFlight?: number;
@@ -81,7 +96,7 @@ export interface RankedCandidate {
   probability: number;
 }
 
-export interface RankOptions extends CallOptions {
+export interface RankOptions extends CallOptions, VersionOptions {
   /** Only the best k; 0 or omitted: all. */
   topK?: number;
 }
@@ -94,7 +109,7 @@ export interface LabelScore {
   logit: number;
 }
 
-export interface ClassifyOptions extends CallOptions {
+export interface ClassifyOptions extends CallOptions, VersionOptions {
   /** Prompt templates with one "{}"; the server's default is ["a photo of a {}."]. */
   templates?: string[];
   topK?: number;
@@ -121,6 +136,10 @@ export interface ModelInfo {
   demo: boolean;
   precision: string;
   limits: ServerLimits;
+  /** The version unpinned calls get now. */
+  activeVersion: string;
+  /** The versions the server has in memory (active first, then most recently used). */
+  loadedVersions: string[];
 }
 
 export type HealthStatus = 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';

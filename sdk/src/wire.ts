@@ -121,8 +121,10 @@ export interface ClassifyResponse {
 }
 
 /** The public ModelInfo as it arrives: `limits` is a message field, absent from older servers. */
-export interface GetModelInfoResponse extends Omit<ModelInfo, 'limits'> {
+export interface GetModelInfoResponse extends Omit<ModelInfo, 'limits' | 'activeVersion' | 'loadedVersions'> {
   limits?: ServerLimits | null;
+  activeVersion?: string;
+  loadedVersions?: string[];
 }
 
 export interface HealthCheckResponse {
