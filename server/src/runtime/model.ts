@@ -53,17 +53,25 @@ export interface LoadedModel {
   close(): Promise<void>;
 }
 
+const CUDA_PROVIDER_LIBRARY = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
+
+/** Where onnxruntime-node keeps its native binding and, once installed, the CUDA provider library. */
+function ortBinaryDir(): string {
+  return path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin');
+}
+
 /**
  * Whether CUDA can be tried: onnxruntime-node lists the EP, and its provider library was installed
- * next to the native binding (the npm install step fetches it only on CUDA hosts; without it a
- * session attempt just logs a load failure).
+ * next to the native binding (it is not on the npm registry: onnxruntime-node's install script
+ * fetches it, which this repository skips by default; without it a session attempt only fails with
+ * "Failed to load shared library").
  */
 export function cudaAvailable(): boolean {
   try {
     if (!ort.listSupportedBackends().some((b) => b.name === 'cuda')) return false;
-    const binDir = path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'bin');
+    const binDir = ortBinaryDir();
     for (const napi of fs.readdirSync(binDir)) {
-      if (fs.existsSync(path.join(binDir, napi, process.platform, process.arch, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'))) return true;
+      if (fs.existsSync(path.join(binDir, napi, process.platform, process.arch, CUDA_PROVIDER_LIBRARY))) return true;
     }
     return false;
   } catch {
@@ -71,13 +79,34 @@ export function cudaAvailable(): boolean {
   }
 }
 
+/** Why `--provider cuda` cannot work here and how to fix it; undefined when it can be tried. */
+export function cudaUnavailableReason(): string | undefined {
+  if (cudaAvailable()) return undefined;
+  let listed = false;
+  try {
+    listed = ort.listSupportedBackends().some((b) => b.name === 'cuda');
+  } catch {
+    /* reported as not listed */
+  }
+  if (!listed) return `this onnxruntime-node build has no CUDA execution provider on ${process.platform}/${process.arch} (it ships one for linux/x64 only): use --provider cpu`;
+  return (
+    `onnxruntime's CUDA provider library (${CUDA_PROVIDER_LIBRARY}) is not installed next to onnxruntime-node's binding in ${ortBinaryDir()}. ` +
+    'It is not on the npm registry, and this repository skips its download at npm install; fetch it (from nuget.org) with ' +
+    '"ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules/onnxruntime-node/script/install.js", with the CUDA 12 and cuDNN 9 ' +
+    'libraries on the loader path, or run the gpu image of deploy/docker/Dockerfile; or use --provider cpu'
+  );
+}
+
 /** Providers to try, in order: 'auto' tries CUDA first when listed and falls back to the CPU. */
 export function providerCandidates(p: RuntimeOptions['provider'] = 'auto'): ExecutionProvider[] {
   switch (p) {
     case 'cpu':
       return ['cpu'];
-    case 'cuda':
+    case 'cuda': {
+      const reason = cudaUnavailableReason();
+      if (reason) throw new RuntimeError(`--provider cuda: ${reason}`);
       return ['cuda'];
+    }
     case 'auto':
       return cudaAvailable() ? ['cuda', 'cpu'] : ['cpu'];
     default:
