@@ -241,7 +241,7 @@ function captureLogs(): { logger: pino.Logger; lines: () => Array<Record<string,
 
 /** What the calls below must produce, per method: [grpc_type, {code: count}, received, sent]. */
 const EXPECTED: Record<string, { type: string; codes: Record<string, number>; received: number; sent: number }> = {
-  EmbedText: { type: 'unary', codes: { OK: 3, InvalidArgument: 2, FailedPrecondition: 1 }, received: 6, sent: 3 },
+  EmbedText: { type: 'unary', codes: { OK: 3, InvalidArgument: 2, NotFound: 1 }, received: 6, sent: 3 },
   EmbedImage: { type: 'unary', codes: { OK: 2, InvalidArgument: 1 }, received: 3, sent: 2 },
   GetModelInfo: { type: 'unary', codes: { OK: 1 }, received: 1, sent: 1 },
   EmbedStream: { type: 'bidi_stream', codes: { OK: 1 }, received: 3, sent: 3 },

@@ -27,8 +27,13 @@ function newestMtime(p: string): number {
 
 /** Builds sdk/dist when it is missing or older than its sources (sdk/src, sdk/scripts, proto/). */
 export function ensureSdkBuilt(): void {
-  if (!fs.existsSync(path.join(SDK_DIR, 'node_modules', '@grpc', 'grpc-js'))) {
-    throw new Error('sdk/node_modules is missing: run "npm ci --prefix sdk" first');
+  // sdk/ is a workspace of the repository: the root `npm ci` installs its dependencies (hoisted).
+  for (const dep of ['@grpc/grpc-js', 'typescript/package.json', 'protobufjs']) {
+    try {
+      require.resolve(dep, { paths: [SDK_DIR] });
+    } catch {
+      throw new Error(`${dep} is not installed for sdk/: run "npm ci" at the repository root`);
+    }
   }
   const built = path.join(SDK_DIR, 'dist', 'cjs', 'index.js');
   const builtAt = fs.existsSync(built) ? fs.statSync(built).mtimeMs : 0;

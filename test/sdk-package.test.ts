@@ -1,7 +1,9 @@
 /**
- * @clipserve/sdk as published: `npm pack`, installed from the tarball into an empty project, used
+ * @clipserve/sdk as published: `npm pack` in a copy of the repository's tracked files (no dist/, as
+ * in a fresh clone: `prepare` builds it), installed from the tarball into an empty project, used
  * through `import` and `require` against a real server, and its shipped declarations type-checked
- * with tsc. Also runs examples/rag (index, retrieve by text and image, re-rank) against the server.
+ * with tsc. The LangChain adapter against @langchain/core 0.3 and 1.x, and the README's LangChain
+ * snippet as written. Also runs examples/rag (index, retrieve by text and image, re-rank).
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -14,8 +16,23 @@ import { ensureSdkBuilt, REPO_ROOT, SDK_DIR, startClipServer, tempDir, type Clip
 const run = promisify(execFile);
 const SDK_VERSION = (JSON.parse(fs.readFileSync(path.join(SDK_DIR, 'package.json'), 'utf8')) as { version: string }).version;
 
+/** Where node finds `pkg` from sdk/ (its own node_modules or the workspace root's). */
+function installedDir(pkg: string): string {
+  return path.dirname(require.resolve(`${pkg}/package.json`, { paths: [SDK_DIR] }));
+}
+
 function installedVersion(pkg: string): string {
-  return (JSON.parse(fs.readFileSync(path.join(SDK_DIR, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version;
+  return (JSON.parse(fs.readFileSync(path.join(installedDir(pkg), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
+/** The repository's tracked files under `dirs`, copied to `dest` (what a fresh clone holds). */
+function copyTracked(dest: string, dirs: string[]): void {
+  const files = execFileSync('git', ['ls-files', '-z', ...dirs], { cwd: REPO_ROOT, encoding: 'utf8' }).split('\0').filter(Boolean);
+  for (const f of files) {
+    if (!fs.existsSync(path.join(REPO_ROOT, f))) continue; // deleted in the working tree
+    fs.mkdirSync(path.dirname(path.join(dest, f)), { recursive: true });
+    fs.copyFileSync(path.join(REPO_ROOT, f), path.join(dest, f));
+  }
 }
 
 let server: ClipServerProcess;
@@ -37,12 +54,21 @@ describe('the packed tarball', () => {
   let project: string;
 
   beforeAll(async () => {
-    const { stdout } = await run('npm', ['pack', '--json', '--pack-destination', work], { cwd: SDK_DIR });
-    tarball = path.join(work, (JSON.parse(stdout) as { filename: string }[])[0].filename);
+    // A publisher's checkout: tracked files only, installed dependencies (the workspace's, linked).
+    const clone = path.join(work, 'clone');
+    copyTracked(clone, ['sdk', 'proto']);
+    expect(fs.existsSync(path.join(clone, 'sdk', 'dist'))).toBe(false);
+    fs.symlinkSync(path.join(REPO_ROOT, 'node_modules'), path.join(clone, 'node_modules'), 'dir');
+    if (fs.existsSync(path.join(SDK_DIR, 'node_modules'))) fs.symlinkSync(path.join(SDK_DIR, 'node_modules'), path.join(clone, 'sdk', 'node_modules'), 'dir');
+    // `prepare` (the build) prints to stdout too: the tarball is the one file pack writes there.
+    await run('npm', ['pack', '--pack-destination', work], { cwd: path.join(clone, 'sdk'), maxBuffer: 1 << 24 });
+    const packed = fs.readdirSync(work).filter((f) => f.endsWith('.tgz'));
+    expect(packed).toEqual([`clipserve-sdk-${SDK_VERSION}.tgz`]);
+    tarball = path.join(work, packed[0]);
     project = path.join(work, 'consumer');
     fs.mkdirSync(project);
     fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'sdk-consumer', private: true, type: 'module' }));
-    // Dependencies come from the npm cache that `npm ci --prefix sdk` filled (same versions), else the registry.
+    // Dependencies come from the npm cache that the root `npm ci` filled (same versions), else the registry.
     await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--no-package-lock', tarball,
       `@langchain/core@${installedVersion('@langchain/core')}`, `@types/node@${installedVersion('@types/node')}`], { cwd: project, maxBuffer: 1 << 24 });
   }, 150_000);
@@ -124,7 +150,7 @@ export async function demo(signal: AbortSignal): Promise<number> {
       compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', strict: true, noEmit: true, types: ['node'], skipLibCheck: false },
       files: ['usage.mts', 'usage.cts'],
     }));
-    const tsc = path.join(SDK_DIR, 'node_modules', 'typescript', 'bin', 'tsc');
+    const tsc = require.resolve('typescript/bin/tsc', { paths: [SDK_DIR] });
     // skipLibCheck is off, so the shipped .d.ts files are themselves checked, not only their use.
     await run(process.execPath, [tsc, '-p', project], { cwd: project }).catch((err: { stdout: string }) => {
       throw new Error(`tsc failed:\n${err.stdout}`);
@@ -135,12 +161,8 @@ export async function demo(signal: AbortSignal): Promise<number> {
 describe('examples/rag', () => {
   test('indexes a folder of images and captions, retrieves by text and by image, re-ranks with rank', async () => {
     const exampleDir = path.join(REPO_ROOT, 'examples', 'rag');
-    // What `npm install` does there for the file:../../sdk dependency: a link to the package.
-    const link = path.join(exampleDir, 'node_modules', '@clipserve', 'sdk');
-    if (!fs.existsSync(link)) {
-      fs.mkdirSync(path.dirname(link), { recursive: true });
-      fs.symlinkSync(path.relative(path.dirname(link), SDK_DIR), link, 'dir');
-    }
+    // The example is a workspace of the repository: the root `npm ci` linked @clipserve/sdk for it.
+    expect(fs.realpathSync(path.dirname(require.resolve('@clipserve/sdk/package.json', { paths: [exampleDir] })))).toBe(fs.realpathSync(SDK_DIR));
     const photos = path.join(work, 'photos');
     fs.mkdirSync(photos);
     const colors = [[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40], [240, 240, 240], [10, 10, 10]];
@@ -167,4 +189,68 @@ describe('examples/rag', () => {
     expect(byImage.results[0]).toMatchObject({ name: 'photo2.png', matchedBy: 'image' });
     expect(byImage.results[0].retrievalScore).toBeCloseTo(1, 4);
   });
+});
+
+describe('LangChain', () => {
+  /**
+   * A project inside the repository (so anything it lacks resolves from the workspace root) whose
+   * node_modules holds the chosen @langchain/core and the SDK; node runs with --preserve-symlinks
+   * so the SDK's `@langchain/core` import resolves to that copy.
+   */
+  function project(name: string, links: Record<string, string>): string {
+    const dir = path.join(REPO_ROOT, '.cache', 'langchain-tests', name);
+    fs.rmSync(dir, { recursive: true, force: true });
+    for (const [pkg, target] of Object.entries(links)) {
+      const at = path.join(dir, 'node_modules', pkg);
+      fs.mkdirSync(path.dirname(at), { recursive: true });
+      fs.symlinkSync(target, at, 'dir');
+    }
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: `langchain-${name}`, private: true, type: 'module' }));
+    return dir;
+  }
+  const node = (dir: string, file: string) =>
+    run(process.execPath, ['--preserve-symlinks', '--preserve-symlinks-main', file], { cwd: dir, env: { ...process.env, CLIPSERVE_ADDRESS: server.address } });
+
+  afterAll(() => fs.rmSync(path.join(REPO_ROOT, '.cache', 'langchain-tests'), { recursive: true, force: true }));
+
+  test.each([
+    ['0.3', '@langchain/core-0.3'],
+    ['1.x', '@langchain/core'],
+  ])('the adapter is a working Embeddings of @langchain/core %s', async (line, installed) => {
+    const core = installedDir(installed);
+    const dir = project(`core-${line}`, { '@langchain/core': core, '@clipserve/sdk': SDK_DIR });
+    fs.writeFileSync(path.join(dir, 'adapter.mjs'), `
+import { createRequire } from 'node:module';
+import { Embeddings } from '@langchain/core/embeddings';
+import { ClipServeEmbeddings } from '@clipserve/sdk/langchain';
+import { ClipClient } from '@clipserve/sdk';
+const client = new ClipClient({ address: process.env.CLIPSERVE_ADDRESS });
+const e = new ClipServeEmbeddings({ client });
+const docs = await e.embedDocuments(['a red bicycle', 'a bowl of soup']);
+const q = await e.embedQuery('a red bicycle');
+const [direct] = await client.embedTexts(['a red bicycle']);
+client.close();
+const version = createRequire(import.meta.url)('@langchain/core/package.json').version;
+console.log(JSON.stringify({ version, isEmbeddings: e instanceof Embeddings, n: docs.length, same: JSON.stringify(q) === JSON.stringify(docs[0]), direct: JSON.stringify(Array.from(direct)) === JSON.stringify(q) }));
+`);
+    const out = JSON.parse((await node(dir, 'adapter.mjs')).stdout);
+    expect(out.version).toBe(installedVersion(installed));
+    expect(out.version.startsWith(line === '0.3' ? '0.3.' : '1.')).toBe(true);
+    expect(out).toMatchObject({ isEmbeddings: true, n: 2, same: true, direct: true });
+  }, 60_000);
+
+  test('the README snippet runs as written with langchain 1.x (@langchain/classic MemoryVectorStore)', async () => {
+    const readme = fs.readFileSync(path.join(SDK_DIR, 'README.md'), 'utf8');
+    const section = readme.slice(readme.indexOf('## LangChain.js'));
+    const snippet = /```js\n([\s\S]*?)```/.exec(section)?.[1];
+    expect(snippet).toContain("from '@langchain/classic/vectorstores/memory'");
+    const dir = project('snippet', { '@langchain/core': installedDir('@langchain/core'), '@langchain/classic': installedDir('@langchain/classic'), '@clipserve/sdk': SDK_DIR });
+    fs.writeFileSync(path.join(dir, 'snippet.mjs'), snippet!);
+    await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 200, g: 30, b: 30 } } }).jpeg().toFile(path.join(dir, 'query.jpg'));
+    const out = JSON.parse((await node(dir, 'snippet.mjs')).stdout) as { byText: string; byImage: [string, number][] };
+    // The demo model's vectors carry no meaning, but the store, the query and the image search all ran.
+    expect(['a red bicycle', 'a bowl of soup', 'a snowy mountain']).toContain(out.byText);
+    expect(out.byImage).toHaveLength(2);
+    for (const [, score] of out.byImage) expect(Math.abs(score)).toBeLessThanOrEqual(1 + 1e-6);
+  }, 60_000);
 });

@@ -11,6 +11,7 @@
  * 3. tsc runs twice: dist/esm (ES modules) and dist/cjs (CommonJS, marked by its own package.json).
  */
 import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,11 +62,19 @@ fs.writeFileSync(
 
 // 3. compile (`--descriptor-only` stops here, for type-checking without emitting)
 if (process.argv.includes('--descriptor-only')) process.exit(0);
-const tsc = path.join(SDK_DIR, 'node_modules', 'typescript', 'bin', 'tsc');
-fs.rmSync(path.join(SDK_DIR, 'dist'), { recursive: true, force: true });
-for (const cfg of ['tsconfig.esm.json', 'tsconfig.cjs.json']) {
-  execFileSync(process.execPath, [tsc, '-p', path.join(SDK_DIR, cfg)], { stdio: 'inherit' });
+// typescript may be the package's own or hoisted to a workspace root: resolve it as node would.
+const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
+// Compile next to dist/ and swap it in at the end: a failed build leaves the previous dist/ intact.
+const staging = fs.mkdtempSync(path.join(SDK_DIR, '.dist-'));
+try {
+  for (const [cfg, out] of [['tsconfig.esm.json', 'esm'], ['tsconfig.cjs.json', 'cjs']]) {
+    execFileSync(process.execPath, [tsc, '-p', path.join(SDK_DIR, cfg), '--outDir', path.join(staging, out)], { stdio: 'inherit' });
+  }
+  fs.writeFileSync(path.join(staging, 'cjs', 'package.json'), '{ "type": "commonjs" }\n');
+  fs.writeFileSync(path.join(staging, 'esm', 'package.json'), '{ "type": "module" }\n');
+  fs.rmSync(path.join(SDK_DIR, 'dist'), { recursive: true, force: true });
+  fs.renameSync(staging, path.join(SDK_DIR, 'dist'));
+} finally {
+  fs.rmSync(staging, { recursive: true, force: true });
 }
-fs.writeFileSync(path.join(SDK_DIR, 'dist', 'cjs', 'package.json'), '{ "type": "commonjs" }\n');
-fs.writeFileSync(path.join(SDK_DIR, 'dist', 'esm', 'package.json'), '{ "type": "module" }\n');
 console.log(`@clipserve/sdk built from ${files.length} proto files`);

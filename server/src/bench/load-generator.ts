@@ -25,7 +25,7 @@ type SdkModule = { ClipClient: new (o: Record<string, unknown>) => SdkClient };
 export const SDK_ENTRY = path.join(PACKAGE_ROOT, 'sdk', 'dist', 'cjs', 'index.js');
 
 function loadSdk(): SdkModule {
-  if (!fs.existsSync(SDK_ENTRY)) throw new Error(`the SDK is not built (${SDK_ENTRY} is missing): run npm --prefix sdk run build`);
+  if (!fs.existsSync(SDK_ENTRY)) throw new Error(`the SDK is not built (${SDK_ENTRY} is missing): run npm run build -w @clipserve/sdk`);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(SDK_ENTRY) as SdkModule;
 }

@@ -168,7 +168,7 @@ async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): 
   }
 
   if (o.sections.includes('server')) {
-    if (!fs.existsSync(SDK_ENTRY)) throw new BenchConfigError(`the server section drives the SDK: build it first (npm --prefix sdk run build); ${SDK_ENTRY} is missing`);
+    if (!fs.existsSync(SDK_ENTRY)) throw new BenchConfigError(`the server section drives the SDK: build it first (npm run build -w @clipserve/sdk); ${SDK_ENTRY} is missing`);
     // Batching on = the server as shipped: its default --max-batch-size (unless --server-max-batch-size).
     const maxBatchSize = o.serverMaxBatchSize ?? SERVER_DEFAULT_MAX_BATCH;
     const small = { label: `${bundle.manifest.image_size}px JPEG`, bytes: await makeBenchImage('small', bundle.manifest.image_size) };
