@@ -3,7 +3,8 @@
  * load (queries pinned to version N and unpinned ones, an indexer pinned to N+1, then the switch
  * to N+1) with zero failed calls and every answer exactly the vector of the version it names;
  * on-demand loading within --max-loaded-versions (least recently used out, the active version
- * kept, concurrent first calls sharing one load); ListModels, GetModelInfo and the metrics.
+ * kept, concurrent first calls sharing one load); ListModels, GetModelInfo and the metrics; and
+ * examples/reindex, the documented workflow, run as a user would.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -15,7 +16,10 @@ import { ModelRegistry } from '../server/src/models/registry';
 import { loadServedModel } from '../server/src/serve/model-loader';
 import { startServer, type RunningServer } from '../server/src/serve/server';
 import { Store } from '../server/src/store/store';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { client, rejection, renderIcon, unary, type Any, type Client } from './helpers/finetune-fixtures';
+import { ensureSdkBuilt, REPO_ROOT } from './sdk-helpers';
 
 jest.setTimeout(180_000);
 
@@ -167,5 +171,26 @@ describe('several model versions at once', () => {
     expectVectorOf(again);
     expect((await unary(models, 'ListModels', {})).loadedVersions).toEqual(['seed-2', 'seed-1']);
     expect(loads.filter((l) => l === 'v1' || l === 'seed-1')).toHaveLength(2);
+  });
+
+  it('examples/reindex: re-indexes with the next version while queries run, switches, activates; no query fails', async () => {
+    ensureSdkBuilt();
+    const photos = path.join(tmp, 'photos');
+    fs.mkdirSync(photos);
+    for (const [shape, colour] of [['star', 'red'], ['circle', 'blue'], ['square', 'green'], ['cross', 'yellow']]) {
+      fs.writeFileSync(path.join(photos, `${shape}.png`), await renderIcon(shape, colour, 'white'));
+      fs.writeFileSync(path.join(photos, `${shape}.txt`), `a ${colour} ${shape} on a white background`);
+    }
+    const { stdout } = await promisify(execFile)(process.execPath, [path.join(REPO_ROOT, 'examples', 'reindex', 'reindex.mjs'),
+      '--server', `127.0.0.1:${server.port}`, '--dir', photos, '--from', 'seed-2', '--to', 'seed-3', '--query', 'a red star on a white background']);
+    const out = JSON.parse(stdout);
+    expect(out).toMatchObject({ indexed: 4, from: 'seed-2', to: 'seed-3', activeVersion: 'seed-3', previousVersion: 'seed-2', failures: [] });
+    expect(out.queriesByVersion['seed-2']).toBeGreaterThan(0);
+    expect(out.queriesByVersion['seed-3']).toBeGreaterThan(0);
+    expect(Object.keys(out.queriesByVersion).sort()).toEqual(['seed-2', 'seed-3']);
+    expect([out.before.version, out.after.version]).toEqual(['seed-2', 'seed-3']);
+    const listed = await unary(models, 'ListModels', {});
+    expect(listed.activeVersion).toBe('seed-3');
+    expect(listed.loadedVersions).toEqual(['seed-3', 'seed-2']);
   });
 });
