@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
-import { formatTable, hyperparametersFromFlags, metricsTable } from '../server/src/cli/commands/finetune';
+import { formatTable, hyperparametersFromFlags, metricsTable, plainJson } from '../server/src/cli/commands/finetune';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { startServer, type RunningServer } from '../server/src/serve/server';
 import { compiledModule } from '../server/src/util/paths';
@@ -45,7 +45,7 @@ describe('clipserve finetune', () => {
   it('uploads, trains with --watch, lists and activates', async () => {
     const up = await cli('upload', path.join(tmp, 'train.csv'), '--name', 'icons', '--json');
     const dataset = JSON.parse(up.stdout);
-    expect(dataset.numPairs).toBe(60);
+    expect(dataset).toMatchObject({ numPairs: 60, format: 'pairs' });
 
     const created = await cli('create', '--training-file', dataset.id, '--epochs', '20', '--batch-size', '16', '--learning-rate', '0.05', '--validation-split', '0.25', '--grayscale-prob', '0', '--suffix', 'cli', '--watch');
     expect(created.stdout).toMatch(/state\s+succeeded/);
@@ -68,6 +68,10 @@ describe('clipserve finetune', () => {
     const cancel = await cli('cancel', jobId).then(() => undefined, (err: { stderr: string; code: number }) => err);
     expect(cancel?.code).toBe(1);
     expect(cancel?.stderr).toMatch(/FAILED_PRECONDITION: job .* is already succeeded/);
+    // --json is the message as plain JSON: no protobufjs oneof internals ("_epochs": "epochs").
+    const got = JSON.parse((await cli('get', jobId, '--json')).stdout);
+    expect(got.hyperparameters.epochs).toBe(20);
+    expect(JSON.stringify(got)).not.toMatch(/"_[a-zA-Z]+":/);
   });
 
   it('uploads a zip archive', async () => {
@@ -79,7 +83,7 @@ describe('clipserve finetune', () => {
     const zipFile = path.join(tmp, 'icons.zip');
     await new Promise<void>((resolve, reject) => zip.outputStream.pipe(fs.createWriteStream(zipFile)).on('close', () => resolve()).on('error', reject));
     const up = JSON.parse((await cli('upload', zipFile, '--json')).stdout);
-    expect(up).toMatchObject({ format: 'DATASET_FORMAT_ZIP', numPairs: 60 });
+    expect(up).toMatchObject({ format: 'zip', numPairs: 60 });
   });
 
   it('formats hyperparameter flags and tables', () => {
@@ -87,6 +91,7 @@ describe('clipserve finetune', () => {
     expect(() => hyperparametersFromFlags({ epochs: '1.5' })).toThrow(/--epochs must be an integer/);
     expect(() => hyperparametersFromFlags({ gradCheckpointing: 'yes' })).toThrow(/true or false/);
     expect(formatTable(['A', 'BB'], [['xyz', '1']])).toBe('A    BB\nxyz  1\n');
+    expect(plainJson({ epochs: 3, _epochs: 'epochs', _seed: undefined, nested: [{ _x: 'x', x: 1, _note: 'kept' }] })).toEqual({ epochs: 3, nested: [{ x: 1, _note: 'kept' }] });
     expect(metricsTable({ 'text_to_image_R@1': 0.1, image_to_text_mean_rank: 3 }, { 'text_to_image_R@1': 0.25 })).toBe(
       'METRIC                   BEFORE  AFTER\nimage_to_text_mean_rank  3.00    -\ntext_to_image_R@1        10.00%  25.00%\n',
     );

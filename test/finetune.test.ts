@@ -39,7 +39,8 @@ describe('adapter fine-tune on the tiny model', () => {
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-ft-'));
-    await writeRandomBundle({ arch: 'tiny', seed: 11, outDir: path.join(tmp, 'base') });
+    // A demo-flagged base: the fine-tuned version inherits the flag (its lineage is the demo model).
+    await writeRandomBundle({ arch: 'tiny', seed: 11, outDir: path.join(tmp, 'base'), demo: true });
     pairs = await iconDataset();
     server = await startServer({
       model: path.join(tmp, 'base'),
@@ -106,6 +107,10 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(activated.previousVersion).toBe('seed-11');
     const info = await unary(embed, 'GetModelInfo', {});
     expect(info.version).toBe(job.fineTunedModel);
+    expect(info.demo).toBe(true);
+    // Recalls in event messages read as the tables print them; the success names the CLI command.
+    expect(events.map((e) => e.event.message).join('\n')).toMatch(/validation before training: text→image R@1 \d+\.\d\d%, image→text R@1 \d+\.\d\d%/);
+    expect(events[events.length - 1].event.message).toBe(`fine-tuned model ${job.fineTunedModel} is ready (activate it with: clipserve finetune models activate ${job.fineTunedModel})`);
 
     const dataDir = path.join(tmp, 'data');
     const { validation } = splitRows(path.join(dataDir, 'jobs', job.id, 'dataset'), dataDir, resolveAdapterSettings({ validation_split: HP.validationSplit, seed: HP.seed }));

@@ -276,6 +276,35 @@ describe('EmbeddingService (real server, demo model)', () => {
     expect((await rejection(unary(client, 'GetModelInfo', { modelVersion: 'v999' }))).code).toBe(grpc.status.NOT_FOUND);
   });
 
+  test('without --data-dir, FineTuneService and ModelService calls say how to enable them', async () => {
+    const def = protoLoader.loadSync(['clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number });
+    const pkg = grpc.loadPackageDefinition(def) as Any;
+    const models = new pkg.clipserve.v1.ModelService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) as Client;
+    const ft = new pkg.clipserve.v1.FineTuneService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) as Client;
+    try {
+      const why = 'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
+      const list = await rejection(unary(models, 'ListModels', {}));
+      expect([list.code, list.details]).toEqual([grpc.status.UNIMPLEMENTED, `ListModels: ${why}`]);
+      const create = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: 'x' }));
+      expect([create.code, create.details]).toEqual([grpc.status.UNIMPLEMENTED, `CreateFineTuneJob: ${why}`]);
+      const watch = await new Promise<grpc.ServiceError>((resolve) => {
+        const call = (ft.WatchFineTuneJob as (r: object) => grpc.ClientReadableStream<Any>)({ jobId: 'x' });
+        call.on('data', () => undefined);
+        call.on('error', resolve);
+      });
+      expect([watch.code, watch.details]).toEqual([grpc.status.UNIMPLEMENTED, `WatchFineTuneJob: ${why}`]);
+      const upload = await new Promise<grpc.ServiceError>((resolve) => {
+        const call = (ft.UploadDataset as (cb: (e: grpc.ServiceError | null) => void) => grpc.ClientWritableStream<Any>)((e) => resolve(e!));
+        call.write({ header: { name: 'x', format: 'DATASET_FORMAT_PAIRS' } });
+        call.end();
+      });
+      expect([upload.code, upload.details]).toEqual([grpc.status.UNIMPLEMENTED, `UploadDataset: ${why}`]);
+    } finally {
+      models.close();
+      ft.close();
+    }
+  });
+
   test('batching: 64 concurrent single-text calls run in at most ceil(64/32)+1 inference runs, each equal to its single call', async () => {
     const texts = Array.from({ length: 64 }, (_, i) => `concurrent caption number ${i}`);
     const single: number[][] = [];

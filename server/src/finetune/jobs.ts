@@ -341,7 +341,7 @@ export class FineTuneJobRunner {
       if (!this.o.store.events(job.id).some((e) => e.type === 'report')) {
         this.event(job.id, { type: 'report', message: `fine-tuned model ${record.version}`, data: { metrics_before: current.metricsBefore, metrics_after: after, fine_tuned_model: record.version } });
       }
-      this.transition(job.id, 'succeeded', `fine-tuned model ${record.version} is ready (activate it with ModelService.ActivateModel)`, {
+      this.transition(job.id, 'succeeded', `fine-tuned model ${record.version} is ready (activate it with: clipserve finetune models activate ${record.version})`, {
         fineTunedModel: record.version,
         metricsAfter: after,
         finishedAt: nowSeconds(),

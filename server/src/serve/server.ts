@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { ApiKeySource, AuthPolicy, createAuthInterceptor } from '../auth';
 import type { BatcherObserver, BatcherStats } from '../batching';
 import { CallGate, ServingPhase } from '../grpc/call-context';
+import { disabledServiceHandlers } from '../grpc/disabled-service';
 import { StreamStats } from '../grpc/embed-stream';
 import { embeddingServiceHandlers } from '../grpc/embedding-service';
 import { EMBEDDING_SERVICE_NAME, loadProtos } from '../grpc/proto';
@@ -189,6 +190,12 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     finetune = dataDir !== undefined ? openFineTune({ config: { ...config, dataDir }, logger, host, metrics, gate, protos, server }) : undefined;
   } catch (err) {
     return abandonStart(err);
+  }
+  if (!finetune) {
+    // Reflection lists them: their calls say how to turn them on.
+    const why = 'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
+    server.addService(protos.fineTuneService, disabledServiceHandlers(protos.fineTuneService, why));
+    server.addService(protos.modelService, disabledServiceHandlers(protos.modelService, why));
   }
   health.addToServer(server);
   new ReflectionService(protos.packageDefinition).addToServer(server);

@@ -106,9 +106,27 @@ function jobDetails(j: Msg): string {
   return out;
 }
 
-function print(f: ConnFlags, value: unknown, text: string): void {
-  process.stdout.write(f.json ? JSON.stringify(value, null, 2) + '\n' : text);
+/**
+ * A message as plain JSON: without the synthetic oneof that proto-loader (`oneofs: true`) adds for
+ * each proto3 `optional` field, which names the field that is set (`"_epochs": "epochs"`).
+ */
+export function plainJson(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(plainJson);
+  if (value === null || typeof value !== 'object' || Buffer.isBuffer(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) {
+    const syntheticOneof = k.startsWith('_') && (v === k.slice(1) || v === undefined);
+    if (!syntheticOneof) out[k] = plainJson(v);
+  }
+  return out;
 }
+
+function print(f: ConnFlags, value: unknown, text: string): void {
+  process.stdout.write(f.json ? JSON.stringify(plainJson(value), null, 2) + '\n' : text);
+}
+
+/** DATASET_FORMAT_PAIRS → pairs: how the table and --json both show a dataset's format. */
+const datasetFormatName = (f: string): string => f.replace(/^DATASET_FORMAT_/, '').toLowerCase();
 
 /** Streams a job's events with a step progress bar until it ends; resolves with the final job. */
 async function watchJob(c: { client: Client; meta: grpc.Metadata }, jobId: string): Promise<Msg> {
@@ -244,7 +262,8 @@ export function register(program: Command): void {
           });
         }
         bar.stop();
-        print(f, dataset, formatTable(['DATASET', 'NAME', 'FORMAT', 'PAIRS', 'BYTES'], [[dataset.id, dataset.name, dataset.format.replace('DATASET_FORMAT_', '').toLowerCase(), String(dataset.numPairs), String(dataset.bytes)]]));
+        const shown: Msg = { ...dataset, format: datasetFormatName(dataset.format) };
+        print(f, shown, formatTable(['DATASET', 'NAME', 'FORMAT', 'PAIRS', 'BYTES'], [[shown.id, shown.name, shown.format, String(shown.numPairs), String(shown.bytes)]]));
       } finally {
         bar.stop();
         c.client.close();

@@ -74,7 +74,7 @@ function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wI
       if (m.type === 'progress') {
         const p = m.progress;
         if (p.type === 'step') ctx.emit({ type: 'step', data: { step: p.step, total_steps: p.totalSteps, epoch: p.epoch, loss: p.loss, learning_rate: p.learningRate } });
-        else ctx.emit({ type: 'epoch', message: `epoch ${p.epoch}: train loss ${p.trainLoss.toFixed(4)}, validation text→image R@1 ${p.metrics['text_to_image_R@1'].toFixed(4)}`, data: { epoch: p.epoch, step: p.step, train_loss: p.trainLoss, metrics: round({ ...p.metrics }) } });
+        else ctx.emit({ type: 'epoch', message: `epoch ${p.epoch}: train loss ${p.trainLoss.toFixed(4)}, validation text→image R@1 ${percent(p.metrics['text_to_image_R@1'])}`, data: { epoch: p.epoch, step: p.step, train_loss: p.trainLoss, metrics: round({ ...p.metrics }) } });
       } else if (m.type === 'done') finish(() => resolve({ wImage: m.wImage, wText: m.wText }));
       else finish(() => reject(new Error(`adapter training failed: ${m.message}`)));
     });
@@ -82,6 +82,9 @@ function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wI
     worker.on('exit', (code) => finish(() => reject(new Error(`adapter trainer exited with code ${code} before finishing`))));
   });
 }
+
+/** A recall as the job table prints it: 0.25 → "25.00%". */
+const percent = (v: number): string => `${(100 * v).toFixed(2)}%`;
 
 export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod {
   return {
@@ -117,7 +120,7 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
       }
       const zero = { wImage: new Float64Array(d * d), wText: new Float64Array(d * d) };
       const before = round({ ...adaptedMetrics(zero, features.validation, d, scale) });
-      ctx.emit({ type: 'log', message: `validation before training: text→image R@1 ${before['text_to_image_R@1']}, image→text R@1 ${before['image_to_text_R@1']}`, data: { metrics_before: before } });
+      ctx.emit({ type: 'log', message: `validation before training: text→image R@1 ${percent(before['text_to_image_R@1'])}, image→text R@1 ${percent(before['image_to_text_R@1'])}`, data: { metrics_before: before } });
 
       const checkpointPath = path.join(ctx.workDir, CHECKPOINT_FILE);
       const resumed = loadCheckpoint(checkpointPath, d * d);
@@ -149,9 +152,11 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
         stateDict: sd,
         vocabFile: base.paths.vocab,
         precision: base.manifest.precision,
+        // Lineage: a version fine-tuned from the random-weight demo bundle is still a demo model.
+        demo: base.manifest.demo,
         source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
       });
-      ctx.emit({ type: 'report', message: `text→image R@1 ${before['text_to_image_R@1']} → ${after['text_to_image_R@1']}`, data: { metrics_before: before, metrics_after: after } });
+      ctx.emit({ type: 'report', message: `text→image R@1 ${percent(before['text_to_image_R@1'])} → ${percent(after['text_to_image_R@1'])}`, data: { metrics_before: before, metrics_after: after } });
       return { bundleDir: outDir, metrics: after };
     },
   };
