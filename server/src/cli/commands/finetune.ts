@@ -359,8 +359,8 @@ export function register(program: Command): void {
         f,
         res,
         formatTable(
-          ['VERSION', 'ACTIVE', 'NAME', 'PARENT', 'JOB', 'CREATED', 'T2I R@1'],
-          res.models.map((m: Msg) => [m.version, m.active ? '*' : '', m.name, m.parentVersion || '-', m.fineTuneJobId || '-', when(m.createdAt), m.metrics?.['text_to_image_R@1'] !== undefined ? `${(100 * m.metrics['text_to_image_R@1']).toFixed(2)}%` : '-']),
+          ['VERSION', 'ACTIVE', 'LOADED', 'NAME', 'PARENT', 'JOB', 'CREATED', 'T2I R@1'],
+          res.models.map((m: Msg) => [m.version, m.active ? '*' : '', m.loaded ? 'yes' : '', m.name, m.parentVersion || '-', m.fineTuneJobId || '-', when(m.createdAt), m.metrics?.['text_to_image_R@1'] !== undefined ? `${(100 * m.metrics['text_to_image_R@1']).toFixed(2)}%` : '-']),
         ),
       );
     } finally {
