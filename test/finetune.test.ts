@@ -9,13 +9,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
-import pino from 'pino';
 import { clipMetrics } from '../server/src/eval/metrics';
 import { resolveAdapterSettings, splitRows } from '../server/src/finetune/adapter';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
-import { startServer, type RunningServer } from '../server/src/serve/server';
+import type { RunningServer } from '../server/src/serve/server';
 import { Store } from '../server/src/store/store';
 import { client, iconDataset, rejection, unary, uploadPairs, waitForJob, watchToEnd, type Any, type Client } from './helpers/finetune-fixtures';
+import { startTinyServer } from './helpers/model-versions';
 
 jest.setTimeout(120_000);
 
@@ -42,17 +42,7 @@ describe('adapter fine-tune on the tiny model', () => {
     // A demo-flagged base: the fine-tuned version inherits the flag (its lineage is the demo model).
     await writeRandomBundle({ arch: 'tiny', seed: 11, outDir: path.join(tmp, 'base'), demo: true });
     pairs = await iconDataset();
-    server = await startServer({
-      model: path.join(tmp, 'base'),
-      dataDir: path.join(tmp, 'data'),
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0,
-      provider: 'cpu',
-      intraOpThreads: 1,
-      preprocessWorkers: 1,
-      logger: pino({ level: 'silent' }),
-    });
+    server = await startTinyServer({ model: path.join(tmp, 'base'), dataDir: path.join(tmp, 'data') });
     ft = client('FineTuneService', server.port);
     models = client('ModelService', server.port);
     embed = client('EmbeddingService', server.port);

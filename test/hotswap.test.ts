@@ -8,12 +8,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
-import pino from 'pino';
-import { writeRandomBundle } from '../server/src/model/random-bundle';
-import { ModelRegistry } from '../server/src/models/registry';
-import { startServer, type RunningServer } from '../server/src/serve/server';
-import { Store } from '../server/src/store/store';
+import type { RunningServer } from '../server/src/serve/server';
 import { client, rejection, renderIcon, unary, type Any, type Client } from './helpers/finetune-fixtures';
+import { startTinyServer, writeVersions } from './helpers/model-versions';
 
 jest.setTimeout(120_000);
 
@@ -28,34 +25,10 @@ describe('ActivateModel hot swap', () => {
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-swap-'));
-    const dataDir = path.join(tmp, 'data');
-    await writeRandomBundle({ arch: 'tiny', seed: 1, outDir: path.join(tmp, 'v1') });
-    // Versions other than the configured one enter the registry the way a job's output does.
-    const store = Store.open(dataDir);
-    const registry = new ModelRegistry(store, dataDir);
-    await writeRandomBundle({ arch: 'tiny', seed: 2, outDir: path.join(tmp, 'v2') });
-    registry.registerFineTuned({ version: 'seed-2', name: 'random-tiny', bundleDir: path.join(tmp, 'v2'), parentVersion: 'seed-1', jobId: '', metrics: {} });
-    await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: path.join(tmp, 'v3') });
-    const broken = path.join(tmp, 'v3', 'visual.onnx.data');
-    const bytes = fs.readFileSync(broken);
-    bytes[bytes.length >> 1] ^= 0xff;
-    fs.writeFileSync(broken, bytes);
-    registry.registerFineTuned({ version: 'seed-3', name: 'random-tiny', bundleDir: path.join(tmp, 'v3'), parentVersion: 'seed-1', jobId: '', metrics: {} });
-    store.close();
-
+    // Versions other than the configured one enter the registry the way a job's output does; seed-3 is broken.
+    const base = await writeVersions(tmp, path.join(tmp, 'data'), [1, 2, 3], [3]);
     icon = await renderIcon('star', 'red', 'white');
-    server = await startServer({
-      model: path.join(tmp, 'v1'),
-      dataDir,
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0,
-      provider: 'cpu',
-      intraOpThreads: 1,
-      preprocessWorkers: 1,
-      maxQueueDelayMs: 1,
-      logger: pino({ level: 'silent' }),
-    });
+    server = await startTinyServer({ model: base, dataDir: path.join(tmp, 'data'), maxQueueDelayMs: 1 });
     embed = client('EmbeddingService', server.port);
     models = client('ModelService', server.port);
   });
@@ -138,17 +111,7 @@ describe('ActivateModel hot swap', () => {
 
   it('remembers the active version across a restart', async () => {
     await server.shutdown(0);
-    server = await startServer({
-      model: path.join(tmp, 'v1'),
-      dataDir: path.join(tmp, 'data'),
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0,
-      provider: 'cpu',
-      intraOpThreads: 1,
-      preprocessWorkers: 1,
-      logger: pino({ level: 'silent' }),
-    });
+    server = await startTinyServer({ model: path.join(tmp, 'v1'), dataDir: path.join(tmp, 'data') });
     embed.close();
     embed = client('EmbeddingService', server.port);
     expect((await unary(embed, 'GetModelInfo', {})).version).toBe('seed-2');

@@ -10,15 +10,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { status } from '@grpc/grpc-js';
-import pino from 'pino';
-import { writeRandomBundle } from '../server/src/model/random-bundle';
-import { ModelRegistry } from '../server/src/models/registry';
 import { loadServedModel } from '../server/src/serve/model-loader';
-import { startServer, type RunningServer } from '../server/src/serve/server';
-import { Store } from '../server/src/store/store';
+import type { RunningServer } from '../server/src/serve/server';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { client, rejection, renderIcon, unary, type Any, type Client } from './helpers/finetune-fixtures';
+import { startTinyServer, writeVersions } from './helpers/model-versions';
 import { ensureSdkBuilt, REPO_ROOT } from './sdk-helpers';
 
 jest.setTimeout(180_000);
@@ -37,27 +34,13 @@ describe('several model versions at once', () => {
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-versions-'));
     const dataDir = path.join(tmp, 'data');
-    await writeRandomBundle({ arch: 'tiny', seed: 1, outDir: path.join(tmp, 'v1') });
-    const store = Store.open(dataDir);
-    const registry = new ModelRegistry(store, dataDir);
-    for (const seed of [2, 3]) {
-      await writeRandomBundle({ arch: 'tiny', seed, outDir: path.join(tmp, `v${seed}`) });
-      registry.registerFineTuned({ version: `seed-${seed}`, name: 'random-tiny', bundleDir: path.join(tmp, `v${seed}`), parentVersion: 'seed-1', jobId: '', metrics: {} });
-    }
-    store.close();
+    const base = await writeVersions(tmp, dataDir, [1, 2, 3]);
     icon = await renderIcon('star', 'red', 'white');
-    server = await startServer({
-      model: path.join(tmp, 'v1'),
+    server = await startTinyServer({
+      model: base,
       dataDir,
       maxLoadedVersions: 2,
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0,
-      provider: 'cpu',
-      intraOpThreads: 1,
-      preprocessWorkers: 1,
       maxQueueDelayMs: 1,
-      logger: pino({ level: 'silent' }),
       loadModel: (config, logger) => {
         loads.push(path.basename(String(config.model)));
         return loadServedModel(config, logger);
