@@ -126,6 +126,9 @@ describe('several model versions at once', () => {
     stop = true;
     await Promise.all(callers);
 
+    const count = (name: string, version: string) => answers.filter((a) => a.caller === name && a.version === version).length;
+    console.log(`re-indexing under load: ${answers.length} answers, ${failures.length} failed; queries on N: ${count('queries-on-N', 'seed-1')}, ` +
+      `unpinned: ${count('unpinned', 'seed-1')} by N + ${count('unpinned', 'seed-2')} by N+1, indexer on N+1: ${count('indexer-on-N+1', 'seed-2')}`);
     expect(failures).toEqual([]);
     for (const a of answers) expectVectorOf(a);
     const versionsOf = (name: string) => new Set(answers.filter((a) => a.caller === name).map((a) => a.version));
