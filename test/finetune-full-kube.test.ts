@@ -23,6 +23,7 @@ import { randomStateDict } from '../server/src/model/random-init';
 import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethodEvent, type Hyperparameters } from '../server/src/finetune/method';
 import { createFullMethod, SHUTDOWN_ABORT_REASON, TrainingJobFailedError, trainingJobName } from '../server/src/finetune/full';
 import { kubeClient } from '../server/src/finetune/full/kube-client';
+import { writeClipSizedVocab } from './helpers/clip-vocab';
 import { validateObjects, type K8sObject } from './helpers/k8s-schema';
 import { saveStateDict } from './helpers/torch-save';
 
@@ -221,18 +222,15 @@ describe('full: the job runner against a fake Kubernetes API', () => {
   const api = new FakeKubeApi();
   let root: string;
   let baseBundle: string;
-  let sourceDir: string;
   let datasetDir: string;
 
   beforeAll(async () => {
     await api.start();
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-full-kube-'));
     baseBundle = path.join(root, 'models', 'base');
-    await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: baseBundle, name: 'tiny-base' });
-    sourceDir = path.join(root, 'models', 'base-src');
-    fs.mkdirSync(sourceDir, { recursive: true });
-    // The trainer (simulated) never reads it; the method only checks it exists on the volume.
-    fs.writeFileSync(path.join(sourceDir, 'open_clip_pytorch_model.bin'), 'weights');
+    const vocab = path.join(root, 'clip_vocab.txt.gz');
+    writeClipSizedVocab(vocab);
+    await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: baseBundle, name: 'tiny-base', vocabFile: vocab });
     datasetDir = path.join(root, 'datasets', 'ds-1');
     fs.mkdirSync(path.join(datasetDir, 'images'), { recursive: true });
     const rows = ['filepath\ttitle'];
@@ -271,7 +269,7 @@ describe('full: the job runner against a fake Kubernetes API', () => {
       hyperparameters: hp,
       datasetDir,
       workDir,
-      baseModel: { version: 'base-1', bundleDir: baseBundle, sourceCheckpointDir: sourceDir },
+      baseModel: { version: 'base-1', bundleDir: baseBundle },
       outputVersion: `tiny-base-${jobId}`,
       signal,
       emit: (e) => events.push(e),
@@ -283,8 +281,6 @@ describe('full: the job runner against a fake Kubernetes API', () => {
       kube: api.kubeConfig(),
       image: 'registry.example.com/open-clip-train:3.1.0',
       storage: { pvcName: 'clipserve-data', mountPath: root },
-      // tiny is clipserve's test architecture, not an open_clip one: name it explicitly.
-      trainerModel: 'tiny-test',
       pollIntervalMs: 20,
       logDrainMs: 2000,
     });
@@ -360,7 +356,14 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     const ctx = context('ftjob-next', { epochs: 1, batch_size: 2 }, new AbortController().signal, []);
     await method().run({ ...ctx, baseModel: { version: 'tiny-base-ftjob-ok1', bundleDir: firstBundle } });
     const args = (api.calls.find((c) => c.method === 'POST')!.body as V1Job).spec!.template.spec!.containers[0].args!;
-    expect(args[args.indexOf('--pretrained') + 1]).toBe(recorded);
+    const model = args[args.indexOf('--model') + 1];
+    expect(model).toMatch(/^local-dir:/);
+    const dir = model.slice('local-dir:'.length);
+    expect(path.dirname(dir)).toBe(path.join(root, 'base-models'));
+    // The trainer's own checkpoint, on the shared volume under the name open_clip's loader looks for.
+    expect(fs.statSync(path.join(dir, 'open_clip_pytorch_model.bin')).ino).toBe(fs.statSync(recorded).ino);
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'open_clip_config.json'), 'utf8'));
+    expect(config.model_cfg).toEqual((await loadBundle(firstBundle, { verify: false })).manifest.model_cfg);
   });
 
   test('a failing Job (condition Failed) rejects with the reason, the exit and the last log lines', async () => {
@@ -446,11 +449,10 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     await expect(method().run(context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, []))).rejects.toThrow(/already exists and does not belong/);
   });
 
-  test('paths off the shared volume and a base model without a checkpoint are refused before anything is submitted', async () => {
+  test('paths off the shared volume and too few pairs for a batch are refused before anything is submitted', async () => {
     api.reset('succeed', []);
     const ctx = context('ftjob-vol1', {}, new AbortController().signal, []);
     await expect(method().run({ ...ctx, datasetDir: os.tmpdir() })).rejects.toThrow(/not on the volume shared with the trainer/);
-    await expect(method().run({ ...ctx, baseModel: { version: 'b', bundleDir: baseBundle } })).rejects.toThrow(/no open_clip checkpoint to start from/);
     await expect(method().run({ ...ctx, hyperparameters: { batch_size: 64 } })).rejects.toThrow(/make no full batch of 64/);
     expect(api.calls).toHaveLength(0);
   });
