@@ -93,7 +93,11 @@ describe('full: the base model on the shared volume, as open_clip local-dir', ()
     fs.writeFileSync(path.join(src, 'open_clip_config.json'), JSON.stringify({ model_cfg: cfg }));
     fs.copyFileSync(vocab, path.join(src, 'bpe_simple_vocab_16e6.txt.gz'));
     const sd = randomStateDict(cfg, 21);
-    await writeSafetensors(path.join(src, 'open_clip_model.safetensors'), sd);
+    // As the hub cache keeps it: the snapshot's file is a symlink to a blob.
+    fs.mkdirSync(path.join(root, 'hub-cache', 'blobs'));
+    const blob = path.join(root, 'hub-cache', 'blobs', 'etag-1');
+    await writeSafetensors(blob, sd);
+    fs.symlinkSync(path.relative(src, blob), path.join(src, 'open_clip_model.safetensors'));
     await saveStateDict(path.join(src, 'epoch_3.pt'), sd, { trainer: true });
 
     const fromSt = path.join(root, 'models', 'from-st');
@@ -101,7 +105,8 @@ describe('full: the base model on the shared volume, as open_clip local-dir', ()
     const dataDir = path.join(root, 'data-ckpt');
     const events: FineTuneMethodEvent[] = [];
     const d1 = await prepare(fromSt, dataDir, events);
-    expect(fs.statSync(path.join(d1, SAFETENSORS_WEIGHTS)).ino).toBe(fs.statSync(path.join(src, 'open_clip_model.safetensors')).ino);
+    expect(fs.lstatSync(path.join(d1, SAFETENSORS_WEIGHTS)).isFile()).toBe(true);
+    expect(fs.statSync(path.join(d1, SAFETENSORS_WEIGHTS)).ino).toBe(fs.statSync(blob).ino);
     expect(events[0].message).toMatch(/linked .*open_clip_model\.safetensors for the trainer/);
 
     const fromPt = path.join(root, 'models', 'from-pt');

@@ -79,7 +79,10 @@ function exportInWorker(bundleDir: string, outFile: string, signal: AbortSignal)
   });
 }
 
-async function placeCheckpoint(src: string, dest: string): Promise<'linked' | 'copied'> {
+async function placeCheckpoint(file: string, dest: string): Promise<'linked' | 'copied'> {
+  // The hub cache's snapshot files are symlinks to its blobs, and link(2) does not follow them:
+  // link the blob itself, or the trainer would get a link pointing off its volume.
+  const src = await fs.promises.realpath(file);
   try {
     await fs.promises.link(src, dest);
     return 'linked';
