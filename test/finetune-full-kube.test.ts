@@ -24,6 +24,7 @@ import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethodEve
 import { createFullMethod, SHUTDOWN_ABORT_REASON, TrainingJobFailedError, trainingJobName } from '../server/src/finetune/full';
 import { kubeClient } from '../server/src/finetune/full/kube-client';
 import { writeClipSizedVocab } from './helpers/clip-vocab';
+import { readJsonBody, sendJson, sendStatus } from './helpers/local-kube';
 import { validateObjects, type K8sObject } from './helpers/k8s-schema';
 import { saveStateDict } from './helpers/torch-save';
 
@@ -121,40 +122,28 @@ class FakeKubeApi {
     });
   }
 
-  private send(res: http.ServerResponse, status: number, body: unknown): void {
-    res.writeHead(status, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(body));
-  }
-
-  private status(res: http.ServerResponse, code: number, reason: string, message: string): void {
-    this.send(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
-  }
-
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url!, 'http://x');
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks).toString('utf8');
-    const body = raw ? JSON.parse(raw) : undefined;
+    const body = (await readJsonBody(req)) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
     this.calls.push({ method: req.method!, path: url.pathname, query: url.searchParams, body });
-    if (req.headers.authorization !== `Bearer ${TOKEN}`) return this.status(res, 401, 'Unauthorized', 'Unauthorized');
+    if (req.headers.authorization !== `Bearer ${TOKEN}`) return sendStatus(res, 401, 'Unauthorized', 'Unauthorized');
 
     let m: RegExpExecArray | null;
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname)) && req.method === 'POST') {
       const name = body.metadata.name as string;
-      if (this.jobs.has(name)) return this.status(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
+      if (this.jobs.has(name)) return sendStatus(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
       const job = { ...body, metadata: { ...body.metadata, namespace: m[1], uid: `uid-${name}`, creationTimestamp: new Date().toISOString() }, status: {}, _gets: 0 };
       this.jobs.set(name, job);
       const { _gets, ...out } = job;
-      return this.send(res, 201, out);
+      return sendJson(res, 201, out);
     }
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname))) {
       const job = this.jobs.get(m[2]);
-      if (!job) return this.status(res, 404, 'NotFound', `jobs.batch "${m[2]}" not found`);
+      if (!job) return sendStatus(res, 404, 'NotFound', `jobs.batch "${m[2]}" not found`);
       if (req.method === 'DELETE') {
         this.jobs.delete(m[2]);
         for (const r of this.openLogs) r.end();
-        return this.send(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success', details: { name: m[2], group: 'batch', kind: 'jobs', uid: job.metadata!.uid } });
+        return sendJson(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success', details: { name: m[2], group: 'batch', kind: 'jobs', uid: job.metadata!.uid } });
       }
       job._gets++;
       const phase = this.phase(job);
@@ -168,19 +157,19 @@ class FakeKubeApi {
         job.status = { active: job.spec!.completions, startTime: new Date(now) };
       }
       const { _gets, ...out } = job;
-      return this.send(res, 200, out);
+      return sendJson(res, 200, out);
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname)) && req.method === 'GET') {
       const selector = url.searchParams.get('labelSelector') ?? '';
       const jm = /^job-name=(.+)$/.exec(selector);
       const job = jm ? this.jobs.get(jm[1]) : undefined;
-      return this.send(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: job ? this.pods(job) : [] });
+      return sendJson(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: job ? this.pods(job) : [] });
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(url.pathname)) && req.method === 'GET') {
       const jobName = m[2].replace(/-\d+-abcde$/, '');
       const job = this.jobs.get(jobName);
-      if (!job) return this.status(res, 404, 'NotFound', `pods "${m[2]}" not found`);
-      if (url.searchParams.get('container') !== 'trainer') return this.status(res, 400, 'BadRequest', 'container name required');
+      if (!job) return sendStatus(res, 404, 'NotFound', `pods "${m[2]}" not found`);
+      if (url.searchParams.get('container') !== 'trainer') return sendStatus(res, 400, 'BadRequest', 'container name required');
       const ts = url.searchParams.get('timestamps') === 'true';
       const since = url.searchParams.get('sinceTime');
       res.writeHead(200, { 'content-type': 'text/plain', 'transfer-encoding': 'chunked' });
@@ -210,11 +199,11 @@ class FakeKubeApi {
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/services$/.exec(url.pathname)) && req.method === 'POST') {
       const name = body.metadata.name as string;
-      if (this.services.has(name)) return this.status(res, 409, 'AlreadyExists', `services "${name}" already exists`);
+      if (this.services.has(name)) return sendStatus(res, 409, 'AlreadyExists', `services "${name}" already exists`);
       this.services.set(name, body);
-      return this.send(res, 201, body);
+      return sendJson(res, 201, body);
     }
-    return this.status(res, 404, 'NotFound', `the server could not find the requested resource (${req.method} ${url.pathname})`);
+    return sendStatus(res, 404, 'NotFound', `the server could not find the requested resource (${req.method} ${url.pathname})`);
   }
 }
 

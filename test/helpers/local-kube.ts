@@ -13,6 +13,25 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { V1Job, V1Pod } from '@kubernetes/client-node';
 
+/** A JSON answer, as the API server sends it. */
+export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+}
+
+/** A Kubernetes `Status` failure (what client-node turns into an ApiException). */
+export function sendStatus(res: http.ServerResponse, code: number, reason: string, message: string): void {
+  sendJson(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
+}
+
+/** The request's JSON body, if any. */
+export async function readJsonBody(req: http.IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const raw = Buffer.concat(chunks).toString('utf8');
+  return raw ? JSON.parse(raw) : undefined;
+}
+
 interface RunningJob {
   job: V1Job;
   child: ChildProcess;
@@ -30,7 +49,7 @@ export class LocalKubeApi {
   constructor(private readonly env: NodeJS.ProcessEnv, private readonly token = 'local-token') {}
 
   async start(): Promise<void> {
-    this.server = http.createServer((req, res) => void this.handle(req, res).catch((err: Error) => this.status(res, 500, 'InternalError', err.message)));
+    this.server = http.createServer((req, res) => void this.handle(req, res).catch((err: Error) => sendStatus(res, 500, 'InternalError', err.message)));
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;
   }
@@ -111,50 +130,39 @@ export class LocalKubeApi {
     };
   }
 
-  private send(res: http.ServerResponse, status: number, body: unknown): void {
-    res.writeHead(status, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(body));
-  }
-
-  private status(res: http.ServerResponse, code: number, reason: string, message: string): void {
-    this.send(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
-  }
-
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url!, 'http://x');
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : undefined;
-    if (req.headers.authorization !== `Bearer ${this.token}`) return this.status(res, 401, 'Unauthorized', 'Unauthorized');
+    const body = await readJsonBody(req);
+    if (req.headers.authorization !== `Bearer ${this.token}`) return sendStatus(res, 401, 'Unauthorized', 'Unauthorized');
     let m: RegExpExecArray | null;
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname)) && req.method === 'POST') {
       const job = body as V1Job;
       const name = job.metadata!.name!;
-      if (this.jobs.has(name)) return this.status(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
-      if ((job.spec!.completions ?? 1) !== 1) return this.status(res, 422, 'Invalid', 'the local stand-in runs single-pod Jobs only');
+      if (this.jobs.has(name)) return sendStatus(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
+      if ((job.spec!.completions ?? 1) !== 1) return sendStatus(res, 422, 'Invalid', 'the local stand-in runs single-pod Jobs only');
       job.metadata = { ...job.metadata, namespace: m[1], uid: `uid-${name}` };
       this.jobs.set(name, this.run(job));
-      return this.send(res, 201, job);
+      return sendJson(res, 201, job);
     }
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname))) {
       const r = this.jobs.get(m[2]);
-      if (!r) return this.status(res, 404, 'NotFound', `jobs.batch "${m[2]}" not found`);
+      if (!r) return sendStatus(res, 404, 'NotFound', `jobs.batch "${m[2]}" not found`);
       if (req.method === 'DELETE') {
         if (r.exit === undefined) r.child.kill('SIGKILL');
         this.jobs.delete(m[2]);
-        return this.send(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success' });
+        return sendJson(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success' });
       }
       const conditions = r.exit === undefined ? undefined : r.exit === 0 ? [{ type: 'Complete', status: 'True' }] : [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'Job has reached the specified backoff limit' }];
-      return this.send(res, 200, { ...r.job, status: conditions ? { conditions, ...(r.exit === 0 ? { succeeded: 1 } : { failed: 1 }) } : { active: 1 } });
+      return sendJson(res, 200, { ...r.job, status: conditions ? { conditions, ...(r.exit === 0 ? { succeeded: 1 } : { failed: 1 }) } : { active: 1 } });
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname)) && req.method === 'GET') {
       const jm = /^job-name=(.+)$/.exec(url.searchParams.get('labelSelector') ?? '');
       const r = jm ? this.jobs.get(jm[1]) : undefined;
-      return this.send(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: r ? [this.pod(r)] : [] });
+      return sendJson(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: r ? [this.pod(r)] : [] });
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(url.pathname)) && req.method === 'GET') {
       const r = this.jobs.get(m[2].replace(/-local$/, ''));
-      if (!r) return this.status(res, 404, 'NotFound', `pods "${m[2]}" not found`);
+      if (!r) return sendStatus(res, 404, 'NotFound', `pods "${m[2]}" not found`);
       const ts = url.searchParams.get('timestamps') === 'true';
       const since = url.searchParams.get('sinceTime');
       res.writeHead(200, { 'content-type': 'text/plain', 'transfer-encoding': 'chunked' });
@@ -175,6 +183,6 @@ export class LocalKubeApi {
       flush();
       return;
     }
-    return this.status(res, 404, 'NotFound', `the local stand-in does not serve ${req.method} ${url.pathname}`);
+    return sendStatus(res, 404, 'NotFound', `the local stand-in does not serve ${req.method} ${url.pathname}`);
   }
 }
