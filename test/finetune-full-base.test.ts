@@ -13,7 +13,7 @@ import { readSafetensors } from '../server/src/checkpoint/safetensors';
 import { writeSafetensors } from '../server/src/checkpoint/safetensors-write';
 import { convertCheckpoint } from '../server/src/checkpoint/convert';
 import { createFullMethod, kubeClient } from '../server/src/finetune/full';
-import { baseWeightsSource, prepareBaseModel, SAFETENSORS_WEIGHTS, TORCH_WEIGHTS } from '../server/src/finetune/full/base-model';
+import { baseWeightsSource, prepareBaseModel, SAFETENSORS_WEIGHTS } from '../server/src/finetune/full/base-model';
 import { buildTrainingManifests } from '../server/src/finetune/full/manifests';
 import { FineTunePreconditionError, FineTuneValidationError, type FineTuneMethodEvent } from '../server/src/finetune/method';
 import { fineTuneRpcError } from '../server/src/grpc/finetune-errors';
@@ -86,7 +86,7 @@ describe('full: the base model on the shared volume, as open_clip local-dir', ()
     expect(fs.readdirSync(path.join(dataDir, 'base-models'))).toEqual([path.basename(dir)]);
   });
 
-  test('a bundle converted from a checkpoint: that checkpoint (hub safetensors or a torch file), hard-linked or copied', async () => {
+  test('a bundle converted from a checkpoint: that checkpoint (hub safetensors linked, a torch file rewritten)', async () => {
     const cfg = (await loadBundle(randomBase)).manifest.model_cfg;
     const src = path.join(root, 'hub-cache', 'snap');
     fs.mkdirSync(src, { recursive: true });
@@ -111,9 +111,14 @@ describe('full: the base model on the shared volume, as open_clip local-dir', ()
 
     const fromPt = path.join(root, 'models', 'from-pt');
     await convertCheckpoint({ input: path.join(src, 'epoch_3.pt'), config: path.join(src, 'open_clip_config.json'), vocab, outDir: fromPt, version: '2' });
-    const d2 = await prepare(fromPt, dataDir);
+    const ptEvents: FineTuneMethodEvent[] = [];
+    const d2 = await prepare(fromPt, dataDir, ptEvents);
     expect(d2).not.toBe(d1);
-    expect(fs.readFileSync(path.join(d2, TORCH_WEIGHTS)).equals(fs.readFileSync(path.join(src, 'epoch_3.pt')))).toBe(true);
+    // A torch.save file (a trainer's epoch_N.pt: `module.` keys, optimizer state) becomes its state dict in safetensors.
+    expect(ptEvents[0].message).toMatch(/rewriting the state dict of .*epoch_3\.pt as safetensors/);
+    const rewritten = await readSafetensors(path.join(d2, SAFETENSORS_WEIGHTS));
+    expect([...rewritten.keys()].sort()).toEqual([...sd.keys()].sort());
+    expect(rewritten.get('text_projection')!.data).toEqual(sd.get('text_projection')!.data);
 
     // The checkpoint is gone since the conversion: the bundle's own weights instead.
     fs.rmSync(path.join(src, 'epoch_3.pt'));

@@ -13,8 +13,9 @@
  *    A `full` job on an uploaded dataset trains a tiny model for one epoch from the base bundle
  *    (exported to safetensors for the trainer, `--model local-dir:`), and the server converts
  *    the trainer's epoch_1.pt, registers it, activates it and serves it: the served text
- *    embeddings equal open_clip's own encode_text of epoch_1.pt. Preconditions refused at
- *    CreateFineTuneJob are checked on the same server.
+ *    embeddings equal open_clip's own encode_text of epoch_1.pt. That version is then the base of
+ *    a second real run (its epoch_1.pt rewritten as safetensors for the trainer). Preconditions
+ *    refused at CreateFineTuneJob are checked on the same server.
  *
  * Skips loudly without ../shared/vendor (part 1 and 2) or without python3-torch (part 2); in CI
  * (CI=true) a missing python3-torch is a failure: .ci/run installs it.
@@ -23,7 +24,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { FULL_DEFAULTS, resolveFullHyperparameters } from '../server/src/finetune/full';
+import { resolveFullHyperparameters, trainingJobName } from '../server/src/finetune/full';
 import { buildTrainingManifests } from '../server/src/finetune/full/manifests';
 import { openClipTrainArgs } from '../server/src/finetune/full/trainer-args';
 import { PRECISIONS, type Hyperparameters } from '../server/src/finetune/method';
@@ -152,6 +153,8 @@ describeIf(HAVE_TORCH, `${PYTHON} cannot import torch and the trainer's other De
   let kube: LocalKubeApi;
   let server: ServerProcess;
   const epochMs: number[] = [];
+  let firstVersion: string | undefined;
+  let firstDataset: string | undefined;
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-full-real-'));
@@ -195,9 +198,9 @@ describeIf(HAVE_TORCH, `${PYTHON} cannot import torch and the trainer's other De
     epochMs.push(Date.now() - started);
     const { job: done } = await unary(ft, 'GetFineTuneJob', { jobId: job.id });
     const messages = events.map((e) => String(e.message ?? ''));
-    const jobName = Array.from(kube.jobs.keys())[0];
+    const jobName = trainingJobName(job.id);
     if (done.state !== 'FINE_TUNE_JOB_STATE_SUCCEEDED') {
-      throw new Error(`job ${done.state}: ${JSON.stringify(done.error)}\n--- trainer log ---\n${jobName ? kube.logOf(jobName) : '(no Job created)'}`);
+      throw new Error(`job ${done.state}: ${JSON.stringify(done.error)}\n--- trainer log ---\n${kube.logOf(jobName) || '(no Job created)'}`);
     }
     // The trainer's own progress lines became STEP and EPOCH events.
     const steps = events.filter((e) => /STEP/.test(String(e.type)));
@@ -233,6 +236,27 @@ describeIf(HAVE_TORCH, `${PYTHON} cannot import torch and the trainer's other De
     expect(moved).toBeGreaterThan(1e-6);
     // eslint-disable-next-line no-console
     console.log(`real trainer: job ${job.id} in ${epochMs[0]} ms (one epoch, ${steps.length} step events), served = open_clip(epoch_1.pt) within ${maxDiff.toExponential(2)}`);
+    firstVersion = done.fineTunedModel;
+    firstDataset = ds.id;
     for (const c of [ft, models, embed]) c.close();
+  });
+
+  test('a version `full` produced is the base of the next run: its epoch_1.pt reaches the trainer as safetensors', async () => {
+    expect(firstVersion).toBeDefined();
+    const ft = client('FineTuneService', server.port);
+    const models = client('ModelService', server.port);
+    const hyperparameters = { epochs: 1, batchSize: 4, precision: 'fp32', warmupSteps: 1, validationSplit: 0, gradCheckpointing: false };
+    const { job } = await unary(ft, 'CreateFineTuneJob', { trainingFile: firstDataset, method: 'full', baseModel: firstVersion, hyperparameters, suffix: 'again' });
+    const started = Date.now();
+    const events = (await watchToEnd(ft, job.id)).map((r) => r.event as Any);
+    const { job: done } = await unary(ft, 'GetFineTuneJob', { jobId: job.id });
+    const jobName = trainingJobName(job.id);
+    if (done.state !== 'FINE_TUNE_JOB_STATE_SUCCEEDED') throw new Error(`job ${done.state}: ${JSON.stringify(done.error)}\n--- trainer log ---\n${kube.logOf(jobName)}`);
+    expect(events.some((e) => /rewriting the state dict of .*epoch_1\.pt as safetensors for the trainer/.test(String(e.message)))).toBe(true);
+    const listed = await unary(models, 'ListModels', {});
+    expect(listed.models.find((m: Any) => m.version === done.fineTunedModel).parentVersion).toBe(firstVersion);
+    // eslint-disable-next-line no-console
+    console.log(`real trainer, second generation: job ${job.id} in ${Date.now() - started} ms`);
+    for (const c of [ft, models]) c.close();
   });
 });

@@ -6,9 +6,12 @@
  *
  * Where the weights come from, for every way a model can be configured:
  *  - the checkpoint its bundle was converted from (`convert`, `pull` from the hub, a `full`
- *    fine-tune's epoch_N.pt), when still there: hard-linked onto the volume, else copied;
+ *    fine-tune's epoch_N.pt), when still there: a safetensors file is hard-linked onto the volume
+ *    (copied from another filesystem); a torch.save file is rewritten as safetensors (its state
+ *    dict only: no optimizer state, no pickle for the trainer to unpickle);
  *  - otherwise (a random-init or `adapter` fine-tuned bundle, or a source that is gone) exported
- *    from the bundle's own ONNX weights into safetensors, in a worker thread.
+ *    from the bundle's own ONNX weights into safetensors.
+ * Reading and writing weights happens in a worker thread.
  * Prepared once per distinct set of bundle weights under <data dir>/base-models/ and reused.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -23,11 +26,10 @@ export const BASE_MODELS_DIR = 'base-models';
 export const OPEN_CLIP_CONFIG_FILE = 'open_clip_config.json';
 /** Names open_clip's local-dir loader looks for first (factory._find_checkpoint_in_dir). */
 export const SAFETENSORS_WEIGHTS = 'open_clip_model.safetensors';
-export const TORCH_WEIGHTS = 'open_clip_pytorch_model.bin';
 /** open_clip_train tokenizes with open_clip's bundled CLIP BPE vocabulary (49408 tokens). */
 export const OPEN_CLIP_VOCAB_SIZE = 49408;
 
-export type BaseWeightsSource = { kind: 'checkpoint'; file: string; weightsName: string } | { kind: 'bundle' };
+export type BaseWeightsSource = { kind: 'safetensors' | 'torch'; file: string } | { kind: 'bundle' };
 
 /** Where the weights will come from; cheap (a stat), so CreateFineTuneJob can call it. */
 export function baseWeightsSource(manifest: BundleManifest): BaseWeightsSource {
@@ -35,7 +37,7 @@ export function baseWeightsSource(manifest: BundleManifest): BaseWeightsSource {
   const format = manifest.source.format;
   if (file && (format === 'safetensors' || format === 'torch-zip')) {
     try {
-      if (fs.statSync(file).isFile()) return { kind: 'checkpoint', file, weightsName: format === 'safetensors' ? SAFETENSORS_WEIGHTS : TORCH_WEIGHTS };
+      if (fs.statSync(file).isFile()) return { kind: format === 'safetensors' ? 'safetensors' : 'torch', file };
     } catch {
       // Gone since the conversion: the bundle's own weights are exported instead.
     }
@@ -61,10 +63,13 @@ function baseDirName(manifest: BundleManifest): string {
   return `${name}-${key}`;
 }
 
-function exportInWorker(bundleDir: string, outFile: string, signal: AbortSignal): Promise<void> {
+/** What the export worker writes from (export-worker.ts). */
+export type ExportSource = { kind: 'bundle'; bundleDir: string } | { kind: 'torch'; file: string };
+
+function exportInWorker(source: ExportSource, outFile: string, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(new FineTuneCancelledError());
-    const worker = new Worker(compiledModule('finetune/full/export-worker'), { workerData: { bundleDir, outFile } });
+    const worker = new Worker(compiledModule('finetune/full/export-worker'), { workerData: { source, outFile } });
     const onAbort = (): void => void worker.terminate();
     signal.addEventListener('abort', onAbort, { once: true });
     let result: { ok: boolean; message?: string } | undefined;
@@ -74,7 +79,7 @@ function exportInWorker(bundleDir: string, outFile: string, signal: AbortSignal)
       signal.removeEventListener('abort', onAbort);
       if (signal.aborted) return reject(new FineTuneCancelledError());
       if (result?.ok) return resolve();
-      reject(new Error(`cannot export the base model's weights for the trainer: ${result?.message ?? 'the export worker stopped'}`));
+      reject(new Error(`cannot write the base model's weights for the trainer: ${result?.message ?? 'the export worker stopped'}`));
     });
   });
 }
@@ -114,12 +119,16 @@ export async function prepareBaseModel(o: {
   fs.mkdirSync(tmp);
   try {
     const source = baseWeightsSource(o.manifest);
-    if (source.kind === 'checkpoint') {
-      const how = await placeCheckpoint(source.file, path.join(tmp, source.weightsName));
+    const weights = path.join(tmp, SAFETENSORS_WEIGHTS);
+    if (source.kind === 'safetensors') {
+      const how = await placeCheckpoint(source.file, weights);
       o.emit({ type: 'log', message: `base model ${o.version}: ${how} ${source.file} for the trainer`, data: { base_weights: source.file, how } });
+    } else if (source.kind === 'torch') {
+      o.emit({ type: 'log', message: `base model ${o.version}: rewriting the state dict of ${source.file} as safetensors for the trainer`, data: { base_weights: source.file, how: 'rewritten' } });
+      await exportInWorker({ kind: 'torch', file: source.file }, weights, o.signal);
     } else {
-      o.emit({ type: 'log', message: `base model ${o.version}: exporting the bundle's weights for the trainer (no checkpoint file of them is left)`, data: { base_weights: 'bundle' } });
-      await exportInWorker(o.bundleDir, path.join(tmp, SAFETENSORS_WEIGHTS), o.signal);
+      o.emit({ type: 'log', message: `base model ${o.version}: exporting the bundle's weights for the trainer (no checkpoint file of them is left)`, data: { base_weights: 'bundle', how: 'exported' } });
+      await exportInWorker({ kind: 'bundle', bundleDir: o.bundleDir }, weights, o.signal);
     }
     if (o.signal.aborted) throw new FineTuneCancelledError();
     const config = { model_cfg: o.manifest.model_cfg, preprocess_cfg: o.manifest.preprocess_cfg };
