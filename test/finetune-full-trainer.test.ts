@@ -44,7 +44,9 @@ const HAVE_VENDOR = fs.existsSync(path.join(OPEN_CLIP, 'open_clip_train', 'param
 /** Debian's interpreter first: its dist-packages hold python3-torch (a pyenv python would not). */
 const PYTHON = process.env.CLIPSERVE_TEST_PYTHON ?? (fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 const PYTHONPATH = [path.join(HARNESS, 'shims'), OPEN_CLIP, FTFY].join(path.delimiter);
-const HAVE_TORCH = HAVE_VENDOR && spawnSync(PYTHON, ['-c', 'import torch, torchvision, pandas, braceexpand, regex, wcwidth, fsspec'], { env: { ...process.env, PYTHONPATH } }).status === 0;
+/** ../shared is read-only reference material: no __pycache__ written into it. */
+const PY_ENV = { PYTHONPATH, PYTHONDONTWRITEBYTECODE: '1' };
+const HAVE_TORCH = HAVE_VENDOR && spawnSync(PYTHON, ['-c', 'import torch, torchvision, pandas, braceexpand, regex, wcwidth, fsspec'], { env: { ...process.env, ...PY_ENV } }).status === 0;
 
 function describeIf(ok: boolean, why: string, name: string, fn: () => void): void {
   if (ok) return describe(name, fn);
@@ -60,7 +62,7 @@ function describeIf(ok: boolean, why: string, name: string, fn: () => void): voi
 }
 
 function python(args: string[], input: string): string {
-  const r = spawnSync(PYTHON, args, { input, env: { ...process.env, PYTHONPATH }, maxBuffer: 64 << 20, encoding: 'utf8' });
+  const r = spawnSync(PYTHON, args, { input, env: { ...process.env, ...PY_ENV }, maxBuffer: 64 << 20, encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${PYTHON} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
 }
@@ -161,7 +163,7 @@ describeIf(HAVE_TORCH, `${PYTHON} cannot import torch and the trainer's other De
     // open_clip_train tokenizes with open_clip's CLIP BPE: the base bundle carries that very file.
     const base = path.join(tmp, 'base');
     await writeRandomBundle({ arch: 'tiny', seed: 5, outDir: base, name: 'tiny-clip', vocabFile: path.join(OPEN_CLIP, 'open_clip', 'bpe_simple_vocab_16e6.txt.gz') });
-    kube = new LocalKubeApi({ PYTHONPATH, PATH: `${path.dirname(PYTHON)}${path.delimiter}${process.env.PATH}`, OMP_NUM_THREADS: '2' });
+    kube = new LocalKubeApi({ ...PY_ENV, PATH: `${path.dirname(PYTHON)}${path.delimiter}${process.env.PATH}`, OMP_NUM_THREADS: '2' });
     await kube.start();
     const kubeconfig = path.join(tmp, 'kubeconfig');
     kube.writeKubeconfig(kubeconfig, 'training');
