@@ -11,6 +11,8 @@ import * as path from 'node:path';
 import { DockerfileParser, Instruction } from 'dockerfile-ast';
 import { validate, ValidationSeverity } from 'dockerfile-utils';
 import { parse as parseYaml } from 'yaml';
+import { buildTrainingManifests } from '../server/src/finetune/full/manifests';
+import { OPEN_CLIP_TRAIN_COMMIT } from '../server/src/finetune/full/trainer-args';
 
 const REPO = path.resolve(__dirname, '..');
 const DOCKERFILE = path.join(REPO, 'deploy', 'docker', 'Dockerfile');
@@ -227,6 +229,42 @@ describe('deploy/docker/Dockerfile', () => {
       expect(sources).toEqual(['deploy/docker/entrypoint.sh', 'deploy/docker/prepare-model.sh']);
       expect(sources.filter((src) => !fs.existsSync(path.join(REPO, src)))).toEqual([]);
       expect(sources.filter((src) => !ignore.some((l) => l === `!${src}` || l === `!${src}/`))).toEqual([]);
+    });
+  });
+
+  describe('target trainer (the `full` fine-tune Jobs\' image)', () => {
+    const { globals, stages } = parseStages(content);
+    const stage = stages.find((st) => st.name === 'trainer')!;
+    const facts = targetFacts(content, 'trainer');
+    const { job } = buildTrainingManifests({ jobId: 'ftjob-1', namespace: 'ns', image: 'trainer', hp: { nodes: 1, gpus_per_node: 1 }, trainerArgs: ['--epochs', '1'], storage: { pvcName: 'clipserve-data', mountPath: '/data' } });
+    const pod = job.spec!.template.spec!;
+    const container = pod.containers[0];
+
+    test('a pinned CUDA PyTorch base, and not the default target (cpu stays last)', () => {
+      expect(stage).toBeDefined();
+      expect(parseImageRef(stage.base).name).toBe('pytorch/pytorch');
+      expect(parseImageRef(stage.base).tag).toMatch(/^\d+\.\d+\.\d+-cuda\d+\.\d+-cudnn\d+-runtime$/);
+      expect(stages[stages.length - 1].name).toBe('cpu');
+    });
+
+    test('installs open_clip and open_clip_train at the commit the server\'s command lines are verified against', () => {
+      expect(globals.OPEN_CLIP_COMMIT).toBe(OPEN_CLIP_TRAIN_COMMIT);
+      expect(stage.instructions.some((i) => i.getKeyword() === 'ARG' && argsOf(i) === 'OPEN_CLIP_COMMIT')).toBe(true);
+      const install = facts.runs.find((r) => /\bpip install\b/.test(r))!;
+      expect(install).toContain('"open_clip_torch[training] @ https://github.com/mlfoundations/open_clip/archive/${OPEN_CLIP_COMMIT}.tar.gz"');
+      // The module the Job runs is imported at build time, and torchrun is there.
+      const module = container.args![container.args!.indexOf('-m') + 1];
+      expect(install).toContain(`import torch, open_clip, ${module}`);
+      expect(install).toContain('torchrun --help');
+    });
+
+    test('runs as the Job pod\'s uid/gid, with its HOME, and torchrun as the entrypoint the Job names', () => {
+      expect(facts.uid).toBe(pod.securityContext!.runAsUser);
+      expect(argsOf(stage.instructions.filter((i) => i.getKeyword() === 'USER').pop()!)).toBe(`${pod.securityContext!.runAsUser}:${pod.securityContext!.runAsGroup}`);
+      expect(facts.entrypoint).toEqual(container.command);
+      const home = container.env!.find((e) => e.name === 'HOME')!.value;
+      expect(stage.instructions.some((i) => i.getKeyword() === 'ENV' && new RegExp(`\\bHOME=${home}\\b`).test(argsOf(i)))).toBe(true);
+      expect(facts.copies).toEqual([]); // no server code or build-context files in the trainer
     });
   });
 

@@ -11,6 +11,8 @@ import * as path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { DockerfileParser } from 'dockerfile-ast';
 import { K8sObject, schemaErrors, unknownFieldErrors, validateObjects } from './helpers/k8s-schema';
+import { buildTrainingManifests } from '../server/src/finetune/full/manifests';
+import { configFromEnv, resolveServeConfig } from '../server/src/serve/config';
 import {
   checkDrain, checkHpa, checkPdbAndNetworkPolicy, checkPodSecurity, checkProbes, checkRbac, checkServerPorts,
   checkServerConfig, checkServiceMonitor, checkServices, checkVolumeSources, crossReferenceProblems, effectiveOption, expandKubeletVars,
@@ -189,6 +191,28 @@ if ('missing' in kubectl) {
       expect(Object.keys(spec.nodeSelector ?? {})).toContain('nvidia.com/gpu.present');
       expect(provider(objects)).toBe('cuda');
       for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) expect(c.image).toMatch(/-gpu$/);
+    });
+
+    test('gpu: `full` fine-tunes get the trainer image and pod options, and their Jobs land on the GPU nodes', () => {
+      const objects = render('overlays/gpu');
+      const data = (ofKind(objects, 'ConfigMap')[0] as unknown as { data: Record<string, string> }).data;
+      const config = resolveServeConfig(configFromEnv(data));
+      expect(config.finetuneImage).toMatch(/clipserve-trainer:[\w.-]+-gpu$/);
+      const spec = podSpecOf(objects);
+      const { job } = buildTrainingManifests({
+        jobId: 'ftjob-1', namespace: 'clipserve', image: config.finetuneImage!, hp: { nodes: 1, gpus_per_node: 2 }, trainerArgs: ['--epochs', '1'],
+        storage: { pvcName: config.finetunePvc, mountPath: '/data' },
+        pod: { gpuResource: config.finetuneGpuResource, nodeSelector: config.finetuneNodeSelector, tolerations: config.finetuneTolerations, shmSize: config.finetuneShmSize },
+      });
+      expect(validateObjects([job as unknown as K8sObject])).toEqual([]);
+      const pod = job.spec!.template.spec!;
+      expect(pod.nodeSelector).toEqual(spec.nodeSelector);
+      expect(pod.tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
+      expect(pod.containers[0].resources!.limits!['nvidia.com/gpu']).toBe('2');
+      expect(pod.volumes!.find((v) => v.name === 'dshm')!.emptyDir!.sizeLimit).toBe(config.finetuneShmSize);
+      // The claim the Jobs mount is the one the server's --data-dir lives on.
+      const claims = ofKind(objects, 'PersistentVolumeClaim').map((c) => c.metadata?.name);
+      expect(claims).toContain(config.finetunePvc);
     });
 
     test('cpu: no GPU request, CPU provider, cpu image everywhere', () => {

@@ -23,6 +23,8 @@ import { randomStateDict } from '../server/src/model/random-init';
 import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethodEvent, type Hyperparameters } from '../server/src/finetune/method';
 import { createFullMethod, SHUTDOWN_ABORT_REASON, TrainingJobFailedError, trainingJobName } from '../server/src/finetune/full';
 import { kubeClient } from '../server/src/finetune/full/kube-client';
+import { writeClipSizedVocab } from './helpers/clip-vocab';
+import { readJsonBody, sendJson, sendStatus } from './helpers/local-kube';
 import { validateObjects, type K8sObject } from './helpers/k8s-schema';
 import { saveStateDict } from './helpers/torch-save';
 
@@ -120,40 +122,28 @@ class FakeKubeApi {
     });
   }
 
-  private send(res: http.ServerResponse, status: number, body: unknown): void {
-    res.writeHead(status, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(body));
-  }
-
-  private status(res: http.ServerResponse, code: number, reason: string, message: string): void {
-    this.send(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
-  }
-
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url!, 'http://x');
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks).toString('utf8');
-    const body = raw ? JSON.parse(raw) : undefined;
+    const body = (await readJsonBody(req)) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
     this.calls.push({ method: req.method!, path: url.pathname, query: url.searchParams, body });
-    if (req.headers.authorization !== `Bearer ${TOKEN}`) return this.status(res, 401, 'Unauthorized', 'Unauthorized');
+    if (req.headers.authorization !== `Bearer ${TOKEN}`) return sendStatus(res, 401, 'Unauthorized', 'Unauthorized');
 
     let m: RegExpExecArray | null;
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname)) && req.method === 'POST') {
       const name = body.metadata.name as string;
-      if (this.jobs.has(name)) return this.status(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
+      if (this.jobs.has(name)) return sendStatus(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
       const job = { ...body, metadata: { ...body.metadata, namespace: m[1], uid: `uid-${name}`, creationTimestamp: new Date().toISOString() }, status: {}, _gets: 0 };
       this.jobs.set(name, job);
       const { _gets, ...out } = job;
-      return this.send(res, 201, out);
+      return sendJson(res, 201, out);
     }
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs\/([^/]+)$/.exec(url.pathname))) {
       const job = this.jobs.get(m[2]);
-      if (!job) return this.status(res, 404, 'NotFound', `jobs.batch "${m[2]}" not found`);
+      if (!job) return sendStatus(res, 404, 'NotFound', `jobs.batch "${m[2]}" not found`);
       if (req.method === 'DELETE') {
         this.jobs.delete(m[2]);
         for (const r of this.openLogs) r.end();
-        return this.send(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success', details: { name: m[2], group: 'batch', kind: 'jobs', uid: job.metadata!.uid } });
+        return sendJson(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success', details: { name: m[2], group: 'batch', kind: 'jobs', uid: job.metadata!.uid } });
       }
       job._gets++;
       const phase = this.phase(job);
@@ -167,19 +157,19 @@ class FakeKubeApi {
         job.status = { active: job.spec!.completions, startTime: new Date(now) };
       }
       const { _gets, ...out } = job;
-      return this.send(res, 200, out);
+      return sendJson(res, 200, out);
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname)) && req.method === 'GET') {
       const selector = url.searchParams.get('labelSelector') ?? '';
       const jm = /^job-name=(.+)$/.exec(selector);
       const job = jm ? this.jobs.get(jm[1]) : undefined;
-      return this.send(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: job ? this.pods(job) : [] });
+      return sendJson(res, 200, { kind: 'PodList', apiVersion: 'v1', metadata: {}, items: job ? this.pods(job) : [] });
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/]+)\/log$/.exec(url.pathname)) && req.method === 'GET') {
       const jobName = m[2].replace(/-\d+-abcde$/, '');
       const job = this.jobs.get(jobName);
-      if (!job) return this.status(res, 404, 'NotFound', `pods "${m[2]}" not found`);
-      if (url.searchParams.get('container') !== 'trainer') return this.status(res, 400, 'BadRequest', 'container name required');
+      if (!job) return sendStatus(res, 404, 'NotFound', `pods "${m[2]}" not found`);
+      if (url.searchParams.get('container') !== 'trainer') return sendStatus(res, 400, 'BadRequest', 'container name required');
       const ts = url.searchParams.get('timestamps') === 'true';
       const since = url.searchParams.get('sinceTime');
       res.writeHead(200, { 'content-type': 'text/plain', 'transfer-encoding': 'chunked' });
@@ -209,11 +199,11 @@ class FakeKubeApi {
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/services$/.exec(url.pathname)) && req.method === 'POST') {
       const name = body.metadata.name as string;
-      if (this.services.has(name)) return this.status(res, 409, 'AlreadyExists', `services "${name}" already exists`);
+      if (this.services.has(name)) return sendStatus(res, 409, 'AlreadyExists', `services "${name}" already exists`);
       this.services.set(name, body);
-      return this.send(res, 201, body);
+      return sendJson(res, 201, body);
     }
-    return this.status(res, 404, 'NotFound', `the server could not find the requested resource (${req.method} ${url.pathname})`);
+    return sendStatus(res, 404, 'NotFound', `the server could not find the requested resource (${req.method} ${url.pathname})`);
   }
 }
 
@@ -221,18 +211,15 @@ describe('full: the job runner against a fake Kubernetes API', () => {
   const api = new FakeKubeApi();
   let root: string;
   let baseBundle: string;
-  let sourceDir: string;
   let datasetDir: string;
 
   beforeAll(async () => {
     await api.start();
     root = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-full-kube-'));
     baseBundle = path.join(root, 'models', 'base');
-    await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: baseBundle, name: 'tiny-base' });
-    sourceDir = path.join(root, 'models', 'base-src');
-    fs.mkdirSync(sourceDir, { recursive: true });
-    // The trainer (simulated) never reads it; the method only checks it exists on the volume.
-    fs.writeFileSync(path.join(sourceDir, 'open_clip_pytorch_model.bin'), 'weights');
+    const vocab = path.join(root, 'clip_vocab.txt.gz');
+    writeClipSizedVocab(vocab);
+    await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: baseBundle, name: 'tiny-base', vocabFile: vocab });
     datasetDir = path.join(root, 'datasets', 'ds-1');
     fs.mkdirSync(path.join(datasetDir, 'images'), { recursive: true });
     const rows = ['filepath\ttitle'];
@@ -271,7 +258,7 @@ describe('full: the job runner against a fake Kubernetes API', () => {
       hyperparameters: hp,
       datasetDir,
       workDir,
-      baseModel: { version: 'base-1', bundleDir: baseBundle, sourceCheckpointDir: sourceDir },
+      baseModel: { version: 'base-1', bundleDir: baseBundle },
       outputVersion: `tiny-base-${jobId}`,
       signal,
       emit: (e) => events.push(e),
@@ -283,8 +270,6 @@ describe('full: the job runner against a fake Kubernetes API', () => {
       kube: api.kubeConfig(),
       image: 'registry.example.com/open-clip-train:3.1.0',
       storage: { pvcName: 'clipserve-data', mountPath: root },
-      // tiny is clipserve's test architecture, not an open_clip one: name it explicitly.
-      trainerModel: 'tiny-test',
       pollIntervalMs: 20,
       logDrainMs: 2000,
     });
@@ -360,7 +345,14 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     const ctx = context('ftjob-next', { epochs: 1, batch_size: 2 }, new AbortController().signal, []);
     await method().run({ ...ctx, baseModel: { version: 'tiny-base-ftjob-ok1', bundleDir: firstBundle } });
     const args = (api.calls.find((c) => c.method === 'POST')!.body as V1Job).spec!.template.spec!.containers[0].args!;
-    expect(args[args.indexOf('--pretrained') + 1]).toBe(recorded);
+    const model = args[args.indexOf('--model') + 1];
+    expect(model).toMatch(/^local-dir:/);
+    const dir = model.slice('local-dir:'.length);
+    expect(path.dirname(dir)).toBe(path.join(root, 'base-models'));
+    // The trainer's own checkpoint's weights, on the shared volume under the name open_clip's loader looks for.
+    expect(fs.existsSync(path.join(dir, 'open_clip_model.safetensors'))).toBe(true);
+    const config = JSON.parse(fs.readFileSync(path.join(dir, 'open_clip_config.json'), 'utf8'));
+    expect(config.model_cfg).toEqual((await loadBundle(firstBundle, { verify: false })).manifest.model_cfg);
   });
 
   test('a failing Job (condition Failed) rejects with the reason, the exit and the last log lines', async () => {
@@ -446,11 +438,10 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     await expect(method().run(context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, []))).rejects.toThrow(/already exists and does not belong/);
   });
 
-  test('paths off the shared volume and a base model without a checkpoint are refused before anything is submitted', async () => {
+  test('paths off the shared volume and too few pairs for a batch are refused before anything is submitted', async () => {
     api.reset('succeed', []);
     const ctx = context('ftjob-vol1', {}, new AbortController().signal, []);
     await expect(method().run({ ...ctx, datasetDir: os.tmpdir() })).rejects.toThrow(/not on the volume shared with the trainer/);
-    await expect(method().run({ ...ctx, baseModel: { version: 'b', bundleDir: baseBundle } })).rejects.toThrow(/no open_clip checkpoint to start from/);
     await expect(method().run({ ...ctx, hyperparameters: { batch_size: 64 } })).rejects.toThrow(/make no full batch of 64/);
     expect(api.calls).toHaveLength(0);
   });

@@ -9,11 +9,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { ARCH_PRESETS, resolveConfig } from '../server/src/model/config';
-import { FineTuneValidationError, type Hyperparameters } from '../server/src/finetune/method';
+import { FineTunePreconditionError, FineTuneValidationError, type Hyperparameters } from '../server/src/finetune/method';
 import { createFullMethod, FULL_DEFAULTS, loadKubeConfig, resolveFullHyperparameters } from '../server/src/finetune/full';
 import { buildTrainingManifests, jobLabelValue, ownedByJob, trainingJobName, type TrainingJobSpec } from '../server/src/finetune/full/manifests';
-import { openClipModelName } from '../server/src/finetune/full/model-name';
 import { escapeKubeExpansion, HYPERPARAMETER_FLAGS, openClipTrainArgs, torchrunArgs, type TrainerInputs } from '../server/src/finetune/full/trainer-args';
 import { parseTrainerLine, stepsPerEpoch } from '../server/src/finetune/full/trainer-log';
 import { prepareTrainingData } from '../server/src/finetune/full/training-data';
@@ -27,7 +25,7 @@ const REPO = path.resolve(__dirname, '..');
 /** open_clip_train flags that take no value (store_true). */
 const STORE_TRUE = new Set(['--grad-checkpointing']);
 /** Flags with nargs ('*' or '+'): every following token up to the next --flag. */
-const MULTI = new Set(['--aug-cfg', '--image-mean', '--image-std']);
+const MULTI = new Set(['--aug-cfg']);
 
 function parseArgv(argv: string[]): Map<string, string[]> {
   const out = new Map<string, string[]>();
@@ -79,8 +77,7 @@ const INPUTS: TrainerInputs = {
   valData: '/data/jobs/ftjob-1/data/val.tsv',
   logsDir: '/data/jobs/ftjob-1/trainer',
   runName: 'run',
-  pretrained: '/data/models/base/open_clip_pytorch_model.bin',
-  model: 'ViT-L-14',
+  baseModelDir: '/data/base-models/ViT-L-14-0123456789abcdef',
   workers: 4,
 };
 
@@ -177,8 +174,8 @@ describe('full: hyperparameter → open_clip_train flags', () => {
     expect(f.get('--csv-caption-key')).toEqual(['title']);
     expect(f.get('--train-data')).toEqual([INPUTS.trainData]);
     expect(f.get('--val-data')).toEqual([INPUTS.valData]);
-    expect(f.get('--pretrained')).toEqual([INPUTS.pretrained]);
-    expect(f.get('--model')).toEqual(['ViT-L-14']);
+    expect(f.get('--model')).toEqual([`local-dir:${INPUTS.baseModelDir}`]);
+    expect(f.has('--pretrained')).toBe(false);
     expect(f.get('--logs')).toEqual([INPUTS.logsDir]);
     expect(f.get('--name')).toEqual(['run']);
     expect(f.get('--resume')).toEqual(['latest']);
@@ -187,21 +184,11 @@ describe('full: hyperparameter → open_clip_train flags', () => {
 
   test('every flag is one open_clip_train defines (params.py)', () => {
     const known = new Set([
-      '--train-data', '--val-data', '--val-frequency', '--dataset-type', '--csv-separator', '--csv-img-key', '--csv-caption-key', '--model', '--pretrained',
-      '--image-mean', '--image-std', '--image-interpolation', '--image-resize-mode', '--lr', '--lr-scheduler', '--warmup', '--wd', '--batch-size',
-      '--epochs', '--precision', '--aug-cfg', '--grad-checkpointing', '--seed', '--workers', '--logs', '--name', '--save-frequency', '--resume',
-      '--zeroshot-frequency', '--dist-backend', '--dist-url',
+      '--train-data', '--val-data', '--val-frequency', '--dataset-type', '--csv-separator', '--csv-img-key', '--csv-caption-key', '--model',
+      '--lr', '--lr-scheduler', '--warmup', '--wd', '--batch-size', '--epochs', '--precision', '--aug-cfg', '--grad-checkpointing', '--seed',
+      '--workers', '--logs', '--name', '--save-frequency', '--resume', '--zeroshot-frequency', '--dist-backend', '--dist-url',
     ]);
-    const preprocess = { ...resolveConfig({ model_cfg: ARCH_PRESETS['ViT-B-32'] }).preprocess_cfg, mean: [0.5, 0.5, 0.5] as [number, number, number], std: [0.5, 0.5, 0.5] as [number, number, number], interpolation: 'bilinear' as const, resize_mode: 'squash' as const };
-    const flags = parseArgv(openClipTrainArgs(resolveFullHyperparameters({}), { ...INPUTS, preprocess }));
-    for (const k of flags.keys()) expect(known).toContain(k);
-    expect(flags.get('--image-mean')!.map(pyFloat)).toEqual([0.5, 0.5, 0.5]);
-    expect(flags.get('--image-interpolation')).toEqual(['bilinear']);
-    expect(flags.get('--image-resize-mode')).toEqual(['squash']);
-    // open_clip's defaults are not restated.
-    const plain = parseArgv(openClipTrainArgs(resolveFullHyperparameters({}), { ...INPUTS, preprocess: resolveConfig({ model_cfg: ARCH_PRESETS['ViT-L-14'] }).preprocess_cfg }));
-    expect(plain.has('--image-mean')).toBe(false);
-    expect(plain.has('--image-interpolation')).toBe(false);
+    for (const k of trainerFlags({}).keys()) expect(known).toContain(k);
   });
 
   test('no validation data: no --val-data', () => {
@@ -219,13 +206,6 @@ describe('full: hyperparameter → open_clip_train flags', () => {
     expect(escapeKubeExpansion('/data/$(HOME)/x')).toBe('/data/$$(HOME)/x');
   });
 
-  test('--model: open_clip architecture names from the base config', () => {
-    expect(openClipModelName(ARCH_PRESETS['ViT-L-14'])).toBe('ViT-L-14');
-    expect(openClipModelName({ ...ARCH_PRESETS['ViT-L-14'], quick_gelu: true })).toBe('ViT-L-14-quickgelu');
-    expect(openClipModelName(ARCH_PRESETS['ViT-B-32'])).toBe('ViT-B-32');
-    expect(() => openClipModelName(ARCH_PRESETS.tiny)).toThrow(FineTuneValidationError);
-    expect(() => openClipModelName({ ...ARCH_PRESETS['ViT-L-14'], embed_dim: 512 })).toThrow(/not one of open_clip's built-in architectures/);
-  });
 });
 
 describe('full: Kubernetes manifests', () => {
@@ -398,7 +378,7 @@ describe('full: method configuration', () => {
   test('without a cluster, validation fails with a clear message', () => {
     const m = createFullMethod({ kube: null, storage, image: 'x/y:1' });
     expect(m.name).toBe('full');
-    expect(() => m.validate({})).toThrow(FineTuneValidationError);
+    expect(() => m.validate({})).toThrow(FineTunePreconditionError);
     expect(() => m.validate({})).toThrow(/no Kubernetes cluster is configured/);
   });
 
@@ -411,7 +391,8 @@ describe('full: method configuration', () => {
       contexts: [{ name: 'ctx', cluster: 'c', user: 'u', namespace: 'training' }],
       currentContext: 'ctx',
     });
-    expect(() => createFullMethod({ kube: kc, storage }).validate({})).toThrow(/no trainer image/);
+    expect(() => createFullMethod({ kube: kc, storage }).validate({})).toThrow(FineTunePreconditionError);
+    expect(() => createFullMethod({ kube: kc, storage }).validate({})).toThrow(/no trainer image: the server has no --finetune-image/);
     expect(() => createFullMethod({ kube: kc, storage }).validate({ image: 'x/y:1' })).not.toThrow();
     expect(() => createFullMethod({ kube: kc, storage, image: 'x/y:1' }).validate({ nodes: 0 })).toThrow(/nodes must be/);
   });

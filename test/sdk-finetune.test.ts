@@ -307,7 +307,7 @@ describe('fine-tune jobs and model versions', () => {
     // The server has no Kubernetes cluster (none configured in this test environment).
     const hasKubeconfig = Boolean(process.env.KUBECONFIG) || fs.existsSync(path.join(os.homedir(), '.kube', 'config')) || Boolean(process.env.KUBERNETES_SERVICE_HOST);
     const full = await rejection(client.fineTunes.create({ trainingFile: datasetId, method: 'full' }));
-    expect(full.code).toBe(Status.INVALID_ARGUMENT);
+    expect(full.code).toBe(Status.FAILED_PRECONDITION);
     expect(full.details).toMatch(hasKubeconfig ? /no trainer image|Kubernetes/ : /no Kubernetes cluster is configured/);
 
     expect((await rejection(client.models.list({ deadline: new Date(Date.now() - 1) }))).code).toBe(Status.DEADLINE_EXCEEDED);

@@ -124,7 +124,8 @@ export class FineTuneJobRunner {
     const training = this.o.catalog.resolve(req.trainingFile);
     const validation = req.validationFile ? this.o.catalog.resolve(req.validationFile) : undefined;
     const baseModel = req.baseModel || this.o.activeVersion();
-    this.o.registry.get(baseModel); // ModelNotFoundError for an unknown version
+    const base = this.o.registry.get(baseModel); // ModelNotFoundError for an unknown version
+    method.checkJob?.({ hyperparameters: hp, baseModel: { version: base.version, bundleDir: base.bundleDir }, trainingPairs: training.numPairs, ...(validation ? { validationPairs: validation.numPairs } : {}) });
     const id = `ftjob-${randomBytes(9).toString('base64url').replace(/[-_]/g, 'x').toLowerCase()}`;
     this.o.store.insertJob({ id, method: methodName, baseModel, trainingFile: training.id, validationFile: validation?.id ?? '', hyperparameters: hp as Record<string, unknown>, suffix });
     this.event(id, { type: 'state', message: 'job created', data: { state: 'queued' } });

@@ -50,6 +50,15 @@ export class FineTuneValidationError extends Error {
   }
 }
 
+/** A job the server cannot run as configured (no cluster, no trainer image, a base model the
+ *  trainer cannot load): CreateFineTuneJob answers FAILED_PRECONDITION with this message. */
+export class FineTunePreconditionError extends FineTuneValidationError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'FineTunePreconditionError';
+  }
+}
+
 /**
  * `ctx.signal.reason` when the server is shutting down rather than the job being cancelled: the
  * method should stop without destroying resumable work (e.g. a `full` Kubernetes Job keeps
@@ -84,7 +93,7 @@ export interface FineTuneJobContext {
   datasetDir: string;
   /** The job's own artifact directory (checkpoints, logs, the output bundle); no other job writes here. */
   workDir: string;
-  baseModel: { version: string; bundleDir: string; sourceCheckpointDir?: string };
+  baseModel: { version: string; bundleDir: string };
   /** The version string the new bundle should carry (its manifest `version`); the runner registers
    *  the returned bundle under its manifest's version, so a method may also choose its own. */
   outputVersion: string;
@@ -94,10 +103,23 @@ export interface FineTuneJobContext {
   emit(event: FineTuneMethodEvent): void;
 }
 
+/** What CreateFineTuneJob knows of a job before accepting it. */
+export interface FineTuneJobPlan {
+  hyperparameters: Hyperparameters;
+  baseModel: { version: string; bundleDir: string };
+  /** Pairs in the training dataset. */
+  trainingPairs: number;
+  /** Pairs in the separate validation dataset, when one is given. */
+  validationPairs?: number;
+}
+
 export interface FineTuneMethod {
   readonly name: FineTuneMethodName;
   /** Throws FineTuneValidationError with a clear message (e.g. 'full' without a cluster configured). */
   validate(hp: Hyperparameters): void;
+  /** Optional checks that need the base model and the dataset, run by CreateFineTuneJob before
+   *  the job is accepted: throws FineTuneValidationError / FineTunePreconditionError. */
+  checkJob?(plan: FineTuneJobPlan): void;
   /** Runs the job; resolves with the bundle dir of the new model version. Must honour signal. */
   run(ctx: FineTuneJobContext): Promise<{ bundleDir: string; metrics?: Record<string, number> }>;
 }

@@ -2,7 +2,7 @@
 import { status as Status } from '@grpc/grpc-js';
 import { DatasetError, DatasetNotFoundError } from '../finetune/dataset';
 import { JobNotFoundError, JobStateError } from '../finetune/jobs';
-import { FineTuneValidationError } from '../finetune/method';
+import { FineTunePreconditionError, FineTuneValidationError } from '../finetune/method';
 import { ModelActivationError } from '../models/host';
 import { ModelNotFoundError } from '../models/registry';
 import { RpcError } from './status';
@@ -10,6 +10,7 @@ import { RpcError } from './status';
 /** `err` as an RpcError when it is one of ours, else unchanged (toStatus maps it). */
 export function fineTuneRpcError(err: unknown): unknown {
   if (err instanceof DatasetNotFoundError) return new RpcError(Status.NOT_FOUND, err.message);
+  if (err instanceof FineTunePreconditionError) return new RpcError(Status.FAILED_PRECONDITION, err.message);
   if (err instanceof FineTuneValidationError || err instanceof DatasetError) return new RpcError(Status.INVALID_ARGUMENT, err.message);
   if (err instanceof JobNotFoundError || err instanceof ModelNotFoundError) return new RpcError(Status.NOT_FOUND, err.message);
   if (err instanceof JobStateError) return new RpcError(Status.FAILED_PRECONDITION, err.message);

@@ -6,7 +6,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { V1Toleration } from '@kubernetes/client-node';
 import { defaultCacheRoot } from '../hub/cache';
+import { parseNodeSelector, parseQuantity, parseResourceName, parseSecretNames, parseServiceAccount, parseTolerations } from './pod-options';
 
 export type Provider = 'auto' | 'cpu' | 'cuda';
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -63,6 +65,20 @@ export interface ServeConfig {
   maxLoadedVersions: number;
   /** Most bytes of model weights loaded at once across versions; 0 = no byte limit. */
   maxLoadedBytes: number;
+  /** `full` training pods: nodeSelector labels (default: none). */
+  finetuneNodeSelector: Record<string, string> | undefined;
+  /** `full` training pods: tolerations (default: the GPU resource's taint, operator Exists). */
+  finetuneTolerations: V1Toleration[] | undefined;
+  /** `full` training pods: imagePullSecrets names. */
+  finetuneImagePullSecrets: string[] | undefined;
+  /** `full` training pods: size of the in-memory /dev/shm (default 8Gi per GPU). */
+  finetuneShmSize: string | undefined;
+  /** `full` training pods: the extended resource that counts GPUs. */
+  finetuneGpuResource: string;
+  /** `full` training pods: their ServiceAccount (default: the namespace's default). */
+  finetuneServiceAccount: string | undefined;
+  /** `full` training pods: DataLoader workers per GPU (open_clip_train --workers). */
+  finetuneWorkersPerGpu: number;
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -131,6 +147,17 @@ const boolean: Parser<boolean> = (raw, name) => {
   throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(raw)}`);
 };
 
+/** A pod-options parser whose errors become ConfigErrors. */
+function podOption<T>(p: (raw: unknown, name: string) => T): Parser<T> {
+  return (raw, name) => {
+    try {
+      return p(raw, name);
+    } catch (err) {
+      throw new ConfigError((err as Error).message);
+    }
+  };
+}
+
 const PORT = intIn(0, 65535);
 const MiB = 1024 * 1024;
 
@@ -168,6 +195,13 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'finetuneNamespace', flag: '--finetune-namespace <ns>', env: 'CLIPSERVE_FINETUNE_NAMESPACE', description: 'namespace of `full` fine-tune Jobs (default: the kubeconfig context\'s, in-cluster: the pod\'s)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'maxLoadedVersions', flag: '--max-loaded-versions <n>', env: 'CLIPSERVE_MAX_LOADED_VERSIONS', description: 'most model versions loaded at once, the active one included: a call pinning another registered version (model_version) loads it on demand and the least recently used inactive version is unloaded to make room (after its calls finish); the active version is never unloaded', defaultValue: 2, parse: intIn(1, 64) },
   { key: 'maxLoadedBytes', flag: '--max-loaded-bytes <n>', env: 'CLIPSERVE_MAX_LOADED_BYTES', description: 'most bytes of model weights (bundle files) loaded at once across versions, with the same least-recently-used unloading (0 = no byte limit)', defaultValue: 0, parse: intIn(0) },
+  { key: 'finetuneNodeSelector', flag: '--finetune-node-selector <labels>', env: 'CLIPSERVE_FINETUNE_NODE_SELECTOR', description: '`full` training pods: nodeSelector, "key=value,key2=value2" (a JSON object in a config file) (default: none)', defaultValue: undefined, parse: podOption(parseNodeSelector) },
+  { key: 'finetuneTolerations', flag: '--finetune-tolerations <list>', env: 'CLIPSERVE_FINETUNE_TOLERATIONS', description: '`full` training pods: tolerations, "key[=value][:Effect],…" as kubectl taint writes them, a JSON array of toleration objects, or "none" (default: the GPU resource\'s taint, operator Exists, NoSchedule)', defaultValue: undefined, parse: podOption(parseTolerations) },
+  { key: 'finetuneImagePullSecrets', flag: '--finetune-image-pull-secrets <names>', env: 'CLIPSERVE_FINETUNE_IMAGE_PULL_SECRETS', description: '`full` training pods: imagePullSecrets, comma-separated Secret names in the Jobs\' namespace (default: none)', defaultValue: undefined, parse: podOption(parseSecretNames) },
+  { key: 'finetuneShmSize', flag: '--finetune-shm-size <quantity>', env: 'CLIPSERVE_FINETUNE_SHM_SIZE', description: '`full` training pods: size of the in-memory /dev/shm DataLoader workers pass batches through, e.g. 32Gi (default: 8Gi per GPU)', defaultValue: undefined, parse: podOption(parseQuantity) },
+  { key: 'finetuneGpuResource', flag: '--finetune-gpu-resource <name>', env: 'CLIPSERVE_FINETUNE_GPU_RESOURCE', description: '`full` training pods: the extended resource that counts GPUs (e.g. amd.com/gpu)', defaultValue: 'nvidia.com/gpu', parse: podOption(parseResourceName) },
+  { key: 'finetuneServiceAccount', flag: '--finetune-service-account <name>', env: 'CLIPSERVE_FINETUNE_SERVICE_ACCOUNT', description: '`full` training pods: their ServiceAccount (its token is never mounted) (default: the namespace\'s default)', defaultValue: undefined, parse: podOption(parseServiceAccount) },
+  { key: 'finetuneWorkersPerGpu', flag: '--finetune-workers-per-gpu <n>', env: 'CLIPSERVE_FINETUNE_WORKERS_PER_GPU', description: '`full` training pods: DataLoader worker processes per GPU (open_clip_train --workers)', defaultValue: 4, parse: intIn(0, 64) },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 

@@ -49,6 +49,15 @@ function methods(config: ServeConfig & { dataDir: string }, logger: Logger): Fin
     image: config.finetuneImage,
     namespace: config.finetuneNamespace,
     storage: { pvcName: config.finetunePvc, mountPath: config.dataDir },
+    workersPerGpu: config.finetuneWorkersPerGpu,
+    pod: {
+      gpuResource: config.finetuneGpuResource,
+      ...(config.finetuneNodeSelector ? { nodeSelector: config.finetuneNodeSelector } : {}),
+      ...(config.finetuneTolerations ? { tolerations: config.finetuneTolerations } : {}),
+      ...(config.finetuneImagePullSecrets ? { imagePullSecrets: config.finetuneImagePullSecrets } : {}),
+      ...(config.finetuneShmSize ? { shmSize: config.finetuneShmSize } : {}),
+      ...(config.finetuneServiceAccount ? { serviceAccountName: config.finetuneServiceAccount } : {}),
+    },
   }));
   return list;
 }

@@ -6,14 +6,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { findWeightsFile } from '../../checkpoint';
 import { convertCheckpoint } from '../../checkpoint/convert';
-import { loadBundle } from '../../model/bundle';
-import { FineTuneCancelledError, FineTuneValidationError, type FineTuneJobContext, type FineTuneMethod, type Hyperparameters } from '../method';
+import { loadBundle, MANIFEST_FILE, parseManifest, type BundleManifest } from '../../model/bundle';
+import { FineTuneCancelledError, FineTunePreconditionError, FineTuneValidationError, type FineTuneJobContext, type FineTuneJobPlan, type FineTuneMethod, type Hyperparameters } from '../method';
+import { checkTrainableBase, prepareBaseModel } from './base-model';
 import { resolveFullHyperparameters, type FullHyperparameters } from './hyperparameters';
 import { KubeTrainingApi } from './kube-client';
 import { buildTrainingManifests, type TrainingPodOptions, type TrainingStorage } from './manifests';
-import { openClipModelName } from './model-name';
 import { openClipTrainArgs } from './trainer-args';
 import { parseTrainerLine, stepsPerEpoch } from './trainer-log';
 import { prepareTrainingData } from './training-data';
@@ -36,9 +35,6 @@ export interface FullMethodOptions {
   /** The ReadWriteMany volume holding the server's data dir, mounted at the same path in the trainer. */
   storage: TrainingStorage;
   pod?: TrainingPodOptions;
-  /** open_clip_train --model, when the base architecture is not one of open_clip's built-ins
-   *  (an image that registers its own model config). */
-  trainerModel?: string;
   /** DataLoader workers per GPU (--workers); default 4. */
   workersPerGpu?: number;
   /** Job status poll interval; default 5 s. */
@@ -85,21 +81,21 @@ function finalResults(checkpointDir: string): Record<string, number> | undefined
   return undefined;
 }
 
-/**
- * The PyTorch weights the trainer starts from (--pretrained): the base model's open_clip directory
- * when the registry knows it, else the checkpoint its bundle was converted from (`convert` records
- * it as source.weights; for a model that `full` produced, that is the trainer's epoch_N.pt, which
- * open_clip loads too).
- */
-function baseWeights(version: string, sourceCheckpointDir: string | undefined, source: Record<string, unknown>): string {
-  if (sourceCheckpointDir) return findWeightsFile(sourceCheckpointDir);
-  const recorded = typeof source.weights === 'string' ? source.weights : undefined;
-  if (recorded && /\.(safetensors|bin|pt|pth)$/.test(recorded) && fs.existsSync(recorded) && fs.statSync(recorded).isFile()) return recorded;
-  throw new FineTuneValidationError(
-    `full fine-tune: base model ${version} has no open_clip checkpoint to start from` +
-      (recorded ? ` (its bundle was converted from ${recorded}, which is not there any more)` : '') +
-      '; the trainer needs PyTorch weights: a model converted from an open_clip checkpoint kept on the shared volume',
-  );
+/** The base bundle's manifest, read at CreateFineTuneJob (a small JSON file). */
+function readManifest(bundleDir: string): BundleManifest {
+  return parseManifest(JSON.parse(fs.readFileSync(path.join(bundleDir, MANIFEST_FILE), 'utf8')));
+}
+
+/** Training pairs per rank make at least one full batch (open_clip drops the last partial one). */
+function checkBatches(trainPairs: number, hp: FullHyperparameters): number {
+  const world = hp.nodes * hp.gpus_per_node;
+  const perEpoch = stepsPerEpoch(trainPairs, hp.batch_size, world);
+  if (perEpoch < 1) {
+    throw new FineTuneValidationError(
+      `full fine-tune: ${trainPairs} training pairs make no full batch of ${hp.batch_size} per GPU on ${world} GPU(s); lower batch_size or the GPU count`,
+    );
+  }
+  return perEpoch;
 }
 
 export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
@@ -108,7 +104,7 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
 
   const resolve = (hp: Hyperparameters): FullHyperparameters & { image: string; namespace: string } => {
     if (!kube) {
-      throw new FineTuneValidationError(
+      throw new FineTunePreconditionError(
         'full fine-tune: no Kubernetes cluster is configured. The `full` method runs the trainer as a Kubernetes Job: ' +
           'run the server in the cluster (its ServiceAccount needs the clipserve-finetune Role) or give it a kubeconfig (KUBECONFIG); ' +
           'or use the `adapter` method, which trains inside the server',
@@ -116,7 +112,12 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
     }
     const r = resolveFullHyperparameters(hp);
     const image = r.image ?? opts.image;
-    if (!image) throw new FineTuneValidationError('full fine-tune: no trainer image: set hyperparameters.image (an image with torch and open_clip_train) or configure a default');
+    if (!image) {
+      throw new FineTunePreconditionError(
+        'full fine-tune: no trainer image: the server has no --finetune-image (CLIPSERVE_FINETUNE_IMAGE) and the job names none in hyperparameters.image ' +
+          '(an image with torch and open_clip_train, e.g. the `trainer` target of deploy/docker/Dockerfile)',
+      );
+    }
     const contextNamespace = kube.getContextObject(kube.getCurrentContext())?.namespace;
     const namespace = r.namespace ?? opts.namespace ?? contextNamespace ?? 'default';
     return { ...r, image, namespace };
@@ -127,6 +128,18 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
     validate(hp: Hyperparameters): void {
       resolve(hp);
     },
+    checkJob(plan: FineTuneJobPlan): void {
+      const hp = resolve(plan.hyperparameters);
+      let manifest: BundleManifest;
+      try {
+        manifest = readManifest(plan.baseModel.bundleDir);
+      } catch (err) {
+        throw new FineTunePreconditionError(`full fine-tune: cannot read base model ${plan.baseModel.version} (${plan.baseModel.bundleDir}): ${(err as Error).message}`);
+      }
+      checkTrainableBase(plan.baseModel.version, manifest);
+      const held = plan.validationPairs !== undefined ? 0 : Math.floor(plan.trainingPairs * hp.validation_split);
+      checkBatches(plan.trainingPairs - held, hp);
+    },
     async run(ctx: FineTuneJobContext): Promise<{ bundleDir: string; metrics?: Record<string, number> }> {
       const hp = resolve(ctx.hyperparameters);
       if (ctx.signal.aborted) throw new FineTuneCancelledError();
@@ -135,18 +148,12 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
         if (!insideDir(mount, p)) throw new FineTuneValidationError(`full fine-tune: the ${what} ${p} is not on the volume shared with the trainer (${opts.storage.pvcName} at ${mount})`);
       }
       const base = await loadBundle(ctx.baseModel.bundleDir, { verify: false });
-      const pretrained = baseWeights(ctx.baseModel.version, ctx.baseModel.sourceCheckpointDir, base.manifest.source);
-      if (!insideDir(mount, pretrained)) throw new FineTuneValidationError(`full fine-tune: the base weights ${pretrained} are not on the volume shared with the trainer (${mount})`);
-      const model = opts.trainerModel ?? openClipModelName(base.manifest.model_cfg);
-
+      checkTrainableBase(ctx.baseModel.version, base.manifest);
       const data = prepareTrainingData({ datasetDir: ctx.datasetDir, outDir: path.join(ctx.workDir, 'data'), validationSplit: hp.validation_split, seed: hp.seed });
       const world = hp.nodes * hp.gpus_per_node;
-      const perEpoch = stepsPerEpoch(data.trainPairs, hp.batch_size, world);
-      if (perEpoch < 1) {
-        throw new FineTuneValidationError(
-          `full fine-tune: ${data.trainPairs} training pairs make no full batch of ${hp.batch_size} per GPU on ${world} GPU(s); lower batch_size or the GPU count`,
-        );
-      }
+      const perEpoch = checkBatches(data.trainPairs, hp);
+      const baseModelDir = await prepareBaseModel({ version: ctx.baseModel.version, bundleDir: ctx.baseModel.bundleDir, manifest: base.manifest, dataDir: mount, signal: ctx.signal, emit: (e) => ctx.emit(e) });
+      if (ctx.signal.aborted) throw new FineTuneCancelledError();
       const totalSteps = perEpoch * hp.epochs;
       const logsDir = path.join(ctx.workDir, TRAINER_LOGS);
       fs.mkdirSync(logsDir, { recursive: true });
@@ -155,16 +162,14 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
         valData: data.valFile,
         logsDir,
         runName: RUN_NAME,
-        pretrained,
-        model,
-        preprocess: base.manifest.preprocess_cfg,
+        baseModelDir,
         workers: opts.workersPerGpu ?? 4,
       });
       const manifests = buildTrainingManifests({ jobId: ctx.jobId, namespace: hp.namespace, image: hp.image, hp, trainerArgs, storage: opts.storage, pod: opts.pod });
       ctx.emit({
         type: 'log',
         message: `training on ${hp.nodes} node(s) x ${hp.gpus_per_node} GPU(s): ${data.trainPairs} training / ${data.valPairs} validation pairs, ${totalSteps} steps`,
-        data: { train_pairs: data.trainPairs, validation_pairs: data.valPairs, total_steps: totalSteps, global_batch_size: hp.batch_size * world, model },
+        data: { train_pairs: data.trainPairs, validation_pairs: data.valPairs, total_steps: totalSteps, global_batch_size: hp.batch_size * world, base_model_dir: baseModelDir },
       });
 
       let lastEval: Record<string, number> | undefined;

@@ -32,6 +32,8 @@ export interface TrainingPodOptions {
   limits?: { cpu?: string; memory?: string };
   /** Size of the in-memory /dev/shm (PyTorch DataLoader workers pass batches through it). */
   shmSize?: string;
+  /** The extended resource that counts GPUs; default nvidia.com/gpu. */
+  gpuResource?: string;
   nodeSelector?: Record<string, string>;
   tolerations?: V1Toleration[];
   /** Must be able to read and write the shared volume; the server pods run as 10001:10001. */
@@ -64,8 +66,13 @@ export interface TrainingManifests {
   service?: V1Service;
 }
 
-/** GPU nodes are commonly tainted so that only GPU work lands there. */
-export const DEFAULT_GPU_TOLERATIONS: V1Toleration[] = [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }];
+export const DEFAULT_GPU_RESOURCE = 'nvidia.com/gpu';
+
+/** GPU nodes are commonly tainted with the GPU resource's name so that only GPU work lands there. */
+export function defaultGpuTolerations(gpuResource = DEFAULT_GPU_RESOURCE): V1Toleration[] {
+  return [{ key: gpuResource, operator: 'Exists', effect: 'NoSchedule' }];
+}
+export const DEFAULT_GPU_TOLERATIONS: V1Toleration[] = defaultGpuTolerations();
 
 /**
  * A DNS-1123 name for the Job derived from the clipserve job id. At most 52 characters: the
@@ -147,7 +154,7 @@ export function buildTrainingManifests(spec: TrainingJobSpec): TrainingManifests
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           ...(pod.nodeSelector ? { nodeSelector: pod.nodeSelector } : {}),
-          tolerations: pod.tolerations ?? DEFAULT_GPU_TOLERATIONS,
+          tolerations: pod.tolerations ?? defaultGpuTolerations(pod.gpuResource),
           ...(pod.imagePullSecrets?.length ? { imagePullSecrets: pod.imagePullSecrets.map((n) => ({ name: n })) } : {}),
           securityContext: {
             runAsNonRoot: true,
@@ -169,7 +176,7 @@ export function buildTrainingManifests(spec: TrainingJobSpec): TrainingManifests
               resources: {
                 requests: { cpu: pod.requests?.cpu ?? String(4 * gpus), memory: pod.requests?.memory ?? `${16 * gpus}Gi` },
                 limits: {
-                  'nvidia.com/gpu': String(gpus),
+                  [pod.gpuResource ?? DEFAULT_GPU_RESOURCE]: String(gpus),
                   ...(pod.limits?.cpu ? { cpu: pod.limits.cpu } : {}),
                   memory: pod.limits?.memory ?? pod.requests?.memory ?? `${16 * gpus}Gi`,
                 },

@@ -4,7 +4,6 @@
  * open_clip_train flag (src/open_clip_train/params.py); the flags used are ones every open_clip
  * 2.x/3.x trainer accepts, because an unknown flag stops argparse before training starts.
  */
-import { OPENAI_MEAN, OPENAI_STD, type PreprocessConfig } from '../../model/config';
 import type { FullHyperparameters } from './hyperparameters';
 
 export interface TrainerInputs {
@@ -14,15 +13,16 @@ export interface TrainerInputs {
   /** --logs: the trainer writes <logs>/<name>/checkpoints/epoch_N.pt and out.log there. */
   logsDir: string;
   runName: string;
-  /** open_clip weights of the base model (safetensors or torch.save), for --pretrained. */
-  pretrained: string;
-  /** open_clip architecture name (--model). */
-  model: string;
-  /** The base model's preprocessing; flags are added only where it differs from open_clip's defaults. */
-  preprocess?: PreprocessConfig;
+  /** The base model for open_clip (base-model.ts): open_clip_config.json (architecture and
+   *  preprocessing) + weights, loaded with `--model local-dir:<dir>`. */
+  baseModelDir: string;
   /** DataLoader workers per GPU (--workers). */
   workers: number;
 }
+
+/** The open_clip / open_clip_train commit these arguments are verified against (the trainer
+ *  image of deploy/docker/Dockerfile installs it; test/finetune-full-trainer.test.ts runs it). */
+export const OPEN_CLIP_TRAIN_COMMIT = '89fb801f1e6087880e951fc8354b8a2077b79c6d';
 
 /** Port of the torch.distributed TCP store on node 0 (torchrun's --master_port). */
 export const RENDEZVOUS_PORT = 29500;
@@ -57,22 +57,6 @@ export function augCfgArgs(hp: Pick<FullHyperparameters, 'color_jitter' | 'color
   return [`color_jitter=(${hp.color_jitter.map(num).join(',')})`, `color_jitter_prob=${num(hp.color_jitter_prob)}`, `gray_scale_prob=${num(hp.grayscale_prob)}`];
 }
 
-function sameTriple(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((v, i) => Math.abs(v - b[i]) < 1e-9);
-}
-
-/** Preprocessing overrides: open_clip builds its transforms from the architecture's defaults
- *  (OpenAI mean/std, bicubic, shortest-side resize) unless told otherwise. */
-function preprocessArgs(p: PreprocessConfig | undefined): string[] {
-  if (!p) return [];
-  const out: string[] = [];
-  if (!sameTriple(p.mean, OPENAI_MEAN)) out.push('--image-mean', ...p.mean.map(num));
-  if (!sameTriple(p.std, OPENAI_STD)) out.push('--image-std', ...p.std.map(num));
-  if (p.interpolation !== 'bicubic') out.push('--image-interpolation', p.interpolation);
-  if (p.resize_mode !== 'shortest') out.push('--image-resize-mode', p.resize_mode);
-  return out;
-}
-
 /** Arguments of `python -m open_clip_train.main`. */
 export function openClipTrainArgs(hp: FullHyperparameters, inputs: TrainerInputs): string[] {
   const args = [
@@ -82,9 +66,9 @@ export function openClipTrainArgs(hp: FullHyperparameters, inputs: TrainerInputs
     '--csv-separator', '\t',
     '--csv-img-key', 'filepath',
     '--csv-caption-key', 'title',
-    '--model', inputs.model,
-    '--pretrained', inputs.pretrained,
-    ...preprocessArgs(inputs.preprocess),
+    // open_clip's own loader for a model folder: the base's exact architecture, preprocessing and
+    // weights, for any architecture (--pretrained is for built-in names and ignored with a schema).
+    '--model', `local-dir:${inputs.baseModelDir}`,
     '--lr', num(hp.learning_rate),
     '--lr-scheduler', hp.lr_schedule,
     '--warmup', String(hp.warmup_steps),
