@@ -46,7 +46,7 @@ describe('adapter fine-tune on the tiny model', () => {
       dataDir: path.join(tmp, 'data'),
       host: '127.0.0.1',
       port: 0,
-      metricsPort: 0,
+      metricsPort: 0, httpPort: 0,
       provider: 'cpu',
       intraOpThreads: 1,
       preprocessWorkers: 1,

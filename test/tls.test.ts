@@ -105,7 +105,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.pem', 'tls.crt');
     pki.install('server1.key', 'tls.key');
     const server: RunningServer = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger,
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
       tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const trusting = (ca: string) => grpc.credentials.createSsl(pki.read(`${ca}.pem`));
@@ -142,7 +142,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.key', 'mtls.key');
     pki.install('ca1.pem', 'client-ca.pem');
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger,
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
       tlsCert: pki.path('mtls.crt'), tlsKey: pki.path('mtls.key'), tlsClientCa: pki.path('client-ca.pem'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const as = (client?: string) => (client ? grpc.credentials.createSsl(pki.read('ca1.pem'), pki.read(`${client}.key`), pki.read(`${client}.pem`)) : grpc.credentials.createSsl(pki.read('ca1.pem')));
@@ -167,7 +167,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.pem', 'once.crt');
     pki.install('server1.key', 'once.key');
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
       tlsCert: pki.path('once.crt'), tlsKey: pki.path('once.key'), credentialsReloadSeconds: 0,
     });
     try {

@@ -59,6 +59,11 @@ export interface ServeConfig {
   finetuneImage: string | undefined;
   /** Namespace of `full` fine-tune Jobs (a job's hyperparameters.namespace wins; else the kubeconfig's). */
   finetuneNamespace: string | undefined;
+  /**
+   * OpenAI-compatible HTTP API port (server/src/http). 0 turns the API off (as the issue asks), so
+   * "auto" is how a test asks for any free port (RunningServer.httpPort says which).
+   */
+  httpPort: number | 'auto';
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -128,6 +133,7 @@ const boolean: Parser<boolean> = (raw, name) => {
 };
 
 const PORT = intIn(0, 65535);
+const portOrAuto: Parser<number | 'auto'> = (raw, name) => (raw === 'auto' ? 'auto' : PORT(raw, name));
 const MiB = 1024 * 1024;
 
 /** Every serve option. Order is the --help order. */
@@ -162,6 +168,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'finetunePvc', flag: '--finetune-pvc <name>', env: 'CLIPSERVE_FINETUNE_PVC', description: 'the ReadWriteMany PersistentVolumeClaim that holds --data-dir, mounted at the same path in `full` fine-tune training pods (which run when a Kubernetes cluster is reachable: in-cluster or KUBECONFIG)', defaultValue: 'clipserve-data', parse: nonEmptyString },
   { key: 'finetuneImage', flag: '--finetune-image <ref>', env: 'CLIPSERVE_FINETUNE_IMAGE', description: 'default container image for `full` fine-tune training pods (torch + open_clip_train); a job may name its own (default: none: jobs must name one)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetuneNamespace', flag: '--finetune-namespace <ns>', env: 'CLIPSERVE_FINETUNE_NAMESPACE', description: 'namespace of `full` fine-tune Jobs (default: the kubeconfig context\'s, in-cluster: the pod\'s)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'httpPort', flag: '--http-port <n>', env: 'CLIPSERVE_HTTP_PORT', description: 'port of the OpenAI-compatible HTTP API (POST /v1/embeddings, GET /v1/models, GET /openapi.json; see docs/http-api.md), with the same API keys, TLS files, batcher and limits as gRPC (0 = off; auto = pick a free port, logged as "http api listening")', defaultValue: 8080, parse: portOrAuto },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 
@@ -207,6 +214,9 @@ function validate(c: ServeConfig): void {
   }
   if (c.healthPort !== undefined && c.healthPort !== 0 && c.healthPort === c.port) {
     throw new ConfigError(`--health-port must differ from --port (both ${c.port})`);
+  }
+  for (const [flag, other] of [['--port', c.port], ['--metrics-port', c.metricsPort], ['--health-port', c.healthPort]] as const) {
+    if (typeof c.httpPort === 'number' && c.httpPort !== 0 && c.httpPort === other) throw new ConfigError(`--http-port must differ from ${flag} (both ${other})`);
   }
 }
 

@@ -1,0 +1,110 @@
+/**
+ * The OpenAI-compatible HTTP API as a fastify application (routes, validation, auth, errors,
+ * metrics, the OpenAPI document); server.ts puts it on a port. Every route answers JSON, and every
+ * failure OpenAI's error shape.
+ */
+import { randomUUID } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import fastifySwagger from '@fastify/swagger';
+import Fastify, { type FastifyError, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type * as https from 'node:https';
+import type { Requirement } from '../auth';
+import { offeredRequestId, REQUEST_ID_METADATA_KEY } from '../metrics/grpc-server-metrics';
+import { checkRequest } from './auth';
+import type { HttpApiDeps } from './deps';
+import { errorBody, toHttpError } from './errors';
+import { frameworkError } from './framework-errors';
+import { registerEmbeddings } from './routes/embeddings';
+import { registerModels } from './routes/models';
+import { SHARED_SCHEMAS } from './schemas';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Who may call the route when API keys are configured; absent: open. */
+    requirement?: Requirement;
+  }
+}
+
+export interface HttpAppOptions {
+  /** Largest request body (--max-message-bytes: an image arrives base64 in JSON, as in a gRPC message). */
+  bodyLimit: number;
+  /** node:https options (TLS); plain HTTP without. */
+  https?: https.ServerOptions;
+}
+
+export const OPENAPI_PATH = '/openapi.json';
+
+export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): Promise<FastifyInstance> {
+  const base: FastifyServerOptions = {
+    logger: false,
+    bodyLimit: options.bodyLimit,
+    // The request id: the client's x-request-id when it looks like one (as on gRPC), else a fresh one.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const md = new grpc.Metadata();
+      const offered = req.headers[REQUEST_ID_METADATA_KEY];
+      if (typeof offered === 'string') md.add(REQUEST_ID_METADATA_KEY, offered);
+      return offeredRequestId(md) ?? randomUUID();
+    },
+    // Strict JSON types: "input": 5 is an error, not the text "5".
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
+    // A slow client may not hold a connection open forever while sending (slowloris).
+    requestTimeout: 300_000,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  };
+  const app: FastifyInstance = options.https
+    ? (Fastify({ ...base, https: options.https } as FastifyHttpsOptions<https.Server>) as unknown as FastifyInstance)
+    : Fastify(base);
+  for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
+  // Responses are plain JSON.stringify: the response schemas document them (OpenAPI) without a
+  // second serializer that could disagree with them.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'clipserve HTTP API',
+        version: '1',
+        description:
+          'OpenAI-compatible embeddings for texts and images (CLIP), next to the gRPC API. Send "Authorization: Bearer <key>" when the server has API keys.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: deps.auth ? [{ bearer: [] }] : [],
+    },
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header(REQUEST_ID_METADATA_KEY, request.id);
+    const requirement = request.routeOptions.config.requirement;
+    // Before the body is read: a caller without a key costs no parsing.
+    if (deps.auth && requirement) checkRequest(request, requirement, { ...deps.auth, logger: deps.logger });
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    deps.metrics?.observe(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000);
+  });
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const mapped = toHttpError(frameworkError(err) ?? err);
+    if (mapped.internal) deps.logger.error({ err, requestId: request.id, route: request.routeOptions.url }, 'http request failed');
+    else deps.logger.debug({ requestId: request.id, route: request.routeOptions.url, status: mapped.status, message: mapped.body.error.message }, 'http request rejected');
+    if (mapped.retryAfter !== undefined) reply.header('retry-after', String(mapped.retryAfter));
+    return reply.code(mapped.status).type('application/json').send(mapped.body);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    reply
+      .code(404)
+      .send(errorBody(404, `no route ${request.method} ${request.url.split('?')[0].slice(0, 200)}: see ${OPENAPI_PATH}`, 'not_found')),
+  );
+
+  registerEmbeddings(app, deps);
+  registerModels(app, deps);
+  app.get(
+    OPENAPI_PATH,
+    { config: deps.auth?.openDocs ? {} : { requirement: { kind: 'authenticated' } }, schema: { hide: true } },
+    async () => app.swagger(),
+  );
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,86 @@
+/**
+ * POST /v1/embeddings: OpenAI's embeddings endpoint for texts and images. Thin: the items go
+ * through the same batchers as gRPC EmbedText/EmbedImage (RequestWork), come back L2-normalized as
+ * OpenAI's do (the gRPC default, raw=false), in float or base64 (little-endian float32) form.
+ */
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import type { FastifyInstance } from 'fastify';
+import { RequestWork } from '../../grpc/request-work';
+import { RpcError } from '../../grpc/status';
+import { embeddingMessage, l2normalized } from '../../grpc/vectors';
+import { withCall } from '../call';
+import type { HttpApiDeps, ServedModel } from '../deps';
+import { embeddingItems, refuseTokenIds } from '../embedding-input';
+import { ApiError } from '../errors';
+import { EMBED_REQUIREMENT } from '../auth';
+import { EmbeddingsRequest, EmbeddingsResponse, errorResponses, type EmbeddingsRequestBody } from '../schemas';
+
+export function registerEmbeddings(app: FastifyInstance, deps: HttpApiDeps): void {
+  app.post<{ Body: EmbeddingsRequestBody }>(
+    '/v1/embeddings',
+    {
+      config: { requirement: EMBED_REQUIREMENT },
+      schema: {
+        summary: 'Embed texts and images (OpenAI-compatible)',
+        body: EmbeddingsRequest,
+        response: { 200: EmbeddingsResponse, ...errorResponses(400, 401, 403, 404, 413, 415, 429, 503) },
+      },
+      preValidation: async (request) => refuseTokenIds(request.body),
+    },
+    async (request, reply) => {
+      const body = request.body;
+      // Inside the gate: while the model loads or the server drains, the answer is 503.
+      return withCall(deps.gate, deps.logger, request, reply, async (ctx) => {
+        const served = resolveModel(deps, body.model);
+        const dim = served.info.embedDim;
+        if (body.dimensions !== undefined && body.dimensions !== dim) {
+          throw ApiError.invalid(
+            `dimensions: ${body.dimensions} is not available: model "${served.info.version}" makes ${dim}-dimensional embeddings and CLIP embeddings cannot be shortened; omit dimensions or send ${dim}`,
+            'dimensions',
+          );
+        }
+        const items = embeddingItems(body, deps.limits);
+        const [textList, textAt, imageList, imageAt]: [string[], number[], Buffer[], number[]] = [[], [], [], []];
+        items.forEach((item, i) => {
+          if (item.kind === 'text') textList.push(item.text), textAt.push(i);
+          else imageList.push(item.bytes), imageAt.push(i);
+        });
+
+        const work = new RequestWork(served.embedder, ctx);
+        const name = (at: number[]) => (k: number) => `input[${at[k]}]`;
+        const textsP = textList.length > 0 ? work.texts(textList, name(textAt)) : Promise.resolve([]);
+        const imagesP = imageList.length > 0 ? work.images(imageList, name(imageAt)) : Promise.resolve([]);
+        const [texts, images] = await Promise.all([textsP, imagesP]);
+
+        const vectors: Float32Array[] = new Array(items.length);
+        texts.forEach((t, k) => (vectors[textAt[k]] = t.vector));
+        images.forEach((v, k) => (vectors[imageAt[k]] = v));
+        const promptTokens = texts.reduce((sum, t) => sum + t.tokens, 0);
+        const base64 = body.encoding_format === 'base64';
+        return {
+          object: 'list' as const,
+          data: vectors.map((raw, index) => {
+            const v = l2normalized(raw);
+            const embedding = base64 ? (embeddingMessage(v, 'EMBEDDING_FORMAT_F32LE_BYTES').valuesF32le as Buffer).toString('base64') : Array.from(v);
+            return { object: 'embedding' as const, index, embedding };
+          }),
+          model: served.info.version,
+          usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+        };
+      });
+    },
+  );
+}
+
+/** The served version `model` names; a version that is not served is OpenAI's 404 model_not_found. */
+export function resolveModel(deps: HttpApiDeps, model: string): ServedModel {
+  try {
+    return deps.resolveModel(model);
+  } catch (err) {
+    if (err instanceof RpcError && (err.code === GrpcStatus.FAILED_PRECONDITION || err.code === GrpcStatus.NOT_FOUND)) {
+      const message = err.message.replace(/^model_version /, 'model ');
+      throw new ApiError(404, `${message} (GET /v1/models lists the served versions)`, 'model_not_found', 'model');
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * JSON schemas (TypeBox) of the HTTP API: fastify validates requests with them before a handler
+ * runs, and @fastify/swagger turns the same schemas into the OpenAPI document the server serves,
+ * so the documentation cannot drift from what is enforced.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+const ImageRef = Type.String({ description: 'a data:image/...;base64, URI or base64-encoded image bytes (PNG, JPEG, WebP, GIF, ...); URLs are not fetched' });
+
+export const InputItem = Type.Union(
+  [
+    Type.String({ description: 'a text, or an image reference when "modality" is "image"' }),
+    Type.Object({ text: Type.String() }, { additionalProperties: false, description: 'a text (Jina style)' }),
+    Type.Object({ image: ImageRef }, { additionalProperties: false, description: 'an image (Jina style)' }),
+  ],
+);
+
+export const EmbeddingsRequest = Type.Object(
+  {
+    input: Type.Union([Type.String(), Type.Array(InputItem)], {
+      description:
+        'one text, or a list of texts and images. Token-id arrays (OpenAI accepts tiktoken ids) are refused with 400: CLIP has its own vocabulary, so send the text.',
+    }),
+    model: Type.String({ description: 'a served model version (GET /v1/models); "" means the active one' }),
+    encoding_format: Type.Optional(Type.Union([Type.Literal('float'), Type.Literal('base64')], { description: 'base64: little-endian float32 bytes, as OpenAI', default: 'float' })),
+    dimensions: Type.Optional(Type.Integer({ minimum: 1, description: "only the model's own embedding size is accepted: CLIP embeddings cannot be shortened" })),
+    modality: Type.Optional(Type.Union([Type.Literal('text'), Type.Literal('image')], { description: 'Infinity style: "image" reads string inputs as image references', default: 'text' })),
+    user: Type.Optional(Type.String({ description: "accepted for OpenAI compatibility; ignored" })),
+  },
+  { additionalProperties: false },
+);
+export type EmbeddingsRequestBody = Static<typeof EmbeddingsRequest>;
+export type InputItemValue = Static<typeof InputItem>;
+
+export const EmbeddingsResponse = Type.Object(
+  {
+    object: Type.Literal('list'),
+    data: Type.Array(
+      Type.Object({
+        object: Type.Literal('embedding'),
+        index: Type.Integer(),
+        embedding: Type.Union([Type.Array(Type.Number()), Type.String({ description: 'base64 of little-endian float32' })]),
+      }),
+    ),
+    model: Type.String({ description: 'the model version that produced the embeddings' }),
+    usage: Type.Object({
+      prompt_tokens: Type.Integer({ description: "CLIP tokens the model read for the texts (start and end tokens included, at most the context length each); images count 0" }),
+      total_tokens: Type.Integer(),
+    }),
+  },
+);
+
+export const ModelObject = Type.Object(
+  {
+    id: Type.String({ description: 'the model version; pass it as "model"' }),
+    object: Type.Literal('model'),
+    created: Type.Integer({ description: 'unix seconds when this server started serving it' }),
+    owned_by: Type.String(),
+    name: Type.String({ description: 'the architecture, e.g. ViT-B-32' }),
+    dimensions: Type.Integer(),
+    context_length: Type.Integer(),
+    image_size: Type.Integer(),
+    modalities: Type.Array(Type.String()),
+    demo: Type.Boolean({ description: 'the random-weight demo bundle: embeddings are meaningless' }),
+  },
+);
+export type ModelObjectValue = Static<typeof ModelObject>;
+
+export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(ModelObject) });
+
+export const ErrorResponse = Type.Object(
+  {
+    error: Type.Object({
+      message: Type.String(),
+      type: Type.String(),
+      param: Type.Union([Type.String(), Type.Null()]),
+      code: Type.Union([Type.String(), Type.Null()]),
+    }),
+  },
+  { $id: 'Error' },
+);
+
+/** Shared schemas, added to fastify once and referenced by $id. */
+export const SHARED_SCHEMAS = [ErrorResponse];
+
+/** The error responses every authenticated route may send. */
+export function errorResponses(...statuses: number[]): Record<number, unknown> {
+  return Object.fromEntries(statuses.map((s) => [s, { $ref: 'Error#' }]));
+}
