@@ -238,26 +238,40 @@ describe('HTTP API: keys, start-up, overload', () => {
     }
   });
 
-  test('503 with Retry-After while the model loads; 429 with Retry-After when the queue is full', async () => {
+  /** A server whose text inference waits while `hold()` is in force (to fill queues and hold calls in flight). */
+  async function heldServer(extra: Record<string, unknown> = {}) {
     let release!: () => void;
     const loading = new Promise<void>((r) => (release = r));
-    let holdInference: Promise<void> | undefined;
+    let held: Promise<void> | undefined;
+    let unhold = () => undefined as void;
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger: SILENT,
-      waitUntilReady: false, maxBatchSize: 1, queueBound: 4, maxItemsPerRequest: 4,
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger: SILENT, waitUntilReady: false,
+      ...extra,
       loadModel: async (config, logger) => {
         await loading;
         const model = await loadServedModel(config, logger);
-        // Inference waits while the test holds it, so the queue can be filled deterministically.
         const encodeText = model.encodeText.bind(model);
         model.encodeText = async (ids, n) => {
-          await holdInference;
+          await held;
           return encodeText(ids, n);
         };
         return model;
       },
     });
-    const base = `http://127.0.0.1:${server.httpPort}`;
+    return {
+      server,
+      base: `http://127.0.0.1:${server.httpPort}`,
+      release,
+      hold: () => (held = new Promise<void>((r) => (unhold = r))),
+      unhold: () => unhold(),
+    };
+  }
+  const until = async (cond: () => boolean) => {
+    while (!cond()) await new Promise((r) => setTimeout(r, 5));
+  };
+
+  test('503 with Retry-After while the model loads; 429 with Retry-After when the queue is full', async () => {
+    const { server, base, release, hold, unhold } = await heldServer({ maxBatchSize: 1, queueBound: 4, maxItemsPerRequest: 4 });
     try {
       const early = await http(base, '/v1/embeddings', { model: '', input: 'x' });
       expectError(early, 503, 'service_unavailable');
@@ -266,13 +280,12 @@ describe('HTTP API: keys, start-up, overload', () => {
 
       release();
       await server.ready;
-      let unhold!: () => void;
-      holdInference = new Promise<void>((r) => (unhold = r));
+      hold();
       // One item runs (held), four wait: the queue is full.
       const running = http(base, '/v1/embeddings', { model: '', input: 'first' });
-      while (server.stats().batchers?.text.inFlight !== 1) await new Promise((r) => setTimeout(r, 5));
+      await until(() => server.stats().batchers?.text.inFlight === 1);
       const queued = http(base, '/v1/embeddings', { model: '', input: ['a', 'b', 'c', 'd'] });
-      while (server.stats().batchers?.text.depth !== 4) await new Promise((r) => setTimeout(r, 5));
+      await until(() => server.stats().batchers?.text.depth === 4);
       const refused = await http(base, '/v1/embeddings', { model: '', input: 'one too many' });
       expectError(refused, 429, 'rate_limit_exceeded');
       expect(refused.headers.get('retry-after')).toBe('1');
@@ -281,7 +294,25 @@ describe('HTTP API: keys, start-up, overload', () => {
       expect((await queued).body.data).toHaveLength(4);
     } finally {
       release();
+      unhold();
       await server.shutdown(1);
     }
+  });
+
+  test('drain: a request in flight finishes, new ones get 503, then the port closes', async () => {
+    const { server, base, release, hold, unhold } = await heldServer();
+    release();
+    await server.ready;
+    hold();
+    const inFlight = http(base, '/v1/embeddings', { model: '', input: 'in flight' });
+    await until(() => server.stats().inFlightCalls === 1);
+    const stopped = server.shutdown(30);
+    const refused = await http(base, '/v1/embeddings', { model: '', input: 'too late' });
+    expectError(refused, 503, 'service_unavailable');
+    expect(refused.body.error.message).toBe('server is shutting down');
+    unhold();
+    expect((await inFlight).status).toBe(200);
+    await stopped;
+    await expect(fetch(`${base}/v1/models`)).rejects.toThrow();
   });
 });
