@@ -140,7 +140,7 @@ const MiB = 1024 * 1024;
 export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'model', flag: '--model <ref>', env: 'CLIPSERVE_MODEL', description: 'model bundle directory or hf-hub:<org>/<repo>[@revision] (default: a small random-weight demo bundle, built in --cache-dir on first start; GetModelInfo reports demo=true)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'cacheDir', flag: '--cache-dir <dir>', env: 'CLIPSERVE_CACHE_DIR', description: 'cache for the demo bundle and downloaded models (default: $XDG_CACHE_HOME/clipserve or ~/.cache/clipserve)', defaultValue: undefined, parse: nonEmptyString },
-  { key: 'host', flag: '--host <addr>', env: 'CLIPSERVE_HOST', description: 'address the gRPC and metrics servers bind', defaultValue: '0.0.0.0', parse: nonEmptyString },
+  { key: 'host', flag: '--host <addr>', env: 'CLIPSERVE_HOST', description: 'address the gRPC, HTTP API and metrics servers bind', defaultValue: '0.0.0.0', parse: nonEmptyString },
   { key: 'port', flag: '--port <n>', env: 'CLIPSERVE_PORT', description: 'gRPC port (0 = pick a free port; the bound port is logged)', defaultValue: 50051, parse: PORT },
   { key: 'metricsPort', flag: '--metrics-port <n>', env: 'CLIPSERVE_METRICS_PORT', description: 'HTTP port for /metrics, /healthz and /readyz (0 = pick a free port)', defaultValue: 9090, parse: PORT },
   { key: 'healthPort', flag: '--health-port <n>', env: 'CLIPSERVE_HEALTH_PORT', description: 'extra plaintext gRPC port serving only grpc.health.v1, for kubelet probes when TLS is on (default: none)', defaultValue: undefined, parse: PORT },
