@@ -190,11 +190,52 @@ describe('HTTP API (real server, demo model)', () => {
     expectError(await http(base, '/v1/chat/completions', { model: version }), 404, 'not_found');
   });
 
+  test('similarity, rank and classify as JSON: the same CLIP heads as gRPC, checked against /v1/embeddings vectors', async () => {
+    const dataUri = (b: Buffer) => `data:image/png;base64,${b.toString('base64')}`;
+    const embed = async (input: unknown[]) => (await http(base, '/v1/embeddings', { model: version, input })).body.data.map((d: Any) => Float32Array.from(d.embedding));
+    const dot = (a: Float32Array, b: Float32Array) => a.reduce((s, x, k) => s + x * b[k], 0);
+    const scale = server.model.info.logitScale;
+    const texts = ['red', 'green', 'blue'];
+    const [img0, img1] = await embed(images.map((b) => ({ image: dataUri(b) })));
+    const txt = await embed(texts);
+
+    const sim = await http(base, '/v1/similarity', { images: images.map(dataUri), texts });
+    expect(sim.status).toBe(200);
+    expect(sim.body.model).toBe(version);
+    [img0, img1].forEach((img, i) => expectClose(sim.body.logits_per_image[i], txt.map((t: Float32Array) => scale * dot(img, t)), 1e-4));
+    expectClose(sim.body.logits_per_text[2], [img0, img1].map((img) => scale * dot(img, txt[2])), 1e-4);
+    sim.body.probs.forEach((row: number[]) => expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 6));
+    expect(sim.body.text_truncated).toEqual([false, false, false]);
+
+    const ranked = await http(base, '/v1/rank', { model: version, query_image: images[0].toString('base64'), candidate_texts: texts, candidate_images: [dataUri(images[1])], top_k: 3 });
+    expect(ranked.status).toBe(200);
+    const expected = [
+      ...txt.map((t: Float32Array, index: number) => ({ modality: 'text', index, score: dot(img0, t) })),
+      { modality: 'image', index: 0, score: dot(img0, img1) },
+    ].sort((a, b) => b.score - a.score);
+    expect(ranked.body.results.map((r: Any) => [r.modality, r.index])).toEqual(expected.slice(0, 3).map((e) => [e.modality, e.index]));
+    ranked.body.results.forEach((r: Any, k: number) => expect(r.score).toBeCloseTo(expected[k].score, 5));
+
+    const labels = ['cat', 'dog'];
+    const cls = await http(base, '/v1/classify', { images: [dataUri(images[0])], labels, templates: ['a photo of a {}.'], top_k: 1 });
+    expect(cls.status).toBe(200);
+    const prompts = await embed(labels.map((l) => `a photo of a ${l}.`));
+    const best = dot(img0, prompts[0]) >= dot(img0, prompts[1]) ? 0 : 1;
+    expect(cls.body.classifications[0].labels).toEqual([expect.objectContaining({ label: labels[best], index: best })]);
+
+    expectError(await http(base, '/v1/rank', { query_text: 'a', query_image: images[0].toString('base64'), candidate_texts: ['b'] }), 400, 'invalid_value', 'query_image');
+    expectError(await http(base, '/v1/rank', { candidate_texts: ['b'] }), 400, 'invalid_value');
+    expectError(await http(base, '/v1/classify', { images: [dataUri(images[0])], labels: ['x'], templates: ['no hole'] }), 400, 'invalid_value');
+    expectError(await http(base, '/v1/similarity', { images: [dataUri(images[0]), 'https://example.com/x.png'], texts: ['a'] }), 400, 'image_url_not_supported', 'images[1]');
+    expectError(await http(base, '/v1/similarity', { images: [dataUri(images[0]), Buffer.from('no image').toString('base64')], texts: ['a'] }), 400, 'invalid_value', 'images[1]');
+    expectError(await http(base, '/v1/similarity', { model: 'nope', images: [dataUri(images[0])], texts: ['a'] }), 404, 'model_not_found');
+  });
+
   test('the OpenAPI document describes the routes; HTTP metrics carry method, route and status', async () => {
     const doc = await http(base, '/openapi.json');
     expect(doc.status).toBe(200);
     expect(doc.body.openapi).toMatch(/^3\./);
-    expect(Object.keys(doc.body.paths).sort()).toEqual(['/v1/embeddings', '/v1/models', '/v1/models/{model}']);
+    expect(Object.keys(doc.body.paths).sort()).toEqual(['/v1/classify', '/v1/embeddings', '/v1/models', '/v1/models/{model}', '/v1/rank', '/v1/similarity']);
     const request = doc.body.paths['/v1/embeddings'].post.requestBody.content['application/json'].schema;
     expect(request.required).toEqual(['input', 'model']);
     expect(Object.keys(doc.body.paths['/v1/embeddings'].post.responses)).toEqual(expect.arrayContaining(['200', '400', '401', '413', '429', '503']));

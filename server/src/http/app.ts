@@ -16,6 +16,7 @@ import { errorBody, toHttpError } from './errors';
 import { frameworkError } from './framework-errors';
 import { registerEmbeddings } from './routes/embeddings';
 import { registerModels } from './routes/models';
+import { registerTasks } from './routes/tasks';
 import { SHARED_SCHEMAS } from './schemas';
 
 declare module 'fastify' {
@@ -100,6 +101,7 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
 
   registerEmbeddings(app, deps);
   registerModels(app, deps);
+  registerTasks(app, deps);
   app.get(
     OPENAPI_PATH,
     { config: deps.auth?.openDocs ? {} : { requirement: { kind: 'authenticated' } }, schema: { hide: true } },

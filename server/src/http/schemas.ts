@@ -68,6 +68,73 @@ export type ModelObjectValue = Static<typeof ModelObject>;
 
 export const ModelList = Type.Object({ object: Type.Literal('list'), data: Type.Array(ModelObject) });
 
+// ---- /v1/similarity, /v1/rank, /v1/classify: the gRPC messages as JSON (proto field names) ----
+
+const OptionalModel = Type.Optional(Type.String({ description: 'a served model version (GET /v1/models); omitted or "" means the active one' }));
+const TopK = Type.Optional(Type.Integer({ minimum: 0, description: 'keep only the best k (0 or omitted: all)' }));
+const Floats = Type.Array(Type.Number());
+
+export const SimilarityRequest = Type.Object(
+  { model: OptionalModel, images: Type.Array(ImageRef), texts: Type.Array(Type.String()) },
+  { additionalProperties: false },
+);
+export type SimilarityBody = Static<typeof SimilarityRequest>;
+export const SimilarityResponse = Type.Object({
+  logits_per_image: Type.Array(Floats, { description: 'logit_scale · cosine, one row per image' }),
+  logits_per_text: Type.Array(Floats, { description: 'the transpose: one row per text' }),
+  probs: Type.Array(Floats, { description: 'per image, softmax over the texts' }),
+  text_truncated: Type.Array(Type.Boolean()),
+  logit_scale: Type.Number(),
+  model: Type.String(),
+});
+
+export const RankRequest = Type.Object(
+  {
+    model: OptionalModel,
+    query_text: Type.Optional(Type.String()),
+    query_image: Type.Optional(ImageRef),
+    candidate_texts: Type.Optional(Type.Array(Type.String())),
+    candidate_images: Type.Optional(Type.Array(ImageRef)),
+    top_k: TopK,
+  },
+  { additionalProperties: false, description: 'exactly one of query_text and query_image' },
+);
+export type RankBody = Static<typeof RankRequest>;
+export const RankResponse = Type.Object({
+  results: Type.Array(
+    Type.Object({
+      modality: Type.Union([Type.Literal('text'), Type.Literal('image')]),
+      index: Type.Integer({ description: 'position in candidate_texts or candidate_images' }),
+      score: Type.Number({ description: 'cosine similarity to the query' }),
+      logit: Type.Number(),
+      probability: Type.Number({ description: 'softmax of the logits over all candidates' }),
+    }),
+    { description: 'best first' },
+  ),
+  model: Type.String(),
+});
+
+export const ClassifyRequest = Type.Object(
+  {
+    model: OptionalModel,
+    images: Type.Array(ImageRef),
+    labels: Type.Array(Type.String()),
+    templates: Type.Optional(Type.Array(Type.String(), { description: 'prompt templates with one "{}" for the label (default: "a photo of a {}.")' })),
+    top_k: TopK,
+  },
+  { additionalProperties: false },
+);
+export type ClassifyBody = Static<typeof ClassifyRequest>;
+export const ClassifyResponse = Type.Object({
+  classifications: Type.Array(
+    Type.Object({
+      labels: Type.Array(Type.Object({ label: Type.String(), index: Type.Integer(), probability: Type.Number(), logit: Type.Number() }), { description: 'most probable first' }),
+    }),
+    { description: 'one per image' },
+  ),
+  model: Type.String(),
+});
+
 export const ErrorResponse = Type.Object(
   {
     error: Type.Object({
