@@ -25,8 +25,10 @@ export function registerTasks(app: FastifyInstance, deps: HttpApiDeps): void {
       { config: { requirement: EMBED_REQUIREMENT }, schema: { summary, body, response: { 200: response, ...errorResponses(400, 401, 403, 404, 413, 415, 429, 503) } } },
       async (request: FastifyRequest<{ Body: B }>, reply: FastifyReply) =>
         withCall(deps.gate, deps.logger, request, reply, async (ctx) => {
-          const served = resolveModel(deps, request.body.model ?? '');
-          const result = await task(request.body, served, new RequestWork(served.embedder, ctx));
+          // The schema validated the body: it is a B.
+          const body = request.body as B;
+          const served = resolveModel(deps, body.model ?? '');
+          const result = await task(body, served, new RequestWork(served.embedder, ctx));
           return { ...result, model: served.info.version };
         }),
     );
