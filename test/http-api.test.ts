@@ -13,6 +13,7 @@ import pino from 'pino';
 import sharp from 'sharp';
 import { l2normalize } from '../server/src/runtime/model';
 import { loadServedModel } from '../server/src/serve/model-loader';
+import { seededRandom } from '../server/src/util/random';
 import { RunningServer, startServer } from '../server/src/serve/server';
 
 const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
@@ -84,7 +85,7 @@ describe('HTTP API (real server, demo model)', () => {
   beforeAll(async () => {
     server = await startServer({
       host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger: SILENT,
-      maxItemsPerRequest: 8, maxTextChars: 500, maxImageBytes: 100_000, maxMessageBytes: 300_000,
+      maxItemsPerRequest: 8, maxTextChars: 500, maxImageBytes: 400_000, maxMessageBytes: 1_000_000,
     });
     base = `http://127.0.0.1:${server.httpPort}`;
     version = server.model.info.version;
@@ -165,6 +166,19 @@ describe('HTTP API (real server, demo model)', () => {
     expect(infinity.body.usage).toEqual({ prompt_tokens: 0, total_tokens: 0 });
   });
 
+  test('a body and an image over 256 KiB are parsed and decoded in a worker thread, with the same result', async () => {
+    // Noise does not compress: a ~300 KB PNG.
+    const noise = Buffer.alloc(320 * 320 * 3);
+    const random = seededRandom(7);
+    for (let i = 0; i < noise.length; i++) noise[i] = Math.floor(random() * 256);
+    const big = await sharp(noise, { raw: { width: 320, height: 320, channels: 3 } }).png().toBuffer();
+    expect(big.length * 4 / 3).toBeGreaterThan(256 * 1024);
+    const res = await http(base, '/v1/embeddings', { model: version, input: [{ image: `data:image/png;base64,${big.toString('base64')}` }, 'a cat'] });
+    expect(res.status).toBe(200);
+    expectClose(res.body.data[0].embedding, (await modelImages([big]))[0]);
+    expectClose(res.body.data[1].embedding, (await modelTexts(['a cat'])).vectors[0]);
+  });
+
   test('bad input: OpenAI error bodies with 400/404/413/415 naming the field; nothing is fetched', async () => {
     const post = (body: unknown) => http(base, '/v1/embeddings', body);
     const b64 = images[0].toString('base64');
@@ -173,7 +187,12 @@ describe('HTTP API (real server, demo model)', () => {
     expectError(await post({ model: version, input: [{ image: 'not*base64!' }] }), 400, 'invalid_image', 'input[0]');
     // Valid base64 of bytes that are no image: the decoder's verdict, naming the item.
     expectError(await post({ model: version, input: ['ok', { image: Buffer.from('definitely not an image').toString('base64') }] }), 400, 'invalid_value', 'input[1]');
-    expectError(await post({ model: version, input: [{ image: 'A'.repeat(140_000) }] }), 413, 'image_too_large', 'input[0]');
+    expectError(await post({ model: version, input: [{ image: 'A'.repeat(20_000) + '=' }] }), 400, 'invalid_image', 'input[0]');
+    // Over 256 KiB: checked in a worker thread, with the same answer.
+    expectError(await post({ model: version, input: ['ok', { image: 'A'.repeat(560_000) }] }), 413, 'image_too_large', 'input[1]');
+    expectError(await post({ model: version, input: [{ image: 'A'.repeat(300_000) + '*' }] }), 400, 'invalid_image', 'input[0]');
+    expectError(await post(`{"model": "", "input": ["${'x'.repeat(300_000)}"`), 400, 'invalid_json');
+    expectError(await post(`{"model": "", "input": "x", "__proto__": {"polluted": 1}}`), 400, 'invalid_json');
     expectError(await post({ model: version, input: [{ image: b64, text: 'both' }] }), 400, 'invalid_value', 'input[0]');
     expectError(await post({ model: version, input: [1, 2, 3] }), 400, 'token_ids_not_supported', 'input');
     expectError(await post({ model: version, input: [[1, 2], [3]] }), 400, 'token_ids_not_supported', 'input');
@@ -185,7 +204,7 @@ describe('HTTP API (real server, demo model)', () => {
     expectError(await post({ input: 'x' }), 400, 'missing_required_parameter', 'model');
     expectError(await post({ model: 'v999', input: 'x' }), 404, 'model_not_found', 'model');
     expectError(await post('{"model": "x", "input": '), 400, 'invalid_json');
-    expectError(await post(`{"model": "${version}", "input": "${'x'.repeat(310_000)}"}`), 413, 'request_too_large');
+    expectError(await post(`{"model": "${version}", "input": "${'x'.repeat(1_010_000)}"}`), 413, 'request_too_large');
     expectError(await http(base, '/v1/embeddings', 'input=x', { 'content-type': 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type');
     expectError(await http(base, '/v1/chat/completions', { model: version }), 404, 'not_found');
   });

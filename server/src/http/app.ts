@@ -11,6 +11,7 @@ import type * as https from 'node:https';
 import type { Requirement } from '../auth';
 import { offeredRequestId, REQUEST_ID_METADATA_KEY } from '../metrics/grpc-server-metrics';
 import { checkRequest } from './auth';
+import { BodyOffload } from './body-offload';
 import type { HttpApiDeps } from './deps';
 import { errorBody, toHttpError } from './errors';
 import { frameworkError } from './framework-errors';
@@ -34,6 +35,15 @@ export interface HttpAppOptions {
 }
 
 export const OPENAPI_PATH = '/openapi.json';
+/** Error messages can quote a server-side message; logs keep only its beginning. */
+const MAX_LOGGED_DETAILS = 200;
+
+/** The log level of a finished request, as grpc-codes.ts logLevelForCode grades gRPC codes. */
+function logLevelForStatus(status: number): 'info' | 'warn' | 'error' {
+  if (status >= 500 && status !== 503 && status !== 504) return 'error';
+  if (status === 403 || status === 429 || status === 503 || status === 504) return 'warn';
+  return 'info';
+}
 
 export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): Promise<FastifyInstance> {
   const base: FastifyServerOptions = {
@@ -58,6 +68,11 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
     ? (Fastify({ ...base, https: options.https } as FastifyHttpsOptions<https.Server>) as unknown as FastifyInstance)
     : Fastify(base);
   for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
+  // JSON bodies are parsed off the event loop when large (body-offload.ts).
+  const offload = new BodyOffload();
+  app.addHook('onClose', async () => offload.close());
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: unknown, body: Buffer) => offload.parse(body));
   // Responses are plain JSON.stringify: the response schemas document them (OpenAPI) without a
   // second serializer that could disagree with them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
@@ -82,14 +97,28 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
     // Before the body is read: a caller without a key costs no parsing.
     if (deps.auth && requirement) checkRequest(request, requirement, { ...deps.auth, logger: deps.logger });
   });
+  // One line per finished request, as gRPC calls get one ("rpc finished"): never payloads.
+  const errorMessages = new WeakMap<object, string>();
   app.addHook('onResponse', async (request, reply) => {
-    deps.metrics?.observe(request.method, request.routeOptions.url, reply.statusCode, reply.elapsedTime / 1000);
+    const status = reply.statusCode;
+    deps.metrics?.observe(request.method, request.routeOptions.url, status, reply.elapsedTime / 1000);
+    const fields: Record<string, unknown> = {
+      requestId: request.id,
+      method: request.method,
+      route: request.routeOptions.url ?? 'unmatched',
+      status,
+      durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
+      peer: request.ip,
+    };
+    const message = errorMessages.get(request);
+    if (message !== undefined) fields.details = message.slice(0, MAX_LOGGED_DETAILS);
+    deps.logger[logLevelForStatus(status)](fields, 'http request finished');
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const mapped = toHttpError(frameworkError(err) ?? err);
     if (mapped.internal) deps.logger.error({ err, requestId: request.id, route: request.routeOptions.url }, 'http request failed');
-    else deps.logger.debug({ requestId: request.id, route: request.routeOptions.url, status: mapped.status, message: mapped.body.error.message }, 'http request rejected');
+    errorMessages.set(request, mapped.body.error.message);
     if (mapped.retryAfter !== undefined) reply.header('retry-after', String(mapped.retryAfter));
     return reply.code(mapped.status).type('application/json').send(mapped.body);
   });
@@ -99,9 +128,10 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
       .send(errorBody(404, `no route ${request.method} ${request.url.split('?')[0].slice(0, 200)}: see ${OPENAPI_PATH}`, 'not_found')),
   );
 
-  registerEmbeddings(app, deps);
+  const decodeImage = (ref: string, param: string) => offload.image(ref, param, deps.limits.maxImageBytes);
+  registerEmbeddings(app, deps, decodeImage);
   registerModels(app, deps);
-  registerTasks(app, deps);
+  registerTasks(app, deps, decodeImage);
   app.get(
     OPENAPI_PATH,
     { config: deps.auth?.openDocs ? {} : { requirement: { kind: 'authenticated' } }, schema: { hide: true } },

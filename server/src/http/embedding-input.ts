@@ -10,7 +10,6 @@
  */
 import { checkCount, checkTextLength, RequestLimits } from '../grpc/validate';
 import { ApiError } from './errors';
-import { decodeImageReference } from './image-input';
 import type { EmbeddingsRequestBody } from './schemas';
 
 export type EmbeddingItem = { kind: 'text'; text: string } | { kind: 'image'; bytes: Buffer };
@@ -29,15 +28,19 @@ export function refuseTokenIds(body: unknown): void {
   );
 }
 
+/** Decodes one image reference (image-input.ts), off the event loop when it is large (body-offload.ts). */
+export type ImageDecoder = (ref: string, param: string) => Promise<Buffer>;
+
 /** The request's items in order; throws ApiError (400, 413) naming the item at fault. */
-export function embeddingItems(body: EmbeddingsRequestBody, limits: RequestLimits): EmbeddingItem[] {
+export async function embeddingItems(body: EmbeddingsRequestBody, limits: RequestLimits, decodeImage: ImageDecoder): Promise<EmbeddingItem[]> {
   const raw = typeof body.input === 'string' ? [body.input] : body.input;
   checkCount('input', raw.length, 1, limits);
   const stringsAreImages = body.modality === 'image';
-  return raw.map((item, i): EmbeddingItem => {
+  // Texts are checked first, so a bad text fails the request before any image is decoded.
+  const refs = raw.map((item, i): EmbeddingItem | { kind: 'ref'; ref: string; param: string } => {
     const param = `input[${i}]`;
     if (typeof item === 'string') {
-      if (stringsAreImages) return { kind: 'image', bytes: decodeImageReference(item, param, limits.maxImageBytes) };
+      if (stringsAreImages) return { kind: 'ref', ref: item, param };
       checkTextLength(param, item, limits);
       return { kind: 'text', text: item };
     }
@@ -45,6 +48,7 @@ export function embeddingItems(body: EmbeddingsRequestBody, limits: RequestLimit
       checkTextLength(param, item.text, limits);
       return { kind: 'text', text: item.text };
     }
-    return { kind: 'image', bytes: decodeImageReference(item.image, param, limits.maxImageBytes) };
+    return { kind: 'ref', ref: item.image, param };
   });
+  return Promise.all(refs.map(async (r): Promise<EmbeddingItem> => (r.kind === 'ref' ? { kind: 'image', bytes: await decodeImage(r.ref, r.param) } : r)));
 }

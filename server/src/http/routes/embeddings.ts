@@ -10,12 +10,12 @@ import { RpcError } from '../../grpc/status';
 import { embeddingMessage, l2normalized } from '../../grpc/vectors';
 import { withCall } from '../call';
 import type { HttpApiDeps, ServedModel } from '../deps';
-import { embeddingItems, refuseTokenIds } from '../embedding-input';
+import { embeddingItems, refuseTokenIds, type ImageDecoder } from '../embedding-input';
 import { ApiError } from '../errors';
 import { EMBED_REQUIREMENT } from '../auth';
 import { EmbeddingsRequest, EmbeddingsResponse, errorResponses, type EmbeddingsRequestBody } from '../schemas';
 
-export function registerEmbeddings(app: FastifyInstance, deps: HttpApiDeps): void {
+export function registerEmbeddings(app: FastifyInstance, deps: HttpApiDeps, decodeImage: ImageDecoder): void {
   app.post<{ Body: EmbeddingsRequestBody }>(
     '/v1/embeddings',
     {
@@ -39,7 +39,7 @@ export function registerEmbeddings(app: FastifyInstance, deps: HttpApiDeps): voi
             'dimensions',
           );
         }
-        const items = embeddingItems(body, deps.limits);
+        const items = await embeddingItems(body, deps.limits, decodeImage);
         const [textList, textAt, imageList, imageAt]: [string[], number[], Buffer[], number[]] = [[], [], [], []];
         items.forEach((item, i) => {
           if (item.kind === 'text') textList.push(item.text), textAt.push(i);

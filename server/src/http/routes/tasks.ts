@@ -9,15 +9,15 @@ import { classify, rank, similarity } from '../../serve/clip-tasks';
 import { EMBED_REQUIREMENT } from '../auth';
 import { withCall } from '../call';
 import type { HttpApiDeps, ServedModel } from '../deps';
+import type { ImageDecoder } from '../embedding-input';
 import { ApiError } from '../errors';
-import { decodeImageReference } from '../image-input';
 import { ClassifyRequest, ClassifyResponse, errorResponses, RankRequest, RankResponse, SimilarityRequest, SimilarityResponse, type ClassifyBody, type RankBody, type SimilarityBody } from '../schemas';
 import { resolveModel } from './embeddings';
 
 type Task<B> = (body: B, served: ServedModel, work: RequestWork) => Promise<Record<string, unknown>>;
 
-export function registerTasks(app: FastifyInstance, deps: HttpApiDeps): void {
-  const images = (refs: readonly string[] | undefined, field: string) => (refs ?? []).map((ref, i) => decodeImageReference(ref, `${field}[${i}]`, deps.limits.maxImageBytes));
+export function registerTasks(app: FastifyInstance, deps: HttpApiDeps, decodeImage: ImageDecoder): void {
+  const images = (refs: readonly string[] | undefined, field: string) => Promise.all((refs ?? []).map((ref, i) => decodeImage(ref, `${field}[${i}]`)));
   /** A route that resolves `model`, runs `task` inside the gate, and tags the answer with the version. */
   const route = <B extends { model?: string }>(path: string, summary: string, body: unknown, response: unknown, task: Task<B>) =>
     app.post<{ Body: B }>(
@@ -34,7 +34,7 @@ export function registerTasks(app: FastifyInstance, deps: HttpApiDeps): void {
     );
 
   route<SimilarityBody>('/v1/similarity', 'CLIP logits and probabilities of every image against every text', SimilarityRequest, SimilarityResponse, async (body, served, work) => {
-    const r = await similarity(work, served.info.logitScale, images(body.images, 'images'), body.texts, deps.limits);
+    const r = await similarity(work, served.info.logitScale, await images(body.images, 'images'), body.texts, deps.limits);
     return { logits_per_image: r.logitsPerImage, logits_per_text: r.logitsPerText, probs: r.probs, text_truncated: r.textTruncated, logit_scale: served.info.logitScale };
   });
 
@@ -44,14 +44,14 @@ export function registerTasks(app: FastifyInstance, deps: HttpApiDeps): void {
       body.query_text !== undefined
         ? { text: body.query_text }
         : body.query_image !== undefined
-          ? { image: decodeImageReference(body.query_image, 'query_image', deps.limits.maxImageBytes) }
+          ? { image: await decodeImage(body.query_image, 'query_image') }
           : undefined;
-    const results = await rank(work, served.info.logitScale, query, body.candidate_texts ?? [], images(body.candidate_images, 'candidate_images'), body.top_k ?? 0, deps.limits);
+    const results = await rank(work, served.info.logitScale, query, body.candidate_texts ?? [], await images(body.candidate_images, 'candidate_images'), body.top_k ?? 0, deps.limits);
     return { results };
   });
 
   route<ClassifyBody>('/v1/classify', 'Zero-shot classification of images over labels (open_clip prompt ensembling)', ClassifyRequest, ClassifyResponse, async (body, served, work) => {
-    const perImage = await classify(work, served.info.logitScale, images(body.images, 'images'), body.labels, body.templates ?? [], body.top_k ?? 0, deps.limits);
+    const perImage = await classify(work, served.info.logitScale, await images(body.images, 'images'), body.labels, body.templates ?? [], body.top_k ?? 0, deps.limits);
     return { classifications: perImage.map((labels) => ({ labels })) };
   });
 }
