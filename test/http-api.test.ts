@@ -5,6 +5,7 @@
  * limits. Expected vectors come from the loaded model itself (tokenizer + encoders), normalized
  * with the runtime's own l2normalize, so the test checks the HTTP path, not a copy of it.
  */
+import { request as httpRequest } from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { OpenAIEmbeddings } from '@langchain/openai';
@@ -293,6 +294,23 @@ describe('HTTP API: keys, start-up, overload', () => {
       expect((await client.embeddings.create({ model: '', input: ['x', 'y'] })).data).toHaveLength(2);
       await expect(new OpenAI({ baseURL: `${base}/v1`, apiKey: FINETUNE_KEY, maxRetries: 0 }).models.list()).rejects.toMatchObject({ status: 403 });
       expect((await http(base, '/openapi.json')).status).toBe(200);
+
+      // Header bytes HTTP allows but gRPC metadata refuses (latin-1), and oversized ids: answered, never a crash.
+      const raw = (headers: Record<string, string>) =>
+        new Promise<{ status: number | string; id: unknown }>((resolve) => {
+          const req = httpRequest({ host: '127.0.0.1', port: server.httpPort, path: '/v1/models', headers }, (res) => {
+            res.resume();
+            resolve({ status: res.statusCode ?? 0, id: res.headers['x-request-id'] });
+          });
+          req.on('error', (err) => resolve({ status: err.message, id: undefined }));
+          req.end();
+        });
+      const auth = { authorization: `Bearer ${EMBED_KEY}` };
+      expect(await raw({ ...auth, 'x-request-id': 'caf\xe9' })).toEqual({ status: 200, id: expect.not.stringContaining('caf') });
+      expect(await raw({ ...auth, 'x-request-id': 'x'.repeat(5000) })).toEqual({ status: 200, id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+      expect(await raw({ ...auth, 'x-request-id': 'trace-42' })).toEqual({ status: 200, id: 'trace-42' });
+      expect((await raw({ authorization: 'Bearer caf\xe9-0123456789abcdef' })).status).toBe(401);
+      expect((await http(base, '/v1/models', undefined, auth)).status).toBe(200);
     } finally {
       await server.shutdown(1);
     }

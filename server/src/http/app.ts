@@ -4,12 +4,11 @@
  * failure OpenAI's error shape.
  */
 import { randomUUID } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
 import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type * as https from 'node:https';
 import type { Requirement } from '../auth';
-import { offeredRequestId, REQUEST_ID_METADATA_KEY } from '../metrics/grpc-server-metrics';
+import { acceptableRequestId, REQUEST_ID_METADATA_KEY } from '../metrics/grpc-server-metrics';
 import { checkRequest } from './auth';
 import { BodyOffload } from './body-offload';
 import type { HttpApiDeps } from './deps';
@@ -51,17 +50,13 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
     bodyLimit: options.bodyLimit,
     // The request id: the client's x-request-id when it looks like one (as on gRPC), else a fresh one.
     requestIdHeader: false,
-    genReqId: (req) => {
-      const md = new grpc.Metadata();
-      const offered = req.headers[REQUEST_ID_METADATA_KEY];
-      if (typeof offered === 'string') md.add(REQUEST_ID_METADATA_KEY, offered);
-      return offeredRequestId(md) ?? randomUUID();
-    },
+    genReqId: (req) => acceptableRequestId(req.headers[REQUEST_ID_METADATA_KEY]) ?? randomUUID(),
     // Strict JSON types: "input": 5 is an error, not the text "5".
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
     // A slow client may not hold a connection open forever while sending (slowloris).
     requestTimeout: 300_000,
-    return503OnClosing: true,
+    // A request arriving while the listener closes meets the drained gate: 503 in OpenAI's shape.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
   };
   const app: FastifyInstance = options.https

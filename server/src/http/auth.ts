@@ -19,6 +19,7 @@ export interface HttpAuthOptions {
 }
 
 export const EMBED_REQUIREMENT: Requirement = { kind: 'scope', scope: 'embed' };
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 /** Throws ApiError 401/403 unless the request may proceed. */
 export function checkRequest(request: FastifyRequest, requirement: Requirement, options: HttpAuthOptions): void {
@@ -26,6 +27,8 @@ export function checkRequest(request: FastifyRequest, requirement: Requirement, 
   // Authorization headers with ", ", which the Bearer syntax then refuses, as gRPC refuses two).
   const metadata = new grpc.Metadata();
   const header = request.headers.authorization;
+  // HTTP allows bytes in a header that gRPC metadata refuses (non-ASCII): no Bearer key has them.
+  if (header !== undefined && !PRINTABLE_ASCII.test(header)) throw new ApiError(401, 'malformed authorization header: expected "Bearer <key>"', 'invalid_api_key');
   if (header !== undefined) metadata.add(AUTHORIZATION_KEY, header);
   const verdict = checkCall(metadata, requirement, options.keys());
   if (verdict.code === grpc.status.OK) return;
