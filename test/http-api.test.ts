@@ -199,6 +199,10 @@ describe('HTTP API (real server, demo model)', () => {
     expectError(await post({ model: version, input: [[1, 2], [3]] }), 400, 'token_ids_not_supported', 'input');
     expectError(await post({ model: version, input: [] }), 400, 'invalid_value');
     expectError(await post({ model: version, input: Array(9).fill('x') }), 400, 'invalid_value');
+    // Refused before validation walks the list, with the gRPC API's message.
+    const many = await post({ model: version, input: Array(50_000).fill(0) });
+    expectError(many, 400, 'invalid_value');
+    expect(many.body.error.message).toBe('input: 50000 items exceed the limit of 8 per request; split the request');
     expectError(await post({ model: version, input: 'x'.repeat(501) }), 400, 'invalid_value');
     expectError(await post({ model: version, input: 'x', encoding_format: 'int8' }), 400, 'invalid_value', 'encoding_format');
     expectError(await post({ model: version, input: 'x', temperature: 1 }), 400, 'unknown_parameter', 'temperature');

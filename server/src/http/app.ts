@@ -8,6 +8,7 @@ import fastifySwagger from '@fastify/swagger';
 import Fastify, { type FastifyError, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type * as https from 'node:https';
 import type { Requirement } from '../auth';
+import { checkCount } from '../grpc/validate';
 import { acceptableRequestId, REQUEST_ID_METADATA_KEY } from '../metrics/grpc-server-metrics';
 import { checkRequest } from './auth';
 import { BodyOffload } from './body-offload';
@@ -108,6 +109,16 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
     const message = errorMessages.get(request);
     if (message !== undefined) fields.details = message.slice(0, MAX_LOGGED_DETAILS);
     deps.logger[logLevelForStatus(status)](fields, 'http request finished');
+  });
+
+  // Before schema validation walks them: no list in a body may be longer than a request may hold,
+  // so a body of a million items is refused at once, with the gRPC API's message.
+  app.addHook('preValidation', async (request) => {
+    const body = request.body;
+    if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
+    for (const [field, value] of Object.entries(body)) {
+      if (Array.isArray(value) && value.length > deps.limits.maxItemsPerRequest) checkCount(field, value.length, 0, deps.limits);
+    }
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
