@@ -263,6 +263,8 @@ describe('HTTP API (real server, demo model)', () => {
     const request = doc.body.paths['/v1/embeddings'].post.requestBody.content['application/json'].schema;
     expect(request.required).toEqual(['input', 'model']);
     expect(Object.keys(doc.body.paths['/v1/embeddings'].post.responses)).toEqual(expect.arrayContaining(['200', '400', '401', '413', '429', '503']));
+    expect(doc.body.paths['/v1/embeddings'].post.responses['429'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/Error' });
+    expect(doc.body.components.schemas.Error.properties.error.required).toEqual(['message', 'type', 'param', 'code']);
 
     const scrape = await server.metrics.registry.metrics();
     expect(scrape).toMatch(/http_requests_total\{method="POST",route="\/v1\/embeddings",status_code="200"\} [1-9]/);

@@ -74,6 +74,8 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
   await app.register(fastifySwagger, {
+    // Shared schemas appear under their $id ("Error"), not "def-0".
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
     openapi: {
       openapi: '3.1.0',
       info: {
