@@ -240,6 +240,24 @@ describe('HTTP API (real server, demo model)', () => {
     expect(ranked.body.results.map((r: Any) => [r.modality, r.index])).toEqual(expected.slice(0, 3).map((e) => [e.modality, e.index]));
     ranked.body.results.forEach((r: Any, k: number) => expect(r.score).toBeCloseTo(expected[k].score, 5));
 
+    // Rerank (Jina / Cohere shape): documents of both kinds, indices into `documents`, best first.
+    const rr = await http(base, '/v1/rerank', { model: version, query: { image: dataUri(images[0]) }, documents: ['red', { image: dataUri(images[1]) }, { text: 'green' }, 'blue'], top_n: 3 });
+    expect(rr.status).toBe(200);
+    const byDoc = [dot(img0, txt[0]), dot(img0, img1), dot(img0, txt[1]), dot(img0, txt[2])];
+    const order = byDoc.map((score, index) => ({ score, index })).sort((a, b) => b.score - a.score).slice(0, 3);
+    expect(rr.body.results.map((r: Any) => r.index)).toEqual(order.map((o) => o.index));
+    rr.body.results.forEach((r: Any, k: number) => {
+      expect(r.relevance_score).toBeCloseTo(order[k].score, 5);
+      if (r.index === 1) expect(r.document).toBeUndefined();
+      else expect(r.document).toEqual({ text: ['red', '', 'green', 'blue'][r.index] });
+    });
+    expect((await http(base, '/v1/rerank', { query: 'red', documents: ['red', 'blue'], return_documents: false })).body.results).toEqual([
+      { index: 0, relevance_score: expect.closeTo(1, 5) },
+      { index: 1, relevance_score: expect.any(Number) },
+    ]);
+    expectError(await http(base, '/v1/rerank', { query: 'red', documents: ['a', { image: Buffer.from('no image').toString('base64') }] }), 400, 'invalid_value', 'documents[1]');
+    expectError(await http(base, '/v1/rerank', { query: 'red', documents: ['a', 'x'.repeat(501)] }), 400, 'invalid_value');
+
     const labels = ['cat', 'dog'];
     const cls = await http(base, '/v1/classify', { images: [dataUri(images[0])], labels, templates: ['a photo of a {}.'], top_k: 1 });
     expect(cls.status).toBe(200);
@@ -259,7 +277,7 @@ describe('HTTP API (real server, demo model)', () => {
     const doc = await http(base, '/openapi.json');
     expect(doc.status).toBe(200);
     expect(doc.body.openapi).toMatch(/^3\./);
-    expect(Object.keys(doc.body.paths).sort()).toEqual(['/v1/classify', '/v1/embeddings', '/v1/models', '/v1/models/{model}', '/v1/rank', '/v1/similarity']);
+    expect(Object.keys(doc.body.paths).sort()).toEqual(['/v1/classify', '/v1/embeddings', '/v1/models', '/v1/models/{model}', '/v1/rank', '/v1/rerank', '/v1/similarity']);
     const request = doc.body.paths['/v1/embeddings'].post.requestBody.content['application/json'].schema;
     expect(request.required).toEqual(['input', 'model']);
     expect(Object.keys(doc.body.paths['/v1/embeddings'].post.responses)).toEqual(expect.arrayContaining(['200', '400', '401', '413', '429', '503']));

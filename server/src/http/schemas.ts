@@ -135,6 +135,33 @@ export const ClassifyResponse = Type.Object({
   model: Type.String(),
 });
 
+// ---- /v1/rerank: the Jina / Cohere rerank shape (vLLM, Infinity and TEI serve it too) ----
+
+export const RerankRequest = Type.Object(
+  {
+    model: OptionalModel,
+    query: Type.Union([Type.String(), Type.Object({ text: Type.String() }, { additionalProperties: false }), Type.Object({ image: ImageRef }, { additionalProperties: false })], {
+      description: 'a text, or {"text"} / {"image"}',
+    }),
+    documents: Type.Array(InputItem, { description: 'texts, {"text"} and {"image"} items' }),
+    top_n: Type.Optional(Type.Integer({ minimum: 0, description: 'keep only the best n (0 or omitted: all)' })),
+    return_documents: Type.Optional(Type.Boolean({ description: 'echo text documents in the results (default true); images are never echoed' })),
+  },
+  { additionalProperties: false },
+);
+export type RerankBody = Static<typeof RerankRequest>;
+export const RerankResponse = Type.Object({
+  results: Type.Array(
+    Type.Object({
+      index: Type.Integer({ description: 'position in documents' }),
+      relevance_score: Type.Number({ description: 'CLIP cosine similarity of the document to the query' }),
+      document: Type.Optional(Type.Object({ text: Type.String() })),
+    }),
+    { description: 'most relevant first' },
+  ),
+  model: Type.String(),
+});
+
 export const ErrorResponse = Type.Object(
   {
     error: Type.Object({

@@ -5,7 +5,7 @@
  * image candidates) and Classify (zero-shot, open_clip's build_zero_shot_classifier). Field names in
  * messages are the proto's, which the HTTP JSON bodies mirror.
  */
-import type { RequestWork } from '../grpc/request-work';
+import type { ItemNames, RequestWork } from '../grpc/request-work';
 import { invalidArgument } from '../grpc/status';
 import { checkCount, checkLabels, checkTemplates, checkTextLength, checkTextLengths, checkTotal, type RequestLimits } from '../grpc/validate';
 import { dot, l2normalized, mean, softmax } from '../grpc/vectors';
@@ -52,6 +52,13 @@ export interface RankedCandidate {
   probability: number;
 }
 
+/** How a caller names the query and candidates in errors (default: the proto's field names). */
+export interface RankItemNames {
+  query?: string;
+  candidateTexts?: ItemNames;
+  candidateImages?: ItemNames;
+}
+
 /** Candidates best first; equal scores keep input order (texts, then images), so results are deterministic. */
 export async function rank(
   work: RequestWork,
@@ -61,17 +68,23 @@ export async function rank(
   candidateImages: readonly Uint8Array[],
   topK: number,
   limits: RequestLimits,
+  names: RankItemNames = {},
 ): Promise<RankedCandidate[]> {
   if (query === undefined) throw invalidArgument('query: one of query_text or query_image is required');
   const nCandidates = candidateTexts.length + candidateImages.length;
   if (nCandidates === 0) checkCount('candidate_texts + candidate_images', 0, 1, limits);
   checkTotal('query + candidates', 1 + nCandidates, limits);
-  if ('text' in query) checkTextLength('query_text', query.text, limits);
-  checkTextLengths('candidate_texts', candidateTexts, limits);
+  const queryName = names.query ?? ('text' in query ? 'query_text' : 'query_image');
+  // The gRPC API has always named a failing query item as a list's first ("query_image[0]").
+  const queryItem: ItemNames = names.query !== undefined ? () => queryName : queryName;
+  const textNames = names.candidateTexts ?? 'candidate_texts';
+  const nameOfText = typeof textNames === 'string' ? (i: number) => `${textNames}[${i}]` : textNames;
+  if ('text' in query) checkTextLength(queryName, query.text, limits);
+  candidateTexts.forEach((t, i) => checkTextLength(nameOfText(i), t, limits));
   const queryP: Promise<Float32Array> =
-    'text' in query ? work.texts([query.text], 'query_text').then((r) => r[0].vector) : work.images([query.image], 'query_image').then((r) => r[0]);
-  const textsP = candidateTexts.length > 0 ? work.texts(candidateTexts, 'candidate_texts') : Promise.resolve([] as TextEmbedding[]);
-  const imagesP = candidateImages.length > 0 ? work.images(candidateImages, 'candidate_images') : Promise.resolve([] as Float32Array[]);
+    'text' in query ? work.texts([query.text], queryItem).then((r) => r[0].vector) : work.images([query.image], queryItem).then((r) => r[0]);
+  const textsP = candidateTexts.length > 0 ? work.texts(candidateTexts, nameOfText) : Promise.resolve([] as TextEmbedding[]);
+  const imagesP = candidateImages.length > 0 ? work.images(candidateImages, names.candidateImages ?? 'candidate_images') : Promise.resolve([] as Float32Array[]);
   const [queryRaw, texts, images] = await Promise.all([queryP, textsP, imagesP]);
   const q = l2normalized(queryRaw);
   const candidates = [

@@ -1,7 +1,8 @@
 /**
  * POST /v1/similarity, /v1/rank and /v1/classify: the gRPC Similarity, Rank and Classify calls as
  * plain JSON (fields as the proto names them, images as data: URIs or base64), computed by the
- * same code (serve/clip-tasks.ts) over the same batchers.
+ * same code (serve/clip-tasks.ts) over the same batchers. POST /v1/rerank is Rank in the rerank
+ * shape RAG stacks call (Jina, Cohere; served by vLLM, Infinity and TEI too).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RequestWork } from '../../grpc/request-work';
@@ -11,7 +12,21 @@ import { withCall } from '../call';
 import type { HttpApiDeps, ServedModel } from '../deps';
 import type { ImageDecoder } from '../embedding-input';
 import { ApiError } from '../errors';
-import { ClassifyRequest, ClassifyResponse, errorResponses, RankRequest, RankResponse, SimilarityRequest, SimilarityResponse, type ClassifyBody, type RankBody, type SimilarityBody } from '../schemas';
+import {
+  ClassifyRequest,
+  ClassifyResponse,
+  errorResponses,
+  RankRequest,
+  RankResponse,
+  RerankRequest,
+  RerankResponse,
+  SimilarityRequest,
+  SimilarityResponse,
+  type ClassifyBody,
+  type RankBody,
+  type RerankBody,
+  type SimilarityBody,
+} from '../schemas';
 import { resolveModel } from './embeddings';
 
 type Task<B> = (body: B, served: ServedModel, work: RequestWork) => Promise<Record<string, unknown>>;
@@ -48,6 +63,30 @@ export function registerTasks(app: FastifyInstance, deps: HttpApiDeps, decodeIma
           : undefined;
     const results = await rank(work, served.info.logitScale, query, body.candidate_texts ?? [], await images(body.candidate_images, 'candidate_images'), body.top_k ?? 0, deps.limits);
     return { results };
+  });
+
+  route<RerankBody>('/v1/rerank', 'Rerank documents (texts or images) against a query (Jina / Cohere rerank shape)', RerankRequest, RerankResponse, async (body, served, work) => {
+    const q = body.query;
+    const query = typeof q === 'string' ? { text: q } : 'text' in q ? { text: q.text } : { image: await decodeImage(q.image, 'query') };
+    // Texts and images rank together; each result maps back to its place in `documents`.
+    const [texts, textAt, imageRefs, imageAt]: [string[], number[], string[], number[]] = [[], [], [], []];
+    body.documents.forEach((d, i) => {
+      if (typeof d === 'string' || 'text' in d) texts.push(typeof d === 'string' ? d : d.text), textAt.push(i);
+      else imageRefs.push(d.image), imageAt.push(i);
+    });
+    const imageBytes = await Promise.all(imageRefs.map((ref, k) => decodeImage(ref, `documents[${imageAt[k]}]`)));
+    const ranked = await rank(work, served.info.logitScale, query, texts, imageBytes, body.top_n ?? 0, deps.limits, {
+      query: 'query',
+      candidateTexts: (k) => `documents[${textAt[k]}]`,
+      candidateImages: (k) => `documents[${imageAt[k]}]`,
+    });
+    return {
+      results: ranked.map((r) => ({
+        index: r.modality === 'text' ? textAt[r.index] : imageAt[r.index],
+        relevance_score: r.score,
+        ...(r.modality === 'text' && body.return_documents !== false ? { document: { text: texts[r.index] } } : {}),
+      })),
+    };
   });
 
   route<ClassifyBody>('/v1/classify', 'Zero-shot classification of images over labels (open_clip prompt ensembling)', ClassifyRequest, ClassifyResponse, async (body, served, work) => {
