@@ -10,6 +10,7 @@ import type * as https from 'node:https';
 import type { Requirement } from '../auth';
 import { checkCount } from '../grpc/validate';
 import { acceptableRequestId, REQUEST_ID_METADATA_KEY } from '../metrics/grpc-server-metrics';
+import { UNMATCHED_ROUTE } from '../metrics/http-api-metrics';
 import { checkRequest } from './auth';
 import { BodyOffload } from './body-offload';
 import type { HttpApiDeps } from './deps';
@@ -103,7 +104,7 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
     const fields: Record<string, unknown> = {
       requestId: request.id,
       method: request.method,
-      route: request.routeOptions.url ?? 'unmatched',
+      route: request.routeOptions.url ?? UNMATCHED_ROUTE,
       status,
       durationMs: Math.round(reply.elapsedTime * 1000) / 1000,
       peer: request.ip,
