@@ -146,7 +146,7 @@ describe('the interceptor in a real server', () => {
     server = await startServer({
       host: '127.0.0.1',
       port: 0,
-      metricsPort: 0,
+      metricsPort: 0, httpPort: 0,
       cacheDir: CACHE_DIR,
       logger: pino({ level: 'debug' }, sink),
       apiKeysFile: keysFile,
@@ -253,7 +253,7 @@ describe('scopes across the services (fine-tuning on)', () => {
   test('finetune → FineTuneService only; admin → everything; embed → EmbeddingService only', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-auth-ft-'));
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
       dataDir: path.join(tmp, 'data'), apiKeys: `${EMBED_KEY} embed; ${TUNE_KEY} finetune; ${ADMIN_KEY} admin`,
     });
     const defs = grpc.loadPackageDefinition(
@@ -302,7 +302,7 @@ describe('scopes across the services (fine-tuning on)', () => {
 describe('closing health and reflection', () => {
   test('with --auth-open-health false, health needs a key (any scope)', async () => {
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
       apiKeys: `${TUNE_KEY} finetune`, authOpenHealth: 'false', authOpenReflection: false,
     });
     const health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
@@ -316,7 +316,7 @@ describe('closing health and reflection', () => {
   });
 
   test('closing them without keys is a configuration error; so is an empty key list', async () => {
-    await expect(startServer({ port: 0, metricsPort: 0, authOpenHealth: false, logger: pino({ level: 'silent' }) })).rejects.toThrow(/need API keys/);
+    await expect(startServer({ port: 0, metricsPort: 0, httpPort: 0, authOpenHealth: false, logger: pino({ level: 'silent' }) })).rejects.toThrow(/need API keys/);
     expect(() => new ApiKeySource({ envValue: '# nothing\n' })).toThrow(/list is empty/);
     expect(() => new ApiKeySource({ file: '/nonexistent/keys' })).toThrow(/cannot read --api-keys-file \/nonexistent\/keys: ENOENT/);
   });
@@ -325,7 +325,7 @@ describe('closing health and reflection', () => {
 describe('clipserve serve', () => {
   test('refuses API keys on its command line, where other users could read them', async () => {
     const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = execFile(process.execPath, [compiledModule('cli/main'), 'serve', '--api-keys', `${EMBED_KEY} embed`, '--port', '0', '--metrics-port', '0'], (err, _out, stderr) =>
+      const child = execFile(process.execPath, [compiledModule('cli/main'), 'serve', '--api-keys', `${EMBED_KEY} embed`, '--port', '0', '--metrics-port', '0', '--http-port', '0'], (err, _out, stderr) =>
         resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stderr }),
       );
       child.stdin?.end();

@@ -294,10 +294,10 @@ if ('missing' in kubectl) {
     test('PDB or NetworkPolicy that misses the pods', () => {
       const objects = clone('overlays/cpu');
       (ofKind(objects, 'PodDisruptionBudget')[0] as Any).spec.selector.matchLabels = { app: 'clipserve' };
-      (ofKind(objects, 'NetworkPolicy')[0] as Any).spec.ingress[0].ports[0].port = 8080;
+      (ofKind(objects, 'NetworkPolicy')[0] as Any).spec.ingress[0].ports[0].port = 8181;
       const problems = checkPdbAndNetworkPolicy(objects).join('\n');
       expect(problems).toMatch(/PodDisruptionBudget\/clipserve: selector does not select/);
-      expect(problems).toMatch(/ingress port 8080/);
+      expect(problems).toMatch(/ingress port 8181/);
     });
 
     test('HPA aimed elsewhere, without the queue metric, or fighting spec.replicas', () => {

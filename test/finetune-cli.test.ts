@@ -34,7 +34,7 @@ describe('clipserve finetune', () => {
       lines.push(`icons/${i}.png\t${p.caption}`);
     });
     fs.writeFileSync(path.join(tmp, 'train.csv'), lines.join('\n') + '\n');
-    server = await startServer({ model: path.join(tmp, 'base'), dataDir: path.join(tmp, 'data'), host: '127.0.0.1', port: 0, metricsPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }) });
+    server = await startServer({ model: path.join(tmp, 'base'), dataDir: path.join(tmp, 'data'), host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }) });
   });
 
   afterAll(async () => {

@@ -64,7 +64,7 @@ it('a job running when the server is SIGKILLed resumes from its checkpoint after
   let ft: Client | undefined;
   try {
     await writeRandomBundle({ arch: 'tiny', seed: 5, outDir: path.join(tmp, 'base') });
-    const args = ['--model', path.join(tmp, 'base'), '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--provider', 'cpu', '--preprocess-workers', '1', '--intra-op-threads', '1'];
+    const args = ['--model', path.join(tmp, 'base'), '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--provider', 'cpu', '--preprocess-workers', '1', '--intra-op-threads', '1'];
     let child = await startChild(args);
     ft = client('FineTuneService', child.port);
     const ds = await uploadPairs(ft, 'icons', await iconDataset());

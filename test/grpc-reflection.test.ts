@@ -50,7 +50,7 @@ describe('server reflection: every RPC through buf curl with no proto files', ()
   }
 
   beforeAll(async () => {
-    server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }) });
+    server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }) });
     url = `http://127.0.0.1:${server.port}`;
     pngB64 = (await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 250, g: 0, b: 0 } } }).png().toBuffer()).toString('base64');
   });

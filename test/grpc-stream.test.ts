@@ -31,7 +31,7 @@ describe('EmbedStream (real server, demo model)', () => {
   const MAX_BATCH = 32;
 
   beforeAll(async () => {
-    server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, maxBatchSize: MAX_BATCH, logger: pino({ level: 'silent' }) });
+    server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, maxBatchSize: MAX_BATCH, logger: pino({ level: 'silent' }) });
     client = makeClient(server.port);
     png = await sharp({ create: { width: 70, height: 90, channels: 3, background: { r: 90, g: 160, b: 20 } } }).png().toBuffer();
   });

@@ -101,7 +101,7 @@ describe('EmbeddingService (real server, demo model)', () => {
     server = await startServer({
       host: '127.0.0.1',
       port: 0,
-      metricsPort: 0,
+      metricsPort: 0, httpPort: 0,
       cacheDir: CACHE_DIR,
       maxBatchSize: 32,
       maxQueueDelayMs: 20,
@@ -364,7 +364,7 @@ describe('EmbeddingService overload, deadline and cancellation (slow queue)', ()
     server = await startServer({
       host: '127.0.0.1',
       port: 0,
-      metricsPort: 0,
+      metricsPort: 0, httpPort: 0,
       cacheDir: CACHE_DIR,
       maxBatchSize: 64,
       maxQueueDelayMs: 1500,

@@ -268,7 +268,7 @@ describe('observability of the real server', () => {
   beforeAll(async () => {
     logs = captureLogs();
     server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR,
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR,
       maxBatchSize: 8, maxQueueDelayMs: 5, queueBound: QUEUE_BOUND, maxItemsPerRequest: 8,
       logger: logs.logger,
     });

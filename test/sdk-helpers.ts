@@ -292,7 +292,7 @@ interface LogLine {
 export async function startClipServer(opts: ClipServerOptions = {}): Promise<ClipServerProcess> {
   const cli = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
   if (!fs.existsSync(cli)) throw new Error(`${cli} is missing: run "npm run build" first`);
-  const args = [cli, 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--cache-dir', SERVER_CACHE_DIR,
+  const args = [cli, 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--cache-dir', SERVER_CACHE_DIR,
     '--intra-op-threads', '1', '--preprocess-workers', '1', '--shutdown-grace-seconds', '1', '--log-level', 'info'];
   if (opts.tls) {
     args.push('--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key);

@@ -57,7 +57,7 @@ describe('health and drain (in process)', () => {
     const server = await startServer({
       host: '127.0.0.1',
       port: 0,
-      metricsPort: 0,
+      metricsPort: 0, httpPort: 0,
       cacheDir: CACHE_DIR,
       logger: SILENT,
       waitUntilReady: false,
@@ -119,7 +119,7 @@ describe('health and drain (in process)', () => {
   });
 
   test('a drain that outlasts the grace period cancels what is left and still stops', async () => {
-    const server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: SILENT });
+    const server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: SILENT });
     const c = clients(`127.0.0.1:${server.port}`);
     const stream = c.api.EmbedStream(); // never ended by the client
     stream.on('data', () => undefined);
@@ -143,7 +143,7 @@ describe('startup failures', () => {
     let loaded = false;
     try {
       await expect(
-        startServer({ host: '127.0.0.1', port: busy, metricsPort: 0, cacheDir: CACHE_DIR, logger: SILENT, loadModel: async () => ((loaded = true), Promise.reject(new Error('unreachable'))) }),
+        startServer({ host: '127.0.0.1', port: busy, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: SILENT, loadModel: async () => ((loaded = true), Promise.reject(new Error('unreachable'))) }),
       ).rejects.toThrow(`cannot listen on 127.0.0.1:${busy}`);
       expect(loaded).toBe(false);
     } finally {
@@ -162,7 +162,7 @@ describe('startup failures', () => {
     const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }));
     try {
       await expect(
-        startServer({ host: '127.0.0.1', port: 0, metricsPort: busy, cacheDir: CACHE_DIR, dataDir: path.join(dir, 'data'), apiKeysFile: keysFile, credentialsReloadSeconds: 0.05, logger, loadModel: () => new Promise(() => undefined) }),
+        startServer({ host: '127.0.0.1', port: 0, metricsPort: busy, httpPort: 0, cacheDir: CACHE_DIR, dataDir: path.join(dir, 'data'), apiKeysFile: keysFile, credentialsReloadSeconds: 0.05, logger, loadModel: () => new Promise(() => undefined) }),
       ).rejects.toThrow(String(busy));
       // A watcher left running would pick this up within 50 ms and log it.
       fs.writeFileSync(keysFile, 'second-key-0123456789abcdef embed b\n');
@@ -178,7 +178,7 @@ describe('startup failures', () => {
 
   test('a model that fails to load fails startServer and releases its ports', async () => {
     await expect(
-      startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: SILENT, model: path.join(os.tmpdir(), 'clipserve-no-such-bundle') }),
+      startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: SILENT, model: path.join(os.tmpdir(), 'clipserve-no-such-bundle') }),
     ).rejects.toThrow(/clipserve-no-such-bundle/);
   });
 });
@@ -202,7 +202,7 @@ if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS tests: openssl not found !!!
     server = await startServer({
       host: '127.0.0.1',
       port: 0,
-      metricsPort: 0,
+      metricsPort: 0, httpPort: 0,
       healthPort: 0,
       cacheDir: CACHE_DIR,
       logger: SILENT,
@@ -265,7 +265,7 @@ describe('clipserve serve (child process)', () => {
     fs.writeFileSync(configFile, JSON.stringify({ maxItemsPerRequest: 9, maxImageBytes: 123_456, maxImagePixels: 1000, maxBatchSize: 7 }));
     child = spawn(
       process.execPath,
-      [compiledModule('cli/main'), 'serve', '--config', configFile, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--max-image-pixels', '2000', '--max-batch-size', '64', '--shutdown-grace-seconds', '20'],
+      [compiledModule('cli/main'), 'serve', '--config', configFile, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--max-image-pixels', '2000', '--max-batch-size', '64', '--shutdown-grace-seconds', '20'],
       {
         env: {
           ...process.env,

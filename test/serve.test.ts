@@ -20,6 +20,7 @@ describe('serve configuration', () => {
       host: '0.0.0.0',
       port: 50051,
       metricsPort: 9090,
+      httpPort: 8080,
       healthPort: undefined,
       provider: 'auto',
       maxBatchSize: 32,

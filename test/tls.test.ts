@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as https from 'node:https';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
@@ -105,7 +106,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.pem', 'tls.crt');
     pki.install('server1.key', 'tls.key');
     const server: RunningServer = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger,
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
       tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const trusting = (ca: string) => grpc.credentials.createSsl(pki.read(`${ca}.pem`));
@@ -142,7 +143,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.key', 'mtls.key');
     pki.install('ca1.pem', 'client-ca.pem');
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger,
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
       tlsCert: pki.path('mtls.crt'), tlsKey: pki.path('mtls.key'), tlsClientCa: pki.path('client-ca.pem'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const as = (client?: string) => (client ? grpc.credentials.createSsl(pki.read('ca1.pem'), pki.read(`${client}.key`), pki.read(`${client}.pem`)) : grpc.credentials.createSsl(pki.read('ca1.pem')));
@@ -163,11 +164,49 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     }
   });
 
+  test('the HTTP API serves the same certificate, follows its rotation, and requires client certificates with a client CA', async () => {
+    pki.install('server1.pem', 'https.crt');
+    pki.install('server1.key', 'https.key');
+    pki.install('ca1.pem', 'https-client-ca.pem');
+    const server = await startServer({
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger,
+      tlsCert: pki.path('https.crt'), tlsKey: pki.path('https.key'), tlsClientCa: pki.path('https-client-ca.pem'), credentialsReloadSeconds: RELOAD_SECONDS,
+    });
+    /** GET /v1/models over a new HTTPS connection: the status, or the TLS failure's code. */
+    const get = (ca: string, client?: string) =>
+      new Promise<number | string>((resolve) => {
+        const req = https.get(
+          {
+            host: '127.0.0.1', port: server.httpPort, path: '/v1/models', servername: 'localhost', agent: false, ca: pki.read(`${ca}.pem`),
+            ...(client ? { key: pki.read(`${client}.key`), cert: pki.read(`${client}.pem`) } : {}),
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+      });
+    try {
+      expect(await get('ca1', 'client1')).toBe(200);
+      expect(await get('ca1', 'client2')).not.toBe(200);
+      expect(await get('ca1')).not.toBe(200);
+      expect(await get('ca2', 'client1')).not.toBe(200);
+
+      pki.install('server2.pem', 'https.crt');
+      pki.install('server2.key', 'https.key');
+      await eventually('the HTTP API to serve the new certificate', async () => (await get('ca2', 'client1')) === 200);
+      expect(await get('ca1', 'client1')).not.toBe(200);
+    } finally {
+      await server.shutdown(1);
+    }
+  });
+
   test('--credentials-reload-seconds 0 reads the files once', async () => {
     pki.install('server1.pem', 'once.crt');
     pki.install('server1.key', 'once.key');
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
       tlsCert: pki.path('once.crt'), tlsKey: pki.path('once.key'), credentialsReloadSeconds: 0,
     });
     try {

@@ -211,7 +211,7 @@ export function checkProbes(objects: K8sObject[]): string[] {
   return problems;
 }
 
-/** Server flags/env and container ports agree: --port ↔ grpc, --health-port ↔ health, --metrics-port ↔ metrics. */
+/** Server flags/env and container ports agree: --port ↔ grpc, --health-port ↔ health, --metrics-port ↔ metrics, --http-port ↔ http. */
 export function checkServerPorts(objects: K8sObject[]): string[] {
   const d = theDeployment(objects);
   const c = serverContainer(d);
@@ -221,6 +221,7 @@ export function checkServerPorts(objects: K8sObject[]): string[] {
     ['grpc', '--port', 'CLIPSERVE_PORT'],
     ['health', '--health-port', 'CLIPSERVE_HEALTH_PORT'],
     ['metrics', '--metrics-port', 'CLIPSERVE_METRICS_PORT'],
+    ['http', '--http-port', 'CLIPSERVE_HTTP_PORT'],
   ];
   for (const [portName, flag, envName] of table) {
     const declared = resolvePort(c, portName);

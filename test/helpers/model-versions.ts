@@ -41,5 +41,5 @@ export async function writeVersions(tmp: string, dataDir: string, seeds: number[
 
 /** A server on free loopback ports, one CPU thread per session and one preprocessing worker, silent. */
 export function startTinyServer(config: StartServerConfig): Promise<RunningServer> {
-  return startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }), ...config });
+  return startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }), ...config });
 }

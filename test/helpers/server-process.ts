@@ -17,6 +17,8 @@ export interface ServerProcess {
   readonly pid: number;
   readonly port: number;
   readonly metricsPort: number;
+  /** The HTTP API's port, when started with `--http-port auto` (or a port). */
+  readonly httpPort: number | undefined;
   /** What it printed so far (stdout + stderr; the last MiB). */
   output(): string;
   /** JSON log records: all of them until it served, warnings and errors after. */
@@ -68,7 +70,7 @@ export interface StartProcessOptions {
 /** Runs `clipserve serve <args>` on 127.0.0.1 with ephemeral ports; resolves once it serves. */
 export async function startServerProcess(args: string[] = [], options: StartProcessOptions = {}): Promise<ServerProcess> {
   const { env = {}, readyTimeoutMs = 120_000, onRecord, wrap } = options;
-  const argv = [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args];
+  const argv = [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args];
   const [command, ...commandArgs] = wrap ? [...wrap, process.execPath, ...argv] : [process.execPath, ...argv];
   const child = spawn(command, commandArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   track(child);
@@ -77,6 +79,7 @@ export async function startServerProcess(args: string[] = [], options: StartProc
   let pending = '';
   let port: number | undefined;
   let metricsPort: number | undefined;
+  let httpPort: number | undefined;
   let readySeen = false;
   const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
   const ready = new Promise<void>((resolve, reject) => {
@@ -99,6 +102,7 @@ export async function startServerProcess(args: string[] = [], options: StartProc
         const msg = String(rec.msg ?? '');
         if (msg === 'grpc server listening') port = rec.port as number;
         if (msg.startsWith('metrics and probes listening')) metricsPort = rec.port as number;
+        if (msg.startsWith('http api listening')) httpPort = rec.port as number;
         if (msg.startsWith('model ready') && port !== undefined && metricsPort !== undefined) {
           readySeen = true;
           clearTimeout(timer);
@@ -131,6 +135,7 @@ export async function startServerProcess(args: string[] = [], options: StartProc
     pid: child.pid!,
     port: port!,
     metricsPort: metricsPort!,
+    httpPort,
     output: () => text,
     logs: () => records,
     rssBytes: () => rssOf(child.pid!),
@@ -141,7 +146,7 @@ export async function startServerProcess(args: string[] = [], options: StartProc
 
 /** Runs `clipserve serve <args>` expecting it to fail at start; resolves with its exit code and output. */
 export function runServeExpectingFailure(args: string[], timeoutMs = 60_000): Promise<{ code: number | string; output: string }> {
-  const child = spawn(process.execPath, [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args], {
+  const child = spawn(process.execPath, [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -40,7 +40,7 @@ export class ServerProcess {
   static async start(flags: ServerFlags, timeoutSeconds = 600): Promise<ServerProcess> {
     const args = [
       compiledModule('cli/main'), 'serve',
-      '--model', flags.model, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0',
+      '--model', flags.model, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0',
       '--provider', flags.provider, '--intra-op-threads', String(flags.intraOpThreads),
       '--max-batch-size', String(flags.maxBatchSize), '--queue-bound', '4096', '--log-level', 'info',
     ];

@@ -1,19 +1,18 @@
 /**
  * clipserve.v1.EmbeddingService handlers. Thin: validate, queue items through the embedder, and
- * apply CLIP's heads (normalize, scaled cosine logits, softmax) to the results. No model runtime
+ * apply CLIP's heads (serve/clip-tasks.ts, shared with the HTTP API) to the results. No model runtime
  * here; the embedder and the model info come in as dependencies.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { TextEmbedding } from '../serve/embedder';
+import { classify, rank, similarity } from '../serve/clip-tasks';
 import { CallContext, CallGate, unaryHandler } from './call-context';
 import { embedStreamHandler, StreamStats } from './embed-stream';
 import type * as m from './messages';
 import { type ModelResolver, withModel } from './model-resolver';
 import { RequestWork } from './request-work';
-import { invalidArgument } from './status';
-import { checkCount, checkLabels, checkModelVersion, checkTemplates, checkTextLength, checkTextLengths, checkTotal, RequestLimits } from './validate';
-import { dot, embeddingMessage, l2normalized, mean, softmax } from './vectors';
+import { checkCount, checkModelVersion, checkTextLengths, RequestLimits } from './validate';
+import { embeddingMessage, l2normalized } from './vectors';
 
 export interface EmbeddingServiceDeps {
   /** The served versions (server/src/models/host.ts ModelHost). */
@@ -66,24 +65,13 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
 
     Similarity: unary<m.SimilarityRequest, m.SimilarityResponse>('Similarity', async (req, ctx) => {
       checkModelVersion(req.modelVersion);
-      checkCount('images', req.images.length, 1, limits);
-      checkCount('texts', req.texts.length, 1, limits);
-      checkTotal('images + texts', req.images.length + req.texts.length, limits);
-      checkTextLengths('texts', req.texts, limits);
       return withModel(models, req.modelVersion, async ({ info, embedder }) => {
-        const work = new RequestWork(embedder, ctx);
-        const imagesP = work.images(req.images, 'images');
-        const textsP = work.texts(req.texts, 'texts');
-        const [imgs, txts] = await Promise.all([imagesP, textsP]);
-        const img = imgs.map((v) => l2normalized(v));
-        const txt = txts.map((t) => l2normalized(t.vector));
-        // model(image, text): logits_per_image = logit_scale · img @ txt.T; probs = softmax(dim=-1).
-        const logits = img.map((i) => txt.map((t) => info.logitScale * dot(i, t)));
+        const r = await similarity(new RequestWork(embedder, ctx), info.logitScale, req.images, req.texts, limits);
         return {
-          logitsPerImage: logits.map((row) => ({ values: row })),
-          logitsPerText: txt.map((_, j) => ({ values: logits.map((row) => row[j]) })),
-          probs: logits.map((row) => ({ values: softmax(row) })),
-          textTruncated: txts.map((t) => t.truncated),
+          logitsPerImage: r.logitsPerImage.map((values) => ({ values })),
+          logitsPerText: r.logitsPerText.map((values) => ({ values })),
+          probs: r.probs.map((values) => ({ values })),
+          textTruncated: r.textTruncated,
           logitScale: info.logitScale,
           modelVersion: info.version,
         };
@@ -92,34 +80,11 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
 
     Rank: unary<m.RankRequest, m.RankResponse>('Rank', async (req, ctx) => {
       checkModelVersion(req.modelVersion);
-      if (req.query === undefined) throw invalidArgument('query: one of query_text or query_image is required');
-      const nCandidates = req.candidateTexts.length + req.candidateImages.length;
-      if (nCandidates === 0) checkCount('candidate_texts + candidate_images', 0, 1, limits);
-      checkTotal('query + candidates', 1 + nCandidates, limits);
-      if (req.query === 'queryText') checkTextLength('query_text', req.queryText ?? '', limits);
-      checkTextLengths('candidate_texts', req.candidateTexts, limits);
+      const query = req.query === 'queryText' ? { text: req.queryText ?? '' } : req.query === 'queryImage' ? { image: req.queryImage ?? Buffer.alloc(0) } : undefined;
       return withModel(models, req.modelVersion, async ({ info, embedder }) => {
-        const work = new RequestWork(embedder, ctx);
-        const queryP: Promise<Float32Array> =
-          req.query === 'queryText'
-            ? work.texts([req.queryText ?? ''], 'query_text').then((r) => r[0].vector)
-            : work.images([req.queryImage ?? Buffer.alloc(0)], 'query_image').then((r) => r[0]);
-        const textsP = req.candidateTexts.length > 0 ? work.texts(req.candidateTexts, 'candidate_texts') : Promise.resolve([] as TextEmbedding[]);
-        const imagesP = req.candidateImages.length > 0 ? work.images(req.candidateImages, 'candidate_images') : Promise.resolve([] as Float32Array[]);
-        const [queryRaw, texts, images] = await Promise.all([queryP, textsP, imagesP]);
-        const query = l2normalized(queryRaw);
-        const candidates = [
-          ...texts.map((t, index) => ({ modality: 'MODALITY_TEXT' as const, index, score: dot(query, l2normalized(t.vector)) })),
-          ...images.map((v, index) => ({ modality: 'MODALITY_IMAGE' as const, index, score: dot(query, l2normalized(v)) })),
-        ];
-        const logits = candidates.map((c) => info.logitScale * c.score);
-        const probs = softmax(logits);
-        const ranked = candidates.map((c, k) => ({ ...c, logit: logits[k], probability: probs[k], order: k }));
-        // Best first; equal scores keep input order (texts, then images), so results are deterministic.
-        ranked.sort((a, b) => b.score - a.score || a.order - b.order);
-        const kept = req.topK > 0 ? ranked.slice(0, req.topK) : ranked;
+        const ranked = await rank(new RequestWork(embedder, ctx), info.logitScale, query, req.candidateTexts, req.candidateImages, req.topK, limits);
         return {
-          results: kept.map(({ modality, index, score, logit, probability }) => ({ modality, index, score, logit, probability })),
+          results: ranked.map((c) => ({ ...c, modality: c.modality === 'text' ? ('MODALITY_TEXT' as const) : ('MODALITY_IMAGE' as const) })),
           modelVersion: info.version,
         };
       });
@@ -127,32 +92,9 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
 
     Classify: unary<m.ClassifyRequest, m.ClassifyResponse>('Classify', async (req, ctx) => {
       checkModelVersion(req.modelVersion);
-      checkCount('images', req.images.length, 1, limits);
-      checkLabels(req.labels, limits);
-      const templates = checkTemplates(req.templates);
-      const prompts = req.labels.flatMap((label) => templates.map((t) => t.replace('{}', label)));
-      checkTotal('labels × templates', prompts.length, limits);
-      checkTotal('images + labels × templates', req.images.length + prompts.length, limits);
-      checkTextLengths('prompts', prompts, limits);
       return withModel(models, req.modelVersion, async ({ info, embedder }) => {
-        const work = new RequestWork(embedder, ctx);
-        const [imgs, promptEmbeddings] = await Promise.all([work.images(req.images, 'images'), work.texts(prompts, 'prompts')]);
-        // open_clip build_zero_shot_classifier: per class, normalize each template embedding,
-        // average them, normalize the mean.
-        const classWeights = req.labels.map((_, c) =>
-          l2normalized(mean(promptEmbeddings.slice(c * templates.length, (c + 1) * templates.length).map((p) => l2normalized(p.vector)))),
-        );
-        return {
-          classifications: imgs.map((raw) => {
-            const img = l2normalized(raw);
-            const logits = classWeights.map((w) => info.logitScale * dot(img, w));
-            const probs = softmax(logits);
-            const scored = req.labels.map((label, index) => ({ label, index, probability: probs[index], logit: logits[index] }));
-            scored.sort((a, b) => b.probability - a.probability || a.index - b.index);
-            return { labels: req.topK > 0 ? scored.slice(0, req.topK) : scored };
-          }),
-          modelVersion: info.version,
-        };
+        const perImage = await classify(new RequestWork(embedder, ctx), info.logitScale, req.images, req.labels, req.templates, req.topK, limits);
+        return { classifications: perImage.map((labels) => ({ labels })), modelVersion: info.version };
       });
     }),
 

@@ -14,6 +14,9 @@ export interface EmbedderPort {
   embedImages(images: readonly Uint8Array[], options?: SubmitOptions): Promise<Float32Array>[];
 }
 
+/** A list's name ("texts": its items are "texts[i]"), or the name of its i-th item. */
+export type ItemNames = string | ((index: number) => string);
+
 export class RequestWork {
   private readonly options: SubmitOptions;
 
@@ -25,12 +28,15 @@ export class RequestWork {
     this.options = { signal: ctx.signal, deadline: ctx.deadline };
   }
 
-  /** Embeds texts; `field` names them in errors ("texts" → "texts[2]"). */
-  texts(texts: readonly string[], field: string): Promise<TextEmbedding[]> {
+  /**
+   * Embeds texts; `field` names them in errors ("texts" → "texts[2]"), or is a function naming the
+   * i-th one (an HTTP request that mixes texts and images names each by its place in `input`).
+   */
+  texts(texts: readonly string[], field: ItemNames): Promise<TextEmbedding[]> {
     return this.track(() => this.embedder.embedTexts(texts, this.options), field);
   }
 
-  images(images: readonly Uint8Array[], field: string): Promise<Float32Array[]> {
+  images(images: readonly Uint8Array[], field: ItemNames): Promise<Float32Array[]> {
     return this.track(() => this.embedder.embedImages(images, this.options), field);
   }
 
@@ -39,7 +45,8 @@ export class RequestWork {
     this.ctx.cancel();
   }
 
-  private track<T>(submit: () => Promise<T>[], field: string): Promise<T[]> {
+  private track<T>(submit: () => Promise<T>[], field: ItemNames): Promise<T[]> {
+    const nameOf = typeof field === 'string' ? (i: number) => `${field}[${i}]` : field;
     let promises: Promise<T>[];
     try {
       promises = submit();
@@ -63,7 +70,7 @@ export class RequestWork {
             if (failed) return;
             failed = true;
             this.cancel();
-            reject(new ItemFailure(`${field}[${i}]`, err));
+            reject(new ItemFailure(nameOf(i), err));
           },
         ),
       );

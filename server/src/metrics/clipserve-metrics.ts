@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Logger } from 'pino';
 import { GrpcServerMetrics } from './grpc-server-metrics';
+import { HttpApiMetrics } from './http-api-metrics';
 import { ServiceMetrics } from './service-metrics';
 
 /** Whether the server should receive traffic, and why not when it should not. */
@@ -28,11 +29,14 @@ export class ClipserveMetrics {
   readonly registry: Registry = new Registry();
   readonly grpc: GrpcServerMetrics;
   readonly service: ServiceMetrics;
+  /** The OpenAI-compatible HTTP API's request metrics (server/src/http). */
+  readonly http: HttpApiMetrics;
   private probe: ReadinessProbe = () => ({ ready: false, reason: 'starting' });
 
   constructor(options: ClipserveMetricsOptions = {}) {
     this.grpc = new GrpcServerMetrics({ registry: this.registry, logger: options.logger });
     this.service = new ServiceMetrics(this.registry);
+    this.http = new HttpApiMetrics(this.registry);
     const ready: Gauge = new Gauge({
       name: 'clipserve_ready',
       help: '1 when the model is loaded and warm and the server is not draining (what /readyz reports), else 0.',

@@ -17,7 +17,11 @@ const ACCEPTABLE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** The id a client offered in its metadata, when it is acceptable as one (see above). */
 export function offeredRequestId(metadata: grpc.Metadata): string | undefined {
-  const offered = metadata.get(REQUEST_ID_METADATA_KEY)[0];
+  return acceptableRequestId(metadata.get(REQUEST_ID_METADATA_KEY)[0]);
+}
+
+/** `offered` when it is acceptable as a request id (the HTTP API reads it from a header). */
+export function acceptableRequestId(offered: unknown): string | undefined {
   return typeof offered === 'string' && ACCEPTABLE_REQUEST_ID.test(offered) ? offered : undefined;
 }
 

@@ -14,3 +14,4 @@ export {
   type FineTuneJobCountsSource,
 } from './service-metrics';
 export { goCodeName, ALL_GRPC_CODES } from './grpc-codes';
+export { HttpApiMetrics, UNMATCHED_ROUTE } from './http-api-metrics';

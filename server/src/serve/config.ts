@@ -79,6 +79,11 @@ export interface ServeConfig {
   finetuneServiceAccount: string | undefined;
   /** `full` training pods: DataLoader workers per GPU (open_clip_train --workers). */
   finetuneWorkersPerGpu: number;
+  /**
+   * OpenAI-compatible HTTP API port (server/src/http). 0 turns the API off (as the issue asks), so
+   * "auto" is how a test asks for any free port (RunningServer.httpPort says which).
+   */
+  httpPort: number | 'auto';
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -159,13 +164,14 @@ function podOption<T>(p: (raw: unknown, name: string) => T): Parser<T> {
 }
 
 const PORT = intIn(0, 65535);
+const portOrAuto: Parser<number | 'auto'> = (raw, name) => (raw === 'auto' ? 'auto' : PORT(raw, name));
 const MiB = 1024 * 1024;
 
 /** Every serve option. Order is the --help order. */
 export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'model', flag: '--model <ref>', env: 'CLIPSERVE_MODEL', description: 'model bundle directory or hf-hub:<org>/<repo>[@revision] (default: a small random-weight demo bundle, built in --cache-dir on first start; GetModelInfo reports demo=true)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'cacheDir', flag: '--cache-dir <dir>', env: 'CLIPSERVE_CACHE_DIR', description: 'cache for the demo bundle and downloaded models (default: $XDG_CACHE_HOME/clipserve or ~/.cache/clipserve)', defaultValue: undefined, parse: nonEmptyString },
-  { key: 'host', flag: '--host <addr>', env: 'CLIPSERVE_HOST', description: 'address the gRPC and metrics servers bind', defaultValue: '0.0.0.0', parse: nonEmptyString },
+  { key: 'host', flag: '--host <addr>', env: 'CLIPSERVE_HOST', description: 'address the gRPC, HTTP API and metrics servers bind', defaultValue: '0.0.0.0', parse: nonEmptyString },
   { key: 'port', flag: '--port <n>', env: 'CLIPSERVE_PORT', description: 'gRPC port (0 = pick a free port; the bound port is logged)', defaultValue: 50051, parse: PORT },
   { key: 'metricsPort', flag: '--metrics-port <n>', env: 'CLIPSERVE_METRICS_PORT', description: 'HTTP port for /metrics, /healthz and /readyz (0 = pick a free port)', defaultValue: 9090, parse: PORT },
   { key: 'healthPort', flag: '--health-port <n>', env: 'CLIPSERVE_HEALTH_PORT', description: 'extra plaintext gRPC port serving only grpc.health.v1, for kubelet probes when TLS is on (default: none)', defaultValue: undefined, parse: PORT },
@@ -202,6 +208,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'finetuneGpuResource', flag: '--finetune-gpu-resource <name>', env: 'CLIPSERVE_FINETUNE_GPU_RESOURCE', description: '`full` training pods: the extended resource that counts GPUs (e.g. amd.com/gpu)', defaultValue: 'nvidia.com/gpu', parse: podOption(parseResourceName) },
   { key: 'finetuneServiceAccount', flag: '--finetune-service-account <name>', env: 'CLIPSERVE_FINETUNE_SERVICE_ACCOUNT', description: '`full` training pods: their ServiceAccount (its token is never mounted) (default: the namespace\'s default)', defaultValue: undefined, parse: podOption(parseServiceAccount) },
   { key: 'finetuneWorkersPerGpu', flag: '--finetune-workers-per-gpu <n>', env: 'CLIPSERVE_FINETUNE_WORKERS_PER_GPU', description: '`full` training pods: DataLoader worker processes per GPU (open_clip_train --workers)', defaultValue: 4, parse: intIn(0, 64) },
+  { key: 'httpPort', flag: '--http-port <n>', env: 'CLIPSERVE_HTTP_PORT', description: 'port of the OpenAI-compatible HTTP API (POST /v1/embeddings, GET /v1/models, GET /openapi.json; see docs/http-api.md), with the same API keys, TLS files, batcher and limits as gRPC (0 = off; auto = pick a free port, logged as "http api listening")', defaultValue: 8080, parse: portOrAuto },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 
@@ -247,6 +254,9 @@ function validate(c: ServeConfig): void {
   }
   if (c.healthPort !== undefined && c.healthPort !== 0 && c.healthPort === c.port) {
     throw new ConfigError(`--health-port must differ from --port (both ${c.port})`);
+  }
+  for (const [flag, other] of [['--port', c.port], ['--metrics-port', c.metricsPort], ['--health-port', c.healthPort]] as const) {
+    if (typeof c.httpPort === 'number' && c.httpPort !== 0 && c.httpPort === other) throw new ConfigError(`--http-port must differ from ${flag} (both ${other})`);
   }
 }
 

@@ -23,6 +23,8 @@ export interface TextEmbedding {
   /** Raw features, embedDim long. */
   vector: Float32Array;
   truncated: boolean;
+  /** Tokens the model read, SOT and EOT included (at most the context length): usage reports. */
+  tokens: number;
 }
 
 /** The observer's reason for an image that failed preprocessing. */
@@ -33,6 +35,7 @@ export function imageRejectReason(err: unknown): RejectReason {
 interface TokenizedItem {
   ids: Int32Array;
   truncated: boolean;
+  tokens: number;
 }
 
 export class Embedder {
@@ -70,10 +73,10 @@ export class Embedder {
   embedTexts(texts: readonly string[], options: SubmitOptions = {}): Promise<TextEmbedding>[] {
     const items = texts.map((text) => {
       const t0 = performance.now();
-      const { ids, truncated } = this.model.tokenizer.tokenize(text, this.contextLength);
+      const { ids, truncated, eotIndex } = this.model.tokenizer.tokenize(text, this.contextLength);
       this.observe((o) => o.preprocessed('text', (performance.now() - t0) / 1000));
       if (ids.length !== this.contextLength) throw new Error(`tokenizer returned ${ids.length} ids, expected ${this.contextLength}`);
-      return { ids, truncated };
+      return { ids, truncated, tokens: eotIndex + 1 };
     });
     return this.textBatcher.submitMany(items, options);
   }
@@ -103,7 +106,7 @@ export class Embedder {
     items.forEach((item, i) => ids.set(item.ids, i * ctx));
     const features = await this.model.encodeText(ids, items.length);
     const vectors = this.rows(features, items.length);
-    return items.map((item, i) => ({ vector: vectors[i], truncated: item.truncated }));
+    return items.map((item, i) => ({ vector: vectors[i], truncated: item.truncated, tokens: item.tokens }));
   }
 
   private async runImages(pixels: Float32Array[]): Promise<Float32Array[]> {

@@ -16,6 +16,7 @@ import { StreamStats } from '../grpc/embed-stream';
 import { embeddingServiceHandlers } from '../grpc/embedding-service';
 import { EMBEDDING_SERVICE_NAME, loadProtos } from '../grpc/proto';
 import type { RequestLimits } from '../grpc/validate';
+import { startHttpApi, type RunningHttpApi } from '../http';
 import { ClipserveMetrics, startMetricsServer } from '../metrics';
 import { createTlsServerCredentials } from '../tls';
 import type { LoadedModel } from '../runtime/model';
@@ -60,6 +61,8 @@ export interface RunningServer {
   readonly port: number;
   /** The bound health-only port, when configured. */
   readonly healthPort: number | undefined;
+  /** The bound port of the OpenAI-compatible HTTP API (useful with httpPort "auto"); undefined when off (0). */
+  readonly httpPort: number | undefined;
   /** The bound HTTP port of /metrics, /healthz and /readyz (useful with metricsPort 0). */
   readonly metricsPort: number;
   /** The Prometheus registry and metric families this server exports. */
@@ -115,6 +118,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   // pinned calls load on demand within the budget. Filled in once the first model is ready, and
   // the gate keeps calls away until then.
   let finetune: FineTuneSubsystem | undefined;
+  let servingSince = Date.now();
   const host = new ModelHost<LoadedModel>({
     load: (bundleDir) => loader({ ...config, model: bundleDir }, logger),
     createEmbedder: (m, version) =>
@@ -133,6 +137,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     sizeOf: bundleBytes,
     budget: { maxVersions: config.maxLoadedVersions, maxBytes: config.maxLoadedBytes },
     onActivated: ({ name, version, provider, demo }, previous) => {
+      servingSince = Date.now();
       metrics.service.setModelInfo({ name, version, provider, demo });
       if (previous) logger.info({ version, previous: previous.version }, 'model version switched');
     },
@@ -174,11 +179,13 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   );
   const dataDir = config.dataDir;
   let healthServer: grpc.Server | undefined;
+  let httpApi: RunningHttpApi | undefined;
   // A start that fails after this point (a port in use, a bad certificate) releases what was
   // opened before it: an embedder of startServer may go on running.
   const abandonStart = async (err: unknown): Promise<never> => {
     server.forceShutdown();
     healthServer?.forceShutdown();
+    await httpApi?.close(true).catch(() => undefined);
     apiKeys?.close();
     if (finetune) {
       await finetune.close().catch(() => undefined);
@@ -211,6 +218,29 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     health.addToServer(healthServer);
     healthPort = await bind(healthServer, hostPort(config.host, config.healthPort), grpc.ServerCredentials.createInsecure()).catch(abandonStart);
     logger.info({ port: healthPort }, 'plaintext health server listening');
+  }
+
+  if (config.httpPort !== 0) {
+    httpApi = await startHttpApi(
+      {
+        models: host,
+        servedModels: () => host.loadedVersions().map((v) => ({ info: v.info, since: v.active ? servingSince : v.lastUsedMs })),
+        limits,
+        gate,
+        logger,
+        auth: apiKeys ? { keys: () => apiKeys.store, openDocs: config.authOpenReflection } : undefined,
+        metrics: metrics.http,
+      },
+      {
+        host: config.host,
+        port: config.httpPort === 'auto' ? 0 : config.httpPort,
+        bodyLimit: config.maxMessageBytes,
+        tls: config.tlsCert !== undefined && config.tlsKey !== undefined
+          ? { certFile: config.tlsCert, keyFile: config.tlsKey, clientCaFile: config.tlsClientCa, reloadIntervalMs: config.credentialsReloadSeconds * 1000 }
+          : undefined,
+      },
+    ).catch(abandonStart);
+    logger.info({ host: config.host, port: httpApi.port, tls: config.tlsCert !== undefined }, 'http api listening (OpenAI-compatible /v1/embeddings)');
   }
 
   const metricsServer = await startMetricsServer({ metrics, port: config.metricsPort, host: config.host }).catch(abandonStart);
@@ -249,6 +279,8 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       if (!drained) logger.warn({ inFlightCalls: gate.inFlight }, 'grace period over: cancelling the calls still in flight');
       await stopServer(server, drained ? Math.max(0, deadline - Date.now()) : 0);
       if (healthServer) await stopServer(healthServer, 0);
+      // Drained: only idle keep-alive connections are left; past the grace, requests are cut too.
+      await httpApi?.close(!drained).catch((err: unknown) => logger.error({ err }, 'closing the http api failed'));
       gate.setPhase('stopped');
       apiKeys?.close();
       // A running fine-tune job stops here and keeps its state: the next start resumes it.
@@ -266,6 +298,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   const running: RunningServer = {
     port,
     healthPort,
+    httpPort: httpApi?.port,
     metricsPort: metricsServer.port,
     metrics,
     config,
