@@ -101,8 +101,8 @@ export function nearestIndices(inSize: number, outSize: number, first: number, c
   return idx;
 }
 
-/** Rows of the source that the vertical taps read: [first, end). */
-function rowSpan(c: AxisCoefficients): [number, number] {
+/** Source indices that the taps of `c` read: [first, end). */
+export function rowSpan(c: AxisCoefficients): [number, number] {
   let lo = Infinity;
   let hi = 0;
   for (let i = 0; i < c.count; i++) {

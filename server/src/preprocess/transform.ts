@@ -13,6 +13,7 @@ import type { PreprocessConfig } from '../model/config';
 import { paletteColour, type DecodedImage } from './decode';
 import { ImageError } from './errors';
 import { cropSamples, resizeNearest, resizeSeparable, type Window } from './resample';
+import { resizeSeparableSimd, simdResampleAvailable } from './simd/resample';
 
 /** Python's round() on a float: half to even. */
 export function roundHalfEven(x: number): number {
@@ -134,10 +135,21 @@ function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window
     case 'RGBA':
     case 'LA':
       // PIL resizes RGBA/LA as premultiplied RGBa/La and converts back.
-      return resizeSeparable(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, true);
+      return separable(img, outW, outH, win, cfg, true);
     default:
-      return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation);
+      return separable(img, outW, outH, win, cfg, false);
   }
+}
+
+/** The bicubic/bilinear resize: the WebAssembly SIMD passes for 8-bit images of 3 or 4 bands
+ *  (RGB, RGBA, CMYK: the inputs that are large in practice), the TypeScript reference otherwise.
+ *  Both give the same bits. */
+function separable(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig, premultiplyAlpha: boolean): Uint8Array | Int32Array {
+  const { width: w, height: h, channels: ch } = img;
+  if (img.mode !== 'I' && (ch === 3 || ch === 4) && simdResampleAvailable(ch)) {
+    return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+  }
+  return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
 }
 
 /** Writes the window, converted to RGB and normalised, into the CHW planes. */

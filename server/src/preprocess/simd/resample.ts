@@ -1,0 +1,106 @@
+/**
+ * The 8-bit separable resize of ../resample.ts (`resizeSeparable` for 3- and 4-band images) on
+ * the WebAssembly SIMD passes of kernels.wat (h8, v8, premultiply4). Same coefficients (the
+ * TypeScript `axisCoefficients`), same pass order and skips, same uint8 intermediate: only the arithmetic of
+ * the two passes moves into the kernel, where four bands (or sixteen samples) go per instruction.
+ * The TypeScript passes stay the reference; test/preprocess-simd.test.ts holds the two equal.
+ *
+ * The source is fed to the horizontal pass in strips of rows copied (and for RGBA premultiplied)
+ * into the module's memory, so the memory holds a strip, the horizontal output of the rows the
+ * vertical pass needs, and the window: bounded by the crop, not by the input size. One instance
+ * per thread (each preprocessing worker has its own); its memory grows to the largest job seen.
+ */
+import { axisCoefficients, premultiplyInto, rowSpan, unpremultiply, type AxisCoefficients, type ResampleFilter, type Window } from '../resample';
+import { Arena, simdKernels, type Kernels } from './instance';
+
+/** Source bytes copied per horizontal strip (about L2-sized). */
+const STRIP_BYTES = 256 * 1024;
+
+/** Whether resizeSeparableSimd can run for `ch` bands. */
+export function simdResampleAvailable(ch: number): boolean {
+  return (ch === 3 || ch === 4) && simdKernels() !== null;
+}
+
+interface PlacedAxis {
+  start: number;
+  taps: number;
+  k: number;
+  ksize: number;
+}
+
+function reserveAxis(arena: Arena, c: AxisCoefficients): PlacedAxis {
+  return { start: arena.alloc(4 * c.count), taps: arena.alloc(4 * c.count), k: arena.alloc(4 * c.fixed.length), ksize: c.ksize };
+}
+
+/** Writes the taps with their start made relative to `origin` (the first index held in memory). */
+function writeAxis(i32: Int32Array, at: PlacedAxis, c: AxisCoefficients, origin: number): void {
+  for (let i = 0; i < c.count; i++) i32[(at.start >> 2) + i] = c.start[i] - origin;
+  i32.set(c.taps, at.taps >> 2);
+  i32.set(c.fixed, at.k >> 2);
+}
+
+/** Copies source rows [y0, y0+n), columns [x0, x0+cols), into memory at `dst` (rows packed),
+ *  then premultiplies alpha there when asked. */
+function copyRows(k: Kernels, mem: Uint8Array, dst: number, src: Uint8Array, w: number, ch: number, x0: number, cols: number, y0: number, n: number, premultiply: boolean): void {
+  const rowBytes = cols * ch;
+  if (cols === w) {
+    mem.set(src.subarray(y0 * w * ch, (y0 + n) * w * ch), dst);
+  } else {
+    for (let r = 0; r < n; r++) {
+      const s = ((y0 + r) * w + x0) * ch;
+      mem.set(src.subarray(s, s + rowBytes), dst + r * rowBytes);
+    }
+  }
+  if (premultiply) {
+    if (ch === 4) k.premultiply4(dst, n * rowBytes);
+    else premultiplyInto(mem, dst, mem, dst, n * rowBytes, ch);
+  }
+}
+
+/**
+ * `resizeSeparable` of ../resample.ts for an 8-bit image of 3 or 4 bands (check simdAvailable
+ * first): outW×outH, window `win` only, alpha premultiplied around the passes when asked.
+ */
+export function resizeSeparableSimd(
+  src: Uint8Array, w: number, h: number, ch: 3 | 4, outW: number, outH: number, win: Window, filter: ResampleFilter, premultiplyAlpha = false,
+): Uint8Array {
+  const k = simdKernels();
+  if (!k) throw new Error('WebAssembly SIMD resample is not available in this runtime');
+  const needH = outW !== w;
+  const needV = outH !== h;
+  const cv = needV ? axisCoefficients(h, outH, filter, win.y0, win.h) : undefined;
+  const [row0, row1] = cv ? rowSpan(cv) : [win.y0, win.y0 + win.h];
+  const rows = row1 - row0;
+  const chh = needH ? axisCoefficients(w, outW, filter, win.x0, win.w) : undefined;
+  // Source columns the horizontal taps read (or the window's own columns without that pass).
+  const [col0, col1] = chh ? rowSpan(chh) : [win.x0, win.x0 + win.w];
+  const cols = col1 - col0;
+  const rowLen = win.w * ch;
+
+  const arena = new Arena();
+  const ah = chh ? reserveAxis(arena, chh) : undefined;
+  const av = cv ? reserveAxis(arena, cv) : undefined;
+  const stripRows = Math.max(1, Math.min(rows, Math.floor(STRIP_BYTES / (cols * ch))));
+  const strip = chh ? arena.alloc(stripRows * cols * ch) : 0;
+  const tmp = arena.alloc(rows * rowLen);
+  const out = cv ? arena.alloc(win.h * rowLen) : tmp;
+  arena.commit(k.memory);
+  const mem = new Uint8Array(k.memory.buffer);
+  const i32 = new Int32Array(k.memory.buffer);
+  if (ah && chh) writeAxis(i32, ah, chh, col0);
+  if (av && cv) writeAxis(i32, av, cv, row0);
+
+  if (ah && chh) {
+    for (let y = 0; y < rows; y += stripRows) {
+      const n = Math.min(stripRows, rows - y);
+      copyRows(k, mem, strip, src, w, ch, col0, cols, row0 + y, n, premultiplyAlpha);
+      k.h8(strip, cols * ch, n, ch, tmp + y * rowLen, win.w, ah.start, ah.taps, ah.k, ah.ksize);
+    }
+  } else {
+    copyRows(k, mem, tmp, src, w, ch, col0, cols, row0, rows, premultiplyAlpha);
+  }
+  if (av && cv) k.v8(tmp, rowLen, out, win.h, av.start, av.taps, av.k, av.ksize);
+  const result = mem.slice(out, out + win.h * rowLen);
+  if (premultiplyAlpha) unpremultiply(result, ch);
+  return result;
+}
