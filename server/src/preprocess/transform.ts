@@ -156,6 +156,19 @@ function separable(img: DecodedImage, outW: number, outH: number, win: Window, c
 function writeWindow(out: Float32Array, size: number, img: DecodedImage, data: Uint8Array | Int32Array, win: { w: number; h: number; dstX: number; dstY: number }, lut: Float32Array): void {
   const plane = size * size;
   const ch = img.channels;
+  if (img.mode === 'RGB' || img.mode === 'P' || img.mode === 'RGBA') {
+    // The common case without the per-pixel mode switch below (RGBA: alpha dropped).
+    for (let y = 0; y < win.h; y++) {
+      let o = (win.dstY + y) * size + win.dstX;
+      let s = y * win.w * ch;
+      for (let x = 0; x < win.w; x++, o++, s += ch) {
+        out[o] = lut[data[s]];
+        out[plane + o] = lut[256 + data[s + 1]];
+        out[2 * plane + o] = lut[512 + data[s + 2]];
+      }
+    }
+    return;
+  }
   for (let y = 0; y < win.h; y++) {
     let o = (win.dstY + y) * size + win.dstX;
     let s = y * win.w * ch;

@@ -10,60 +10,88 @@
   (memory (export "memory") 1)
 
   ;; Horizontal pass over `rows` rows of `stride` bytes from `src`, `ch` = 3 or 4 interleaved
-  ;; bands. Output pixel x of a row reads taps[x] pixels from column start[x], with weights
-  ;; k[x*ksize ..]; it is written as `ch` bytes at dst (rows of outW*ch bytes, contiguous).
-  ;; A pixel is read as 8 bytes widened to 4 i32 lanes (lane 3 is junk for ch = 3 and never
-  ;; stored: the 4-byte store of the next pixel overwrites it, the last one lands in the slack).
+  ;; bands, written as rows of outW*ch bytes at dst. Output pixel x of a row reads its taps from
+  ;; column start[x] in pairs: pair j of x is two i32 words at k + (x*maxPairs + j)*8, each holding
+  ;; two i16 weights (taps 2j, 2j+1): first the high parts h = w >> 11, then the low parts
+  ;; l = w & 2047 of Pillow's fixed-point weights w = h*2048 + l (a missing odd tap has w = 0).
+  ;; i32x4.dot_i16x8_s multiplies both taps of a band at once, so
+  ;; acc = 2^21 + 2048*sum(p*h) + sum(p*l) = 2^21 + sum(p*w) exactly: the wrapping i32 arithmetic
+  ;; ends on the true sum because that fits in i32 (Pillow relies on it too). The two pixels
+  ;; (8 bytes) are spread to i16 lanes [b0 b0' b1 b1' b2 b2' b3 b3'] by a swizzle whose indices
+  ;; above 15 give zeros (lane 3 is junk for ch = 3 and not stored). Two rows go together, sharing
+  ;; the weights; with one row left, both halves compute it. pairs[x] = number of pairs of x.
   (func (export "h8")
     (param $src i32) (param $stride i32) (param $rows i32) (param $ch i32)
     (param $dst i32) (param $outW i32)
-    (param $start i32) (param $taps i32) (param $k i32) (param $ksize i32)
-    (local $y i32) (local $x i32) (local $row i32) (local $s i32) (local $kp i32) (local $kEnd i32)
-    (local $acc0 v128) (local $acc1 v128) (local $kstride i32)
-    (local.set $kstride (i32.shl (local.get $ksize) (i32.const 2)))
+    (param $start i32) (param $pairs i32) (param $k i32) (param $maxPairs i32)
+    (local $y i32) (local $x i32) (local $row i32) (local $row2 i32) (local $s i32) (local $s2 i32)
+    (local $kp i32) (local $kEnd i32) (local $o i32) (local $o2 i32) (local $outRow i32) (local $off i32)
+    (local $hi v128) (local $lo v128) (local $hi2 v128) (local $lo2 v128)
+    (local $px v128) (local $px2 v128) (local $wh v128) (local $wl v128) (local $spread v128)
+    (local.set $spread
+      (if (result v128) (i32.eq (local.get $ch) (i32.const 3))
+        (then (v128.const i8x16 0 0x80 3 0x80 1 0x80 4 0x80 2 0x80 5 0x80 3 0x80 6 0x80))
+        (else (v128.const i8x16 0 0x80 4 0x80 1 0x80 5 0x80 2 0x80 6 0x80 3 0x80 7 0x80))))
+    (local.set $outRow (i32.mul (local.get $outW) (local.get $ch)))
     (local.set $y (i32.const 0))
     (block $rowsDone
       (loop $rowLoop
         (br_if $rowsDone (i32.ge_u (local.get $y) (local.get $rows)))
         (local.set $row (i32.add (local.get $src) (i32.mul (local.get $y) (local.get $stride))))
+        (local.set $o (i32.add (local.get $dst) (i32.mul (local.get $y) (local.get $outRow))))
+        (if (i32.lt_u (i32.add (local.get $y) (i32.const 1)) (local.get $rows))
+          (then
+            (local.set $row2 (i32.add (local.get $row) (local.get $stride)))
+            (local.set $o2 (i32.add (local.get $o) (local.get $outRow))))
+          (else
+            (local.set $row2 (local.get $row))
+            (local.set $o2 (local.get $o))))
         (local.set $x (i32.const 0))
         (block $colsDone
           (loop $colLoop
             (br_if $colsDone (i32.ge_u (local.get $x) (local.get $outW)))
-            (local.set $s (i32.add (local.get $row)
-              (i32.mul (i32.load (i32.add (local.get $start) (i32.shl (local.get $x) (i32.const 2)))) (local.get $ch))))
-            (local.set $kp (i32.add (local.get $k) (i32.mul (local.get $x) (local.get $kstride))))
+            (local.set $off (i32.mul (i32.load (i32.add (local.get $start) (i32.shl (local.get $x) (i32.const 2)))) (local.get $ch)))
+            (local.set $s (i32.add (local.get $row) (local.get $off)))
+            (local.set $s2 (i32.add (local.get $row2) (local.get $off)))
+            (local.set $kp (i32.add (local.get $k) (i32.shl (i32.mul (local.get $x) (local.get $maxPairs)) (i32.const 3))))
             (local.set $kEnd (i32.add (local.get $kp)
-              (i32.shl (i32.load (i32.add (local.get $taps) (i32.shl (local.get $x) (i32.const 2)))) (i32.const 2))))
-            (local.set $acc0 (i32x4.splat (i32.const 0x200000)))
-            (local.set $acc1 (v128.const i32x4 0 0 0 0))
-            ;; two taps per iteration into two accumulators
+              (i32.shl (i32.load (i32.add (local.get $pairs) (i32.shl (local.get $x) (i32.const 2)))) (i32.const 3))))
+            (local.set $hi (v128.const i32x4 0 0 0 0))
+            (local.set $lo (v128.const i32x4 0 0 0 0))
+            (local.set $hi2 (v128.const i32x4 0 0 0 0))
+            (local.set $lo2 (v128.const i32x4 0 0 0 0))
             (block $pairsDone
               (loop $pairLoop
-                (br_if $pairsDone (i32.gt_u (i32.add (local.get $kp) (i32.const 8)) (local.get $kEnd)))
-                (local.set $acc0 (i32x4.add (local.get $acc0)
-                  (i32x4.mul (i32x4.extend_low_i16x8_u (v128.load8x8_u (local.get $s)))
-                             (v128.load32_splat (local.get $kp)))))
-                (local.set $acc1 (i32x4.add (local.get $acc1)
-                  (i32x4.mul (i32x4.extend_low_i16x8_u (v128.load8x8_u (i32.add (local.get $s) (local.get $ch))))
-                             (v128.load32_splat offset=4 (local.get $kp)))))
+                (br_if $pairsDone (i32.ge_u (local.get $kp) (local.get $kEnd)))
+                (local.set $wh (v128.load32_splat (local.get $kp)))
+                (local.set $wl (v128.load32_splat offset=4 (local.get $kp)))
+                (local.set $px (i8x16.swizzle (v128.load64_zero (local.get $s)) (local.get $spread)))
+                (local.set $px2 (i8x16.swizzle (v128.load64_zero (local.get $s2)) (local.get $spread)))
+                (local.set $hi (i32x4.add (local.get $hi) (i32x4.dot_i16x8_s (local.get $px) (local.get $wh))))
+                (local.set $lo (i32x4.add (local.get $lo) (i32x4.dot_i16x8_s (local.get $px) (local.get $wl))))
+                (local.set $hi2 (i32x4.add (local.get $hi2) (i32x4.dot_i16x8_s (local.get $px2) (local.get $wh))))
+                (local.set $lo2 (i32x4.add (local.get $lo2) (i32x4.dot_i16x8_s (local.get $px2) (local.get $wl))))
                 (local.set $s (i32.add (local.get $s) (i32.shl (local.get $ch) (i32.const 1))))
+                (local.set $s2 (i32.add (local.get $s2) (i32.shl (local.get $ch) (i32.const 1))))
                 (local.set $kp (i32.add (local.get $kp) (i32.const 8)))
                 (br $pairLoop)))
-            (if (i32.lt_u (local.get $kp) (local.get $kEnd))
+            (local.set $hi (i16x8.narrow_i32x4_s (i32x4.shr_s (i32x4.add (i32x4.add (i32x4.shl (local.get $hi) (i32.const 11)) (local.get $lo)) (i32x4.splat (i32.const 0x200000))) (i32.const 22)) (i32x4.shr_s (i32x4.add (i32x4.add (i32x4.shl (local.get $hi2) (i32.const 11)) (local.get $lo2)) (i32x4.splat (i32.const 0x200000))) (i32.const 22))))
+            (local.set $hi (i8x16.narrow_i16x8_u (local.get $hi) (local.get $hi)))
+            ;; row 1 in bytes 0..3, row 2 in bytes 4..7; exact-width stores for ch = 3
+            (if (i32.eq (local.get $ch) (i32.const 4))
               (then
-                (local.set $acc0 (i32x4.add (local.get $acc0)
-                  (i32x4.mul (i32x4.extend_low_i16x8_u (v128.load8x8_u (local.get $s)))
-                             (v128.load32_splat (local.get $kp)))))))
-            (local.set $acc0 (i32x4.shr_s (i32x4.add (local.get $acc0) (local.get $acc1)) (i32.const 22)))
-            (local.set $acc0 (i8x16.narrow_i16x8_u
-              (i16x8.narrow_i32x4_s (local.get $acc0) (local.get $acc0))
-              (i16x8.narrow_i32x4_s (local.get $acc0) (local.get $acc0))))
-            (v128.store32_lane 0 (local.get $dst) (local.get $acc0))
-            (local.set $dst (i32.add (local.get $dst) (local.get $ch)))
+                (v128.store32_lane 0 (local.get $o) (local.get $hi))
+                (v128.store32_lane 1 (local.get $o2) (local.get $hi)))
+              (else
+                (v128.store16_lane 0 (local.get $o) (local.get $hi))
+                (v128.store8_lane offset=2 2 (local.get $o) (local.get $hi))
+                (v128.store16_lane 2 (local.get $o2) (local.get $hi))
+                (v128.store8_lane offset=2 6 (local.get $o2) (local.get $hi))))
+            (local.set $o (i32.add (local.get $o) (local.get $ch)))
+            (local.set $o2 (i32.add (local.get $o2) (local.get $ch)))
             (local.set $x (i32.add (local.get $x) (i32.const 1)))
             (br $colLoop)))
-        (local.set $y (i32.add (local.get $y) (i32.const 1)))
+        (local.set $y (i32.add (local.get $y) (i32.const 2)))
         (br $rowLoop))))
 
   ;; Vertical pass: `src` holds rows of rowLen bytes; output row y (rowLen bytes at dst + y*rowLen)

@@ -39,6 +39,36 @@ function writeAxis(i32: Int32Array, at: PlacedAxis, c: AxisCoefficients, origin:
   i32.set(c.fixed, at.k >> 2);
 }
 
+interface PlacedPairs {
+  start: number;
+  pairs: number;
+  k: number;
+  maxPairs: number;
+}
+
+function reservePairs(arena: Arena, c: AxisCoefficients): PlacedPairs {
+  const maxPairs = (c.ksize + 1) >> 1;
+  return { start: arena.alloc(4 * c.count), pairs: arena.alloc(4 * c.count), k: arena.alloc(8 * c.count * maxPairs), maxPairs };
+}
+
+/** The horizontal taps as h8 reads them: per pair of taps, the i16 high parts (w >> 11) of both
+ *  weights in one word and the low parts (w & 2047) in the next; an odd last tap pairs with 0. */
+function writePairs(i32: Int32Array, at: PlacedPairs, c: AxisCoefficients, origin: number): void {
+  for (let i = 0; i < c.count; i++) {
+    const taps = c.taps[i];
+    const pairs = (taps + 1) >> 1;
+    i32[(at.start >> 2) + i] = c.start[i] - origin;
+    i32[(at.pairs >> 2) + i] = pairs;
+    let o = (at.k >> 2) + i * at.maxPairs * 2;
+    for (let t = 0; t < taps; t += 2, o += 2) {
+      const w0 = c.fixed[i * c.ksize + t];
+      const w1 = t + 1 < taps ? c.fixed[i * c.ksize + t + 1] : 0;
+      i32[o] = ((w0 >> 11) & 0xffff) | ((w1 >> 11) << 16);
+      i32[o + 1] = (w0 & 2047) | ((w1 & 2047) << 16);
+    }
+  }
+}
+
 /** Copies source rows [y0, y0+n), columns [x0, x0+cols), into memory at `dst` (rows packed),
  *  then premultiplies alpha there when asked. */
 function copyRows(k: Kernels, mem: Uint8Array, dst: number, src: Uint8Array, w: number, ch: number, x0: number, cols: number, y0: number, n: number, premultiply: boolean): void {
@@ -78,7 +108,7 @@ export function resizeSeparableSimd(
   const rowLen = win.w * ch;
 
   const arena = new Arena();
-  const ah = chh ? reserveAxis(arena, chh) : undefined;
+  const ah = chh ? reservePairs(arena, chh) : undefined;
   const av = cv ? reserveAxis(arena, cv) : undefined;
   const stripRows = Math.max(1, Math.min(rows, Math.floor(STRIP_BYTES / (cols * ch))));
   const strip = chh ? arena.alloc(stripRows * cols * ch) : 0;
@@ -87,14 +117,14 @@ export function resizeSeparableSimd(
   arena.commit(k.memory);
   const mem = new Uint8Array(k.memory.buffer);
   const i32 = new Int32Array(k.memory.buffer);
-  if (ah && chh) writeAxis(i32, ah, chh, col0);
+  if (ah && chh) writePairs(i32, ah, chh, col0);
   if (av && cv) writeAxis(i32, av, cv, row0);
 
   if (ah && chh) {
     for (let y = 0; y < rows; y += stripRows) {
       const n = Math.min(stripRows, rows - y);
       copyRows(k, mem, strip, src, w, ch, col0, cols, row0 + y, n, premultiplyAlpha);
-      k.h8(strip, cols * ch, n, ch, tmp + y * rowLen, win.w, ah.start, ah.taps, ah.k, ah.ksize);
+      k.h8(strip, cols * ch, n, ch, tmp + y * rowLen, win.w, ah.start, ah.pairs, ah.k, ah.maxPairs);
     }
   } else {
     copyRows(k, mem, tmp, src, w, ch, col0, cols, row0, rows, premultiplyAlpha);
