@@ -22,8 +22,27 @@ const COLOUR_TYPES: Record<number, [PilMode, 1 | 2 | 3 | 4]> = { 0: ['L', 1], 2:
 
 const PNG_SIGNATURE_BYTES = 8;
 
-/** zlib.crc32 arrived in Node 20.15; older runtimes decode with sharp. */
-const crc32 = (zlib as { crc32?: (data: Uint8Array) => number }).crc32;
+/** CRC-32 (PNG/zlib polynomial): Node's zlib.crc32 (Node 20.15+), else a table-driven one. */
+const crc32: (data: Uint8Array) => number = (zlib as { crc32?: (data: Uint8Array) => number }).crc32 ?? tableCrc32;
+
+let crcTable: Uint32Array | undefined;
+export function tableCrc32(data: Uint8Array): number {
+  if (!crcTable) {
+    crcTable = new Uint32Array(256);
+    for (let n = 0; n < 256; n++) {
+      let c = n;
+      for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+      crcTable[n] = c >>> 0;
+    }
+  }
+  let c = 0xffffffff;
+  for (let i = 0; i < data.length; i++) c = crcTable[(c ^ data[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** Above this many decoded bytes the row filters are undone in JavaScript memory: the kernels'
+ *  WebAssembly memory never shrinks, and a worker should not keep a huge image's worth of it. */
+const SIMD_UNFILTER_MAX_BYTES = 32 << 20;
 
 function typeOf(b: Uint8Array, at: number): string {
   return String.fromCharCode(b[at], b[at + 1], b[at + 2], b[at + 3]);
@@ -33,13 +52,13 @@ const u32 = (b: Uint8Array, i: number): number => ((b[i] << 24) | (b[i + 1] << 1
 
 /** CRC over the chunk type and data, as stored after them. */
 function crcMatches(b: Uint8Array, start: number, len: number): boolean {
-  return crc32!(b.subarray(start + 4, start + 8 + len)) === u32(b, start + 8 + len);
+  return crc32(b.subarray(start + 4, start + 8 + len)) === u32(b, start + 8 + len);
 }
 
 /** Decodes `bytes` if it is a plain 8-bit PNG of mode `expected` (what the header parser said);
  *  undefined otherwise. */
 export function decodePlainPng(bytes: Uint8Array, expected: PilMode): DecodedImage | undefined {
-  if (!crc32 || bytes.length < PNG_SIGNATURE_BYTES + 25) return undefined;
+  if (bytes.length < PNG_SIGNATURE_BYTES + 25) return undefined;
   let p = PNG_SIGNATURE_BYTES;
   // IHDR must come first.
   if (u32(bytes, p) !== 13 || typeOf(bytes, p + 4) !== 'IHDR' || !crcMatches(bytes, p, 13)) return undefined;
@@ -83,7 +102,8 @@ export function decodePlainPng(bytes: Uint8Array, expected: PilMode): DecodedIma
     return undefined;
   }
   if (raw.length !== expectedLength) return undefined;
-  const data = (channels === 3 || channels === 4) && simdUnfilterAvailable(channels) ? unfilterSimd(raw, height, rowBytes, channels) : unfilter(raw, height, rowBytes, channels);
+  const simd = (channels === 3 || channels === 4) && height * rowBytes <= SIMD_UNFILTER_MAX_BYTES && simdUnfilterAvailable(channels);
+  const data = simd ? unfilterSimd(raw, height, rowBytes, channels as 3 | 4) : unfilter(raw, height, rowBytes, channels);
   return data ? { mode, width, height, channels, data } : undefined;
 }
 
