@@ -1,10 +1,11 @@
-;; Preprocessing kernels with WebAssembly SIMD: PNG row unfiltering, and Pillow 9.4's 8-bit resample passes (ImagingResampleHorizontal_8bpc / Vertical_8bpc) with
-;; WebAssembly SIMD. Same fixed-point coefficients, same taps, same `acc >> 22` and clip8 as the
-;; TypeScript reference in ../resample.ts: the sums are integers, so evaluating them four lanes at
-;; a time (and with wrapping i32 adds, whose end result is the true sum because it fits in i32)
-;; gives the same bits in any order. Compiled by `npm run build:wasm` into kernels-wasm.ts.
+;; Preprocessing kernels with WebAssembly SIMD: Pillow 9.4's 8-bit resample passes
+;; (ImagingResampleHorizontal_8bpc / Vertical_8bpc), its RGBA premultiply, and PNG row
+;; unfiltering. The resample uses the same fixed-point coefficients, taps, `acc >> 22` and clip8 as
+;; the TypeScript reference in ../resample.ts: the sums are integers, so evaluating them several
+;; lanes at a time (with wrapping i32 adds, whose end result is the true sum because it fits in
+;; i32) gives the same bits in any order. Compiled by `npm run build:wasm` into kernels-wasm.ts.
 ;;
-;; Memory is owned by the caller (simd/kernel.ts): every pointer is a byte offset it reserved,
+;; Memory is owned by the caller (instance.ts Arena): every pointer is a byte offset it reserved,
 ;; with at least 16 bytes of slack after each buffer for the wide loads and stores below.
 (module
   (memory (export "memory") 1)

@@ -88,7 +88,7 @@ function copyRows(k: Kernels, mem: Uint8Array, dst: number, src: Uint8Array, w: 
 }
 
 /**
- * `resizeSeparable` of ../resample.ts for an 8-bit image of 3 or 4 bands (check simdAvailable
+ * `resizeSeparable` of ../resample.ts for an 8-bit image of 3 or 4 bands (check simdResampleAvailable
  * first): outW×outH, window `win` only, alpha premultiplied around the passes when asked.
  */
 export function resizeSeparableSimd(
