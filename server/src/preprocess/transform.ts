@@ -141,12 +141,12 @@ function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window
   }
 }
 
-/** The bicubic/bilinear resize: the WebAssembly SIMD passes for 8-bit images of 3 or 4 bands
- *  (RGB, RGBA, CMYK: the inputs that are large in practice), the TypeScript reference otherwise.
+/** The bicubic/bilinear resize: the WebAssembly SIMD passes for 8-bit images (L, LA, RGB,
+ *  RGBA, CMYK), the TypeScript reference for 32-bit 'I' and where WebAssembly SIMD is missing.
  *  Both give the same bits. */
 function separable(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig, premultiplyAlpha: boolean): Uint8Array | Int32Array {
   const { width: w, height: h, channels: ch } = img;
-  if (img.mode !== 'I' && (ch === 3 || ch === 4) && simdResampleAvailable(ch)) {
+  if (img.mode !== 'I' && simdResampleAvailable()) {
     return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
   }
   return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);

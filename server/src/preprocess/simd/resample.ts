@@ -1,5 +1,5 @@
 /**
- * The 8-bit separable resize of ../resample.ts (`resizeSeparable` for 3- and 4-band images) on
+ * The 8-bit separable resize of ../resample.ts (`resizeSeparable` for 8-bit images) on
  * the WebAssembly SIMD passes of kernels.wat (h8, v8, premultiply4). Same coefficients (the
  * TypeScript `axisCoefficients`), same pass order and skips, same uint8 intermediate: only the arithmetic of
  * the two passes moves into the kernel, where four bands (or sixteen samples) go per instruction.
@@ -16,9 +16,9 @@ import { Arena, simdKernels, type Kernels } from './instance';
 /** Source bytes copied per horizontal strip (about L2-sized). */
 const STRIP_BYTES = 256 * 1024;
 
-/** Whether resizeSeparableSimd can run for `ch` bands. */
-export function simdResampleAvailable(ch: number): boolean {
-  return (ch === 3 || ch === 4) && simdKernels() !== null;
+/** Whether resizeSeparableSimd can run (8-bit samples of 1 to 4 bands). */
+export function simdResampleAvailable(): boolean {
+  return simdKernels() !== null;
 }
 
 interface PlacedAxis {
@@ -69,11 +69,24 @@ function writePairs(i32: Int32Array, at: PlacedPairs, c: AxisCoefficients, origi
   }
 }
 
-/** Copies source rows [y0, y0+n), columns [x0, x0+cols), into memory at `dst` (rows packed),
- *  then premultiplies alpha there when asked. */
-function copyRows(k: Kernels, mem: Uint8Array, dst: number, src: Uint8Array, w: number, ch: number, x0: number, cols: number, y0: number, n: number, premultiply: boolean): void {
+/** Copies source rows [y0, y0+n), columns [x0, x0+cols), into memory at `dst` (rows packed) in
+ *  the kernel's layout, then premultiplies alpha there when asked. Grey sources (srcCh 1 or 2)
+ *  are spread to L,L,L(,A): every band of RGB(A) resamples exactly as the grey band would. */
+function copyRows(k: Kernels, mem: Uint8Array, dst: number, src: Uint8Array, w: number, srcCh: number, ch: number, x0: number, cols: number, y0: number, n: number, premultiply: boolean): void {
   const rowBytes = cols * ch;
-  if (cols === w) {
+  if (srcCh !== ch) {
+    for (let r = 0; r < n; r++) {
+      let s = ((y0 + r) * w + x0) * srcCh;
+      let d = dst + r * rowBytes;
+      for (let x = 0; x < cols; x++, s += srcCh, d += ch) {
+        const v = src[s];
+        mem[d] = v;
+        mem[d + 1] = v;
+        mem[d + 2] = v;
+        if (ch === 4) mem[d + 3] = src[s + 1];
+      }
+    }
+  } else if (cols === w) {
     mem.set(src.subarray(y0 * w * ch, (y0 + n) * w * ch), dst);
   } else {
     for (let r = 0; r < n; r++) {
@@ -87,13 +100,26 @@ function copyRows(k: Kernels, mem: Uint8Array, dst: number, src: Uint8Array, w: 
   }
 }
 
+/** The grey bands (0, and alpha for LA) of an L,L,L / L,L,L,A image. */
+function keepGrey(data: Uint8Array, ch: number, srcCh: number): Uint8Array {
+  const n = data.length / ch;
+  const out = new Uint8Array(n * srcCh);
+  for (let p = 0, s = 0, o = 0; p < n; p++, s += ch, o += srcCh) {
+    out[o] = data[s];
+    if (srcCh === 2) out[o + 1] = data[s + 3];
+  }
+  return out;
+}
+
 /**
- * `resizeSeparable` of ../resample.ts for an 8-bit image of 3 or 4 bands (check simdResampleAvailable
- * first): outW×outH, window `win` only, alpha premultiplied around the passes when asked.
+ * `resizeSeparable` of ../resample.ts for an 8-bit image of 1 to 4 bands (L, LA, RGB, RGBA,
+ * CMYK; check simdResampleAvailable first): outW×outH, window `win` only, alpha premultiplied
+ * around the passes when asked. Grey images run as L,L,L(,A) and come back in their own bands.
  */
 export function resizeSeparableSimd(
-  src: Uint8Array, w: number, h: number, ch: 3 | 4, outW: number, outH: number, win: Window, filter: ResampleFilter, premultiplyAlpha = false,
+  src: Uint8Array, w: number, h: number, srcCh: 1 | 2 | 3 | 4, outW: number, outH: number, win: Window, filter: ResampleFilter, premultiplyAlpha = false,
 ): Uint8Array {
+  const ch = srcCh === 1 ? 3 : srcCh === 2 ? 4 : srcCh;
   const k = simdKernels();
   if (!k) throw new Error('WebAssembly SIMD resample is not available in this runtime');
   const needH = outW !== w;
@@ -123,14 +149,14 @@ export function resizeSeparableSimd(
   if (ah && chh) {
     for (let y = 0; y < rows; y += stripRows) {
       const n = Math.min(stripRows, rows - y);
-      copyRows(k, mem, strip, src, w, ch, col0, cols, row0 + y, n, premultiplyAlpha);
+      copyRows(k, mem, strip, src, w, srcCh, ch, col0, cols, row0 + y, n, premultiplyAlpha);
       k.h8(strip, cols * ch, n, ch, tmp + y * rowLen, win.w, ah.start, ah.pairs, ah.k, ah.maxPairs);
     }
   } else {
-    copyRows(k, mem, tmp, src, w, ch, col0, cols, row0, rows, premultiplyAlpha);
+    copyRows(k, mem, tmp, src, w, srcCh, ch, col0, cols, row0, rows, premultiplyAlpha);
   }
   if (av && cv) k.v8(tmp, rowLen, out, win.h, av.start, av.taps, av.k, av.ksize);
   const result = mem.slice(out, out + win.h * rowLen);
   if (premultiplyAlpha) unpremultiply(result, ch);
-  return result;
+  return srcCh === ch ? result : keepGrey(result, ch, srcCh);
 }
