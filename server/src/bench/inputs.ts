@@ -22,21 +22,44 @@ export function benchCaptions(count: number): string[] {
     });
 }
 
-/** A photo-like image: smooth gradients, edges and sensor-like noise (compresses like a photo). */
-export async function makePhoto(w: number, h: number, quality = 90): Promise<Buffer> {
+/** Photo-like RGB pixels: smooth gradients, edges and sensor-like noise of amplitude `noise`. */
+export function photoPixels(w: number, h: number, noise = 17): Buffer {
   const raw = Buffer.alloc(w * h * 3);
   let seed = 12345;
   for (let y = 0, i = 0; y < h; y++) {
     for (let x = 0; x < w; x++, i += 3) {
       seed = (seed * 1103515245 + 12345) >>> 0;
-      const n = (seed >>> 24) % 17;
+      const n = (seed >>> 24) % noise;
       const edge = ((x >> 6) + (y >> 6)) & 1 ? 40 : 0;
       raw[i] = Math.min(255, ((x * 255) / w + n + edge) | 0);
       raw[i + 1] = Math.min(255, ((y * 255) / h + n) | 0);
       raw[i + 2] = Math.min(255, (128 + 100 * Math.sin(x / 90 + y / 130) + n) | 0);
     }
   }
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality }).toBuffer();
+  return raw;
+}
+
+/** A photo-like JPEG (compresses like a photo). */
+export async function makePhoto(w: number, h: number, quality = 90): Promise<Buffer> {
+  return sharp(photoPixels(w, h), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality }).toBuffer();
+}
+
+/** A noise-free photo-like PNG (gradients and edges: compresses like a rendered image); with
+ *  `alpha`, an RGBA disc whose edge fades out over 30 px and whose corners are fully transparent. */
+export async function makePhotoPng(size: number, alpha: boolean): Promise<Buffer> {
+  const rgb = photoPixels(size, size, 1);
+  if (!alpha) return sharp(rgb, { raw: { width: size, height: size, channels: 3 } }).png({ adaptiveFiltering: true }).toBuffer();
+  const rgba = Buffer.alloc(size * size * 4);
+  const r0 = size * 0.39;
+  const r1 = size * 0.45;
+  for (let p = 0; p < size * size; p++) {
+    rgba[4 * p] = rgb[3 * p];
+    rgba[4 * p + 1] = rgb[3 * p + 1];
+    rgba[4 * p + 2] = rgb[3 * p + 2];
+    const d = Math.hypot((p % size) - size / 2, Math.floor(p / size) - size / 2);
+    rgba[4 * p + 3] = d < r0 ? 255 : d > r1 ? 0 : Math.round((255 * (r1 - d)) / (r1 - r0));
+  }
+  return sharp(rgba, { raw: { width: size, height: size, channels: 4 } }).png({ adaptiveFiltering: true }).toBuffer();
 }
 
 /** An icon-like RGBA PNG: flat shapes with anti-aliased alpha edges. */

@@ -101,8 +101,8 @@ export function nearestIndices(inSize: number, outSize: number, first: number, c
   return idx;
 }
 
-/** Rows of the source that the vertical taps read: [first, end). */
-function rowSpan(c: AxisCoefficients): [number, number] {
+/** Source indices that the taps of `c` read: [first, end). */
+export function rowSpan(c: AxisCoefficients): [number, number] {
   let lo = Infinity;
   let hi = 0;
   for (let i = 0; i < c.count; i++) {
@@ -282,6 +282,16 @@ export function resizeNearest(src: Uint8Array, w: number, h: number, ch: number,
   let o = 0;
   for (let y = 0; y < win.h; y++) {
     const row = ys[y] * w;
+    if (ch === 3) {
+      // Palette images (stored expanded): the common case, without the per-band loop.
+      for (let x = 0; x < win.w; x++, o += 3) {
+        const s = (row + xs[x]) * 3;
+        out[o] = src[s];
+        out[o + 1] = src[s + 1];
+        out[o + 2] = src[s + 2];
+      }
+      continue;
+    }
     for (let x = 0; x < win.w; x++) {
       const s = (row + xs[x]) * ch;
       for (let b = 0; b < ch; b++) out[o++] = src[s + b];

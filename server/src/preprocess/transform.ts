@@ -13,6 +13,7 @@ import type { PreprocessConfig } from '../model/config';
 import { paletteColour, type DecodedImage } from './decode';
 import { ImageError } from './errors';
 import { cropSamples, resizeNearest, resizeSeparable, type Window } from './resample';
+import { resizeSeparableSimd, simdResampleAvailable } from './simd/resample';
 
 /** Python's round() on a float: half to even. */
 export function roundHalfEven(x: number): number {
@@ -134,16 +135,40 @@ function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window
     case 'RGBA':
     case 'LA':
       // PIL resizes RGBA/LA as premultiplied RGBa/La and converts back.
-      return resizeSeparable(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, true);
+      return separable(img, outW, outH, win, cfg, true);
     default:
-      return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation);
+      return separable(img, outW, outH, win, cfg, false);
   }
+}
+
+/** The bicubic/bilinear resize: the WebAssembly SIMD passes for 8-bit images (L, LA, RGB,
+ *  RGBA, CMYK), the TypeScript reference for 32-bit 'I' and where WebAssembly SIMD is missing.
+ *  Both give the same bits. */
+function separable(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig, premultiplyAlpha: boolean): Uint8Array | Int32Array {
+  const { width: w, height: h, channels: ch } = img;
+  if (img.mode !== 'I' && simdResampleAvailable()) {
+    return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+  }
+  return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
 }
 
 /** Writes the window, converted to RGB and normalised, into the CHW planes. */
 function writeWindow(out: Float32Array, size: number, img: DecodedImage, data: Uint8Array | Int32Array, win: { w: number; h: number; dstX: number; dstY: number }, lut: Float32Array): void {
   const plane = size * size;
   const ch = img.channels;
+  if (img.mode === 'RGB' || img.mode === 'P' || img.mode === 'RGBA') {
+    // The common case without the per-pixel mode switch below (RGBA: alpha dropped).
+    for (let y = 0; y < win.h; y++) {
+      let o = (win.dstY + y) * size + win.dstX;
+      let s = y * win.w * ch;
+      for (let x = 0; x < win.w; x++, o++, s += ch) {
+        out[o] = lut[data[s]];
+        out[plane + o] = lut[256 + data[s + 1]];
+        out[2 * plane + o] = lut[512 + data[s + 2]];
+      }
+    }
+    return;
+  }
   for (let y = 0; y < win.h; y++) {
     let o = (win.dstY + y) * size + win.dstX;
     let s = y * win.w * ch;
