@@ -215,7 +215,8 @@ describe('deploy/docker/Dockerfile', () => {
       // sources (server/third_party/onnx/onnx.proto...). Generator scripts and docs are build-time only.
       const walk = (dir: string): string[] => fs.readdirSync(dir, { withFileTypes: true })
         .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name)) : [path.relative(REPO, path.join(dir, e.name))]));
-      const runtimeFiles = walk(path.join(REPO, 'server')).filter((f) => !/\.(ts|py|md)$/.test(f));
+      // Sources and build-time scripts (the WebAssembly text and its assembler) are not run-time files.
+      const runtimeFiles = walk(path.join(REPO, 'server')).filter((f) => !/\.(ts|py|md|wat)$|\/build-[^/]*\.js$/.test(f));
       const shipped = facts.copies.filter((c) => c.from).flatMap((c) => c.src.map((s) => path.posix.relative('/app', s)));
       expect(shipped).toEqual(expect.arrayContaining(['package.json', 'proto', 'node_modules', 'dist']));
       const missing = runtimeFiles.filter((f) => !shipped.some((s) => f === s || f.startsWith(s + '/')));
