@@ -9,6 +9,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { rememberKeyName } from './call-identity';
 import type { ApiKeyStore } from './key-store';
 import { AuthPolicy, Requirement } from './policy';
 import { grants } from './scopes';
@@ -61,6 +62,7 @@ export function createAuthInterceptor(options: AuthInterceptorOptions): grpc.Ser
             const verdict = checkCall(metadata, requirement, options.keys());
             metadata.remove(AUTHORIZATION_KEY);
             if (verdict.code === grpc.status.OK) {
+              if (verdict.keyName !== undefined) rememberKeyName(metadata, verdict.keyName);
               nextMetadata(metadata);
               return;
             }

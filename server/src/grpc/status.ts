@@ -13,6 +13,7 @@ import {
   QueueFullError,
 } from '../batching';
 import { ImageError } from '../preprocess/errors';
+import { echo } from '../util/echo';
 
 /** A failure with a chosen gRPC code and a client-facing message. */
 export class RpcError extends Error {
@@ -50,7 +51,16 @@ export interface MappedStatus {
  * prefixes the message of input-specific errors.
  */
 export function toStatus(err: unknown, item?: string): MappedStatus {
-  if (err instanceof ItemFailure) return toStatus(err.failure, err.item);
+  const st = mapStatus(err, item);
+  // Messages may repeat what the caller sent (an id, a path): never let that make the trailer huge.
+  return st.details.length > MAX_DETAILS_CHARS ? { ...st, details: echo(st.details, MAX_DETAILS_CHARS) } : st;
+}
+
+/** Longest status message sent (characters); longer ones are cut. */
+export const MAX_DETAILS_CHARS = 1000;
+
+function mapStatus(err: unknown, item?: string): MappedStatus {
+  if (err instanceof ItemFailure) return mapStatus(err.failure, err.item);
   const prefix = item ? `${item}: ` : '';
   if (err instanceof RpcError) return { code: err.code, details: err.message, internal: false };
   if (err instanceof ImageError) return { code: Status.INVALID_ARGUMENT, details: `${prefix}${err.message}`, internal: false };

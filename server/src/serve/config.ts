@@ -59,6 +59,16 @@ export interface ServeConfig {
   finetuneImage: string | undefined;
   /** Namespace of `full` fine-tune Jobs (a job's hyperparameters.namespace wins; else the kubeconfig's). */
   finetuneNamespace: string | undefined;
+  /** Most bytes one dataset upload (or the part of a zip its CSV names, or a CSV path) may take. */
+  datasetMaxBytes: number;
+  /** Most pairs (CSV data rows) of one dataset. */
+  datasetMaxPairs: number;
+  /** Most entries a zip upload may list. */
+  datasetMaxZipEntries: number;
+  /** Most datasets one API key (or, without keys, the server) keeps. */
+  datasetMaxPerKey: number;
+  /** What a failed API-key file reload does: keep the last good keys, or deny every keyed call until a good reload. */
+  authReloadFailure: 'keep' | 'deny';
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -162,6 +172,11 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'finetunePvc', flag: '--finetune-pvc <name>', env: 'CLIPSERVE_FINETUNE_PVC', description: 'the ReadWriteMany PersistentVolumeClaim that holds --data-dir, mounted at the same path in `full` fine-tune training pods (which run when a Kubernetes cluster is reachable: in-cluster or KUBECONFIG)', defaultValue: 'clipserve-data', parse: nonEmptyString },
   { key: 'finetuneImage', flag: '--finetune-image <ref>', env: 'CLIPSERVE_FINETUNE_IMAGE', description: 'default container image for `full` fine-tune training pods (torch + open_clip_train); a job may name its own (default: none: jobs must name one)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetuneNamespace', flag: '--finetune-namespace <ns>', env: 'CLIPSERVE_FINETUNE_NAMESPACE', description: 'namespace of `full` fine-tune Jobs (default: the kubeconfig context\'s, in-cluster: the pod\'s)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'datasetMaxBytes', flag: '--dataset-max-bytes <n>', env: 'CLIPSERVE_DATASET_MAX_BYTES', description: 'most bytes one dataset upload may take (for a zip: the CSV and the images it names, extracted)', defaultValue: 4 * 1024 * MiB, parse: intIn(1) },
+  { key: 'datasetMaxPairs', flag: '--dataset-max-pairs <n>', env: 'CLIPSERVE_DATASET_MAX_PAIRS', description: 'most pairs (CSV data rows) of one dataset; longer CSVs are refused while they are read', defaultValue: 1_000_000, parse: intIn(1) },
+  { key: 'datasetMaxZipEntries', flag: '--dataset-max-zip-entries <n>', env: 'CLIPSERVE_DATASET_MAX_ZIP_ENTRIES', description: 'most entries a zip upload may list (only the files its CSV names are extracted)', defaultValue: 100_000, parse: intIn(1) },
+  { key: 'datasetMaxPerKey', flag: '--dataset-max-per-key <n>', env: 'CLIPSERVE_DATASET_MAX_PER_KEY', description: 'most datasets one API key keeps (without keys: the whole server); DeleteDataset frees room', defaultValue: 1000, parse: intIn(1) },
+  { key: 'authReloadFailure', flag: '--auth-reload-failure <policy>', env: 'CLIPSERVE_AUTH_RELOAD_FAILURE', description: 'when the API keys file cannot be re-read or parsed: keep (the last good keys stay valid) or deny (every keyed call is refused until a good reload); either way clipserve_credentials_reload_errors_total counts it', defaultValue: 'keep', parse: oneOf(['keep', 'deny'] as const) },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 

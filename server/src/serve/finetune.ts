@@ -65,7 +65,12 @@ export function openFineTune(o: {
   const { config, logger, host } = o;
   const dataDir = config.dataDir;
   const store = Store.open(dataDir);
-  const catalog = new DatasetCatalog(store, store.dataDir);
+  const catalog = new DatasetCatalog(store, store.dataDir, {
+    maxBytes: config.datasetMaxBytes,
+    maxPairs: config.datasetMaxPairs,
+    maxZipEntries: config.datasetMaxZipEntries,
+    maxDatasetsPerKey: config.datasetMaxPerKey,
+  });
   const registry = new ModelRegistry(store, store.dataDir);
   const runner = new FineTuneJobRunner({
     store,
