@@ -128,7 +128,8 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
       checkCount('images', req.images.length, 1, limits);
       checkLabels(req.labels, limits);
       const templates = checkTemplates(req.templates);
-      const prompts = req.labels.flatMap((label) => templates.map((t) => t.replace('{}', label)));
+      // A replacer function: a string replacement would expand `$&`, `$'`… inside the label.
+      const prompts = req.labels.flatMap((label) => templates.map((t) => t.replace('{}', () => label)));
       checkTotal('labels × templates', prompts.length, limits);
       checkTotal('images + labels × templates', req.images.length + prompts.length, limits);
       checkTextLengths('prompts', prompts, limits);
