@@ -8,8 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import { abortedError, linkAbort, resolveDeadline, unaryCall } from './call.js';
 import { ClipServeError, invalidArgument, Status, toClipServeError } from './errors.js';
 import type {
-  ActivateModelResult, ByteSource, CreateFineTuneJobParams, CsvColumns, Dataset, DatasetUpload, FineTuneEvent, FineTuneJob, FineTuneJobPage,
-  ListFineTuneJobsParams, ModelList, UploadDatasetOptions, WatchFineTuneJobOptions,
+  ActivateModelResult, ByteSource, CreateFineTuneJobParams, CsvColumns, Dataset, DatasetPage, DatasetUpload, FineTuneEvent, FineTuneJob, FineTuneJobPage,
+  ListDatasetsParams, ListFineTuneJobsParams, ModelList, UploadDatasetOptions, WatchFineTuneJobOptions,
 } from './finetune-types.js';
 import {
   datasetFormatToWire, datasetFromWire, eventFromWire, hyperparametersToWire, jobFromWire, modelVersionFromWire,
@@ -191,6 +191,34 @@ export class FineTunes {
     } finally {
       detach();
     }
+  }
+
+  /** One page of the caller's datasets, newest first. */
+  async listDatasets(params: ListDatasetsParams = {}, opts: CallOptions = {}): Promise<DatasetPage> {
+    const pageSize = params.pageSize ?? 0;
+    if (!Number.isInteger(pageSize) || pageSize < 0) throw new RangeError('pageSize must be an integer >= 0');
+    const res = await this.unary<{ pageSize: number; pageToken: string }, { datasets: WireDataset[]; nextPageToken: string }>(
+      'ListDatasets', { pageSize, pageToken: params.pageToken ?? '' }, opts);
+    return { datasets: res.datasets.map(datasetFromWire), ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}) };
+  }
+
+  /** Every dataset of the caller, newest first, page by page (each page is one call with `opts`). */
+  async *listAllDatasets(params: Omit<ListDatasetsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<Dataset> {
+    let pageToken: string | undefined;
+    do {
+      const page = await this.listDatasets({ ...params, pageToken }, opts);
+      yield* page.datasets;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+
+  /**
+   * Deletes one of the caller's datasets and its files; resolves with the dataset as it was.
+   * FAILED_PRECONDITION while an unfinished job reads it.
+   */
+  async deleteDataset(datasetId: string, opts: CallOptions = {}): Promise<Dataset> {
+    const res = await this.unary<{ datasetId: string }, { dataset: WireDataset }>('DeleteDataset', { datasetId: nonEmptyString(datasetId, 'datasetId') }, opts);
+    return datasetFromWire(res.dataset);
   }
 
   /** Creates a job (state 'queued'); the server runs jobs one at a time in creation order. */

@@ -106,6 +106,13 @@ function jobDetails(j: Msg): string {
   return out;
 }
 
+function datasetTable(datasets: Msg[]): string {
+  return formatTable(
+    ['DATASET', 'NAME', 'FORMAT', 'PAIRS', 'BYTES', 'CREATED'],
+    datasets.map((d) => [d.id, d.name, d.format.replace('DATASET_FORMAT_', '').toLowerCase(), String(d.numPairs), String(d.bytes), when(d.createdAt)]),
+  );
+}
+
 function print(f: ConnFlags, value: unknown, text: string): void {
   process.stdout.write(f.json ? JSON.stringify(value, null, 2) + '\n' : text);
 }
@@ -244,7 +251,7 @@ export function register(program: Command): void {
           });
         }
         bar.stop();
-        print(f, dataset, formatTable(['DATASET', 'NAME', 'FORMAT', 'PAIRS', 'BYTES'], [[dataset.id, dataset.name, dataset.format.replace('DATASET_FORMAT_', '').toLowerCase(), String(dataset.numPairs), String(dataset.bytes)]]));
+        print(f, dataset, datasetTable([dataset]));
       } finally {
         bar.stop();
         c.client.close();
@@ -305,6 +312,39 @@ export function register(program: Command): void {
           pageToken = page.nextPageToken;
         } while (pageToken && jobs.length < limit);
         print(f, jobs, jobTable(jobs));
+      } finally {
+        c.client.close();
+      }
+    });
+
+  connOptions(ft.command('datasets'))
+    .description('list your datasets (those your API key uploaded or registered), newest first')
+    .option('--limit <n>', 'most datasets to show', '50')
+    .action(async (f: ConnFlags & { limit: string }) => {
+      const limit = Number(f.limit);
+      if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
+      const c = connect('FineTuneService', f);
+      try {
+        const datasets: Msg[] = [];
+        let pageToken = '';
+        do {
+          const page = await unary(c, 'ListDatasets', { pageSize: Math.min(500, limit - datasets.length), pageToken });
+          datasets.push(...page.datasets);
+          pageToken = page.nextPageToken;
+        } while (pageToken && datasets.length < limit);
+        print(f, datasets, datasetTable(datasets));
+      } finally {
+        c.client.close();
+      }
+    });
+
+  connOptions(ft.command('delete-dataset <dataset>'))
+    .description('delete one of your datasets and its files (refused while an unfinished job reads it)')
+    .action(async (datasetId: string, f: ConnFlags) => {
+      const c = connect('FineTuneService', f);
+      try {
+        const { dataset } = await unary(c, 'DeleteDataset', { datasetId });
+        print(f, dataset, `deleted\n${datasetTable([dataset])}`);
       } finally {
         c.client.close();
       }
