@@ -190,7 +190,10 @@ export class DatasetUpload {
     }
   }
 
-  /** Drops the upload: its staging directory and everything in it. */
+  /**
+   * Drops the upload: its staging directory and everything in it. Never throws (it runs in call
+   * listeners); what cannot be removed now is removed at the next start (`.upload-*`).
+   */
   abort(): void {
     this.done = true;
     try {
@@ -198,7 +201,11 @@ export class DatasetUpload {
     } catch {
       /* already closed */
     }
-    fs.rmSync(this.staging, { recursive: true, force: true });
+    try {
+      fs.rmSync(this.staging, { recursive: true, force: true });
+    } catch {
+      /* left for the next start's sweep */
+    }
   }
 
   private closeChunkFile(): void {

@@ -121,7 +121,9 @@ export function openFineTune(o: {
         }
       }
       runner.start();
-      follower = setInterval(() => void follow(), FOLLOW_INTERVAL_MS);
+      // follow() reads the store outside its own try: a failing read (disk error, database closed
+      // under it) must be a log line, not an unhandled rejection that ends the process.
+      follower = setInterval(() => void follow().catch((err: unknown) => logger.error({ err }, 'cannot check the model version activated on other instances')), FOLLOW_INTERVAL_MS);
       follower.unref();
     },
     async close() {
