@@ -9,7 +9,8 @@
  *  - ListDatasets / DeleteDataset, and the per-key dataset limit;
  *  - a directory, the server's own database and a 200k-character id as training_file: the right
  *    code, no file content echoed, a bounded message;
- *  - a 1M-row CSV as training_file is read without stalling the probes (figures printed).
+ *  - a 1M-row CSV as training_file is read without stalling the probes (figures printed);
+ *  - twenty watchers of a job with 10,000 events are served a page at a time (figures printed).
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
@@ -17,7 +18,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import yazl from 'yazl';
-import { client, iconDataset, rejection, unary, type Any, type Client } from './helpers/finetune-fixtures';
+import { Store } from '../server/src/store/store';
+import { client, iconDataset, rejection, unary, watchToEnd, type Any, type Client } from './helpers/finetune-fixtures';
 import { ServerProcess, startServerProcess } from './helpers/server-process';
 
 jest.setTimeout(240_000);
@@ -221,6 +223,40 @@ describe('hostile uploads and dataset references', () => {
       expect(err.details.length).toBeLessThan(1000);
       expect(err.details).toMatch(/\(200000 characters\)/);
     }
+  });
+
+  test('20 watchers of a job with 10,000 events: paged, the probes keep answering', async () => {
+    // The events are written straight into the server's database (another instance could have
+    // written them: the store is shared through SQLite WAL).
+    const events = 10_000;
+    const store = Store.open(dataDir);
+    const jobId = 'ftjob-manyevents';
+    try {
+      store.insertJob({ id: jobId, method: 'adapter', baseModel: 'x', trainingFile: 'ds-x', validationFile: '', hyperparameters: {}, suffix: '' });
+      const insert = store.db.prepare('INSERT INTO job_events (job_id, seq, type, created_at_ms, message, data) VALUES (?, ?, ?, ?, ?, ?)');
+      store.db.transaction(() => {
+        insert.run(jobId, 1, 'state', Date.now(), 'job created', JSON.stringify({ state: 'queued' }));
+        for (let i = 2; i < events; i++) insert.run(jobId, i, 'step', Date.now(), '', JSON.stringify({ step: i, total_steps: events, loss: 1 / i, learning_rate: 0.01 }));
+        insert.run(jobId, events, 'state', Date.now(), 'job failed', JSON.stringify({ state: 'failed' }));
+      })();
+      store.updateJob(jobId, { state: 'failed' });
+    } finally {
+      store.close();
+    }
+    const probes = probeLoop(server.metricsPort);
+    const t0 = performance.now();
+    const got = await Promise.all(Array.from({ length: 20 }, () => watchToEnd(ft, jobId)));
+    const seconds = (performance.now() - t0) / 1000;
+    const lat = await probes.stop();
+    for (const g of got) {
+      expect(g).toHaveLength(events);
+      expect(g[events - 1].state).toBe('FINE_TUNE_JOB_STATE_FAILED');
+    }
+    expect(got[0].map((e: Any) => e.event.sequence).every((s: number, i: number) => s === i + 1)).toBe(true);
+    console.log(`20 watchers × ${events} events: ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`); // eslint-disable-line no-console
+    // Order of magnitude only: probes were answered throughout, not once after all events were read.
+    expect(lat.length).toBeGreaterThan(5);
+    expect(Math.max(...lat)).toBeLessThan(Math.max(2000, (seconds * 1000) / 2));
   });
 
   test('a 1M-row, 8 MB CSV as training_file: read without stalling the probes, refused at the row limit', async () => {
