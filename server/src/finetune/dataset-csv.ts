@@ -128,16 +128,22 @@ async function realPathOr(p: string): Promise<string> {
   }
 }
 
-/** Writes `dir/file` (a tab-separated filepath/title file) through a temporary file and a rename, streamed. */
-export async function writePairsFileAsync(dir: string, rows: { rel: string; caption: string }[], file: string): Promise<void> {
+/**
+ * Writes `dir/file` (a tab-separated filepath/title file) through a temporary file and a rename,
+ * streamed: `pairOf` turns each row into its line's fields as it is written (a million rows are
+ * never mapped in one go), and the loop yields to the event loop between blocks.
+ */
+export async function writePairsFileAsync<T>(dir: string, rows: readonly T[], file: string, pairOf: (row: T) => { rel: string; caption: string }): Promise<void> {
   const tmp = path.join(dir, `${file}.tmp`);
   const out = fs.createWriteStream(tmp);
   try {
     let buf = 'filepath\ttitle\n';
-    for (const r of rows) {
-      buf += `${csvField(r.rel)}\t${csvField(r.caption)}\n`;
+    for (let i = 0; i < rows.length; i++) {
+      const p = pairOf(rows[i]);
+      buf += `${csvField(p.rel)}\t${csvField(p.caption)}\n`;
       if (buf.length >= 1 << 16) {
         if (!out.write(buf)) await once(out, 'drain'); // rejects on the stream's 'error'
+        else await nextTurn();
         buf = '';
       }
     }

@@ -157,8 +157,10 @@ export class DatasetUpload {
   /**
    * Turns the staged upload into a dataset. `signal` is the call's: once it aborts (the client
    * cancelled), nothing is registered and the staging directory goes, even if every byte arrived.
+   * `beforeRegister` runs when everything is staged, just before the (synchronous) registration:
+   * the caller's last chance to learn of a cancel that is on its way.
    */
-  async finish(signal?: AbortSignal): Promise<DatasetRecord> {
+  async finish(signal?: AbortSignal, beforeRegister?: () => Promise<void>): Promise<DatasetRecord> {
     if (this.done) throw new DatasetError('upload already finished');
     this.done = true;
     try {
@@ -167,7 +169,7 @@ export class DatasetUpload {
       let numPairs: number;
       if (this.header.format === 'pairs') {
         if (this.rows.length === 0) throw new DatasetError('the upload holds no pairs');
-        await writePairsFileAsync(this.staging, this.rows, PAIRS_FILE);
+        await writePairsFileAsync(this.staging, this.rows, PAIRS_FILE, (r) => r);
         numPairs = this.rows.length;
       } else if (this.header.format === 'zip') {
         const zipFile = path.join(this.staging, 'upload.zip');
@@ -175,13 +177,14 @@ export class DatasetUpload {
         const { maxBytes, maxPairs, maxZipEntries } = this.catalog.limits;
         const { pairs } = await extractZipDataset(zipFile, this.staging, cols, { maxBytes, maxPairs, maxEntries: maxZipEntries }, signal);
         await fs.promises.rm(zipFile);
-        await writePairsFileAsync(this.staging, pairs, PAIRS_FILE);
+        await writePairsFileAsync(this.staging, pairs, PAIRS_FILE, (r) => r);
         numPairs = pairs.length;
       } else {
         const file = path.join(this.staging, 'upload.csv');
         if (!fs.existsSync(file)) throw new DatasetError('the upload holds no CSV bytes');
         numPairs = await this.catalog.writeCsvReference(file, cols, this.catalog.dataDir, this.staging, 'uploaded CSV', signal);
       }
+      await beforeRegister?.();
       if (signal?.aborted) throw new DatasetError('upload cancelled');
       return this.catalog.register(this.staging, { id: this.id, name: this.header.name, format: this.header.format, numPairs, bytes: this.bytes, owner: this.owner });
     } catch (err) {
@@ -269,7 +272,7 @@ export class DatasetCatalog {
   async writeCsvReference(file: string, cols: CsvColumns, base: string, dir: string, what: string, signal?: AbortSignal): Promise<number> {
     const raw = await readCsvRows(file, cols, this.limits.maxPairs, what, signal);
     const rows = await resolveRowsInside(raw, base, this.dataDir, what);
-    await writePairsFileAsync(dir, rows.map((r) => ({ rel: path.relative(dir, r.image), caption: r.caption })), PAIRS_FILE);
+    await writePairsFileAsync(dir, rows, PAIRS_FILE, (r) => ({ rel: path.relative(dir, r.image), caption: r.caption }));
     return rows.length;
   }
 

@@ -27,6 +27,26 @@ const WATCH_POLL_MS = 1000;
 /** Events a watch reads from the store per turn of the event loop. */
 const WATCH_PAGE = 256;
 
+/**
+ * How long a finished upload waits for a cancel that may follow its half-close (see UploadDataset):
+ * a small price once per upload, against a dataset the client was told it cancelled.
+ */
+const CANCEL_GRACE_MS = 250;
+
+/** Resolves on the call's 'cancelled' or after `ms`, whichever comes first. */
+function cancelOrTimeout(call: grpc.ServerReadableStream<Msg, Msg>, ms: number): Promise<void> {
+  if (call.cancelled) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      call.off('cancelled', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    call.on('cancelled', done);
+  });
+}
+
 /** Resolves when the stream may take more writes, or the call ended. */
 function writable(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> {
   return new Promise((resolve) => {
@@ -105,13 +125,18 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       if (settled) return;
       if (call.cancelled || ctx.signal.aborted) return fail(new RpcError(grpc.status.CANCELLED, 'upload cancelled by the client'));
       if (!upload) return fail(invalidArgument('empty upload: send a header, then pairs or chunks'));
-      // Node ends the request stream both on the client's half-close and on its RST_STREAM
-      // (cancel), and grpc-js only notices the cancel when it next touches the transport. Sending
-      // the response headers now makes it look: a cancelled call then emits 'cancelled' on the
-      // next tick, and finish() sees the aborted signal before it registers anything.
-      call.sendMetadata(new grpc.Metadata());
+      // 'end' is not "complete": grpc-js's client cancels a client stream by half-closing it and
+      // then resetting it, and Node sends the reset only after the pending data (the half-close)
+      // is written, so the server may see a normal end and, tens of milliseconds later, the cancel.
+      // The dataset is registered only after everything is staged and a last look: the response
+      // headers go out (grpc-js then notices a stream already reset) and the upload waits up to
+      // CANCEL_GRACE_MS for a cancel on its way; finish() then sees the aborted signal.
+      const lastLook = async (): Promise<void> => {
+        call.sendMetadata(new grpc.Metadata());
+        await cancelOrTimeout(call, CANCEL_GRACE_MS);
+      };
       const finishing = upload;
-      finishing.finish(ctx.signal).then(
+      finishing.finish(ctx.signal, lastLook).then(
         (record) => {
           if (settled) return; // cancelled while finishing: finish saw the signal, or the record stays listed
           settled = true; // grpc-js also emits 'cancelled' when the stream closes after the status
