@@ -92,6 +92,16 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
   });
 }
 
+/** Every item of a paged list, page after page until a page has no next token. */
+async function* allPages<T>(page: (pageToken: string | undefined) => Promise<{ items: T[]; nextPageToken?: string }>): AsyncGenerator<T> {
+  let pageToken: string | undefined;
+  do {
+    const p = await page(pageToken);
+    yield* p.items;
+    pageToken = p.nextPageToken;
+  } while (pageToken);
+}
+
 export class FineTunes {
   constructor(private readonly ctx: ServiceContext) {}
 
@@ -203,13 +213,11 @@ export class FineTunes {
   }
 
   /** Every dataset of the caller, newest first, page by page (each page is one call with `opts`). */
-  async *listAllDatasets(params: Omit<ListDatasetsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<Dataset> {
-    let pageToken: string | undefined;
-    do {
+  listAllDatasets(params: Omit<ListDatasetsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<Dataset> {
+    return allPages(async (pageToken) => {
       const page = await this.listDatasets({ ...params, pageToken }, opts);
-      yield* page.datasets;
-      pageToken = page.nextPageToken;
-    } while (pageToken);
+      return { items: page.datasets, nextPageToken: page.nextPageToken };
+    });
   }
 
   /**
@@ -251,13 +259,11 @@ export class FineTunes {
   }
 
   /** Every job, newest first, page by page (each page is one call with `opts`). */
-  async *listAll(params: Omit<ListFineTuneJobsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<FineTuneJob> {
-    let pageToken: string | undefined;
-    do {
+  listAll(params: Omit<ListFineTuneJobsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<FineTuneJob> {
+    return allPages(async (pageToken) => {
       const page = await this.list({ ...params, pageToken }, opts);
-      yield* page.jobs;
-      pageToken = page.nextPageToken;
-    } while (pageToken);
+      return { items: page.jobs, nextPageToken: page.nextPageToken };
+    });
   }
 
   /** Cancels a queued or running job (a running one stops within seconds). */

@@ -25,7 +25,7 @@ type Msg = Record<string, unknown>;
 /** How often a watch reads events written by another server instance sharing the data directory. */
 const WATCH_POLL_MS = 1000;
 /** Events a watch reads from the store per turn of the event loop. */
-const WATCH_PAGE = 256;
+const WATCH_PAGE = 64;
 
 /**
  * How long a finished upload waits for a cancel that may follow its half-close (see UploadDataset):
@@ -196,12 +196,15 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
         if (ev.sequence !== last + 1) return false;
         last = ev.sequence;
         stateAfter(ev);
-        const flowing = call.write({ event: eventToMessage(ev), state: jobStateName(state) });
+        call.write({ event: eventToMessage(ev), state: jobStateName(state) });
         if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
-        return flowing;
+        return true;
       };
       let pumping = false;
-      /** Reads what the store has after `last`, a page per turn, waiting while the client is slow. */
+      /**
+       * Reads what the store has after `last`, a page per turn; stops writing when the stream's
+       * buffer is full and goes on from `last` once it drains, so a slow client holds no backlog.
+       */
       const catchUp = async (): Promise<void> => {
         if (pumping) return;
         pumping = true;
@@ -209,10 +212,16 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
           for (;;) {
             if (exited) return;
             const page = runner.events(jobId, last, WATCH_PAGE);
-            let flowing = true;
-            for (const ev of page) flowing = deliver(ev) && flowing;
+            for (const ev of page) {
+              deliver(ev);
+              if (exited || call.writableNeedDrain) break;
+            }
+            if (exited) return;
+            if (call.writableNeedDrain) {
+              await writable(call);
+              continue;
+            }
             if (page.length < WATCH_PAGE) break;
-            if (!flowing && !exited) await writable(call);
             await nextTurn();
           }
           if (!exited && TERMINAL_STATES.has(runner.get(jobId).state) && runner.events(jobId, last, 1).length === 0) end();
@@ -222,7 +231,7 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       };
       const pump = (): void => void catchUp().catch((err: unknown) => end(err));
       unsubscribe = runner.subscribe(jobId, (ev) => {
-        if (!deliver(ev) && ev.sequence > last) pump();
+        if (!deliver(ev)) pump();
       });
       pump();
       timer = setInterval(() => {

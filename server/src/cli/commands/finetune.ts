@@ -113,6 +113,25 @@ function datasetTable(datasets: Msg[]): string {
   );
 }
 
+/** The first `--limit` items of a paged FineTuneService list call, newest first. */
+async function firstItems(f: ConnFlags & { limit: string }, method: 'ListFineTuneJobs' | 'ListDatasets', field: 'jobs' | 'datasets', maxPage: number): Promise<Msg[]> {
+  const limit = Number(f.limit);
+  if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
+  const c = connect('FineTuneService', f);
+  try {
+    const items: Msg[] = [];
+    let pageToken = '';
+    do {
+      const page = await unary(c, method, { pageSize: Math.min(maxPage, limit - items.length), pageToken });
+      items.push(...page[field]);
+      pageToken = page.nextPageToken;
+    } while (pageToken && items.length < limit);
+    return items;
+  } finally {
+    c.client.close();
+  }
+}
+
 function print(f: ConnFlags, value: unknown, text: string): void {
   process.stdout.write(f.json ? JSON.stringify(value, null, 2) + '\n' : text);
 }
@@ -300,42 +319,16 @@ export function register(program: Command): void {
     .description('list jobs, newest first')
     .option('--limit <n>', 'most jobs to show', '20')
     .action(async (f: ConnFlags & { limit: string }) => {
-      const limit = Number(f.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
-      const c = connect('FineTuneService', f);
-      try {
-        const jobs: Msg[] = [];
-        let pageToken = '';
-        do {
-          const page = await unary(c, 'ListFineTuneJobs', { pageSize: Math.min(100, limit - jobs.length), pageToken });
-          jobs.push(...page.jobs);
-          pageToken = page.nextPageToken;
-        } while (pageToken && jobs.length < limit);
-        print(f, jobs, jobTable(jobs));
-      } finally {
-        c.client.close();
-      }
+      const jobs = await firstItems(f, 'ListFineTuneJobs', 'jobs', 100);
+      print(f, jobs, jobTable(jobs));
     });
 
   connOptions(ft.command('datasets'))
     .description('list your datasets (those your API key uploaded or registered), newest first')
     .option('--limit <n>', 'most datasets to show', '50')
     .action(async (f: ConnFlags & { limit: string }) => {
-      const limit = Number(f.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
-      const c = connect('FineTuneService', f);
-      try {
-        const datasets: Msg[] = [];
-        let pageToken = '';
-        do {
-          const page = await unary(c, 'ListDatasets', { pageSize: Math.min(500, limit - datasets.length), pageToken });
-          datasets.push(...page.datasets);
-          pageToken = page.nextPageToken;
-        } while (pageToken && datasets.length < limit);
-        print(f, datasets, datasetTable(datasets));
-      } finally {
-        c.client.close();
-      }
+      const datasets = await firstItems(f, 'ListDatasets', 'datasets', 500);
+      print(f, datasets, datasetTable(datasets));
     });
 
   connOptions(ft.command('delete-dataset <dataset>'))
