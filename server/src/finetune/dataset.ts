@@ -285,9 +285,10 @@ export class DatasetCatalog {
   async resolve(ref: string, owner = ''): Promise<DatasetRecord> {
     const known = this.store.getDataset(ref);
     const shown = echo(ref);
-    // Another key's dataset is as good as absent: its id tells the caller nothing.
+    // Another key's dataset is as good as absent: its id tells the caller nothing. Datasets
+    // without an owner (made without keys, or before datasets had owners) stay usable by id.
     if (known) {
-      if (known.owner !== owner) throw new DatasetNotFoundError(`no dataset ${shown}`);
+      if (known.owner !== owner && known.owner !== '') throw new DatasetNotFoundError(`no dataset ${shown}`);
       return known;
     }
     if (/^ds-[a-z0-9]+$/.test(ref)) throw new DatasetNotFoundError(`no dataset ${shown}`);
