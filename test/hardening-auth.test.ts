@@ -7,7 +7,8 @@
  *  - a key file that is deleted, emptied, replaced by a directory, left with comments only or given
  *    a typo is counted (clipserve_credentials_reload_errors_total, the last-success timestamp stops)
  *    and, by --auth-reload-failure, keeps the last keys (keep) or refuses keyed calls until a good
- *    reload (deny).
+ *    reload (deny);
+ *  - datasets belong to the key that uploaded them: another key neither lists, deletes nor trains on them.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -26,7 +27,7 @@ const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const KEY = 'embed-key-0123456789abcdef';
 const OTHER = 'other-key-0123456789abcdef';
 const RELOAD_SECONDS = 0.1;
-const api = grpc.loadPackageDefinition(protoLoader.loadSync('clipserve/v1/embedding.proto', { includeDirs: [PROTO_DIR], defaults: true, enums: String })) as Any;
+const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number })) as Any;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -123,6 +124,42 @@ describe('API keys under attack and under bad edits', () => {
       } finally {
         await server.shutdown(0);
       }
+    }
+  });
+
+  test('datasets belong to the key that uploaded them', async () => {
+    const TUNE_A = 'tune-a-key-0123456789abcdef';
+    const TUNE_B = 'tune-b-key-0123456789abcdef';
+    const server = await startServer({
+      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      dataDir: path.join(tmp, 'data'), apiKeys: `${TUNE_A} finetune a; ${TUNE_B} finetune b`,
+    });
+    const ft = new api.clipserve.v1.FineTuneService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    const md = (key: string) => {
+      const m = new grpc.Metadata();
+      m.set('authorization', `Bearer ${key}`);
+      return m;
+    };
+    const unary = (method: string, req: object, key: string) =>
+      new Promise<{ code: grpc.status; res?: Any }>((resolve) => ft[method](req, md(key), (err: grpc.ServiceError | null, res: Any) => resolve(err ? { code: err.code } : { code: grpc.status.OK, res })));
+    try {
+      const fsImage = path.join(tmp, 'data', 'a.png');
+      fs.mkdirSync(path.dirname(fsImage), { recursive: true });
+      fs.writeFileSync(fsImage, Buffer.from('not decoded at upload'));
+      const uploaded = await new Promise<Any>((resolve, reject) => {
+        const call = ft.UploadDataset(md(TUNE_A), (err: grpc.ServiceError | null, res: Any) => (err ? reject(err) : resolve(res.dataset)));
+        call.write({ header: { name: 'mine', format: 'DATASET_FORMAT_CSV' } });
+        call.write({ chunk: Buffer.from('filepath\ttitle\na.png\tan image\n') });
+        call.end();
+      });
+      expect((await unary('ListDatasets', {}, TUNE_A)).res!.datasets.map((d: Any) => d.id)).toEqual([uploaded.id]);
+      expect((await unary('ListDatasets', {}, TUNE_B)).res!.datasets).toEqual([]);
+      expect((await unary('DeleteDataset', { datasetId: uploaded.id }, TUNE_B)).code).toBe(grpc.status.NOT_FOUND);
+      expect((await unary('CreateFineTuneJob', { trainingFile: uploaded.id, method: 'adapter' }, TUNE_B)).code).toBe(grpc.status.NOT_FOUND);
+      expect((await unary('DeleteDataset', { datasetId: uploaded.id }, TUNE_A)).code).toBe(grpc.status.OK);
+    } finally {
+      ft.close();
+      await server.shutdown(0);
     }
   });
 });
