@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { convertCheckpoint } from '../server/src/checkpoint/convert';
-import { CsvDatasetError, parseCsv, readCsvDataset } from '../server/src/eval/csv';
+import { CsvDatasetError, CsvParser, parseCsv, readCsvDataset } from '../server/src/eval/csv';
+import { seededRandom } from '../server/src/util/random';
 import { evaluateRetrieval } from '../server/src/eval/evaluate';
 import { clipMetrics } from '../server/src/eval/metrics';
 import { formatMetricsTable } from '../server/src/eval/report';
@@ -35,6 +36,34 @@ describe('open_clip CSV datasets', () => {
       ['c.png', ''],
     ]);
     expect(() => parseCsv('a\t"b', '\t')).toThrow(/unterminated/);
+  });
+
+  test('the incremental parser gives the same records whatever the chunk boundaries ("" and CRLF split too)', () => {
+    const rand = seededRandom(7);
+    const alphabet = ['a', 'b', '\t', '"', '""', '\n', '\r\n', '\r', ' ', 'é', '\ufeff'];
+    for (let n = 0; n < 300; n++) {
+      let text = n % 3 === 0 ? '\ufeff' : '';
+      for (let i = 0; i < 60; i++) text += alphabet[Math.floor(rand() * alphabet.length)];
+      let whole: string[][] | Error;
+      try {
+        whole = parseCsv(text, '\t');
+      } catch (err) {
+        whole = err as Error;
+      }
+      const parser = new CsvParser('\t');
+      let pieces: string[][] | Error = [];
+      try {
+        for (let at = 0; at < text.length; ) {
+          const len = 1 + Math.floor(rand() * 5);
+          pieces.push(...parser.push(text.slice(at, at + len)));
+          at += len;
+        }
+        pieces.push(...parser.end());
+      } catch (err) {
+        pieces = err as Error;
+      }
+      expect([text, pieces]).toEqual([text, whole]);
+    }
   });
 
   test('columns by name, custom separator, paths relative to the CSV, clear errors', () => {

@@ -262,3 +262,36 @@ describe('dataset paths stay inside the data directory; URLs are never fetched',
     expect(requests).toEqual([]);
   });
 });
+
+describe('the database refuses a dataset record after its files are in place', () => {
+  /*
+   * SQLITE_FULL (or any failure) in insertDataset, after the staging directory was renamed to
+   * datasets/<id>: the directory goes again, so no dataset is on disk without a record.
+   */
+  test('the upload fails and leaves no unregistered dataset directory', async () => {
+    const { DatasetCatalog } = await import('../server/src/finetune/dataset');
+    const { Store } = await import('../server/src/store/store');
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-insertfail-'));
+    const store = Store.open(tmp);
+    try {
+      const catalog = new DatasetCatalog(store, tmp);
+      const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+      store.insertDataset = () => {
+        throw full;
+      };
+      const icon = (await iconDataset(16))[0].image;
+      const upload = catalog.beginUpload({ name: 'x', format: 'pairs' });
+      upload.addPair(icon, 'a caption');
+      await expect(upload.finish()).rejects.toBe(full);
+      expect(fs.readdirSync(path.join(tmp, 'datasets'))).toEqual([]);
+      // The same for a CSV path registered by reference.
+      fs.writeFileSync(path.join(tmp, 'i.png'), icon);
+      fs.writeFileSync(path.join(tmp, 'train.csv'), 'filepath\ttitle\ni.png\tan icon\n');
+      await expect(catalog.resolve('train.csv')).rejects.toBe(full);
+      expect(fs.readdirSync(path.join(tmp, 'datasets'))).toEqual([]);
+    } finally {
+      store.close();
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});

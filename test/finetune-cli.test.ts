@@ -84,6 +84,13 @@ describe('clipserve finetune', () => {
     await new Promise<void>((resolve, reject) => zip.outputStream.pipe(fs.createWriteStream(zipFile)).on('close', () => resolve()).on('error', reject));
     const up = JSON.parse((await cli('upload', zipFile, '--json')).stdout);
     expect(up).toMatchObject({ format: 'zip', numPairs: 60 });
+
+    // datasets lists it (newest first); delete-dataset removes it.
+    const listed = JSON.parse((await cli('datasets', '--json')).stdout);
+    expect(listed[0]).toMatchObject({ id: up.id, format: 'zip' });
+    expect((await cli('datasets')).stdout).toMatch(new RegExp(`^DATASET +NAME +FORMAT +PAIRS +BYTES +CREATED\n${up.id} `));
+    expect((await cli('delete-dataset', up.id)).stdout).toMatch(/^deleted\n/);
+    expect(JSON.parse((await cli('datasets', '--json')).stdout).map((d: { id: string }) => d.id)).not.toContain(up.id);
   });
 
   it('formats hyperparameter flags and tables', () => {

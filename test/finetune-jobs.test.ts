@@ -99,11 +99,11 @@ describe('fine-tune job runner', () => {
 
   it('runs queued jobs one at a time in creation order', async () => {
     const a = instance('host-a');
-    const j1 = a.runner.create({ trainingFile: 'train.csv' });
-    const j2 = a.runner.create({ trainingFile: 'train.csv', suffix: 'second' });
-    expect(() => a.runner.create({ trainingFile: 'train.csv', hyperparameters: { epochs: 0 } })).toThrow(FineTuneValidationError);
-    expect(() => a.runner.create({ trainingFile: 'train.csv', method: 'nope' })).toThrow(/unknown method/);
-    expect(() => a.runner.create({ trainingFile: 'train.csv', baseModel: 'missing' })).toThrow(/no model version/);
+    const j1 = await a.runner.create({ trainingFile: 'train.csv' });
+    const j2 = await a.runner.create({ trainingFile: 'train.csv', suffix: 'second' });
+    await expect(a.runner.create({ trainingFile: 'train.csv', hyperparameters: { epochs: 0 } })).rejects.toThrow(FineTuneValidationError);
+    await expect(a.runner.create({ trainingFile: 'train.csv', method: 'nope' })).rejects.toThrow(/unknown method/);
+    await expect(a.runner.create({ trainingFile: 'train.csv', baseModel: 'missing' })).rejects.toThrow(/no model version/);
     a.runner.start();
     await until(() => a.method.runs.length === 1, 'the first run');
     expect(a.runner.get(j2.id).state).toBe('queued');
@@ -121,7 +121,7 @@ describe('fine-tune job runner', () => {
   it('shares a data directory between instances: one runner per job, cancels passed on, vanished owners recovered', async () => {
     const a = instance('host-a');
     const b = instance('host-b', 300);
-    const job = a.runner.create({ trainingFile: 'train.csv' });
+    const job = await a.runner.create({ trainingFile: 'train.csv' });
     a.runner.start();
     b.runner.start();
     await until(() => a.method.runs.length + b.method.runs.length === 1 && a.runner.get(job.id).state === 'running', 'one run');
@@ -138,7 +138,7 @@ describe('fine-tune job runner', () => {
 
   it('recovers the job of an instance that vanished mid-run', async () => {
     const a = instance('host-a');
-    const job = a.runner.create({ trainingFile: 'train.csv' });
+    const job = await a.runner.create({ trainingFile: 'train.csv' });
     a.runner.start();
     await until(() => a.method.runs.length === 1 && a.runner.get(job.id).state === 'running', 'the run on a');
     // a dies: no close, no more heartbeats; its record still says running, owned by a.

@@ -212,6 +212,18 @@ describe('EmbeddingService (real server, demo model)', () => {
     expect(top.results[0].score).toBeCloseTo(1, 5);
   });
 
+  test('Classify: labels holding String.replace patterns ($&, $\', $`, $$) are inserted literally', async () => {
+    const labels = ['$&', "$'s cat", 'a $` b', '$$ dog'];
+    const template = 'a photo of {}.';
+    const res = await unary(client, 'Classify', { images: [images[0]], labels, templates: [template] });
+    const img = norm((await modelImage([images[0]]))[0]);
+    const literal = (await modelText(labels.map((l) => `a photo of ${l}.`))).map(norm);
+    for (const l of res.classifications[0].labels) {
+      expect(l.label).toBe(labels[l.index]);
+      expect(l.logit).toBeCloseTo(server.model.info.logitScale * img.reduce((s, x, k) => s + x * literal[l.index][k], 0), 4);
+    }
+  });
+
   test('Classify: open_clip zero-shot weights (mean of normalized template embeddings) and probabilities', async () => {
     const labels = ['cat', 'dog', 'car'];
     const templates = ['a photo of a {}.', 'a drawing of a {}.'];

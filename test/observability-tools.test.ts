@@ -51,7 +51,7 @@ describeWithPromtool('alert rules (promtool)', () => {
 
   it('cover high error ratio, queue saturation and readiness', () => {
     const text = fs.readFileSync(ALERTS, 'utf8');
-    for (const alert of ['ClipserveHighErrorRatio', 'ClipserveQueueSaturated', 'ClipserveNotReady']) {
+    for (const alert of ['ClipserveHighErrorRatio', 'ClipserveQueueSaturated', 'ClipserveNotReady', 'ClipserveCredentialsReloadFailing']) {
       expect(text).toContain(`alert: ${alert}`);
       // Every alert has a unit test.
       expect(fs.readFileSync(ALERT_TESTS, 'utf8')).toContain(`alertname: ${alert}`);

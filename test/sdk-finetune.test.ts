@@ -121,6 +121,22 @@ describe('fineTunes.uploadDataset', () => {
     const err = await rejection(client.fineTunes.uploadDataset({ pairs: slow() }, { signal: ac.signal }));
     expect(err.code).toBe(Status.CANCELLED);
   });
+
+  test('listDatasets / listAllDatasets page through the datasets; deleteDataset removes one (record and files)', async () => {
+    const before = [];
+    for await (const d of client.fineTunes.listAllDatasets({ pageSize: 2 })) before.push(d.id);
+    const kept = await client.fineTunes.uploadDataset({ name: 'kept', pairs: pairs.slice(0, 2) });
+    const a = await client.fineTunes.uploadDataset({ name: 'to-delete', pairs: pairs.slice(0, 2) });
+    const first = await client.fineTunes.listDatasets({ pageSize: 1 });
+    expect(first.datasets.map((d) => d.id)).toEqual([a.id]);
+    expect(first.nextPageToken).toBeDefined();
+    const all = [];
+    for await (const d of client.fineTunes.listAllDatasets({ pageSize: 2 })) all.push(d.id);
+    expect(all).toEqual([a.id, kept.id, ...before]);
+    expect(await client.fineTunes.deleteDataset(a.id)).toMatchObject({ id: a.id, name: 'to-delete', numPairs: 2 });
+    expect(fs.existsSync(path.join(dataDir, 'datasets', a.id))).toBe(false);
+    expect((await rejection(client.fineTunes.deleteDataset(a.id))).code).toBe(Status.NOT_FOUND);
+  });
 });
 
 /**

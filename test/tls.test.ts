@@ -45,6 +45,14 @@ class Pki {
     fs.writeFileSync(ext, serverName ? `subjectAltName=DNS:${serverName},IP:127.0.0.1\n` : 'extendedKeyUsage=clientAuth\n');
     this.ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', ext);
   }
+  /** A leaf whose validity ended a day ago (openssl x509 takes a negative -days). */
+  expiredLeaf(name: string, ca: string, serverName: string): void {
+    this.newKey(name);
+    this.ssl('req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+    const ext = path.join(this.dir, `${name}.ext`);
+    fs.writeFileSync(ext, `subjectAltName=DNS:${serverName},IP:127.0.0.1\n`);
+    this.ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '-1', '-extfile', ext);
+  }
   read(file: string): Buffer {
     return fs.readFileSync(path.join(this.dir, file));
   }
@@ -100,6 +108,32 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     expect(() => loadTlsFiles({ certFile: pki.path('nope.pem'), keyFile: pki.path('server1.key') })).toThrow(/cannot read --tls-cert .*nope\.pem: ENOENT/);
     fs.writeFileSync(pki.path('junk-ca.pem'), '-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n');
     expect(() => loadTlsFiles({ certFile: pki.path('server1.pem'), keyFile: pki.path('server1.key'), clientCaFile: pki.path('junk-ca.pem') })).toThrow(TlsMaterialError);
+  });
+
+  test('an expired certificate is refused at start and never rotated in; the refusal is counted', async () => {
+    pki.expiredLeaf('expired', 'ca1', 'localhost');
+    expect(() => loadTlsFiles({ certFile: pki.path('expired.pem'), keyFile: pki.path('expired.key') })).toThrow(/--tls-cert .*expired\.pem expired on /);
+    pki.install('server1.pem', 'tls.crt');
+    pki.install('server1.key', 'tls.key');
+    const server: RunningServer = await startServer({
+      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger,
+      tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
+    });
+    const errors = async () => Number(/clipserve_credentials_reload_errors_total\{credential="tls"\} (\d+)/.exec(await server.metrics.registry.metrics())?.[1]);
+    try {
+      expect(await errors()).toBe(0);
+      expect(await server.metrics.registry.metrics()).toMatch(/clipserve_credentials_last_reload_success_timestamp_seconds\{credential="tls"\} [1-9]/);
+      pki.install('expired.key', 'tls.key');
+      pki.install('expired.pem', 'tls.crt');
+      await eventually('the expired pair to be rejected', async () => (await errors()) > 0);
+      expect(logs.join('')).toMatch(/expired on/);
+      expect(await check(server.port, grpc.credentials.createSsl(pki.read('ca1.pem')))).toBe(grpc.status.OK);
+    } finally {
+      await server.shutdown(1);
+      pki.install('server1.pem', 'tls.crt');
+      pki.install('server1.key', 'tls.key');
+      logs.length = 0; // the next cases look for their own rejections
+    }
   });
 
   test('server certificate rotation: new connections get the new one; a mismatched pair is refused and the old one keeps serving', async () => {

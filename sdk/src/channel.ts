@@ -54,7 +54,7 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 const IDEMPOTENT_METHODS: { service: string; method: string }[] = [
   ...['EmbedText', 'EmbedImage', 'Similarity', 'Rank', 'Classify', 'GetModelInfo'].map((method) => ({ service: EMBEDDING_SERVICE, method })),
   { service: HEALTH_SERVICE, method: 'Check' },
-  ...['GetFineTuneJob', 'ListFineTuneJobs'].map((method) => ({ service: FINE_TUNE_SERVICE, method })),
+  ...['GetFineTuneJob', 'ListFineTuneJobs', 'ListDatasets'].map((method) => ({ service: FINE_TUNE_SERVICE, method })),
   { service: MODEL_SERVICE, method: 'ListModels' },
 ];
 

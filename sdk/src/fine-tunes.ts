@@ -8,8 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import { abortedError, linkAbort, resolveDeadline, unaryCall } from './call.js';
 import { ClipServeError, invalidArgument, Status, toClipServeError } from './errors.js';
 import type {
-  ActivateModelResult, ByteSource, CreateFineTuneJobParams, CsvColumns, Dataset, DatasetUpload, FineTuneEvent, FineTuneJob, FineTuneJobPage,
-  ListFineTuneJobsParams, ModelList, UploadDatasetOptions, WatchFineTuneJobOptions,
+  ActivateModelResult, ByteSource, CreateFineTuneJobParams, CsvColumns, Dataset, DatasetPage, DatasetUpload, FineTuneEvent, FineTuneJob, FineTuneJobPage,
+  ListDatasetsParams, ListFineTuneJobsParams, ModelList, UploadDatasetOptions, WatchFineTuneJobOptions,
 } from './finetune-types.js';
 import {
   datasetFormatToWire, datasetFromWire, eventFromWire, hyperparametersToWire, jobFromWire, modelVersionFromWire,
@@ -90,6 +90,16 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
     }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** Every item of a paged list, page after page until a page has no next token. */
+async function* allPages<T>(page: (pageToken: string | undefined) => Promise<{ items: T[]; nextPageToken?: string }>): AsyncGenerator<T> {
+  let pageToken: string | undefined;
+  do {
+    const p = await page(pageToken);
+    yield* p.items;
+    pageToken = p.nextPageToken;
+  } while (pageToken);
 }
 
 export class FineTunes {
@@ -193,6 +203,32 @@ export class FineTunes {
     }
   }
 
+  /** One page of the caller's datasets, newest first. */
+  async listDatasets(params: ListDatasetsParams = {}, opts: CallOptions = {}): Promise<DatasetPage> {
+    const pageSize = params.pageSize ?? 0;
+    if (!Number.isInteger(pageSize) || pageSize < 0) throw new RangeError('pageSize must be an integer >= 0');
+    const res = await this.unary<{ pageSize: number; pageToken: string }, { datasets: WireDataset[]; nextPageToken: string }>(
+      'ListDatasets', { pageSize, pageToken: params.pageToken ?? '' }, opts);
+    return { datasets: res.datasets.map(datasetFromWire), ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}) };
+  }
+
+  /** Every dataset of the caller, newest first, page by page (each page is one call with `opts`). */
+  listAllDatasets(params: Omit<ListDatasetsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<Dataset> {
+    return allPages(async (pageToken) => {
+      const page = await this.listDatasets({ ...params, pageToken }, opts);
+      return { items: page.datasets, nextPageToken: page.nextPageToken };
+    });
+  }
+
+  /**
+   * Deletes one of the caller's datasets and its files; resolves with the dataset as it was.
+   * FAILED_PRECONDITION while an unfinished job reads it.
+   */
+  async deleteDataset(datasetId: string, opts: CallOptions = {}): Promise<Dataset> {
+    const res = await this.unary<{ datasetId: string }, { dataset: WireDataset }>('DeleteDataset', { datasetId: nonEmptyString(datasetId, 'datasetId') }, opts);
+    return datasetFromWire(res.dataset);
+  }
+
   /** Creates a job (state 'queued'); the server runs jobs one at a time in creation order. */
   async create(params: CreateFineTuneJobParams, opts: CallOptions = {}): Promise<FineTuneJob> {
     if (params === null || typeof params !== 'object') throw invalidArgument('create expects { trainingFile, ... }');
@@ -223,13 +259,11 @@ export class FineTunes {
   }
 
   /** Every job, newest first, page by page (each page is one call with `opts`). */
-  async *listAll(params: Omit<ListFineTuneJobsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<FineTuneJob> {
-    let pageToken: string | undefined;
-    do {
+  listAll(params: Omit<ListFineTuneJobsParams, 'pageToken'> = {}, opts: CallOptions = {}): AsyncGenerator<FineTuneJob> {
+    return allPages(async (pageToken) => {
       const page = await this.list({ ...params, pageToken }, opts);
-      yield* page.jobs;
-      pageToken = page.nextPageToken;
-    } while (pageToken);
+      return { items: page.jobs, nextPageToken: page.nextPageToken };
+    });
   }
 
   /** Cancels a queued or running job (a running one stops within seconds). */

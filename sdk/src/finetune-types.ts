@@ -143,6 +143,20 @@ export interface ListFineTuneJobsParams {
   pageToken?: string;
 }
 
+export interface ListDatasetsParams {
+  /** Datasets per page (server default 50, at most 500). */
+  pageSize?: number;
+  /** `nextPageToken` of the previous page. */
+  pageToken?: string;
+}
+
+export interface DatasetPage {
+  /** The caller's datasets (those its API key uploaded or registered), newest first. */
+  datasets: Dataset[];
+  /** Absent on the last page. */
+  nextPageToken?: string;
+}
+
 export interface FineTuneJobPage {
   /** Newest first. */
   jobs: FineTuneJob[];

@@ -9,6 +9,7 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { rememberKeyName } from './call-identity';
 import type { ApiKeyStore } from './key-store';
 import { AuthPolicy, Requirement } from './policy';
 import { grants } from './scopes';
@@ -20,6 +21,8 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
 export interface AuthInterceptorOptions {
   /** The keys in force, read per call (so a reloaded key list applies to the next call). */
   keys: () => ApiKeyStore;
+  /** When it returns a reason, every call that needs a key is refused with UNAVAILABLE (key file broken, deny policy). */
+  refusal?: () => string | undefined;
   policy: AuthPolicy;
   logger?: Logger;
 }
@@ -58,9 +61,11 @@ export function createAuthInterceptor(options: AuthInterceptorOptions): grpc.Ser
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
-            const verdict = checkCall(metadata, requirement, options.keys());
+            const refusal = options.refusal?.();
+            const verdict: AuthVerdict = refusal !== undefined ? { code: grpc.status.UNAVAILABLE, details: refusal } : checkCall(metadata, requirement, options.keys());
             metadata.remove(AUTHORIZATION_KEY);
             if (verdict.code === grpc.status.OK) {
+              if (verdict.keyName !== undefined) rememberKeyName(metadata, verdict.keyName);
               nextMetadata(metadata);
               return;
             }

@@ -33,52 +33,108 @@ export interface ImageCaptionPair {
   caption: string;
 }
 
+/**
+ * An incremental CSV parser: text goes in piece by piece (`push`), complete records come out, so
+ * a large file is parsed a chunk per turn of the event loop instead of all at once. A `\r\n` or a
+ * `""` split across two pieces parses as if the text were whole.
+ */
+export class CsvParser {
+  private record: string[] = [];
+  private field = '';
+  private quoted = false;
+  private fieldStarted = false;
+  /** A `"` ended the last piece inside a quoted field: the next character decides (`""` or end). */
+  private pendingQuote = false;
+  /** A `\r` ended the last piece: a `\n` starting the next one belongs to it. */
+  private pendingCr = false;
+  private first = true;
+
+  constructor(private readonly separator: string) {
+    if (separator.length !== 1) throw new CsvDatasetError(`separator must be a single character, got ${JSON.stringify(separator)}`);
+  }
+
+  /** Parses the next piece of text; returns the records it completed. */
+  push(text: string): string[][] {
+    const records: string[][] = [];
+    let src = text;
+    if (this.first && src.length > 0) {
+      this.first = false;
+      if (src.charCodeAt(0) === 0xfeff) src = src.slice(1); // UTF-8 BOM
+    }
+    let i = 0;
+    if (this.pendingCr) {
+      this.pendingCr = false;
+      if (src[0] === '\n') i = 1;
+    }
+    if (this.pendingQuote && src.length > 0) {
+      this.pendingQuote = false;
+      if (src[0] === '"') {
+        this.field += '"';
+        i = 1;
+      } else this.quoted = false;
+    }
+    const sep = this.separator;
+    for (; i < src.length; i++) {
+      const c = src[i];
+      if (this.quoted) {
+        if (c === '"') {
+          if (i + 1 === src.length) this.pendingQuote = true;
+          else if (src[i + 1] === '"') {
+            this.field += '"';
+            i++;
+          } else this.quoted = false;
+        } else this.field += c;
+        continue;
+      }
+      if (c === '"' && this.field === '') {
+        this.quoted = true;
+        this.fieldStarted = true;
+      } else if (c === sep) {
+        this.record.push(this.field);
+        this.field = '';
+        this.fieldStarted = true;
+      } else if (c === '\n' || c === '\r') {
+        if (c === '\r') {
+          if (i + 1 === src.length) this.pendingCr = true;
+          else if (src[i + 1] === '\n') i++;
+        }
+        this.endRecord(records);
+      } else {
+        this.field += c;
+        this.fieldStarted = true;
+      }
+    }
+    return records;
+  }
+
+  /** The text is complete: returns the last record, if any; throws on an unterminated quote. */
+  end(): string[][] {
+    if (this.pendingQuote) {
+      this.pendingQuote = false;
+      this.quoted = false;
+    }
+    if (this.quoted) throw new CsvDatasetError('unterminated quoted field');
+    const records: string[][] = [];
+    this.endRecord(records);
+    return records;
+  }
+
+  private endRecord(out: string[][]): void {
+    if (this.fieldStarted || this.field !== '' || this.record.length) {
+      this.record.push(this.field);
+      out.push(this.record);
+    }
+    this.record = [];
+    this.field = '';
+    this.fieldStarted = false;
+  }
+}
+
 /** Splits CSV text into records of fields. */
 export function parseCsv(text: string, separator: string): string[][] {
-  if (separator.length !== 1) throw new CsvDatasetError(`separator must be a single character, got ${JSON.stringify(separator)}`);
-  const records: string[][] = [];
-  let record: string[] = [];
-  let field = '';
-  let quoted = false;
-  let fieldStarted = false;
-  const src = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text; // UTF-8 BOM
-  for (let i = 0; i < src.length; i++) {
-    const c = src[i];
-    if (quoted) {
-      if (c === '"') {
-        if (src[i + 1] === '"') {
-          field += '"';
-          i++;
-        } else quoted = false;
-      } else field += c;
-      continue;
-    }
-    if (c === '"' && field === '') {
-      quoted = true;
-      fieldStarted = true;
-    } else if (c === separator) {
-      record.push(field);
-      field = '';
-      fieldStarted = true;
-    } else if (c === '\n' || c === '\r') {
-      if (c === '\r' && src[i + 1] === '\n') i++;
-      if (fieldStarted || field !== '' || record.length) {
-        record.push(field);
-        records.push(record);
-      }
-      record = [];
-      field = '';
-      fieldStarted = false;
-    } else {
-      field += c;
-      fieldStarted = true;
-    }
-  }
-  if (quoted) throw new CsvDatasetError('unterminated quoted field');
-  if (fieldStarted || field !== '' || record.length) {
-    record.push(field);
-    records.push(record);
-  }
+  const parser = new CsvParser(separator);
+  const records = parser.push(text);
+  for (const r of parser.end()) records.push(r);
   return records;
 }
 

@@ -9,52 +9,20 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import * as yauzl from 'yauzl';
 import { parseCsv } from '../eval/csv';
 import type { DatasetFormat, DatasetRecord, Store } from '../store/store';
+import { echo } from '../util/echo';
+import { readCsvRows, resolveRowsInside, rowList, writePairsFileAsync } from './dataset-csv';
+import { csvField, DatasetError, DatasetInUseError, DatasetNotFoundError, DEFAULT_COLUMNS, isInside, type CsvColumns, type DatasetRow } from './dataset-types';
+import { extractZipDataset } from './zip-dataset';
+
+export { csvField, DatasetError, DatasetInUseError, DatasetNotFoundError, DEFAULT_COLUMNS, isInside, type CsvColumns, type DatasetRow };
 
 export const PAIRS_FILE = 'pairs.tsv';
 /** A dataset's optional held-out pairs, in the same format as PAIRS_FILE. */
 export const VALIDATION_FILE = 'validation.tsv';
 
-export class DatasetError extends Error {
-  constructor(message: string, readonly rows: number[] = []) {
-    super(message);
-    this.name = 'DatasetError';
-  }
-}
-
-/** A dataset id or file that does not exist (NOT_FOUND, where other DatasetErrors are bad input). */
-export class DatasetNotFoundError extends DatasetError {
-  constructor(message: string) {
-    super(message);
-    this.name = 'DatasetNotFoundError';
-  }
-}
-
-export interface CsvColumns {
-  imgKey: string;
-  captionKey: string;
-  separator: string;
-}
-
-export const DEFAULT_COLUMNS: CsvColumns = { imgKey: 'filepath', captionKey: 'title', separator: '\t' };
-
-export interface DatasetRow {
-  /** 1-based data row (the header is not counted). */
-  row: number;
-  /** Absolute image path. */
-  image: string;
-  caption: string;
-}
-
 const newId = (prefix: string): string => `${prefix}-${randomBytes(9).toString('base64url').replace(/[-_]/g, 'x').toLowerCase()}`;
-
-/** True when `p` (absolute, normalised) lies inside `root`. */
-export function isInside(root: string, p: string): boolean {
-  const rel = path.relative(root, p);
-  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
-}
 
 /** The real path of `p` (symlinks resolved) when it exists; `p` itself otherwise. */
 function realPathOr(p: string): string {
@@ -63,10 +31,6 @@ function realPathOr(p: string): string {
   } catch {
     return p;
   }
-}
-
-function csvField(s: string): string {
-  return /[\t\n\r"]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 /** Writes `dir/file` (a tab-separated filepath/title file) through a temporary file and a rename. */
@@ -102,7 +66,7 @@ function parseRows(text: string, cols: CsvColumns, base: string, root: string, w
     if (!file || !isInside(root, image) || !isInside(realRoot, realPathOr(image))) outside.push(r);
     rows.push({ row: r, image, caption: rec[capCol] ?? '' });
   }
-  if (outside.length) throw new DatasetError(`${what}: image paths outside the data directory (or empty) in rows ${outside.slice(0, 20).join(', ')}${outside.length > 20 ? ', …' : ''}`, outside);
+  if (outside.length) throw new DatasetError(`${what}: image paths outside the data directory (or empty) in rows ${rowList(outside)}`, outside);
   return rows;
 }
 
@@ -131,6 +95,7 @@ export async function validateDatasetRows(rows: DatasetRow[], signal?: AbortSign
   return problems;
 }
 
+
 export interface UploadHeader {
   name: string;
   format: DatasetFormat;
@@ -138,12 +103,20 @@ export interface UploadHeader {
 }
 
 export interface DatasetLimits {
-  /** Most bytes an upload (or an archive's extracted content) may take. */
+  /** Most bytes an upload (or the part of an archive its CSV names) may take. */
   maxBytes: number;
+  /** Most pairs (CSV data rows) of one dataset. */
   maxPairs: number;
+  /** Most entries a zip upload may list. */
+  maxZipEntries: number;
+  /** Most datasets one API key (or, without keys, the whole server) may keep. */
+  maxDatasetsPerKey: number;
 }
 
-export const DEFAULT_DATASET_LIMITS: DatasetLimits = { maxBytes: 4 * 1024 ** 3, maxPairs: 5_000_000 };
+export const DEFAULT_DATASET_LIMITS: DatasetLimits = { maxBytes: 4 * 1024 ** 3, maxPairs: 1_000_000, maxZipEntries: 100_000, maxDatasetsPerKey: 1000 };
+
+/** Top-level names in the data directory that are the server's own (never a training_file). */
+const OWN_ENTRIES = /^(clipserve\.db.*|jobs|models|datasets)$/;
 
 /** One upload in progress: pairs or chunks go to a staging directory that becomes the dataset on finish. */
 export class DatasetUpload {
@@ -154,7 +127,7 @@ export class DatasetUpload {
   private chunkFd: number | undefined;
   private done = false;
 
-  constructor(private readonly catalog: DatasetCatalog, readonly header: UploadHeader) {
+  constructor(private readonly catalog: DatasetCatalog, readonly header: UploadHeader, readonly owner: string) {
     this.staging = path.join(catalog.datasetsDir, `.upload-${this.id}`);
     fs.mkdirSync(this.staging, { recursive: true });
   }
@@ -181,67 +154,70 @@ export class DatasetUpload {
     fs.writeSync(this.chunkFd, bytes);
   }
 
-  async finish(): Promise<DatasetRecord> {
+  /**
+   * Turns the staged upload into a dataset. `signal` is the call's: once it aborts (the client
+   * cancelled), nothing is registered and the staging directory goes, even if every byte arrived.
+   * `beforeRegister` runs when everything is staged, just before the (synchronous) registration:
+   * the caller's last chance to learn of a cancel that is on its way.
+   */
+  async finish(signal?: AbortSignal, beforeRegister?: () => Promise<void>): Promise<DatasetRecord> {
     if (this.done) throw new DatasetError('upload already finished');
     this.done = true;
     try {
-      if (this.chunkFd !== undefined) {
-        // Forget the number as it is closed: the OS hands it to the next open (yauzl's, below), and a
-        // second close from abort() would then close someone else's file.
-        const fd = this.chunkFd;
-        this.chunkFd = undefined;
-        fs.closeSync(fd);
-      }
+      this.closeChunkFile();
       const cols = { ...DEFAULT_COLUMNS, ...definedOnly(this.header.columns ?? {}) };
       let numPairs: number;
       if (this.header.format === 'pairs') {
         if (this.rows.length === 0) throw new DatasetError('the upload holds no pairs');
-        writePairsFile(this.staging, this.rows);
+        await writePairsFileAsync(this.staging, this.rows, PAIRS_FILE, (r) => r);
         numPairs = this.rows.length;
       } else if (this.header.format === 'zip') {
-        numPairs = await this.finishZip(cols);
+        const zipFile = path.join(this.staging, 'upload.zip');
+        if (!fs.existsSync(zipFile)) throw new DatasetError('the upload holds no archive bytes');
+        const { maxBytes, maxPairs, maxZipEntries } = this.catalog.limits;
+        const { pairs } = await extractZipDataset(zipFile, this.staging, cols, { maxBytes, maxPairs, maxEntries: maxZipEntries }, signal);
+        await fs.promises.rm(zipFile);
+        await writePairsFileAsync(this.staging, pairs, PAIRS_FILE, (r) => r);
+        numPairs = pairs.length;
       } else {
         const file = path.join(this.staging, 'upload.csv');
         if (!fs.existsSync(file)) throw new DatasetError('the upload holds no CSV bytes');
-        numPairs = this.catalog.writeCsvReference(fs.readFileSync(file, 'utf8'), cols, this.catalog.dataDir, this.staging, 'uploaded CSV');
+        numPairs = await this.catalog.writeCsvReference(file, cols, this.catalog.dataDir, this.staging, 'uploaded CSV', signal);
       }
-      const dir = path.join(this.catalog.datasetsDir, this.id);
-      fs.renameSync(this.staging, dir);
-      const record: DatasetRecord = { id: this.id, name: this.header.name, format: this.header.format, dir, numPairs, bytes: this.bytes, createdAt: Math.floor(Date.now() / 1000) };
-      this.catalog.store.insertDataset(record);
-      return record;
+      await beforeRegister?.();
+      if (signal?.aborted) throw new DatasetError('upload cancelled');
+      return this.catalog.register(this.staging, { id: this.id, name: this.header.name, format: this.header.format, numPairs, bytes: this.bytes, owner: this.owner });
     } catch (err) {
       this.abort();
       throw err;
     }
   }
 
+  /**
+   * Drops the upload: its staging directory and everything in it. Never throws (it runs in call
+   * listeners); what cannot be removed now is removed at the next start (`.upload-*`).
+   */
   abort(): void {
     this.done = true;
-    if (this.chunkFd !== undefined) {
-      try {
-        fs.closeSync(this.chunkFd);
-      } catch {
-        /* already closed */
-      }
-      this.chunkFd = undefined;
+    try {
+      this.closeChunkFile();
+    } catch {
+      /* already closed */
     }
-    fs.rmSync(this.staging, { recursive: true, force: true });
+    try {
+      fs.rmSync(this.staging, { recursive: true, force: true });
+    } catch {
+      /* left for the next start's sweep */
+    }
   }
 
-  private async finishZip(cols: CsvColumns): Promise<number> {
-    const zipFile = path.join(this.staging, 'upload.zip');
-    if (!fs.existsSync(zipFile)) throw new DatasetError('the upload holds no archive bytes');
-    const out = path.join(this.staging, 'files');
-    const csvs = await extractZip(zipFile, out, this.catalog.limits.maxBytes);
-    fs.rmSync(zipFile);
-    // The CSV nearest the archive root names the pairs.
-    const csv = csvs.sort((a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b))[0];
-    if (!csv) throw new DatasetError('the archive holds no .csv or .tsv file');
-    const csvPath = path.join(out, csv);
-    const rows = parseRows(fs.readFileSync(csvPath, 'utf8'), cols, path.dirname(csvPath), out, `archive ${csv}`);
-    writePairsFile(this.staging, rows.map((r) => ({ rel: path.relative(this.staging, r.image), caption: r.caption })));
-    return rows.length;
+  private closeChunkFile(): void {
+    if (this.chunkFd === undefined) return;
+    // Forget the number as it is closed: the OS hands it to the next open, and a second close
+    // would then close someone else's file.
+    const fd = this.chunkFd;
+    this.chunkFd = undefined;
+    fs.closeSync(fd);
   }
 }
 
@@ -249,99 +225,141 @@ function definedOnly<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined && v !== '')) as Partial<T>;
 }
 
-/** Extracts a zip (yauzl rejects absolute and `..` entry names), bounded in total size; returns the CSV/TSV entry names. */
-function extractZip(zipFile: string, outDir: string, maxBytes: number): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    yauzl.open(zipFile, { lazyEntries: true, strictFileNames: false, validateEntrySizes: true }, (err, zip) => {
-      if (err || !zip) return reject(new DatasetError(`not a readable zip archive: ${err?.message ?? 'unknown error'}`));
-      let total = 0;
-      const csvs: string[] = [];
-      const fail = (e: unknown) => {
-        zip.close();
-        reject(e instanceof DatasetError ? e : new DatasetError(`bad archive: ${(e as Error).message}`));
-      };
-      zip.on('error', fail);
-      zip.on('end', () => resolve(csvs));
-      zip.on('entry', (entry: yauzl.Entry) => {
-        const name = entry.fileName;
-        const dest = path.resolve(outDir, name);
-        if (!isInside(outDir, dest)) return fail(new DatasetError(`archive entry ${JSON.stringify(name)} points outside the dataset`));
-        if (name.endsWith('/')) {
-          fs.mkdirSync(dest, { recursive: true });
-          return zip.readEntry();
-        }
-        total += entry.uncompressedSize;
-        if (total > maxBytes) return fail(new DatasetError(`archive expands beyond the ${maxBytes}-byte limit`));
-        if (/\.(csv|tsv)$/i.test(name)) csvs.push(name);
-        fs.mkdirSync(path.dirname(dest), { recursive: true });
-        zip.openReadStream(entry, (e, stream) => {
-          if (e || !stream) return fail(e ?? new Error('no stream'));
-          const w = fs.createWriteStream(dest);
-          stream.on('error', fail);
-          w.on('error', fail);
-          w.on('finish', () => zip.readEntry());
-          stream.pipe(w);
-        });
-      });
-      zip.readEntry();
-    });
-  });
-}
-
 /** The datasets of one data directory. */
 export class DatasetCatalog {
   readonly datasetsDir: string;
+  readonly limits: DatasetLimits;
 
-  constructor(readonly store: Store, readonly dataDir: string, readonly limits: DatasetLimits = DEFAULT_DATASET_LIMITS) {
+  constructor(readonly store: Store, readonly dataDir: string, limits: Partial<DatasetLimits> = {}) {
+    this.limits = { ...DEFAULT_DATASET_LIMITS, ...limits };
     this.datasetsDir = path.join(dataDir, 'datasets');
     fs.mkdirSync(this.datasetsDir, { recursive: true });
-    // Staging directories of uploads a crash interrupted are garbage.
-    for (const e of fs.readdirSync(this.datasetsDir)) if (e.startsWith('.upload-')) fs.rmSync(path.join(this.datasetsDir, e), { recursive: true, force: true });
+    // Staging directories of uploads a crash interrupted, and deletions it cut short, are garbage.
+    for (const e of fs.readdirSync(this.datasetsDir)) if (e.startsWith('.upload-') || e.startsWith('.deleted-')) fs.rmSync(path.join(this.datasetsDir, e), { recursive: true, force: true });
   }
 
-  beginUpload(header: UploadHeader): DatasetUpload {
-    if (!['pairs', 'zip', 'csv'].includes(header.format)) throw new DatasetError(`unknown dataset format ${JSON.stringify(header.format)}`);
-    return new DatasetUpload(this, header);
+  beginUpload(header: UploadHeader, owner = ''): DatasetUpload {
+    if (!['pairs', 'zip', 'csv'].includes(header.format)) throw new DatasetError(`unknown dataset format ${JSON.stringify(echo(String(header.format)))}`);
+    this.checkQuota(owner);
+    return new DatasetUpload(this, header, owner);
   }
 
-  /** Writes `pairs.tsv` into `dir` for a CSV whose image paths are relative to `base`; returns the row count. */
-  writeCsvReference(text: string, cols: CsvColumns, base: string, dir: string, what: string): number {
-    const rows = parseRows(text, cols, base, this.dataDir, what);
-    writePairsFile(dir, rows.map((r) => ({ rel: path.relative(dir, r.image), caption: r.caption })));
+  private checkQuota(owner: string): void {
+    const have = this.store.countDatasets(owner);
+    if (have >= this.limits.maxDatasetsPerKey) throw new DatasetQuotaError(`${owner ? `API key "${owner}"` : 'this server'} already keeps ${have} datasets (the --dataset-max-per-key limit): delete some with DeleteDataset first`);
+  }
+
+  /**
+   * Moves a finished staging directory into place and records the dataset. When the record cannot
+   * be written (disk full, database gone), the directory is removed again: no dataset directory
+   * without a record.
+   */
+  register(staging: string, d: Omit<DatasetRecord, 'dir' | 'createdAt'>): DatasetRecord {
+    this.checkQuota(d.owner);
+    const dir = path.join(this.datasetsDir, d.id);
+    const record: DatasetRecord = { ...d, dir, createdAt: Math.floor(Date.now() / 1000) };
+    fs.renameSync(staging, dir);
+    try {
+      this.store.insertDataset(record);
+    } catch (err) {
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return record;
+  }
+
+  /** Writes `pairs.tsv` into `dir` for the CSV file `file`, image paths relative to `base`; returns the row count. */
+  async writeCsvReference(file: string, cols: CsvColumns, base: string, dir: string, what: string, signal?: AbortSignal): Promise<number> {
+    const raw = await readCsvRows(file, cols, this.limits.maxPairs, what, signal);
+    const rows = await resolveRowsInside(raw, base, this.dataDir, what);
+    await writePairsFileAsync(dir, rows, PAIRS_FILE, (r) => ({ rel: path.relative(dir, r.image), caption: r.caption }));
     return rows.length;
   }
 
   /**
    * A training/validation file reference: a dataset id, or a CSV path inside the data directory
-   * (relative to it, or absolute), which is registered as a `csv` dataset. Paths outside the data
-   * directory are refused.
+   * (relative to it, or absolute), which is registered as a `csv` dataset of `owner`. Paths outside
+   * the data directory, directories and the server's own files (its database, jobs, models,
+   * datasets) are refused.
    */
-  resolve(ref: string): DatasetRecord {
+  async resolve(ref: string, owner = ''): Promise<DatasetRecord> {
     const known = this.store.getDataset(ref);
-    if (known) return known;
-    if (/^ds-[a-z0-9]+$/.test(ref)) throw new DatasetNotFoundError(`no dataset ${ref}`);
+    const shown = echo(ref);
+    // Another key's dataset is as good as absent: its id tells the caller nothing. Datasets
+    // without an owner (made without keys, or before datasets had owners) stay usable by id.
+    if (known) {
+      if (known.owner !== owner && known.owner !== '') throw new DatasetNotFoundError(`no dataset ${shown}`);
+      return known;
+    }
+    if (/^ds-[a-z0-9]+$/.test(ref)) throw new DatasetNotFoundError(`no dataset ${shown}`);
     const abs = path.resolve(this.dataDir, ref);
     let real: string;
     try {
-      real = fs.realpathSync(abs);
+      real = await fs.promises.realpath(abs);
     } catch {
-      if (!isInside(this.dataDir, abs)) throw new DatasetError(`dataset path ${ref} is outside the data directory`);
-      throw new DatasetNotFoundError(`no dataset file ${ref} in the data directory`);
+      if (!isInside(this.dataDir, abs)) throw new DatasetError(`dataset path ${shown} is outside the data directory`);
+      throw new DatasetNotFoundError(`no dataset file ${shown} in the data directory`);
     }
-    if (!isInside(fs.realpathSync(this.dataDir), real)) throw new DatasetError(`dataset path ${ref} is outside the data directory`);
+    const realData = await fs.promises.realpath(this.dataDir);
+    if (!isInside(realData, real)) throw new DatasetError(`dataset path ${shown} is outside the data directory`);
+    const top = path.relative(realData, real).split(path.sep)[0];
+    if (top === '' || OWN_ENTRIES.test(top)) throw new DatasetError(`dataset path ${shown} is one of the server's own files, not a CSV of pairs`);
+    const st = await fs.promises.stat(real);
+    if (!st.isFile()) throw new DatasetError(`dataset path ${shown} is not a regular file (a CSV of image paths and captions is expected)`);
+    if (st.size > this.limits.maxBytes) throw new DatasetError(`dataset file ${shown} is ${st.size} bytes, beyond the ${this.limits.maxBytes}-byte limit`);
+    this.checkQuota(owner);
     const id = newId('ds');
     const staging = path.join(this.datasetsDir, `.upload-${id}`);
-    fs.mkdirSync(staging, { recursive: true });
+    await fs.promises.mkdir(staging, { recursive: true });
     try {
-      const numPairs = this.writeCsvReference(fs.readFileSync(real, 'utf8'), DEFAULT_COLUMNS, path.dirname(real), staging, ref);
-      const dir = path.join(this.datasetsDir, id);
-      fs.renameSync(staging, dir);
-      const record: DatasetRecord = { id, name: path.basename(real), format: 'csv', dir, numPairs, bytes: fs.statSync(real).size, createdAt: Math.floor(Date.now() / 1000) };
-      this.store.insertDataset(record);
-      return record;
+      const numPairs = await this.writeCsvReference(real, DEFAULT_COLUMNS, path.dirname(real), staging, shown);
+      return this.register(staging, { id, name: path.basename(real), format: 'csv', numPairs, bytes: st.size, owner });
     } catch (err) {
-      fs.rmSync(staging, { recursive: true, force: true });
+      await fs.promises.rm(staging, { recursive: true, force: true });
       throw err;
     }
+  }
+
+  /** The datasets of `owner`, newest first, a page at a time. */
+  list(owner: string, pageSize: number, pageToken: string): { datasets: DatasetRecord[]; nextPageToken: string } {
+    const size = pageSize === 0 ? 50 : Math.min(Math.max(1, pageSize), 500);
+    let before: number | undefined;
+    if (pageToken) {
+      before = Number(Buffer.from(pageToken, 'base64url').toString('utf8').replace(/^ds-ord:/, ''));
+      if (!Number.isInteger(before) || before < 1) throw new DatasetError('page_token is not one this server issued');
+    }
+    const { datasets, nextOrd } = this.store.listDatasets(owner, size, before);
+    return { datasets, nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ds-ord:${nextOrd}`).toString('base64url') };
+  }
+
+  /**
+   * Deletes a dataset of `owner` and its files. Refused while an unfinished job reads it. The
+   * directory is first renamed aside (atomic), so a crash midway leaves only garbage that the next
+   * start removes, never a record without files.
+   */
+  async delete(id: string, owner: string): Promise<DatasetRecord> {
+    const d = this.store.getDataset(id);
+    if (!d || d.owner !== owner) throw new DatasetNotFoundError(`no dataset ${echo(id)}`);
+    const users = this.store.unfinishedJobsReading(id);
+    if (users.length) throw new DatasetInUseError(`dataset ${id} is read by unfinished job(s) ${users.slice(0, 5).join(', ')}: cancel them or wait until they end`);
+    const aside = path.join(this.datasetsDir, `.deleted-${d.id}`);
+    const hadDir = fs.existsSync(d.dir);
+    if (hadDir) await fs.promises.rename(d.dir, aside);
+    try {
+      this.store.deleteDataset(id);
+    } catch (err) {
+      if (hadDir) await fs.promises.rename(aside, d.dir);
+      throw err;
+    }
+    await fs.promises.rm(aside, { recursive: true, force: true });
+    return d;
+  }
+}
+
+/** A key holds as many datasets as it may (RESOURCE_EXHAUSTED). */
+export class DatasetQuotaError extends DatasetError {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DatasetQuotaError';
   }
 }

@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
+import { echo } from '../util/echo';
 import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
 import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR } from './adapter';
 import { FeatureError } from './adapter/features';
@@ -27,7 +28,7 @@ import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN
 
 export class JobNotFoundError extends Error {
   constructor(readonly jobId: string) {
-    super(`no fine-tune job ${JSON.stringify(jobId)}`);
+    super(`no fine-tune job ${JSON.stringify(echo(jobId))}`);
     this.name = 'JobNotFoundError';
   }
 }
@@ -47,6 +48,8 @@ export interface CreateJobRequest {
   baseModel?: string;
   hyperparameters?: Hyperparameters;
   suffix?: string;
+  /** The API key name creating the job: CSV paths become datasets it owns; others' datasets are not found. */
+  owner?: string;
 }
 
 export type JobListener = (event: JobEventRecord, job: JobRecord) => void;
@@ -111,7 +114,7 @@ export class FineTuneJobRunner {
 
   // -- public API ------------------------------------------------------------------------------
 
-  create(req: CreateJobRequest): JobRecord {
+  async create(req: CreateJobRequest): Promise<JobRecord> {
     const methodName = req.method || 'adapter';
     if (!(METHOD_NAMES as readonly string[]).includes(methodName)) throw new FineTuneValidationError(`unknown method ${JSON.stringify(methodName)} (expected ${METHOD_NAMES.join(' or ')})`);
     const method = this.methods.get(methodName);
@@ -121,8 +124,9 @@ export class FineTuneJobRunner {
     const suffix = req.suffix ?? '';
     if (!SUFFIX.test(suffix)) throw new FineTuneValidationError(`suffix must be at most 40 characters of a-z, 0-9 and "-", got ${JSON.stringify(suffix)}`);
     if (!req.trainingFile) throw new FineTuneValidationError('training_file is required (a dataset id or a CSV path inside the data directory)');
-    const training = this.o.catalog.resolve(req.trainingFile);
-    const validation = req.validationFile ? this.o.catalog.resolve(req.validationFile) : undefined;
+    const owner = req.owner ?? '';
+    const training = await this.o.catalog.resolve(req.trainingFile, owner);
+    const validation = req.validationFile ? await this.o.catalog.resolve(req.validationFile, owner) : undefined;
     const baseModel = req.baseModel || this.o.activeVersion();
     const base = this.o.registry.get(baseModel); // ModelNotFoundError for an unknown version
     method.checkJob?.({ hyperparameters: hp, baseModel: { version: base.version, bundleDir: base.bundleDir }, trainingPairs: training.numPairs, ...(validation ? { validationPairs: validation.numPairs } : {}) });
@@ -150,9 +154,16 @@ export class FineTuneJobRunner {
     return { jobs, nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ord:${nextOrd}`).toString('base64url') };
   }
 
-  events(id: string, afterSequence = 0): JobEventRecord[] {
+  /** The job's events after `afterSequence`; at most `limit` (a page) when given. */
+  events(id: string, afterSequence = 0, limit?: number): JobEventRecord[] {
     this.get(id);
-    return this.o.store.events(id, afterSequence);
+    return this.o.store.events(id, afterSequence, limit);
+  }
+
+  /** The job's state as of event `sequence` (queued before any state event). */
+  stateAt(id: string, sequence: number): JobState {
+    const ev = this.o.store.stateEventAt(id, sequence);
+    return ev && typeof ev.data.state === 'string' ? (ev.data.state as JobState) : 'queued';
   }
 
   /** Live events of a job; returns the unsubscribe function. */

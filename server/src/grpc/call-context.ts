@@ -8,6 +8,7 @@ import { setMaxListeners } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { SubmitOptions } from '../batching';
+import { keyNameOf } from '../auth/call-identity';
 import { offeredRequestId } from '../metrics/grpc-server-metrics';
 import { RpcError, toStatus } from './status';
 
@@ -63,6 +64,8 @@ export interface CallContext extends Required<Pick<SubmitOptions, 'signal'>> {
   cancel(): void;
   /** The call has sent its status: the transport's close that follows is not a cancellation. */
   settle(): void;
+  /** The API key the call was admitted with ('' without keys): whose datasets it sees. */
+  keyName: string;
 }
 
 type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
@@ -92,6 +95,7 @@ export function callContext(call: AnyServerCall, method: string, logger: Logger)
     settle: () => {
       settled = true;
     },
+    keyName: keyNameOf(call.metadata),
   };
 }
 

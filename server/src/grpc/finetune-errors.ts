@@ -1,6 +1,6 @@
 /** gRPC statuses for the fine-tune and model-registry errors (the rest go through toStatus). */
 import { status as Status } from '@grpc/grpc-js';
-import { DatasetError, DatasetNotFoundError } from '../finetune/dataset';
+import { DatasetError, DatasetInUseError, DatasetNotFoundError, DatasetQuotaError } from '../finetune/dataset';
 import { JobNotFoundError, JobStateError } from '../finetune/jobs';
 import { FineTunePreconditionError, FineTuneValidationError } from '../finetune/method';
 import { ModelActivationError } from '../models/host';
@@ -11,6 +11,8 @@ import { RpcError } from './status';
 export function fineTuneRpcError(err: unknown): unknown {
   if (err instanceof DatasetNotFoundError) return new RpcError(Status.NOT_FOUND, err.message);
   if (err instanceof FineTunePreconditionError) return new RpcError(Status.FAILED_PRECONDITION, err.message);
+  if (err instanceof DatasetInUseError) return new RpcError(Status.FAILED_PRECONDITION, err.message);
+  if (err instanceof DatasetQuotaError) return new RpcError(Status.RESOURCE_EXHAUSTED, err.message);
   if (err instanceof FineTuneValidationError || err instanceof DatasetError) return new RpcError(Status.INVALID_ARGUMENT, err.message);
   if (err instanceof JobNotFoundError || err instanceof ModelNotFoundError) return new RpcError(Status.NOT_FOUND, err.message);
   if (err instanceof JobStateError) return new RpcError(Status.FAILED_PRECONDITION, err.message);

@@ -2,12 +2,13 @@
  * clipserve.v1.FineTuneService handlers: thin adapters over the dataset catalogue and the job
  * runner (server/src/finetune), which own the rules.
  */
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { DatasetError, type DatasetCatalog, type DatasetUpload } from '../finetune/dataset';
 import type { FineTuneJobRunner } from '../finetune/jobs';
 import { TERMINAL_STATES, type JobEventRecord, type JobState } from '../store/store';
-import { callContext, CallGate, unaryHandler } from './call-context';
+import { callContext, CallGate, unaryHandler, type CallContext } from './call-context';
 import { mapped, fineTuneRpcError } from './finetune-errors';
 import { datasetFormatFromMessage, datasetToMessage, eventToMessage, hyperparametersFromMessage, jobStateName, jobToMessage } from './finetune-messages';
 import { invalidArgument, RpcError, toStatus } from './status';
@@ -23,13 +24,49 @@ type Msg = Record<string, unknown>;
 
 /** How often a watch reads events written by another server instance sharing the data directory. */
 const WATCH_POLL_MS = 1000;
+/** Events a watch reads from the store per turn of the event loop. */
+const WATCH_PAGE = 64;
+
+/**
+ * How long a finished upload waits for a cancel that may follow its half-close (see UploadDataset):
+ * a small price once per upload, against a dataset the client was told it cancelled.
+ */
+const CANCEL_GRACE_MS = 250;
+
+/** Resolves on the call's 'cancelled' or after `ms`, whichever comes first. */
+function cancelOrTimeout(call: grpc.ServerReadableStream<Msg, Msg>, ms: number): Promise<void> {
+  if (call.cancelled) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      call.off('cancelled', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    call.on('cancelled', done);
+  });
+}
+
+/** Resolves when the stream may take more writes, or the call ended. */
+function writable(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      call.off('drain', done);
+      call.off('cancelled', done);
+      resolve();
+    };
+    call.on('drain', done);
+    call.on('cancelled', done);
+  });
+}
 
 export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.UntypedServiceImplementation {
   const { runner, catalog, gate, logger } = deps;
-  const unary = <Res>(method: string, fn: (req: Msg) => Promise<Res>) => unaryHandler<Msg, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
+  const unary = <Res>(method: string, fn: (req: Msg, ctx: CallContext) => Promise<Res>) => unaryHandler<Msg, Res>(method, gate, logger, (req, ctx) => mapped(() => fn(req, ctx)));
 
   const uploadDataset: grpc.handleClientStreamingCall<Msg, Msg> = (call, callback) => {
-    const log = callContext(call as never, 'UploadDataset', logger).log;
+    const ctx = callContext(call as never, 'UploadDataset', logger);
+    const log = ctx.log;
     try {
       gate.enter();
     } catch (err) {
@@ -37,20 +74,25 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       return callback({ code: st.code, details: st.details });
     }
     let upload: DatasetUpload | undefined;
-    let failed = false;
+    /** The call has its answer (an error, or the dataset): nothing after that may answer again. */
+    let settled = false;
     let index = 0;
     const fail = (err: unknown) => {
-      if (failed) return;
-      failed = true;
+      if (settled) return;
+      settled = true;
       upload?.abort();
       const st = toStatus(fineTuneRpcError(err));
       if (st.internal) log.error({ err }, 'dataset upload failed');
+      ctx.settle();
       callback({ code: st.code, details: st.details });
       call.destroy();
       gate.exit();
     };
+    // A cancelled upload is no dataset, however much of it arrived: grpc-js may still deliver the
+    // half-close that was queued before the cancel, so 'end' alone does not mean "complete".
+    call.on('cancelled', () => fail(new RpcError(grpc.status.CANCELLED, 'upload cancelled by the client')));
     call.on('data', (m: Msg) => {
-      if (failed) return;
+      if (settled) return;
       try {
         index++;
         if (!upload) {
@@ -58,11 +100,14 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
           if (m.payload !== 'header' || !h) throw invalidArgument('the first UploadDatasetRequest must carry the header');
           const format = datasetFormatFromMessage(h.format as string);
           if (!format) throw invalidArgument('header.format must be DATASET_FORMAT_PAIRS, _ZIP or _CSV');
-          upload = catalog.beginUpload({
-            name: String(h.name ?? ''),
-            format,
-            columns: { imgKey: String(h.csvImgKey ?? ''), captionKey: String(h.csvCaptionKey ?? ''), separator: String(h.csvSeparator ?? '') },
-          });
+          upload = catalog.beginUpload(
+            {
+              name: String(h.name ?? ''),
+              format,
+              columns: { imgKey: String(h.csvImgKey ?? ''), captionKey: String(h.csvCaptionKey ?? ''), separator: String(h.csvSeparator ?? '') },
+            },
+            ctx.keyName,
+          );
           return;
         }
         if (m.payload === 'pair') {
@@ -71,16 +116,32 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
         } else if (m.payload === 'chunk') upload.addChunk(m.chunk as Uint8Array);
         else throw invalidArgument(`message ${index}: only the first message may be a header`);
       } catch (err) {
-        fail(err instanceof DatasetError ? invalidArgument(`message ${index}: ${err.message}`) : err);
+        const mappedErr = fineTuneRpcError(err);
+        fail(mappedErr instanceof RpcError && err instanceof DatasetError ? new RpcError(mappedErr.code, `message ${index}: ${mappedErr.message}`) : mappedErr);
       }
     });
     call.on('error', (err) => fail(err));
     call.on('end', () => {
-      if (failed) return;
+      if (settled) return;
+      if (call.cancelled || ctx.signal.aborted) return fail(new RpcError(grpc.status.CANCELLED, 'upload cancelled by the client'));
       if (!upload) return fail(invalidArgument('empty upload: send a header, then pairs or chunks'));
-      upload.finish().then(
+      // 'end' is not "complete": grpc-js's client cancels a client stream by half-closing it and
+      // then resetting it, and Node sends the reset only after the pending data (the half-close)
+      // is written, so the server may see a normal end and, tens of milliseconds later, the cancel.
+      // The dataset is registered only after everything is staged and a last look: the response
+      // headers go out (grpc-js then notices a stream already reset) and the upload waits up to
+      // CANCEL_GRACE_MS for a cancel on its way; finish() then sees the aborted signal.
+      const lastLook = async (): Promise<void> => {
+        call.sendMetadata(new grpc.Metadata());
+        await cancelOrTimeout(call, CANCEL_GRACE_MS);
+      };
+      const finishing = upload;
+      finishing.finish(ctx.signal, lastLook).then(
         (record) => {
+          if (settled) return; // cancelled while finishing: finish saw the signal, or the record stays listed
+          settled = true; // grpc-js also emits 'cancelled' when the stream closes after the status
           log.info({ dataset: record.id, pairs: record.numPairs, bytes: record.bytes }, 'dataset uploaded');
+          ctx.settle();
           callback(null, { dataset: datasetToMessage(record) });
           gate.exit();
         },
@@ -93,8 +154,10 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
   };
 
   /**
-   * Backlog from the store, then live events: pushed by this instance's runner when it runs the
-   * job, and polled from the store (another instance may run it). Sequence numbers dedupe the two.
+   * Backlog from the store, a page at a time (a job may have tens of thousands of events, and
+   * twenty watchers must not read them all in one turn of the event loop), then live events:
+   * pushed by this instance's runner when it runs the job, and polled from the store (another
+   * instance may run it). Sequence numbers dedupe the two.
    */
   const watch: grpc.handleServerStreamingCall<Msg, Msg> = (call) => {
     try {
@@ -123,38 +186,65 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       let last = Number(call.request.afterSequence ?? 0);
       runner.get(jobId); // NOT_FOUND before anything is sent
       // The job's state as of the last event sent (WatchFineTuneJobResponse.state).
-      let state: JobState = 'queued';
+      let state: JobState = last > 0 ? runner.stateAt(jobId, last) : 'queued';
       const stateAfter = (ev: JobEventRecord): void => {
         if (ev.type === 'state' && typeof ev.data.state === 'string') state = ev.data.state as JobState;
       };
-      if (last > 0) for (const ev of runner.events(jobId, 0)) if (ev.sequence <= last) stateAfter(ev);
-      const deliver = (ev: JobEventRecord): void => {
-        if (exited || ev.sequence <= last) return;
-        if (ev.sequence !== last + 1) return catchUp(); // a gap: read it from the store in order
+      /** Sends the next event; false when it is not the next one (a gap: the pump reads it). */
+      const deliver = (ev: JobEventRecord): boolean => {
+        if (exited || ev.sequence <= last) return true;
+        if (ev.sequence !== last + 1) return false;
         last = ev.sequence;
         stateAfter(ev);
         call.write({ event: eventToMessage(ev), state: jobStateName(state) });
         if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
+        return true;
       };
-      const catchUp = (): void => {
-        for (const ev of runner.events(jobId, last)) deliver(ev);
-        if (!exited && TERMINAL_STATES.has(runner.get(jobId).state) && runner.events(jobId, last).length === 0) end();
-      };
-      unsubscribe = runner.subscribe(jobId, (ev) => deliver(ev));
-      catchUp();
-      if (!exited) {
-        timer = setInterval(() => {
-          try {
-            // A watch may last hours: on shutdown, end it so the drain is not held up; the client
-            // resumes elsewhere with after_sequence.
-            if (gate.phase !== 'serving') return end(new RpcError(grpc.status.UNAVAILABLE, `server is shutting down: watch again with after_sequence ${last}`));
-            catchUp();
-          } catch (err) {
-            end(err);
+      let pumping = false;
+      /**
+       * Reads what the store has after `last`, a page per turn; stops writing when the stream's
+       * buffer is full and goes on from `last` once it drains, so a slow client holds no backlog.
+       */
+      const catchUp = async (): Promise<void> => {
+        if (pumping) return;
+        pumping = true;
+        try {
+          for (;;) {
+            if (exited) return;
+            const page = runner.events(jobId, last, WATCH_PAGE);
+            for (const ev of page) {
+              deliver(ev);
+              if (exited || call.writableNeedDrain) break;
+            }
+            if (exited) return;
+            if (call.writableNeedDrain) {
+              await writable(call);
+              continue;
+            }
+            if (page.length < WATCH_PAGE) break;
+            await nextTurn();
           }
-        }, WATCH_POLL_MS);
-        timer.unref();
-      }
+          if (!exited && TERMINAL_STATES.has(runner.get(jobId).state) && runner.events(jobId, last, 1).length === 0) end();
+        } finally {
+          pumping = false;
+        }
+      };
+      const pump = (): void => void catchUp().catch((err: unknown) => end(err));
+      unsubscribe = runner.subscribe(jobId, (ev) => {
+        if (!deliver(ev)) pump();
+      });
+      pump();
+      timer = setInterval(() => {
+        try {
+          // A watch may last hours: on shutdown, end it so the drain is not held up; the client
+          // resumes elsewhere with after_sequence.
+          if (gate.phase !== 'serving') return end(new RpcError(grpc.status.UNAVAILABLE, `server is shutting down: watch again with after_sequence ${last}`));
+          pump();
+        } catch (err) {
+          end(err);
+        }
+      }, WATCH_POLL_MS);
+      timer.unref();
     } catch (err) {
       end(err);
     }
@@ -162,14 +252,15 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
 
   return {
     UploadDataset: uploadDataset,
-    CreateFineTuneJob: unary('CreateFineTuneJob', async (req) => {
-      const job = runner.create({
+    CreateFineTuneJob: unary('CreateFineTuneJob', async (req, ctx) => {
+      const job = await runner.create({
         trainingFile: String(req.trainingFile ?? ''),
         validationFile: String(req.validationFile ?? ''),
         method: String(req.method ?? ''),
         baseModel: String(req.baseModel ?? ''),
         hyperparameters: hyperparametersFromMessage(req.hyperparameters as Msg | undefined),
         suffix: String(req.suffix ?? ''),
+        owner: ctx.keyName,
       });
       return { job: jobToMessage(job) };
     }),
@@ -180,5 +271,10 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
     }),
     CancelFineTuneJob: unary('CancelFineTuneJob', async (req) => ({ job: jobToMessage(await runner.cancel(String(req.jobId ?? ''))) })),
     WatchFineTuneJob: watch,
+    ListDatasets: unary('ListDatasets', async (req, ctx) => {
+      const { datasets, nextPageToken } = catalog.list(ctx.keyName, Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
+      return { datasets: datasets.map(datasetToMessage), nextPageToken };
+    }),
+    DeleteDataset: unary('DeleteDataset', async (req, ctx) => ({ dataset: datasetToMessage(await catalog.delete(String(req.datasetId ?? ''), ctx.keyName)) })),
   };
 }

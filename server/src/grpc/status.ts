@@ -15,6 +15,7 @@ import {
 import { ModelActivationError, ModelBudgetError } from '../models/host';
 import { ModelNotFoundError } from '../models/registry';
 import { ImageError } from '../preprocess/errors';
+import { echo } from '../util/echo';
 
 /** A failure with a chosen gRPC code and a client-facing message. */
 export class RpcError extends Error {
@@ -52,7 +53,16 @@ export interface MappedStatus {
  * prefixes the message of input-specific errors.
  */
 export function toStatus(err: unknown, item?: string): MappedStatus {
-  if (err instanceof ItemFailure) return toStatus(err.failure, err.item);
+  const st = mapStatus(err, item);
+  // Messages may repeat what the caller sent (an id, a path): never let that make the trailer huge.
+  return st.details.length > MAX_DETAILS_CHARS ? { ...st, details: echo(st.details, MAX_DETAILS_CHARS) } : st;
+}
+
+/** Longest status message sent (characters); longer ones are cut. */
+export const MAX_DETAILS_CHARS = 1000;
+
+function mapStatus(err: unknown, item?: string): MappedStatus {
+  if (err instanceof ItemFailure) return mapStatus(err.failure, err.item);
   const prefix = item ? `${item}: ` : '';
   if (err instanceof RpcError) return { code: err.code, details: err.message, internal: false };
   if (err instanceof ModelNotFoundError) return { code: Status.NOT_FOUND, details: err.message, internal: false };

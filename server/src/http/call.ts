@@ -29,6 +29,8 @@ export async function withCall<T>(gate: CallGate, logger: Logger, request: Fasti
     settle: () => {
       settled = true;
     },
+    // The key decides which datasets a call sees; the HTTP API only embeds and reads no datasets.
+    keyName: '',
   };
   try {
     return await fn(ctx);

@@ -18,12 +18,23 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { echo } from '../util/echo';
 import { HubError } from './errors';
 import { acquireLock } from './lock';
 import { repoFolderName } from './ref';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 const MAX_RELATIVE_REDIRECTS = 5;
+
+/*
+ * What the hub sends becomes part of paths in the cache (blobs/<etag>, snapshots/<commit>, and
+ * pull's bundle folder, which it clears before converting): each such value must be exactly the
+ * shape the hub uses, or a hostile hub could write, or delete, anywhere the user may.
+ */
+/** A git commit id: 40 lowercase hex digits. */
+export const COMMIT_ID = /^[0-9a-f]{40}$/;
+/** A hub ETag: the git blob sha1 (40 hex) or, for LFS files, the content's sha256 (64 hex). */
+export const HUB_ETAG = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 
 export interface DownloadProgress {
   file: string;
@@ -121,6 +132,8 @@ export async function getFileMetadata(repo: string, revision: string, file: stri
     const commit = res.headers.get('x-repo-commit') ?? undefined;
     const linkedEtag = cleanEtag(res.headers.get('x-linked-etag'));
     const etag = linkedEtag ?? cleanEtag(res.headers.get('etag'));
+    if (commit !== undefined && !COMMIT_ID.test(commit)) throw new HubError(`${what}: the hub sent X-Repo-Commit ${JSON.stringify(echo(commit, 80))}, not a 40-hex commit id; refusing to use it as a cache path`);
+    if (etag !== undefined && !HUB_ETAG.test(etag)) throw new HubError(`${what}: the hub sent ETag ${JSON.stringify(echo(etag, 80))}, not a git sha1 or sha256; refusing to use it as a cache path`);
     const sizeHeader = res.headers.get('x-linked-size') ?? res.headers.get('content-length');
     if (res.status >= 300 && res.status < 400) {
       const location = res.headers.get('location');
@@ -160,9 +173,10 @@ function repoCache(cacheDir: string, repo: string): RepoCache {
 
 /** The commit a revision resolved to last time, from refs/<revision> (or the revision itself if it is a commit). */
 export function cachedCommit(cacheDir: string, repo: string, revision: string): string | undefined {
-  if (/^[0-9a-f]{40}$/.test(revision)) return revision;
+  if (COMMIT_ID.test(revision)) return revision;
   try {
-    return fs.readFileSync(repoCache(cacheDir, repo).ref(revision), 'utf8').trim() || undefined;
+    const commit = fs.readFileSync(repoCache(cacheDir, repo).ref(revision), 'utf8').trim();
+    return COMMIT_ID.test(commit) ? commit : undefined;
   } catch {
     return undefined;
   }
@@ -290,6 +304,7 @@ export async function hubDownload(repo: string, revision: string, file: string, 
     throw e;
   }
   const commit = meta.commit ?? revision;
+  if (!COMMIT_ID.test(commit)) throw new HubError(`${repo}@${revision}/${file}: the hub sent no X-Repo-Commit, so the revision cannot be pinned to a commit`);
   const snapshot = cache.snapshot(commit, file);
   if (fs.existsSync(snapshot)) {
     writeRef(cache, revision, commit);

@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Logger } from 'pino';
+import { CredentialsMetrics } from './credentials-metrics';
 import { GrpcServerMetrics } from './grpc-server-metrics';
 import { HttpApiMetrics } from './http-api-metrics';
 import { ServiceMetrics } from './service-metrics';
@@ -31,12 +32,14 @@ export class ClipserveMetrics {
   readonly service: ServiceMetrics;
   /** The OpenAI-compatible HTTP API's request metrics (server/src/http). */
   readonly http: HttpApiMetrics;
+  readonly credentials: CredentialsMetrics;
   private probe: ReadinessProbe = () => ({ ready: false, reason: 'starting' });
 
   constructor(options: ClipserveMetricsOptions = {}) {
     this.grpc = new GrpcServerMetrics({ registry: this.registry, logger: options.logger });
     this.service = new ServiceMetrics(this.registry);
     this.http = new HttpApiMetrics(this.registry);
+    this.credentials = new CredentialsMetrics(this.registry);
     const ready: Gauge = new Gauge({
       name: 'clipserve_ready',
       help: '1 when the model is loaded and warm and the server is not draining (what /readyz reports), else 0.',

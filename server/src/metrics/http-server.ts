@@ -85,6 +85,9 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
     server.once('error', onError);
     server.listen(options.port, host, () => {
       server.off('error', onError);
+      // Once listening, a server 'error' is an accept failure (EMFILE under a connection flood):
+      // the probes' next connection is accepted again; without a listener it would end the process.
+      server.on('error', () => undefined);
       resolve();
     });
   });

@@ -6,12 +6,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelVersionRecord, Store } from '../store/store';
+import { echo } from '../util/echo';
 
 export const ACTIVE_VERSION_KEY = 'active_model_version';
 
 export class ModelNotFoundError extends Error {
   constructor(readonly version: string, hint?: string) {
-    super(`no model version ${JSON.stringify(version)}${hint ? `: ${hint}` : ''}`);
+    super(`no model version ${JSON.stringify(echo(version))}${hint ? `: ${hint}` : ''}`);
     this.name = 'ModelNotFoundError';
   }
 }

@@ -119,7 +119,8 @@ export async function classify(
   checkCount('images', images.length, 1, limits);
   checkLabels(labels, limits);
   const templates = checkTemplates(templateList);
-  const prompts = labels.flatMap((label) => templates.map((t) => t.replace('{}', label)));
+  // A replacer function: a string replacement would expand `$&`, `$'`… inside the label.
+  const prompts = labels.flatMap((label) => templates.map((t) => t.replace('{}', () => label)));
   checkTotal('labels × templates', prompts.length, limits);
   checkTotal('images + labels × templates', images.length + prompts.length, limits);
   checkTextLengths('prompts', prompts, limits);

@@ -84,6 +84,16 @@ export interface ServeConfig {
    * "auto" is how a test asks for any free port (RunningServer.httpPort says which).
    */
   httpPort: number | 'auto';
+  /** Most bytes one dataset upload (or the part of a zip its CSV names, or a CSV path) may take. */
+  datasetMaxBytes: number;
+  /** Most pairs (CSV data rows) of one dataset. */
+  datasetMaxPairs: number;
+  /** Most entries a zip upload may list. */
+  datasetMaxZipEntries: number;
+  /** Most datasets one API key (or, without keys, the server) keeps. */
+  datasetMaxPerKey: number;
+  /** What a failed API-key file reload does: keep the last good keys, or deny every keyed call until a good reload. */
+  authReloadFailure: 'keep' | 'deny';
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -209,6 +219,11 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'finetuneServiceAccount', flag: '--finetune-service-account <name>', env: 'CLIPSERVE_FINETUNE_SERVICE_ACCOUNT', description: '`full` training pods: their ServiceAccount (its token is never mounted) (default: the namespace\'s default)', defaultValue: undefined, parse: podOption(parseServiceAccount) },
   { key: 'finetuneWorkersPerGpu', flag: '--finetune-workers-per-gpu <n>', env: 'CLIPSERVE_FINETUNE_WORKERS_PER_GPU', description: '`full` training pods: DataLoader worker processes per GPU (open_clip_train --workers)', defaultValue: 4, parse: intIn(0, 64) },
   { key: 'httpPort', flag: '--http-port <n>', env: 'CLIPSERVE_HTTP_PORT', description: 'port of the OpenAI-compatible HTTP API (POST /v1/embeddings, GET /v1/models, GET /openapi.json; see docs/http-api.md), with the same API keys, TLS files, batcher and limits as gRPC (0 = off; auto = pick a free port, logged as "http api listening")', defaultValue: 8080, parse: portOrAuto },
+  { key: 'datasetMaxBytes', flag: '--dataset-max-bytes <n>', env: 'CLIPSERVE_DATASET_MAX_BYTES', description: 'most bytes one dataset upload may take (for a zip: the CSV and the images it names, extracted)', defaultValue: 4 * 1024 * MiB, parse: intIn(1) },
+  { key: 'datasetMaxPairs', flag: '--dataset-max-pairs <n>', env: 'CLIPSERVE_DATASET_MAX_PAIRS', description: 'most pairs (CSV data rows) of one dataset; longer CSVs are refused while they are read', defaultValue: 1_000_000, parse: intIn(1) },
+  { key: 'datasetMaxZipEntries', flag: '--dataset-max-zip-entries <n>', env: 'CLIPSERVE_DATASET_MAX_ZIP_ENTRIES', description: 'most entries a zip upload may list (only the files its CSV names are extracted)', defaultValue: 100_000, parse: intIn(1) },
+  { key: 'datasetMaxPerKey', flag: '--dataset-max-per-key <n>', env: 'CLIPSERVE_DATASET_MAX_PER_KEY', description: 'most datasets one API key keeps (without keys: the whole server); DeleteDataset frees room', defaultValue: 1000, parse: intIn(1) },
+  { key: 'authReloadFailure', flag: '--auth-reload-failure <policy>', env: 'CLIPSERVE_AUTH_RELOAD_FAILURE', description: 'when the API keys file cannot be re-read or parsed: keep (the last good keys stay valid) or deny (every keyed call is refused until a good reload); either way clipserve_credentials_reload_errors_total counts it', defaultValue: 'keep', parse: oneOf(['keep', 'deny'] as const) },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 

@@ -74,7 +74,12 @@ export function openFineTune(o: {
   const { config, logger, host } = o;
   const dataDir = config.dataDir;
   const store = Store.open(dataDir);
-  const catalog = new DatasetCatalog(store, store.dataDir);
+  const catalog = new DatasetCatalog(store, store.dataDir, {
+    maxBytes: config.datasetMaxBytes,
+    maxPairs: config.datasetMaxPairs,
+    maxZipEntries: config.datasetMaxZipEntries,
+    maxDatasetsPerKey: config.datasetMaxPerKey,
+  });
   const registry = new ModelRegistry(store, store.dataDir);
   const runner = new FineTuneJobRunner({
     store,
@@ -125,7 +130,9 @@ export function openFineTune(o: {
         }
       }
       runner.start();
-      follower = setInterval(() => void follow(), FOLLOW_INTERVAL_MS);
+      // follow() reads the store outside its own try: a failing read (disk error, database closed
+      // under it) must be a log line, not an unhandled rejection that ends the process.
+      follower = setInterval(() => void follow().catch((err: unknown) => logger.error({ err }, 'cannot check the model version activated on other instances')), FOLLOW_INTERVAL_MS);
       follower.unref();
     },
     async close() {

@@ -8,7 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
-import { ApiKeySource, AuthPolicy, createAuthInterceptor } from '../auth';
+import { ApiKeySource, AuthPolicy, AUTHORIZATION_KEY, createAuthInterceptor } from '../auth';
+import { exposeRepeatedHeaders } from '../auth/repeated-headers';
 import type { BatcherObserver, BatcherStats } from '../batching';
 import { CallGate, ServingPhase } from '../grpc/call-context';
 import { disabledServiceHandlers } from '../grpc/disabled-service';
@@ -146,10 +147,11 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   });
 
   // API keys after the metrics, so refused calls are counted and logged with their code.
-  const apiKeys = apiKeySource(config, logger);
+  const apiKeys = apiKeySource(config, logger, metrics);
   const auth = apiKeys
     ? createAuthInterceptor({
         keys: () => apiKeys.store,
+        refusal: () => apiKeys.refusal,
         policy: new AuthPolicy({ openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }),
         logger,
       })
@@ -208,9 +210,10 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   new ReflectionService(protos.packageDefinition).addToServer(server);
 
   const port = await Promise.resolve()
-    .then(() => bind(server, hostPort(config.host, config.port), serverCredentials(config, logger)))
+    .then(() => bind(server, hostPort(config.host, config.port), serverCredentials(config, logger, metrics)))
     .catch(abandonStart);
   logger.info({ host: config.host, port, tls: config.tlsCert !== undefined, mtls: config.tlsClientCa !== undefined }, 'grpc server listening');
+  if (apiKeys && !exposeRepeatedHeaders(server, [AUTHORIZATION_KEY])) logger.warn('this grpc-js hides its HTTP/2 servers: a repeated authorization header is seen as its first value only');
 
   let healthPort: number | undefined;
   if (config.healthPort !== undefined) {
@@ -330,7 +333,7 @@ function hostPort(host: string, port: number): string {
 }
 
 /** TLS (mutual with a client CA) from files that are re-read every credentialsReloadSeconds. */
-function serverCredentials(config: ServeConfig, logger: Logger): grpc.ServerCredentials {
+function serverCredentials(config: ServeConfig, logger: Logger, metrics: ClipserveMetrics): grpc.ServerCredentials {
   if (config.tlsCert === undefined || config.tlsKey === undefined) return grpc.ServerCredentials.createInsecure();
   return createTlsServerCredentials({
     certFile: config.tlsCert,
@@ -338,13 +341,21 @@ function serverCredentials(config: ServeConfig, logger: Logger): grpc.ServerCred
     clientCaFile: config.tlsClientCa,
     reloadIntervalMs: config.credentialsReloadSeconds * 1000,
     logger,
+    observer: metrics.credentials.observer('tls'),
   });
 }
 
 /** The API keys in force, when any are configured (their file re-read every credentialsReloadSeconds). */
-function apiKeySource(config: ServeConfig, logger: Logger): ApiKeySource | undefined {
+function apiKeySource(config: ServeConfig, logger: Logger, metrics: ClipserveMetrics): ApiKeySource | undefined {
   if (config.apiKeysFile === undefined && config.apiKeys === undefined) return undefined;
-  return new ApiKeySource({ file: config.apiKeysFile, envValue: config.apiKeys, reloadIntervalMs: config.credentialsReloadSeconds * 1000, logger });
+  return new ApiKeySource({
+    file: config.apiKeysFile,
+    envValue: config.apiKeys,
+    reloadIntervalMs: config.credentialsReloadSeconds * 1000,
+    logger,
+    onReloadFailure: config.authReloadFailure,
+    observer: metrics.credentials.observer('api_keys'),
+  });
 }
 
 function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {

@@ -32,6 +32,8 @@ export interface DatasetRecord {
   numPairs: number;
   bytes: number;
   createdAt: number;
+  /** The API key name that created it ('' when the server runs without keys). */
+  owner: string;
 }
 
 export interface JobErrorInfo {
@@ -188,6 +190,8 @@ export class Store {
       ['cancel_requested', 'INTEGER NOT NULL DEFAULT 0'],
     ];
     for (const [col, decl] of add) if (!have.has(col)) this.db.exec(`ALTER TABLE jobs ADD COLUMN ${col} ${decl}`);
+    const dsCols = new Set((this.db.prepare('PRAGMA table_info(datasets)').all() as { name: string }[]).map((c) => c.name));
+    if (!dsCols.has('owner')) this.db.exec(`ALTER TABLE datasets ADD COLUMN owner TEXT NOT NULL DEFAULT ''`);
   }
 
   static open(dataDir: string): Store {
@@ -206,15 +210,38 @@ export class Store {
 
   insertDataset(d: DatasetRecord): void {
     this.db
-      .prepare('INSERT INTO datasets (id, name, format, dir, num_pairs, bytes, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)')
-      .run(d.id, d.name, d.format, d.dir, d.numPairs, d.bytes, d.createdAt);
+      .prepare('INSERT INTO datasets (id, name, format, dir, num_pairs, bytes, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(d.id, d.name, d.format, d.dir, d.numPairs, d.bytes, d.createdAt, d.owner);
   }
 
   getDataset(id: string): DatasetRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM datasets WHERE id = ?').get(id) as
-      | { id: string; name: string; format: string; dir: string; num_pairs: number; bytes: number; created_at: number }
-      | undefined;
-    return r && { id: r.id, name: r.name, format: r.format as DatasetFormat, dir: r.dir, numPairs: r.num_pairs, bytes: r.bytes, createdAt: r.created_at };
+    const r = this.db.prepare('SELECT * FROM datasets WHERE id = ?').get(id) as DatasetRow | undefined;
+    return r && datasetFromRow(r);
+  }
+
+  /** `owner`'s datasets, newest first; `beforeOrd` is the page cursor (exclusive). */
+  listDatasets(owner: string, limit: number, beforeOrd?: number): { datasets: DatasetRecord[]; nextOrd: number | undefined } {
+    const rows = this.db
+      .prepare('SELECT *, rowid AS ord FROM datasets WHERE owner = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?')
+      .all(owner, beforeOrd ?? Number.MAX_SAFE_INTEGER, limit + 1) as (DatasetRow & { ord: number })[];
+    const page = rows.slice(0, limit);
+    return { datasets: page.map(datasetFromRow), nextOrd: rows.length > limit ? page[page.length - 1].ord : undefined };
+  }
+
+  countDatasets(owner: string): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM datasets WHERE owner = ?').get(owner) as { n: number }).n;
+  }
+
+  deleteDataset(id: string): boolean {
+    return this.db.prepare('DELETE FROM datasets WHERE id = ?').run(id).changes === 1;
+  }
+
+  /** Ids of the jobs not yet finished that read dataset `id` (training or validation file). */
+  unfinishedJobsReading(id: string): string[] {
+    const rows = this.db
+      .prepare(`SELECT id FROM jobs WHERE (training_file = ? OR validation_file = ?) AND state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY ord`)
+      .all(id, id) as { id: string }[];
+    return rows.map((r) => r.id);
   }
 
   // -- jobs ----------------------------------------------------------------------------------
@@ -325,11 +352,18 @@ export class Store {
     return { jobId, sequence, type, createdAtMs, message, data };
   }
 
-  events(jobId: string, afterSequence = 0): JobEventRecord[] {
+  /** Events after `afterSequence`, in order; at most `limit` of them (a page) when given. */
+  events(jobId: string, afterSequence = 0, limit = -1): JobEventRecord[] {
     const rows = this.db
-      .prepare('SELECT * FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq ASC')
-      .all(jobId, afterSequence) as { job_id: string; seq: number; type: string; created_at_ms: number; message: string; data: string }[];
-    return rows.map((r) => ({ jobId: r.job_id, sequence: r.seq, type: r.type, createdAtMs: r.created_at_ms, message: r.message, data: JSON.parse(r.data) }));
+      .prepare('SELECT * FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?')
+      .all(jobId, afterSequence, limit) as EventRow[];
+    return rows.map(eventFromRow);
+  }
+
+  /** The last `state` event at or before `sequence` (what the job's state was then). */
+  stateEventAt(jobId: string, sequence: number): JobEventRecord | undefined {
+    const r = this.db.prepare(`SELECT * FROM job_events WHERE job_id = ? AND seq <= ? AND type = 'state' ORDER BY seq DESC LIMIT 1`).get(jobId, sequence) as EventRow | undefined;
+    return r && eventFromRow(r);
   }
 
   // -- model versions ------------------------------------------------------------------------
@@ -360,6 +394,34 @@ export class Store {
   setSetting(key: string, value: string): void {
     this.db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
   }
+}
+
+interface EventRow {
+  job_id: string;
+  seq: number;
+  type: string;
+  created_at_ms: number;
+  message: string;
+  data: string;
+}
+
+function eventFromRow(r: EventRow): JobEventRecord {
+  return { jobId: r.job_id, sequence: r.seq, type: r.type, createdAtMs: r.created_at_ms, message: r.message, data: JSON.parse(r.data) };
+}
+
+interface DatasetRow {
+  id: string;
+  name: string;
+  format: string;
+  dir: string;
+  num_pairs: number;
+  bytes: number;
+  created_at: number;
+  owner: string;
+}
+
+function datasetFromRow(r: DatasetRow): DatasetRecord {
+  return { id: r.id, name: r.name, format: r.format as DatasetFormat, dir: r.dir, numPairs: r.num_pairs, bytes: r.bytes, createdAt: r.created_at, owner: r.owner };
 }
 
 interface ModelVersionRow {

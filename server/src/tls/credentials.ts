@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import type { ReloadObserver } from '../metrics/credentials-metrics';
 import { checkIdentity, CertificateSummary, parseCertificates, TlsMaterialError } from './pem';
 import { ReloadingCertificateProvider, TlsFiles } from './reloading-provider';
 
@@ -14,6 +15,7 @@ export interface TlsCredentialsOptions extends TlsFiles {
   /** Poll interval for certificate rotation; 0: the files are read once. */
   reloadIntervalMs: number;
   logger?: Logger;
+  observer?: ReloadObserver;
 }
 
 export interface LoadedTlsFiles {
@@ -42,6 +44,7 @@ export function loadTlsFiles(files: TlsFiles): LoadedTlsFiles {
 
 export function createTlsServerCredentials(options: TlsCredentialsOptions): grpc.ServerCredentials {
   const loaded = loadTlsFiles(options);
+  options.observer?.reloadSucceeded();
   const requireClientCert = loaded.clientCa !== null;
   options.logger?.info({ certificate: loaded.leaf, mtls: requireClientCert, reloadIntervalMs: options.reloadIntervalMs }, 'TLS certificate loaded');
   if (options.reloadIntervalMs <= 0) {
@@ -54,6 +57,7 @@ export function createTlsServerCredentials(options: TlsCredentialsOptions): grpc
     },
     refreshIntervalMs: options.reloadIntervalMs,
     logger: options.logger,
+    observer: options.observer,
   });
   // grpc-js 1.14 declares this function's first parameter as the CA provider but hands it to the
   // credentials as the IDENTITY provider (and the second, nullable one, as the CA provider); the

@@ -37,9 +37,15 @@ export function parseCertificates(pem: Buffer, what: string): X509Certificate[] 
   });
 }
 
-/** Checks a certificate chain and key the way the TLS server will load them; returns the leaf. */
-export function checkIdentity(certChain: Buffer, privateKey: Buffer, what: { cert: string; key: string }): CertificateSummary {
+/**
+ * Checks a certificate chain and key the way the TLS server will load them, and that the leaf is
+ * valid now (an expired or not-yet-valid certificate makes every client refuse the server, so it
+ * is refused at start and never rotated in); returns the leaf.
+ */
+export function checkIdentity(certChain: Buffer, privateKey: Buffer, what: { cert: string; key: string }, now = new Date()): CertificateSummary {
   const [leaf] = parseCertificates(certChain, what.cert);
+  if (new Date(leaf.validTo).getTime() <= now.getTime()) throw new TlsMaterialError(`${what.cert} expired on ${leaf.validTo}`);
+  if (new Date(leaf.validFrom).getTime() > now.getTime()) throw new TlsMaterialError(`${what.cert} is not valid before ${leaf.validFrom}`);
   try {
     tls.createSecureContext({ cert: certChain, key: privateKey });
   } catch (err) {

@@ -6,11 +6,14 @@
  *    then DROP EVERY NEW CONNECTION until the next poll; here the previous pair keeps serving;
  *  - a file briefly missing (Secret volume update, a deploy tool's rename): the watcher reports
  *    null, which grpc-js also turns into refused connections; here it is ignored;
- *  - an unchanged re-read: not re-applied and not logged.
- * Each applied change and each rejected one is logged with the certificate's subject and expiry.
+ *  - an unchanged re-read: not re-applied and not logged;
+ *  - an expired (or not yet valid) certificate: refused like a broken one (checkIdentity).
+ * Each applied change and each rejected one is logged with the certificate's subject and expiry,
+ * and counted by `observer` (clipserve_credentials_reload_errors_total{credential="tls"}).
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import type { ReloadObserver } from '../metrics/credentials-metrics';
 import { checkIdentity, parseCertificates, summarize } from './pem';
 
 type CertificateProvider = grpc.experimental.CertificateProvider;
@@ -31,6 +34,7 @@ export interface ReloadingProviderOptions {
   initial: { identity: IdentityUpdate; ca: CaUpdate | null };
   refreshIntervalMs: number;
   logger?: Logger;
+  observer?: ReloadObserver;
 }
 
 export class ReloadingCertificateProvider implements CertificateProvider {
@@ -96,17 +100,23 @@ export class ReloadingCertificateProvider implements CertificateProvider {
   private receiveIdentity(update: IdentityUpdate | null): void {
     const log = this.options.logger;
     if (update === null) {
+      this.options.observer?.reloadFailed();
       log?.warn({ cert: this.files.certFile, key: this.files.keyFile }, 'TLS certificate or key unreadable: keeping the current one');
       return;
     }
-    if (update.certificate.equals(this.identity.certificate) && update.privateKey.equals(this.identity.privateKey)) return;
+    if (update.certificate.equals(this.identity.certificate) && update.privateKey.equals(this.identity.privateKey)) {
+      this.options.observer?.reloadSucceeded();
+      return;
+    }
     let leaf;
     try {
       leaf = checkIdentity(update.certificate, update.privateKey, { cert: this.files.certFile, key: this.files.keyFile });
     } catch (err) {
+      this.options.observer?.reloadFailed();
       log?.error({ reason: err instanceof Error ? err.message : String(err) }, 'new TLS certificate rejected: keeping the current one');
       return;
     }
+    this.options.observer?.reloadSucceeded();
     this.identity = update;
     log?.info({ certificate: leaf }, 'TLS certificate reloaded');
     for (const l of this.identityListeners) l(update);

@@ -121,6 +121,32 @@ export function plainJson(value: unknown): unknown {
   return out;
 }
 
+function datasetTable(datasets: Msg[]): string {
+  return formatTable(
+    ['DATASET', 'NAME', 'FORMAT', 'PAIRS', 'BYTES', 'CREATED'],
+    datasets.map((d) => [d.id, d.name, d.format, String(d.numPairs), String(d.bytes), when(d.createdAt)]),
+  );
+}
+
+/** The first `--limit` items of a paged FineTuneService list call, newest first. */
+async function firstItems(f: ConnFlags & { limit: string }, method: 'ListFineTuneJobs' | 'ListDatasets', field: 'jobs' | 'datasets', maxPage: number): Promise<Msg[]> {
+  const limit = Number(f.limit);
+  if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
+  const c = connect('FineTuneService', f);
+  try {
+    const items: Msg[] = [];
+    let pageToken = '';
+    do {
+      const page = await unary(c, method, { pageSize: Math.min(maxPage, limit - items.length), pageToken });
+      items.push(...page[field]);
+      pageToken = page.nextPageToken;
+    } while (pageToken && items.length < limit);
+    return items;
+  } finally {
+    c.client.close();
+  }
+}
+
 function print(f: ConnFlags, value: unknown, text: string): void {
   process.stdout.write(f.json ? JSON.stringify(plainJson(value), null, 2) + '\n' : text);
 }
@@ -263,7 +289,7 @@ export function register(program: Command): void {
         }
         bar.stop();
         const shown: Msg = { ...dataset, format: datasetFormatName(dataset.format) };
-        print(f, shown, formatTable(['DATASET', 'NAME', 'FORMAT', 'PAIRS', 'BYTES'], [[shown.id, shown.name, shown.format, String(shown.numPairs), String(shown.bytes)]]));
+        print(f, shown, datasetTable([shown]));
       } finally {
         bar.stop();
         c.client.close();
@@ -312,18 +338,25 @@ export function register(program: Command): void {
     .description('list jobs, newest first')
     .option('--limit <n>', 'most jobs to show', '20')
     .action(async (f: ConnFlags & { limit: string }) => {
-      const limit = Number(f.limit);
-      if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
+      const jobs = await firstItems(f, 'ListFineTuneJobs', 'jobs', 100);
+      print(f, jobs, jobTable(jobs));
+    });
+
+  connOptions(ft.command('datasets'))
+    .description('list your datasets (those your API key uploaded or registered), newest first')
+    .option('--limit <n>', 'most datasets to show', '50')
+    .action(async (f: ConnFlags & { limit: string }) => {
+      const datasets = (await firstItems(f, 'ListDatasets', 'datasets', 500)).map((d) => ({ ...d, format: datasetFormatName(d.format) }));
+      print(f, datasets, datasetTable(datasets));
+    });
+
+  connOptions(ft.command('delete-dataset <dataset>'))
+    .description('delete one of your datasets and its files (refused while an unfinished job reads it)')
+    .action(async (datasetId: string, f: ConnFlags) => {
       const c = connect('FineTuneService', f);
       try {
-        const jobs: Msg[] = [];
-        let pageToken = '';
-        do {
-          const page = await unary(c, 'ListFineTuneJobs', { pageSize: Math.min(100, limit - jobs.length), pageToken });
-          jobs.push(...page.jobs);
-          pageToken = page.nextPageToken;
-        } while (pageToken && jobs.length < limit);
-        print(f, jobs, jobTable(jobs));
+        const { dataset } = await unary(c, 'DeleteDataset', { datasetId });
+        print(f, dataset, `deleted\n${datasetTable([dataset])}`);
       } finally {
         c.client.close();
       }

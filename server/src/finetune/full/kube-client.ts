@@ -167,16 +167,30 @@ export class KubeTrainingApi {
         }
         res.setEncoding('utf8');
         let pending = '';
-        res.on('data', (chunk: string) => {
-          pending += chunk;
-          let nl: number;
-          while ((nl = pending.indexOf('\n')) >= 0) {
-            onLine(pending.slice(0, nl).replace(/\r$/, ''));
-            pending = pending.slice(nl + 1);
+        // onLine is the caller's (it parses and records trainer output): what it throws fails
+        // this follow, never escapes the stream's listener into the process.
+        let failed = false;
+        const lines = (text: string, last: boolean): void => {
+          try {
+            pending += text;
+            let nl: number;
+            while ((nl = pending.indexOf('\n')) >= 0) {
+              onLine(pending.slice(0, nl).replace(/\r$/, ''));
+              pending = pending.slice(nl + 1);
+            }
+            if (last && pending) onLine(pending);
+          } catch (err) {
+            failed = true;
+            res.destroy();
+            reject(err);
           }
+        };
+        res.on('data', (chunk: string) => {
+          if (!failed) lines(chunk, false);
         });
         const finish = (): void => {
-          if (pending) onLine(pending);
+          if (failed) return;
+          lines('', true);
           pending = '';
           resolve();
         };
