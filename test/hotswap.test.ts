@@ -12,7 +12,7 @@ import pino from 'pino';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { ModelRegistry } from '../server/src/models/registry';
 import { startServer, type RunningServer } from '../server/src/serve/server';
-import { Store } from '../server/src/store/store';
+import { SqliteStore } from '../server/src/store/sqlite-store';
 import { client, rejection, renderIcon, unary, type Any, type Client } from './helpers/finetune-fixtures';
 
 jest.setTimeout(120_000);
@@ -31,17 +31,17 @@ describe('ActivateModel hot swap', () => {
     const dataDir = path.join(tmp, 'data');
     await writeRandomBundle({ arch: 'tiny', seed: 1, outDir: path.join(tmp, 'v1') });
     // Versions other than the configured one enter the registry the way a job's output does.
-    const store = Store.open(dataDir);
+    const store = await SqliteStore.open(dataDir);
     const registry = new ModelRegistry(store, dataDir);
     await writeRandomBundle({ arch: 'tiny', seed: 2, outDir: path.join(tmp, 'v2') });
-    registry.registerFineTuned({ version: 'seed-2', name: 'random-tiny', bundleDir: path.join(tmp, 'v2'), parentVersion: 'seed-1', jobId: '', metrics: {} });
+    await registry.registerFineTuned({ version: 'seed-2', name: 'random-tiny', bundleDir: path.join(tmp, 'v2'), parentVersion: 'seed-1', jobId: '', metrics: {} });
     await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: path.join(tmp, 'v3') });
     const broken = path.join(tmp, 'v3', 'visual.onnx.data');
     const bytes = fs.readFileSync(broken);
     bytes[bytes.length >> 1] ^= 0xff;
     fs.writeFileSync(broken, bytes);
-    registry.registerFineTuned({ version: 'seed-3', name: 'random-tiny', bundleDir: path.join(tmp, 'v3'), parentVersion: 'seed-1', jobId: '', metrics: {} });
-    store.close();
+    await registry.registerFineTuned({ version: 'seed-3', name: 'random-tiny', bundleDir: path.join(tmp, 'v3'), parentVersion: 'seed-1', jobId: '', metrics: {} });
+    await store.close();
 
     icon = await renderIcon('star', 'red', 'white');
     server = await startServer({

@@ -30,6 +30,7 @@ afterAll(async () => {
 });
 
 const job = (id: string) => ({ id, method: 'adapter', baseModel: 'b', trainingFile: 'ds-1', validationFile: '', hyperparameters: { epochs: 2 }, suffix: '' });
+const created = { type: 'state', message: 'job created', data: { state: 'queued' } };
 const until = async (cond: () => boolean, ms = 5000): Promise<void> => {
   const end = Date.now() + ms;
   while (!cond()) {
@@ -75,14 +76,14 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
   it('numbers events per job and applies the job update with its event', async () => {
     const s = await b.open();
     expect(s.backend).toBe(backend);
-    await s.insertJob(job('j1'));
-    await s.insertJob(job('j2'));
+    await s.insertJob(job('j1'), created);
+    await s.insertJob(job('j2'), created);
     await s.appendEvent('j1', 'state', 'a', { state: 'running' }, { state: 'running', step: 0 });
     await s.appendEvent('j2', 'log', 'x', {});
     const e = await s.appendEvent('j1', 'step', '', { step: 1 }, { step: 1, totalSteps: 10, metricsBefore: { r1: 0.5 } });
-    expect(e.sequence).toBe(2);
-    expect((await s.events('j1')).map((x) => x.sequence)).toEqual([1, 2]);
-    expect((await s.events('j1', 1)).map((x) => x.data)).toEqual([{ step: 1 }]);
+    expect(e.sequence).toBe(3); // 1 is the creation event, written with the job
+    expect((await s.events('j1')).map((x) => [x.sequence, x.message])).toEqual([[1, 'job created'], [2, 'a'], [3, '']]);
+    expect((await s.events('j1', 2)).map((x) => x.data)).toEqual([{ step: 1 }]);
     expect(await s.getJob('j1')).toMatchObject({ state: 'running', step: 1, totalSteps: 10, hyperparameters: { epochs: 2 }, metricsBefore: { r1: 0.5 }, error: undefined, cancelRequested: false });
     expect(await s.jobCountsByState()).toMatchObject({ queued: 1, running: 1, succeeded: 0 });
     // An event for a job that does not exist is refused, nothing half-written.
@@ -96,7 +97,7 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
 
   it('pages jobs newest first; claims hand each job to exactly one of several replicas', async () => {
     const s = await b.open();
-    for (let i = 1; i <= 5; i++) await s.insertJob(job(`j${i}`));
+    for (let i = 1; i <= 5; i++) await s.insertJob(job(`j${i}`), created);
     const p1 = await s.listJobs(2);
     expect(p1.jobs.map((j) => j.id)).toEqual(['j5', 'j4']);
     const p2 = await s.listJobs(2, p1.nextOrd);
@@ -110,12 +111,18 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     expect(await s.heartbeat('j1', 'host/b')).toBe(false);
     expect(await s.heartbeat('j1', 'host/a')).toBe(true);
     expect(await s.cancelQueued('j1')).toBe(false); // claimed: only its owner may end it
+    // Taking over from an owner presumed gone: only with its last heartbeat unchanged, only once.
+    const seenHb = (await s.getJob('j1'))!.heartbeatMs;
+    expect(await s.adoptJob('j1', 'host/b', seenHb, 'host/c')).toBe(false);
+    expect(await s.adoptJob('j1', 'host/a', seenHb - 1, 'host/c')).toBe(false);
+    const adoptions = await Promise.all(['host/c', 'host/d', 'host/e'].map((o) => s.adoptJob('j1', 'host/a', seenHb, o)));
+    expect(adoptions.filter(Boolean)).toHaveLength(1);
     await s.releaseJob('j1');
     expect((await s.getJob('j1'))!.owner).toBe('');
 
     // Two instances (replicas), 40 concurrent claimers for 24 free jobs: each claimed exactly once.
     const t = await b.replica(s);
-    for (let i = 6; i <= 25; i++) await (i % 2 ? s : t).insertJob(job(`j${i}`));
+    for (let i = 6; i <= 25; i++) await (i % 2 ? s : t).insertJob(job(`j${i}`), created);
     const claims = await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? s : t).claimNextJob(`host/${i}`)));
     const won = claims.filter((c) => c !== undefined).map((c) => c!.id);
     expect(won.length).toBe(24);
@@ -127,10 +134,10 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
   it('appends events from two replicas to one job without gaps or collisions', async () => {
     const s = await b.open();
     const t = await b.replica(s);
-    await s.insertJob(job('j1'));
+    await s.insertJob(job('j1'), created);
     const recs = await Promise.all(Array.from({ length: 60 }, (_, i) => (i % 2 ? s : t).appendEvent('j1', 'log', `m${i}`, { i }, { step: i })));
-    expect(recs.map((r) => r.sequence).sort((x, y) => x - y)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
-    expect((await t.events('j1')).map((e) => e.sequence)).toEqual(Array.from({ length: 60 }, (_, i) => i + 1));
+    expect(recs.map((r) => r.sequence).sort((x, y) => x - y)).toEqual(Array.from({ length: 60 }, (_, i) => i + 2));
+    expect((await t.events('j1')).map((e) => e.sequence)).toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
   });
 
   it('raises notifications for queued jobs, events, cancel requests and settings', async () => {
@@ -139,14 +146,15 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     s.onNotification((n) => seen.push(n));
     // A second instance's writes reach this one on PostgreSQL; on SQLite only the own process hears.
     const writer = await b.replica(s);
-    await writer.insertJob(job('j1'));
+    await writer.insertJob(job('j1'), created);
     await writer.appendEvent('j1', 'log', 'hello', {});
     await writer.requestCancel('j1');
     await writer.setSetting('active_model_version', 'v2');
-    await until(() => seen.length >= 4);
+    await until(() => seen.length >= 5);
     expect(seen).toEqual([
-      { kind: 'job_queued', jobId: 'j1' },
       { kind: 'job_event', jobId: 'j1', sequence: 1 },
+      { kind: 'job_queued', jobId: 'j1' },
+      { kind: 'job_event', jobId: 'j1', sequence: 2 },
       { kind: 'cancel_requested', jobId: 'j1' },
       { kind: 'setting', key: 'active_model_version' },
     ]);
@@ -179,7 +187,7 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
       await stores[0].close();
       stores.splice(0, 1, await b.open(), await b.open(), await b.open());
     }
-    await stores[0].insertJob(job('j1'));
+    await stores[0].insertJob(job('j1'), created);
     expect((await stores[2].getJob('j1'))!.state).toBe('queued');
     if (backend === 'postgres') {
       const c = new pg.Client({ connectionString: url });
@@ -237,7 +245,7 @@ describe('SQLite only', () => {
     try {
       expect(await s.getJob('old')).toMatchObject({ state: 'running', owner: '', heartbeatMs: 0, cancelRequested: false });
       expect((await s.appendEvent('old', 'log', 'c', {})).sequence).toBe(3);
-      const next = await s.insertJob(job('new'));
+      const next = await s.insertJob(job('new'), created);
       expect((await s.listJobs(5)).jobs.map((j) => j.id)).toEqual(['new', 'old']);
       expect(next.state).toBe('queued');
       expect((await s.listModelVersions()).map((v) => v.version)).toEqual(['b', 'a']);

@@ -208,7 +208,7 @@ export class DatasetUpload {
       const dir = path.join(this.catalog.datasetsDir, this.id);
       fs.renameSync(this.staging, dir);
       const record: DatasetRecord = { id: this.id, name: this.header.name, format: this.header.format, dir, numPairs, bytes: this.bytes, createdAt: Math.floor(Date.now() / 1000) };
-      this.catalog.store.insertDataset(record);
+      await this.catalog.store.insertDataset(record);
       return record;
     } catch (err) {
       this.abort();
@@ -316,8 +316,8 @@ export class DatasetCatalog {
    * (relative to it, or absolute), which is registered as a `csv` dataset. Paths outside the data
    * directory are refused.
    */
-  resolve(ref: string): DatasetRecord {
-    const known = this.store.getDataset(ref);
+  async resolve(ref: string): Promise<DatasetRecord> {
+    const known = await this.store.getDataset(ref);
     if (known) return known;
     if (/^ds-[a-z0-9]+$/.test(ref)) throw new DatasetNotFoundError(`no dataset ${ref}`);
     const abs = path.resolve(this.dataDir, ref);
@@ -337,7 +337,7 @@ export class DatasetCatalog {
       const dir = path.join(this.datasetsDir, id);
       fs.renameSync(staging, dir);
       const record: DatasetRecord = { id, name: path.basename(real), format: 'csv', dir, numPairs, bytes: fs.statSync(real).size, createdAt: Math.floor(Date.now() / 1000) };
-      this.store.insertDataset(record);
+      await this.store.insertDataset(record);
       return record;
     } catch (err) {
       fs.rmSync(staging, { recursive: true, force: true });

@@ -21,8 +21,10 @@ export interface FineTuneServiceDeps {
 
 type Msg = Record<string, unknown>;
 
-/** How often a watch reads events written by another server instance sharing the data directory. */
-const WATCH_POLL_MS = 1000;
+/** How often a watch checks for shutdown, and re-reads the store where notifications stay in one process. */
+const WATCH_TICK_MS = 1000;
+/** With notifications from every instance (PostgreSQL), the re-read is only a safety net: every 5 ticks. */
+const SHARED_POLL_TICKS = 5;
 
 export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.UntypedServiceImplementation {
   const { runner, catalog, gate, logger } = deps;
@@ -93,8 +95,10 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
   };
 
   /**
-   * Backlog from the store, then live events: pushed by this instance's runner when it runs the
-   * job, and polled from the store (another instance may run it). Sequence numbers dedupe the two.
+   * Backlog from the store, then live events: woken by this instance's runner when it writes them
+   * and by the store's notifications when another instance does (LISTEN/NOTIFY on PostgreSQL), and
+   * re-read on a timer in case a notification was lost (every second where notifications do not
+   * cross processes). Sequence numbers order and dedupe the three.
    */
   const watch: grpc.handleServerStreamingCall<Msg, Msg> = (call) => {
     try {
@@ -118,52 +122,75 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       gate.exit();
     };
     call.on('cancelled', () => end());
-    try {
-      const jobId = String(call.request.jobId ?? '');
-      let last = Number(call.request.afterSequence ?? 0);
-      runner.get(jobId); // NOT_FOUND before anything is sent
-      // The job's state as of the last event sent (WatchFineTuneJobResponse.state).
-      let state: JobState = 'queued';
-      const stateAfter = (ev: JobEventRecord): void => {
-        if (ev.type === 'state' && typeof ev.data.state === 'string') state = ev.data.state as JobState;
-      };
-      if (last > 0) for (const ev of runner.events(jobId, 0)) if (ev.sequence <= last) stateAfter(ev);
-      const deliver = (ev: JobEventRecord): void => {
-        if (exited || ev.sequence <= last) return;
-        if (ev.sequence !== last + 1) return catchUp(); // a gap: read it from the store in order
-        last = ev.sequence;
-        stateAfter(ev);
-        call.write({ event: eventToMessage(ev), state: jobStateName(state) });
-        if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
-      };
-      const catchUp = (): void => {
-        for (const ev of runner.events(jobId, last)) deliver(ev);
-        if (!exited && TERMINAL_STATES.has(runner.get(jobId).state) && runner.events(jobId, last).length === 0) end();
-      };
-      unsubscribe = runner.subscribe(jobId, (ev) => deliver(ev));
-      catchUp();
-      if (!exited) {
-        timer = setInterval(() => {
-          try {
-            // A watch may last hours: on shutdown, end it so the drain is not held up; the client
-            // resumes elsewhere with after_sequence.
-            if (gate.phase !== 'serving') return end(new RpcError(grpc.status.UNAVAILABLE, `server is shutting down: watch again with after_sequence ${last}`));
-            catchUp();
-          } catch (err) {
-            end(err);
-          }
-        }, WATCH_POLL_MS);
-        timer.unref();
+    const jobId = String(call.request.jobId ?? '');
+    let last = Number(call.request.afterSequence ?? 0);
+    // The job's state as of the last event sent (WatchFineTuneJobResponse.state).
+    let state: JobState = 'queued';
+    const send = (ev: JobEventRecord): void => {
+      last = ev.sequence;
+      if (ev.type === 'state' && typeof ev.data.state === 'string') state = ev.data.state as JobState;
+      call.write({ event: eventToMessage(ev), state: jobStateName(state) });
+      if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
+    };
+    // One read of the store at a time; a wake during a read asks for another one after it.
+    let reading = false;
+    let again = false;
+    const catchUp = async (): Promise<void> => {
+      if (reading) {
+        again = true;
+        return;
       }
-    } catch (err) {
-      end(err);
-    }
+      reading = true;
+      try {
+        do {
+          again = false;
+          const backlog = await runner.events(jobId, last);
+          for (const ev of backlog) if (!exited && ev.sequence === last + 1) send(ev);
+          // A finished job whose terminal event was sent before after_sequence: nothing will come.
+          if (!exited && backlog.length === 0 && TERMINAL_STATES.has((await runner.get(jobId)).state)) {
+            if ((await runner.events(jobId, last)).length === 0) end();
+            else again = true;
+          }
+        } while (again && !exited);
+      } catch (err) {
+        end(err);
+      } finally {
+        reading = false;
+      }
+    };
+    void (async () => {
+      try {
+        await runner.get(jobId); // NOT_FOUND before anything is sent
+        if (last > 0) {
+          for (const ev of await runner.events(jobId, 0)) if (ev.sequence <= last && ev.type === 'state' && typeof ev.data.state === 'string') state = ev.data.state as JobState;
+        }
+        if (exited) return;
+        unsubscribe = runner.subscribe(jobId, (w) => {
+          if (exited || w.sequence <= last) return;
+          if (w.event && w.sequence === last + 1 && !reading) send(w.event);
+          else void catchUp();
+        });
+        await catchUp();
+        if (exited) return;
+        let ticks = 0;
+        const readEvery = runner.sharedNotifications ? SHARED_POLL_TICKS : 1;
+        timer = setInterval(() => {
+          // A watch may last hours: on shutdown, end it so the drain is not held up; the client
+          // resumes elsewhere with after_sequence.
+          if (gate.phase !== 'serving') return end(new RpcError(grpc.status.UNAVAILABLE, `server is shutting down: watch again with after_sequence ${last}`));
+          if (++ticks % readEvery === 0) void catchUp();
+        }, WATCH_TICK_MS);
+        timer.unref();
+      } catch (err) {
+        end(err);
+      }
+    })();
   };
 
   return {
     UploadDataset: uploadDataset,
     CreateFineTuneJob: unary('CreateFineTuneJob', async (req) => {
-      const job = runner.create({
+      const job = await runner.create({
         trainingFile: String(req.trainingFile ?? ''),
         validationFile: String(req.validationFile ?? ''),
         method: String(req.method ?? ''),
@@ -173,9 +200,9 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       });
       return { job: jobToMessage(job) };
     }),
-    GetFineTuneJob: unary('GetFineTuneJob', async (req) => ({ job: jobToMessage(runner.get(String(req.jobId ?? ''))) })),
+    GetFineTuneJob: unary('GetFineTuneJob', async (req) => ({ job: jobToMessage(await runner.get(String(req.jobId ?? ''))) })),
     ListFineTuneJobs: unary('ListFineTuneJobs', async (req) => {
-      const { jobs, nextPageToken } = runner.list(Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
+      const { jobs, nextPageToken } = await runner.list(Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
       return { jobs: jobs.map(jobToMessage), nextPageToken };
     }),
     CancelFineTuneJob: unary('CancelFineTuneJob', async (req) => ({ job: jobToMessage(await runner.cancel(String(req.jobId ?? ''))) })),

@@ -24,18 +24,18 @@ export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServic
   return {
     ListModels: unary('ListModels', async () => {
       const active = host.info().version;
-      return { models: registry.list().map((v) => modelVersionToMessage(v, active)), activeVersion: active };
+      return { models: (await registry.list()).map((v) => modelVersionToMessage(v, active)), activeVersion: active };
     }),
     ActivateModel: unary('ActivateModel', async (req) => {
       const version = String(req.version ?? '');
       if (!version) throw invalidArgument('version is required');
-      const record = registry.get(version);
+      const record = await registry.get(version);
       const previous = host.info().version;
       if (previous !== version) {
         await host.activate(record.bundleDir, version);
         logger.info({ version, previous }, 'model activated');
       }
-      registry.setActive(version);
+      await registry.setActive(version);
       return { model: modelVersionToMessage(record, version), previousVersion: previous };
     }),
   };

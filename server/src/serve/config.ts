@@ -59,6 +59,8 @@ export interface ServeConfig {
   finetuneImage: string | undefined;
   /** Namespace of `full` fine-tune Jobs (a job's hyperparameters.namespace wins; else the kubeconfig's). */
   finetuneNamespace: string | undefined;
+  /** PostgreSQL for the catalogue (replicas share it); undefined keeps SQLite in dataDir. */
+  databaseUrl: string | undefined;
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -127,6 +129,12 @@ const boolean: Parser<boolean> = (raw, name) => {
   throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(raw)}`);
 };
 
+const databaseUrl: Parser<string> = (raw, name) => {
+  const url = nonEmptyString(raw, name);
+  if (!/^postgres(ql)?:\/\/./.test(url)) throw new ConfigError(`${name} must be a postgres:// or postgresql:// URL`);
+  return url;
+};
+
 const PORT = intIn(0, 65535);
 const MiB = 1024 * 1024;
 
@@ -158,10 +166,11 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'apiKeys', flag: '--api-keys <entries>', env: 'CLIPSERVE_API_KEYS', description: 'API keys in the line format; from CLIPSERVE_API_KEYS or a config file only, refused on the command line where other users could read it (default: none)', defaultValue: undefined, parse: nonEmptyString, secret: true },
   { key: 'authOpenHealth', flag: '--auth-open-health <bool>', env: 'CLIPSERVE_AUTH_OPEN_HEALTH', description: 'with API keys: grpc.health.v1 answers without a key (probes, load balancers)', defaultValue: true, parse: boolean },
   { key: 'authOpenReflection', flag: '--auth-open-reflection <bool>', env: 'CLIPSERVE_AUTH_OPEN_REFLECTION', description: 'with API keys: server reflection answers without a key', defaultValue: true, parse: boolean },
-  { key: 'dataDir', flag: '--data-dir <dir>', env: 'CLIPSERVE_DATA_DIR', description: 'enables FineTuneService and ModelService: the SQLite catalogue of datasets, jobs and model versions, and their artifacts (default: none, fine-tuning disabled)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'dataDir', flag: '--data-dir <dir>', env: 'CLIPSERVE_DATA_DIR', description: 'enables FineTuneService and ModelService: the SQLite catalogue of datasets, jobs and model versions (PostgreSQL instead with --database-url), and their artifacts (default: none, fine-tuning disabled)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetunePvc', flag: '--finetune-pvc <name>', env: 'CLIPSERVE_FINETUNE_PVC', description: 'the ReadWriteMany PersistentVolumeClaim that holds --data-dir, mounted at the same path in `full` fine-tune training pods (which run when a Kubernetes cluster is reachable: in-cluster or KUBECONFIG)', defaultValue: 'clipserve-data', parse: nonEmptyString },
   { key: 'finetuneImage', flag: '--finetune-image <ref>', env: 'CLIPSERVE_FINETUNE_IMAGE', description: 'default container image for `full` fine-tune training pods (torch + open_clip_train); a job may name its own (default: none: jobs must name one)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetuneNamespace', flag: '--finetune-namespace <ns>', env: 'CLIPSERVE_FINETUNE_NAMESPACE', description: 'namespace of `full` fine-tune Jobs (default: the kubeconfig context\'s, in-cluster: the pod\'s)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'databaseUrl', flag: '--database-url <url>', env: 'CLIPSERVE_DATABASE_URL', description: 'postgres://user:password@host:port/db: keep the fine-tune catalogue (datasets, jobs, events, model versions, the active version, job ownership) in PostgreSQL, shared by every replica, instead of SQLite in --data-dir (one host only). Needs --data-dir for the artifacts (a shared volume). Prefer the environment variable: a password on the command line is visible to other users (default: none, SQLite)', defaultValue: undefined, parse: databaseUrl },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 
@@ -205,6 +214,7 @@ function validate(c: ServeConfig): void {
   if (!auth && (!c.authOpenHealth || !c.authOpenReflection)) {
     throw new ConfigError('--auth-open-health / --auth-open-reflection false need API keys (--api-keys-file or CLIPSERVE_API_KEYS): without keys everything is open');
   }
+  if (c.databaseUrl !== undefined && c.dataDir === undefined) throw new ConfigError('--database-url needs --data-dir: datasets, job work and model bundles stay files there (a volume every replica mounts)');
   if (c.healthPort !== undefined && c.healthPort !== 0 && c.healthPort === c.port) {
     throw new ConfigError(`--health-port must differ from --port (both ${c.port})`);
   }

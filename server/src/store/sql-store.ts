@@ -18,6 +18,7 @@ import {
   type JobState,
   type JobUpdate,
   type ModelVersionRecord,
+  type NewEvent,
   type NewJob,
   type Store,
   type StoreBackend,
@@ -139,14 +140,16 @@ export abstract class SqlStore implements Store {
 
   // -- jobs ----------------------------------------------------------------------------------
 
-  async insertJob(j: NewJob): Promise<JobRecord> {
+  async insertJob(j: NewJob, firstEvent: NewEvent): Promise<JobRecord> {
     const row = await this.write(async (trx, notify) => {
       const { value: ord } = await trx.updateTable('counters').set({ value: sql`value + 1` }).where('name', '=', 'job_ord').returning('value').executeTakeFirstOrThrow();
       const inserted = await trx
         .insertInto('jobs')
-        .values({ id: j.id, ord: Number(ord), method: j.method, base_model: j.baseModel, training_file: j.trainingFile, validation_file: j.validationFile, hyperparameters: JSON.stringify(j.hyperparameters), suffix: j.suffix, state: 'queued', created_at: nowSeconds(), error: null })
+        .values({ id: j.id, ord: Number(ord), method: j.method, base_model: j.baseModel, training_file: j.trainingFile, validation_file: j.validationFile, hyperparameters: JSON.stringify(j.hyperparameters), suffix: j.suffix, state: 'queued', created_at: nowSeconds(), error: null, last_seq: 1 })
         .returningAll()
         .executeTakeFirstOrThrow();
+      await trx.insertInto('job_events').values({ job_id: j.id, seq: 1, type: firstEvent.type, created_at_ms: Date.now(), message: firstEvent.message, data: JSON.stringify(firstEvent.data) }).execute();
+      notify({ kind: 'job_event', jobId: j.id, sequence: 1 });
       notify({ kind: 'job_queued', jobId: j.id });
       return inserted;
     });
@@ -196,6 +199,17 @@ export abstract class SqlStore implements Store {
 
   async heartbeat(id: string, owner: string): Promise<boolean> {
     const r = await this.db.updateTable('jobs').set({ heartbeat_ms: Date.now() }).where('id', '=', id).where('owner', '=', owner).executeTakeFirst();
+    return Number(r.numUpdatedRows) === 1;
+  }
+
+  async adoptJob(id: string, fromOwner: string, seenHeartbeatMs: number, owner: string): Promise<boolean> {
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ owner, heartbeat_ms: Date.now() })
+      .where('id', '=', id)
+      .where('owner', '=', fromOwner)
+      .where('heartbeat_ms', '=', seenHeartbeatMs)
+      .executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
   }
 

@@ -100,6 +100,12 @@ export interface JobUpdate {
 /** The columns a new job is created with; the rest start at their defaults. */
 export type NewJob = Pick<JobRecord, 'id' | 'method' | 'baseModel' | 'trainingFile' | 'validationFile' | 'hyperparameters' | 'suffix'>;
 
+export interface NewEvent {
+  type: string;
+  message: string;
+  data: Record<string, unknown>;
+}
+
 /** What changed, as other instances hear it (kept small: a NOTIFY payload is limited to 8000 bytes). */
 export type StoreNotification =
   | { kind: 'job_queued'; jobId: string }
@@ -124,8 +130,11 @@ export interface Store {
   insertDataset(d: DatasetRecord): Promise<void>;
   getDataset(id: string): Promise<DatasetRecord | undefined>;
 
-  /** Creates a queued job and notifies `job_queued`. */
-  insertJob(j: NewJob): Promise<JobRecord>;
+  /**
+   * Creates a queued job with its first event (sequence 1) in one transaction, so that no other
+   * instance can claim the job and write before it; notifies `job_queued`.
+   */
+  insertJob(j: NewJob, firstEvent: NewEvent): Promise<JobRecord>;
   getJob(id: string): Promise<JobRecord | undefined>;
   /** Newest first; `beforeOrd` is the page cursor (exclusive). */
   listJobs(limit: number, beforeOrd?: number): Promise<{ jobs: JobRecord[]; nextOrd: number | undefined }>;
@@ -138,7 +147,13 @@ export interface Store {
   claimNextJob(owner: string): Promise<JobRecord | undefined>;
   /** Records that `owner` still works on the job; false when it no longer owns it. */
   heartbeat(id: string, owner: string): Promise<boolean>;
-  /** Drops the job's owner (and a pending cancel request stays); notifies `job_queued` when it is queued. */
+  /**
+   * Takes over a job from an owner presumed gone: succeeds only while the job still has that owner
+   * and that last heartbeat (a live owner heartbeats in between), so of several instances
+   * recovering the same job exactly one wins.
+   */
+  adoptJob(id: string, fromOwner: string, seenHeartbeatMs: number, owner: string): Promise<boolean>;
+  /** Drops the job's owner (a pending cancel request stays); notifies `job_queued` when it is queued. */
   releaseJob(id: string): Promise<void>;
   /** Cancels a job nobody has claimed yet; false when it was claimed (or finished) meanwhile. */
   cancelQueued(id: string): Promise<boolean>;
