@@ -95,14 +95,32 @@ interface ActiveJob {
   done: Promise<void>;
 }
 
+interface PendingEvent {
+  type: string;
+  message: string;
+  data: Record<string, unknown>;
+  update?: JobUpdate;
+  resolve: (rec: JobEventRecord) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Outbox {
+  pending: PendingEvent[];
+  /** Settles when everything raised so far is written (or failed). */
+  drained: Promise<void>;
+}
+
+/** Most events written in one transaction. */
+const MAX_EVENT_BATCH = 500;
+
 /** Artifacts a failed job never uses again (the adapter's; harmless for other methods). */
 const FAILED_JOB_LEFTOVERS = [FEATURES_FILE, `${FEATURES_FILE}.tmp`, CHECKPOINT_FILE, `${CHECKPOINT_FILE}.tmp`, OUTPUT_BUNDLE_DIR];
 
 export class FineTuneJobRunner {
   private readonly methods = new Map<string, FineTuneMethod>();
   private readonly listeners = new Map<string, Set<JobListener>>();
-  /** Per job, the tail of its event writes: events are appended in the order they are raised. */
-  private readonly writes = new Map<string, Promise<unknown>>();
+  /** Per job, the events raised and not yet written: written in order, a backlog in one transaction. */
+  private readonly outbox = new Map<string, Outbox>();
   private active: ActiveJob | undefined;
   private pumping = false;
   /** A kick arrived while the queue was being read: read it again before stopping. */
@@ -339,6 +357,7 @@ export class FineTuneJobRunner {
     let finish!: () => void;
     const active: ActiveJob = { id: next.id, controller, reason: undefined, done: new Promise<void>((r) => (finish = r)) };
     this.active = active;
+    this.o.logger.info({ job: next.id, owner: this.owner }, 'fine-tune job claimed');
     try {
       await this.execute(next, active);
     } catch (err) {
@@ -387,7 +406,7 @@ export class FineTuneJobRunner {
         signal,
         emit: (e) => this.methodEvent(job.id, e),
       });
-      await this.writes.get(job.id); // the method's last events are recorded before its outcome
+      await this.written(job.id); // the method's last events are recorded before its outcome
       if (signal.aborted) throw new FineTuneCancelledError();
       if (!(await this.stillOwned(job.id))) return log.warn('another instance took the job over while it ran here: discarding this run');
       const after = result.metrics ?? (await this.get(job.id)).metricsAfter;
@@ -405,7 +424,7 @@ export class FineTuneJobRunner {
       });
       log.info({ version: record.version }, 'fine-tune job succeeded');
     } catch (err) {
-      await this.writes.get(job.id)?.catch(() => undefined);
+      await this.written(job.id);
       if (!(await this.stillOwned(job.id))) return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
       if (active.reason === 'storage') {
         // Free what the failed job leaves (often what filled the disk) before recording the failure.
@@ -515,18 +534,37 @@ export class FineTuneJobRunner {
 
   /** Appends an event after the job's earlier ones and wakes this process's watchers with it. */
   private event(jobId: string, e: FineTuneMethodEvent, update?: JobUpdate): Promise<JobEventRecord> {
-    const previous = this.writes.get(jobId) ?? Promise.resolve();
-    const write = previous.then(async () => {
-      const rec = await this.o.store.appendEvent(jobId, e.type, e.message ?? '', e.data ?? {}, update);
-      this.wake(jobId, { sequence: rec.sequence, event: rec });
-      return rec;
+    return new Promise<JobEventRecord>((resolve, reject) => {
+      let box = this.outbox.get(jobId);
+      const item: PendingEvent = { type: e.type, message: e.message ?? '', data: e.data ?? {}, update, resolve, reject };
+      if (box) return void box.pending.push(item);
+      box = { pending: [item], drained: Promise.resolve() };
+      this.outbox.set(jobId, box);
+      box.drained = this.writeOutbox(jobId, box);
     });
-    const tail = write.catch(() => undefined);
-    this.writes.set(jobId, tail);
-    void tail.then(() => {
-      if (this.writes.get(jobId) === tail) this.writes.delete(jobId);
-    });
-    return write;
+  }
+
+  /** Writes the job's pending events until none are left; those raised meanwhile go in the next batch. */
+  private async writeOutbox(jobId: string, box: Outbox): Promise<void> {
+    await Promise.resolve(); // let the caller finish raising what it raises in the same turn
+    while (box.pending.length > 0) {
+      const batch = box.pending.splice(0, MAX_EVENT_BATCH);
+      try {
+        const recs = await this.o.store.appendEvents(jobId, batch);
+        for (const [i, rec] of recs.entries()) {
+          this.wake(jobId, { sequence: rec.sequence, event: rec });
+          batch[i].resolve(rec);
+        }
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+      }
+    }
+    this.outbox.delete(jobId);
+  }
+
+  /** Resolves once every event raised so far for the job is written. */
+  private async written(jobId: string): Promise<void> {
+    await this.outbox.get(jobId)?.drained;
   }
 
   private wake(jobId: string, w: { sequence: number; event?: JobEventRecord }): void {

@@ -252,23 +252,32 @@ export abstract class SqlStore implements Store {
   // -- events --------------------------------------------------------------------------------
 
   async appendEvent(jobId: string, type: string, message: string, data: Record<string, unknown>, update?: JobUpdate): Promise<JobEventRecord> {
+    return (await this.appendEvents(jobId, [{ type, message, data, update }]))[0];
+  }
+
+  async appendEvents(jobId: string, events: readonly (NewEvent & { update?: JobUpdate })[]): Promise<JobEventRecord[]> {
+    if (events.length === 0) return [];
     const createdAtMs = Date.now();
-    const sequence = await this.write(async (trx, notify) => {
+    const merged: JobUpdate = Object.assign({}, ...events.map((e) => e.update ?? {}));
+    const first = await this.write(async (trx, notify) => {
       // Bumping last_seq first takes the job row's write lock: concurrent appenders (another
       // replica recovering the job, a cancel) wait for each other instead of colliding on a number.
       const r = await trx
         .updateTable('jobs')
-        .set({ ...jobColumns(update ?? {}), last_seq: sql`last_seq + 1` })
+        .set({ ...jobColumns(merged), last_seq: sql`last_seq + ${events.length}` })
         .where('id', '=', jobId)
         .returning('last_seq')
         .executeTakeFirst();
       if (!r) throw new StoreError(`no job ${jobId}`);
-      const seq = Number(r.last_seq);
-      await trx.insertInto('job_events').values({ job_id: jobId, seq, type, created_at_ms: createdAtMs, message, data: JSON.stringify(data) }).execute();
-      notify({ kind: 'job_event', jobId, sequence: seq });
-      return seq;
+      const start = Number(r.last_seq) - events.length + 1;
+      await trx
+        .insertInto('job_events')
+        .values(events.map((e, i) => ({ job_id: jobId, seq: start + i, type: e.type, created_at_ms: createdAtMs, message: e.message, data: JSON.stringify(e.data) })))
+        .execute();
+      notify({ kind: 'job_event', jobId, sequence: start + events.length - 1 });
+      return start;
     });
-    return { jobId, sequence, type, createdAtMs, message, data };
+    return events.map((e, i) => ({ jobId, sequence: first + i, type: e.type, createdAtMs, message: e.message, data: e.data }));
   }
 
   async events(jobId: string, afterSequence = 0): Promise<JobEventRecord[]> {

@@ -167,6 +167,12 @@ export interface Store {
    * transaction; notifies `job_event`. Throws StoreError for a job that does not exist.
    */
   appendEvent(jobId: string, type: string, message: string, data: Record<string, unknown>, update?: JobUpdate): Promise<JobEventRecord>;
+  /**
+   * Appends several events in order in one transaction (consecutive sequence numbers), applying
+   * their updates in order; notifies one `job_event` with the last sequence. A writer that falls
+   * behind a fast producer (a trainer's step events) catches up by writing its backlog at once.
+   */
+  appendEvents(jobId: string, events: readonly (NewEvent & { update?: JobUpdate })[]): Promise<JobEventRecord[]>;
   events(jobId: string, afterSequence?: number): Promise<JobEventRecord[]>;
 
   /** Inserts a version, or for a known one updates its name and bundle directory. */
