@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import Database from 'better-sqlite3';
 import pg from 'pg';
+import { configFromEnv, resolveServeConfig } from '../server/src/serve/config';
 import { openStore } from '../server/src/store/open';
 import { PostgresStore } from '../server/src/store/postgres-store';
 import { HOST_LOCK_FILE, networkFilesystem } from '../server/src/store/sqlite-guard';
@@ -288,6 +289,22 @@ describe('SQLite only', () => {
 });
 
 describe('PostgreSQL only', () => {
+  it('--database-url / CLIPSERVE_DATABASE_URL: a postgres URL, with --data-dir for the files', () => {
+    expect(resolveServeConfig({ dataDir: '/d', databaseUrl: 'postgresql://u@h/db' }).databaseUrl).toBe('postgresql://u@h/db');
+    expect(resolveServeConfig(configFromEnv({ CLIPSERVE_DATA_DIR: '/d', CLIPSERVE_DATABASE_URL: 'postgres://u:p@h:5432/db' })).databaseUrl).toBe('postgres://u:p@h:5432/db');
+    expect(() => resolveServeConfig({ databaseUrl: 'postgres://u@h/db' })).toThrow(/--database-url needs --data-dir/);
+    const err = (() => {
+      try {
+        resolveServeConfig({ dataDir: '/d', databaseUrl: 'mysql://u:hunter2@h/db' });
+      } catch (e) {
+        return String(e);
+      }
+      return '';
+    })();
+    expect(err).toMatch(/--database-url must be a postgres:\/\/ or postgresql:\/\/ URL/);
+    expect(err).not.toMatch(/hunter2/); // the message never echoes a password
+  });
+
   it('refuses a URL that is not postgres:// and names the database without its password', async () => {
     await expect(PostgresStore.open('mysql://u:secret@h/db', '/tmp')).rejects.toThrow(/must start with postgres:\/\//);
     const err = await PostgresStore.open('postgres://u:secret@127.0.0.1:1/db', '/tmp').catch((e: Error) => e);
