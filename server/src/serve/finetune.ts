@@ -70,7 +70,7 @@ export async function openFineTune(o: {
   const store = await openStore({
     dataDir,
     databaseUrl: config.databaseUrl,
-    onListenerError: (err) => logger.warn({ err }, 'the database notification connection failed: reconnecting (polling covers the gap)'),
+    onConnectionError: (err) => logger.warn({ err }, 'a database connection failed: it is replaced (notifications missed meanwhile are covered by polling)'),
   });
   const catalog = new DatasetCatalog(store, store.dataDir);
   const registry = new ModelRegistry(store, store.dataDir);

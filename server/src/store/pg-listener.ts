@@ -8,6 +8,7 @@ import pg from 'pg';
 
 export interface PgListenerOptions {
   connectionString: string;
+  connectTimeoutMs: number;
   channel: string;
   onPayload: (payload: string) => void;
   /** After a reconnect (notifications may have been missed). */
@@ -33,7 +34,7 @@ export class PgListener {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.o.connectionString, keepAlive: true });
+    const client = new pg.Client({ connectionString: this.o.connectionString, keepAlive: true, connectionTimeoutMillis: this.o.connectTimeoutMs });
     client.on('notification', (m) => {
       if (m.channel === this.o.channel && m.payload !== undefined) this.o.onPayload(m.payload);
     });

@@ -14,6 +14,7 @@ import { NOTIFY_CHANNEL, parseNotification, SqlStore } from './sql-store';
 import { StoreError } from './store';
 
 const INT8_OID = 20;
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** bigint columns hold Unix milliseconds and counts, all far below 2^53: read them as numbers. */
 const types = {
@@ -34,8 +35,8 @@ export function redactDatabaseUrl(url: string): string {
 export interface PostgresStoreOptions {
   /** Pool size (default 10). */
   maxConnections?: number;
-  /** The listening connection's trouble (it reconnects by itself). */
-  onListenerError?: (err: Error) => void;
+  /** A broken connection (the pool replaces it; the listening one reconnects by itself). */
+  onConnectionError?: (err: Error) => void;
 }
 
 export class PostgresStore extends SqlStore {
@@ -53,21 +54,23 @@ export class PostgresStore extends SqlStore {
 
   static async open(url: string, dataDir: string, o: PostgresStoreOptions = {}): Promise<PostgresStore> {
     if (!/^postgres(ql)?:\/\//.test(url)) throw new StoreError(`the database URL must start with postgres:// or postgresql://, got ${JSON.stringify(redactDatabaseUrl(url))}`);
-    const pool = new pg.Pool({ connectionString: url, max: o.maxConnections ?? 10, types, keepAlive: true });
+    // A database that does not answer fails the start (or the call) in 10 s instead of hanging.
+    const pool = new pg.Pool({ connectionString: url, max: o.maxConnections ?? 10, types, keepAlive: true, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
     // An idle pooled connection that breaks (a server restart) is dropped from the pool; without a
     // listener the error would take the process down.
-    pool.on('error', (err) => o.onListenerError?.(err));
+    pool.on('error', (err) => o.onConnectionError?.(err));
     const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
     let store: PostgresStore | undefined;
     const listener = new PgListener({
       connectionString: url,
+      connectTimeoutMs: CONNECT_TIMEOUT_MS,
       channel: NOTIFY_CHANNEL,
       onPayload: (payload) => {
         const n = parseNotification(payload);
         if (n) store?.emit(n);
       },
       onResync: () => store?.emit({ kind: 'resync' }),
-      onError: (err) => o.onListenerError?.(err),
+      onError: (err) => o.onConnectionError?.(err),
     });
     try {
       await migrateToLatest(db, 'postgres');
