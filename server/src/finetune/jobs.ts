@@ -112,6 +112,12 @@ interface Outbox {
 
 /** Most events written in one transaction. */
 const MAX_EVENT_BATCH = 500;
+/**
+ * Least time between two writes of one job's events: a trainer reporting thousands of steps a
+ * second gets them written a few dozen per transaction instead of one each (which would keep the
+ * event loop busy writing), at the price of being that much later in the store.
+ */
+const EVENT_WRITE_INTERVAL_MS = 25;
 
 /** Artifacts a failed job never uses again (the adapter's; harmless for other methods). */
 const FAILED_JOB_LEFTOVERS = [FEATURES_FILE, `${FEATURES_FILE}.tmp`, CHECKPOINT_FILE, `${CHECKPOINT_FILE}.tmp`, OUTPUT_BUNDLE_DIR];
@@ -121,6 +127,8 @@ export class FineTuneJobRunner {
   private readonly listeners = new Map<string, Set<JobListener>>();
   /** Per job, the events raised and not yet written: written in order, a backlog in one transaction. */
   private readonly outbox = new Map<string, Outbox>();
+  /** When each job's events were last written (EVENT_WRITE_INTERVAL_MS). */
+  private readonly lastEventWrite = new Map<string, number>();
   private active: ActiveJob | undefined;
   private pumping = false;
   /** A kick arrived while the queue was being read: read it again before stopping. */
@@ -279,6 +287,7 @@ export class FineTuneJobRunner {
       }
       await this.recover();
       this.kick();
+      for (const [id, at] of this.lastEventWrite) if (at < Date.now() - 1000 && !this.outbox.has(id)) this.lastEventWrite.delete(id);
     } catch (err) {
       this.o.logger.error({ err }, 'fine-tune housekeeping failed');
     } finally {
@@ -548,6 +557,9 @@ export class FineTuneJobRunner {
   private async writeOutbox(jobId: string, box: Outbox): Promise<void> {
     await Promise.resolve(); // let the caller finish raising what it raises in the same turn
     while (box.pending.length > 0) {
+      const wait = (this.lastEventWrite.get(jobId) ?? 0) + EVENT_WRITE_INTERVAL_MS - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      this.lastEventWrite.set(jobId, Date.now());
       const batch = box.pending.splice(0, MAX_EVENT_BATCH);
       try {
         const recs = await this.o.store.appendEvents(jobId, batch);

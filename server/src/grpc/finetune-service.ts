@@ -168,10 +168,11 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
         unsubscribe = runner.subscribe(jobId, (w) => {
           if (exited || w.sequence <= last) return;
           if (w.event && w.sequence === last + 1 && !reading) send(w.event);
-          else void catchUp();
+          else if (w.event) void catchUp();
+          // A bare number (a notification): this process's own write hands over the record itself
+          // right after, so read the store only if that does not come in this turn.
+          else setImmediate(() => !exited && w.sequence > last && void catchUp());
         });
-        await catchUp();
-        if (exited) return;
         let ticks = 0;
         const readEvery = runner.sharedNotifications ? SHARED_POLL_TICKS : 1;
         timer = setInterval(() => {
@@ -181,6 +182,9 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
           if (++ticks % readEvery === 0) void catchUp();
         }, WATCH_TICK_MS);
         timer.unref();
+        // Not awaited: with events arriving all the time the reading goes on, and the timer above
+        // must already be there to end the watch on shutdown.
+        void catchUp();
       } catch (err) {
         end(err);
       }
