@@ -71,6 +71,8 @@ const until = async (pred: () => boolean, what: string, ms = 60_000) => {
 const byName = (name: string) => replicas.find((r) => r.name === name)!;
 /** Long enough to be interrupted (about 6 steps per epoch on the icon dataset). */
 const LONG = { epochs: 200, batchSize: 16, learningRate: 0.02, validationSplit: 0.3, seed: 1 };
+/** Runs for minutes: only a cancel ends it. */
+const ENDLESS = { epochs: 10_000, batchSize: 8, validationSplit: 0.2 };
 
 beforeAll(async () => {
   postgres = await startPostgres();
@@ -95,7 +97,7 @@ afterAll(async () => {
 
 it('claims a job on exactly one replica; a cancel sent to another replica stops it within seconds', async () => {
   const [a] = replicas;
-  const { job } = await unary(a.ft, 'CreateFineTuneJob', { trainingFile: datasetId, hyperparameters: LONG });
+  const { job } = await unary(a.ft, 'CreateFineTuneJob', { trainingFile: datasetId, hyperparameters: ENDLESS });
   await until(() => claimsOf(job.id).length > 0, 'the claim');
   await waitForJob(a.ft, job.id, (j) => j.state === 'FINE_TUNE_JOB_STATE_RUNNING');
   await new Promise((r) => setTimeout(r, 3000)); // heartbeats and queue polls on every replica: nobody else takes it
@@ -187,6 +189,7 @@ it('an activation on one replica is served by all of them', async () => {
 it('200 concurrent CreateFineTuneJob + Watch calls across the replicas lose nothing', async () => {
   const N = 200;
   const pick = (i: number) => replicas[i % replicas.length];
+  const t0 = Date.now();
   const created = await Promise.all(
     Array.from({ length: N }, (_, i) => unary(pick(i).ft, 'CreateFineTuneJob', { trainingFile: datasetId, suffix: `n${i}`, hyperparameters: { epochs: 1, seed: i } })),
   );
@@ -203,6 +206,7 @@ it('200 concurrent CreateFineTuneJob + Watch calls across the replicas lose noth
     ),
   );
   const streams = await Promise.all(watches);
+  console.log(`${N} jobs created, watched and cancelled across ${replicas.length} replicas in ${Date.now() - t0} ms; ${streams.reduce((n, st) => n + st.length, 0)} events streamed`); // eslint-disable-line no-console
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   try {
