@@ -162,7 +162,7 @@ it('SIGKILL of the owner: another replica resumes the job from its checkpoint; a
 
 it('an activation on one replica is served by all of them', async () => {
   const { models } = await unary(replicas[0].models, 'ListModels', {});
-  const fineTuned = (models as Any[]).find((m) => m.parentVersion);
+  const fineTuned = (models as Any[]).find((m) => m.parentVersion) as Any;
   expect(fineTuned).toBeDefined();
   const [first, ...others] = replicas;
   const t0 = Date.now();
