@@ -40,16 +40,8 @@ export interface PostgresStoreOptions {
 }
 
 export class PostgresStore extends SqlStore {
-  readonly backend = 'postgres' as const;
-  readonly sharedNotifications = true;
-  private closed = false;
-
-  private constructor(
-    db: Kysely<Schema>,
-    dataDir: string,
-    private readonly listener: PgListener,
-  ) {
-    super(db, dataDir);
+  private constructor(db: Kysely<Schema>, dataDir: string, private readonly listener: PgListener) {
+    super(db, dataDir, 'postgres', true);
   }
 
   static async open(url: string, dataDir: string, o: PostgresStoreOptions = {}): Promise<PostgresStore> {
@@ -84,9 +76,7 @@ export class PostgresStore extends SqlStore {
     return store;
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  protected async release(): Promise<void> {
     await this.listener.close();
     await this.db.destroy();
   }

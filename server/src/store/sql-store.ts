@@ -85,16 +85,26 @@ export function parseNotification(payload: string): StoreNotification | undefine
 }
 
 export abstract class SqlStore implements Store {
-  abstract readonly backend: StoreBackend;
-  abstract readonly sharedNotifications: boolean;
   private readonly listeners = new Set<(n: StoreNotification) => void>();
 
   protected constructor(
     readonly db: Kysely<Database>,
     readonly dataDir: string,
+    readonly backend: StoreBackend,
+    readonly sharedNotifications: boolean,
   ) {}
 
-  abstract close(): Promise<void>;
+  private closed = false;
+
+  /** Idempotent: the server's start-failure path and its shutdown may both close. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.release();
+  }
+
+  /** Frees the backend's connections and locks (once). */
+  protected abstract release(): Promise<void>;
 
   onNotification(listener: (n: StoreNotification) => void): () => void {
     this.listeners.add(listener);

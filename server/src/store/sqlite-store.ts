@@ -24,17 +24,8 @@ export interface SqliteStoreOptions {
 }
 
 export class SqliteStore extends SqlStore {
-  readonly backend = 'sqlite' as const;
-  readonly sharedNotifications = false;
-  private closed = false;
-
-  private constructor(
-    db: Kysely<Schema>,
-    dataDir: string,
-    private readonly sqlite: Database.Database,
-    private readonly lock: SqliteHostLock,
-  ) {
-    super(db, dataDir);
+  private constructor(db: Kysely<Schema>, dataDir: string, private readonly sqlite: Database.Database, private readonly lock: SqliteHostLock) {
+    super(db, dataDir, 'sqlite', false);
   }
 
   static async open(dataDir: string, o: SqliteStoreOptions = {}): Promise<SqliteStore> {
@@ -74,9 +65,7 @@ export class SqliteStore extends SqlStore {
     return new SqliteStore(db, dir, sqlite, lock);
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
+  protected async release(): Promise<void> {
     await this.db.destroy(); // closes the better-sqlite3 handle
     this.lock.release();
   }
