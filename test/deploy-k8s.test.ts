@@ -80,7 +80,7 @@ const toolManifests: K8sObject[] = fs
 
 describe('deploy/k8s standalone manifests (no kubectl needed)', () => {
   test('secret templates are valid Secrets, never part of a kustomization', () => {
-    expect(secretTemplates.map((s) => s.metadata?.name).sort()).toEqual(['clipserve-api-keys', 'clipserve-tls']);
+    expect(secretTemplates.map((s) => s.metadata?.name).sort()).toEqual(['clipserve-api-keys', 'clipserve-database', 'clipserve-tls']);
     expect(validateObjects(secretTemplates)).toEqual([]);
     for (const k of kustomizations) {
       const text = fs.readFileSync(path.join(k.dir, 'kustomization.yaml'), 'utf8');
@@ -97,8 +97,8 @@ describe('deploy/k8s standalone manifests (no kubectl needed)', () => {
     expect(checkPodSecurity([asDeployment], imageUid())).toEqual([]);
   });
 
-  test('the overlays set are cpu and gpu', () => {
-    expect(kustomizations.map((k) => k.name).sort()).toEqual(['base', 'overlays/cpu', 'overlays/gpu']);
+  test('the overlays set are cpu, gpu and the PostgreSQL trial', () => {
+    expect(kustomizations.map((k) => k.name).sort()).toEqual(['base', 'overlays/cpu', 'overlays/gpu', 'overlays/postgres-trial']);
   });
 });
 
@@ -126,6 +126,10 @@ if ('missing' in kubectl) {
     return objects;
   };
   const clone = (name: string): K8sObject[] => JSON.parse(JSON.stringify(render(name))) as K8sObject[];
+  /** The trial database's objects (overlays/postgres-trial), checked on their own below. */
+  const isDatabase = (o: K8sObject): boolean => (o.metadata?.labels as Record<string, string> | undefined)?.['app.kubernetes.io/component'] === 'database' || /^clipserve-(postgres|database)-/.test(o.metadata?.name ?? '');
+  const serverSide = (name: string): K8sObject[] => render(name).filter((o) => !isDatabase(o));
+  const TRIAL = 'overlays/postgres-trial';
 
   describe.each(kustomizations.map((k) => k.name))(`kustomize %s (${kubectl.version})`, (name) => {
     test('renders, and every object is valid against the API schemas, with no unknown fields', () => {
@@ -135,7 +139,7 @@ if ('missing' in kubectl) {
     });
 
     test('holds every object the deployment needs', () => {
-      const kinds = render(name).map((o) => o.kind);
+      const kinds = serverSide(name).map((o) => o.kind);
       const count = (k: string): number => kinds.filter((x) => x === k).length;
       expect({
         Namespace: count('Namespace'), Deployment: count('Deployment'), Service: count('Service'),
@@ -149,8 +153,20 @@ if ('missing' in kubectl) {
       });
     });
 
-    test('cross-references agree (ports, selectors, targets, drain, RBAC, security, volumes)', () => {
-      expect(crossReferenceProblems(render(name), secretTemplates, imageUid())).toEqual([]);
+    test('cross-references agree (ports, selectors, targets, drain, RBAC, security, volumes, Secrets)', () => {
+      // The trial overlay brings its own clipserve-database Secret; the others read the template's.
+      const objects = name === TRIAL ? [...serverSide(name), ...render(name).filter((o) => o.kind === 'Secret')] : serverSide(name);
+      const templates = name === TRIAL ? secretTemplates.filter((t) => t.metadata?.name !== 'clipserve-database') : secretTemplates;
+      expect(crossReferenceProblems(objects, templates, imageUid())).toEqual([]);
+    });
+
+    test('the server reads the database URL from Secret clipserve-database, never from a flag or the ConfigMap', () => {
+      const c = serverContainer(theDeployment(render(name)))!;
+      const env = (c.env ?? []).find((e) => e.name === 'CLIPSERVE_DATABASE_URL') as { valueFrom?: { secretKeyRef?: { name: string; key: string } } } | undefined;
+      expect(env?.valueFrom?.secretKeyRef?.name).toMatch(name === TRIAL ? /^clipserve-database-\w+$/ : /^clipserve-database$/);
+      expect(env?.valueFrom?.secretKeyRef?.key).toBe('url');
+      expect((c.args ?? []).some((a) => a.startsWith('--database-url'))).toBe(false);
+      for (const cm of ofKind(render(name), 'ConfigMap')) expect(Object.keys((cm as { data?: object }).data ?? {})).not.toContain('CLIPSERVE_DATABASE_URL');
     });
 
     test('files the server reads from Secrets are keys of those Secrets', () => {
@@ -225,6 +241,55 @@ if ('missing' in kubectl) {
       expect(spec.tolerations ?? []).toEqual([]);
       expect(provider(objects)).toBe('cpu');
       for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) expect(c.image).toMatch(/-cpu$/);
+    });
+  });
+
+  describe('the PostgreSQL trial overlay', () => {
+    type Any = any; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const db = (): Any[] => render(TRIAL).filter(isDatabase) as Any[];
+    const one = (kind: string): Any => {
+      const found = db().filter((o) => o.kind === kind);
+      expect(found).toHaveLength(1);
+      return found[0];
+    };
+    const secretValue = (prefix: string, key: string): string => {
+      const secret = db().find((o) => o.kind === 'Secret' && o.metadata.name.startsWith(prefix));
+      return Buffer.from(secret.data[key], 'base64').toString('utf8');
+    };
+
+    test('one pinned PostgreSQL pod under the restricted Pod Security level', () => {
+      const sts = one('StatefulSet');
+      expect(sts.spec.replicas).toBe(1);
+      const [container] = sts.spec.template.spec.containers;
+      expect(container.image).toBe('postgres:16.6-bookworm');
+      // The server-side security checks, on a Deployment-shaped wrapper (uid 999: the image's postgres user).
+      const claims = sts.spec.volumeClaimTemplates.map((t: Any) => ({ name: t.metadata.name, persistentVolumeClaim: { claimName: t.metadata.name } }));
+      const template = { ...sts.spec.template, spec: { ...sts.spec.template.spec, volumes: [...sts.spec.template.spec.volumes, ...claims] } };
+      const asDeployment = { apiVersion: 'apps/v1', kind: 'Deployment', metadata: sts.metadata, spec: { template } };
+      expect(checkPodSecurity([asDeployment], 999)).toEqual([]);
+      expect(validateObjects(db())).toEqual([]);
+    });
+
+    test('the Service, the NetworkPolicy and the URL the server reads all point at that pod', () => {
+      const sts = one('StatefulSet');
+      const podLabels = sts.spec.template.metadata.labels;
+      const svc = one('Service');
+      expect(selectorMatches({ matchLabels: svc.spec.selector }, podLabels)).toBe(true);
+      const port = sts.spec.template.spec.containers[0].ports.find((p: Any) => p.name === svc.spec.ports[0].targetPort);
+      expect(port?.containerPort).toBe(5432);
+      const np = one('NetworkPolicy');
+      expect(selectorMatches(np.spec.podSelector, podLabels)).toBe(true);
+      const serverLabels = (theDeployment(render(TRIAL)).spec as Any).template.metadata.labels;
+      expect(np.spec.ingress.some((r: Any) => r.from.some((f: Any) => selectorMatches(f.podSelector, serverLabels)))).toBe(true);
+      const url = new URL(secretValue('clipserve-database-', 'url'));
+      expect(url.protocol).toBe('postgres:');
+      expect(url.hostname).toBe(svc.metadata.name);
+      expect(Number(url.port)).toBe(svc.spec.ports[0].port);
+      const env = Object.fromEntries(sts.spec.template.spec.containers[0].env.map((e: Any) => [e.name, e]));
+      expect(url.username).toBe(env.POSTGRES_USER.value);
+      expect(url.pathname).toBe(`/${env.POSTGRES_DB.value}`);
+      expect(decodeURIComponent(url.password)).toBe(secretValue('clipserve-postgres-', 'password'));
+      expect(env.POSTGRES_PASSWORD.valueFrom.secretKeyRef.name).toMatch(/^clipserve-postgres-\w+$/);
     });
   });
 
@@ -345,6 +410,10 @@ if ('missing' in kubectl) {
       const role = ofKind(noLogs, 'Role')[0] as Any;
       role.rules = role.rules.filter((r: Any) => !r.resources.includes('pods/log'));
       expect(checkRbac(noLogs).join('\n')).toMatch(/may not get pods\/log/);
+      const noServices = clone('overlays/cpu');
+      const r2 = ofKind(noServices, 'Role')[0] as Any;
+      r2.rules = r2.rules.filter((r: Any) => !r.resources.includes('services'));
+      expect(checkRbac(noServices).join('\n')).toMatch(/may not create services/);
     });
 
     test('weakened security context, service links, foreign uid', () => {
@@ -364,6 +433,9 @@ if ('missing' in kubectl) {
       const noTemplates = checkVolumeSources(objects, []).join('\n');
       expect(noTemplates).toMatch(/clipserve-data is not in the manifests/);
       expect(noTemplates).toMatch(/Secret clipserve-tls has neither a manifest nor a template/);
+      expect(noTemplates).toMatch(/env CLIPSERVE_DATABASE_URL reads Secret clipserve-database, which has neither a manifest nor a template/);
+      const wrongKey = secretTemplates.map((t) => (t.metadata?.name === 'clipserve-database' ? { ...t, stringData: { uri: 'postgres://x' } } : t));
+      expect(checkVolumeSources(clone('overlays/cpu'), wrongKey).join('\n')).toMatch(/reads key url of Secret clipserve-database, which has uri/);
       const noConfig = clone('overlays/cpu').filter((o) => o.kind !== 'ConfigMap');
       expect(checkVolumeSources(noConfig, secretTemplates).join('\n')).toMatch(/envFrom ConfigMap clipserve-config-\w+ is not in the manifests/);
     });

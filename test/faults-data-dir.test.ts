@@ -270,17 +270,15 @@ describe('the database refuses a dataset record after its files are in place', (
    */
   test('the upload fails and leaves no unregistered dataset directory', async () => {
     const { DatasetCatalog } = await import('../server/src/finetune/dataset');
-    const { Store } = await import('../server/src/store/store');
+    const { SqliteStore } = await import('../server/src/store/sqlite-store');
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-insertfail-'));
-    const store = Store.open(tmp);
+    const store = await SqliteStore.open(tmp);
     try {
       const catalog = new DatasetCatalog(store, tmp);
       const full = Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
-      store.insertDataset = () => {
-        throw full;
-      };
+      store.insertDataset = () => Promise.reject(full);
       const icon = (await iconDataset(16))[0].image;
-      const upload = catalog.beginUpload({ name: 'x', format: 'pairs' });
+      const upload = await catalog.beginUpload({ name: 'x', format: 'pairs' });
       upload.addPair(icon, 'a caption');
       await expect(upload.finish()).rejects.toBe(full);
       expect(fs.readdirSync(path.join(tmp, 'datasets'))).toEqual([]);
@@ -290,7 +288,7 @@ describe('the database refuses a dataset record after its files are in place', (
       await expect(catalog.resolve('train.csv')).rejects.toBe(full);
       expect(fs.readdirSync(path.join(tmp, 'datasets'))).toEqual([]);
     } finally {
-      store.close();
+      await store.close();
       fs.rmSync(tmp, { recursive: true, force: true });
     }
   });

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
-import { Store } from '../server/src/store/store';
+import { SqliteStore } from '../server/src/store/sqlite-store';
 import { compiledModule } from '../server/src/util/paths';
 import { client, iconDataset, unary, uploadPairs, watchToEnd, type Any, type Client } from './helpers/finetune-fixtures';
 
@@ -88,12 +88,12 @@ it('a job running when the server is SIGKILLed resumes from its checkpoint after
     await new Promise((r) => child.proc.once('exit', r));
     ft.close();
 
-    const store = Store.open(dataDir);
+    const store = await SqliteStore.open(dataDir);
     try {
       expect(store.integrityCheck()).toBe('ok');
-      expect(store.getJob(job.id)!.state).toBe('running');
+      expect((await store.getJob(job.id))!.state).toBe('running');
     } finally {
-      store.close();
+      await store.close();
     }
     // The checkpoint is written before its epoch event, so what we saw checkpointed must survive.
     // (Training may have checkpointed a later epoch between that event and the SIGKILL landing.)
@@ -125,11 +125,11 @@ it('a job running when the server is SIGKILLed resumes from its checkpoint after
 
     child.proc.kill('SIGTERM');
     await new Promise((r) => child.proc.once('exit', r));
-    const after = Store.open(dataDir);
+    const after = await SqliteStore.open(dataDir);
     try {
       expect(after.integrityCheck()).toBe('ok');
     } finally {
-      after.close();
+      await after.close();
     }
   } finally {
     ft?.close();

@@ -13,7 +13,7 @@ import { clipMetrics } from '../server/src/eval/metrics';
 import { resolveAdapterSettings, splitRows } from '../server/src/finetune/adapter';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import type { RunningServer } from '../server/src/serve/server';
-import { Store } from '../server/src/store/store';
+import { SqliteStore } from '../server/src/store/sqlite-store';
 import { client, iconDataset, rejection, unary, uploadPairs, waitForJob, watchToEnd, type Any, type Client } from './helpers/finetune-fixtures';
 import { startTinyServer } from './helpers/model-versions';
 
@@ -238,21 +238,21 @@ describe('adapter fine-tune on the tiny model', () => {
     const err = await watching;
     expect(err?.code).toBe(status.UNAVAILABLE);
     expect(err?.details).toMatch(/watch again with after_sequence \d+/);
-    const store = Store.open(path.join(tmp, 'data'));
+    const store = await SqliteStore.open(path.join(tmp, 'data'));
     try {
-      expect(store.getJob(job.id)!.state).toBe('running');
-      expect(store.events(job.id).pop()!.message).toMatch(/resume after the restart/);
+      expect((await store.getJob(job.id))!.state).toBe('running');
+      expect((await store.events(job.id)).pop()!.message).toMatch(/resume after the restart/);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 
-  it('keeps a consistent database', () => {
-    const store = Store.open(path.join(tmp, 'data'));
+  it('keeps a consistent database', async () => {
+    const store = await SqliteStore.open(path.join(tmp, 'data'));
     try {
       expect(store.integrityCheck()).toBe('ok');
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });

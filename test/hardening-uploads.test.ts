@@ -18,7 +18,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import yazl from 'yazl';
-import { Store } from '../server/src/store/store';
+import { SqliteStore } from '../server/src/store/sqlite-store';
 import { client, iconDataset, rejection, unary, watchToEnd, type Any, type Client } from './helpers/finetune-fixtures';
 import { ServerProcess, startServerProcess } from './helpers/server-process';
 
@@ -229,19 +229,20 @@ describe('hostile uploads and dataset references', () => {
     // The events are written straight into the server's database (another instance could have
     // written them: the store is shared through SQLite WAL).
     const events = 10_000;
-    const store = Store.open(dataDir);
+    const store = await SqliteStore.open(dataDir);
     const jobId = 'ftjob-manyevents';
     try {
-      store.insertJob({ id: jobId, method: 'adapter', baseModel: 'x', trainingFile: 'ds-x', validationFile: '', hyperparameters: {}, suffix: '' });
-      const insert = store.db.prepare('INSERT INTO job_events (job_id, seq, type, created_at_ms, message, data) VALUES (?, ?, ?, ?, ?, ?)');
-      store.db.transaction(() => {
-        insert.run(jobId, 1, 'state', Date.now(), 'job created', JSON.stringify({ state: 'queued' }));
-        for (let i = 2; i < events; i++) insert.run(jobId, i, 'step', Date.now(), '', JSON.stringify({ step: i, total_steps: events, loss: 1 / i, learning_rate: 0.01 }));
-        insert.run(jobId, events, 'state', Date.now(), 'job failed', JSON.stringify({ state: 'failed' }));
-      })();
-      store.updateJob(jobId, { state: 'failed' });
+      await store.insertJob(
+        { id: jobId, method: 'adapter', baseModel: 'x', trainingFile: 'ds-x', validationFile: '', hyperparameters: {}, suffix: '' },
+        { type: 'state', message: 'job created', data: { state: 'queued' } },
+      );
+      for (let i = 2; i < events; i += 1000) {
+        const steps = Array.from({ length: Math.min(1000, events - i) }, (_, k) => ({ type: 'step', message: '', data: { step: i + k, total_steps: events, loss: 1 / (i + k), learning_rate: 0.01 } }));
+        await store.appendEvents(jobId, steps);
+      }
+      await store.appendEvent(jobId, 'state', 'job failed', { state: 'failed' }, { state: 'failed' });
     } finally {
-      store.close();
+      await store.close();
     }
     const probes = probeLoop(server.metricsPort);
     const t0 = performance.now();

@@ -383,6 +383,8 @@ export function checkRbac(objects: K8sObject[]): string[] {
   const needed: Array<[string, string, string]> = [
     ['batch', 'jobs', 'create'], ['batch', 'jobs', 'get'], ['batch', 'jobs', 'watch'],
     ['', 'pods', 'get'], ['', 'pods', 'list'], ['', 'pods', 'watch'], ['', 'pods/log', 'get'],
+    // Multi-node `full` jobs: the headless rendezvous Service (server/src/finetune/full/job-runner.ts).
+    ['', 'services', 'create'],
   ];
   for (const [g, r, v] of needed) if (!allows(g, r, v)) problems.push(`ServiceAccount ${ns}/${sa} may not ${v} ${g ? g + '/' : ''}${r}`);
   return problems;
@@ -432,7 +434,30 @@ export function checkVolumeSources(objects: K8sObject[], secretTemplates: K8sObj
     if (v.configMap && !v.configMap.optional && !configMaps.has(v.configMap.name)) problems.push(`volume ${v.name}: ConfigMap ${v.configMap.name} is not in the manifests`);
     if (v.secret && !v.secret.optional && !secrets.has(v.secret.secretName)) problems.push(`volume ${v.name}: Secret ${v.secret.secretName} has neither a manifest nor a template`);
   }
-  for (const c of allContainers(d)) problems.push(...containerEnv(objects, c).problems);
+  for (const c of allContainers(d)) {
+    problems.push(...containerEnv(objects, c).problems);
+    problems.push(...secretKeyRefProblems(objects, secretTemplates, c));
+  }
+  return problems;
+}
+
+/** The keys a Secret holds (a rendered manifest's data, or a template's stringData/data). */
+function secretKeys(secret: K8sObject): string[] {
+  const s = secret as K8sObject & { stringData?: object; data?: object };
+  return Object.keys({ ...(s.stringData ?? {}), ...(s.data ?? {}) });
+}
+
+/** Environment variables taken from Secrets: the Secret exists (manifest or template) and has the key. */
+export function secretKeyRefProblems(objects: K8sObject[], secretTemplates: K8sObject[], c: Container): string[] {
+  const problems: string[] = [];
+  const secrets = [...ofKind(objects, 'Secret'), ...ofKind(secretTemplates, 'Secret')];
+  for (const e of c.env ?? []) {
+    const ref = (e.valueFrom as { secretKeyRef?: { name: string; key: string; optional?: boolean } } | undefined)?.secretKeyRef;
+    if (!ref || ref.optional) continue;
+    const secret = secrets.find((x) => x.metadata?.name === ref.name);
+    if (!secret) problems.push(`container ${c.name}: env ${e.name} reads Secret ${ref.name}, which has neither a manifest nor a template`);
+    else if (!secretKeys(secret).includes(ref.key)) problems.push(`container ${c.name}: env ${e.name} reads key ${ref.key} of Secret ${ref.name}, which has ${secretKeys(secret).join(', ')}`);
+  }
   return problems;
 }
 

@@ -42,6 +42,17 @@ export function describeObject(obj: K8sObject): string {
 
 type ModelClass = new (data: unknown) => { validate(): void };
 
+/**
+ * kustomize's secretGenerator folds long base64 values over several lines; the API server decodes
+ * them regardless (Go's base64 decoder skips line breaks), while the schema's "byte" format does
+ * not allow them. Validate what the API server reads: the value without its line breaks.
+ */
+function withUnwrappedSecretData(obj: K8sObject): K8sObject {
+  const data = obj.kind === 'Secret' ? (obj.data as Record<string, unknown> | undefined) : undefined;
+  if (!data) return obj;
+  return { ...obj, data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, typeof v === 'string' ? v.replace(/[\r\n]/g, '') : v])) };
+}
+
 /** Schema errors of one object ([] when valid); an unknown apiVersion/kind is an error too. */
 export function schemaErrors(obj: K8sObject): string[] {
   let Model: ModelClass | undefined;
@@ -53,7 +64,7 @@ export function schemaErrors(obj: K8sObject): string[] {
   }
   if (!Model) return [`${describeObject(obj)}: no schema for ${obj.apiVersion} ${obj.kind}`];
   try {
-    new Model(obj).validate();
+    new Model(withUnwrappedSecretData(obj)).validate();
     return [];
   } catch (err) {
     const details = (err as { errors?: Array<{ instancePath: string; message?: string; params?: unknown }> }).errors;

@@ -9,7 +9,7 @@ import pino from 'pino';
 import { writeRandomBundle } from '../../server/src/model/random-bundle';
 import { ModelRegistry } from '../../server/src/models/registry';
 import { startServer, type RunningServer, type StartServerConfig } from '../../server/src/serve/server';
-import { Store } from '../../server/src/store/store';
+import { SqliteStore } from '../../server/src/store/sqlite-store';
 
 /**
  * Writes `<tmp>/v<seed>` for each seed (version "seed-<seed>"): the first is the configured model,
@@ -19,7 +19,7 @@ import { Store } from '../../server/src/store/store';
 export async function writeVersions(tmp: string, dataDir: string, seeds: number[], corrupt: number[] = []): Promise<string> {
   const [base, ...others] = seeds;
   await writeRandomBundle({ arch: 'tiny', seed: base, outDir: path.join(tmp, `v${base}`) });
-  const store = Store.open(dataDir);
+  const store = await SqliteStore.open(dataDir);
   try {
     const registry = new ModelRegistry(store, dataDir);
     for (const seed of others) {
@@ -31,10 +31,10 @@ export async function writeVersions(tmp: string, dataDir: string, seeds: number[
         bytes[bytes.length >> 1] ^= 0xff;
         fs.writeFileSync(weights, bytes);
       }
-      registry.registerFineTuned({ version: `seed-${seed}`, name: 'random-tiny', bundleDir: dir, parentVersion: `seed-${base}`, jobId: '', metrics: {} });
+      await registry.registerFineTuned({ version: `seed-${seed}`, name: 'random-tiny', bundleDir: dir, parentVersion: `seed-${base}`, jobId: '', metrics: {} });
     }
   } finally {
-    store.close();
+    await store.close();
   }
   return path.join(tmp, `v${base}`);
 }

@@ -238,14 +238,14 @@ export class DatasetCatalog {
     for (const e of fs.readdirSync(this.datasetsDir)) if (e.startsWith('.upload-') || e.startsWith('.deleted-')) fs.rmSync(path.join(this.datasetsDir, e), { recursive: true, force: true });
   }
 
-  beginUpload(header: UploadHeader, owner = ''): DatasetUpload {
+  async beginUpload(header: UploadHeader, owner = ''): Promise<DatasetUpload> {
     if (!['pairs', 'zip', 'csv'].includes(header.format)) throw new DatasetError(`unknown dataset format ${JSON.stringify(echo(String(header.format)))}`);
-    this.checkQuota(owner);
+    await this.checkQuota(owner);
     return new DatasetUpload(this, header, owner);
   }
 
-  private checkQuota(owner: string): void {
-    const have = this.store.countDatasets(owner);
+  private async checkQuota(owner: string): Promise<void> {
+    const have = await this.store.countDatasets(owner);
     if (have >= this.limits.maxDatasetsPerKey) throw new DatasetQuotaError(`${owner ? `API key "${owner}"` : 'this server'} already keeps ${have} datasets (the --dataset-max-per-key limit): delete some with DeleteDataset first`);
   }
 
@@ -254,15 +254,15 @@ export class DatasetCatalog {
    * be written (disk full, database gone), the directory is removed again: no dataset directory
    * without a record.
    */
-  register(staging: string, d: Omit<DatasetRecord, 'dir' | 'createdAt'>): DatasetRecord {
-    this.checkQuota(d.owner);
+  async register(staging: string, d: Omit<DatasetRecord, 'dir' | 'createdAt'>): Promise<DatasetRecord> {
+    await this.checkQuota(d.owner);
     const dir = path.join(this.datasetsDir, d.id);
     const record: DatasetRecord = { ...d, dir, createdAt: Math.floor(Date.now() / 1000) };
-    fs.renameSync(staging, dir);
+    await fs.promises.rename(staging, dir);
     try {
-      this.store.insertDataset(record);
+      await this.store.insertDataset(record);
     } catch (err) {
-      fs.rmSync(dir, { recursive: true, force: true });
+      await fs.promises.rm(dir, { recursive: true, force: true });
       throw err;
     }
     return record;
@@ -283,7 +283,7 @@ export class DatasetCatalog {
    * datasets) are refused.
    */
   async resolve(ref: string, owner = ''): Promise<DatasetRecord> {
-    const known = this.store.getDataset(ref);
+    const known = await this.store.getDataset(ref);
     const shown = echo(ref);
     // Another key's dataset is as good as absent: its id tells the caller nothing. Datasets
     // without an owner (made without keys, or before datasets had owners) stay usable by id.
@@ -307,13 +307,13 @@ export class DatasetCatalog {
     const st = await fs.promises.stat(real);
     if (!st.isFile()) throw new DatasetError(`dataset path ${shown} is not a regular file (a CSV of image paths and captions is expected)`);
     if (st.size > this.limits.maxBytes) throw new DatasetError(`dataset file ${shown} is ${st.size} bytes, beyond the ${this.limits.maxBytes}-byte limit`);
-    this.checkQuota(owner);
+    await this.checkQuota(owner);
     const id = newId('ds');
     const staging = path.join(this.datasetsDir, `.upload-${id}`);
     await fs.promises.mkdir(staging, { recursive: true });
     try {
       const numPairs = await this.writeCsvReference(real, DEFAULT_COLUMNS, path.dirname(real), staging, shown);
-      return this.register(staging, { id, name: path.basename(real), format: 'csv', numPairs, bytes: st.size, owner });
+      return await this.register(staging, { id, name: path.basename(real), format: 'csv', numPairs, bytes: st.size, owner });
     } catch (err) {
       await fs.promises.rm(staging, { recursive: true, force: true });
       throw err;
@@ -321,14 +321,14 @@ export class DatasetCatalog {
   }
 
   /** The datasets of `owner`, newest first, a page at a time. */
-  list(owner: string, pageSize: number, pageToken: string): { datasets: DatasetRecord[]; nextPageToken: string } {
+  async list(owner: string, pageSize: number, pageToken: string): Promise<{ datasets: DatasetRecord[]; nextPageToken: string }> {
     const size = pageSize === 0 ? 50 : Math.min(Math.max(1, pageSize), 500);
     let before: number | undefined;
     if (pageToken) {
       before = Number(Buffer.from(pageToken, 'base64url').toString('utf8').replace(/^ds-ord:/, ''));
       if (!Number.isInteger(before) || before < 1) throw new DatasetError('page_token is not one this server issued');
     }
-    const { datasets, nextOrd } = this.store.listDatasets(owner, size, before);
+    const { datasets, nextOrd } = await this.store.listDatasets(owner, size, before);
     return { datasets, nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ds-ord:${nextOrd}`).toString('base64url') };
   }
 
@@ -338,15 +338,15 @@ export class DatasetCatalog {
    * start removes, never a record without files.
    */
   async delete(id: string, owner: string): Promise<DatasetRecord> {
-    const d = this.store.getDataset(id);
+    const d = await this.store.getDataset(id);
     if (!d || d.owner !== owner) throw new DatasetNotFoundError(`no dataset ${echo(id)}`);
-    const users = this.store.unfinishedJobsReading(id);
+    const users = await this.store.unfinishedJobsReading(id);
     if (users.length) throw new DatasetInUseError(`dataset ${id} is read by unfinished job(s) ${users.slice(0, 5).join(', ')}: cancel them or wait until they end`);
     const aside = path.join(this.datasetsDir, `.deleted-${d.id}`);
     const hadDir = fs.existsSync(d.dir);
     if (hadDir) await fs.promises.rename(d.dir, aside);
     try {
-      this.store.deleteDataset(id);
+      await this.store.deleteDataset(id);
     } catch (err) {
       if (hadDir) await fs.promises.rename(aside, d.dir);
       throw err;

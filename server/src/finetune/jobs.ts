@@ -4,10 +4,12 @@
  * queued → validating_files → running → succeeded | failed | cancelled, events persisted with
  * every state change and fanned out to watchers, cancellation, and recovery after a restart.
  *
- * Several server instances may share one data directory (replicas on a ReadWriteMany volume):
- * a job is claimed with a conditional UPDATE, its owner heartbeats while it works, a cancel that
- * reaches another instance is passed on through the database, and a job whose owner stopped
- * heartbeating (or an owner on this host from before a restart) is recovered.
+ * Several server instances may share one store (replicas on PostgreSQL, or processes of one host
+ * on SQLite): a job is claimed by exactly one of them (claimNextJob), its owner heartbeats while it
+ * works, a cancel that reaches another instance is passed on through the database (a notification
+ * wakes the owner; the heartbeat tick re-reads it in case one is lost), new jobs wake idle
+ * instances the same way, and a job whose owner stopped heartbeating (or an owner on this host
+ * from before a restart) is adopted by exactly one instance and resumed.
  *
  * Isolation: every job works in its own directory `<data dir>/jobs/<id>/` (its dataset view,
  * features, checkpoints, output bundle); datasets are read-only once uploaded; the output bundle
@@ -19,7 +21,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
-import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
+import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store, type StoreNotification } from '../store/store';
 import { echo } from '../util/echo';
 import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
 import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR } from './adapter';
@@ -52,7 +54,12 @@ export interface CreateJobRequest {
   owner?: string;
 }
 
-export type JobListener = (event: JobEventRecord, job: JobRecord) => void;
+/**
+ * Wakes a watcher: a new event of the job exists up to `sequence`. `event` is the record itself when
+ * this process wrote it; a notification from another instance carries only the number (read the
+ * store). After a lost notification connection `sequence` is Infinity: re-read.
+ */
+export type JobListener = (wake: { sequence: number; event?: JobEventRecord }) => void;
 
 export interface FineTuneJobRunnerOptions {
   store: Store;
@@ -91,17 +98,49 @@ interface ActiveJob {
   done: Promise<void>;
 }
 
+interface PendingEvent {
+  type: string;
+  message: string;
+  data: Record<string, unknown>;
+  update?: JobUpdate;
+  resolve: (rec: JobEventRecord) => void;
+  reject: (err: unknown) => void;
+}
+
+interface Outbox {
+  pending: PendingEvent[];
+  /** Settles when everything raised so far is written (or failed). */
+  drained: Promise<void>;
+}
+
+/** Most events written in one transaction. */
+const MAX_EVENT_BATCH = 500;
+/**
+ * Least time between two writes of one job's events: a trainer reporting thousands of steps a
+ * second gets them written a few dozen per transaction instead of one each (which would keep the
+ * event loop busy writing), at the price of being that much later in the store.
+ */
+const EVENT_WRITE_INTERVAL_MS = 25;
+
 /** Artifacts a failed job never uses again (the adapter's; harmless for other methods). */
 const FAILED_JOB_LEFTOVERS = [FEATURES_FILE, `${FEATURES_FILE}.tmp`, CHECKPOINT_FILE, `${CHECKPOINT_FILE}.tmp`, OUTPUT_BUNDLE_DIR];
 
 export class FineTuneJobRunner {
   private readonly methods = new Map<string, FineTuneMethod>();
   private readonly listeners = new Map<string, Set<JobListener>>();
+  /** Per job, the events raised and not yet written: written in order, a backlog in one transaction. */
+  private readonly outbox = new Map<string, Outbox>();
+  /** When each job's events were last written (EVENT_WRITE_INTERVAL_MS). */
+  private readonly lastEventWrite = new Map<string, number>();
   private active: ActiveJob | undefined;
   private pumping = false;
+  /** A kick arrived while the queue was being read: read it again before stopping. */
+  private kicked = false;
+  private ticking = false;
   private closed = false;
   private started = false;
   private timer: NodeJS.Timeout | undefined;
+  private unlisten: () => void = () => undefined;
   private readonly hostname: string;
   /** This process's owner id: host name and a random boot id. */
   readonly owner: string;
@@ -113,6 +152,11 @@ export class FineTuneJobRunner {
   }
 
   // -- public API ------------------------------------------------------------------------------
+
+  /** True when the store's notifications reach every instance (watchers then need little polling). */
+  get sharedNotifications(): boolean {
+    return this.o.store.sharedNotifications;
+  }
 
   async create(req: CreateJobRequest): Promise<JobRecord> {
     const methodName = req.method || 'adapter';
@@ -128,57 +172,63 @@ export class FineTuneJobRunner {
     const training = await this.o.catalog.resolve(req.trainingFile, owner);
     const validation = req.validationFile ? await this.o.catalog.resolve(req.validationFile, owner) : undefined;
     const baseModel = req.baseModel || this.o.activeVersion();
-    const base = this.o.registry.get(baseModel); // ModelNotFoundError for an unknown version
+    const base = await this.o.registry.get(baseModel); // ModelNotFoundError for an unknown version
     method.checkJob?.({ hyperparameters: hp, baseModel: { version: base.version, bundleDir: base.bundleDir }, trainingPairs: training.numPairs, ...(validation ? { validationPairs: validation.numPairs } : {}) });
     const id = `ftjob-${randomBytes(9).toString('base64url').replace(/[-_]/g, 'x').toLowerCase()}`;
-    this.o.store.insertJob({ id, method: methodName, baseModel, trainingFile: training.id, validationFile: validation?.id ?? '', hyperparameters: hp as Record<string, unknown>, suffix });
-    this.event(id, { type: 'state', message: 'job created', data: { state: 'queued' } });
+    const job = await this.o.store.insertJob(
+      { id, method: methodName, baseModel, trainingFile: training.id, validationFile: validation?.id ?? '', hyperparameters: hp as Record<string, unknown>, suffix },
+      { type: 'state', message: 'job created', data: { state: 'queued' } },
+    );
     this.kick();
-    return this.get(id);
+    return job;
   }
 
-  get(id: string): JobRecord {
-    const j = this.o.store.getJob(id);
+  async get(id: string): Promise<JobRecord> {
+    const j = await this.o.store.getJob(id);
     if (!j) throw new JobNotFoundError(id);
     return j;
   }
 
-  list(pageSize: number, pageToken: string): { jobs: JobRecord[]; nextPageToken: string } {
+  async list(pageSize: number, pageToken: string): Promise<{ jobs: JobRecord[]; nextPageToken: string }> {
     const size = pageSize === 0 ? 20 : Math.min(Math.max(1, pageSize), 100);
     let before: number | undefined;
     if (pageToken) {
       before = Number(Buffer.from(pageToken, 'base64url').toString('utf8').replace(/^ord:/, ''));
       if (!Number.isInteger(before) || before < 1) throw new FineTuneValidationError('page_token is not one this server issued');
     }
-    const { jobs, nextOrd } = this.o.store.listJobs(size, before);
+    const { jobs, nextOrd } = await this.o.store.listJobs(size, before);
     return { jobs, nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ord:${nextOrd}`).toString('base64url') };
   }
 
   /** The job's events after `afterSequence`; at most `limit` (a page) when given. */
-  events(id: string, afterSequence = 0, limit?: number): JobEventRecord[] {
-    this.get(id);
+  async events(id: string, afterSequence = 0, limit?: number): Promise<JobEventRecord[]> {
+    await this.get(id);
     return this.o.store.events(id, afterSequence, limit);
   }
 
   /** The job's state as of event `sequence` (queued before any state event). */
-  stateAt(id: string, sequence: number): JobState {
-    const ev = this.o.store.stateEventAt(id, sequence);
+  async stateAt(id: string, sequence: number): Promise<JobState> {
+    const ev = await this.o.store.stateEventAt(id, sequence);
     return ev && typeof ev.data.state === 'string' ? (ev.data.state as JobState) : 'queued';
   }
 
-  /** Live events of a job; returns the unsubscribe function. */
+  /**
+   * Wakes `listener` on every new event of the job, whichever instance wrote it (once start() has
+   * hooked the store's notifications; this process's own writes always). Returns the unsubscribe
+   * function.
+   */
   subscribe(id: string, listener: JobListener): () => void {
     let set = this.listeners.get(id);
     if (!set) this.listeners.set(id, (set = new Set()));
     set.add(listener);
     return () => {
       set!.delete(listener);
-      if (set!.size === 0) this.listeners.delete(id);
+      if (set!.size === 0 && this.listeners.get(id) === set) this.listeners.delete(id);
     };
   }
 
   async cancel(id: string): Promise<JobRecord> {
-    const job = this.get(id);
+    const job = await this.get(id);
     if (TERMINAL_STATES.has(job.state)) throw new JobStateError(`job ${id} is already ${job.state}`);
     const wait = this.o.cancelWaitMs ?? 10_000;
     const a = this.active;
@@ -189,18 +239,17 @@ export class FineTuneJobRunner {
       await Promise.race([a.done, new Promise((r) => setTimeout(r, wait).unref())]);
       return this.get(id);
     }
-    if (job.state === 'queued' && this.o.store.cancelQueued(id)) {
-      this.event(id, { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } });
+    if (job.state === 'queued' && (await this.o.store.cancelQueued(id))) {
+      await this.event(id, { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } });
       return this.get(id);
     }
     // Another instance owns it: ask through the database, and wait for the owner to act.
-    this.o.store.requestCancel(id);
-    const end = Date.now() + wait;
-    while (Date.now() < end && !TERMINAL_STATES.has(this.get(id).state)) await new Promise((r) => setTimeout(r, 100));
+    await this.o.store.requestCancel(id);
+    await this.untilFinished(id, wait);
     return this.get(id);
   }
 
-  counts(): Record<string, number> {
+  counts(): Promise<Record<string, number>> {
     return this.o.store.jobCountsByState();
   }
 
@@ -209,57 +258,76 @@ export class FineTuneJobRunner {
    * (they resume from their last checkpoint) when their method can resume, else failed with the
    * reason. Then the queue starts.
    */
-  start(): void {
+  async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    this.recover();
+    this.unlisten = this.o.store.onNotification((n) => this.notified(n));
+    await this.recover();
     this.kick();
-    // Heartbeat, pass-on cancels, recovery of jobs of vanished instances, jobs queued elsewhere.
-    this.timer = setInterval(() => {
-      try {
-        this.tick();
-      } catch (err) {
-        this.o.logger.error({ err }, 'fine-tune housekeeping failed');
-      }
-    }, this.o.heartbeatMs ?? 2000);
+    // Heartbeat, cancels whose notification was lost, recovery of jobs of vanished instances,
+    // jobs queued elsewhere (when no notification told us).
+    this.timer = setInterval(() => void this.tick(), this.o.heartbeatMs ?? 2000);
     this.timer.unref();
   }
 
-  private tick(): void {
-    const a = this.active;
-    if (a) {
-      this.o.store.heartbeat(a.id, this.owner);
-      if (this.o.store.getJob(a.id)?.cancelRequested && !a.controller.signal.aborted) {
+  private notified(n: StoreNotification): void {
+    if (n.kind === 'job_queued') this.kick();
+    else if (n.kind === 'job_event') this.wake(n.jobId, { sequence: n.sequence });
+    else if (n.kind === 'cancel_requested') {
+      const a = this.active;
+      if (a && a.id === n.jobId && !a.controller.signal.aborted) {
         a.reason = 'cancel';
         a.controller.abort(new FineTuneCancelledError());
       }
+    } else if (n.kind === 'resync') {
+      for (const id of this.listeners.keys()) this.wake(id, { sequence: Infinity });
+      void this.tick();
     }
-    this.recover();
-    this.kick();
+  }
+
+  private async tick(): Promise<void> {
+    if (this.ticking || this.closed) return;
+    this.ticking = true;
+    try {
+      const a = this.active;
+      if (a) {
+        await this.o.store.heartbeat(a.id, this.owner);
+        if ((await this.o.store.getJob(a.id))?.cancelRequested && !a.controller.signal.aborted) {
+          a.reason = 'cancel';
+          a.controller.abort(new FineTuneCancelledError());
+        }
+      }
+      await this.recover();
+      this.kick();
+      for (const [id, at] of this.lastEventWrite) if (at < Date.now() - 1000 && !this.outbox.has(id)) this.lastEventWrite.delete(id);
+    } catch (err) {
+      this.o.logger.error({ err }, 'fine-tune housekeeping failed');
+    } finally {
+      this.ticking = false;
+    }
   }
 
   /** Jobs left validating/running by a process that is gone: re-queued when resumable, else failed. */
-  private recover(): void {
+  private async recover(): Promise<void> {
     const staleBefore = Date.now() - (this.o.staleMs ?? 60_000);
-    for (const job of this.o.store.jobsInStates(['queued', 'validating_files', 'running'])) {
+    for (const job of await this.o.store.jobsInStates(['queued', 'validating_files', 'running'])) {
       if (job.owner === this.owner || (job.state === 'queued' && job.owner === '')) continue;
       // Another process on this host shares our clock: a few missed heartbeats mean it is gone
       // (typically this server before a restart). Other hosts get a margin for clock skew.
       const sameHostDead = job.owner.split('/')[0] === this.hostname && job.heartbeatMs < Date.now() - 2.5 * (this.o.heartbeatMs ?? 2000);
       const gone = job.owner === '' || sameHostDead || job.heartbeatMs < staleBefore;
       if (!gone) continue;
+      // Several instances may notice at once: the one that adopts the job records its fate.
+      if (!(await this.o.store.adoptJob(job.id, job.owner, job.heartbeatMs, this.owner))) continue;
       if (job.state === 'queued') {
-        this.o.store.releaseJob(job.id); // claimed, then its owner died before starting it
-        continue;
-      }
-      if ((this.o.resumable ?? RESUMABLE).has(job.method) && this.methods.has(job.method)) {
-        this.o.store.releaseJob(job.id);
+        // claimed, then its owner died before starting it
+      } else if ((this.o.resumable ?? RESUMABLE).has(job.method) && this.methods.has(job.method)) {
         const where = job.method === 'adapter' ? 'from its last checkpoint' : 'where it left off';
-        this.transition(job.id, 'queued', `the server stopped while the job was ${job.state}; it resumes ${where}`, { data: { resumed: true } });
+        await this.transition(job.id, 'queued', `the server stopped while the job was ${job.state}; it resumes ${where}`, { data: { resumed: true } });
       } else {
-        this.o.store.releaseJob(job.id);
-        this.fail(job.id, { code: 'interrupted', message: `the server stopped while the job was ${job.state}, and the ${job.method} method cannot resume` });
+        await this.fail(job.id, { code: 'interrupted', message: `the server stopped while the job was ${job.state}, and the ${job.method} method cannot resume` });
       }
+      await this.o.store.releaseJob(job.id); // queued and free: any instance may claim it
     }
   }
 
@@ -267,6 +335,7 @@ export class FineTuneJobRunner {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    this.unlisten();
     const a = this.active;
     if (a) {
       a.reason = 'shutdown';
@@ -278,38 +347,52 @@ export class FineTuneJobRunner {
   // -- the queue -------------------------------------------------------------------------------
 
   private kick(): void {
-    if (!this.started || this.closed || this.pumping) return;
+    if (!this.started || this.closed) return;
+    this.kicked = true;
+    if (this.pumping) return;
     this.pumping = true;
     setImmediate(() => void this.pump());
   }
 
   private async pump(): Promise<void> {
     try {
-      while (!this.closed) {
-        const next = this.o.store.jobsInStates(['queued']).find((j) => j.owner === '' && this.o.store.claimJob(j.id, this.owner));
-        if (!next) break;
-        const controller = new AbortController();
-        let finish!: () => void;
-        const active: ActiveJob = { id: next.id, controller, reason: undefined, done: new Promise<void>((r) => (finish = r)) };
-        this.active = active;
-        try {
-          await this.execute(next, active);
-        } catch (err) {
-          // Recording the outcome failed (e.g. the disk is full): give the job up so that another
-          // instance, or this one after a restart, recovers it instead of it staying ours forever.
-          this.o.logger.error({ err, job: next.id }, 'fine-tune job bookkeeping failed');
-          try {
-            this.o.store.releaseJob(next.id);
-          } catch (releaseErr) {
-            this.o.logger.error({ err: releaseErr, job: next.id }, 'cannot release the fine-tune job');
-          }
-        } finally {
-          this.active = undefined;
-          finish();
+      while (!this.closed && this.kicked) {
+        this.kicked = false;
+        for (;;) {
+          if (this.closed) return;
+          const next = await this.o.store.claimNextJob(this.owner);
+          if (!next) break;
+          await this.runClaimed(next);
         }
       }
+    } catch (err) {
+      // The database is unreachable (say): the next tick kicks the queue again.
+      this.o.logger.error({ err }, 'cannot read the fine-tune queue');
     } finally {
       this.pumping = false;
+    }
+  }
+
+  private async runClaimed(next: JobRecord): Promise<void> {
+    const controller = new AbortController();
+    let finish!: () => void;
+    const active: ActiveJob = { id: next.id, controller, reason: undefined, done: new Promise<void>((r) => (finish = r)) };
+    this.active = active;
+    this.o.logger.info({ job: next.id, owner: this.owner }, 'fine-tune job claimed');
+    try {
+      await this.execute(next, active);
+    } catch (err) {
+      // Recording the outcome failed (e.g. the disk is full): give the job up so that another
+      // instance, or this one after a restart, recovers it instead of it staying ours forever.
+      this.o.logger.error({ err, job: next.id }, 'fine-tune job bookkeeping failed');
+      try {
+        await this.o.store.releaseJob(next.id);
+      } catch (releaseErr) {
+        this.o.logger.error({ err: releaseErr, job: next.id }, 'cannot release the fine-tune job');
+      }
+    } finally {
+      this.active = undefined;
+      finish();
     }
   }
 
@@ -320,17 +403,17 @@ export class FineTuneJobRunner {
     const workDir = path.join(this.o.dataDir, 'jobs', job.id);
     fs.mkdirSync(workDir, { recursive: true });
     const signal = active.controller.signal;
-    if (this.o.store.getJob(job.id)?.cancelRequested) {
+    if (job.cancelRequested) {
       active.reason = 'cancel';
       active.controller.abort(new FineTuneCancelledError());
     }
     try {
       if (signal.aborted) throw new FineTuneCancelledError();
-      this.transition(job.id, 'validating_files', 'validating the dataset', job.startedAt ? {} : { startedAt: nowSeconds() });
+      await this.transition(job.id, 'validating_files', 'validating the dataset', job.startedAt ? {} : { startedAt: nowSeconds() });
       const datasetDir = await this.prepareDataset(job, workDir, signal);
       if (datasetDir === undefined) return; // failed (recorded) or interrupted
-      const base = this.o.registry.get(job.baseModel);
-      this.transition(job.id, 'running', `training with the ${job.method} method from ${base.version}`);
+      const base = await this.o.registry.get(job.baseModel);
+      await this.transition(job.id, 'running', `training with the ${job.method} method from ${base.version}`);
       // Unique per job; characters a directory name cannot safely carry become "-".
       const baseName = base.version.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 80) || 'model';
       const outputVersion = `${baseName}-ft${job.suffix ? `-${job.suffix}` : ''}-${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
@@ -344,16 +427,17 @@ export class FineTuneJobRunner {
         signal,
         emit: (e) => this.methodEvent(job.id, e),
       });
+      await this.written(job.id); // the method's last events are recorded before its outcome
       if (signal.aborted) throw new FineTuneCancelledError();
-      if (!this.stillOwned(job.id)) return log.warn('another instance took the job over while it ran here: discarding this run');
-      const after = result.metrics ?? this.get(job.id).metricsAfter;
+      if (!(await this.stillOwned(job.id))) return log.warn('another instance took the job over while it ran here: discarding this run');
+      const after = result.metrics ?? (await this.get(job.id)).metricsAfter;
       const manifest = JSON.parse(fs.readFileSync(path.join(result.bundleDir, 'clipserve.json'), 'utf8')) as { version: string; name: string };
-      const record = this.o.registry.registerFineTuned({ version: manifest.version, name: manifest.name, bundleDir: result.bundleDir, parentVersion: base.version, jobId: job.id, metrics: after });
-      const current = this.get(job.id);
-      if (!this.o.store.events(job.id).some((e) => e.type === 'report')) {
-        this.event(job.id, { type: 'report', message: `fine-tuned model ${record.version}`, data: { metrics_before: current.metricsBefore, metrics_after: after, fine_tuned_model: record.version } });
+      const record = await this.o.registry.registerFineTuned({ version: manifest.version, name: manifest.name, bundleDir: result.bundleDir, parentVersion: base.version, jobId: job.id, metrics: after });
+      const current = await this.get(job.id);
+      if (!(await this.o.store.events(job.id)).some((e) => e.type === 'report')) {
+        await this.event(job.id, { type: 'report', message: `fine-tuned model ${record.version}`, data: { metrics_before: current.metricsBefore, metrics_after: after, fine_tuned_model: record.version } });
       }
-      this.transition(job.id, 'succeeded', `fine-tuned model ${record.version} is ready (activate it with: clipserve finetune models activate ${record.version})`, {
+      await this.transition(job.id, 'succeeded', `fine-tuned model ${record.version} is ready (activate it with: clipserve finetune models activate ${record.version})`, {
         fineTunedModel: record.version,
         metricsAfter: after,
         finishedAt: nowSeconds(),
@@ -361,7 +445,8 @@ export class FineTuneJobRunner {
       });
       log.info({ version: record.version }, 'fine-tune job succeeded');
     } catch (err) {
-      if (!this.stillOwned(job.id)) return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
+      await this.written(job.id);
+      if (!(await this.stillOwned(job.id))) return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
       if (active.reason === 'storage') {
         // Free what the failed job leaves (often what filled the disk) before recording the failure.
         for (const f of FAILED_JOB_LEFTOVERS) fs.rmSync(path.join(workDir, f), { recursive: true, force: true });
@@ -370,18 +455,18 @@ export class FineTuneJobRunner {
         return this.fail(job.id, { code: 'storage_error', message: `cannot record the job's progress in the data directory: ${cause}` });
       }
       if (signal.aborted && active.reason === 'shutdown') {
-        this.event(job.id, { type: 'log', message: 'the server is shutting down: the job will resume after the restart' });
+        await this.event(job.id, { type: 'log', message: 'the server is shutting down: the job will resume after the restart' });
         return;
       }
       if (signal.aborted || err instanceof FineTuneCancelledError) {
-        this.transition(job.id, 'cancelled', 'cancelled', { finishedAt: nowSeconds() });
+        await this.transition(job.id, 'cancelled', 'cancelled', { finishedAt: nowSeconds() });
         // Free the disk: a cancelled job's features and checkpoints are never used again.
         fs.rmSync(workDir, { recursive: true, force: true });
         return;
       }
       log.warn({ err }, 'fine-tune job failed');
       const dataError = err instanceof DatasetError || err instanceof FeatureError;
-      this.fail(job.id, { code: dataError ? 'invalid_file' : 'training_failed', message: err instanceof Error ? err.message : String(err), ...(dataError && err.rows.length ? { rows: err.rows } : {}) });
+      await this.fail(job.id, { code: dataError ? 'invalid_file' : 'training_failed', message: err instanceof Error ? err.message : String(err), ...(dataError && err.rows.length ? { rows: err.rows } : {}) });
     }
   }
 
@@ -395,9 +480,9 @@ export class FineTuneJobRunner {
     const files: [string, string][] = [[job.trainingFile, PAIRS_FILE]];
     if (job.validationFile) files.push([job.validationFile, VALIDATION_FILE]);
     for (const [datasetId, file] of files) {
-      const ds = this.o.store.getDataset(datasetId);
+      const ds = await this.o.store.getDataset(datasetId);
       if (!ds) {
-        this.fail(job.id, { code: 'invalid_file', message: `dataset ${datasetId} no longer exists` });
+        await this.fail(job.id, { code: 'invalid_file', message: `dataset ${datasetId} no longer exists` });
         return undefined;
       }
       const rows = readDatasetRows(ds.dir, this.o.dataDir);
@@ -408,12 +493,12 @@ export class FineTuneJobRunner {
         const unreadable = problems.filter((p) => p.problem.startsWith('unreadable')).map((p) => p.row);
         const empty = problems.filter((p) => p.problem === 'empty caption').map((p) => p.row);
         const parts = [unreadable.length ? `unreadable images in rows ${rowList(unreadable)}` : '', empty.length ? `empty captions in rows ${rowList(empty)}` : ''].filter(Boolean);
-        this.event(job.id, { type: 'log', message: `${which} ${datasetId}: ${problems.length} problem(s)`, data: { problems: problems.slice(0, 1000) } });
-        this.fail(job.id, { code: 'invalid_file', message: `${which} ${datasetId}: ${parts.join('; ')} (1-based data rows)`, rows: [...new Set(problems.map((p) => p.row))].sort((a, b) => a - b) });
+        await this.event(job.id, { type: 'log', message: `${which} ${datasetId}: ${problems.length} problem(s)`, data: { problems: problems.slice(0, 1000) } });
+        await this.fail(job.id, { code: 'invalid_file', message: `${which} ${datasetId}: ${parts.join('; ')} (1-based data rows)`, rows: [...new Set(problems.map((p) => p.row))].sort((a, b) => a - b) });
         return undefined;
       }
       writePairsFile(dir, rows.map((r) => ({ rel: path.relative(dir, r.image), caption: r.caption })), file);
-      this.event(job.id, { type: 'log', message: `${file === PAIRS_FILE ? 'training' : 'validation'} file ${datasetId}: ${rows.length} pairs ok` });
+      await this.event(job.id, { type: 'log', message: `${file === PAIRS_FILE ? 'training' : 'validation'} file ${datasetId}: ${rows.length} pairs ok` });
     }
     return dir;
   }
@@ -421,8 +506,28 @@ export class FineTuneJobRunner {
   // -- events and transitions ------------------------------------------------------------------
 
   /** False when recovery elsewhere re-queued the job (this instance was presumed gone). */
-  private stillOwned(jobId: string): boolean {
-    return this.o.store.getJob(jobId)?.owner === this.owner;
+  private async stillOwned(jobId: string): Promise<boolean> {
+    return (await this.o.store.getJob(jobId))?.owner === this.owner;
+  }
+
+  /** Until the job is finished or `ms` passed: woken by its events, re-read every 500 ms as well. */
+  private async untilFinished(id: string, ms: number): Promise<void> {
+    const end = Date.now() + ms;
+    let wake = (): void => undefined;
+    const unsubscribe = this.subscribe(id, () => wake());
+    try {
+      while (Date.now() < end && !TERMINAL_STATES.has((await this.get(id)).state)) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(500, Math.max(0, end - Date.now())));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    } finally {
+      unsubscribe();
+    }
   }
 
   private methodEvent(jobId: string, e: FineTuneMethodEvent): void {
@@ -435,40 +540,75 @@ export class FineTuneJobRunner {
     if (typeof data.metrics_before === 'object' && data.metrics_before) update.metricsBefore = data.metrics_before as Record<string, number>;
     if (typeof data.metrics_after === 'object' && data.metrics_after) update.metricsAfter = data.metrics_after as Record<string, number>;
     // A method's own 'state' events are progress notes; the runner owns the job's state.
-    try {
-      this.event(jobId, { type: e.type === 'state' ? 'log' : e.type, message: e.message, data }, update);
-    } catch (err) {
-      // emit() runs inside the method (a worker's message listener, say): throwing there would
-      // take the process down. Stop the job instead; execute() records the failure.
+    // emit() runs inside the method (a worker's message listener, say) and cannot wait: the write
+    // is queued behind the job's earlier ones; when it fails the job is stopped and execute()
+    // records the failure.
+    this.event(jobId, { type: e.type === 'state' ? 'log' : e.type, message: e.message, data }, update).catch((err: unknown) => {
       const a = this.active;
       if (a && a.id === jobId && !a.controller.signal.aborted) {
         a.reason = 'storage';
         a.storageError = err;
         a.controller.abort(err);
       }
-    }
+    });
   }
 
-  private event(jobId: string, e: FineTuneMethodEvent, update?: JobUpdate): void {
-    const rec = this.o.store.appendEvent(jobId, e.type, e.message ?? '', e.data ?? {}, update);
+  /** Appends an event after the job's earlier ones and wakes this process's watchers with it. */
+  private event(jobId: string, e: FineTuneMethodEvent, update?: JobUpdate): Promise<JobEventRecord> {
+    return new Promise<JobEventRecord>((resolve, reject) => {
+      let box = this.outbox.get(jobId);
+      const item: PendingEvent = { type: e.type, message: e.message ?? '', data: e.data ?? {}, update, resolve, reject };
+      if (box) return void box.pending.push(item);
+      box = { pending: [item], drained: Promise.resolve() };
+      this.outbox.set(jobId, box);
+      box.drained = this.writeOutbox(jobId, box);
+    });
+  }
+
+  /** Writes the job's pending events until none are left; those raised meanwhile go in the next batch. */
+  private async writeOutbox(jobId: string, box: Outbox): Promise<void> {
+    await Promise.resolve(); // let the caller finish raising what it raises in the same turn
+    while (box.pending.length > 0) {
+      const wait = (this.lastEventWrite.get(jobId) ?? 0) + EVENT_WRITE_INTERVAL_MS - Date.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      this.lastEventWrite.set(jobId, Date.now());
+      const batch = box.pending.splice(0, MAX_EVENT_BATCH);
+      try {
+        const recs = await this.o.store.appendEvents(jobId, batch);
+        for (const [i, rec] of recs.entries()) {
+          this.wake(jobId, { sequence: rec.sequence, event: rec });
+          batch[i].resolve(rec);
+        }
+      } catch (err) {
+        for (const p of batch) p.reject(err);
+      }
+    }
+    this.outbox.delete(jobId);
+  }
+
+  /** Resolves once every event raised so far for the job is written. */
+  private async written(jobId: string): Promise<void> {
+    await this.outbox.get(jobId)?.drained;
+  }
+
+  private wake(jobId: string, w: { sequence: number; event?: JobEventRecord }): void {
     const set = this.listeners.get(jobId);
-    if (!set || set.size === 0) return;
-    const job = this.get(jobId);
+    if (!set) return;
     for (const l of [...set]) {
       try {
-        l(rec, job);
+        l(w);
       } catch (err) {
         this.o.logger.error({ err }, 'fine-tune event listener failed');
       }
     }
   }
 
-  private transition(jobId: string, state: JobState, message: string, extra: JobUpdate & { data?: Record<string, unknown> } = {}): void {
+  private async transition(jobId: string, state: JobState, message: string, extra: JobUpdate & { data?: Record<string, unknown> } = {}): Promise<void> {
     const { data, ...update } = extra;
-    this.event(jobId, { type: 'state', message, data: { ...(data ?? {}), state } }, { ...update, state });
+    await this.event(jobId, { type: 'state', message, data: { ...(data ?? {}), state } }, { ...update, state });
   }
 
-  private fail(jobId: string, error: JobErrorInfo): void {
-    this.transition(jobId, 'failed', error.message, { error, finishedAt: nowSeconds(), data: { error } });
+  private fail(jobId: string, error: JobErrorInfo): Promise<void> {
+    return this.transition(jobId, 'failed', error.message, { error, finishedAt: nowSeconds(), data: { error } });
   }
 }

@@ -22,11 +22,12 @@ export interface FineTuneServiceDeps {
 
 type Msg = Record<string, unknown>;
 
-/** How often a watch reads events written by another server instance sharing the data directory. */
-const WATCH_POLL_MS = 1000;
-/** Events a watch reads from the store per turn of the event loop. */
+/** How often a watch checks for shutdown, and re-reads the store where notifications stay in one process. */
+const WATCH_TICK_MS = 1000;
+/** With notifications from every instance (PostgreSQL), the re-read is only a safety net: every 5 ticks. */
+const SHARED_POLL_TICKS = 5;
+/** Events a watch reads from the store at a time (a job may have tens of thousands). */
 const WATCH_PAGE = 64;
-
 /**
  * How long a finished upload waits for a cancel that may follow its half-close (see UploadDataset):
  * a small price once per upload, against a dataset the client was told it cancelled.
@@ -100,14 +101,24 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
           if (m.payload !== 'header' || !h) throw invalidArgument('the first UploadDatasetRequest must carry the header');
           const format = datasetFormatFromMessage(h.format as string);
           if (!format) throw invalidArgument('header.format must be DATASET_FORMAT_PAIRS, _ZIP or _CSV');
-          upload = catalog.beginUpload(
-            {
-              name: String(h.name ?? ''),
-              format,
-              columns: { imgKey: String(h.csvImgKey ?? ''), captionKey: String(h.csvCaptionKey ?? ''), separator: String(h.csvSeparator ?? '') },
-            },
-            ctx.keyName,
-          );
+          // The quota check reads the store: no message is taken until the upload exists.
+          call.pause();
+          catalog
+            .beginUpload(
+              {
+                name: String(h.name ?? ''),
+                format,
+                columns: { imgKey: String(h.csvImgKey ?? ''), captionKey: String(h.csvCaptionKey ?? ''), separator: String(h.csvSeparator ?? '') },
+              },
+              ctx.keyName,
+            )
+            .then(
+              (u) => {
+                upload = u;
+                if (!settled) call.resume();
+              },
+              (err: unknown) => fail(fineTuneRpcError(err)),
+            );
           return;
         }
         if (m.payload === 'pair') {
@@ -155,9 +166,11 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
 
   /**
    * Backlog from the store, a page at a time (a job may have tens of thousands of events, and
-   * twenty watchers must not read them all in one turn of the event loop), then live events:
-   * pushed by this instance's runner when it runs the job, and polled from the store (another
-   * instance may run it). Sequence numbers dedupe the two.
+   * twenty watchers must not read them all in one turn of the event loop; a slow client's full
+   * buffer pauses the reading), then live events: woken by this instance's runner when it writes
+   * them and by the store's notifications when another instance does (LISTEN/NOTIFY on
+   * PostgreSQL), and re-read on a timer in case a notification was lost (every second where
+   * notifications do not cross processes). Sequence numbers order and dedupe the three.
    */
   const watch: grpc.handleServerStreamingCall<Msg, Msg> = (call) => {
     try {
@@ -181,40 +194,34 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       gate.exit();
     };
     call.on('cancelled', () => end());
-    try {
-      const jobId = String(call.request.jobId ?? '');
-      let last = Number(call.request.afterSequence ?? 0);
-      runner.get(jobId); // NOT_FOUND before anything is sent
-      // The job's state as of the last event sent (WatchFineTuneJobResponse.state).
-      let state: JobState = last > 0 ? runner.stateAt(jobId, last) : 'queued';
-      const stateAfter = (ev: JobEventRecord): void => {
-        if (ev.type === 'state' && typeof ev.data.state === 'string') state = ev.data.state as JobState;
-      };
-      /** Sends the next event; false when it is not the next one (a gap: the pump reads it). */
-      const deliver = (ev: JobEventRecord): boolean => {
-        if (exited || ev.sequence <= last) return true;
-        if (ev.sequence !== last + 1) return false;
-        last = ev.sequence;
-        stateAfter(ev);
-        call.write({ event: eventToMessage(ev), state: jobStateName(state) });
-        if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
-        return true;
-      };
-      let pumping = false;
-      /**
-       * Reads what the store has after `last`, a page per turn; stops writing when the stream's
-       * buffer is full and goes on from `last` once it drains, so a slow client holds no backlog.
-       */
-      const catchUp = async (): Promise<void> => {
-        if (pumping) return;
-        pumping = true;
-        try {
+    const jobId = String(call.request.jobId ?? '');
+    let last = Number(call.request.afterSequence ?? 0);
+    // The job's state as of the last event sent (WatchFineTuneJobResponse.state).
+    let state: JobState = 'queued';
+    const send = (ev: JobEventRecord): void => {
+      last = ev.sequence;
+      if (ev.type === 'state' && typeof ev.data.state === 'string') state = ev.data.state as JobState;
+      call.write({ event: eventToMessage(ev), state: jobStateName(state) });
+      if (ev.type === 'state' && TERMINAL_STATES.has(ev.data.state as JobState)) end();
+    };
+    // One read of the store at a time; a wake during a read asks for another one after it.
+    let reading = false;
+    let again = false;
+    const catchUp = async (): Promise<void> => {
+      if (reading) {
+        again = true;
+        return;
+      }
+      reading = true;
+      try {
+        do {
+          again = false;
           for (;;) {
             if (exited) return;
-            const page = runner.events(jobId, last, WATCH_PAGE);
+            const page = await runner.events(jobId, last, WATCH_PAGE);
             for (const ev of page) {
-              deliver(ev);
               if (exited || call.writableNeedDrain) break;
+              if (ev.sequence === last + 1) send(ev);
             }
             if (exited) return;
             if (call.writableNeedDrain) {
@@ -224,30 +231,47 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
             if (page.length < WATCH_PAGE) break;
             await nextTurn();
           }
-          if (!exited && TERMINAL_STATES.has(runner.get(jobId).state) && runner.events(jobId, last, 1).length === 0) end();
-        } finally {
-          pumping = false;
-        }
-      };
-      const pump = (): void => void catchUp().catch((err: unknown) => end(err));
-      unsubscribe = runner.subscribe(jobId, (ev) => {
-        if (!deliver(ev)) pump();
-      });
-      pump();
-      timer = setInterval(() => {
-        try {
+          // A finished job whose terminal event was sent before after_sequence: nothing will come.
+          if (!exited && TERMINAL_STATES.has((await runner.get(jobId)).state)) {
+            if ((await runner.events(jobId, last, 1)).length === 0) end();
+            else again = true;
+          }
+        } while (again && !exited);
+      } catch (err) {
+        end(err);
+      } finally {
+        reading = false;
+      }
+    };
+    void (async () => {
+      try {
+        await runner.get(jobId); // NOT_FOUND before anything is sent
+        if (last > 0) state = await runner.stateAt(jobId, last);
+        if (exited) return;
+        unsubscribe = runner.subscribe(jobId, (w) => {
+          if (exited || w.sequence <= last) return;
+          if (w.event && w.sequence === last + 1 && !reading && !call.writableNeedDrain) send(w.event);
+          else if (w.event) void catchUp();
+          // A bare number (a notification): this process's own write hands over the record itself
+          // right after, so read the store only if that does not come in this turn.
+          else setImmediate(() => !exited && w.sequence > last && void catchUp());
+        });
+        let ticks = 0;
+        const readEvery = runner.sharedNotifications ? SHARED_POLL_TICKS : 1;
+        timer = setInterval(() => {
           // A watch may last hours: on shutdown, end it so the drain is not held up; the client
           // resumes elsewhere with after_sequence.
           if (gate.phase !== 'serving') return end(new RpcError(grpc.status.UNAVAILABLE, `server is shutting down: watch again with after_sequence ${last}`));
-          pump();
-        } catch (err) {
-          end(err);
-        }
-      }, WATCH_POLL_MS);
-      timer.unref();
-    } catch (err) {
-      end(err);
-    }
+          if (++ticks % readEvery === 0) void catchUp();
+        }, WATCH_TICK_MS);
+        timer.unref();
+        // Not awaited: with events arriving all the time the reading goes on, and the timer above
+        // must already be there to end the watch on shutdown.
+        void catchUp();
+      } catch (err) {
+        end(err);
+      }
+    })();
   };
 
   return {
@@ -264,15 +288,15 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
       });
       return { job: jobToMessage(job) };
     }),
-    GetFineTuneJob: unary('GetFineTuneJob', async (req) => ({ job: jobToMessage(runner.get(String(req.jobId ?? ''))) })),
+    GetFineTuneJob: unary('GetFineTuneJob', async (req) => ({ job: jobToMessage(await runner.get(String(req.jobId ?? ''))) })),
     ListFineTuneJobs: unary('ListFineTuneJobs', async (req) => {
-      const { jobs, nextPageToken } = runner.list(Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
+      const { jobs, nextPageToken } = await runner.list(Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
       return { jobs: jobs.map(jobToMessage), nextPageToken };
     }),
     CancelFineTuneJob: unary('CancelFineTuneJob', async (req) => ({ job: jobToMessage(await runner.cancel(String(req.jobId ?? ''))) })),
     WatchFineTuneJob: watch,
     ListDatasets: unary('ListDatasets', async (req, ctx) => {
-      const { datasets, nextPageToken } = catalog.list(ctx.keyName, Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
+      const { datasets, nextPageToken } = await catalog.list(ctx.keyName, Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
       return { datasets: datasets.map(datasetToMessage), nextPageToken };
     }),
     DeleteDataset: unary('DeleteDataset', async (req, ctx) => ({ dataset: datasetToMessage(await catalog.delete(String(req.datasetId ?? ''), ctx.keyName)) })),

@@ -25,18 +25,18 @@ export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServic
     ListModels: unary('ListModels', async () => {
       const active = host.info().version;
       const loaded = host.loadedVersions().map((v) => v.version);
-      return { models: registry.list().map((v) => modelVersionToMessage(v, active, loaded)), activeVersion: active, loadedVersions: loaded };
+      return { models: (await registry.list()).map((v) => modelVersionToMessage(v, active, loaded)), activeVersion: active, loadedVersions: loaded };
     }),
     ActivateModel: unary('ActivateModel', async (req) => {
       const version = String(req.version ?? '');
       if (!version) throw invalidArgument('version is required');
-      const record = registry.get(version);
+      const record = await registry.get(version);
       const previous = host.info().version;
       if (previous !== version) {
         await host.activate(version);
         logger.info({ version, previous }, 'model activated');
       }
-      registry.setActive(version);
+      await registry.setActive(version);
       return { model: modelVersionToMessage(record, version, host.loadedVersions().map((v) => v.version)), previousVersion: previous };
     }),
   };

@@ -66,8 +66,8 @@ export interface ModelHostOptions<M extends EmbeddingModel> {
   /** Loads and warms a model (the server's loader). */
   load: (bundleDir: string) => Promise<M>;
   createEmbedder: (model: M, version: string) => Embedder;
-  /** The bundle directory of a known version; throws (ModelNotFoundError) for an unknown one. */
-  locate: (version: string) => string;
+  /** The bundle directory of a known version (the registry reads the store); rejects (ModelNotFoundError) for an unknown one. */
+  locate: (version: string) => string | Promise<string>;
   /** Bytes a version's weights take (the budget's unit). */
   sizeOf: (bundleDir: string) => number;
   budget?: ModelBudget;
@@ -99,6 +99,8 @@ const DEFAULT_BUDGET: ModelBudget = { maxVersions: 2, maxBytes: 0 };
 export class ModelHost<M extends EmbeddingModel = EmbeddingModel> {
   private readonly loaded = new Map<string, Entry<M>>();
   private readonly loading = new Map<string, Loading<M>>();
+  /** Versions whose bundle directory is being looked up, before their load starts. */
+  private readonly locating = new Map<string, Promise<Entry<M>>>();
   private readonly failed = new Map<string, { at: number; error: Error }>();
   private activeVersion: string | undefined;
   /** Activations run one at a time. */
@@ -241,18 +243,33 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> {
     }
   }
 
-  /** Loads `version` once however many callers ask (coalesced), making room first. */
+  /** Loads `version` once however many callers ask (coalesced, from the registry lookup on), making room first. */
   private ensureLoaded(version: string, forActivation: boolean): Promise<Entry<M>> {
     const pending = this.loading.get(version);
     if (pending) return pending.promise;
+    const locating = this.locating.get(version);
+    if (locating) return locating;
     if (this.closed) return Promise.reject(new ModelActivationError('the server is shutting down'));
     const failure = this.failed.get(version);
     // An operator's activation always retries; a caller's pin is answered from memory for a while.
     if (failure && !forActivation && Date.now() - failure.at < (this.opts.failedLoadRetryMs ?? 30_000)) return Promise.reject(failure.error);
-    let bundleDir: string;
+    const located = (async () => {
+      const bundleDir = await this.opts.locate(version);
+      return this.loaded.get(version) ?? this.load(version, bundleDir, forActivation);
+    })();
+    this.locating.set(version, located);
+    const forget = () => this.locating.delete(version);
+    located.then(forget, forget);
+    return located;
+  }
+
+  /** The load itself, once the bundle directory is known (ensureLoaded coalesces callers). */
+  private load(version: string, bundleDir: string, forActivation: boolean): Promise<Entry<M>> {
+    const pending = this.loading.get(version);
+    if (pending) return pending.promise;
+    if (this.closed) return Promise.reject(new ModelActivationError('the server is shutting down'));
     let bytes: number;
     try {
-      bundleDir = this.opts.locate(version);
       bytes = this.opts.sizeOf(bundleDir);
       this.makeRoom(version, bytes, forActivation);
     } catch (err) {

@@ -29,9 +29,9 @@ export class ModelRegistry {
   }
 
   /** Records a model the server was configured with (idempotent; follows a moved bundle). */
-  registerBase(version: string, name: string, bundleDir: string): void {
-    const known = this.store.getModelVersion(version);
-    this.store.upsertModelVersion({ version, name, bundleDir: path.resolve(bundleDir), parentVersion: known?.parentVersion ?? '', jobId: known?.jobId ?? '', createdAt: known?.createdAt ?? Math.floor(Date.now() / 1000), metrics: known?.metrics ?? {} });
+  async registerBase(version: string, name: string, bundleDir: string): Promise<void> {
+    const known = await this.store.getModelVersion(version);
+    await this.store.upsertModelVersion({ version, name, bundleDir: path.resolve(bundleDir), parentVersion: known?.parentVersion ?? '', jobId: known?.jobId ?? '', createdAt: known?.createdAt ?? Math.floor(Date.now() / 1000), metrics: known?.metrics ?? {} });
   }
 
   /**
@@ -39,9 +39,9 @@ export class ModelRegistry {
    * records it. The move happens before the record, so a crash in between leaves an orphan
    * directory, never a record without its bundle.
    */
-  registerFineTuned(o: { version: string; name: string; bundleDir: string; parentVersion: string; jobId: string; metrics: Record<string, number> }): ModelVersionRecord {
+  async registerFineTuned(o: { version: string; name: string; bundleDir: string; parentVersion: string; jobId: string; metrics: Record<string, number> }): Promise<ModelVersionRecord> {
     if (!SAFE_VERSION.test(o.version)) throw new Error(`model version ${JSON.stringify(o.version)} is not a safe name`);
-    const existing = this.store.getModelVersion(o.version);
+    const existing = await this.store.getModelVersion(o.version);
     if (existing && existing.jobId !== o.jobId) throw new Error(`model version ${o.version} already exists (${existing.jobId ? `from job ${existing.jobId}` : 'a base model'}); a job's output never replaces another version`);
     const dest = path.join(this.modelsDir, o.version);
     if (path.resolve(o.bundleDir) !== dest) {
@@ -49,30 +49,30 @@ export class ModelRegistry {
       fs.renameSync(o.bundleDir, dest);
     }
     const record: ModelVersionRecord = { version: o.version, name: o.name, bundleDir: dest, parentVersion: o.parentVersion, jobId: o.jobId, createdAt: Math.floor(Date.now() / 1000), metrics: o.metrics };
-    this.store.upsertModelVersion(record);
+    await this.store.upsertModelVersion(record);
     return record;
   }
 
-  get(version: string): ModelVersionRecord {
-    const r = this.store.getModelVersion(version);
+  async get(version: string): Promise<ModelVersionRecord> {
+    const r = await this.store.getModelVersion(version);
     if (!r) throw new ModelNotFoundError(version);
     return r;
   }
 
-  has(version: string): boolean {
-    return this.store.getModelVersion(version) !== undefined;
+  async has(version: string): Promise<boolean> {
+    return (await this.store.getModelVersion(version)) !== undefined;
   }
 
-  list(): ModelVersionRecord[] {
+  list(): Promise<ModelVersionRecord[]> {
     return this.store.listModelVersions();
   }
 
   /** The version last activated through ActivateModel, if any. */
-  persistedActive(): string | undefined {
+  persistedActive(): Promise<string | undefined> {
     return this.store.getSetting(ACTIVE_VERSION_KEY);
   }
 
-  setActive(version: string): void {
-    this.store.setSetting(ACTIVE_VERSION_KEY, version);
+  setActive(version: string): Promise<void> {
+    return this.store.setSetting(ACTIVE_VERSION_KEY, version);
   }
 }

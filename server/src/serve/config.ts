@@ -94,6 +94,8 @@ export interface ServeConfig {
   datasetMaxPerKey: number;
   /** What a failed API-key file reload does: keep the last good keys, or deny every keyed call until a good reload. */
   authReloadFailure: 'keep' | 'deny';
+  /** PostgreSQL for the catalogue (replicas share it); undefined keeps SQLite in dataDir. */
+  databaseUrl: string | undefined;
 }
 
 /** A bad option value or combination; the message names the option. */
@@ -172,6 +174,11 @@ function podOption<T>(p: (raw: unknown, name: string) => T): Parser<T> {
     }
   };
 }
+const databaseUrl: Parser<string> = (raw, name) => {
+  const url = nonEmptyString(raw, name);
+  if (!/^postgres(ql)?:\/\/./.test(url)) throw new ConfigError(`${name} must be a postgres:// or postgresql:// URL`);
+  return url;
+};
 
 const PORT = intIn(0, 65535);
 const portOrAuto: Parser<number | 'auto'> = (raw, name) => (raw === 'auto' ? 'auto' : PORT(raw, name));
@@ -205,7 +212,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'apiKeys', flag: '--api-keys <entries>', env: 'CLIPSERVE_API_KEYS', description: 'API keys in the line format; from CLIPSERVE_API_KEYS or a config file only, refused on the command line where other users could read it (default: none)', defaultValue: undefined, parse: nonEmptyString, secret: true },
   { key: 'authOpenHealth', flag: '--auth-open-health <bool>', env: 'CLIPSERVE_AUTH_OPEN_HEALTH', description: 'with API keys: grpc.health.v1 answers without a key (probes, load balancers)', defaultValue: true, parse: boolean },
   { key: 'authOpenReflection', flag: '--auth-open-reflection <bool>', env: 'CLIPSERVE_AUTH_OPEN_REFLECTION', description: 'with API keys: server reflection answers without a key', defaultValue: true, parse: boolean },
-  { key: 'dataDir', flag: '--data-dir <dir>', env: 'CLIPSERVE_DATA_DIR', description: 'enables FineTuneService and ModelService: the SQLite catalogue of datasets, jobs and model versions, and their artifacts (default: none, fine-tuning disabled)', defaultValue: undefined, parse: nonEmptyString },
+  { key: 'dataDir', flag: '--data-dir <dir>', env: 'CLIPSERVE_DATA_DIR', description: 'enables FineTuneService and ModelService: the SQLite catalogue of datasets, jobs and model versions (PostgreSQL instead with --database-url), and their artifacts (default: none, fine-tuning disabled)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetunePvc', flag: '--finetune-pvc <name>', env: 'CLIPSERVE_FINETUNE_PVC', description: 'the ReadWriteMany PersistentVolumeClaim that holds --data-dir, mounted at the same path in `full` fine-tune training pods (which run when a Kubernetes cluster is reachable: in-cluster or KUBECONFIG)', defaultValue: 'clipserve-data', parse: nonEmptyString },
   { key: 'finetuneImage', flag: '--finetune-image <ref>', env: 'CLIPSERVE_FINETUNE_IMAGE', description: 'default container image for `full` fine-tune training pods (torch + open_clip_train); a job may name its own (default: none: jobs must name one)', defaultValue: undefined, parse: nonEmptyString },
   { key: 'finetuneNamespace', flag: '--finetune-namespace <ns>', env: 'CLIPSERVE_FINETUNE_NAMESPACE', description: 'namespace of `full` fine-tune Jobs (default: the kubeconfig context\'s, in-cluster: the pod\'s)', defaultValue: undefined, parse: nonEmptyString },
@@ -224,6 +231,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'datasetMaxZipEntries', flag: '--dataset-max-zip-entries <n>', env: 'CLIPSERVE_DATASET_MAX_ZIP_ENTRIES', description: 'most entries a zip upload may list (only the files its CSV names are extracted)', defaultValue: 100_000, parse: intIn(1) },
   { key: 'datasetMaxPerKey', flag: '--dataset-max-per-key <n>', env: 'CLIPSERVE_DATASET_MAX_PER_KEY', description: 'most datasets one API key keeps (without keys: the whole server); DeleteDataset frees room', defaultValue: 1000, parse: intIn(1) },
   { key: 'authReloadFailure', flag: '--auth-reload-failure <policy>', env: 'CLIPSERVE_AUTH_RELOAD_FAILURE', description: 'when the API keys file cannot be re-read or parsed: keep (the last good keys stay valid) or deny (every keyed call is refused until a good reload); either way clipserve_credentials_reload_errors_total counts it', defaultValue: 'keep', parse: oneOf(['keep', 'deny'] as const) },
+  { key: 'databaseUrl', flag: '--database-url <url>', env: 'CLIPSERVE_DATABASE_URL', description: 'postgres://user:password@host:port/db: keep the fine-tune catalogue (datasets, jobs, events, model versions, the active version, job ownership) in PostgreSQL, shared by every replica, instead of SQLite in --data-dir (one host only). Needs --data-dir for the artifacts (a shared volume). Prefer the environment variable: a password on the command line is visible to other users (default: none, SQLite)', defaultValue: undefined, parse: databaseUrl },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
 ];
 
@@ -267,6 +275,7 @@ function validate(c: ServeConfig): void {
   if (!auth && (!c.authOpenHealth || !c.authOpenReflection)) {
     throw new ConfigError('--auth-open-health / --auth-open-reflection false need API keys (--api-keys-file or CLIPSERVE_API_KEYS): without keys everything is open');
   }
+  if (c.databaseUrl !== undefined && c.dataDir === undefined) throw new ConfigError('--database-url needs --data-dir: datasets, job work and model bundles stay files there (a volume every replica mounts)');
   if (c.healthPort !== undefined && c.healthPort !== 0 && c.healthPort === c.port) {
     throw new ConfigError(`--health-port must differ from --port (both ${c.port})`);
   }

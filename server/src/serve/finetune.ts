@@ -1,5 +1,6 @@
 /**
- * What `--data-dir` turns on: the SQLite store, dataset catalogue, model registry and fine-tune job
+ * What `--data-dir` turns on: the store (SQLite in the data directory, or PostgreSQL with
+ * `--database-url`), dataset catalogue, model registry and fine-tune job
  * runner (with the `adapter` method, and `full` when a Kubernetes cluster is reachable), and the
  * FineTuneService / ModelService handlers over them. Kept apart from server.ts so the server
  * without a data directory stays exactly what it was.
@@ -17,9 +18,11 @@ import { modelServiceHandlers } from '../grpc/models-service';
 import type { LoadedProtos } from '../grpc/proto';
 import type { ClipserveMetrics } from '../metrics';
 import type { ModelHost } from '../models/host';
-import { ModelRegistry } from '../models/registry';
+import { ACTIVE_VERSION_KEY, ModelRegistry } from '../models/registry';
 import type { LoadedModel } from '../runtime/model';
-import { Store } from '../store/store';
+import { openStore } from '../store/open';
+import { redactDatabaseUrl } from '../store/postgres-store';
+import type { Store } from '../store/store';
 import type { ServeConfig } from './config';
 
 const FOLLOW_INTERVAL_MS = 10_000;
@@ -62,7 +65,7 @@ function methods(config: ServeConfig & { dataDir: string }, logger: Logger): Fin
   return list;
 }
 
-export function openFineTune(o: {
+export async function openFineTune(o: {
   config: ServeConfig & { dataDir: string };
   logger: Logger;
   host: ModelHost<LoadedModel>;
@@ -70,10 +73,14 @@ export function openFineTune(o: {
   gate: CallGate;
   protos: LoadedProtos;
   server: grpc.Server;
-}): FineTuneSubsystem {
+}): Promise<FineTuneSubsystem> {
   const { config, logger, host } = o;
   const dataDir = config.dataDir;
-  const store = Store.open(dataDir);
+  const store = await openStore({
+    dataDir,
+    databaseUrl: config.databaseUrl,
+    onConnectionError: (err) => logger.warn({ err }, 'a database connection failed: it is replaced (notifications missed meanwhile are covered by polling)'),
+  });
   const catalog = new DatasetCatalog(store, store.dataDir, {
     maxBytes: config.datasetMaxBytes,
     maxPairs: config.datasetMaxPairs,
@@ -95,14 +102,18 @@ export function openFineTune(o: {
   o.metrics.grpc.preRegister(o.protos.modelService);
   o.server.addService(o.protos.fineTuneService, fineTuneServiceHandlers({ runner, catalog, gate: o.gate, logger }));
   o.server.addService(o.protos.modelService, modelServiceHandlers({ registry, host, gate: o.gate, logger }));
-  logger.info({ dataDir: store.dataDir }, 'fine-tuning enabled');
+  logger.info({ dataDir: store.dataDir, database: config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : 'sqlite' }, 'fine-tuning enabled');
 
-  // Replicas sharing the data directory follow the version activated on any of them.
+  // Replicas sharing the store follow the version activated on any of them: at once when the
+  // store notifies the change (PostgreSQL), else (and as a safety net) every FOLLOW_INTERVAL_MS.
   let follower: NodeJS.Timeout | undefined;
+  let unlisten = (): void => undefined;
   const failedAt = new Map<string, number>();
-  const follow = async (): Promise<void> => {
-    const wanted = registry.persistedActive();
-    if (!wanted || !host.ready || host.info().version === wanted || !registry.has(wanted)) return;
+  let following: Promise<void> | undefined;
+  let followAgain = false;
+  const followOnce = async (): Promise<void> => {
+    const wanted = await registry.persistedActive();
+    if (!wanted || !host.ready || host.info().version === wanted || !(await registry.has(wanted))) return;
     if (Date.now() - (failedAt.get(wanted) ?? 0) < FOLLOW_RETRY_MS) return;
     try {
       await host.activate(wanted);
@@ -112,6 +123,19 @@ export function openFineTune(o: {
       logger.error({ err, version: wanted }, 'cannot switch to the model version activated on another instance');
     }
   };
+  // One activation at a time; a change announced during one is read after it.
+  const follow = (): void => {
+    if (following) {
+      followAgain = true;
+      return;
+    }
+    following = (async () => {
+      do {
+        followAgain = false;
+        await followOnce().catch((err: unknown) => logger.error({ err }, 'cannot read the active model version'));
+      } while (followAgain);
+    })().finally(() => (following = undefined));
+  };
 
   return {
     store,
@@ -119,9 +143,9 @@ export function openFineTune(o: {
     runner,
     async start() {
       const current = host.current().model;
-      registry.registerBase(current.info.version, current.info.name, current.bundle.dir);
-      const wanted = registry.persistedActive();
-      if (wanted && wanted !== current.info.version && registry.has(wanted)) {
+      await registry.registerBase(current.info.version, current.info.name, current.bundle.dir);
+      const wanted = await registry.persistedActive();
+      if (wanted && wanted !== current.info.version && (await registry.has(wanted))) {
         try {
           await host.activate(wanted);
           logger.info({ version: wanted }, 'restored the last activated model version');
@@ -129,14 +153,17 @@ export function openFineTune(o: {
           logger.error({ err, version: wanted }, 'cannot restore the last activated model version: serving the configured model');
         }
       }
-      runner.start();
-      // follow() reads the store outside its own try: a failing read (disk error, database closed
-      // under it) must be a log line, not an unhandled rejection that ends the process.
-      follower = setInterval(() => void follow().catch((err: unknown) => logger.error({ err }, 'cannot check the model version activated on other instances')), FOLLOW_INTERVAL_MS);
+      await runner.start();
+      unlisten = store.onNotification((n) => {
+        if ((n.kind === 'setting' && n.key === ACTIVE_VERSION_KEY) || n.kind === 'resync') follow();
+      });
+      follower = setInterval(follow, FOLLOW_INTERVAL_MS);
       follower.unref();
     },
     async close() {
       clearInterval(follower);
+      unlisten();
+      await following;
       // A method stops at its next check of the signal; a long step (a batch of a large model on
       // the CPU) must not hold the process: the job stays `running` and the next start resumes it.
       let timer: NodeJS.Timeout | undefined;

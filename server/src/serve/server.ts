@@ -131,8 +131,8 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
         observer: input.observer ?? metrics.service.forVersion(version),
       }),
     // Without a data directory the configured model is the only version (and it is always loaded).
-    locate: (version) => {
-      if (finetune) return finetune.registry.get(version).bundleDir;
+    locate: async (version) => {
+      if (finetune) return (await finetune.registry.get(version)).bundleDir;
       throw new ModelNotFoundError(version, `this server serves only ${JSON.stringify(host.info().version)}; start it with --data-dir to serve fine-tuned versions`);
     },
     sizeOf: bundleBytes,
@@ -191,12 +191,12 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     apiKeys?.close();
     if (finetune) {
       await finetune.close().catch(() => undefined);
-      finetune.store.close();
+      await finetune.store.close().catch(() => undefined);
     }
     throw err;
   };
   try {
-    finetune = dataDir !== undefined ? openFineTune({ config: { ...config, dataDir }, logger, host, metrics, gate, protos, server }) : undefined;
+    finetune = dataDir !== undefined ? await openFineTune({ config: { ...config, dataDir }, logger, host, metrics, gate, protos, server }) : undefined;
   } catch (err) {
     return abandonStart(err);
   }
@@ -290,7 +290,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
       await finetune?.close().catch((err: unknown) => logger.error({ err }, 'stopping fine-tune jobs failed'));
       if (host.ready) await host.close().catch((err: unknown) => logger.error({ err }, 'closing the model failed'));
       else if (!wasServing) await ready.catch(() => undefined);
-      finetune?.store.close();
+      await finetune?.store.close().catch((err: unknown) => logger.error({ err }, 'closing the store failed'));
       // Last: Prometheus and the kubelet keep seeing the drain until the very end.
       await metricsServer.close();
       logger.info('server stopped');

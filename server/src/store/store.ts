@@ -1,14 +1,13 @@
 /**
- * The fine-tune catalogue: datasets, jobs, job events and model versions in one SQLite database
- * (better-sqlite3, WAL mode) inside the data directory; artifacts live on disk beside it. Every
- * write is one transaction, so a process killed at any moment leaves a consistent database that
- * the next start reads back (see FineTuneJobRunner.recover for what happens to running jobs).
+ * The fine-tune catalogue's contract: datasets, jobs, job events, model versions and settings, as
+ * one asynchronous interface with two implementations of identical behaviour (sql-store.ts over
+ * Kysely): SQLite embedded in the data directory for one host (sqlite-store.ts), PostgreSQL when
+ * replicas share state (postgres-store.ts). Every write is one transaction, so a process killed at
+ * any moment leaves a consistent database. Writes that other instances must hear about (a job
+ * queued, an event appended, a cancel requested, a setting changed) also raise a StoreNotification:
+ * through LISTEN/NOTIFY on PostgreSQL (every process), inside this process only on SQLite
+ * (`sharedNotifications` false: pollers keep polling).
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import Database from 'better-sqlite3';
-
-export const DB_FILE = 'clipserve.db';
 
 export class StoreError extends Error {
   constructor(message: string) {
@@ -87,64 +86,6 @@ export interface ModelVersionRecord {
   metrics: Record<string, number>;
 }
 
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS datasets (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, dir TEXT NOT NULL,
-  num_pairs INTEGER NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY, ord INTEGER NOT NULL UNIQUE, method TEXT NOT NULL, base_model TEXT NOT NULL,
-  training_file TEXT NOT NULL, validation_file TEXT NOT NULL, hyperparameters TEXT NOT NULL,
-  suffix TEXT NOT NULL, state TEXT NOT NULL, fine_tuned_model TEXT NOT NULL DEFAULT '',
-  created_at INTEGER NOT NULL, started_at INTEGER NOT NULL DEFAULT 0, finished_at INTEGER NOT NULL DEFAULT 0,
-  error TEXT, metrics_before TEXT NOT NULL DEFAULT '{}', metrics_after TEXT NOT NULL DEFAULT '{}',
-  step INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0,
-  owner TEXT NOT NULL DEFAULT '', heartbeat_ms INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS job_events (
-  job_id TEXT NOT NULL REFERENCES jobs(id), seq INTEGER NOT NULL, type TEXT NOT NULL,
-  created_at_ms INTEGER NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL,
-  PRIMARY KEY (job_id, seq)
-);
-CREATE TABLE IF NOT EXISTS model_versions (
-  version TEXT PRIMARY KEY, name TEXT NOT NULL, bundle_dir TEXT NOT NULL, parent_version TEXT NOT NULL,
-  job_id TEXT NOT NULL, created_at INTEGER NOT NULL, metrics TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-`;
-
-interface JobRow {
-  id: string; method: string; base_model: string; training_file: string; validation_file: string;
-  hyperparameters: string; suffix: string; state: string; fine_tuned_model: string; created_at: number;
-  started_at: number; finished_at: number; error: string | null; metrics_before: string; metrics_after: string;
-  step: number; total_steps: number; owner: string; heartbeat_ms: number; cancel_requested: number;
-}
-
-function jobFromRow(r: JobRow): JobRecord {
-  return {
-    id: r.id,
-    method: r.method,
-    baseModel: r.base_model,
-    trainingFile: r.training_file,
-    validationFile: r.validation_file,
-    hyperparameters: JSON.parse(r.hyperparameters),
-    suffix: r.suffix,
-    state: r.state as JobState,
-    fineTunedModel: r.fine_tuned_model,
-    createdAt: r.created_at,
-    startedAt: r.started_at,
-    finishedAt: r.finished_at,
-    error: r.error ? (JSON.parse(r.error) as JobErrorInfo) : undefined,
-    metricsBefore: JSON.parse(r.metrics_before),
-    metricsAfter: JSON.parse(r.metrics_after),
-    step: r.step,
-    totalSteps: r.total_steps,
-    owner: r.owner,
-    heartbeatMs: r.heartbeat_ms,
-    cancelRequested: r.cancel_requested !== 0,
-  };
-}
-
 export interface JobUpdate {
   state?: JobState;
   fineTunedModel?: string;
@@ -157,283 +98,102 @@ export interface JobUpdate {
   totalSteps?: number;
 }
 
-const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
-export class Store {
-  readonly db: Database.Database;
+/** The columns a new job is created with; the rest start at their defaults. */
+export type NewJob = Pick<JobRecord, 'id' | 'method' | 'baseModel' | 'trainingFile' | 'validationFile' | 'hyperparameters' | 'suffix'>;
+
+export interface NewEvent {
+  type: string;
+  message: string;
+  data: Record<string, unknown>;
+}
+
+/** What changed, as other instances hear it (kept small: a NOTIFY payload is limited to 8000 bytes). */
+export type StoreNotification =
+  | { kind: 'job_queued'; jobId: string }
+  | { kind: 'job_event'; jobId: string; sequence: number }
+  | { kind: 'cancel_requested'; jobId: string }
+  | { kind: 'setting'; key: string }
+  /** Notifications may have been missed (the listening connection was re-established): re-read. */
+  | { kind: 'resync' };
+
+export type StoreBackend = 'sqlite' | 'postgres';
+
+export interface Store {
+  readonly backend: StoreBackend;
+  /** The data directory: artifacts (datasets, job work dirs, bundles) live there as files. */
   readonly dataDir: string;
+  /** True when notifications reach every process sharing the database, not only this one. */
+  readonly sharedNotifications: boolean;
+  close(): Promise<void>;
+  /** Listens to notifications (this process's own writes included); returns the unsubscribe function. */
+  onNotification(listener: (n: StoreNotification) => void): () => void;
 
-  private constructor(dataDir: string) {
-    this.dataDir = dataDir;
-    fs.mkdirSync(dataDir, { recursive: true });
-    try {
-      this.db = new Database(path.join(dataDir, DB_FILE));
-    } catch (err) {
-      throw new StoreError(`cannot open ${path.join(dataDir, DB_FILE)}: ${(err as Error).message}`);
-    }
-    // WAL: readers never block the writer; synchronous=NORMAL is durable against process crashes
-    // (a commit is in the WAL before the call returns), which is what a restart needs.
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
-    this.db.exec(SCHEMA);
-    this.migrate();
-  }
-
-  /** Columns added after the first schema (databases created by earlier builds). */
-  private migrate(): void {
-    const have = new Set((this.db.prepare('PRAGMA table_info(jobs)').all() as { name: string }[]).map((c) => c.name));
-    const add: [string, string][] = [
-      ['owner', `TEXT NOT NULL DEFAULT ''`],
-      ['heartbeat_ms', 'INTEGER NOT NULL DEFAULT 0'],
-      ['cancel_requested', 'INTEGER NOT NULL DEFAULT 0'],
-    ];
-    for (const [col, decl] of add) if (!have.has(col)) this.db.exec(`ALTER TABLE jobs ADD COLUMN ${col} ${decl}`);
-    const dsCols = new Set((this.db.prepare('PRAGMA table_info(datasets)').all() as { name: string }[]).map((c) => c.name));
-    if (!dsCols.has('owner')) this.db.exec(`ALTER TABLE datasets ADD COLUMN owner TEXT NOT NULL DEFAULT ''`);
-  }
-
-  static open(dataDir: string): Store {
-    return new Store(path.resolve(dataDir));
-  }
-
-  close(): void {
-    if (this.db.open) this.db.close();
-  }
-
-  integrityCheck(): string {
-    return String(this.db.pragma('integrity_check', { simple: true }));
-  }
-
-  // -- datasets ------------------------------------------------------------------------------
-
-  insertDataset(d: DatasetRecord): void {
-    this.db
-      .prepare('INSERT INTO datasets (id, name, format, dir, num_pairs, bytes, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(d.id, d.name, d.format, d.dir, d.numPairs, d.bytes, d.createdAt, d.owner);
-  }
-
-  getDataset(id: string): DatasetRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM datasets WHERE id = ?').get(id) as DatasetRow | undefined;
-    return r && datasetFromRow(r);
-  }
-
+  insertDataset(d: DatasetRecord): Promise<void>;
+  getDataset(id: string): Promise<DatasetRecord | undefined>;
   /** `owner`'s datasets, newest first; `beforeOrd` is the page cursor (exclusive). */
-  listDatasets(owner: string, limit: number, beforeOrd?: number): { datasets: DatasetRecord[]; nextOrd: number | undefined } {
-    const rows = this.db
-      .prepare('SELECT *, rowid AS ord FROM datasets WHERE owner = ? AND rowid < ? ORDER BY rowid DESC LIMIT ?')
-      .all(owner, beforeOrd ?? Number.MAX_SAFE_INTEGER, limit + 1) as (DatasetRow & { ord: number })[];
-    const page = rows.slice(0, limit);
-    return { datasets: page.map(datasetFromRow), nextOrd: rows.length > limit ? page[page.length - 1].ord : undefined };
-  }
-
-  countDatasets(owner: string): number {
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM datasets WHERE owner = ?').get(owner) as { n: number }).n;
-  }
-
-  deleteDataset(id: string): boolean {
-    return this.db.prepare('DELETE FROM datasets WHERE id = ?').run(id).changes === 1;
-  }
-
+  listDatasets(owner: string, limit: number, beforeOrd?: number): Promise<{ datasets: DatasetRecord[]; nextOrd: number | undefined }>;
+  countDatasets(owner: string): Promise<number>;
+  /** False when there was no such dataset. */
+  deleteDataset(id: string): Promise<boolean>;
   /** Ids of the jobs not yet finished that read dataset `id` (training or validation file). */
-  unfinishedJobsReading(id: string): string[] {
-    const rows = this.db
-      .prepare(`SELECT id FROM jobs WHERE (training_file = ? OR validation_file = ?) AND state NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY ord`)
-      .all(id, id) as { id: string }[];
-    return rows.map((r) => r.id);
-  }
-
-  // -- jobs ----------------------------------------------------------------------------------
-
-  insertJob(j: Omit<JobRecord, 'state' | 'fineTunedModel' | 'startedAt' | 'finishedAt' | 'error' | 'metricsBefore' | 'metricsAfter' | 'step' | 'totalSteps' | 'createdAt' | 'owner' | 'heartbeatMs' | 'cancelRequested'>): JobRecord {
-    const tx = this.db.transaction(() => {
-      const ord = ((this.db.prepare('SELECT MAX(ord) AS m FROM jobs').get() as { m: number | null }).m ?? 0) + 1;
-      this.db
-        .prepare(
-          `INSERT INTO jobs (id, ord, method, base_model, training_file, validation_file, hyperparameters, suffix, state, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)`,
-        )
-        .run(j.id, ord, j.method, j.baseModel, j.trainingFile, j.validationFile, JSON.stringify(j.hyperparameters), j.suffix, nowSeconds());
-    });
-    tx();
-    return this.getJob(j.id)!;
-  }
-
-  getJob(id: string): JobRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM jobs WHERE id = ?').get(id) as JobRow | undefined;
-    return r && jobFromRow(r);
-  }
-
-  /** Newest first; `beforeOrd` is the page cursor (exclusive). */
-  listJobs(limit: number, beforeOrd?: number): { jobs: JobRecord[]; nextOrd: number | undefined } {
-    const rows = this.db
-      .prepare('SELECT *, ord FROM jobs WHERE ord < ? ORDER BY ord DESC LIMIT ?')
-      .all(beforeOrd ?? Number.MAX_SAFE_INTEGER, limit + 1) as (JobRow & { ord: number })[];
-    const page = rows.slice(0, limit);
-    return { jobs: page.map(jobFromRow), nextOrd: rows.length > limit ? page[page.length - 1].ord : undefined };
-  }
-
-  jobsInStates(states: readonly JobState[]): JobRecord[] {
-    const rows = this.db
-      .prepare(`SELECT * FROM jobs WHERE state IN (${states.map(() => '?').join(', ')}) ORDER BY ord ASC`)
-      .all(...states) as JobRow[];
-    return rows.map(jobFromRow);
-  }
+  unfinishedJobsReading(id: string): Promise<string[]>;
 
   /**
-   * Takes a queued job for `owner`: one conditional UPDATE, so when several server instances share
-   * the data directory exactly one of them wins each job.
+   * Creates a queued job with its first event (sequence 1) in one transaction, so that no other
+   * instance can claim the job and write before it; notifies `job_queued`.
    */
-  claimJob(id: string, owner: string): boolean {
-    return this.db.prepare(`UPDATE jobs SET owner = ?, heartbeat_ms = ? WHERE id = ? AND state = 'queued' AND owner = ''`).run(owner, Date.now(), id).changes === 1;
-  }
-
+  insertJob(j: NewJob, firstEvent: NewEvent): Promise<JobRecord>;
+  getJob(id: string): Promise<JobRecord | undefined>;
+  /** Newest first; `beforeOrd` is the page cursor (exclusive). */
+  listJobs(limit: number, beforeOrd?: number): Promise<{ jobs: JobRecord[]; nextOrd: number | undefined }>;
+  /** Oldest first. */
+  jobsInStates(states: readonly JobState[]): Promise<JobRecord[]>;
+  /**
+   * Takes the oldest queued job nobody owns for `owner`, or undefined when there is none. Exactly
+   * one caller wins each job however many instances ask at once.
+   */
+  claimNextJob(owner: string): Promise<JobRecord | undefined>;
   /** Records that `owner` still works on the job; false when it no longer owns it. */
-  heartbeat(id: string, owner: string): boolean {
-    return this.db.prepare('UPDATE jobs SET heartbeat_ms = ? WHERE id = ? AND owner = ?').run(Date.now(), id, owner).changes === 1;
-  }
-
-  releaseJob(id: string): void {
-    this.db.prepare(`UPDATE jobs SET owner = '', heartbeat_ms = 0 WHERE id = ?`).run(id);
-  }
-
+  heartbeat(id: string, owner: string): Promise<boolean>;
+  /**
+   * Takes over a job from an owner presumed gone: succeeds only while the job still has that owner
+   * and that last heartbeat (a live owner heartbeats in between), so of several instances
+   * recovering the same job exactly one wins.
+   */
+  adoptJob(id: string, fromOwner: string, seenHeartbeatMs: number, owner: string): Promise<boolean>;
+  /** Drops the job's owner (a pending cancel request stays); notifies `job_queued` when it is queued. */
+  releaseJob(id: string): Promise<void>;
   /** Cancels a job nobody has claimed yet; false when it was claimed (or finished) meanwhile. */
-  cancelQueued(id: string): boolean {
-    return this.db.prepare(`UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? AND state = 'queued' AND owner = ''`).run(Math.floor(Date.now() / 1000), id).changes === 1;
-  }
+  cancelQueued(id: string): Promise<boolean>;
+  /** Asks the job's owner to cancel it; notifies `cancel_requested`. */
+  requestCancel(id: string): Promise<void>;
+  jobCountsByState(): Promise<Record<string, number>>;
+  updateJob(id: string, u: JobUpdate): Promise<JobRecord>;
 
-  requestCancel(id: string): void {
-    this.db.prepare('UPDATE jobs SET cancel_requested = 1 WHERE id = ?').run(id);
-  }
-
-  jobCountsByState(): Record<string, number> {
-    const counts: Record<string, number> = Object.fromEntries(JOB_STATES.map((s) => [s, 0]));
-    for (const r of this.db.prepare('SELECT state, COUNT(*) AS n FROM jobs GROUP BY state').all() as { state: string; n: number }[]) counts[r.state] = r.n;
-    return counts;
-  }
-
-  updateJob(id: string, u: JobUpdate): JobRecord {
-    const sets: string[] = [];
-    const values: unknown[] = [];
-    const put = (col: string, v: unknown) => {
-      sets.push(`${col} = ?`);
-      values.push(v);
-    };
-    if (u.state !== undefined) put('state', u.state);
-    if (u.fineTunedModel !== undefined) put('fine_tuned_model', u.fineTunedModel);
-    if (u.startedAt !== undefined) put('started_at', u.startedAt);
-    if (u.finishedAt !== undefined) put('finished_at', u.finishedAt);
-    if (u.error !== undefined) put('error', u.error === null ? null : JSON.stringify(u.error));
-    if (u.metricsBefore !== undefined) put('metrics_before', JSON.stringify(u.metricsBefore));
-    if (u.metricsAfter !== undefined) put('metrics_after', JSON.stringify(u.metricsAfter));
-    if (u.step !== undefined) put('step', u.step);
-    if (u.totalSteps !== undefined) put('total_steps', u.totalSteps);
-    if (sets.length > 0) {
-      const info = this.db.prepare(`UPDATE jobs SET ${sets.join(', ')} WHERE id = ?`).run(...values, id);
-      if (info.changes !== 1) throw new StoreError(`no job ${id}`);
-    }
-    return this.getJob(id)!;
-  }
-
-  // -- events --------------------------------------------------------------------------------
-
-  /** Appends an event (next sequence number of the job) and applies `update` in the same transaction. */
-  appendEvent(jobId: string, type: string, message: string, data: Record<string, unknown>, update?: JobUpdate): JobEventRecord {
-    const createdAtMs = Date.now();
-    let sequence = 0;
-    this.db.transaction(() => {
-      sequence = ((this.db.prepare('SELECT MAX(seq) AS m FROM job_events WHERE job_id = ?').get(jobId) as { m: number | null }).m ?? 0) + 1;
-      this.db
-        .prepare('INSERT INTO job_events (job_id, seq, type, created_at_ms, message, data) VALUES (?, ?, ?, ?, ?, ?)')
-        .run(jobId, sequence, type, createdAtMs, message, JSON.stringify(data));
-      if (update) this.updateJob(jobId, update);
-    })();
-    return { jobId, sequence, type, createdAtMs, message, data };
-  }
-
+  /**
+   * Appends an event (the job's next sequence number) and applies `update` in the same
+   * transaction; notifies `job_event`. Throws StoreError for a job that does not exist.
+   */
+  appendEvent(jobId: string, type: string, message: string, data: Record<string, unknown>, update?: JobUpdate): Promise<JobEventRecord>;
+  /**
+   * Appends several events in order in one transaction (consecutive sequence numbers), applying
+   * their updates in order; notifies one `job_event` with the last sequence. A writer that falls
+   * behind a fast producer (a trainer's step events) catches up by writing its backlog at once.
+   */
+  appendEvents(jobId: string, events: readonly (NewEvent & { update?: JobUpdate })[]): Promise<JobEventRecord[]>;
   /** Events after `afterSequence`, in order; at most `limit` of them (a page) when given. */
-  events(jobId: string, afterSequence = 0, limit = -1): JobEventRecord[] {
-    const rows = this.db
-      .prepare('SELECT * FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq ASC LIMIT ?')
-      .all(jobId, afterSequence, limit) as EventRow[];
-    return rows.map(eventFromRow);
-  }
-
+  events(jobId: string, afterSequence?: number, limit?: number): Promise<JobEventRecord[]>;
   /** The last `state` event at or before `sequence` (what the job's state was then). */
-  stateEventAt(jobId: string, sequence: number): JobEventRecord | undefined {
-    const r = this.db.prepare(`SELECT * FROM job_events WHERE job_id = ? AND seq <= ? AND type = 'state' ORDER BY seq DESC LIMIT 1`).get(jobId, sequence) as EventRow | undefined;
-    return r && eventFromRow(r);
-  }
+  stateEventAt(jobId: string, sequence: number): Promise<JobEventRecord | undefined>;
 
-  // -- model versions ------------------------------------------------------------------------
+  /** Inserts a version, or for a known one updates its name and bundle directory. */
+  upsertModelVersion(v: ModelVersionRecord): Promise<void>;
+  getModelVersion(version: string): Promise<ModelVersionRecord | undefined>;
+  /** Newest first. */
+  listModelVersions(): Promise<ModelVersionRecord[]>;
 
-  upsertModelVersion(v: ModelVersionRecord): void {
-    this.db
-      .prepare(
-        `INSERT INTO model_versions (version, name, bundle_dir, parent_version, job_id, created_at, metrics) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(version) DO UPDATE SET name = excluded.name, bundle_dir = excluded.bundle_dir`,
-      )
-      .run(v.version, v.name, v.bundleDir, v.parentVersion, v.jobId, v.createdAt, JSON.stringify(v.metrics));
-  }
-
-  getModelVersion(version: string): ModelVersionRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM model_versions WHERE version = ?').get(version) as ModelVersionRow | undefined;
-    return r && modelVersionFromRow(r);
-  }
-
-  listModelVersions(): ModelVersionRecord[] {
-    const rows = this.db.prepare('SELECT * FROM model_versions ORDER BY created_at DESC, rowid DESC').all() as ModelVersionRow[];
-    return rows.map(modelVersionFromRow);
-  }
-
-  getSetting(key: string): string | undefined {
-    return (this.db.prepare('SELECT value FROM settings WHERE key = ?').get(key) as { value: string } | undefined)?.value;
-  }
-
-  setSetting(key: string, value: string): void {
-    this.db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
-  }
-}
-
-interface EventRow {
-  job_id: string;
-  seq: number;
-  type: string;
-  created_at_ms: number;
-  message: string;
-  data: string;
-}
-
-function eventFromRow(r: EventRow): JobEventRecord {
-  return { jobId: r.job_id, sequence: r.seq, type: r.type, createdAtMs: r.created_at_ms, message: r.message, data: JSON.parse(r.data) };
-}
-
-interface DatasetRow {
-  id: string;
-  name: string;
-  format: string;
-  dir: string;
-  num_pairs: number;
-  bytes: number;
-  created_at: number;
-  owner: string;
-}
-
-function datasetFromRow(r: DatasetRow): DatasetRecord {
-  return { id: r.id, name: r.name, format: r.format as DatasetFormat, dir: r.dir, numPairs: r.num_pairs, bytes: r.bytes, createdAt: r.created_at, owner: r.owner };
-}
-
-interface ModelVersionRow {
-  version: string;
-  name: string;
-  bundle_dir: string;
-  parent_version: string;
-  job_id: string;
-  created_at: number;
-  metrics: string;
-}
-
-function modelVersionFromRow(r: ModelVersionRow): ModelVersionRecord {
-  return { version: r.version, name: r.name, bundleDir: r.bundle_dir, parentVersion: r.parent_version, jobId: r.job_id, createdAt: r.created_at, metrics: JSON.parse(r.metrics) };
+  getSetting(key: string): Promise<string | undefined>;
+  /** Sets a setting and notifies `setting`. */
+  setSetting(key: string, value: string): Promise<void>;
 }
