@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
+import type { ImageLimits } from '../preprocess/errors';
 import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
 import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR } from './adapter';
 import { FeatureError } from './adapter/features';
@@ -71,6 +72,8 @@ export interface FineTuneJobRunnerOptions {
   heartbeatMs?: number;
   /** A job whose owner has not heartbeated for this long is recovered by another instance (default 60 s). */
   staleMs?: number;
+  /** The serving decoder's limits, applied when validating training images (default DEFAULT_IMAGE_LIMITS). */
+  imageLimits?: ImageLimits;
 }
 
 const SUFFIX = /^[a-z0-9-]{0,40}$/;
@@ -389,7 +392,7 @@ export class FineTuneJobRunner {
         return undefined;
       }
       const rows = readDatasetRows(ds.dir, this.o.dataDir);
-      const problems = await validateDatasetRows(rows, signal);
+      const problems = await validateDatasetRows(rows, signal, this.o.imageLimits);
       if (signal.aborted) throw new FineTuneCancelledError();
       if (problems.length) {
         const which = file === PAIRS_FILE ? 'training file' : 'validation file';

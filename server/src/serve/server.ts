@@ -118,6 +118,9 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
         maxQueueDelayMs: config.maxQueueDelayMs,
         queueBound: config.queueBound,
         imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
+        maxRequestPixels: config.maxRequestPixels,
+        queuePixels: config.imageQueuePixels,
+        decodeTimeoutSeconds: config.imageDecodeTimeoutSeconds,
         observer: input.observer ?? metrics.service,
       }),
     onActivated: ({ name, version, provider, demo }, previous) => {
