@@ -18,6 +18,7 @@
  * held from admission until its preparation ends (or it is dropped before starting), so a few
  * cheap-looking requests cannot queue minutes of decoding.
  */
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { BatcherClosedError, BatcherError, CancelledError, DeadlineExceededError, InferenceError, QueueFullError } from './errors';
 import { Fifo } from './fifo';
@@ -159,6 +160,8 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     }
 
     const group: Group = { deadline: options.deadline, signal: options.signal, unsettled: n, cleanup: () => undefined, abort: new AbortController() };
+    // One listener per item preparing elsewhere (up to a request's size): not a leak.
+    setMaxListeners(0, group.abort.signal);
     const items: Item<In, Prepared, Out>[] = [];
     const promises = inputs.map(
       (input, i) =>

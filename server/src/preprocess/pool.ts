@@ -1,8 +1,10 @@
 /**
  * A small pool of worker_threads for decode + preprocess (and tokenization), so that CPU-bound
  * work on untrusted input never blocks the server's event loop. Each worker runs one job at a
- * time; jobs queue FIFO. Bytes go to the worker as a private copy (the caller's buffer may be a
- * view into a larger pooled buffer), the result comes back by transfer. A worker that dies fails
+ * time. Jobs queue per submitter (jobs sharing an AbortSignal: one request's items) and the queues
+ * take turns, so a request of 256 long texts delays another request's one text by one job, not by
+ * 256. Bytes go to the worker as a private copy (the caller's buffer may be a view into a larger
+ * pooled buffer), the result comes back by transfer. A worker that dies fails
  * only its own job and is replaced.
  *
  * Cancellation: a job whose signal aborts while queued is removed and never starts. One already
@@ -74,7 +76,7 @@ export class PreprocessPool {
   private readonly init: WorkerInit;
   private readonly script: string;
   private readonly slots: Slot[] = [];
-  private readonly queue: Job[] = [];
+  private readonly queue = new FairQueue<Job>();
   private nextId = 1;
   private closed = false;
   private drained?: () => void;
@@ -95,7 +97,7 @@ export class PreprocessPool {
 
   /** Jobs waiting for a worker. */
   get queued(): number {
-    return this.queue.length;
+    return this.queue.size;
   }
 
   /** Preprocesses one image on a worker; rejects with ImageError for bad input. */
@@ -125,7 +127,7 @@ export class PreprocessPool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const job of this.queue.splice(0)) this.release(job).reject(new Error('PreprocessPool is closed'));
+    for (const job of this.queue.drain()) this.release(job).reject(new Error('PreprocessPool is closed'));
     if (this.slots.some((s) => s.job)) await new Promise<void>((r) => (this.drained = r));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
@@ -141,15 +143,14 @@ export class PreprocessPool {
         job.onAbort = () => this.abort(job);
         signal.addEventListener('abort', job.onAbort, { once: true });
       }
-      this.queue.push(job);
+      this.queue.push(signal ?? job, job);
       this.dispatch();
     });
   }
 
   /** A queued job leaves the queue; a running one is answered now and its reply ignored later. */
   private abort(job: Job): void {
-    const at = this.queue.indexOf(job);
-    if (at >= 0) this.queue.splice(at, 1);
+    this.queue.remove(job.signal ?? job, job);
     this.release(job).reject(new PoolJobAbortedError());
   }
 
@@ -174,7 +175,7 @@ export class PreprocessPool {
 
   private dispatch(): void {
     for (const slot of this.slots) {
-      if (this.queue.length === 0) return;
+      if (this.queue.size === 0) return;
       if (slot.job) continue;
       const job = this.queue.shift()!;
       slot.job = job;
@@ -212,11 +213,60 @@ export class PreprocessPool {
     void slot.worker.terminate();
     if (++this.deathsSinceReply > 2 * this.size) {
       this.broken = new Error(`preprocess workers keep failing (last: ${err.message})`);
-      for (const queued of this.queue.splice(0)) this.release(queued).reject(this.broken);
+      for (const queued of this.queue.drain()) this.release(queued).reject(this.broken);
       this.slots.splice(idx, 1);
       return;
     }
     this.slots[idx] = this.spawn();
     this.dispatch();
+  }
+}
+
+/** FIFO per key, keys served in turn (round robin). */
+class FairQueue<T> {
+  private readonly byKey = new Map<object, T[]>();
+  private turn: object[] = [];
+  size = 0;
+
+  push(key: object, item: T): void {
+    let list = this.byKey.get(key);
+    if (!list) {
+      list = [];
+      this.byKey.set(key, list);
+      this.turn.push(key);
+    }
+    list.push(item);
+    this.size++;
+  }
+
+  shift(): T | undefined {
+    const key = this.turn.shift();
+    if (key === undefined) return undefined;
+    const list = this.byKey.get(key)!;
+    const item = list.shift()!;
+    this.size--;
+    if (list.length > 0) this.turn.push(key);
+    else this.byKey.delete(key);
+    return item;
+  }
+
+  remove(key: object, item: T): void {
+    const list = this.byKey.get(key);
+    const at = list ? list.indexOf(item) : -1;
+    if (!list || at < 0) return;
+    list.splice(at, 1);
+    this.size--;
+    if (list.length === 0) {
+      this.byKey.delete(key);
+      this.turn = this.turn.filter((k) => k !== key);
+    }
+  }
+
+  drain(): T[] {
+    const all = this.turn.flatMap((k) => this.byKey.get(k) ?? []);
+    this.byKey.clear();
+    this.turn = [];
+    this.size = 0;
+    return all;
   }
 }

@@ -68,6 +68,9 @@ export class Embedder {
       ...common,
       modality: 'text',
       prepare: (text, signal) => this.tokenize(text, signal),
+      // Every admitted text goes to the pool at once (a tokenized row is 77 ids): the pool then
+      // serves requests in turn instead of in arrival order.
+      prepareAhead: opts.queueBound,
       run: (items) => this.runText(items),
     });
     this.imageBatcher = new DynamicBatcher({
