@@ -84,7 +84,7 @@ describe('isolation under hostile traffic (loopback, clipserve serve)', () => {
 
   test('health and /readyz stay fast and a well-behaved caller keeps its latency', async () => {
     const small = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#4080c0' } }).png().toBuffer();
-    const photo = await sharp({ create: { width: 2000, height: 1500, channels: 3, noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
+    const photo = await sharp({ create: { width: 2000, height: 1500, channels: 3, background: '#000000', noise: { type: 'gaussian', mean: 128, sigma: 40 } } }).jpeg().toBuffer();
     const rand = seededRandom(1313);
     const longText = () => Array.from({ length: 16_384 }, () => (rand() < 0.5 ? String.fromCharCode(97 + Math.floor(rand() * 26)) : 'Ã©'[Math.floor(rand() * 2)])).join('');
     const texts = Array.from({ length: 256 }, longText);

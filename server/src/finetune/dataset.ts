@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { decodeImage } from '../preprocess/decode';
+import { verifyImage } from '../preprocess/decode';
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from '../preprocess/errors';
 import * as yauzl from 'yauzl';
 import { parseCsv } from '../eval/csv';
@@ -125,7 +125,7 @@ export async function validateDatasetRows(rows: DatasetRow[], signal?: AbortSign
       const bytes = await fs.promises.readFile(r.image);
       // Decoding to pixels (not just the header) catches truncated files; the serving decoder,
       // with its limits and formats, so that what passes here can be embedded.
-      await decodeImage(bytes, limits);
+      await verifyImage(bytes, limits);
     } catch (err) {
       problems.push({ row: r.row, problem: `unreadable image ${path.basename(r.image)}: ${(err as Error).message}` });
     }

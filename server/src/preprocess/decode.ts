@@ -193,6 +193,25 @@ function gifFillTransparent(src: Uint8Array, srcCh: number, n: number, header: H
   }
 }
 
+/**
+ * Checks that an image would decode (headers, limits, and every pixel through libvips, which
+ * catches truncated files) without building the pixel layout in JavaScript: all the per-pixel work
+ * stays in libvips' threads, none on the calling thread (dataset validation runs on the event loop).
+ */
+export async function verifyImage(bytes: Uint8Array, limits: ImageLimits, opts: DecodeOptions = {}): Promise<void> {
+  const { header } = inspectImage(bytes, limits);
+  const buf = toBuffer(bytes);
+  await readDeclaredSize(buf, header, limits, opts.cfg);
+  try {
+    const img = sharp(buf, sharpOptions(limits));
+    if (opts.timeoutSeconds) img.timeout({ seconds: Math.max(1, Math.ceil(opts.timeoutSeconds)) });
+    // Decoded and discarded by libvips (a 1x1 average of the whole image): no pixel buffer for JS.
+    await img.stats();
+  } catch (err) {
+    throw fromSharpError(err, header.format.toUpperCase());
+  }
+}
+
 export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const { header } = inspectImage(bytes, limits);
   const buf = toBuffer(bytes);
