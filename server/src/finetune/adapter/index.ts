@@ -10,8 +10,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { loadBundle, writeBundle } from '../../model/bundle';
-import { readBundleStateDict } from '../../models/bundle-weights';
+import { loadBundle } from '../../model/bundle';
 import type { ImageLimits } from '../../preprocess/errors';
 import { loadModel, type RuntimeOptions } from '../../runtime/model';
 import { compiledModule } from '../../util/paths';
@@ -19,7 +18,7 @@ import { readDatasetRows, VALIDATION_FILE, type DatasetRow } from '../dataset';
 import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethod, type Hyperparameters } from '../method';
 import { augmentationEnabled } from './augment';
 import { computeFeatures, loadFeatures, saveFeatures } from './features';
-import { foldAdapters } from './fold';
+import type { FoldBundleJob, FoldBundleReply } from './bundle-worker';
 import { permutation, seededRandom } from './math';
 import { resolveAdapterSettings, type AdapterSettings } from './settings';
 import { loadCheckpoint, stepsPerEpoch, type TrainInput } from './train-loop';
@@ -92,6 +91,23 @@ function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wI
   });
 }
 
+/** Folds and writes the new bundle in a worker thread (see bundle-worker); not cancellable midway,
+ *  like the write it replaces: the job's cancel takes effect once it ends. */
+function writeFoldedBundle(job: FoldBundleJob): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(compiledModule('finetune/adapter/bundle-worker'), { workerData: job });
+    let settled = false;
+    const finish = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      fn();
+    };
+    worker.on('message', (m: FoldBundleReply) => finish(() => (m.ok ? resolve() : reject(new Error(`writing the new model version failed: ${m.message}`)))));
+    worker.on('error', (err) => finish(() => reject(err)));
+    worker.on('exit', (code) => finish(() => reject(new Error(`the bundle writer exited with code ${code} before finishing`))));
+  });
+}
+
 export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod {
   return {
     name: 'adapter',
@@ -146,15 +162,12 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
       const outDir = path.join(ctx.workDir, OUTPUT_BUNDLE_DIR);
       fs.rmSync(outDir, { recursive: true, force: true }); // a half-written one from before a crash
       ctx.emit({ type: 'log', message: 'writing the new model version (adapters folded into the projections)' });
-      const sd = foldAdapters(readBundleStateDict(base), trained.wImage, trained.wText);
-      await writeBundle({
+      await writeFoldedBundle({
+        baseDir: ctx.baseModel.bundleDir,
         outDir,
-        name: base.manifest.name,
         version: ctx.outputVersion,
-        config: { model_cfg: base.manifest.model_cfg, preprocess_cfg: base.manifest.preprocess_cfg },
-        stateDict: sd,
-        vocabFile: base.paths.vocab,
-        precision: base.manifest.precision,
+        wImage: trained.wImage,
+        wText: trained.wText,
         source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
       });
       const before = trained.before;
