@@ -6,6 +6,7 @@
  * decoder's limits), preprocessed and augmented in the model's worker pool, captions tokenized
  * there too, and only a few images are in memory at once (IMAGES_IN_FLIGHT).
  */
+import { setMaxListeners } from 'node:events';
 import * as fs from 'node:fs';
 import type { LoadedModel } from '../../runtime/model';
 import type { DatasetRow } from '../dataset';
@@ -36,6 +37,20 @@ export interface FeatureOptions {
 }
 
 export async function computeFeatures(model: LoadedModel, rows: DatasetRow[], o: FeatureOptions): Promise<FeatureSet> {
+  // One pool job per image and caption listens for cancellation: a batch's worth of listeners.
+  const jobs = new AbortController();
+  setMaxListeners(0, jobs.signal);
+  const stop = () => jobs.abort();
+  o.signal.addEventListener('abort', stop, { once: true });
+  try {
+    return await extract(model, rows, { ...o, signal: jobs.signal });
+  } finally {
+    o.signal.removeEventListener('abort', stop);
+  }
+}
+
+async function extract(model: LoadedModel, rows: DatasetRow[], o: FeatureOptions): Promise<FeatureSet> {
+  const { signal } = o;
   const d = model.info.embedDim;
   const ctxLen = model.info.contextLength;
   const per = 3 * model.info.imageSize * model.info.imageSize;
@@ -51,14 +66,14 @@ export async function computeFeatures(model: LoadedModel, rows: DatasetRow[], o:
         const bytes = await fs.promises.readFile(r.image);
         // Per-row generator: the augmentation of a row does not depend on batch order.
         const augment = o.augment ? { settings: o.augment, seed: (o.seed * 1000003 + r.row) >>> 0 } : undefined;
-        pixels.set(await model.preprocessImage(bytes, o.imageLimits, { augment, signal: o.signal }), i * per);
+        pixels.set(await model.preprocessImage(bytes, o.imageLimits, { augment, signal }), i * per);
       } catch (err) {
         if (o.signal.aborted) throw new FineTuneCancelledError();
         throw new FeatureError(`row ${r.row}: cannot use image: ${(err as Error).message}`, [r.row]);
       }
     });
     const ids = new Int32Array(batch.length * ctxLen);
-    const rowsIds = await Promise.all(batch.map((r) => model.tokenizeText(r.caption, ctxLen, o.signal)));
+    const rowsIds = await Promise.all(batch.map((r) => model.tokenizeText(r.caption, ctxLen, signal)));
     rowsIds.forEach((t, i) => ids.set(t.ids, i * ctxLen));
     const [img, txt] = await Promise.all([model.encodeImage(pixels, batch.length), model.encodeText(ids, batch.length)]);
     image.set(img, start * d);
