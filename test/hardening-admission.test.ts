@@ -7,7 +7,6 @@
  */
 import * as fs from 'node:fs';
 import sharp from 'sharp';
-import { DynamicBatcher, QueueFullError } from '../server/src/batching';
 import { augmentTensor } from '../server/src/finetune/adapter/augment';
 import { resolveConfig } from '../server/src/model/config';
 import { DEFAULT_IMAGE_LIMITS, ImageError, PreprocessPool } from '../server/src/preprocess';
@@ -128,41 +127,6 @@ describeGolden('tokenizing only what reaches the context', () => {
 });
 
 describe('admission by cost', () => {
-  test('the batcher refuses a submission whose cost would overflow the bound, and aborts the preparation of dropped items', async () => {
-    const signals: AbortSignal[] = [];
-    const gates: (() => void)[] = [];
-    const batcher = new DynamicBatcher<number, number, number>({
-      modality: 'image',
-      maxBatchSize: 4,
-      maxQueueDelayMs: 0,
-      queueBound: 100,
-      costOf: (pixels) => pixels,
-      costBound: 1000,
-      prepare: (v, signal) => {
-        signals.push(signal);
-        return new Promise((resolve) => gates.push(() => resolve(v)));
-      },
-      run: async (xs) => xs,
-    });
-    const ctl = new AbortController();
-    const first = batcher.submitMany([600, 300], { signal: ctl.signal });
-    expect(batcher.stats().cost).toBe(900);
-    expect(() => batcher.submitMany([200])).toThrow(QueueFullError);
-    expect(() => batcher.submitMany([200])).toThrow(/pixels queued for decoding/);
-    ctl.abort();
-    await Promise.all(first.map((p) => expect(p).rejects.toThrow(/cancel/i)));
-    expect(signals.every((s) => s.aborted)).toBe(true);
-    gates.forEach((g) => g());
-    // The dropped items' cost is held until their preparation (the decode) actually ends.
-    await new Promise((r) => setImmediate(r));
-    expect(batcher.stats().cost).toBe(0);
-    const later = batcher.submitMany([200])[0];
-    await new Promise((r) => setImmediate(r));
-    gates[gates.length - 1]();
-    await expect(later).resolves.toBe(200);
-    batcher.close();
-  });
-
   test('the embedder refuses a request over the per-request decode budget before decoding anything', () => {
     let decoded = 0;
     const model = {
