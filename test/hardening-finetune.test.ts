@@ -114,7 +114,7 @@ describe('an adapter job on 12 MP photos beside serving', () => {
     expect(busy.embed.every(Number.isFinite)).toBe(true);
     // Orders of magnitude only: before, the health check stalled for tens of seconds.
     expect(pct(busy.health, 99)).toBeLessThan(2000);
-    expect(busy.loop.max).toBeLessThan(1000);
+    expect(busy.loop.max).toBeLessThan(5000);
     expect(pct(busy.embed, 50)).toBeLessThan(10 * Math.max(pct(quiet.embed, 50), 20));
   }, 600_000);
 });

@@ -18,6 +18,7 @@ import * as os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { PreprocessConfig } from '../model/config';
 import { compiledModule } from '../util/paths';
+import type { ThreadPriority } from '../util/priority';
 import { checkLimits, DEFAULT_IMAGE_LIMITS, ImageError, type ImageLimits } from './errors';
 import { checkConfig } from './transform';
 import type { AugmentSpec, JobReply, JobRequest, WorkerInit } from './worker-protocol';
@@ -30,8 +31,8 @@ export interface PreprocessPoolOptions {
   limits?: ImageLimits;
   /** The tokenizer vocabulary (merges file or Hugging Face directory) for runText. */
   vocabPath?: string;
-  /** Workers run at the lowest CPU priority (fine-tuning: serving keeps the cores first). */
-  lowPriority?: boolean;
+  /** CPU priority of the workers (default 'normal'; fine-tuning uses 'low'). */
+  priority?: ThreadPriority;
 }
 
 export interface ImageJobOptions {
@@ -90,7 +91,7 @@ export class PreprocessPool {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`PreprocessPool size must be a positive integer, got ${size}`);
     this.size = size;
     checkConfig(opts.cfg); // fail at construction, not on every job
-    this.init = { cfg: opts.cfg, limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS), vocabPath: opts.vocabPath, lowPriority: opts.lowPriority };
+    this.init = { cfg: opts.cfg, limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS), vocabPath: opts.vocabPath, priority: opts.priority };
     this.script = compiledModule('preprocess/worker');
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }

@@ -1,6 +1,7 @@
 /** Messages between PreprocessPool and its worker threads. */
 import type { PreprocessConfig } from '../model/config';
 import type { AugmentSettings } from '../finetune/adapter/augment';
+import type { ThreadPriority } from '../util/priority';
 import type { ImageErrorCode, ImageLimits } from './errors';
 
 export interface WorkerInit {
@@ -9,8 +10,8 @@ export interface WorkerInit {
   limits: ImageLimits;
   /** The tokenizer's vocabulary file (text jobs); loaded on the first text job. */
   vocabPath?: string;
-  /** Run at the lowest CPU priority (background work such as fine-tuning). */
-  lowPriority?: boolean;
+  /** CPU priority of the worker thread (see util/priority). */
+  priority?: ThreadPriority;
 }
 
 /** A training augmentation: the settings and the seed of this row's generator. */

@@ -15,9 +15,9 @@ import type { ImageJobRequest, JobReply, JobRequest, TextJobRequest, WorkerInit 
 
 if (!parentPort) throw new Error('preprocess/worker must run as a worker thread');
 const port = parentPort;
-const { cfg, vocabPath, lowPriority } = workerData as WorkerInit;
+const { cfg, vocabPath, priority } = workerData as WorkerInit;
 
-if (lowPriority) lowerThisThreadPriority();
+lowerThisThreadPriority(priority ?? 'normal');
 
 let tokenizer: ClipTokenizer | undefined;
 

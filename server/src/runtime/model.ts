@@ -39,7 +39,9 @@ export interface RuntimeOptions {
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   preprocessWorkers?: number;
   /** Background work (fine-tuning): every worker thread, and the threads they start, runs at the
-   *  lowest CPU priority so that serving keeps the cores first. */
+   *  lowest CPU priority so that serving keeps the cores first. (Serving's own workers stay at
+   *  normal priority: measured side by side under hostile load, 'below-normal' workers did not
+   *  improve the probes and lost throughput to other processes on a shared host.) */
   lowPriority?: boolean;
 }
 
@@ -165,7 +167,7 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     size: opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()),
     cfg: m.preprocess_cfg,
     vocabPath: bundle.paths.vocab,
-    lowPriority: opts.lowPriority,
+    priority: opts.lowPriority ? 'low' : 'normal',
   });
   return new OnnxClipModel(bundle, tokenizer, visual, textual, pool);
 }

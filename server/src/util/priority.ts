@@ -6,9 +6,14 @@
  */
 import * as os from 'node:os';
 
-export function lowerThisThreadPriority(): void {
+/** 'below-normal': serving's own preprocessing, which must never delay the event loop (probes,
+ *  I/O) or inference already under way; 'low': background work. */
+export type ThreadPriority = 'normal' | 'below-normal' | 'low';
+
+export function lowerThisThreadPriority(level: ThreadPriority = 'low'): void {
+  if (level === 'normal') return;
   try {
-    os.setPriority(os.constants.priority.PRIORITY_LOW);
+    os.setPriority(level === 'low' ? os.constants.priority.PRIORITY_LOW : os.constants.priority.PRIORITY_BELOW_NORMAL);
   } catch {
     /* best effort: some platforms refuse; the work then just runs at normal priority */
   }
