@@ -15,12 +15,12 @@
  * the decode budget (libvips' timeout, checked as the pipeline progresses).
  */
 import * as os from 'node:os';
-import { Worker } from 'node:worker_threads';
 import type { PreprocessConfig } from '../model/config';
 import { compiledModule } from '../util/paths';
 import type { ThreadPriority } from '../util/priority';
 import { checkLimits, DEFAULT_IMAGE_LIMITS, ImageError, type ImageLimits } from './errors';
 import { checkConfig } from './transform';
+import { spawnChannel, type Isolation, type WorkerChannel } from './worker-channel';
 import type { AugmentSpec, JobReply, JobRequest, WorkerInit } from './worker-protocol';
 
 export interface PreprocessPoolOptions {
@@ -33,6 +33,11 @@ export interface PreprocessPoolOptions {
   vocabPath?: string;
   /** CPU priority of the workers (default 'normal'; fine-tuning uses 'low'). */
   priority?: ThreadPriority;
+  /** Worker threads (default) or child processes (background work: own heap bound, and the
+   *  priority reaches libvips' decoding threads too; see worker-channel). */
+  isolation?: Isolation;
+  /** Child processes: their V8 heap bound in MiB (default 512). */
+  heapMb?: number;
 }
 
 export interface ImageJobOptions {
@@ -68,7 +73,7 @@ interface Job {
 }
 
 interface Slot {
-  worker: Worker;
+  worker: WorkerChannel;
   job?: Job;
 }
 
@@ -85,6 +90,8 @@ export class PreprocessPool {
    *  native module) must not be respawned in a tight loop. */
   private deathsSinceReply = 0;
   private broken?: Error;
+  private readonly isolation: Isolation;
+  private readonly heapMb: number;
 
   constructor(opts: PreprocessPoolOptions) {
     const size = opts.size ?? (os.availableParallelism?.() ?? os.cpus().length);
@@ -93,6 +100,8 @@ export class PreprocessPool {
     checkConfig(opts.cfg); // fail at construction, not on every job
     this.init = { cfg: opts.cfg, limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS), vocabPath: opts.vocabPath, priority: opts.priority };
     this.script = compiledModule('preprocess/worker');
+    this.isolation = opts.isolation ?? 'thread';
+    this.heapMb = opts.heapMb ?? 512;
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
 
@@ -163,12 +172,12 @@ export class PreprocessPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(this.script, { workerData: this.init });
+    const worker = spawnChannel(this.script, this.init, this.isolation, this.heapMb);
     const slot: Slot = { worker };
     worker.unref(); // idle workers must not keep the process alive; ref'd while a job runs
-    worker.on('message', (reply: JobReply) => this.onReply(slot, reply));
-    worker.on('error', (err) => this.onWorkerDeath(slot, err));
-    worker.on('exit', (code) => {
+    worker.onMessage((reply: JobReply) => this.onReply(slot, reply));
+    worker.onError((err) => this.onWorkerDeath(slot, err));
+    worker.onExit((code) => {
       if (!this.closed || slot.job) this.onWorkerDeath(slot, new Error(`preprocess worker exited with code ${code}`));
     });
     return slot;
@@ -181,7 +190,7 @@ export class PreprocessPool {
       const job = this.queue.shift()!;
       slot.job = job;
       slot.worker.ref();
-      slot.worker.postMessage(job.request, job.transfer);
+      slot.worker.post(job.request, job.transfer);
     }
   }
 

@@ -167,7 +167,9 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     size: opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()),
     cfg: m.preprocess_cfg,
     vocabPath: bundle.paths.vocab,
-    priority: opts.lowPriority ? 'low' : 'normal',
+    // Background work decodes in child processes: their lowest priority then reaches libvips'
+    // threads too, and a heap bound of their own.
+    ...(opts.lowPriority ? { priority: 'low' as const, isolation: 'process' as const } : {}),
   });
   return new OnnxClipModel(bundle, tokenizer, visual, textual, pool);
 }
