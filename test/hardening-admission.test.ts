@@ -168,3 +168,18 @@ describe('training augmentation on the preprocessed pixels', () => {
     }
   });
 });
+
+describe('a decode pool of child processes (background work)', () => {
+  test('gives the same tensors and errors as worker threads, and closes cleanly', async () => {
+    const threads = new PreprocessPool({ size: 1, cfg });
+    const children = new PreprocessPool({ size: 1, cfg, isolation: 'process', priority: 'low' });
+    try {
+      const png = await sharp({ create: { width: 97, height: 71, channels: 3, background: '#a05020' } }).png().toBuffer();
+      const augment = { settings: { colorJitter: [0.2, 0.2, 0.1, 0] as [number, number, number, number], colorJitterProb: 1, grayscaleProb: 0 }, seed: 9 };
+      for (const opts of [{}, { augment }]) expect(Array.from(await children.run(png, opts))).toEqual(Array.from(await threads.run(png, opts)));
+      await expect(children.run(Buffer.from('not an image'))).rejects.toMatchObject({ code: 'UNSUPPORTED_FORMAT' });
+    } finally {
+      await Promise.all([threads.close(), children.close()]);
+    }
+  });
+});

@@ -170,7 +170,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'maxRequestPixels', flag: '--max-request-pixels <n>', env: 'CLIPSERVE_MAX_REQUEST_PIXELS', description: "per-request decode budget: most pixels one request's images may declare in all (read from their headers before any decoding)", defaultValue: 200_000_000, parse: intIn(1) },
   { key: 'imageQueuePixels', flag: '--image-queue-pixels <n>', env: 'CLIPSERVE_IMAGE_QUEUE_PIXELS', description: 'most declared pixels queued for decoding, all callers together; beyond it calls fail fast with RESOURCE_EXHAUSTED (admission by cost, not by count)', defaultValue: 1_000_000_000, parse: intIn(1) },
   { key: 'imageDecodeTimeoutSeconds', flag: '--image-decode-timeout-seconds <s>', env: 'CLIPSERVE_IMAGE_DECODE_TIMEOUT_SECONDS', description: 'longest one image may take to decode before libvips abandons it (whole seconds; 0 = no limit)', defaultValue: 5, parse: intIn(0, 3600) },
-  { key: 'finetuneThreads', flag: '--finetune-threads <n>', env: 'CLIPSERVE_FINETUNE_THREADS', description: 'threads an in-process (adapter) fine-tune uses to decode and to encode; they run at the lowest CPU priority so serving keeps the cores first', defaultValue: 1, parse: intIn(1, 1024) },
+  { key: 'finetuneThreads', flag: '--finetune-threads <n>', env: 'CLIPSERVE_FINETUNE_THREADS', description: 'decode child processes and encoder threads of an in-process (adapter) fine-tune; all run at the lowest CPU priority so serving keeps the cores first', defaultValue: 1, parse: intIn(1, 1024) },
 ];
 
 const SPEC_BY_KEY = new Map(SERVE_OPTIONS.map((s) => [s.key, s]));
