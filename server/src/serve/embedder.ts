@@ -6,7 +6,6 @@
  * work and the next batch is prepared while the current one runs. The embedder returns raw
  * features; normalization is the caller's choice.
  */
-import { performance } from 'node:perf_hooks';
 import { DynamicBatcher } from '../batching';
 import type { BatcherObserver, BatcherStats, RejectReason, SubmitOptions } from '../batching';
 import { inspectImage } from '../preprocess/decode';
@@ -162,14 +161,5 @@ export class Embedder {
   private rows(features: Float32Array, n: number): Float32Array[] {
     if (features.length !== n * this.dim) throw new Error(`encoder returned ${features.length} values for ${n} × ${this.dim}`);
     return Array.from({ length: n }, (_, i) => features.slice(i * this.dim, (i + 1) * this.dim));
-  }
-
-  private observe(fn: (o: BatcherObserver) => void): void {
-    if (!this.opts.observer) return;
-    try {
-      fn(this.opts.observer);
-    } catch {
-      /* an observer bug must not fail embedding */
-    }
   }
 }
