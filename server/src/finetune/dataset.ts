@@ -116,7 +116,12 @@ export function readDatasetRows(datasetDir: string, dataDir: string, file = PAIR
  * Checks every row: the caption must have non-space text and the image must decode. Returns the
  * problems (empty when the dataset is usable), each naming its row.
  */
-export async function validateDatasetRows(rows: DatasetRow[], signal?: AbortSignal, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<{ row: number; problem: string }[]> {
+export async function validateDatasetRows(
+  rows: DatasetRow[],
+  signal?: AbortSignal,
+  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+  verify: (bytes: Uint8Array, limits: ImageLimits) => Promise<void> = verifyImage,
+): Promise<{ row: number; problem: string }[]> {
   const problems: { row: number; problem: string }[] = [];
   for (const r of rows) {
     if (signal?.aborted) break;
@@ -125,7 +130,7 @@ export async function validateDatasetRows(rows: DatasetRow[], signal?: AbortSign
       const bytes = await fs.promises.readFile(r.image);
       // Decoding to pixels (not just the header) catches truncated files; the serving decoder,
       // with its limits and formats, so that what passes here can be embedded.
-      await verifyImage(bytes, limits);
+      await verify(bytes, limits);
     } catch (err) {
       problems.push({ row: r.row, problem: `unreadable image ${path.basename(r.image)}: ${(err as Error).message}` });
     }

@@ -20,8 +20,10 @@ import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store } from '../store/store';
+import { resolveConfig } from '../model/config';
+import { PreprocessPool } from '../preprocess';
 import type { ImageLimits } from '../preprocess/errors';
-import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
+import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog, type DatasetRow } from './dataset';
 import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR } from './adapter';
 import { FeatureError } from './adapter/features';
 import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
@@ -392,7 +394,7 @@ export class FineTuneJobRunner {
         return undefined;
       }
       const rows = readDatasetRows(ds.dir, this.o.dataDir);
-      const problems = await validateDatasetRows(rows, signal, this.o.imageLimits);
+      const problems = await validateInBackground(rows, signal, this.o.imageLimits);
       if (signal.aborted) throw new FineTuneCancelledError();
       if (problems.length) {
         const which = file === PAIRS_FILE ? 'training file' : 'validation file';
@@ -463,3 +465,18 @@ export class FineTuneJobRunner {
     this.transition(jobId, 'failed', error.message, { error, finishedAt: nowSeconds(), data: { error } });
   }
 }
+
+/**
+ * Dataset validation decodes every image: in a child process at the lowest CPU priority (its
+ * libvips threads included), so a dataset of large photos never takes the cores serving needs.
+ */
+async function validateInBackground(rows: DatasetRow[], signal: AbortSignal, limits: ImageLimits | undefined): Promise<{ row: number; problem: string }[]> {
+  // The pool only decodes here; any valid preprocessing config will do.
+  const pool = new PreprocessPool({ size: 1, cfg: resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 32 } }).preprocess_cfg, isolation: 'process', priority: 'low', ...(limits ? { limits } : {}) });
+  try {
+    return await validateDatasetRows(rows, signal, limits, (bytes, l) => pool.verify(bytes, { limits: l, signal }));
+  } finally {
+    await pool.close();
+  }
+}
+

@@ -126,6 +126,13 @@ export class PreprocessPool {
     return new Float32Array(reply.tensor.buffer, reply.tensor.byteOffset, reply.tensor.length);
   }
 
+  /** Checks on a worker that an image decodes (headers, limits, every pixel); rejects with ImageError. */
+  async verify(bytes: Uint8Array, opts: Pick<ImageJobOptions, 'limits' | 'signal' | 'timeoutSeconds'> = {}): Promise<void> {
+    const copy = new Uint8Array(bytes);
+    const limits = opts.limits ? checkLimits(opts.limits) : this.init.limits;
+    await this.submit({ kind: 'image', id: 0, bytes: copy, limits, timeoutSeconds: opts.timeoutSeconds ?? 0, verifyOnly: true }, [copy.buffer as ArrayBuffer], opts.signal);
+  }
+
   /** Tokenizes one text on a worker (open_clip ids, cut and padded to contextLength). */
   async runText(text: string, contextLength: number, signal?: AbortSignal): Promise<TokenizedText> {
     const reply = await this.submit({ kind: 'text', id: 0, text, contextLength }, [], signal);

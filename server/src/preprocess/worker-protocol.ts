@@ -30,6 +30,8 @@ export interface ImageJobRequest {
   timeoutSeconds: number;
   /** Training augmentation applied to the preprocessed pixels. */
   augment?: AugmentSpec;
+  /** Only check that the image decodes (dataset validation): the reply's tensor is empty. */
+  verifyOnly?: boolean;
 }
 
 export interface TextJobRequest {

@@ -8,7 +8,7 @@ import { augmentTensor } from '../finetune/adapter/augment';
 import { ClipTokenizer } from '../tokenizer';
 import { lowerThisThreadPriority, lowerWholeProcessPriority } from '../util/priority';
 import { seededRandom } from '../util/random';
-import { decodeImage } from './decode';
+import { decodeImage, verifyImage } from './decode';
 import { ImageError } from './errors';
 import { transformImage } from './transform';
 import { CHILD_INIT_ENV } from './worker-channel';
@@ -40,6 +40,10 @@ else lowerWholeProcessPriority(priority ?? 'normal');
 let tokenizer: ClipTokenizer | undefined;
 
 async function runImage(job: ImageJobRequest): Promise<JobReply> {
+  if (job.verifyOnly) {
+    await verifyImage(job.bytes, job.limits, { timeoutSeconds: job.timeoutSeconds });
+    return { id: job.id, ok: true, tensor: new Float32Array(0) };
+  }
   const img = await decodeImage(job.bytes, job.limits, { cfg, timeoutSeconds: job.timeoutSeconds });
   let tensor = transformImage(img, cfg);
   if (job.augment) tensor = augmentTensor(tensor, cfg, job.augment.settings, seededRandom(job.augment.seed));
