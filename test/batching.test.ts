@@ -310,3 +310,36 @@ describe('DynamicBatcher', () => {
     expect(() => makeBatcher({ maxQueueDelayMs: -1 })).toThrow(RangeError);
   });
 });
+
+describe('DynamicBatcher admission by cost (issue 13)', () => {
+  test('the batcher refuses a submission whose cost would overflow the bound, and aborts the preparation of dropped items', async () => {
+    const signals: AbortSignal[] = [];
+    const gates: (() => void)[] = [];
+    const { batcher } = makeBatcher({
+      maxQueueDelayMs: 0,
+      costOf: (pixels) => pixels,
+      costBound: 1000,
+      prepare: (v, signal) => {
+        signals.push(signal);
+        return new Promise((resolve) => gates.push(() => resolve(v)));
+      },
+    });
+    const ctl = new AbortController();
+    const first = batcher.submitMany([600, 300], { signal: ctl.signal });
+    expect(batcher.stats().cost).toBe(900);
+    expect(() => batcher.submitMany([200])).toThrow(QueueFullError);
+    expect(() => batcher.submitMany([200])).toThrow(/pixels queued for decoding/);
+    ctl.abort();
+    await Promise.all(first.map((p) => expect(p).rejects.toThrow(/cancel/i)));
+    expect(signals.every((s) => s.aborted)).toBe(true);
+    gates.forEach((g) => g());
+    // The dropped items' cost is held until their preparation (the decode) actually ends.
+    await new Promise((r) => setImmediate(r));
+    expect(batcher.stats().cost).toBe(0);
+    const later = batcher.submitMany([200])[0];
+    await new Promise((r) => setImmediate(r));
+    gates[gates.length - 1]();
+    await expect(later).resolves.toBe(encode(200));
+    batcher.close();
+  });
+});

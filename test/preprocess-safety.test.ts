@@ -77,8 +77,8 @@ async function expectImageError(p: Promise<unknown>, code: ImageErrorCode, messa
 }
 
 describe('preprocess: bad input gives typed ImageErrors', () => {
-  test('defaults are 20 MiB and 50 megapixels', () => {
-    expect(DEFAULT_IMAGE_LIMITS).toEqual({ maxBytes: 20 * 1024 * 1024, maxPixels: 50_000_000 });
+  test('defaults are 20 MiB and 25 megapixels', () => {
+    expect(DEFAULT_IMAGE_LIMITS).toEqual({ maxBytes: 20 * 1024 * 1024, maxPixels: 25_000_000 });
   });
 
   test('zero-byte file → EMPTY', async () => {

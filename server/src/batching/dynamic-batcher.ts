@@ -11,8 +11,14 @@
  *
  * The queue (pending + preparing + ready) is bounded by `queueBound` items: a submission that would
  * overflow it is refused at once, whole, with QueueFullError. Items whose caller aborted or whose
- * deadline passed are dropped before inference and their room is freed immediately.
+ * deadline passed are dropped before inference and their room is freed immediately, and the signal
+ * handed to prepare() aborts, so work queued for them elsewhere (the decode pool) is dropped too.
+ *
+ * With `costOf`, the queue is also bounded by cost (an image's declared pixels): an item's cost is
+ * held from admission until its preparation ends (or it is dropped before starting), so a few
+ * cheap-looking requests cannot queue minutes of decoding.
  */
+import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { BatcherClosedError, BatcherError, CancelledError, DeadlineExceededError, InferenceError, QueueFullError } from './errors';
 import { Fifo } from './fifo';
@@ -31,7 +37,11 @@ export interface DynamicBatcherOptions<In, Prepared, Out> {
    * A rejection fails only that item. Without it, inputs go to inference as they are (In must
    * then be Prepared).
    */
-  prepare?: (input: In) => Promise<Prepared> | Prepared;
+  prepare?: (input: In, signal: AbortSignal) => Promise<Prepared> | Prepared;
+  /** The admission cost of an input (an image's declared pixels); needs costBound. */
+  costOf?: (input: In) => number;
+  /** Most cost admitted and not yet prepared; a submission that would exceed it is refused whole. */
+  costBound?: number;
   /**
    * How many items may be preparing or prepared-and-waiting at once (default 2 × maxBatchSize:
    * the next batch plus one more). Bounds the memory held by prepared tensors; further admitted
@@ -53,6 +63,8 @@ interface Item<In, Prepared, Out> {
   prepared: Prepared | undefined;
   admittedAt: number;
   readyAt: number;
+  /** Cost still held against costBound (0 once released). */
+  cost: number;
   group: Group;
   resolve: (out: Out) => void;
   reject: (err: unknown) => void;
@@ -64,6 +76,8 @@ interface Group {
   signal: AbortSignal | undefined;
   unsettled: number;
   cleanup: () => void;
+  /** Aborted when the group's items are dropped (cancel, deadline, close): stops their preparation. */
+  abort: AbortController;
 }
 
 export interface BatcherStats {
@@ -73,6 +87,8 @@ export interface BatcherStats {
   depth: number;
   /** Items in the run now in flight (0 when idle). */
   inFlight: number;
+  /** Cost admitted and not yet prepared (0 without costOf). */
+  cost: number;
 }
 
 export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
@@ -86,6 +102,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   private readyLive = 0;
   private preparing = 0;
   private depth = 0;
+  private queuedCost = 0;
   private inFlight = 0;
   private runs = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -104,7 +121,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   }
 
   stats(): BatcherStats {
-    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight };
+    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost };
   }
 
   /** Submits one item; see submitMany. */
@@ -133,16 +150,27 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       this.rejectCount('overload', n);
       throw new QueueFullError(this.modality, this.depth, n, this.queueBound);
     }
+    const costs = inputs.map((input) => (this.opts.costOf ? this.opts.costOf(input) : 0));
+    const cost = costs.reduce((a, b) => a + b, 0);
+    const costBound = this.opts.costBound ?? Number.POSITIVE_INFINITY;
+    // An empty queue admits any one submission (its size is the per-request budget's business).
+    if (cost > 0 && this.queuedCost > 0 && this.queuedCost + cost > costBound) {
+      this.rejectCount('overload', n);
+      throw new QueueFullError(this.modality, this.queuedCost, cost, costBound, 'cost');
+    }
 
-    const group: Group = { deadline: options.deadline, signal: options.signal, unsettled: n, cleanup: () => undefined };
+    const group: Group = { deadline: options.deadline, signal: options.signal, unsettled: n, cleanup: () => undefined, abort: new AbortController() };
+    // One listener per item preparing elsewhere (up to a request's size): not a leak.
+    setMaxListeners(0, group.abort.signal);
     const items: Item<In, Prepared, Out>[] = [];
     const promises = inputs.map(
-      (input) =>
+      (input, i) =>
         new Promise<Out>((resolve, reject) => {
           const now = performance.now();
-          items.push({ state: 'pending', input, prepared: undefined, admittedAt: now, readyAt: now, group, resolve, reject });
+          items.push({ state: 'pending', input, prepared: undefined, admittedAt: now, readyAt: now, cost: costs[i], group, resolve, reject });
         }),
     );
+    this.queuedCost += cost;
     this.armGroup(group, items);
     for (const item of items) this.pending.push(item);
     this.depth += n;
@@ -179,6 +207,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   /** Abort and deadline watchers, one pair per submission, removed when its last item settles. */
   private armGroup(group: Group, items: Item<In, Prepared, Out>[]): void {
     const failAll = (errOf: () => BatcherError, reason: RejectReason): void => {
+      group.abort.abort();
       for (const item of items) {
         if (item.state === 'settled') continue;
         if (item.state === 'running') this.settle(item, errOf());
@@ -222,11 +251,18 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   /** Removes a not-yet-running item from the queue accounting and fails it. */
   private dropQueued(item: Item<In, Prepared, Out>, err: unknown, reason: RejectReason | undefined): void {
     if (item.state === 'ready') this.readyLive--;
+    // A pending item never cost anything; a preparing one releases its cost when prepare() ends.
+    if (item.state === 'pending') this.releaseCost(item);
     // A preparing item keeps its preparation slot until prepare() settles; it is skipped then.
     this.depth--;
     if (reason) this.observe((o) => o.itemRejected(this.modality, reason));
     this.settle(item, err);
     this.checkIdle();
+  }
+
+  private releaseCost(item: Item<In, Prepared, Out>): void {
+    this.queuedCost -= item.cost;
+    item.cost = 0;
   }
 
   private rejectCount(reason: RejectReason, n: number): void {
@@ -261,6 +297,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     if (!prepare) {
       item.prepared = item.input as unknown as Prepared;
       item.input = undefined;
+      this.releaseCost(item);
       this.markReady(item);
       return;
     }
@@ -269,11 +306,13 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     const input = item.input as In;
     item.input = undefined;
     const t0 = performance.now();
+    const signal = item.group.abort.signal;
     Promise.resolve()
-      .then(() => prepare(input))
+      .then(() => prepare(input, signal))
       .then(
         (prepared) => {
           this.preparing--;
+          this.releaseCost(item);
           this.observe((o) => o.preprocessed(this.modality, (performance.now() - t0) / 1000));
           if (item.state !== 'preparing') return void this.pump(); // dropped meanwhile
           if (this.closed) {
@@ -287,6 +326,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
         },
         (err: unknown) => {
           this.preparing--;
+          this.releaseCost(item);
           this.observe((o) => o.preprocessed(this.modality, (performance.now() - t0) / 1000));
           if (item.state === 'preparing') {
             const reason = this.opts.rejectReasonOf ? this.opts.rejectReasonOf(err) : 'bad_image';

@@ -14,8 +14,13 @@ export class BatcherError extends Error {
 /** Admission refused: the modality's queue holds `queueBound` items already. Retry later. */
 export class QueueFullError extends BatcherError {
   readonly reason: RejectReason = 'overload';
-  constructor(modality: Modality, readonly depth: number, readonly requested: number, readonly bound: number) {
-    super(`${modality} queue is full (${depth} queued + ${requested} requested > bound ${bound})`, modality);
+  constructor(modality: Modality, readonly depth: number, readonly requested: number, readonly bound: number, unit: 'items' | 'cost' = 'items') {
+    super(
+      unit === 'items'
+        ? `${modality} queue is full (${depth} queued + ${requested} requested > bound ${bound})`
+        : `${modality} queue is full (${depth} pixels queued for decoding + ${requested} requested > bound ${bound})`,
+      modality,
+    );
   }
 }
 

@@ -8,7 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import sharp from 'sharp';
+import { verifyImage } from '../preprocess/decode';
+import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from '../preprocess/errors';
 import { parseCsv } from '../eval/csv';
 import type { DatasetFormat, DatasetRecord, Store } from '../store/store';
 import { echo } from '../util/echo';
@@ -79,15 +80,21 @@ export function readDatasetRows(datasetDir: string, dataDir: string, file = PAIR
  * Checks every row: the caption must have non-space text and the image must decode. Returns the
  * problems (empty when the dataset is usable), each naming its row.
  */
-export async function validateDatasetRows(rows: DatasetRow[], signal?: AbortSignal): Promise<{ row: number; problem: string }[]> {
+export async function validateDatasetRows(
+  rows: DatasetRow[],
+  signal?: AbortSignal,
+  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+  verify: (bytes: Uint8Array, limits: ImageLimits) => Promise<void> = verifyImage,
+): Promise<{ row: number; problem: string }[]> {
   const problems: { row: number; problem: string }[] = [];
   for (const r of rows) {
     if (signal?.aborted) break;
     if (r.caption.trim() === '') problems.push({ row: r.row, problem: 'empty caption' });
     try {
       const bytes = await fs.promises.readFile(r.image);
-      // Decoding to pixels (not just the header) catches truncated files.
-      await sharp(bytes, { limitInputPixels: 50_000_000 }).raw().toBuffer();
+      // Decoding to pixels (not just the header) catches truncated files; the serving decoder,
+      // with its limits and formats, so that what passes here can be embedded.
+      await verify(bytes, limits);
     } catch (err) {
       problems.push({ row: r.row, problem: `unreadable image ${path.basename(r.image)}: ${(err as Error).message}` });
     }

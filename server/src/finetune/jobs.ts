@@ -23,7 +23,10 @@ import type { Logger } from 'pino';
 import type { ModelRegistry } from '../models/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store, type StoreNotification } from '../store/store';
 import { echo } from '../util/echo';
-import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog } from './dataset';
+import { resolveConfig } from '../model/config';
+import { PreprocessPool } from '../preprocess';
+import type { ImageLimits } from '../preprocess/errors';
+import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog, type DatasetRow } from './dataset';
 import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR } from './adapter';
 import { FeatureError } from './adapter/features';
 import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
@@ -81,6 +84,8 @@ export interface FineTuneJobRunnerOptions {
   heartbeatMs?: number;
   /** A job whose owner has not heartbeated for this long is recovered by another instance (default 60 s). */
   staleMs?: number;
+  /** The serving decoder's limits, applied when validating training images (default DEFAULT_IMAGE_LIMITS). */
+  imageLimits?: ImageLimits;
 }
 
 const SUFFIX = /^[a-z0-9-]{0,40}$/;
@@ -486,7 +491,7 @@ export class FineTuneJobRunner {
         return undefined;
       }
       const rows = readDatasetRows(ds.dir, this.o.dataDir);
-      const problems = await validateDatasetRows(rows, signal);
+      const problems = await validateInBackground(rows, signal, this.o.imageLimits);
       if (signal.aborted) throw new FineTuneCancelledError();
       if (problems.length) {
         const which = file === PAIRS_FILE ? 'training file' : 'validation file';
@@ -612,3 +617,18 @@ export class FineTuneJobRunner {
     return this.transition(jobId, 'failed', error.message, { error, finishedAt: nowSeconds(), data: { error } });
   }
 }
+
+/**
+ * Dataset validation decodes every image: in a child process at the lowest CPU priority (its
+ * libvips threads included), so a dataset of large photos never takes the cores serving needs.
+ */
+async function validateInBackground(rows: DatasetRow[], signal: AbortSignal, limits: ImageLimits | undefined): Promise<{ row: number; problem: string }[]> {
+  // The pool only decodes here; any valid preprocessing config will do.
+  const pool = new PreprocessPool({ size: 1, cfg: resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 32 } }).preprocess_cfg, isolation: 'process', priority: 'low', ...(limits ? { limits } : {}) });
+  try {
+    return await validateDatasetRows(rows, signal, limits, (bytes, l) => pool.verify(bytes, { limits: l, signal }));
+  } finally {
+    await pool.close();
+  }
+}
+

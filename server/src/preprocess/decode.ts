@@ -4,14 +4,68 @@
  * sharp (libvips, with libjpeg-turbo/libpng/libwebp like Pillow) does the decoding only; it never
  * resizes here, because its kernels differ from Pillow's.
  *
- * Safety: size and format are checked from the bytes, then the declared dimensions from sharp's
- * header-only metadata, all before a single pixel is decoded; the decode itself runs with
- * limitInputPixels and failOn so a lying header or a truncated stream fails cleanly.
+ * Safety: size and format are checked from the bytes, then the declared dimensions (our own header
+ * parse, then sharp's header-only metadata: pixel count, aspect ratio, frame count), all before a
+ * single pixel is decoded; the decode itself runs with limitInputPixels, failOn and a timeout (the
+ * decode budget: libvips abandons the pipeline when it runs past it) so a lying header, a
+ * truncated stream or a pathological encoding fails cleanly.
  */
 import sharp, { type Metadata, type OutputInfo, type Sharp, type SharpOptions } from 'sharp';
+import type { PreprocessConfig } from '../model/config';
 import { ImageError, type ImageLimits } from './errors';
 import { readHeader, SUPPORTED_FORMATS, type HeaderInfo, type PilMode } from './formats';
 import { decodePlainPng } from './png-decode';
+import { resizedSize } from './transform';
+
+/** Most frames (GIF/APNG/WebP animation, TIFF pages) a file may declare: only the first is used,
+ *  but libvips walks every frame header to count them. */
+export const MAX_FRAMES = 1000;
+/** A resized side beyond this (extreme aspect ratio) is refused, as the transform would refuse it. */
+const MAX_RESIZED_SIDE = 1 << 24;
+
+export interface DecodeOptions {
+  /** The model's preprocessing: extreme aspect ratios are refused from the header. */
+  cfg?: Pick<PreprocessConfig, 'size' | 'resize_mode'>;
+  /** Decode budget: libvips stops the decode after this many whole seconds (0 or absent: none). */
+  timeoutSeconds?: number;
+}
+
+/** What admission learns from the bytes alone, synchronously and in microseconds. */
+export interface ImageInspection {
+  header: HeaderInfo;
+  /** Declared width × height; the pixel limit when our parser cannot tell (priced at the worst). */
+  pixels: number;
+}
+
+/**
+ * Header-only checks that need no decoder: emptiness, encoded size, a supported container, and the
+ * declared pixel count where the container states it. Cheap enough for the event loop.
+ */
+export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageInspection {
+  if (bytes.length === 0) throw new ImageError('EMPTY', 'image is empty (0 bytes)');
+  if (bytes.length > limits.maxBytes) {
+    throw new ImageError('TOO_LARGE', `image is ${bytes.length} bytes, more than the limit of ${limits.maxBytes}`);
+  }
+  const header = readHeader(bytes);
+  const { width, height } = header;
+  if (width === undefined || height === undefined || !(width > 0 && height > 0)) return { header, pixels: limits.maxPixels };
+  checkPixels(width, height, limits);
+  return { header, pixels: width * height };
+}
+
+function checkPixels(width: number, height: number, limits: ImageLimits): void {
+  if (width * height > limits.maxPixels) {
+    throw new ImageError('TOO_MANY_PIXELS', `image declares ${width}x${height} = ${width * height} pixels, more than the limit of ${limits.maxPixels}`);
+  }
+}
+
+function checkAspect(width: number, height: number, cfg: DecodeOptions['cfg']): void {
+  if (!cfg) return;
+  const [outW, outH] = resizedSize(width, height, cfg);
+  if (outW < 1 || outH < 1 || outW > MAX_RESIZED_SIDE || outH > MAX_RESIZED_SIDE) {
+    throw new ImageError('UNSUPPORTED_FORMAT', `image aspect ratio too extreme: ${width}x${height} resizes to ${outW}x${outH} for size ${cfg.size}`);
+  }
+}
 
 export interface DecodedImage {
   mode: PilMode;
@@ -36,6 +90,7 @@ function toBuffer(bytes: Uint8Array): Buffer {
 /** Maps a libvips/sharp failure to a typed error; the message keeps libvips' own words. */
 function fromSharpError(err: unknown, format: string): ImageError {
   const msg = err instanceof Error ? err.message : String(err);
+  if (/timeout/i.test(msg)) return new ImageError('DECODE_TIMEOUT', `${format} image took longer than the decode budget to decode`);
   if (/pixel limit/i.test(msg)) return new ImageError('TOO_MANY_PIXELS', `${format} image exceeds the pixel limit: ${msg}`);
   if (/unsupported image format/i.test(msg)) {
     return new ImageError('UNSUPPORTED_FORMAT', `unsupported image format (supported: ${SUPPORTED_FORMATS})`);
@@ -57,7 +112,7 @@ function sharpOptions(limits: ImageLimits): SharpOptions {
   };
 }
 
-async function readDeclaredSize(buf: Buffer, header: HeaderInfo, limits: ImageLimits): Promise<{ width: number; height: number; hasAlpha: boolean }> {
+async function readDeclaredSize(buf: Buffer, header: HeaderInfo, limits: ImageLimits, cfg: DecodeOptions['cfg']): Promise<{ width: number; height: number; hasAlpha: boolean }> {
   let meta: Metadata;
   try {
     // Header only: limitInputPixels is disabled here so the check below gives the precise error.
@@ -68,8 +123,10 @@ async function readDeclaredSize(buf: Buffer, header: HeaderInfo, limits: ImageLi
   const width = meta.width;
   const height = meta.pageHeight ?? meta.height;
   if (!(width > 0) || !(height > 0)) throw new ImageError('CORRUPT', `${header.format.toUpperCase()} header declares an empty image (${width}x${height})`);
-  if (width * height > limits.maxPixels) {
-    throw new ImageError('TOO_MANY_PIXELS', `image declares ${width}x${height} = ${width * height} pixels, more than the limit of ${limits.maxPixels}`);
+  checkPixels(width, height, limits);
+  checkAspect(width, height, cfg);
+  if ((meta.pages ?? 1) > MAX_FRAMES) {
+    throw new ImageError('TOO_MANY_PIXELS', `${header.format.toUpperCase()} declares ${meta.pages} frames, more than the limit of ${MAX_FRAMES} (only the first is used)`);
   }
   return { width, height, hasAlpha: meta.hasAlpha };
 }
@@ -137,14 +194,29 @@ function gifFillTransparent(src: Uint8Array, srcCh: number, n: number, header: H
   }
 }
 
-export async function decodeImage(bytes: Uint8Array, limits: ImageLimits): Promise<DecodedImage> {
-  if (bytes.length === 0) throw new ImageError('EMPTY', 'image is empty (0 bytes)');
-  if (bytes.length > limits.maxBytes) {
-    throw new ImageError('TOO_LARGE', `image is ${bytes.length} bytes, more than the limit of ${limits.maxBytes}`);
-  }
-  const header = readHeader(bytes);
+/**
+ * Checks that an image would decode (headers, limits, and every pixel through libvips, which
+ * catches truncated files) without building the pixel layout in JavaScript: all the per-pixel work
+ * stays in libvips' threads, none on the calling thread (dataset validation runs on the event loop).
+ */
+export async function verifyImage(bytes: Uint8Array, limits: ImageLimits, opts: DecodeOptions = {}): Promise<void> {
+  const { header } = inspectImage(bytes, limits);
   const buf = toBuffer(bytes);
-  const declared = await readDeclaredSize(buf, header, limits);
+  await readDeclaredSize(buf, header, limits, opts.cfg);
+  try {
+    const img = sharp(buf, sharpOptions(limits));
+    if (opts.timeoutSeconds) img.timeout({ seconds: Math.max(1, Math.ceil(opts.timeoutSeconds)) });
+    // Decoded and discarded by libvips (a 1x1 average of the whole image): no pixel buffer for JS.
+    await img.stats();
+  } catch (err) {
+    throw fromSharpError(err, header.format.toUpperCase());
+  }
+}
+
+export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: DecodeOptions = {}): Promise<DecodedImage> {
+  const { header } = inspectImage(bytes, limits);
+  const buf = toBuffer(bytes);
+  const declared = await readDeclaredSize(buf, header, limits, opts.cfg);
   const mode: PilMode = header.mode ?? (declared.hasAlpha ? 'RGBA' : 'RGB');
   const format = header.format.toUpperCase();
   // Plain 8-bit PNGs are decoded directly (png-decode.ts: same samples, a third of the time);
@@ -154,7 +226,9 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits): Promi
 
   let raw: { data: Buffer; info: OutputInfo };
   try {
-    raw = await rawPipeline(sharp(buf, sharpOptions(limits)), mode, header.format).toBuffer({ resolveWithObject: true });
+    const img = sharp(buf, sharpOptions(limits));
+    if (opts.timeoutSeconds) img.timeout({ seconds: Math.max(1, Math.ceil(opts.timeoutSeconds)) });
+    raw = await rawPipeline(img, mode, header.format).toBuffer({ resolveWithObject: true });
   } catch (err) {
     throw fromSharpError(err, format);
   }

@@ -20,6 +20,10 @@ export interface HeaderInfo {
   palette?: Uint8Array;
   /** GIF: transparency index of the first frame, if any. */
   gifTransparency?: number;
+  /** The size the header declares, where it can be read without a decoder (a cost estimate for
+   *  admission; the decoder's own header read stays the authority). */
+  width?: number;
+  height?: number;
 }
 
 const PNG_SIG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
@@ -67,7 +71,7 @@ function parsePng(b: Uint8Array): HeaderInfo {
   const colorType = b[25];
   const mode = PNG_MODES[`${depth},${colorType}`];
   if (!mode) throw corrupt('PNG', `invalid bit depth ${depth} for colour type ${colorType}`);
-  const info: HeaderInfo = { format: 'png', mode };
+  const info: HeaderInfo = { format: 'png', mode, width: u32be(b, 16), height: u32be(b, 20) };
   if (mode === 'P') {
     // Walk the chunks up to the first IDAT to find PLTE (needed only for padding with fill_color).
     let i = 8;
@@ -90,6 +94,8 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
   let i = 2;
   let components = 0;
   let precision = 8;
+  let width = 0;
+  let height = 0;
   // Pillow reads markers up to the first SOS; the frame header (SOFn) fixes the mode.
   while (i + 4 <= b.length) {
     if (b[i] !== 0xff) { i++; continue; }
@@ -103,6 +109,8 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
     if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
       if (seg + 6 > b.length) throw corrupt('JPEG', 'truncated frame header');
       precision = b[seg];
+      height = u16be(b, seg + 1);
+      width = u16be(b, seg + 3);
       components = b[seg + 5];
     }
     i += 2 + len;
@@ -111,7 +119,7 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
   if (precision !== 8) throw new ImageError('UNSUPPORTED_FORMAT', `unsupported ${precision}-bit JPEG (only 8-bit samples are supported)`);
   const mode: PilMode | undefined = components === 1 ? 'L' : components === 3 ? 'RGB' : components === 4 ? 'CMYK' : undefined;
   if (!mode) throw new ImageError('UNSUPPORTED_FORMAT', `unsupported JPEG with ${components} components`);
-  return { format: 'jpeg', mode };
+  return { format: 'jpeg', mode, width, height };
 }
 
 /** Pillow treats a GIF colour table equal to the grey ramp (i,i,i) as "no palette" and opens the
@@ -162,9 +170,12 @@ function parseGif(b: Uint8Array): HeaderInfo {
         palette = isPaletteNeeded(p) ? p.slice() : false;
       }
       const framePalette = palette !== undefined ? palette : globalPalette;
+      // The decoder's canvas: the logical screen, grown to hold the first frame.
+      const width = Math.max(u16le(b, 6), u16le(b, i + 1) + u16le(b, i + 5));
+      const height = Math.max(u16le(b, 8), u16le(b, i + 3) + u16le(b, i + 7));
       return framePalette
-        ? { format: 'gif', mode: 'P', palette: framePalette, gifTransparency: transparency }
-        : { format: 'gif', mode: 'L', gifTransparency: transparency };
+        ? { format: 'gif', mode: 'P', palette: framePalette, gifTransparency: transparency, width, height }
+        : { format: 'gif', mode: 'L', gifTransparency: transparency, width, height };
     } else if (block === 0x3b) {
       throw corrupt('GIF', 'no image in file');
     } else {
@@ -185,6 +196,8 @@ function parseTiff(b: Uint8Array): HeaderInfo {
   let spp = 1;
   let bits = 1;
   let extra = -1;
+  let width = 0;
+  let height = 0;
   let colorMap: { count: number; offset: number } | undefined;
   for (let e = 0; e < n; e++) {
     const at = ifd + 2 + 12 * e;
@@ -204,10 +217,12 @@ function parseTiff(b: Uint8Array): HeaderInfo {
     else if (tag === 262) photometric = firstShort();
     else if (tag === 277) spp = firstShort();
     else if (tag === 338) extra = firstShort();
+    else if (tag === 256) width = firstShort();
+    else if (tag === 257) height = firstShort();
     else if (tag === 320 && type === 3) colorMap = { count, offset: u32(at + 8) };
   }
   let mode: PilMode | undefined;
-  const info: HeaderInfo = { format: 'tiff' };
+  const info: HeaderInfo = { format: 'tiff', width, height };
   if (photometric === 0 || photometric === 1) {
     // 16-bit grey TIFF is 'I;16' in Pillow 9.4, which cannot resize it ("image has wrong mode");
     // it is accepted here with the same values as 16-bit grey PNG ('I').
@@ -237,6 +252,21 @@ function parseTiff(b: Uint8Array): HeaderInfo {
   return info;
 }
 
+const u24le = (b: Uint8Array, i: number): number => b[i] | (b[i + 1] << 8) | (b[i + 2] << 16);
+
+/** The canvas a WebP declares: VP8X (extended), VP8L (lossless) or VP8 (lossy) header. */
+function webpSize(b: Uint8Array): { width?: number; height?: number } {
+  if (b.length < 30) return {};
+  const chunk = String.fromCharCode(b[12], b[13], b[14], b[15]);
+  if (chunk === 'VP8X') return { width: u24le(b, 24) + 1, height: u24le(b, 27) + 1 };
+  if (chunk === 'VP8L' && b[20] === 0x2f) {
+    const bits = (b[21] | (b[22] << 8) | (b[23] << 16) | (b[24] << 24)) >>> 0;
+    return { width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1 };
+  }
+  if (chunk === 'VP8 ' && b[23] === 0x9d && b[24] === 0x01 && b[25] === 0x2a) return { width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff };
+  return {};
+}
+
 export const SUPPORTED_FORMATS = 'JPEG, PNG, WebP, GIF, TIFF';
 
 /** Identifies the container and reads the mode-deciding header fields. */
@@ -247,7 +277,7 @@ export function readHeader(b: Uint8Array): HeaderInfo {
     case 'jpeg': return parseJpeg(b);
     case 'gif': return parseGif(b);
     case 'tiff': return parseTiff(b);
-    case 'webp': return { format: 'webp' };
+    case 'webp': return { format: 'webp', ...webpSize(b) };
     default:
       throw new ImageError('UNSUPPORTED_FORMAT', `unsupported or unrecognised image format (supported: ${SUPPORTED_FORMATS})`);
   }

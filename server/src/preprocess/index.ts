@@ -13,10 +13,10 @@ import { transformImage } from './transform';
 export { ImageError, DEFAULT_IMAGE_LIMITS } from './errors';
 export type { ImageErrorCode, ImageLimits } from './errors';
 export { PreprocessPool } from './pool';
-export type { PreprocessPoolOptions } from './pool';
+export type { ImageJobOptions, PreprocessPoolOptions } from './pool';
 
 /** Decodes and preprocesses one image; rejects with ImageError for bad input. */
 export async function preprocessImage(bytes: Uint8Array, cfg: PreprocessConfig, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<Float32Array> {
-  const img = await decodeImage(bytes, checkLimits(limits));
+  const img = await decodeImage(bytes, checkLimits(limits), { cfg });
   return transformImage(img, cfg);
 }

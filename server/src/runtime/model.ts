@@ -10,6 +10,8 @@ import * as ort from 'onnxruntime-node';
 import { loadBundle, type Bundle } from '../model/bundle';
 import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../onnx/clip-graph';
 import { PreprocessPool, type ImageLimits } from '../preprocess';
+import type { TokenizedText } from '../preprocess/pool';
+import type { AugmentSpec } from '../preprocess/worker-protocol';
 import { ClipTokenizer } from '../tokenizer';
 import { l2normalize, similarityLogits } from './features';
 import { ownedBuffer, type ExecutionProvider, type GraphOptimizationLevel } from './session-protocol';
@@ -36,6 +38,21 @@ export interface RuntimeOptions {
   interOpThreads?: number;
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   preprocessWorkers?: number;
+  /** Background work (fine-tuning): every worker thread, and the threads they start, runs at the
+   *  lowest CPU priority so that serving keeps the cores first. (Serving's own workers stay at
+   *  normal priority: measured side by side under hostile load, 'below-normal' workers did not
+   *  improve the probes and lost throughput to other processes on a shared host.) */
+  lowPriority?: boolean;
+}
+
+/** Per-image options of preprocessImage. */
+export interface PreprocessOptions {
+  /** Aborting drops the image if its decode has not started (see PreprocessPool). */
+  signal?: AbortSignal;
+  /** Decode budget in seconds. */
+  timeoutSeconds?: number;
+  /** Training augmentation of the preprocessed pixels (fine-tuning). */
+  augment?: AugmentSpec;
 }
 
 export interface LoadedModel {
@@ -43,7 +60,9 @@ export interface LoadedModel {
   readonly bundle: Bundle;
   readonly tokenizer: ClipTokenizer;
   /** CHW float32 pixels; throws ImageError (server/src/preprocess) for bad input; runs in a worker pool */
-  preprocessImage(bytes: Uint8Array, limits?: ImageLimits): Promise<Float32Array>;
+  preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts?: PreprocessOptions): Promise<Float32Array>;
+  /** The tokenizer's row for `text`, computed in the same worker pool (off the event loop). */
+  tokenizeText(text: string, contextLength?: number, signal?: AbortSignal): Promise<TokenizedText>;
   /** ids: n × contextLength int32 (tokenizer output); runs cut to the longest EOT + 1; raw features n×E */
   encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
   /** pixels: n × 3 × S × S; raw features n×E. When `pixels` spans its whole ArrayBuffer, that buffer
@@ -157,7 +176,7 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     throw new RuntimeError(`${bundle.paths.vocab}: the tokenizer has ${tokenizer.vocabSize} tokens but the text tower's vocab_size is ${m.model_cfg.text_cfg.vocab_size}`);
   }
 
-  const base = { providers, graphOptimizationLevel: level, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads };
+  const base = { providers, graphOptimizationLevel: level, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads, lowPriority: opts.lowPriority };
   const sessions = await Promise.allSettled([
     WorkerSession.create({ ...base, modelPath: bundle.paths.visual }, `${m.name} image tower`),
     WorkerSession.create({ ...base, modelPath: bundle.paths.textual }, `${m.name} text tower`),
@@ -173,16 +192,22 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     throw new RuntimeError(`the towers came up on different providers (image ${visual.provider}, text ${textual.provider})`);
   }
 
-  return new OnnxClipModel(bundle, tokenizer, visual, textual, opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()));
+  const pool = new PreprocessPool({
+    size: opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()),
+    cfg: m.preprocess_cfg,
+    vocabPath: bundle.paths.vocab,
+    // Background work decodes in child processes: their lowest priority then reaches libvips'
+    // threads too, and a heap bound of their own.
+    ...(opts.lowPriority ? { priority: 'low' as const, isolation: 'process' as const } : {}),
+  });
+  return new OnnxClipModel(bundle, tokenizer, visual, textual, pool);
 }
 
 class OnnxClipModel implements LoadedModel {
   readonly info: ModelInfo;
-  /** Preprocessing pools by limits: the pool fixes its limits at construction. */
-  private readonly pools = new Map<string, PreprocessPool>();
   private closed = false;
 
-  constructor(readonly bundle: Bundle, readonly tokenizer: ClipTokenizer, private readonly visual: WorkerSession, private readonly textual: WorkerSession, private readonly preprocessWorkers: number) {
+  constructor(readonly bundle: Bundle, readonly tokenizer: ClipTokenizer, private readonly visual: WorkerSession, private readonly textual: WorkerSession, private readonly pool: PreprocessPool) {
     const m = bundle.manifest;
     this.info = {
       name: m.name,
@@ -197,23 +222,18 @@ class OnnxClipModel implements LoadedModel {
     };
   }
 
-  private pool(limits: ImageLimits | undefined): PreprocessPool {
-    const key = limits ? `${limits.maxBytes}:${limits.maxPixels}` : 'default';
-    let p = this.pools.get(key);
-    if (!p) {
-      p = new PreprocessPool({ size: this.preprocessWorkers, cfg: this.bundle.manifest.preprocess_cfg, ...(limits ? { limits } : {}) });
-      this.pools.set(key, p);
-    }
-    return p;
-  }
-
   private ensureOpen(): void {
     if (this.closed) throw new RuntimeError('the model is closed');
   }
 
-  async preprocessImage(bytes: Uint8Array, limits?: ImageLimits): Promise<Float32Array> {
+  async preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts: PreprocessOptions = {}): Promise<Float32Array> {
     this.ensureOpen();
-    return this.pool(limits).run(bytes);
+    return this.pool.run(bytes, { limits, ...opts });
+  }
+
+  async tokenizeText(text: string, contextLength = this.info.contextLength, signal?: AbortSignal): Promise<TokenizedText> {
+    this.ensureOpen();
+    return this.pool.runText(text, contextLength, signal);
   }
 
   async encodeText(ids: Int32Array, n: number): Promise<Float32Array> {
@@ -244,6 +264,6 @@ class OnnxClipModel implements LoadedModel {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await Promise.all([this.visual.close(), this.textual.close(), ...[...this.pools.values()].map((p) => p.close())]);
+    await Promise.all([this.visual.close(), this.textual.close(), this.pool.close()]);
   }
 }

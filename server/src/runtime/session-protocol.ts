@@ -10,6 +10,8 @@ export interface SessionWorkerData {
   intraOpThreads?: number;
   interOpThreads?: number;
   graphOptimizationLevel: GraphOptimizationLevel;
+  /** Background work (fine-tuning): the worker and its intra-op threads run at the lowest priority. */
+  lowPriority?: boolean;
 }
 
 /** The view's whole ArrayBuffer when the view spans it (then it can be transferred as is), else a copy. */

@@ -5,11 +5,14 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import { lowerThisThreadPriority } from '../util/priority';
 import { RUNTIME_SESSION_EXTRA } from './session-options';
 import { ownedBuffer, type ExecutionProvider, type SessionWorkerData, type WireTensor, type WorkerRequest, type WorkerResponse } from './session-protocol';
 
 const data = workerData as SessionWorkerData;
 const port = parentPort!;
+// Before the session exists, so that its intra-op threads inherit the priority.
+if (data.lowPriority) lowerThisThreadPriority();
 
 function sessionOptions(provider: ExecutionProvider): ort.InferenceSession.SessionOptions {
   return {

@@ -53,6 +53,10 @@ export interface ServeConfig {
   authOpenReflection: boolean;
   /** How often the TLS files and the API keys file are checked for changes; 0 = read once. */
   credentialsReloadSeconds: number;
+  maxRequestPixels: number;
+  imageQueuePixels: number;
+  imageDecodeTimeoutSeconds: number;
+  finetuneThreads: number;
   /** Fine-tuning and the model registry: SQLite catalogue + artifacts; undefined disables them. */
   dataDir: string | undefined;
   /** The ReadWriteMany PersistentVolumeClaim holding dataDir, for `full` fine-tune training pods. */
@@ -202,7 +206,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'maxItemsPerRequest', flag: '--max-items-per-request <n>', env: 'CLIPSERVE_MAX_ITEMS_PER_REQUEST', description: 'most texts + images in one request (Classify counts labels × templates)', defaultValue: 256, parse: intIn(1, 1_000_000) },
   { key: 'maxTextChars', flag: '--max-text-chars <n>', env: 'CLIPSERVE_MAX_TEXT_CHARS', description: 'longest text accepted, in characters (the model reads only its first context-length tokens; this bounds tokenizer work)', defaultValue: 16_384, parse: intIn(1, 1 << 30) },
   { key: 'maxImageBytes', flag: '--max-image-bytes <n>', env: 'CLIPSERVE_MAX_IMAGE_BYTES', description: 'largest encoded image accepted', defaultValue: 20 * MiB, parse: intIn(1) },
-  { key: 'maxImagePixels', flag: '--max-image-pixels <n>', env: 'CLIPSERVE_MAX_IMAGE_PIXELS', description: 'largest width × height accepted, checked before decoding (decompression bombs)', defaultValue: 50_000_000, parse: intIn(1) },
+  { key: 'maxImagePixels', flag: '--max-image-pixels <n>', env: 'CLIPSERVE_MAX_IMAGE_PIXELS', description: 'largest width × height accepted, checked before decoding (decompression bombs)', defaultValue: 25_000_000, parse: intIn(1) },
   { key: 'shutdownGraceSeconds', flag: '--shutdown-grace-seconds <s>', env: 'CLIPSERVE_SHUTDOWN_GRACE_SECONDS', description: 'on SIGTERM/SIGINT, how long in-flight calls may take to finish before they are cut', defaultValue: 25, parse: numberIn(0, 3600) },
   { key: 'logLevel', flag: '--log-level <level>', env: 'CLIPSERVE_LOG_LEVEL', description: `log level: ${LOG_LEVELS.join(', ')}`, defaultValue: 'info', parse: oneOf(LOG_LEVELS) },
   { key: 'tlsCert', flag: '--tls-cert <file>', env: 'CLIPSERVE_TLS_CERT', description: 'PEM server certificate chain; with --tls-key serves TLS (default: plaintext)', defaultValue: undefined, parse: nonEmptyString },
@@ -233,6 +237,10 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'authReloadFailure', flag: '--auth-reload-failure <policy>', env: 'CLIPSERVE_AUTH_RELOAD_FAILURE', description: 'when the API keys file cannot be re-read or parsed: keep (the last good keys stay valid) or deny (every keyed call is refused until a good reload); either way clipserve_credentials_reload_errors_total counts it', defaultValue: 'keep', parse: oneOf(['keep', 'deny'] as const) },
   { key: 'databaseUrl', flag: '--database-url <url>', env: 'CLIPSERVE_DATABASE_URL', description: 'postgres://user:password@host:port/db: keep the fine-tune catalogue (datasets, jobs, events, model versions, the active version, job ownership) in PostgreSQL, shared by every replica, instead of SQLite in --data-dir (one host only). Needs --data-dir for the artifacts (a shared volume). Prefer the environment variable: a password on the command line is visible to other users (default: none, SQLite)', defaultValue: undefined, parse: databaseUrl },
   { key: 'credentialsReloadSeconds', flag: '--credentials-reload-seconds <s>', env: 'CLIPSERVE_CREDENTIALS_RELOAD_SECONDS', description: 'how often the TLS files and the API keys file are re-read, so rotated certificates and keys apply without a restart (0 = read once at start)', defaultValue: 30, parse: numberIn(0, 86_400) },
+  { key: 'maxRequestPixels', flag: '--max-request-pixels <n>', env: 'CLIPSERVE_MAX_REQUEST_PIXELS', description: "per-request decode budget: most pixels one request's images may declare in all (read from their headers before any decoding)", defaultValue: 200_000_000, parse: intIn(1) },
+  { key: 'imageQueuePixels', flag: '--image-queue-pixels <n>', env: 'CLIPSERVE_IMAGE_QUEUE_PIXELS', description: 'most declared pixels queued for decoding, all callers together; beyond it calls fail fast with RESOURCE_EXHAUSTED (admission by cost, not by count)', defaultValue: 1_000_000_000, parse: intIn(1) },
+  { key: 'imageDecodeTimeoutSeconds', flag: '--image-decode-timeout-seconds <s>', env: 'CLIPSERVE_IMAGE_DECODE_TIMEOUT_SECONDS', description: 'longest one image may take to decode before libvips abandons it (whole seconds; 0 = no limit)', defaultValue: 5, parse: intIn(0, 3600) },
+  { key: 'finetuneThreads', flag: '--finetune-threads <n>', env: 'CLIPSERVE_FINETUNE_THREADS', description: 'decode child processes and encoder threads of an in-process (adapter) fine-tune; all run at the lowest CPU priority so serving keeps the cores first', defaultValue: 1, parse: intIn(1, 1024) },
 ];
 
 const SPEC_BY_KEY = new Map(SERVE_OPTIONS.map((s) => [s.key, s]));
@@ -267,6 +275,12 @@ function validate(c: ServeConfig): void {
   if (c.tlsClientCa !== undefined && c.tlsCert === undefined) throw new ConfigError('--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)');
   if (c.maxItemsPerRequest > c.queueBound) {
     throw new ConfigError(`--max-items-per-request (${c.maxItemsPerRequest}) exceeds --queue-bound (${c.queueBound}): such requests could never be queued`);
+  }
+  if (c.maxImagePixels > c.maxRequestPixels) {
+    throw new ConfigError(`--max-image-pixels (${c.maxImagePixels}) exceeds --max-request-pixels (${c.maxRequestPixels}): such images could never be decoded`);
+  }
+  if (c.maxRequestPixels > c.imageQueuePixels) {
+    throw new ConfigError(`--max-request-pixels (${c.maxRequestPixels}) exceeds --image-queue-pixels (${c.imageQueuePixels}): such requests could never be queued`);
   }
   if (c.maxImageBytes > c.maxMessageBytes) {
     throw new ConfigError(`--max-image-bytes (${c.maxImageBytes}) exceeds --max-message-bytes (${c.maxMessageBytes}): such images could never arrive`);

@@ -1,12 +1,14 @@
 /**
- * Binds the generic dynamic batcher to the model: one batcher per modality. Text is tokenized on
- * admission (cheap, synchronous: the truncation flag is known before queueing); images are decoded
- * and resized on admission in the model's worker pool, so the next batch is prepared while the
- * current one runs. The embedder returns raw features; normalization is the caller's choice.
+ * Binds the generic dynamic batcher to the model: one batcher per modality. Items are admitted
+ * first (counted against the queue bound; images also priced by the pixels their headers declare,
+ * against the per-request decode budget and the queue's pixel bound), then prepared in the model's
+ * worker pool — texts tokenized, images decoded and resized — so the event loop never does that
+ * work and the next batch is prepared while the current one runs. The embedder returns raw
+ * features; normalization is the caller's choice.
  */
-import { performance } from 'node:perf_hooks';
 import { DynamicBatcher } from '../batching';
 import type { BatcherObserver, BatcherStats, RejectReason, SubmitOptions } from '../batching';
+import { inspectImage } from '../preprocess/decode';
 import { ImageError } from '../preprocess/errors';
 import type { ImageLimits } from '../preprocess/errors';
 import type { EmbeddingModel } from './model-port';
@@ -16,7 +18,20 @@ export interface EmbedderOptions {
   maxQueueDelayMs: number;
   queueBound: number;
   imageLimits: ImageLimits;
+  /** Most declared pixels one request may ask to decode (the per-request decode budget). */
+  maxRequestPixels?: number;
+  /** Most declared pixels admitted and not yet decoded, all callers together. */
+  queuePixels?: number;
+  /** Longest one image may take to decode, in seconds (libvips' timeout); 0: no limit. */
+  decodeTimeoutSeconds?: number;
   observer?: BatcherObserver;
+}
+
+/** An image as admitted: its bytes, its price, and a header error to report when its turn comes. */
+interface AdmittedImage {
+  bytes: Uint8Array;
+  pixels: number;
+  error?: unknown;
 }
 
 export interface TextEmbedding {
@@ -29,7 +44,7 @@ export interface TextEmbedding {
 
 /** The observer's reason for an image that failed preprocessing. */
 export function imageRejectReason(err: unknown): RejectReason {
-  return err instanceof ImageError && (err.code === 'TOO_LARGE' || err.code === 'TOO_MANY_PIXELS') ? 'too_large' : 'bad_image';
+  return err instanceof ImageError && (err.code === 'TOO_LARGE' || err.code === 'TOO_MANY_PIXELS' || err.code === 'DECODE_TIMEOUT' || err.code === 'OVER_BUDGET') ? 'too_large' : 'bad_image';
 }
 
 interface TokenizedItem {
@@ -39,8 +54,8 @@ interface TokenizedItem {
 }
 
 export class Embedder {
-  private readonly textBatcher: DynamicBatcher<TokenizedItem, TokenizedItem, TextEmbedding>;
-  private readonly imageBatcher: DynamicBatcher<Uint8Array, Float32Array, Float32Array>;
+  private readonly textBatcher: DynamicBatcher<string, TokenizedItem, TextEmbedding>;
+  private readonly imageBatcher: DynamicBatcher<AdmittedImage, Float32Array, Float32Array>;
   private readonly dim: number;
   private readonly contextLength: number;
 
@@ -51,39 +66,56 @@ export class Embedder {
     this.dim = model.info.embedDim;
     this.contextLength = model.info.contextLength;
     const common = { maxBatchSize: opts.maxBatchSize, maxQueueDelayMs: opts.maxQueueDelayMs, queueBound: opts.queueBound, observer: opts.observer };
-    // Text enters the batcher already tokenized, so it needs no prepare stage.
     this.textBatcher = new DynamicBatcher({
       ...common,
       modality: 'text',
+      prepare: (text, signal) => this.tokenize(text, signal),
+      // Every admitted text goes to the pool at once (a tokenized row is 77 ids): the pool then
+      // serves requests in turn instead of in arrival order.
+      prepareAhead: opts.queueBound,
       run: (items) => this.runText(items),
     });
     this.imageBatcher = new DynamicBatcher({
       ...common,
       modality: 'image',
-      prepare: (bytes) => this.model.preprocessImage(bytes, this.opts.imageLimits),
+      prepare: (image, signal) =>
+        image.error !== undefined
+          ? Promise.reject(image.error)
+          : this.model.preprocessImage(image.bytes, this.opts.imageLimits, { signal, timeoutSeconds: this.opts.decodeTimeoutSeconds }),
+      costOf: (image) => image.pixels,
+      costBound: opts.queuePixels,
       run: (pixels) => this.runImages(pixels),
       rejectReasonOf: imageRejectReason,
     });
   }
 
   /**
-   * Tokenizes and queues texts; one promise per text (see DynamicBatcher.submitMany for the
-   * synchronous admission errors).
+   * Queues texts, tokenized when their turn comes; one promise per text (see
+   * DynamicBatcher.submitMany for the synchronous admission errors).
    */
   embedTexts(texts: readonly string[], options: SubmitOptions = {}): Promise<TextEmbedding>[] {
-    const items = texts.map((text) => {
-      const t0 = performance.now();
-      const { ids, truncated, eotIndex } = this.model.tokenizer.tokenize(text, this.contextLength);
-      this.observe((o) => o.preprocessed('text', (performance.now() - t0) / 1000));
-      if (ids.length !== this.contextLength) throw new Error(`tokenizer returned ${ids.length} ids, expected ${this.contextLength}`);
-      return { ids, truncated, tokens: eotIndex + 1 };
-    });
-    return this.textBatcher.submitMany(items, options);
+    return this.textBatcher.submitMany(texts, options);
   }
 
-  /** Queues encoded images; one promise per image, rejected with ImageError for a bad one. */
+  /**
+   * Queues encoded images; one promise per image, rejected with ImageError for a bad one. Their
+   * headers are read here (microseconds, no decoding) to price them: a request whose images
+   * declare more pixels than the per-request budget is refused whole, at once.
+   */
   embedImages(images: readonly Uint8Array[], options: SubmitOptions = {}): Promise<Float32Array>[] {
-    return this.imageBatcher.submitMany(images, options);
+    const admitted = images.map((bytes): AdmittedImage => {
+      try {
+        return { bytes, pixels: inspectImage(bytes, this.opts.imageLimits).pixels };
+      } catch (error) {
+        return { bytes, pixels: 0, error };
+      }
+    });
+    const pixels = admitted.reduce((sum, a) => sum + a.pixels, 0);
+    const budget = this.opts.maxRequestPixels;
+    if (budget !== undefined && pixels > budget) {
+      throw new ImageError('OVER_BUDGET', `the request's images declare ${pixels} pixels, more than the per-request decode budget of ${budget}; send fewer or smaller images per request`);
+    }
+    return this.imageBatcher.submitMany(admitted, options);
   }
 
   stats(): { text: BatcherStats; image: BatcherStats } {
@@ -98,6 +130,14 @@ export class Embedder {
   close(): void {
     this.textBatcher.close();
     this.imageBatcher.close();
+  }
+
+  private async tokenize(text: string, signal: AbortSignal): Promise<TokenizedItem> {
+    const row = this.model.tokenizeText
+      ? await this.model.tokenizeText(text, this.contextLength, signal)
+      : this.model.tokenizer.tokenize(text, this.contextLength);
+    if (row.ids.length !== this.contextLength) throw new Error(`tokenizer returned ${row.ids.length} ids, expected ${this.contextLength}`);
+    return { ids: row.ids, truncated: row.truncated, tokens: row.eotIndex + 1 };
   }
 
   private async runText(items: TokenizedItem[]): Promise<TextEmbedding[]> {
@@ -124,14 +164,5 @@ export class Embedder {
   private rows(features: Float32Array, n: number): Float32Array[] {
     if (features.length !== n * this.dim) throw new Error(`encoder returned ${features.length} values for ${n} × ${this.dim}`);
     return Array.from({ length: n }, (_, i) => features.slice(i * this.dim, (i + 1) * this.dim));
-  }
-
-  private observe(fn: (o: BatcherObserver) => void): void {
-    if (!this.opts.observer) return;
-    try {
-      fn(this.opts.observer);
-    } catch {
-      /* an observer bug must not fail embedding */
-    }
   }
 }

@@ -39,8 +39,11 @@ export interface FineTuneSubsystem {
 }
 
 function methods(config: ServeConfig & { dataDir: string }, logger: Logger): FineTuneMethod[] {
-  const runtime = { provider: config.provider, ...(config.intraOpThreads !== undefined ? { intraOpThreads: config.intraOpThreads } : {}), preprocessWorkers: config.preprocessWorkers ?? 2 };
-  const list: FineTuneMethod[] = [createAdapterMethod({ dataDir: config.dataDir, runtime })];
+  // Background work: a bounded number of threads, at the lowest priority (see createAdapterMethod).
+  const threads = config.finetuneThreads;
+  const runtime = { provider: config.provider, intraOpThreads: threads, preprocessWorkers: threads };
+  const imageLimits = { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels };
+  const list: FineTuneMethod[] = [createAdapterMethod({ dataDir: config.dataDir, runtime, imageLimits })];
   let kube = null;
   try {
     kube = loadKubeConfig();
@@ -96,6 +99,7 @@ export async function openFineTune(o: {
     methods: methods({ ...config, dataDir: store.dataDir }, logger),
     activeVersion: () => host.info().version,
     logger: logger.child({ component: 'finetune' }),
+    imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
   });
   o.metrics.service.setFineTuneJobCountsSource(() => runner.counts());
   o.metrics.grpc.preRegister(o.protos.fineTuneService);

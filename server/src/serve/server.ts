@@ -128,6 +128,9 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
         maxQueueDelayMs: config.maxQueueDelayMs,
         queueBound: config.queueBound,
         imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
+        maxRequestPixels: config.maxRequestPixels,
+        queuePixels: config.imageQueuePixels,
+        decodeTimeoutSeconds: config.imageDecodeTimeoutSeconds,
         observer: input.observer ?? metrics.service.forVersion(version),
       }),
     // Without a data directory the configured model is the only version (and it is always loaded).

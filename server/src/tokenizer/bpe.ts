@@ -14,6 +14,8 @@ export const EOT_TOKEN = '<end_of_text>';
 
 /** Pieces cached per tokenizer before the cache is flushed (keeps memory bounded). */
 const CACHE_LIMIT = 200_000;
+/** Longest piece (in UTF-16 units) kept in the cache, which bounds it to a few tens of MB. */
+const CACHED_PIECE_CHARS = 64;
 
 /**
  * The vocabulary in OpenCLIP order: 256 byte characters, the same with `</w>`, one token per
@@ -80,6 +82,8 @@ export class BytePairEncoder {
     const hit = this.cache.get(piece);
     if (hit !== undefined) return hit;
     const ids = this.mergeSymbols(this.initialSymbols(piece));
+    // Long pieces are rare in real text and would let unique hostile texts hold megabytes each.
+    if (piece.length > CACHED_PIECE_CHARS) return ids;
     if (this.cache.size >= CACHE_LIMIT) {
       this.cache.clear();
       this.cache.set(SOT_TOKEN, [this.sotId]);

@@ -41,6 +41,16 @@ const UNMATCHED_UNDER_IGNORECASE = /\u0345/g;
 
 /** `regex.findall(split_regex, cleaned)`: the pieces that BPE encodes one by one. */
 export function splitPieces(cleaned: string): string[] {
-  const text = cleaned.includes('\u0345') ? cleaned.replace(UNMATCHED_UNDER_IGNORECASE, ' ') : cleaned;
-  return text.match(SPLIT_RE) ?? [];
+  return splittable(cleaned).match(SPLIT_RE) ?? [];
+}
+
+function splittable(cleaned: string): string {
+  return cleaned.includes('\u0345') ? cleaned.replace(UNMATCHED_UNDER_IGNORECASE, ' ') : cleaned;
+}
+
+/** The pieces of splitPieces one at a time, so a caller that needs only the first few stops early. */
+export function* iteratePieces(cleaned: string): Generator<string> {
+  const re = new RegExp(SPLIT_RE.source, SPLIT_RE.flags);
+  const text = splittable(cleaned);
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) yield m[0];
 }

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BytePairEncoder } from './bpe';
-import { cleanText, splitPieces } from './clean';
+import { cleanText, iteratePieces, splitPieces } from './clean';
 import { TokenizerError, VocabFileError } from './errors';
 import { Merge, parseMergeLines, readHuggingFaceFiles, readMergesFile, writeMergesFile } from './vocab-files';
 
@@ -148,10 +148,21 @@ export class ClipTokenizer {
    */
   private fillRow(text: string, row: Int32Array): { truncated: boolean; eotIndex: number } {
     if (typeof text !== 'string') throw new TokenizerError(`expected a string to tokenize, got ${typeof text}`);
-    const bpe = this.encode(text);
     const ctx = row.length;
-    const truncated = bpe.length + 2 > ctx;
-    const kept = truncated ? ctx - 2 : bpe.length;
+    // Only as many pieces are encoded as can reach the row: open_clip encodes every piece, then
+    // keeps the first ctx - 2 ids. Each piece's ids depend on that piece alone (BPE never merges
+    // across pieces), so the ids of the pieces before the cut are the same either way, and one id
+    // past the row is enough to know the text was cut. Exactly open_clip's result, at a cost
+    // bounded by the context length instead of the text length (cleaning still sees the whole
+    // text: ftfy decides per line from the whole line).
+    const room = ctx - 2;
+    const bpe: number[] = [];
+    for (const piece of iteratePieces(cleanText(text))) {
+      for (const id of this.bpe.encodePiece(piece)) bpe.push(id);
+      if (bpe.length > room) break;
+    }
+    const truncated = bpe.length > room;
+    const kept = truncated ? room : bpe.length;
     row[0] = this.sotId;
     for (let i = 0; i < kept; i++) row[i + 1] = bpe[i];
     row[kept + 1] = this.eotId;

@@ -4,8 +4,13 @@
  * color_jitter_prob (its four adjustments in a random order, factors drawn uniformly), then
  * RandomGrayscale(grayscale_prob) (ITU-R 601-2 luma into all three channels). Driven by a seeded
  * generator so that the same job computes the same training embeddings on every run.
+ *
+ * As in open_clip_train (RandomResizedCrop, then the colour augmentations, then ToTensor), the
+ * augmentations apply to the resized, cropped 8-bit image: here the model's eval preprocessing
+ * output, brought back to 0..255 and normalised again. Nothing is re-encoded, and the work is per
+ * output pixel, not per pixel of a 12 MP photo. It runs in the preprocessing worker threads.
  */
-import sharp from 'sharp';
+import type { PreprocessConfig } from '../../model/config';
 
 export interface AugmentSettings {
   colorJitter: [number, number, number, number];
@@ -108,22 +113,27 @@ export function augmentPixels(px: Float32Array, a: AugmentSettings, rand: () => 
 }
 
 /**
- * Decodes `bytes`, augments, and re-encodes losslessly (PNG) for the model's exact preprocessing.
- * Returns the input unchanged when no augmentation fired.
+ * Augments a preprocessed CHW tensor (normalised with cfg.mean/std): its 8-bit RGB values are
+ * recovered, augmented and rounded like the 8-bit image torchvision's ToTensor would read, then
+ * normalised again. Returns the input unchanged when no augmentation fired.
  */
-export async function augmentImage(bytes: Uint8Array, a: AugmentSettings, rand: () => number): Promise<Uint8Array> {
-  if (!augmentationEnabled(a)) return bytes;
-  const { data, info } = await sharp(bytes).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-  const px = new Float32Array(data.length);
-  for (let i = 0; i < data.length; i++) px[i] = data[i];
+export function augmentTensor(tensor: Float32Array, cfg: Pick<PreprocessConfig, 'mean' | 'std'>, a: AugmentSettings, rand: () => number): Float32Array {
+  if (!augmentationEnabled(a)) return tensor;
+  const plane = tensor.length / 3;
+  const px = new Float32Array(tensor.length);
+  for (let c = 0; c < 3; c++) {
+    for (let p = 0; p < plane; p++) px[3 * p + c] = Math.round(clamp255((tensor[c * plane + p] * cfg.std[c] + cfg.mean[c]) * 255));
+  }
   const before = px.slice();
   augmentPixels(px, a, rand);
   let changed = false;
-  const out = Buffer.alloc(data.length);
-  for (let i = 0; i < px.length; i++) {
-    out[i] = Math.round(clamp255(px[i]));
-    if (px[i] !== before[i]) changed = true;
+  const out = new Float32Array(tensor.length);
+  for (let c = 0; c < 3; c++) {
+    for (let p = 0; p < plane; p++) {
+      const v = Math.round(clamp255(px[3 * p + c]));
+      if (v !== before[3 * p + c]) changed = true;
+      out[c * plane + p] = (v / 255 - cfg.mean[c]) / cfg.std[c];
+    }
   }
-  if (!changed) return bytes;
-  return sharp(out, { raw: { width: info.width, height: info.height, channels: 3 } }).png({ compressionLevel: 1 }).toBuffer();
+  return changed ? out : tensor;
 }

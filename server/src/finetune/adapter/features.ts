@@ -1,15 +1,23 @@
 /**
  * Frozen-encoder features of a dataset split, computed once per job with the base model (training
  * images augmented, seeded per row) and cached in the job directory, so a resumed job skips this.
+ *
+ * None of it runs on the event loop: images are read asynchronously, decoded (with the serving
+ * decoder's limits), preprocessed and augmented in the model's worker pool, captions tokenized
+ * there too, and only a few images are in memory at once (IMAGES_IN_FLIGHT).
  */
+import { setMaxListeners } from 'node:events';
 import * as fs from 'node:fs';
 import type { LoadedModel } from '../../runtime/model';
 import type { DatasetRow } from '../dataset';
 import { FineTuneCancelledError } from '../method';
 import { writeFileAtomic } from './atomic-file';
-import { augmentImage, type AugmentSettings } from './augment';
-import { seededRandom } from './math';
+import type { ImageLimits } from '../../preprocess/errors';
+import type { AugmentSettings } from './augment';
 import type { FeatureSet } from './train-loop';
+
+/** Encoded images read and waiting for (or in) the decode pool at once: bounds the job's memory. */
+const IMAGES_IN_FLIGHT = 2;
 
 export class FeatureError extends Error {
   constructor(message: string, readonly rows: number[] = []) {
@@ -23,10 +31,26 @@ export interface FeatureOptions {
   seed: number;
   batchSize?: number;
   signal: AbortSignal;
+  /** The serving decoder's limits: training images get no more latitude than served ones. */
+  imageLimits?: ImageLimits;
   onProgress?: (done: number, total: number) => void;
 }
 
 export async function computeFeatures(model: LoadedModel, rows: DatasetRow[], o: FeatureOptions): Promise<FeatureSet> {
+  // One pool job per image and caption listens for cancellation: a batch's worth of listeners.
+  const jobs = new AbortController();
+  setMaxListeners(0, jobs.signal);
+  const stop = () => jobs.abort();
+  o.signal.addEventListener('abort', stop, { once: true });
+  try {
+    return await extract(model, rows, { ...o, signal: jobs.signal });
+  } finally {
+    o.signal.removeEventListener('abort', stop);
+  }
+}
+
+async function extract(model: LoadedModel, rows: DatasetRow[], o: FeatureOptions): Promise<FeatureSet> {
+  const { signal } = o;
   const d = model.info.embedDim;
   const ctxLen = model.info.contextLength;
   const per = 3 * model.info.imageSize * model.info.imageSize;
@@ -37,19 +61,20 @@ export async function computeFeatures(model: LoadedModel, rows: DatasetRow[], o:
     if (o.signal.aborted) throw new FineTuneCancelledError();
     const batch = rows.slice(start, start + bs);
     const pixels = new Float32Array(batch.length * per);
-    await Promise.all(
-      batch.map(async (r, i) => {
-        try {
-          let bytes: Uint8Array = await fs.promises.readFile(r.image);
-          // Per-row generator: the augmentation of a row does not depend on batch order.
-          if (o.augment) bytes = await augmentImage(bytes, o.augment, seededRandom((o.seed * 1000003 + r.row) >>> 0));
-          pixels.set(await model.preprocessImage(bytes), i * per);
-        } catch (err) {
-          throw new FeatureError(`row ${r.row}: cannot use image: ${(err as Error).message}`, [r.row]);
-        }
-      }),
-    );
-    const ids = model.tokenizer.tokenizeBatch(batch.map((r) => r.caption), ctxLen).ids;
+    await forEachLimited(batch, IMAGES_IN_FLIGHT, async (r, i) => {
+      try {
+        const bytes = await fs.promises.readFile(r.image);
+        // Per-row generator: the augmentation of a row does not depend on batch order.
+        const augment = o.augment ? { settings: o.augment, seed: (o.seed * 1000003 + r.row) >>> 0 } : undefined;
+        pixels.set(await model.preprocessImage(bytes, o.imageLimits, { augment, signal }), i * per);
+      } catch (err) {
+        if (o.signal.aborted) throw new FineTuneCancelledError();
+        throw new FeatureError(`row ${r.row}: cannot use image: ${(err as Error).message}`, [r.row]);
+      }
+    });
+    const ids = new Int32Array(batch.length * ctxLen);
+    const rowsIds = await Promise.all(batch.map((r) => model.tokenizeText(r.caption, ctxLen, signal)));
+    rowsIds.forEach((t, i) => ids.set(t.ids, i * ctxLen));
     const [img, txt] = await Promise.all([model.encodeImage(pixels, batch.length), model.encodeText(ids, batch.length)]);
     image.set(img, start * d);
     text.set(txt, start * d);
@@ -58,7 +83,19 @@ export async function computeFeatures(model: LoadedModel, rows: DatasetRow[], o:
   return { n: rows.length, image, text };
 }
 
-const MAGIC = 'clipserve-features-1';
+/** Runs fn over items with at most `limit` calls in flight; the first failure rejects. */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++;
+      await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+}
+
+const MAGIC = 'clipserve-features-2';
 
 /** Atomic write of both splits' features. */
 export function saveFeatures(file: string, key: string, d: number, train: FeatureSet, validation: FeatureSet): void {

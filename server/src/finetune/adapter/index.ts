@@ -10,18 +10,18 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { loadBundle, writeBundle } from '../../model/bundle';
-import { readBundleStateDict } from '../../models/bundle-weights';
+import { loadBundle } from '../../model/bundle';
+import type { ImageLimits } from '../../preprocess/errors';
 import { loadModel, type RuntimeOptions } from '../../runtime/model';
 import { compiledModule } from '../../util/paths';
 import { readDatasetRows, VALIDATION_FILE, type DatasetRow } from '../dataset';
 import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethod, type Hyperparameters } from '../method';
 import { augmentationEnabled } from './augment';
 import { computeFeatures, loadFeatures, saveFeatures } from './features';
-import { foldAdapters } from './fold';
+import type { FoldBundleJob, FoldBundleReply } from './bundle-worker';
 import { permutation, seededRandom } from './math';
 import { resolveAdapterSettings, type AdapterSettings } from './settings';
-import { adaptedMetrics, loadCheckpoint, stepsPerEpoch, type TrainInput } from './train-loop';
+import { loadCheckpoint, stepsPerEpoch, type TrainInput } from './train-loop';
 import type { TrainerMessage } from './trainer-worker';
 
 export { resolveAdapterSettings };
@@ -32,7 +32,10 @@ export const OUTPUT_BUNDLE_DIR = 'bundle';
 
 export interface AdapterMethodOptions {
   dataDir: string;
+  /** The feature extractor's runtime; it always runs at low priority (see loadModel). */
   runtime?: RuntimeOptions;
+  /** The serving decoder's limits, applied to training images too. */
+  imageLimits?: ImageLimits;
 }
 
 /** Train/validation rows: a separate validation file when the dataset has one, else a seeded split. */
@@ -52,12 +55,14 @@ function round(metrics: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k, Math.round(v * 1e6) / 1e6]));
 }
 
-/** Trains in a worker thread; terminating it on abort frees its memory at once. */
-function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wImage: Float64Array; wText: Float64Array }> {
+/** Trains in a worker thread (validation metrics before and after included); terminating it on
+ *  abort frees its memory at once. */
+function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wImage: Float64Array; wText: Float64Array; metrics: Record<string, number>; before: Record<string, number> }> {
   return new Promise((resolve, reject) => {
     if (ctx.signal.aborted) return reject(new FineTuneCancelledError());
     const worker = new Worker(compiledModule('finetune/adapter/trainer-worker'), { workerData: input });
     let settled = false;
+    let before: Record<string, number> = {};
     const finish = (fn: () => void) => {
       if (settled) return;
       settled = true;
@@ -71,11 +76,14 @@ function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wI
     ctx.signal.addEventListener('abort', onAbort);
     worker.on('message', (m: TrainerMessage) => {
       if (settled) return; // progress still in flight from a terminated trainer
-      if (m.type === 'progress') {
+      if (m.type === 'before') {
+        before = round({ ...m.metrics });
+        ctx.emit({ type: 'log', message: `validation before training: text→image R@1 ${percent(before['text_to_image_R@1'])}, image→text R@1 ${percent(before['image_to_text_R@1'])}`, data: { metrics_before: before } });
+      } else if (m.type === 'progress') {
         const p = m.progress;
         if (p.type === 'step') ctx.emit({ type: 'step', data: { step: p.step, total_steps: p.totalSteps, epoch: p.epoch, loss: p.loss, learning_rate: p.learningRate } });
         else ctx.emit({ type: 'epoch', message: `epoch ${p.epoch}: train loss ${p.trainLoss.toFixed(4)}, validation text→image R@1 ${percent(p.metrics['text_to_image_R@1'])}`, data: { epoch: p.epoch, step: p.step, train_loss: p.trainLoss, metrics: round({ ...p.metrics }) } });
-      } else if (m.type === 'done') finish(() => resolve({ wImage: m.wImage, wText: m.wText }));
+      } else if (m.type === 'done') finish(() => resolve({ wImage: m.wImage, wText: m.wText, metrics: round({ ...m.metrics }), before }));
       else finish(() => reject(new Error(`adapter training failed: ${m.message}`)));
     });
     worker.on('error', (err) => finish(() => reject(err)));
@@ -85,6 +93,23 @@ function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wI
 
 /** A recall as the job table prints it: 0.25 → "25.00%". */
 const percent = (v: number): string => `${(100 * v).toFixed(2)}%`;
+
+/** Folds and writes the new bundle in a worker thread (see bundle-worker); not cancellable midway,
+ *  like the write it replaces: the job's cancel takes effect once it ends. */
+function writeFoldedBundle(job: FoldBundleJob): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(compiledModule('finetune/adapter/bundle-worker'), { workerData: job });
+    let settled = false;
+    const finish = (fn: () => void) => {
+      if (settled) return;
+      settled = true;
+      fn();
+    };
+    worker.on('message', (m: FoldBundleReply) => finish(() => (m.ok ? resolve() : reject(new Error(`writing the new model version failed: ${m.message}`)))));
+    worker.on('error', (err) => finish(() => reject(err)));
+    worker.on('exit', (code) => finish(() => reject(new Error(`the bundle writer exited with code ${code} before finishing`))));
+  });
+}
 
 export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod {
   return {
@@ -108,20 +133,17 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
       if (features) ctx.emit({ type: 'log', message: `reusing the features computed before (${trainRows.length} training, ${valRows.length} validation pairs)` });
       else {
         ctx.emit({ type: 'log', message: `computing frozen features of ${trainRows.length} training and ${valRows.length} validation pairs with ${base.manifest.name} ${base.manifest.version}` });
-        const model = await loadModel(ctx.baseModel.bundleDir, opts.runtime ?? {});
+        // Low priority, few threads: the server's own inference and decoding keep the cores first.
+        const model = await loadModel(ctx.baseModel.bundleDir, { preprocessWorkers: 1, intraOpThreads: 1, ...opts.runtime, lowPriority: true });
         try {
-          const train = await computeFeatures(model, trainRows, { augment: augmentationEnabled(augment) ? augment : undefined, seed: s.seed, signal: ctx.signal });
-          const validation = await computeFeatures(model, valRows, { seed: s.seed, signal: ctx.signal });
+          const train = await computeFeatures(model, trainRows, { augment: augmentationEnabled(augment) ? augment : undefined, seed: s.seed, signal: ctx.signal, imageLimits: opts.imageLimits });
+          const validation = await computeFeatures(model, valRows, { seed: s.seed, signal: ctx.signal, imageLimits: opts.imageLimits });
           features = { train, validation };
         } finally {
           await model.close();
         }
         saveFeatures(featuresFile, featureKey, d, features.train, features.validation);
       }
-      const zero = { wImage: new Float64Array(d * d), wText: new Float64Array(d * d) };
-      const before = round({ ...adaptedMetrics(zero, features.validation, d, scale) });
-      ctx.emit({ type: 'log', message: `validation before training: text→image R@1 ${percent(before['text_to_image_R@1'])}, image→text R@1 ${percent(before['image_to_text_R@1'])}`, data: { metrics_before: before } });
-
       const checkpointPath = path.join(ctx.workDir, CHECKPOINT_FILE);
       const resumed = loadCheckpoint(checkpointPath, d * d);
       const total = stepsPerEpoch(features.train.n, s.batchSize) * s.epochs;
@@ -137,25 +159,21 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
         },
         ctx,
       );
-      const after = round({ ...adaptedMetrics(trained, features.validation, d, scale) });
+      const after = trained.metrics;
 
       if (ctx.signal.aborted) throw new FineTuneCancelledError();
       const outDir = path.join(ctx.workDir, OUTPUT_BUNDLE_DIR);
       fs.rmSync(outDir, { recursive: true, force: true }); // a half-written one from before a crash
       ctx.emit({ type: 'log', message: 'writing the new model version (adapters folded into the projections)' });
-      const sd = foldAdapters(readBundleStateDict(base), trained.wImage, trained.wText);
-      await writeBundle({
+      await writeFoldedBundle({
+        baseDir: ctx.baseModel.bundleDir,
         outDir,
-        name: base.manifest.name,
         version: ctx.outputVersion,
-        config: { model_cfg: base.manifest.model_cfg, preprocess_cfg: base.manifest.preprocess_cfg },
-        stateDict: sd,
-        vocabFile: base.paths.vocab,
-        precision: base.manifest.precision,
-        // Lineage: a version fine-tuned from the random-weight demo bundle is still a demo model.
-        demo: base.manifest.demo,
+        wImage: trained.wImage,
+        wText: trained.wText,
         source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
       });
+      const before = trained.before;
       ctx.emit({ type: 'report', message: `text→image R@1 ${percent(before['text_to_image_R@1'])} → ${percent(after['text_to_image_R@1'])}`, data: { metrics_before: before, metrics_after: after } });
       return { bundleDir: outDir, metrics: after };
     },
