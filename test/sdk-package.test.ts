@@ -197,8 +197,8 @@ describe('LangChain', () => {
    * node_modules holds the chosen @langchain/core and the SDK; node runs with --preserve-symlinks
    * so the SDK's `@langchain/core` import resolves to that copy.
    */
-  function project(name: string, links: Record<string, string>): string {
-    const dir = path.join(REPO_ROOT, '.cache', 'langchain-tests', name);
+  function project(name: string, links: Record<string, string>, base = REPO_ROOT): string {
+    const dir = path.join(base, '.cache', 'langchain-tests', name);
     fs.rmSync(dir, { recursive: true, force: true });
     for (const [pkg, target] of Object.entries(links)) {
       const at = path.join(dir, 'node_modules', pkg);
@@ -211,7 +211,12 @@ describe('LangChain', () => {
   const node = (dir: string, file: string) =>
     run(process.execPath, ['--preserve-symlinks', '--preserve-symlinks-main', file], { cwd: dir, env: { ...process.env, CLIPSERVE_ADDRESS: server.address } });
 
-  afterAll(() => fs.rmSync(path.join(REPO_ROOT, '.cache', 'langchain-tests'), { recursive: true, force: true }));
+  /** The workspace package that holds langchain 0.3 and @langchain/core 0.3 (the root holds 1.x). */
+  const LANGCHAIN_03_DIR = path.join(REPO_ROOT, 'examples', 'langchain-0.3');
+
+  afterAll(() => {
+    for (const base of [REPO_ROOT, LANGCHAIN_03_DIR]) fs.rmSync(path.join(base, '.cache', 'langchain-tests'), { recursive: true, force: true });
+  });
 
   test.each([
     ['0.3', '@langchain/core-0.3'],
@@ -239,13 +244,42 @@ console.log(JSON.stringify({ version, isEmbeddings: e instanceof Embeddings, n: 
     expect(out).toMatchObject({ isEmbeddings: true, n: 2, same: true, direct: true });
   }, 60_000);
 
-  test('the README snippet runs as written with langchain 1.x (@langchain/classic MemoryVectorStore)', async () => {
+  /**
+   * The README snippet as written (langchain 1.x: MemoryVectorStore from @langchain/classic), and with the one
+   * change the README gives for langchain 0.3, run from the examples/langchain-0.3 workspace, where the root
+   * `npm ci` installed langchain 0.3 and its peer @langchain/core 0.3 (nested: the root holds core 1.x). The
+   * SDK is linked into each project, so with --preserve-symlinks it loads that project's @langchain/core.
+   */
+  test.each([
+    ['1.x', '@langchain/classic'],
+    ['0.3', 'langchain'],
+  ])('the README snippet runs as documented with langchain %s (MemoryVectorStore from %s)', async (line, memoryPkg) => {
     const readme = fs.readFileSync(path.join(SDK_DIR, 'README.md'), 'utf8');
     const section = readme.slice(readme.indexOf('## LangChain.js'));
     const snippet = /```js\n([\s\S]*?)```/.exec(section)?.[1];
-    expect(snippet).toContain("from '@langchain/classic/vectorstores/memory'");
-    const dir = project('snippet', { '@langchain/core': installedDir('@langchain/core'), '@langchain/classic': installedDir('@langchain/classic'), '@clipserve/sdk': SDK_DIR });
-    fs.writeFileSync(path.join(dir, 'snippet.mjs'), snippet!);
+    const asWritten = "from '@langchain/classic/vectorstores/memory'";
+    expect(snippet).toContain(asWritten);
+    // The README's instruction for 0.3, checked so that the test and the text cannot drift apart.
+    expect(section.slice(0, section.indexOf('```js')).replace(/\s+/g, ' ')).toContain('import `MemoryVectorStore` from `langchain/vectorstores/memory` instead');
+    const dir = line === '1.x'
+      ? project('snippet-1.x', { '@langchain/core': installedDir('@langchain/core'), '@langchain/classic': installedDir('@langchain/classic'), '@clipserve/sdk': SDK_DIR })
+      : project('snippet-0.3', { '@clipserve/sdk': SDK_DIR }, LANGCHAIN_03_DIR);
+    fs.writeFileSync(path.join(dir, 'snippet.mjs'), snippet!.replace(asWritten, `from '${memoryPkg}/vectorstores/memory'`));
+    // Which copies the snippet ran with: one @langchain/core for the store, the embeddings and the project.
+    fs.writeFileSync(path.join(dir, 'versions.mjs'), `
+import { createRequire } from 'node:module';
+import { Embeddings } from '@langchain/core/embeddings';
+import { VectorStore } from '@langchain/core/vectorstores';
+import { MemoryVectorStore } from '${memoryPkg}/vectorstores/memory';
+import { ClipServeEmbeddings } from '@clipserve/sdk/langchain';
+const require = createRequire(import.meta.url);
+console.log(JSON.stringify({ core: require('@langchain/core/package.json').version, memoryPkg: require('${memoryPkg}/package.json').version,
+  oneCore: MemoryVectorStore.prototype instanceof VectorStore && ClipServeEmbeddings.prototype instanceof Embeddings }));
+`);
+    const versions = JSON.parse((await node(dir, 'versions.mjs')).stdout) as { core: string; memoryPkg: string; oneCore: boolean };
+    expect(versions.core.startsWith(line === '0.3' ? '0.3.' : '1.')).toBe(true);
+    expect(versions.memoryPkg.startsWith(line === '0.3' ? '0.3.' : '1.')).toBe(true);
+    expect(versions.oneCore).toBe(true);
     await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 200, g: 30, b: 30 } } }).jpeg().toFile(path.join(dir, 'query.jpg'));
     const out = JSON.parse((await node(dir, 'snippet.mjs')).stdout) as { byText: string; byImage: [string, number][] };
     // The demo model's vectors carry no meaning, but the store, the query and the image search all ran.
