@@ -104,14 +104,14 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     const p2 = await s.listJobs(2, p1.nextOrd);
     expect(p2.jobs.map((j) => j.id)).toEqual(['j3', 'j2']);
     expect(await s.listJobs(2, p2.nextOrd)).toEqual({ jobs: [expect.objectContaining({ id: 'j1' })], nextOrd: undefined });
-    expect(await s.cancelQueued('j2')).toBe(true);
+    expect((await s.cancelQueued('j2', { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } }))?.data).toEqual({ state: 'cancelled' });
     expect((await s.getJob('j2'))!.state).toBe('cancelled');
 
     // Oldest first; a claimed job is nobody else's; heartbeats only count for the owner.
     expect((await s.claimNextJob('host/a'))!.id).toBe('j1');
     expect(await s.heartbeat('j1', 'host/b')).toBe(false);
     expect(await s.heartbeat('j1', 'host/a')).toBe(true);
-    expect(await s.cancelQueued('j1')).toBe(false); // claimed: only its owner may end it
+    expect(await s.cancelQueued('j1', { type: 'state', message: 'x', data: {} })).toBeUndefined(); // claimed: only its owner may end it
     // Taking over from an owner presumed gone: only with its last heartbeat unchanged, only once.
     const seenHb = (await s.getJob('j1'))!.heartbeatMs;
     expect(await s.adoptJob('j1', 'host/b', seenHb, 'host/c')).toBe(false);

@@ -244,9 +244,12 @@ export class FineTuneJobRunner {
       await Promise.race([a.done, new Promise((r) => setTimeout(r, wait).unref())]);
       return this.get(id);
     }
-    if (job.state === 'queued' && (await this.o.store.cancelQueued(id))) {
-      await this.event(id, { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } });
-      return this.get(id);
+    if (job.state === 'queued') {
+      const ev = await this.o.store.cancelQueued(id, { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } });
+      if (ev) {
+        this.wake(id, { sequence: ev.sequence, event: ev });
+        return this.get(id);
+      }
     }
     // Another instance owns it: ask through the database, and wait for the owner to act.
     await this.o.store.requestCancel(id);

@@ -271,9 +271,24 @@ export abstract class SqlStore implements Store {
     });
   }
 
-  async cancelQueued(id: string): Promise<boolean> {
-    const r = await this.db.updateTable('jobs').set({ state: 'cancelled', finished_at: nowSeconds() }).where('id', '=', id).where('state', '=', 'queued').where('owner', '=', '').executeTakeFirst();
-    return Number(r.numUpdatedRows) === 1;
+  async cancelQueued(id: string, event: NewEvent): Promise<JobEventRecord | undefined> {
+    const createdAtMs = Date.now();
+    const seq = await this.write(async (trx, notify) => {
+      const r = await trx
+        .updateTable('jobs')
+        .set({ state: 'cancelled', finished_at: nowSeconds(), last_seq: sql`last_seq + 1` })
+        .where('id', '=', id)
+        .where('state', '=', 'queued')
+        .where('owner', '=', '')
+        .returning('last_seq')
+        .executeTakeFirst();
+      if (!r) return undefined;
+      const sequence = Number(r.last_seq);
+      await trx.insertInto('job_events').values({ job_id: id, seq: sequence, type: event.type, created_at_ms: createdAtMs, message: event.message, data: JSON.stringify(event.data) }).execute();
+      notify({ kind: 'job_event', jobId: id, sequence });
+      return sequence;
+    });
+    return seq === undefined ? undefined : { jobId: id, sequence: seq, type: event.type, createdAtMs, message: event.message, data: event.data };
   }
 
   async requestCancel(id: string): Promise<void> {

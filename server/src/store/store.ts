@@ -164,8 +164,12 @@ export interface Store {
   adoptJob(id: string, fromOwner: string, seenHeartbeatMs: number, owner: string): Promise<boolean>;
   /** Drops the job's owner (a pending cancel request stays); notifies `job_queued` when it is queued. */
   releaseJob(id: string): Promise<void>;
-  /** Cancels a job nobody has claimed yet; false when it was claimed (or finished) meanwhile. */
-  cancelQueued(id: string): Promise<boolean>;
+  /**
+   * Cancels a job nobody has claimed yet, writing its terminal `event` in the same transaction (a
+   * watcher never sees a cancelled job without its last event); undefined when it was claimed (or
+   * finished) meanwhile.
+   */
+  cancelQueued(id: string, event: NewEvent): Promise<JobEventRecord | undefined>;
   /** Asks the job's owner to cancel it; notifies `cancel_requested`. */
   requestCancel(id: string): Promise<void>;
   jobCountsByState(): Promise<Record<string, number>>;
