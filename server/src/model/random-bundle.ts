@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildDemoVocab, ClipTokenizer } from '../tokenizer';
-import { writeBundle, type BundleManifest } from './bundle';
+import { writeBundle, type BundleManifest, type BundlePrecision } from './bundle';
+import type { Int8Settings } from './int8';
 import { ARCH_PRESETS, resolveConfig, type ArchName, type OpenClipConfig } from './config';
 import { randomStateDict } from './random-init';
 
@@ -17,7 +18,8 @@ export interface RandomBundleOptions {
   outDir: string;
   /** gzip BPE merges file; default: the demo vocabulary. */
   vocabFile?: string;
-  precision?: 'fp32' | 'fp16';
+  precision?: BundlePrecision;
+  int8Settings?: Partial<Int8Settings>;
   name?: string;
   demo?: boolean;
   /** Reports weight generation (phase 'init', in parameters) and writing (phase 'write', in bytes). */
@@ -56,6 +58,7 @@ export async function writeRandomBundle(o: RandomBundleOptions): Promise<BundleM
       vocabFile,
       demo: o.demo ?? false,
       precision: o.precision ?? 'fp32',
+      int8Settings: o.int8Settings,
       source: { kind: 'random-init', arch: o.arch, seed: o.seed, vocab: o.vocabFile ? path.basename(o.vocabFile) : 'clipserve demo vocabulary' },
       onProgress: (d, t) => o.onProgress?.('write', d, t),
     });
