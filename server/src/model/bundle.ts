@@ -15,7 +15,8 @@ import { PACKAGE_ROOT } from '../util/paths';
 import { resolveConfig, type ModelConfig, type OpenClipConfig, type PreprocessConfig } from './config';
 import { BundleError } from './errors';
 import { expectedWeightShapes, validateStateDict } from './expected-weights';
-import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, INT8_METHOD, type Int8Record, type Int8Settings, type TowerCalibration } from './int8';
+import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, demoteWorst, INT8_METHOD, MAX_CHECK_ROUNDS, meetsContract, type Int8Record, type Int8Settings } from './int8';
+import { quantizableLayers } from '../onnx/clip-graph';
 import { numel, type StateDict } from './state-dict';
 
 export const MANIFEST_FILE = 'clipserve.json';
@@ -133,6 +134,9 @@ export async function writeBundle(opts: {
   const int8Settings: Int8Settings = { ...DEFAULT_INT8_SETTINGS, ...opts.int8Settings };
   if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1) throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
   if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift))) throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
+  for (const k of ['minMeanCosine', 'minCosine'] as const) {
+    if (!(int8Settings[k] >= 0 && int8Settings[k] <= 1)) throw new BundleError(`int8 ${k} must be in [0, 1], got ${int8Settings[k]}`);
+  }
   if (!opts.name || !opts.version) throw new BundleError('bundle name and version must be non-empty');
   const config = resolveConfig(opts.config);
   const cfg = config.model_cfg;
@@ -164,24 +168,39 @@ export async function writeBundle(opts: {
       config, weights, vocabFile: opts.vocabFile, settings: int8Settings, producerVersion,
       scratchDir: fs.mkdtempSync(path.join(tmp, 'calibration-')),
     } : undefined;
-    const plans: Partial<Record<Tower, TowerCalibration>> = {};
+    const towers = {} as Int8Record['towers'];
     for (const tower of ['visual', 'textual'] as const) {
-      if (calibration) plans[tower] = await calibrateTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'calibrate', d, n) }, tower);
-      const int8 = plans[tower] ? { layers: plans[tower].layers } : undefined;
-      written[tower] = writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights, precision, int8, producerVersion, towerOptions: opts.towerOptions, onBytes });
+      const write = (int8?: { layers: ReadonlySet<string> }) =>
+        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights, precision, int8, producerVersion, towerOptions: opts.towerOptions, onBytes });
+      if (!calibration) {
+        written[tower] = write();
+        continue;
+      }
+      const plan = await calibrateTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'calibrate', d, n) }, tower);
+      let layers: ReadonlySet<string> = plan.layers;
+      let cosine: { mean: number; min: number };
+      for (let round = 0; ; round++) {
+        written[tower] = write({ layers });
+        cosine = await checkTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'check', d, n) }, tower, written[tower].onnx.path, plan.reference);
+        if (meetsContract(cosine, int8Settings) || layers.size === 0 || round + 1 >= MAX_CHECK_ROUNDS) break;
+        layers = demoteWorst(layers, plan.record.drift);
+      }
+      const all = quantizableLayers(cfg, tower);
+      towers[tower] = {
+        int8_layers: all.filter((l) => layers.has(l)),
+        fp32_layers: all.filter((l) => !layers.has(l)),
+        drift: plan.record.drift,
+        cosine_to_fp32: cosine,
+        demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
+      };
     }
     let int8Record: Int8Record | undefined;
     if (calibration) {
       fs.rmSync(calibration.scratchDir, { recursive: true, force: true });
-      const towers = {} as Int8Record['towers'];
-      for (const tower of ['visual', 'textual'] as const) {
-        const plan = plans[tower]!;
-        const cosine = await checkTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'check', d, n) }, tower, written[tower].onnx.path, plan.reference);
-        towers[tower] = { ...plan.record, cosine_to_fp32: cosine };
-      }
       int8Record = {
         method: INT8_METHOD,
         max_drift: int8Settings.maxDrift,
+        cosine_contract: { mean: int8Settings.minMeanCosine, min: int8Settings.minCosine },
         calibration: { images: int8Settings.samples, captions: int8Settings.samples, generator: 'clipserve calibration-inputs (deterministic)' },
         towers,
       };

@@ -7,15 +7,19 @@
  *      every layer whose relative RMS drift sqrt(Σ(y_int8 − y)² / Σy²) exceeds the threshold:
  *      trained ViTs carry a few activation channels far larger than the rest, and a per-token
  *      scale stretched by them rounds every other channel of that token to a few levels;
- *   3. after the final towers are written, runs them over the same set and measures the cosine of
- *      each int8 embedding to the float32 one, which the manifest records with the plan.
+ *   3. after the tower is written, runs it over the same set and measures the cosine of each int8
+ *      embedding to the float32 one. Layers are measured one at a time, and their errors add up
+ *      through the tower: while the cosine misses the contract (mean ≥ 0.995, min ≥ 0.99), the
+ *      quarter of the remaining int8 layers with the largest drift goes back to float32 and the
+ *      tower is written and checked again (a few rounds at most). The manifest records the plan,
+ *      the drifts and the final cosines.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as ort from 'onnxruntime-node';
 import { DRIFT_ERR_PREFIX, DRIFT_REF_PREFIX, IMAGE_INPUT, IMAGE_OUTPUT, quantizableLayers, TEXT_INPUT, TEXT_OUTPUT, type WeightLookup } from '../onnx/clip-graph';
 import { writeTowerModel, type Tower } from '../onnx/write-model';
-import { RUNTIME_SESSION_EXTRA } from '../runtime/session-options';
+import type { WireTensor } from '../runtime/session-protocol';
+import { WorkerSession } from '../runtime/worker-session';
 import { ClipTokenizer } from '../tokenizer';
 import { calibrationCaptions, calibrationImageBatch, calibrationTextBatch } from './calibration-inputs';
 import type { OpenClipConfig } from './config';
@@ -25,10 +29,25 @@ export interface Int8Settings {
   samples: number;
   /** Largest relative RMS drift of a layer's output that still runs in int8. */
   maxDrift: number;
+  /** The tower's embeddings must keep at least these cosines to float32 on the calibration set. */
+  minMeanCosine: number;
+  minCosine: number;
 }
 
 /** 256 images and 256 captions; the drift bound is measured in docs/int8.md. */
-export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05 };
+export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99 };
+
+/** Rounds of "write, check, move the worst quarter back to float32" after the per-layer choice. */
+export const MAX_CHECK_ROUNDS = 4;
+
+/** Whether measured cosines meet the settings' contract. */
+export const meetsContract = (c: { mean: number; min: number }, s: Int8Settings): boolean => c.mean >= s.minMeanCosine && c.min >= s.minCosine;
+
+/** The plan with the quarter (at least one) of its int8 layers that drift most moved to float32. */
+export function demoteWorst(layers: ReadonlySet<string>, drift: Record<string, number>): Set<string> {
+  const sorted = [...layers].sort((a, b) => drift[b] - drift[a]);
+  return new Set(sorted.slice(Math.max(1, Math.ceil(sorted.length / 4))));
+}
 
 export interface TowerInt8Record {
   int8_layers: string[];
@@ -37,12 +56,16 @@ export interface TowerInt8Record {
   drift: Record<string, number>;
   /** Cosine of the int8 tower's embeddings to the float32 tower's on the calibration set. */
   cosine_to_fp32: { mean: number; min: number };
+  /** Layers moved back to float32 by the end-to-end check (beyond those over max_drift). */
+  demoted_by_check: string[];
 }
 
 /** What an int8 bundle's manifest records in its `int8` field. */
 export interface Int8Record {
   method: 'weights per output channel (symmetric), activations per token (dynamic, symmetric); MatMulInteger';
   max_drift: number;
+  /** What the end-to-end check held each tower to. */
+  cosine_contract: { mean: number; min: number };
   calibration: { images: number; captions: number; generator: string };
   towers: Record<Tower, TowerInt8Record>;
 }
@@ -63,12 +86,16 @@ export interface CalibrationContext {
   onProgress?: (tower: Tower, done: number, total: number) => void;
 }
 
-async function openSession(modelPath: string): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(modelPath, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', ...RUNTIME_SESSION_EXTRA });
+/** A CPU session in a worker thread, configured like the server's: calibration never runs on the
+ *  event loop (pull may convert inside a serving process). */
+async function openSession(modelPath: string, tower: Tower): Promise<WorkerSession> {
+  return WorkerSession.create({ modelPath, providers: ['cpu'], graphOptimizationLevel: 'all' }, `int8 calibration of the ${tower} tower`);
 }
 
+const floats = (t: WireTensor): Float32Array => new Float32Array(t.data);
+
 /** Runs `session` over the calibration set of `tower`, batch by batch. */
-async function forEachBatch(ctx: CalibrationContext, tower: Tower, session: ort.InferenceSession, outputs: string[], visit: (out: ort.InferenceSession.OnnxValueMapType, n: number) => void): Promise<void> {
+async function forEachBatch(ctx: CalibrationContext, tower: Tower, session: WorkerSession, outputs: string[], visit: (out: Record<string, WireTensor>, n: number) => void): Promise<void> {
   const cfg = ctx.config.model_cfg;
   const total = ctx.settings.samples;
   const tokenizer = tower === 'textual' ? ClipTokenizer.fromMergesFile(ctx.vocabFile) : undefined;
@@ -76,13 +103,13 @@ async function forEachBatch(ctx: CalibrationContext, tower: Tower, session: ort.
   const batch = tower === 'visual' ? IMAGE_BATCH : TEXT_BATCH;
   for (let from = 0; from < total; from += batch) {
     const n = Math.min(batch, total - from);
-    let feeds: Record<string, ort.Tensor>;
+    let feeds: Record<string, WireTensor>;
     if (tower === 'visual') {
       const S = cfg.vision_cfg.image_size;
-      feeds = { [IMAGE_INPUT]: new ort.Tensor('float32', calibrationImageBatch(from, n, S, ctx.config.preprocess_cfg), [n, 3, S, S]) };
+      feeds = { [IMAGE_INPUT]: { type: 'float32', data: calibrationImageBatch(from, n, S, ctx.config.preprocess_cfg).buffer as ArrayBuffer, dims: [n, 3, S, S] } };
     } else {
       const t = calibrationTextBatch(captions, from, n, tokenizer!, cfg.text_cfg.context_length);
-      feeds = { [TEXT_INPUT]: new ort.Tensor('int64', t.ids, t.dims) };
+      feeds = { [TEXT_INPUT]: { type: 'int64', data: t.ids.buffer as ArrayBuffer, dims: t.dims } };
     }
     visit(await session.run(feeds, outputs), n);
     ctx.onProgress?.(tower, from + n, total);
@@ -93,7 +120,7 @@ const outputName = (tower: Tower): string => (tower === 'visual' ? IMAGE_OUTPUT 
 
 export interface TowerCalibration {
   layers: Set<string>;
-  record: Omit<TowerInt8Record, 'cosine_to_fp32'>;
+  record: Omit<TowerInt8Record, 'cosine_to_fp32' | 'demoted_by_check' | 'int8_layers' | 'fp32_layers'>;
   /** The float32 embeddings of the calibration set, [samples, embed_dim]. */
   reference: Float32Array;
 }
@@ -109,19 +136,19 @@ export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Pro
   const E = cfg.embed_dim;
   const reference = new Float32Array(ctx.settings.samples * E);
   let filled = 0;
-  const session = await openSession(onnxPath);
+  const session = await openSession(onnxPath, tower);
   try {
     const outputs = [outputName(tower), ...layers.flatMap((l) => [`${DRIFT_ERR_PREFIX}${l}`, `${DRIFT_REF_PREFIX}${l}`])];
     await forEachBatch(ctx, tower, session, outputs, (out, n) => {
       layers.forEach((l, i) => {
-        err[i] += Number((out[`${DRIFT_ERR_PREFIX}${l}`].data as Float32Array)[0]);
-        ref[i] += Number((out[`${DRIFT_REF_PREFIX}${l}`].data as Float32Array)[0]);
+        err[i] += floats(out[`${DRIFT_ERR_PREFIX}${l}`])[0];
+        ref[i] += floats(out[`${DRIFT_REF_PREFIX}${l}`])[0];
       });
-      reference.set((out[outputName(tower)].data as Float32Array).subarray(0, n * E), filled * E);
+      reference.set(floats(out[outputName(tower)]).subarray(0, n * E), filled * E);
       filled += n;
     });
   } finally {
-    await session.release();
+    await session.close();
     fs.rmSync(onnxPath, { force: true });
     fs.rmSync(`${onnxPath}.data`, { force: true });
   }
@@ -134,7 +161,7 @@ export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Pro
   });
   return {
     layers: chosen,
-    record: { int8_layers: layers.filter((l) => chosen.has(l)), fp32_layers: layers.filter((l) => !chosen.has(l)), drift },
+    record: { drift },
     reference,
   };
 }
@@ -173,14 +200,14 @@ export async function checkTower(ctx: CalibrationContext, tower: Tower, onnxPath
   const E = ctx.config.model_cfg.embed_dim;
   const got = new Float32Array(reference.length);
   let filled = 0;
-  const session = await openSession(onnxPath);
+  const session = await openSession(onnxPath, tower);
   try {
     await forEachBatch(ctx, tower, session, [outputName(tower)], (out, n) => {
-      got.set((out[outputName(tower)].data as Float32Array).subarray(0, n * E), filled * E);
+      got.set(floats(out[outputName(tower)]).subarray(0, n * E), filled * E);
       filled += n;
     });
   } finally {
-    await session.release();
+    await session.close();
   }
   return cosineSummary(rowCosines(got, reference, E));
 }

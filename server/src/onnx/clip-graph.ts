@@ -134,22 +134,25 @@ class TowerWriter {
   }
 
   /**
-   * x @ W for the projection `layer` (see projectionWeight): float32 MatMul, int8 (when the plan lists the layer), or both with
-   * drift outputs when calibrating.
+   * then(x @ W) for the projection `layer` (see projectionWeight): float32 MatMul, int8 (when the
+   * plan lists the layer), or both with drift outputs (compared after `then`) when calibrating.
    */
-  project(x: string, layer: string): string {
+  project(x: string, layer: string, then: (y: string) => string = (y) => y): string {
     const b = this.b;
     const { key, transposed } = projectionWeight(layer);
     const plan = this.int8;
     const float = (): string => b.op('MatMul', [x, transposed ? this.wT(key) : this.w(key)], {}, { name: `${layer}.matmul` });
-    if (!plan || (!plan.calibrate && !plan.layers.has(layer))) return float();
+    if (!plan || (!plan.calibrate && !plan.layers.has(layer))) return then(float());
     const t = this.get(key);
     const [rows, cols] = transposed ? [t.shape[1], t.shape[0]] : t.shape;
     const q = this.int8MatMul(x, layer, transposed ? transpose2d(t) : t.data, rows, cols);
-    if (!plan.calibrate) return q;
-    const y = float();
+    if (!plan.calibrate) return then(q);
+    // The drift is measured after `then`: for the q/k/v projection that is the attention output,
+    // because softmax turns a small relative error in large scores into a different attention.
+    const y = then(float());
+    const yq = then(q);
     const sumSq = (v: string, n: string): string => b.op('ReduceSum', [b.op('Mul', [v, v], {}, { name: `${layer}.${n}_sq` })], { keepdims: attr.int(0) }, { name: `${layer}.${n}_sum` });
-    const diff = b.op('Sub', [q, y], {}, { name: `${layer}.drift` });
+    const diff = b.op('Sub', [yq, y], {}, { name: `${layer}.drift` });
     b.output(sumSq(diff, 'drift'), `${DRIFT_ERR_PREFIX}${layer}`, DataType.FLOAT, []);
     b.output(sumSq(y, 'ref'), `${DRIFT_REF_PREFIX}${layer}`, DataType.FLOAT, []);
     return y;
@@ -194,36 +197,44 @@ class TowerWriter {
   /** Multi-head self-attention with open_clip's packed in_proj (rows q, k, v) and out_proj. */
   attention(h: string, prefix: string, width: number, heads: number, causal: boolean): string {
     const b = this.b;
-    const headDim = width / heads;
     let o: string;
+    let bias: string | undefined;
+    const qkvBias = (qkvNoBias: string): string => b.op('Add', [qkvNoBias, (bias ??= this.w(`${prefix}.in_proj_bias`))], {}, { name: `${prefix}.qkv_bias` });
     if (this.opts.attention === 'mha') {
       // Projection in standard ops, then onnxruntime's MultiHeadAttention on separate q, k, v.
-      const qkv = b.op('Add', [this.project(h, `${prefix}.in_proj`), this.w(`${prefix}.in_proj_bias`)], {}, { name: `${prefix}.qkv_bias` });
-      const [q, k, v] = b.node('Split', [qkv, b.constI64([width, width, width])], { axis: attr.int(-1) }, { outputs: 3, name: `${prefix}.qkv_split` });
-      const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
-      o = b.op('MultiHeadAttention', [q, k, v], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
+      o = this.project(h, `${prefix}.in_proj`, (qkvNoBias) => {
+        const [q, k, v] = b.node('Split', [qkvBias(qkvNoBias), b.constI64([width, width, width])], { axis: attr.int(-1) }, { outputs: 3, name: `${prefix}.qkv_split` });
+        const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
+        return b.op('MultiHeadAttention', [q, k, v], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
+      });
     } else if (this.opts.attention === 'contrib') {
       const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
       o = b.op('Attention', [h, this.wT(`${prefix}.in_proj_weight`), this.w(`${prefix}.in_proj_bias`)], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
     } else {
-      const qkv = b.op('Add', [this.project(h, `${prefix}.in_proj`), this.w(`${prefix}.in_proj_bias`)], {}, { name: `${prefix}.qkv_bias` });
-      const split = b.op('Reshape', [qkv, b.constI64([0, 0, 3, heads, headDim])], {}, { name: `${prefix}.qkv_heads` });
-      const part = (i: number, perm: number[], n: string): string =>
-        b.op('Transpose', [b.op('Gather', [split, b.constI64([i], [])], { axis: attr.int(2) }, { name: `${prefix}.${n}_pick` })], { perm: attr.ints(perm) }, { name: `${prefix}.${n}` });
-      const q = part(0, [0, 2, 1, 3], 'q'); // [B,H,T,d]
-      const kT = part(1, [0, 2, 3, 1], 'kT'); // [B,H,d,T]
-      const v = part(2, [0, 2, 1, 3], 'v'); // [B,H,T,d]
-      const qs = b.op('Mul', [q, this.scalar(headDim ** -0.5)], {}, { name: `${prefix}.q_scale` });
-      let s = b.op('MatMul', [qs, kT], {}, { name: `${prefix}.scores` });
-      if (causal) {
-        if (!this.causalMask) throw new Error('causal attention needs the mask built first');
-        s = b.op('Add', [s, this.causalMask], {}, { name: `${prefix}.causal` });
-      }
-      const p = b.op('Softmax', [s], { axis: attr.int(-1) }, { name: `${prefix}.softmax` });
-      const ctx = b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: `${prefix}.context` })], { perm: attr.ints([0, 2, 1, 3]) }, { name: `${prefix}.merge` });
-      o = b.op('Reshape', [ctx, b.constI64([0, 0, width])], {}, { name: `${prefix}.merged` });
+      o = this.project(h, `${prefix}.in_proj`, (qkvNoBias) => this.plainAttention(qkvBias(qkvNoBias), prefix, width, heads, causal));
     }
     return this.linear(o, `${prefix}.out_proj`);
+  }
+
+  /** Scaled dot-product attention in standard ONNX ops on the packed q/k/v ([B, T, 3·width]). */
+  plainAttention(qkv: string, prefix: string, width: number, heads: number, causal: boolean): string {
+    const b = this.b;
+    const headDim = width / heads;
+    const split = b.op('Reshape', [qkv, b.constI64([0, 0, 3, heads, headDim])], {}, { name: `${prefix}.qkv_heads` });
+    const part = (i: number, perm: number[], n: string): string =>
+      b.op('Transpose', [b.op('Gather', [split, b.constI64([i], [])], { axis: attr.int(2) }, { name: `${prefix}.${n}_pick` })], { perm: attr.ints(perm) }, { name: `${prefix}.${n}` });
+    const q = part(0, [0, 2, 1, 3], 'q'); // [B,H,T,d]
+    const kT = part(1, [0, 2, 3, 1], 'kT'); // [B,H,d,T]
+    const v = part(2, [0, 2, 1, 3], 'v'); // [B,H,T,d]
+    const qs = b.op('Mul', [q, this.scalar(headDim ** -0.5)], {}, { name: `${prefix}.q_scale` });
+    let s = b.op('MatMul', [qs, kT], {}, { name: `${prefix}.scores` });
+    if (causal) {
+      if (!this.causalMask) throw new Error('causal attention needs the mask built first');
+      s = b.op('Add', [s, this.causalMask], {}, { name: `${prefix}.causal` });
+    }
+    const p = b.op('Softmax', [s], { axis: attr.int(-1) }, { name: `${prefix}.softmax` });
+    const ctx = b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: `${prefix}.context` })], { perm: attr.ints([0, 2, 1, 3]) }, { name: `${prefix}.merge` });
+    return b.op('Reshape', [ctx, b.constI64([0, 0, width])], {}, { name: `${prefix}.merged` });
   }
 
   block(x: string, prefix: string, width: number, heads: number, quickGelu: boolean, causal: boolean): string {

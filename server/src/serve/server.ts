@@ -120,8 +120,8 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
         imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
         observer: input.observer ?? metrics.service,
       }),
-    onActivated: ({ name, version, provider, demo }, previous) => {
-      metrics.service.setModelInfo({ name, version, provider, demo });
+    onActivated: ({ name, version, provider, demo, precision }, previous) => {
+      metrics.service.setModelInfo({ name, version, provider, demo, precision });
       if (previous) logger.info({ version, previous: previous.version }, 'model version switched');
     },
     logger,
