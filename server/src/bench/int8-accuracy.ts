@@ -2,7 +2,7 @@
  * The int8 accuracy contract, measured (docs/int8.md):
  *
  *   node dist/bench/int8-accuracy.js [--sections goldens,vitl,stress,retrieval] [--golden DIR]
- *        [--samples N] [--vitl-samples N] [--eval-images N] [--eval-captions N]
+ *        [--samples N] [--vitl-samples N] [--eval-images N] [--eval-captions N] [--bench-cache DIR]
  *
  *   goldens    each public golden model (../shared/golden/model) converted with --precision int8:
  *              cosine of its image and text features to the PyTorch features in expected.json
@@ -117,21 +117,31 @@ async function heldOutFeatures(model: LoadedModel, nImages: number, captions: st
 }
 
 /** A full-size ViT-L/14 (seeded random weights, optionally stressed) in int8 against its fp32 bundle. */
-async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number, nImages: number, nCaptions: number): Promise<void> {
+async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number, nImages: number, nCaptions: number, benchCache?: string): Promise<void> {
   const vocab = path.join(scratch, 'vocab.txt.gz');
   if (!fs.existsSync(vocab)) ClipTokenizer.fromMerges(buildDemoVocab()).writeMergesFile(vocab);
   const tok = ClipTokenizer.fromMergesFile(vocab);
   const preset = ARCH_PRESETS['ViT-L-14'];
   const config: OpenClipConfig = resolveConfig({ model_cfg: { ...preset, text_cfg: { ...preset.text_cfg, vocab_size: tok.vocabSize } } });
-  let sd: StateDict = randomStateDict(config.model_cfg, 0);
-  if (section === 'stress') sd = withOutlierGains(sd, config.model_cfg);
-  const dirs = { fp32: path.join(scratch, `${section}-fp32`), int8: path.join(scratch, `${section}-int8`) };
+  // --bench-cache: the plain model is the pair `npm run bench:int8` built (seed 1), not rebuilt here.
+  const reuse = section === 'vitl' && benchCache !== undefined;
+  const dirs = reuse
+    ? { fp32: path.join(benchCache, 'ViT-L-14'), int8: path.join(benchCache, 'ViT-L-14-int8') }
+    : { fp32: path.join(scratch, `${section}-fp32`), int8: path.join(scratch, `${section}-int8`) };
   const t0 = Date.now();
-  await writeBundle({ outDir: dirs.fp32, name: `vitl-${section}`, version: 'fp32', config, stateDict: sd, vocabFile: vocab });
-  const t1 = Date.now();
-  const manifest = await writeBundle({ outDir: dirs.int8, name: `vitl-${section}`, version: 'int8', config, stateDict: sd, vocabFile: vocab, precision: 'int8', int8Settings: { samples } });
+  let t1 = t0;
+  let manifest: BundleManifest;
+  if (reuse) {
+    manifest = (await loadBundle(dirs.int8, { verify: false })).manifest;
+  } else {
+    let sd: StateDict = randomStateDict(config.model_cfg, 0);
+    if (section === 'stress') sd = withOutlierGains(sd, config.model_cfg);
+    await writeBundle({ outDir: dirs.fp32, name: `vitl-${section}`, version: 'fp32', config, stateDict: sd, vocabFile: vocab });
+    t1 = Date.now();
+    manifest = await writeBundle({ outDir: dirs.int8, name: `vitl-${section}`, version: 'int8', config, stateDict: sd, vocabFile: vocab, precision: 'int8', int8Settings: { samples } });
+    sd.clear();
+  }
   const t2 = Date.now();
-  sd.clear();
   const captions = benchCaptions(nCaptions);
   const feats: Record<string, { img: Float32Array; txt: Float32Array }> = {};
   for (const p of ['fp32', 'int8'] as const) {
@@ -147,15 +157,15 @@ async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number
   const text = cosineSummary(rowCosines(feats.int8.txt, feats.fp32.txt, E));
   const m = manifest.int8!;
   print({
-    section, model: 'ViT-L-14 (seeded random weights)', calibration_samples: samples, eval_images: nImages, eval_captions: nCaptions,
+    section, model: `ViT-L-14 (seeded random weights${reuse ? ', the bench:int8 pair' : ''})`, calibration_samples: manifest.int8!.calibration.images, eval_images: nImages, eval_captions: nCaptions,
     image_cosine_to_fp32: image, text_cosine_to_fp32: text, ...layerCounts(manifest),
     fp32_layers: [...m.towers.visual.fp32_layers, ...m.towers.textual.fp32_layers],
     calibration_cosine: { visual: m.towers.visual.cosine_to_fp32, textual: m.towers.textual.cosine_to_fp32 },
-    write_fp32_s: (t1 - t0) / 1000, convert_int8_s: (t2 - t1) / 1000,
+    ...(reuse ? {} : { write_fp32_s: (t1 - t0) / 1000, convert_int8_s: (t2 - t1) / 1000 }),
   });
   judgeCosine(`${section} ViT-L/14 image`, image);
   judgeCosine(`${section} ViT-L/14 text`, text);
-  for (const d of Object.values(dirs)) fs.rmSync(d, { recursive: true, force: true });
+  if (!reuse) for (const d of Object.values(dirs)) fs.rmSync(d, { recursive: true, force: true });
 }
 
 /** Retrieval of an adapter-fine-tuned model (icon set) in fp32 and int8. */
@@ -217,7 +227,8 @@ async function main(): Promise<void> {
       if (!isArchName(arch)) throw new Error(`unknown --retrieval-arch ${arch}`);
       await retrieval(scratch, samples, arch);
     }
-    if (sections.includes('vitl')) await vitL(scratch, 'vitl', vitlSamples, nImages, nCaptions);
+    const benchCache = process.argv.includes('--bench-cache') ? path.resolve(arg('bench-cache', '')) : undefined;
+    if (sections.includes('vitl')) await vitL(scratch, 'vitl', vitlSamples, nImages, nCaptions, benchCache);
     if (sections.includes('stress')) await vitL(scratch, 'stress', vitlSamples, nImages, nCaptions);
   } finally {
     fs.rmSync(scratch, { recursive: true, force: true });
