@@ -42,6 +42,8 @@ export interface ConvertOptions {
   /** Extra provenance recorded in the bundle (e.g. the hub repo and commit). */
   provenance?: Record<string, string>;
   onProgress?: (phase: 'read' | 'write', done: number, total: number) => void;
+  /** int8: calibration progress per tower and pass, in samples. */
+  onCalibration?: (tower: 'visual' | 'textual', pass: 'calibrate' | 'check', done: number, total: number) => void;
 }
 
 export interface ConvertResult {
@@ -92,6 +94,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertRe
         ...opts.provenance,
       },
       onProgress: (done: number, total: number) => opts.onProgress?.('write', done, total),
+      onCalibration: opts.onCalibration,
     });
   } finally {
     vocab.cleanup();

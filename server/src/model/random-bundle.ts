@@ -22,8 +22,9 @@ export interface RandomBundleOptions {
   int8Settings?: Partial<Int8Settings>;
   name?: string;
   demo?: boolean;
-  /** Reports weight generation (phase 'init', in parameters) and writing (phase 'write', in bytes). */
-  onProgress?: (phase: 'init' | 'write', done: number, total: number) => void;
+  /** Reports weight generation (phase 'init', in parameters), writing (phase 'write', in bytes)
+   *  and, for int8, calibration (phase 'calibrate', in samples of one tower's pass). */
+  onProgress?: (phase: 'init' | 'write' | 'calibrate', done: number, total: number) => void;
 }
 
 export function isArchName(s: string): s is ArchName {
@@ -61,6 +62,7 @@ export async function writeRandomBundle(o: RandomBundleOptions): Promise<BundleM
       int8Settings: o.int8Settings,
       source: { kind: 'random-init', arch: o.arch, seed: o.seed, vocab: o.vocabFile ? path.basename(o.vocabFile) : 'clipserve demo vocabulary' },
       onProgress: (d, t) => o.onProgress?.('write', d, t),
+      onCalibration: (_tower, _pass, d, t) => o.onProgress?.('calibrate', d, t),
     });
   } finally {
     if (scratch) fs.rmSync(scratch, { recursive: true, force: true });

@@ -43,6 +43,7 @@ export function register(program: Command): void {
           ...(samples ? { int8Settings: { samples } } : {}),
           config: flags.config,
           onProgress: progress.convert,
+          onCalibration: progress.calibrate,
         });
         progress.stop();
         if (result.source.unusedKeys.length) {

@@ -46,9 +46,9 @@ export function register(program: Command): void {
         ...(samples ? { int8Settings: { samples } } : {}),
         name: flags.name,
         onProgress: (p, done, total) => {
-          const label = p === 'init' ? 'initialising' : 'writing     ';
-          const unit = p === 'init' ? 'params' : 'MiB';
-          const scale = p === 'init' ? 1 : 1 / 2 ** 20;
+          const label = p === 'init' ? 'initialising' : p === 'write' ? 'writing     ' : 'calibrating ';
+          const unit = p === 'init' ? 'params' : p === 'write' ? 'MiB' : 'samples';
+          const scale = p === 'write' ? 1 / 2 ** 20 : 1;
           if (p !== phase) {
             if (phase) bar.stop();
             phase = p;
