@@ -5,7 +5,7 @@
  * from the demo corpus generator, tokenized with the bundle's own vocabulary. The same seed always
  * gives the same inputs, so a conversion is reproducible.
  */
-import { demoCorpus } from '../tokenizer/demo-vocab';
+import { demoCorpus, dressCaptions } from '../tokenizer/demo-vocab';
 import type { ClipTokenizer } from '../tokenizer';
 import type { PreprocessConfig } from './config';
 import { Rng } from './random-init';
@@ -74,9 +74,13 @@ export function calibrationImageBatch(from: number, n: number, size: number, pre
   return out;
 }
 
-/** The calibration captions: a slice of the demo corpus generator the bench does not use. */
+/** The calibration captions: a slice of the demo corpus generator the bench does not use, every
+ *  other one dressed like a real caption (quotes, periods, hashtags with numbers), so that the
+ *  calibration also runs the tokens real captions carry beyond plain words. */
 export function calibrationCaptions(count: number): string[] {
-  return demoCorpus(12000 + count).slice(12000);
+  const plain = demoCorpus(12000 + count).slice(12000);
+  const dressed = dressCaptions(plain);
+  return plain.map((c, i) => (i % 2 ? dressed[i] : c));
 }
 
 /** Captions [from, from + n) tokenized and cut after the batch's last EOT, as the server runs them
