@@ -38,7 +38,7 @@ export interface Int8Settings {
 export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99 };
 
 /** Rounds of "write, check, move the worst quarter back to float32" after the per-layer choice. */
-export const MAX_CHECK_ROUNDS = 4;
+export const MAX_CHECK_ROUNDS = 8;
 
 /** Whether measured cosines meet the settings' contract. */
 export const meetsContract = (c: { mean: number; min: number }, s: Int8Settings): boolean => c.mean >= s.minMeanCosine && c.min >= s.minCosine;
