@@ -77,7 +77,8 @@ describeGolden('model bundles', () => {
   test('bad manifest fields are named', async () => {
     const cases: [string, (m: Record<string, any>) => void, RegExp][] = [
       ['name', (m) => (m.name = ''), /field "name" must be a non-empty string/],
-      ['precision', (m) => (m.precision = 'int8'), /field "precision"/],
+      ['precision', (m) => (m.precision = 'int4'), /field "precision"/],
+      ['int8 record', (m) => (m.precision = 'int8'), /field "int8" must be an object/],
       ['version', (m) => (m.format_version = 7), /unsupported format_version 7/],
       ['embed', (m) => (m.embed_dim = 64), /field "embed_dim" is 64 but model_cfg implies 32/],
       ['sha', (m) => (m.files.visual.sha256 = 'xyz'), /field "files\.visual\.sha256" must be a hex SHA-256/],

@@ -365,7 +365,7 @@ describe('observability of the real server', () => {
       }
     }
     const info = server.model.info;
-    expect(valueOf(scrape, 'clipserve_model_info', { name: info.name, version: info.version, provider: info.provider, demo: String(info.demo) })).toBe(1);
+    expect(valueOf(scrape, 'clipserve_model_info', { name: info.name, version: info.version, provider: info.provider, demo: String(info.demo), precision: info.precision })).toBe(1);
     expect(scrape.samples.filter((s) => s.name === 'clipserve_model_info')).toHaveLength(1);
     expect(valueOf(scrape, 'clipserve_model_load_seconds')).toBeGreaterThan(0);
     expect(valueOf(scrape, 'clipserve_ready')).toBe(1);

@@ -3,7 +3,7 @@
  * JPEG and an icon-like RGBA PNG (both made with sharp).
  */
 import sharp from 'sharp';
-import { demoCorpus } from '../tokenizer/demo-vocab';
+import { demoCorpus, dressCaptions } from '../tokenizer/demo-vocab';
 
 /**
  * Caption-like sentences: a different slice of the generator than the demo vocabulary learns
@@ -11,15 +11,7 @@ import { demoCorpus } from '../tokenizer/demo-vocab';
  * typographic quotes, a hashtag).
  */
 export function benchCaptions(count: number): string[] {
-  return demoCorpus(count + 6000)
-    .slice(6000)
-    .map((c, i) => {
-      let s = c.charAt(0).toUpperCase() + c.slice(1);
-      if (i % 3 === 0) s += '.';
-      if (i % 17 === 0) s = `\u201c${s}\u201d`;
-      if (i % 29 === 0) s += ` #${i}`;
-      return s;
-    });
+  return dressCaptions(demoCorpus(count + 6000).slice(6000));
 }
 
 /** Photo-like RGB pixels: smooth gradients, edges and sensor-like noise of amplitude `noise`. */

@@ -80,7 +80,7 @@ function result(tower: RawResult['tower'], variant: RawResult['variant'], batch:
 }
 
 /** Deterministic pixel values in the normalised range the preprocessing produces. */
-function pixels(n: number, size: number): Float32Array {
+export function pixels(n: number, size: number): Float32Array {
   const out = new Float32Array(n * 3 * size * size);
   for (let i = 0; i < out.length; i++) out[i] = Math.sin(i * 0.37) * 1.8;
   return out;

@@ -5,17 +5,25 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { writeBundle } from '../model/bundle';
+import { BUNDLE_PRECISIONS, writeBundle, type BundlePrecision } from '../model/bundle';
+import type { Int8Settings } from '../model/int8';
 import type { OpenClipConfig } from '../model/config';
 import { readOpenClipDir, type OpenClipSource } from './index';
 import { loadVocab, resolveVocabSource, type VocabSource } from './vocab';
 
-export type Precision = 'fp32' | 'fp16';
+export type Precision = BundlePrecision;
 
 /** Checks a `--precision` flag (convert, pull, init-model). */
 export function parsePrecisionFlag(p: string): Precision {
-  if (p !== 'fp32' && p !== 'fp16') throw new Error(`--precision must be fp32 or fp16, got "${p}"`);
-  return p;
+  if (!(BUNDLE_PRECISIONS as readonly string[]).includes(p)) throw new Error(`--precision must be ${BUNDLE_PRECISIONS.join(', ')}, got "${p}"`);
+  return p as Precision;
+}
+
+/** Checks a `--calibration-samples` flag (int8 conversions). */
+export function parseCalibrationSamplesFlag(v: string): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > 100000) throw new Error(`--calibration-samples must be an integer in [1, 100000], got "${v}"`);
+  return n;
 }
 
 export interface ConvertOptions {
@@ -27,11 +35,15 @@ export interface ConvertOptions {
   name?: string;
   version?: string;
   precision?: Precision;
+  /** int8: calibration size and drift bound. */
+  int8Settings?: Partial<Int8Settings>;
   /** open_clip_config.json to use instead of the one beside the checkpoint. */
   config?: string;
   /** Extra provenance recorded in the bundle (e.g. the hub repo and commit). */
   provenance?: Record<string, string>;
   onProgress?: (phase: 'read' | 'write', done: number, total: number) => void;
+  /** int8: calibration progress per tower and pass, in samples. */
+  onCalibration?: (tower: 'visual' | 'textual', pass: 'calibrate' | 'check', done: number, total: number) => void;
 }
 
 export interface ConvertResult {
@@ -74,6 +86,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertRe
       stateDict,
       vocabFile: vocab.mergesFile,
       precision: opts.precision ?? 'fp32',
+      int8Settings: opts.int8Settings,
       source: {
         weights: path.resolve(source.weightsFile),
         config: path.resolve(source.configFile),
@@ -81,6 +94,7 @@ export async function convertCheckpoint(opts: ConvertOptions): Promise<ConvertRe
         ...opts.provenance,
       },
       onProgress: (done: number, total: number) => opts.onProgress?.('write', done, total),
+      onCalibration: opts.onCalibration,
     });
   } finally {
     vocab.cleanup();

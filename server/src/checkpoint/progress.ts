@@ -46,6 +46,10 @@ export class PhaseProgress {
   readonly convert = (phase: 'read' | 'write', done: number, total: number): void =>
     this.update(phase === 'read' ? 'reading checkpoint' : 'writing bundle', done, total);
 
+  /** Draws an int8 conversion's calibration passes (writeBundle's onCalibration), in samples. */
+  readonly calibrate = (tower: string, pass: string, done: number, total: number): void =>
+    this.update(`int8 ${pass} ${tower}`, done, total, 'items');
+
   /** Draws a hub download (`pullModel`'s onDownload); a file of unknown size shows as done. */
   readonly download = (p: { file: string; done: number; total?: number }): void =>
     this.update(`downloading ${p.file}`, p.done, p.total ?? p.done);

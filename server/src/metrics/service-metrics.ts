@@ -21,6 +21,8 @@ export interface ModelInfoLabels {
   provider: string;
   /** True for the bundled tiny demo model, which produces meaningless embeddings. */
   demo: boolean;
+  /** The bundle's precision ("fp32", "fp16", "int8"); the label is left out when not given. */
+  precision?: string;
 }
 
 /** Fine-tune job counts by state, e.g. `{ queued: 1, running: 2, succeeded: 10, failed: 0 }`. */
@@ -143,7 +145,7 @@ export class ServiceMetrics implements BatcherObserver {
     this.modelInfo = new Gauge({
       name: 'clipserve_model_info',
       help: 'The loaded model; always 1, the labels carry the information.',
-      labelNames: ['name', 'version', 'provider', 'demo'],
+      labelNames: ['name', 'version', 'provider', 'demo', 'precision'],
       registers,
     });
     this.modelLoadSeconds = new Gauge({
@@ -279,9 +281,10 @@ export class ServiceMetrics implements BatcherObserver {
       if (typeof info[key] !== 'string') throw new MetricsValueError(`model info "${key}" must be a string`);
     }
     if (info.name.length === 0) throw new MetricsValueError('model info "name" must not be empty');
+    if (info.precision !== undefined && !LABEL_VALUE.test(info.precision)) throw new MetricsValueError(`invalid model precision "${info.precision}"`);
     this.modelInfo.reset();
     this.modelInfo.set(
-      { name: info.name, version: info.version, provider: info.provider, demo: String(Boolean(info.demo)) },
+      { name: info.name, version: info.version, provider: info.provider, demo: String(Boolean(info.demo)), ...(info.precision ? { precision: info.precision } : {}) },
       1,
     );
   }

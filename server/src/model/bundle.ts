@@ -15,12 +15,19 @@ import { PACKAGE_ROOT } from '../util/paths';
 import { resolveConfig, type ModelConfig, type OpenClipConfig, type PreprocessConfig } from './config';
 import { BundleError } from './errors';
 import { expectedWeightShapes, validateStateDict } from './expected-weights';
+import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, demoteWorst, INT8_METHOD, MAX_CHECK_ROUNDS, meetsContract, type Int8Record, type Int8Settings } from './int8';
+import { quantizableLayers } from '../onnx/clip-graph';
 import { numel, type StateDict } from './state-dict';
 
 export const MANIFEST_FILE = 'clipserve.json';
 export const BUNDLE_FORMAT_VERSION = 1;
 
 export { BundleError };
+
+/** How the towers store and compute their weights: float32, float16 weights (computed in float32),
+ *  or int8 projections with float32 elsewhere (./int8). */
+export type BundlePrecision = 'fp32' | 'fp16' | 'int8';
+export const BUNDLE_PRECISIONS: readonly BundlePrecision[] = ['fp32', 'fp16', 'int8'];
 
 export interface BundleFileRef {
   /** Relative to the bundle directory. */
@@ -39,7 +46,9 @@ export interface BundleManifest {
   name: string;
   version: string;
   demo: boolean;
-  precision: 'fp32' | 'fp16';
+  precision: BundlePrecision;
+  /** int8 bundles: which projections run in int8, the calibration and its measured drift. */
+  int8?: Int8Record;
   model_cfg: ModelConfig;
   preprocess_cfg: PreprocessConfig;
   embed_dim: number;
@@ -110,14 +119,24 @@ export async function writeBundle(opts: {
   stateDict: StateDict;
   vocabFile: string;
   demo?: boolean;
-  precision?: 'fp32' | 'fp16';
+  precision?: BundlePrecision;
+  /** int8 only: calibration size and drift bound (defaults: DEFAULT_INT8_SETTINGS). */
+  int8Settings?: Partial<Int8Settings>;
   source?: Record<string, unknown>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
+  /** int8 only: calibration progress, in samples, per tower (the calibration and check passes). */
+  onCalibration?: (tower: Tower, pass: 'calibrate' | 'check', done: number, total: number) => void;
   /** Graph formulation (for benchmarks); the default is the measured fastest. */
   towerOptions?: TowerOptions;
 }): Promise<BundleManifest> {
   const precision = opts.precision ?? 'fp32';
-  if (precision !== 'fp32' && precision !== 'fp16') throw new BundleError(`precision must be fp32 or fp16, got ${String(precision)}`);
+  if (!BUNDLE_PRECISIONS.includes(precision)) throw new BundleError(`precision must be one of ${BUNDLE_PRECISIONS.join(', ')}, got ${String(precision)}`);
+  const int8Settings: Int8Settings = { ...DEFAULT_INT8_SETTINGS, ...opts.int8Settings };
+  if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1) throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
+  if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift))) throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
+  for (const k of ['minMeanCosine', 'minCosine'] as const) {
+    if (!(int8Settings[k] >= 0 && int8Settings[k] <= 1)) throw new BundleError(`int8 ${k} must be in [0, 1], got ${int8Settings[k]}`);
+  }
   if (!opts.name || !opts.version) throw new BundleError('bundle name and version must be non-empty');
   const config = resolveConfig(opts.config);
   const cfg = config.model_cfg;
@@ -130,7 +149,7 @@ export async function writeBundle(opts: {
   fs.mkdirSync(path.dirname(outDir), { recursive: true });
   const tmp = fs.mkdtempSync(`${outDir}.tmp-`);
   try {
-    const bytesPerValue = precision === 'fp16' ? 2 : 4;
+    const bytesPerValue = precision === 'fp16' ? 2 : precision === 'int8' ? 1 : 4; // int8: approximate (fp32 layers kept)
     let total = 0;
     for (const [key, shape] of expectedWeightShapes(cfg)) if (key !== 'logit_scale') total += numel(shape) * bytesPerValue;
     let done = 0;
@@ -145,8 +164,46 @@ export async function writeBundle(opts: {
     };
     const producerVersion = packageVersion();
     const written: Record<Tower, ReturnType<typeof writeTowerModel>> = {} as never;
+    const calibration = precision === 'int8' ? {
+      config, weights, vocabFile: opts.vocabFile, settings: int8Settings, producerVersion,
+      scratchDir: fs.mkdtempSync(path.join(tmp, 'calibration-')),
+    } : undefined;
+    const towers = {} as Int8Record['towers'];
     for (const tower of ['visual', 'textual'] as const) {
-      written[tower] = writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights, precision, producerVersion, towerOptions: opts.towerOptions, onBytes });
+      const write = (int8?: { layers: ReadonlySet<string> }) =>
+        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights, precision, int8, producerVersion, towerOptions: opts.towerOptions, onBytes });
+      if (!calibration) {
+        written[tower] = write();
+        continue;
+      }
+      const plan = await calibrateTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'calibrate', d, n) }, tower);
+      let layers: ReadonlySet<string> = plan.layers;
+      let cosine: { mean: number; min: number };
+      for (let round = 0; ; round++) {
+        written[tower] = write({ layers });
+        cosine = await checkTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'check', d, n) }, tower, written[tower].onnx.path, plan.reference);
+        if (meetsContract(cosine, int8Settings) || layers.size === 0 || round + 1 >= MAX_CHECK_ROUNDS) break;
+        layers = demoteWorst(layers, plan.record.drift);
+      }
+      const all = quantizableLayers(cfg, tower);
+      towers[tower] = {
+        int8_layers: all.filter((l) => layers.has(l)),
+        fp32_layers: all.filter((l) => !layers.has(l)),
+        drift: plan.record.drift,
+        cosine_to_fp32: cosine,
+        demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
+      };
+    }
+    let int8Record: Int8Record | undefined;
+    if (calibration) {
+      fs.rmSync(calibration.scratchDir, { recursive: true, force: true });
+      int8Record = {
+        method: INT8_METHOD,
+        max_drift: int8Settings.maxDrift,
+        cosine_contract: { mean: int8Settings.minMeanCosine, min: int8Settings.minCosine },
+        calibration: { images: int8Settings.samples, captions: int8Settings.samples, generator: 'clipserve calibration-inputs (deterministic)' },
+        towers,
+      };
     }
     const vocabPath = path.join(tmp, 'vocab.bpe.txt.gz');
     fs.copyFileSync(opts.vocabFile, vocabPath);
@@ -159,6 +216,7 @@ export async function writeBundle(opts: {
       version: opts.version,
       demo: Boolean(opts.demo),
       precision,
+      ...(int8Record ? { int8: int8Record } : {}),
       model_cfg: cfg,
       preprocess_cfg: config.preprocess_cfg,
       embed_dim: cfg.embed_dim,
@@ -240,7 +298,8 @@ export function parseManifest(raw: unknown): BundleManifest {
   need(m, 'name', isStr, 'a non-empty string');
   need(m, 'version', isStr, 'a non-empty string');
   need(m, 'demo', (v) => typeof v === 'boolean', 'a boolean');
-  need(m, 'precision', (v) => v === 'fp32' || v === 'fp16', '"fp32" or "fp16"');
+  need(m, 'precision', (v) => BUNDLE_PRECISIONS.includes(v as BundlePrecision), BUNDLE_PRECISIONS.map((p) => `"${p}"`).join(', '));
+  if (m.precision === 'int8') checkInt8Record(m.int8);
   need(m, 'created_at', isStr, 'an ISO date string');
   need(m, 'source', isObj, 'an object');
   let cfg: OpenClipConfig;
@@ -271,6 +330,20 @@ export function parseManifest(raw: unknown): BundleManifest {
   const vocab = files.vocab as Record<string, unknown>;
   if (vocab.format !== 'bpe-merges-gz') fail(`field "files.vocab.format" must be "bpe-merges-gz", got ${JSON.stringify(vocab.format)}`);
   return { ...(m as unknown as BundleManifest), model_cfg: mc, preprocess_cfg: cfg.preprocess_cfg };
+}
+
+/** The int8 record must say which layers run in int8, per tower (the bundle's own documentation). */
+function checkInt8Record(raw: unknown): void {
+  if (!isObj(raw)) fail('field "int8" must be an object (an int8 bundle records its int8 layers)');
+  const towers = (raw as Record<string, unknown>).towers;
+  if (!isObj(towers)) fail('field "int8.towers" must be an object with visual and textual');
+  for (const t of ['visual', 'textual']) {
+    const r = (towers as Record<string, unknown>)[t];
+    const isNames = (v: unknown): boolean => Array.isArray(v) && v.every(isStr);
+    if (!isObj(r) || !isNames((r as Record<string, unknown>).int8_layers) || !isNames((r as Record<string, unknown>).fp32_layers)) {
+      fail(`field "int8.towers.${t}" must list int8_layers and fp32_layers`);
+    }
+  }
 }
 
 const specText = (s: TensorSpec): string => `${s.name} ${s.dtype} [${s.shape.join(', ')}]`;

@@ -7,7 +7,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildDemoVocab, ClipTokenizer } from '../tokenizer';
-import { writeBundle, type BundleManifest } from './bundle';
+import { writeBundle, type BundleManifest, type BundlePrecision } from './bundle';
+import type { Int8Settings } from './int8';
 import { ARCH_PRESETS, resolveConfig, type ArchName, type OpenClipConfig } from './config';
 import { randomStateDict } from './random-init';
 
@@ -17,11 +18,13 @@ export interface RandomBundleOptions {
   outDir: string;
   /** gzip BPE merges file; default: the demo vocabulary. */
   vocabFile?: string;
-  precision?: 'fp32' | 'fp16';
+  precision?: BundlePrecision;
+  int8Settings?: Partial<Int8Settings>;
   name?: string;
   demo?: boolean;
-  /** Reports weight generation (phase 'init', in parameters) and writing (phase 'write', in bytes). */
-  onProgress?: (phase: 'init' | 'write', done: number, total: number) => void;
+  /** Reports weight generation (phase 'init', in parameters), writing (phase 'write', in bytes)
+   *  and, for int8, calibration (phase 'calibrate', in samples of one tower's pass). */
+  onProgress?: (phase: 'init' | 'write' | 'calibrate', done: number, total: number) => void;
 }
 
 export function isArchName(s: string): s is ArchName {
@@ -56,8 +59,10 @@ export async function writeRandomBundle(o: RandomBundleOptions): Promise<BundleM
       vocabFile,
       demo: o.demo ?? false,
       precision: o.precision ?? 'fp32',
+      int8Settings: o.int8Settings,
       source: { kind: 'random-init', arch: o.arch, seed: o.seed, vocab: o.vocabFile ? path.basename(o.vocabFile) : 'clipserve demo vocabulary' },
       onProgress: (d, t) => o.onProgress?.('write', d, t),
+      onCalibration: (_tower, _pass, d, t) => o.onProgress?.('calibrate', d, t),
     });
   } finally {
     if (scratch) fs.rmSync(scratch, { recursive: true, force: true });

@@ -3,7 +3,9 @@
  * and external data files), so a fine-tuned version can always be written from its base bundle,
  * even when the checkpoint it was converted from is gone. The graph builder names every weight
  * initializer by its state-dict key, with a `.T` suffix for Linear weights it stores transposed;
- * fp16 bundles store float16 (read back to float32: exactly the values the bundle serves).
+ * fp16 bundles store float16 (read back to float32: exactly the values the bundle serves). int8
+ * bundles store their int8 projections as values + per-column scales (./onnx/quantize), read back
+ * dequantized: the weights the int8 graph multiplies by, which a new version then re-quantizes.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,7 +13,9 @@ import type { Bundle } from '../model/bundle';
 import { BundleError } from '../model/errors';
 import { expectedWeightShapes, validateStateDict } from '../model/expected-weights';
 import type { StateDict } from '../model/state-dict';
+import { int8WeightNames, projectionWeight, quantizableLayers } from '../onnx/clip-graph';
 import { halfBitsToFloat } from '../onnx/fp16';
+import { dequantizePerColumn } from '../onnx/quantize';
 import { DataType, decodeModel, type TensorMsg } from '../onnx/proto';
 
 function readTensorBytes(t: TensorMsg, onnxFile: string, byteLength: number): Uint8Array {
@@ -62,14 +66,38 @@ function transpose(data: Float32Array, rows: number, cols: number): Float32Array
   return out;
 }
 
+/** Dequantizes the int8 projections of `tower` (none in fp32/fp16 bundles) into `sd`. */
+function readInt8Projections(bundle: Bundle, tower: 'visual' | 'textual', onnxFile: string, inits: TensorMsg[], expected: Map<string, number[]>, sd: StateDict): void {
+  const byName = new Map(inits.map((t) => [t.name, t]));
+  for (const layer of quantizableLayers(bundle.manifest.model_cfg, tower)) {
+    const names = int8WeightNames(layer);
+    const values = byName.get(names.values);
+    const scales = byName.get(names.scales);
+    if (!values && !scales) continue;
+    const { key, transposed } = projectionWeight(layer);
+    const shape = expected.get(key)!;
+    const [rows, cols] = transposed ? [shape[1], shape[0]] : shape;
+    if (!values || !scales || values.dataType !== DataType.INT8 || scales.dataType !== DataType.FLOAT) {
+      throw new BundleError(`int8 projection ${layer} needs int8 ${names.values} and float32 ${names.scales}`, onnxFile);
+    }
+    const q = new Int8Array(rows * cols);
+    new Uint8Array(q.buffer).set(readTensorBytes(values, onnxFile, rows * cols));
+    const s = toFloat32(scales, readTensorBytes(scales, onnxFile, cols * 4), cols);
+    const w = dequantizePerColumn({ values: q, scales: s }, rows, cols);
+    sd.set(key, { shape: [...shape], data: transposed ? transpose(w, rows, cols) : w });
+  }
+}
+
 /** The full OpenCLIP state dict of a (verified) bundle. */
 export function readBundleStateDict(bundle: Bundle): StateDict {
   const cfg = bundle.manifest.model_cfg;
   const expected = expectedWeightShapes(cfg);
   const sd: StateDict = new Map();
-  for (const onnxFile of [bundle.paths.visual, bundle.paths.textual]) {
+  for (const [tower, onnxFile] of [['visual', bundle.paths.visual], ['textual', bundle.paths.textual]] as const) {
     const model = decodeModel(fs.readFileSync(onnxFile));
-    for (const t of model.graph?.initializer ?? []) {
+    const inits = model.graph?.initializer ?? [];
+    readInt8Projections(bundle, tower, onnxFile, inits, expected, sd);
+    for (const t of inits) {
       const transposed = t.name.endsWith('.T') && expected.has(t.name.slice(0, -2));
       const key = transposed ? t.name.slice(0, -2) : t.name;
       const shape = expected.get(key);

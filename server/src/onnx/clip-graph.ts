@@ -19,6 +19,7 @@ import type { ModelConfig } from '../model/config';
 import type { WeightTensor } from '../model/state-dict';
 import { attr, MS_DOMAIN, type GraphBuilder } from './graph-builder';
 import { DataType } from './proto';
+import { quantizePerColumn } from './quantize';
 
 export type AttentionImpl = 'contrib' | 'mha' | 'plain';
 export type PatchEmbedImpl = 'conv' | 'matmul';
@@ -42,6 +43,44 @@ export const TEXT_OUTPUT = 'text_embeds';
 
 export type WeightLookup = (key: string) => WeightTensor;
 
+/**
+ * Which projections run in int8 (see ./quantize and `int8MatMul`). With `calibrate`, every
+ * quantizable layer is computed both ways instead: the float32 result flows on, and the graph gets
+ * two extra scalar outputs per layer, `drift_err:<layer>` = Σ(y_int8 − y)² and
+ * `drift_ref:<layer>` = Σy², from which the converter decides which layers stay float32.
+ */
+export interface Int8Plan {
+  layers: ReadonlySet<string>;
+  calibrate?: boolean;
+}
+
+/** The weight of projection `layer`: a [out, in] Linear weight (stored transposed) or, for the
+ *  final projections, an [in, out] matrix the graph multiplies by directly. */
+export function projectionWeight(layer: string): { key: string; transposed: boolean } {
+  if (layer === 'visual.proj' || layer === 'text_projection') return { key: layer, transposed: false };
+  if (layer.endsWith('.attn.in_proj')) return { key: `${layer}_weight`, transposed: true };
+  return { key: `${layer}.weight`, transposed: true };
+}
+
+/** Initializer names of an int8 projection's values ([in, out] int8) and per-column scales. */
+export const int8WeightNames = (layer: string): { values: string; scales: string } => ({ values: `${layer}.weight_int8`, scales: `${layer}.weight_scale` });
+
+export const DRIFT_ERR_PREFIX = 'drift_err:';
+export const DRIFT_REF_PREFIX = 'drift_ref:';
+
+/**
+ * The projections that can run in int8, by layer name: per block the packed q/k/v projection
+ * (`<block>.attn.in_proj`), `<block>.attn.out_proj`, `<block>.mlp.c_fc` and `<block>.mlp.c_proj`,
+ * then the tower's final projection (`visual.proj`, `text_projection`).
+ */
+export function quantizableLayers(cfg: ModelConfig, tower: 'visual' | 'textual'): string[] {
+  const [prefix, layers, last] = tower === 'visual' ? ['visual.transformer.resblocks', cfg.vision_cfg.layers, 'visual.proj'] : ['transformer.resblocks', cfg.text_cfg.layers, 'text_projection'];
+  const out: string[] = [];
+  for (let i = 0; i < layers; i++) for (const l of ['attn.in_proj', 'attn.out_proj', 'mlp.c_fc', 'mlp.c_proj']) out.push(`${prefix}.${i}.${l}`);
+  out.push(last);
+  return out;
+}
+
 const LN_EPS = 1e-5;
 
 function transpose2d(t: WeightTensor): Float32Array {
@@ -60,7 +99,9 @@ class TowerWriter {
   /** The [T, T] additive causal mask value, for the 'plain' attention of the text tower. */
   causalMask: string | undefined;
 
-  constructor(readonly b: GraphBuilder, private readonly get: WeightLookup, readonly opts: TowerOptions) {}
+  constructor(readonly b: GraphBuilder, private readonly get: WeightLookup, readonly opts: TowerOptions, private readonly int8?: Int8Plan) {
+    if (int8 && opts.attention === 'contrib') throw new Error('int8 projections need attention "plain" or "mha" (the fused Attention kernel takes float weights)');
+  }
 
   /** A weight stored as in the checkpoint. */
   w(key: string): string {
@@ -88,8 +129,56 @@ class TowerWriter {
   }
 
   linear(x: string, prefix: string): string {
-    const y = this.b.op('MatMul', [x, this.wT(`${prefix}.weight`)], {}, { name: `${prefix}.matmul` });
+    const y = this.project(x, prefix);
     return this.b.op('Add', [y, this.w(`${prefix}.bias`)], {}, { name: `${prefix}.bias_add` });
+  }
+
+  /**
+   * then(x @ W) for the projection `layer` (see projectionWeight): float32 MatMul, int8 (when the
+   * plan lists the layer), or both with drift outputs (compared after `then`) when calibrating.
+   */
+  project(x: string, layer: string, then: (y: string) => string = (y) => y): string {
+    const b = this.b;
+    const { key, transposed } = projectionWeight(layer);
+    const plan = this.int8;
+    const float = (): string => b.op('MatMul', [x, transposed ? this.wT(key) : this.w(key)], {}, { name: `${layer}.matmul` });
+    if (!plan || (!plan.calibrate && !plan.layers.has(layer))) return then(float());
+    const t = this.get(key);
+    const [rows, cols] = transposed ? [t.shape[1], t.shape[0]] : t.shape;
+    const q = this.int8MatMul(x, layer, transposed ? transpose2d(t) : t.data, rows, cols);
+    if (!plan.calibrate) return then(q);
+    // The drift is measured after `then`: for the q/k/v projection that is the attention output,
+    // because softmax turns a small relative error in large scores into a different attention.
+    const y = then(float());
+    const yq = then(q);
+    const sumSq = (v: string, n: string): string => b.op('ReduceSum', [b.op('Mul', [v, v], {}, { name: `${layer}.${n}_sq` })], { keepdims: attr.int(0) }, { name: `${layer}.${n}_sum` });
+    const diff = b.op('Sub', [yq, y], {}, { name: `${layer}.drift` });
+    b.output(sumSq(diff, 'drift'), `${DRIFT_ERR_PREFIX}${layer}`, DataType.FLOAT, []);
+    b.output(sumSq(y, 'ref'), `${DRIFT_REF_PREFIX}${layer}`, DataType.FLOAT, []);
+    return y;
+  }
+
+  /**
+   * x @ W in int8: W per output channel (symmetric, ./quantize), x per row (token) with the
+   * symmetric scale max|row| / 127 computed at run time. The row is divided by its scale and
+   * QuantizeLinear rounds it onto uint8 around a common zero point 128: one scalar zero point for
+   * all rows is what onnxruntime's MatMulInteger accepts (it takes no per-row zero points), and the
+   * per-row scales are applied to the int32 result instead, with the per-column weight scales.
+   */
+  int8MatMul(x: string, layer: string, w: Float32Array, rows: number, cols: number): string {
+    const b = this.b;
+    const q = quantizePerColumn(w, rows, cols);
+    const names = int8WeightNames(layer);
+    const wq = b.exactWeight(names.values, q.values, [rows, cols]);
+    const ws = b.exactWeight(names.scales, q.scales, [cols]);
+    const zero = b.constU8([128], []);
+    const absMax = b.op('ReduceMax', [b.op('Abs', [x], {}, { name: `${layer}.x_abs` })], { axes: attr.ints([-1]), keepdims: attr.int(1) }, { name: `${layer}.x_absmax` });
+    // A row of zeros keeps a tiny positive scale so that the division stays finite (it quantizes to 0).
+    const rowScale = b.op('Div', [b.op('Max', [absMax, this.scalar(1e-30)], {}, { name: `${layer}.x_absmax_pos` }), this.scalar(127)], {}, { name: `${layer}.x_scale` });
+    const xq = b.op('QuantizeLinear', [b.op('Div', [x, rowScale], {}, { name: `${layer}.x_scaled` }), this.scalar(1), zero], {}, { name: `${layer}.x_int8` });
+    const acc = b.op('MatMulInteger', [xq, wq, zero], {}, { name: `${layer}.matmul_int8` });
+    const f = b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }, { name: `${layer}.acc_float` });
+    return b.op('Mul', [b.op('Mul', [f, rowScale], {}, { name: `${layer}.row_scaled` }), ws], {}, { name: `${layer}.dequant` });
   }
 
   activation(x: string, quickGelu: boolean, prefix: string): string {
@@ -108,36 +197,44 @@ class TowerWriter {
   /** Multi-head self-attention with open_clip's packed in_proj (rows q, k, v) and out_proj. */
   attention(h: string, prefix: string, width: number, heads: number, causal: boolean): string {
     const b = this.b;
-    const headDim = width / heads;
     let o: string;
+    let bias: string | undefined;
+    const qkvBias = (qkvNoBias: string): string => b.op('Add', [qkvNoBias, (bias ??= this.w(`${prefix}.in_proj_bias`))], {}, { name: `${prefix}.qkv_bias` });
     if (this.opts.attention === 'mha') {
       // Projection in standard ops, then onnxruntime's MultiHeadAttention on separate q, k, v.
-      const qkv = b.op('Add', [b.op('MatMul', [h, this.wT(`${prefix}.in_proj_weight`)], {}, { name: `${prefix}.qkv` }), this.w(`${prefix}.in_proj_bias`)], {}, { name: `${prefix}.qkv_bias` });
-      const [q, k, v] = b.node('Split', [qkv, b.constI64([width, width, width])], { axis: attr.int(-1) }, { outputs: 3, name: `${prefix}.qkv_split` });
-      const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
-      o = b.op('MultiHeadAttention', [q, k, v], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
+      o = this.project(h, `${prefix}.in_proj`, (qkvNoBias) => {
+        const [q, k, v] = b.node('Split', [qkvBias(qkvNoBias), b.constI64([width, width, width])], { axis: attr.int(-1) }, { outputs: 3, name: `${prefix}.qkv_split` });
+        const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
+        return b.op('MultiHeadAttention', [q, k, v], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
+      });
     } else if (this.opts.attention === 'contrib') {
       const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
       o = b.op('Attention', [h, this.wT(`${prefix}.in_proj_weight`), this.w(`${prefix}.in_proj_bias`)], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
     } else {
-      const qkv = b.op('Add', [b.op('MatMul', [h, this.wT(`${prefix}.in_proj_weight`)], {}, { name: `${prefix}.qkv` }), this.w(`${prefix}.in_proj_bias`)], {}, { name: `${prefix}.qkv_bias` });
-      const split = b.op('Reshape', [qkv, b.constI64([0, 0, 3, heads, headDim])], {}, { name: `${prefix}.qkv_heads` });
-      const part = (i: number, perm: number[], n: string): string =>
-        b.op('Transpose', [b.op('Gather', [split, b.constI64([i], [])], { axis: attr.int(2) }, { name: `${prefix}.${n}_pick` })], { perm: attr.ints(perm) }, { name: `${prefix}.${n}` });
-      const q = part(0, [0, 2, 1, 3], 'q'); // [B,H,T,d]
-      const kT = part(1, [0, 2, 3, 1], 'kT'); // [B,H,d,T]
-      const v = part(2, [0, 2, 1, 3], 'v'); // [B,H,T,d]
-      const qs = b.op('Mul', [q, this.scalar(headDim ** -0.5)], {}, { name: `${prefix}.q_scale` });
-      let s = b.op('MatMul', [qs, kT], {}, { name: `${prefix}.scores` });
-      if (causal) {
-        if (!this.causalMask) throw new Error('causal attention needs the mask built first');
-        s = b.op('Add', [s, this.causalMask], {}, { name: `${prefix}.causal` });
-      }
-      const p = b.op('Softmax', [s], { axis: attr.int(-1) }, { name: `${prefix}.softmax` });
-      const ctx = b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: `${prefix}.context` })], { perm: attr.ints([0, 2, 1, 3]) }, { name: `${prefix}.merge` });
-      o = b.op('Reshape', [ctx, b.constI64([0, 0, width])], {}, { name: `${prefix}.merged` });
+      o = this.project(h, `${prefix}.in_proj`, (qkvNoBias) => this.plainAttention(qkvBias(qkvNoBias), prefix, width, heads, causal));
     }
     return this.linear(o, `${prefix}.out_proj`);
+  }
+
+  /** Scaled dot-product attention in standard ONNX ops on the packed q/k/v ([B, T, 3·width]). */
+  plainAttention(qkv: string, prefix: string, width: number, heads: number, causal: boolean): string {
+    const b = this.b;
+    const headDim = width / heads;
+    const split = b.op('Reshape', [qkv, b.constI64([0, 0, 3, heads, headDim])], {}, { name: `${prefix}.qkv_heads` });
+    const part = (i: number, perm: number[], n: string): string =>
+      b.op('Transpose', [b.op('Gather', [split, b.constI64([i], [])], { axis: attr.int(2) }, { name: `${prefix}.${n}_pick` })], { perm: attr.ints(perm) }, { name: `${prefix}.${n}` });
+    const q = part(0, [0, 2, 1, 3], 'q'); // [B,H,T,d]
+    const kT = part(1, [0, 2, 3, 1], 'kT'); // [B,H,d,T]
+    const v = part(2, [0, 2, 1, 3], 'v'); // [B,H,T,d]
+    const qs = b.op('Mul', [q, this.scalar(headDim ** -0.5)], {}, { name: `${prefix}.q_scale` });
+    let s = b.op('MatMul', [qs, kT], {}, { name: `${prefix}.scores` });
+    if (causal) {
+      if (!this.causalMask) throw new Error('causal attention needs the mask built first');
+      s = b.op('Add', [s, this.causalMask], {}, { name: `${prefix}.causal` });
+    }
+    const p = b.op('Softmax', [s], { axis: attr.int(-1) }, { name: `${prefix}.softmax` });
+    const ctx = b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: `${prefix}.context` })], { perm: attr.ints([0, 2, 1, 3]) }, { name: `${prefix}.merge` });
+    return b.op('Reshape', [ctx, b.constI64([0, 0, width])], {}, { name: `${prefix}.merged` });
   }
 
   block(x: string, prefix: string, width: number, heads: number, quickGelu: boolean, causal: boolean): string {
@@ -151,11 +248,11 @@ class TowerWriter {
 }
 
 /** Builds the image tower: `pixel_values` [batch,3,S,S] float32 → `image_embeds` [batch,E]. */
-export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS): void {
+export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS, int8?: Int8Plan): void {
   const v = cfg.vision_cfg;
   const grid = v.image_size / v.patch_size;
   const heads = v.width / v.head_width;
-  const t = new TowerWriter(b, get, opts);
+  const t = new TowerWriter(b, get, opts, int8);
   const pixels = b.input(IMAGE_INPUT, DataType.FLOAT, ['batch', 3, v.image_size, v.image_size]);
 
   let patches: string; // [B, g², width], patches in row-major grid order
@@ -190,14 +287,14 @@ export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightL
   for (let i = 0; i < v.layers; i++) x = t.block(x, `visual.transformer.resblocks.${i}`, v.width, heads, cfg.quick_gelu, false);
   const pooled = b.op('Gather', [x, b.constI64([0], [])], { axis: attr.int(1) }, { name: 'visual.pool_class' });
   const normed = t.layerNorm(pooled, 'visual.ln_post');
-  const feats = b.op('MatMul', [normed, t.w('visual.proj')], {}, { name: 'visual.proj' });
+  const feats = t.project(normed, 'visual.proj');
   b.output(feats, IMAGE_OUTPUT, DataType.FLOAT, ['batch', cfg.embed_dim]);
 }
 
 /** Builds the text tower: `input_ids` [batch, seq] int64 (seq 1..context_length) → `text_embeds` [batch,E]. */
-export function buildTextGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS): void {
+export function buildTextGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS, int8?: Int8Plan): void {
   const c = cfg.text_cfg;
-  const t = new TowerWriter(b, get, opts);
+  const t = new TowerWriter(b, get, opts, int8);
   const ids = b.input(TEXT_INPUT, DataType.INT64, ['batch', 'sequence']);
 
   const tokens = b.op('Gather', [t.w('token_embedding.weight'), ids], { axis: attr.int(0) }, { name: 'token_embedding' });
@@ -220,6 +317,6 @@ export function buildTextGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLoo
   const eot = b.op('ArgMax', [ids], { axis: attr.int(1), keepdims: attr.int(1), select_last_index: attr.int(0) }, { name: 'text.eot_index' });
   const pooled = b.op('GatherND', [x, eot], { batch_dims: attr.int(1) }, { name: 'text.pool_eot' });
   const normed = t.layerNorm(pooled, 'ln_final');
-  const feats = b.op('MatMul', [normed, t.w('text_projection')], {}, { name: 'text.projection' });
+  const feats = t.project(normed, 'text_projection');
   b.output(feats, TEXT_OUTPUT, DataType.FLOAT, ['batch', cfg.embed_dim]);
 }

@@ -49,6 +49,14 @@ export class ExternalDataWriter {
     return { offset, length: this.position - offset };
   }
 
+  /** Appends raw bytes (int8 weights), aligned like the float tensors. */
+  writeBytes(bytes: Uint8Array): ExternalLocation {
+    this.pad();
+    const offset = this.position;
+    this.put(bytes);
+    return { offset, length: bytes.byteLength };
+  }
+
   /** Closes the file and returns its size and SHA-256 (hex). */
   close(): { bytes: number; sha256: string } {
     if (!this.closed) {

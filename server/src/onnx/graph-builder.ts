@@ -168,6 +168,42 @@ export class GraphBuilder {
     return this.op('Cast', [name], { to: attr.int(DataType.FLOAT) }, { name: `${name}_f32` });
   }
 
+  /**
+   * A weight stored exactly as given, whatever the model precision: int8 quantized values and
+   * their float32 scales. External when large, like `weight`. Returns the initializer's name.
+   */
+  exactWeight(name: string, data: Int8Array | Float32Array, dims: number[]): string {
+    if (this.names.has(name)) throw new Error(`duplicate graph value name ${name}`);
+    this.names.add(name);
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const tensor: TensorMsg = { name, dims, dataType: data instanceof Int8Array ? DataType.INT8 : DataType.FLOAT };
+    const ext = this.storage.external;
+    if (ext && bytes.byteLength >= ext.thresholdBytes) {
+      const { offset, length } = ext.writer.writeBytes(bytes);
+      tensor.dataLocation = 1;
+      tensor.externalData = [
+        { key: 'location', value: ext.location },
+        { key: 'offset', value: String(offset) },
+        { key: 'length', value: String(length) },
+      ];
+    } else {
+      tensor.rawData = Buffer.from(bytes);
+    }
+    this.initializers.push(tensor);
+    return name;
+  }
+
+  /** A small uint8 constant (quantization zero points), deduplicated. */
+  constU8(values: number[], dims: number[] = [values.length]): string {
+    const key = `u8:${dims.join('x')}:${values.join(',')}`;
+    const hit = this.constCache.get(key);
+    if (hit) return hit;
+    const name = this.fresh('const_u8');
+    this.initializers.push({ name, dims, dataType: DataType.UINT8, rawData: Buffer.from(Uint8Array.from(values)) });
+    this.constCache.set(key, name);
+    return name;
+  }
+
   build(meta: { producerVersion: string; docString?: string; metadata?: Record<string, string> }): ModelMsg {
     const graph: GraphMsg = {
       name: this.graphName,

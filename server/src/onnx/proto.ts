@@ -12,6 +12,7 @@ export const ONNX_PROTO_FILE = path.join(PACKAGE_ROOT, 'server', 'third_party', 
 export const DataType = {
   FLOAT: 1,
   UINT8: 2,
+  INT8: 3,
   INT32: 6,
   INT64: 7,
   FLOAT16: 10,

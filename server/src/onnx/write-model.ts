@@ -6,7 +6,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../model/config';
-import { buildTextGraph, buildVisualGraph, DEFAULT_TOWER_OPTIONS, type TowerOptions, type WeightLookup } from './clip-graph';
+import { buildTextGraph, buildVisualGraph, DEFAULT_TOWER_OPTIONS, type Int8Plan, type TowerOptions, type WeightLookup } from './clip-graph';
 import { ExternalDataWriter } from './external-data';
 import { GraphBuilder } from './graph-builder';
 import { encodeModel } from './proto';
@@ -32,7 +32,9 @@ export interface WriteTowerOptions {
   tower: Tower;
   config: ModelConfig;
   weights: WeightLookup;
-  precision: 'fp32' | 'fp16';
+  precision: 'fp32' | 'fp16' | 'int8';
+  /** For precision int8: the projections that run in int8 (or a calibration graph). */
+  int8?: Int8Plan;
   producerVersion: string;
   towerOptions?: TowerOptions;
   externalThresholdBytes?: number;
@@ -51,10 +53,12 @@ export function writeTowerModel(o: WriteTowerOptions): WrittenTower {
       external: { writer, location: path.basename(dataPath), thresholdBytes: o.externalThresholdBytes ?? EXTERNAL_THRESHOLD_BYTES },
     });
     const opts = o.towerOptions ?? DEFAULT_TOWER_OPTIONS;
-    if (o.tower === 'visual') buildVisualGraph(b, o.config, o.weights, opts);
-    else buildTextGraph(b, o.config, o.weights, opts);
+    if (o.precision === 'int8' && !o.int8) throw new Error('an int8 tower needs its int8 plan (which layers run in int8)');
+    const int8 = o.precision === 'int8' ? o.int8 : undefined;
+    if (o.tower === 'visual') buildVisualGraph(b, o.config, o.weights, opts, int8);
+    else buildTextGraph(b, o.config, o.weights, opts, int8);
     data = writer.close();
-    bytes = encodeModel(b.build({ producerVersion: o.producerVersion, docString: `OpenCLIP ${o.tower} tower (${o.precision})` }));
+    bytes = encodeModel(b.build({ producerVersion: o.producerVersion, docString: `OpenCLIP ${o.tower} tower (${o.int8?.calibrate ? 'int8 calibration' : o.precision})` }));
   } catch (err) {
     writer.abort();
     throw err;

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { loadBundle, type Bundle } from '../model/bundle';
+import { loadBundle, type Bundle, type BundlePrecision } from '../model/bundle';
 import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../onnx/clip-graph';
 import { PreprocessPool, type ImageLimits } from '../preprocess';
 import type { TokenizedText } from '../preprocess/pool';
@@ -29,7 +29,7 @@ export interface ModelInfo {
   logitScale: number;
   provider: 'cpu' | 'cuda';
   demo: boolean;
-  precision: 'fp32' | 'fp16';
+  precision: BundlePrecision;
 }
 
 export interface RuntimeOptions {

@@ -140,9 +140,9 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     },
     sizeOf: bundleBytes,
     budget: { maxVersions: config.maxLoadedVersions, maxBytes: config.maxLoadedBytes },
-    onActivated: ({ name, version, provider, demo }, previous) => {
+    onActivated: ({ name, version, provider, demo, precision }, previous) => {
       servingSince = Date.now();
-      metrics.service.setModelInfo({ name, version, provider, demo });
+      metrics.service.setModelInfo({ name, version, provider, demo, precision });
       if (previous) logger.info({ version, previous: previous.version }, 'model version switched');
     },
     onLoadedChanged: (loaded) => metrics.service.setLoadedVersions(loaded),

@@ -112,6 +112,20 @@ export function demoCorpus(count = 6000): string[] {
   return out;
 }
 
+/**
+ * Sentences dressed up the way real captions are: sentence case, a trailing period here and
+ * there, typographic quotes, a hashtag with a number.
+ */
+export function dressCaptions(sentences: readonly string[]): string[] {
+  return sentences.map((c, i) => {
+    let s = c.charAt(0).toUpperCase() + c.slice(1);
+    if (i % 3 === 0) s += '.';
+    if (i % 17 === 0) s = `\u201c${s}\u201d`;
+    if (i % 29 === 0) s += ` #${i}`;
+    return s;
+  });
+}
+
 interface WordEntry {
   symbols: string[];
   count: number;

@@ -3,7 +3,7 @@
  * checkpoint (safetensors, torch .bin, or a trainer's epoch_N.pt) into a serving bundle.
  */
 import type { Command } from 'commander';
-import { convertCheckpoint, parsePrecisionFlag } from '../../checkpoint/convert';
+import { convertCheckpoint, parseCalibrationSamplesFlag, parsePrecisionFlag } from '../../checkpoint/convert';
 import { PhaseProgress } from '../../checkpoint/progress';
 
 interface ConvertFlags {
@@ -12,6 +12,7 @@ interface ConvertFlags {
   name?: string;
   version?: string;
   precision: string;
+  calibrationSamples?: string;
   config?: string;
 }
 
@@ -24,10 +25,12 @@ export function register(program: Command): void {
     .option('--vocab <path>', "BPE vocabulary: open_clip's bpe_simple_vocab_16e6.txt.gz, a HF vocab.json (merges.txt beside it), or a directory holding either")
     .option('--name <name>', 'model name recorded in the bundle (default: directory or checkpoint name)')
     .option('--version <version>', 'model version recorded in the bundle', '1')
-    .option('--precision <p>', 'weight precision of the bundle: fp32 or fp16', 'fp32')
+    .option('--precision <p>', 'weight precision of the bundle: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)', 'fp32')
+    .option('--calibration-samples <n>', 'int8: calibration images and captions (each) run to choose the int8 layers (default 256)')
     .option('--config <file>', 'open_clip_config.json to use (required for a checkpoint file without one beside it)')
     .action(async (checkpoint: string, flags: ConvertFlags) => {
       const precision = parsePrecisionFlag(flags.precision);
+      const samples = flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
       const progress = new PhaseProgress();
       try {
         const result = await convertCheckpoint({
@@ -37,8 +40,10 @@ export function register(program: Command): void {
           name: flags.name,
           version: flags.version,
           precision,
+          ...(samples ? { int8Settings: { samples } } : {}),
           config: flags.config,
           onProgress: progress.convert,
+          onCalibration: progress.calibrate,
         });
         progress.stop();
         if (result.source.unusedKeys.length) {

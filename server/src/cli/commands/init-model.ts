@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { SingleBar, Presets } from 'cli-progress';
-import { parsePrecisionFlag } from '../../checkpoint/convert';
+import { parseCalibrationSamplesFlag, parsePrecisionFlag } from '../../checkpoint/convert';
 import { ARCH_PRESETS } from '../../model/config';
 import { isArchName, writeRandomBundle } from '../../model/random-bundle';
 
@@ -14,6 +14,7 @@ interface InitFlags {
   out: string;
   vocab?: string;
   precision: string;
+  calibrationSamples?: string;
   name?: string;
 }
 
@@ -25,12 +26,14 @@ export function register(program: Command): void {
     .option('--seed <n>', 'random seed (integer 0..2^32-1)', '0')
     .requiredOption('-o, --out <dir>', 'bundle directory to create (must not exist or be empty)')
     .option('--vocab <file>', 'gzip BPE merges file (default: the small demo vocabulary)')
-    .option('--precision <p>', 'weight precision: fp32 or fp16', 'fp32')
+    .option('--precision <p>', 'weight precision: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)', 'fp32')
+    .option('--calibration-samples <n>', 'int8: calibration images and captions (each) run to choose the int8 layers (default 256)')
     .option('--name <name>', 'model name recorded in the bundle (default: random-<arch>)')
     .action(async (flags: InitFlags) => {
       if (!isArchName(flags.arch)) throw new Error(`--arch must be one of ${Object.keys(ARCH_PRESETS).join(', ')}, got "${flags.arch}"`);
       if (!/^\d+$/.test(flags.seed) || Number(flags.seed) > 0xffffffff) throw new Error(`--seed must be an integer in [0, 4294967295], got "${flags.seed}"`);
       const precision = parsePrecisionFlag(flags.precision);
+      const samples = flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
       const bar = new SingleBar({ format: '{phase} [{bar}] {percentage}% | {value}/{total} {unit}', stream: process.stderr, hideCursor: true }, Presets.shades_classic);
       let phase = '';
       const started = Date.now();
@@ -40,11 +43,12 @@ export function register(program: Command): void {
         outDir: flags.out,
         vocabFile: flags.vocab,
         precision,
+        ...(samples ? { int8Settings: { samples } } : {}),
         name: flags.name,
         onProgress: (p, done, total) => {
-          const label = p === 'init' ? 'initialising' : 'writing     ';
-          const unit = p === 'init' ? 'params' : 'MiB';
-          const scale = p === 'init' ? 1 : 1 / 2 ** 20;
+          const label = p === 'init' ? 'initialising' : p === 'write' ? 'writing     ' : 'calibrating ';
+          const unit = p === 'init' ? 'params' : p === 'write' ? 'MiB' : 'samples';
+          const scale = p === 'write' ? 1 / 2 ** 20 : 1;
           if (p !== phase) {
             if (phase) bar.stop();
             phase = p;

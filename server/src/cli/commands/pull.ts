@@ -21,7 +21,7 @@ export function register(program: Command): void {
     .argument('<ref>', 'hf-hub:<org>/<repo>[@revision]')
     .option('--cache-dir <dir>', 'cache root, the same as serve\'s (default: $CLIPSERVE_CACHE_DIR, else $XDG_CACHE_HOME/clipserve, else ~/.cache/clipserve)', process.env.CLIPSERVE_CACHE_DIR || undefined)
     .option('--vocab-repo <repo>', 'hub repo[@revision] with the CLIP vocab.json + merges.txt (default: openai/clip-vit-large-patch14)')
-    .option('--precision <p>', 'weight precision of the bundle: fp32 or fp16', 'fp32')
+    .option('--precision <p>', 'weight precision of the bundle: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)', 'fp32')
     .addHelpText('after', '\nEnvironment: HF_ENDPOINT (hub URL), HF_TOKEN (for gated/private repos), HF_HUB_OFFLINE=1 (cache only).')
     .action(async (ref: string, flags: PullFlags) => {
       const precision = parsePrecisionFlag(flags.precision);

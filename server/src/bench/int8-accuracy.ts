@@ -1,0 +1,243 @@
+/**
+ * The int8 accuracy contract, measured (docs/int8.md):
+ *
+ *   node dist/bench/int8-accuracy.js [--sections goldens,vitl,stress,retrieval] [--golden DIR]
+ *        [--samples N] [--vitl-samples N] [--eval-images N] [--eval-captions N] [--bench-cache DIR]
+ *
+ *   goldens    each public golden model (../shared/golden/model) converted with --precision int8:
+ *              cosine of its image and text features to the PyTorch features in expected.json
+ *   vitl       a full-size seeded random ViT-L/14: cosine of int8 to clipserve's fp32 bundle
+ *              (which matches PyTorch, see the golden parity tests) on held-out generated inputs
+ *   stress     the same model with outlier LayerNorm gains (model/outlier-variant.ts)
+ *   retrieval  a seeded random model (--retrieval-arch, default ViT-B-32) adapter-fine-tuned by clipserve on the synthetic icon set, then
+ *              converted to int8: R@1/5/10 both ways of fp32 and int8 on all 150 pairs
+ *
+ * Prints one JSON line per result, then a summary against the contract (cosine ≥ 0.995 mean and
+ * ≥ 0.99 min; recall within 1 point).
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { convertCheckpoint } from '../checkpoint/convert';
+import { evaluateRetrieval } from '../eval/evaluate';
+import { iconDataset } from '../eval/icon-set';
+import { DIRECTIONS, RECALL_KS, type RetrievalMetrics } from '../eval/metrics';
+import { createAdapterMethod } from '../finetune/adapter';
+import { writePairsFile } from '../finetune/dataset';
+import { loadBundle, writeBundle, type BundleManifest } from '../model/bundle';
+import { calibrationImageBatch } from '../model/calibration-inputs';
+import { ARCH_PRESETS, resolveConfig, type ArchName, type OpenClipConfig } from '../model/config';
+import { cosineSummary, rowCosines } from '../model/int8';
+import { withOutlierGains } from '../model/outlier-variant';
+import { isArchName, writeRandomBundle } from '../model/random-bundle';
+import { randomStateDict } from '../model/random-init';
+import type { StateDict } from '../model/state-dict';
+import { readBundleStateDict } from '../models/bundle-weights';
+import { loadModel, type LoadedModel } from '../runtime/model';
+import { buildDemoVocab, ClipTokenizer } from '../tokenizer';
+import { benchCaptions } from './inputs';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+}
+
+const COSINE_MEAN = 0.995;
+const COSINE_MIN = 0.99;
+const RECALL_POINTS = 1;
+
+interface Verdict {
+  what: string;
+  ok: boolean;
+  detail: string;
+}
+const verdicts: Verdict[] = [];
+
+function print(o: object): void {
+  process.stdout.write(JSON.stringify(o) + '\n');
+}
+
+function judgeCosine(what: string, c: { mean: number; min: number }): void {
+  verdicts.push({ what, ok: c.mean >= COSINE_MEAN && c.min >= COSINE_MIN, detail: `mean ${c.mean.toFixed(5)}, min ${c.min.toFixed(5)}` });
+}
+
+function layerCounts(m: BundleManifest): Record<string, string> {
+  const t = m.int8!.towers;
+  return {
+    visual_int8_layers: `${t.visual.int8_layers.length}/${t.visual.int8_layers.length + t.visual.fp32_layers.length}`,
+    textual_int8_layers: `${t.textual.int8_layers.length}/${t.textual.int8_layers.length + t.textual.fp32_layers.length}`,
+  };
+}
+
+/** Each public golden model in int8 against the PyTorch features. */
+async function goldens(scratch: string, goldenDir: string, samples: number): Promise<void> {
+  const vocab = path.join(goldenDir, 'tokenizer', 'bpe_simple_vocab_16e6.txt.gz');
+  for (const name of fs.readdirSync(path.join(goldenDir, 'model')).sort()) {
+    const dir = path.join(goldenDir, 'model', name);
+    const expected = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { shapes: Record<string, number[]>; values: Record<string, number[][]> };
+    const out = path.join(scratch, `golden-${name}`);
+    await convertCheckpoint({ input: dir, outDir: out, vocab, precision: 'int8', int8Settings: { samples } });
+    const model = await loadModel(out, { provider: 'cpu', preprocessWorkers: 1 });
+    try {
+      const [nImg, E] = expected.shapes.image_features;
+      const [nTxt] = expected.shapes.text_features;
+      const raw = fs.readFileSync(path.join(dir, 'inputs_images.f32'));
+      const images = new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+      const rawIds = fs.readFileSync(path.join(dir, 'inputs_text_ids.i64'));
+      const ids64 = new BigInt64Array(rawIds.buffer.slice(rawIds.byteOffset, rawIds.byteOffset + rawIds.byteLength));
+      const img = await model.encodeImage(images, nImg);
+      const txt = await model.encodeText(Int32Array.from(ids64, Number), nTxt);
+      const image = cosineSummary(rowCosines(img, Float32Array.from(expected.values.image_features.flat()), E));
+      const text = cosineSummary(rowCosines(txt, Float32Array.from(expected.values.text_features.flat()), E));
+      print({ section: 'goldens', model: name, images: nImg, texts: nTxt, image_cosine_to_pytorch: image, text_cosine_to_pytorch: text, ...layerCounts(model.bundle.manifest) });
+      judgeCosine(`golden ${name} image`, image);
+      judgeCosine(`golden ${name} text`, text);
+    } finally {
+      await model.close();
+    }
+  }
+}
+
+/** Features of held-out generated images and bench captions (neither is in the calibration set). */
+async function heldOutFeatures(model: LoadedModel, nImages: number, captions: string[]): Promise<{ img: Float32Array; txt: Float32Array }> {
+  const S = model.info.imageSize;
+  const E = model.info.embedDim;
+  const img = new Float32Array(nImages * E);
+  for (let from = 0; from < nImages; from += 4) {
+    const n = Math.min(4, nImages - from);
+    img.set(await model.encodeImage(calibrationImageBatch(1_000_000 + from, n, S, model.bundle.manifest.preprocess_cfg), n), from * E);
+  }
+  const ctx = model.info.contextLength;
+  const txt = new Float32Array(captions.length * E);
+  for (let from = 0; from < captions.length; from += 16) {
+    const batch = captions.slice(from, from + 16);
+    txt.set(await model.encodeText(model.tokenizer.tokenizeBatch(batch, ctx).ids, batch.length), from * E);
+  }
+  return { img, txt };
+}
+
+/** A full-size ViT-L/14 (seeded random weights, optionally stressed) in int8 against its fp32 bundle. */
+async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number, nImages: number, nCaptions: number, benchCache?: string): Promise<void> {
+  const vocab = path.join(scratch, 'vocab.txt.gz');
+  if (!fs.existsSync(vocab)) ClipTokenizer.fromMerges(buildDemoVocab()).writeMergesFile(vocab);
+  const tok = ClipTokenizer.fromMergesFile(vocab);
+  const preset = ARCH_PRESETS['ViT-L-14'];
+  const config: OpenClipConfig = resolveConfig({ model_cfg: { ...preset, text_cfg: { ...preset.text_cfg, vocab_size: tok.vocabSize } } });
+  // --bench-cache: the plain model is the pair `npm run bench:int8` built (seed 1), not rebuilt here.
+  const reuse = section === 'vitl' && benchCache !== undefined;
+  const dirs = reuse
+    ? { fp32: path.join(benchCache, 'ViT-L-14'), int8: path.join(benchCache, 'ViT-L-14-int8') }
+    : { fp32: path.join(scratch, `${section}-fp32`), int8: path.join(scratch, `${section}-int8`) };
+  const t0 = Date.now();
+  let t1 = t0;
+  let manifest: BundleManifest;
+  if (reuse) {
+    manifest = (await loadBundle(dirs.int8, { verify: false })).manifest;
+  } else {
+    let sd: StateDict = randomStateDict(config.model_cfg, 0);
+    if (section === 'stress') sd = withOutlierGains(sd, config.model_cfg);
+    await writeBundle({ outDir: dirs.fp32, name: `vitl-${section}`, version: 'fp32', config, stateDict: sd, vocabFile: vocab });
+    t1 = Date.now();
+    manifest = await writeBundle({ outDir: dirs.int8, name: `vitl-${section}`, version: 'int8', config, stateDict: sd, vocabFile: vocab, precision: 'int8', int8Settings: { samples } });
+    sd.clear();
+  }
+  const t2 = Date.now();
+  const captions = benchCaptions(nCaptions);
+  const feats: Record<string, { img: Float32Array; txt: Float32Array }> = {};
+  for (const p of ['fp32', 'int8'] as const) {
+    const model = await loadModel(dirs[p], { provider: 'cpu', preprocessWorkers: 1 });
+    try {
+      feats[p] = await heldOutFeatures(model, nImages, captions);
+    } finally {
+      await model.close();
+    }
+  }
+  const E = config.model_cfg.embed_dim;
+  const image = cosineSummary(rowCosines(feats.int8.img, feats.fp32.img, E));
+  const text = cosineSummary(rowCosines(feats.int8.txt, feats.fp32.txt, E));
+  const m = manifest.int8!;
+  print({
+    section, model: `ViT-L-14 (seeded random weights${reuse ? ', the bench:int8 pair' : ''})`, calibration_samples: manifest.int8!.calibration.images, eval_images: nImages, eval_captions: nCaptions,
+    image_cosine_to_fp32: image, text_cosine_to_fp32: text, ...layerCounts(manifest),
+    fp32_layers: [...m.towers.visual.fp32_layers, ...m.towers.textual.fp32_layers],
+    calibration_cosine: { visual: m.towers.visual.cosine_to_fp32, textual: m.towers.textual.cosine_to_fp32 },
+    ...(reuse ? {} : { write_fp32_s: (t1 - t0) / 1000, convert_int8_s: (t2 - t1) / 1000 }),
+  });
+  judgeCosine(`${section} ViT-L/14 image`, image);
+  judgeCosine(`${section} ViT-L/14 text`, text);
+  if (!reuse) for (const d of Object.values(dirs)) fs.rmSync(d, { recursive: true, force: true });
+}
+
+/** Retrieval of an adapter-fine-tuned model (icon set) in fp32 and int8. */
+async function retrieval(scratch: string, samples: number, arch: ArchName): Promise<void> {
+  const root = path.join(scratch, 'retrieval');
+  const dataDir = path.join(root, 'data');
+  const datasetDir = path.join(dataDir, 'icons');
+  fs.mkdirSync(datasetDir, { recursive: true });
+  const pairs = await iconDataset();
+  pairs.forEach((p, i) => fs.writeFileSync(path.join(datasetDir, `${i}.png`), p.image));
+  writePairsFile(datasetDir, pairs.map((p, i) => ({ rel: `${i}.png`, caption: p.caption })));
+  const base = path.join(root, 'base');
+  await writeRandomBundle({ arch, seed: 11, outDir: base });
+  const workDir = path.join(root, 'job');
+  fs.mkdirSync(workDir);
+  const hp = { epochs: 100, batchSize: 32, learningRate: 0.05, warmupSteps: 10, validationSplit: 0.3, seed: 3, colorJitter: [0.2, 0.2, 0.1, 0], colorJitterProb: 0.7, grayscaleProb: 0 };
+  const job = await createAdapterMethod({ dataDir, runtime: { provider: 'cpu', preprocessWorkers: 1 } }).run({
+    jobId: 'int8-accuracy', hyperparameters: hp, datasetDir, workDir, baseModel: { version: 'seed-11', bundleDir: base }, outputVersion: 'icons-fp32',
+    signal: new AbortController().signal, emit: () => undefined,
+  });
+  const fp32 = await loadBundle(job.bundleDir);
+  const int8Dir = path.join(root, 'int8');
+  await writeBundle({
+    outDir: int8Dir, name: fp32.manifest.name, version: 'icons-int8', config: { model_cfg: fp32.manifest.model_cfg, preprocess_cfg: fp32.manifest.preprocess_cfg },
+    stateDict: readBundleStateDict(fp32), vocabFile: fp32.paths.vocab, precision: 'int8', int8Settings: { samples },
+  });
+  const rows = pairs.map((_, i) => ({ row: i + 1, image: path.join(datasetDir, `${i}.png`), caption: pairs[i].caption }));
+  const metrics: Record<string, RetrievalMetrics> = {};
+  for (const [p, dir] of [['fp32', job.bundleDir], ['int8', int8Dir]] as const) {
+    const model = await loadModel(dir, { provider: 'cpu', preprocessWorkers: 1 });
+    try {
+      metrics[p] = (await evaluateRetrieval(model, rows)).metrics;
+    } finally {
+      await model.close();
+    }
+  }
+  const keys = DIRECTIONS.flatMap((d) => RECALL_KS.map((k) => `${d}_R@${k}` as keyof RetrievalMetrics));
+  const pick = (m: RetrievalMetrics) => Object.fromEntries(keys.map((k) => [k, +(100 * m[k]).toFixed(2)]));
+  const worst = Math.max(...keys.map((k) => Math.abs(100 * (metrics.int8[k] - metrics.fp32[k]))));
+  print({ section: 'retrieval', model: `${arch} (seeded random weights), adapter-fine-tuned by clipserve on the icon set (150 pairs)`, recall_percent_fp32: pick(metrics.fp32), recall_percent_int8: pick(metrics.int8), largest_difference_points: +worst.toFixed(2) });
+  verdicts.push({ what: 'retrieval R@1/5/10 both ways', ok: worst <= RECALL_POINTS, detail: `largest difference ${worst.toFixed(2)} points` });
+}
+
+async function main(): Promise<void> {
+  const sections = arg('sections', 'goldens,vitl,stress,retrieval').split(',');
+  const goldenDir = path.resolve(arg('golden', path.join(__dirname, '..', '..', '..', 'shared', 'golden')));
+  const samples = Number(arg('samples', '256'));
+  const vitlSamples = Number(arg('vitl-samples', '64'));
+  const nImages = Number(arg('eval-images', '16'));
+  const nCaptions = Number(arg('eval-captions', '64'));
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-int8-acc-'));
+  try {
+    if (sections.includes('goldens')) {
+      if (fs.existsSync(path.join(goldenDir, 'README.md'))) await goldens(scratch, goldenDir, samples);
+      else process.stderr.write(`!!! SKIPPING goldens: no golden data at ${goldenDir} (--golden DIR) !!!\n`);
+    }
+    if (sections.includes('retrieval')) {
+      const arch = arg('retrieval-arch', 'ViT-B-32');
+      if (!isArchName(arch)) throw new Error(`unknown --retrieval-arch ${arch}`);
+      await retrieval(scratch, samples, arch);
+    }
+    const benchCache = process.argv.includes('--bench-cache') ? path.resolve(arg('bench-cache', '')) : undefined;
+    if (sections.includes('vitl')) await vitL(scratch, 'vitl', vitlSamples, nImages, nCaptions, benchCache);
+    if (sections.includes('stress')) await vitL(scratch, 'stress', vitlSamples, nImages, nCaptions);
+  } finally {
+    fs.rmSync(scratch, { recursive: true, force: true });
+  }
+  for (const v of verdicts) process.stdout.write(`${v.ok ? 'PASS' : 'FAIL'}  ${v.what}: ${v.detail}\n`);
+  if (verdicts.some((v) => !v.ok)) process.exitCode = 1;
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`int8-accuracy: ${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,213 @@
+/**
+ * The int8 accuracy contract of the converter. For each tower it
+ *   1. writes a calibration graph in which every quantizable projection runs both in float32 and
+ *      in int8 (the float32 result flows on, so each layer sees exactly the activations of the
+ *      float32 model) and reports Σ(y_int8 − y)² and Σy² per layer;
+ *   2. runs it over the deterministic calibration set (./calibration-inputs) and keeps in float32
+ *      every layer whose relative RMS drift sqrt(Σ(y_int8 − y)² / Σy²) exceeds the threshold:
+ *      trained ViTs carry a few activation channels far larger than the rest, and a per-token
+ *      scale stretched by them rounds every other channel of that token to a few levels;
+ *   3. after the tower is written, runs it over the same set and measures the cosine of each int8
+ *      embedding to the float32 one. Layers are measured one at a time, and their errors add up
+ *      through the tower: while the cosine misses the contract (mean ≥ 0.995, min ≥ 0.99), the
+ *      quarter of the remaining int8 layers with the largest drift goes back to float32 and the
+ *      tower is written and checked again (a few rounds at most). The manifest records the plan,
+ *      the drifts and the final cosines.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { DRIFT_ERR_PREFIX, DRIFT_REF_PREFIX, IMAGE_INPUT, IMAGE_OUTPUT, quantizableLayers, TEXT_INPUT, TEXT_OUTPUT, type WeightLookup } from '../onnx/clip-graph';
+import { writeTowerModel, type Tower } from '../onnx/write-model';
+import type { WireTensor } from '../runtime/session-protocol';
+import { WorkerSession } from '../runtime/worker-session';
+import { ClipTokenizer } from '../tokenizer';
+import { calibrationCaptions, calibrationImageBatch, calibrationTextBatch } from './calibration-inputs';
+import type { OpenClipConfig } from './config';
+
+export interface Int8Settings {
+  /** Calibration images and captions (each). */
+  samples: number;
+  /** Largest relative RMS drift of a layer's output that still runs in int8. */
+  maxDrift: number;
+  /** The tower's embeddings must keep at least these cosines to float32 on the calibration set. */
+  minMeanCosine: number;
+  minCosine: number;
+}
+
+/** 256 images and 256 captions; the drift bound is measured in docs/int8.md. */
+export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99 };
+
+/** Rounds of "write, check, move the worst quarter back to float32" after the per-layer choice. */
+export const MAX_CHECK_ROUNDS = 8;
+
+/** Whether measured cosines meet the settings' contract. */
+export const meetsContract = (c: { mean: number; min: number }, s: Int8Settings): boolean => c.mean >= s.minMeanCosine && c.min >= s.minCosine;
+
+/** The plan with the quarter (at least one) of its int8 layers that drift most moved to float32. */
+export function demoteWorst(layers: ReadonlySet<string>, drift: Record<string, number>): Set<string> {
+  const sorted = [...layers].sort((a, b) => drift[b] - drift[a]);
+  return new Set(sorted.slice(Math.max(1, Math.ceil(sorted.length / 4))));
+}
+
+export interface TowerInt8Record {
+  int8_layers: string[];
+  fp32_layers: string[];
+  /** Relative RMS drift of each quantizable layer on the calibration set, 4 significant digits. */
+  drift: Record<string, number>;
+  /** Cosine of the int8 tower's embeddings to the float32 tower's on the calibration set. */
+  cosine_to_fp32: { mean: number; min: number };
+  /** Layers moved back to float32 by the end-to-end check (beyond those over max_drift). */
+  demoted_by_check: string[];
+}
+
+/** What an int8 bundle's manifest records in its `int8` field. */
+export interface Int8Record {
+  method: 'weights per output channel (symmetric), activations per token (dynamic, symmetric); MatMulInteger';
+  max_drift: number;
+  /** What the end-to-end check held each tower to. */
+  cosine_contract: { mean: number; min: number };
+  calibration: { images: number; captions: number; generator: string };
+  towers: Record<Tower, TowerInt8Record>;
+}
+
+export const INT8_METHOD: Int8Record['method'] = 'weights per output channel (symmetric), activations per token (dynamic, symmetric); MatMulInteger';
+
+const IMAGE_BATCH = 8;
+const TEXT_BATCH = 32;
+
+export interface CalibrationContext {
+  config: OpenClipConfig;
+  weights: WeightLookup;
+  vocabFile: string;
+  settings: Int8Settings;
+  producerVersion: string;
+  /** A scratch directory for the calibration graphs (removed by the caller). */
+  scratchDir: string;
+  onProgress?: (tower: Tower, done: number, total: number) => void;
+}
+
+/** A CPU session in a worker thread, configured like the server's: calibration never runs on the
+ *  event loop (pull may convert inside a serving process). */
+async function openSession(modelPath: string, tower: Tower): Promise<WorkerSession> {
+  return WorkerSession.create({ modelPath, providers: ['cpu'], graphOptimizationLevel: 'all' }, `int8 calibration of the ${tower} tower`);
+}
+
+const floats = (t: WireTensor): Float32Array => new Float32Array(t.data);
+
+/** Runs `session` over the calibration set of `tower`, batch by batch. */
+async function forEachBatch(ctx: CalibrationContext, tower: Tower, session: WorkerSession, outputs: string[], visit: (out: Record<string, WireTensor>, n: number) => void): Promise<void> {
+  const cfg = ctx.config.model_cfg;
+  const total = ctx.settings.samples;
+  const tokenizer = tower === 'textual' ? ClipTokenizer.fromMergesFile(ctx.vocabFile) : undefined;
+  const captions = tower === 'textual' ? calibrationCaptions(total) : [];
+  const batch = tower === 'visual' ? IMAGE_BATCH : TEXT_BATCH;
+  for (let from = 0; from < total; from += batch) {
+    const n = Math.min(batch, total - from);
+    let feeds: Record<string, WireTensor>;
+    if (tower === 'visual') {
+      const S = cfg.vision_cfg.image_size;
+      feeds = { [IMAGE_INPUT]: { type: 'float32', data: calibrationImageBatch(from, n, S, ctx.config.preprocess_cfg).buffer as ArrayBuffer, dims: [n, 3, S, S] } };
+    } else {
+      const t = calibrationTextBatch(captions, from, n, tokenizer!, cfg.text_cfg.context_length);
+      feeds = { [TEXT_INPUT]: { type: 'int64', data: t.ids.buffer as ArrayBuffer, dims: t.dims } };
+    }
+    visit(await session.run(feeds, outputs), n);
+    ctx.onProgress?.(tower, from + n, total);
+  }
+}
+
+const outputName = (tower: Tower): string => (tower === 'visual' ? IMAGE_OUTPUT : TEXT_OUTPUT);
+
+export interface TowerCalibration {
+  layers: Set<string>;
+  record: Omit<TowerInt8Record, 'cosine_to_fp32' | 'demoted_by_check' | 'int8_layers' | 'fp32_layers'>;
+  /** The float32 embeddings of the calibration set, [samples, embed_dim]. */
+  reference: Float32Array;
+}
+
+/** Steps 1 and 2: measures each layer's drift and chooses the int8 layers of `tower`. */
+export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Promise<TowerCalibration> {
+  const cfg = ctx.config.model_cfg;
+  const layers = quantizableLayers(cfg, tower);
+  const onnxPath = path.join(ctx.scratchDir, `${tower}.calibration.onnx`);
+  writeTowerModel({ onnxPath, tower, config: cfg, weights: ctx.weights, precision: 'int8', int8: { layers: new Set(layers), calibrate: true }, producerVersion: ctx.producerVersion });
+  const err = new Float64Array(layers.length);
+  const ref = new Float64Array(layers.length);
+  const E = cfg.embed_dim;
+  const reference = new Float32Array(ctx.settings.samples * E);
+  let filled = 0;
+  const session = await openSession(onnxPath, tower);
+  try {
+    const outputs = [outputName(tower), ...layers.flatMap((l) => [`${DRIFT_ERR_PREFIX}${l}`, `${DRIFT_REF_PREFIX}${l}`])];
+    await forEachBatch(ctx, tower, session, outputs, (out, n) => {
+      layers.forEach((l, i) => {
+        err[i] += floats(out[`${DRIFT_ERR_PREFIX}${l}`])[0];
+        ref[i] += floats(out[`${DRIFT_REF_PREFIX}${l}`])[0];
+      });
+      reference.set(floats(out[outputName(tower)]).subarray(0, n * E), filled * E);
+      filled += n;
+    });
+  } finally {
+    await session.close();
+    fs.rmSync(onnxPath, { force: true });
+    fs.rmSync(`${onnxPath}.data`, { force: true });
+  }
+  const drift: Record<string, number> = {};
+  const chosen = new Set<string>();
+  layers.forEach((l, i) => {
+    const d = ref[i] > 0 ? Math.sqrt(err[i] / ref[i]) : err[i] > 0 ? Infinity : 0;
+    drift[l] = Number(d.toPrecision(4));
+    if (d <= ctx.settings.maxDrift) chosen.add(l);
+  });
+  return {
+    layers: chosen,
+    record: { drift },
+    reference,
+  };
+}
+
+/** Cosine of each row of `a` to the same row of `b` ([n, dim] each). */
+export function rowCosines(a: Float32Array, b: Float32Array, dim: number): Float64Array {
+  const n = a.length / dim;
+  const out = new Float64Array(n);
+  for (let r = 0; r < n; r++) {
+    let dot = 0;
+    let na = 0;
+    let nb = 0;
+    for (let i = r * dim; i < (r + 1) * dim; i++) {
+      dot += a[i] * b[i];
+      na += a[i] * a[i];
+      nb += b[i] * b[i];
+    }
+    out[r] = na > 0 && nb > 0 ? dot / Math.sqrt(na * nb) : na === nb ? 1 : 0;
+  }
+  return out;
+}
+
+/** Mean and minimum, rounded to 6 decimals for the manifest. */
+export function cosineSummary(c: Float64Array): { mean: number; min: number } {
+  let sum = 0;
+  let min = Infinity;
+  for (const v of c) {
+    sum += v;
+    min = Math.min(min, v);
+  }
+  return { mean: Number((sum / c.length).toFixed(6)), min: Number(min.toFixed(6)) };
+}
+
+/** Step 3: the cosine of the written int8 tower's embeddings to the float32 reference. */
+export async function checkTower(ctx: CalibrationContext, tower: Tower, onnxPath: string, reference: Float32Array): Promise<{ mean: number; min: number }> {
+  const E = ctx.config.model_cfg.embed_dim;
+  const got = new Float32Array(reference.length);
+  let filled = 0;
+  const session = await openSession(onnxPath, tower);
+  try {
+    await forEachBatch(ctx, tower, session, [outputName(tower)], (out, n) => {
+      got.set(floats(out[outputName(tower)]).subarray(0, n * E), filled * E);
+      filled += n;
+    });
+  } finally {
+    await session.close();
+  }
+  return cosineSummary(rowCosines(got, reference, E));
+}
