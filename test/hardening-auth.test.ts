@@ -66,7 +66,7 @@ describe('API keys under attack and under bad edits', () => {
     const keysFile = path.join(tmp, `keys-${policy}.txt`);
     fs.writeFileSync(keysFile, `${KEY} embed ci\n`);
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
       apiKeysFile: keysFile, credentialsReloadSeconds: RELOAD_SECONDS, authReloadFailure: policy,
     });
     return { server, keysFile };
@@ -131,7 +131,7 @@ describe('API keys under attack and under bad edits', () => {
     const TUNE_A = 'tune-a-key-0123456789abcdef';
     const TUNE_B = 'tune-b-key-0123456789abcdef';
     const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
       dataDir: path.join(tmp, 'data'), apiKeys: `${TUNE_A} finetune a; ${TUNE_B} finetune b`,
     });
     const ft = new api.clipserve.v1.FineTuneService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());

@@ -24,7 +24,7 @@ import { decodeModel } from '../server/src/onnx/proto';
 import { dequantizePerColumn, quantizePerColumn } from '../server/src/onnx/quantize';
 import { loadModel } from '../server/src/runtime/model';
 import { startServer } from '../server/src/serve/server';
-import { Store } from '../server/src/store/store';
+import { SqliteStore } from '../server/src/store/sqlite-store';
 import { buildDemoVocab, ClipTokenizer } from '../server/src/tokenizer';
 import { client, unary } from './helpers/finetune-fixtures';
 
@@ -179,10 +179,10 @@ describe('int8 bundles of the tiny model', () => {
 
   it('serves an int8 version and hot-swaps between it and fp32, reporting the precision', async () => {
     const dataDir = path.join(tmp, 'data');
-    const store = Store.open(dataDir);
-    new ModelRegistry(store, dataDir).registerFineTuned({ version: 'int8', name: 'tiny', bundleDir: path.join(tmp, 'int8'), parentVersion: 'fp32', jobId: '', metrics: {} });
-    store.close();
-    const server = await startServer({ model: path.join(tmp, 'fp32'), dataDir, host: '127.0.0.1', port: 0, metricsPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }) });
+    const store = await SqliteStore.open(dataDir);
+    await new ModelRegistry(store, dataDir).registerFineTuned({ version: 'int8', name: 'tiny', bundleDir: path.join(tmp, 'int8'), parentVersion: 'fp32', jobId: '', metrics: {} });
+    await store.close();
+    const server = await startServer({ model: path.join(tmp, 'fp32'), dataDir, host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }) });
     const embed = client('EmbeddingService', server.port);
     const models = client('ModelService', server.port);
     try {

@@ -116,7 +116,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.pem', 'tls.crt');
     pki.install('server1.key', 'tls.key');
     const server: RunningServer = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, cacheDir: CACHE_DIR, logger,
+      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
       tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const errors = async () => Number(/clipserve_credentials_reload_errors_total\{credential="tls"\} (\d+)/.exec(await server.metrics.registry.metrics())?.[1]);
