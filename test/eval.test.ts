@@ -14,7 +14,7 @@ import { seededRandom } from '../server/src/util/random';
 import { evaluateRetrieval } from '../server/src/eval/evaluate';
 import { clipMetrics } from '../server/src/eval/metrics';
 import { formatMetricsTable } from '../server/src/eval/report';
-import { l2normalize } from '../server/src/runtime/features';
+import { l2normalize } from '../server/src/inference/heads';
 import { loadModel, type LoadedModel } from '../server/src/runtime/model';
 import { describeGolden, goldenPath } from './helpers/shared';
 

@@ -21,7 +21,7 @@ import { RpcError } from '../server/src/grpc/status';
 import { loadBundle } from '../server/src/model/bundle';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { randomStateDict } from '../server/src/model/random-init';
-import { readBundleStateDict } from '../server/src/models/bundle-weights';
+import { readBundleStateDict } from '../server/src/model/bundle-weights';
 import { ConfigError, resolveServeConfig } from '../server/src/serve/config';
 import { writeClipSizedVocab } from './helpers/clip-vocab';
 import { saveStateDict } from './helpers/torch-save';

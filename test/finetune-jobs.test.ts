@@ -12,7 +12,7 @@ import pino from 'pino';
 import { DatasetCatalog } from '../server/src/finetune/dataset';
 import { FineTuneJobRunner } from '../server/src/finetune/jobs';
 import { FineTuneCancelledError, FineTuneValidationError, type FineTuneJobContext, type FineTuneMethod } from '../server/src/finetune/method';
-import { ModelRegistry } from '../server/src/models/registry';
+import { ModelRegistry } from '../server/src/versions/registry';
 import { openStore } from '../server/src/store/open';
 import { SqliteStore } from '../server/src/store/sqlite-store';
 import type { JobRecord, Store } from '../server/src/store/store';

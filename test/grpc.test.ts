@@ -11,7 +11,7 @@ import * as protoLoader from '@grpc/proto-loader';
 import pino from 'pino';
 import sharp from 'sharp';
 import type { BatcherObserver, Modality, RejectReason } from '../server/src/batching';
-import { l2normalize, similarityLogits } from '../server/src/runtime/model';
+import { l2normalize, similarityLogits } from '../server/src/inference/heads';
 import { RunningServer, startServer } from '../server/src/serve/server';
 import { PROTO_DIR } from '../server/src/util/paths';
 

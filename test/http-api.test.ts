@@ -12,7 +12,7 @@ import { OpenAIEmbeddings } from '@langchain/openai';
 import OpenAI from 'openai';
 import pino from 'pino';
 import sharp from 'sharp';
-import { l2normalize } from '../server/src/runtime/model';
+import { l2normalize } from '../server/src/inference/heads';
 import { loadServedModel } from '../server/src/serve/model-loader';
 import { seededRandom } from '../server/src/util/random';
 import { RunningServer, startServer } from '../server/src/serve/server';

@@ -17,8 +17,8 @@ import { cosineSummary, rowCosines, type Int8Settings } from '../server/src/mode
 import { withOutlierGains } from '../server/src/model/outlier-variant';
 import { randomStateDict } from '../server/src/model/random-init';
 import type { StateDict } from '../server/src/model/state-dict';
-import { readBundleStateDict } from '../server/src/models/bundle-weights';
-import { ModelRegistry } from '../server/src/models/registry';
+import { readBundleStateDict } from '../server/src/model/bundle-weights';
+import { ModelRegistry } from '../server/src/versions/registry';
 import { quantizableLayers } from '../server/src/onnx/clip-graph';
 import { decodeModel } from '../server/src/onnx/proto';
 import { dequantizePerColumn, quantizePerColumn } from '../server/src/onnx/quantize';

@@ -5,10 +5,10 @@
  * unloaded finishes its calls first, a failed load is remembered, unknown versions are NOT_FOUND.
  */
 import pino from 'pino';
-import { ModelActivationError, ModelBudgetError, ModelHost, type ModelBudget } from '../server/src/models/host';
-import { ModelNotFoundError } from '../server/src/models/registry';
-import { Embedder } from '../server/src/serve/embedder';
-import type { EmbeddingModel, ServedModelInfo } from '../server/src/serve/model-port';
+import { ModelActivationError, ModelBudgetError, ModelHost, type ModelBudget } from '../server/src/inference/model-host';
+import { ModelNotFoundError } from '../server/src/versions/registry';
+import { Embedder } from '../server/src/inference/embedder';
+import type { EmbeddingModel, ServedModelInfo } from '../server/src/inference/model-port';
 
 const DIM = 4;
 const CTX = 8;

@@ -10,7 +10,7 @@ import { loadBundle, writeBundle } from '../server/src/model/bundle';
 import { ARCH_PRESETS, resolveConfig } from '../server/src/model/config';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { randomStateDict } from '../server/src/model/random-init';
-import { readBundleStateDict } from '../server/src/models/bundle-weights';
+import { readBundleStateDict } from '../server/src/model/bundle-weights';
 import { BundleError } from '../server/src/model/errors';
 
 describe('readBundleStateDict', () => {

@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import pino from 'pino';
 import { writeRandomBundle } from '../../server/src/model/random-bundle';
-import { ModelRegistry } from '../../server/src/models/registry';
+import { ModelRegistry } from '../../server/src/versions/registry';
 import { startServer, type RunningServer, type StartServerConfig } from '../../server/src/serve/server';
 import { SqliteStore } from '../../server/src/store/sqlite-store';
 

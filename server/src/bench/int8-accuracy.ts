@@ -32,7 +32,7 @@ import { withOutlierGains } from '../model/outlier-variant';
 import { isArchName, writeRandomBundle } from '../model/random-bundle';
 import { randomStateDict } from '../model/random-init';
 import type { StateDict } from '../model/state-dict';
-import { readBundleStateDict } from '../models/bundle-weights';
+import { readBundleStateDict } from '../model/bundle-weights';
 import { loadModel, type LoadedModel } from '../runtime/model';
 import { buildDemoVocab, ClipTokenizer } from '../tokenizer';
 import { benchCaptions } from './inputs';

@@ -5,7 +5,8 @@
  */
 import * as fs from 'node:fs/promises';
 import type { LoadedModel } from '../runtime/model';
-import { l2normalize } from '../runtime/features';
+import { encodeInBatches } from '../inference/batch-encode';
+import { l2normalize } from '../inference/heads';
 import type { ImageCaptionPair } from './csv';
 import { clipMetrics, type RetrievalMetrics } from './metrics';
 
@@ -42,30 +43,19 @@ export async function evaluateRetrieval(model: LoadedModel, pairs: ImageCaptionP
   if (!Number.isInteger(batchSize) || batchSize < 1) throw new EvalError(`batch size must be a positive integer, got ${batchSize}`);
   if (pairs.length === 0) throw new EvalError('no image–caption pairs to evaluate');
   const dim = model.info.embedDim;
-  const ctx = model.info.contextLength;
-  const pixelsPerImage = 3 * model.info.imageSize * model.info.imageSize;
-  const imageFeatures = new Float32Array(pairs.length * dim);
-  const textFeatures = new Float32Array(pairs.length * dim);
-  for (let start = 0; start < pairs.length; start += batchSize) {
-    const batch = pairs.slice(start, start + batchSize);
-    const n = batch.length;
-    const pixels = new Float32Array(n * pixelsPerImage);
-    await Promise.all(
-      batch.map(async (p, i) => {
-        const bytes = await readImage(p.image);
-        try {
-          pixels.set(await model.preprocessImage(bytes), i * pixelsPerImage);
-        } catch (e) {
-          throw new EvalError(`cannot use image ${p.image}: ${(e as Error).message}`);
-        }
-      }),
-    );
-    const ids = model.tokenizer.tokenizeBatch(batch.map((p) => p.caption), ctx).ids;
-    const [img, txt] = await Promise.all([model.encodeImage(pixels, n), model.encodeText(ids, n)]);
-    imageFeatures.set(img, start * dim);
-    textFeatures.set(txt, start * dim);
-    opts.onProgress?.(start + n, pairs.length);
-  }
+  const { image: imageFeatures, text: textFeatures } = await encodeInBatches(model, pairs, {
+    batchSize,
+    image: async (p) => {
+      const bytes = await readImage(p.image);
+      try {
+        return await model.preprocessImage(bytes);
+      } catch (e) {
+        throw new EvalError(`cannot use image ${p.image}: ${(e as Error).message}`);
+      }
+    },
+    text: (p) => p.caption,
+    onProgress: opts.onProgress,
+  });
   const r = clipMetrics(l2normalize(imageFeatures, dim), l2normalize(textFeatures, dim), pairs.length, dim, model.info.logitScale);
   return { numSamples: pairs.length, metrics: r.metrics, imageToTextRanks: r.image_to_text_ranks, textToImageRanks: r.text_to_image_ranks };
 }

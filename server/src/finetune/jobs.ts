@@ -20,7 +20,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
-import type { ModelRegistry } from '../models/registry';
+import type { ModelRegistry } from '../versions/registry';
 import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store, type StoreNotification } from '../store/store';
 import { echo } from '../util/echo';
 import { resolveConfig } from '../model/config';

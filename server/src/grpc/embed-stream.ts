@@ -17,7 +17,8 @@ import type { EmbedStreamRequest, EmbedStreamResponse, ModalityName } from './me
 import { type ModelResolver, withModel } from './model-resolver';
 import { RpcError, toStatus } from './status';
 import { checkModelVersion, checkTextLength, RequestLimits } from './validate';
-import { embeddingMessage, l2normalized } from './vectors';
+import { l2normalized } from '../inference/heads';
+import { embeddingMessage } from './vectors';
 
 /** Counters across all streams of a server, for tests and diagnostics. */
 export class StreamStats {

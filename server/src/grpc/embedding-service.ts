@@ -1,21 +1,22 @@
 /**
  * clipserve.v1.EmbeddingService handlers. Thin: validate, queue items through the embedder, and
- * apply CLIP's heads (serve/clip-tasks.ts, shared with the HTTP API) to the results. No model runtime
+ * apply CLIP's heads (grpc/clip-tasks.ts over inference/heads.ts, shared with the HTTP API) to the results. No model runtime
  * here; the embedder and the model info come in as dependencies.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { classify, rank, similarity } from '../serve/clip-tasks';
+import { classify, rank, similarity } from './clip-tasks';
 import { CallContext, CallGate, unaryHandler } from './call-context';
 import { embedStreamHandler, StreamStats } from './embed-stream';
 import type * as m from './messages';
 import { type ModelResolver, withModel } from './model-resolver';
 import { RequestWork } from './request-work';
 import { checkCount, checkModelVersion, checkTextLengths, RequestLimits } from './validate';
-import { embeddingMessage, l2normalized } from './vectors';
+import { l2normalized } from '../inference/heads';
+import { embeddingMessage } from './vectors';
 
 export interface EmbeddingServiceDeps {
-  /** The served versions (server/src/models/host.ts ModelHost). */
+  /** The served versions (server/src/inference/model-host.ts ModelHost). */
   models: ModelResolver;
   limits: RequestLimits;
   gate: CallGate;

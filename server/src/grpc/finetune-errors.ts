@@ -3,8 +3,8 @@ import { status as Status } from '@grpc/grpc-js';
 import { DatasetError, DatasetInUseError, DatasetNotFoundError, DatasetQuotaError } from '../finetune/dataset';
 import { JobNotFoundError, JobStateError } from '../finetune/jobs';
 import { FineTunePreconditionError, FineTuneValidationError } from '../finetune/method';
-import { ModelActivationError } from '../models/host';
-import { ModelNotFoundError } from '../models/registry';
+import { ModelActivationError } from '../inference/model-host';
+import { ModelNotFoundError } from '../versions/registry';
 import { RpcError } from './status';
 
 /** `err` as an RpcError when it is one of ours, else unchanged (toStatus maps it). */

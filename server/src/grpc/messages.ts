@@ -3,7 +3,7 @@
  * (server/src/grpc/proto.ts): camelCase fields, enums as their names, 64-bit integers as numbers,
  * bytes as Buffer, defaults filled in, and the name of the set member of each oneof.
  */
-import type { ServedModelInfo } from '../serve/model-port';
+import type { ServedModelInfo } from '../inference/model-port';
 import type { RequestLimits } from './validate';
 
 export type EmbeddingFormatName = 'EMBEDDING_FORMAT_UNSPECIFIED' | 'EMBEDDING_FORMAT_FLOATS' | 'EMBEDDING_FORMAT_F32LE_BYTES';

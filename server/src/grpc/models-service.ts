@@ -1,17 +1,15 @@
 /** clipserve.v1.ModelService handlers: the registry's versions, which are loaded, and hot-swap activation. */
 import type * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import type { ServedModelInfo } from '../serve/model-port';
-import type { ModelRegistry } from '../models/registry';
+import type { ModelVersions } from '../versions/model-versions';
 import { CallGate, unaryHandler } from './call-context';
 import { mapped } from './finetune-errors';
 import { modelVersionToMessage } from './finetune-messages';
 import { invalidArgument } from './status';
 
 export interface ModelServiceDeps {
-  registry: ModelRegistry;
-  /** The hot-swap host (server/src/models/host.ts ModelHost). */
-  host: { info(): ServedModelInfo; activate(version: string): Promise<unknown>; loadedVersions(): { version: string }[] };
+  /** The registry's versions and the hot-swap host, with the activation policy (versions/model-versions.ts). */
+  versions: Pick<ModelVersions, 'list' | 'activate'>;
   gate: CallGate;
   logger: Logger;
 }
@@ -19,25 +17,18 @@ export interface ModelServiceDeps {
 type Msg = Record<string, unknown>;
 
 export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServiceImplementation {
-  const { registry, host, gate, logger } = deps;
+  const { versions, gate, logger } = deps;
   const unary = <Res>(method: string, fn: (req: Msg) => Promise<Res>) => unaryHandler<Msg, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
   return {
     ListModels: unary('ListModels', async () => {
-      const active = host.info().version;
-      const loaded = host.loadedVersions().map((v) => v.version);
-      return { models: (await registry.list()).map((v) => modelVersionToMessage(v, active, loaded)), activeVersion: active, loadedVersions: loaded };
+      const { models, activeVersion, loadedVersions } = await versions.list();
+      return { models: models.map((v) => modelVersionToMessage(v, activeVersion, loadedVersions)), activeVersion, loadedVersions };
     }),
     ActivateModel: unary('ActivateModel', async (req) => {
       const version = String(req.version ?? '');
       if (!version) throw invalidArgument('version is required');
-      const record = await registry.get(version);
-      const previous = host.info().version;
-      if (previous !== version) {
-        await host.activate(version);
-        logger.info({ version, previous }, 'model activated');
-      }
-      await registry.setActive(version);
-      return { model: modelVersionToMessage(record, version, host.loadedVersions().map((v) => v.version)), previousVersion: previous };
+      const { record, previousVersion, loadedVersions } = await versions.activate(version);
+      return { model: modelVersionToMessage(record, version, loadedVersions), previousVersion };
     }),
   };
 }

@@ -4,15 +4,12 @@
  * index 0 does not leave 255 good ones occupying the queue for nothing.
  */
 import type { SubmitOptions } from '../batching';
-import type { TextEmbedding } from '../serve/embedder';
+import type { TextEmbedding } from '../inference/embedder';
+import type { EmbedderPort } from '../inference/model-port';
 import type { CallContext } from './call-context';
 import { ItemFailure } from './status';
 
-/** The embedding operations handlers need (implemented by serve/Embedder). */
-export interface EmbedderPort {
-  embedTexts(texts: readonly string[], options?: SubmitOptions): Promise<TextEmbedding>[];
-  embedImages(images: readonly Uint8Array[], options?: SubmitOptions): Promise<Float32Array>[];
-}
+export type { EmbedderPort };
 
 /** A list's name ("texts": its items are "texts[i]"), or the name of its i-th item. */
 export type ItemNames = string | ((index: number) => string);

@@ -12,8 +12,8 @@ import {
   InferenceError,
   QueueFullError,
 } from '../batching';
-import { ModelActivationError, ModelBudgetError } from '../models/host';
-import { ModelNotFoundError } from '../models/registry';
+import { ModelActivationError, ModelBudgetError } from '../inference/model-host';
+import { ModelNotFoundError } from '../versions/registry';
 import { ImageError } from '../preprocess/errors';
 import { echo } from '../util/echo';
 

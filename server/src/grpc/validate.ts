@@ -14,7 +14,7 @@ export interface RequestLimits {
   maxTextChars: number;
 }
 
-/** Longest version string a registry holds (models/registry SAFE_VERSION). */
+/** Longest version string a registry holds (versions/registry SAFE_VERSION). */
 const MAX_VERSION_CHARS = 128;
 
 /**

@@ -6,7 +6,7 @@ import type { ModelResolver } from '../grpc/model-resolver';
 import type { EmbedderPort } from '../grpc/request-work';
 import type { RequestLimits } from '../grpc/validate';
 import type { HttpApiMetrics } from '../metrics/http-api-metrics';
-import type { ServedModelInfo } from '../serve/model-port';
+import type { ServedModelInfo } from '../inference/model-port';
 
 /** A served model version and the batchers that embed with it. */
 export interface ServedModel {
@@ -15,7 +15,7 @@ export interface ServedModel {
 }
 
 export interface HttpApiDeps {
-  /** The served versions: `acquire` is the resolver gRPC uses for model_version (models/host.ts). */
+  /** The served versions: `acquire` is the resolver gRPC uses for model_version (inference/model-host.ts). */
   models: ModelResolver;
   /** Loaded versions, each with the epoch milliseconds it began serving (GET /v1/models). */
   servedModels: () => { info: ServedModelInfo; since: number }[];

@@ -13,11 +13,10 @@ import { PreprocessPool, type ImageLimits } from '../preprocess';
 import type { TokenizedText } from '../preprocess/pool';
 import type { AugmentSpec } from '../preprocess/worker-protocol';
 import { ClipTokenizer } from '../tokenizer';
-import { l2normalize, similarityLogits } from './features';
 import { ownedBuffer, type ExecutionProvider, type GraphOptimizationLevel } from './session-protocol';
 import { RuntimeError, WorkerSession } from './worker-session';
 
-export { l2normalize, similarityLogits, RuntimeError };
+export { RuntimeError };
 
 export interface ModelInfo {
   name: string;

@@ -17,23 +17,24 @@ import { fineTuneServiceHandlers } from '../grpc/finetune-service';
 import { modelServiceHandlers } from '../grpc/models-service';
 import type { LoadedProtos } from '../grpc/proto';
 import type { ClipserveMetrics } from '../metrics';
-import type { ModelHost } from '../models/host';
-import { ACTIVE_VERSION_KEY, ModelRegistry } from '../models/registry';
+import type { ModelHost } from '../inference/model-host';
+import { ModelVersions } from '../versions/model-versions';
+import { ModelRegistry } from '../versions/registry';
 import type { LoadedModel } from '../runtime/model';
 import { openStore } from '../store/open';
 import { redactDatabaseUrl } from '../store/postgres-store';
 import type { Store } from '../store/store';
 import type { ServeConfig } from './config';
 
-const FOLLOW_INTERVAL_MS = 10_000;
-const FOLLOW_RETRY_MS = 5 * 60_000;
 const CLOSE_WAIT_MS = 10_000;
 
 export interface FineTuneSubsystem {
   readonly store: Store;
   readonly registry: ModelRegistry;
+  /** Restore, activate and follow the active version (versions/model-versions.ts). */
+  readonly versions: ModelVersions;
   readonly runner: FineTuneJobRunner;
-  /** After the first model is installed: registers it, restores the last activated version, starts the queue. */
+  /** After the first model is installed: registers it, restores the last activated version, starts the queue and the follower. */
   start(): Promise<void>;
   close(): Promise<void>;
 }
@@ -105,69 +106,23 @@ export async function openFineTune(o: {
   o.metrics.grpc.preRegister(o.protos.fineTuneService);
   o.metrics.grpc.preRegister(o.protos.modelService);
   o.server.addService(o.protos.fineTuneService, fineTuneServiceHandlers({ runner, catalog, gate: o.gate, logger }));
-  o.server.addService(o.protos.modelService, modelServiceHandlers({ registry, host, gate: o.gate, logger }));
+  const versions = new ModelVersions({ registry, host, onNotification: (l) => store.onNotification(l), logger });
+  o.server.addService(o.protos.modelService, modelServiceHandlers({ versions, gate: o.gate, logger }));
   logger.info({ dataDir: store.dataDir, database: config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : 'sqlite' }, 'fine-tuning enabled');
-
-  // Replicas sharing the store follow the version activated on any of them: at once when the
-  // store notifies the change (PostgreSQL), else (and as a safety net) every FOLLOW_INTERVAL_MS.
-  let follower: NodeJS.Timeout | undefined;
-  let unlisten = (): void => undefined;
-  const failedAt = new Map<string, number>();
-  let following: Promise<void> | undefined;
-  let followAgain = false;
-  const followOnce = async (): Promise<void> => {
-    const wanted = await registry.persistedActive();
-    if (!wanted || !host.ready || host.info().version === wanted || !(await registry.has(wanted))) return;
-    if (Date.now() - (failedAt.get(wanted) ?? 0) < FOLLOW_RETRY_MS) return;
-    try {
-      await host.activate(wanted);
-      logger.info({ version: wanted }, 'switched to the model version activated on another instance');
-    } catch (err) {
-      failedAt.set(wanted, Date.now());
-      logger.error({ err, version: wanted }, 'cannot switch to the model version activated on another instance');
-    }
-  };
-  // One activation at a time; a change announced during one is read after it.
-  const follow = (): void => {
-    if (following) {
-      followAgain = true;
-      return;
-    }
-    following = (async () => {
-      do {
-        followAgain = false;
-        await followOnce().catch((err: unknown) => logger.error({ err }, 'cannot read the active model version'));
-      } while (followAgain);
-    })().finally(() => (following = undefined));
-  };
 
   return {
     store,
     registry,
+    versions,
     runner,
     async start() {
       const current = host.current().model;
-      await registry.registerBase(current.info.version, current.info.name, current.bundle.dir);
-      const wanted = await registry.persistedActive();
-      if (wanted && wanted !== current.info.version && (await registry.has(wanted))) {
-        try {
-          await host.activate(wanted);
-          logger.info({ version: wanted }, 'restored the last activated model version');
-        } catch (err) {
-          logger.error({ err, version: wanted }, 'cannot restore the last activated model version: serving the configured model');
-        }
-      }
+      await versions.restore({ version: current.info.version, name: current.info.name, bundleDir: current.bundle.dir });
       await runner.start();
-      unlisten = store.onNotification((n) => {
-        if ((n.kind === 'setting' && n.key === ACTIVE_VERSION_KEY) || n.kind === 'resync') follow();
-      });
-      follower = setInterval(follow, FOLLOW_INTERVAL_MS);
-      follower.unref();
+      versions.startFollowing();
     },
     async close() {
-      clearInterval(follower);
-      unlisten();
-      await following;
+      await versions.close();
       // A method stops at its next check of the signal; a long step (a batch of a large model on
       // the CPU) must not hold the process: the job stays `running` and the next start resumes it.
       let timer: NodeJS.Timeout | undefined;

@@ -6,7 +6,9 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { resolveModelRef } from '../../hub';
-import { l2normalize, loadModel, similarityLogits, type LoadedModel } from '../../runtime/model';
+import { encodeInBatches } from '../../inference/batch-encode';
+import { l2normalize, similarityLogits, softmax } from '../../inference/heads';
+import { loadModel, type LoadedModel } from '../../runtime/model';
 
 interface EmbedFlags {
   model: string;
@@ -26,35 +28,24 @@ function rows(flat: Float32Array, dim: number): number[][] {
 }
 
 async function embedAll(model: LoadedModel, texts: string[], images: string[]): Promise<{ text: Float32Array; image: Float32Array }> {
-  const E = model.info.embedDim;
-  let text: Float32Array = new Float32Array(0);
-  let image: Float32Array = new Float32Array(0);
-  if (texts.length) {
-    const batch = model.tokenizer.tokenizeBatch(texts, model.info.contextLength);
-    text = await model.encodeText(batch.ids, texts.length);
-  }
-  if (images.length) {
-    const S = model.info.imageSize;
-    const pixels = new Float32Array(images.length * 3 * S * S);
-    const tensors = await Promise.all(
-      images.map(async (file) => {
-        let bytes: Buffer;
-        try {
-          bytes = fs.readFileSync(file);
-        } catch (err) {
-          throw new Error(`cannot read image ${file}: ${(err as Error).message}`);
-        }
-        try {
-          return await model.preprocessImage(bytes);
-        } catch (err) {
-          throw new Error(`${file}: ${(err as Error).message}`);
-        }
-      }),
-    );
-    tensors.forEach((t, i) => pixels.set(t, i * 3 * S * S));
-    image = await model.encodeImage(pixels, images.length);
-  }
-  if (text.length !== texts.length * E || image.length !== images.length * E) throw new Error('the model returned features of an unexpected size');
+  // One batch per modality: the few items of a command line.
+  const { text } = await encodeInBatches(model, texts, { batchSize: Math.max(1, texts.length), text: (t) => t });
+  const { image } = await encodeInBatches(model, images, {
+    batchSize: Math.max(1, images.length),
+    image: async (file) => {
+      let bytes: Buffer;
+      try {
+        bytes = await fs.promises.readFile(file);
+      } catch (err) {
+        throw new Error(`cannot read image ${file}: ${(err as Error).message}`);
+      }
+      try {
+        return await model.preprocessImage(bytes);
+      } catch (err) {
+        throw new Error(`${file}: ${(err as Error).message}`);
+      }
+    },
+  });
   return { text, image };
 }
 
@@ -94,10 +85,8 @@ export function register(program: Command): void {
           lines.push('logits (image × text, softmax over texts):');
           flags.image.forEach((img, r) => {
             const row = Array.from(logitsPerImage.subarray(r * flags.text.length, (r + 1) * flags.text.length));
-            const max = Math.max(...row);
-            const exps = row.map((x) => Math.exp(x - max));
-            const sum = exps.reduce((s, x) => s + x, 0);
-            lines.push(`  ${img}: ${row.map((x, c) => `${x.toFixed(2)} (${((100 * exps[c]) / sum).toFixed(1)}%)`).join('  ')}`);
+            const probs = softmax(row);
+            lines.push(`  ${img}: ${row.map((x, c) => `${x.toFixed(2)} (${(100 * probs[c]).toFixed(1)}%)`).join('  ')}`);
           });
         }
         process.stdout.write(lines.join('\n') + '\n');

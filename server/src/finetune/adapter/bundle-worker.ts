@@ -6,7 +6,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadBundle, writeBundle } from '../../model/bundle';
-import { readBundleStateDict } from '../../models/bundle-weights';
+import { readBundleStateDict } from '../../model/bundle-weights';
 import { lowerThisThreadPriority } from '../../util/priority';
 import { foldAdapters } from './fold';
 

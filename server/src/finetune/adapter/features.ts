@@ -8,6 +8,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import * as fs from 'node:fs';
+import { encodeInBatches } from '../../inference/batch-encode';
 import type { LoadedModel } from '../../runtime/model';
 import type { DatasetRow } from '../dataset';
 import { FineTuneCancelledError } from '../method';
@@ -51,48 +52,28 @@ export async function computeFeatures(model: LoadedModel, rows: DatasetRow[], o:
 
 async function extract(model: LoadedModel, rows: DatasetRow[], o: FeatureOptions): Promise<FeatureSet> {
   const { signal } = o;
-  const d = model.info.embedDim;
-  const ctxLen = model.info.contextLength;
-  const per = 3 * model.info.imageSize * model.info.imageSize;
-  const bs = o.batchSize ?? 32;
-  const image = new Float32Array(rows.length * d);
-  const text = new Float32Array(rows.length * d);
-  for (let start = 0; start < rows.length; start += bs) {
-    if (o.signal.aborted) throw new FineTuneCancelledError();
-    const batch = rows.slice(start, start + bs);
-    const pixels = new Float32Array(batch.length * per);
-    await forEachLimited(batch, IMAGES_IN_FLIGHT, async (r, i) => {
+  const { image, text } = await encodeInBatches(model, rows, {
+    batchSize: o.batchSize ?? 32,
+    imagesInFlight: IMAGES_IN_FLIGHT,
+    signal,
+    beforeBatch: () => {
+      if (signal.aborted) throw new FineTuneCancelledError();
+    },
+    image: async (r) => {
       try {
         const bytes = await fs.promises.readFile(r.image);
         // Per-row generator: the augmentation of a row does not depend on batch order.
         const augment = o.augment ? { settings: o.augment, seed: (o.seed * 1000003 + r.row) >>> 0 } : undefined;
-        pixels.set(await model.preprocessImage(bytes, o.imageLimits, { augment, signal }), i * per);
+        return await model.preprocessImage(bytes, o.imageLimits, { augment, signal });
       } catch (err) {
-        if (o.signal.aborted) throw new FineTuneCancelledError();
+        if (signal.aborted) throw new FineTuneCancelledError();
         throw new FeatureError(`row ${r.row}: cannot use image: ${(err as Error).message}`, [r.row]);
       }
-    });
-    const ids = new Int32Array(batch.length * ctxLen);
-    const rowsIds = await Promise.all(batch.map((r) => model.tokenizeText(r.caption, ctxLen, signal)));
-    rowsIds.forEach((t, i) => ids.set(t.ids, i * ctxLen));
-    const [img, txt] = await Promise.all([model.encodeImage(pixels, batch.length), model.encodeText(ids, batch.length)]);
-    image.set(img, start * d);
-    text.set(txt, start * d);
-    o.onProgress?.(start + batch.length, rows.length);
-  }
+    },
+    text: (r) => r.caption,
+    onProgress: o.onProgress,
+  });
   return { n: rows.length, image, text };
-}
-
-/** Runs fn over items with at most `limit` calls in flight; the first failure rejects. */
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < items.length) {
-      const i = next++;
-      await fn(items[i], i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
 }
 
 const MAGIC = 'clipserve-features-2';

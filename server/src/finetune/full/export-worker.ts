@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { readCheckpointFile } from '../../checkpoint';
 import { writeSafetensors } from '../../checkpoint/safetensors-write';
 import { loadBundle } from '../../model/bundle';
-import { readBundleStateDict } from '../../models/bundle-weights';
+import { readBundleStateDict } from '../../model/bundle-weights';
 import type { ExportSource } from './base-model';
 
 const { source, outFile } = workerData as { source: ExportSource; outFile: string };

@@ -6,8 +6,9 @@
 import type { FastifyInstance } from 'fastify';
 import { RequestWork } from '../../grpc/request-work';
 import { checkModelVersion } from '../../grpc/validate';
-import { embeddingMessage, l2normalized } from '../../grpc/vectors';
-import { ModelNotFoundError } from '../../models/registry';
+import { embeddingMessage } from '../../grpc/vectors';
+import { l2normalized } from '../../inference/heads';
+import { ModelNotFoundError } from '../../versions/registry';
 import { withCall } from '../call';
 import type { HttpApiDeps, ServedModel } from '../deps';
 import { embeddingItems, refuseTokenIds, type ImageDecoder } from '../embedding-input';

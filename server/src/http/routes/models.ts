@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
-import type { ServedModelInfo } from '../../serve/model-port';
+import type { ServedModelInfo } from '../../inference/model-port';
 import { EMBED_REQUIREMENT } from '../auth';
 import { withCall } from '../call';
 import type { HttpApiDeps } from '../deps';

@@ -1,12 +1,12 @@
 /**
  * POST /v1/similarity, /v1/rank and /v1/classify: the gRPC Similarity, Rank and Classify calls as
  * plain JSON (fields as the proto names them, images as data: URIs or base64), computed by the
- * same code (serve/clip-tasks.ts) over the same batchers. POST /v1/rerank is Rank in the rerank
+ * same code (grpc/clip-tasks.ts) over the same batchers. POST /v1/rerank is Rank in the rerank
  * shape RAG stacks call (Jina, Cohere; served by vLLM, Infinity and TEI too).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RequestWork } from '../../grpc/request-work';
-import { classify, rank, similarity } from '../../serve/clip-tasks';
+import { classify, rank, similarity } from '../../grpc/clip-tasks';
 import { EMBED_REQUIREMENT } from '../auth';
 import { withCall } from '../call';
 import type { HttpApiDeps, ServedModel } from '../deps';

@@ -9,10 +9,10 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { Bundle } from '../model/bundle';
-import { BundleError } from '../model/errors';
-import { expectedWeightShapes, validateStateDict } from '../model/expected-weights';
-import type { StateDict } from '../model/state-dict';
+import type { Bundle } from './bundle';
+import { BundleError } from './errors';
+import { expectedWeightShapes, validateStateDict } from './expected-weights';
+import type { StateDict } from './state-dict';
 import { int8WeightNames, projectionWeight, quantizableLayers } from '../onnx/clip-graph';
 import { halfBitsToFloat } from '../onnx/fp16';
 import { dequantizePerColumn } from '../onnx/quantize';

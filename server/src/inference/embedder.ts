@@ -11,7 +11,7 @@ import type { BatcherObserver, BatcherStats, RejectReason, SubmitOptions } from 
 import { inspectImage } from '../preprocess/decode';
 import { ImageError } from '../preprocess/errors';
 import type { ImageLimits } from '../preprocess/errors';
-import type { EmbeddingModel } from './model-port';
+import type { EmbedderPort, EmbeddingModel, TextEmbedding } from './model-port';
 
 export interface EmbedderOptions {
   maxBatchSize: number;
@@ -34,13 +34,7 @@ interface AdmittedImage {
   error?: unknown;
 }
 
-export interface TextEmbedding {
-  /** Raw features, embedDim long. */
-  vector: Float32Array;
-  truncated: boolean;
-  /** Tokens the model read, SOT and EOT included (at most the context length): usage reports. */
-  tokens: number;
-}
+export type { TextEmbedding };
 
 /** The observer's reason for an image that failed preprocessing. */
 export function imageRejectReason(err: unknown): RejectReason {
@@ -53,7 +47,7 @@ interface TokenizedItem {
   tokens: number;
 }
 
-export class Embedder {
+export class Embedder implements EmbedderPort {
   private readonly textBatcher: DynamicBatcher<string, TokenizedItem, TextEmbedding>;
   private readonly imageBatcher: DynamicBatcher<AdmittedImage, Float32Array, Float32Array>;
   private readonly dim: number;

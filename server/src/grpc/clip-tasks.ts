@@ -1,15 +1,15 @@
 /**
- * CLIP's heads over embedded items, shared by the gRPC handlers (grpc/embedding-service.ts) and the
+ * CLIP's tasks over embedded items (validate, embed, then the head math of inference/heads.ts), shared by the gRPC handlers (grpc/embedding-service.ts) and the
  * HTTP routes (http/routes/tasks.ts), so both protocols validate, embed and score exactly alike:
  * Similarity (open_clip's model(image, text) logits and softmax), Rank (one query against text and
  * image candidates) and Classify (zero-shot, open_clip's build_zero_shot_classifier). Field names in
  * messages are the proto's, which the HTTP JSON bodies mirror.
  */
-import type { ItemNames, RequestWork } from '../grpc/request-work';
-import { invalidArgument } from '../grpc/status';
-import { checkCount, checkLabels, checkTemplates, checkTextLength, checkTextLengths, checkTotal, type RequestLimits } from '../grpc/validate';
-import { dot, l2normalized, mean, softmax } from '../grpc/vectors';
-import type { TextEmbedding } from './embedder';
+import { classifyImage, imageTextLogits, rankByCosine, zeroShotClassifier } from '../inference/heads';
+import type { TextEmbedding } from '../inference/embedder';
+import type { ItemNames, RequestWork } from './request-work';
+import { invalidArgument } from './status';
+import { checkCount, checkLabels, checkTemplates, checkTextLength, checkTextLengths, checkTotal, type RequestLimits } from './validate';
 
 export interface SimilarityResult {
   logitsPerImage: number[][];
@@ -27,16 +27,7 @@ export async function similarity(work: RequestWork, logitScale: number, images: 
   const imagesP = work.images(images, 'images');
   const textsP = work.texts(texts, 'texts');
   const [imgs, txts] = await Promise.all([imagesP, textsP]);
-  const img = imgs.map((v) => l2normalized(v));
-  const txt = txts.map((t) => l2normalized(t.vector));
-  // model(image, text): logits_per_image = logit_scale · img @ txt.T; probs = softmax(dim=-1).
-  const logits = img.map((i) => txt.map((t) => logitScale * dot(i, t)));
-  return {
-    logitsPerImage: logits,
-    logitsPerText: txt.map((_, j) => logits.map((row) => row[j])),
-    probs: logits.map((row) => softmax(row)),
-    textTruncated: txts.map((t) => t.truncated),
-  };
+  return { ...imageTextLogits(imgs, txts.map((t) => t.vector), logitScale), textTruncated: txts.map((t) => t.truncated) };
 }
 
 export type RankQuery = { text: string } | { image: Uint8Array };
@@ -86,17 +77,12 @@ export async function rank(
   const textsP = candidateTexts.length > 0 ? work.texts(candidateTexts, nameOfText) : Promise.resolve([] as TextEmbedding[]);
   const imagesP = candidateImages.length > 0 ? work.images(candidateImages, names.candidateImages ?? 'candidate_images') : Promise.resolve([] as Float32Array[]);
   const [queryRaw, texts, images] = await Promise.all([queryP, textsP, imagesP]);
-  const q = l2normalized(queryRaw);
-  const candidates = [
-    ...texts.map((t, index) => ({ modality: 'text' as const, index, score: dot(q, l2normalized(t.vector)) })),
-    ...images.map((v, index) => ({ modality: 'image' as const, index, score: dot(q, l2normalized(v)) })),
-  ];
-  const logits = candidates.map((c) => logitScale * c.score);
-  const probs = softmax(logits);
-  const ranked = candidates.map((c, k) => ({ ...c, logit: logits[k], probability: probs[k], order: k }));
-  ranked.sort((a, b) => b.score - a.score || a.order - b.order);
+  const ranked = rankByCosine<Pick<RankedCandidate, 'modality' | 'index'>>(queryRaw, [
+    ...texts.map((t, index) => ({ item: { modality: 'text' as const, index }, vector: t.vector })),
+    ...images.map((v, index) => ({ item: { modality: 'image' as const, index }, vector: v })),
+  ], logitScale);
   const kept = topK > 0 ? ranked.slice(0, topK) : ranked;
-  return kept.map(({ modality, index, score, logit, probability }) => ({ modality, index, score, logit, probability }));
+  return kept.map(({ item, score, logit, probability }) => ({ ...item, score, logit, probability }));
 }
 
 export interface LabelScore {
@@ -125,15 +111,9 @@ export async function classify(
   checkTotal('images + labels × templates', images.length + prompts.length, limits);
   checkTextLengths('prompts', prompts, limits);
   const [imgs, promptEmbeddings] = await Promise.all([work.images(images, 'images'), work.texts(prompts, 'prompts')]);
-  // open_clip build_zero_shot_classifier: per class, normalize each template embedding, average
-  // them, normalize the mean.
-  const classWeights = labels.map((_, c) =>
-    l2normalized(mean(promptEmbeddings.slice(c * templates.length, (c + 1) * templates.length).map((p) => l2normalized(p.vector)))),
-  );
+  const classWeights = zeroShotClassifier(promptEmbeddings.map((p) => p.vector), templates.length);
   return imgs.map((raw) => {
-    const img = l2normalized(raw);
-    const logits = classWeights.map((w) => logitScale * dot(img, w));
-    const probs = softmax(logits);
+    const { logits, probs } = classifyImage(raw, classWeights, logitScale);
     const scored = labels.map((label, index) => ({ label, index, probability: probs[index], logit: logits[index] }));
     scored.sort((a, b) => b.probability - a.probability || a.index - b.index);
     return topK > 0 ? scored.slice(0, topK) : scored;

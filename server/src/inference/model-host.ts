@@ -14,8 +14,8 @@
  * loaded (pinned callers and an index built with it keep working) until the budget needs its room.
  */
 import type { Logger } from 'pino';
-import type { Embedder } from '../serve/embedder';
-import type { EmbeddingModel, ServedModelInfo } from '../serve/model-port';
+import type { Embedder } from './embedder';
+import type { EmbeddingModel, ModelResolver, ServedModelInfo } from './model-port';
 
 export interface HostedModel<M extends EmbeddingModel = EmbeddingModel> {
   model: M;
@@ -96,7 +96,7 @@ interface Loading<M extends EmbeddingModel> {
 
 const DEFAULT_BUDGET: ModelBudget = { maxVersions: 2, maxBytes: 0 };
 
-export class ModelHost<M extends EmbeddingModel = EmbeddingModel> {
+export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements ModelResolver {
   private readonly loaded = new Map<string, Entry<M>>();
   private readonly loading = new Map<string, Loading<M>>();
   /** Versions whose bundle directory is being looked up, before their load starts. */
