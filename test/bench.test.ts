@@ -2,15 +2,15 @@
  * The bench's own arithmetic and rendering (no models, no servers): percentiles, target verdicts
  * from a results object, tables and the SVG chart. The measurements themselves are `npm run bench`.
  */
-import { BenchConfigError, parseArch } from '../server/src/bench/bundles';
-import { completionRate } from '../server/src/bench/load-generator';
-import { evaluateTargets, markdownReport } from '../server/src/bench/report';
-import type { RawResult } from '../server/src/bench/raw-encoder';
-import type { BenchResults } from '../server/src/bench/run';
-import type { ServedResult } from '../server/src/bench/server-bench';
-import { percentile, summarize } from '../server/src/bench/stats';
-import { renderChart } from '../server/src/bench/svg-chart';
-import { formatTable, markdownTable } from '../server/src/bench/table';
+import { BenchConfigError, parseArch } from '../bench/bundles';
+import { completionRate } from '../bench/load-generator';
+import { evaluateTargets, markdownReport } from '../bench/report';
+import type { RawResult } from '../bench/raw-encoder';
+import type { BenchResults } from '../bench/run';
+import type { ServedResult } from '../bench/server-bench';
+import { percentile, summarize } from '../bench/stats';
+import { renderChart } from '../bench/svg-chart';
+import { formatTable, markdownTable } from '../bench/table';
 
 const lat = (p50: number) => ({ count: 10, meanMs: p50, p50Ms: p50, p95Ms: p50 * 1.2, p99Ms: p50 * 1.5, maxMs: p50 * 2 });
 const raw = (tower: RawResult['tower'], variant: RawResult['variant'], batch: number, perSec: number): RawResult => ({ tower, variant, batch, runs: 5, itemsPerSec: perSec, latency: lat((1000 * batch) / perSec) });

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 import sharp from 'sharp';
 import { convertCheckpoint } from '../server/src/checkpoint/convert';
-import { CsvDatasetError, CsvParser, parseCsv, readCsvDataset } from '../server/src/eval/csv';
+import { CsvDatasetError, CsvParser, parseCsv, readCsvDataset } from '../server/src/dataset/csv';
 import { seededRandom } from '../server/src/util/random';
 import { evaluateRetrieval } from '../server/src/eval/evaluate';
 import { clipMetrics } from '../server/src/eval/metrics';

@@ -350,7 +350,7 @@ describe('full: training data files', () => {
     expect([a.trainPairs, a.valPairs]).toEqual([40, 10]);
     expect(fs.readFileSync(a.valFile!, 'utf8')).toBe(fs.readFileSync(b.valFile!, 'utf8'));
     expect(fs.readFileSync(a.valFile!, 'utf8')).not.toBe(fs.readFileSync(c.valFile!, 'utf8'));
-    const { readCsvDataset } = jest.requireActual('../server/src/eval/csv') as typeof import('../server/src/eval/csv');
+    const { readCsvDataset } = jest.requireActual('../server/src/dataset/csv') as typeof import('../server/src/dataset/csv');
     const train = readCsvDataset(a.trainFile);
     const val = readCsvDataset(a.valFile!);
     expect(train.length + val.length).toBe(50);

@@ -7,7 +7,7 @@
  */
 import * as fs from 'node:fs';
 import sharp from 'sharp';
-import { augmentTensor } from '../server/src/finetune/adapter/augment';
+import { augmentTensor } from '../server/src/preprocess/augment';
 import { resolveConfig } from '../server/src/model/config';
 import { DEFAULT_IMAGE_LIMITS, ImageError, PreprocessPool } from '../server/src/preprocess';
 import { decodeImage, inspectImage } from '../server/src/preprocess/decode';

@@ -3,7 +3,7 @@
  * (`eval`, `finetune upload`), so their names and defaults cannot drift apart.
  */
 import type { Command } from 'commander';
-import { unescapeCsvSeparator } from '../eval/csv';
+import { DEFAULT_CSV_COLUMNS, unescapeCsvSeparator, type CsvColumns } from '../dataset/csv';
 
 export interface CsvColumnFlags {
   csvImgKey: string;
@@ -13,12 +13,12 @@ export interface CsvColumnFlags {
 
 export function csvColumnOptions(cmd: Command): Command {
   return cmd
-    .option('--csv-img-key <key>', 'image path column', 'filepath')
-    .option('--csv-caption-key <key>', 'caption column', 'title')
-    .option('--csv-separator <sep>', 'column separator ("\\t" or tab for a tab)', '\t');
+    .option('--csv-img-key <key>', 'image path column', DEFAULT_CSV_COLUMNS.imgKey)
+    .option('--csv-caption-key <key>', 'caption column', DEFAULT_CSV_COLUMNS.captionKey)
+    .option('--csv-separator <sep>', 'column separator ("\\t" or tab for a tab)', DEFAULT_CSV_COLUMNS.separator);
 }
 
 /** The flags as readCsvDataset and the upload request take them: the separator unescaped. */
-export function csvColumns(f: CsvColumnFlags): { imgKey: string; captionKey: string; separator: string } {
+export function csvColumns(f: CsvColumnFlags): CsvColumns {
   return { imgKey: f.csvImgKey, captionKey: f.csvCaptionKey, separator: unescapeCsvSeparator(f.csvSeparator) };
 }

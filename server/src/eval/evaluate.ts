@@ -7,7 +7,7 @@ import * as fs from 'node:fs/promises';
 import type { LoadedModel } from '../runtime/model';
 import { encodeInBatches } from '../inference/batch-encode';
 import { l2normalize } from '../inference/heads';
-import type { ImageCaptionPair } from './csv';
+import type { ImageCaptionPair } from '../dataset/csv';
 import { clipMetrics, type RetrievalMetrics } from './metrics';
 
 export interface EvalOptions {

@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { CsvParser } from '../eval/csv';
+import { CsvParser } from '../dataset/csv';
 import { csvField, DatasetError, isInside, type CsvColumns, type DatasetRow } from './dataset-types';
 
 /** One data row as the CSV spells it: the image reference is not resolved yet. */

@@ -3,6 +3,7 @@
  * data directory" test), apart from dataset.ts so the readers it uses can import them without a cycle.
  */
 import * as path from 'node:path';
+import { csvField, DEFAULT_CSV_COLUMNS, type CsvColumns } from '../dataset/csv';
 
 export class DatasetError extends Error {
   constructor(message: string, readonly rows: number[] = []) {
@@ -27,13 +28,8 @@ export class DatasetInUseError extends DatasetError {
   }
 }
 
-export interface CsvColumns {
-  imgKey: string;
-  captionKey: string;
-  separator: string;
-}
-
-export const DEFAULT_COLUMNS: CsvColumns = { imgKey: 'filepath', captionKey: 'title', separator: '\t' };
+export type { CsvColumns };
+export const DEFAULT_COLUMNS: CsvColumns = DEFAULT_CSV_COLUMNS;
 
 export interface DatasetRow {
   /** 1-based data row (the header is not counted). */
@@ -49,7 +45,5 @@ export function isInside(root: string, p: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
 
-/** A field of the tab-separated pairs file, quoted when it holds a tab, newline or quote. */
-export function csvField(s: string): string {
-  return /[\t\n\r"]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
+/** A field of the tab-separated pairs file (the CSV format's own quoting, dataset/csv.ts). */
+export { csvField };

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { verifyImage } from '../preprocess/decode';
 import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from '../preprocess/errors';
-import { parseCsv } from '../eval/csv';
+import { parseCsv } from '../dataset/csv';
 import type { DatasetFormat, DatasetRecord, Store } from '../store/store';
 import { echo } from '../util/echo';
 import { readCsvRows, resolveRowsInside, rowList, writePairsFileAsync } from './dataset-csv';

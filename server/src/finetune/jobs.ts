@@ -27,9 +27,7 @@ import { resolveConfig } from '../model/config';
 import { PreprocessPool } from '../preprocess';
 import type { ImageLimits } from '../preprocess/errors';
 import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog, type DatasetRow } from './dataset';
-import { CHECKPOINT_FILE, FEATURES_FILE, OUTPUT_BUNDLE_DIR } from './adapter';
-import { FeatureError } from './adapter/features';
-import { FineTuneCancelledError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
+import { FineTuneCancelledError, FineTuneDataError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
 
 export class JobNotFoundError extends Error {
   constructor(readonly jobId: string) {
@@ -127,8 +125,6 @@ const MAX_EVENT_BATCH = 500;
  */
 const EVENT_WRITE_INTERVAL_MS = 25;
 
-/** Artifacts a failed job never uses again (the adapter's; harmless for other methods). */
-const FAILED_JOB_LEFTOVERS = [FEATURES_FILE, `${FEATURES_FILE}.tmp`, CHECKPOINT_FILE, `${CHECKPOINT_FILE}.tmp`, OUTPUT_BUNDLE_DIR];
 
 export class FineTuneJobRunner {
   private readonly methods = new Map<string, FineTuneMethod>();
@@ -457,7 +453,7 @@ export class FineTuneJobRunner {
       if (!(await this.stillOwned(job.id))) return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
       if (active.reason === 'storage') {
         // Free what the failed job leaves (often what filled the disk) before recording the failure.
-        for (const f of FAILED_JOB_LEFTOVERS) fs.rmSync(path.join(workDir, f), { recursive: true, force: true });
+        for (const f of method.failedJobLeftovers ?? []) fs.rmSync(path.join(workDir, f), { recursive: true, force: true });
         const cause = active.storageError instanceof Error ? active.storageError.message : String(active.storageError);
         log.error({ err: active.storageError }, 'cannot record the fine-tune job progress: failing it');
         return this.fail(job.id, { code: 'storage_error', message: `cannot record the job's progress in the data directory: ${cause}` });
@@ -473,7 +469,7 @@ export class FineTuneJobRunner {
         return;
       }
       log.warn({ err }, 'fine-tune job failed');
-      const dataError = err instanceof DatasetError || err instanceof FeatureError;
+      const dataError = err instanceof DatasetError || err instanceof FineTuneDataError;
       await this.fail(job.id, { code: dataError ? 'invalid_file' : 'training_failed', message: err instanceof Error ? err.message : String(err), ...(dataError && err.rows.length ? { rows: err.rows } : {}) });
     }
   }

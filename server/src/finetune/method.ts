@@ -74,6 +74,15 @@ export class FineTuneCancelledError extends Error {
   }
 }
 
+/** Rows of the job's dataset a method could not use (an image that does not decode): the job
+ *  fails with code `invalid_file` naming the rows, like a dataset validation error. */
+export class FineTuneDataError extends Error {
+  constructor(message: string, readonly rows: number[] = []) {
+    super(message);
+    this.name = 'FineTuneDataError';
+  }
+}
+
 export type FineTuneEventType = 'log' | 'state' | 'step' | 'epoch' | 'report';
 
 /** One progress event. Conventional `data` keys: step/total_steps/loss/learning_rate ('step'),
@@ -120,6 +129,9 @@ export interface FineTuneMethod {
   /** Optional checks that need the base model and the dataset, run by CreateFineTuneJob before
    *  the job is accepted: throws FineTuneValidationError / FineTunePreconditionError. */
   checkJob?(plan: FineTuneJobPlan): void;
+  /** Paths under a job's workDir the method never uses again once the job failed (features,
+   *  checkpoints, a half-written bundle): the runner frees them when the data directory filled up. */
+  readonly failedJobLeftovers?: readonly string[];
   /** Runs the job; resolves with the bundle dir of the new model version. Must honour signal. */
   run(ctx: FineTuneJobContext): Promise<{ bundleDir: string; metrics?: Record<string, number> }>;
 }

@@ -41,6 +41,19 @@ export interface PreprocessConfig {
   fill_color: number;
 }
 
+/** Rejects a preprocess_cfg the transform cannot honour (RangeError: a configuration bug, not bad input). */
+export function checkPreprocessConfig(cfg: PreprocessConfig): void {
+  if (!Number.isInteger(cfg.size) || cfg.size < 1 || cfg.size > 4096) throw new RangeError(`preprocess size must be an integer in 1..4096, got ${cfg.size}`);
+  if (!Number.isInteger(cfg.fill_color) || cfg.fill_color < 0 || cfg.fill_color > 255) {
+    throw new RangeError(`preprocess fill_color must be an integer in 0..255, got ${cfg.fill_color}`);
+  }
+  if (cfg.interpolation !== 'bicubic' && cfg.interpolation !== 'bilinear') throw new RangeError(`unsupported interpolation ${String(cfg.interpolation)}`);
+  for (const [name, v] of [['mean', cfg.mean], ['std', cfg.std]] as const) {
+    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => typeof x !== 'number' || !Number.isFinite(x))) throw new RangeError(`preprocess ${name} must be 3 finite numbers`);
+  }
+  if (cfg.std.some((x) => x === 0)) throw new RangeError('preprocess std must not contain 0');
+}
+
 export interface OpenClipConfig {
   model_cfg: ModelConfig;
   preprocess_cfg: PreprocessConfig;

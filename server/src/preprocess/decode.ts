@@ -15,7 +15,7 @@ import type { PreprocessConfig } from '../model/config';
 import { ImageError, type ImageLimits } from './errors';
 import { readHeader, SUPPORTED_FORMATS, type HeaderInfo, type PilMode } from './formats';
 import { decodePlainPng } from './png-decode';
-import { resizedSize } from './transform';
+import { resizedSize } from './resize-size';
 
 /** Most frames (GIF/APNG/WebP animation, TIFF pages) a file may declare: only the first is used,
  *  but libvips walks every frame header to count them. */

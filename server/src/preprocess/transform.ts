@@ -9,43 +9,15 @@
  *
  * The resize runs in the image's own mode before the RGB conversion, as PIL does.
  */
-import type { PreprocessConfig } from '../model/config';
+import { checkPreprocessConfig as checkConfig, type PreprocessConfig } from '../model/config';
 import { paletteColour, type DecodedImage } from './decode';
 import { ImageError } from './errors';
+import { resizedSize, roundHalfEven } from './resize-size';
 import { cropSamples, resizeNearest, resizeSeparable, type Window } from './resample';
 import { resizeSeparableSimd, simdResampleAvailable } from './simd/resample';
 
-/** Python's round() on a float: half to even. */
-export function roundHalfEven(x: number): number {
-  const f = Math.floor(x);
-  const d = x - f;
-  if (d > 0.5) return f + 1;
-  if (d < 0.5) return f;
-  return f % 2 === 0 ? f : f + 1;
-}
-
-/** The size the resize step produces, [width, height]. */
-export function resizedSize(w: number, h: number, cfg: Pick<PreprocessConfig, 'size' | 'resize_mode'>): [number, number] {
-  const size = cfg.size;
-  switch (cfg.resize_mode) {
-    case 'shortest': {
-      // torchvision _compute_resized_output_size: int(size * long / short) in float64.
-      const short = Math.min(w, h);
-      const long = Math.max(w, h);
-      const newLong = Math.trunc((size * long) / short);
-      return w <= h ? [size, newLong] : [newLong, size];
-    }
-    case 'squash':
-      return [size, size];
-    case 'longest': {
-      // open_clip ResizeKeepRatio.get_params with longest=1: ratio = max(h/size, w/size).
-      const ratio = Math.max(h / size, w / size) * 1 + Math.min(h / size, w / size) * (1 - 1);
-      return [roundHalfEven(w / ratio), roundHalfEven(h / ratio)];
-    }
-    default:
-      throw new Error(`unknown resize_mode ${String((cfg as { resize_mode: unknown }).resize_mode)}`);
-  }
-}
+// The resize geometry lives in resize-size.ts (decode.ts needs it too, without importing this file).
+export { resizedSize, roundHalfEven };
 
 /** One axis of CenterCrop / CenterCropOrPad: which resized indices survive and where they land. */
 interface AxisPlacement {
@@ -111,18 +83,8 @@ function fillRgb(img: DecodedImage, fill: number): [number, number, number] {
   }
 }
 
-/** Rejects a preprocess_cfg the transform cannot honour (RangeError: a configuration bug, not bad input). */
-export function checkConfig(cfg: PreprocessConfig): void {
-  if (!Number.isInteger(cfg.size) || cfg.size < 1 || cfg.size > 4096) throw new RangeError(`preprocess size must be an integer in 1..4096, got ${cfg.size}`);
-  if (!Number.isInteger(cfg.fill_color) || cfg.fill_color < 0 || cfg.fill_color > 255) {
-    throw new RangeError(`preprocess fill_color must be an integer in 0..255, got ${cfg.fill_color}`);
-  }
-  if (cfg.interpolation !== 'bicubic' && cfg.interpolation !== 'bilinear') throw new RangeError(`unsupported interpolation ${String(cfg.interpolation)}`);
-  for (const [name, v] of [['mean', cfg.mean], ['std', cfg.std]] as const) {
-    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => typeof x !== 'number' || !Number.isFinite(x))) throw new RangeError(`preprocess ${name} must be 3 finite numbers`);
-  }
-  if (cfg.std.some((x) => x === 0)) throw new RangeError('preprocess std must not contain 0');
-}
+/** The preprocess_cfg check lives beside its declaration (model/config.ts); the pool runs it at construction. */
+export { checkConfig };
 
 /** Resizes `img` to outW×outH in its own mode, computing only `win`. */
 function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig): Uint8Array | Int32Array {

@@ -1,6 +1,6 @@
 /** Messages between PreprocessPool and its worker threads. */
 import type { PreprocessConfig } from '../model/config';
-import type { AugmentSettings } from '../finetune/adapter/augment';
+import type { AugmentSettings } from './augment';
 import type { ThreadPriority } from '../util/priority';
 import type { ImageErrorCode, ImageLimits } from './errors';
 

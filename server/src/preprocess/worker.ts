@@ -4,7 +4,7 @@
  * result's buffer back (no copy). Loaded from dist/ via compiledModule().
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { augmentTensor } from '../finetune/adapter/augment';
+import { augmentTensor } from './augment';
 import { ClipTokenizer } from '../tokenizer';
 import { lowerThisThreadPriority, lowerWholeProcessPriority } from '../util/priority';
 import { seededRandom } from '../util/random';

@@ -1,65 +1,41 @@
 /**
- * `clipserve bench`: the performance benchmark (server/src/bench/run.ts), also `npm run bench`.
- * Not a test: it prints tables and writes bench/results/<date>-<host>.json and an SVG chart.
+ * `clipserve bench`: the benchmark lives outside the production build (top-level bench/, built by
+ * `npm run build:bench` into dist-bench/), so this command only forwards its arguments to the
+ * bench build's own command (bench/command.ts), loaded when the command runs. `clipserve bench
+ * --help` prints the benchmark's options; without the bench build it says how to make it.
  */
-import * as os from 'node:os';
-import { Command, Option } from 'commander';
-import { BenchConfigError, parseArch } from '../../bench/bundles';
-import { defaultBenchDirs, runBench, SECTIONS, type Section } from '../../bench/run';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command } from 'commander';
+import { PACKAGE_ROOT } from '../../util/paths';
 
-function list(v: string): string[] {
-  return v.split(',').map((s) => s.trim()).filter(Boolean);
+/** The compiled bench command (bench/command.ts in dist-bench/). */
+export const BENCH_COMMAND_MODULE = path.join(PACKAGE_ROOT, 'dist-bench', 'bench', 'command.js');
+
+interface BenchCommandModule {
+  register(program: Command): void;
 }
 
-function positiveInts(flag: string, v: string): number[] {
-  const out = list(v).map(Number);
-  if (out.length === 0 || out.some((n) => !Number.isInteger(n) || n < 1)) throw new BenchConfigError(`${flag} takes a comma-separated list of positive integers, got ${JSON.stringify(v)}`);
-  return out;
+function loadBenchCommand(): BenchCommandModule {
+  if (!fs.existsSync(BENCH_COMMAND_MODULE)) {
+    throw new Error(`the benchmark is built separately and ${BENCH_COMMAND_MODULE} is missing: run "npm run build:bench" (or "npm run bench")`);
+  }
+  // A runtime path, not an import: production code does not depend on the bench sources.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return require(BENCH_COMMAND_MODULE) as BenchCommandModule;
 }
 
 export function register(program: Command): void {
-  const dirs = defaultBenchDirs();
   program
     .command('bench')
-    .description('benchmark the encoders (the limit), the served API over loopback gRPC, and the hot paths')
-    .option('--models <list>', 'bench bundles: tiny, ViT-B-32, ViT-L-14 (ViT-L-14 is slow: only when asked)', 'tiny,ViT-B-32')
-    .option('--sections <list>', `sections to run: ${SECTIONS.join(', ')}`, SECTIONS.join(','))
-    .option('--quick', 'short durations and a 1/8/64 concurrency sweep (for checking the bench itself)', false)
-    .addOption(new Option('--provider <name>', 'onnxruntime execution provider for the raw limit and the server').choices(['cpu', 'cuda']).default('cpu'))
-    .option('--threads <n>', 'intra-op threads of the raw sessions and the server', String(os.availableParallelism()))
-    .option('--seconds <s>', 'seconds per measurement (overrides the plan)')
-    .option('--concurrency <list>', 'concurrency sweep, e.g. 1,8,64 (overrides the plan)')
-    .option('--batch-sizes <list>', 'raw batch sizes, e.g. 1,8,32,64 (overrides the plan)')
-    .option('--server-max-batch-size <n>', "the served server's --max-batch-size with batching on (default: the server's default)")
-    .option('--max-queue-delay-ms <ms>', "the served server's --max-queue-delay-ms (default: the server's default)")
-    .option('--cache-dir <dir>', 'where bench bundles are built and reused', dirs.cacheDir)
-    .option('--out-dir <dir>', 'where results JSON and chart are written', dirs.outDir)
-    .action(async (o: Record<string, string | boolean | undefined>) => {
-      const sections = list(String(o.sections)).map((s) => {
-        if (!(SECTIONS as readonly string[]).includes(s)) throw new BenchConfigError(`unknown section ${JSON.stringify(s)} (expected ${SECTIONS.join(', ')})`);
-        return s as Section;
-      });
-      const threads = Number(o.threads);
-      if (!Number.isInteger(threads) || threads < 1) throw new BenchConfigError(`--threads must be a positive integer, got ${o.threads}`);
-      const seconds = o.seconds === undefined ? undefined : Number(o.seconds);
-      if (seconds !== undefined && !(seconds > 0)) throw new BenchConfigError(`--seconds must be a positive number, got ${o.seconds}`);
-      const delay = o.maxQueueDelayMs === undefined ? undefined : Number(o.maxQueueDelayMs);
-      if (delay !== undefined && !(delay >= 0)) throw new BenchConfigError(`--max-queue-delay-ms must be a number >= 0, got ${o.maxQueueDelayMs}`);
-      const { jsonPath, chartPath } = await runBench({
-        models: list(String(o.models)).map(parseArch),
-        sections,
-        quick: Boolean(o.quick),
-        provider: o.provider as 'cpu' | 'cuda',
-        threads,
-        cacheDir: String(o.cacheDir),
-        outDir: String(o.outDir),
-        ...(seconds ? { seconds } : {}),
-        ...(delay !== undefined ? { maxQueueDelayMs: delay } : {}),
-        ...(o.serverMaxBatchSize ? { serverMaxBatchSize: positiveInts('--server-max-batch-size', String(o.serverMaxBatchSize))[0] } : {}),
-        ...(o.concurrency ? { concurrency: positiveInts('--concurrency', String(o.concurrency)) } : {}),
-        ...(o.batchSizes ? { batchSizes: positiveInts('--batch-sizes', String(o.batchSizes)) } : {}),
-        log: (m) => process.stderr.write(`${m}\n`),
-      });
-      process.stdout.write(`\nresults: ${jsonPath}${chartPath ? `\nchart: ${chartPath}` : ''}\n`);
+    .description('benchmark the encoders (the limit), the served API over loopback gRPC, and the hot paths (needs "npm run build:bench"; --help lists its options)')
+    .helpOption(false)
+    .allowUnknownOption(true)
+    .allowExcessArguments(true)
+    .argument('[options...]', 'the benchmark options (clipserve bench --help)')
+    .action(async (args: string[]) => {
+      const bench = new Command('clipserve');
+      loadBenchCommand().register(bench);
+      await bench.parseAsync(['bench', ...args], { from: 'user' });
     });
 }

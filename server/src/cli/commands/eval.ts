@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { PhaseProgress } from '../../checkpoint/progress';
-import { readCsvDataset } from '../../eval/csv';
+import { readCsvDataset } from '../../dataset/csv';
 import { evaluateRetrieval } from '../../eval/evaluate';
 import { evalReportJson, formatMetricsTable } from '../../eval/report';
 import { resolveModelRef } from '../../hub';

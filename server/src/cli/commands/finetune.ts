@@ -19,7 +19,7 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { Command, Option } from 'commander';
 import { PhaseProgress } from '../../checkpoint/progress';
-import { readCsvDataset } from '../../eval/csv';
+import { readCsvDataset } from '../../dataset/csv';
 import { PROTO_DIR } from '../../util/paths';
 import { csvColumnOptions, csvColumns, type CsvColumnFlags } from '../csv-options';
 

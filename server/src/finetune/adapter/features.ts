@@ -11,18 +11,18 @@ import * as fs from 'node:fs';
 import { encodeInBatches } from '../../inference/batch-encode';
 import type { LoadedModel } from '../../runtime/model';
 import type { DatasetRow } from '../dataset';
-import { FineTuneCancelledError } from '../method';
+import { FineTuneCancelledError, FineTuneDataError } from '../method';
 import { writeFileAtomic } from './atomic-file';
 import type { ImageLimits } from '../../preprocess/errors';
-import type { AugmentSettings } from './augment';
+import type { AugmentSettings } from '../../preprocess/augment';
 import type { FeatureSet } from './train-loop';
 
 /** Encoded images read and waiting for (or in) the decode pool at once: bounds the job's memory. */
 const IMAGES_IN_FLIGHT = 2;
 
-export class FeatureError extends Error {
-  constructor(message: string, readonly rows: number[] = []) {
-    super(message);
+export class FeatureError extends FineTuneDataError {
+  constructor(message: string, rows: number[] = []) {
+    super(message, rows);
     this.name = 'FeatureError';
   }
 }

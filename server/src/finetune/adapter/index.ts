@@ -16,7 +16,7 @@ import { loadModel, type RuntimeOptions } from '../../runtime/model';
 import { compiledModule } from '../../util/paths';
 import { readDatasetRows, VALIDATION_FILE, type DatasetRow } from '../dataset';
 import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethod, type Hyperparameters } from '../method';
-import { augmentationEnabled } from './augment';
+import { augmentationEnabled } from '../../preprocess/augment';
 import { computeFeatures, loadFeatures, saveFeatures } from './features';
 import type { FoldBundleJob, FoldBundleReply } from './bundle-worker';
 import { permutation, seededRandom } from './math';
@@ -114,6 +114,7 @@ function writeFoldedBundle(job: FoldBundleJob): Promise<void> {
 export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod {
   return {
     name: 'adapter',
+    failedJobLeftovers: [FEATURES_FILE, `${FEATURES_FILE}.tmp`, CHECKPOINT_FILE, `${CHECKPOINT_FILE}.tmp`, OUTPUT_BUNDLE_DIR],
     validate(hp: Hyperparameters): void {
       resolveAdapterSettings(hp);
     },

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readCsvDataset, type ImageCaptionPair } from '../../eval/csv';
+import { readCsvDataset, type ImageCaptionPair } from '../../dataset/csv';
 import { Rng } from '../../model/random-init';
 import { PAIRS_FILE, VALIDATION_FILE } from '../dataset';
 import { FineTuneValidationError } from '../method';

@@ -6,7 +6,7 @@
  *
  *   node dist/bench/preprocess-bench.js [--iterations N] [--pool N]
  */
-import { resolveConfig } from '../model/config';
+import { resolveConfig } from '../server/src/model/config';
 import { preprocessThroughput, type TimedStep } from './hot-paths';
 import { makeIcon, makePhoto } from './inputs';
 

@@ -4,7 +4,7 @@
  * peak RSS per scenario.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { compiledModule } from '../util/paths';
+import { compiledBenchModule } from './paths';
 import type { ChildMessage, LoadKind, LoadReport, LoadScenario } from './load-protocol';
 import type { ServerProcess } from './server-process';
 import { breakdown, scrape, type ServedBreakdown } from './server-metrics';
@@ -33,7 +33,7 @@ export class LoadGenerator {
   private constructor(private readonly child: ChildProcess) {}
 
   static async start(): Promise<LoadGenerator> {
-    const child = fork(compiledModule('bench/load-generator'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(compiledBenchModule('load-generator'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     await new Promise<void>((resolve, reject) => {
       child.once('message', (m: ChildMessage) => (m.kind === 'ready' ? resolve() : reject(new Error(`load generator: unexpected ${m.kind}`))));
       child.once('exit', (code) => reject(new Error(`the load generator exited with code ${code}`)));

@@ -20,11 +20,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
-import { Rng } from '../model/random-init';
-import { attr, GraphBuilder, MS_DOMAIN } from '../onnx/graph-builder';
-import { DataType, encodeModel } from '../onnx/proto';
-import { quantizePerColumn } from '../onnx/quantize';
-import { RUNTIME_SESSION_EXTRA } from '../runtime/session-options';
+import { Rng } from '../server/src/model/random-init';
+import { attr, GraphBuilder, MS_DOMAIN } from '../server/src/onnx/graph-builder';
+import { DataType, encodeModel } from '../server/src/onnx/proto';
+import { quantizePerColumn } from '../server/src/onnx/quantize';
+import { RUNTIME_SESSION_EXTRA } from '../server/src/runtime/session-options';
 
 type Variant = 'fp32' | 'row' | 'row-mitf' | 'dql' | 'dqmm';
 const VARIANTS: Variant[] = ['fp32', 'row', 'row-mitf', 'dql', 'dqmm'];

@@ -3,7 +3,7 @@
  * JPEG and an icon-like RGBA PNG (both made with sharp).
  */
 import sharp from 'sharp';
-import { demoCorpus, dressCaptions } from '../tokenizer/demo-vocab';
+import { demoCorpus, dressCaptions } from '../server/src/tokenizer/demo-vocab';
 
 /**
  * Caption-like sentences: a different slice of the generator than the demo vocabulary learns

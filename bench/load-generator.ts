@@ -9,7 +9,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { PACKAGE_ROOT } from '../util/paths';
+import { PACKAGE_ROOT } from '../server/src/util/paths';
 import type { ChildMessage, LoadReport, LoadScenario, ParentMessage } from './load-protocol';
 
 /** The slice of the SDK's ClipClient the generator uses (the SDK is a separate package). */

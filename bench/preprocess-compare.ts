@@ -18,11 +18,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import sharp from 'sharp';
-import { resolveConfig, type PreprocessConfig } from '../model/config';
-import { DEFAULT_IMAGE_LIMITS, preprocessImage } from '../preprocess';
-import { decodeImage, type DecodedImage } from '../preprocess/decode';
-import { setSimdKernels } from '../preprocess/simd/instance';
-import { transformImage } from '../preprocess/transform';
+import { resolveConfig, type PreprocessConfig } from '../server/src/model/config';
+import { DEFAULT_IMAGE_LIMITS, preprocessImage } from '../server/src/preprocess';
+import { decodeImage, type DecodedImage } from '../server/src/preprocess/decode';
+import { setSimdKernels } from '../server/src/preprocess/simd/instance';
+import { transformImage } from '../server/src/preprocess/transform';
 import { makePhoto, makePhotoPng } from './inputs';
 import { findReferencePython, PilReference, type ReferenceTiming } from './pil-reference';
 

@@ -2,19 +2,13 @@
  * The console report (a table per section) and the targets of the benchmark issue, each with
  * its measured value and verdict. Targets whose inputs were not measured in this run are left out.
  */
-import type { ArchName } from '../model/config';
+import type { ArchName } from '../server/src/model/config';
 import type { RawResult } from './raw-encoder';
-import type { BenchResults, ModelResults } from './run';
+import type { BenchResults, ModelResults, TargetRow } from './results';
 import type { ServedResult } from './server-bench';
 import { formatTable, markdownTable, type Cell } from './table';
 
-export interface TargetRow {
-  target: string;
-  model: string;
-  measured: string;
-  required: string;
-  met: boolean;
-}
+export type { TargetRow };
 
 const MB = 1024 * 1024;
 

@@ -1,11 +1,11 @@
 /**
- * Tokenizer throughput on one core: `node dist/bench/tokenizer-bench.js [vocab] [count]`.
+ * Tokenizer throughput on one core: `node dist-bench/bench/tokenizer-bench.js [vocab] [count]`.
  * `vocab` is any path ClipTokenizer.fromPath accepts (default: the built-in demo vocabulary).
  * Captions are generated caption-like sentences with mixed case and punctuation. Prints the
  * cold-cache pass (every piece BPE-encoded for the first time) and the steady state.
  * The same measurement is part of `clipserve bench` (section hot).
  */
-import { ClipTokenizer, buildDemoVocab } from '../tokenizer';
+import { ClipTokenizer, buildDemoVocab } from '../server/src/tokenizer';
 import { tokenizerThroughput } from './hot-paths';
 import { benchCaptions } from './inputs';
 

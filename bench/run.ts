@@ -10,26 +10,26 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { ArchName } from '../model/config';
-import { ClipTokenizer } from '../tokenizer';
-import { SERVE_OPTIONS } from '../serve/config';
-import { PACKAGE_ROOT } from '../util/paths';
+import type { ArchName } from '../server/src/model/config';
+import { ClipTokenizer } from '../server/src/tokenizer';
+import { SERVE_OPTIONS } from '../server/src/serve/config';
+import { PACKAGE_ROOT } from '../server/src/util/paths';
 import { BenchConfigError, ensureBenchBundle, weightBytes } from './bundles';
-import { preprocessThroughput, responseEncoding, tokenizerThroughput, type PreprocessResult, type ResponseEncodingResult, type TokenizerResult } from './hot-paths';
+import { preprocessThroughput, responseEncoding, tokenizerThroughput, type ResponseEncodingResult } from './hot-paths';
 import { benchCaptions, makeBenchImage, type BenchImageKind } from './inputs';
 import { SDK_ENTRY } from './load-generator';
-import { rawImageBench, rawTextBench, type BenchProvider, type RawResult, type RawTextResults } from './raw-encoder';
+import { rawImageBench, rawTextBench, type BenchProvider } from './raw-encoder';
 import { LoadGenerator, runServed, type ServedResult } from './server-bench';
 import { ServerProcess } from './server-process';
 import { renderChart, type Panel } from './svg-chart';
 import { transportFloor } from './transport-floor';
-import type { LatencySummary } from './stats';
-import { evaluateTargets, markdownReport, printReport, type TargetRow } from './report';
+import { evaluateTargets, markdownReport, printReport } from './report';
+import type { BenchResults, ModelResults, Section } from './results';
+
+export { SECTIONS } from './results';
+export type { BenchResults, ModelResults, Section, TargetRow } from './results';
 
 const SERVER_DEFAULT_MAX_BATCH = Number(SERVE_OPTIONS.find((opt) => opt.key === 'maxBatchSize')?.defaultValue ?? 32);
-
-export type Section = 'raw' | 'server' | 'hot';
-export const SECTIONS: readonly Section[] = ['raw', 'server', 'hot'];
 
 export interface BenchOptions {
   models: ArchName[];
@@ -50,42 +50,6 @@ export interface BenchOptions {
   /** The server's --max-queue-delay-ms (default: the server's own default). */
   maxQueueDelayMs?: number;
   log: (msg: string) => void;
-}
-
-export interface ModelResults {
-  bundle: { dir: string; weightBytes: number; built: boolean; buildSeconds: number };
-  raw?: { image: RawResult[]; text: RawTextResults };
-  server?: {
-    maxBatchSize: number;
-    /** spawn → "model ready: serving" (load, verify, session creation, warm-up) */
-    readySeconds: number;
-    readyPeakRssBytes: number;
-    served: ServedResult[];
-  };
-}
-
-export interface BenchResults {
-  meta: {
-    date: string;
-    host: string;
-    node: string;
-    onnxruntime: string;
-    cpus: number;
-    cpuModel: string;
-    memoryBytes: number;
-    loadAverageBefore: number[];
-    loadAverageAfter: number[];
-    provider: BenchProvider;
-    intraOpThreads: number;
-    quick: boolean;
-    sections: Section[];
-    wallSeconds: number;
-  };
-  models: Partial<Record<ArchName, ModelResults>>;
-  /** bare grpc-js unary round trip between two processes (a do-nothing handler) */
-  transportFloor?: LatencySummary;
-  hot?: { tokenizer: TokenizerResult; preprocess: PreprocessResult[]; responseEncoding: ResponseEncodingResult[] };
-  targets: TargetRow[];
 }
 
 interface Plan {
@@ -210,9 +174,9 @@ async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): 
 
 async function benchHot(o: BenchOptions, captions: string[]): Promise<NonNullable<BenchResults['hot']>> {
   o.log('hot paths: tokenizer, preprocessing, response encoding');
-  const tokenizer = ClipTokenizer.fromMerges((await import('../tokenizer')).buildDemoVocab());
+  const tokenizer = ClipTokenizer.fromMerges((await import('../server/src/tokenizer')).buildDemoVocab());
   const tok = tokenizerThroughput(tokenizer, o.quick ? captions.slice(0, 20_000) : captions);
-  const { resolveConfig } = await import('../model/config');
+  const { resolveConfig } = await import('../server/src/model/config');
   const cfg = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 224 } }).preprocess_cfg;
   const iterations = o.quick ? 5 : 20;
   const workers = os.availableParallelism();

@@ -7,11 +7,11 @@
  * input), and the two outputs are compared.
  */
 import * as ort from 'onnxruntime-node';
-import type { Bundle } from '../model/bundle';
-import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../onnx/clip-graph';
-import { cutTextBatch } from '../runtime/model';
-import { RUNTIME_SESSION_EXTRA } from '../runtime/session-options';
-import { ClipTokenizer } from '../tokenizer';
+import type { Bundle } from '../server/src/model/bundle';
+import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT } from '../server/src/onnx/clip-graph';
+import { cutTextBatch } from '../server/src/runtime/model';
+import { RUNTIME_SESSION_EXTRA } from '../server/src/runtime/session-options';
+import { ClipTokenizer } from '../server/src/tokenizer';
 import { summarize, type LatencySummary } from './stats';
 
 export type BenchProvider = 'cpu' | 'cuda';

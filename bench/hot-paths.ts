@@ -4,15 +4,15 @@
  * uses) and response encoding (Embedding messages + protobuf serialisation of EmbedText replies).
  */
 import sharp from 'sharp';
-import type { PreprocessConfig } from '../model/config';
-import { embeddingMessage } from '../grpc/vectors';
-import type { EmbeddingFormatName, EmbedTextResponse } from '../grpc/messages';
-import { loadProtos } from '../grpc/proto';
-import { PreprocessPool, preprocessImage } from '../preprocess';
-import { decodeImage } from '../preprocess/decode';
-import { DEFAULT_IMAGE_LIMITS } from '../preprocess';
-import { transformImage } from '../preprocess/transform';
-import type { ClipTokenizer } from '../tokenizer';
+import type { PreprocessConfig } from '../server/src/model/config';
+import { embeddingMessage } from '../server/src/grpc/vectors';
+import type { EmbeddingFormatName, EmbedTextResponse } from '../server/src/grpc/messages';
+import { loadProtos } from '../server/src/grpc/proto';
+import { PreprocessPool, preprocessImage } from '../server/src/preprocess';
+import { decodeImage } from '../server/src/preprocess/decode';
+import { DEFAULT_IMAGE_LIMITS } from '../server/src/preprocess';
+import { transformImage } from '../server/src/preprocess/transform';
+import type { ClipTokenizer } from '../server/src/tokenizer';
 
 export interface TokenizerResult {
   captions: number;

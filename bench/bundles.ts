@@ -6,9 +6,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { loadBundle, type Bundle } from '../model/bundle';
-import type { ArchName } from '../model/config';
-import { isArchName, writeRandomBundle } from '../model/random-bundle';
+import { loadBundle, type Bundle } from '../server/src/model/bundle';
+import type { ArchName } from '../server/src/model/config';
+import { isArchName, writeRandomBundle } from '../server/src/model/random-bundle';
 
 export const BENCH_ARCHS: readonly ArchName[] = ['tiny', 'ViT-B-32', 'ViT-L-14'];
 const BENCH_SEED = 1;

@@ -1,7 +1,7 @@
 /**
  * Encoder throughput through the real runtime (worker threads, onnxruntime CPU/CUDA):
  *
- *   node dist/bench/graph-variants.js [--arch ViT-B-32] [--attention plain|contrib] [--patch conv|matmul]
+ *   node dist-bench/bench/graph-variants.js [--arch ViT-B-32] [--attention plain|contrib] [--patch conv|matmul]
  *                              [--level all|extended|basic|disabled] [--threads N] [--bundle DIR]
  *
  * Builds a seeded random bundle of the arch in a temp dir (unless --bundle), then prints images/s
@@ -10,12 +10,12 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { writeBundle } from '../model/bundle';
-import { ARCH_PRESETS, resolveConfig } from '../model/config';
-import { isArchName } from '../model/random-bundle';
-import { randomStateDict } from '../model/random-init';
-import type { AttentionImpl, PatchEmbedImpl } from '../onnx/clip-graph';
-import { loadModel, type RuntimeOptions } from '../runtime/model';
+import { writeBundle } from '../server/src/model/bundle';
+import { ARCH_PRESETS, resolveConfig } from '../server/src/model/config';
+import { isArchName } from '../server/src/model/random-bundle';
+import { randomStateDict } from '../server/src/model/random-init';
+import type { AttentionImpl, PatchEmbedImpl } from '../server/src/onnx/clip-graph';
+import { loadModel, type RuntimeOptions } from '../server/src/runtime/model';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     // The real vocabulary size matters for the text tower's embedding table, not for speed: use a
     // tiny stand-in merges file so the bench needs no vocabulary download.
     const vocab = path.join(scratch, 'vocab.txt.gz');
-    const { ClipTokenizer } = await import('../tokenizer');
+    const { ClipTokenizer } = await import('../server/src/tokenizer');
     ClipTokenizer.fromMerges(['t h', 'th e</w>']).writeMergesFile(vocab);
     const tok = ClipTokenizer.fromMergesFile(vocab);
     const preset = ARCH_PRESETS[arch];

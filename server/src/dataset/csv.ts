@@ -3,7 +3,9 @@
  * --csv-separator '\t'`): a header row naming the columns, then one image path and caption per
  * row. Parsed like pandas.read_csv with its defaults: fields may be quoted with `"` (a doubled
  * `""` is a literal quote, and quoted fields may span lines), blank lines are skipped. Image paths
- * are resolved against the CSV file's directory.
+ * are resolved against the CSV file's directory. One module for the format, used by `eval`, the
+ * fine-tune dataset catalogue (finetune/dataset-csv.ts streams it with the catalogue's limits) and
+ * the CLI's column flags (cli/csv-options.ts).
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -15,10 +17,21 @@ export class CsvDatasetError extends Error {
   }
 }
 
-export interface CsvOptions {
-  imgKey?: string;
-  captionKey?: string;
-  separator?: string;
+/** The columns of an image–caption CSV: which header names the image path and the caption, and the separator. */
+export interface CsvColumns {
+  imgKey: string;
+  captionKey: string;
+  separator: string;
+}
+
+/** open_clip_train's own defaults (`--csv-img-key filepath --csv-caption-key title --csv-separator '\t'`). */
+export const DEFAULT_CSV_COLUMNS: CsvColumns = { imgKey: 'filepath', captionKey: 'title', separator: '\t' };
+
+export type CsvOptions = Partial<CsvColumns>;
+
+/** A field as the format writes it: quoted when it holds a tab, newline or quote (a quote doubled). */
+export function csvField(s: string): string {
+  return /[\t\n\r"]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
 }
 
 /** A `--csv-separator` flag: shell users type `'\t'` literally; accept the escape (or `tab`) as well as the character. */
@@ -139,9 +152,9 @@ export function parseCsv(text: string, separator: string): string[][] {
 }
 
 export function readCsvDataset(file: string, opts: CsvOptions = {}): ImageCaptionPair[] {
-  const imgKey = opts.imgKey ?? 'filepath';
-  const captionKey = opts.captionKey ?? 'title';
-  const separator = opts.separator ?? '\t';
+  const imgKey = opts.imgKey ?? DEFAULT_CSV_COLUMNS.imgKey;
+  const captionKey = opts.captionKey ?? DEFAULT_CSV_COLUMNS.captionKey;
+  const separator = opts.separator ?? DEFAULT_CSV_COLUMNS.separator;
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');

@@ -4,12 +4,12 @@
  * call faster than this on the machine, so it splits the served overhead into what the
  * transport costs and what the server adds.
  *
- * Run as a child (`node dist/bench/transport-floor.js serve`) it is the do-nothing server.
+ * Run as a child (`node dist-bench/bench/transport-floor.js serve`) it is the do-nothing server.
  */
 import { fork } from 'node:child_process';
 import * as grpc from '@grpc/grpc-js';
-import { loadProtos } from '../grpc/proto';
-import { compiledModule } from '../util/paths';
+import { loadProtos } from '../server/src/grpc/proto';
+import { compiledBenchModule } from './paths';
 import { summarize, type LatencySummary } from './stats';
 
 function serve(): void {
@@ -25,7 +25,7 @@ function serve(): void {
 }
 
 export async function transportFloor(calls: number): Promise<LatencySummary> {
-  const child = fork(compiledModule('bench/transport-floor'), ['serve'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(compiledBenchModule('transport-floor'), ['serve'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   try {
     const port = await new Promise<number>((resolve, reject) => {
       child.once('message', (p) => resolve(p as number));

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
-import { compiledModule } from '../util/paths';
+import { compiledModule } from '../server/src/util/paths';
 
 export interface ServerFlags {
   model: string;

@@ -10,7 +10,7 @@
  * output, brought back to 0..255 and normalised again. Nothing is re-encoded, and the work is per
  * output pixel, not per pixel of a 12 MP photo. It runs in the preprocessing worker threads.
  */
-import type { PreprocessConfig } from '../../model/config';
+import type { PreprocessConfig } from '../model/config';
 
 export interface AugmentSettings {
   colorJitter: [number, number, number, number];
