@@ -13,6 +13,7 @@
 import sharp, { type Metadata, type OutputInfo, type Sharp, type SharpOptions } from 'sharp';
 import type { PreprocessConfig } from '../model/config';
 import { ImageError, type ImageLimits } from './errors';
+import type { DecodedImage } from './decoded-image';
 import { readHeader, SUPPORTED_FORMATS, type HeaderInfo, type PilMode } from './formats';
 import { decodePlainPng } from './png-decode';
 import { resizedSize } from './resize-size';
@@ -67,19 +68,7 @@ function checkAspect(width: number, height: number, cfg: DecodeOptions['cfg']): 
   }
 }
 
-export interface DecodedImage {
-  mode: PilMode;
-  width: number;
-  height: number;
-  /** Interleaved samples per pixel in `data`: 1 for '1'/'L'/'I', 2 for 'LA', 3 for 'RGB' and for
-   *  'P' (stored palette-expanded: NEAREST resampling commutes with the palette lookup),
-   *  4 for 'RGBA'/'CMYK'. '1' is stored as 0/255 like Pillow does internally. */
-  channels: 1 | 2 | 3 | 4;
-  /** Int32Array only for mode 'I' (16-bit greyscale opened as 32-bit integers). */
-  data: Uint8Array | Int32Array;
-  /** 'P' only: the palette as RGB triples, needed to pad with a palette index. */
-  palette?: Uint8Array;
-}
+export type { DecodedImage };
 
 const CHANNELS: Record<PilMode, 1 | 2 | 3 | 4> = { '1': 1, L: 1, I: 1, LA: 2, RGB: 3, P: 3, RGBA: 4, CMYK: 4 };
 

@@ -13,7 +13,7 @@
  * first; the inflate is capped at the size the header implies.
  */
 import * as zlib from 'node:zlib';
-import type { DecodedImage } from './decode';
+import type { DecodedImage } from './decoded-image';
 import type { PilMode } from './formats';
 import { simdUnfilterAvailable, unfilterSimd } from './simd/unfilter';
 
