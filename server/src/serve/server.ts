@@ -22,12 +22,10 @@ import { ClipserveMetrics, startMetricsServer } from '../metrics';
 import { createTlsServerCredentials } from '../tls';
 import type { LoadedModel } from '../runtime/model';
 import { resolveServeConfig, ServeConfig } from './config';
-import { bundleBytes } from '../model/footprint';
-import { ModelHost } from '../inference/model-host';
-import { ModelNotFoundError } from '../versions/registry';
-import { Embedder } from '../inference/embedder';
 import { openFineTune, type FineTuneSubsystem } from './finetune';
+import { bind, drainAndStop, hostPort } from './lifecycle';
 import { createLogger } from './logger';
+import { createModelHost } from './served-versions';
 import { loadServedModel, ModelLoader } from './model-loader';
 
 export interface StartOptions {
@@ -115,39 +113,9 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
   for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
 
-  // The served versions: the active one, hot-swappable (ModelService.ActivateModel), and the ones
-  // pinned calls load on demand within the budget. Filled in once the first model is ready, and
-  // the gate keeps calls away until then.
+  // The served versions (see served-versions.ts); the fine-tune subsystem, once open, knows the others.
   let finetune: FineTuneSubsystem | undefined;
-  let servingSince = Date.now();
-  const host = new ModelHost<LoadedModel>({
-    load: (bundleDir) => loader({ ...config, model: bundleDir }, logger),
-    createEmbedder: (m, version) =>
-      new Embedder(m, {
-        maxBatchSize: config.maxBatchSize,
-        maxQueueDelayMs: config.maxQueueDelayMs,
-        queueBound: config.queueBound,
-        imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
-        maxRequestPixels: config.maxRequestPixels,
-        queuePixels: config.imageQueuePixels,
-        decodeTimeoutSeconds: config.imageDecodeTimeoutSeconds,
-        observer: input.observer ?? metrics.service.forVersion(version),
-      }),
-    // Without a data directory the configured model is the only version (and it is always loaded).
-    locate: async (version) => {
-      if (finetune) return (await finetune.registry.get(version)).bundleDir;
-      throw new ModelNotFoundError(version, `this server serves only ${JSON.stringify(host.info().version)}; start it with --data-dir to serve fine-tuned versions`);
-    },
-    sizeOf: bundleBytes,
-    budget: { maxVersions: config.maxLoadedVersions, maxBytes: config.maxLoadedBytes },
-    onActivated: ({ name, version, provider, demo, precision }, previous) => {
-      servingSince = Date.now();
-      metrics.service.setModelInfo({ name, version, provider, demo, precision });
-      if (previous) logger.info({ version, previous: previous.version }, 'model version switched');
-    },
-    onLoadedChanged: (loaded) => metrics.service.setLoadedVersions(loaded),
-    logger,
-  });
+  const { host, servingSince } = createModelHost({ config, loader, logger, metrics, observer: input.observer, registry: () => finetune?.registry });
 
   // API keys after the metrics, so refused calls are counted and logged with their code.
   const apiKeys = apiKeySource(config, logger, metrics);
@@ -230,7 +198,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
     httpApi = await startHttpApi(
       {
         models: host,
-        servedModels: () => host.loadedVersions().map((v) => ({ info: v.info, since: v.active ? servingSince : v.lastUsedMs })),
+        servedModels: () => host.loadedVersions().map((v) => ({ info: v.info, since: v.active ? servingSince() : v.lastUsedMs })),
         limits,
         gate,
         logger,
@@ -274,30 +242,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   ready.catch((err: unknown) => logger.error({ err }, 'model failed to load'));
 
   const shutdown = (graceSeconds = config.shutdownGraceSeconds): Promise<void> => {
-    shuttingDown ??= (async () => {
-      const wasServing = gate.phase === 'serving';
-      gate.setPhase('draining');
-      setHealth('NOT_SERVING');
-      const graceMs = Math.max(0, graceSeconds * 1000);
-      const deadline = Date.now() + graceMs;
-      logger.info({ inFlightCalls: gate.inFlight, graceSeconds }, 'draining: refusing new calls, finishing in-flight ones');
-      const drained = await within(gate.whenIdle(), graceMs);
-      if (!drained) logger.warn({ inFlightCalls: gate.inFlight }, 'grace period over: cancelling the calls still in flight');
-      await stopServer(server, drained ? Math.max(0, deadline - Date.now()) : 0);
-      if (healthServer) await stopServer(healthServer, 0);
-      // Drained: only idle keep-alive connections are left; past the grace, requests are cut too.
-      await httpApi?.close(!drained).catch((err: unknown) => logger.error({ err }, 'closing the http api failed'));
-      gate.setPhase('stopped');
-      apiKeys?.close();
-      // A running fine-tune job stops here and keeps its state: the next start resumes it.
-      await finetune?.close().catch((err: unknown) => logger.error({ err }, 'stopping fine-tune jobs failed'));
-      if (host.ready) await host.close().catch((err: unknown) => logger.error({ err }, 'closing the model failed'));
-      else if (!wasServing) await ready.catch(() => undefined);
-      await finetune?.store.close().catch((err: unknown) => logger.error({ err }, 'closing the store failed'));
-      // Last: Prometheus and the kubelet keep seeing the drain until the very end.
-      await metricsServer.close();
-      logger.info('server stopped');
-    })();
+    shuttingDown ??= drainAndStop({ gate, setHealth, logger, server, healthServer, httpApi, apiKeys, finetune, host, ready, metricsServer }, graceSeconds);
     return shuttingDown;
   };
 
@@ -331,10 +276,6 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   return running;
 }
 
-function hostPort(host: string, port: number): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
 /** TLS (mutual with a client CA) from files that are re-read every credentialsReloadSeconds. */
 function serverCredentials(config: ServeConfig, logger: Logger, metrics: ClipserveMetrics): grpc.ServerCredentials {
   if (config.tlsCert === undefined || config.tlsKey === undefined) return grpc.ServerCredentials.createInsecure();
@@ -359,39 +300,4 @@ function apiKeySource(config: ServeConfig, logger: Logger, metrics: ClipserveMet
     onReloadFailure: config.authReloadFailure,
     observer: metrics.credentials.observer('api_keys'),
   });
-}
-
-function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) =>
-    server.bindAsync(address, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(port))),
-  );
-}
-
-/** tryShutdown within `ms`, then forceShutdown (which cancels whatever is left). */
-function stopServer(server: grpc.Server, ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      finish();
-    }, ms);
-    server.tryShutdown(() => finish());
-  });
-}
-
-/** True if `p` settles within `ms`. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
-  try {
-    return await Promise.race([p.then(() => true as const), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
