@@ -7,6 +7,10 @@ import { CallGate, unaryHandler } from './call-context';
 import { mapped } from './finetune-errors';
 import { modelVersionToMessage } from './finetune-messages';
 import { invalidArgument } from './status';
+import type { ActivateModelRequest__Output } from './generated/clipserve/v1/ActivateModelRequest';
+import type { ActivateModelResponse } from './generated/clipserve/v1/ActivateModelResponse';
+import type { ListModelsRequest__Output } from './generated/clipserve/v1/ListModelsRequest';
+import type { ListModelsResponse } from './generated/clipserve/v1/ListModelsResponse';
 
 export interface ModelServiceDeps {
   registry: ModelRegistry;
@@ -16,18 +20,16 @@ export interface ModelServiceDeps {
   logger: Logger;
 }
 
-type Msg = Record<string, unknown>;
-
 export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServiceImplementation {
   const { registry, host, gate, logger } = deps;
-  const unary = <Res>(method: string, fn: (req: Msg) => Promise<Res>) => unaryHandler<Msg, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
+  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res>) => unaryHandler<Req, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
   return {
-    ListModels: unary('ListModels', async () => {
+    ListModels: unary<ListModelsRequest__Output, ListModelsResponse>('ListModels', async () => {
       const active = host.info().version;
       const loaded = host.loadedVersions().map((v) => v.version);
       return { models: (await registry.list()).map((v) => modelVersionToMessage(v, active, loaded)), activeVersion: active, loadedVersions: loaded };
     }),
-    ActivateModel: unary('ActivateModel', async (req) => {
+    ActivateModel: unary<ActivateModelRequest__Output, ActivateModelResponse>('ActivateModel', async (req) => {
       const version = String(req.version ?? '');
       if (!version) throw invalidArgument('version is required');
       const record = await registry.get(version);
