@@ -45,10 +45,15 @@ interface CreateFlags extends ConnFlags, Record<string, unknown> {
 
 const MAX_MESSAGE_BYTES = 64 << 20;
 
-/** A client for one command: no default deadline (activating or uploading may take minutes). */
+/**
+ * A client for one command: no default deadline (activating or uploading may take minutes); one
+ * server, so pick_first, as a plain grpc-js channel. The SDK's retries stay on: reads are retried
+ * on UNAVAILABLE and a watch resumes after a server restart.
+ */
 function connect(f: ConnFlags): ClipClient {
   return new ClipClient({
     address: f.server,
+    loadBalancing: 'pick_first',
     tls: f.tls ? (f.caCert ? { ca: fs.readFileSync(f.caCert) } : true) : false,
     apiKey: process.env.CLIPSERVE_API_KEY || undefined,
     defaultTimeoutMs: 0,
