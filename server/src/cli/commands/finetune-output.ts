@@ -7,25 +7,16 @@
  * (repeated and map fields first, then the others by field number), so the output is what the
  * command printed when it read the messages itself.
  */
-import type { Dataset, FineTuneJob, FineTuneJobState, FineTuneHyperparameters, ModelList, ModelVersion } from '@clipserve/sdk';
+import type { Dataset, FineTuneJob, FineTuneHyperparameters, ModelList, ModelVersion } from '@clipserve/sdk';
+import { jobStateName } from '../../grpc/finetune-messages';
 import type { Dataset__Output } from '../../grpc/generated/clipserve/v1/Dataset';
 import type { FineTuneJob__Output } from '../../grpc/generated/clipserve/v1/FineTuneJob';
-import type { FineTuneJobState__Output } from '../../grpc/generated/clipserve/v1/FineTuneJobState';
 import type { Hyperparameters__Output } from '../../grpc/generated/clipserve/v1/Hyperparameters';
 import type { ListModelsResponse__Output } from '../../grpc/generated/clipserve/v1/ListModelsResponse';
 import type { ModelVersion__Output } from '../../grpc/generated/clipserve/v1/ModelVersion';
 
 /** A dataset as shown: its format as the message's enum name, or lower case ("zip"). */
 export type DatasetJson = Omit<Dataset__Output, 'format'> & { format: string };
-
-const JOB_STATES: Record<FineTuneJobState, FineTuneJobState__Output> = {
-  queued: 'FINE_TUNE_JOB_STATE_QUEUED',
-  validating_files: 'FINE_TUNE_JOB_STATE_VALIDATING_FILES',
-  running: 'FINE_TUNE_JOB_STATE_RUNNING',
-  succeeded: 'FINE_TUNE_JOB_STATE_SUCCEEDED',
-  failed: 'FINE_TUNE_JOB_STATE_FAILED',
-  cancelled: 'FINE_TUNE_JOB_STATE_CANCELLED',
-};
 
 /** Message fields of the hyperparameters, by field number. */
 const HP_ORDER: (keyof FineTuneHyperparameters & keyof Hyperparameters__Output)[] = [
@@ -54,7 +45,8 @@ export function jobJson(j: FineTuneJob): FineTuneJob__Output {
     trainingFile: j.trainingFile,
     validationFile: j.validationFile,
     hyperparameters: hyperparametersJson(j.hyperparameters),
-    state: JOB_STATES[j.state] ?? 'FINE_TUNE_JOB_STATE_UNSPECIFIED',
+    // The SDK's states are the store's (the server maps them to the enum the same way).
+    state: jobStateName(j.state),
     fineTunedModel: j.fineTunedModel,
     createdAt: seconds(j.createdAt),
     startedAt: seconds(j.startedAt),
