@@ -2,7 +2,7 @@
  * Conversions between the fine-tune store records and clipserve.v1 FineTuneService /
  * ModelService messages, typed by the types generated from proto/ (./generated): requests as
  * proto-loader hands them over (`__Output`: camelCase fields, enums as their names, unset
- * `optional` fields absent), responses as proto-loader serializes them.
+ * `optional` fields absent), responses as proto-loader serializes them, every field set.
  */
 import type { Hyperparameters } from '../finetune/method';
 import type { DatasetRecord, JobEventRecord, JobRecord, JobState, ModelVersionRecord } from '../store/store';
@@ -80,7 +80,7 @@ export function hyperparametersToMessage(hp: Hyperparameters): HyperparametersMs
 const numbersOnly = (o: Record<string, unknown>): Record<string, number> =>
   Object.fromEntries(Object.entries(o).filter(([, v]) => typeof v === 'number' && Number.isFinite(v))) as Record<string, number>;
 
-export function jobToMessage(j: JobRecord): FineTuneJob {
+export function jobToMessage(j: JobRecord): Required<FineTuneJob> {
   return {
     id: j.id,
     method: j.method,
@@ -102,7 +102,7 @@ export function jobToMessage(j: JobRecord): FineTuneJob {
   };
 }
 
-export function eventToMessage(e: JobEventRecord): FineTuneEvent {
+export function eventToMessage(e: JobEventRecord): Required<FineTuneEvent> {
   const d = e.data;
   const num = (k: string): number => (typeof d[k] === 'number' ? (d[k] as number) : 0);
   const metrics = (d.metrics ?? d.metrics_after ?? {}) as Record<string, unknown>;
@@ -122,10 +122,10 @@ export function eventToMessage(e: JobEventRecord): FineTuneEvent {
   };
 }
 
-export function datasetToMessage(d: DatasetRecord): Dataset {
+export function datasetToMessage(d: DatasetRecord): Required<Dataset> {
   return { id: d.id, name: d.name, format: DATASET_FORMATS[d.format], numPairs: d.numPairs, bytes: d.bytes, createdAt: d.createdAt };
 }
 
-export function modelVersionToMessage(v: ModelVersionRecord, activeVersion: string, loadedVersions: readonly string[]): ModelVersion {
+export function modelVersionToMessage(v: ModelVersionRecord, activeVersion: string, loadedVersions: readonly string[]): Required<ModelVersion> {
   return { version: v.version, name: v.name, parentVersion: v.parentVersion, fineTuneJobId: v.jobId, active: v.version === activeVersion, createdAt: v.createdAt, metrics: numbersOnly(v.metrics), loaded: loadedVersions.includes(v.version) };
 }

@@ -4,7 +4,8 @@
  * Requests are the generated `__Output` types (what proto-loader hands a handler: camelCase
  * fields, enums as their names, 64-bit integers as numbers, bytes as Buffer, defaults filled in,
  * the name of the set member of each oneof); responses are the generated input types (what
- * proto-loader accepts to serialize).
+ * proto-loader accepts to serialize), with every top-level field required where the message has
+ * no oneof, so a handler cannot leave one out by mistake.
  */
 import type { EmbeddingFormat__Output } from './generated/clipserve/v1/EmbeddingFormat';
 import type { Modality__Output } from './generated/clipserve/v1/Modality';
@@ -29,16 +30,16 @@ export type ModalityName = Modality__Output;
 export type EmbeddingMsg = Embedding;
 
 export type EmbedTextRequest = EmbedTextRequest__Output;
-export type EmbedTextResponse = EmbedTextResponseMsg;
+export type EmbedTextResponse = Required<EmbedTextResponseMsg>;
 export type EmbedImageRequest = EmbedImageRequest__Output;
-export type EmbedImageResponse = EmbedImageResponseMsg;
+export type EmbedImageResponse = Required<EmbedImageResponseMsg>;
 export type EmbedStreamRequest = EmbedStreamRequest__Output;
 export type EmbedStreamResponse = EmbedStreamResponseMsg;
 export type SimilarityRequest = SimilarityRequest__Output;
-export type SimilarityResponse = SimilarityResponseMsg;
+export type SimilarityResponse = Required<SimilarityResponseMsg>;
 export type RankRequest = RankRequest__Output;
-export type RankResponse = RankResponseMsg;
+export type RankResponse = Required<RankResponseMsg>;
 export type ClassifyRequest = ClassifyRequest__Output;
-export type ClassifyResponse = ClassifyResponseMsg;
+export type ClassifyResponse = Required<ClassifyResponseMsg>;
 export type GetModelInfoRequest = GetModelInfoRequest__Output;
-export type GetModelInfoResponse = GetModelInfoResponseMsg;
+export type GetModelInfoResponse = Required<GetModelInfoResponseMsg>;
