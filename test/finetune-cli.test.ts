@@ -9,7 +9,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import pino from 'pino';
-import { formatTable, hyperparametersFromFlags, metricsTable, plainJson } from '../server/src/cli/commands/finetune';
+import { formatTable, hyperparametersFromFlags, metricsTable } from '../server/src/cli/commands/finetune';
+import { jobJson } from '../server/src/cli/commands/finetune-output';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
 import { startServer, type RunningServer } from '../server/src/serve/server';
 import { compiledModule } from '../server/src/util/paths';
@@ -98,7 +99,16 @@ describe('clipserve finetune', () => {
     expect(() => hyperparametersFromFlags({ epochs: '1.5' })).toThrow(/--epochs must be an integer/);
     expect(() => hyperparametersFromFlags({ gradCheckpointing: 'yes' })).toThrow(/true or false/);
     expect(formatTable(['A', 'BB'], [['xyz', '1']])).toBe('A    BB\nxyz  1\n');
-    expect(plainJson({ epochs: 3, _epochs: 'epochs', _seed: undefined, nested: [{ _x: 'x', x: 1, _note: 'kept' }] })).toEqual({ epochs: 3, nested: [{ x: 1, _note: 'kept' }] });
+    // --json prints the SDK's job as the message: enum names, Unix seconds, 0 / [] when unset, keys in protobufjs's order.
+    const job = jobJson({
+      id: 'ftjob-1', method: 'adapter', baseModel: 'b', trainingFile: 'ds-1', validationFile: '', hyperparameters: { epochs: 3, learningRate: 1e-5 }, state: 'validating_files',
+      fineTunedModel: '', createdAt: new Date(5000), startedAt: null, finishedAt: null, error: { code: 'invalid_file', message: 'm', rows: [2] }, metricsBefore: { 'R@1': 0.5 }, metricsAfter: {}, step: 0, totalSteps: 9, suffix: '',
+    });
+    expect(JSON.stringify(job)).toBe(
+      '{"metricsBefore":{"R@1":0.5},"metricsAfter":{},"id":"ftjob-1","method":"adapter","baseModel":"b","trainingFile":"ds-1","validationFile":"",' +
+        '"hyperparameters":{"colorJitter":[],"learningRate":0.00001,"epochs":3},"state":"FINE_TUNE_JOB_STATE_VALIDATING_FILES","fineTunedModel":"","createdAt":5,"startedAt":0,"finishedAt":0,' +
+        '"error":{"rows":[2],"code":"invalid_file","message":"m"},"step":0,"totalSteps":9,"suffix":""}',
+    );
     expect(metricsTable({ 'text_to_image_R@1': 0.1, image_to_text_mean_rank: 3 }, { 'text_to_image_R@1': 0.25 })).toBe(
       'METRIC                   BEFORE  AFTER\nimage_to_text_mean_rank  3.00    -\ntext_to_image_R@1        10.00%  25.00%\n',
     );

@@ -9,6 +9,7 @@
  *    module. Loading the descriptor at runtime needs no file-system lookup, so the same code works
  *    from the ESM and the CommonJS build (neither __dirname nor import.meta is needed).
  * 3. tsc runs twice: dist/esm (ES modules) and dist/cjs (CommonJS, marked by its own package.json).
+ * `--if-stale` skips it all when dist/ is newer than every source.
  */
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -22,6 +23,22 @@ const REPO_PROTO = path.resolve(SDK_DIR, '..', 'proto', 'clipserve');
 const PROTO_DIR = path.join(SDK_DIR, 'proto');
 const OWN_PROTO = path.join(PROTO_DIR, 'clipserve');
 const GENERATED = path.join(SDK_DIR, 'src', 'generated');
+
+/** Newest modification time under `p` (0 when absent). */
+function newestMtime(p) {
+  if (!fs.existsSync(p)) return 0;
+  const st = fs.statSync(p);
+  if (!st.isDirectory()) return st.mtimeMs;
+  return Math.max(st.mtimeMs, ...fs.readdirSync(p).map((e) => newestMtime(path.join(p, e))));
+}
+
+// `--if-stale` (the repository's `npm run build`, run before every server build): nothing to do
+// when both builds are newer than everything they are made from.
+if (process.argv.includes('--if-stale')) {
+  const builtAt = Math.min(...['esm', 'cjs'].map((f) => newestMtime(path.join(SDK_DIR, 'dist', f, 'index.js'))));
+  const sources = ['src', 'scripts', 'proto', 'package.json', 'tsconfig.json', 'tsconfig.esm.json', 'tsconfig.cjs.json'].map((p) => path.join(SDK_DIR, p));
+  if (builtAt > 0 && Math.max(...[...sources, REPO_PROTO].map(newestMtime)) < builtAt) process.exit(0);
+}
 
 function listProtos(dir) {
   return fs.readdirSync(dir, { recursive: true })

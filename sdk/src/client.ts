@@ -207,7 +207,7 @@ export class ClipClient {
 
   /** The active model (or `opts.modelVersion`, which the server loads if needed), the loaded versions and the limits. */
   async modelInfo(opts: CallOptions & VersionOptions = {}): Promise<ModelInfo> {
-    const res = await this.unary<{ modelVersion: string }, wire.GetModelInfoResponse>('GetModelInfo', { modelVersion: opts.modelVersion ?? '' }, opts);
+    const res = await this.unary<wire.GetModelInfoRequest, wire.GetModelInfoResponse>('GetModelInfo', { modelVersion: opts.modelVersion ?? '' }, opts);
     const l = res.limits;
     return {
       name: res.name,
@@ -241,7 +241,7 @@ export class ClipClient {
 
   /** grpc.health.v1 Check; `service` "" (default) asks about the server as a whole. */
   async health(opts: CallOptions & { service?: string } = {}): Promise<HealthStatus> {
-    const res = await unaryCall<{ service: string }, wire.HealthCheckResponse>(
+    const res = await unaryCall<wire.HealthCheckRequest, wire.HealthCheckResponse>(
       this.healthClient, 'Check', { service: opts.service ?? '' }, this.metadata(), resolveDeadline(opts, this.defaultTimeoutMs), opts.signal);
     return res.status;
   }

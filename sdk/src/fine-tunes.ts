@@ -11,10 +11,28 @@ import type {
   ActivateModelResult, ByteSource, CreateFineTuneJobParams, CsvColumns, Dataset, DatasetPage, DatasetUpload, FineTuneEvent, FineTuneJob, FineTuneJobPage,
   ListDatasetsParams, ListFineTuneJobsParams, ModelList, UploadDatasetOptions, WatchFineTuneJobOptions,
 } from './finetune-types.js';
-import {
-  datasetFormatToWire, datasetFromWire, eventFromWire, hyperparametersToWire, jobFromWire, modelVersionFromWire,
-  type UploadDatasetRequest, type WireDataset, type WireEvent, type WireJob, type WireModelVersion,
-} from './finetune-wire.js';
+import { datasetFormatToWire, datasetFromWire, eventFromWire, hyperparametersToWire, jobFromWire, modelVersionFromWire } from './finetune-wire.js';
+import type { ActivateModelRequest } from './generated/wire/clipserve/v1/ActivateModelRequest.js';
+import type { ActivateModelResponse__Output } from './generated/wire/clipserve/v1/ActivateModelResponse.js';
+import type { CancelFineTuneJobRequest } from './generated/wire/clipserve/v1/CancelFineTuneJobRequest.js';
+import type { CancelFineTuneJobResponse__Output } from './generated/wire/clipserve/v1/CancelFineTuneJobResponse.js';
+import type { CreateFineTuneJobRequest } from './generated/wire/clipserve/v1/CreateFineTuneJobRequest.js';
+import type { CreateFineTuneJobResponse__Output } from './generated/wire/clipserve/v1/CreateFineTuneJobResponse.js';
+import type { Dataset__Output } from './generated/wire/clipserve/v1/Dataset.js';
+import type { DeleteDatasetRequest } from './generated/wire/clipserve/v1/DeleteDatasetRequest.js';
+import type { DeleteDatasetResponse__Output } from './generated/wire/clipserve/v1/DeleteDatasetResponse.js';
+import type { GetFineTuneJobRequest } from './generated/wire/clipserve/v1/GetFineTuneJobRequest.js';
+import type { GetFineTuneJobResponse__Output } from './generated/wire/clipserve/v1/GetFineTuneJobResponse.js';
+import type { ListDatasetsRequest } from './generated/wire/clipserve/v1/ListDatasetsRequest.js';
+import type { ListDatasetsResponse__Output } from './generated/wire/clipserve/v1/ListDatasetsResponse.js';
+import type { ListFineTuneJobsRequest } from './generated/wire/clipserve/v1/ListFineTuneJobsRequest.js';
+import type { ListFineTuneJobsResponse__Output } from './generated/wire/clipserve/v1/ListFineTuneJobsResponse.js';
+import type { ListModelsRequest } from './generated/wire/clipserve/v1/ListModelsRequest.js';
+import type { ListModelsResponse__Output } from './generated/wire/clipserve/v1/ListModelsResponse.js';
+import type { UploadDatasetRequest } from './generated/wire/clipserve/v1/UploadDatasetRequest.js';
+import type { UploadDatasetResponse__Output } from './generated/wire/clipserve/v1/UploadDatasetResponse.js';
+import type { WatchFineTuneJobRequest } from './generated/wire/clipserve/v1/WatchFineTuneJobRequest.js';
+import type { WatchFineTuneJobResponse__Output } from './generated/wire/clipserve/v1/WatchFineTuneJobResponse.js';
 import { imageBytes } from './inputs.js';
 import type { RetryOptions } from './channel.js';
 import type { CallOptions } from './types.js';
@@ -130,9 +148,9 @@ export class FineTunes {
     if (signal?.aborted) throw abortedError(signal);
 
     let call: UploadCall | undefined;
-    const result = new Promise<WireDataset>((resolve, reject) => {
+    const result = new Promise<Dataset__Output | null>((resolve, reject) => {
       call = (this.ctx.client as unknown as {
-        UploadDataset(md: grpc.Metadata, o: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { dataset: WireDataset }) => void): UploadCall;
+        UploadDataset(md: grpc.Metadata, o: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: UploadDatasetResponse__Output) => void): UploadCall;
       }).UploadDataset(this.ctx.metadata(), (() => {
         const deadline = resolveDeadline(opts, undefined);
         return deadline ? { deadline } : {};
@@ -207,7 +225,7 @@ export class FineTunes {
   async listDatasets(params: ListDatasetsParams = {}, opts: CallOptions = {}): Promise<DatasetPage> {
     const pageSize = params.pageSize ?? 0;
     if (!Number.isInteger(pageSize) || pageSize < 0) throw new RangeError('pageSize must be an integer >= 0');
-    const res = await this.unary<{ pageSize: number; pageToken: string }, { datasets: WireDataset[]; nextPageToken: string }>(
+    const res = await this.unary<ListDatasetsRequest, ListDatasetsResponse__Output>(
       'ListDatasets', { pageSize, pageToken: params.pageToken ?? '' }, opts);
     return { datasets: res.datasets.map(datasetFromWire), ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}) };
   }
@@ -225,14 +243,14 @@ export class FineTunes {
    * FAILED_PRECONDITION while an unfinished job reads it.
    */
   async deleteDataset(datasetId: string, opts: CallOptions = {}): Promise<Dataset> {
-    const res = await this.unary<{ datasetId: string }, { dataset: WireDataset }>('DeleteDataset', { datasetId: nonEmptyString(datasetId, 'datasetId') }, opts);
+    const res = await this.unary<DeleteDatasetRequest, DeleteDatasetResponse__Output>('DeleteDataset', { datasetId: nonEmptyString(datasetId, 'datasetId') }, opts);
     return datasetFromWire(res.dataset);
   }
 
   /** Creates a job (state 'queued'); the server runs jobs one at a time in creation order. */
   async create(params: CreateFineTuneJobParams, opts: CallOptions = {}): Promise<FineTuneJob> {
     if (params === null || typeof params !== 'object') throw invalidArgument('create expects { trainingFile, ... }');
-    const request = {
+    const request: CreateFineTuneJobRequest = {
       trainingFile: nonEmptyString(params.trainingFile, 'trainingFile'),
       validationFile: params.validationFile ?? '',
       method: params.method ?? '',
@@ -240,12 +258,12 @@ export class FineTunes {
       hyperparameters: hyperparametersToWire(params.hyperparameters),
       suffix: params.suffix ?? '',
     };
-    const res = await this.unary<typeof request, { job: WireJob }>('CreateFineTuneJob', request, opts);
+    const res = await this.unary<CreateFineTuneJobRequest, CreateFineTuneJobResponse__Output>('CreateFineTuneJob', request, opts);
     return jobFromWire(res.job);
   }
 
   async get(jobId: string, opts: CallOptions = {}): Promise<FineTuneJob> {
-    const res = await this.unary<{ jobId: string }, { job: WireJob }>('GetFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
+    const res = await this.unary<GetFineTuneJobRequest, GetFineTuneJobResponse__Output>('GetFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
     return jobFromWire(res.job);
   }
 
@@ -253,7 +271,7 @@ export class FineTunes {
   async list(params: ListFineTuneJobsParams = {}, opts: CallOptions = {}): Promise<FineTuneJobPage> {
     const pageSize = params.pageSize ?? 0;
     if (!Number.isInteger(pageSize) || pageSize < 0) throw new RangeError('pageSize must be an integer >= 0');
-    const res = await this.unary<{ pageSize: number; pageToken: string }, { jobs: WireJob[]; nextPageToken: string }>(
+    const res = await this.unary<ListFineTuneJobsRequest, ListFineTuneJobsResponse__Output>(
       'ListFineTuneJobs', { pageSize, pageToken: params.pageToken ?? '' }, opts);
     return { jobs: res.jobs.map(jobFromWire), ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}) };
   }
@@ -268,7 +286,7 @@ export class FineTunes {
 
   /** Cancels a queued or running job (a running one stops within seconds). */
   async cancel(jobId: string, opts: CallOptions = {}): Promise<FineTuneJob> {
-    const res = await this.unary<{ jobId: string }, { job: WireJob }>('CancelFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
+    const res = await this.unary<CancelFineTuneJobRequest, CancelFineTuneJobResponse__Output>('CancelFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
     return jobFromWire(res.job);
   }
 
@@ -292,12 +310,12 @@ export class FineTunes {
     let failures = 0;
     for (;;) {
       const call = (this.ctx.client as unknown as {
-        WatchFineTuneJob(req: { jobId: string; afterSequence: number }, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<{ event: WireEvent; state: string }>;
+        WatchFineTuneJob(req: WatchFineTuneJobRequest, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<WatchFineTuneJobResponse__Output>;
       }).WatchFineTuneJob({ jobId: id, afterSequence: after }, this.ctx.metadata(), deadline ? { deadline } : {});
       const detach = linkAbort(signal, call);
       let failure: ClipServeError | undefined;
       try {
-        for await (const msg of call as AsyncIterable<{ event: WireEvent; state: string }>) {
+        for await (const msg of call as AsyncIterable<WatchFineTuneJobResponse__Output>) {
           const event = eventFromWire(msg.event, msg.state);
           failures = 0;
           after = event.sequence;
@@ -325,7 +343,7 @@ export class Models {
 
   /** Every version the server knows (its configured model and fine-tuned ones), newest first. */
   async list(opts: CallOptions = {}): Promise<ModelList> {
-    const res = await unaryCall<Record<string, never>, { models: WireModelVersion[]; activeVersion: string; loadedVersions?: string[] }>(
+    const res = await unaryCall<ListModelsRequest, ListModelsResponse__Output>(
       this.ctx.client, 'ListModels', {}, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
     return { models: res.models.map(modelVersionFromWire), activeVersion: res.activeVersion, loadedVersions: [...(res.loadedVersions ?? [])] };
   }
@@ -336,7 +354,7 @@ export class Models {
    * previous version stays available to calls that pin it (see VersionOptions.modelVersion).
    */
   async activate(version: string, opts: CallOptions = {}): Promise<ActivateModelResult> {
-    const res = await unaryCall<{ version: string }, { model: WireModelVersion; previousVersion: string }>(
+    const res = await unaryCall<ActivateModelRequest, ActivateModelResponse__Output>(
       this.ctx.client, 'ActivateModel', { version: nonEmptyString(version, 'version') }, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
     return { model: modelVersionFromWire(res.model), previousVersion: res.previousVersion };
   }

@@ -1,82 +1,23 @@
 /**
- * FineTuneService / ModelService messages as @grpc/proto-loader hands them over (see ./proto.ts
- * for the options), and their conversion to and from the public types in ./finetune-types.ts.
- * Internal.
+ * Conversions between the FineTuneService / ModelService messages, typed by the types generated
+ * from the .proto files (./generated/wire, `npm run gen:proto` at the repository root; responses
+ * as proto-loader hands them over with the options of ./proto.ts), and the public types in
+ * ./finetune-types.ts. Internal.
  */
 import { ClipServeError, Status } from './errors.js';
 import type {
   Dataset, DatasetFormat, FineTuneEvent, FineTuneEventType, FineTuneHyperparameters, FineTuneJob, FineTuneJobState, ModelVersion,
 } from './finetune-types.js';
+import type { Dataset__Output } from './generated/wire/clipserve/v1/Dataset.js';
+import type { DatasetFormat__Output } from './generated/wire/clipserve/v1/DatasetFormat.js';
+import type { FineTuneEvent__Output } from './generated/wire/clipserve/v1/FineTuneEvent.js';
+import type { FineTuneJob__Output } from './generated/wire/clipserve/v1/FineTuneJob.js';
+import type { Hyperparameters, Hyperparameters__Output } from './generated/wire/clipserve/v1/Hyperparameters.js';
+import type { ModelVersion__Output } from './generated/wire/clipserve/v1/ModelVersion.js';
 
-export type WireDatasetFormat = 'DATASET_FORMAT_UNSPECIFIED' | 'DATASET_FORMAT_PAIRS' | 'DATASET_FORMAT_ZIP' | 'DATASET_FORMAT_CSV';
+const FORMATS: Record<DatasetFormat, DatasetFormat__Output> = { pairs: 'DATASET_FORMAT_PAIRS', zip: 'DATASET_FORMAT_ZIP', csv: 'DATASET_FORMAT_CSV' };
 
-export interface WireDataset {
-  id: string;
-  name: string;
-  format: WireDatasetFormat;
-  numPairs: number;
-  bytes: number;
-  createdAt: number;
-}
-
-export interface UploadDatasetRequest {
-  header?: { name: string; format: WireDatasetFormat; csvImgKey: string; csvCaptionKey: string; csvSeparator: string };
-  pair?: { image: Buffer; caption: string };
-  chunk?: Buffer;
-}
-
-/** proto3 `optional` fields: absent (undefined, or null from some loaders) when unset. */
-export type WireHyperparameters = { [K in keyof FineTuneHyperparameters]?: FineTuneHyperparameters[K] | number[] | null };
-
-export interface WireJob {
-  id: string;
-  method: string;
-  baseModel: string;
-  trainingFile: string;
-  validationFile: string;
-  hyperparameters?: WireHyperparameters | null;
-  state: string;
-  fineTunedModel: string;
-  createdAt: number;
-  startedAt: number;
-  finishedAt: number;
-  error?: { code: string; message: string; rows: number[] } | null;
-  metricsBefore: Record<string, number>;
-  metricsAfter: Record<string, number>;
-  step: number;
-  totalSteps: number;
-  suffix: string;
-}
-
-export interface WireEvent {
-  sequence: number;
-  type: string;
-  createdAtMs: number;
-  message: string;
-  state: string;
-  step: number;
-  epoch: number;
-  loss: number;
-  learningRate: number;
-  metrics: Record<string, number>;
-  dataJson: string;
-}
-
-export interface WireModelVersion {
-  version: string;
-  name: string;
-  parentVersion: string;
-  fineTuneJobId: string;
-  active: boolean;
-  createdAt: number;
-  metrics: Record<string, number>;
-  /** Absent from servers older than several-versions serving. */
-  loaded?: boolean;
-}
-
-const FORMATS: Record<DatasetFormat, WireDatasetFormat> = { pairs: 'DATASET_FORMAT_PAIRS', zip: 'DATASET_FORMAT_ZIP', csv: 'DATASET_FORMAT_CSV' };
-
-export function datasetFormatToWire(f: DatasetFormat): WireDatasetFormat {
+export function datasetFormatToWire(f: DatasetFormat): DatasetFormat__Output {
   return FORMATS[f];
 }
 
@@ -92,7 +33,7 @@ function seconds(s: number): Date | null {
   return s > 0 ? new Date(s * 1000) : null;
 }
 
-export function datasetFromWire(d: WireDataset | null | undefined): Dataset {
+export function datasetFromWire(d: Dataset__Output | null | undefined): Dataset {
   if (!d) throw new ClipServeError({ code: Status.INTERNAL, details: 'the server answered without the dataset' });
   return {
     id: d.id,
@@ -104,16 +45,17 @@ export function datasetFromWire(d: WireDataset | null | undefined): Dataset {
   };
 }
 
-const HP_KEYS: (keyof FineTuneHyperparameters)[] = [
+/** Every public hyperparameter; each must be a field of the message (the compiler checks). */
+const HP_KEYS: (keyof FineTuneHyperparameters & keyof Hyperparameters & keyof Hyperparameters__Output)[] = [
   'learningRate', 'lrSchedule', 'warmupSteps', 'batchSize', 'epochs', 'precision', 'colorJitter', 'colorJitterProb', 'grayscaleProb',
   'gradCheckpointing', 'validationSplit', 'seed', 'weightDecay', 'gpusPerNode', 'nodes', 'image', 'namespace',
 ];
 
 /** Only the fields the caller set travel: an unset field means "the method's default". */
-export function hyperparametersToWire(hp: FineTuneHyperparameters | undefined): WireHyperparameters | undefined {
+export function hyperparametersToWire(hp: FineTuneHyperparameters | undefined): Hyperparameters | undefined {
   if (hp === undefined) return undefined;
   if (hp === null || typeof hp !== 'object') throw new ClipServeError({ code: Status.INVALID_ARGUMENT, details: 'hyperparameters must be an object' });
-  const out: WireHyperparameters = {};
+  const out: Hyperparameters = {};
   for (const [k, v] of Object.entries(hp)) {
     if (!(HP_KEYS as string[]).includes(k)) {
       throw new ClipServeError({ code: Status.INVALID_ARGUMENT, details: `unknown hyperparameter ${JSON.stringify(k)} (known: ${HP_KEYS.join(', ')})` });
@@ -123,7 +65,7 @@ export function hyperparametersToWire(hp: FineTuneHyperparameters | undefined): 
   return out;
 }
 
-export function hyperparametersFromWire(w: WireHyperparameters | null | undefined): FineTuneHyperparameters {
+export function hyperparametersFromWire(w: Hyperparameters__Output | null | undefined): FineTuneHyperparameters {
   const out: Record<string, unknown> = {};
   if (!w) return out;
   for (const k of HP_KEYS) {
@@ -136,7 +78,7 @@ export function hyperparametersFromWire(w: WireHyperparameters | null | undefine
   return out as FineTuneHyperparameters;
 }
 
-export function jobFromWire(j: WireJob | null | undefined): FineTuneJob {
+export function jobFromWire(j: FineTuneJob__Output | null | undefined): FineTuneJob {
   if (!j) throw new ClipServeError({ code: Status.INTERNAL, details: 'the server answered without the job' });
   return {
     id: j.id,
@@ -159,7 +101,7 @@ export function jobFromWire(j: WireJob | null | undefined): FineTuneJob {
   };
 }
 
-export function eventFromWire(e: WireEvent | null | undefined, jobState: string): FineTuneEvent {
+export function eventFromWire(e: FineTuneEvent__Output | null | undefined, jobState: string): FineTuneEvent {
   if (!e) throw new ClipServeError({ code: Status.INTERNAL, details: 'the server sent a watch message without an event' });
   let data: Record<string, unknown> = {};
   if (e.dataJson) {
@@ -187,7 +129,7 @@ export function eventFromWire(e: WireEvent | null | undefined, jobState: string)
   };
 }
 
-export function modelVersionFromWire(m: WireModelVersion | null | undefined): ModelVersion {
+export function modelVersionFromWire(m: ModelVersion__Output | null | undefined): ModelVersion {
   if (!m) throw new ClipServeError({ code: Status.INTERNAL, details: 'the server answered without the model version' });
   return {
     version: m.version,

@@ -1,132 +1,49 @@
 /**
- * Shapes of the clipserve.v1 messages as @grpc/proto-loader hands them over with the options in
- * ./proto.ts (camelCase fields, enums as strings, 64-bit integers as numbers, defaults filled,
- * bytes as Buffer, a virtual field naming the set member of each oneof). Internal: the public API
- * converts to the friendlier types in ./types.ts.
+ * The clipserve.v1 EmbeddingService and grpc.health.v1 messages the client exchanges, named once
+ * over the types generated from the .proto files (./generated/wire, `npm run gen:proto` at the
+ * repository root) with the loader options of ./proto.ts. Requests are the generated input types
+ * (what proto-loader accepts to serialize); responses are the `__Output` types (what it hands
+ * over: camelCase fields, enums as strings, 64-bit integers as numbers, defaults filled, bytes as
+ * Buffer, a virtual field naming the set member of each oneof). Internal: the public API converts
+ * to the friendlier types in ./types.ts.
  */
+import type { Embedding__Output } from './generated/wire/clipserve/v1/Embedding.js';
+import type { Modality__Output } from './generated/wire/clipserve/v1/Modality.js';
+import type { EmbeddingFormat } from './generated/wire/clipserve/v1/EmbeddingFormat.js';
+import type { EmbedTextRequest as EmbedTextRequestMsg } from './generated/wire/clipserve/v1/EmbedTextRequest.js';
+import type { EmbedImageRequest as EmbedImageRequestMsg } from './generated/wire/clipserve/v1/EmbedImageRequest.js';
+import type { EmbedTextResponse__Output } from './generated/wire/clipserve/v1/EmbedTextResponse.js';
+import type { EmbedStreamRequest as EmbedStreamRequestMsg } from './generated/wire/clipserve/v1/EmbedStreamRequest.js';
+import type { EmbedStreamResponse__Output } from './generated/wire/clipserve/v1/EmbedStreamResponse.js';
+import type { SimilarityRequest as SimilarityRequestMsg } from './generated/wire/clipserve/v1/SimilarityRequest.js';
+import type { SimilarityResponse__Output } from './generated/wire/clipserve/v1/SimilarityResponse.js';
+import type { RankRequest as RankRequestMsg } from './generated/wire/clipserve/v1/RankRequest.js';
+import type { RankResponse__Output } from './generated/wire/clipserve/v1/RankResponse.js';
+import type { ClassifyRequest as ClassifyRequestMsg } from './generated/wire/clipserve/v1/ClassifyRequest.js';
+import type { ClassifyResponse__Output } from './generated/wire/clipserve/v1/ClassifyResponse.js';
+import type { GetModelInfoRequest as GetModelInfoRequestMsg } from './generated/wire/clipserve/v1/GetModelInfoRequest.js';
+import type { GetModelInfoResponse__Output } from './generated/wire/clipserve/v1/GetModelInfoResponse.js';
+import type { HealthCheckRequest as HealthCheckRequestMsg } from './generated/wire/grpc/health/v1/HealthCheckRequest.js';
+import type { HealthCheckResponse__Output } from './generated/wire/grpc/health/v1/HealthCheckResponse.js';
 
-import type { ModelInfo, ServerLimits } from './types.js';
+export type WireEmbeddingFormat = EmbeddingFormat;
+export type WireModality = Modality__Output;
+export type WireEmbedding = Embedding__Output;
 
-export type WireEmbeddingFormat = 'EMBEDDING_FORMAT_UNSPECIFIED' | 'EMBEDDING_FORMAT_FLOATS' | 'EMBEDDING_FORMAT_F32LE_BYTES';
-export type WireModality = 'MODALITY_UNSPECIFIED' | 'MODALITY_TEXT' | 'MODALITY_IMAGE';
-
-export interface WireEmbedding {
-  values: number[];
-  valuesF32le: Buffer;
-  truncated: boolean;
-}
-
-export interface WireItemStatus {
-  code: number;
-  message: string;
-}
-
-export interface WireScoreRow {
-  values: number[];
-}
-
-export interface EmbedTextRequest {
-  texts: string[];
-  raw?: boolean;
-  format?: WireEmbeddingFormat;
-  modelVersion?: string;
-}
-
-export interface EmbedImageRequest {
-  images: Buffer[];
-  raw?: boolean;
-  format?: WireEmbeddingFormat;
-  modelVersion?: string;
-}
-
-export interface EmbedResponse {
-  embeddings: WireEmbedding[];
-  dim: number;
-  modelVersion: string;
-}
-
-export interface EmbedStreamRequest {
-  id: string;
-  text?: string;
-  image?: Buffer;
-  raw?: boolean;
-  format?: WireEmbeddingFormat;
-  modelVersion?: string;
-}
-
-export interface EmbedStreamResponse {
-  id: string;
-  result?: 'embedding' | 'error';
-  embedding?: WireEmbedding | null;
-  error?: WireItemStatus | null;
-  modality: WireModality;
-  modelVersion: string;
-}
-
-export interface SimilarityRequest {
-  images: Buffer[];
-  texts: string[];
-  modelVersion?: string;
-}
-
-export interface SimilarityResponse {
-  logitsPerImage: WireScoreRow[];
-  logitsPerText: WireScoreRow[];
-  probs: WireScoreRow[];
-  textTruncated: boolean[];
-  logitScale: number;
-  modelVersion: string;
-}
-
-export interface RankRequest {
-  queryText?: string;
-  queryImage?: Buffer;
-  candidateTexts: string[];
-  candidateImages: Buffer[];
-  topK?: number;
-  modelVersion?: string;
-}
-
-export interface WireRankedCandidate {
-  modality: WireModality;
-  index: number;
-  score: number;
-  logit: number;
-  probability: number;
-}
-
-export interface RankResponse {
-  results: WireRankedCandidate[];
-  modelVersion: string;
-}
-
-export interface ClassifyRequest {
-  images: Buffer[];
-  labels: string[];
-  templates: string[];
-  topK?: number;
-  modelVersion?: string;
-}
-
-export interface WireLabelScore {
-  label: string;
-  index: number;
-  probability: number;
-  logit: number;
-}
-
-export interface ClassifyResponse {
-  classifications: { labels: WireLabelScore[] }[];
-  modelVersion: string;
-}
-
-/** The public ModelInfo as it arrives: `limits` is a message field, absent from older servers. */
-export interface GetModelInfoResponse extends Omit<ModelInfo, 'limits' | 'activeVersion' | 'loadedVersions'> {
-  limits?: ServerLimits | null;
-  activeVersion?: string;
-  loadedVersions?: string[];
-}
-
-export interface HealthCheckResponse {
-  status: 'UNKNOWN' | 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
-}
+export type EmbedTextRequest = EmbedTextRequestMsg;
+export type EmbedImageRequest = EmbedImageRequestMsg;
+/** EmbedText and EmbedImage answer with the same fields. */
+export type EmbedResponse = EmbedTextResponse__Output;
+export type EmbedStreamRequest = EmbedStreamRequestMsg;
+export type EmbedStreamResponse = EmbedStreamResponse__Output;
+export type SimilarityRequest = SimilarityRequestMsg;
+export type SimilarityResponse = SimilarityResponse__Output;
+export type RankRequest = RankRequestMsg;
+export type RankResponse = RankResponse__Output;
+export type ClassifyRequest = ClassifyRequestMsg;
+export type ClassifyResponse = ClassifyResponse__Output;
+export type GetModelInfoRequest = GetModelInfoRequestMsg;
+/** `limits` is null and the version fields are empty when an older server does not send them. */
+export type GetModelInfoResponse = GetModelInfoResponse__Output;
+export type HealthCheckRequest = HealthCheckRequestMsg;
+export type HealthCheckResponse = HealthCheckResponse__Output;

@@ -1,19 +1,38 @@
 /**
  * Conversions between the fine-tune store records and clipserve.v1 FineTuneService /
- * ModelService messages (proto-loader objects: camelCase fields, enums as their names, unset
- * `optional` fields absent).
+ * ModelService messages, typed by the types generated from proto/ (./generated): requests as
+ * proto-loader hands them over (`__Output`: camelCase fields, enums as their names, unset
+ * `optional` fields absent), responses as proto-loader serializes them, every field set.
  */
 import type { Hyperparameters } from '../finetune/method';
 import type { DatasetRecord, JobEventRecord, JobRecord, JobState, ModelVersionRecord } from '../store/store';
+import type { Dataset } from './generated/clipserve/v1/Dataset';
+import type { DatasetFormat__Output } from './generated/clipserve/v1/DatasetFormat';
+import type { FineTuneEvent } from './generated/clipserve/v1/FineTuneEvent';
+import type { FineTuneEventType__Output } from './generated/clipserve/v1/FineTuneEventType';
+import type { FineTuneJob } from './generated/clipserve/v1/FineTuneJob';
+import type { FineTuneJobState__Output } from './generated/clipserve/v1/FineTuneJobState';
+import type { Hyperparameters as HyperparametersMsg, Hyperparameters__Output } from './generated/clipserve/v1/Hyperparameters';
+import type { ModelVersion } from './generated/clipserve/v1/ModelVersion';
 
-export const jobStateName = (s: JobState): string => `FINE_TUNE_JOB_STATE_${s.toUpperCase()}`;
-const DATASET_FORMATS: Record<string, string> = { pairs: 'DATASET_FORMAT_PAIRS', zip: 'DATASET_FORMAT_ZIP', csv: 'DATASET_FORMAT_CSV' };
+const JOB_STATES: Record<JobState, FineTuneJobState__Output> = {
+  queued: 'FINE_TUNE_JOB_STATE_QUEUED',
+  validating_files: 'FINE_TUNE_JOB_STATE_VALIDATING_FILES',
+  running: 'FINE_TUNE_JOB_STATE_RUNNING',
+  succeeded: 'FINE_TUNE_JOB_STATE_SUCCEEDED',
+  failed: 'FINE_TUNE_JOB_STATE_FAILED',
+  cancelled: 'FINE_TUNE_JOB_STATE_CANCELLED',
+};
 
-export function datasetFormatFromMessage(f: string | undefined): 'pairs' | 'zip' | 'csv' | undefined {
-  return (Object.entries(DATASET_FORMATS).find(([, v]) => v === f)?.[0] as 'pairs' | 'zip' | 'csv' | undefined) ?? undefined;
+export const jobStateName = (s: JobState): FineTuneJobState__Output => JOB_STATES[s];
+const DATASET_FORMATS: Record<DatasetRecord['format'], DatasetFormat__Output> = { pairs: 'DATASET_FORMAT_PAIRS', zip: 'DATASET_FORMAT_ZIP', csv: 'DATASET_FORMAT_CSV' };
+
+export function datasetFormatFromMessage(f: DatasetFormat__Output | undefined): DatasetRecord['format'] | undefined {
+  return (Object.keys(DATASET_FORMATS) as DatasetRecord['format'][]).find((k) => DATASET_FORMATS[k] === f);
 }
 
-const HP_FIELDS: [keyof Hyperparameters, string][] = [
+/** Model-card (snake_case) name → message field, for every hyperparameter. */
+const HP_FIELDS: [keyof Hyperparameters, keyof Hyperparameters__Output & keyof HyperparametersMsg][] = [
   ['learning_rate', 'learningRate'],
   ['lr_schedule', 'lrSchedule'],
   ['warmup_steps', 'warmupSteps'],
@@ -33,8 +52,11 @@ const HP_FIELDS: [keyof Hyperparameters, string][] = [
   ['weight_decay', 'weightDecay'],
 ];
 
-/** The hyperparameters a request set (unset optional fields stay unset; an empty color_jitter is unset). */
-export function hyperparametersFromMessage(m: Record<string, unknown> | null | undefined): Hyperparameters {
+/**
+ * The hyperparameters a request set (unset optional fields stay unset; an empty color_jitter is
+ * unset). Values pass as sent: the method validates them (resolveHyperparameters).
+ */
+export function hyperparametersFromMessage(m: Hyperparameters__Output | null | undefined): Hyperparameters {
   const hp: Record<string, unknown> = {};
   if (!m) return hp;
   for (const [snake, camel] of HP_FIELDS) {
@@ -49,16 +71,16 @@ export function hyperparametersFromMessage(m: Record<string, unknown> | null | u
   return hp as Hyperparameters;
 }
 
-export function hyperparametersToMessage(hp: Record<string, unknown>): Record<string, unknown> {
+export function hyperparametersToMessage(hp: Hyperparameters): HyperparametersMsg {
   const m: Record<string, unknown> = {};
   for (const [snake, camel] of HP_FIELDS) if (hp[snake] !== undefined) m[camel] = hp[snake];
-  return m;
+  return m as HyperparametersMsg;
 }
 
 const numbersOnly = (o: Record<string, unknown>): Record<string, number> =>
   Object.fromEntries(Object.entries(o).filter(([, v]) => typeof v === 'number' && Number.isFinite(v))) as Record<string, number>;
 
-export function jobToMessage(j: JobRecord): Record<string, unknown> {
+export function jobToMessage(j: JobRecord): Required<FineTuneJob> {
   return {
     id: j.id,
     method: j.method,
@@ -80,13 +102,14 @@ export function jobToMessage(j: JobRecord): Record<string, unknown> {
   };
 }
 
-export function eventToMessage(e: JobEventRecord): Record<string, unknown> {
+export function eventToMessage(e: JobEventRecord): Required<FineTuneEvent> {
   const d = e.data;
   const num = (k: string): number => (typeof d[k] === 'number' ? (d[k] as number) : 0);
   const metrics = (d.metrics ?? d.metrics_after ?? {}) as Record<string, unknown>;
   return {
     sequence: e.sequence,
-    type: `FINE_TUNE_EVENT_TYPE_${e.type.toUpperCase()}`,
+    // The store's event types are the enum's names in lower case (log, state, step, epoch, report).
+    type: `FINE_TUNE_EVENT_TYPE_${e.type.toUpperCase()}` as FineTuneEventType__Output,
     createdAtMs: e.createdAtMs,
     message: e.message,
     state: typeof d.state === 'string' ? jobStateName(d.state as JobState) : 'FINE_TUNE_JOB_STATE_UNSPECIFIED',
@@ -99,10 +122,10 @@ export function eventToMessage(e: JobEventRecord): Record<string, unknown> {
   };
 }
 
-export function datasetToMessage(d: DatasetRecord): Record<string, unknown> {
+export function datasetToMessage(d: DatasetRecord): Required<Dataset> {
   return { id: d.id, name: d.name, format: DATASET_FORMATS[d.format], numPairs: d.numPairs, bytes: d.bytes, createdAt: d.createdAt };
 }
 
-export function modelVersionToMessage(v: ModelVersionRecord, activeVersion: string, loadedVersions: readonly string[]): Record<string, unknown> {
+export function modelVersionToMessage(v: ModelVersionRecord, activeVersion: string, loadedVersions: readonly string[]): Required<ModelVersion> {
   return { version: v.version, name: v.name, parentVersion: v.parentVersion, fineTuneJobId: v.jobId, active: v.version === activeVersion, createdAt: v.createdAt, metrics: numbersOnly(v.metrics), loaded: loadedVersions.includes(v.version) };
 }

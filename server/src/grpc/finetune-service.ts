@@ -12,6 +12,22 @@ import { callContext, CallGate, unaryHandler, type CallContext } from './call-co
 import { mapped, fineTuneRpcError } from './finetune-errors';
 import { datasetFormatFromMessage, datasetToMessage, eventToMessage, hyperparametersFromMessage, jobStateName, jobToMessage } from './finetune-messages';
 import { invalidArgument, RpcError, toStatus } from './status';
+import type { CancelFineTuneJobRequest__Output } from './generated/clipserve/v1/CancelFineTuneJobRequest';
+import type { CancelFineTuneJobResponse } from './generated/clipserve/v1/CancelFineTuneJobResponse';
+import type { CreateFineTuneJobRequest__Output } from './generated/clipserve/v1/CreateFineTuneJobRequest';
+import type { CreateFineTuneJobResponse } from './generated/clipserve/v1/CreateFineTuneJobResponse';
+import type { DeleteDatasetRequest__Output } from './generated/clipserve/v1/DeleteDatasetRequest';
+import type { DeleteDatasetResponse } from './generated/clipserve/v1/DeleteDatasetResponse';
+import type { GetFineTuneJobRequest__Output } from './generated/clipserve/v1/GetFineTuneJobRequest';
+import type { GetFineTuneJobResponse } from './generated/clipserve/v1/GetFineTuneJobResponse';
+import type { ListDatasetsRequest__Output } from './generated/clipserve/v1/ListDatasetsRequest';
+import type { ListDatasetsResponse } from './generated/clipserve/v1/ListDatasetsResponse';
+import type { ListFineTuneJobsRequest__Output } from './generated/clipserve/v1/ListFineTuneJobsRequest';
+import type { ListFineTuneJobsResponse } from './generated/clipserve/v1/ListFineTuneJobsResponse';
+import type { UploadDatasetRequest__Output } from './generated/clipserve/v1/UploadDatasetRequest';
+import type { UploadDatasetResponse } from './generated/clipserve/v1/UploadDatasetResponse';
+import type { WatchFineTuneJobRequest__Output } from './generated/clipserve/v1/WatchFineTuneJobRequest';
+import type { WatchFineTuneJobResponse } from './generated/clipserve/v1/WatchFineTuneJobResponse';
 
 export interface FineTuneServiceDeps {
   runner: FineTuneJobRunner;
@@ -19,8 +35,6 @@ export interface FineTuneServiceDeps {
   gate: CallGate;
   logger: Logger;
 }
-
-type Msg = Record<string, unknown>;
 
 /** How often a watch checks for shutdown, and re-reads the store where notifications stay in one process. */
 const WATCH_TICK_MS = 1000;
@@ -35,7 +49,7 @@ const WATCH_PAGE = 64;
 const CANCEL_GRACE_MS = 250;
 
 /** Resolves on the call's 'cancelled' or after `ms`, whichever comes first. */
-function cancelOrTimeout(call: grpc.ServerReadableStream<Msg, Msg>, ms: number): Promise<void> {
+function cancelOrTimeout(call: grpc.ServerReadableStream<UploadDatasetRequest__Output, UploadDatasetResponse>, ms: number): Promise<void> {
   if (call.cancelled) return Promise.resolve();
   return new Promise((resolve) => {
     const done = (): void => {
@@ -49,7 +63,7 @@ function cancelOrTimeout(call: grpc.ServerReadableStream<Msg, Msg>, ms: number):
 }
 
 /** Resolves when the stream may take more writes, or the call ended. */
-function writable(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> {
+function writable(call: grpc.ServerWritableStream<WatchFineTuneJobRequest__Output, WatchFineTuneJobResponse>): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
       call.off('drain', done);
@@ -63,9 +77,9 @@ function writable(call: grpc.ServerWritableStream<Msg, Msg>): Promise<void> {
 
 export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.UntypedServiceImplementation {
   const { runner, catalog, gate, logger } = deps;
-  const unary = <Res>(method: string, fn: (req: Msg, ctx: CallContext) => Promise<Res>) => unaryHandler<Msg, Res>(method, gate, logger, (req, ctx) => mapped(() => fn(req, ctx)));
+  const unary = <Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>) => unaryHandler<Req, Res>(method, gate, logger, (req, ctx) => mapped(() => fn(req, ctx)));
 
-  const uploadDataset: grpc.handleClientStreamingCall<Msg, Msg> = (call, callback) => {
+  const uploadDataset: grpc.handleClientStreamingCall<UploadDatasetRequest__Output, UploadDatasetResponse> = (call, callback) => {
     const ctx = callContext(call as never, 'UploadDataset', logger);
     const log = ctx.log;
     try {
@@ -92,14 +106,14 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
     // A cancelled upload is no dataset, however much of it arrived: grpc-js may still deliver the
     // half-close that was queued before the cancel, so 'end' alone does not mean "complete".
     call.on('cancelled', () => fail(new RpcError(grpc.status.CANCELLED, 'upload cancelled by the client')));
-    call.on('data', (m: Msg) => {
+    call.on('data', (m: UploadDatasetRequest__Output) => {
       if (settled) return;
       try {
         index++;
         if (!upload) {
-          const h = m.header as Msg | undefined;
+          const h = m.header;
           if (m.payload !== 'header' || !h) throw invalidArgument('the first UploadDatasetRequest must carry the header');
-          const format = datasetFormatFromMessage(h.format as string);
+          const format = datasetFormatFromMessage(h.format);
           if (!format) throw invalidArgument('header.format must be DATASET_FORMAT_PAIRS, _ZIP or _CSV');
           // The quota check reads the store: no message is taken until the upload exists.
           call.pause();
@@ -121,10 +135,8 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
             );
           return;
         }
-        if (m.payload === 'pair') {
-          const p = m.pair as { image: Uint8Array; caption: string };
-          upload.addPair(p.image, p.caption);
-        } else if (m.payload === 'chunk') upload.addChunk(m.chunk as Uint8Array);
+        if (m.payload === 'pair' && m.pair) upload.addPair(m.pair.image, m.pair.caption);
+        else if (m.payload === 'chunk' && m.chunk) upload.addChunk(m.chunk);
         else throw invalidArgument(`message ${index}: only the first message may be a header`);
       } catch (err) {
         const mappedErr = fineTuneRpcError(err);
@@ -172,7 +184,7 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
    * PostgreSQL), and re-read on a timer in case a notification was lost (every second where
    * notifications do not cross processes). Sequence numbers order and dedupe the three.
    */
-  const watch: grpc.handleServerStreamingCall<Msg, Msg> = (call) => {
+  const watch: grpc.handleServerStreamingCall<WatchFineTuneJobRequest__Output, WatchFineTuneJobResponse> = (call) => {
     try {
       gate.enter();
     } catch (err) {
@@ -276,29 +288,29 @@ export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.Untyped
 
   return {
     UploadDataset: uploadDataset,
-    CreateFineTuneJob: unary('CreateFineTuneJob', async (req, ctx) => {
+    CreateFineTuneJob: unary<CreateFineTuneJobRequest__Output, CreateFineTuneJobResponse>('CreateFineTuneJob', async (req, ctx) => {
       const job = await runner.create({
         trainingFile: String(req.trainingFile ?? ''),
         validationFile: String(req.validationFile ?? ''),
         method: String(req.method ?? ''),
         baseModel: String(req.baseModel ?? ''),
-        hyperparameters: hyperparametersFromMessage(req.hyperparameters as Msg | undefined),
+        hyperparameters: hyperparametersFromMessage(req.hyperparameters),
         suffix: String(req.suffix ?? ''),
         owner: ctx.keyName,
       });
       return { job: jobToMessage(job) };
     }),
-    GetFineTuneJob: unary('GetFineTuneJob', async (req) => ({ job: jobToMessage(await runner.get(String(req.jobId ?? ''))) })),
-    ListFineTuneJobs: unary('ListFineTuneJobs', async (req) => {
+    GetFineTuneJob: unary<GetFineTuneJobRequest__Output, GetFineTuneJobResponse>('GetFineTuneJob', async (req) => ({ job: jobToMessage(await runner.get(String(req.jobId ?? ''))) })),
+    ListFineTuneJobs: unary<ListFineTuneJobsRequest__Output, ListFineTuneJobsResponse>('ListFineTuneJobs', async (req) => {
       const { jobs, nextPageToken } = await runner.list(Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
       return { jobs: jobs.map(jobToMessage), nextPageToken };
     }),
-    CancelFineTuneJob: unary('CancelFineTuneJob', async (req) => ({ job: jobToMessage(await runner.cancel(String(req.jobId ?? ''))) })),
+    CancelFineTuneJob: unary<CancelFineTuneJobRequest__Output, CancelFineTuneJobResponse>('CancelFineTuneJob', async (req) => ({ job: jobToMessage(await runner.cancel(String(req.jobId ?? ''))) })),
     WatchFineTuneJob: watch,
-    ListDatasets: unary('ListDatasets', async (req, ctx) => {
+    ListDatasets: unary<ListDatasetsRequest__Output, ListDatasetsResponse>('ListDatasets', async (req, ctx) => {
       const { datasets, nextPageToken } = await catalog.list(ctx.keyName, Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
       return { datasets: datasets.map(datasetToMessage), nextPageToken };
     }),
-    DeleteDataset: unary('DeleteDataset', async (req, ctx) => ({ dataset: datasetToMessage(await catalog.delete(String(req.datasetId ?? ''), ctx.keyName)) })),
+    DeleteDataset: unary<DeleteDatasetRequest__Output, DeleteDatasetResponse>('DeleteDataset', async (req, ctx) => ({ dataset: datasetToMessage(await catalog.delete(String(req.datasetId ?? ''), ctx.keyName)) })),
   };
 }

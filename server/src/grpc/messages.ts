@@ -1,137 +1,45 @@
 /**
- * The clipserve.v1 messages as @grpc/proto-loader hands them to handlers with PROTO_LOADER_OPTIONS
- * (server/src/grpc/proto.ts): camelCase fields, enums as their names, 64-bit integers as numbers,
- * bytes as Buffer, defaults filled in, and the name of the set member of each oneof.
+ * The clipserve.v1 EmbeddingService messages as the handlers see them, named once over the types
+ * generated from proto/ (./generated, `npm run gen:proto`) with the loader options of ./proto.ts.
+ * Requests are the generated `__Output` types (what proto-loader hands a handler: camelCase
+ * fields, enums as their names, 64-bit integers as numbers, bytes as Buffer, defaults filled in,
+ * the name of the set member of each oneof); responses are the generated input types (what
+ * proto-loader accepts to serialize), with every top-level field required where the message has
+ * no oneof, so a handler cannot leave one out by mistake.
  */
-import type { ServedModelInfo } from '../inference/model-port';
-import type { RequestLimits } from './validate';
+import type { EmbeddingFormat__Output } from './generated/clipserve/v1/EmbeddingFormat';
+import type { Modality__Output } from './generated/clipserve/v1/Modality';
+import type { Embedding } from './generated/clipserve/v1/Embedding';
+import type { EmbedTextRequest__Output } from './generated/clipserve/v1/EmbedTextRequest';
+import type { EmbedTextResponse as EmbedTextResponseMsg } from './generated/clipserve/v1/EmbedTextResponse';
+import type { EmbedImageRequest__Output } from './generated/clipserve/v1/EmbedImageRequest';
+import type { EmbedImageResponse as EmbedImageResponseMsg } from './generated/clipserve/v1/EmbedImageResponse';
+import type { EmbedStreamRequest__Output } from './generated/clipserve/v1/EmbedStreamRequest';
+import type { EmbedStreamResponse as EmbedStreamResponseMsg } from './generated/clipserve/v1/EmbedStreamResponse';
+import type { SimilarityRequest__Output } from './generated/clipserve/v1/SimilarityRequest';
+import type { SimilarityResponse as SimilarityResponseMsg } from './generated/clipserve/v1/SimilarityResponse';
+import type { RankRequest__Output } from './generated/clipserve/v1/RankRequest';
+import type { RankResponse as RankResponseMsg } from './generated/clipserve/v1/RankResponse';
+import type { ClassifyRequest__Output } from './generated/clipserve/v1/ClassifyRequest';
+import type { ClassifyResponse as ClassifyResponseMsg } from './generated/clipserve/v1/ClassifyResponse';
+import type { GetModelInfoRequest__Output } from './generated/clipserve/v1/GetModelInfoRequest';
+import type { GetModelInfoResponse as GetModelInfoResponseMsg } from './generated/clipserve/v1/GetModelInfoResponse';
 
-export type EmbeddingFormatName = 'EMBEDDING_FORMAT_UNSPECIFIED' | 'EMBEDDING_FORMAT_FLOATS' | 'EMBEDDING_FORMAT_F32LE_BYTES';
-export type ModalityName = 'MODALITY_UNSPECIFIED' | 'MODALITY_TEXT' | 'MODALITY_IMAGE';
+export type EmbeddingFormatName = EmbeddingFormat__Output;
+export type ModalityName = Modality__Output;
+export type EmbeddingMsg = Embedding;
 
-export interface EmbeddingMsg {
-  values?: number[];
-  valuesF32le?: Buffer;
-  truncated?: boolean;
-}
-
-export interface ItemStatusMsg {
-  code: number;
-  message: string;
-}
-
-export interface ScoreRowMsg {
-  values: number[];
-}
-
-export interface EmbedTextRequest {
-  texts: string[];
-  raw: boolean;
-  format: EmbeddingFormatName;
-  modelVersion: string;
-}
-
-export interface EmbedTextResponse {
-  embeddings: EmbeddingMsg[];
-  dim: number;
-  modelVersion: string;
-}
-
-export interface EmbedImageRequest {
-  images: Buffer[];
-  raw: boolean;
-  format: EmbeddingFormatName;
-  modelVersion: string;
-}
-
-export type EmbedImageResponse = EmbedTextResponse;
-
-export interface EmbedStreamRequest {
-  id: string;
-  input?: 'text' | 'image';
-  text?: string;
-  image?: Buffer;
-  raw: boolean;
-  format: EmbeddingFormatName;
-  modelVersion: string;
-}
-
-export interface EmbedStreamResponse {
-  id: string;
-  embedding?: EmbeddingMsg;
-  error?: ItemStatusMsg;
-  modality: ModalityName;
-  modelVersion: string;
-}
-
-export interface SimilarityRequest {
-  images: Buffer[];
-  texts: string[];
-  modelVersion: string;
-}
-
-export interface SimilarityResponse {
-  logitsPerImage: ScoreRowMsg[];
-  logitsPerText: ScoreRowMsg[];
-  probs: ScoreRowMsg[];
-  textTruncated: boolean[];
-  logitScale: number;
-  modelVersion: string;
-}
-
-export interface RankRequest {
-  query?: 'queryText' | 'queryImage';
-  queryText?: string;
-  queryImage?: Buffer;
-  candidateTexts: string[];
-  candidateImages: Buffer[];
-  topK: number;
-  modelVersion: string;
-}
-
-export interface RankedCandidateMsg {
-  modality: ModalityName;
-  index: number;
-  score: number;
-  logit: number;
-  probability: number;
-}
-
-export interface RankResponse {
-  results: RankedCandidateMsg[];
-  modelVersion: string;
-}
-
-export interface ClassifyRequest {
-  images: Buffer[];
-  labels: string[];
-  templates: string[];
-  topK: number;
-  modelVersion: string;
-}
-
-export interface LabelScoreMsg {
-  label: string;
-  index: number;
-  probability: number;
-  logit: number;
-}
-
-export interface ClassifyResponse {
-  classifications: { labels: LabelScoreMsg[] }[];
-  modelVersion: string;
-}
-
-export interface GetModelInfoRequest {
-  modelVersion: string;
-}
-
-/** The per-request limits (grpc/validate), as GetModelInfo reports them. */
-export type ServerLimitsMsg = RequestLimits;
-
-/** The served model's info (runtime ModelInfo) plus the limits and the loaded versions. */
-export interface GetModelInfoResponse extends ServedModelInfo {
-  limits: ServerLimitsMsg;
-  activeVersion: string;
-  loadedVersions: string[];
-}
+export type EmbedTextRequest = EmbedTextRequest__Output;
+export type EmbedTextResponse = Required<EmbedTextResponseMsg>;
+export type EmbedImageRequest = EmbedImageRequest__Output;
+export type EmbedImageResponse = Required<EmbedImageResponseMsg>;
+export type EmbedStreamRequest = EmbedStreamRequest__Output;
+export type EmbedStreamResponse = EmbedStreamResponseMsg;
+export type SimilarityRequest = SimilarityRequest__Output;
+export type SimilarityResponse = Required<SimilarityResponseMsg>;
+export type RankRequest = RankRequest__Output;
+export type RankResponse = Required<RankResponseMsg>;
+export type ClassifyRequest = ClassifyRequest__Output;
+export type ClassifyResponse = Required<ClassifyResponseMsg>;
+export type GetModelInfoRequest = GetModelInfoRequest__Output;
+export type GetModelInfoResponse = Required<GetModelInfoResponseMsg>;

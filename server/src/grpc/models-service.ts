@@ -6,6 +6,10 @@ import { CallGate, unaryHandler } from './call-context';
 import { mapped } from './finetune-errors';
 import { modelVersionToMessage } from './finetune-messages';
 import { invalidArgument } from './status';
+import type { ActivateModelRequest__Output } from './generated/clipserve/v1/ActivateModelRequest';
+import type { ActivateModelResponse } from './generated/clipserve/v1/ActivateModelResponse';
+import type { ListModelsRequest__Output } from './generated/clipserve/v1/ListModelsRequest';
+import type { ListModelsResponse } from './generated/clipserve/v1/ListModelsResponse';
 
 export interface ModelServiceDeps {
   /** The registry's versions and the hot-swap host, with the activation policy (versions/model-versions.ts). */
@@ -14,17 +18,15 @@ export interface ModelServiceDeps {
   logger: Logger;
 }
 
-type Msg = Record<string, unknown>;
-
 export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServiceImplementation {
   const { versions, gate, logger } = deps;
-  const unary = <Res>(method: string, fn: (req: Msg) => Promise<Res>) => unaryHandler<Msg, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
+  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res>) => unaryHandler<Req, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
   return {
-    ListModels: unary('ListModels', async () => {
+    ListModels: unary<ListModelsRequest__Output, ListModelsResponse>('ListModels', async () => {
       const { models, activeVersion, loadedVersions } = await versions.list();
       return { models: models.map((v) => modelVersionToMessage(v, activeVersion, loadedVersions)), activeVersion, loadedVersions };
     }),
-    ActivateModel: unary('ActivateModel', async (req) => {
+    ActivateModel: unary<ActivateModelRequest__Output, ActivateModelResponse>('ActivateModel', async (req) => {
       const version = String(req.version ?? '');
       if (!version) throw invalidArgument('version is required');
       const { record, previousVersion, loadedVersions } = await versions.activate(version);

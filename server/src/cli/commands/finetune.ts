@@ -11,20 +11,21 @@
  * Connection: --server host:port (CLIPSERVE_SERVER, default localhost:50051), --tls with optional
  * --ca-cert; an API key only from CLIPSERVE_API_KEY (never on the command line, where other users
  * can read it), sent as "authorization: Bearer <key>". Progress bars go to stderr (terminals
- * only); results to stdout, as tables or, with --json, as JSON.
+ * only); results to stdout, as tables or, with --json, as JSON (./finetune-output).
+ *
+ * The calls go through the SDK's `fineTunes` / `models` clients (@clipserve/sdk, a workspace
+ * package): one FineTuneService client for the SDK and the CLI.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import { ClipClient, ClipServeError, type Dataset, type FineTuneHyperparameters, type FineTuneJob } from '@clipserve/sdk';
 import { Command, Option } from 'commander';
 import { PhaseProgress } from '../../checkpoint/progress';
 import { readCsvDataset } from '../../dataset/csv';
-import { PROTO_DIR } from '../../util/paths';
 import { csvColumnOptions, csvColumns, type CsvColumnFlags } from '../csv-options';
+import { activateJson, datasetJson, datasetTable, jobDetails, jobJson, jobTable, modelListJson, modelTable, type DatasetJson } from './finetune-output';
 
-type Msg = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
+export { formatTable, metricsTable } from './finetune-output';
 
 interface ConnFlags {
   server: string;
@@ -33,171 +34,135 @@ interface ConnFlags {
   json?: boolean;
 }
 
-const CHUNK = 1 << 20;
-
-function connect(service: 'FineTuneService' | 'ModelService', f: ConnFlags): { client: Client; meta: grpc.Metadata } {
-  const def = protoLoader.loadSync(['clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number });
-  const pkg = grpc.loadPackageDefinition(def) as Msg;
-  const creds = f.tls ? grpc.credentials.createSsl(f.caCert ? fs.readFileSync(f.caCert) : null) : grpc.credentials.createInsecure();
-  const client = new pkg.clipserve.v1[service](f.server, creds, { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20 }) as Client;
-  const meta = new grpc.Metadata();
-  const key = process.env.CLIPSERVE_API_KEY;
-  if (key) meta.set('authorization', `Bearer ${key}`);
-  return { client, meta };
+interface CreateFlags extends ConnFlags, Record<string, unknown> {
+  trainingFile: string;
+  validationFile?: string;
+  method: 'adapter' | 'full';
+  baseModel?: string;
+  suffix?: string;
+  watch?: boolean;
 }
 
-function unary(c: { client: Client; meta: grpc.Metadata }, method: string, req: object): Promise<Msg> {
-  return new Promise((resolve, reject) =>
-    (c.client[method] as (r: object, m: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Msg) => void) => void)(req, c.meta, (err, res) =>
-      err ? reject(new Error(`${method}: ${grpc.status[err.code] ?? err.code}: ${err.details}`)) : resolve(res),
-    ),
-  );
-}
-
-const stateName = (s: string): string => s.replace(/^FINE_TUNE_JOB_STATE_/, '').toLowerCase();
-const when = (secs: number): string => (secs ? new Date(secs * 1000).toISOString().replace('.000Z', 'Z') : '-');
-
-/** A plain aligned text table. */
-export function formatTable(header: string[], rows: string[][]): string {
-  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
-  const line = (r: string[]) => r.map((cell, c) => (cell ?? '').padEnd(widths[c])).join('  ').trimEnd();
-  return [line(header), ...rows.map(line)].join('\n') + '\n';
-}
-
-function jobTable(jobs: Msg[]): string {
-  return formatTable(
-    ['ID', 'STATE', 'METHOD', 'BASE MODEL', 'FINE-TUNED MODEL', 'STEP', 'CREATED'],
-    jobs.map((j) => [j.id, stateName(j.state), j.method, j.baseModel, j.fineTunedModel || '-', `${j.step}/${j.totalSteps}`, when(j.createdAt)]),
-  );
-}
-
-const METRIC_ORDER = ['R@1', 'R@5', 'R@10', 'mean_rank', 'median_rank'];
-
-/** The model card's metrics before and after, one row per metric. */
-export function metricsTable(before: Record<string, number>, after: Record<string, number>): string {
-  const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort((a, b) => {
-    const dir = (k: string) => (k.startsWith('image_to_text') ? 0 : 1);
-    const rank = (k: string) => METRIC_ORDER.findIndex((m) => k.endsWith(m));
-    return dir(a) - dir(b) || rank(a) - rank(b) || a.localeCompare(b);
-  });
-  const fmt = (k: string, v: number | undefined) => (v === undefined ? '-' : k.includes('R@') ? `${(100 * v).toFixed(2)}%` : v.toFixed(2));
-  return formatTable(['METRIC', 'BEFORE', 'AFTER'], keys.map((k) => [k, fmt(k, before[k]), fmt(k, after[k])]));
-}
-
-function jobDetails(j: Msg): string {
-  let out = formatTable(
-    ['FIELD', 'VALUE'],
-    [
-      ['id', j.id],
-      ['state', stateName(j.state)],
-      ['method', j.method],
-      ['base model', j.baseModel],
-      ['training file', j.trainingFile],
-      ['validation file', j.validationFile || '-'],
-      ['fine-tuned model', j.fineTunedModel || '-'],
-      ['steps', `${j.step}/${j.totalSteps}`],
-      ['created', when(j.createdAt)],
-      ['started', when(j.startedAt)],
-      ['finished', when(j.finishedAt)],
-      ...(j.error ? [['error', `${j.error.code}: ${j.error.message}`]] : []),
-    ],
-  );
-  if (Object.keys(j.metricsBefore ?? {}).length || Object.keys(j.metricsAfter ?? {}).length) out += '\n' + metricsTable(j.metricsBefore ?? {}, j.metricsAfter ?? {});
-  return out;
-}
+const MAX_MESSAGE_BYTES = 64 << 20;
 
 /**
- * A message as plain JSON: without the synthetic oneof that proto-loader (`oneofs: true`) adds for
- * each proto3 `optional` field, which names the field that is set (`"_epochs": "epochs"`).
+ * A client for one command: no default deadline (activating or uploading may take minutes); one
+ * server, so pick_first, as a plain grpc-js channel. The SDK's retries stay on: reads are retried
+ * on UNAVAILABLE and a watch resumes after a server restart.
  */
-export function plainJson(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(plainJson);
-  if (value === null || typeof value !== 'object' || Buffer.isBuffer(value)) return value;
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) {
-    const syntheticOneof = k.startsWith('_') && (v === k.slice(1) || v === undefined);
-    if (!syntheticOneof) out[k] = plainJson(v);
-  }
-  return out;
+function connect(f: ConnFlags): ClipClient {
+  return new ClipClient({
+    address: f.server,
+    loadBalancing: 'pick_first',
+    tls: f.tls ? (f.caCert ? { ca: fs.readFileSync(f.caCert) } : true) : false,
+    apiKey: process.env.CLIPSERVE_API_KEY || undefined,
+    defaultTimeoutMs: 0,
+    maxSendMessageBytes: MAX_MESSAGE_BYTES,
+    maxReceiveMessageBytes: MAX_MESSAGE_BYTES,
+  });
 }
 
-function datasetTable(datasets: Msg[]): string {
-  return formatTable(
-    ['DATASET', 'NAME', 'FORMAT', 'PAIRS', 'BYTES', 'CREATED'],
-    datasets.map((d) => [d.id, d.name, d.format, String(d.numPairs), String(d.bytes), when(d.createdAt)]),
-  );
-}
-
-/** The first `--limit` items of a paged FineTuneService list call, newest first. */
-async function firstItems(f: ConnFlags & { limit: string }, method: 'ListFineTuneJobs' | 'ListDatasets', field: 'jobs' | 'datasets', maxPage: number): Promise<Msg[]> {
-  const limit = Number(f.limit);
-  if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
-  const c = connect('FineTuneService', f);
+/** Runs one SDK call; a server error reads "Method: CODE: details", as the command has always printed it. */
+async function rpc<T>(method: string, call: () => Promise<T>): Promise<T> {
   try {
-    const items: Msg[] = [];
-    let pageToken = '';
-    do {
-      const page = await unary(c, method, { pageSize: Math.min(maxPage, limit - items.length), pageToken });
-      items.push(...page[field]);
-      pageToken = page.nextPageToken;
-    } while (pageToken && items.length < limit);
-    return items;
+    return await call();
+  } catch (err) {
+    if (err instanceof ClipServeError) throw new Error(`${method}: ${err.codeName}: ${err.details}`);
+    throw err;
+  }
+}
+
+/** Runs a command's body with a client, closed at the end. */
+async function withClient<T>(f: ConnFlags, body: (client: ClipClient) => Promise<T>): Promise<T> {
+  const client = connect(f);
+  try {
+    return await body(client);
   } finally {
-    c.client.close();
+    client.close();
   }
 }
 
 function print(f: ConnFlags, value: unknown, text: string): void {
-  process.stdout.write(f.json ? JSON.stringify(plainJson(value), null, 2) + '\n' : text);
+  process.stdout.write(f.json ? JSON.stringify(value, null, 2) + '\n' : text);
 }
 
-/** DATASET_FORMAT_PAIRS → pairs: how the table and --json both show a dataset's format. */
-const datasetFormatName = (f: string): string => f.replace(/^DATASET_FORMAT_/, '').toLowerCase();
+/** The first `--limit` items of a paged list call, newest first. */
+async function firstItems<T>(f: { limit: string }, maxPage: number, page: (pageSize: number, pageToken: string | undefined) => Promise<{ items: T[]; nextPageToken?: string }>): Promise<T[]> {
+  const limit = Number(f.limit);
+  if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
+  const items: T[] = [];
+  let pageToken: string | undefined;
+  do {
+    const p = await page(Math.min(maxPage, limit - items.length), pageToken);
+    items.push(...p.items);
+    pageToken = p.nextPageToken;
+  } while (pageToken && items.length < limit);
+  return items;
+}
 
 /** Streams a job's events with a step progress bar until it ends; resolves with the final job. */
-async function watchJob(c: { client: Client; meta: grpc.Metadata }, jobId: string): Promise<Msg> {
+async function watchJob(client: ClipClient, jobId: string): Promise<FineTuneJob> {
   const bar = new PhaseProgress();
   try {
-    await new Promise<void>((resolve, reject) => {
-      const call = (c.client.WatchFineTuneJob as (r: object, m: grpc.Metadata) => grpc.ClientReadableStream<Msg>)({ jobId }, c.meta);
+    await rpc('WatchFineTuneJob', async () => {
       let lastPhase = '';
-      call.on('data', (m: Msg) => {
-        const e = m.event;
-        if (e.type === 'FINE_TUNE_EVENT_TYPE_STEP') {
-          const data = JSON.parse(e.dataJson || '{}') as Msg;
-          bar.update('training (steps)', e.step, Number(data.total_steps ?? e.step), 'items');
-        } else if (e.type === 'FINE_TUNE_EVENT_TYPE_STATE' || e.type === 'FINE_TUNE_EVENT_TYPE_EPOCH' || e.type === 'FINE_TUNE_EVENT_TYPE_LOG') {
-          if (e.type === 'FINE_TUNE_EVENT_TYPE_STATE') lastPhase = stateName(e.state);
-          if (!process.stderr.isTTY || e.type !== 'FINE_TUNE_EVENT_TYPE_EPOCH') process.stderr.write(`[${lastPhase || 'job'}] ${e.message}\n`);
+      for await (const e of client.fineTunes.watch(jobId)) {
+        if (e.type === 'step') bar.update('training (steps)', e.step, Number(e.data.total_steps ?? e.step), 'items');
+        else if (e.type === 'state' || e.type === 'epoch' || e.type === 'log') {
+          if (e.type === 'state') lastPhase = e.state ?? 'unspecified';
+          if (!process.stderr.isTTY || e.type !== 'epoch') process.stderr.write(`[${lastPhase || 'job'}] ${e.message}\n`);
         }
-      });
-      call.on('error', (err: grpc.ServiceError) => reject(new Error(`WatchFineTuneJob: ${grpc.status[err.code] ?? err.code}: ${err.details}`)));
-      call.on('end', () => resolve());
+      }
     });
   } finally {
     bar.stop();
   }
-  return (await unary(c, 'GetFineTuneJob', { jobId })).job;
+  return rpc('GetFineTuneJob', () => client.fineTunes.get(jobId));
 }
 
-/** Reads a local CSV (open_clip format) into pairs, paths relative to the CSV. */
-function upload(c: { client: Client; meta: grpc.Metadata }, header: Msg, feed: (write: (m: Msg) => Promise<void>) => Promise<void>): Promise<Msg> {
-  return new Promise((resolve, reject) => {
-    const call = (c.client.UploadDataset as (m: grpc.Metadata, cb: (e: grpc.ServiceError | null, r: Msg) => void) => grpc.ClientWritableStream<Msg>)(c.meta, (err, res) =>
-      err ? reject(new Error(`UploadDataset: ${grpc.status[err.code] ?? err.code}: ${err.details}`)) : resolve(res.dataset),
-    );
-    // Honour flow control: wait for 'drain' when the stream's buffer is full.
-    const write = (m: Msg) => new Promise<void>((r) => (call.write(m) ? r() : call.once('drain', () => r())));
-    write({ header })
-      .then(() => feed(write))
-      .then(() => call.end(), (err: unknown) => {
-        call.cancel();
-        reject(err);
-      });
-  });
+/** Image–caption pairs of a local CSV, each image read as the upload reaches it. */
+async function* csvPairs(pairs: { image: string; caption: string }[], failed: (err: Error) => void): AsyncGenerator<{ image: Buffer; caption: string }> {
+  for (let i = 0; i < pairs.length; i++) {
+    let image: Buffer;
+    try {
+      image = fs.readFileSync(pairs[i].image);
+    } catch (err) {
+      const local = new Error(`row ${i + 1}: cannot read ${pairs[i].image}: ${(err as Error).message}`);
+      failed(local);
+      throw local;
+    }
+    yield { image, caption: pairs[i].caption };
+  }
 }
 
-const HP_FLAGS: [string, string, 'float' | 'int' | 'string' | 'bool' | 'floats'][] = [
+/** Uploads a local CSV's pairs, or a zip / a CSV naming server-side files, with a progress bar. */
+async function uploadFile(client: ClipClient, file: string, f: CsvColumnFlags & { name?: string; remoteCsv?: boolean }): Promise<Dataset> {
+  const csv = csvColumns(f);
+  const name = f.name ?? path.basename(file);
+  const bar = new PhaseProgress();
+  try {
+    if (/\.zip$/i.test(file) || f.remoteCsv) {
+      const size = fs.statSync(file).size;
+      const columns = { imgKey: csv.imgKey, captionKey: csv.captionKey, separator: csv.separator };
+      const upload = /\.zip$/i.test(file) ? { name, zip: file, columns } : { name, csv: file, columns };
+      return await rpc('UploadDataset', () => client.fineTunes.uploadDataset(upload, { onProgress: (p) => bar.update('uploading', p.bytes, size) }));
+    }
+    const pairs = readCsvDataset(file, csv);
+    // A row that cannot be read is the user's error, reported as such (the SDK cancels the upload).
+    let localError: Error | undefined;
+    try {
+      return await rpc('UploadDataset', () =>
+        client.fineTunes.uploadDataset({ name, pairs: csvPairs(pairs, (err) => (localError = err)) }, { onProgress: (p) => bar.update('uploading pairs', p.messages, pairs.length, 'items') }),
+      );
+    } catch (err) {
+      throw localError ?? err;
+    }
+  } finally {
+    bar.stop();
+  }
+}
+
+const HP_FLAGS: [keyof FineTuneHyperparameters, string, 'float' | 'int' | 'string' | 'bool' | 'floats'][] = [
   ['learningRate', '--learning-rate <lr>', 'float'],
   ['lrSchedule', '--lr-schedule <name>', 'string'],
   ['warmupSteps', '--warmup-steps <n>', 'int'],
@@ -217,10 +182,10 @@ const HP_FLAGS: [string, string, 'float' | 'int' | 'string' | 'bool' | 'floats']
   ['namespace', '--namespace <ns>', 'string'],
 ];
 
-export function hyperparametersFromFlags(flags: Msg): Msg {
-  const hp: Msg = {};
+export function hyperparametersFromFlags(flags: Record<string, string | undefined>): FineTuneHyperparameters {
+  const hp: Record<string, unknown> = {};
   for (const [key, flag, kind] of HP_FLAGS) {
-    const raw = flags[key] as string | undefined;
+    const raw = flags[key];
     if (raw === undefined) continue;
     const name = flag.split(' ')[0];
     const num = (s: string) => {
@@ -236,7 +201,8 @@ export function hyperparametersFromFlags(flags: Msg): Msg {
     } else if (kind === 'floats') hp[key] = raw.split(',').map(num);
     else hp[key] = num(raw);
   }
-  return hp;
+  // Each key is a FineTuneHyperparameters field (HP_FLAGS is typed so); the server validates the values.
+  return hp as FineTuneHyperparameters;
 }
 
 function connOptions(cmd: Command): Command {
@@ -254,46 +220,10 @@ export function register(program: Command): void {
     .description('upload a dataset: a local CSV of image paths and captions (open_clip format), or a zip archive with its CSV inside')
     .option('--name <name>', 'dataset name (default: the file name)')
     .option('--remote-csv', 'send the CSV itself: its paths name images inside the server data directory')
-    .action(async (file: string, f: ConnFlags & CsvColumnFlags & Msg) => {
-      const csv = csvColumns(f);
-      const c = connect('FineTuneService', f);
-      const name = f.name ?? path.basename(file);
-      const columns = { csvImgKey: csv.imgKey, csvCaptionKey: csv.captionKey, csvSeparator: csv.separator };
-      const bar = new PhaseProgress();
-      try {
-        let dataset: Msg;
-        if (/\.zip$/i.test(file) || f.remoteCsv) {
-          const size = fs.statSync(file).size;
-          dataset = await upload(c, { name, format: /\.zip$/i.test(file) ? 'DATASET_FORMAT_ZIP' : 'DATASET_FORMAT_CSV', ...columns }, async (write) => {
-            let done = 0;
-            for await (const chunk of fs.createReadStream(file, { highWaterMark: CHUNK })) {
-              await write({ chunk });
-              done += (chunk as Buffer).length;
-              bar.update('uploading', done, size);
-            }
-          });
-        } else {
-          const pairs = readCsvDataset(file, csv);
-          dataset = await upload(c, { name, format: 'DATASET_FORMAT_PAIRS' }, async (write) => {
-            for (let i = 0; i < pairs.length; i++) {
-              let image: Buffer;
-              try {
-                image = fs.readFileSync(pairs[i].image);
-              } catch (err) {
-                throw new Error(`row ${i + 1}: cannot read ${pairs[i].image}: ${(err as Error).message}`);
-              }
-              await write({ pair: { image, caption: pairs[i].caption } });
-              bar.update('uploading pairs', i + 1, pairs.length, 'items');
-            }
-          });
-        }
-        bar.stop();
-        const shown: Msg = { ...dataset, format: datasetFormatName(dataset.format) };
-        print(f, shown, datasetTable([shown]));
-      } finally {
-        bar.stop();
-        c.client.close();
-      }
+    .action(async (file: string, f: ConnFlags & CsvColumnFlags & { name?: string; remoteCsv?: boolean }) => {
+      const dataset = await withClient(f, (client) => uploadFile(client, file, f));
+      const shown = datasetJson(dataset, 'lowerCase');
+      print(f, shown, datasetTable([shown]));
     });
 
   const create = connOptions(ft.command('create'))
@@ -305,108 +235,76 @@ export function register(program: Command): void {
     .option('--suffix <s>', 'added to the new model version name ([a-z0-9-], up to 40)')
     .option('--watch', 'follow the job to its end, with a progress bar, then print the final table');
   for (const [, flag] of HP_FLAGS) create.option(flag, `hyperparameter ${flag.split(' ')[0].slice(2).replace(/-/g, '_')}`);
-  create.action(async (f: ConnFlags & Msg) => {
-    const c = connect('FineTuneService', f);
-    try {
-      const { job } = await unary(c, 'CreateFineTuneJob', {
-        trainingFile: f.trainingFile,
-        validationFile: f.validationFile ?? '',
-        method: f.method,
-        baseModel: f.baseModel ?? '',
-        suffix: f.suffix ?? '',
-        hyperparameters: hyperparametersFromFlags(f),
-      });
-      const final = f.watch ? await watchJob(c, job.id) : job;
-      print(f, final, jobDetails(final));
-      if (f.watch && final.state !== 'FINE_TUNE_JOB_STATE_SUCCEEDED') process.exitCode = 1;
-    } finally {
-      c.client.close();
-    }
+  create.action(async (f: CreateFlags) => {
+    await withClient(f, async (client) => {
+      const hyperparameters = hyperparametersFromFlags(f as Record<string, string | undefined>);
+      const job = await rpc('CreateFineTuneJob', () =>
+        client.fineTunes.create({ trainingFile: f.trainingFile, validationFile: f.validationFile ?? '', method: f.method, baseModel: f.baseModel ?? '', suffix: f.suffix ?? '', hyperparameters }),
+      );
+      const final = f.watch ? await watchJob(client, job.id) : job;
+      print(f, jobJson(final), jobDetails(final));
+      if (f.watch && final.state !== 'succeeded') process.exitCode = 1;
+    });
   });
 
   connOptions(ft.command('get <job>')).description('show a job').action(async (jobId: string, f: ConnFlags) => {
-    const c = connect('FineTuneService', f);
-    try {
-      const { job } = await unary(c, 'GetFineTuneJob', { jobId });
-      print(f, job, jobDetails(job));
-    } finally {
-      c.client.close();
-    }
+    const job = await withClient(f, (client) => rpc('GetFineTuneJob', () => client.fineTunes.get(jobId)));
+    print(f, jobJson(job), jobDetails(job));
   });
 
   connOptions(ft.command('list'))
     .description('list jobs, newest first')
     .option('--limit <n>', 'most jobs to show', '20')
     .action(async (f: ConnFlags & { limit: string }) => {
-      const jobs = await firstItems(f, 'ListFineTuneJobs', 'jobs', 100);
-      print(f, jobs, jobTable(jobs));
+      const jobs = await withClient(f, (client) =>
+        firstItems(f, 100, async (pageSize, pageToken) => {
+          const page = await rpc('ListFineTuneJobs', () => client.fineTunes.list({ pageSize, pageToken }));
+          return { items: page.jobs, nextPageToken: page.nextPageToken };
+        }),
+      );
+      print(f, jobs.map(jobJson), jobTable(jobs));
     });
 
   connOptions(ft.command('datasets'))
     .description('list your datasets (those your API key uploaded or registered), newest first')
     .option('--limit <n>', 'most datasets to show', '50')
     .action(async (f: ConnFlags & { limit: string }) => {
-      const datasets = (await firstItems(f, 'ListDatasets', 'datasets', 500)).map((d) => ({ ...d, format: datasetFormatName(d.format) }));
-      print(f, datasets, datasetTable(datasets));
+      const datasets = await withClient(f, (client) =>
+        firstItems(f, 500, async (pageSize, pageToken) => {
+          const page = await rpc('ListDatasets', () => client.fineTunes.listDatasets({ pageSize, pageToken }));
+          return { items: page.datasets, nextPageToken: page.nextPageToken };
+        }),
+      );
+      const shown: DatasetJson[] = datasets.map((d) => datasetJson(d, 'lowerCase'));
+      print(f, shown, datasetTable(shown));
     });
 
   connOptions(ft.command('delete-dataset <dataset>'))
     .description('delete one of your datasets and its files (refused while an unfinished job reads it)')
     .action(async (datasetId: string, f: ConnFlags) => {
-      const c = connect('FineTuneService', f);
-      try {
-        const { dataset } = await unary(c, 'DeleteDataset', { datasetId });
-        print(f, dataset, `deleted\n${datasetTable([dataset])}`);
-      } finally {
-        c.client.close();
-      }
+      const dataset = await withClient(f, (client) => rpc('DeleteDataset', () => client.fineTunes.deleteDataset(datasetId)));
+      const shown = datasetJson(dataset, 'enumName');
+      print(f, shown, `deleted\n${datasetTable([shown])}`);
     });
 
   connOptions(ft.command('cancel <job>')).description('cancel a queued or running job').action(async (jobId: string, f: ConnFlags) => {
-    const c = connect('FineTuneService', f);
-    try {
-      const { job } = await unary(c, 'CancelFineTuneJob', { jobId });
-      print(f, job, jobTable([job]));
-    } finally {
-      c.client.close();
-    }
+    const job = await withClient(f, (client) => rpc('CancelFineTuneJob', () => client.fineTunes.cancel(jobId)));
+    print(f, jobJson(job), jobTable([job]));
   });
 
   connOptions(ft.command('watch <job>')).description('follow a job to its end (progress bar), then print the final table').action(async (jobId: string, f: ConnFlags) => {
-    const c = connect('FineTuneService', f);
-    try {
-      const job = await watchJob(c, jobId);
-      print(f, job, jobDetails(job));
-      if (job.state !== 'FINE_TUNE_JOB_STATE_SUCCEEDED') process.exitCode = 1;
-    } finally {
-      c.client.close();
-    }
+    const job = await withClient(f, (client) => watchJob(client, jobId));
+    print(f, jobJson(job), jobDetails(job));
+    if (job.state !== 'succeeded') process.exitCode = 1;
   });
 
   const models = ft.command('models').description('model versions (ModelService)');
   connOptions(models.command('list')).description('list model versions, newest first').action(async (f: ConnFlags) => {
-    const c = connect('ModelService', f);
-    try {
-      const res = await unary(c, 'ListModels', {});
-      print(
-        f,
-        res,
-        formatTable(
-          ['VERSION', 'ACTIVE', 'LOADED', 'NAME', 'PARENT', 'JOB', 'CREATED', 'T2I R@1'],
-          res.models.map((m: Msg) => [m.version, m.active ? '*' : '', m.loaded ? 'yes' : '', m.name, m.parentVersion || '-', m.fineTuneJobId || '-', when(m.createdAt), m.metrics?.['text_to_image_R@1'] !== undefined ? `${(100 * m.metrics['text_to_image_R@1']).toFixed(2)}%` : '-']),
-        ),
-      );
-    } finally {
-      c.client.close();
-    }
+    const list = await withClient(f, (client) => rpc('ListModels', () => client.models.list()));
+    print(f, modelListJson(list), modelTable(list));
   });
   connOptions(models.command('activate <version>')).description('serve a model version (hot swap; the old one keeps serving if it fails)').action(async (version: string, f: ConnFlags) => {
-    const c = connect('ModelService', f);
-    try {
-      const res = await unary(c, 'ActivateModel', { version });
-      print(f, res, `activated ${res.model.version} (was ${res.previousVersion})\n`);
-    } finally {
-      c.client.close();
-    }
+    const res = await withClient(f, (client) => rpc('ActivateModel', () => client.models.activate(version)));
+    print(f, activateJson(res.model, res.previousVersion), `activated ${res.model.version} (was ${res.previousVersion})\n`);
   });
 }
