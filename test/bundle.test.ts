@@ -75,7 +75,7 @@ describeGolden('model bundles', () => {
   });
 
   test('bad manifest fields are named', async () => {
-    const cases: [string, (m: Record<string, any>) => void, RegExp][] = [
+    const cases: [string, (m: Record<string, any>) => void, RegExp][] = [ // eslint-disable-line @typescript-eslint/no-explicit-any
       ['name', (m) => (m.name = ''), /field "name" must be a non-empty string/],
       ['precision', (m) => (m.precision = 'int4'), /field "precision"/],
       ['int8 record', (m) => (m.precision = 'int8'), /field "int8" must be an object/],
@@ -87,7 +87,7 @@ describeGolden('model bundles', () => {
     ];
     for (const [label, mutate, re] of cases) {
       const dir = copy(`field-${label}`);
-      const m = readManifest(dir) as unknown as Record<string, any>;
+      const m = readManifest(dir) as unknown as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
       mutate(m);
       writeManifest(dir, m);
       await expect(loadBundle(dir, { verify: false })).rejects.toThrow(re);
