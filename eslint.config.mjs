@@ -55,7 +55,7 @@ export default tseslint.config(
     files: TYPED,
     languageOptions: {
       parserOptions: {
-        project: ['./tsconfig.test.json', './sdk/tsconfig.json'],
+        project: ['./sdk/tsconfig.json', './tsconfig.test.json'],
         tsconfigRootDir: import.meta.dirname,
       },
     },
