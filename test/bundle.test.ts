@@ -75,7 +75,8 @@ describeGolden('model bundles', () => {
   });
 
   test('bad manifest fields are named', async () => {
-    const cases: [string, (m: Record<string, any>) => void, RegExp][] = [ // eslint-disable-line @typescript-eslint/no-explicit-any
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
+    const cases: [string, (m: Record<string, any>) => void, RegExp][] = [
       ['name', (m) => (m.name = ''), /field "name" must be a non-empty string/],
       ['precision', (m) => (m.precision = 'int4'), /field "precision"/],
       ['int8 record', (m) => (m.precision = 'int8'), /field "int8" must be an object/],

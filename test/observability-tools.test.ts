@@ -76,7 +76,8 @@ interface Panel { id: number; type: string; title: string; gridPos: GridPos; dat
 const PANEL_TYPES = new Set(['row', 'timeseries', 'stat', 'table', 'gauge', 'bargauge', 'heatmap', 'text', 'piechart', 'state-timeline']);
 
 /** Structural schema of a Grafana (schemaVersion >= 36) dashboard as imported from JSON. */
-function dashboardProblems(d: Record<string, any>): string[] { // eslint-disable-line @typescript-eslint/no-explicit-any
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+function dashboardProblems(d: Record<string, any>): string[] {
   const problems: string[] = [];
   const need = (cond: unknown, msg: string) => { if (!cond) problems.push(msg); };
   need(typeof d.title === 'string' && d.title.length > 0, 'title must be a non-empty string');
