@@ -39,7 +39,8 @@ export function requiredFolders(files) {
     if (!TOP_LEVEL_EXEMPT.has(parts[0])) required.add(`${parts[0]}/`);
     for (const parent of ENUMERATED) {
       const depth = parent.split('/').length;
-      if (file.startsWith(`${parent}/`) && parts.length > depth + 1) required.add(`${parts.slice(0, depth + 1).join('/')}/`);
+      if (file.startsWith(`${parent}/`) && parts.length > depth + 1)
+        required.add(`${parts.slice(0, depth + 1).join('/')}/`);
     }
   }
   for (const parent of ENUMERATED) required.delete(`${parent}/`);
