@@ -75,6 +75,7 @@ describeGolden('model bundles', () => {
   });
 
   test('bad manifest fields are named', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any
     const cases: [string, (m: Record<string, any>) => void, RegExp][] = [
       ['name', (m) => (m.name = ''), /field "name" must be a non-empty string/],
       ['precision', (m) => (m.precision = 'int4'), /field "precision"/],
@@ -87,7 +88,7 @@ describeGolden('model bundles', () => {
     ];
     for (const [label, mutate, re] of cases) {
       const dir = copy(`field-${label}`);
-      const m = readManifest(dir) as unknown as Record<string, any>;
+      const m = readManifest(dir) as unknown as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
       mutate(m);
       writeManifest(dir, m);
       await expect(loadBundle(dir, { verify: false })).rejects.toThrow(re);

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import * as zlib from 'node:zlib';
 import { readCheckpointFile } from '../server/src/checkpoint';
 import { convertCheckpoint, defaultModelName } from '../server/src/checkpoint/convert';
 import { loadBundle } from '../server/src/model/bundle';
@@ -132,7 +133,7 @@ describeGolden('convert: golden checkpoints → bundles → reference outputs', 
 
     // A vocabulary with fewer merges than the model's 49408 tokens.
     const small = path.join(tmp, 'small_vocab.txt');
-    const lines = require('node:zlib').gunzipSync(fs.readFileSync(VOCAB())).toString('utf8').split('\n').slice(0, 1001);
+    const lines = zlib.gunzipSync(fs.readFileSync(VOCAB())).toString('utf8').split('\n').slice(0, 1001);
     fs.writeFileSync(small, lines.join('\n') + '\n');
     await expect(convertCheckpoint({ input: goldenPath('model', 'tiny-gelu'), outDir: path.join(tmp, 'x1'), vocab: small })).rejects.toThrow(
       /1514 tokens but the model's text_cfg.vocab_size is 49408/,

@@ -179,7 +179,6 @@ describe('deploy/docker/Dockerfile', () => {
     expect(out.status).toBe(0);
   });
   if (hadolint.status !== 0) {
-    // eslint-disable-next-line no-console
     console.warn('hadolint is not installed (neither Debian nor npm ships it): the Dockerfile is checked by the rules in test/deploy-docker.test.ts only');
   }
 

@@ -110,7 +110,6 @@ if ('missing' in kubectl) {
       throw new Error(message);
     });
   } else {
-    // eslint-disable-next-line no-console
     console.warn(`\n!!! SKIPPING deploy/k8s rendering tests: ${message} !!!\n`);
     test.skip('deploy/k8s rendering (kubectl missing)', () => undefined);
   }

@@ -99,7 +99,7 @@ describe('the data disk fills up during a fine-tune job', () => {
     // Without a mountable tmpfs: no file of the server may grow past 512 KiB (the bundle's weights
     // are larger; its database and events are not).
     server = await startServerProcess(args, mounted ? {} : { wrap: ['bash', '-c', `trap '' XFSZ; ulimit -f ${512}; exec "$0" "$@"`] });
-    console.log(`data disk: ${mounted ? `tmpfs of ${TMPFS_BYTES >> 20} MiB (ENOSPC)` : 'RLIMIT_FSIZE 512 KiB per file (EFBIG): tmpfs not mountable here'}`); // eslint-disable-line no-console
+    console.log(`data disk: ${mounted ? `tmpfs of ${TMPFS_BYTES >> 20} MiB (ENOSPC)` : 'RLIMIT_FSIZE 512 KiB per file (EFBIG): tmpfs not mountable here'}`);
     ft = client('FineTuneService', server.port);
     models = client('ModelService', server.port);
     embed = client('EmbeddingService', server.port);
@@ -155,7 +155,7 @@ describe('the data disk is full before the job records its progress', () => {
     const ok = tryMountTmpfs(probe);
     if (ok) execFileSync('umount', [probe]);
     fs.rmSync(probe, { recursive: true, force: true });
-    if (!ok) console.warn('\n!!! SKIPPING the full-database case: tmpfs cannot be mounted here (needs root with CAP_SYS_ADMIN) !!!\n'); // eslint-disable-line no-console
+    if (!ok) console.warn('\n!!! SKIPPING the full-database case: tmpfs cannot be mounted here (needs root with CAP_SYS_ADMIN) !!!\n');
     return ok;
   })();
 

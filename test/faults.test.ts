@@ -58,7 +58,7 @@ describe('SIGTERM under load', () => {
       (r) => !(r.code === grpc.status.UNAVAILABLE && /server is shutting down|ECONNREFUSED|No connection established/.test(r.details)),
     );
     const finishedAfterSignal = results.filter((r) => r.code === grpc.status.OK && r.endedAt > signalledAt).length;
-    console.log(`SIGTERM under load: ${results.length} calls, ${results.length - failures.length} OK (${finishedAfterSignal} of them finished after the signal), ${failures.length} refused after the drain began`); // eslint-disable-line no-console
+    console.log(`SIGTERM under load: ${results.length} calls, ${results.length - failures.length} OK (${finishedAfterSignal} of them finished after the signal), ${failures.length} refused after the drain began`);
     expect(unexpected.map((r) => `${grpc.status[r.code]}: ${r.details}`)).toEqual([]);
     expect(results.length - failures.length).toBeGreaterThan(50);
     // Calls were in flight at the signal and completed during the drain.

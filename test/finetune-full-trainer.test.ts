@@ -56,7 +56,6 @@ function describeIf(ok: boolean, why: string, name: string, fn: () => void): voi
     }));
     return;
   }
-  // eslint-disable-next-line no-console
   console.warn(`\n!!! SKIPPING "${name}": ${why} !!!\n`);
   describe.skip(name, fn);
 }
@@ -138,7 +137,6 @@ describeIf(HAVE_VENDOR, `upstream open_clip_train not found at ${OPEN_CLIP} (set
         else expect(t.args.standalone).toBe(true);
       }
     });
-    // eslint-disable-next-line no-console
     console.log(`parse_args: ${cases.length} command lines read back by open_clip_train${parsed[0].torchrun ? ' and torchrun' : ''}`);
   });
 
@@ -236,7 +234,6 @@ describeIf(HAVE_TORCH, `${PYTHON} cannot import torch and the trainer's other De
     const baseServed = JSON.parse(python([path.join(HARNESS, 'encode_text.py'), baseDir, path.join(baseDir, 'open_clip_model.safetensors')], JSON.stringify(texts))) as number[][];
     const moved = Math.max(...baseServed[0].map((v, j) => Math.abs(v - expected[0][j])));
     expect(moved).toBeGreaterThan(1e-6);
-    // eslint-disable-next-line no-console
     console.log(`real trainer: job ${job.id} in ${epochMs[0]} ms (one epoch, ${steps.length} step events), served = open_clip(epoch_1.pt) within ${maxDiff.toExponential(2)}`);
     firstVersion = done.fineTunedModel;
     firstDataset = ds.id;
@@ -257,7 +254,6 @@ describeIf(HAVE_TORCH, `${PYTHON} cannot import torch and the trainer's other De
     expect(events.some((e) => /rewriting the state dict of .*epoch_1\.pt as safetensors for the trainer/.test(String(e.message)))).toBe(true);
     const listed = await unary(models, 'ListModels', {});
     expect(listed.models.find((m: Any) => m.version === done.fineTunedModel).parentVersion).toBe(firstVersion);
-    // eslint-disable-next-line no-console
     console.log(`real trainer, second generation: job ${job.id} in ${Date.now() - started} ms`);
     for (const c of [ft, models]) c.close();
   });

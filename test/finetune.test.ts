@@ -233,7 +233,7 @@ describe('adapter fine-tune on the tiny model', () => {
     // An open watch that held the drain would take the whole 60 s grace; a prompt shutdown takes
     // seconds (printed, not asserted as a budget: CI machines are slow and shared).
     const tookMs = Date.now() - t0;
-    console.log(`shutdown with a running job and an open watch: ${tookMs} ms`); // eslint-disable-line no-console
+    console.log(`shutdown with a running job and an open watch: ${tookMs} ms`);
     expect(tookMs).toBeLessThan(30_000);
     const err = await watching;
     expect(err?.code).toBe(status.UNAVAILABLE);

@@ -119,8 +119,8 @@ function lieAboutSize(seed: Seed): Buffer | undefined {
         const tag = u16(e);
         if (tag !== 256 && tag !== 257) continue;
         const v = tag === 256 ? w : h;
-        if (u16(e + 2) === 3) (le ? b.writeUInt16LE(v & 0xffff, e + 8) : b.writeUInt16BE(v & 0xffff, e + 8));
-        else (le ? b.writeUInt32LE(v >>> 0, e + 8) : b.writeUInt32BE(v >>> 0, e + 8));
+        if (u16(e + 2) === 3) b[le ? 'writeUInt16LE' : 'writeUInt16BE'](v & 0xffff, e + 8);
+        else b[le ? 'writeUInt32LE' : 'writeUInt32BE'](v >>> 0, e + 8);
       }
       return b;
     }
@@ -481,7 +481,7 @@ describe('fuzzing the server over gRPC', () => {
     const out = path.join(os.tmpdir(), 'clipserve-hardening', 'fuzz.json');
     fs.mkdirSync(path.dirname(out), { recursive: true });
     fs.writeFileSync(out, JSON.stringify(summary, null, 2));
-    console.log(`fuzz summary (${out}):\n${JSON.stringify(summary, null, 2)}`); // eslint-disable-line no-console
+    console.log(`fuzz summary (${out}):\n${JSON.stringify(summary, null, 2)}`);
 
     expect([...images.problems, ...texts.problems, ...protos.problems, ...frames.problems]).toEqual([]);
     expect(images.inputs).toBeGreaterThanOrEqual(MAIN_IMAGES);

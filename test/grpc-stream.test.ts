@@ -124,7 +124,6 @@ describe('EmbedStream (real server, demo model)', () => {
     expect([...seen.values()].every((c) => c === 1)).toBe(true);
     expect(errors.sort()).toEqual(Array.from({ length: N }, (_, i) => i).filter(isBad).map((i) => `item-${i}`).sort());
     expect(server.stats().streams.peakBacklog).toBeLessThanOrEqual(window);
-    // eslint-disable-next-line no-console
     console.log(`stream flow control: server read ${stalledAt}/${N} items while the client paused (${answeredWhilePaused} answered); peak server backlog ${server.stats().streams.peakBacklog} (window ${window})`);
   });
 });

@@ -113,7 +113,7 @@ describe('hostile uploads and dataset references', () => {
 
   afterEach(async () => {
     // Every case leaves the server up; and no dataset from an earlier case is left to count against the limit.
-    if (server.child.exitCode !== null) console.error(server.output().slice(-4000)); // eslint-disable-line no-console
+    if (server.child.exitCode !== null) console.error(server.output().slice(-4000));
     expect(server.child.exitCode).toBeNull();
     const { datasets } = await unary(ft, 'ListDatasets', {});
     for (const d of datasets) await unary(ft, 'DeleteDataset', { datasetId: d.id });
@@ -150,7 +150,7 @@ describe('hostile uploads and dataset references', () => {
     const files = tree(path.join(datasetsDir(), ds.id));
     expect(files).toEqual(['images', 'images/0000001.png', 'images/0000002.png', 'pairs.tsv']);
     const onDisk = files.reduce((n, f) => n + fs.statSync(path.join(datasetsDir(), ds.id, f)).size, 0);
-    console.log(`zip of 40 × 256 KiB unused entries + 2 images: ${onDisk} bytes kept on disk`); // eslint-disable-line no-console
+    console.log(`zip of 40 × 256 KiB unused entries + 2 images: ${onDisk} bytes kept on disk`);
     expect(onDisk).toBeLessThan(64 << 10);
 
     const many = await zipOf([{ name: 'train.csv', data: 'filepath\ttitle\n0.png\tx\n' }, ...Array.from({ length: 600 }, (_, i) => ({ name: `${i}.png`, data: png }))]);
@@ -254,7 +254,7 @@ describe('hostile uploads and dataset references', () => {
       expect(g[events - 1].state).toBe('FINE_TUNE_JOB_STATE_FAILED');
     }
     expect(got[0].map((e: Any) => e.event.sequence).every((s: number, i: number) => s === i + 1)).toBe(true);
-    console.log(`20 watchers × ${events} events: ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`); // eslint-disable-line no-console
+    console.log(`20 watchers × ${events} events: ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
     // Order of magnitude only: probes were answered throughout, not once after all events were read.
     expect(lat.length).toBeGreaterThan(5);
     expect(Math.max(...lat)).toBeLessThan(Math.max(2000, (seconds * 1000) / 2));
@@ -275,7 +275,7 @@ describe('hostile uploads and dataset references', () => {
     expect(err.code).toBe(grpc.status.NOT_FOUND);
     const listed = (await unary(ft, 'ListDatasets', {})).datasets;
     expect(listed.map((d: Any) => d.numPairs)).toEqual([rows]);
-    console.log(`1M-row CSV (${(bytes / 1e6).toFixed(1)} MB) registered in ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`); // eslint-disable-line no-console
+    console.log(`1M-row CSV (${(bytes / 1e6).toFixed(1)} MB) registered in ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
     // Order of magnitude only (loaded CI): the probes kept answering while the CSV was read, rather than once after it.
     expect(lat.length).toBeGreaterThan(5);
     expect(Math.max(...lat)).toBeLessThan(Math.max(2000, (seconds * 1000) / 2));

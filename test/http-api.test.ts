@@ -364,7 +364,9 @@ describe('HTTP API: keys, start-up, overload', () => {
       server,
       base: `http://127.0.0.1:${server.httpPort}`,
       release,
-      hold: () => (held = new Promise<void>((r) => (unhold = r))),
+      hold: () => {
+        held = new Promise<void>((r) => (unhold = r));
+      },
       unhold: () => unhold(),
     };
   }

@@ -42,7 +42,6 @@ function itWithTool(tool: string | undefined, toolName: string, name: string, fn
   } else if (process.env.CI) {
     it(name, () => { throw new Error(`${toolName} not found on PATH although CI is set; run .ci/prometheus.sh`); });
   } else {
-    // eslint-disable-next-line no-console
     console.warn(`\n!!! SKIPPING "${name}": ${toolName} not found (apt-get install prometheus, or .ci/prometheus.sh) !!!\n`);
     it.skip(name, fn);
   }

@@ -6,6 +6,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -31,7 +32,6 @@ function describeWithPromtool(name: string, fn: () => void): void {
       });
     });
   } else {
-    // eslint-disable-next-line no-console
     console.warn(`\n!!! SKIPPING "${name}": promtool not found (apt-get install prometheus, or .ci/prometheus.sh) !!!\n`);
     describe.skip(name, fn);
   }
@@ -59,7 +59,7 @@ describeWithPromtool('alert rules (promtool)', () => {
   });
 
   it('reject a broken rule file (the check is not vacuous)', () => {
-    const broken = path.join(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'rules-')), 'broken.yaml');
+    const broken = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'rules-')), 'broken.yaml');
     fs.writeFileSync(broken, 'groups:\n  - name: x\n    rules:\n      - alert: Broken\n        expr: sum(rate(x[5m]) > \n');
     const r = spawnSync(PROMTOOL!, ['check', 'rules', broken], { encoding: 'utf8' });
     expect(r.status).not.toBe(0);
@@ -76,6 +76,7 @@ interface Panel { id: number; type: string; title: string; gridPos: GridPos; dat
 const PANEL_TYPES = new Set(['row', 'timeseries', 'stat', 'table', 'gauge', 'bargauge', 'heatmap', 'text', 'piechart', 'state-timeline']);
 
 /** Structural schema of a Grafana (schemaVersion >= 36) dashboard as imported from JSON. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
 function dashboardProblems(d: Record<string, any>): string[] {
   const problems: string[] = [];
   const need = (cond: unknown, msg: string) => { if (!cond) problems.push(msg); };
@@ -84,7 +85,7 @@ function dashboardProblems(d: Record<string, any>): string[] {
   need(Number.isInteger(d.schemaVersion) && d.schemaVersion >= 36, 'schemaVersion must be an integer >= 36');
   need(d.time && typeof d.time.from === 'string' && typeof d.time.to === 'string', 'time.from/time.to must be strings');
   need(d.id === undefined || d.id === null, 'id must be absent or null in an importable dashboard');
-  const vars: any[] = d.templating?.list ?? [];
+  const vars: any[] = d.templating?.list ?? []; // eslint-disable-line @typescript-eslint/no-explicit-any
   need(Array.isArray(vars), 'templating.list must be an array');
   const dsVar = vars.find((v) => v.type === 'datasource');
   need(dsVar && dsVar.name === 'datasource' && dsVar.query === 'prometheus', 'needs a "datasource" variable of Prometheus type');
@@ -123,7 +124,7 @@ function dashboardProblems(d: Record<string, any>): string[] {
 }
 
 describe('Grafana dashboard', () => {
-  const dashboard = JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as Record<string, any>;
+  const dashboard = JSON.parse(fs.readFileSync(DASHBOARD, 'utf8')) as Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
   it('is structurally valid Grafana dashboard JSON', () => {
     expect(dashboardProblems(dashboard)).toEqual([]);

@@ -229,7 +229,7 @@ describe('overload', () => {
     const out = path.join(os.tmpdir(), 'clipserve-hardening', 'overload.json');
     fs.mkdirSync(path.dirname(out), { recursive: true });
     fs.writeFileSync(out, JSON.stringify(summary, null, 2));
-    console.log(`overload summary (${out}):\n${JSON.stringify(summary, null, 2)}`); // eslint-disable-line no-console
+    console.log(`overload summary (${out}):\n${JSON.stringify(summary, null, 2)}`);
 
     expect(other.map((o) => grpc.status[o.code])).toEqual([]);
     expect(rejected.length).toBeGreaterThan(outcomes.length * 0.4);
@@ -246,7 +246,7 @@ describe('overload', () => {
       expect(quantile(serverRejected, 0.5)).toBeLessThan(quantile(serverAccepted, 0.5));
       expect(quantile(accepted, 0.99)).toBeLessThanOrEqual(5 * latencyBoundMs);
     } else {
-      console.warn(`!!! host busy: other processes used ${foreignCores.toFixed(2)} cores during the overload; latency bounds reported, not asserted !!!`); // eslint-disable-line no-console
+      console.warn(`!!! host busy: other processes used ${foreignCores.toFixed(2)} cores during the overload; latency bounds reported, not asserted !!!`);
     }
     // Overload costs some throughput (the refused calls and the load generator share the CPU) but
     // never collapses it: an order of magnitude, as a busy CI host can take half of it away.

@@ -41,7 +41,6 @@ describeGolden('preprocess goldens (open_clip image_transform(224), Pillow 9.4)'
 
   const report: string[] = [];
   afterAll(() => {
-    // eslint-disable-next-line no-console
     console.log(`preprocess golden errors in [0,1] pixel units (max / mean):\n${report.join('\n')}`);
   });
 

@@ -108,7 +108,7 @@ it('claims a job on exactly one replica; a cancel sent to another replica stops 
   const t0 = Date.now();
   const { job: cancelled } = await unary(other.ft, 'CancelFineTuneJob', { jobId: job.id });
   const tookMs = Date.now() - t0;
-  console.log(`cancel sent to replica ${other.name}, job running on replica ${owner}: cancelled after ${tookMs} ms`); // eslint-disable-line no-console
+  console.log(`cancel sent to replica ${other.name}, job running on replica ${owner}: cancelled after ${tookMs} ms`);
   expect(cancelled.state).toBe('FINE_TUNE_JOB_STATE_CANCELLED');
   expect(tookMs).toBeLessThan(10_000);
   const events = await watchToEnd(other.ft, job.id);
@@ -179,7 +179,7 @@ it('an activation on one replica is served by all of them', async () => {
     }),
   );
   // The others hear of it once the first has loaded it (a version that fails to load is never announced).
-  console.log(`ActivateModel on replica ${first.name} returned after ${activatedMs} ms; then served by ${others.map((r, i) => `${r.name} ${servedAt[i] - activatedMs} ms later`).join(', ')}`); // eslint-disable-line no-console
+  console.log(`ActivateModel on replica ${first.name} returned after ${activatedMs} ms; then served by ${others.map((r, i) => `${r.name} ${servedAt[i] - activatedMs} ms later`).join(', ')}`);
   // The notification path, not the 10 s polling fallback (order of magnitude: CI is loaded).
   for (const ms of servedAt) expect(ms - activatedMs).toBeLessThan(8000);
   const vec = await unary(others[0].embed, 'EmbedText', { texts: ['a red star'] });
@@ -206,7 +206,7 @@ it('200 concurrent CreateFineTuneJob + Watch calls across the replicas lose noth
     ),
   );
   const streams = await Promise.all(watches);
-  console.log(`${N} jobs created, watched and cancelled across ${replicas.length} replicas in ${Date.now() - t0} ms; ${streams.reduce((n, st) => n + st.length, 0)} events streamed`); // eslint-disable-line no-console
+  console.log(`${N} jobs created, watched and cancelled across ${replicas.length} replicas in ${Date.now() - t0} ms; ${streams.reduce((n, st) => n + st.length, 0)} events streamed`);
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   try {

@@ -62,7 +62,6 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
         const li = closeness(logitsPerImage, flat(exp.values.logits_per_image), 1e-3, 1e-4);
         const lt = closeness(logitsPerText, flat(exp.values.logits_per_text), 1e-3, 1e-4);
         const ni = closeness(l2normalize(img, E), flat(exp.values.image_features_normalized), 1e-4, 1e-4);
-        // eslint-disable-next-line no-console
         console.log(`${name}: max |Δ| image ${fi.maxAbs.toExponential(2)}, text ${ft.maxAbs.toExponential(2)}, logits ${li.maxAbs.toExponential(2)}`);
         expect(Math.fround(model.info.logitScale)).toBe(Math.fround(exp.values.logit_scale_exp));
         for (const c of [fi, ft, li, lt, ni]) expect(c.ratio).toBeLessThanOrEqual(1);
@@ -132,7 +131,6 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
       clearInterval(timer);
       const p99 = h.percentile(99) / 1e6;
       const perRun = ms / runs;
-      // eslint-disable-next-line no-console
       console.log(`event loop during ${ms.toFixed(0)} ms of inference (${runs} × batch ${n}, 224 px, ${perRun.toFixed(0)} ms a run): p99 delay ${p99.toFixed(2)} ms, max ${(h.max / 1e6).toFixed(2)} ms, ${ticks} timer ticks`);
       expect(p99).toBeLessThan(perRun);
       expect(ticks).toBeGreaterThan(4 * runs); // a blocked loop would tick about once per run
@@ -155,7 +153,6 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
       const ft = closeness(txt, flat(exp.values.text_features), 1e-2, 0);
       const { logitsPerImage } = similarityLogits(img, txt, E, model.info.logitScale);
       const li = closeness(logitsPerImage, flat(exp.values.logits_per_image), 0.5, 0);
-      // eslint-disable-next-line no-console
       console.log(`fp16 tiny-gelu: max |Δ| image ${fi.maxAbs.toExponential(2)}, text ${ft.maxAbs.toExponential(2)}, logits ${li.maxAbs.toExponential(2)}`);
       expect(fi.ratio).toBeLessThanOrEqual(1);
       expect(ft.ratio).toBeLessThanOrEqual(1);

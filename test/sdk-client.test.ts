@@ -365,9 +365,9 @@ describe('deadlines, aborts and errors', () => {
 
 describe('@clipserve/sdk/langchain', () => {
   test('ClipServeEmbeddings is a LangChain Embeddings over the same vectors, with embedImages', async () => {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { ClipServeEmbeddings } = require(path.join(SDK_DIR, 'dist', 'cjs', 'langchain.js')) as typeof import('../sdk/src/langchain');
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { Embeddings } = require(require.resolve('@langchain/core/embeddings', { paths: [SDK_DIR] }));
     const emb = new ClipServeEmbeddings({ client });
     expect(emb).toBeInstanceOf(Embeddings);

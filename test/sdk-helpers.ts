@@ -85,7 +85,7 @@ function newestNonGenerated(src: string): number {
 /** The compiled CommonJS build, as a package consumer sees it. */
 export function loadSdk(): SdkModule {
   ensureSdkBuilt();
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(path.join(SDK_DIR, 'dist', 'cjs', 'index.js')) as SdkModule;
 }
 
@@ -272,7 +272,7 @@ export async function startClipServers(options: ClipServerOptions[]): Promise<Cl
   const settled = await Promise.allSettled(options.map((o) => startClipServer(o)));
   const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
-    await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.stop() : undefined)));
+    await Promise.all(settled.map((r) => (r.status === 'fulfilled' ? r.value.stop() : Promise.resolve())));
     throw failed.reason;
   }
   return settled.map((r) => (r as PromiseFulfilledResult<ClipServerProcess>).value);

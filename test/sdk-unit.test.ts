@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ensureSdkBuilt, SDK_DIR } from './sdk-helpers';
 
 ensureSdkBuilt();
-/* eslint-disable @typescript-eslint/no-var-requires */
+/* eslint-disable @typescript-eslint/no-require-imports */
 const internal = <T>(mod: string): T => require(path.join(SDK_DIR, 'dist', 'cjs', `${mod}.js`)) as T;
 const channel = internal<typeof import('../sdk/src/channel')>('channel');
 const batching = internal<typeof import('../sdk/src/batching')>('batching');

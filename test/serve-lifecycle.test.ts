@@ -183,7 +183,7 @@ describe('startup failures', () => {
   });
 });
 
-if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS tests: openssl not found !!!\n'); // eslint-disable-line no-console
+if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS tests: openssl not found !!!\n');
 
 (HAVE_OPENSSL ? describe : describe.skip)('TLS, mutual TLS and the plaintext health port', () => {
   let dir: string;

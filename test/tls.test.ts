@@ -23,7 +23,7 @@ const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, { defaults: true, enums: String })) as Any;
 const RELOAD_SECONDS = 0.1;
 
-if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS rotation tests: openssl not found !!!\n'); // eslint-disable-line no-console
+if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS rotation tests: openssl not found !!!\n');
 
 /** A throwaway PKI: CAs, and leaf certificates they sign (EC P-256: fast to make). */
 class Pki {

@@ -5,6 +5,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { ClipTokenizer, TokenizerError, VocabFileError, fixText } from '../server/src/tokenizer';
 import { BytePairEncoder } from '../server/src/tokenizer/bpe';
 import { BYTE_TO_VOCAB_INDEX } from '../server/src/tokenizer/byte-encoder';
@@ -66,7 +67,6 @@ function writeHfFiles(dir: string, mergeLines: string[], mutate?: (vocab: Record
 }
 
 function goldenMergeLines(): string[] {
-  const zlib = require('node:zlib') as typeof import('node:zlib');
   const text = zlib.gunzipSync(fs.readFileSync(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz'))).toString('utf8');
   return text.split('\n').slice(1, 49152 - 256 - 2 + 1);
 }
@@ -106,7 +106,6 @@ describeGolden('ClipTokenizer vs open_clip golden cases', () => {
       perCategory.set(c.category, stat);
     }
     const summary = [...perCategory.entries()].map(([k, v]) => `${k} ${v.pass}/${v.pass + v.fail}`).join(', ');
-    // eslint-disable-next-line no-console
     console.log(`tokenizer golden cases per category: ${summary}`);
     expect(failures).toEqual([]);
   });

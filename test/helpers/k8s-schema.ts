@@ -57,7 +57,7 @@ function withUnwrappedSecretData(obj: K8sObject): K8sObject {
 export function schemaErrors(obj: K8sObject): string[] {
   let Model: ModelClass | undefined;
   try {
-    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
     Model = (require(modelModule(obj)) as Record<string, ModelClass>)[obj.kind];
   } catch {
     Model = undefined;

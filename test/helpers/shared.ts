@@ -11,7 +11,6 @@ export function describeGolden(name: string, fn: () => void): void {
   if (HAVE_GOLDEN) {
     describe(name, fn);
   } else {
-    // eslint-disable-next-line no-console
     console.warn(`\n!!! SKIPPING "${name}": golden data not found at ${GOLDEN_DIR} (set CLIPSERVE_SHARED_DIR) !!!\n`);
     describe.skip(name, fn);
   }

@@ -57,7 +57,7 @@ export class RequestWork {
       let left = promises.length;
       let failed = false;
       if (left === 0) resolve(out);
-      promises.forEach((p, i) =>
+      promises.forEach((p, i) => {
         p.then(
           (v) => {
             out[i] = v;
@@ -69,8 +69,8 @@ export class RequestWork {
             this.cancel();
             reject(new ItemFailure(nameOf(i), err));
           },
-        ),
-      );
+        );
+      });
     });
     // The caller may never await this promise if a sibling submission throws first.
     all.catch(() => undefined);

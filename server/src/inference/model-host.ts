@@ -323,7 +323,7 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
       throw new ModelBudgetError(`model version ${version} needs ${bytes} bytes; with the active version that exceeds the budget of ${maxBytes} bytes (--max-loaded-bytes)`);
     }
     const used = () => {
-      let count = this.loaded.size + this.loading.size;
+      const count = this.loaded.size + this.loading.size;
       let total = 0;
       for (const e of this.loaded.values()) total += e.bytes;
       for (const l of this.loading.values()) total += l.bytes;

@@ -181,7 +181,7 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     WorkerSession.create({ ...base, modelPath: bundle.paths.textual }, `${m.name} text tower`),
   ]);
   if (sessions.some((s) => s.status === 'rejected')) {
-    await Promise.all(sessions.map((s) => (s.status === 'fulfilled' ? s.value.close() : undefined)));
+    await Promise.all(sessions.map((s) => (s.status === 'fulfilled' ? s.value.close() : Promise.resolve())));
     throw (sessions.find((s) => s.status === 'rejected') as PromiseRejectedResult).reason;
   }
   const [visual, textual] = sessions.map((s) => (s as PromiseFulfilledResult<WorkerSession>).value);

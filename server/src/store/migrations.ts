@@ -9,6 +9,11 @@
 import { Kysely, Migrator, sql, type Migration, type MigrationProvider } from 'kysely';
 import type { StoreBackend } from './store';
 
+// A migration runs against every past schema, not today's typed one, so (as Kysely's docs do) it
+// sees the database untyped.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type UntypedDb = Kysely<any>;
+
 /** Columns that databases created before the migrations existed may lack (SQLite only). */
 const LEGACY_COLUMNS: { table: string; column: string; type: 'text' | 'integer' | 'bigint'; fallback: string | number }[] = [
   { table: 'jobs', column: 'owner', type: 'text', fallback: '' },
@@ -20,7 +25,7 @@ const LEGACY_COLUMNS: { table: string; column: string; type: 'text' | 'integer' 
 
 function initial(backend: StoreBackend): Migration {
   return {
-    async up(db: Kysely<any>): Promise<void> {
+    async up(db: UntypedDb): Promise<void> {
       await db.schema
         .createTable('datasets')
         .ifNotExists()
@@ -117,7 +122,7 @@ function initial(backend: StoreBackend): Migration {
 
 /** Datasets gain their owner (the API key that uploaded them) and a creation order for paging. */
 const datasetOwner: Migration = {
-  async up(db: Kysely<any>): Promise<void> {
+  async up(db: UntypedDb): Promise<void> {
     await db.schema.alterTable('datasets').addColumn('owner', 'text', (c) => c.notNull().defaultTo('')).execute();
     await db.schema.alterTable('datasets').addColumn('ord', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
     // Existing rows keep their creation order (a correlated count both dialects run).
@@ -133,7 +138,7 @@ export function migrations(backend: StoreBackend): Record<string, Migration> {
 }
 
 /** Applies the pending migrations; throws with the failing migration's name and cause. */
-export async function migrateToLatest(db: Kysely<any>, backend: StoreBackend): Promise<void> {
+export async function migrateToLatest(db: UntypedDb, backend: StoreBackend): Promise<void> {
   const provider: MigrationProvider = { getMigrations: async () => migrations(backend) };
   const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
   if (error) {

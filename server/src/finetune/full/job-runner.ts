@@ -197,7 +197,7 @@ export async function runTrainingJob(o: RunTrainingJobOptions): Promise<void> {
   };
 
   const drainLogs = async (ms: number): Promise<void> => {
-    const open = [...follows.values()].filter((f) => f.active && f.stream).map((f) => f.stream!);
+    const open = [...follows.values()].filter((f) => f.active && f.stream !== undefined).map((f) => f.stream!);
     if (open.length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([Promise.all(open), new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
@@ -267,6 +267,6 @@ export async function runTrainingJob(o: RunTrainingJobOptions): Promise<void> {
   } finally {
     signal.removeEventListener('abort', onAbort);
     followAbort.abort();
-    await Promise.allSettled([...follows.values()].map((f) => f.stream));
+    await Promise.allSettled([...follows.values()].map((f) => f.stream ?? Promise.resolve()));
   }
 }

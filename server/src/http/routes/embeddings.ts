@@ -43,8 +43,8 @@ export function registerEmbeddings(app: FastifyInstance, deps: HttpApiDeps, deco
           const items = await embeddingItems(body, deps.limits, decodeImage);
           const [textList, textAt, imageList, imageAt]: [string[], number[], Buffer[], number[]] = [[], [], [], []];
           items.forEach((item, i) => {
-            if (item.kind === 'text') textList.push(item.text), textAt.push(i);
-            else imageList.push(item.bytes), imageAt.push(i);
+            if (item.kind === 'text') { textList.push(item.text); textAt.push(i); }
+            else { imageList.push(item.bytes); imageAt.push(i); }
         });
 
         const work = new RequestWork(served.embedder, ctx);

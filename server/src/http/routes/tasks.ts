@@ -72,8 +72,8 @@ export function registerTasks(app: FastifyInstance, deps: HttpApiDeps, decodeIma
     // Texts and images rank together; each result maps back to its place in `documents`.
     const [texts, textAt, imageRefs, imageAt]: [string[], number[], string[], number[]] = [[], [], [], []];
     body.documents.forEach((d, i) => {
-      if (typeof d === 'string' || 'text' in d) texts.push(typeof d === 'string' ? d : d.text), textAt.push(i);
-      else imageRefs.push(d.image), imageAt.push(i);
+      if (typeof d === 'string' || 'text' in d) { texts.push(typeof d === 'string' ? d : d.text); textAt.push(i); }
+      else { imageRefs.push(d.image); imageAt.push(i); }
     });
     const imageBytes = await Promise.all(imageRefs.map((ref, k) => decodeImage(ref, `documents[${imageAt[k]}]`)));
     const ranked = await rank(work, served.info.logitScale, query, texts, imageBytes, body.top_n ?? 0, deps.limits, {

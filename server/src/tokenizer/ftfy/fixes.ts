@@ -27,6 +27,7 @@ export function unescapeHtml(text: string): string {
 }
 
 // Python's `\d` on str patterns is any Unicode decimal digit.
+// eslint-disable-next-line no-control-regex -- ESC (\x1b) opens an ANSI escape sequence: matching it is the point.
 const ANSI_RE = /\x1b\[(?:\p{Nd}|;)*[a-zA-Z]/gu;
 
 /** Strips "ANSI" terminal escape sequences such as colour codes. */
