@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import { loadProtos } from '../server/src/grpc/proto';
 import { ensureSdkBuilt, SDK_DIR } from './sdk-helpers';
 
@@ -63,7 +64,7 @@ test('the server loader hands over what server/src/grpc/generated declares', () 
 
 test('the SDK loader hands over what sdk/src/generated/wire declares', () => {
   ensureSdkBuilt();
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const sdkProto = require(path.join(SDK_DIR, 'dist', 'cjs', 'proto.js')) as typeof import('../sdk/src/proto');
   const c = sdkProto.serviceConstructors();
   check({ embedding: c.embedding.service, fineTune: c.fineTune.service, model: c.model.service }, 'sdk/src/generated/wire');
@@ -71,8 +72,6 @@ test('the SDK loader hands over what sdk/src/generated/wire declares', () => {
 
 test('a loader option the generated types do not follow is caught', () => {
   // defaults off: proto-loader leaves unset scalars out, which the __Output types require.
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const protoLoader = require('@grpc/proto-loader') as typeof import('@grpc/proto-loader');
   const def = protoLoader.loadSync(['clipserve/v1/finetune.proto'], { includeDirs: [path.join(REPO, 'proto')], longs: Number, enums: String, oneofs: true });
   const svc = def['clipserve.v1.FineTuneService'] as unknown as grpc.ServiceDefinition;
   expect(() => check({ fineTune: svc }, 'server/src/grpc/generated')).toThrow();
