@@ -24,6 +24,10 @@ export interface EmbedderOptions {
   queuePixels?: number;
   /** Longest one image may take to decode, in seconds (libvips' timeout); 0: no limit. */
   decodeTimeoutSeconds?: number;
+  /** Most text characters admitted and not yet tokenized, all callers together (tokenizing costs per character). */
+  queueTextChars?: number;
+  /** Fraction of each queue bound one caller (SubmitOptions.key) may hold while it has items queued. */
+  callerShare?: number;
   observer?: BatcherObserver;
 }
 
@@ -65,7 +69,7 @@ export class Embedder {
   ) {
     this.dim = model.info.embedDim;
     this.contextLength = model.info.contextLength;
-    const common = { maxBatchSize: opts.maxBatchSize, maxQueueDelayMs: opts.maxQueueDelayMs, queueBound: opts.queueBound, observer: opts.observer };
+    const common = { maxBatchSize: opts.maxBatchSize, maxQueueDelayMs: opts.maxQueueDelayMs, queueBound: opts.queueBound, keyShare: opts.callerShare, observer: opts.observer };
     this.textBatcher = new DynamicBatcher({
       ...common,
       modality: 'text',
@@ -73,6 +77,9 @@ export class Embedder {
       // Every admitted text goes to the pool at once (a tokenized row is 77 ids): the pool then
       // serves requests in turn instead of in arrival order.
       prepareAhead: opts.queueBound,
+      costOf: (text) => text.length,
+      costBound: opts.queueTextChars,
+      costUnit: 'characters queued for tokenizing',
       run: (items) => this.runText(items),
     });
     this.imageBatcher = new DynamicBatcher({

@@ -131,6 +131,8 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
         maxRequestPixels: config.maxRequestPixels,
         queuePixels: config.imageQueuePixels,
         decodeTimeoutSeconds: config.imageDecodeTimeoutSeconds,
+        queueTextChars: config.textQueueChars,
+        callerShare: config.queueCallerShare,
         observer: input.observer ?? metrics.service.forVersion(version),
       }),
     // Without a data directory the configured model is the only version (and it is always loaded).
