@@ -44,7 +44,7 @@ export interface DynamicBatcherOptions<In, Prepared, Out> {
    * A rejection fails only that item. Without it, inputs go to inference as they are (In must
    * then be Prepared).
    */
-  prepare?: (input: In, signal: AbortSignal) => Promise<Prepared> | Prepared;
+  prepare?: (input: In, signal: AbortSignal, key: string) => Promise<Prepared> | Prepared;
   /** The admission cost of an input (an image's declared pixels); needs costBound. */
   costOf?: (input: In) => number;
   /** Most cost admitted and not yet prepared; a submission that would exceed it is refused whole. */
@@ -367,7 +367,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     const t0 = performance.now();
     const signal = item.group.abort.signal;
     Promise.resolve()
-      .then(() => prepare(input, signal))
+      .then(() => prepare(input, signal, item.key))
       .then(
         (prepared) => {
           this.preparing--;

@@ -61,6 +61,8 @@ export interface ServeConfig {
   textQueueChars: number;
   /** Fraction of each queue bound (items, pixels, characters) one caller may hold while it has items queued. */
   queueCallerShare: number;
+  /** Most preprocessing workers one caller's jobs occupy at once; undefined: all. */
+  preprocessWorkersPerCaller: number | undefined;
   /** Fine-tuning and the model registry: SQLite catalogue + artifacts; undefined disables them. */
   dataDir: string | undefined;
   /** The ReadWriteMany PersistentVolumeClaim holding dataDir, for `full` fine-tune training pods. */
@@ -246,6 +248,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'imageDecodeTimeoutSeconds', flag: '--image-decode-timeout-seconds <s>', env: 'CLIPSERVE_IMAGE_DECODE_TIMEOUT_SECONDS', description: 'longest one image may take to decode before libvips abandons it (whole seconds; 0 = no limit)', defaultValue: 5, parse: intIn(0, 3600) },
   { key: 'textQueueChars', flag: '--text-queue-chars <n>', env: 'CLIPSERVE_TEXT_QUEUE_CHARS', description: 'most text characters queued for tokenizing, all callers together; beyond it calls fail fast with RESOURCE_EXHAUSTED (tokenizer work grows with the characters, so texts are admitted by cost like images)', defaultValue: 8_388_608, parse: intIn(1) },
   { key: 'queueCallerShare', flag: '--queue-caller-share <f>', env: 'CLIPSERVE_QUEUE_CALLER_SHARE', description: "fraction (0-1] of each queue bound (items, pixels, characters) one caller (API key, or peer address without keys) may hold while it already has items queued; beyond it its calls get RESOURCE_EXHAUSTED while other callers keep their room. A caller with nothing queued is always admitted within the global bounds. 1 = no per-caller limit", defaultValue: 0.5, parse: numberIn(0.001, 1) },
+  { key: 'preprocessWorkersPerCaller', flag: '--preprocess-workers-per-caller <n>', env: 'CLIPSERVE_PREPROCESS_WORKERS_PER_CALLER', description: 'most preprocessing workers one caller (API key, or peer address without keys) occupies at once, so another caller\'s image or text starts at once instead of waiting behind a flood (default: all workers but one, at least 1)', defaultValue: undefined, parse: intIn(1, 1024) },
   { key: 'finetuneThreads', flag: '--finetune-threads <n>', env: 'CLIPSERVE_FINETUNE_THREADS', description: 'decode child processes and encoder threads of an in-process (adapter) fine-tune; all run at the lowest CPU priority so serving keeps the cores first', defaultValue: 1, parse: intIn(1, 1024) },
 ];
 

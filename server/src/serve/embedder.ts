@@ -28,6 +28,8 @@ export interface EmbedderOptions {
   queueTextChars?: number;
   /** Fraction of each queue bound one caller (SubmitOptions.key) may hold while it has items queued. */
   callerShare?: number;
+  /** Most preprocessing workers one caller's items may occupy at once (default: all). */
+  callerWorkers?: number;
   observer?: BatcherObserver;
 }
 
@@ -73,7 +75,7 @@ export class Embedder {
     this.textBatcher = new DynamicBatcher({
       ...common,
       modality: 'text',
-      prepare: (text, signal) => this.tokenize(text, signal),
+      prepare: (text, signal, key) => this.tokenize(text, signal, key),
       // Every admitted text goes to the pool at once (a tokenized row is 77 ids): the pool then
       // serves requests in turn instead of in arrival order.
       prepareAhead: opts.queueBound,
@@ -85,10 +87,10 @@ export class Embedder {
     this.imageBatcher = new DynamicBatcher({
       ...common,
       modality: 'image',
-      prepare: (image, signal) =>
+      prepare: (image, signal, key) =>
         image.error !== undefined
           ? Promise.reject(image.error)
-          : this.model.preprocessImage(image.bytes, this.opts.imageLimits, { signal, timeoutSeconds: this.opts.decodeTimeoutSeconds }),
+          : this.model.preprocessImage(image.bytes, this.opts.imageLimits, { signal, timeoutSeconds: this.opts.decodeTimeoutSeconds, owner: key }),
       costOf: (image) => image.pixels,
       costBound: opts.queuePixels,
       run: (pixels) => this.runImages(pixels),
@@ -139,9 +141,9 @@ export class Embedder {
     this.imageBatcher.close();
   }
 
-  private async tokenize(text: string, signal: AbortSignal): Promise<TokenizedItem> {
+  private async tokenize(text: string, signal: AbortSignal, key: string): Promise<TokenizedItem> {
     const row = this.model.tokenizeText
-      ? await this.model.tokenizeText(text, this.contextLength, signal)
+      ? await this.model.tokenizeText(text, this.contextLength, signal, key)
       : this.model.tokenizer.tokenize(text, this.contextLength);
     if (row.ids.length !== this.contextLength) throw new Error(`tokenizer returned ${row.ids.length} ids, expected ${this.contextLength}`);
     return { ids: row.ids, truncated: row.truncated, tokens: row.eotIndex + 1 };
