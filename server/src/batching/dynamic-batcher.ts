@@ -112,6 +112,8 @@ export interface BatcherStats {
   inFlight: number;
   /** Cost admitted and not yet prepared (0 without costOf). */
   cost: number;
+  /** Distinct callers (keys) with items queued. */
+  callers: number;
 }
 
 export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
@@ -152,7 +154,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   }
 
   stats(): BatcherStats {
-    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost };
+    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost, callers: this.held.size };
   }
 
   /** Submits one item; see submitMany. */
@@ -221,6 +223,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     account.items += n;
     account.cost += cost;
     this.held.set(key, account);
+    if (!mine) this.notifyCallers();
     this.armGroup(group, items);
     for (const item of items) this.pending.push(key, item);
     this.depth += n;
@@ -321,7 +324,10 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   /** The item no longer counts against its key's share of the queue (it runs, or was dropped). */
   private leaveQueue(item: Item<In, Prepared, Out>): void {
     // The account object travels with the item: a late release never touches a newer account.
-    if (--item.account.items === 0 && this.held.get(item.key) === item.account) this.held.delete(item.key);
+    if (--item.account.items === 0 && this.held.get(item.key) === item.account) {
+      this.held.delete(item.key);
+      this.notifyCallers();
+    }
   }
 
   private rejectCount(reason: RejectReason, n: number): void {
@@ -477,6 +483,10 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       this.checkIdle();
       this.pump();
     }
+  }
+
+  private notifyCallers(): void {
+    this.observe((o) => o.queueCallers?.(this.modality, this.held.size));
   }
 
   private notifyDepth(): void {

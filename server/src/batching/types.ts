@@ -24,6 +24,8 @@ export interface BatcherObserver {
   preprocessed(modality: Modality, seconds: number): void;
   /** `count` items embedded by a successful run. */
   embedded(modality: Modality, count: number): void;
+  /** How many distinct callers (SubmitOptions.key) have items queued, after every change. */
+  queueCallers?(modality: Modality, callers: number): void;
 }
 
 /** Per-call options: the caller's deadline (epoch milliseconds, as Date.now()), cancellation and identity. */
