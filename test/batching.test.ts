@@ -351,24 +351,15 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     const held = gate();
     let first = true;
     const batches: number[][] = [];
-    const observer = new RecordingObserver();
-    const batcher = new DynamicBatcher<number, number, number>({
-      modality: 'text',
-      maxBatchSize: 4,
-      maxQueueDelayMs: 0,
-      queueBound: 64,
-      prepare: (x) => x,
-      run: async (xs) => {
-        batches.push([...xs]);
-        if (first) {
-          first = false;
-          await held.promise;
-        }
-        return xs.map(encode);
-      },
-      observer,
-      ...over,
-    });
+    const run = async (xs: number[]) => {
+      batches.push([...xs]);
+      if (first) {
+        first = false;
+        await held.promise;
+      }
+      return xs.map(encode);
+    };
+    const { batcher, observer } = makeBatcher({ maxBatchSize: 4, maxQueueDelayMs: 0, run, ...over });
     return { batcher, batches, observer, release: held.open };
   }
   const tick = () => new Promise((r) => setImmediate(r));

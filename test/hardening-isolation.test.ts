@@ -22,7 +22,7 @@ import sharp from 'sharp';
 import { PROTO_DIR } from '../server/src/util/paths';
 import { seededRandom } from '../server/src/util/random';
 import { declaredPng, declaredWebp } from './helpers/hostile-images';
-import { loopDelay, pct } from './helpers/probes';
+import { loopDelay, pct, scrapeMetrics } from './helpers/probes';
 import { ServerProcess, startServerProcess } from './helpers/server-process';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -48,22 +48,12 @@ function call(client: Any, method: string, req: unknown, deadlineMs = 30_000): P
 }
 
 /** The server's batcher histograms (sums and counts by modality), to diff across a phase. */
-function scrapeHistograms(port: number): Promise<Record<string, number>> {
-  return new Promise((resolve, reject) =>
-    http
-      .get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => {
-          const out: Record<string, number> = {};
-          for (const m of text.matchAll(/^clipserve_(queue_wait|preprocess|inference)_seconds_(sum|count)\{modality="(\w+)"\} (\S+)$/gm)) out[`${m[1]} ${m[3]} ${m[2]}`] = Number(m[4]);
-          for (const m of text.matchAll(/^clipserve_rejected_items_total\{modality="(\w+)",reason="key_share"\} (\S+)$/gm)) out[`key_share ${m[1]}`] = Number(m[2]);
-          resolve(out);
-        });
-      })
-      .on('error', reject),
-  );
+async function scrapeHistograms(port: number): Promise<Record<string, number>> {
+  const text = await scrapeMetrics(port);
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^clipserve_(queue_wait|preprocess|inference)_seconds_(sum|count)\{modality="(\w+)"\} (\S+)$/gm)) out[`${m[1]} ${m[3]} ${m[2]}`] = Number(m[4]);
+  for (const m of text.matchAll(/^clipserve_rejected_items_total\{modality="(\w+)",reason="key_share"\} (\S+)$/gm)) out[`key_share ${m[1]}`] = Number(m[2]);
+  return out;
 }
 
 /** Mean milliseconds per item of each histogram over a phase: where the time went. */
