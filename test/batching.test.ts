@@ -382,23 +382,36 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     await expect(Promise.all(polite)).resolves.toEqual([encode(500), encode(501)]);
   });
 
-  test('keyShare: a caller with items queued may hold only its share; others keep their room', async () => {
+  test('keyShare: while the queue is shared, a caller with items queued may hold only its share; others keep their room', async () => {
     const { batcher, observer, release } = heldBatcher({ queueBound: 8, keyShare: 0.5 });
     const blocker = batcher.submit(1000, { key: 'z' });
-    await tick();
+    await tick(); // z's item runs (held): the queue is empty
     // A caller with nothing queued is admitted within the global bound, even beyond its share.
     const big = batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' });
+    const first = batcher.submit(7, { key: 'b' });
+    // Now shared: a holds 5 > its share of 4, so it is refused; b is not.
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(KeyShareExceededError);
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(QueueFullError); // same gRPC status: RESOURCE_EXHAUSTED
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(/share of the text queue is used up \(it holds 5 items queued \+ 1 requested > its share 4\)/);
     expect(observer.rejected.filter((r) => r === 'key_share')).toHaveLength(3);
-    // Another caller is unaffected (up to the global bound).
-    const other = batcher.submitMany([7, 8, 9], { key: 'b' });
+    const more = batcher.submitMany([8, 9], { key: 'b' });
     expect(() => batcher.submit(10, { key: 'c' })).toThrow(/text queue is full/);
     release();
-    await Promise.all([blocker, ...big, ...other]);
+    await Promise.all([blocker, ...big, first, ...more]);
     // Once its items ran, the caller holds nothing and is admitted again.
     await expect(batcher.submit(6, { key: 'a' })).resolves.toBe(encode(6));
+  });
+
+  test('keyShare: a lone caller may use the whole queue', async () => {
+    const { batcher, observer, release } = heldBatcher({ queueBound: 8, keyShare: 0.5 });
+    const blocker = batcher.submit(1000, { key: 'z' });
+    await tick();
+    const items = [...batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' }), ...batcher.submitMany([6, 7, 8], { key: 'a' })];
+    expect(() => batcher.submit(9, { key: 'a' })).toThrow(/text queue is full/);
+    expect(observer.rejected).toEqual(['overload']);
+    release();
+    await expect(Promise.all(items)).resolves.toEqual([1, 2, 3, 4, 5, 6, 7, 8].map(encode));
+    await blocker;
   });
 
   test('keyShare also bounds a caller\'s cost, released as its items are prepared', async () => {
@@ -406,22 +419,22 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     const { batcher, release } = heldBatcher({
       keyShare: 0.5,
       costOf: (chars) => chars,
-      costBound: 100,
+      costBound: 200,
       costUnit: 'characters queued for tokenizing',
       prepare: (v) => new Promise((resolve) => gates.push(() => resolve(v))),
     });
     const first = batcher.submitMany([40], { key: 'a' });
-    expect(() => batcher.submitMany([20], { key: 'a' })).toThrow(/it holds 40 characters queued for tokenizing \+ 20 requested > its share 50/);
     const other = batcher.submitMany([45], { key: 'b' });
+    expect(() => batcher.submitMany([70], { key: 'a' })).toThrow(/it holds 40 characters queued for tokenizing \+ 70 requested > its share 100/);
     await tick();
     gates.splice(0).forEach((g) => g());
     await tick();
     // a's text is tokenized: its cost is released although it still waits for the encoder.
-    const second = batcher.submitMany([45], { key: 'a' });
+    const second = batcher.submitMany([70], { key: 'a' });
     await tick();
     gates.splice(0).forEach((g) => g());
     release();
-    await expect(Promise.all([...first, ...other, ...second])).resolves.toEqual([40, 45, 45].map(encode));
+    await expect(Promise.all([...first, ...other, ...second])).resolves.toEqual([40, 45, 70].map(encode));
   });
 
   test('rejects a keyShare outside (0, 1]', () => {

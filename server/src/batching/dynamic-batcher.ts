@@ -20,9 +20,10 @@
  *
  * Fairness across callers (SubmitOptions.key, an opaque string): items start preparing and join
  * batches by turns across keys (KeyedQueue), so one caller's flood queues behind itself; and with
- * `keyShare` < 1 a key that already has items queued may hold at most that share of the item and
- * cost bounds (a key with nothing queued is always admitted within the global bounds, so any valid
- * request can run). A key over its share gets KeyShareExceededError; other keys keep their room.
+ * `keyShare` < 1, while other keys have items queued, a key that already has items queued may hold
+ * at most that share of the item and cost bounds (a key with nothing queued is always admitted
+ * within the global bounds, so any valid request can run; a lone key may use the whole queue). A
+ * key over its share gets KeyShareExceededError; the others keep their room.
  */
 import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
@@ -52,8 +53,8 @@ export interface DynamicBatcherOptions<In, Prepared, Out> {
   /** What the cost counts, for error messages (default 'pixels queued for decoding'). */
   costUnit?: string;
   /**
-   * The fraction (0, 1] of queueBound and costBound one key may hold while it has items queued
-   * (default 1: no per-key limit beyond the global bounds).
+   * The fraction (0, 1] of queueBound and costBound one key may hold while it and another key have
+   * items queued (default 1: no per-key limit beyond the global bounds).
    */
   keyShare?: number;
   /**
@@ -194,7 +195,9 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     }
     const key = options.key ?? '';
     const mine = this.held.get(key);
-    if (mine && this.keyShare < 1) {
+    // The share binds only while the queue is shared: a lone caller (one client, a batch job) may
+    // use the whole queue, and is held to its share as soon as another caller has items queued.
+    if (mine && this.keyShare < 1 && this.held.size > 1) {
       const itemShare = Math.max(1, Math.floor(this.keyShare * this.queueBound));
       if (mine.items + n > itemShare) {
         this.rejectCount('key_share', n);

@@ -26,7 +26,7 @@ export interface EmbedderOptions {
   decodeTimeoutSeconds?: number;
   /** Most text characters admitted and not yet tokenized, all callers together (tokenizing costs per character). */
   queueTextChars?: number;
-  /** Fraction of each queue bound one caller (SubmitOptions.key) may hold while it has items queued. */
+  /** Fraction of each queue bound one caller (SubmitOptions.key) may hold while the queue is shared. */
   callerShare?: number;
   /** Most preprocessing workers one caller's items may occupy at once (default: all). */
   callerWorkers?: number;
