@@ -9,6 +9,7 @@ import {
   DeadlineExceededError,
   DynamicBatcher,
   InferenceError,
+  KeyShareExceededError,
   Modality,
   QueueFullError,
   RejectReason,
@@ -341,5 +342,103 @@ describe('DynamicBatcher admission by cost (issue 13)', () => {
     gates[gates.length - 1]();
     await expect(later).resolves.toBe(encode(200));
     batcher.close();
+  });
+});
+
+describe('DynamicBatcher per-caller fairness (issue 13)', () => {
+  /** A batcher whose first run is held until `release()`, so that queues can build up behind it. */
+  function heldBatcher(over: Partial<ConstructorParameters<typeof DynamicBatcher<number, number, number>>[0]> = {}) {
+    const held = gate();
+    let first = true;
+    const batches: number[][] = [];
+    const run = async (xs: number[]) => {
+      batches.push([...xs]);
+      if (first) {
+        first = false;
+        await held.promise;
+      }
+      return xs.map(encode);
+    };
+    const { batcher, observer } = makeBatcher({ maxBatchSize: 4, maxQueueDelayMs: 0, run, ...over });
+    return { batcher, batches, observer, release: held.open };
+  }
+  const tick = () => new Promise((r) => setImmediate(r));
+
+  test('batches take callers in turns: a flood queues behind itself', async () => {
+    // Every item is prepared at once (as texts are): the turns decide the batches. (With a smaller
+    // prepareAhead, items already prepared run first: a later caller waits for at most that window.)
+    const { batcher, batches, release } = heldBatcher({ prepareAhead: 64 });
+    const blocker = batcher.submit(1000, { key: 'z' });
+    await tick(); // the blocker's run starts and is held
+    const flood = batcher.submitMany(Array.from({ length: 16 }, (_, i) => i), { key: 'a' });
+    const polite = batcher.submitMany([500, 501], { key: 'b' });
+    await tick();
+    release();
+    await Promise.all([blocker, ...flood, ...polite]);
+    // The batch after the blocker alternates a and b, so b's two items are in it, not after
+    // a's sixteen.
+    expect(batches[1]).toEqual([0, 500, 1, 501]);
+    expect(batches.slice(2).flat()).toEqual(Array.from({ length: 14 }, (_, i) => i + 2));
+    await expect(Promise.all(polite)).resolves.toEqual([encode(500), encode(501)]);
+  });
+
+  test('keyShare: while the queue is shared, a caller with items queued may hold only its share; others keep their room', async () => {
+    const { batcher, observer, release } = heldBatcher({ queueBound: 8, keyShare: 0.5 });
+    const blocker = batcher.submit(1000, { key: 'z' });
+    await tick(); // z's item runs (held): the queue is empty
+    // A caller with nothing queued is admitted within the global bound, even beyond its share.
+    const big = batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' });
+    const first = batcher.submit(7, { key: 'b' });
+    // Now shared: a holds 5 > its share of 4, so it is refused; b is not.
+    expect(() => batcher.submit(6, { key: 'a' })).toThrow(KeyShareExceededError);
+    expect(() => batcher.submit(6, { key: 'a' })).toThrow(QueueFullError); // same gRPC status: RESOURCE_EXHAUSTED
+    expect(() => batcher.submit(6, { key: 'a' })).toThrow(/share of the text queue is used up \(it holds 5 items queued \+ 1 requested > its share 4\)/);
+    expect(observer.rejected.filter((r) => r === 'key_share')).toHaveLength(3);
+    const more = batcher.submitMany([8, 9], { key: 'b' });
+    expect(() => batcher.submit(10, { key: 'c' })).toThrow(/text queue is full/);
+    release();
+    await Promise.all([blocker, ...big, first, ...more]);
+    // Once its items ran, the caller holds nothing and is admitted again.
+    await expect(batcher.submit(6, { key: 'a' })).resolves.toBe(encode(6));
+  });
+
+  test('keyShare: a lone caller may use the whole queue', async () => {
+    const { batcher, observer, release } = heldBatcher({ queueBound: 8, keyShare: 0.5 });
+    const blocker = batcher.submit(1000, { key: 'z' });
+    await tick();
+    const items = [...batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' }), ...batcher.submitMany([6, 7, 8], { key: 'a' })];
+    expect(() => batcher.submit(9, { key: 'a' })).toThrow(/text queue is full/);
+    expect(observer.rejected).toEqual(['overload']);
+    release();
+    await expect(Promise.all(items)).resolves.toEqual([1, 2, 3, 4, 5, 6, 7, 8].map(encode));
+    await blocker;
+  });
+
+  test('keyShare also bounds a caller\'s cost, released as its items are prepared', async () => {
+    const gates: (() => void)[] = [];
+    const { batcher, release } = heldBatcher({
+      keyShare: 0.5,
+      costOf: (chars) => chars,
+      costBound: 200,
+      costUnit: 'characters queued for tokenizing',
+      prepare: (v) => new Promise((resolve) => gates.push(() => resolve(v))),
+    });
+    const first = batcher.submitMany([40], { key: 'a' });
+    const other = batcher.submitMany([45], { key: 'b' });
+    expect(() => batcher.submitMany([70], { key: 'a' })).toThrow(/it holds 40 characters queued for tokenizing \+ 70 requested > its share 100/);
+    await tick();
+    gates.splice(0).forEach((g) => g());
+    await tick();
+    // a's text is tokenized: its cost is released although it still waits for the encoder.
+    const second = batcher.submitMany([70], { key: 'a' });
+    await tick();
+    gates.splice(0).forEach((g) => g());
+    release();
+    await expect(Promise.all([...first, ...other, ...second])).resolves.toEqual([40, 45, 70].map(encode));
+  });
+
+  test('rejects a keyShare outside (0, 1]', () => {
+    expect(() => makeBatcher({ keyShare: 0 })).toThrow(RangeError);
+    expect(() => makeBatcher({ keyShare: 1.5 })).toThrow(RangeError);
   });
 });

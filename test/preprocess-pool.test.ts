@@ -90,6 +90,26 @@ describe('PreprocessPool', () => {
     await expect(p.run(file)).rejects.toThrow(/closed/);
   });
 
+  test('maxWorkersPerOwner: one owner occupies at most that many workers; another owner starts at once', async () => {
+    const p = new PreprocessPool({ size: 2, cfg, maxWorkersPerOwner: 1 });
+    const file = fs.readFileSync(path.join(DIR, 'png_rgb_97x71.png'));
+    // Dispatch is synchronous in run(): with a cap of 1, three of a's four jobs wait although a
+    // worker is free.
+    const flood = Array.from({ length: 4 }, () => p.run(file, { owner: 'a' }));
+    expect(p.queued).toBe(3);
+    // b's job takes the free worker at once instead of queueing behind a's.
+    const other = p.run(file, { owner: 'b' });
+    expect(p.queued).toBe(3);
+    const expected = await preprocessImage(file, cfg);
+    for (const t of [...(await Promise.all(flood)), await other]) expect(sameBits(t, expected)).toBe(true);
+    // Jobs without an owner are not capped (fine-tuning, the CLI).
+    const anonymous = [p.run(file), p.run(file)];
+    expect(p.queued).toBe(0);
+    await Promise.all(anonymous);
+    await p.close();
+    expect(() => new PreprocessPool({ size: 2, cfg, maxWorkersPerOwner: 0 })).toThrow(RangeError);
+  });
+
   test('a worker that dies fails only its own job and is replaced', async () => {
     const p = new PreprocessPool({ size: 1, cfg });
     const file = fs.readFileSync(path.join(DIR, 'png_rgb_97x71.png'));

@@ -14,14 +14,22 @@
  * deadline passed are dropped before inference and their room is freed immediately, and the signal
  * handed to prepare() aborts, so work queued for them elsewhere (the decode pool) is dropped too.
  *
- * With `costOf`, the queue is also bounded by cost (an image's declared pixels): an item's cost is
- * held from admission until its preparation ends (or it is dropped before starting), so a few
- * cheap-looking requests cannot queue minutes of decoding.
+ * With `costOf`, the queue is also bounded by cost (an image's declared pixels, a text's length):
+ * an item's cost is held from admission until its preparation ends (or it is dropped before
+ * starting), so a few cheap-looking requests cannot queue minutes of decoding or tokenizing.
+ *
+ * Fairness across callers (SubmitOptions.key, an opaque string): items start preparing and join
+ * batches by turns across keys (KeyedQueue), so one caller's flood queues behind itself; and with
+ * `keyShare` < 1, while other keys have items queued, a key that already has items queued may hold
+ * at most that share of the item and cost bounds (a key with nothing queued is always admitted
+ * within the global bounds, so any valid request can run; a lone key may use the whole queue). A
+ * key over its share gets KeyShareExceededError; the others keep their room.
  */
 import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { BatcherClosedError, BatcherError, CancelledError, DeadlineExceededError, InferenceError, QueueFullError } from './errors';
+import { BatcherClosedError, BatcherError, CancelledError, DeadlineExceededError, InferenceError, KeyShareExceededError, QueueFullError } from './errors';
 import { Fifo } from './fifo';
+import { KeyedQueue } from './keyed-queue';
 import type { BatcherObserver, Modality, RejectReason, SubmitOptions } from './types';
 
 export interface DynamicBatcherOptions<In, Prepared, Out> {
@@ -37,11 +45,18 @@ export interface DynamicBatcherOptions<In, Prepared, Out> {
    * A rejection fails only that item. Without it, inputs go to inference as they are (In must
    * then be Prepared).
    */
-  prepare?: (input: In, signal: AbortSignal) => Promise<Prepared> | Prepared;
+  prepare?: (input: In, signal: AbortSignal, key: string) => Promise<Prepared> | Prepared;
   /** The admission cost of an input (an image's declared pixels); needs costBound. */
   costOf?: (input: In) => number;
   /** Most cost admitted and not yet prepared; a submission that would exceed it is refused whole. */
   costBound?: number;
+  /** What the cost counts, for error messages (default 'pixels queued for decoding'). */
+  costUnit?: string;
+  /**
+   * The fraction (0, 1] of queueBound and costBound one key may hold while it and another key have
+   * items queued (default 1: no per-key limit beyond the global bounds).
+   */
+  keyShare?: number;
   /**
    * How many items may be preparing or prepared-and-waiting at once (default 2 × maxBatchSize:
    * the next batch plus one more). Bounds the memory held by prepared tensors; further admitted
@@ -55,6 +70,12 @@ export interface DynamicBatcherOptions<In, Prepared, Out> {
   rejectReasonOf?: (err: unknown) => RejectReason;
 }
 
+/** What one key holds in the queue. */
+interface KeyAccount {
+  items: number;
+  cost: number;
+}
+
 type ItemState = 'pending' | 'preparing' | 'ready' | 'running' | 'settled';
 
 interface Item<In, Prepared, Out> {
@@ -65,6 +86,9 @@ interface Item<In, Prepared, Out> {
   readyAt: number;
   /** Cost still held against costBound (0 once released). */
   cost: number;
+  /** The submitting caller's key ('' when anonymous) and its account of queued items and cost. */
+  key: string;
+  account: KeyAccount;
   group: Group;
   resolve: (out: Out) => void;
   reject: (err: unknown) => void;
@@ -89,6 +113,8 @@ export interface BatcherStats {
   inFlight: number;
   /** Cost admitted and not yet prepared (0 without costOf). */
   cost: number;
+  /** Distinct callers (keys) with items queued. */
+  callers: number;
 }
 
 export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
@@ -97,8 +123,14 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   private readonly maxQueueDelayMs: number;
   private readonly queueBound: number;
   private readonly prepareAhead: number;
-  private readonly pending = new Fifo<Item<In, Prepared, Out>>();
+  private readonly pending = new KeyedQueue<Item<In, Prepared, Out>>();
+  /** Ready items in arrival order: only the oldest one's age is read from it (batch timing). */
   private readonly ready = new Fifo<Item<In, Prepared, Out>>();
+  /** The same ready items by key: batches are filled from it in turns. */
+  private readonly readyByKey = new KeyedQueue<Item<In, Prepared, Out>>();
+  /** Items queued (not yet running) and cost held, per key; a key leaves the map at zero items. */
+  private readonly held = new Map<string, KeyAccount>();
+  private readonly keyShare: number;
   private readyLive = 0;
   private preparing = 0;
   private depth = 0;
@@ -118,10 +150,12 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       throw new RangeError(`maxQueueDelayMs must be a finite number >= 0, got ${opts.maxQueueDelayMs}`);
     }
     this.maxQueueDelayMs = opts.maxQueueDelayMs;
+    this.keyShare = opts.keyShare ?? 1;
+    if (!(this.keyShare > 0 && this.keyShare <= 1)) throw new RangeError(`keyShare must be in (0, 1], got ${opts.keyShare}`);
   }
 
   stats(): BatcherStats {
-    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost };
+    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost, callers: this.held.size };
   }
 
   /** Submits one item; see submitMany. */
@@ -153,12 +187,30 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     const costs = inputs.map((input) => (this.opts.costOf ? this.opts.costOf(input) : 0));
     const cost = costs.reduce((a, b) => a + b, 0);
     const costBound = this.opts.costBound ?? Number.POSITIVE_INFINITY;
+    const costUnit = this.opts.costUnit ?? 'pixels queued for decoding';
     // An empty queue admits any one submission (its size is the per-request budget's business).
     if (cost > 0 && this.queuedCost > 0 && this.queuedCost + cost > costBound) {
       this.rejectCount('overload', n);
-      throw new QueueFullError(this.modality, this.queuedCost, cost, costBound, 'cost');
+      throw new QueueFullError(this.modality, this.queuedCost, cost, costBound, costUnit);
+    }
+    const key = options.key ?? '';
+    const mine = this.held.get(key);
+    // The share binds only while the queue is shared: a lone caller (one client, a batch job) may
+    // use the whole queue, and is held to its share as soon as another caller has items queued.
+    if (mine && this.keyShare < 1 && this.held.size > 1) {
+      const itemShare = Math.max(1, Math.floor(this.keyShare * this.queueBound));
+      if (mine.items + n > itemShare) {
+        this.rejectCount('key_share', n);
+        throw new KeyShareExceededError(this.modality, mine.items, n, itemShare, 'items queued');
+      }
+      const costShare = Math.floor(this.keyShare * costBound);
+      if (cost > 0 && mine.cost > 0 && mine.cost + cost > costShare) {
+        this.rejectCount('key_share', n);
+        throw new KeyShareExceededError(this.modality, mine.cost, cost, costShare, costUnit);
+      }
     }
 
+    const account: KeyAccount = mine ?? { items: 0, cost: 0 };
     const group: Group = { deadline: options.deadline, signal: options.signal, unsettled: n, cleanup: () => undefined, abort: new AbortController() };
     // One listener per item preparing elsewhere (up to a request's size): not a leak.
     setMaxListeners(0, group.abort.signal);
@@ -167,12 +219,16 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       (input, i) =>
         new Promise<Out>((resolve, reject) => {
           const now = performance.now();
-          items.push({ state: 'pending', input, prepared: undefined, admittedAt: now, readyAt: now, cost: costs[i], group, resolve, reject });
+          items.push({ state: 'pending', input, prepared: undefined, admittedAt: now, readyAt: now, cost: costs[i], key, account, group, resolve, reject });
         }),
     );
     this.queuedCost += cost;
+    account.items += n;
+    account.cost += cost;
+    this.held.set(key, account);
+    if (!mine) this.notifyCallers();
     this.armGroup(group, items);
-    for (const item of items) this.pending.push(item);
+    for (const item of items) this.pending.push(key, item);
     this.depth += n;
     this.notifyDepth();
     this.pump();
@@ -194,11 +250,12 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
-    for (const queue of [this.pending, this.ready]) {
+    for (const queue of [this.pending, this.readyByKey]) {
       for (let item = queue.shift(); item; item = queue.shift()) {
         if (item.state === 'pending' || item.state === 'ready') this.dropQueued(item, new BatcherClosedError(this.modality), undefined);
       }
     }
+    while (this.ready.shift());
     // Items still preparing are dropped when their preparation settles (state check there).
   }
 
@@ -255,6 +312,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     if (item.state === 'pending') this.releaseCost(item);
     // A preparing item keeps its preparation slot until prepare() settles; it is skipped then.
     this.depth--;
+    this.leaveQueue(item);
     if (reason) this.observe((o) => o.itemRejected(this.modality, reason));
     this.settle(item, err);
     this.checkIdle();
@@ -262,7 +320,17 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
 
   private releaseCost(item: Item<In, Prepared, Out>): void {
     this.queuedCost -= item.cost;
+    item.account.cost -= item.cost;
     item.cost = 0;
+  }
+
+  /** The item no longer counts against its key's share of the queue (it runs, or was dropped). */
+  private leaveQueue(item: Item<In, Prepared, Out>): void {
+    // The account object travels with the item: a late release never touches a newer account.
+    if (--item.account.items === 0 && this.held.get(item.key) === item.account) {
+      this.held.delete(item.key);
+      this.notifyCallers();
+    }
   }
 
   private rejectCount(reason: RejectReason, n: number): void {
@@ -308,7 +376,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     const t0 = performance.now();
     const signal = item.group.abort.signal;
     Promise.resolve()
-      .then(() => prepare(input, signal))
+      .then(() => prepare(input, signal, item.key))
       .then(
         (prepared) => {
           this.preparing--;
@@ -342,6 +410,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     item.state = 'ready';
     item.readyAt = performance.now();
     this.ready.push(item);
+    this.readyByKey.push(item.key, item);
     this.readyLive++;
   }
 
@@ -372,7 +441,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   private async runBatch(): Promise<void> {
     const batch: Item<In, Prepared, Out>[] = [];
     while (batch.length < this.maxBatchSize) {
-      const item = this.ready.shift();
+      const item = this.readyByKey.shift();
       if (!item) break;
       if (item.state !== 'ready') continue;
       const dead = this.expiry(item);
@@ -382,6 +451,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       }
       item.state = 'running';
       this.readyLive--;
+      this.leaveQueue(item);
       batch.push(item);
     }
     this.depth -= batch.length;
@@ -416,6 +486,10 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       this.checkIdle();
       this.pump();
     }
+  }
+
+  private notifyCallers(): void {
+    this.observe((o) => o.queueCallers?.(this.modality, this.held.size));
   }
 
   private notifyDepth(): void {

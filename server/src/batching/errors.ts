@@ -14,13 +14,21 @@ export class BatcherError extends Error {
 /** Admission refused: the modality's queue holds `queueBound` items already. Retry later. */
 export class QueueFullError extends BatcherError {
   readonly reason: RejectReason = 'overload';
-  constructor(modality: Modality, readonly depth: number, readonly requested: number, readonly bound: number, unit: 'items' | 'cost' = 'items') {
-    super(
-      unit === 'items'
-        ? `${modality} queue is full (${depth} queued + ${requested} requested > bound ${bound})`
-        : `${modality} queue is full (${depth} pixels queued for decoding + ${requested} requested > bound ${bound})`,
-      modality,
-    );
+  /** `unit`: 'items', or what the batcher's cost counts ('pixels queued for decoding', 'characters queued for tokenizing'). */
+  constructor(modality: Modality, readonly depth: number, readonly requested: number, readonly bound: number, unit = 'items queued') {
+    super(`${modality} queue is full (${depth} ${unit} + ${requested} requested > bound ${bound})`, modality);
+  }
+}
+
+/**
+ * Admission refused: this caller (key) already holds its share of the queue while the queue is
+ * shared with others. Retry later; other callers are unaffected.
+ */
+export class KeyShareExceededError extends QueueFullError {
+  override readonly reason: RejectReason = 'key_share';
+  constructor(modality: Modality, held: number, requested: number, share: number, unit: string) {
+    super(modality, held, requested, share, unit);
+    this.message = `this caller's share of the ${modality} queue is used up (it holds ${held} ${unit} + ${requested} requested > its share ${share}); the queue is shared with other callers`;
   }
 }
 

@@ -7,7 +7,7 @@
 export type Modality = 'text' | 'image';
 
 /** Why an item left the queue without an embedding. */
-export type RejectReason = 'bad_image' | 'too_large' | 'overload' | 'deadline' | 'cancelled';
+export type RejectReason = 'bad_image' | 'too_large' | 'overload' | 'key_share' | 'deadline' | 'cancelled';
 
 /**
  * Hook for metrics (implemented with prom-client in server/src/metrics). Calls are synchronous and
@@ -24,10 +24,18 @@ export interface BatcherObserver {
   preprocessed(modality: Modality, seconds: number): void;
   /** `count` items embedded by a successful run. */
   embedded(modality: Modality, count: number): void;
+  /** How many distinct callers (SubmitOptions.key) have items queued, after every change. */
+  queueCallers?(modality: Modality, callers: number): void;
 }
 
-/** Per-call options: the caller's deadline (epoch milliseconds, as Date.now()) and cancellation. */
+/** Per-call options: the caller's deadline (epoch milliseconds, as Date.now()), cancellation and identity. */
 export interface SubmitOptions {
   deadline?: number;
   signal?: AbortSignal;
+  /**
+   * Who is asking, as an opaque string (the serving layer passes an API key's name or the peer's
+   * address; the batcher never interprets it). Items are scheduled fairly across keys and one key
+   * may hold only its share of the queue. Absent: the anonymous key ''.
+   */
+  key?: string;
 }

@@ -66,6 +66,16 @@ export interface CallContext extends Required<Pick<SubmitOptions, 'signal'>> {
   settle(): void;
   /** The API key the call was admitted with ('' without keys): whose datasets it sees. */
   keyName: string;
+  /** Who the call counts against in the batchers' fair scheduling and per-caller queue share. */
+  callerKey: string;
+}
+
+/**
+ * The batchers' caller identity: the API key's name when keys are on, else the peer's address
+ * without its port (one client opening many connections is still one caller). Never a metric label.
+ */
+export function callerKeyOf(keyName: string, peerAddress: string): string {
+  return keyName ? `key:${keyName}` : `peer:${peerAddress.replace(/:\d+$/, '')}`;
 }
 
 type AnyServerCall = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>;
@@ -96,7 +106,17 @@ export function callContext(call: AnyServerCall, method: string, logger: Logger)
       settled = true;
     },
     keyName: keyNameOf(call.metadata),
+    callerKey: callerKeyOf(keyNameOf(call.metadata), safePeer(call)),
   };
+}
+
+/** grpc-js throws from getPeer() once the stream is gone; such a call is anonymous. */
+function safePeer(call: AnyServerCall): string {
+  try {
+    return call.getPeer();
+  } catch {
+    return 'unknown';
+  }
 }
 
 /**

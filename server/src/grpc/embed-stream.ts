@@ -51,7 +51,7 @@ export function embedStreamHandler(deps: EmbedStreamDeps): grpc.handleBidiStream
       call.emit('error', { code: st.code, details: st.details });
       return;
     }
-    new EmbedStreamSession(call, deps, { signal: ctx.signal, deadline: ctx.deadline }, ctx.log).start();
+    new EmbedStreamSession(call, deps, { signal: ctx.signal, deadline: ctx.deadline, key: ctx.callerKey }, ctx.log).start();
   };
 }
 

@@ -22,7 +22,7 @@ export class RequestWork {
     private readonly embedder: EmbedderPort,
     private readonly ctx: CallContext,
   ) {
-    this.options = { signal: ctx.signal, deadline: ctx.deadline };
+    this.options = { signal: ctx.signal, deadline: ctx.deadline, key: ctx.callerKey };
   }
 
   /**

@@ -18,6 +18,14 @@ export interface HttpAuthOptions {
   logger: Logger;
 }
 
+/** The API key each admitted request used (its caller identity for fair scheduling). */
+const keyNames = new WeakMap<FastifyRequest, string>();
+
+/** The name of the API key the request was admitted with; '' without keys. */
+export function httpKeyNameOf(request: FastifyRequest): string {
+  return keyNames.get(request) ?? '';
+}
+
 export const EMBED_REQUIREMENT: Requirement = { kind: 'scope', scope: 'embed' };
 const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
@@ -31,7 +39,10 @@ export function checkRequest(request: FastifyRequest, requirement: Requirement, 
   if (header !== undefined && !PRINTABLE_ASCII.test(header)) throw new ApiError(401, 'malformed authorization header: expected "Bearer <key>"', 'invalid_api_key');
   if (header !== undefined) metadata.add(AUTHORIZATION_KEY, header);
   const verdict = checkCall(metadata, requirement, options.keys());
-  if (verdict.code === grpc.status.OK) return;
+  if (verdict.code === grpc.status.OK) {
+    if (verdict.keyName !== undefined) keyNames.set(request, verdict.keyName);
+    return;
+  }
   options.logger.info(
     { route: request.routeOptions.url, peer: request.ip, code: grpc.status[verdict.code], reason: verdict.details, key: verdict.keyName },
     'http request refused by API-key check',

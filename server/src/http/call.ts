@@ -7,7 +7,8 @@
 import { setMaxListeners } from 'node:events';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import type { CallContext, CallGate } from '../grpc/call-context';
+import { callerKeyOf, type CallContext, type CallGate } from '../grpc/call-context';
+import { httpKeyNameOf } from './auth';
 
 export async function withCall<T>(gate: CallGate, logger: Logger, request: FastifyRequest, reply: FastifyReply, fn: (ctx: CallContext) => Promise<T>): Promise<T> {
   gate.enter();
@@ -31,6 +32,7 @@ export async function withCall<T>(gate: CallGate, logger: Logger, request: Fasti
     },
     // The key decides which datasets a call sees; the HTTP API only embeds and reads no datasets.
     keyName: '',
+    callerKey: callerKeyOf(httpKeyNameOf(request), request.ip),
   };
   try {
     return await fn(ctx);

@@ -24,6 +24,12 @@ export interface EmbedderOptions {
   queuePixels?: number;
   /** Longest one image may take to decode, in seconds (libvips' timeout); 0: no limit. */
   decodeTimeoutSeconds?: number;
+  /** Most text characters admitted and not yet tokenized, all callers together (tokenizing costs per character). */
+  queueTextChars?: number;
+  /** Fraction of each queue bound one caller (SubmitOptions.key) may hold while the queue is shared. */
+  callerShare?: number;
+  /** Most preprocessing workers one caller's items may occupy at once (default: all). */
+  callerWorkers?: number;
   observer?: BatcherObserver;
 }
 
@@ -59,23 +65,26 @@ export class Embedder implements EmbedderPort {
   ) {
     this.dim = model.info.embedDim;
     this.contextLength = model.info.contextLength;
-    const common = { maxBatchSize: opts.maxBatchSize, maxQueueDelayMs: opts.maxQueueDelayMs, queueBound: opts.queueBound, observer: opts.observer };
+    const common = { maxBatchSize: opts.maxBatchSize, maxQueueDelayMs: opts.maxQueueDelayMs, queueBound: opts.queueBound, keyShare: opts.callerShare, observer: opts.observer };
     this.textBatcher = new DynamicBatcher({
       ...common,
       modality: 'text',
-      prepare: (text, signal) => this.tokenize(text, signal),
+      prepare: (text, signal, key) => this.tokenize(text, signal, key),
       // Every admitted text goes to the pool at once (a tokenized row is 77 ids): the pool then
       // serves requests in turn instead of in arrival order.
       prepareAhead: opts.queueBound,
+      costOf: (text) => text.length,
+      costBound: opts.queueTextChars,
+      costUnit: 'characters queued for tokenizing',
       run: (items) => this.runText(items),
     });
     this.imageBatcher = new DynamicBatcher({
       ...common,
       modality: 'image',
-      prepare: (image, signal) =>
+      prepare: (image, signal, key) =>
         image.error !== undefined
           ? Promise.reject(image.error)
-          : this.model.preprocessImage(image.bytes, this.opts.imageLimits, { signal, timeoutSeconds: this.opts.decodeTimeoutSeconds }),
+          : this.model.preprocessImage(image.bytes, this.opts.imageLimits, { signal, timeoutSeconds: this.opts.decodeTimeoutSeconds, owner: key }),
       costOf: (image) => image.pixels,
       costBound: opts.queuePixels,
       run: (pixels) => this.runImages(pixels),
@@ -126,9 +135,9 @@ export class Embedder implements EmbedderPort {
     this.imageBatcher.close();
   }
 
-  private async tokenize(text: string, signal: AbortSignal): Promise<TokenizedItem> {
+  private async tokenize(text: string, signal: AbortSignal, key: string): Promise<TokenizedItem> {
     const row = this.model.tokenizeText
-      ? await this.model.tokenizeText(text, this.contextLength, signal)
+      ? await this.model.tokenizeText(text, this.contextLength, signal, key)
       : this.model.tokenizer.tokenize(text, this.contextLength);
     if (row.ids.length !== this.contextLength) throw new Error(`tokenizer returned ${row.ids.length} ids, expected ${this.contextLength}`);
     return { ids: row.ids, truncated: row.truncated, tokens: row.eotIndex + 1 };

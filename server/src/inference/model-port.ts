@@ -23,10 +23,10 @@ export interface EmbeddingModel {
   readonly info: ServedModelInfo;
   readonly tokenizer: { tokenize(text: string, contextLength?: number): TokenizedText };
   /** CHW float32 pixels; rejects with ImageError for bad input. `signal` drops a decode not yet
-   *  started; `timeoutSeconds` is the decode budget. */
-  preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts?: { signal?: AbortSignal; timeoutSeconds?: number }): Promise<Float32Array>;
+   *  started; `timeoutSeconds` is the decode budget; `owner` (the caller's key) takes turns with other owners. */
+  preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts?: { signal?: AbortSignal; timeoutSeconds?: number; owner?: string }): Promise<Float32Array>;
   /** The tokenizer's row, computed off the event loop; without it the embedder tokenizes inline. */
-  tokenizeText?(text: string, contextLength: number, signal?: AbortSignal): Promise<TokenizedText>;
+  tokenizeText?(text: string, contextLength: number, signal?: AbortSignal, owner?: string): Promise<TokenizedText>;
   /** ids: n × contextLength; resolves to n × embedDim raw features. */
   encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
   /** pixels: n × 3 × S × S; resolves to n × embedDim raw features. */

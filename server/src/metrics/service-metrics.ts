@@ -11,7 +11,7 @@ export type { Modality, RejectReason };
 
 /** Every value of the batcher's Modality and RejectReason, for the series created up front. */
 export const MODALITIES = ['text', 'image'] as const satisfies readonly Modality[];
-export const REJECT_REASONS = ['bad_image', 'too_large', 'overload', 'deadline', 'cancelled'] as const satisfies readonly RejectReason[];
+export const REJECT_REASONS = ['bad_image', 'too_large', 'overload', 'key_share', 'deadline', 'cancelled'] as const satisfies readonly RejectReason[];
 
 /** What `clipserve_model_info` reports about the loaded model. */
 export interface ModelInfoLabels {
@@ -74,6 +74,7 @@ export class ServiceMetrics implements BatcherObserver {
   private readonly itemsEmbedded: Counter<'modality'>;
   private readonly batchSize: Histogram<'modality'>;
   private readonly queueDepthGauge: Gauge<'modality'>;
+  private readonly queueCallersGauge: Gauge<'modality'>;
   private readonly queueCapacity: Gauge<'modality'>;
   private readonly queueWait: Histogram<'modality'>;
   private readonly preprocessSeconds: Histogram<'modality'>;
@@ -86,6 +87,7 @@ export class ServiceMetrics implements BatcherObserver {
   private readonly versionsLoaded: Gauge<'version' | 'active'>;
   /** Queue depth of each loaded version's batchers: the modality gauge reports their sum. */
   private readonly depthByVersion = new Map<string, Record<Modality, number>>();
+  private readonly callersByVersion = new Map<string, Record<Modality, number>>();
   private fineTuneSource: FineTuneJobCountsSource | undefined;
 
   constructor(registry: Registry) {
@@ -106,6 +108,12 @@ export class ServiceMetrics implements BatcherObserver {
     this.queueDepthGauge = new Gauge({
       name: 'clipserve_queue_depth',
       help: 'Items waiting in the batching queue, by modality.',
+      labelNames: ['modality'],
+      registers,
+    });
+    this.queueCallersGauge = new Gauge({
+      name: 'clipserve_queue_callers',
+      help: 'Distinct callers (API keys, or peer addresses without keys) with items in the batching queue, by modality; their items are scheduled in turns. Refusals for exceeding one caller\'s share are clipserve_rejected_items_total{reason="key_share"}.',
       labelNames: ['modality'],
       registers,
     });
@@ -186,6 +194,7 @@ export class ServiceMetrics implements BatcherObserver {
       this.itemsEmbedded.inc({ modality }, 0);
       this.batchSize.zero({ modality });
       this.queueDepthGauge.set({ modality }, 0);
+      this.queueCallersGauge.set({ modality }, 0);
       this.queueWait.zero({ modality });
       this.preprocessSeconds.zero({ modality });
       this.inferenceSeconds.zero({ modality });
@@ -209,6 +218,12 @@ export class ServiceMetrics implements BatcherObserver {
     this.batchSize.observe({ modality }, size);
     for (const wait of queueWaitSeconds) this.queueWait.observe({ modality }, wait);
     this.inferenceSeconds.observe({ modality }, inferenceSeconds);
+  }
+
+  queueCallers(modality: Modality, callers: number): void {
+    checkModality(modality);
+    checkCount('queue callers', callers);
+    this.queueCallersGauge.set({ modality }, callers);
   }
 
   itemRejected(modality: Modality, reason: RejectReason): void {
@@ -256,6 +271,17 @@ export class ServiceMetrics implements BatcherObserver {
         let total = 0;
         for (const d of this.depthByVersion.values()) total += d[modality];
         this.queueDepthGauge.set({ modality }, total);
+      },
+      queueCallers: (modality, callers) => {
+        checkModality(modality);
+        checkCount('queue callers', callers);
+        const counts = this.callersByVersion.get(version) ?? { text: 0, image: 0 };
+        counts[modality] = callers;
+        if (counts.text === 0 && counts.image === 0) this.callersByVersion.delete(version);
+        else this.callersByVersion.set(version, counts);
+        let total = 0;
+        for (const c of this.callersByVersion.values()) total += c[modality];
+        this.queueCallersGauge.set({ modality }, total);
       },
       batchRun: (modality, size, waits, seconds) => this.batchRun(modality, size, waits, seconds),
       itemRejected: (modality, reason) => this.itemRejected(modality, reason),

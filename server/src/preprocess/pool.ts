@@ -1,9 +1,12 @@
 /**
  * A small pool of worker_threads for decode + preprocess (and tokenization), so that CPU-bound
  * work on untrusted input never blocks the server's event loop. Each worker runs one job at a
- * time. Jobs queue per submitter (jobs sharing an AbortSignal: one request's items) and the queues
- * take turns, so a request of 256 long texts delays another request's one text by one job, not by
- * 256. Bytes go to the worker as a private copy (the caller's buffer may be a view into a larger
+ * time. Jobs queue per submitter (the job's `owner`, an opaque caller identity, or else jobs
+ * sharing an AbortSignal: one request's items) and the queues take turns, so a request of 256 long
+ * texts delays another request's one text by one job, not by 256. With `maxWorkersPerOwner`, one
+ * owner may run jobs on at most that many workers at once: with the rest free, another caller's job
+ * starts at once instead of waiting for a flood's running jobs (and the flood cannot take every
+ * core from the event loop and the encoders). Bytes go to the worker as a private copy (the caller's buffer may be a view into a larger
  * pooled buffer), the result comes back by transfer. A worker that dies fails
  * only its own job and is replaced.
  *
@@ -38,12 +41,16 @@ export interface PreprocessPoolOptions {
   isolation?: Isolation;
   /** Child processes: their V8 heap bound in MiB (default 512). */
   heapMb?: number;
+  /** Most workers running jobs of one owner at once (default: all). Jobs without an owner are not capped. */
+  maxWorkersPerOwner?: number;
 }
 
 export interface ImageJobOptions {
   limits?: ImageLimits;
   /** Aborting drops the job if it has not started, and releases the caller if it has. */
   signal?: AbortSignal;
+  /** Who asked (an opaque caller identity): jobs queue and take turns per owner. */
+  owner?: string;
   /** Decode budget in seconds (rounded up to whole seconds by libvips); absent: none. */
   timeoutSeconds?: number;
   augment?: AugmentSpec;
@@ -65,6 +72,7 @@ export class PoolJobAbortedError extends Error {
 
 interface Job {
   request: JobRequest;
+  owner?: string;
   transfer: ArrayBuffer[];
   signal?: AbortSignal;
   onAbort?: () => void;
@@ -83,6 +91,9 @@ export class PreprocessPool {
   private readonly script: string;
   private readonly slots: Slot[] = [];
   private readonly queue = new FairQueue<Job>();
+  /** Workers busy with each owner's jobs (owners with none are absent). */
+  private readonly running = new Map<string, number>();
+  private readonly maxWorkersPerOwner: number;
   private nextId = 1;
   private closed = false;
   private drained?: () => void;
@@ -102,6 +113,8 @@ export class PreprocessPool {
     this.script = compiledModule('preprocess/worker');
     this.isolation = opts.isolation ?? 'thread';
     this.heapMb = opts.heapMb ?? 512;
+    this.maxWorkersPerOwner = opts.maxWorkersPerOwner ?? size;
+    if (!Number.isInteger(this.maxWorkersPerOwner) || this.maxWorkersPerOwner < 1) throw new RangeError(`maxWorkersPerOwner must be a positive integer, got ${opts.maxWorkersPerOwner}`);
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
 
@@ -118,6 +131,7 @@ export class PreprocessPool {
       { kind: 'image', id: 0, bytes: copy, limits, timeoutSeconds: opts.timeoutSeconds ?? 0, augment: opts.augment },
       [copy.buffer as ArrayBuffer],
       opts.signal,
+      opts.owner,
     );
     if (!('tensor' in reply)) throw new Error('preprocess worker answered an image job without a tensor');
     // Re-wrap in this realm's Float32Array (no copy): structured clone creates the view in the
@@ -134,8 +148,8 @@ export class PreprocessPool {
   }
 
   /** Tokenizes one text on a worker (open_clip ids, cut and padded to contextLength). */
-  async runText(text: string, contextLength: number, signal?: AbortSignal): Promise<TokenizedText> {
-    const reply = await this.submit({ kind: 'text', id: 0, text, contextLength }, [], signal);
+  async runText(text: string, contextLength: number, signal?: AbortSignal, owner?: string): Promise<TokenizedText> {
+    const reply = await this.submit({ kind: 'text', id: 0, text, contextLength }, [], signal, owner);
     if (!('ids' in reply)) throw new Error('preprocess worker answered a text job without ids');
     return { ids: new Int32Array(reply.ids.buffer, reply.ids.byteOffset, reply.ids.length), truncated: reply.truncated, eotIndex: reply.eotIndex };
   }
@@ -149,25 +163,30 @@ export class PreprocessPool {
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 
-  private submit(request: JobRequest, transfer: ArrayBuffer[], signal: AbortSignal | undefined): Promise<JobReply & { ok: true }> {
+  private submit(request: JobRequest, transfer: ArrayBuffer[], signal: AbortSignal | undefined, owner?: string): Promise<JobReply & { ok: true }> {
     if (this.closed) return Promise.reject(new Error('PreprocessPool is closed'));
     if (this.broken) return Promise.reject(this.broken);
     if (signal?.aborted) return Promise.reject(new PoolJobAbortedError());
     return new Promise((resolve, reject) => {
       request.id = this.nextId++;
-      const job: Job = { request, transfer, signal, resolve, reject };
+      const job: Job = { request, owner, transfer, signal, resolve, reject };
       if (signal) {
         job.onAbort = () => this.abort(job);
         signal.addEventListener('abort', job.onAbort, { once: true });
       }
-      this.queue.push(signal ?? job, job);
+      this.queue.push(this.queueKey(job), job);
       this.dispatch();
     });
   }
 
+  /** Jobs take turns by owner, else by request (their shared signal), else each alone. */
+  private queueKey(job: Job): object | string {
+    return job.owner ?? job.signal ?? job;
+  }
+
   /** A queued job leaves the queue; a running one is answered now and its reply ignored later. */
   private abort(job: Job): void {
-    this.queue.remove(job.signal ?? job, job);
+    this.queue.remove(this.queueKey(job), job);
     this.release(job).reject(new PoolJobAbortedError());
   }
 
@@ -194,7 +213,10 @@ export class PreprocessPool {
     for (const slot of this.slots) {
       if (this.queue.size === 0) return;
       if (slot.job) continue;
-      const job = this.queue.shift()!;
+      // The next turn whose owner is below its worker cap (owners are strings; other keys are uncapped).
+      const job = this.queue.shift((key) => typeof key !== 'string' || (this.running.get(key) ?? 0) < this.maxWorkersPerOwner);
+      if (!job) return;
+      if (job.owner !== undefined) this.running.set(job.owner, (this.running.get(job.owner) ?? 0) + 1);
       slot.job = job;
       slot.worker.ref();
       slot.worker.post(job.request, job.transfer);
@@ -204,6 +226,11 @@ export class PreprocessPool {
   private finish(slot: Slot): Job | undefined {
     const job = slot.job;
     slot.job = undefined;
+    if (job?.owner !== undefined) {
+      const n = (this.running.get(job.owner) ?? 1) - 1;
+      if (n > 0) this.running.set(job.owner, n);
+      else this.running.delete(job.owner);
+    }
     slot.worker.unref();
     if (this.closed && this.drained && !this.slots.some((s) => s.job)) this.drained();
     return job && this.release(job);
@@ -241,11 +268,11 @@ export class PreprocessPool {
 
 /** FIFO per key, keys served in turn (round robin). */
 class FairQueue<T> {
-  private readonly byKey = new Map<object, T[]>();
-  private turn: object[] = [];
+  private readonly byKey = new Map<object | string, T[]>();
+  private turn: (object | string)[] = [];
   size = 0;
 
-  push(key: object, item: T): void {
+  push(key: object | string, item: T): void {
     let list = this.byKey.get(key);
     if (!list) {
       list = [];
@@ -256,9 +283,11 @@ class FairQueue<T> {
     this.size++;
   }
 
-  shift(): T | undefined {
-    const key = this.turn.shift();
-    if (key === undefined) return undefined;
+  /** The head of the first key in turn that `eligible` accepts; that key then goes to the back. */
+  shift(eligible: (key: object | string) => boolean = () => true): T | undefined {
+    const at = this.turn.findIndex(eligible);
+    if (at < 0) return undefined;
+    const [key] = this.turn.splice(at, 1);
     const list = this.byKey.get(key)!;
     const item = list.shift()!;
     this.size--;
@@ -267,7 +296,7 @@ class FairQueue<T> {
     return item;
   }
 
-  remove(key: object, item: T): void {
+  remove(key: object | string, item: T): void {
     const list = this.byKey.get(key);
     const at = list ? list.indexOf(item) : -1;
     if (!list || at < 0) return;

@@ -37,6 +37,8 @@ export interface RuntimeOptions {
   interOpThreads?: number;
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   preprocessWorkers?: number;
+  /** Most preprocessing workers one caller (job owner) occupies at once (default: all). */
+  preprocessWorkersPerCaller?: number;
   /** Background work (fine-tuning): every worker thread, and the threads they start, runs at the
    *  lowest CPU priority so that serving keeps the cores first. (Serving's own workers stay at
    *  normal priority: measured side by side under hostile load, 'below-normal' workers did not
@@ -52,6 +54,8 @@ export interface PreprocessOptions {
   timeoutSeconds?: number;
   /** Training augmentation of the preprocessed pixels (fine-tuning). */
   augment?: AugmentSpec;
+  /** The caller's key: the pool's jobs take turns per owner (and one owner's workers may be capped). */
+  owner?: string;
 }
 
 export interface LoadedModel {
@@ -61,7 +65,7 @@ export interface LoadedModel {
   /** CHW float32 pixels; throws ImageError (server/src/preprocess) for bad input; runs in a worker pool */
   preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts?: PreprocessOptions): Promise<Float32Array>;
   /** The tokenizer's row for `text`, computed in the same worker pool (off the event loop). */
-  tokenizeText(text: string, contextLength?: number, signal?: AbortSignal): Promise<TokenizedText>;
+  tokenizeText(text: string, contextLength?: number, signal?: AbortSignal, owner?: string): Promise<TokenizedText>;
   /** ids: n × contextLength int32 (tokenizer output); runs cut to the longest EOT + 1; raw features n×E */
   encodeText(ids: Int32Array, n: number): Promise<Float32Array>;
   /** pixels: n × 3 × S × S; raw features n×E. When `pixels` spans its whole ArrayBuffer, that buffer
@@ -195,6 +199,7 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     size: opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()),
     cfg: m.preprocess_cfg,
     vocabPath: bundle.paths.vocab,
+    ...(opts.preprocessWorkersPerCaller ? { maxWorkersPerOwner: Math.min(opts.preprocessWorkersPerCaller, opts.preprocessWorkers ?? Math.max(1, os.availableParallelism())) } : {}),
     // Background work decodes in child processes: their lowest priority then reaches libvips'
     // threads too, and a heap bound of their own.
     ...(opts.lowPriority ? { priority: 'low' as const, isolation: 'process' as const } : {}),
@@ -230,9 +235,9 @@ class OnnxClipModel implements LoadedModel {
     return this.pool.run(bytes, { limits, ...opts });
   }
 
-  async tokenizeText(text: string, contextLength = this.info.contextLength, signal?: AbortSignal): Promise<TokenizedText> {
+  async tokenizeText(text: string, contextLength = this.info.contextLength, signal?: AbortSignal, owner?: string): Promise<TokenizedText> {
     this.ensureOpen();
-    return this.pool.runText(text, contextLength, signal);
+    return this.pool.runText(text, contextLength, signal, owner);
   }
 
   async encodeText(ids: Int32Array, n: number): Promise<Float32Array> {

@@ -57,6 +57,12 @@ export interface ServeConfig {
   imageQueuePixels: number;
   imageDecodeTimeoutSeconds: number;
   finetuneThreads: number;
+  /** Most text characters queued for tokenizing, all callers together (admission by cost). */
+  textQueueChars: number;
+  /** Fraction of each queue bound (items, pixels, characters) one caller may hold while others have items queued too. */
+  queueCallerShare: number;
+  /** Most preprocessing workers one caller's jobs occupy at once; undefined: all. */
+  preprocessWorkersPerCaller: number | undefined;
   /** Fine-tuning and the model registry: SQLite catalogue + artifacts; undefined disables them. */
   dataDir: string | undefined;
   /** The ReadWriteMany PersistentVolumeClaim holding dataDir, for `full` fine-tune training pods. */
@@ -240,6 +246,9 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'maxRequestPixels', flag: '--max-request-pixels <n>', env: 'CLIPSERVE_MAX_REQUEST_PIXELS', description: "per-request decode budget: most pixels one request's images may declare in all (read from their headers before any decoding)", defaultValue: 200_000_000, parse: intIn(1) },
   { key: 'imageQueuePixels', flag: '--image-queue-pixels <n>', env: 'CLIPSERVE_IMAGE_QUEUE_PIXELS', description: 'most declared pixels queued for decoding, all callers together; beyond it calls fail fast with RESOURCE_EXHAUSTED (admission by cost, not by count)', defaultValue: 1_000_000_000, parse: intIn(1) },
   { key: 'imageDecodeTimeoutSeconds', flag: '--image-decode-timeout-seconds <s>', env: 'CLIPSERVE_IMAGE_DECODE_TIMEOUT_SECONDS', description: 'longest one image may take to decode before libvips abandons it (whole seconds; 0 = no limit)', defaultValue: 5, parse: intIn(0, 3600) },
+  { key: 'textQueueChars', flag: '--text-queue-chars <n>', env: 'CLIPSERVE_TEXT_QUEUE_CHARS', description: 'most text characters queued for tokenizing, all callers together; beyond it calls fail fast with RESOURCE_EXHAUSTED (tokenizer work grows with the characters, so texts are admitted by cost like images)', defaultValue: 16_777_216, parse: intIn(1) },
+  { key: 'queueCallerShare', flag: '--queue-caller-share <f>', env: 'CLIPSERVE_QUEUE_CALLER_SHARE', description: "fraction (0-1] of each queue bound (items, pixels, characters) one caller (API key, or peer address without keys) may hold while it and other callers have items queued; beyond it its calls get RESOURCE_EXHAUSTED while the others keep their room. A caller with nothing queued is always admitted within the global bounds, and a lone caller may use the whole queue. 1 = no per-caller limit", defaultValue: 0.5, parse: numberIn(0.001, 1) },
+  { key: 'preprocessWorkersPerCaller', flag: '--preprocess-workers-per-caller <n>', env: 'CLIPSERVE_PREPROCESS_WORKERS_PER_CALLER', description: 'most preprocessing workers one caller (API key, or peer address without keys) occupies at once, so another caller\'s image or text starts at once instead of waiting behind a flood (default: all workers but one, at least 1)', defaultValue: undefined, parse: intIn(1, 1024) },
   { key: 'finetuneThreads', flag: '--finetune-threads <n>', env: 'CLIPSERVE_FINETUNE_THREADS', description: 'decode child processes and encoder threads of an in-process (adapter) fine-tune; all run at the lowest CPU priority so serving keeps the cores first', defaultValue: 1, parse: intIn(1, 1024) },
 ];
 
@@ -281,6 +290,9 @@ function validate(c: ServeConfig): void {
   }
   if (c.maxRequestPixels > c.imageQueuePixels) {
     throw new ConfigError(`--max-request-pixels (${c.maxRequestPixels}) exceeds --image-queue-pixels (${c.imageQueuePixels}): such requests could never be queued`);
+  }
+  if (c.maxTextChars > c.textQueueChars) {
+    throw new ConfigError(`--max-text-chars (${c.maxTextChars}) exceeds --text-queue-chars (${c.textQueueChars}): such texts could never be queued`);
   }
   if (c.maxImageBytes > c.maxMessageBytes) {
     throw new ConfigError(`--max-image-bytes (${c.maxImageBytes}) exceeds --max-message-bytes (${c.maxMessageBytes}): such images could never arrive`);

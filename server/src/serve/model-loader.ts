@@ -3,6 +3,7 @@
  * cached by server/src/hub), or, when none is configured, the demo bundle built once in the cache
  * directory.
  */
+import * as os from 'node:os';
 import type { Logger } from 'pino';
 import { ensureDemoBundle } from '../model/demo';
 import { resolveModelRef } from '../hub';
@@ -23,6 +24,8 @@ export const loadServedModel: ModelLoader = async (config, logger) => {
   const options: RuntimeOptions = { provider: config.provider };
   if (config.intraOpThreads !== undefined) options.intraOpThreads = config.intraOpThreads;
   if (config.preprocessWorkers !== undefined) options.preprocessWorkers = config.preprocessWorkers;
+  // One caller's flood leaves a worker (and a core) to everyone else: see --preprocess-workers-per-caller.
+  options.preprocessWorkersPerCaller = config.preprocessWorkersPerCaller ?? Math.max(1, (config.preprocessWorkers ?? os.availableParallelism()) - 1);
   const model = await loadModel(bundleDir, options);
   try {
     await model.warmup();

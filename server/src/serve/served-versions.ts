@@ -38,6 +38,8 @@ export function createModelHost(o: {
         maxRequestPixels: config.maxRequestPixels,
         queuePixels: config.imageQueuePixels,
         decodeTimeoutSeconds: config.imageDecodeTimeoutSeconds,
+        queueTextChars: config.textQueueChars,
+        callerShare: config.queueCallerShare,
         observer: o.observer ?? metrics.service.forVersion(version),
       }),
     // Without a data directory the configured model is the only version (and it is always loaded).
