@@ -216,13 +216,20 @@ export async function verifyImage(bytes: Uint8Array, limits: ImageLimits, opts: 
 export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: DecodeOptions = {}): Promise<DecodedImage> {
   const { header } = inspectImage(bytes, limits);
   const buf = toBuffer(bytes);
-  const declared = await readDeclaredSize(buf, header, limits, opts.cfg);
-  const mode: PilMode = header.mode ?? (declared.hasAlpha ? 'RGBA' : 'RGB');
   const format = header.format.toUpperCase();
+  // PNG and JPEG state their size in a header our parser reads completely (IHDR, SOFn; the pixel
+  // limit was checked on it above): libvips' own header pass (a whole pipeline, 0.3–0.7 ms) is
+  // skipped for them. Their decoders remain the authority: a decoded size that differs from this
+  // one is refused below, and the decode runs under the same pixel limit.
+  const known = (header.format === 'png' || header.format === 'jpeg') && header.mode && header.width && header.height
+    ? { width: header.width, height: header.height, hasAlpha: header.mode === 'RGBA' || header.mode === 'LA' } : undefined;
+  if (known) checkAspect(known.width, known.height, opts.cfg);
   // Plain 8-bit PNGs are decoded directly (png-decode.ts: same samples, a third of the time);
   // anything else, and every malformed file, goes through sharp below.
-  const plain = header.format === 'png' ? decodePlainPng(bytes, mode) : undefined;
+  const plain = known && header.format === 'png' ? decodePlainPng(bytes, header.mode!) : undefined;
   if (plain) return plain;
+  const declared = known && header.format === 'jpeg' ? known : await readDeclaredSize(buf, header, limits, opts.cfg);
+  const mode: PilMode = header.mode ?? (declared.hasAlpha ? 'RGBA' : 'RGB');
 
   let raw: { data: Buffer; info: OutputInfo };
   try {
