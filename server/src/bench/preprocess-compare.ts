@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     for (const file of files) {
       const bytes = fs.readFileSync(file);
-      rows.push({ file, bytes: bytes.length, img: await decodeImage(bytes, DEFAULT_IMAGE_LIMITS) });
+      rows.push({ file, bytes: bytes.length, img: await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg }) });
     }
     for (let round = 0; round < opt.rounds; round++) {
       for (const row of rows) {
@@ -120,7 +120,7 @@ async function main(): Promise<void> {
         const runOurs = async (): Promise<void> => {
           setSimdKernels(true);
           row.ours = best(row.ours, await timeN(opt.images, () => preprocessImage(bytes, cfg)));
-          row.decode = best(row.decode, await timeN(opt.images, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS)));
+          row.decode = best(row.decode, await timeN(opt.images, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg })));
           row.transform = best(row.transform, await timeN(opt.images, () => transformImage(row.img, cfg)));
           setSimdKernels(false);
           try {

@@ -12,7 +12,7 @@
 import type { PreprocessConfig } from '../model/config';
 import { paletteColour, type DecodedImage } from './decode';
 import { ImageError } from './errors';
-import { cropSamples, resizeNearest, resizeSeparable, type Window } from './resample';
+import { axisCoefficients, cropSamples, resizeNearest, resizeSeparable, rowSpan, type Window } from './resample';
 import { resizeSeparableSimd, simdResampleAvailable } from './simd/resample';
 
 /** Python's round() on a float: half to even. */
@@ -60,6 +60,43 @@ interface AxisPlacement {
 function placeAxis(n: number, size: number): AxisPlacement {
   if (n < size) return { src: 0, count: n, dst: (size - n) >> 1 };
   return { src: roundHalfEven((n - size) / 2), count: size, dst: 0 };
+}
+
+/** A rectangle of the source image, in source pixels. */
+export interface SourceRect {
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+/** The resized window the transform computes (the crop; all of it when padding). */
+function cropWindow(outW: number, outH: number, size: number): Window {
+  const px = placeAxis(outW, size);
+  const py = placeAxis(outH, size);
+  return { x0: px.src, y0: py.src, w: px.count, h: py.count };
+}
+
+/** Source columns or rows one axis of the separable resize reads for the window's [first,
+ *  first + count): the taps' span, or the window itself where that axis is not resized. */
+function axisSpan(inSize: number, outSize: number, first: number, count: number, filter: PreprocessConfig['interpolation']): [number, number] {
+  if (inSize === outSize) return [first, first + count];
+  return rowSpan(axisCoefficients(inSize, outSize, filter, first, count));
+}
+
+/**
+ * The part of a w×h source that the bicubic/bilinear transform of `cfg` reads: what a decoder may
+ * cut the image to before handing it over (see DecodedImage.region). Undefined when that is the
+ * whole image, or when the image is not resized at all (the crop alone reads it then).
+ */
+export function sourceSpan(w: number, h: number, cfg: Pick<PreprocessConfig, 'size' | 'resize_mode' | 'interpolation'>): SourceRect | undefined {
+  const [outW, outH] = resizedSize(w, h, cfg);
+  if ((outW === w && outH === h) || outW < 1 || outH < 1 || outW > MAX_RESIZED_SIDE || outH > MAX_RESIZED_SIDE) return undefined;
+  const win = cropWindow(outW, outH, cfg.size);
+  const [x0, x1] = axisSpan(w, outW, win.x0, win.w, cfg.interpolation);
+  const [y0, y1] = axisSpan(h, outH, win.y0, win.h, cfg.interpolation);
+  if (x0 === 0 && y0 === 0 && x1 === w && y1 === h) return undefined;
+  return { x: x0, y: y0, width: x1 - x0, height: y1 - y0 };
 }
 
 /** Float32 ToTensor + Normalize per uint8 level: f32(u8)/f32(255), then (x - mean)/std, each step
@@ -127,11 +164,11 @@ export function checkConfig(cfg: PreprocessConfig): void {
 /** Resizes `img` to outW×outH in its own mode, computing only `win`. */
 function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig): Uint8Array | Int32Array {
   const { width: w, height: h, channels: ch } = img;
-  if (outW === w && outH === h) return cropSamples(img.data, w, ch, win);
+  if (outW === w && outH === h) return cropSamples(img.region ? wholeImage(img) : img.data, w, ch, win);
   switch (img.mode) {
     case '1':
     case 'P':
-      return resizeNearest(img.data as Uint8Array, w, h, ch, outW, outH, win);
+      return resizeNearest(wholeImage(img) as Uint8Array, w, h, ch, outW, outH, win);
     case 'RGBA':
     case 'LA':
       // PIL resizes RGBA/LA as premultiplied RGBa/La and converts back.
@@ -145,11 +182,31 @@ function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window
  *  RGBA, CMYK), the TypeScript reference for 32-bit 'I' and where WebAssembly SIMD is missing.
  *  Both give the same bits. */
 function separable(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig, premultiplyAlpha: boolean): Uint8Array | Int32Array {
-  const { width: w, height: h, channels: ch } = img;
-  if (img.mode !== 'I' && simdResampleAvailable()) {
-    return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+  const { width: w, height: h, channels: ch, region } = img;
+  if (region) {
+    // The decoder kept only what this resize reads: check it is so for this cfg.
+    const need = sourceSpan(w, h, cfg);
+    if (!need || need.x < region.x || need.y < region.y || need.x + need.width > region.x + region.width || need.y + need.height > region.y + region.height) {
+      throw new Error(`decoded region ${JSON.stringify(region)} of ${w}x${h} does not hold what this transform reads (${JSON.stringify(need)}): decode with the same cfg`);
+    }
   }
-  return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+  if (img.mode !== 'I' && simdResampleAvailable()) {
+    return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha, region);
+  }
+  return resizeSeparable(region ? wholeImage(img) : img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+}
+
+/** A region-only decode placed in a full-size buffer (zeros where nothing is read), for the
+ *  TypeScript reference passes, which index the whole image. */
+function wholeImage(img: DecodedImage): Uint8Array | Int32Array {
+  const { width: w, height: h, channels: ch, region } = img;
+  if (!region) return img.data;
+  const full = new (img.data.constructor as { new (n: number): Uint8Array | Int32Array })(w * h * ch);
+  const rowLen = region.width * ch;
+  for (let y = 0; y < region.height; y++) {
+    full.set(img.data.subarray(y * rowLen, (y + 1) * rowLen) as never, ((region.y + y) * w + region.x) * ch);
+  }
+  return full;
 }
 
 /** Writes the window, converted to RGB and normalised, into the CHW planes. */
@@ -219,7 +276,7 @@ export function transformImage(img: DecodedImage, cfg: PreprocessConfig): Float3
   }
   const px = placeAxis(outW, size);
   const py = placeAxis(outH, size);
-  const win: Window = { x0: px.src, y0: py.src, w: px.count, h: py.count };
+  const win = cropWindow(outW, outH, size);
   const data = resizeWindow(img, outW, outH, win, cfg);
   const lut = lutFor(cfg);
   const out = new Float32Array(3 * size * size);
