@@ -10,8 +10,7 @@
  * server's own histograms) beside the server's CPU; when inference is busy most of the time and
  * the photos are still decoded at the served rate, decoding happened during the runs.
  *
- *   npm run build && npm run build -w @clipserve/sdk
- *   node dist/bench/served-photos.js --builds before=/path/to/old/worktree,after=. \
+ *   npm run bench:served-photos -- --builds before=/path/to/old/worktree,after=. \
  *     [--models tiny,ViT-B-32] [--photos 2000x1500,4000x3000] [--rounds 3] [--seconds 8]
  *     [--concurrency 16] [--threads N] [--cache-dir DIR]
  *
