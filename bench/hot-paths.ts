@@ -77,8 +77,8 @@ export async function preprocessThroughput(label: string, bytes: Buffer, cfg: Pr
   let single: { total: TimedStep; decode: TimedStep; transform: TimedStep; mode: string; width: number; height: number };
   try {
     const total = await timeStep(iterations, () => preprocessImage(bytes, cfg));
-    const img = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS);
-    const decode = await timeStep(iterations, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS));
+    const img = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg });
+    const decode = await timeStep(iterations, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg }));
     const transform = await timeStep(iterations, () => transformImage(img, cfg));
     single = { total, decode, transform, mode: img.mode, width: img.width, height: img.height };
   } finally {

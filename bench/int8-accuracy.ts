@@ -1,7 +1,7 @@
 /**
  * The int8 accuracy contract, measured (docs/int8.md):
  *
- *   node dist/bench/int8-accuracy.js [--sections goldens,vitl,stress,retrieval] [--golden DIR]
+ *   node dist-bench/bench/int8-accuracy.js [--sections goldens,vitl,stress,retrieval] [--golden DIR]
  *        [--samples N] [--vitl-samples N] [--eval-images N] [--eval-captions N] [--bench-cache DIR]
  *
  *   goldens    each public golden model (../shared/golden/model) converted with --precision int8:

@@ -3,7 +3,7 @@
  * projection (x [rows, 1024] @ W [1024, 4096], rows = 257 tokens × batch) in one process,
  * alternating the variants round by round so that a shared CPU slows them alike:
  *
- *   node dist/bench/int8-ops.js [--batch 1,8] [--rounds 5] [--k 1024] [--n 4096]
+ *   node dist-bench/bench/int8-ops.js [--batch 1,8] [--rounds 5] [--k 1024] [--n 4096]
  *
  *   fp32      MatMul
  *   row       per-token scale + QuantizeLinear + MatMulInteger (u8×s8) + per-row/per-column rescale

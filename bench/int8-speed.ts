@@ -1,7 +1,7 @@
 /**
  * int8 against fp32, side by side in one run (`npm run bench:int8`):
  *
- *   node dist/bench/int8-speed.js [--arch ViT-L-14] [--rounds 3] [--threads N] [--cache-dir DIR]
+ *   node dist-bench/bench/int8-speed.js [--arch ViT-L-14] [--rounds 3] [--threads N] [--cache-dir DIR]
  *        [--calibration-samples 64] [--sections raw,memory]
  *
  *   raw     onnxruntime sessions of both bundles in this process, with the server's session

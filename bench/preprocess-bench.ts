@@ -4,7 +4,7 @@
  * Also splits the time into decode and transform, and with --pool N runs a PreprocessPool.
  * The same measurement is part of `clipserve bench` (section hot).
  *
- *   node dist/bench/preprocess-bench.js [--iterations N] [--pool N]
+ *   node dist-bench/bench/preprocess-bench.js [--iterations N] [--pool N]
  */
 import { resolveConfig } from '../server/src/model/config';
 import { preprocessThroughput, type TimedStep } from './hot-paths';

@@ -11,7 +11,7 @@
  * reference the WebAssembly kernel is tested against) and is split into decode and transform.
  * The tensors of both sides are hashed: "same bits" means bit-identical output.
  *
- *   node dist/bench/preprocess-compare.js [--images N] [--rounds R] [--files a,b,c] [--no-pil]
+ *   node dist-bench/bench/preprocess-compare.js [--images N] [--rounds R] [--files a,b,c] [--no-pil]
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     const rows: Row[] = [];
     for (const file of files) {
       const bytes = fs.readFileSync(file);
-      rows.push({ file, bytes: bytes.length, img: await decodeImage(bytes, DEFAULT_IMAGE_LIMITS) });
+      rows.push({ file, bytes: bytes.length, img: await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg }) });
     }
     for (let round = 0; round < opt.rounds; round++) {
       for (const row of rows) {
@@ -120,7 +120,7 @@ async function main(): Promise<void> {
         const runOurs = async (): Promise<void> => {
           setSimdKernels(true);
           row.ours = best(row.ours, await timeN(opt.images, () => preprocessImage(bytes, cfg)));
-          row.decode = best(row.decode, await timeN(opt.images, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS)));
+          row.decode = best(row.decode, await timeN(opt.images, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg })));
           row.transform = best(row.transform, await timeN(opt.images, () => transformImage(row.img, cfg)));
           setSimdKernels(false);
           try {

@@ -16,6 +16,8 @@ export interface ServerFlags {
   /** undefined: the server's default */
   maxQueueDelayMs?: number;
   preprocessWorkers?: number;
+  /** Another build's dist/cli/main.js (a before/after comparison); this build's by default. */
+  cli?: string;
 }
 
 /** Linux USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every mainstream kernel config). */
@@ -39,7 +41,7 @@ export class ServerProcess {
   /** Starts the server and resolves once it logs "model ready: serving"; readySeconds counts from spawn. */
   static async start(flags: ServerFlags, timeoutSeconds = 600): Promise<ServerProcess> {
     const args = [
-      compiledModule('cli/main'), 'serve',
+      flags.cli ?? compiledModule('cli/main'), 'serve',
       '--model', flags.model, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0',
       '--provider', flags.provider, '--intra-op-threads', String(flags.intraOpThreads),
       '--max-batch-size', String(flags.maxBatchSize), '--queue-bound', '4096', '--log-level', 'info',

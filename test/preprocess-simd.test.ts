@@ -208,3 +208,56 @@ function rebuildIdat(png: Buffer, data: Buffer): Buffer {
   chunk.writeUInt32BE(tableCrc32(chunk.subarray(4, 8 + data.length)), 8 + data.length);
   return Buffer.concat([png.subarray(0, at), chunk, png.subarray(at + 12 + len)]);
 }
+
+describe('JPEG decoded to the region the transform reads = the whole decode', () => {
+  const jpegs = [
+    ...(fs.existsSync(goldenPath('preprocess')) ? fs.readdirSync(goldenPath('preprocess')).filter((f) => /\.jpe?g$/.test(f)).map((f) => goldenPath('preprocess', f)) : []),
+    ...fs.readdirSync(FIXTURES).filter((f) => /\.jpe?g$/.test(f)).map((f) => path.join(FIXTURES, f)),
+  ];
+  /** Noise JPEGs of awkward shapes: landscape, portrait, near-square, thin. */
+  async function generated(): Promise<Array<[string, Buffer]>> {
+    const rand = rng(11);
+    const out: Array<[string, Buffer]> = [];
+    for (const [w, h] of [[613, 401], [333, 777], [260, 251], [1200, 90]]) {
+      const px = Buffer.alloc(w * h * 3);
+      for (let i = 0; i < px.length; i++) px[i] = Math.floor(rand() * 256);
+      out.push([`noise_${w}x${h}.jpg`, await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer()]);
+    }
+    return out;
+  }
+
+  test('every JPEG, sizes, resize modes, filters, with and without the kernels', async () => {
+    const inputs: Array<[string, Buffer]> = [...jpegs.map((f): [string, Buffer] => [path.basename(f), fs.readFileSync(f)]), ...(await generated())];
+    let cut = 0;
+    for (const [name, bytes] of inputs) {
+      const whole = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS);
+      expect(whole.region).toBeUndefined();
+      for (const size of [224, 97, 64]) {
+        for (const resize_mode of ['shortest', 'longest', 'squash'] as const) {
+          for (const interpolation of ['bicubic', 'bilinear'] as const) {
+            const c = { ...resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size, resize_mode } }).preprocess_cfg, interpolation };
+            const part = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg: c });
+            if (part.region) cut++;
+            for (const simd of [true, false]) {
+              setSimdKernels(simd);
+              const a = transformImage(whole, c);
+              const b = transformImage(part, c);
+              if (!sameBytes(new Uint8Array(a.buffer), new Uint8Array(b.buffer))) throw new Error(`mismatch: ${JSON.stringify({ name, size, resize_mode, interpolation, simd, region: part.region })}`);
+            }
+            setSimdKernels(true);
+          }
+        }
+      }
+    }
+    // The cut is exercised, not skipped everywhere.
+    expect(cut).toBeGreaterThan(10);
+  });
+
+  test('a region decoded for one cfg is refused by the transform of another', async () => {
+    const [, bytes] = (await generated())[0];
+    const part = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg });
+    expect(part.region).toBeDefined();
+    const other = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 64, resize_mode: 'squash' } }).preprocess_cfg;
+    expect(() => transformImage(part, other)).toThrow(/does not hold what this transform reads/);
+  });
+});

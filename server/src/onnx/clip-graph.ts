@@ -29,7 +29,7 @@ export interface TowerOptions {
   patchEmbed: PatchEmbedImpl;
 }
 
-/** Measured on a 2-core AVX-512 CPU with ViT-B/32 through the runtime (dist/bench/graph-variants.js, ORT
+/** Measured on a 2-core AVX-512 CPU with ViT-B/32 through the runtime (dist-bench/bench/graph-variants.js, ORT
  *  level 'all'): plain, contrib Attention and MultiHeadAttention all ran ~22 images/s at batch 1,
  *  ~32/s at batch 8 and ~34 texts/s at 77 positions, within noise of each other (the towers are
  *  GEMM-bound); outputs agree to 1e-6. Plain standard ONNX wins the tie: it runs on any provider

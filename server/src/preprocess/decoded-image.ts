@@ -4,6 +4,7 @@
  * importing decode.ts back.
  */
 import type { PilMode } from './formats';
+import type { SourceRect } from './source-span';
 
 export interface DecodedImage {
   mode: PilMode;
@@ -17,4 +18,7 @@ export interface DecodedImage {
   data: Uint8Array | Int32Array;
   /** 'P' only: the palette as RGB triples, needed to pad with a palette index. */
   palette?: Uint8Array;
+  /** Set when `data` holds only this rectangle of the width×height image (rows of region.width
+   *  pixels): the columns and rows the transform of the cfg given to decodeImage reads. */
+  region?: SourceRect;
 }

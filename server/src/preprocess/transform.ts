@@ -14,25 +14,11 @@ import { paletteColour, type DecodedImage } from './decode';
 import { ImageError } from './errors';
 import { resizedSize, roundHalfEven } from './resize-size';
 import { cropSamples, resizeNearest, resizeSeparable, type Window } from './resample';
+import { cropWindow, MAX_RESIZED_SIDE, placeAxis, sourceSpan } from './source-span';
 import { resizeSeparableSimd, simdResampleAvailable } from './simd/resample';
 
 // The resize geometry lives in resize-size.ts (decode.ts needs it too, without importing this file).
 export { resizedSize, roundHalfEven };
-
-/** One axis of CenterCrop / CenterCropOrPad: which resized indices survive and where they land. */
-interface AxisPlacement {
-  /** First kept index in the resized image. */
-  src: number;
-  /** Number of kept indices. */
-  count: number;
-  /** Offset of the kept run in the size×size output (padding before it). */
-  dst: number;
-}
-
-function placeAxis(n: number, size: number): AxisPlacement {
-  if (n < size) return { src: 0, count: n, dst: (size - n) >> 1 };
-  return { src: roundHalfEven((n - size) / 2), count: size, dst: 0 };
-}
 
 /** Float32 ToTensor + Normalize per uint8 level: f32(u8)/f32(255), then (x - mean)/std, each step
  *  rounded to float32 as torch does. */
@@ -89,11 +75,11 @@ export { checkConfig };
 /** Resizes `img` to outW×outH in its own mode, computing only `win`. */
 function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig): Uint8Array | Int32Array {
   const { width: w, height: h, channels: ch } = img;
-  if (outW === w && outH === h) return cropSamples(img.data, w, ch, win);
+  if (outW === w && outH === h) return cropSamples(img.region ? wholeImage(img) : img.data, w, ch, win);
   switch (img.mode) {
     case '1':
     case 'P':
-      return resizeNearest(img.data as Uint8Array, w, h, ch, outW, outH, win);
+      return resizeNearest(wholeImage(img) as Uint8Array, w, h, ch, outW, outH, win);
     case 'RGBA':
     case 'LA':
       // PIL resizes RGBA/LA as premultiplied RGBa/La and converts back.
@@ -107,11 +93,31 @@ function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window
  *  RGBA, CMYK), the TypeScript reference for 32-bit 'I' and where WebAssembly SIMD is missing.
  *  Both give the same bits. */
 function separable(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig, premultiplyAlpha: boolean): Uint8Array | Int32Array {
-  const { width: w, height: h, channels: ch } = img;
-  if (img.mode !== 'I' && simdResampleAvailable()) {
-    return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+  const { width: w, height: h, channels: ch, region } = img;
+  if (region) {
+    // The decoder kept only what this resize reads: check it is so for this cfg.
+    const need = sourceSpan(w, h, cfg);
+    if (!need || need.x < region.x || need.y < region.y || need.x + need.width > region.x + region.width || need.y + need.height > region.y + region.height) {
+      throw new Error(`decoded region ${JSON.stringify(region)} of ${w}x${h} does not hold what this transform reads (${JSON.stringify(need)}): decode with the same cfg`);
+    }
   }
-  return resizeSeparable(img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+  if (img.mode !== 'I' && simdResampleAvailable()) {
+    return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha, region);
+  }
+  return resizeSeparable(region ? wholeImage(img) : img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+}
+
+/** A region-only decode placed in a full-size buffer (zeros where nothing is read), for the
+ *  TypeScript reference passes, which index the whole image. */
+function wholeImage(img: DecodedImage): Uint8Array | Int32Array {
+  const { width: w, height: h, channels: ch, region } = img;
+  if (!region) return img.data;
+  const full = new (img.data.constructor as { new (n: number): Uint8Array | Int32Array })(w * h * ch);
+  const rowLen = region.width * ch;
+  for (let y = 0; y < region.height; y++) {
+    full.set(img.data.subarray(y * rowLen, (y + 1) * rowLen) as never, ((region.y + y) * w + region.x) * ch);
+  }
+  return full;
 }
 
 /** Writes the window, converted to RGB and normalised, into the CHW planes. */
@@ -166,7 +172,6 @@ function writeWindow(out: Float32Array, size: number, img: DecodedImage, data: U
   }
 }
 
-const MAX_RESIZED_SIDE = 1 << 24;
 
 /** The full eval transform: decoded image → CHW Float32Array of 3×size×size. */
 export function transformImage(img: DecodedImage, cfg: PreprocessConfig): Float32Array {
@@ -181,7 +186,7 @@ export function transformImage(img: DecodedImage, cfg: PreprocessConfig): Float3
   }
   const px = placeAxis(outW, size);
   const py = placeAxis(outH, size);
-  const win: Window = { x0: px.src, y0: py.src, w: px.count, h: py.count };
+  const win = cropWindow(outW, outH, size);
   const data = resizeWindow(img, outW, outH, win, cfg);
   const lut = lutFor(cfg);
   const out = new Float32Array(3 * size * size);

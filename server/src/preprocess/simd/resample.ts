@@ -118,7 +118,13 @@ function keepGrey(data: Uint8Array, ch: number, srcCh: number): Uint8Array {
  */
 export function resizeSeparableSimd(
   src: Uint8Array, w: number, h: number, srcCh: 1 | 2 | 3 | 4, outW: number, outH: number, win: Window, filter: ResampleFilter, premultiplyAlpha = false,
+  region?: { x: number; y: number; width: number },
 ): Uint8Array {
+  // `src` holds the whole w×h image, or only `region` of it (rows of region.width pixels from
+  // (region.x, region.y)): the rows and columns copied below are read relative to it.
+  const ox = region?.x ?? 0;
+  const oy = region?.y ?? 0;
+  const stride = region?.width ?? w;
   const ch = srcCh === 1 ? 3 : srcCh === 2 ? 4 : srcCh;
   const k = simdKernels();
   if (!k) throw new Error('WebAssembly SIMD resample is not available in this runtime');
@@ -149,11 +155,11 @@ export function resizeSeparableSimd(
   if (ah && chh) {
     for (let y = 0; y < rows; y += stripRows) {
       const n = Math.min(stripRows, rows - y);
-      copyRows(k, mem, strip, src, w, srcCh, ch, col0, cols, row0 + y, n, premultiplyAlpha);
+      copyRows(k, mem, strip, src, stride, srcCh, ch, col0 - ox, cols, row0 + y - oy, n, premultiplyAlpha);
       k.h8(strip, cols * ch, n, ch, tmp + y * rowLen, win.w, ah.start, ah.pairs, ah.k, ah.maxPairs);
     }
   } else {
-    copyRows(k, mem, tmp, src, w, srcCh, ch, col0, cols, row0, rows, premultiplyAlpha);
+    copyRows(k, mem, tmp, src, stride, srcCh, ch, col0 - ox, cols, row0 - oy, rows, premultiplyAlpha);
   }
   if (av && cv) k.v8(tmp, rowLen, out, win.h, av.start, av.taps, av.k, av.ksize);
   const result = mem.slice(out, out + win.h * rowLen);
