@@ -120,6 +120,26 @@ describe('int8 bundles of the tiny model', () => {
     }
   });
 
+  it('quantizes the GELU outputs feeding c_proj shifted onto [0, 255] by default: less drift than symmetric', async () => {
+    const shifted = (await loadBundle(path.join(tmp, 'int8'))).manifest.int8!;
+    const symmetric = (await write('int8-symmetric', 'int8', sd, { activations: 'symmetric' })).int8!;
+    expect(shifted.method).toMatch(/GELU outputs shifted/);
+    expect(symmetric.method).not.toMatch(/shifted/);
+    for (const tower of ['visual', 'textual'] as const) {
+      const cProj = quantizableLayers(config.model_cfg, tower).filter((l) => l.endsWith('mlp.c_proj'));
+      // Twice the levels over the row's real range: the rounding error roughly halves.
+      for (const l of cProj) expect(shifted.towers[tower].drift[l]).toBeLessThan(0.75 * symmetric.towers[tower].drift[l]);
+      // The other layers are quantized the same way in both.
+      for (const l of quantizableLayers(config.model_cfg, tower).filter((x) => !cProj.includes(x))) expect(shifted.towers[tower].drift[l]).toBe(symmetric.towers[tower].drift[l]);
+    }
+    // The shift is undone in the graph by a constant per output channel, one per int8 c_proj.
+    const visual = decodeModel(fs.readFileSync(path.join(tmp, 'int8', 'visual.onnx')));
+    const corrections = visual.graph!.initializer!.filter((t) => t.name!.endsWith('.shift_correction')).map((t) => t.name);
+    expect(corrections.sort()).toEqual(shifted.towers.visual.int8_layers.filter((l) => l.endsWith('mlp.c_proj')).map((l) => `${l}.shift_correction`).sort());
+    expect(corrections.length).toBeGreaterThan(0);
+    await expect(write('bad-activations', 'int8', sd, { activations: 'asymmetric' as never })).rejects.toThrow(/int8 activations must be one of symmetric, shifted-gelu/);
+  });
+
   it('keeps in fp32 what drifts beyond the bound: with bound 0 the bundle computes exactly the fp32 features', async () => {
     const m = await write('bound0', 'int8', sd, { maxDrift: 0 });
     expect(m.int8!.towers.visual.int8_layers).toEqual([]);

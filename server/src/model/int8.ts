@@ -16,7 +16,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DRIFT_ERR_PREFIX, DRIFT_REF_PREFIX, IMAGE_INPUT, IMAGE_OUTPUT, quantizableLayers, TEXT_INPUT, TEXT_OUTPUT, type WeightLookup } from '../onnx/clip-graph';
+import { DRIFT_ERR_PREFIX, DRIFT_REF_PREFIX, IMAGE_INPUT, INT8_ACTIVATIONS, type Int8Activations, IMAGE_OUTPUT, quantizableLayers, TEXT_INPUT, TEXT_OUTPUT, type WeightLookup } from '../onnx/clip-graph';
 import { writeTowerModel, type Tower } from '../onnx/write-model';
 import type { WireTensor } from '../runtime/session-protocol';
 import { WorkerSession } from '../runtime/worker-session';
@@ -32,10 +32,14 @@ export interface Int8Settings {
   /** The tower's embeddings must keep at least these cosines to float32 on the calibration set. */
   minMeanCosine: number;
   minCosine: number;
+  /** How activations are quantized (../onnx/clip-graph `Int8Activations`). */
+  activations: Int8Activations;
 }
 
-/** 256 images and 256 captions; the drift bound is measured in docs/int8.md. */
-export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99 };
+/** 256 images and 256 captions; the drift bound and the activation scheme are measured in docs/int8.md. */
+export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99, activations: 'shifted-gelu' };
+
+export { INT8_ACTIVATIONS };
 
 /** Rounds of "write, check, move the worst quarter back to float32" after the per-layer choice. */
 export const MAX_CHECK_ROUNDS = 8;
@@ -62,7 +66,7 @@ export interface TowerInt8Record {
 
 /** What an int8 bundle's manifest records in its `int8` field. */
 export interface Int8Record {
-  method: 'weights per output channel (symmetric), activations per token (dynamic, symmetric); MatMulInteger';
+  method: (typeof INT8_METHODS)[Int8Activations];
   max_drift: number;
   /** What the end-to-end check held each tower to. */
   cosine_contract: { mean: number; min: number };
@@ -70,7 +74,12 @@ export interface Int8Record {
   towers: Record<Tower, TowerInt8Record>;
 }
 
-export const INT8_METHOD: Int8Record['method'] = 'weights per output channel (symmetric), activations per token (dynamic, symmetric); MatMulInteger';
+/** The manifest's description of each activation scheme (bundles written before 'shifted-gelu'
+ *  existed carry the symmetric one). */
+export const INT8_METHODS = {
+  symmetric: 'weights per output channel (symmetric), activations per token (dynamic, symmetric); MatMulInteger',
+  'shifted-gelu': 'weights per output channel (symmetric), activations per token (dynamic; symmetric, GELU outputs shifted by 0.17 onto uint8 [0, 255]); MatMulInteger',
+} as const satisfies Record<Int8Activations, string>;
 
 const IMAGE_BATCH = 8;
 const TEXT_BATCH = 32;
@@ -130,7 +139,7 @@ export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Pro
   const cfg = ctx.config.model_cfg;
   const layers = quantizableLayers(cfg, tower);
   const onnxPath = path.join(ctx.scratchDir, `${tower}.calibration.onnx`);
-  writeTowerModel({ onnxPath, tower, config: cfg, weights: ctx.weights, precision: 'int8', int8: { layers: new Set(layers), calibrate: true }, producerVersion: ctx.producerVersion });
+  writeTowerModel({ onnxPath, tower, config: cfg, weights: ctx.weights, precision: 'int8', int8: { layers: new Set(layers), calibrate: true, activations: ctx.settings.activations }, producerVersion: ctx.producerVersion });
   const err = new Float64Array(layers.length);
   const ref = new Float64Array(layers.length);
   const E = cfg.embed_dim;

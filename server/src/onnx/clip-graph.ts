@@ -52,7 +52,20 @@ export type WeightLookup = (key: string) => WeightTensor;
 export interface Int8Plan {
   layers: ReadonlySet<string>;
   calibrate?: boolean;
+  /** How the activations of int8 layers are quantized (default 'symmetric', see `int8MatMul`). */
+  activations?: Int8Activations;
 }
+
+/**
+ * 'symmetric': every input row on [-max|x|, max|x|] around zero point 128.
+ * 'shifted-gelu': the GELU outputs feeding `mlp.c_proj` are shifted by GELU_SHIFT onto [0, max]
+ * and use all 256 levels (zero point 0), about twice the resolution; other layers symmetric.
+ */
+export type Int8Activations = 'symmetric' | 'shifted-gelu';
+export const INT8_ACTIVATIONS: readonly Int8Activations[] = ['symmetric', 'shifted-gelu'];
+
+/** Larger than −min GELU(x) (0.16997 exact, 0.1636 QuickGELU): every GELU output + this is ≥ 0. */
+export const GELU_SHIFT = 0.17;
 
 /** The weight of projection `layer`: a [out, in] Linear weight (stored transposed) or, for the
  *  final projections, an [in, out] matrix the graph multiplies by directly. */
@@ -145,7 +158,8 @@ class TowerWriter {
     if (!plan || (!plan.calibrate && !plan.layers.has(layer))) return then(float());
     const t = this.get(key);
     const [rows, cols] = transposed ? [t.shape[1], t.shape[0]] : t.shape;
-    const q = this.int8MatMul(x, layer, transposed ? transpose2d(t) : t.data, rows, cols);
+    const shift = plan.activations === 'shifted-gelu' && layer.endsWith('.mlp.c_proj') ? GELU_SHIFT : 0;
+    const q = this.int8MatMul(x, layer, transposed ? transpose2d(t) : t.data, rows, cols, shift);
     if (!plan.calibrate) return then(q);
     // The drift is measured after `then`: for the q/k/v projection that is the attention output,
     // because softmax turns a small relative error in large scores into a different attention.
@@ -159,26 +173,38 @@ class TowerWriter {
   }
 
   /**
-   * x @ W in int8: W per output channel (symmetric, ./quantize), x per row (token) with the
-   * symmetric scale max|row| / 127 computed at run time. The row is divided by its scale and
-   * QuantizeLinear rounds it onto uint8 around a common zero point 128: one scalar zero point for
-   * all rows is what onnxruntime's MatMulInteger accepts (it takes no per-row zero points), and the
-   * per-row scales are applied to the int32 result instead, with the per-column weight scales.
+   * x @ W in int8: W per output channel (symmetric, ./quantize), x per row (token) with a scale
+   * computed at run time. onnxruntime's MatMulInteger takes one scalar activation zero point (no
+   * per-row zero points), so each row is divided by its own scale before QuantizeLinear (scale 1)
+   * and the per-row scales are applied to the int32 result instead, with the per-column weight
+   * scales.
+   *  - shift 0 (symmetric): scale max|row| / 127, rounded onto uint8 around zero point 128.
+   *  - shift c > 0, for inputs known to be ≥ −c (GELU outputs): the row is shifted to x + c ≥ 0,
+   *    scale max(x + c) / 255, zero point 0: all 256 levels cover the row's actual range instead
+   *    of half of them covering negatives that GELU never produces. The shift comes back out
+   *    exactly as a constant: (x + c) @ W = x @ W + c·colsum(W), with W the dequantized weight.
    */
-  int8MatMul(x: string, layer: string, w: Float32Array, rows: number, cols: number): string {
+  int8MatMul(x: string, layer: string, w: Float32Array, rows: number, cols: number, shift = 0): string {
     const b = this.b;
     const q = quantizePerColumn(w, rows, cols);
     const names = int8WeightNames(layer);
     const wq = b.exactWeight(names.values, q.values, [rows, cols]);
     const ws = b.exactWeight(names.scales, q.scales, [cols]);
-    const zero = b.constU8([128], []);
-    const absMax = b.op('ReduceMax', [b.op('Abs', [x], {}, { name: `${layer}.x_abs` })], { axes: attr.ints([-1]), keepdims: attr.int(1) }, { name: `${layer}.x_absmax` });
+    const zero = b.constU8([shift > 0 ? 0 : 128], []);
+    const xin = shift > 0 ? b.op('Add', [x, this.scalar(shift)], {}, { name: `${layer}.x_shifted` }) : x;
+    const range = shift > 0 ? xin : b.op('Abs', [x], {}, { name: `${layer}.x_abs` });
+    const rowMax = b.op('ReduceMax', [range], { axes: attr.ints([-1]), keepdims: attr.int(1) }, { name: `${layer}.x_absmax` });
     // A row of zeros keeps a tiny positive scale so that the division stays finite (it quantizes to 0).
-    const rowScale = b.op('Div', [b.op('Max', [absMax, this.scalar(1e-30)], {}, { name: `${layer}.x_absmax_pos` }), this.scalar(127)], {}, { name: `${layer}.x_scale` });
-    const xq = b.op('QuantizeLinear', [b.op('Div', [x, rowScale], {}, { name: `${layer}.x_scaled` }), this.scalar(1), zero], {}, { name: `${layer}.x_int8` });
+    const rowScale = b.op('Div', [b.op('Max', [rowMax, this.scalar(1e-30)], {}, { name: `${layer}.x_absmax_pos` }), this.scalar(shift > 0 ? 255 : 127)], {}, { name: `${layer}.x_scale` });
+    const xq = b.op('QuantizeLinear', [b.op('Div', [xin, rowScale], {}, { name: `${layer}.x_scaled` }), this.scalar(1), zero], {}, { name: `${layer}.x_int8` });
     const acc = b.op('MatMulInteger', [xq, wq, zero], {}, { name: `${layer}.matmul_int8` });
     const f = b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }, { name: `${layer}.acc_float` });
-    return b.op('Mul', [b.op('Mul', [f, rowScale], {}, { name: `${layer}.row_scaled` }), ws], {}, { name: `${layer}.dequant` });
+    const y = b.op('Mul', [b.op('Mul', [f, rowScale], {}, { name: `${layer}.row_scaled` }), ws], {}, { name: `${layer}.dequant` });
+    if (shift === 0) return y;
+    const colSum = new Float32Array(cols);
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) colSum[c] += q.values[r * cols + c];
+    const correction = colSum.map((v, c) => -shift * v * q.scales[c]);
+    return b.op('Add', [y, b.exactWeight(`${layer}.shift_correction`, correction, [cols])], {}, { name: `${layer}.unshift` });
   }
 
   activation(x: string, quickGelu: boolean, prefix: string): string {
