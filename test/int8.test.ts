@@ -149,12 +149,12 @@ describe('int8 bundles of the tiny model', () => {
     expect(Array.from(b0.txt)).toEqual(Array.from(f32.txt));
   });
 
-  it('keeps in fp32 the q/k/v projections fed by outlier channels, then whatever the end-to-end check needs', async () => {
+  it('without smoothing, keeps in fp32 the q/k/v projections fed by outlier channels, then whatever the end-to-end check needs', async () => {
     const stressed = withOutlierGains(sd, config.model_cfg);
     await write('stress-fp32', 'fp32', stressed);
-    const m = await write('stress-int8', 'int8', stressed);
+    const m = await write('stress-int8', 'int8', stressed, { smoothing: 0 });
     // Every layer int8 and no end-to-end check: what int8 without the contract would serve.
-    const forced = await write('stress-all-int8', 'int8', stressed, { maxDrift: 1e9, minMeanCosine: 0, minCosine: 0 });
+    const forced = await write('stress-all-int8', 'int8', stressed, { maxDrift: 1e9, minMeanCosine: 0, minCosine: 0, smoothing: 0 });
     expect(forced.int8!.towers.visual.fp32_layers).toEqual([]);
     for (const tower of ['visual', 'textual'] as const) {
       const r = m.int8!.towers[tower];
@@ -173,6 +173,33 @@ describe('int8 bundles of the tiny model', () => {
     const all = cosineSummary(rowCosines((await features('stress-all-int8')).img, ref.img, E));
     expect(kept.min).toBeGreaterThan(0.98); // held-out inputs, not the calibration set
     expect(all.min).toBeLessThan(kept.min);
+  });
+
+  it('smooths the projections fed by outlier channels (SmoothQuant): fewer fp32 layers, same contract', async () => {
+    const stressed = withOutlierGains(sd, config.model_cfg);
+    if (!fs.existsSync(path.join(tmp, 'stress-fp32'))) await write('stress-fp32', 'fp32', stressed);
+    const plain = await write('stress-unsmoothed', 'int8', stressed, { smoothing: 0 });
+    const smoothed = await write('stress-smoothed', 'int8', stressed);
+    const E = config.model_cfg.embed_dim;
+    const ref = await features('stress-fp32');
+    const held = await features('stress-smoothed');
+    for (const tower of ['visual', 'textual'] as const) {
+      const r = smoothed.int8!.towers[tower];
+      // Every LayerNorm-fed projection sees the outlier channels, and only those are smoothed.
+      const lnFed = quantizableLayers(config.model_cfg, tower).filter((l) => /attn\.in_proj$|mlp\.c_fc$|^visual\.proj$|^text_projection$/.test(l));
+      expect([...r.smoothed_layers!].sort()).toEqual(lnFed.sort());
+      for (const l of lnFed) expect(r.drift[l]).toBeLessThan(plain.int8!.towers[tower].drift[l]);
+      expect(r.cosine_to_fp32.mean).toBeGreaterThanOrEqual(0.995);
+      expect(r.cosine_to_fp32.min).toBeGreaterThanOrEqual(0.99);
+    }
+    const int8Count = (m: typeof plain) => m.int8!.towers.visual.int8_layers.length + m.int8!.towers.textual.int8_layers.length;
+    expect(int8Count(smoothed)).toBeGreaterThan(int8Count(plain));
+    const img = cosineSummary(rowCosines(held.img, ref.img, E));
+    const txt = cosineSummary(rowCosines(held.txt, ref.txt, E));
+    expect(img.min).toBeGreaterThan(0.98); // held-out inputs, not the calibration set
+    expect(txt.min).toBeGreaterThan(0.98);
+    // A model without outlier channels is left as it is.
+    expect((await loadBundle(path.join(tmp, 'int8'))).manifest.int8!.towers.visual.smoothed_layers).toEqual([]);
   });
 
   it('reads the weights back from an int8 bundle (dequantized), e.g. for fine-tuning it', async () => {

@@ -134,6 +134,7 @@ export async function writeBundle(opts: {
   const int8Settings: Int8Settings = { ...DEFAULT_INT8_SETTINGS, ...opts.int8Settings };
   if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1) throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
   if (!INT8_ACTIVATIONS.includes(int8Settings.activations)) throw new BundleError(`int8 activations must be one of ${INT8_ACTIVATIONS.join(', ')}, got ${String(int8Settings.activations)}`);
+  if (!(int8Settings.smoothing >= 0 && int8Settings.smoothing <= 1)) throw new BundleError(`int8 smoothing must be in [0, 1], got ${int8Settings.smoothing}`);
   if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift))) throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
   for (const k of ['minMeanCosine', 'minCosine'] as const) {
     if (!(int8Settings[k] >= 0 && int8Settings[k] <= 1)) throw new BundleError(`int8 ${k} must be in [0, 1], got ${int8Settings[k]}`);
@@ -171,8 +172,8 @@ export async function writeBundle(opts: {
     } : undefined;
     const towers = {} as Int8Record['towers'];
     for (const tower of ['visual', 'textual'] as const) {
-      const write = (layers?: ReadonlySet<string>) =>
-        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights, precision, int8: layers && { layers, activations: int8Settings.activations }, producerVersion, towerOptions: opts.towerOptions, onBytes });
+      const write = (layers?: ReadonlySet<string>, towerWeights = weights) =>
+        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights: towerWeights, precision, int8: layers && { layers, activations: int8Settings.activations }, producerVersion, towerOptions: opts.towerOptions, onBytes });
       if (!calibration) {
         written[tower] = write();
         continue;
@@ -181,7 +182,7 @@ export async function writeBundle(opts: {
       let layers: ReadonlySet<string> = plan.layers;
       let cosine: { mean: number; min: number };
       for (let round = 0; ; round++) {
-        written[tower] = write(layers);
+        written[tower] = write(layers, plan.weights);
         cosine = await checkTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'check', d, n) }, tower, written[tower].onnx.path, plan.reference);
         if (meetsContract(cosine, int8Settings) || layers.size === 0 || round + 1 >= MAX_CHECK_ROUNDS) break;
         layers = demoteWorst(layers, plan.record.drift);
@@ -193,6 +194,7 @@ export async function writeBundle(opts: {
         drift: plan.record.drift,
         cosine_to_fp32: cosine,
         demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
+        smoothed_layers: plan.record.smoothed_layers ?? [],
       };
     }
     let int8Record: Int8Record | undefined;
