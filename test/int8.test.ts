@@ -14,15 +14,17 @@ import { BundleError, loadBundle, parseManifest, writeBundle } from '../server/s
 import { ARCH_PRESETS, resolveConfig } from '../server/src/model/config';
 import { calibrationImageBatch } from '../server/src/model/calibration-inputs';
 import { cosineSummary, rowCosines, type Int8Settings } from '../server/src/model/int8';
+import { rewriteInt8Tower } from '../server/src/model/int8-rewrite';
 import { withOutlierGains } from '../server/src/model/outlier-variant';
 import { randomStateDict } from '../server/src/model/random-init';
 import type { StateDict } from '../server/src/model/state-dict';
 import { readBundleStateDict } from '../server/src/models/bundle-weights';
 import { ModelRegistry } from '../server/src/models/registry';
-import { quantizableLayers } from '../server/src/onnx/clip-graph';
+import { IMAGE_INPUT, IMAGE_OUTPUT, quantizableLayers } from '../server/src/onnx/clip-graph';
 import { decodeModel } from '../server/src/onnx/proto';
 import { dequantizePerColumn, quantizePerColumn } from '../server/src/onnx/quantize';
 import { loadModel } from '../server/src/runtime/model';
+import { WorkerSession } from '../server/src/runtime/worker-session';
 import { startServer } from '../server/src/serve/server';
 import { SqliteStore } from '../server/src/store/sqlite-store';
 import { buildDemoVocab, ClipTokenizer } from '../server/src/tokenizer';
@@ -200,6 +202,32 @@ describe('int8 bundles of the tiny model', () => {
     expect(txt.min).toBeGreaterThan(0.98);
     // A model without outlier channels is left as it is.
     expect((await loadBundle(path.join(tmp, 'int8'))).manifest.int8!.towers.visual.smoothed_layers).toEqual([]);
+  });
+
+  it('the to-float formulation (per-axis QuantizeLinear + MatMulIntegerToFloat) computes the same features', async () => {
+    const bundle = await loadBundle(path.join(tmp, 'int8'));
+    const file = path.join(tmp, 'visual-to-float.onnx');
+    rewriteInt8Tower(bundle, 'visual', 'to-float', file);
+    const graph = decodeModel(fs.readFileSync(file));
+    const ops = graph.graph!.node!.map((n) => n.opType);
+    expect(ops.filter((o) => o === 'MatMulIntegerToFloat')).toHaveLength(bundle.manifest.int8!.towers.visual.int8_layers.length);
+    expect(ops).not.toContain('MatMulInteger');
+    const S = config.model_cfg.vision_cfg.image_size;
+    const run = async (f: string) => {
+      // A fresh input per run: the worker session takes the buffer over.
+      const feeds = { [IMAGE_INPUT]: { type: 'float32' as const, data: calibrationImageBatch(7000, 3, S, bundle.manifest.preprocess_cfg).buffer as ArrayBuffer, dims: [3, 3, S, S] } };
+      // onnxruntime in a worker thread, like the server and the converter (jest's realm has its own typed arrays).
+      const s = await WorkerSession.create({ modelPath: f, providers: ['cpu'], graphOptimizationLevel: 'all' }, 'int8 kernel test');
+      try {
+        return new Float32Array((await s.run(feeds, [IMAGE_OUTPUT]))[IMAGE_OUTPUT].data);
+      } finally {
+        await s.close();
+      }
+    };
+    const [standard, toFloat] = [await run(bundle.paths.visual), await run(file)];
+    const scale = Math.max(...Array.from(standard, Math.abs));
+    // Only the order of the two scale multiplications differs: float32 rounding, no int8 step.
+    for (let i = 0; i < standard.length; i++) expect(Math.abs(toFloat[i] - standard[i])).toBeLessThan(1e-4 * scale);
   });
 
   it('reads the weights back from an int8 bundle (dequantized), e.g. for fine-tuning it', async () => {

@@ -28,9 +28,8 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadBundle, type Bundle } from '../model/bundle';
 import { writeRandomBundle } from '../model/random-bundle';
-import { readBundleStateDict } from '../models/bundle-weights';
 import { IMAGE_INPUT, IMAGE_OUTPUT, INT8_KERNELS, TEXT_INPUT, TEXT_OUTPUT, type Int8Kernel } from '../onnx/clip-graph';
-import { writeTowerModel } from '../onnx/write-model';
+import { rewriteInt8Tower } from '../model/int8-rewrite';
 import { cutTextBatch } from '../runtime/model';
 import { ClipTokenizer } from '../tokenizer';
 import { ensureBenchBundle, parseArch } from './bundles';
@@ -87,17 +86,8 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 /** The int8 bundle's towers written again with another int8 GEMM formulation, into `dir`. */
 function rewriteInt8(int8: Bundle, kernel: Int8Kernel, dir: string): Record<'visual' | 'textual', string> {
-  const sd = readBundleStateDict(int8);
-  const m = int8.manifest;
-  const activations = m.int8!.method.includes('shifted') ? 'shifted-gelu' : 'symmetric';
   const out = {} as Record<'visual' | 'textual', string>;
-  for (const tower of ['visual', 'textual'] as const) {
-    out[tower] = path.join(dir, `${tower}-${kernel}.onnx`);
-    writeTowerModel({
-      onnxPath: out[tower], tower, config: { ...m.model_cfg }, weights: (k) => sd.get(k)!, precision: 'int8', producerVersion: 'bench',
-      int8: { layers: new Set(m.int8!.towers[tower].int8_layers), activations, kernel },
-    });
-  }
+  for (const tower of ['visual', 'textual'] as const) rewriteInt8Tower(int8, tower, kernel, (out[tower] = path.join(dir, `${tower}-${kernel}.onnx`)));
   return out;
 }
 
