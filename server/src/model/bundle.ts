@@ -8,7 +8,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT, type TowerOptions } from '../onnx/clip-graph';
+import { IMAGE_INPUT, IMAGE_OUTPUT, INT8_KERNELS, TEXT_INPUT, TEXT_OUTPUT, type TowerOptions } from '../onnx/clip-graph';
 import { readOnnxSignature, type TensorSpec } from '../onnx/inspect';
 import { writeTowerModel, type Tower, type WrittenFile } from '../onnx/write-model';
 import { PACKAGE_ROOT } from '../util/paths';
@@ -134,6 +134,7 @@ export async function writeBundle(opts: {
   const int8Settings: Int8Settings = { ...DEFAULT_INT8_SETTINGS, ...opts.int8Settings };
   if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1) throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
   if (!INT8_ACTIVATIONS.includes(int8Settings.activations)) throw new BundleError(`int8 activations must be one of ${INT8_ACTIVATIONS.join(', ')}, got ${String(int8Settings.activations)}`);
+  if (!INT8_KERNELS.includes(int8Settings.kernel)) throw new BundleError(`int8 kernel must be one of ${INT8_KERNELS.join(', ')}, got ${String(int8Settings.kernel)}`);
   if (!(int8Settings.smoothing >= 0 && int8Settings.smoothing <= 1)) throw new BundleError(`int8 smoothing must be in [0, 1], got ${int8Settings.smoothing}`);
   if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift))) throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
   for (const k of ['minMeanCosine', 'minCosine'] as const) {
@@ -173,7 +174,7 @@ export async function writeBundle(opts: {
     const towers = {} as Int8Record['towers'];
     for (const tower of ['visual', 'textual'] as const) {
       const write = (layers?: ReadonlySet<string>, towerWeights = weights) =>
-        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights: towerWeights, precision, int8: layers && { layers, activations: int8Settings.activations }, producerVersion, towerOptions: opts.towerOptions, onBytes });
+        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights: towerWeights, precision, int8: layers && { layers, activations: int8Settings.activations, kernel: int8Settings.kernel }, producerVersion, towerOptions: opts.towerOptions, onBytes });
       if (!calibration) {
         written[tower] = write();
         continue;

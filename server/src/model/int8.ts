@@ -16,7 +16,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { projectionWeight, DRIFT_ERR_PREFIX, DRIFT_REF_PREFIX, IMAGE_INPUT, INPUT_ABSMAX_PREFIX, INT8_ACTIVATIONS, smoothingSource, type Int8Activations, IMAGE_OUTPUT, quantizableLayers, TEXT_INPUT, TEXT_OUTPUT, type WeightLookup } from '../onnx/clip-graph';
+import { projectionWeight, DRIFT_ERR_PREFIX, DRIFT_REF_PREFIX, IMAGE_INPUT, INPUT_ABSMAX_PREFIX, INT8_ACTIVATIONS, smoothingSource, type Int8Activations, type Int8Kernel, IMAGE_OUTPUT, quantizableLayers, TEXT_INPUT, TEXT_OUTPUT, type WeightLookup } from '../onnx/clip-graph';
 import { writeTowerModel, type Tower } from '../onnx/write-model';
 import type { WireTensor } from '../runtime/session-protocol';
 import { WorkerSession } from '../runtime/worker-session';
@@ -35,13 +35,15 @@ export interface Int8Settings {
   minCosine: number;
   /** How activations are quantized (../onnx/clip-graph `Int8Activations`). */
   activations: Int8Activations;
+  /** The int8 GEMM formulation of the written towers (../onnx/clip-graph `Int8Kernel`). */
+  kernel: Int8Kernel;
   /** SmoothQuant migration strength α for LayerNorm-fed projections with outlier input channels
    *  (./smoothing); 0 turns smoothing off. */
   smoothing: number;
 }
 
 /** 256 images and 256 captions; the drift bound and the activation scheme are measured in docs/int8.md. */
-export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99, activations: 'shifted-gelu', smoothing: 0.5 };
+export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99, activations: 'shifted-gelu', smoothing: 0.5, kernel: 'matmul-integer' };
 
 export { INT8_ACTIVATIONS };
 
