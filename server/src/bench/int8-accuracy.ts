@@ -12,7 +12,8 @@
  *   retrieval  a seeded random model (--retrieval-arch, default ViT-B-32) adapter-fine-tuned by clipserve on the synthetic icon set, then
  *              converted to int8 with each --int8-activations scheme (default both): R@1/5/10 both ways of fp32
  *              and int8; --retrieval-set held-out (default: 300 of the 900-pair extended set trained, the
- *              other 600 evaluated) or plain (the 150-pair set, trained and evaluated on all 150)
+ *              other 600 evaluated) or plain (the 150-pair set, trained and evaluated on all 150);
+ *              --retrieval-epochs (default 100, the fine-tune tests' setting)
  *
  * Prints one JSON line per result, then a summary against the contract (cosine ≥ 0.995 mean and
  * ≥ 0.99 min; recall within 1 point).
@@ -179,7 +180,7 @@ async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number
  * trained on. 'plain': the 150-pair set, fine-tuned on and evaluated on all of it (one pair is
  * 0.67 points: "within 1 point" then means "at most one pair changes rank").
  */
-async function retrieval(scratch: string, samples: number, arch: ArchName, set: 'held-out' | 'plain', schemes: Int8Activations[]): Promise<void> {
+async function retrieval(scratch: string, samples: number, arch: ArchName, set: 'held-out' | 'plain', schemes: Int8Activations[], epochs: number): Promise<void> {
   const root = path.join(scratch, 'retrieval');
   const dataDir = path.join(root, 'data');
   const datasetDir = path.join(dataDir, 'icons');
@@ -204,7 +205,7 @@ async function retrieval(scratch: string, samples: number, arch: ArchName, set: 
   await writeRandomBundle({ arch, seed: 11, outDir: base });
   const workDir = path.join(root, 'job');
   fs.mkdirSync(workDir);
-  const hp = { epochs: 100, batchSize: 32, learningRate: 0.05, warmupSteps: 10, validationSplit: set === 'plain' ? 0.3 : 0.1, seed: 3, colorJitter: [0.2, 0.2, 0.1, 0], colorJitterProb: 0.7, grayscaleProb: 0 };
+  const hp = { epochs, batchSize: 32, learningRate: 0.05, warmupSteps: 10, validationSplit: set === 'plain' ? 0.3 : 0.1, seed: 3, colorJitter: [0.2, 0.2, 0.1, 0], colorJitterProb: 0.7, grayscaleProb: 0 };
   const job = await createAdapterMethod({ dataDir, runtime: { provider: 'cpu', preprocessWorkers: 1 } }).run({
     jobId: 'int8-accuracy', hyperparameters: hp, datasetDir, workDir, baseModel: { version: 'seed-11', bundleDir: base }, outputVersion: 'icons-fp32',
     signal: new AbortController().signal, emit: () => undefined,
@@ -222,6 +223,8 @@ async function retrieval(scratch: string, samples: number, arch: ArchName, set: 
     dirs.push([`int8 ${activations}`, dir]);
   }
   const rows = evalPairs.map((p, i) => ({ row: i + 1, image: path.join(evalDir, `${i}.png`), caption: p.caption }));
+  const keys = DIRECTIONS.flatMap((d) => RECALL_KS.map((k) => `${d}_R@${k}` as keyof RetrievalMetrics));
+  const pick = (m: RetrievalMetrics) => Object.fromEntries(keys.map((k) => [k, +(100 * m[k]).toFixed(2)]));
   const metrics: Record<string, RetrievalMetrics> = {};
   for (const [p, dir] of dirs) {
     const model = await loadModel(dir, { provider: 'cpu', preprocessWorkers: 1 });
@@ -230,11 +233,10 @@ async function retrieval(scratch: string, samples: number, arch: ArchName, set: 
     } finally {
       await model.close();
     }
+    print({ section: 'retrieval', evaluated: p, pairs: rows.length, recall_percent: pick(metrics[p]) }); // progress: evaluations are slow
   }
-  const keys = DIRECTIONS.flatMap((d) => RECALL_KS.map((k) => `${d}_R@${k}` as keyof RetrievalMetrics));
-  const pick = (m: RetrievalMetrics) => Object.fromEntries(keys.map((k) => [k, +(100 * m[k]).toFixed(2)]));
   const what = set === 'plain' ? 'the 150-pair icon set, evaluated on all 150' : `${train.length} pairs of the 900-pair extended icon set, evaluated on the other ${evalPairs.length}`;
-  print({ section: 'retrieval', model: `${arch} (seeded random weights), adapter-fine-tuned by clipserve on ${what}`, recall_percent_fp32: pick(metrics.fp32) });
+  print({ section: 'retrieval', model: `${arch} (seeded random weights), adapter-fine-tuned by clipserve (${epochs} epochs) on ${what}`, recall_percent_fp32: pick(metrics.fp32) });
   for (const activations of schemes) {
     const m = metrics[`int8 ${activations}`];
     const worst = Math.max(...keys.map((k) => Math.abs(100 * (m[k] - metrics.fp32[k]))));
@@ -266,7 +268,7 @@ async function main(): Promise<void> {
       if (set !== 'held-out' && set !== 'plain') throw new Error(`--retrieval-set must be held-out or plain, got ${set}`);
       const schemes = arg('int8-activations', INT8_ACTIVATIONS.join(',')).split(',');
       for (const a of schemes) if (!INT8_ACTIVATIONS.includes(a as Int8Activations)) throw new Error(`--int8-activations: unknown scheme ${a} (${INT8_ACTIVATIONS.join(', ')})`);
-      await retrieval(scratch, samples, arch, set, schemes as Int8Activations[]);
+      await retrieval(scratch, samples, arch, set, schemes as Int8Activations[], Number(arg('retrieval-epochs', '100')));
     }
     const benchCache = process.argv.includes('--bench-cache') ? path.resolve(arg('bench-cache', '')) : undefined;
     if (sections.includes('vitl')) await vitL(scratch, 'vitl', vitlSamples, nImages, nCaptions, benchCache);
