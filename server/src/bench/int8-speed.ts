@@ -3,7 +3,7 @@
  *
  *   node dist/bench/int8-speed.js [--arch ViT-L-14] [--rounds 3] [--threads N] [--cache-dir DIR]
  *        [--calibration-samples 64] [--sections raw,memory,profile] [--profile-batch 8]
- *        [--int8-kernels to-float]
+ *        [--int8-kernels to-float] [--cases image-b1,image-b8,text-b1,text-b16]
  *
  *   raw     onnxruntime sessions of both bundles in this process, with the server's session
  *           options; image batches 1 and 8, text batches 1 and 16 of bench captions cut to their
@@ -91,8 +91,8 @@ function rewriteInt8(int8: Bundle, kernel: Int8Kernel, dir: string): Record<'vis
   return out;
 }
 
-async function raw(bundles: Record<'fp32' | 'int8', Bundle>, rounds: number, threads: number, kernels: Int8Kernel[]): Promise<void> {
-  const cases = [imageCase(1), imageCase(8), textCase(1), textCase(16)];
+async function raw(bundles: Record<'fp32' | 'int8', Bundle>, rounds: number, threads: number, kernels: Int8Kernel[], only: string[]): Promise<void> {
+  const cases = [imageCase(1), imageCase(8), textCase(1), textCase(16)].filter((c) => only.length === 0 || only.includes(c.name.replace(' ', '-')));
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-int8-kernels-'));
   const extra = Object.fromEntries(kernels.map((k) => [k, rewriteInt8(bundles.int8, k, scratch)]));
   // Every variant: its model file per tower; the rewritten ones take the int8 bundle's inputs.
@@ -211,7 +211,7 @@ async function main(): Promise<void> {
   const bundles = { fp32, int8 };
   const kernels = arg('int8-kernels', '').split(',').filter(Boolean);
   for (const k of kernels) if (!INT8_KERNELS.includes(k as Int8Kernel)) throw new Error(`--int8-kernels: unknown ${k} (${INT8_KERNELS.join(', ')})`);
-  if (sections.includes('raw')) await raw(bundles, rounds, threads, kernels as Int8Kernel[]);
+  if (sections.includes('raw')) await raw(bundles, rounds, threads, kernels as Int8Kernel[], arg('cases', '').split(',').filter(Boolean));
   if (sections.includes('memory')) await memory(bundles, threads);
   if (sections.includes('profile')) await profile(bundles, rounds, threads, Number(arg('profile-batch', '8')));
   process.stdout.write(JSON.stringify({ load_average_after: os.loadavg().map((v) => +v.toFixed(2)) }) + '\n');
