@@ -42,8 +42,11 @@ export interface Int8Settings {
   smoothing: number;
 }
 
-/** 256 images and 256 captions; the drift bound and the activation scheme are measured in docs/int8.md. */
-export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99, activations: 'shifted-gelu', smoothing: 0.5, kernel: 'matmul-integer' };
+/** 256 images and 256 captions; the drift bound and the activation scheme are measured in docs/int8.md.
+ *  Smoothing is opt-in (α 0.5 measured): on the stress ViT-L/14 it kept 84/97 image projections in
+ *  int8 within the contract on held-out inputs, but the text tower (27/49) missed it on held-out
+ *  captions (min 0.979) while passing the check on the calibration captions (docs/int8.md). */
+export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99, activations: 'shifted-gelu', smoothing: 0, kernel: 'matmul-integer' };
 
 export { INT8_ACTIVATIONS };
 
