@@ -10,6 +10,9 @@
  *             (what clipserve builds: onnxruntime's MatMulInteger takes no per-row zero point)
  *   row-mitf  the same per-token quantization, then com.microsoft MatMulIntegerToFloat with the
  *             per-column weight scales (one fused epilogue) and a Mul by the per-row scales
+ *   axis      per-token scales as in row, but one QuantizeLinear with per-axis (per-row) scales and
+ *             zero points instead of Div + QuantizeLinear (one pass over x instead of two)
+ *   axis-mitf axis, then MatMulIntegerToFloat + Mul by the per-row scales
  *   dql       DynamicQuantizeLinear (one scale for the whole tensor) + MatMulInteger + rescale
  *   dqmm      com.microsoft DynamicQuantizeMatMul (one activation scale per tensor, per-column weights)
  *
@@ -26,8 +29,8 @@ import { DataType, encodeModel } from '../server/src/onnx/proto';
 import { quantizePerColumn } from '../server/src/onnx/quantize';
 import { RUNTIME_SESSION_EXTRA } from '../server/src/runtime/session-options';
 
-type Variant = 'fp32' | 'row' | 'row-mitf' | 'dql' | 'dqmm';
-const VARIANTS: Variant[] = ['fp32', 'row', 'row-mitf', 'dql', 'dqmm'];
+type Variant = 'fp32' | 'row' | 'row-mitf' | 'axis' | 'axis-mitf' | 'dql' | 'dqmm';
+const VARIANTS: Variant[] = ['fp32', 'row', 'row-mitf', 'axis', 'axis-mitf', 'dql', 'dqmm'];
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -54,6 +57,18 @@ function buildModel(variant: Variant, w: Float32Array, K: number, N: number): Ui
     const xq = b.op('QuantizeLinear', [b.op('Div', [x, s]), f(1), zero]);
     const scaled = b.op('MatMulIntegerToFloat', [xq, b.exactWeight('wq', q.values, [K, N]), f(1), b.exactWeight('ws', q.scales, [N]), zero], {}, { domain: MS_DOMAIN });
     y = b.op('Mul', [scaled, s]);
+  } else if (variant === 'axis' || variant === 'axis-mitf') {
+    const zero = b.constU8([128], []);
+    const s = b.op('Div', [b.op('Max', [b.op('ReduceMax', [b.op('Abs', [x])], { axes: attr.ints([-1]), keepdims: attr.int(1) }), f(1e-30)]), f(127)]);
+    const s1 = b.op('Reshape', [s, b.constI64([-1])]);
+    const zp1 = b.op('Expand', [b.constU8([128], [1]), b.op('Shape', [s1])]);
+    const xq = b.op('QuantizeLinear', [x, s1, zp1], { axis: attr.int(0) });
+    if (variant === 'axis') {
+      const acc = b.op('MatMulInteger', [xq, b.exactWeight('wq', q.values, [K, N]), zero]);
+      y = b.op('Mul', [b.op('Mul', [b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }), s]), b.exactWeight('ws', q.scales, [N])]);
+    } else {
+      y = b.op('Mul', [b.op('MatMulIntegerToFloat', [xq, b.exactWeight('wq', q.values, [K, N]), f(1), b.exactWeight('ws', q.scales, [N]), zero], {}, { domain: MS_DOMAIN }), s]);
+    }
   } else if (variant === 'dql') {
     const [xq, s, zp] = b.node('DynamicQuantizeLinear', [x], {}, { outputs: 3 });
     const acc = b.op('MatMulInteger', [xq, b.exactWeight('wq', q.values, [K, N]), zp]);

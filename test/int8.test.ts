@@ -14,15 +14,17 @@ import { BundleError, loadBundle, parseManifest, writeBundle } from '../server/s
 import { ARCH_PRESETS, resolveConfig } from '../server/src/model/config';
 import { calibrationImageBatch } from '../server/src/model/calibration-inputs';
 import { cosineSummary, rowCosines, type Int8Settings } from '../server/src/model/int8';
+import { rewriteInt8Tower } from '../server/src/model/int8-rewrite';
 import { withOutlierGains } from '../server/src/model/outlier-variant';
 import { randomStateDict } from '../server/src/model/random-init';
 import type { StateDict } from '../server/src/model/state-dict';
 import { readBundleStateDict } from '../server/src/model/bundle-weights';
 import { ModelRegistry } from '../server/src/versions/registry';
-import { quantizableLayers } from '../server/src/onnx/clip-graph';
+import { IMAGE_INPUT, IMAGE_OUTPUT, quantizableLayers } from '../server/src/onnx/clip-graph';
 import { decodeModel } from '../server/src/onnx/proto';
 import { dequantizePerColumn, quantizePerColumn } from '../server/src/onnx/quantize';
 import { loadModel } from '../server/src/runtime/model';
+import { WorkerSession } from '../server/src/runtime/worker-session';
 import { startServer } from '../server/src/serve/server';
 import { SqliteStore } from '../server/src/store/sqlite-store';
 import { buildDemoVocab, ClipTokenizer } from '../server/src/tokenizer';
@@ -120,6 +122,26 @@ describe('int8 bundles of the tiny model', () => {
     }
   });
 
+  it('quantizes the GELU outputs feeding c_proj shifted onto [0, 255] by default: less drift than symmetric', async () => {
+    const shifted = (await loadBundle(path.join(tmp, 'int8'))).manifest.int8!;
+    const symmetric = (await write('int8-symmetric', 'int8', sd, { activations: 'symmetric' })).int8!;
+    expect(shifted.method).toMatch(/GELU outputs shifted/);
+    expect(symmetric.method).not.toMatch(/shifted/);
+    for (const tower of ['visual', 'textual'] as const) {
+      const cProj = quantizableLayers(config.model_cfg, tower).filter((l) => l.endsWith('mlp.c_proj'));
+      // Twice the levels over the row's real range: the rounding error roughly halves.
+      for (const l of cProj) expect(shifted.towers[tower].drift[l]).toBeLessThan(0.75 * symmetric.towers[tower].drift[l]);
+      // The other layers are quantized the same way in both.
+      for (const l of quantizableLayers(config.model_cfg, tower).filter((x) => !cProj.includes(x))) expect(shifted.towers[tower].drift[l]).toBe(symmetric.towers[tower].drift[l]);
+    }
+    // The shift is undone in the graph by a constant per output channel, one per int8 c_proj.
+    const visual = decodeModel(fs.readFileSync(path.join(tmp, 'int8', 'visual.onnx')));
+    const corrections = visual.graph!.initializer!.filter((t) => t.name!.endsWith('.shift_correction')).map((t) => t.name);
+    expect(corrections.sort()).toEqual(shifted.towers.visual.int8_layers.filter((l) => l.endsWith('mlp.c_proj')).map((l) => `${l}.shift_correction`).sort());
+    expect(corrections.length).toBeGreaterThan(0);
+    await expect(write('bad-activations', 'int8', sd, { activations: 'asymmetric' as never })).rejects.toThrow(/int8 activations must be one of symmetric, shifted-gelu/);
+  });
+
   it('keeps in fp32 what drifts beyond the bound: with bound 0 the bundle computes exactly the fp32 features', async () => {
     const m = await write('bound0', 'int8', sd, { maxDrift: 0 });
     expect(m.int8!.towers.visual.int8_layers).toEqual([]);
@@ -129,12 +151,12 @@ describe('int8 bundles of the tiny model', () => {
     expect(Array.from(b0.txt)).toEqual(Array.from(f32.txt));
   });
 
-  it('keeps in fp32 the q/k/v projections fed by outlier channels, then whatever the end-to-end check needs', async () => {
+  it('without smoothing, keeps in fp32 the q/k/v projections fed by outlier channels, then whatever the end-to-end check needs', async () => {
     const stressed = withOutlierGains(sd, config.model_cfg);
     await write('stress-fp32', 'fp32', stressed);
-    const m = await write('stress-int8', 'int8', stressed);
+    const m = await write('stress-int8', 'int8', stressed, { smoothing: 0 });
     // Every layer int8 and no end-to-end check: what int8 without the contract would serve.
-    const forced = await write('stress-all-int8', 'int8', stressed, { maxDrift: 1e9, minMeanCosine: 0, minCosine: 0 });
+    const forced = await write('stress-all-int8', 'int8', stressed, { maxDrift: 1e9, minMeanCosine: 0, minCosine: 0, smoothing: 0 });
     expect(forced.int8!.towers.visual.fp32_layers).toEqual([]);
     for (const tower of ['visual', 'textual'] as const) {
       const r = m.int8!.towers[tower];
@@ -153,6 +175,61 @@ describe('int8 bundles of the tiny model', () => {
     const all = cosineSummary(rowCosines((await features('stress-all-int8')).img, ref.img, E));
     expect(kept.min).toBeGreaterThan(0.98); // held-out inputs, not the calibration set
     expect(all.min).toBeLessThan(kept.min);
+  });
+
+  it('smooths the projections fed by outlier channels (SmoothQuant): fewer fp32 layers, same contract', async () => {
+    const stressed = withOutlierGains(sd, config.model_cfg);
+    if (!fs.existsSync(path.join(tmp, 'stress-fp32'))) await write('stress-fp32', 'fp32', stressed);
+    const plain = await write('stress-unsmoothed', 'int8', stressed, { smoothing: 0 });
+    const smoothed = await write('stress-smoothed', 'int8', stressed, { smoothing: 0.5 });
+    const E = config.model_cfg.embed_dim;
+    const ref = await features('stress-fp32');
+    const held = await features('stress-smoothed');
+    for (const tower of ['visual', 'textual'] as const) {
+      const r = smoothed.int8!.towers[tower];
+      // Every LayerNorm-fed projection sees the outlier channels, and only those are smoothed.
+      const lnFed = quantizableLayers(config.model_cfg, tower).filter((l) => /attn\.in_proj$|mlp\.c_fc$|^visual\.proj$|^text_projection$/.test(l));
+      expect([...r.smoothed_layers!].sort()).toEqual(lnFed.sort());
+      for (const l of lnFed) expect(r.drift[l]).toBeLessThan(plain.int8!.towers[tower].drift[l]);
+      expect(r.cosine_to_fp32.mean).toBeGreaterThanOrEqual(0.995);
+      expect(r.cosine_to_fp32.min).toBeGreaterThanOrEqual(0.99);
+    }
+    const int8Count = (m: typeof plain) => m.int8!.towers.visual.int8_layers.length + m.int8!.towers.textual.int8_layers.length;
+    expect(int8Count(smoothed)).toBeGreaterThan(int8Count(plain));
+    const img = cosineSummary(rowCosines(held.img, ref.img, E));
+    const txt = cosineSummary(rowCosines(held.txt, ref.txt, E));
+    expect(img.min).toBeGreaterThan(0.98); // held-out inputs, not the calibration set
+    expect(txt.min).toBeGreaterThan(0.98);
+    // A model without outlier channels is left as it is.
+    const unstressed = await write('plain-smoothing', 'int8', sd, { smoothing: 0.5 });
+    expect(unstressed.int8!.towers.visual.smoothed_layers).toEqual([]);
+    expect(unstressed.int8!.towers.textual.smoothed_layers).toEqual([]);
+  });
+
+  it('the to-float formulation (per-axis QuantizeLinear + MatMulIntegerToFloat) computes the same features', async () => {
+    const bundle = await loadBundle(path.join(tmp, 'int8'));
+    const file = path.join(tmp, 'visual-to-float.onnx');
+    rewriteInt8Tower(bundle, 'visual', 'to-float', file);
+    const graph = decodeModel(fs.readFileSync(file));
+    const ops = graph.graph!.node!.map((n) => n.opType);
+    expect(ops.filter((o) => o === 'MatMulIntegerToFloat')).toHaveLength(bundle.manifest.int8!.towers.visual.int8_layers.length);
+    expect(ops).not.toContain('MatMulInteger');
+    const S = config.model_cfg.vision_cfg.image_size;
+    const run = async (f: string) => {
+      // A fresh input per run: the worker session takes the buffer over.
+      const feeds = { [IMAGE_INPUT]: { type: 'float32' as const, data: calibrationImageBatch(7000, 3, S, bundle.manifest.preprocess_cfg).buffer as ArrayBuffer, dims: [3, 3, S, S] } };
+      // onnxruntime in a worker thread, like the server and the converter (jest's realm has its own typed arrays).
+      const s = await WorkerSession.create({ modelPath: f, providers: ['cpu'], graphOptimizationLevel: 'all' }, 'int8 kernel test');
+      try {
+        return new Float32Array((await s.run(feeds, [IMAGE_OUTPUT]))[IMAGE_OUTPUT].data);
+      } finally {
+        await s.close();
+      }
+    };
+    const [standard, toFloat] = [await run(bundle.paths.visual), await run(file)];
+    const scale = Math.max(...Array.from(standard, Math.abs));
+    // Only the order of the two scale multiplications differs: float32 rounding, no int8 step.
+    for (let i = 0; i < standard.length; i++) expect(Math.abs(toFloat[i] - standard[i])).toBeLessThan(1e-4 * scale);
   });
 
   it('reads the weights back from an int8 bundle (dequantized), e.g. for fine-tuning it', async () => {

@@ -8,14 +8,14 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IMAGE_INPUT, IMAGE_OUTPUT, TEXT_INPUT, TEXT_OUTPUT, type TowerOptions } from '../onnx/clip-graph';
+import { IMAGE_INPUT, IMAGE_OUTPUT, INT8_KERNELS, TEXT_INPUT, TEXT_OUTPUT, type TowerOptions } from '../onnx/clip-graph';
 import { readOnnxSignature, type TensorSpec } from '../onnx/inspect';
 import { writeTowerModel, type Tower, type WrittenFile } from '../onnx/write-model';
 import { PACKAGE_ROOT } from '../util/paths';
 import { resolveConfig, type ModelConfig, type OpenClipConfig, type PreprocessConfig } from './config';
 import { BundleError } from './errors';
 import { expectedWeightShapes, validateStateDict } from './expected-weights';
-import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, demoteWorst, INT8_METHOD, MAX_CHECK_ROUNDS, meetsContract, type Int8Record, type Int8Settings } from './int8';
+import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, demoteWorst, INT8_ACTIVATIONS, INT8_METHODS, MAX_CHECK_ROUNDS, meetsContract, type Int8Record, type Int8Settings } from './int8';
 import { quantizableLayers } from '../onnx/clip-graph';
 import { numel, type StateDict } from './state-dict';
 
@@ -133,6 +133,9 @@ export async function writeBundle(opts: {
   if (!BUNDLE_PRECISIONS.includes(precision)) throw new BundleError(`precision must be one of ${BUNDLE_PRECISIONS.join(', ')}, got ${String(precision)}`);
   const int8Settings: Int8Settings = { ...DEFAULT_INT8_SETTINGS, ...opts.int8Settings };
   if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1) throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
+  if (!INT8_ACTIVATIONS.includes(int8Settings.activations)) throw new BundleError(`int8 activations must be one of ${INT8_ACTIVATIONS.join(', ')}, got ${String(int8Settings.activations)}`);
+  if (!INT8_KERNELS.includes(int8Settings.kernel)) throw new BundleError(`int8 kernel must be one of ${INT8_KERNELS.join(', ')}, got ${String(int8Settings.kernel)}`);
+  if (!(int8Settings.smoothing >= 0 && int8Settings.smoothing <= 1)) throw new BundleError(`int8 smoothing must be in [0, 1], got ${int8Settings.smoothing}`);
   if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift))) throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
   for (const k of ['minMeanCosine', 'minCosine'] as const) {
     if (!(int8Settings[k] >= 0 && int8Settings[k] <= 1)) throw new BundleError(`int8 ${k} must be in [0, 1], got ${int8Settings[k]}`);
@@ -170,8 +173,8 @@ export async function writeBundle(opts: {
     } : undefined;
     const towers = {} as Int8Record['towers'];
     for (const tower of ['visual', 'textual'] as const) {
-      const write = (int8?: { layers: ReadonlySet<string> }) =>
-        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights, precision, int8, producerVersion, towerOptions: opts.towerOptions, onBytes });
+      const write = (layers?: ReadonlySet<string>, towerWeights = weights) =>
+        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights: towerWeights, precision, int8: layers && { layers, activations: int8Settings.activations, kernel: int8Settings.kernel }, producerVersion, towerOptions: opts.towerOptions, onBytes });
       if (!calibration) {
         written[tower] = write();
         continue;
@@ -180,7 +183,7 @@ export async function writeBundle(opts: {
       let layers: ReadonlySet<string> = plan.layers;
       let cosine: { mean: number; min: number };
       for (let round = 0; ; round++) {
-        written[tower] = write({ layers });
+        written[tower] = write(layers, plan.weights);
         cosine = await checkTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'check', d, n) }, tower, written[tower].onnx.path, plan.reference);
         if (meetsContract(cosine, int8Settings) || layers.size === 0 || round + 1 >= MAX_CHECK_ROUNDS) break;
         layers = demoteWorst(layers, plan.record.drift);
@@ -192,13 +195,14 @@ export async function writeBundle(opts: {
         drift: plan.record.drift,
         cosine_to_fp32: cosine,
         demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
+        smoothed_layers: plan.record.smoothed_layers ?? [],
       };
     }
     let int8Record: Int8Record | undefined;
     if (calibration) {
       fs.rmSync(calibration.scratchDir, { recursive: true, force: true });
       int8Record = {
-        method: INT8_METHOD,
+        method: INT8_METHODS[int8Settings.activations],
         max_drift: int8Settings.maxDrift,
         cosine_contract: { mean: int8Settings.minMeanCosine, min: int8Settings.minCosine },
         calibration: { images: int8Settings.samples, captions: int8Settings.samples, generator: 'clipserve calibration-inputs (deterministic)' },

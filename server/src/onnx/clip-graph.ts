@@ -52,7 +52,52 @@ export type WeightLookup = (key: string) => WeightTensor;
 export interface Int8Plan {
   layers: ReadonlySet<string>;
   calibrate?: boolean;
+  /** How the activations of int8 layers are quantized (default 'symmetric', see `int8MatMul`). */
+  activations?: Int8Activations;
+  /** The int8 GEMM formulation (default 'matmul-integer', see `int8MatMul`). */
+  kernel?: Int8Kernel;
+  /** Adds an output `input_absmax:<layer>` per LayerNorm-fed projection (see `smoothingSource`):
+   *  the largest |x| of each input channel over the batch, for SmoothQuant-style smoothing. */
+  inputRanges?: boolean;
 }
+
+export const INPUT_ABSMAX_PREFIX = 'input_absmax:';
+
+/**
+ * 'matmul-integer': standard ONNX only: Div by the row scales, QuantizeLinear, MatMulInteger,
+ * Cast, two Muls (any provider with integer kernels runs it).
+ * 'to-float': rows flattened to 2-D so that one QuantizeLinear with per-axis (per-row) scales does
+ * the division and the rounding in one pass, then onnxruntime's com.microsoft
+ * MatMulIntegerToFloat, whose GEMM epilogue applies the per-column weight scales while writing
+ * float32 (no int32 tensor, no Cast), and one Mul by the row scales. Same numbers.
+ */
+export type Int8Kernel = 'matmul-integer' | 'to-float';
+export const INT8_KERNELS: readonly Int8Kernel[] = ['matmul-integer', 'to-float'];
+
+/**
+ * The LayerNorm whose output is the only input of projection `layer`, if any: ln_1 → q/k/v
+ * projection, ln_2 → mlp.c_fc, ln_post → visual.proj, ln_final → text_projection. Dividing that
+ * LayerNorm's gain and bias by s and multiplying the projection's input rows by s computes the
+ * same function, and moves activation outliers into the weights (SmoothQuant).
+ */
+export function smoothingSource(layer: string): string | undefined {
+  if (layer === 'visual.proj') return 'visual.ln_post';
+  if (layer === 'text_projection') return 'ln_final';
+  if (layer.endsWith('.attn.in_proj')) return `${layer.slice(0, -'.attn.in_proj'.length)}.ln_1`;
+  if (layer.endsWith('.mlp.c_fc')) return `${layer.slice(0, -'.mlp.c_fc'.length)}.ln_2`;
+  return undefined;
+}
+
+/**
+ * 'symmetric': every input row on [-max|x|, max|x|] around zero point 128.
+ * 'shifted-gelu': the GELU outputs feeding `mlp.c_proj` are shifted by GELU_SHIFT onto [0, max]
+ * and use all 256 levels (zero point 0), about twice the resolution; other layers symmetric.
+ */
+export type Int8Activations = 'symmetric' | 'shifted-gelu';
+export const INT8_ACTIVATIONS: readonly Int8Activations[] = ['symmetric', 'shifted-gelu'];
+
+/** Larger than −min GELU(x) (0.16997 exact, 0.1636 QuickGELU): every GELU output + this is ≥ 0. */
+export const GELU_SHIFT = 0.17;
 
 /** The weight of projection `layer`: a [out, in] Linear weight (stored transposed) or, for the
  *  final projections, an [in, out] matrix the graph multiplies by directly. */
@@ -142,10 +187,16 @@ class TowerWriter {
     const { key, transposed } = projectionWeight(layer);
     const plan = this.int8;
     const float = (): string => b.op('MatMul', [x, transposed ? this.wT(key) : this.w(key)], {}, { name: `${layer}.matmul` });
-    if (!plan || (!plan.calibrate && !plan.layers.has(layer))) return then(float());
     const t = this.get(key);
     const [rows, cols] = transposed ? [t.shape[1], t.shape[0]] : t.shape;
-    const q = this.int8MatMul(x, layer, transposed ? transpose2d(t) : t.data, rows, cols);
+    if (plan?.inputRanges && smoothingSource(layer)) {
+      const flat = b.op('Reshape', [b.op('Abs', [x], {}, { name: `${layer}.in_abs` }), b.constI64([-1, rows])], {}, { name: `${layer}.in_rows` });
+      const absMax = b.op('ReduceMax', [flat], { axes: attr.ints([0]), keepdims: attr.int(0) }, { name: `${layer}.in_absmax` });
+      b.output(absMax, `${INPUT_ABSMAX_PREFIX}${layer}`, DataType.FLOAT, [rows]);
+    }
+    if (!plan || (!plan.calibrate && !plan.layers.has(layer))) return then(float());
+    const shift = plan.activations === 'shifted-gelu' && layer.endsWith('.mlp.c_proj') ? GELU_SHIFT : 0;
+    const q = this.int8MatMul(x, layer, transposed ? transpose2d(t) : t.data, rows, cols, shift, plan.kernel ?? 'matmul-integer');
     if (!plan.calibrate) return then(q);
     // The drift is measured after `then`: for the q/k/v projection that is the attention output,
     // because softmax turns a small relative error in large scores into a different attention.
@@ -159,26 +210,55 @@ class TowerWriter {
   }
 
   /**
-   * x @ W in int8: W per output channel (symmetric, ./quantize), x per row (token) with the
-   * symmetric scale max|row| / 127 computed at run time. The row is divided by its scale and
-   * QuantizeLinear rounds it onto uint8 around a common zero point 128: one scalar zero point for
-   * all rows is what onnxruntime's MatMulInteger accepts (it takes no per-row zero points), and the
-   * per-row scales are applied to the int32 result instead, with the per-column weight scales.
+   * x @ W in int8: W per output channel (symmetric, ./quantize), x per row (token) with a scale
+   * computed at run time. onnxruntime's MatMulInteger takes one scalar activation zero point (no
+   * per-row zero points), so each row is divided by its own scale before QuantizeLinear (scale 1)
+   * and the per-row scales are applied to the int32 result instead, with the per-column weight
+   * scales.
+   *  - shift 0 (symmetric): scale max|row| / 127, rounded onto uint8 around zero point 128.
+   *  - shift c > 0, for inputs known to be ≥ −c (GELU outputs): the row is shifted to x + c ≥ 0,
+   *    scale max(x + c) / 255, zero point 0: all 256 levels cover the row's actual range instead
+   *    of half of them covering negatives that GELU never produces. The shift comes back out
+   *    exactly as a constant: (x + c) @ W = x @ W + c·colsum(W), with W the dequantized weight.
    */
-  int8MatMul(x: string, layer: string, w: Float32Array, rows: number, cols: number): string {
+  int8MatMul(x: string, layer: string, w: Float32Array, rows: number, cols: number, shift = 0, kernel: Int8Kernel = 'matmul-integer'): string {
     const b = this.b;
     const q = quantizePerColumn(w, rows, cols);
     const names = int8WeightNames(layer);
     const wq = b.exactWeight(names.values, q.values, [rows, cols]);
     const ws = b.exactWeight(names.scales, q.scales, [cols]);
-    const zero = b.constU8([128], []);
-    const absMax = b.op('ReduceMax', [b.op('Abs', [x], {}, { name: `${layer}.x_abs` })], { axes: attr.ints([-1]), keepdims: attr.int(1) }, { name: `${layer}.x_absmax` });
+    const zp = shift > 0 ? 0 : 128;
+    const zero = b.constU8([zp], []);
+    // 'to-float' works on [tokens, in] rows; the result gets x's leading dimensions back at the end.
+    const x2 = kernel === 'to-float' ? b.op('Reshape', [x, b.constI64([-1, rows])], {}, { name: `${layer}.x_rows` }) : x;
+    const xin = shift > 0 ? b.op('Add', [x2, this.scalar(shift)], {}, { name: `${layer}.x_shifted` }) : x2;
+    const range = shift > 0 ? xin : b.op('Abs', [x2], {}, { name: `${layer}.x_abs` });
+    const rowMax = b.op('ReduceMax', [range], { axes: attr.ints([-1]), keepdims: attr.int(1) }, { name: `${layer}.x_absmax` });
     // A row of zeros keeps a tiny positive scale so that the division stays finite (it quantizes to 0).
-    const rowScale = b.op('Div', [b.op('Max', [absMax, this.scalar(1e-30)], {}, { name: `${layer}.x_absmax_pos` }), this.scalar(127)], {}, { name: `${layer}.x_scale` });
-    const xq = b.op('QuantizeLinear', [b.op('Div', [x, rowScale], {}, { name: `${layer}.x_scaled` }), this.scalar(1), zero], {}, { name: `${layer}.x_int8` });
-    const acc = b.op('MatMulInteger', [xq, wq, zero], {}, { name: `${layer}.matmul_int8` });
-    const f = b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }, { name: `${layer}.acc_float` });
-    return b.op('Mul', [b.op('Mul', [f, rowScale], {}, { name: `${layer}.row_scaled` }), ws], {}, { name: `${layer}.dequant` });
+    const rowScale = b.op('Div', [b.op('Max', [rowMax, this.scalar(1e-30)], {}, { name: `${layer}.x_absmax_pos` }), this.scalar(shift > 0 ? 255 : 127)], {}, { name: `${layer}.x_scale` });
+    let y: string;
+    if (kernel === 'to-float') {
+      const scales = b.op('Reshape', [rowScale, b.constI64([-1])], {}, { name: `${layer}.x_scale_rows` });
+      const zps = b.op('Expand', [b.constU8([zp], [1]), b.op('Shape', [scales], {}, { name: `${layer}.x_rows_n` })], {}, { name: `${layer}.x_zero_points` });
+      const xq = b.op('QuantizeLinear', [xin, scales, zps], { axis: attr.int(0) }, { name: `${layer}.x_int8` });
+      const scaled = b.op('MatMulIntegerToFloat', [xq, wq, this.scalar(1), ws, zero], {}, { domain: MS_DOMAIN, name: `${layer}.matmul_int8` });
+      y = b.op('Mul', [scaled, rowScale], {}, { name: `${layer}.dequant` });
+    } else {
+      const xq = b.op('QuantizeLinear', [b.op('Div', [xin, rowScale], {}, { name: `${layer}.x_scaled` }), this.scalar(1), zero], {}, { name: `${layer}.x_int8` });
+      const acc = b.op('MatMulInteger', [xq, wq, zero], {}, { name: `${layer}.matmul_int8` });
+      const f = b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }, { name: `${layer}.acc_float` });
+      y = b.op('Mul', [b.op('Mul', [f, rowScale], {}, { name: `${layer}.row_scaled` }), ws], {}, { name: `${layer}.dequant` });
+    }
+    if (shift > 0) {
+      const colSum = new Float32Array(cols);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) colSum[c] += q.values[r * cols + c];
+      const correction = colSum.map((v, c) => -shift * v * q.scales[c]);
+      y = b.op('Add', [y, b.exactWeight(`${layer}.shift_correction`, correction, [cols])], {}, { name: `${layer}.unshift` });
+    }
+    if (kernel !== 'to-float') return y;
+    const lead = b.op('Shape', [x], { start: attr.int(0), end: attr.int(-1) }, { name: `${layer}.x_lead` });
+    const shape = b.op('Concat', [lead, b.constI64([cols])], { axis: attr.int(0) }, { name: `${layer}.y_shape` });
+    return b.op('Reshape', [y, shape], {}, { name: `${layer}.y` });
   }
 
   activation(x: string, quickGelu: boolean, prefix: string): string {
