@@ -40,7 +40,9 @@ export interface StartOptions {
    * as the ports are bound (NOT_SERVING); `ready` settles later.
    */
   waitUntilReady?: boolean;
-  /** Replaces the model loader (the default resolves config.model / the demo bundle). */
+  /** Replaces the model loader (the default resolves config.model / the demo bundle). A loader
+   *  loads the model with the config's image limits and decode budget, as loadServedModel does:
+   *  they are the model's, fixed at load. */
   loadModel?: ModelLoader;
 }
 
