@@ -24,6 +24,7 @@ const WATCH_TICK_MS = 1000;
 const SHARED_POLL_TICKS = 5;
 /** Events a watch reads from the store at a time (a job may have tens of thousands). */
 const WATCH_PAGE = 64;
+
 type WatchCall = grpc.ServerWritableStream<WatchFineTuneJobRequest__Output, WatchFineTuneJobResponse>;
 
 /** Resolves when the stream may take more writes, or the call ended. */
