@@ -86,10 +86,12 @@ describe('the decode pool: cancellation and tokenization', () => {
   });
 
   test('an image over the decode budget fails with DECODE_TIMEOUT or decodes within it', async () => {
-    const out = await pool.run(slow, { timeoutSeconds: 1 }).then(
+    // The decode budget is the pool's, fixed when it is made.
+    const budgeted = new PreprocessPool({ size: 1, cfg, decodeTimeoutSeconds: 1 });
+    const out = await budgeted.run(slow).then(
       (t) => `decoded (${t.length} values)`,
       (e: unknown) => (e as ImageError).code,
-    );
+    ).finally(() => budgeted.close());
     expect(['DECODE_TIMEOUT', `decoded (${3 * 32 * 32} values)`]).toContain(out);
   });
 
@@ -132,6 +134,7 @@ describe('admission by cost', () => {
     const model = {
       info: { embedDim: 4, contextLength: 8 },
       tokenizer: { tokenize: () => ({ ids: new Int32Array(8), truncated: false, eotIndex: 1 }) },
+      imageLimits: DEFAULT_IMAGE_LIMITS,
       preprocessImage: async () => {
         decoded++;
         return new Float32Array(3 * 32 * 32);
@@ -139,7 +142,7 @@ describe('admission by cost', () => {
       encodeImage: async (_p: Float32Array, n: number) => new Float32Array(n * 4),
       encodeText: async (_i: Int32Array, n: number) => new Float32Array(n * 4),
     } as unknown as EmbeddingModel;
-    const embedder = new Embedder(model, { maxBatchSize: 8, maxQueueDelayMs: 0, queueBound: 64, imageLimits: DEFAULT_IMAGE_LIMITS, maxRequestPixels: 30_000_000, queuePixels: 100_000_000 });
+    const embedder = new Embedder(model, { maxBatchSize: 8, maxQueueDelayMs: 0, queueBound: 64, maxRequestPixels: 30_000_000, queuePixels: 100_000_000 });
     const big = declaredPng(5000, 4000);
     expect(() => embedder.embedImages([big, big])).toThrow(expect.objectContaining({ code: 'OVER_BUDGET' }));
     expect(decoded).toBe(0);

@@ -19,6 +19,7 @@ class FakeModel implements EmbeddingModel {
   gate: Promise<void> | undefined;
   readonly info: ServedModelInfo;
   readonly tokenizer = { tokenize: () => ({ ids: new Int32Array(CTX), truncated: false, eotIndex: 1 }) };
+  readonly imageLimits = { maxBytes: 1 << 20, maxPixels: 1 << 20 };
 
   constructor(readonly version: string, readonly seed: number) {
     this.info = { name: 'fake', version, embedDim: DIM, imageSize: 8, contextLength: CTX, logitScale: 100, provider: 'cpu', demo: false, precision: 'fp32' } as ServedModelInfo;
@@ -61,7 +62,7 @@ function setup(budget: ModelBudget) {
       models.set(dir, m);
       return m;
     },
-    createEmbedder: (m) => new Embedder(m, { maxBatchSize: 8, maxQueueDelayMs: 0, queueBound: 64, imageLimits: { maxBytes: 1 << 20, maxPixels: 1 << 20 } }),
+    createEmbedder: (m) => new Embedder(m, { maxBatchSize: 8, maxQueueDelayMs: 0, queueBound: 64 }),
     locate: (v) => {
       if (!(v in VERSIONS)) throw new ModelNotFoundError(v);
       return v; // the fake's bundle directory is the version name

@@ -126,5 +126,18 @@ describe('PreprocessPool', () => {
     expect(() => new PreprocessPool({ size: 0, cfg })).toThrow(RangeError);
     expect(() => new PreprocessPool({ size: 1, cfg: { ...cfg, fill_color: -1 } })).toThrow(RangeError);
     expect(() => new PreprocessPool({ size: 1, cfg, limits: { maxBytes: 10, maxPixels: 0 } })).toThrow(RangeError);
+    expect(() => new PreprocessPool({ size: 1, cfg, decodeTimeoutSeconds: -1 })).toThrow(RangeError);
+  });
+
+  test('the limits are fixed when the pool is made and hold every job (run and verify)', async () => {
+    const p = new PreprocessPool({ size: 1, cfg, limits: { maxBytes: 1_000_000, maxPixels: 97 * 71 - 1 } });
+    try {
+      expect(p.limits).toEqual({ maxBytes: 1_000_000, maxPixels: 97 * 71 - 1 });
+      const file = fs.readFileSync(path.join(DIR, 'png_rgb_97x71.png'));
+      await expect(p.run(file)).rejects.toMatchObject({ code: 'TOO_MANY_PIXELS' });
+      await expect(p.verify(file)).rejects.toMatchObject({ code: 'TOO_MANY_PIXELS' });
+    } finally {
+      await p.close();
+    }
   });
 });

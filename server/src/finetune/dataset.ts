@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { verifyImage } from '../preprocess/decode';
-import { DEFAULT_IMAGE_LIMITS, type ImageLimits } from '../preprocess/errors';
+import { DEFAULT_IMAGE_LIMITS } from '../preprocess/errors';
 import { parseCsv } from '../dataset/csv';
 import type { DatasetFormat, DatasetRecord, Store } from '../store/store';
 import { echo } from '../util/echo';
@@ -83,8 +83,7 @@ export function readDatasetRows(datasetDir: string, dataDir: string, file = PAIR
 export async function validateDatasetRows(
   rows: DatasetRow[],
   signal?: AbortSignal,
-  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
-  verify: (bytes: Uint8Array, limits: ImageLimits) => Promise<void> = verifyImage,
+  verify: (bytes: Uint8Array) => Promise<void> = (bytes) => verifyImage(bytes, DEFAULT_IMAGE_LIMITS),
 ): Promise<{ row: number; problem: string }[]> {
   const problems: { row: number; problem: string }[] = [];
   for (const r of rows) {
@@ -94,7 +93,7 @@ export async function validateDatasetRows(
       const bytes = await fs.promises.readFile(r.image);
       // Decoding to pixels (not just the header) catches truncated files; the serving decoder,
       // with its limits and formats, so that what passes here can be embedded.
-      await verify(bytes, limits);
+      await verify(bytes);
     } catch (err) {
       problems.push({ row: r.row, problem: `unreadable image ${path.basename(r.image)}: ${(err as Error).message}` });
     }

@@ -625,7 +625,7 @@ async function validateInBackground(rows: DatasetRow[], signal: AbortSignal, lim
   // The pool only decodes here; any valid preprocessing config will do.
   const pool = new PreprocessPool({ size: 1, cfg: resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 32 } }).preprocess_cfg, isolation: 'process', priority: 'low', ...(limits ? { limits } : {}) });
   try {
-    return await validateDatasetRows(rows, signal, limits, (bytes, l) => pool.verify(bytes, { limits: l, signal }));
+    return await validateDatasetRows(rows, signal, (bytes) => pool.verify(bytes, { signal }));
   } finally {
     await pool.close();
   }

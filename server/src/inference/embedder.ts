@@ -10,20 +10,16 @@ import { DynamicBatcher } from '../batching';
 import type { BatcherObserver, BatcherStats, RejectReason, SubmitOptions } from '../batching';
 import { inspectImage } from '../preprocess/decode';
 import { ImageError } from '../preprocess/errors';
-import type { ImageLimits } from '../preprocess/errors';
 import type { EmbedderPort, EmbeddingModel, TextEmbedding } from './model-port';
 
 export interface EmbedderOptions {
   maxBatchSize: number;
   maxQueueDelayMs: number;
   queueBound: number;
-  imageLimits: ImageLimits;
   /** Most declared pixels one request may ask to decode (the per-request decode budget). */
   maxRequestPixels?: number;
   /** Most declared pixels admitted and not yet decoded, all callers together. */
   queuePixels?: number;
-  /** Longest one image may take to decode, in seconds (libvips' timeout); 0: no limit. */
-  decodeTimeoutSeconds?: number;
   /** Most text characters admitted and not yet tokenized, all callers together (tokenizing costs per character). */
   queueTextChars?: number;
   /** Fraction of each queue bound one caller (SubmitOptions.key) may hold while the queue is shared. */
@@ -84,7 +80,7 @@ export class Embedder implements EmbedderPort {
       prepare: (image, signal, key) =>
         image.error !== undefined
           ? Promise.reject(image.error)
-          : this.model.preprocessImage(image.bytes, this.opts.imageLimits, { signal, timeoutSeconds: this.opts.decodeTimeoutSeconds, owner: key }),
+          : this.model.preprocessImage(image.bytes, { signal, owner: key }),
       costOf: (image) => image.pixels,
       costBound: opts.queuePixels,
       run: (pixels) => this.runImages(pixels),
@@ -102,13 +98,14 @@ export class Embedder implements EmbedderPort {
 
   /**
    * Queues encoded images; one promise per image, rejected with ImageError for a bad one. Their
-   * headers are read here (microseconds, no decoding) to price them: a request whose images
+   * headers are read here (microseconds, no decoding), against the limits the model was loaded
+   * with, to price them: a request whose images
    * declare more pixels than the per-request budget is refused whole, at once.
    */
   embedImages(images: readonly Uint8Array[], options: SubmitOptions = {}): Promise<Float32Array>[] {
     const admitted = images.map((bytes): AdmittedImage => {
       try {
-        return { bytes, pixels: inspectImage(bytes, this.opts.imageLimits).pixels };
+        return { bytes, pixels: inspectImage(bytes, this.model.imageLimits).pixels };
       } catch (error) {
         return { bytes, pixels: 0, error };
       }

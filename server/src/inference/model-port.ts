@@ -22,9 +22,12 @@ export interface TokenizedText {
 export interface EmbeddingModel {
   readonly info: ServedModelInfo;
   readonly tokenizer: { tokenize(text: string, contextLength?: number): TokenizedText };
+  /** The limits preprocessImage holds every image to, fixed when the model was loaded (with its
+   *  decode budget); the embedder prices images by their headers against them before queueing. */
+  readonly imageLimits: ImageLimits;
   /** CHW float32 pixels; rejects with ImageError for bad input. `signal` drops a decode not yet
-   *  started; `timeoutSeconds` is the decode budget; `owner` (the caller's key) takes turns with other owners. */
-  preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts?: { signal?: AbortSignal; timeoutSeconds?: number; owner?: string }): Promise<Float32Array>;
+   *  started; `owner` (the caller's key) takes turns with other owners. */
+  preprocessImage(bytes: Uint8Array, opts?: { signal?: AbortSignal; owner?: string }): Promise<Float32Array>;
   /** The tokenizer's row, computed off the event loop; without it the embedder tokenizes inline. */
   tokenizeText?(text: string, contextLength: number, signal?: AbortSignal, owner?: string): Promise<TokenizedText>;
   /** ids: n × contextLength; resolves to n × embedDim raw features. */

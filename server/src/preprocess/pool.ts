@@ -30,8 +30,11 @@ export interface PreprocessPoolOptions {
   /** Number of worker threads; default: the number of CPU cores. */
   size?: number;
   cfg: PreprocessConfig;
-  /** Limits of image jobs that name none (default DEFAULT_IMAGE_LIMITS). */
+  /** The limits every image job is held to (default DEFAULT_IMAGE_LIMITS): fixed here, sent to
+   *  the workers once, never per image. */
   limits?: ImageLimits;
+  /** Decode budget of every image job in seconds (rounded up to whole seconds by libvips); absent or 0: none. */
+  decodeTimeoutSeconds?: number;
   /** The tokenizer vocabulary (merges file or Hugging Face directory) for runText. */
   vocabPath?: string;
   /** CPU priority of the workers (default 'normal'; fine-tuning uses 'low'). */
@@ -45,14 +48,12 @@ export interface PreprocessPoolOptions {
   maxWorkersPerOwner?: number;
 }
 
+/** What one image job carries besides its bytes: who asked and how to cancel (the limits are the pool's). */
 export interface ImageJobOptions {
-  limits?: ImageLimits;
   /** Aborting drops the job if it has not started, and releases the caller if it has. */
   signal?: AbortSignal;
   /** Who asked (an opaque caller identity): jobs queue and take turns per owner. */
   owner?: string;
-  /** Decode budget in seconds (rounded up to whole seconds by libvips); absent: none. */
-  timeoutSeconds?: number;
   augment?: AugmentSpec;
 }
 
@@ -109,13 +110,18 @@ export class PreprocessPool {
     if (!Number.isInteger(size) || size < 1) throw new RangeError(`PreprocessPool size must be a positive integer, got ${size}`);
     this.size = size;
     checkConfig(opts.cfg); // fail at construction, not on every job
-    this.init = { cfg: opts.cfg, limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS), vocabPath: opts.vocabPath, priority: opts.priority };
+    this.init = { cfg: opts.cfg, limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS), timeoutSeconds: checkTimeout(opts.decodeTimeoutSeconds ?? 0), vocabPath: opts.vocabPath, priority: opts.priority };
     this.script = compiledModule('preprocess/worker');
     this.isolation = opts.isolation ?? 'thread';
     this.heapMb = opts.heapMb ?? 512;
     this.maxWorkersPerOwner = opts.maxWorkersPerOwner ?? size;
     if (!Number.isInteger(this.maxWorkersPerOwner) || this.maxWorkersPerOwner < 1) throw new RangeError(`maxWorkersPerOwner must be a positive integer, got ${opts.maxWorkersPerOwner}`);
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
+  }
+
+  /** The limits the workers enforce (for callers that price images by their headers first). */
+  get limits(): ImageLimits {
+    return this.init.limits;
   }
 
   /** Jobs waiting for a worker. */
@@ -125,10 +131,9 @@ export class PreprocessPool {
 
   /** Preprocesses one image on a worker; rejects with ImageError for bad input. */
   async run(bytes: Uint8Array, opts: ImageJobOptions = {}): Promise<Float32Array> {
-    const limits = opts.limits ? checkLimits(opts.limits) : this.init.limits;
     const copy = new Uint8Array(bytes);
     const reply = await this.submit(
-      { kind: 'image', id: 0, bytes: copy, limits, timeoutSeconds: opts.timeoutSeconds ?? 0, augment: opts.augment },
+      { kind: 'image', id: 0, bytes: copy, augment: opts.augment },
       [copy.buffer as ArrayBuffer],
       opts.signal,
       opts.owner,
@@ -141,10 +146,9 @@ export class PreprocessPool {
   }
 
   /** Checks on a worker that an image decodes (headers, limits, every pixel); rejects with ImageError. */
-  async verify(bytes: Uint8Array, opts: Pick<ImageJobOptions, 'limits' | 'signal' | 'timeoutSeconds'> = {}): Promise<void> {
+  async verify(bytes: Uint8Array, opts: Pick<ImageJobOptions, 'signal'> = {}): Promise<void> {
     const copy = new Uint8Array(bytes);
-    const limits = opts.limits ? checkLimits(opts.limits) : this.init.limits;
-    await this.submit({ kind: 'image', id: 0, bytes: copy, limits, timeoutSeconds: opts.timeoutSeconds ?? 0, verifyOnly: true }, [copy.buffer as ArrayBuffer], opts.signal);
+    await this.submit({ kind: 'image', id: 0, bytes: copy, verifyOnly: true }, [copy.buffer as ArrayBuffer], opts.signal);
   }
 
   /** Tokenizes one text on a worker (open_clip ids, cut and padded to contextLength). */
@@ -264,6 +268,11 @@ export class PreprocessPool {
     this.slots[idx] = this.spawn();
     this.dispatch();
   }
+}
+
+function checkTimeout(seconds: number): number {
+  if (!Number.isFinite(seconds) || seconds < 0) throw new RangeError(`decodeTimeoutSeconds must be a non-negative number, got ${seconds}`);
+  return seconds;
 }
 
 /** FIFO per key, keys served in turn (round robin). */

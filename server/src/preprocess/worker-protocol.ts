@@ -6,8 +6,10 @@ import type { ImageErrorCode, ImageLimits } from './errors';
 
 export interface WorkerInit {
   cfg: PreprocessConfig;
-  /** Limits of image jobs that name none. */
+  /** The image limits every image job of this pool is held to (fixed when the pool is made). */
   limits: ImageLimits;
+  /** Decode budget in seconds of every image job (libvips abandons a decode that runs longer); 0: none. */
+  timeoutSeconds: number;
   /** The tokenizer's vocabulary file (text jobs); loaded on the first text job. */
   vocabPath?: string;
   /** CPU priority of the worker thread (see util/priority). */
@@ -25,9 +27,6 @@ export interface ImageJobRequest {
   id: number;
   /** A private copy of the image bytes, transferred (not cloned) to the worker. */
   bytes: Uint8Array;
-  limits: ImageLimits;
-  /** Decode budget in seconds (libvips abandons a decode that runs longer); 0: none. */
-  timeoutSeconds: number;
   /** Training augmentation applied to the preprocessed pixels. */
   augment?: AugmentSpec;
   /** Only check that the image decodes (dataset validation): the reply's tensor is empty. */

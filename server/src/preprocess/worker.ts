@@ -30,7 +30,7 @@ function openPort(): { port: Port; init: WorkerInit } {
 }
 
 const { port, init } = openPort();
-const { cfg, vocabPath, priority } = init;
+const { cfg, limits, timeoutSeconds, vocabPath, priority } = init;
 
 // A thread lowers itself (and what it starts); a child process lowers all its threads, libuv's
 // pool included, so that libvips' decoding runs at that priority too.
@@ -41,10 +41,10 @@ let tokenizer: ClipTokenizer | undefined;
 
 async function runImage(job: ImageJobRequest): Promise<JobReply> {
   if (job.verifyOnly) {
-    await verifyImage(job.bytes, job.limits, { timeoutSeconds: job.timeoutSeconds });
+    await verifyImage(job.bytes, limits, { timeoutSeconds });
     return { id: job.id, ok: true, tensor: new Float32Array(0) };
   }
-  const img = await decodeImage(job.bytes, job.limits, { cfg, timeoutSeconds: job.timeoutSeconds });
+  const img = await decodeImage(job.bytes, limits, { cfg, timeoutSeconds });
   let tensor = transformImage(img, cfg);
   if (job.augment) tensor = augmentTensor(tensor, cfg, job.augment.settings, seededRandom(job.augment.seed));
   return { id: job.id, ok: true, tensor };

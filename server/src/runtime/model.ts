@@ -39,6 +39,11 @@ export interface RuntimeOptions {
   preprocessWorkers?: number;
   /** Most preprocessing workers one caller (job owner) occupies at once (default: all). */
   preprocessWorkersPerCaller?: number;
+  /** The image limits the preprocessing pool enforces on every image (default DEFAULT_IMAGE_LIMITS):
+   *  a load-time option, sent to the pool's workers once. */
+  imageLimits?: ImageLimits;
+  /** Longest one image may take to decode, in seconds (libvips' timeout); absent or 0: no limit. */
+  decodeTimeoutSeconds?: number;
   /** Background work (fine-tuning): every worker thread, and the threads they start, runs at the
    *  lowest CPU priority so that serving keeps the cores first. (Serving's own workers stay at
    *  normal priority: measured side by side under hostile load, 'below-normal' workers did not
@@ -46,12 +51,10 @@ export interface RuntimeOptions {
   lowPriority?: boolean;
 }
 
-/** Per-image options of preprocessImage. */
+/** Per-image options of preprocessImage: cancellation and the caller, never limits (those are the model's, fixed at load). */
 export interface PreprocessOptions {
   /** Aborting drops the image if its decode has not started (see PreprocessPool). */
   signal?: AbortSignal;
-  /** Decode budget in seconds. */
-  timeoutSeconds?: number;
   /** Training augmentation of the preprocessed pixels (fine-tuning). */
   augment?: AugmentSpec;
   /** The caller's key: the pool's jobs take turns per owner (and one owner's workers may be capped). */
@@ -62,8 +65,10 @@ export interface LoadedModel {
   readonly info: ModelInfo;
   readonly bundle: Bundle;
   readonly tokenizer: ClipTokenizer;
+  /** The limits preprocessImage holds every image to (RuntimeOptions.imageLimits). */
+  readonly imageLimits: ImageLimits;
   /** CHW float32 pixels; throws ImageError (server/src/preprocess) for bad input; runs in a worker pool */
-  preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts?: PreprocessOptions): Promise<Float32Array>;
+  preprocessImage(bytes: Uint8Array, opts?: PreprocessOptions): Promise<Float32Array>;
   /** The tokenizer's row for `text`, computed in the same worker pool (off the event loop). */
   tokenizeText(text: string, contextLength?: number, signal?: AbortSignal, owner?: string): Promise<TokenizedText>;
   /** ids: n × contextLength int32 (tokenizer output); runs cut to the longest EOT + 1; raw features n×E */
@@ -199,6 +204,8 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     size: opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()),
     cfg: m.preprocess_cfg,
     vocabPath: bundle.paths.vocab,
+    ...(opts.imageLimits ? { limits: opts.imageLimits } : {}),
+    decodeTimeoutSeconds: opts.decodeTimeoutSeconds,
     ...(opts.preprocessWorkersPerCaller ? { maxWorkersPerOwner: Math.min(opts.preprocessWorkersPerCaller, opts.preprocessWorkers ?? Math.max(1, os.availableParallelism())) } : {}),
     // Background work decodes in child processes: their lowest priority then reaches libvips'
     // threads too, and a heap bound of their own.
@@ -230,9 +237,13 @@ class OnnxClipModel implements LoadedModel {
     if (this.closed) throw new RuntimeError('the model is closed');
   }
 
-  async preprocessImage(bytes: Uint8Array, limits?: ImageLimits, opts: PreprocessOptions = {}): Promise<Float32Array> {
+  get imageLimits(): ImageLimits {
+    return this.pool.limits;
+  }
+
+  async preprocessImage(bytes: Uint8Array, opts: PreprocessOptions = {}): Promise<Float32Array> {
     this.ensureOpen();
-    return this.pool.run(bytes, { limits, ...opts });
+    return this.pool.run(bytes, opts);
   }
 
   async tokenizeText(text: string, contextLength = this.info.contextLength, signal?: AbortSignal, owner?: string): Promise<TokenizedText> {

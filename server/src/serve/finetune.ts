@@ -42,9 +42,10 @@ export interface FineTuneSubsystem {
 function methods(config: ServeConfig & { dataDir: string }, logger: Logger): FineTuneMethod[] {
   // Background work: a bounded number of threads, at the lowest priority (see createAdapterMethod).
   const threads = config.finetuneThreads;
-  const runtime = { provider: config.provider, intraOpThreads: threads, preprocessWorkers: threads };
+  // Training images are held to the serving decoder's limits: no more latitude than served ones.
   const imageLimits = { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels };
-  const list: FineTuneMethod[] = [createAdapterMethod({ dataDir: config.dataDir, runtime, imageLimits })];
+  const runtime = { provider: config.provider, intraOpThreads: threads, preprocessWorkers: threads, imageLimits };
+  const list: FineTuneMethod[] = [createAdapterMethod({ dataDir: config.dataDir, runtime })];
   let kube = null;
   try {
     kube = loadKubeConfig();

@@ -21,7 +21,12 @@ export const loadServedModel: ModelLoader = async (config, logger) => {
   } else {
     bundleDir = await resolveModelRef(config.model, { cacheDir: config.cacheDir, onStatus: (message) => logger.info({ model: config.model }, message) });
   }
-  const options: RuntimeOptions = { provider: config.provider };
+  // The image limits and decode budget are the model's, fixed here for its preprocessing workers.
+  const options: RuntimeOptions = {
+    provider: config.provider,
+    imageLimits: { maxBytes: config.maxImageBytes, maxPixels: config.maxImagePixels },
+    decodeTimeoutSeconds: config.imageDecodeTimeoutSeconds,
+  };
   if (config.intraOpThreads !== undefined) options.intraOpThreads = config.intraOpThreads;
   if (config.preprocessWorkers !== undefined) options.preprocessWorkers = config.preprocessWorkers;
   // One caller's flood leaves a worker (and a core) to everyone else: see --preprocess-workers-per-caller.

@@ -1,29 +1,29 @@
 /**
- * startServer: the gRPC embedding server. It binds first and reports NOT_SERVING (health) and
- * UNAVAILABLE (API) while the model loads and warms up, then serves. shutdown() drains: health
- * NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within the grace period, then the
- * servers, batchers and model are closed.
+ * startServer: the gRPC embedding server, and its composition root. It binds first and reports
+ * NOT_SERVING (health) and UNAVAILABLE (API) while the model loads and warms up, then serves.
+ * shutdown() drains: health NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within the
+ * grace period, then the servers, batchers and model are closed (serve/lifecycle.ts). The steps
+ * are named functions below; the listeners are in serve/listeners.ts.
  */
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation } from 'grpc-health-check';
 import type { Logger } from 'pino';
-import { ApiKeySource, AuthPolicy, AUTHORIZATION_KEY, createAuthInterceptor } from '../auth';
-import { exposeRepeatedHeaders } from '../auth/repeated-headers';
+import { ApiKeySource, AuthPolicy, createAuthInterceptor } from '../auth';
 import type { BatcherObserver, BatcherStats } from '../batching';
 import { CallGate, ServingPhase } from '../grpc/call-context';
 import { disabledServiceHandlers } from '../grpc/disabled-service';
 import { StreamStats } from '../grpc/embed-stream';
 import { embeddingServiceHandlers } from '../grpc/embedding-service';
-import { EMBEDDING_SERVICE_NAME, loadProtos } from '../grpc/proto';
+import { EMBEDDING_SERVICE_NAME, loadProtos, type LoadedProtos } from '../grpc/proto';
 import type { RequestLimits } from '../grpc/validate';
-import { startHttpApi, type RunningHttpApi } from '../http';
-import { ClipserveMetrics, startMetricsServer } from '../metrics';
-import { createTlsServerCredentials } from '../tls';
+import type { ModelHost } from '../inference/model-host';
+import { ClipserveMetrics } from '../metrics';
 import type { LoadedModel } from '../runtime/model';
 import { resolveServeConfig, ServeConfig } from './config';
 import { openFineTune, type FineTuneSubsystem } from './finetune';
-import { bind, drainAndStop, hostPort } from './lifecycle';
+import { drainAndStop } from './lifecycle';
+import { listen, OpenedParts, type BoundPorts } from './listeners';
 import { createLogger } from './logger';
 import { createModelHost } from './served-versions';
 import { loadServedModel, ModelLoader } from './model-loader';
@@ -40,7 +40,9 @@ export interface StartOptions {
    * as the ports are bound (NOT_SERVING); `ready` settles later.
    */
   waitUntilReady?: boolean;
-  /** Replaces the model loader (the default resolves config.model / the demo bundle). */
+  /** Replaces the model loader (the default resolves config.model / the demo bundle). A loader
+   *  loads the model with the config's image limits and decode budget, as loadServedModel does:
+   *  they are the model's, fixed at load. */
   loadModel?: ModelLoader;
 }
 
@@ -85,186 +87,34 @@ const START_OPTION_KEYS: readonly (keyof StartOptions)[] = ['interceptors', 'obs
 const HEALTH_SERVICES = ['', EMBEDDING_SERVICE_NAME];
 
 export async function startServer(input: StartServerConfig = {}): Promise<RunningServer> {
-  const configInput: Record<string, unknown> = { ...input };
-  for (const k of START_OPTION_KEYS) delete configInput[k];
-  const config = resolveServeConfig(configInput);
-  const logger = input.logger ?? createLogger(config.logLevel);
-  const loader = input.loadModel ?? loadServedModel;
-
+  const { config, logger, loader } = resolveStart(input);
   const protos = loadProtos();
   const gate = new CallGate();
   const streamStats = new StreamStats();
   const health = new HealthImplementation(Object.fromEntries(HEALTH_SERVICES.map((s) => [s, 'NOT_SERVING' as const])));
   const setHealth = (status: 'SERVING' | 'NOT_SERVING') => HEALTH_SERVICES.forEach((s) => health.setStatus(s, status));
-
-  const limits: RequestLimits = {
-    maxItemsPerRequest: config.maxItemsPerRequest,
-    maxImageBytes: config.maxImageBytes,
-    maxImagePixels: config.maxImagePixels,
-    maxMessageBytes: config.maxMessageBytes,
-    maxBatchSize: config.maxBatchSize,
-    maxTextChars: config.maxTextChars,
-  };
-
-  // Metrics interceptor first: it must wrap the transport call to see the statuses grpc-js sends
-  // by itself (deadline, oversized request), see GrpcServerMetrics.
-  const metrics = new ClipserveMetrics({ logger });
-  metrics.grpc.preRegister(protos.embeddingService);
-  metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
-  for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
+  const limits = requestLimits(config);
+  const metrics = createMetrics(config, logger, protos, gate);
 
   // The served versions (see served-versions.ts); the fine-tune subsystem, once open, knows the others.
   let finetune: FineTuneSubsystem | undefined;
   const { host, servingSince } = createModelHost({ config, loader, logger, metrics, observer: input.observer, registry: () => finetune?.registry });
-
-  // API keys after the metrics, so refused calls are counted and logged with their code.
   const apiKeys = apiKeySource(config, logger, metrics);
-  const auth = apiKeys
-    ? createAuthInterceptor({
-        keys: () => apiKeys.store,
-        refusal: () => apiKeys.refusal,
-        policy: new AuthPolicy({ openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }),
-        logger,
-      })
-    : undefined;
-  if (apiKeys) logger.info({ keys: apiKeys.store.size, openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }, 'API keys required');
-  else logger.warn('no API keys configured: every caller may use every service (give --api-keys-file or CLIPSERVE_API_KEYS)');
-
-  const server = new grpc.Server({
-    interceptors: [metrics.grpc.interceptor, ...(auth ? [auth] : []), ...(input.interceptors ?? [])],
-    'grpc.max_receive_message_length': config.maxMessageBytes,
-    'grpc.max_send_message_length': config.maxMessageBytes,
-    // channelz stays on although no channelz service is exposed and its bookkeeping costs ~0.05 ms
-    // of the event loop per call: grpc-js 1.14 tracks a server's HTTP/2 sessions only with it on,
-    // and without them forceShutdown() cannot cancel the calls a drain leaves behind.
-  });
-  server.addService(
-    protos.embeddingService,
-    embeddingServiceHandlers({
-      models: host,
-      limits,
-      gate,
-      logger,
-      // Enough read-ahead to fill the next batch while one runs, no more.
-      streamWindow: Math.max(8, 2 * config.maxBatchSize),
-      streamStats,
-    }),
-  );
-  const dataDir = config.dataDir;
-  let healthServer: grpc.Server | undefined;
-  let httpApi: RunningHttpApi | undefined;
-  // A start that fails after this point (a port in use, a bad certificate) releases what was
-  // opened before it: an embedder of startServer may go on running.
-  const abandonStart = async (err: unknown): Promise<never> => {
-    server.forceShutdown();
-    healthServer?.forceShutdown();
-    await httpApi?.close(true).catch(() => undefined);
-    apiKeys?.close();
-    if (finetune) {
-      await finetune.close().catch(() => undefined);
-      await finetune.store.close().catch(() => undefined);
-    }
-    throw err;
-  };
-  try {
-    finetune = dataDir !== undefined ? await openFineTune({ config: { ...config, dataDir }, logger, host, metrics, gate, protos, server }) : undefined;
-  } catch (err) {
-    return abandonStart(err);
-  }
-  if (!finetune) {
-    // Reflection lists them: their calls say how to turn them on.
-    const why = 'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
-    server.addService(protos.fineTuneService, disabledServiceHandlers(protos.fineTuneService, why));
-    server.addService(protos.modelService, disabledServiceHandlers(protos.modelService, why));
-  }
+  const server = createGrpcServer(config, logger, metrics, apiKeys, input.interceptors);
+  server.addService(protos.embeddingService, embeddingServiceHandlers({ models: host, limits, gate, logger, streamWindow: Math.max(8, 2 * config.maxBatchSize), streamStats }));
+  const parts = new OpenedParts(server, apiKeys);
+  finetune = parts.finetune = await addDataDirServices({ config, logger, host, metrics, gate, protos, server }).catch(parts.abandon);
   health.addToServer(server);
   new ReflectionService(protos.packageDefinition).addToServer(server);
+  const ports = await listen(parts, { config, logger, metrics, health, host, servingSince, limits, gate });
 
-  const port = await Promise.resolve()
-    .then(() => bind(server, hostPort(config.host, config.port), serverCredentials(config, logger, metrics)))
-    .catch(abandonStart);
-  logger.info({ host: config.host, port, tls: config.tlsCert !== undefined, mtls: config.tlsClientCa !== undefined }, 'grpc server listening');
-  if (apiKeys && !exposeRepeatedHeaders(server, [AUTHORIZATION_KEY])) logger.warn('this grpc-js hides its HTTP/2 servers: a repeated authorization header is seen as its first value only');
-
-  let healthPort: number | undefined;
-  if (config.healthPort !== undefined) {
-    healthServer = new grpc.Server();
-    health.addToServer(healthServer);
-    healthPort = await bind(healthServer, hostPort(config.host, config.healthPort), grpc.ServerCredentials.createInsecure()).catch(abandonStart);
-    logger.info({ port: healthPort }, 'plaintext health server listening');
-  }
-
-  if (config.httpPort !== 0) {
-    httpApi = await startHttpApi(
-      {
-        models: host,
-        servedModels: () => host.loadedVersions().map((v) => ({ info: v.info, since: v.active ? servingSince() : v.lastUsedMs })),
-        limits,
-        gate,
-        logger,
-        auth: apiKeys ? { keys: () => apiKeys.store, openDocs: config.authOpenReflection } : undefined,
-        metrics: metrics.http,
-      },
-      {
-        host: config.host,
-        port: config.httpPort === 'auto' ? 0 : config.httpPort,
-        bodyLimit: config.maxMessageBytes,
-        tls: config.tlsCert !== undefined && config.tlsKey !== undefined
-          ? { certFile: config.tlsCert, keyFile: config.tlsKey, clientCaFile: config.tlsClientCa, reloadIntervalMs: config.credentialsReloadSeconds * 1000 }
-          : undefined,
-      },
-    ).catch(abandonStart);
-    logger.info({ host: config.host, port: httpApi.port, tls: config.tlsCert !== undefined }, 'http api listening (OpenAI-compatible /v1/embeddings)');
-  }
-
-  const metricsServer = await startMetricsServer({ metrics, port: config.metricsPort, host: config.host }).catch(abandonStart);
-  logger.info({ port: metricsServer.port }, 'metrics and probes listening (/metrics, /healthz, /readyz)');
-
+  const ready = loadFirstModel({ config, logger, loader, gate, host, finetune, metrics, setHealth });
   let shuttingDown: Promise<void> | undefined;
-
-  const ready = (async () => {
-    const t0 = Date.now();
-    const loaded = await loader(config, logger);
-    if (gate.phase !== 'starting') {
-      // Shut down while loading: nothing will serve this model.
-      await loaded.close();
-      throw new Error('server was shut down before the model finished loading');
-    }
-    host.install(loaded, loaded.bundle.dir);
-    // Registers the configured model and restores the last activated version before serving.
-    await finetune?.start();
-    gate.setPhase('serving');
-    setHealth('SERVING');
-    const { name, version, provider, demo, embedDim } = host.info();
-    metrics.service.setModelLoadSeconds((Date.now() - t0) / 1000);
-    logger.info({ model: { name, version, provider, demo, embedDim }, loadSeconds: (Date.now() - t0) / 1000 }, 'model ready: serving');
-  })();
-  ready.catch((err: unknown) => logger.error({ err }, 'model failed to load'));
-
   const shutdown = (graceSeconds = config.shutdownGraceSeconds): Promise<void> => {
-    shuttingDown ??= drainAndStop({ gate, setHealth, logger, server, healthServer, httpApi, apiKeys, finetune, host, ready, metricsServer }, graceSeconds);
+    shuttingDown ??= drainAndStop({ gate, setHealth, logger, server, healthServer: parts.healthServer, httpApi: parts.httpApi, apiKeys, finetune, host, ready, metricsServer: ports.metricsServer }, graceSeconds);
     return shuttingDown;
   };
-
-  const running: RunningServer = {
-    port,
-    healthPort,
-    httpPort: httpApi?.port,
-    metricsPort: metricsServer.port,
-    metrics,
-    config,
-    logger,
-    get model(): LoadedModel {
-      if (!host.ready) throw new Error('the model is still loading (await running.ready)');
-      return host.current().model;
-    },
-    ready,
-    isReady: () => gate.phase === 'serving',
-    phase: () => gate.phase,
-    stats: () => ({ phase: gate.phase, inFlightCalls: gate.inFlight, batchers: host.ready ? host.embedder().stats() : undefined, streams: streamStats }),
-    shutdown,
-  };
-
+  const running = runningServer({ config, logger, metrics, ports, host, gate, ready, streamStats, shutdown });
   if (input.waitUntilReady !== false) {
     try {
       await ready;
@@ -276,17 +126,133 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   return running;
 }
 
-/** TLS (mutual with a client CA) from files that are re-read every credentialsReloadSeconds. */
-function serverCredentials(config: ServeConfig, logger: Logger, metrics: ClipserveMetrics): grpc.ServerCredentials {
-  if (config.tlsCert === undefined || config.tlsKey === undefined) return grpc.ServerCredentials.createInsecure();
-  return createTlsServerCredentials({
-    certFile: config.tlsCert,
-    keyFile: config.tlsKey,
-    clientCaFile: config.tlsClientCa,
-    reloadIntervalMs: config.credentialsReloadSeconds * 1000,
-    logger,
-    observer: metrics.credentials.observer('tls'),
+/** The configuration (defaults applied) apart from the start options, the logger and the model loader. */
+function resolveStart(input: StartServerConfig): { config: ServeConfig; logger: Logger; loader: ModelLoader } {
+  const configInput: Record<string, unknown> = { ...input };
+  for (const k of START_OPTION_KEYS) delete configInput[k];
+  const config = resolveServeConfig(configInput);
+  return { config, logger: input.logger ?? createLogger(config.logLevel), loader: input.loadModel ?? loadServedModel };
+}
+
+/** The per-request limits every transport enforces (and GetModelInfo reports). */
+function requestLimits(config: ServeConfig): RequestLimits {
+  return {
+    maxItemsPerRequest: config.maxItemsPerRequest,
+    maxImageBytes: config.maxImageBytes,
+    maxImagePixels: config.maxImagePixels,
+    maxMessageBytes: config.maxMessageBytes,
+    maxBatchSize: config.maxBatchSize,
+    maxTextChars: config.maxTextChars,
+  };
+}
+
+function createMetrics(config: ServeConfig, logger: Logger, protos: LoadedProtos, gate: CallGate): ClipserveMetrics {
+  const metrics = new ClipserveMetrics({ logger });
+  metrics.grpc.preRegister(protos.embeddingService);
+  metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
+  for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
+  return metrics;
+}
+
+/** The gRPC server with its interceptors: metrics, then API keys, then the caller's own. */
+function createGrpcServer(config: ServeConfig, logger: Logger, metrics: ClipserveMetrics, apiKeys: ApiKeySource | undefined, extra: grpc.ServerInterceptor[] = []): grpc.Server {
+  // Metrics interceptor first: it must wrap the transport call to see the statuses grpc-js sends
+  // by itself (deadline, oversized request), see GrpcServerMetrics. API keys after the metrics,
+  // so refused calls are counted and logged with their code.
+  const auth = apiKeys
+    ? createAuthInterceptor({
+        keys: () => apiKeys.store,
+        refusal: () => apiKeys.refusal,
+        policy: new AuthPolicy({ openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }),
+        logger,
+      })
+    : undefined;
+  if (apiKeys) logger.info({ keys: apiKeys.store.size, openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }, 'API keys required');
+  else logger.warn('no API keys configured: every caller may use every service (give --api-keys-file or CLIPSERVE_API_KEYS)');
+  return new grpc.Server({
+    interceptors: [metrics.grpc.interceptor, ...(auth ? [auth] : []), ...extra],
+    'grpc.max_receive_message_length': config.maxMessageBytes,
+    'grpc.max_send_message_length': config.maxMessageBytes,
+    // channelz stays on although no channelz service is exposed and its bookkeeping costs ~0.05 ms
+    // of the event loop per call: grpc-js 1.14 tracks a server's HTTP/2 sessions only with it on,
+    // and without them forceShutdown() cannot cancel the calls a drain leaves behind.
   });
+}
+
+/** FineTuneService and ModelService: served with a data directory, else listed with a call that says how to turn them on. */
+async function addDataDirServices(o: Omit<Parameters<typeof openFineTune>[0], 'config'> & { config: ServeConfig }): Promise<FineTuneSubsystem | undefined> {
+  const dataDir = o.config.dataDir;
+  if (dataDir !== undefined) return openFineTune({ ...o, config: { ...o.config, dataDir } });
+  // Reflection lists them: their calls say how to turn them on.
+  const why = 'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
+  o.server.addService(o.protos.fineTuneService, disabledServiceHandlers(o.protos.fineTuneService, why));
+  o.server.addService(o.protos.modelService, disabledServiceHandlers(o.protos.modelService, why));
+  return undefined;
+}
+
+/** Loads and installs the configured model, restores the last activated version, then serves. Settles when serving (or failed). */
+function loadFirstModel(o: {
+  config: ServeConfig;
+  logger: Logger;
+  loader: ModelLoader;
+  gate: CallGate;
+  host: ModelHost<LoadedModel>;
+  finetune: FineTuneSubsystem | undefined;
+  metrics: ClipserveMetrics;
+  setHealth(status: 'SERVING' | 'NOT_SERVING'): void;
+}): Promise<void> {
+  const { gate, host, logger } = o;
+  const ready = (async () => {
+    const t0 = Date.now();
+    const loaded = await o.loader(o.config, logger);
+    if (gate.phase !== 'starting') {
+      // Shut down while loading: nothing will serve this model.
+      await loaded.close();
+      throw new Error('server was shut down before the model finished loading');
+    }
+    host.install(loaded, loaded.bundle.dir);
+    // Registers the configured model and restores the last activated version before serving.
+    await o.finetune?.start();
+    gate.setPhase('serving');
+    o.setHealth('SERVING');
+    const { name, version, provider, demo, embedDim } = host.info();
+    o.metrics.service.setModelLoadSeconds((Date.now() - t0) / 1000);
+    logger.info({ model: { name, version, provider, demo, embedDim }, loadSeconds: (Date.now() - t0) / 1000 }, 'model ready: serving');
+  })();
+  ready.catch((err: unknown) => logger.error({ err }, 'model failed to load'));
+  return ready;
+}
+
+function runningServer(o: {
+  config: ServeConfig;
+  logger: Logger;
+  metrics: ClipserveMetrics;
+  ports: BoundPorts;
+  host: ModelHost<LoadedModel>;
+  gate: CallGate;
+  ready: Promise<void>;
+  streamStats: StreamStats;
+  shutdown(graceSeconds?: number): Promise<void>;
+}): RunningServer {
+  const { host, gate } = o;
+  return {
+    port: o.ports.port,
+    healthPort: o.ports.healthPort,
+    httpPort: o.ports.httpPort,
+    metricsPort: o.ports.metricsServer.port,
+    metrics: o.metrics,
+    config: o.config,
+    logger: o.logger,
+    get model(): LoadedModel {
+      if (!host.ready) throw new Error('the model is still loading (await running.ready)');
+      return host.current().model;
+    },
+    ready: o.ready,
+    isReady: () => gate.phase === 'serving',
+    phase: () => gate.phase,
+    stats: () => ({ phase: gate.phase, inFlightCalls: gate.inFlight, batchers: host.ready ? host.embedder().stats() : undefined, streams: o.streamStats }),
+    shutdown: o.shutdown,
+  };
 }
 
 /** The API keys in force, when any are configured (their file re-read every credentialsReloadSeconds). */

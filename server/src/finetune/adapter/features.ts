@@ -2,8 +2,8 @@
  * Frozen-encoder features of a dataset split, computed once per job with the base model (training
  * images augmented, seeded per row) and cached in the job directory, so a resumed job skips this.
  *
- * None of it runs on the event loop: images are read asynchronously, decoded (with the serving
- * decoder's limits), preprocessed and augmented in the model's worker pool, captions tokenized
+ * None of it runs on the event loop: images are read asynchronously, decoded (with the limits the
+ * model was loaded with: the serving decoder's), preprocessed and augmented in the model's worker pool, captions tokenized
  * there too, and only a few images are in memory at once (IMAGES_IN_FLIGHT).
  */
 import { setMaxListeners } from 'node:events';
@@ -13,7 +13,6 @@ import type { LoadedModel } from '../../runtime/model';
 import type { DatasetRow } from '../dataset';
 import { FineTuneCancelledError, FineTuneDataError } from '../method';
 import { writeFileAtomic } from './atomic-file';
-import type { ImageLimits } from '../../preprocess/errors';
 import type { AugmentSettings } from '../../preprocess/augment';
 import type { FeatureSet } from './train-loop';
 
@@ -32,8 +31,6 @@ export interface FeatureOptions {
   seed: number;
   batchSize?: number;
   signal: AbortSignal;
-  /** The serving decoder's limits: training images get no more latitude than served ones. */
-  imageLimits?: ImageLimits;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -64,7 +61,7 @@ async function extract(model: LoadedModel, rows: DatasetRow[], o: FeatureOptions
         const bytes = await fs.promises.readFile(r.image);
         // Per-row generator: the augmentation of a row does not depend on batch order.
         const augment = o.augment ? { settings: o.augment, seed: (o.seed * 1000003 + r.row) >>> 0 } : undefined;
-        return await model.preprocessImage(bytes, o.imageLimits, { augment, signal });
+        return await model.preprocessImage(bytes, { augment, signal });
       } catch (err) {
         if (signal.aborted) throw new FineTuneCancelledError();
         throw new FeatureError(`row ${r.row}: cannot use image: ${(err as Error).message}`, [r.row]);

@@ -11,7 +11,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { loadBundle } from '../../model/bundle';
-import type { ImageLimits } from '../../preprocess/errors';
 import { loadModel, type RuntimeOptions } from '../../runtime/model';
 import { compiledModule } from '../../util/paths';
 import { readDatasetRows, VALIDATION_FILE, type DatasetRow } from '../dataset';
@@ -32,10 +31,9 @@ export const OUTPUT_BUNDLE_DIR = 'bundle';
 
 export interface AdapterMethodOptions {
   dataDir: string;
-  /** The feature extractor's runtime; it always runs at low priority (see loadModel). */
+  /** The feature extractor's runtime (its imageLimits: the serving decoder's, applied to training
+   *  images too); it always runs at low priority (see loadModel). */
   runtime?: RuntimeOptions;
-  /** The serving decoder's limits, applied to training images too. */
-  imageLimits?: ImageLimits;
 }
 
 /** Train/validation rows: a separate validation file when the dataset has one, else a seeded split. */
@@ -137,8 +135,8 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
         // Low priority, few threads: the server's own inference and decoding keep the cores first.
         const model = await loadModel(ctx.baseModel.bundleDir, { preprocessWorkers: 1, intraOpThreads: 1, ...opts.runtime, lowPriority: true });
         try {
-          const train = await computeFeatures(model, trainRows, { augment: augmentationEnabled(augment) ? augment : undefined, seed: s.seed, signal: ctx.signal, imageLimits: opts.imageLimits });
-          const validation = await computeFeatures(model, valRows, { seed: s.seed, signal: ctx.signal, imageLimits: opts.imageLimits });
+          const train = await computeFeatures(model, trainRows, { augment: augmentationEnabled(augment) ? augment : undefined, seed: s.seed, signal: ctx.signal });
+          const validation = await computeFeatures(model, valRows, { seed: s.seed, signal: ctx.signal });
           features = { train, validation };
         } finally {
           await model.close();
