@@ -388,7 +388,10 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     await tick(); // z's item runs (held): the queue is empty
     // A caller with nothing queued is admitted within the global bound, even beyond its share.
     const big = batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' });
+    expect(batcher.holdsShare('a')).toBe(false); // alone in the queue: no share binds yet
     const first = batcher.submit(7, { key: 'b' });
+    // What the admission interceptor reads before decoding a's next message.
+    expect([batcher.holdsShare('a'), batcher.holdsShare('b'), batcher.holdsShare('c')]).toEqual([true, false, false]);
     // Now shared: a holds 5 > its share of 4, so it is refused; b is not.
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(KeyShareExceededError);
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(QueueFullError); // same gRPC status: RESOURCE_EXHAUSTED

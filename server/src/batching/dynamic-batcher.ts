@@ -158,6 +158,19 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost, callers: this.held.size };
   }
 
+  /**
+   * True when `key` already holds its share of the items or cost bound while another key has items
+   * queued: its next submission would be refused (KeyShareExceededError), so a caller can be turned
+   * away before its request is even decoded.
+   */
+  holdsShare(key: string): boolean {
+    const mine = this.held.get(key);
+    if (!mine || this.keyShare >= 1 || this.held.size < 2) return false;
+    if (mine.items >= Math.max(1, Math.floor(this.keyShare * this.queueBound))) return true;
+    const costBound = this.opts.costBound ?? Number.POSITIVE_INFINITY;
+    return mine.cost > 0 && mine.cost >= Math.floor(this.keyShare * costBound);
+  }
+
   /** Submits one item; see submitMany. */
   submit(input: In, options: SubmitOptions = {}): Promise<Out> {
     return this.submitMany([input], options)[0];

@@ -12,6 +12,7 @@ import { ApiKeySource, AuthPolicy, AUTHORIZATION_KEY, createAuthInterceptor } fr
 import { exposeRepeatedHeaders } from '../auth/repeated-headers';
 import type { BatcherObserver, BatcherStats } from '../batching';
 import { CallGate, ServingPhase } from '../grpc/call-context';
+import { callerAdmission } from './caller-admission';
 import { disabledServiceHandlers } from '../grpc/disabled-service';
 import { StreamStats } from '../grpc/embed-stream';
 import { embeddingServiceHandlers } from '../grpc/embedding-service';
@@ -131,7 +132,7 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   else logger.warn('no API keys configured: every caller may use every service (give --api-keys-file or CLIPSERVE_API_KEYS)');
 
   const server = new grpc.Server({
-    interceptors: [metrics.grpc.interceptor, ...(auth ? [auth] : []), ...(input.interceptors ?? [])],
+    interceptors: [metrics.grpc.interceptor, ...(auth ? [auth] : []), callerAdmission({ config, host, metrics, logger }), ...(input.interceptors ?? [])],
     'grpc.max_receive_message_length': config.maxMessageBytes,
     'grpc.max_send_message_length': config.maxMessageBytes,
     // channelz stays on although no channelz service is exposed and its bookkeeping costs ~0.05 ms
