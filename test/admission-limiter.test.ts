@@ -5,6 +5,7 @@
 import type { Logger } from 'pino';
 import { CallerLimiter, type Admission } from '../server/src/grpc/admission-limiter';
 import { modalityOfMethod } from '../server/src/grpc/admission-interceptor';
+import { RefusalHolds } from '../server/src/grpc/refusal-holds';
 import { RefusalLog } from '../server/src/grpc/refusal-log';
 
 const admitted = (a: Admission): (() => void) => {
@@ -17,7 +18,7 @@ describe('CallerLimiter', () => {
     const limiter = new CallerLimiter({ ratePerSecond: 10, burst: 3, maxConcurrent: 0, maxCallers: 100 });
     for (let i = 0; i < 3; i++) admitted(limiter.admit('a', 0))();
     const refused = limiter.admit('a', 0);
-    expect(refused).toEqual({ admitted: false, limit: 'rate', details: expect.stringMatching(/rate of 10 calls per second \(burst 3\); retry in 100 ms/) });
+    expect(refused).toEqual({ admitted: false, limit: 'rate', details: expect.stringMatching(/rate of 10 calls per second \(burst 3\); retry in 100 ms/), retryMs: 100 });
     // Another caller is untouched by a's flood.
     admitted(limiter.admit('b', 0))();
     // 100 ms later one token has come back, and only one.
@@ -41,7 +42,7 @@ describe('CallerLimiter', () => {
     const limiter = new CallerLimiter({ ratePerSecond: 0, burst: 1, maxConcurrent: 2, maxCallers: 100 });
     const r1 = admitted(limiter.admit('a', 0));
     admitted(limiter.admit('a', 0));
-    expect(limiter.admit('a', 0)).toEqual({ admitted: false, limit: 'concurrency', details: expect.stringMatching(/already has 2 calls in flight.*--caller-concurrency 2/) });
+    expect(limiter.admit('a', 0)).toMatchObject({ admitted: false, limit: 'concurrency', details: expect.stringMatching(/already has 2 calls in flight.*--caller-concurrency 2/) });
     admitted(limiter.admit('b', 0));
     r1();
     r1(); // a second release (status after cancel) must not free a slot it does not hold
@@ -65,6 +66,32 @@ describe('CallerLimiter', () => {
     expect(() => new CallerLimiter({ ratePerSecond: -1, burst: 1, maxConcurrent: 0, maxCallers: 1 })).toThrow(RangeError);
     expect(() => new CallerLimiter({ ratePerSecond: 1, burst: 0, maxConcurrent: 0, maxCallers: 1 })).toThrow(RangeError);
     expect(() => new CallerLimiter({ ratePerSecond: 1, burst: 1, maxConcurrent: 1.5, maxCallers: 1 })).toThrow(RangeError);
+  });
+});
+
+describe('RefusalHolds', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  test('sends after the caller could retry (at most maxHoldMs), at once beyond maxHeld, and frees a cancelled slot', () => {
+    const holds = new RefusalHolds(2, 1000);
+    const sent: string[] = [];
+    holds.hold(50, () => sent.push('a'));
+    const cancelB = holds.hold(5000, () => sent.push('b'));
+    holds.hold(50, () => sent.push('c')); // two held: sent at once
+    expect([sent, holds.size]).toEqual([['c'], 2]);
+    jest.advanceTimersByTime(50);
+    expect([sent, holds.size]).toEqual([['c', 'a'], 1]);
+    cancelB(); // the client gave up: nothing is sent, the slot is free
+    cancelB();
+    expect(holds.size).toBe(0);
+    holds.hold(5000, () => sent.push('d'));
+    jest.advanceTimersByTime(999);
+    expect(sent).toEqual(['c', 'a']);
+    jest.advanceTimersByTime(1); // clamped to maxHoldMs
+    expect([sent, holds.size]).toEqual([['c', 'a', 'd'], 0]);
+    holds.hold(0, () => sent.push('e'));
+    expect(sent).toEqual(['c', 'a', 'd', 'e']);
   });
 });
 

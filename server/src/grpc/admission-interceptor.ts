@@ -12,9 +12,13 @@ import { keyNameOf } from '../auth/call-identity';
 import type { Modality } from '../batching';
 import { callerKeyOf, safePeer } from './call-context';
 import type { CallerLimiter } from './admission-limiter';
+import type { RefusalHolds } from './refusal-holds';
 import type { RefusalLog } from './refusal-log';
 
 export type AdmissionRefusal = 'caller_limit' | 'key_share';
+
+/** How long a caller over its queue share is held before its refusal: about one batch of its items running. */
+const SHARE_RETRY_MS = 100;
 
 export interface AdmissionInterceptorOptions {
   limiter: CallerLimiter;
@@ -25,6 +29,8 @@ export interface AdmissionInterceptorOptions {
   /** Counts a refusal (the rejection metric). */
   count?: (modality: Modality, reason: AdmissionRefusal) => void;
   log?: RefusalLog;
+  /** Holds refusals back for a while (see RefusalHolds); without it they are sent at once. */
+  holds?: RefusalHolds;
 }
 
 /**
@@ -56,11 +62,11 @@ export function createAdmissionInterceptor(o: AdmissionInterceptorOptions): grpc
                 return;
               }
               refused = true;
-              refuse(o, call, descriptor.path, caller, 'caller_limit', admission.details);
+              release = refuse(o, call, descriptor.path, caller, 'caller_limit', admission.details, admission.retryMs);
               return;
             }
             refused = true;
-            refuse(o, call, descriptor.path, caller, 'key_share', verdict);
+            release = refuse(o, call, descriptor.path, caller, 'key_share', verdict, SHARE_RETRY_MS);
           },
           // The handler never started: whatever the client still sends goes nowhere.
           onReceiveMessage: (message, nextMessage) => {
@@ -85,10 +91,14 @@ function refusalOf(o: AdmissionInterceptorOptions, caller: string, modality: Mod
   return 'this caller already holds its share of the queue while other callers wait (--queue-caller-share); retry when its queued items have run';
 }
 
-function refuse(o: AdmissionInterceptorOptions, call: grpc.ServerInterceptingCallInterface, path: string, caller: string, reason: AdmissionRefusal, details: string): void {
+/** Counts, logs and sends (or holds) the refusal; returns what cancels a held one. */
+function refuse(o: AdmissionInterceptorOptions, call: grpc.ServerInterceptingCallInterface, path: string, caller: string, reason: AdmissionRefusal, details: string, holdMs: number): () => void {
   // The refused call's items are unknown (never decoded): it counts as one, under its method's
   // modality (text for the methods that mix both).
   o.count?.(modalityOfMethod(path) ?? 'text', reason);
   o.log?.refused(caller, reason, performance.now(), { method: path });
-  call.sendStatus({ code: grpc.status.RESOURCE_EXHAUSTED, details, metadata: new grpc.Metadata() });
+  const send = () => call.sendStatus({ code: grpc.status.RESOURCE_EXHAUSTED, details, metadata: new grpc.Metadata() });
+  if (o.holds) return o.holds.hold(holdMs, send);
+  send();
+  return () => undefined;
 }

@@ -22,8 +22,10 @@ export interface CallerLimits {
 
 export type Admission =
   | { admitted: true; /** Ends the call's hold on the concurrency cap; idempotent. */ release: () => void }
-  | { admitted: false; limit: 'rate' | 'concurrency'; details: string };
+  | { admitted: false; limit: 'rate' | 'concurrency'; details: string; /** When a retry could be admitted at the earliest (a guess for 'concurrency'). */ retryMs: number };
 
+/** A caller at its in-flight cap learns nothing about when one of its calls ends: a short guess. */
+const CONCURRENCY_RETRY_MS = 100;
 /** Refills add fractions of a token: ten additions of 0.1 must make a whole one. */
 const TOKEN_EPSILON = 1e-9;
 
@@ -70,10 +72,10 @@ export class CallerLimiter {
     }
     let refusal: Admission | undefined;
     if (maxConcurrent > 0 && state.inFlight >= maxConcurrent) {
-      refusal = { admitted: false, limit: 'concurrency', details: `this caller already has ${state.inFlight} calls in flight, the most allowed (--caller-concurrency ${maxConcurrent}); retry when one finishes` };
+      refusal = { admitted: false, limit: 'concurrency', details: `this caller already has ${state.inFlight} calls in flight, the most allowed (--caller-concurrency ${maxConcurrent}); retry when one finishes`, retryMs: CONCURRENCY_RETRY_MS };
     } else if (ratePerSecond > 0 && state.tokens < 1 - TOKEN_EPSILON) {
       const waitMs = Math.ceil(((1 - state.tokens) * 1000) / ratePerSecond);
-      refusal = { admitted: false, limit: 'rate', details: `this caller exceeds its rate of ${ratePerSecond} calls per second (burst ${burst}); retry in ${waitMs} ms` };
+      refusal = { admitted: false, limit: 'rate', details: `this caller exceeds its rate of ${ratePerSecond} calls per second (burst ${burst}); retry in ${waitMs} ms`, retryMs: waitMs };
     }
     if (refusal) {
       this.evict();

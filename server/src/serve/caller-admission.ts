@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { createAdmissionInterceptor } from '../grpc/admission-interceptor';
 import { CallerLimiter } from '../grpc/admission-limiter';
 import { EMBEDDING_SERVICE_NAME } from '../grpc/proto';
+import { RefusalHolds } from '../grpc/refusal-holds';
 import { RefusalLog } from '../grpc/refusal-log';
 import type { ModelHost } from '../inference/model-host';
 import type { EmbeddingModel } from '../inference/model-port';
@@ -18,6 +19,9 @@ import type { ServeConfig } from './config';
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
 /** Callers whose buckets are remembered; idle ones beyond it are forgotten (see CallerLimiter). */
 const MAX_CALLERS = 10_000;
+/** Refusals held back until their caller could be admitted (a timer and a stream each), and for how long at most. */
+const MAX_HELD_REFUSALS = 1024;
+const MAX_HOLD_MS = 1000;
 
 export function callerAdmission(o: { config: ServeConfig; host: Pick<ModelHost<EmbeddingModel>, 'ready' | 'embedder'>; metrics: ClipserveMetrics; logger: Logger }): grpc.ServerInterceptor {
   const { config, host, metrics } = o;
@@ -30,5 +34,6 @@ export function callerAdmission(o: { config: ServeConfig; host: Pick<ModelHost<E
     overShare: config.queueCallerShare < 1 ? (caller, modality) => host.ready && host.embedder().holdsShare(caller, modality) : undefined,
     count: (modality, reason) => metrics.service.itemRejected(modality, reason),
     log: new RefusalLog(o.logger, REFUSAL_LOG_INTERVAL_MS),
+    holds: new RefusalHolds(MAX_HELD_REFUSALS, MAX_HOLD_MS),
   });
 }
