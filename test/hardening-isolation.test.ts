@@ -23,7 +23,7 @@ import { PROTO_DIR } from '../server/src/util/paths';
 import { seededRandom } from '../server/src/util/random';
 import { declaredPng, declaredWebp } from './helpers/hostile-images';
 import { loopDelay, pct, scrapeMetrics } from './helpers/probes';
-import { ServerProcess, startServerProcess } from './helpers/server-process';
+import { ServerProcess, StartProcessOptions, startServerProcess } from './helpers/server-process';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const OPTS = { defaults: true, oneofs: true, enums: String, longs: Number };
@@ -127,6 +127,26 @@ function runAttackers(port: number, ms: number, payloads: { bombs: Buffer[]; wid
   });
 }
 
+interface Served {
+  server: ServerProcess;
+  client: Any;
+  health: Any;
+}
+
+/** `clipserve serve` with the tenant's and the attacker's keys, and a client and health client on it. */
+async function serveTwoKeys(args: string[], options: Omit<StartProcessOptions, 'env'> = {}): Promise<Served> {
+  const server = await startServerProcess(['--max-batch-size', '8', ...args], { ...options, env: { CLIPSERVE_API_KEYS: `${TENANT_KEY} embed tenant; ${ATTACKER_KEY} embed attacker` } });
+  const client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
+  const health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+  return { server, client, health };
+}
+
+async function stopServed(s: Partial<Served>): Promise<void> {
+  s.client?.close();
+  s.health?.close();
+  await s.server?.stop();
+}
+
 interface Phase {
   health: number[];
   ready: number[];
@@ -144,15 +164,9 @@ describe('isolation under hostile traffic (loopback, clipserve serve)', () => {
     // HARDENING_SERVER_NODE_FLAGS gives the server's node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it.
     const nodeFlags = process.env.HARDENING_SERVER_NODE_FLAGS;
     const wrap = nodeFlags ? ['sh', '-c', `exec "$0" ${nodeFlags} "$@"`] : undefined;
-    server = await startServerProcess(['--max-batch-size', '8', ...EXTRA_SERVE_ARGS], { wrap, env: { CLIPSERVE_API_KEYS: `${TENANT_KEY} embed tenant; ${ATTACKER_KEY} embed attacker` } });
-    client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
-    health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    ({ server, client, health } = await serveTwoKeys(EXTRA_SERVE_ARGS, { wrap }));
   }, 180_000);
-  afterAll(async () => {
-    client?.close();
-    health?.close();
-    await server?.stop();
-  });
+  afterAll(() => stopServed({ server, client, health }));
 
   test('health and /readyz stay fast and a well-behaved caller keeps its latency', async () => {
     const small = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#4080c0' } }).png().toBuffer();
@@ -253,20 +267,14 @@ describe('a caller over its rate or calls in flight is refused from its headers,
   const CONCURRENCY = 2;
   const refusalLines: Record<string, unknown>[] = [];
   beforeAll(async () => {
-    server = await startServerProcess(['--max-batch-size', '8', '--caller-rate', String(RATE), '--caller-burst', String(RATE), '--caller-concurrency', String(CONCURRENCY)], {
-      env: { CLIPSERVE_API_KEYS: `${TENANT_KEY} embed tenant; ${ATTACKER_KEY} embed attacker` },
+    const limits = ['--caller-rate', String(RATE), '--caller-burst', String(RATE), '--caller-concurrency', String(CONCURRENCY)];
+    ({ server, client, health } = await serveTwoKeys(limits, {
       onRecord: (rec) => {
         if (rec.msg === 'call refused by per-caller admission') refusalLines.push(rec);
       },
-    });
-    client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
-    health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    }));
   }, 180_000);
-  afterAll(async () => {
-    client?.close();
-    health?.close();
-    await server?.stop();
-  });
+  afterAll(() => stopServed({ server, client, health }));
 
   const callAs = (key: string, method: string, req: unknown): Promise<{ code: grpc.status; details: string; ms: number }> => {
     const t0 = performance.now();
