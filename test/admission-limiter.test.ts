@@ -1,10 +1,14 @@
 /**
  * Per-caller admission on its own: the token bucket and in-flight cap of CallerLimiter (on a fake
- * clock), the bound on remembered callers, and the rate-limited log of refusals.
+ * clock), the bound on remembered callers, the rate-limited log and the holding of refusals, and
+ * the interceptor on a real grpc-js server (refused messages are never decoded).
  */
+import { performance } from 'node:perf_hooks';
+import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { CallerLimiter, type Admission } from '../server/src/grpc/admission-limiter';
-import { modalityOfMethod } from '../server/src/grpc/admission-interceptor';
+import { createAdmissionInterceptor, modalityOfMethod } from '../server/src/grpc/admission-interceptor';
+import { loadProtos } from '../server/src/grpc/proto';
 import { RefusalHolds } from '../server/src/grpc/refusal-holds';
 import { RefusalLog } from '../server/src/grpc/refusal-log';
 
@@ -115,4 +119,75 @@ describe('RefusalLog', () => {
 
 test('only EmbedText and EmbedImage map to one queue', () => {
   expect(['/clipserve.v1.EmbeddingService/EmbedText', '/clipserve.v1.EmbeddingService/EmbedImage', '/clipserve.v1.EmbeddingService/EmbedStream'].map(modalityOfMethod)).toEqual(['text', 'image', undefined]);
+});
+
+describe('the admission interceptor on a grpc-js server', () => {
+  // A real grpc-js server over loopback with the interceptor alone: the handler and the request
+  // deserializer count what reaches them, so "refused before decoding" is observed, not assumed.
+  let server: grpc.Server;
+  let client: grpc.Client;
+  let decoded = 0;
+  let overShare = false;
+  const counted: string[] = [];
+  const holds = new RefusalHolds(16, 1000);
+  beforeAll(async () => {
+    const { embeddingService } = loadProtos();
+    const EmbedText = embeddingService.EmbedText;
+    const counting = { ...embeddingService, EmbedText: { ...EmbedText, requestDeserialize: (b: Buffer) => (decoded++, EmbedText.requestDeserialize(b)) } };
+    server = new grpc.Server({
+      interceptors: [
+        createAdmissionInterceptor({
+          limiter: new CallerLimiter({ ratePerSecond: 0, burst: 1, maxConcurrent: 1, maxCallers: 10 }),
+          applies: (path) => path.endsWith('/EmbedText'),
+          overShare: () => overShare,
+          count: (modality, reason) => counted.push(`${modality}:${reason}`),
+          holds,
+        }),
+      ],
+      'grpc.max_receive_message_length': 64 << 20,
+    });
+    // The handler answers after a while, so a second call of the same caller finds the first in flight.
+    server.addService(counting as grpc.ServiceDefinition, {
+      EmbedText: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => setTimeout(() => cb(null, { embeddings: [] }), 300),
+    });
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const Client = grpc.makeGenericClientConstructor(counting as grpc.ServiceDefinition, 'EmbeddingService');
+    client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
+  });
+  afterAll(() => {
+    client?.close();
+    server?.forceShutdown();
+  });
+
+  const embed = (texts: string[]): Promise<{ code: grpc.status; details: string; ms: number }> => {
+    const t0 = performance.now();
+    return new Promise((resolve) =>
+      (client as unknown as Record<string, (...a: unknown[]) => void>).EmbedText({ texts }, (err: grpc.ServiceError | null) =>
+        resolve({ code: err ? err.code : grpc.status.OK, details: err?.details ?? '', ms: performance.now() - t0 }),
+      ),
+    );
+  };
+
+  test('a caller over its share or its calls in flight is refused from its headers: its 6 MiB messages are never decoded', async () => {
+    const big = Array.from({ length: 64 }, (_, i) => String.fromCharCode(97 + (i % 26)).repeat(98_304)); // 6 MiB
+    overShare = true;
+    const refused = await Promise.all(Array.from({ length: 5 }, () => embed(big)));
+    expect(refused.map((r) => r.code)).toEqual(Array(5).fill(grpc.status.RESOURCE_EXHAUSTED));
+    expect(refused[0].details).toMatch(/holds its share of the queue while other callers wait/);
+    expect(decoded).toBe(0);
+    expect(counted).toEqual(Array(5).fill('text:key_share'));
+    // Held about 100 ms before the answer, never for seconds.
+    for (const r of refused) expect(r.ms).toBeLessThan(5000);
+    overShare = false;
+    counted.length = 0;
+    // One call in flight (the handler holds it 300 ms): the second is refused undecoded, the first served.
+    const [first, second] = await Promise.all([embed(['a']), new Promise((r) => setTimeout(r, 100)).then(() => embed(big))]);
+    expect([first.code, second.code]).toEqual([grpc.status.OK, grpc.status.RESOURCE_EXHAUSTED]);
+    expect(second.details).toMatch(/already has 1 calls in flight/);
+    expect(decoded).toBe(1);
+    expect(counted).toEqual(['text:caller_limit']);
+    // Once the first has finished its slot is free again.
+    expect((await embed(['b'])).code).toBe(grpc.status.OK);
+    expect(holds.size).toBe(0);
+  }, 60_000);
 });
