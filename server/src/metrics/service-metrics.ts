@@ -146,7 +146,7 @@ export class ServiceMetrics implements BatcherObserver {
     });
     this.rejected = new Counter({
       name: 'clipserve_rejected_items_total',
-      help: 'Items rejected instead of embedded, by modality and reason.',
+      help: 'Items rejected instead of embedded, by modality and reason. Calls refused from their headers, before their items were read (reason caller_limit, or key_share), count one each.',
       labelNames: ['modality', 'reason'],
       registers,
     });
