@@ -401,8 +401,25 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     expect(() => batcher.submit(10, { key: 'c' })).toThrow(/text queue is full/);
     release();
     await Promise.all([blocker, ...big, first, ...more]);
+    expect(batcher.holdsShare('a', 60_000)).toBe(false); // holds nothing any more
     // Once its items ran, the caller holds nothing and is admitted again.
     await expect(batcher.submit(6, { key: 'a' })).resolves.toBe(encode(6));
+  });
+
+  test('holdsShare: a caller at its share while another caller was queued within the window', async () => {
+    const { batcher, release } = heldBatcher({ queueBound: 8, keyShare: 0.5 });
+    const blocker = batcher.submit(1000, { key: 'z' });
+    await tick(); // z's item runs (held): the queue is empty
+    const other = new AbortController();
+    const b = batcher.submit(7, { key: 'b', signal: other.signal });
+    const a = batcher.submitMany([1, 2, 3, 4], { key: 'a' });
+    expect(batcher.holdsShare('a')).toBe(true);
+    other.abort(); // b's item leaves the queue: a is alone in it now
+    await expect(b).rejects.toThrow(CancelledError);
+    expect(batcher.holdsShare('a')).toBe(false);
+    expect(batcher.holdsShare('a', 60_000)).toBe(true);
+    release();
+    await Promise.all([blocker, ...a]);
   });
 
   test('keyShare: a lone caller may use the whole queue', async () => {

@@ -22,6 +22,12 @@ const MAX_CALLERS = 10_000;
 /** Refusals held back until their caller could be admitted (a timer and a stream each), and for how long at most. */
 const MAX_HELD_REFUSALS = 1024;
 const MAX_HOLD_MS = 1000;
+/**
+ * A caller holding its queue share is refused before decoding while another caller has had items
+ * queued within this time: a well-behaved caller's item stays queued for milliseconds, less than a
+ * large message takes to arrive and decode, so "queued right now" would rarely catch the flood.
+ */
+const SHARED_WITHIN_MS = 1000;
 
 export function callerAdmission(o: { config: ServeConfig; host: Pick<ModelHost<EmbeddingModel>, 'ready' | 'embedder'>; metrics: ClipserveMetrics; logger: Logger }): grpc.ServerInterceptor {
   const { config, host, metrics } = o;
@@ -31,7 +37,7 @@ export function callerAdmission(o: { config: ServeConfig; host: Pick<ModelHost<E
     // GetModelInfo queues nothing and clients call it to learn the limits: never refused.
     applies: (path) => path.startsWith(servicePrefix) && path !== `${servicePrefix}GetModelInfo`,
     // Unpinned calls go to the active version's batchers; while none is loaded the gate refuses anyway.
-    overShare: config.queueCallerShare < 1 ? (caller, modality) => host.ready && host.embedder().holdsShare(caller, modality) : undefined,
+    overShare: config.queueCallerShare < 1 ? (caller, modality) => host.ready && host.embedder().holdsShare(caller, modality, SHARED_WITHIN_MS) : undefined,
     count: (modality, reason) => metrics.service.itemRejected(modality, reason),
     log: new RefusalLog(o.logger, REFUSAL_LOG_INTERVAL_MS),
     holds: new RefusalHolds(MAX_HELD_REFUSALS, MAX_HOLD_MS),
