@@ -388,7 +388,10 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     await tick(); // z's item runs (held): the queue is empty
     // A caller with nothing queued is admitted within the global bound, even beyond its share.
     const big = batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' });
+    expect(batcher.holdsShare('a')).toBe(false); // alone in the queue: no share binds yet
     const first = batcher.submit(7, { key: 'b' });
+    // What the admission interceptor reads before decoding a's next message.
+    expect([batcher.holdsShare('a'), batcher.holdsShare('b'), batcher.holdsShare('c')]).toEqual([true, false, false]);
     // Now shared: a holds 5 > its share of 4, so it is refused; b is not.
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(KeyShareExceededError);
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(QueueFullError); // same gRPC status: RESOURCE_EXHAUSTED
@@ -398,8 +401,25 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     expect(() => batcher.submit(10, { key: 'c' })).toThrow(/text queue is full/);
     release();
     await Promise.all([blocker, ...big, first, ...more]);
+    expect(batcher.holdsShare('a', 60_000)).toBe(false); // holds nothing any more
     // Once its items ran, the caller holds nothing and is admitted again.
     await expect(batcher.submit(6, { key: 'a' })).resolves.toBe(encode(6));
+  });
+
+  test('holdsShare: a caller at its share while another caller was queued within the window', async () => {
+    const { batcher, release } = heldBatcher({ queueBound: 8, keyShare: 0.5 });
+    const blocker = batcher.submit(1000, { key: 'z' });
+    await tick(); // z's item runs (held): the queue is empty
+    const other = new AbortController();
+    const b = batcher.submit(7, { key: 'b', signal: other.signal });
+    const a = batcher.submitMany([1, 2, 3, 4], { key: 'a' });
+    expect(batcher.holdsShare('a')).toBe(true);
+    other.abort(); // b's item leaves the queue: a is alone in it now
+    await expect(b).rejects.toThrow(CancelledError);
+    expect(batcher.holdsShare('a')).toBe(false);
+    expect(batcher.holdsShare('a', 60_000)).toBe(true);
+    release();
+    await Promise.all([blocker, ...a]);
   });
 
   test('keyShare: a lone caller may use the whole queue', async () => {

@@ -23,7 +23,7 @@ import { PROTO_DIR } from '../server/src/util/paths';
 import { seededRandom } from '../server/src/util/random';
 import { declaredPng, declaredWebp } from './helpers/hostile-images';
 import { loopDelay, pct, scrapeMetrics } from './helpers/probes';
-import { ServerProcess, startServerProcess } from './helpers/server-process';
+import { ServerProcess, StartProcessOptions, startServerProcess } from './helpers/server-process';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const OPTS = { defaults: true, oneofs: true, enums: String, longs: Number };
@@ -31,6 +31,8 @@ const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embed
 const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, OPTS)) as Any;
 
 const PHASE_MS = Number(process.env.HARDENING_PHASE_MS ?? 6000);
+/** Extra `clipserve serve` flags for the measured server, e.g. a per-caller rate (see docs/reliability.md). */
+const EXTRA_SERVE_ARGS = (process.env.HARDENING_SERVE_ARGS ?? '').split(/\s+/).filter(Boolean);
 const TENANT_KEY = 'tenant-key-0123456789abcdef';
 const ATTACKER_KEY = 'attacker-key-0123456789abcdef';
 
@@ -52,7 +54,7 @@ async function scrapeHistograms(port: number): Promise<Record<string, number>> {
   const text = await scrapeMetrics(port);
   const out: Record<string, number> = {};
   for (const m of text.matchAll(/^clipserve_(queue_wait|preprocess|inference)_seconds_(sum|count)\{modality="(\w+)"\} (\S+)$/gm)) out[`${m[1]} ${m[3]} ${m[2]}`] = Number(m[4]);
-  for (const m of text.matchAll(/^clipserve_rejected_items_total\{modality="(\w+)",reason="key_share"\} (\S+)$/gm)) out[`key_share ${m[1]}`] = Number(m[2]);
+  for (const m of text.matchAll(/^clipserve_rejected_items_total\{modality="(\w+)",reason="(key_share|caller_limit)"\} (\S+)$/gm)) out[`${m[2]} ${m[1]}`] = Number(m[3]);
   return out;
 }
 
@@ -62,7 +64,7 @@ function breakdown(before: Record<string, number>, after: Record<string, number>
   const parts: string[] = [];
   for (const modality of ['image', 'text']) {
     const mean = (h: string) => ((1000 * d(`${h} ${modality} sum`)) / Math.max(1, d(`${h} ${modality} count`))).toFixed(1);
-    parts.push(`${modality}: queue wait ${mean('queue_wait')} / preprocess ${mean('preprocess')} / inference run ${mean('inference')} ms (runs ${d(`inference ${modality} count`)}), key_share refusals ${d(`key_share ${modality}`)}`);
+    parts.push(`${modality}: queue wait ${mean('queue_wait')} / preprocess ${mean('preprocess')} / inference run ${mean('inference')} ms (runs ${d(`inference ${modality} count`)}), key_share refusals ${d(`key_share ${modality}`)}, caller_limit refusals ${d(`caller_limit ${modality}`)}`);
   }
   return parts.join('; ');
 }
@@ -125,6 +127,26 @@ function runAttackers(port: number, ms: number, payloads: { bombs: Buffer[]; wid
   });
 }
 
+interface Served {
+  server: ServerProcess;
+  client: Any;
+  health: Any;
+}
+
+/** `clipserve serve` with the tenant's and the attacker's keys, and a client and health client on it. */
+async function serveTwoKeys(args: string[], options: Omit<StartProcessOptions, 'env'> = {}): Promise<Served> {
+  const server = await startServerProcess(['--max-batch-size', '8', ...args], { ...options, env: { CLIPSERVE_API_KEYS: `${TENANT_KEY} embed tenant; ${ATTACKER_KEY} embed attacker` } });
+  const client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
+  const health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+  return { server, client, health };
+}
+
+async function stopServed(s: Partial<Served>): Promise<void> {
+  s.client?.close();
+  s.health?.close();
+  await s.server?.stop();
+}
+
 interface Phase {
   health: number[];
   ready: number[];
@@ -139,15 +161,12 @@ describe('isolation under hostile traffic (loopback, clipserve serve)', () => {
   let client: Any;
   let health: Any;
   beforeAll(async () => {
-    server = await startServerProcess(['--max-batch-size', '8'], { env: { CLIPSERVE_API_KEYS: `${TENANT_KEY} embed tenant; ${ATTACKER_KEY} embed attacker` } });
-    client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
-    health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    // HARDENING_SERVER_NODE_FLAGS gives the server's node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile it.
+    const nodeFlags = process.env.HARDENING_SERVER_NODE_FLAGS;
+    const wrap = nodeFlags ? ['sh', '-c', `exec "$0" ${nodeFlags} "$@"`] : undefined;
+    ({ server, client, health } = await serveTwoKeys(EXTRA_SERVE_ARGS, { wrap }));
   }, 180_000);
-  afterAll(async () => {
-    client?.close();
-    health?.close();
-    await server?.stop();
-  });
+  afterAll(() => stopServed({ server, client, health }));
 
   test('health and /readyz stay fast and a well-behaved caller keeps its latency', async () => {
     const small = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#4080c0' } }).png().toBuffer();
@@ -192,7 +211,7 @@ describe('isolation under hostile traffic (loopback, clipserve serve)', () => {
       `${name.padEnd(22)} quiet p50 ${pct(q, 50).toFixed(1).padStart(7)} p99 ${pct(q, 99).toFixed(1).padStart(7)} | hostile p50 ${pct(a, 50).toFixed(1).padStart(7)} p99 ${pct(a, 99).toFixed(1).padStart(7)} ms (n=${q.length}/${a.length})`;
     console.log(
       [
-        `isolation figures (${PHASE_MS} ms per phase, loopback, demo model):`,
+        `isolation figures (${PHASE_MS} ms per phase, loopback, demo model, extra flags: ${EXTRA_SERVE_ARGS.join(' ') || 'none'}):`,
         row('grpc health Check', quiet.phase.health, hostile.phase.health),
         row('/readyz', quiet.phase.ready, hostile.phase.ready),
         row('EmbedImage (64x48)', quiet.phase.image, hostile.phase.image),
@@ -210,8 +229,12 @@ describe('isolation under hostile traffic (loopback, clipserve serve)', () => {
     // Every probe answered; no hostile request was served as if valid.
     expect(hostile.phase.health.every(Number.isFinite)).toBe(true);
     expect(hostile.phase.ready.every(Number.isFinite)).toBe(true);
-    expect(Object.keys(hostile.codes.bombs)).toEqual([String(grpc.status.INVALID_ARGUMENT)]);
-    expect(Object.keys(hostile.codes.wide)).toEqual([String(grpc.status.INVALID_ARGUMENT)]);
+    // Refused from their headers, or (over a per-caller rate or in-flight limit) before being read.
+    const refusedCodes = EXTRA_SERVE_ARGS.length ? [grpc.status.INVALID_ARGUMENT, grpc.status.RESOURCE_EXHAUSTED] : [grpc.status.INVALID_ARGUMENT];
+    for (const name of ['bombs', 'wide']) {
+      expect(Object.keys(hostile.codes[name]).map(Number)).toContain(grpc.status.INVALID_ARGUMENT);
+      for (const code of Object.keys(hostile.codes[name]).map(Number)) expect(refusedCodes).toContain(code);
+    }
     expect(Object.keys(hostile.codes.cancelled).map(Number)).toContain(grpc.status.DEADLINE_EXCEEDED);
     // The text floods are served or refused for their caller's share, never failed otherwise.
     for (const name of ['texts1', 'texts2', 'texts3']) {
@@ -234,4 +257,91 @@ describe('isolation under hostile traffic (loopback, clipserve serve)', () => {
     const after = await call(client, 'EmbedImage', { images: [small] });
     expect({ code: after.code, ms: Math.round(after.ms) }).toEqual({ code: grpc.status.OK, ms: expect.any(Number) });
   }, 240_000);
+});
+
+describe('a caller over its rate or calls in flight is refused from its headers, its message never decoded', () => {
+  let server: ServerProcess;
+  let client: Any;
+  let health: Any;
+  const RATE = 20;
+  const CONCURRENCY = 2;
+  const refusalLines: Record<string, unknown>[] = [];
+  beforeAll(async () => {
+    const limits = ['--caller-rate', String(RATE), '--caller-burst', String(RATE), '--caller-concurrency', String(CONCURRENCY)];
+    ({ server, client, health } = await serveTwoKeys(limits, {
+      onRecord: (rec) => {
+        if (rec.msg === 'call refused by per-caller admission') refusalLines.push(rec);
+      },
+    }));
+  }, 180_000);
+  afterAll(() => stopServed({ server, client, health }));
+
+  const callAs = (key: string, method: string, req: unknown): Promise<{ code: grpc.status; details: string; ms: number }> => {
+    const t0 = performance.now();
+    return new Promise((resolve) =>
+      client[method](req, bearer(key), { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null) =>
+        resolve({ code: err ? err.code : grpc.status.OK, details: err?.details ?? '', ms: performance.now() - t0 }),
+      ),
+    );
+  };
+  const callerLimitRefusals = async (): Promise<number> => {
+    const text = await scrapeMetrics(server.metricsPort);
+    return Number(/^clipserve_rejected_items_total\{modality="text",reason="caller_limit"\} (\S+)$/m.exec(text)?.[1] ?? NaN);
+  };
+
+  test('40 concurrent 6 MB EmbedText calls: all but its in-flight allowance refused at once; health and another caller unaffected', async () => {
+    const rand = seededRandom(1331);
+    const texts = Array.from({ length: 256 }, () => Array.from({ length: 16_384 }, () => (rand() < 0.5 ? String.fromCharCode(97 + Math.floor(rand() * 26)) : 'Ã©'[Math.floor(rand() * 2)])).join(''));
+    expect((await callAs(TENANT_KEY, 'EmbedText', { texts: ['warm up'] })).code).toBe(grpc.status.OK);
+    const refusedBefore = await callerLimitRefusals();
+    await loopDelay(server.metricsPort); // resets the server's event-loop delay histogram
+    let flooding = true;
+    const probes = loop(() => !flooding, () => call(health, 'Check', { service: '' }, 10_000).then((r) => (r.code === grpc.status.OK ? r.ms : Infinity)), 20);
+    const flood = await Promise.all(Array.from({ length: 40 }, () => callAs(ATTACKER_KEY, 'EmbedText', { texts })));
+    const tenant = await callAs(TENANT_KEY, 'EmbedText', { texts: ['a photo of a cat'] });
+    flooding = false;
+    const healthMs = await probes;
+    const loopFigures = await loopDelay(server.metricsPort);
+    const refused = flood.filter((r) => r.code === grpc.status.RESOURCE_EXHAUSTED);
+    const served = flood.filter((r) => r.code === grpc.status.OK);
+    // Rate-limited log: a handful of lines for dozens of refusals.
+    const lines = refusalLines.splice(0);
+    console.log(
+      [
+        `per-caller admission (--caller-rate ${RATE} --caller-burst ${RATE} --caller-concurrency ${CONCURRENCY}), 40 concurrent EmbedText of 256 × 16,384 chars (6.3 MB each), one key:`,
+        `  served ${served.length} (p50 ${pct(served.map((r) => r.ms), 50).toFixed(0)} ms), refused ${refused.length} (RESOURCE_EXHAUSTED, p50 ${pct(refused.map((r) => r.ms), 50).toFixed(0)} ms, max ${pct(refused.map((r) => r.ms), 100).toFixed(0)} ms, as seen by a client that also encodes the 40 messages)`,
+        `  health Check during the flood p50 ${pct(healthMs, 50).toFixed(1)} p99 ${pct(healthMs, 99).toFixed(1)} ms (n=${healthMs.length}); server event-loop delay p99 ${loopFigures.p99.toFixed(1)} max ${loopFigures.max.toFixed(1)} ms`,
+        `  log lines for the refusals: ${lines.length}; another key's call meanwhile: ${grpc.status[tenant.code]} in ${tenant.ms.toFixed(0)} ms`,
+      ].join('\n'),
+    );
+    expect(served.length + refused.length).toBe(40);
+    expect(served.length).toBeGreaterThanOrEqual(CONCURRENCY);
+    expect(refused.length).toBeGreaterThanOrEqual(30);
+    for (const r of refused) expect(r.details).toMatch(/calls in flight, the most allowed \(--caller-concurrency 2\)|exceeds its rate of 20 calls per second/);
+    expect((await callerLimitRefusals()) - refusedBefore).toBe(refused.length);
+    expect(lines.length).toBeGreaterThanOrEqual(1);
+    expect(lines.length).toBeLessThanOrEqual(4);
+    expect(lines[0]).toMatchObject({ caller: 'key:attacker', reason: 'caller_limit', method: '/clipserve.v1.EmbeddingService/EmbedText' });
+    expect(tenant.code).toBe(grpc.status.OK);
+    expect(healthMs.every(Number.isFinite)).toBe(true);
+    // Orders of magnitude only: decoding and tokenizing 38 refused messages would hold the loop for seconds.
+    expect(loopFigures.max).toBeLessThan(2000);
+  }, 180_000);
+
+  test('a caller looping past its rate is refused with the time to wait, and admitted again at its rate', async () => {
+    await new Promise((r) => setTimeout(r, 2000)); // the bucket refills (burst / rate = 1 s) and flood calls finish
+    const results: { code: grpc.status; details: string }[] = [];
+    const t0 = performance.now();
+    while (performance.now() - t0 < 2000) results.push(await callAs(ATTACKER_KEY, 'EmbedText', { texts: ['x'] }));
+    const ok = results.filter((r) => r.code === grpc.status.OK).length;
+    const limited = results.filter((r) => r.code === grpc.status.RESOURCE_EXHAUSTED);
+    console.log(`rate loop: ${results.length} sequential calls in 2 s, ${ok} served, ${limited.length} refused (burst ${RATE}, then ${RATE}/s)`);
+    expect(limited.length).toBeGreaterThan(0);
+    for (const r of limited) expect(r.details).toMatch(/exceeds its rate of 20 calls per second \(burst 20\); retry in \d+ ms/);
+    // Burst plus two seconds at the rate, with room for a slow machine either way.
+    expect(ok).toBeGreaterThanOrEqual(RATE);
+    expect(ok).toBeLessThanOrEqual(RATE + 3 * RATE);
+    // The other key was never in this caller's bucket.
+    expect((await callAs(TENANT_KEY, 'EmbedText', { texts: ['y'] })).code).toBe(grpc.status.OK);
+  }, 60_000);
 });

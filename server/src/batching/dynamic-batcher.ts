@@ -131,6 +131,8 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   /** Items queued (not yet running) and cost held, per key; a key leaves the map at zero items. */
   private readonly held = new Map<string, KeyAccount>();
   private readonly keyShare: number;
+  /** When two or more keys last had items queued at once (performance.now()). */
+  private sharedAt = Number.NEGATIVE_INFINITY;
   private readyLive = 0;
   private preparing = 0;
   private depth = 0;
@@ -156,6 +158,22 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
 
   stats(): BatcherStats {
     return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost, callers: this.held.size };
+  }
+
+  /**
+   * True when `key` already holds its share of the items or cost bound while another key has items
+   * queued, or had within the last `sharedWithinMs`: its next submission would be refused
+   * (KeyShareExceededError) if the others are back by then, so a caller can be turned away before
+   * its request is even decoded (decoding takes longer than a well-behaved caller's item stays
+   * queued, so "queued right now" alone would rarely catch it).
+   */
+  holdsShare(key: string, sharedWithinMs = 0): boolean {
+    const mine = this.held.get(key);
+    if (!mine || this.keyShare >= 1) return false;
+    if (this.held.size < 2 && performance.now() - this.sharedAt > sharedWithinMs) return false;
+    if (mine.items >= Math.max(1, Math.floor(this.keyShare * this.queueBound))) return true;
+    const costBound = this.opts.costBound ?? Number.POSITIVE_INFINITY;
+    return mine.cost > 0 && mine.cost >= Math.floor(this.keyShare * costBound);
   }
 
   /** Submits one item; see submitMany. */
@@ -226,6 +244,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     account.items += n;
     account.cost += cost;
     this.held.set(key, account);
+    if (this.held.size > 1) this.sharedAt = performance.now();
     if (!mine) this.notifyCallers();
     this.armGroup(group, items);
     for (const item of items) this.pending.push(key, item);
@@ -328,6 +347,7 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
   private leaveQueue(item: Item<In, Prepared, Out>): void {
     // The account object travels with the item: a late release never touches a newer account.
     if (--item.account.items === 0 && this.held.get(item.key) === item.account) {
+      if (this.held.size > 1) this.sharedAt = performance.now();
       this.held.delete(item.key);
       this.notifyCallers();
     }

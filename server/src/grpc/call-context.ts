@@ -111,7 +111,7 @@ export function callContext(call: AnyServerCall, method: string, logger: Logger)
 }
 
 /** grpc-js throws from getPeer() once the stream is gone; such a call is anonymous. */
-function safePeer(call: AnyServerCall): string {
+export function safePeer(call: { getPeer(): string }): string {
   try {
     return call.getPeer();
   } catch {

@@ -123,6 +123,11 @@ export class Embedder implements EmbedderPort {
   }
 
   /** Resolves when both queues are empty and no run is in flight. */
+  /** True when `key` already holds its share of the modality's queue while others wait (see DynamicBatcher.holdsShare). */
+  holdsShare(key: string, modality: 'text' | 'image', sharedWithinMs = 0): boolean {
+    return (modality === 'text' ? this.textBatcher : this.imageBatcher).holdsShare(key, sharedWithinMs);
+  }
+
   async whenIdle(): Promise<void> {
     await Promise.all([this.textBatcher.whenIdle(), this.imageBatcher.whenIdle()]);
   }

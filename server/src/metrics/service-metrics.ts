@@ -11,7 +11,7 @@ export type { Modality, RejectReason };
 
 /** Every value of the batcher's Modality and RejectReason, for the series created up front. */
 export const MODALITIES = ['text', 'image'] as const satisfies readonly Modality[];
-export const REJECT_REASONS = ['bad_image', 'too_large', 'overload', 'key_share', 'deadline', 'cancelled'] as const satisfies readonly RejectReason[];
+export const REJECT_REASONS = ['bad_image', 'too_large', 'overload', 'key_share', 'caller_limit', 'deadline', 'cancelled'] as const satisfies readonly RejectReason[];
 
 /** What `clipserve_model_info` reports about the loaded model. */
 export interface ModelInfoLabels {
@@ -146,7 +146,7 @@ export class ServiceMetrics implements BatcherObserver {
     });
     this.rejected = new Counter({
       name: 'clipserve_rejected_items_total',
-      help: 'Items rejected instead of embedded, by modality and reason.',
+      help: 'Items rejected instead of embedded, by modality and reason. Calls refused from their headers, before their items were read (reason caller_limit, or key_share), count one each.',
       labelNames: ['modality', 'reason'],
       registers,
     });

@@ -63,6 +63,9 @@ export interface ServeConfig {
   queueCallerShare: number;
   /** Most preprocessing workers one caller's jobs occupy at once; undefined: all. */
   preprocessWorkersPerCaller: number | undefined;
+  callerRate: number;
+  callerBurst: number;
+  callerConcurrency: number;
   /** Fine-tuning and the model registry: SQLite catalogue + artifacts; undefined disables them. */
   dataDir: string | undefined;
   /** The ReadWriteMany PersistentVolumeClaim holding dataDir, for `full` fine-tune training pods. */
@@ -249,6 +252,9 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'textQueueChars', flag: '--text-queue-chars <n>', env: 'CLIPSERVE_TEXT_QUEUE_CHARS', description: 'most text characters queued for tokenizing, all callers together; beyond it calls fail fast with RESOURCE_EXHAUSTED (tokenizer work grows with the characters, so texts are admitted by cost like images)', defaultValue: 16_777_216, parse: intIn(1) },
   { key: 'queueCallerShare', flag: '--queue-caller-share <f>', env: 'CLIPSERVE_QUEUE_CALLER_SHARE', description: "fraction (0-1] of each queue bound (items, pixels, characters) one caller (API key, or peer address without keys) may hold while it and other callers have items queued; beyond it its calls get RESOURCE_EXHAUSTED while the others keep their room. A caller with nothing queued is always admitted within the global bounds, and a lone caller may use the whole queue. 1 = no per-caller limit", defaultValue: 0.5, parse: numberIn(0.001, 1) },
   { key: 'preprocessWorkersPerCaller', flag: '--preprocess-workers-per-caller <n>', env: 'CLIPSERVE_PREPROCESS_WORKERS_PER_CALLER', description: 'most preprocessing workers one caller (API key, or peer address without keys) occupies at once, so another caller\'s image or text starts at once instead of waiting behind a flood (default: all workers but one, at least 1)', defaultValue: undefined, parse: intIn(1, 1024) },
+  { key: 'callerRate', flag: '--caller-rate <n>', env: 'CLIPSERVE_CALLER_RATE', description: 'embedding calls per second one caller (API key, or peer address without keys) may start on average; beyond it its calls get RESOURCE_EXHAUSTED from their headers, before their message is read (0, the default = no rate limit: a rate that never slows a well-behaved client on a GPU, thousands of small calls a second, would not slow a flood either; set it per tenant)', defaultValue: 0, parse: numberIn(0, 1_000_000) },
+  { key: 'callerBurst', flag: '--caller-burst <n>', env: 'CLIPSERVE_CALLER_BURST', description: 'embedding calls one caller may start at once after an idle spell, above --caller-rate (the token bucket\'s size)', defaultValue: 100, parse: intIn(1, 10_000_000) },
+  { key: 'callerConcurrency', flag: '--caller-concurrency <n>', env: 'CLIPSERVE_CALLER_CONCURRENCY', description: 'embedding calls (a stream counts as one) one caller may have in flight at once; beyond it its calls get RESOURCE_EXHAUSTED from their headers, before their message is read (0 = no limit)', defaultValue: 256, parse: intIn(0, 1_000_000) },
   { key: 'finetuneThreads', flag: '--finetune-threads <n>', env: 'CLIPSERVE_FINETUNE_THREADS', description: 'decode child processes and encoder threads of an in-process (adapter) fine-tune; all run at the lowest CPU priority so serving keeps the cores first', defaultValue: 1, parse: intIn(1, 1024) },
 ];
 

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { ApiKeySource, AuthPolicy, createAuthInterceptor } from '../auth';
 import type { BatcherObserver, BatcherStats } from '../batching';
 import { CallGate, ServingPhase } from '../grpc/call-context';
+import { callerAdmission } from './caller-admission';
 import { disabledServiceHandlers } from '../grpc/disabled-service';
 import { StreamStats } from '../grpc/embed-stream';
 import { embeddingServiceHandlers } from '../grpc/embedding-service';
@@ -100,7 +101,8 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   let finetune: FineTuneSubsystem | undefined;
   const { host, servingSince } = createModelHost({ config, loader, logger, metrics, observer: input.observer, registry: () => finetune?.registry });
   const apiKeys = apiKeySource(config, logger, metrics);
-  const server = createGrpcServer(config, logger, metrics, apiKeys, input.interceptors);
+  // Per-caller admission after the API keys (it needs the caller's key), before any handler decodes.
+  const server = createGrpcServer(config, logger, metrics, apiKeys, [callerAdmission({ config, host, metrics, logger }), ...(input.interceptors ?? [])]);
   server.addService(protos.embeddingService, embeddingServiceHandlers({ models: host, limits, gate, logger, streamWindow: Math.max(8, 2 * config.maxBatchSize), streamStats }));
   const parts = new OpenedParts(server, apiKeys);
   finetune = parts.finetune = await addDataDirServices({ config, logger, host, metrics, gate, protos, server }).catch(parts.abandon);
