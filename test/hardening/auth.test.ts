@@ -15,15 +15,14 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import pino from 'pino';
-import { RunningServer, startServer } from '../../server/src/serve/server';
+import { RunningServer } from '../../server/src/serve/server';
 import { PROTO_DIR } from '../../server/src/util/paths';
 import { rawHttp2Request } from '../helpers/raw-h2';
+import { startTestServer } from '../helpers/server';
 
 jest.setTimeout(120_000);
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const KEY = 'embed-key-0123456789abcdef';
 const OTHER = 'other-key-0123456789abcdef';
 const RELOAD_SECONDS = 0.1;
@@ -65,8 +64,7 @@ describe('API keys under attack and under bad edits', () => {
   async function serve(policy: 'keep' | 'deny'): Promise<{ server: RunningServer; keysFile: string }> {
     const keysFile = path.join(tmp, `keys-${policy}.txt`);
     fs.writeFileSync(keysFile, `${KEY} embed ci\n`);
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+    const server = await startTestServer({
       apiKeysFile: keysFile, credentialsReloadSeconds: RELOAD_SECONDS, authReloadFailure: policy,
     });
     return { server, keysFile };
@@ -130,8 +128,7 @@ describe('API keys under attack and under bad edits', () => {
   test('datasets belong to the key that uploaded them', async () => {
     const TUNE_A = 'tune-a-key-0123456789abcdef';
     const TUNE_B = 'tune-b-key-0123456789abcdef';
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+    const server = await startTestServer({
       dataDir: path.join(tmp, 'data'), apiKeys: `${TUNE_A} finetune a; ${TUNE_B} finetune b`,
     });
     const ft = new api.clipserve.v1.FineTuneService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());

@@ -18,6 +18,7 @@ import pino from 'pino';
 import { ApiKeySource, ApiKeyStore, ApiKeysError, AuthPolicy, digestOf, parseApiKeys } from '../../../server/src/auth';
 import { RunningServer, startServer } from '../../../server/src/serve/server';
 import { compiledModule, PROTO_DIR } from '../../../server/src/util/paths';
+import { startTestServer } from '../../helpers/server';
 
 // Counts the store's comparisons (the real function still does the work).
 jest.mock('node:crypto', () => {
@@ -26,7 +27,6 @@ jest.mock('node:crypto', () => {
 });
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const LOADER_OPTIONS = { defaults: true, oneofs: true, enums: String, longs: Number };
 const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], ...LOADER_OPTIONS })) as Any;
 const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, LOADER_OPTIONS)) as Any;
@@ -143,11 +143,7 @@ describe('the interceptor in a real server', () => {
     keysFile = path.join(dir, 'api-keys.txt');
     fs.writeFileSync(keysFile, `${EMBED_KEY} embed web\n${TUNE_KEY} finetune tuner\n${ADMIN_KEY} admin ops\n`);
     const sink = new Writable({ write: (chunk, _enc, cb) => (logLines.push(String(chunk)), cb()) });
-    server = await startServer({
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0, httpPort: 0,
-      cacheDir: CACHE_DIR,
+    server = await startTestServer({
       logger: pino({ level: 'debug' }, sink),
       apiKeysFile: keysFile,
       // Environment keys add to the file's.
@@ -252,8 +248,7 @@ describe('the interceptor in a real server', () => {
 describe('scopes across the services (fine-tuning on)', () => {
   test('finetune → FineTuneService only; admin → everything; embed → EmbeddingService only', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-auth-ft-'));
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+    const server = await startTestServer({
       dataDir: path.join(tmp, 'data'), apiKeys: `${EMBED_KEY} embed; ${TUNE_KEY} finetune; ${ADMIN_KEY} admin`,
     });
     const defs = grpc.loadPackageDefinition(
@@ -301,8 +296,7 @@ describe('scopes across the services (fine-tuning on)', () => {
 
 describe('closing health and reflection', () => {
   test('with --auth-open-health false, health needs a key (any scope)', async () => {
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+    const server = await startTestServer({
       apiKeys: `${TUNE_KEY} finetune`, authOpenHealth: 'false', authOpenReflection: false,
     });
     const health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());

@@ -4,50 +4,19 @@
  * (tokenizer + encoders) and the runtime's own l2normalize / similarityLogits, so the test checks
  * the server's batching, scatter, normalization and CLIP heads, not a copy of them.
  */
-import * as os from 'node:os';
-import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import pino from 'pino';
 import sharp from 'sharp';
 import type { BatcherObserver, Modality, RejectReason } from '../../../server/src/batching';
 import { l2normalize, similarityLogits } from '../../../server/src/inference/heads';
-import { RunningServer, startServer } from '../../../server/src/serve/server';
-import { PROTO_DIR } from '../../../server/src/util/paths';
+import type { EmbeddingServiceClient } from '../../../server/src/grpc/generated/clipserve/v1/EmbeddingService';
+import { embeddingClient, fineTuneClient, modelClient, rejection, type TypedClient } from '../../helpers/clients';
+import { startTestServer, type RunningServer } from '../../helpers/server';
 
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
-const SILENT = pino({ level: 'silent' });
-
-type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Client = TypedClient<EmbeddingServiceClient>;
 
-function makeClient(port: number): Client {
-  const def = protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number });
-  const pkg = grpc.loadPackageDefinition(def) as Any;
-  return new pkg.clipserve.v1.EmbeddingService(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
-    'grpc.max_send_message_length': 8 * 1024 * 1024,
-  }) as Client;
-}
-
-function unary(client: Client, method: string, req: object, opts: grpc.CallOptions = {}): Promise<Any> {
-  return new Promise((resolve, reject) =>
-    (client[method] as (r: object, m: grpc.Metadata, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: Any) => void) => void)(
-      req,
-      new grpc.Metadata(),
-      opts,
-      (err, res) => (err ? reject(err) : resolve(res)),
-    ),
-  );
-}
-
-async function rejection(p: Promise<unknown>): Promise<grpc.ServiceError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as grpc.ServiceError;
-  }
-  throw new Error('expected the call to fail');
-}
+/** Channel options of the suites' client: images up to 8 MiB go out, so the server's limit is what answers. */
+const CHANNEL = { 'grpc.max_send_message_length': 8 * 1024 * 1024 };
 
 class RecordingObserver implements BatcherObserver {
   rejected: [Modality, RejectReason][] = [];
@@ -98,11 +67,7 @@ describe('EmbeddingService (real server, demo model)', () => {
   const norm = (v: Float32Array) => l2normalize(v, v.length);
 
   beforeAll(async () => {
-    server = await startServer({
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0, httpPort: 0,
-      cacheDir: CACHE_DIR,
+    server = await startTestServer({
       maxBatchSize: 32,
       maxQueueDelayMs: 20,
       queueBound: 128,
@@ -111,10 +76,9 @@ describe('EmbeddingService (real server, demo model)', () => {
       maxImageBytes: 200_000,
       maxImagePixels: 1_000_000,
       maxMessageBytes: 1_000_000,
-      logger: SILENT,
       observer,
     });
-    client = makeClient(server.port);
+    client = embeddingClient(server.port, { channel: CHANNEL });
     images = await Promise.all([gradientPng(96, 80, 0), gradientPng(64, 64, 1), gradientPng(120, 50, 2)]);
   });
 
@@ -126,7 +90,7 @@ describe('EmbeddingService (real server, demo model)', () => {
   test('EmbedText: L2-normalized model features per text, raw on request, truncation flagged', async () => {
     const long = Array.from({ length: 120 }, (_, i) => `word${i}`).join(' ');
     const texts = ['a photo of a cat', 'a diagram', long];
-    const res = await unary(client, 'EmbedText', { texts });
+    const res = await client.EmbedText({ texts });
     const expected = await modelText(texts);
     expect(res.dim).toBe(server.model.info.embedDim);
     expect(res.modelVersion).toBe(server.model.info.version);
@@ -137,15 +101,15 @@ describe('EmbeddingService (real server, demo model)', () => {
     });
     expect(res.embeddings.map((e: Any) => e.truncated)).toEqual([false, false, true]);
 
-    const raw = await unary(client, 'EmbedText', { texts, raw: true });
+    const raw = await client.EmbedText({ texts, raw: true });
     raw.embeddings.forEach((e: Any, i: number) => expectClose(e.values, expected[i], 1e-6));
   });
 
   test('EmbedText: f32le bytes carry exactly the float values', async () => {
     const texts = ['one', 'two'];
     const [floats, bytes] = await Promise.all([
-      unary(client, 'EmbedText', { texts }),
-      unary(client, 'EmbedText', { texts, format: 'EMBEDDING_FORMAT_F32LE_BYTES' }),
+      client.EmbedText({ texts }),
+      client.EmbedText({ texts, format: 'EMBEDDING_FORMAT_F32LE_BYTES' }),
     ]);
     bytes.embeddings.forEach((e: Any, i: number) => {
       expect(e.values).toEqual([]);
@@ -157,17 +121,17 @@ describe('EmbeddingService (real server, demo model)', () => {
   });
 
   test('EmbedImage: normalized model features per image', async () => {
-    const res = await unary(client, 'EmbedImage', { images });
+    const res = await client.EmbedImage({ images });
     const expected = await modelImage(images);
     expect(res.embeddings).toHaveLength(images.length);
     res.embeddings.forEach((e: Any, i: number) => expectClose(e.values, norm(expected[i]), 1e-6));
-    const raw = await unary(client, 'EmbedImage', { images: [images[1]], raw: true });
+    const raw = await client.EmbedImage({ images: [images[1]], raw: true });
     expectClose(raw.embeddings[0].values, expected[1], 1e-6);
   });
 
   test('Similarity: model(image, text) logits both ways and softmax over texts', async () => {
     const texts = ['red', 'green', 'a long caption about nothing'];
-    const res = await unary(client, 'Similarity', { images: images.slice(0, 2), texts });
+    const res = await client.Similarity({ images: images.slice(0, 2), texts });
     const img = await modelImage(images.slice(0, 2));
     const txt = await modelText(texts);
     const dim = server.model.info.embedDim;
@@ -191,7 +155,7 @@ describe('EmbeddingService (real server, demo model)', () => {
 
   test('Rank: candidates of both modalities sorted by cosine, with logits, probabilities and top_k', async () => {
     const candidateTexts = ['alpha', 'beta', 'gamma'];
-    const res = await unary(client, 'Rank', { queryImage: images[0], candidateTexts, candidateImages: images.slice(1) });
+    const res = await client.Rank({ queryImage: images[0], candidateTexts, candidateImages: images.slice(1) });
     const q = norm((await modelImage([images[0]]))[0]);
     const t = (await modelText(candidateTexts)).map(norm);
     const i = (await modelImage(images.slice(1))).map(norm);
@@ -206,7 +170,7 @@ describe('EmbeddingService (real server, demo model)', () => {
       expect(r.logit).toBeCloseTo(expected[k].score * server.model.info.logitScale, 4);
     });
     expect(res.results.reduce((s: number, r: Any) => s + r.probability, 0)).toBeCloseTo(1, 5);
-    const top = await unary(client, 'Rank', { queryText: 'alpha', candidateTexts, topK: 2 });
+    const top = await client.Rank({ queryText: 'alpha', candidateTexts, topK: 2 });
     expect(top.results).toHaveLength(2);
     expect(top.results[0]).toMatchObject({ modality: 'MODALITY_TEXT', index: 0 }); // identical text ranks first
     expect(top.results[0].score).toBeCloseTo(1, 5);
@@ -215,7 +179,7 @@ describe('EmbeddingService (real server, demo model)', () => {
   test('Classify: labels holding String.replace patterns ($&, $\', $`, $$) are inserted literally', async () => {
     const labels = ['$&', "$'s cat", 'a $` b', '$$ dog'];
     const template = 'a photo of {}.';
-    const res = await unary(client, 'Classify', { images: [images[0]], labels, templates: [template] });
+    const res = await client.Classify({ images: [images[0]], labels, templates: [template] });
     const img = norm((await modelImage([images[0]]))[0]);
     const literal = (await modelText(labels.map((l) => `a photo of ${l}.`))).map(norm);
     for (const l of res.classifications[0].labels) {
@@ -227,7 +191,7 @@ describe('EmbeddingService (real server, demo model)', () => {
   test('Classify: open_clip zero-shot weights (mean of normalized template embeddings) and probabilities', async () => {
     const labels = ['cat', 'dog', 'car'];
     const templates = ['a photo of a {}.', 'a drawing of a {}.'];
-    const res = await unary(client, 'Classify', { images: images.slice(0, 2), labels, templates });
+    const res = await client.Classify({ images: images.slice(0, 2), labels, templates });
     const dim = server.model.info.embedDim;
     const weights = await Promise.all(
       labels.map(async (label) => {
@@ -252,15 +216,15 @@ describe('EmbeddingService (real server, demo model)', () => {
     });
     // Without templates the default "a photo of a {}." is used: same as giving it explicitly.
     const [byDefault, explicit] = await Promise.all([
-      unary(client, 'Classify', { images: [images[0]], labels, topK: 2 }),
-      unary(client, 'Classify', { images: [images[0]], labels, templates: ['a photo of a {}.'], topK: 2 }),
+      client.Classify({ images: [images[0]], labels, topK: 2 }),
+      client.Classify({ images: [images[0]], labels, templates: ['a photo of a {}.'], topK: 2 }),
     ]);
     expect(byDefault.classifications[0].labels).toHaveLength(2);
     expect(byDefault).toEqual(explicit);
   });
 
   test('GetModelInfo: the demo model and the configured limits', async () => {
-    const info = await unary(client, 'GetModelInfo', {});
+    const info = await client.GetModelInfo({});
     expect(info).toMatchObject({
       name: server.model.info.name,
       version: server.model.info.version,
@@ -276,37 +240,35 @@ describe('EmbeddingService (real server, demo model)', () => {
 
   test('model_version: the served version is accepted; without --data-dir any other is NOT_FOUND, saying how to serve more', async () => {
     const version = server.model.info.version;
-    await expect(unary(client, 'EmbedText', { texts: ['x'], modelVersion: version })).resolves.toMatchObject({ modelVersion: version });
-    const err = await rejection(unary(client, 'EmbedText', { texts: ['x'], modelVersion: 'v999' }));
+    await expect(client.EmbedText({ texts: ['x'], modelVersion: version })).resolves.toMatchObject({ modelVersion: version });
+    const err = await rejection(client.EmbedText({ texts: ['x'], modelVersion: 'v999' }));
     expect(err.code).toBe(grpc.status.NOT_FOUND);
     expect(err.details).toBe(`no model version "v999": this server serves only "${version}"; start it with --data-dir to serve fine-tuned versions`);
-    const long = await rejection(unary(client, 'EmbedText', { texts: ['x'], modelVersion: 'v'.repeat(5000) }));
+    const long = await rejection(client.EmbedText({ texts: ['x'], modelVersion: 'v'.repeat(5000) }));
     expect(long.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(long.details).toBe('model_version: 5000 characters; no model version is longer than 128');
-    const info = await unary(client, 'GetModelInfo', { modelVersion: version });
+    const info = await client.GetModelInfo({ modelVersion: version });
     expect(info).toMatchObject({ version, activeVersion: version, loadedVersions: [version] });
-    expect((await rejection(unary(client, 'GetModelInfo', { modelVersion: 'v999' }))).code).toBe(grpc.status.NOT_FOUND);
+    expect((await rejection(client.GetModelInfo({ modelVersion: 'v999' }))).code).toBe(grpc.status.NOT_FOUND);
   });
 
   test('without --data-dir, FineTuneService and ModelService calls say how to enable them', async () => {
-    const def = protoLoader.loadSync(['clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number });
-    const pkg = grpc.loadPackageDefinition(def) as Any;
-    const models = new pkg.clipserve.v1.ModelService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) as Client;
-    const ft = new pkg.clipserve.v1.FineTuneService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) as Client;
+    const models = modelClient(server.port);
+    const ft = fineTuneClient(server.port);
     try {
       const why = 'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
-      const list = await rejection(unary(models, 'ListModels', {}));
+      const list = await rejection(models.ListModels({}));
       expect([list.code, list.details]).toEqual([grpc.status.UNIMPLEMENTED, `ListModels: ${why}`]);
-      const create = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: 'x' }));
+      const create = await rejection(ft.CreateFineTuneJob({ trainingFile: 'x' }));
       expect([create.code, create.details]).toEqual([grpc.status.UNIMPLEMENTED, `CreateFineTuneJob: ${why}`]);
       const watch = await new Promise<grpc.ServiceError>((resolve) => {
-        const call = (ft.WatchFineTuneJob as (r: object) => grpc.ClientReadableStream<Any>)({ jobId: 'x' });
+        const call = ft.raw.WatchFineTuneJob({ jobId: 'x' });
         call.on('data', () => undefined);
         call.on('error', resolve);
       });
       expect([watch.code, watch.details]).toEqual([grpc.status.UNIMPLEMENTED, `WatchFineTuneJob: ${why}`]);
       const upload = await new Promise<grpc.ServiceError>((resolve) => {
-        const call = (ft.UploadDataset as (cb: (e: grpc.ServiceError | null) => void) => grpc.ClientWritableStream<Any>)((e) => resolve(e!));
+        const call = ft.raw.UploadDataset((e) => resolve(e!));
         call.write({ header: { name: 'x', format: 'DATASET_FORMAT_PAIRS' } });
         call.end();
       });
@@ -320,9 +282,9 @@ describe('EmbeddingService (real server, demo model)', () => {
   test('batching: 64 concurrent single-text calls run in at most ceil(64/32)+1 inference runs, each equal to its single call', async () => {
     const texts = Array.from({ length: 64 }, (_, i) => `concurrent caption number ${i}`);
     const single: number[][] = [];
-    for (const t of texts) single.push((await unary(client, 'EmbedText', { texts: [t] })).embeddings[0].values);
+    for (const t of texts) single.push((await client.EmbedText({ texts: [t] })).embeddings[0].values);
     const before = server.stats().batchers!.text.runs;
-    const results = await Promise.all(texts.map((t) => unary(client, 'EmbedText', { texts: [t] })));
+    const results = await Promise.all(texts.map((t) => client.EmbedText({ texts: [t] })));
     const runs = server.stats().batchers!.text.runs - before;
     expect(runs).toBeLessThanOrEqual(Math.ceil(64 / 32) + 1);
     results.forEach((r, i) => expectClose(r.embeddings[0].values, single[i], 1e-5));
@@ -349,10 +311,12 @@ describe('EmbeddingService (real server, demo model)', () => {
     ['Classify with an empty label', 'Classify', () => ({ images: [images[0]], labels: ['a', ' '] }), grpc.status.INVALID_ARGUMENT, /^labels\[1\]: empty label/],
     ['Classify over the prompt limit', 'Classify', () => ({ images: [images[0]], labels: Array.from({ length: 9 }, (_, i) => `l${i}`), templates: ['{}', 'a {}'] }), grpc.status.INVALID_ARGUMENT, /^labels × templates: 18 items in total exceed the limit of 16/],
   ])('bad input: %s', async (_name, method, request, code, message) => {
-    const err = await rejection(unary(client, method, request()));
+    // The table holds deliberately bad requests for several methods: call them by name, untyped.
+    const byName = (name: string, req: object) => (client as unknown as Record<string, (r: object) => Promise<Any>>)[name](req);
+    const err = await rejection(byName(method, request()));
     expect({ code: err.code, details: err.details }).toEqual({ code, details: expect.stringMatching(message) });
     // The server keeps serving.
-    await expect(unary(client, 'EmbedText', { texts: ['still alive'] })).resolves.toMatchObject({ dim: 32 });
+    await expect(client.EmbedText({ texts: ['still alive'] })).resolves.toMatchObject({ dim: 32 });
   });
 
   test('image rejections are reported to the observer with their reason', () => {
@@ -373,19 +337,14 @@ describe('EmbeddingService overload, deadline and cancellation (slow queue)', ()
 
   beforeAll(async () => {
     // Batches never fill (64 > bound) and wait 1.5 s: items stay queued long enough to observe.
-    server = await startServer({
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0, httpPort: 0,
-      cacheDir: CACHE_DIR,
+    server = await startTestServer({
       maxBatchSize: 64,
       maxQueueDelayMs: 1500,
       queueBound: 8,
       maxItemsPerRequest: 8,
-      logger: SILENT,
       observer,
     });
-    client = makeClient(server.port);
+    client = embeddingClient(server.port, { channel: CHANNEL });
   });
 
   afterAll(async () => {
@@ -394,10 +353,10 @@ describe('EmbeddingService overload, deadline and cancellation (slow queue)', ()
   });
 
   test('a full queue answers RESOURCE_EXHAUSTED at once; queued work still completes', async () => {
-    const first = unary(client, 'EmbedText', { texts: Array(8).fill('fills the queue') });
+    const first = client.EmbedText({ texts: Array(8).fill('fills the queue') });
     await waitFor(() => server.stats().batchers!.text.depth === 8);
     const t0 = Date.now();
-    const err = await rejection(unary(client, 'EmbedText', { texts: ['one more'] }));
+    const err = await rejection(client.EmbedText({ texts: ['one more'] }));
     expect(err.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
     expect(err.details).toMatch(/text queue is full/);
     expect(Date.now() - t0).toBeLessThan(1000);
@@ -406,7 +365,7 @@ describe('EmbeddingService overload, deadline and cancellation (slow queue)', ()
   });
 
   test('DEADLINE_EXCEEDED when the deadline passes while queued; the item is dropped before inference', async () => {
-    const err = await rejection(unary(client, 'EmbedText', { texts: ['too slow'] }, { deadline: Date.now() + 300 }));
+    const err = await rejection(client.EmbedText({ texts: ['too slow'] }, undefined, { deadline: Date.now() + 300 }));
     expect(err.code).toBe(grpc.status.DEADLINE_EXCEEDED);
     await waitFor(() => observer.rejected.some(([m, r]) => m === 'text' && r === 'deadline'));
     expect(server.stats().batchers!.text.depth).toBe(0);
@@ -414,7 +373,7 @@ describe('EmbeddingService overload, deadline and cancellation (slow queue)', ()
 
   test('CANCELLED when the client cancels; the server drops the queued item', async () => {
     const cancelledBefore = observer.rejected.filter(([m, r]) => m === 'text' && r === 'cancelled').length;
-    const call = (client.EmbedText as (r: object, cb: (e: grpc.ServiceError | null) => void) => grpc.ClientUnaryCall)({ texts: ['never mind'] }, () => undefined);
+    const call = client.raw.EmbedText({ texts: ['never mind'] }, () => undefined);
     await waitFor(() => server.stats().batchers!.text.depth === 1);
     const done = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
     call.cancel();

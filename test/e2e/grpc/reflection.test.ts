@@ -4,17 +4,15 @@
  * and other generic tools do.
  */
 import { execFile } from 'node:child_process';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import pino from 'pino';
 import sharp from 'sharp';
-import { RunningServer, startServer } from '../../../server/src/serve/server';
+import { RunningServer } from '../../../server/src/serve/server';
 import { PACKAGE_ROOT } from '../../../server/src/util/paths';
+import { startTestServer } from '../../helpers/server';
 
 const run = promisify(execFile);
 const BUF = path.join(PACKAGE_ROOT, 'node_modules', '.bin', 'buf');
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** Splits buf curl's output: one pretty-printed JSON document per response message. */
@@ -50,7 +48,7 @@ describe('server reflection: every RPC through buf curl with no proto files', ()
   }
 
   beforeAll(async () => {
-    server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }) });
+    server = await startTestServer();
     url = `http://127.0.0.1:${server.port}`;
     pngB64 = (await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 250, g: 0, b: 0 } } }).png().toBuffer()).toString('base64');
   });

@@ -4,35 +4,26 @@
  * reading, so the server's backlog stays bounded, and every item still comes back exactly once.
  */
 import { once } from 'node:events';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import pino from 'pino';
 import sharp from 'sharp';
-import { RunningServer, startServer } from '../../../server/src/serve/server';
-import { PROTO_DIR } from '../../../server/src/util/paths';
+import { RunningServer } from '../../../server/src/serve/server';
+import type { EmbeddingServiceClient } from '../../../server/src/grpc/generated/clipserve/v1/EmbeddingService';
+import { embeddingClient, type TypedClient } from '../../helpers/clients';
+import { startTestServer } from '../../helpers/server';
 
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-function makeClient(port: number): Any {
-  const def = protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number });
-  const pkg = grpc.loadPackageDefinition(def) as Any;
-  return new pkg.clipserve.v1.EmbeddingService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('EmbedStream (real server, demo model)', () => {
   let server: RunningServer;
-  let client: Any;
+  let client: TypedClient<EmbeddingServiceClient>;
   let png: Buffer;
   const MAX_BATCH = 32;
 
   beforeAll(async () => {
-    server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, maxBatchSize: MAX_BATCH, logger: pino({ level: 'silent' }) });
-    client = makeClient(server.port);
+    server = await startTestServer({ maxBatchSize: MAX_BATCH });
+    client = embeddingClient(server.port);
     png = await sharp({ create: { width: 70, height: 90, channels: 3, background: { r: 90, g: 160, b: 20 } } }).png().toBuffer();
   });
 
@@ -42,7 +33,7 @@ describe('EmbedStream (real server, demo model)', () => {
   });
 
   test('mixed items come back once each with their ids; a bad item gets its own status and the stream goes on', async () => {
-    const call = client.EmbedStream();
+    const call = client.raw.EmbedStream();
     const results: Any[] = [];
     call.on('data', (r: Any) => results.push(r));
     const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
@@ -61,7 +52,7 @@ describe('EmbedStream (real server, demo model)', () => {
     expect(results).toHaveLength(7);
     expect(byId.size).toBe(7);
     const [single] = (
-      await new Promise<Any>((resolve, reject) => client.EmbedText({ texts: ['a small dog'] }, (e: Error | null, r: Any) => (e ? reject(e) : resolve(r))))
+      await client.EmbedText({ texts: ['a small dog'] })
     ).embeddings;
     expect(byId.get('t1')).toMatchObject({ result: 'embedding', modality: 'MODALITY_TEXT', modelVersion: server.model.info.version });
     expect(byId.get('t1')!.embedding.values).toEqual(single.values);
@@ -79,7 +70,7 @@ describe('EmbedStream (real server, demo model)', () => {
     const N = 10_000;
     const isImage = (i: number) => i % 10 === 0;
     const isBad = (i: number) => i % 1000 === 500;
-    const call = client.EmbedStream();
+    const call = client.raw.EmbedStream();
     const seen = new Map<string, number>();
     const errors: string[] = [];
     let reading = true;

@@ -14,12 +14,12 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
 import pino from 'pino';
-import { RunningServer, startServer } from '../../../server/src/serve/server';
+import { RunningServer } from '../../../server/src/serve/server';
 import { loadTlsFiles, TlsMaterialError } from '../../../server/src/tls';
 import { HAVE_OPENSSL } from '../../helpers/openssl';
+import { startTestServer } from '../../helpers/server';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, { defaults: true, enums: String })) as Any;
 const RELOAD_SECONDS = 0.1;
 
@@ -115,8 +115,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     expect(() => loadTlsFiles({ certFile: pki.path('expired.pem'), keyFile: pki.path('expired.key') })).toThrow(/--tls-cert .*expired\.pem expired on /);
     pki.install('server1.pem', 'tls.crt');
     pki.install('server1.key', 'tls.key');
-    const server: RunningServer = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
+    const server: RunningServer = await startTestServer({
+      logger,
       tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const errors = async () => Number(/clipserve_credentials_reload_errors_total\{credential="tls"\} (\d+)/.exec(await server.metrics.registry.metrics())?.[1]);
@@ -139,8 +139,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   test('server certificate rotation: new connections get the new one; a mismatched pair is refused and the old one keeps serving', async () => {
     pki.install('server1.pem', 'tls.crt');
     pki.install('server1.key', 'tls.key');
-    const server: RunningServer = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
+    const server: RunningServer = await startTestServer({
+      logger,
       tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const trusting = (ca: string) => grpc.credentials.createSsl(pki.read(`${ca}.pem`));
@@ -176,8 +176,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.pem', 'mtls.crt');
     pki.install('server1.key', 'mtls.key');
     pki.install('ca1.pem', 'client-ca.pem');
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger,
+    const server = await startTestServer({
+      logger,
       tlsCert: pki.path('mtls.crt'), tlsKey: pki.path('mtls.key'), tlsClientCa: pki.path('client-ca.pem'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const as = (client?: string) => (client ? grpc.credentials.createSsl(pki.read('ca1.pem'), pki.read(`${client}.key`), pki.read(`${client}.pem`)) : grpc.credentials.createSsl(pki.read('ca1.pem')));
@@ -202,8 +202,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.pem', 'https.crt');
     pki.install('server1.key', 'https.key');
     pki.install('ca1.pem', 'https-client-ca.pem');
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger,
+    const server = await startTestServer({
+      httpPort: 'auto', logger,
       tlsCert: pki.path('https.crt'), tlsKey: pki.path('https.key'), tlsClientCa: pki.path('https-client-ca.pem'), credentialsReloadSeconds: RELOAD_SECONDS,
     });
     /** GET /v1/models over a new HTTPS connection: the status, or the TLS failure's code. */
@@ -239,8 +239,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   test('--credentials-reload-seconds 0 reads the files once', async () => {
     pki.install('server1.pem', 'once.crt');
     pki.install('server1.key', 'once.key');
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: pino({ level: 'silent' }),
+    const server = await startTestServer({
       tlsCert: pki.path('once.crt'), tlsKey: pki.path('once.key'), credentialsReloadSeconds: 0,
     });
     try {

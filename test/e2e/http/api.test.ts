@@ -6,19 +6,15 @@
  * with the runtime's own l2normalize, so the test checks the HTTP path, not a copy of it.
  */
 import { request as httpRequest } from 'node:http';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import { OpenAIEmbeddings } from '@langchain/openai';
 import OpenAI from 'openai';
-import pino from 'pino';
 import sharp from 'sharp';
 import { l2normalize } from '../../../server/src/inference/heads';
 import { loadServedModel } from '../../../server/src/serve/model-loader';
 import { seededRandom } from '../../../server/src/util/random';
-import { RunningServer, startServer } from '../../../server/src/serve/server';
+import { RunningServer } from '../../../server/src/serve/server';
+import { startTestServer } from '../../helpers/server';
 
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
-const SILENT = pino({ level: 'silent' });
 const EMBED_KEY = 'http-embed-key-0123456789';
 const FINETUNE_KEY = 'http-finetune-key-0123456789';
 
@@ -84,9 +80,8 @@ describe('HTTP API (real server, demo model)', () => {
   }
 
   beforeAll(async () => {
-    server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger: SILENT,
-      maxItemsPerRequest: 8, maxTextChars: 500, maxImageBytes: 400_000, maxMessageBytes: 1_000_000,
+    server = await startTestServer({
+      httpPort: 'auto', maxItemsPerRequest: 8, maxTextChars: 500, maxImageBytes: 400_000, maxMessageBytes: 1_000_000,
     });
     base = `http://127.0.0.1:${server.httpPort}`;
     version = server.model.info.version;
@@ -296,9 +291,8 @@ describe('HTTP API (real server, demo model)', () => {
 
 describe('HTTP API: keys, start-up, overload', () => {
   test('the gRPC API keys: 401 without or with an unknown key, 403 without the embed scope; the OpenAPI document stays open', async () => {
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger: SILENT,
-      apiKeys: `${EMBED_KEY} embed embedder; ${FINETUNE_KEY} finetune tuner`,
+    const server = await startTestServer({
+      httpPort: 'auto', apiKeys: `${EMBED_KEY} embed embedder; ${FINETUNE_KEY} finetune tuner`,
     });
     const base = `http://127.0.0.1:${server.httpPort}`;
     const body = { model: '', input: 'a cat' };
@@ -346,8 +340,8 @@ describe('HTTP API: keys, start-up, overload', () => {
     const loading = new Promise<void>((r) => (release = r));
     let held: Promise<void> | undefined;
     let unhold = () => undefined as void;
-    const server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 'auto', cacheDir: CACHE_DIR, logger: SILENT, waitUntilReady: false,
+    const server = await startTestServer({
+      httpPort: 'auto', waitUntilReady: false,
       ...extra,
       loadModel: async (config, logger) => {
         await loading;

@@ -15,12 +15,11 @@ import * as protoLoader from '@grpc/proto-loader';
 import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
 import pino from 'pino';
 import { loadServedModel } from '../../../server/src/serve/model-loader';
-import { RunningServer, startServer } from '../../../server/src/serve/server';
+import { RunningServer } from '../../../server/src/serve/server';
 import { compiledModule, PROTO_DIR } from '../../../server/src/util/paths';
 import { HAVE_OPENSSL } from '../../helpers/openssl';
+import { startTestServer, TEST_CACHE_DIR } from '../../helpers/server';
 
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
-const SILENT = pino({ level: 'silent' });
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const LOADER_OPTIONS = { defaults: true, oneofs: true, enums: String, longs: Number };
@@ -54,12 +53,7 @@ describe('health and drain (in process)', () => {
   test('NOT_SERVING while loading, SERVING when warm, NOT_SERVING while draining; in-flight calls finish', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const server = await startServer({
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0, httpPort: 0,
-      cacheDir: CACHE_DIR,
-      logger: SILENT,
+    const server = await startTestServer({
       waitUntilReady: false,
       // The real loader, held until the test has looked at the loading phase.
       loadModel: async (config, logger) => {
@@ -119,7 +113,7 @@ describe('health and drain (in process)', () => {
   });
 
   test('a drain that outlasts the grace period cancels what is left and still stops', async () => {
-    const server = await startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: SILENT });
+    const server = await startTestServer();
     const c = clients(`127.0.0.1:${server.port}`);
     const stream = c.api.EmbedStream(); // never ended by the client
     stream.on('data', () => undefined);
@@ -143,7 +137,7 @@ describe('startup failures', () => {
     let loaded = false;
     try {
       await expect(
-        startServer({ host: '127.0.0.1', port: busy, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: SILENT, loadModel: async () => ((loaded = true), Promise.reject(new Error('unreachable'))) }),
+        startTestServer({ port: busy, loadModel: async () => ((loaded = true), Promise.reject(new Error('unreachable'))) }),
       ).rejects.toThrow(`cannot listen on 127.0.0.1:${busy}`);
       expect(loaded).toBe(false);
     } finally {
@@ -162,7 +156,7 @@ describe('startup failures', () => {
     const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }));
     try {
       await expect(
-        startServer({ host: '127.0.0.1', port: 0, metricsPort: busy, httpPort: 0, cacheDir: CACHE_DIR, dataDir: path.join(dir, 'data'), apiKeysFile: keysFile, credentialsReloadSeconds: 0.05, logger, loadModel: () => new Promise(() => undefined) }),
+        startTestServer({ metricsPort: busy, dataDir: path.join(dir, 'data'), apiKeysFile: keysFile, credentialsReloadSeconds: 0.05, logger, loadModel: () => new Promise(() => undefined) }),
       ).rejects.toThrow(String(busy));
       // A watcher left running would pick this up within 50 ms and log it.
       fs.writeFileSync(keysFile, 'second-key-0123456789abcdef embed b\n');
@@ -178,7 +172,7 @@ describe('startup failures', () => {
 
   test('a model that fails to load fails startServer and releases its ports', async () => {
     await expect(
-      startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR, logger: SILENT, model: path.join(os.tmpdir(), 'clipserve-no-such-bundle') }),
+      startTestServer({ model: path.join(os.tmpdir(), 'clipserve-no-such-bundle') }),
     ).rejects.toThrow(/clipserve-no-such-bundle/);
   });
 });
@@ -199,13 +193,8 @@ if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS tests: openssl not found !!!
     ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext');
     ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=client');
     ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '2');
-    server = await startServer({
-      host: '127.0.0.1',
-      port: 0,
-      metricsPort: 0, httpPort: 0,
+    server = await startTestServer({
       healthPort: 0,
-      cacheDir: CACHE_DIR,
-      logger: SILENT,
       tlsCert: path.join(dir, 'server.pem'),
       tlsKey: path.join(dir, 'server.key'),
       tlsClientCa: path.join(dir, 'ca.pem'),
@@ -269,7 +258,7 @@ describe('clipserve serve (child process)', () => {
       {
         env: {
           ...process.env,
-          CLIPSERVE_CACHE_DIR: CACHE_DIR,
+          CLIPSERVE_CACHE_DIR: TEST_CACHE_DIR,
           CLIPSERVE_MAX_ITEMS_PER_REQUEST: '11',
           // 50 single-text calls wait in the queue for this long: they are in flight at SIGTERM.
           CLIPSERVE_MAX_QUEUE_DELAY_MS: '1500',

@@ -19,11 +19,11 @@ import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import pino from 'pino';
 import sharp from 'sharp';
-import { RunningServer, startServer } from '../../../server/src/serve/server';
+import { RunningServer } from '../../../server/src/serve/server';
 import { PROTO_DIR } from '../../../server/src/util/paths';
+import { startTestServer } from '../../helpers/server';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
-const CACHE_DIR = path.join(os.tmpdir(), 'clipserve-test-cache');
 const SERVICE = 'clipserve.v1.EmbeddingService';
 const QUEUE_BOUND = 64;
 
@@ -266,8 +266,7 @@ describe('observability of the real server', () => {
 
   beforeAll(async () => {
     logs = captureLogs();
-    server = await startServer({
-      host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: CACHE_DIR,
+    server = await startTestServer({
       maxBatchSize: 8, maxQueueDelayMs: 5, queueBound: QUEUE_BOUND, maxItemsPerRequest: 8,
       logger: logs.logger,
     });
