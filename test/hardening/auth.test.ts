@@ -14,11 +14,10 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { RunningServer } from '../../server/src/serve/server';
-import { PROTO_DIR } from '../../server/src/util/paths';
 import { rawHttp2Request } from '../helpers/raw-h2';
 import { startTestServer } from '../helpers/server';
+import { bearer, embeddingClient, fineTuneClient, outcome } from '../helpers/clients';
 
 jest.setTimeout(120_000);
 
@@ -26,15 +25,14 @@ type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-exp
 const KEY = 'embed-key-0123456789abcdef';
 const OTHER = 'other-key-0123456789abcdef';
 const RELOAD_SECONDS = 0.1;
-const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number })) as Any;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function getModelInfo(port: number, key: string): Promise<grpc.status> {
-  const client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  const md = new grpc.Metadata();
-  md.set('authorization', `Bearer ${key}`);
-  return new Promise<grpc.status>((resolve) => client.GetModelInfo({}, md, (err: grpc.ServiceError | null) => resolve(err ? err.code : grpc.status.OK))).finally(() => client.close());
+  const client = embeddingClient(port);
+  return outcome(client.GetModelInfo({}, bearer(key)))
+    .then((r) => r.code)
+    .finally(() => client.close());
 }
 
 /** The value of one series in the server's scrape (0 when absent). */
@@ -131,29 +129,22 @@ describe('API keys under attack and under bad edits', () => {
     const server = await startTestServer({
       dataDir: path.join(tmp, 'data'), apiKeys: `${TUNE_A} finetune a; ${TUNE_B} finetune b`,
     });
-    const ft = new api.clipserve.v1.FineTuneService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
-    const md = (key: string) => {
-      const m = new grpc.Metadata();
-      m.set('authorization', `Bearer ${key}`);
-      return m;
-    };
-    const unary = (method: string, req: object, key: string) =>
-      new Promise<{ code: grpc.status; res?: Any }>((resolve) => ft[method](req, md(key), (err: grpc.ServiceError | null, res: Any) => resolve(err ? { code: err.code } : { code: grpc.status.OK, res })));
+    const ft = fineTuneClient(server.port);
     try {
       const fsImage = path.join(tmp, 'data', 'a.png');
       fs.mkdirSync(path.dirname(fsImage), { recursive: true });
       fs.writeFileSync(fsImage, Buffer.from('not decoded at upload'));
       const uploaded = await new Promise<Any>((resolve, reject) => {
-        const call = ft.UploadDataset(md(TUNE_A), (err: grpc.ServiceError | null, res: Any) => (err ? reject(err) : resolve(res.dataset)));
+        const call = ft.raw.UploadDataset(bearer(TUNE_A), (err, res) => (err ? reject(err) : resolve(res!.dataset!)));
         call.write({ header: { name: 'mine', format: 'DATASET_FORMAT_CSV' } });
         call.write({ chunk: Buffer.from('filepath\ttitle\na.png\tan image\n') });
         call.end();
       });
-      expect((await unary('ListDatasets', {}, TUNE_A)).res!.datasets.map((d: Any) => d.id)).toEqual([uploaded.id]);
-      expect((await unary('ListDatasets', {}, TUNE_B)).res!.datasets).toEqual([]);
-      expect((await unary('DeleteDataset', { datasetId: uploaded.id }, TUNE_B)).code).toBe(grpc.status.NOT_FOUND);
-      expect((await unary('CreateFineTuneJob', { trainingFile: uploaded.id, method: 'adapter' }, TUNE_B)).code).toBe(grpc.status.NOT_FOUND);
-      expect((await unary('DeleteDataset', { datasetId: uploaded.id }, TUNE_A)).code).toBe(grpc.status.OK);
+      expect((await outcome(ft.ListDatasets({}, bearer(TUNE_A)))).res!.datasets.map((d) => d.id)).toEqual([uploaded.id]);
+      expect((await outcome(ft.ListDatasets({}, bearer(TUNE_B)))).res!.datasets).toEqual([]);
+      expect((await outcome(ft.DeleteDataset({ datasetId: uploaded.id }, bearer(TUNE_B)))).code).toBe(grpc.status.NOT_FOUND);
+      expect((await outcome(ft.CreateFineTuneJob({ trainingFile: uploaded.id, method: 'adapter' }, bearer(TUNE_B)))).code).toBe(grpc.status.NOT_FOUND);
+      expect((await outcome(ft.DeleteDataset({ datasetId: uploaded.id }, bearer(TUNE_A)))).code).toBe(grpc.status.OK);
     } finally {
       ft.close();
       await server.shutdown(0);

@@ -13,21 +13,16 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import { ensureDemoBundle } from '../../server/src/model/demo';
-import { PROTO_DIR } from '../../server/src/util/paths';
 import { runServeExpectingFailure, startServerProcess, TEST_CACHE_DIR } from '../helpers/server-process';
+import { embeddingClient } from '../helpers/clients';
 
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const api = grpc.loadPackageDefinition(
-  protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number }),
-) as Any;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('SIGTERM under load', () => {
   test('admitted calls all finish OK, later ones are refused cleanly, exit 0', async () => {
     const server = await startServerProcess(['--shutdown-grace-seconds', '20', '--max-queue-delay-ms', '20', '--intra-op-threads', '1', '--preprocess-workers', '1']);
-    const client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    const client = embeddingClient(server.port).raw;
     const image = fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'preprocess', fs.readdirSync(path.join(__dirname, '..', 'fixtures', 'preprocess')).find((f) => f.endsWith('.png'))!));
     let signalledAt = Infinity;
     const results: { code: grpc.status; details: string; startedAt: number; endedAt: number }[] = [];

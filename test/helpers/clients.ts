@@ -94,3 +94,11 @@ export async function rejection(call: Promise<unknown>): Promise<grpc.ServiceErr
   }
   throw new Error('expected the call to fail');
 }
+
+/** How a call ended, without throwing: its status code (and details), and the response when OK. */
+export function outcome<T>(call: Promise<T>): Promise<{ code: grpc.status; details?: string; res?: T }> {
+  return call.then(
+    (res) => ({ code: grpc.status.OK, res }),
+    (err: grpc.ServiceError) => ({ code: err.code, details: err.details }),
+  );
+}

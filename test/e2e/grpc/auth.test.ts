@@ -19,6 +19,7 @@ import { ApiKeySource, ApiKeyStore, ApiKeysError, AuthPolicy, digestOf, parseApi
 import { RunningServer, startServer } from '../../../server/src/serve/server';
 import { compiledModule, PROTO_DIR } from '../../../server/src/util/paths';
 import { startTestServer } from '../../helpers/server';
+import { embeddingClient } from '../../helpers/clients';
 
 // Counts the store's comparisons (the real function still does the work).
 jest.mock('node:crypto', () => {
@@ -28,7 +29,6 @@ jest.mock('node:crypto', () => {
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 const LOADER_OPTIONS = { defaults: true, oneofs: true, enums: String, longs: Number };
-const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], ...LOADER_OPTIONS })) as Any;
 const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, LOADER_OPTIONS)) as Any;
 
 const EMBED_KEY = 'embed-key-0123456789abcdef';
@@ -157,7 +157,7 @@ describe('the interceptor in a real server', () => {
           }),
       ],
     });
-    client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    client = embeddingClient(server.port).raw;
     health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
   });
 

@@ -16,11 +16,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import pino from 'pino';
 import sharp from 'sharp';
 import { RunningServer } from '../../../server/src/serve/server';
-import { PROTO_DIR } from '../../../server/src/util/paths';
+import { embeddingClient } from '../../helpers/clients';
 import { startTestServer } from '../../helpers/server';
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -212,12 +211,6 @@ async function promQuery(prom: PromServer, query: string): Promise<PromResult[]>
 
 type Client = grpc.Client & Record<string, (...args: any[]) => any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-function makeClient(port: number): Client {
-  const def = protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number });
-  const pkg = grpc.loadPackageDefinition(def) as any; // eslint-disable-line @typescript-eslint/no-explicit-any
-  return new pkg.clipserve.v1.EmbeddingService(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as Client;
-}
-
 /** A unary call; resolves with its status code and response headers instead of throwing. */
 function call(client: Client, method: string, req: object, md = new grpc.Metadata()): Promise<{ code: number; headers?: grpc.Metadata }> {
   return new Promise((resolve) => {
@@ -270,7 +263,7 @@ describe('observability of the real server', () => {
       maxBatchSize: 8, maxQueueDelayMs: 5, queueBound: QUEUE_BOUND, maxItemsPerRequest: 8,
       logger: logs.logger,
     });
-    client = makeClient(server.port);
+    client = embeddingClient(server.port).raw as unknown as Client;
     if (PROMETHEUS) prom = await startPrometheus(server.metricsPort);
 
     const png = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 200, g: 30, b: 90 } } }).png().toBuffer();
