@@ -14,15 +14,12 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import sharp from 'sharp';
-import { PROTO_DIR } from '../../server/src/util/paths';
 import { seededRandom } from '../../server/src/util/random';
 import { ServerProcess, startServerProcess } from '../helpers/server-process';
+import { embeddingClient } from '../helpers/clients';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const LOADER_OPTIONS = { defaults: true, oneofs: true, enums: String, longs: Number };
-const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], ...LOADER_OPTIONS })) as Any;
 const SERVICE = 'clipserve.v1.EmbeddingService';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261127);
@@ -310,6 +307,122 @@ function frame(payload: Buffer, declaredLength = payload.length, compressed = 0)
   return Buffer.concat([head, payload]);
 }
 
+/** The tallies of one fuzz run, one per kind of input. */
+interface FuzzTallies {
+  images: Tally;
+  texts: Tally;
+  protos: Tally;
+  frames: Tally;
+}
+
+/** The methods the protobuf-noise round calls, and whether each is a stream. */
+const METHODS: [string, boolean][] = [['EmbedText', false], ['EmbedImage', false], ['Similarity', false], ['Rank', false], ['Classify', false], ['GetModelInfo', false], ['EmbedStream', true]];
+
+/** The malformed HTTP/2 requests of the frame round: a shape's name and how to make one (path, body, headers). */
+const FRAME_SHAPES: [string, () => [string, Buffer, Record<string, string>?]][] = [
+  ['noise', () => [`/${SERVICE}/EmbedText`, randomBytes(int(300))]],
+  ['length-beyond-body', () => [`/${SERVICE}/EmbedImage`, frame(randomBytes(int(100)), 100 + int(1 << 20))]],
+  ['length-over-limit', () => [`/${SERVICE}/EmbedImage`, frame(randomBytes(16), 0x7fffffff)]],
+  ['compressed-without-encoding', () => [`/${SERVICE}/EmbedText`, frame(randomBytes(20), 20, 1)]],
+  ['bad-gzip', () => [`/${SERVICE}/EmbedText`, frame(randomBytes(30), 30, 1), { 'grpc-encoding': 'gzip' }]],
+  ['unknown-method', () => [`/${SERVICE}/Nope${int(9)}`, frame(Buffer.alloc(0))]],
+  ['unknown-service', () => [`/x.${int(99)}/Y`, frame(Buffer.alloc(0))]],
+  ['two-messages-unary', () => [`/${SERVICE}/GetModelInfo`, Buffer.concat([frame(Buffer.alloc(0)), frame(Buffer.alloc(0))])]],
+  ['truncated-prefix', () => [`/${SERVICE}/GetModelInfo`, Buffer.from([0, 0, 0])]],
+];
+
+/** What the server may answer a malformed request of `shape` with ('reset' never). */
+function frameAllowed(shape: string, code: grpc.status | 'reset', details?: string): boolean {
+  if (code === 'reset') return false;
+  if (DOCUMENTED.has(code)) return true;
+  // Any prefix may declare a length over --max-message-bytes.
+  if (code === grpc.status.RESOURCE_EXHAUSTED && details?.startsWith('Received message larger than max')) return true;
+  switch (shape) {
+    case 'noise':
+    case 'length-beyond-body':
+    case 'truncated-prefix':
+    case 'compressed-without-encoding':
+    case 'bad-gzip':
+    case 'two-messages-unary':
+      return code === grpc.status.INTERNAL || code === grpc.status.UNIMPLEMENTED;
+    case 'length-over-limit':
+      return code === grpc.status.RESOURCE_EXHAUSTED;
+    default:
+      return code === grpc.status.UNIMPLEMENTED;
+  }
+}
+
+/** The rounds of the fuzz run against one server: each sends `n` inputs of one kind and tallies the answers. */
+function fuzzRounds(server: ServerProcess, client: Any, seeds: Seed[], { images, texts, protos, frames }: FuzzTallies) {
+  const imageRound = async (n: number) => {
+    const inputs = Array.from({ length: n }, () => mutate(seeds));
+    // 90% over four concurrent streams (per-item statuses), 10% as unary EmbedImage calls.
+    const unaryShare = inputs.splice(0, Math.floor(n / 10));
+    const quarter = Math.ceil(inputs.length / 4);
+    await Promise.all([
+      ...[0, 1, 2, 3].map((q) => streamImages(client, inputs.slice(q * quarter, (q + 1) * quarter), images)),
+      pool(unaryShare, 4, async (input) => {
+        const r = await unary(client, 'EmbedImage', { images: [input.bytes] });
+        images.record(`image/${input.kind}`, r.code, r.details, documented);
+        images.calls++;
+      }),
+    ]);
+    images.inputs += n;
+    images.calls += 4;
+  };
+  const oversized = async () => {
+    // Bigger than --max-image-bytes, and a real 4000×1500 image (over --max-image-pixels).
+    const big = Buffer.concat([seeds[0].bytes, randomBytes(MAX_IMAGE_BYTES)]);
+    const wide = await sharp({ create: { width: 4000, height: 1500, channels: 3, background: '#808080' } }).png().toBuffer();
+    for (const [kind, bytes] of [['too-many-bytes', big], ['too-many-pixels', wide]] as const) {
+      const r = await unary(client, 'EmbedImage', { images: [bytes] });
+      images.record(`image/${kind}`, r.code, r.details, (c) => c === grpc.status.INVALID_ARGUMENT);
+      images.inputs++;
+      images.calls++;
+    }
+  };
+
+  const textRound = async (n: number) => {
+    const textBatches = Array.from({ length: n }, () => Array.from({ length: 1 + int(4) }, randomText));
+    await pool(textBatches, 4, async (batch) => {
+      const r = await unary(client, 'EmbedText', { texts: batch });
+      texts.record('EmbedText', r.code, r.details, documented);
+      texts.calls++;
+      texts.inputs += batch.length;
+    });
+  };
+  const protoRound = async (n: number) => {
+    const rawClient = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    const payloads = Array.from({ length: n }, () => {
+      const [method, streaming] = pick(METHODS);
+      // Half pure noise, half a valid field tag followed by noise (gets deeper into the decoder).
+      const noise = randomBytes(int(600));
+      return { method, streaming, payload: rand() < 0.5 ? noise : Buffer.concat([Buffer.from([pick([0x0a, 0x12, 0x1a, 0x22, 0x28, 0x08])]), noise]) };
+    });
+    await pool(payloads, 8, async ({ method, streaming, payload }) => {
+      const r = await rawProtoCall(rawClient, method, payload, streaming);
+      protos.record(method, r.code, r.details, (c, d) => documented(c) || (c === grpc.status.INTERNAL && d === UNDECODABLE) || (c === grpc.status.UNIMPLEMENTED && d === NO_MESSAGE));
+      protos.calls++;
+      protos.inputs++;
+    });
+    rawClient.close();
+  };
+  const frameRound = async (n: number) => {
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    session.on('error', () => undefined);
+    const frameCases = Array.from({ length: n }, () => pick(FRAME_SHAPES));
+    await pool(frameCases, 6, async ([shape, make]) => {
+      const [p, body, headers] = make();
+      const r = await rawHttp2(session, p, body, headers);
+      frames.record(`http2/${shape}`, r.code === 'reset' ? grpc.status.UNKNOWN : r.code, r.details, (c, d) => frameAllowed(shape, r.code === 'reset' ? 'reset' : c, d));
+      frames.calls++;
+      frames.inputs++;
+    });
+    session.close();
+  };
+  return { imageRound, oversized, textRound, protoRound, frameRound };
+}
+
 // ---------------------------------------------------------------- the run
 
 describe('fuzzing the server over gRPC', () => {
@@ -324,7 +437,7 @@ describe('fuzzing the server over gRPC', () => {
       '--max-image-bytes', String(MAX_IMAGE_BYTES), '--max-image-pixels', String(MAX_IMAGE_PIXELS),
       '--max-text-chars', String(MAX_TEXT_CHARS), '--max-items-per-request', '64', '--queue-bound', '4096',
     ]);
-    client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
+    client = embeddingClient(server.port, { channel: { 'grpc.max_send_message_length': 64 << 20 } }).raw;
   }, 180_000);
 
   afterAll(async () => {
@@ -333,109 +446,10 @@ describe('fuzzing the server over gRPC', () => {
   });
 
   test(`${MAIN_IMAGES} mutated images, random texts, random protobuf bytes and malformed frames: documented codes only, server up, RSS not growing with the calls`, async () => {
-    const images = new Tally();
-    const texts = new Tally();
-    const protos = new Tally();
-    const frames = new Tally();
+    const tallies: FuzzTallies = { images: new Tally(), texts: new Tally(), protos: new Tally(), frames: new Tally() };
+    const { images, texts, protos, frames } = tallies;
+    const { imageRound, oversized, textRound, protoRound, frameRound } = fuzzRounds(server, client, seeds, tallies);
     const t0 = Date.now();
-
-    const imageRound = async (n: number) => {
-      const inputs = Array.from({ length: n }, () => mutate(seeds));
-      // 90% over four concurrent streams (per-item statuses), 10% as unary EmbedImage calls.
-      const unaryShare = inputs.splice(0, Math.floor(n / 10));
-      const quarter = Math.ceil(inputs.length / 4);
-      await Promise.all([
-        ...[0, 1, 2, 3].map((q) => streamImages(client, inputs.slice(q * quarter, (q + 1) * quarter), images)),
-        pool(unaryShare, 4, async (input) => {
-          const r = await unary(client, 'EmbedImage', { images: [input.bytes] });
-          images.record(`image/${input.kind}`, r.code, r.details, documented);
-          images.calls++;
-        }),
-      ]);
-      images.inputs += n;
-      images.calls += 4;
-    };
-    const oversized = async () => {
-      // Bigger than --max-image-bytes, and a real 4000×1500 image (over --max-image-pixels).
-      const big = Buffer.concat([seeds[0].bytes, randomBytes(MAX_IMAGE_BYTES)]);
-      const wide = await sharp({ create: { width: 4000, height: 1500, channels: 3, background: '#808080' } }).png().toBuffer();
-      for (const [kind, bytes] of [['too-many-bytes', big], ['too-many-pixels', wide]] as const) {
-        const r = await unary(client, 'EmbedImage', { images: [bytes] });
-        images.record(`image/${kind}`, r.code, r.details, (c) => c === grpc.status.INVALID_ARGUMENT);
-        images.inputs++;
-        images.calls++;
-      }
-    };
-
-    const textRound = async (n: number) => {
-      const textBatches = Array.from({ length: n }, () => Array.from({ length: 1 + int(4) }, randomText));
-      await pool(textBatches, 4, async (batch) => {
-        const r = await unary(client, 'EmbedText', { texts: batch });
-        texts.record('EmbedText', r.code, r.details, documented);
-        texts.calls++;
-        texts.inputs += batch.length;
-      });
-    };
-    const methods: [string, boolean][] = [['EmbedText', false], ['EmbedImage', false], ['Similarity', false], ['Rank', false], ['Classify', false], ['GetModelInfo', false], ['EmbedStream', true]];
-    const protoRound = async (n: number) => {
-      const rawClient = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
-      const payloads = Array.from({ length: n }, () => {
-        const [method, streaming] = pick(methods);
-        // Half pure noise, half a valid field tag followed by noise (gets deeper into the decoder).
-        const noise = randomBytes(int(600));
-        return { method, streaming, payload: rand() < 0.5 ? noise : Buffer.concat([Buffer.from([pick([0x0a, 0x12, 0x1a, 0x22, 0x28, 0x08])]), noise]) };
-      });
-      await pool(payloads, 8, async ({ method, streaming, payload }) => {
-        const r = await rawProtoCall(rawClient, method, payload, streaming);
-        protos.record(method, r.code, r.details, (c, d) => documented(c) || (c === grpc.status.INTERNAL && d === UNDECODABLE) || (c === grpc.status.UNIMPLEMENTED && d === NO_MESSAGE));
-        protos.calls++;
-        protos.inputs++;
-      });
-      rawClient.close();
-    };
-    const frameRound = async (n: number) => {
-      const session = http2.connect(`http://127.0.0.1:${server.port}`);
-      session.on('error', () => undefined);
-      const shapes: [string, () => [string, Buffer, Record<string, string>?]][] = [
-        ['noise', () => [`/${SERVICE}/EmbedText`, randomBytes(int(300))]],
-        ['length-beyond-body', () => [`/${SERVICE}/EmbedImage`, frame(randomBytes(int(100)), 100 + int(1 << 20))]],
-        ['length-over-limit', () => [`/${SERVICE}/EmbedImage`, frame(randomBytes(16), 0x7fffffff)]],
-        ['compressed-without-encoding', () => [`/${SERVICE}/EmbedText`, frame(randomBytes(20), 20, 1)]],
-        ['bad-gzip', () => [`/${SERVICE}/EmbedText`, frame(randomBytes(30), 30, 1), { 'grpc-encoding': 'gzip' }]],
-        ['unknown-method', () => [`/${SERVICE}/Nope${int(9)}`, frame(Buffer.alloc(0))]],
-        ['unknown-service', () => [`/x.${int(99)}/Y`, frame(Buffer.alloc(0))]],
-        ['two-messages-unary', () => [`/${SERVICE}/GetModelInfo`, Buffer.concat([frame(Buffer.alloc(0)), frame(Buffer.alloc(0))])]],
-        ['truncated-prefix', () => [`/${SERVICE}/GetModelInfo`, Buffer.from([0, 0, 0])]],
-      ];
-      const frameAllowed = (shape: string) => (code: grpc.status | 'reset', details?: string): boolean => {
-        if (code === 'reset') return false;
-        if (DOCUMENTED.has(code)) return true;
-        // Any prefix may declare a length over --max-message-bytes.
-        if (code === grpc.status.RESOURCE_EXHAUSTED && details?.startsWith('Received message larger than max')) return true;
-        switch (shape) {
-          case 'noise':
-          case 'length-beyond-body':
-          case 'truncated-prefix':
-          case 'compressed-without-encoding':
-          case 'bad-gzip':
-          case 'two-messages-unary':
-            return code === grpc.status.INTERNAL || code === grpc.status.UNIMPLEMENTED;
-          case 'length-over-limit':
-            return code === grpc.status.RESOURCE_EXHAUSTED;
-          default:
-            return code === grpc.status.UNIMPLEMENTED;
-        }
-      };
-      const frameCases = Array.from({ length: n }, () => pick(shapes));
-      await pool(frameCases, 6, async ([shape, make]) => {
-        const [p, body, headers] = make();
-        const r = await rawHttp2(session, p, body, headers);
-        frames.record(`http2/${shape}`, r.code === 'reset' ? grpc.status.UNKNOWN : r.code, r.details, (c, d) => frameAllowed(shape)(r.code === 'reset' ? 'reset' : c, d));
-        frames.calls++;
-        frames.inputs++;
-      });
-      session.close();
-    };
 
     // Warm-up: every kind of input (allocators, V8's heap, the tokenizer's bounded piece cache and
     // the worker pools reach their working size), then the baseline.

@@ -14,15 +14,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
 import sharp from 'sharp';
-import { PROTO_DIR } from '../../server/src/util/paths';
 import { ServerProcess, startServerProcess } from '../helpers/server-process';
+import { embeddingClient } from '../helpers/clients';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const api = grpc.loadPackageDefinition(
-  protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], defaults: true, oneofs: true, enums: String, longs: Number }),
-) as Any;
 
 const QUEUE_BOUND = 16;
 const MAX_BATCH = 8;
@@ -90,6 +86,90 @@ function quantile(xs: number[], q: number): number {
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Warm-up, then the unloaded latency: the median of 30 calls one at a time. */
+async function idleLatencyP50(client: Any, image: Buffer): Promise<number> {
+  for (let i = 0; i < 40; i++) await Promise.all([embed(client, image), embed(client, image)]);
+  const idle: number[] = [];
+  for (let i = 0; i < 30; i++) idle.push((await embed(client, image)).ms);
+  return quantile(idle, 0.5);
+}
+
+/** Capacity in calls per second: closed-loop callers, as many as the queue holds, for two seconds. */
+async function closedLoopCapacity(client: Any, image: Buffer): Promise<number> {
+  let done = 0;
+  const capacityEnd = performance.now() + 2000;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: QUEUE_BOUND }, async () => {
+      while (performance.now() < capacityEnd) {
+        const r = await embed(client, image);
+        if (r.code === grpc.status.OK) done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - t0) / 1000);
+}
+
+/** Open loop: calls arrive at `rate` per second for `seconds`, whatever the answers. */
+async function openLoopCalls(client: Any, image: Buffer, rate: number, seconds: number): Promise<{ outcomes: Outcome[]; seconds: number }> {
+  const calls: Promise<Outcome>[] = [];
+  const start = performance.now();
+  let sent = 0;
+  while (performance.now() - start < seconds * 1000) {
+    const due = Math.floor(((performance.now() - start) / 1000) * rate);
+    for (; sent < due; sent++) calls.push(embed(client, image));
+    await sleep(5);
+  }
+  const outcomes = await Promise.all(calls);
+  return { outcomes, seconds: (performance.now() - start) / 1000 };
+}
+
+/** The run's figures, printed and kept in $TMPDIR/clipserve-hardening/overload.json. */
+function writeSummary(summary: object): void {
+  const out = path.join(os.tmpdir(), 'clipserve-hardening', 'overload.json');
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, JSON.stringify(summary, null, 2));
+  console.log(`overload summary (${out}):\n${JSON.stringify(summary, null, 2)}`);
+}
+
+/**
+ * The overload itself, measured: a first, short overload, then OVERLOAD_SECONDS of it with the server's
+ * memory sampled, both processes' scheduling delays and the host's other CPU use recorded, and the
+ * server's own timings of the calls in the window taken from `serverSide`.
+ */
+async function overloadWindow(
+  server: ServerProcess,
+  serverSide: readonly { code: string; ms: number; at: number }[],
+  openLoop: (seconds: number) => Promise<{ outcomes: Outcome[]; seconds: number }>,
+) {
+  // A first, short overload sizes the heap for this many calls in flight; memory must then stay
+  // flat through a four times longer one (nothing accumulates per refused call).
+  await openLoop(1);
+  await sleep(300);
+  await scrape(server.metricsPort); // resets the server's event-loop delay window
+  const rssBefore = server.rssBytes();
+  const rssDuring: number[] = [];
+  const sampler = setInterval(() => rssDuring.push(server.rssBytes()), 250);
+  // This process's own scheduling delay: on a busy host the client-side latencies include it.
+  const clientLag = monitorEventLoopDelay({ resolution: 5 });
+  clientLag.enable();
+  const cpu0 = cpuSnapshot(server.pid);
+  const windowStart = performance.now();
+  const { outcomes, seconds: overloadSeconds } = await openLoop(OVERLOAD_SECONDS);
+  clientLag.disable();
+  const foreignCores = foreignCpuCores(cpu0, cpuSnapshot(server.pid));
+  clearInterval(sampler);
+  const serverMetrics = await scrape(server.metricsPort);
+  const metric = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(serverMetrics)?.[1]);
+  await sleep(200); // the last log lines
+  const inWindow = serverSide.filter((r) => r.at >= windowStart);
+  const serverRejected = inWindow.filter((r) => r.code === 'ResourceExhausted').map((r) => r.ms);
+  const serverAccepted = inWindow.filter((r) => r.code === 'OK').map((r) => r.ms);
+  await sleep(300);
+  const rssAfter = server.rssBytes();
+  return { outcomes, overloadSeconds, rssBefore, rssDuring, rssAfter, clientLag, foreignCores, metric, serverRejected, serverAccepted };
+}
+
 describe('overload', () => {
   let server: ServerProcess;
   let client: Any;
@@ -112,7 +192,7 @@ describe('overload', () => {
         },
       },
     );
-    client = new api.clipserve.v1.EmbeddingService(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
+    client = embeddingClient(server.port).raw;
   }, 180_000);
 
   afterAll(async () => {
@@ -121,66 +201,19 @@ describe('overload', () => {
   });
 
   test(`${OVERLOAD_FACTOR}× capacity: fast RESOURCE_EXHAUSTED for the excess, bounded latency for the rest, flat memory, recovery`, async () => {
-    // Warm-up, then the unloaded latency.
-    for (let i = 0; i < 40; i++) await Promise.all([embed(client, image), embed(client, image)]);
-    const idle: number[] = [];
-    for (let i = 0; i < 30; i++) idle.push((await embed(client, image)).ms);
-    const idleP50 = quantile(idle, 0.5);
+    const idleP50 = await idleLatencyP50(client, image);
 
-    // Capacity: closed-loop callers, as many as the queue holds, for two seconds.
-    let done = 0;
-    const capacityEnd = performance.now() + 2000;
-    const t0 = performance.now();
-    await Promise.all(
-      Array.from({ length: QUEUE_BOUND }, async () => {
-        while (performance.now() < capacityEnd) {
-          const r = await embed(client, image);
-          if (r.code === grpc.status.OK) done++;
-        }
-      }),
-    );
-    const capacity = done / ((performance.now() - t0) / 1000);
+    const capacity = await closedLoopCapacity(client, image);
 
     // Open loop: arrivals at OVERLOAD_FACTOR × capacity, whatever the answers.
     const rate = OVERLOAD_FACTOR * capacity;
-    const openLoop = async (seconds: number): Promise<{ outcomes: Outcome[]; seconds: number }> => {
-      const calls: Promise<Outcome>[] = [];
-      const start = performance.now();
-      let sent = 0;
-      while (performance.now() - start < seconds * 1000) {
-        const due = Math.floor(((performance.now() - start) / 1000) * rate);
-        for (; sent < due; sent++) calls.push(embed(client, image));
-        await sleep(5);
-      }
-      const outcomes = await Promise.all(calls);
-      return { outcomes, seconds: (performance.now() - start) / 1000 };
-    };
+    const openLoop = (seconds: number) => openLoopCalls(client, image, rate, seconds);
 
-    // A first, short overload sizes the heap for this many calls in flight; memory must then stay
-    // flat through a four times longer one (nothing accumulates per refused call).
-    await openLoop(1);
-    await sleep(300);
-    await scrape(server.metricsPort); // resets the server's event-loop delay window
-    const rssBefore = server.rssBytes();
-    const rssDuring: number[] = [];
-    const sampler = setInterval(() => rssDuring.push(server.rssBytes()), 250);
-    // This process's own scheduling delay: on a busy host the client-side latencies include it.
-    const clientLag = monitorEventLoopDelay({ resolution: 5 });
-    clientLag.enable();
-    const cpu0 = cpuSnapshot(server.pid);
-    const windowStart = performance.now();
-    const { outcomes, seconds: overloadSeconds } = await openLoop(OVERLOAD_SECONDS);
-    clientLag.disable();
-    const foreignCores = foreignCpuCores(cpu0, cpuSnapshot(server.pid));
-    clearInterval(sampler);
-    const serverMetrics = await scrape(server.metricsPort);
-    const metric = (name: string) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(serverMetrics)?.[1]);
-    await sleep(200); // the last log lines
-    const inWindow = serverSide.filter((r) => r.at >= windowStart);
-    const serverRejected = inWindow.filter((r) => r.code === 'ResourceExhausted').map((r) => r.ms);
-    const serverAccepted = inWindow.filter((r) => r.code === 'OK').map((r) => r.ms);
-    await sleep(300);
-    const rssAfter = server.rssBytes();
+    const { outcomes, overloadSeconds, rssBefore, rssDuring, rssAfter, clientLag, foreignCores, metric, serverRejected, serverAccepted } = await overloadWindow(
+      server,
+      serverSide,
+      openLoop,
+    );
 
     // Load gone: answers like before.
     const after: Outcome[] = [];
@@ -226,10 +259,7 @@ describe('overload', () => {
       rssAfterMiB: +(rssAfter / 2 ** 20).toFixed(1),
       rssSeriesMiB: rssDuring.filter((_, i) => i % 4 === 3).map((b) => +(b / 2 ** 20).toFixed(1)),
     };
-    const out = path.join(os.tmpdir(), 'clipserve-hardening', 'overload.json');
-    fs.mkdirSync(path.dirname(out), { recursive: true });
-    fs.writeFileSync(out, JSON.stringify(summary, null, 2));
-    console.log(`overload summary (${out}):\n${JSON.stringify(summary, null, 2)}`);
+    writeSummary(summary);
 
     expect(other.map((o) => grpc.status[o.code])).toEqual([]);
     expect(rejected.length).toBeGreaterThan(outcomes.length * 0.4);
