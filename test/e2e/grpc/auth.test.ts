@@ -17,9 +17,9 @@ import { protoPath as HEALTH_PROTO } from 'grpc-health-check';
 import pino from 'pino';
 import { ApiKeySource, ApiKeyStore, ApiKeysError, AuthPolicy, digestOf, parseApiKeys } from '../../../server/src/auth';
 import { RunningServer, startServer } from '../../../server/src/serve/server';
-import { compiledModule, PROTO_DIR } from '../../../server/src/util/paths';
+import { compiledModule } from '../../../server/src/util/paths';
 import { startTestServer } from '../../helpers/server';
-import { embeddingClient } from '../../helpers/clients';
+import { embeddingClient, fineTuneClient, modelClient } from '../../helpers/clients';
 
 // Counts the store's comparisons (the real function still does the work).
 jest.mock('node:crypto', () => {
@@ -251,15 +251,12 @@ describe('scopes across the services (fine-tuning on)', () => {
     const server = await startTestServer({
       dataDir: path.join(tmp, 'data'), apiKeys: `${EMBED_KEY} embed; ${TUNE_KEY} finetune; ${ADMIN_KEY} admin`,
     });
-    const defs = grpc.loadPackageDefinition(
-      protoLoader.loadSync(['clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'], { includeDirs: [PROTO_DIR], ...LOADER_OPTIONS }),
-    ) as Any;
-    const at = `127.0.0.1:${server.port}`;
-    const services = {
-      embed: [new defs.clipserve.v1.EmbeddingService(at, grpc.credentials.createInsecure()), 'GetModelInfo'],
-      finetune: [new defs.clipserve.v1.FineTuneService(at, grpc.credentials.createInsecure()), 'ListFineTuneJobs'],
-      admin: [new defs.clipserve.v1.ModelService(at, grpc.credentials.createInsecure()), 'ListModels'],
-    } as const;
+    // Untyped on purpose: the loop below calls one method of each service by name.
+    const services: Record<'embed' | 'finetune' | 'admin', readonly [Any, string]> = {
+      embed: [embeddingClient(server.port).raw, 'GetModelInfo'],
+      finetune: [fineTuneClient(server.port).raw, 'ListFineTuneJobs'],
+      admin: [modelClient(server.port).raw, 'ListModels'],
+    };
     try {
       const outcome = async (key: string) => {
         const codes: Record<string, string> = {};
