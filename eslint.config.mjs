@@ -22,7 +22,7 @@ export default defineConfig(
     'coverage/**',
     '**/generated/**',
     '**/*.generated.ts',
-    'test/preprocess-fixtures/**',
+    'test/fixtures/**',
     'bench/results/**',
     'bench/reports/**',
     '.cache/**',

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's `prometheus` package, which provides /usr/bin/prometheus and /usr/bin/promtool
-# for the observability suites (test/observability*.test.ts). Those suites FAIL under CI=1 when
+# for the observability suites (test/e2e/serve/observability.test.ts, test/deploy/observability-tools.test.ts). Those suites FAIL under CI=1 when
 # either binary is missing, so .ci/run calls this script before jest.
 #
 # The package's maintainer scripts would normally start a prometheus service; in CI there is no

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs a kubectl whose built-in kustomize is v5 (kubectl >= 1.27), which test/deploy.test.ts needs
+# Installs a kubectl whose built-in kustomize is v5 (kubectl >= 1.27), which test/deploy/k8s.test.ts needs
 # to render deploy/k8s. CI cannot reach dl.k8s.io, so, in order:
 #   1. nothing to do if a suitable kubectl is already on PATH;
 #   2. Debian's apt, when a candidate package is new enough (bookworm's kubernetes-client is 1.20,

@@ -1,34 +1,19 @@
 /**
  * Fixtures for the fine-tune suites: a synthetic icon dataset rendered with sharp (shapes ×
- * colours × backgrounds, captions like "a red star on a white background"), gRPC clients of the
- * clipserve.v1 services, and small call helpers.
+ * colours × backgrounds, captions like "a red star on a white background"), untyped gRPC clients of
+ * the clipserve.v1 services (typed ones are in clients.ts), and small call helpers.
  */
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
-import { PROTO_DIR } from '../../server/src/util/paths';
+import { clipserveApi } from './clients';
 
 export type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 export type Client = grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
 export { BACKGROUNDS, COLOURS, iconDataset, renderIcon, SHAPES } from '../../server/src/eval/icon-set';
 
-let pkgCache: Any | undefined;
-function pkg(): Any {
-  if (!pkgCache) {
-    const def = protoLoader.loadSync(['clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'], {
-      includeDirs: [PROTO_DIR],
-      defaults: true,
-      oneofs: true,
-      enums: String,
-      longs: Number,
-    });
-    pkgCache = grpc.loadPackageDefinition(def) as Any;
-  }
-  return pkgCache;
-}
-
+/** An untyped client of one clipserve.v1 service (64 MiB messages both ways), for the fine-tune suites' table-driven calls. */
 export function client(service: 'EmbeddingService' | 'FineTuneService' | 'ModelService', port: number): Client {
-  return new (pkg().clipserve.v1[service])(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20 }) as Client;
+  return new (clipserveApi()[service])(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20, 'grpc.max_receive_message_length': 64 << 20 }) as unknown as Client;
 }
 
 export function unary(c: Client, method: string, req: object, opts: grpc.CallOptions = {}): Promise<Any> {
@@ -37,14 +22,7 @@ export function unary(c: Client, method: string, req: object, opts: grpc.CallOpt
   );
 }
 
-export async function rejection(p: Promise<unknown>): Promise<grpc.ServiceError> {
-  try {
-    await p;
-  } catch (err) {
-    return err as grpc.ServiceError;
-  }
-  throw new Error('expected the call to fail');
-}
+export { rejection } from './clients';
 
 /** UploadDataset with image+caption pairs; resolves with the Dataset message. */
 export function uploadPairs(c: Client, name: string, pairs: { image: Uint8Array; caption: string }[]): Promise<Any> {

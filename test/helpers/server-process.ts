@@ -1,5 +1,5 @@
 /**
- * `clipserve serve` as a child process for the hardening suites (fuzz, overload, faults): the
+ * `clipserve serve` as a child process for the suites that need a whole serving process (hardening, faults, replicas): the
  * ports come from its JSON log, its resident memory from /proc/<pid>/status, and it never outlives
  * the test process (SIGKILL on exit).
  */

@@ -9,7 +9,7 @@
  *   L = s · U_img · U_txtᵀ      (B × B; row i = image i against every text)
  *   loss = ½ [ CE(rows of L, diag) + CE(columns of L, diag) ]
  *
- * Backward (all derived by hand, checked numerically in test/finetune-math.test.ts):
+ * Backward (all derived by hand, checked numerically in test/unit/finetune/math.test.ts):
  *   dL      = ½ (softmax_rows(L) − I) / B + ½ (softmax_cols(L) − I) / B
  *   dU_img  = s · dL · U_txt,    dU_txt = s · dLᵀ · U_img
  *   dg      = (du − u (u·du)) / ‖g‖

@@ -21,7 +21,7 @@ export interface TrainerInputs {
 }
 
 /** The open_clip / open_clip_train commit these arguments are verified against (the trainer
- *  image of deploy/docker/Dockerfile installs it; test/finetune-full-trainer.test.ts runs it). */
+ *  image of deploy/docker/Dockerfile installs it; test/e2e/finetune/full-trainer.test.ts runs it). */
 export const OPEN_CLIP_TRAIN_COMMIT = '89fb801f1e6087880e951fc8354b8a2077b79c6d';
 
 /** Port of the torch.distributed TCP store on node 0 (torchrun's --master_port). */

@@ -2,7 +2,7 @@
 /**
  * Compiles kernels.wat (WebAssembly text, SIMD) into kernels-wasm.ts, the bytes as base64, so
  * the kernel ships inside the compiled JavaScript with no file lookup at run time. wabt (a
- * devDependency) is the reference WAT assembler; test/preprocess-simd.test.ts recompiles the
+ * devDependency) is the reference WAT assembler; test/unit/preprocess/simd.test.ts recompiles the
  * source and fails if the checked-in bytes are stale.
  *
  *   npm run build:wasm

@@ -3,7 +3,7 @@
  * the WebAssembly SIMD passes of kernels.wat (h8, v8, premultiply4). Same coefficients (the
  * TypeScript `axisCoefficients`), same pass order and skips, same uint8 intermediate: only the arithmetic of
  * the two passes moves into the kernel, where four bands (or sixteen samples) go per instruction.
- * The TypeScript passes stay the reference; test/preprocess-simd.test.ts holds the two equal.
+ * The TypeScript passes stay the reference; test/unit/preprocess/simd.test.ts holds the two equal.
  *
  * The source is fed to the horizontal pass in strips of rows copied (and for RGBA premultiplied)
  * into the module's memory, so the memory holds a strip, the horizontal output of the rows the
