@@ -10,15 +10,14 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 // TypeScript sources that a tsconfig covers, so the type-aware rules can run on them.
-// tsconfig.test.json holds server/src and test/; the SDK has its own tsconfig (NodeNext modules).
-// TypeScript outside these folders (a bench package, say) gets the same rules without type information
-// until its tsconfig is added to `project` below.
-const TYPED = ['server/src/**/*.ts', 'test/**/*.ts', 'sdk/src/**/*.ts'];
+// tsconfig.test.json holds server/src, bench/ and test/; the SDK has its own tsconfig (NodeNext modules).
+const TYPED = ['server/src/**/*.ts', 'bench/**/*.ts', 'test/**/*.ts', 'sdk/src/**/*.ts'];
 
 export default defineConfig(
   globalIgnores([
     '**/node_modules/**',
     '**/dist/**',
+    'dist-bench/**',
     'coverage/**',
     '**/generated/**',
     '**/*.generated.ts',
@@ -81,7 +80,6 @@ export default defineConfig(
     // a stray console call there is a debugging leftover. Tests, benchmarks, examples and scripts print
     // their figures and progress to the console by design, so the rule is off for them.
     files: ['server/src/**/*.ts', 'sdk/src/**/*.ts'],
-    ignores: ['server/src/bench/**'],
     rules: { 'no-console': 'error' },
   },
   {
