@@ -32,7 +32,9 @@ const UPWARD_EXCEPTIONS = ['^server/src/model/int8\\.ts$'];
 
 const upward = LAYERS.slice(1).map(([name, own], i) => ({
   name: `no-upward-from-${name}`,
-  comment: `${name} (${own.join(', ')}) must not import a layer above it (${LAYERS.slice(0, i + 1).map(([n]) => n).join(', ')})`,
+  comment: `${name} (${own.join(', ')}) must not import a layer above it (${LAYERS.slice(0, i + 1)
+    .map(([n]) => n)
+    .join(', ')})`,
   severity: 'error',
   from: { path: folders(own), pathNot: UPWARD_EXCEPTIONS },
   to: { path: folders(LAYERS.slice(0, i + 1).flatMap(([, f]) => f)) },
@@ -50,7 +52,8 @@ module.exports = {
     ...upward,
     {
       name: 'no-product-to-bench-or-test',
-      comment: 'Production code never imports the benchmark or the tests (clipserve bench loads the bench build at run time).',
+      comment:
+        'Production code never imports the benchmark or the tests (clipserve bench loads the bench build at run time).',
       severity: 'error',
       from: { path: '^server/src/' },
       to: { path: '^(bench|test)/' },

@@ -21,7 +21,8 @@ export class BenchConfigError extends Error {
 }
 
 export function parseArch(name: string): ArchName {
-  if (!isArchName(name)) throw new BenchConfigError(`unknown model ${JSON.stringify(name)} (expected one of ${BENCH_ARCHS.join(', ')})`);
+  if (!isArchName(name))
+    throw new BenchConfigError(`unknown model ${JSON.stringify(name)} (expected one of ${BENCH_ARCHS.join(', ')})`);
   return name;
 }
 
@@ -36,7 +37,11 @@ export function weightBytes(bundle: Bundle): number {
  * hashing (sizes and signatures only) so a ViT-L/14 cache hit costs milliseconds, not a 1.7 GB
  * sha256; an unreadable one is rebuilt.
  */
-export async function ensureBenchBundle(arch: ArchName, cacheDir: string, log: (msg: string) => void): Promise<{ dir: string; bundle: Bundle; built: boolean; buildSeconds: number }> {
+export async function ensureBenchBundle(
+  arch: ArchName,
+  cacheDir: string,
+  log: (msg: string) => void,
+): Promise<{ dir: string; bundle: Bundle; built: boolean; buildSeconds: number }> {
   const dir = path.resolve(cacheDir, arch);
   if (fs.existsSync(dir)) {
     try {

@@ -45,14 +45,29 @@ async function main(): Promise<void> {
     ClipTokenizer.fromMerges(['t h', 'th e</w>']).writeMergesFile(vocab);
     const tok = ClipTokenizer.fromMergesFile(vocab);
     const preset = ARCH_PRESETS[arch];
-    const config = resolveConfig({ model_cfg: { ...preset, text_cfg: { ...preset.text_cfg, vocab_size: tok.vocabSize } } });
+    const config = resolveConfig({
+      model_cfg: { ...preset, text_cfg: { ...preset.text_cfg, vocab_size: tok.vocabSize } },
+    });
     await writeBundle({
-      outDir: dir, name: `bench-${arch}`, version: '1', config, stateDict: randomStateDict(config.model_cfg, 1), vocabFile: vocab,
-      towerOptions: { attention: arg('attention', 'plain') as AttentionImpl, patchEmbed: arg('patch', 'conv') as PatchEmbedImpl },
+      outDir: dir,
+      name: `bench-${arch}`,
+      version: '1',
+      config,
+      stateDict: randomStateDict(config.model_cfg, 1),
+      vocabFile: vocab,
+      towerOptions: {
+        attention: arg('attention', 'plain') as AttentionImpl,
+        patchEmbed: arg('patch', 'conv') as PatchEmbedImpl,
+      },
     });
   }
   const threads = Number(arg('threads', String(os.availableParallelism())));
-  const opts: RuntimeOptions = { provider: arg('provider', 'cpu') as RuntimeOptions['provider'], intraOpThreads: threads, graphOptimizationLevel: arg('level', 'all') as RuntimeOptions['graphOptimizationLevel'], preprocessWorkers: 1 };
+  const opts: RuntimeOptions = {
+    provider: arg('provider', 'cpu') as RuntimeOptions['provider'],
+    intraOpThreads: threads,
+    graphOptimizationLevel: arg('level', 'all') as RuntimeOptions['graphOptimizationLevel'],
+    preprocessWorkers: 1,
+  };
   const model = await loadModel(dir, opts);
   try {
     const S = model.info.imageSize;
@@ -66,7 +81,18 @@ async function main(): Promise<void> {
     const img1 = 20 / (await timed(20, () => model.encodeImage(p1.slice(), 1)));
     const img8 = (4 * 8) / (await timed(4, () => model.encodeImage(p8.slice(), 8)));
     const txt1 = 20 / (await timed(20, () => model.encodeText(ids, 1)));
-    process.stdout.write(JSON.stringify({ arch, ...opts, attention: arg('attention', 'plain'), patch: arg('patch', 'conv'), provider: model.info.provider, images_per_s_b1: +img1.toFixed(1), images_per_s_b8: +img8.toFixed(1), texts_per_s_b1_77: +txt1.toFixed(1) }) + '\n');
+    process.stdout.write(
+      JSON.stringify({
+        arch,
+        ...opts,
+        attention: arg('attention', 'plain'),
+        patch: arg('patch', 'conv'),
+        provider: model.info.provider,
+        images_per_s_b1: +img1.toFixed(1),
+        images_per_s_b8: +img8.toFixed(1),
+        texts_per_s_b1_77: +txt1.toFixed(1),
+      }) + '\n',
+    );
   } finally {
     await model.close();
     if (scratch) fs.rmSync(scratch, { recursive: true, force: true });

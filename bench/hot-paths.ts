@@ -71,10 +71,23 @@ export interface PreprocessResult {
   poolImagesPerSec: number;
 }
 
-export async function preprocessThroughput(label: string, bytes: Buffer, cfg: PreprocessConfig, iterations: number, poolWorkers: number): Promise<PreprocessResult> {
+export async function preprocessThroughput(
+  label: string,
+  bytes: Buffer,
+  cfg: PreprocessConfig,
+  iterations: number,
+  poolWorkers: number,
+): Promise<PreprocessResult> {
   const concurrency = sharp.concurrency();
   sharp.concurrency(1); // one core: libvips must not spread one decode over several threads
-  let single: { total: TimedStep; decode: TimedStep; transform: TimedStep; mode: string; width: number; height: number };
+  let single: {
+    total: TimedStep;
+    decode: TimedStep;
+    transform: TimedStep;
+    mode: string;
+    width: number;
+    height: number;
+  };
   try {
     const total = await timeStep(iterations, () => preprocessImage(bytes, cfg));
     const img = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg });
@@ -98,7 +111,14 @@ export async function preprocessThroughput(label: string, bytes: Buffer, cfg: Pr
       await pool.close();
     }
   }
-  return { image: label, bytes: bytes.length, ...single, imagesPerSecOneCore: 1000 / single.total.wallMs, poolWorkers, poolImagesPerSec };
+  return {
+    image: label,
+    bytes: bytes.length,
+    ...single,
+    imagesPerSecOneCore: 1000 / single.total.wallMs,
+    poolWorkers,
+    poolImagesPerSec,
+  };
 }
 
 export interface ResponseEncodingResult {
@@ -112,13 +132,31 @@ export interface ResponseEncodingResult {
 }
 
 /** EmbedText replies as the handlers build and grpc-js serialises them. */
-export async function responseEncoding(dim: number, batch: number, format: EmbeddingFormatName, iterations: number): Promise<ResponseEncodingResult> {
+export async function responseEncoding(
+  dim: number,
+  batch: number,
+  format: EmbeddingFormatName,
+  iterations: number,
+): Promise<ResponseEncodingResult> {
   const serialize = loadProtos().embeddingService.EmbedText.responseSerialize as (m: EmbedTextResponse) => Buffer;
-  const vectors = Array.from({ length: batch }, (_, r) => Float32Array.from({ length: dim }, (_, i) => Math.sin(r * dim + i)));
+  const vectors = Array.from({ length: batch }, (_, r) =>
+    Float32Array.from({ length: dim }, (_, i) => Math.sin(r * dim + i)),
+  );
   let bytes = 0;
   const step = await timeStep(iterations, () => {
-    const msg: EmbedTextResponse = { embeddings: vectors.map((v) => embeddingMessage(v, format)), dim, modelVersion: 'bench' };
+    const msg: EmbedTextResponse = {
+      embeddings: vectors.map((v) => embeddingMessage(v, format)),
+      dim,
+      modelVersion: 'bench',
+    };
     bytes = serialize(msg).length;
   });
-  return { format, embeddings: batch, dim, usPerResponse: step.wallMs * 1000, responseBytes: bytes, embeddingsPerSec: (batch * 1000) / step.wallMs };
+  return {
+    format,
+    embeddings: batch,
+    dim,
+    usPerResponse: step.wallMs * 1000,
+    responseBytes: bytes,
+    embeddingsPerSec: (batch * 1000) / step.wallMs,
+  };
 }

@@ -33,14 +33,19 @@ export function photoPixels(w: number, h: number, noise = 17): Buffer {
 
 /** A photo-like JPEG (compresses like a photo). */
 export async function makePhoto(w: number, h: number, quality = 90): Promise<Buffer> {
-  return sharp(photoPixels(w, h), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality }).toBuffer();
+  return sharp(photoPixels(w, h), { raw: { width: w, height: h, channels: 3 } })
+    .jpeg({ quality })
+    .toBuffer();
 }
 
 /** A noise-free photo-like PNG (gradients and edges: compresses like a rendered image); with
  *  `alpha`, an RGBA disc whose edge fades out over 30 px and whose corners are fully transparent. */
 export async function makePhotoPng(size: number, alpha: boolean): Promise<Buffer> {
   const rgb = photoPixels(size, size, 1);
-  if (!alpha) return sharp(rgb, { raw: { width: size, height: size, channels: 3 } }).png({ adaptiveFiltering: true }).toBuffer();
+  if (!alpha)
+    return sharp(rgb, { raw: { width: size, height: size, channels: 3 } })
+      .png({ adaptiveFiltering: true })
+      .toBuffer();
   const rgba = Buffer.alloc(size * size * 4);
   const r0 = size * 0.39;
   const r1 = size * 0.45;
@@ -51,7 +56,9 @@ export async function makePhotoPng(size: number, alpha: boolean): Promise<Buffer
     const d = Math.hypot((p % size) - size / 2, Math.floor(p / size) - size / 2);
     rgba[4 * p + 3] = d < r0 ? 255 : d > r1 ? 0 : Math.round((255 * (r1 - d)) / (r1 - r0));
   }
-  return sharp(rgba, { raw: { width: size, height: size, channels: 4 } }).png({ adaptiveFiltering: true }).toBuffer();
+  return sharp(rgba, { raw: { width: size, height: size, channels: 4 } })
+    .png({ adaptiveFiltering: true })
+    .toBuffer();
 }
 
 /** An icon-like RGBA PNG: flat shapes with anti-aliased alpha edges. */

@@ -63,7 +63,11 @@ function print(o: object): void {
 }
 
 function judgeCosine(what: string, c: { mean: number; min: number }): void {
-  verdicts.push({ what, ok: c.mean >= COSINE_MEAN && c.min >= COSINE_MIN, detail: `mean ${c.mean.toFixed(5)}, min ${c.min.toFixed(5)}` });
+  verdicts.push({
+    what,
+    ok: c.mean >= COSINE_MEAN && c.min >= COSINE_MIN,
+    detail: `mean ${c.mean.toFixed(5)}, min ${c.min.toFixed(5)}`,
+  });
 }
 
 function layerCounts(m: BundleManifest): Record<string, string> {
@@ -79,7 +83,10 @@ async function goldens(scratch: string, goldenDir: string, samples: number): Pro
   const vocab = path.join(goldenDir, 'tokenizer', 'bpe_simple_vocab_16e6.txt.gz');
   for (const name of fs.readdirSync(path.join(goldenDir, 'model')).sort()) {
     const dir = path.join(goldenDir, 'model', name);
-    const expected = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as { shapes: Record<string, number[]>; values: Record<string, number[][]> };
+    const expected = JSON.parse(fs.readFileSync(path.join(dir, 'expected.json'), 'utf8')) as {
+      shapes: Record<string, number[]>;
+      values: Record<string, number[][]>;
+    };
     const out = path.join(scratch, `golden-${name}`);
     await convertCheckpoint({ input: dir, outDir: out, vocab, precision: 'int8', int8Settings: { samples } });
     const model = await loadModel(out, { provider: 'cpu', preprocessWorkers: 1 });
@@ -94,7 +101,15 @@ async function goldens(scratch: string, goldenDir: string, samples: number): Pro
       const txt = await model.encodeText(Int32Array.from(ids64, Number), nTxt);
       const image = cosineSummary(rowCosines(img, Float32Array.from(expected.values.image_features.flat()), E));
       const text = cosineSummary(rowCosines(txt, Float32Array.from(expected.values.text_features.flat()), E));
-      print({ section: 'goldens', model: name, images: nImg, texts: nTxt, image_cosine_to_pytorch: image, text_cosine_to_pytorch: text, ...layerCounts(model.bundle.manifest) });
+      print({
+        section: 'goldens',
+        model: name,
+        images: nImg,
+        texts: nTxt,
+        image_cosine_to_pytorch: image,
+        text_cosine_to_pytorch: text,
+        ...layerCounts(model.bundle.manifest),
+      });
       judgeCosine(`golden ${name} image`, image);
       judgeCosine(`golden ${name} text`, text);
     } finally {
@@ -104,13 +119,20 @@ async function goldens(scratch: string, goldenDir: string, samples: number): Pro
 }
 
 /** Features of held-out generated images and bench captions (neither is in the calibration set). */
-async function heldOutFeatures(model: LoadedModel, nImages: number, captions: string[]): Promise<{ img: Float32Array; txt: Float32Array }> {
+async function heldOutFeatures(
+  model: LoadedModel,
+  nImages: number,
+  captions: string[],
+): Promise<{ img: Float32Array; txt: Float32Array }> {
   const S = model.info.imageSize;
   const E = model.info.embedDim;
   const img = new Float32Array(nImages * E);
   for (let from = 0; from < nImages; from += 4) {
     const n = Math.min(4, nImages - from);
-    img.set(await model.encodeImage(calibrationImageBatch(1_000_000 + from, n, S, model.bundle.manifest.preprocess_cfg), n), from * E);
+    img.set(
+      await model.encodeImage(calibrationImageBatch(1_000_000 + from, n, S, model.bundle.manifest.preprocess_cfg), n),
+      from * E,
+    );
   }
   const ctx = model.info.contextLength;
   const txt = new Float32Array(captions.length * E);
@@ -122,12 +144,21 @@ async function heldOutFeatures(model: LoadedModel, nImages: number, captions: st
 }
 
 /** A full-size ViT-L/14 (seeded random weights, optionally stressed) in int8 against its fp32 bundle. */
-async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number, nImages: number, nCaptions: number, benchCache?: string): Promise<void> {
+async function vitL(
+  scratch: string,
+  section: 'vitl' | 'stress',
+  samples: number,
+  nImages: number,
+  nCaptions: number,
+  benchCache?: string,
+): Promise<void> {
   const vocab = path.join(scratch, 'vocab.txt.gz');
   if (!fs.existsSync(vocab)) ClipTokenizer.fromMerges(buildDemoVocab()).writeMergesFile(vocab);
   const tok = ClipTokenizer.fromMergesFile(vocab);
   const preset = ARCH_PRESETS['ViT-L-14'];
-  const config: OpenClipConfig = resolveConfig({ model_cfg: { ...preset, text_cfg: { ...preset.text_cfg, vocab_size: tok.vocabSize } } });
+  const config: OpenClipConfig = resolveConfig({
+    model_cfg: { ...preset, text_cfg: { ...preset.text_cfg, vocab_size: tok.vocabSize } },
+  });
   // --bench-cache: the plain model is the pair `npm run bench:int8` built (seed 1), not rebuilt here.
   const reuse = section === 'vitl' && benchCache !== undefined;
   const dirs = reuse
@@ -141,9 +172,25 @@ async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number
   } else {
     let sd: StateDict = randomStateDict(config.model_cfg, 0);
     if (section === 'stress') sd = withOutlierGains(sd, config.model_cfg);
-    await writeBundle({ outDir: dirs.fp32, name: `vitl-${section}`, version: 'fp32', config, stateDict: sd, vocabFile: vocab });
+    await writeBundle({
+      outDir: dirs.fp32,
+      name: `vitl-${section}`,
+      version: 'fp32',
+      config,
+      stateDict: sd,
+      vocabFile: vocab,
+    });
     t1 = Date.now();
-    manifest = await writeBundle({ outDir: dirs.int8, name: `vitl-${section}`, version: 'int8', config, stateDict: sd, vocabFile: vocab, precision: 'int8', int8Settings: { samples } });
+    manifest = await writeBundle({
+      outDir: dirs.int8,
+      name: `vitl-${section}`,
+      version: 'int8',
+      config,
+      stateDict: sd,
+      vocabFile: vocab,
+      precision: 'int8',
+      int8Settings: { samples },
+    });
     sd.clear();
   }
   const t2 = Date.now();
@@ -162,8 +209,14 @@ async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number
   const text = cosineSummary(rowCosines(feats.int8.txt, feats.fp32.txt, E));
   const m = manifest.int8!;
   print({
-    section, model: `ViT-L-14 (seeded random weights${reuse ? ', the bench:int8 pair' : ''})`, calibration_samples: manifest.int8!.calibration.images, eval_images: nImages, eval_captions: nCaptions,
-    image_cosine_to_fp32: image, text_cosine_to_fp32: text, ...layerCounts(manifest),
+    section,
+    model: `ViT-L-14 (seeded random weights${reuse ? ', the bench:int8 pair' : ''})`,
+    calibration_samples: manifest.int8!.calibration.images,
+    eval_images: nImages,
+    eval_captions: nCaptions,
+    image_cosine_to_fp32: image,
+    text_cosine_to_fp32: text,
+    ...layerCounts(manifest),
     fp32_layers: [...m.towers.visual.fp32_layers, ...m.towers.textual.fp32_layers],
     calibration_cosine: { visual: m.towers.visual.cosine_to_fp32, textual: m.towers.textual.cosine_to_fp32 },
     ...(reuse ? {} : { write_fp32_s: (t1 - t0) / 1000, convert_int8_s: (t2 - t1) / 1000 }),
@@ -180,7 +233,14 @@ async function vitL(scratch: string, section: 'vitl' | 'stress', samples: number
  * trained on. 'plain': the 150-pair set, fine-tuned on and evaluated on all of it (one pair is
  * 0.67 points: "within 1 point" then means "at most one pair changes rank").
  */
-async function retrieval(scratch: string, samples: number, arch: ArchName, set: 'held-out' | 'plain', schemes: Int8Activations[], epochs: number): Promise<void> {
+async function retrieval(
+  scratch: string,
+  samples: number,
+  arch: ArchName,
+  set: 'held-out' | 'plain',
+  schemes: Int8Activations[],
+  epochs: number,
+): Promise<void> {
   const root = path.join(scratch, 'retrieval');
   const dataDir = path.join(root, 'data');
   const datasetDir = path.join(dataDir, 'icons');
@@ -199,16 +259,35 @@ async function retrieval(scratch: string, samples: number, arch: ArchName, set: 
   const train = set === 'plain' ? all : order.slice(0, HELD_OUT_TRAIN).map((i) => all[i]);
   const evalPairs = set === 'plain' ? all : order.slice(HELD_OUT_TRAIN).map((i) => all[i]);
   train.forEach((p, i) => fs.writeFileSync(path.join(datasetDir, `${i}.png`), p.image));
-  writePairsFile(datasetDir, train.map((p, i) => ({ rel: `${i}.png`, caption: p.caption })));
+  writePairsFile(
+    datasetDir,
+    train.map((p, i) => ({ rel: `${i}.png`, caption: p.caption })),
+  );
   evalPairs.forEach((p, i) => fs.writeFileSync(path.join(evalDir, `${i}.png`), p.image));
   const base = path.join(root, 'base');
   await writeRandomBundle({ arch, seed: 11, outDir: base });
   const workDir = path.join(root, 'job');
   fs.mkdirSync(workDir);
-  const hp = { epochs, batchSize: 32, learningRate: 0.05, warmupSteps: 10, validationSplit: set === 'plain' ? 0.3 : 0.1, seed: 3, colorJitter: [0.2, 0.2, 0.1, 0], colorJitterProb: 0.7, grayscaleProb: 0 };
+  const hp = {
+    epochs,
+    batchSize: 32,
+    learningRate: 0.05,
+    warmupSteps: 10,
+    validationSplit: set === 'plain' ? 0.3 : 0.1,
+    seed: 3,
+    colorJitter: [0.2, 0.2, 0.1, 0],
+    colorJitterProb: 0.7,
+    grayscaleProb: 0,
+  };
   const job = await createAdapterMethod({ dataDir, runtime: { provider: 'cpu', preprocessWorkers: 1 } }).run({
-    jobId: 'int8-accuracy', hyperparameters: hp, datasetDir, workDir, baseModel: { version: 'seed-11', bundleDir: base }, outputVersion: 'icons-fp32',
-    signal: new AbortController().signal, emit: () => undefined,
+    jobId: 'int8-accuracy',
+    hyperparameters: hp,
+    datasetDir,
+    workDir,
+    baseModel: { version: 'seed-11', bundleDir: base },
+    outputVersion: 'icons-fp32',
+    signal: new AbortController().signal,
+    emit: () => undefined,
   });
   const fp32 = await loadBundle(job.bundleDir);
   const dirs: [string, string][] = [['fp32', job.bundleDir]];
@@ -216,10 +295,22 @@ async function retrieval(scratch: string, samples: number, arch: ArchName, set: 
   for (const activations of schemes) {
     const dir = path.join(root, `int8-${activations}`);
     const m = await writeBundle({
-      outDir: dir, name: fp32.manifest.name, version: `icons-int8-${activations}`, config: { model_cfg: fp32.manifest.model_cfg, preprocess_cfg: fp32.manifest.preprocess_cfg },
-      stateDict: readBundleStateDict(fp32), vocabFile: fp32.paths.vocab, precision: 'int8', int8Settings: { samples, activations },
+      outDir: dir,
+      name: fp32.manifest.name,
+      version: `icons-int8-${activations}`,
+      config: { model_cfg: fp32.manifest.model_cfg, preprocess_cfg: fp32.manifest.preprocess_cfg },
+      stateDict: readBundleStateDict(fp32),
+      vocabFile: fp32.paths.vocab,
+      precision: 'int8',
+      int8Settings: { samples, activations },
     });
-    layers[activations] = { ...layerCounts(m), calibration_cosine: JSON.stringify({ visual: m.int8!.towers.visual.cosine_to_fp32, textual: m.int8!.towers.textual.cosine_to_fp32 }) };
+    layers[activations] = {
+      ...layerCounts(m),
+      calibration_cosine: JSON.stringify({
+        visual: m.int8!.towers.visual.cosine_to_fp32,
+        textual: m.int8!.towers.textual.cosine_to_fp32,
+      }),
+    };
     dirs.push([`int8 ${activations}`, dir]);
   }
   const rows = evalPairs.map((p, i) => ({ row: i + 1, image: path.join(evalDir, `${i}.png`), caption: p.caption }));
@@ -235,14 +326,32 @@ async function retrieval(scratch: string, samples: number, arch: ArchName, set: 
     }
     print({ section: 'retrieval', evaluated: p, pairs: rows.length, recall_percent: pick(metrics[p]) }); // progress: evaluations are slow
   }
-  const what = set === 'plain' ? 'the 150-pair icon set, evaluated on all 150' : `${train.length} pairs of the 900-pair extended icon set, evaluated on the other ${evalPairs.length}`;
-  print({ section: 'retrieval', model: `${arch} (seeded random weights), adapter-fine-tuned by clipserve (${epochs} epochs) on ${what}`, recall_percent_fp32: pick(metrics.fp32) });
+  const what =
+    set === 'plain'
+      ? 'the 150-pair icon set, evaluated on all 150'
+      : `${train.length} pairs of the 900-pair extended icon set, evaluated on the other ${evalPairs.length}`;
+  print({
+    section: 'retrieval',
+    model: `${arch} (seeded random weights), adapter-fine-tuned by clipserve (${epochs} epochs) on ${what}`,
+    recall_percent_fp32: pick(metrics.fp32),
+  });
   for (const activations of schemes) {
     const m = metrics[`int8 ${activations}`];
     const worst = Math.max(...keys.map((k) => Math.abs(100 * (m[k] - metrics.fp32[k]))));
-    print({ section: 'retrieval', int8_activations: activations, recall_percent_int8: pick(m), difference_points: Object.fromEntries(keys.map((k) => [k, +(100 * (m[k] - metrics.fp32[k])).toFixed(2)])), largest_difference_points: +worst.toFixed(2), ...layers[activations] });
+    print({
+      section: 'retrieval',
+      int8_activations: activations,
+      recall_percent_int8: pick(m),
+      difference_points: Object.fromEntries(keys.map((k) => [k, +(100 * (m[k] - metrics.fp32[k])).toFixed(2)])),
+      largest_difference_points: +worst.toFixed(2),
+      ...layers[activations],
+    });
     // Rounded: 6 pairs of 600 are exactly 1 point, which float arithmetic puts a hair above.
-    verdicts.push({ what: `retrieval R@1/5/10 both ways (${set}, int8 ${activations})`, ok: +worst.toFixed(6) <= RECALL_POINTS, detail: `largest difference ${worst.toFixed(2)} points (one pair = ${(100 / evalPairs.length).toFixed(2)})` });
+    verdicts.push({
+      what: `retrieval R@1/5/10 both ways (${set}, int8 ${activations})`,
+      ok: +worst.toFixed(6) <= RECALL_POINTS,
+      detail: `largest difference ${worst.toFixed(2)} points (one pair = ${(100 / evalPairs.length).toFixed(2)})`,
+    });
   }
 }
 
@@ -266,10 +375,20 @@ async function main(): Promise<void> {
       const arch = arg('retrieval-arch', 'ViT-B-32');
       if (!isArchName(arch)) throw new Error(`unknown --retrieval-arch ${arch}`);
       const set = arg('retrieval-set', 'held-out');
-      if (set !== 'held-out' && set !== 'plain') throw new Error(`--retrieval-set must be held-out or plain, got ${set}`);
+      if (set !== 'held-out' && set !== 'plain')
+        throw new Error(`--retrieval-set must be held-out or plain, got ${set}`);
       const schemes = arg('int8-activations', INT8_ACTIVATIONS.join(',')).split(',');
-      for (const a of schemes) if (!INT8_ACTIVATIONS.includes(a as Int8Activations)) throw new Error(`--int8-activations: unknown scheme ${a} (${INT8_ACTIVATIONS.join(', ')})`);
-      await retrieval(scratch, samples, arch, set, schemes as Int8Activations[], Number(arg('retrieval-epochs', '100')));
+      for (const a of schemes)
+        if (!INT8_ACTIVATIONS.includes(a as Int8Activations))
+          throw new Error(`--int8-activations: unknown scheme ${a} (${INT8_ACTIVATIONS.join(', ')})`);
+      await retrieval(
+        scratch,
+        samples,
+        arch,
+        set,
+        schemes as Int8Activations[],
+        Number(arg('retrieval-epochs', '100')),
+      );
     }
     const benchCache = process.argv.includes('--bench-cache') ? path.resolve(arg('bench-cache', '')) : undefined;
     if (sections.includes('vitl')) await vitL(scratch, 'vitl', vitlSamples, nImages, nCaptions, benchCache);

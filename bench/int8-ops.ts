@@ -47,34 +47,70 @@ function buildModel(variant: Variant, w: Float32Array, K: number, N: number): Ui
     y = b.op('MatMul', [x, b.exactWeight('w', w, [K, N])]);
   } else if (variant === 'row') {
     const zero = b.constU8([128], []);
-    const s = b.op('Div', [b.op('Max', [b.op('ReduceMax', [b.op('Abs', [x])], { axes: attr.ints([-1]), keepdims: attr.int(1) }), f(1e-30)]), f(127)]);
+    const s = b.op('Div', [
+      b.op('Max', [b.op('ReduceMax', [b.op('Abs', [x])], { axes: attr.ints([-1]), keepdims: attr.int(1) }), f(1e-30)]),
+      f(127),
+    ]);
     const xq = b.op('QuantizeLinear', [b.op('Div', [x, s]), f(1), zero]);
     const acc = b.op('MatMulInteger', [xq, b.exactWeight('wq', q.values, [K, N]), zero]);
-    y = b.op('Mul', [b.op('Mul', [b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }), s]), b.exactWeight('ws', q.scales, [N])]);
+    y = b.op('Mul', [
+      b.op('Mul', [b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }), s]),
+      b.exactWeight('ws', q.scales, [N]),
+    ]);
   } else if (variant === 'row-mitf') {
     const zero = b.constU8([128], []);
-    const s = b.op('Div', [b.op('Max', [b.op('ReduceMax', [b.op('Abs', [x])], { axes: attr.ints([-1]), keepdims: attr.int(1) }), f(1e-30)]), f(127)]);
+    const s = b.op('Div', [
+      b.op('Max', [b.op('ReduceMax', [b.op('Abs', [x])], { axes: attr.ints([-1]), keepdims: attr.int(1) }), f(1e-30)]),
+      f(127),
+    ]);
     const xq = b.op('QuantizeLinear', [b.op('Div', [x, s]), f(1), zero]);
-    const scaled = b.op('MatMulIntegerToFloat', [xq, b.exactWeight('wq', q.values, [K, N]), f(1), b.exactWeight('ws', q.scales, [N]), zero], {}, { domain: MS_DOMAIN });
+    const scaled = b.op(
+      'MatMulIntegerToFloat',
+      [xq, b.exactWeight('wq', q.values, [K, N]), f(1), b.exactWeight('ws', q.scales, [N]), zero],
+      {},
+      { domain: MS_DOMAIN },
+    );
     y = b.op('Mul', [scaled, s]);
   } else if (variant === 'axis' || variant === 'axis-mitf') {
     const zero = b.constU8([128], []);
-    const s = b.op('Div', [b.op('Max', [b.op('ReduceMax', [b.op('Abs', [x])], { axes: attr.ints([-1]), keepdims: attr.int(1) }), f(1e-30)]), f(127)]);
+    const s = b.op('Div', [
+      b.op('Max', [b.op('ReduceMax', [b.op('Abs', [x])], { axes: attr.ints([-1]), keepdims: attr.int(1) }), f(1e-30)]),
+      f(127),
+    ]);
     const s1 = b.op('Reshape', [s, b.constI64([-1])]);
     const zp1 = b.op('Expand', [b.constU8([128], [1]), b.op('Shape', [s1])]);
     const xq = b.op('QuantizeLinear', [x, s1, zp1], { axis: attr.int(0) });
     if (variant === 'axis') {
       const acc = b.op('MatMulInteger', [xq, b.exactWeight('wq', q.values, [K, N]), zero]);
-      y = b.op('Mul', [b.op('Mul', [b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }), s]), b.exactWeight('ws', q.scales, [N])]);
+      y = b.op('Mul', [
+        b.op('Mul', [b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }), s]),
+        b.exactWeight('ws', q.scales, [N]),
+      ]);
     } else {
-      y = b.op('Mul', [b.op('MatMulIntegerToFloat', [xq, b.exactWeight('wq', q.values, [K, N]), f(1), b.exactWeight('ws', q.scales, [N]), zero], {}, { domain: MS_DOMAIN }), s]);
+      y = b.op('Mul', [
+        b.op(
+          'MatMulIntegerToFloat',
+          [xq, b.exactWeight('wq', q.values, [K, N]), f(1), b.exactWeight('ws', q.scales, [N]), zero],
+          {},
+          { domain: MS_DOMAIN },
+        ),
+        s,
+      ]);
     }
   } else if (variant === 'dql') {
     const [xq, s, zp] = b.node('DynamicQuantizeLinear', [x], {}, { outputs: 3 });
     const acc = b.op('MatMulInteger', [xq, b.exactWeight('wq', q.values, [K, N]), zp]);
-    y = b.op('Mul', [b.op('Mul', [b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }), s]), b.exactWeight('ws', q.scales, [N])]);
+    y = b.op('Mul', [
+      b.op('Mul', [b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }), s]),
+      b.exactWeight('ws', q.scales, [N]),
+    ]);
   } else {
-    y = b.op('DynamicQuantizeMatMul', [x, b.exactWeight('wq', q.values, [K, N]), b.exactWeight('ws', q.scales, [N])], {}, { domain: MS_DOMAIN });
+    y = b.op(
+      'DynamicQuantizeMatMul',
+      [x, b.exactWeight('wq', q.values, [K, N]), b.exactWeight('ws', q.scales, [N])],
+      {},
+      { domain: MS_DOMAIN },
+    );
   }
   b.output(y, 'y', DataType.FLOAT, ['rows', N]);
   return encodeModel(b.build({ producerVersion: 'bench' }));
@@ -104,7 +140,14 @@ async function main(): Promise<void> {
       const file = path.join(scratch, `${v}.onnx`);
       fs.writeFileSync(file, buildModel(v, w, K, N));
       try {
-        sessions.set(v, await ort.InferenceSession.create(file, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', ...RUNTIME_SESSION_EXTRA }));
+        sessions.set(
+          v,
+          await ort.InferenceSession.create(file, {
+            executionProviders: ['cpu'],
+            graphOptimizationLevel: 'all',
+            ...RUNTIME_SESSION_EXTRA,
+          }),
+        );
       } catch (err) {
         process.stdout.write(`${v}: onnxruntime refused the graph: ${(err as Error).message.split('\n')[0]}\n`);
       }
@@ -112,7 +155,10 @@ async function main(): Promise<void> {
     for (const batch of batches) {
       const rows = 257 * batch;
       // Activations like a LayerNorm output with three outlier channels (gain ×30).
-      const x = Float32Array.from({ length: rows * K }, (_, i) => rng.normal() * ([5, 100, 700].includes(i % K) ? 30 : 1));
+      const x = Float32Array.from(
+        { length: rows * K },
+        (_, i) => rng.normal() * ([5, 100, 700].includes(i % K) ? 30 : 1),
+      );
       const feed = { x: new ort.Tensor('float32', x, [rows, K]) };
       const ref = (await sessions.get('fp32')!.run(feed)).y.data as Float32Array;
       const secs = new Map<Variant, number[]>();
@@ -132,7 +178,16 @@ async function main(): Promise<void> {
       for (const [v, t] of secs) {
         const median = [...t].sort((a, b) => a - b)[Math.floor(t.length / 2)];
         const gflops = (2 * rows * K * N) / median / 1e9;
-        process.stdout.write(JSON.stringify({ batch, rows, variant: v, median_ms: +(median * 1e3).toFixed(1), gop_per_s: +gflops.toFixed(0), rel_rms_err_outliers: +errs.get(v)!.toFixed(4) }) + '\n');
+        process.stdout.write(
+          JSON.stringify({
+            batch,
+            rows,
+            variant: v,
+            median_ms: +(median * 1e3).toFixed(1),
+            gop_per_s: +gflops.toFixed(0),
+            rel_rms_err_outliers: +errs.get(v)!.toFixed(4),
+          }) + '\n',
+        );
       }
     }
   } finally {

@@ -28,7 +28,14 @@ import * as path from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { loadBundle, type Bundle } from '../server/src/model/bundle';
 import { writeRandomBundle } from '../server/src/model/random-bundle';
-import { IMAGE_INPUT, IMAGE_OUTPUT, INT8_KERNELS, TEXT_INPUT, TEXT_OUTPUT, type Int8Kernel } from '../server/src/onnx/clip-graph';
+import {
+  IMAGE_INPUT,
+  IMAGE_OUTPUT,
+  INT8_KERNELS,
+  TEXT_INPUT,
+  TEXT_OUTPUT,
+  type Int8Kernel,
+} from '../server/src/onnx/clip-graph';
 import { rewriteInt8Tower } from '../server/src/model/int8-rewrite';
 import { cutTextBatch } from '../server/src/runtime/model';
 import { ClipTokenizer } from '../server/src/tokenizer';
@@ -57,7 +64,14 @@ async function int8Bundle(arch: ReturnType<typeof parseArch>, cacheDir: string, 
     }
   }
   log(`converting the ${arch} bench weights to int8 (${samples} calibration samples) in ${dir}`);
-  await writeRandomBundle({ arch, seed: 1, outDir: dir, name: `bench-${arch}`, precision: 'int8', int8Settings: { samples } });
+  await writeRandomBundle({
+    arch,
+    seed: 1,
+    outDir: dir,
+    name: `bench-${arch}`,
+    precision: 'int8',
+    int8Settings: { samples },
+  });
   return loadBundle(dir, { verify: false });
 }
 
@@ -69,12 +83,23 @@ interface Case {
 }
 
 const imageCase = (batch: number): Case => ({
-  name: `image b${batch}`, tower: 'visual', batch,
-  feed: (b) => ({ [IMAGE_INPUT]: new ort.Tensor('float32', pixels(batch, b.manifest.image_size), [batch, 3, b.manifest.image_size, b.manifest.image_size]) }),
+  name: `image b${batch}`,
+  tower: 'visual',
+  batch,
+  feed: (b) => ({
+    [IMAGE_INPUT]: new ort.Tensor('float32', pixels(batch, b.manifest.image_size), [
+      batch,
+      3,
+      b.manifest.image_size,
+      b.manifest.image_size,
+    ]),
+  }),
 });
 
 const textCase = (batch: number): Case => ({
-  name: `text b${batch}`, tower: 'textual', batch,
+  name: `text b${batch}`,
+  tower: 'textual',
+  batch,
   feed: (b, tok) => {
     const ctx = b.manifest.context_length;
     const { ids, length } = cutTextBatch(tok.tokenizeBatch(benchCaptions(batch), ctx).ids, batch, ctx, tok.vocabSize);
@@ -87,26 +112,40 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 /** The int8 bundle's towers written again with another int8 GEMM formulation, into `dir`. */
 function rewriteInt8(int8: Bundle, kernel: Int8Kernel, dir: string): Record<'visual' | 'textual', string> {
   const out = {} as Record<'visual' | 'textual', string>;
-  for (const tower of ['visual', 'textual'] as const) rewriteInt8Tower(int8, tower, kernel, (out[tower] = path.join(dir, `${tower}-${kernel}.onnx`)));
+  for (const tower of ['visual', 'textual'] as const)
+    rewriteInt8Tower(int8, tower, kernel, (out[tower] = path.join(dir, `${tower}-${kernel}.onnx`)));
   return out;
 }
 
-async function raw(bundles: Record<'fp32' | 'int8', Bundle>, rounds: number, threads: number, kernels: Int8Kernel[], only: string[]): Promise<void> {
-  const cases = [imageCase(1), imageCase(8), textCase(1), textCase(16)].filter((c) => only.length === 0 || only.includes(c.name.replace(' ', '-')));
+async function raw(
+  bundles: Record<'fp32' | 'int8', Bundle>,
+  rounds: number,
+  threads: number,
+  kernels: Int8Kernel[],
+  only: string[],
+): Promise<void> {
+  const cases = [imageCase(1), imageCase(8), textCase(1), textCase(16)].filter(
+    (c) => only.length === 0 || only.includes(c.name.replace(' ', '-')),
+  );
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-int8-kernels-'));
   const extra = Object.fromEntries(kernels.map((k) => [k, rewriteInt8(bundles.int8, k, scratch)]));
   // Every variant: its model file per tower; the rewritten ones take the int8 bundle's inputs.
   const variants: { name: string; bundle: Bundle; file: (t: 'visual' | 'textual') => string }[] = [
     { name: 'fp32', bundle: bundles.fp32, file: (t) => bundles.fp32.paths[t] },
     { name: 'int8', bundle: bundles.int8, file: (t) => bundles.int8.paths[t] },
-    ...kernels.map((k) => ({ name: `int8 ${k}`, bundle: bundles.int8, file: (t: 'visual' | 'textual') => extra[k][t] })),
+    ...kernels.map((k) => ({
+      name: `int8 ${k}`,
+      bundle: bundles.int8,
+      file: (t: 'visual' | 'textual') => extra[k][t],
+    })),
   ];
   try {
     for (const tower of ['visual', 'textual'] as const) {
       const sessions: Record<string, ort.InferenceSession> = {};
       const tok = ClipTokenizer.fromMergesFile(bundles.fp32.paths.vocab);
       try {
-        for (const v of variants) sessions[v.name] = await ort.InferenceSession.create(v.file(tower), sessionOptions('cpu', threads));
+        for (const v of variants)
+          sessions[v.name] = await ort.InferenceSession.create(v.file(tower), sessionOptions('cpu', threads));
         for (const c of cases.filter((k) => k.tower === tower)) {
           const out = tower === 'visual' ? IMAGE_OUTPUT : TEXT_OUTPUT;
           const feeds = Object.fromEntries(variants.map((v) => [v.name, c.feed(v.bundle, tok)]));
@@ -120,8 +159,19 @@ async function raw(bundles: Record<'fp32' | 'int8', Bundle>, rounds: number, thr
             }
           }
           const perSec = (p: string) => (c.batch * 1000) / median(ms[p]);
-          const row: Record<string, unknown> = { section: 'raw', case: c.name, rounds, fp32_per_s: +perSec('fp32').toFixed(2), int8_per_s: +perSec('int8').toFixed(2), int8_speedup: +(perSec('int8') / perSec('fp32')).toFixed(2) };
-          for (const k of kernels) Object.assign(row, { [`int8_${k}_per_s`]: +perSec(`int8 ${k}`).toFixed(2), [`int8_${k}_speedup`]: +(perSec(`int8 ${k}`) / perSec('fp32')).toFixed(2) });
+          const row: Record<string, unknown> = {
+            section: 'raw',
+            case: c.name,
+            rounds,
+            fp32_per_s: +perSec('fp32').toFixed(2),
+            int8_per_s: +perSec('int8').toFixed(2),
+            int8_speedup: +(perSec('int8') / perSec('fp32')).toFixed(2),
+          };
+          for (const k of kernels)
+            Object.assign(row, {
+              [`int8_${k}_per_s`]: +perSec(`int8 ${k}`).toFixed(2),
+              [`int8_${k}_speedup`]: +(perSec(`int8 ${k}`) / perSec('fp32')).toFixed(2),
+            });
           row.ms = Object.fromEntries(variants.map((v) => [v.name, ms[v.name].map((x) => Math.round(x))]));
           process.stdout.write(JSON.stringify(row) + '\n');
         }
@@ -137,23 +187,41 @@ async function raw(bundles: Record<'fp32' | 'int8', Bundle>, rounds: number, thr
 async function memory(bundles: Record<'fp32' | 'int8', Bundle>, threads: number): Promise<void> {
   const rss: Record<string, { ready: number; peak: number }> = {};
   for (const p of ['fp32', 'int8'] as const) {
-    const server = await ServerProcess.start({ model: bundles[p].dir, provider: 'cpu', intraOpThreads: threads, maxBatchSize: 8, preprocessWorkers: 1 });
+    const server = await ServerProcess.start({
+      model: bundles[p].dir,
+      provider: 'cpu',
+      intraOpThreads: threads,
+      maxBatchSize: 8,
+      preprocessWorkers: 1,
+    });
     try {
       rss[p] = { ready: server.rssBytes(), peak: server.peakRssBytes() };
     } finally {
       await server.stop();
     }
   }
-  process.stdout.write(JSON.stringify({
-    section: 'memory', note: 'serve, ready (loaded and warmed up); each server alone',
-    fp32_rss_mib: Math.round(rss.fp32.ready / MiB), int8_rss_mib: Math.round(rss.int8.ready / MiB), rss_ratio: +(rss.int8.ready / rss.fp32.ready).toFixed(3),
-    fp32_peak_mib: Math.round(rss.fp32.peak / MiB), int8_peak_mib: Math.round(rss.int8.peak / MiB), peak_ratio: +(rss.int8.peak / rss.fp32.peak).toFixed(3),
-  }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      section: 'memory',
+      note: 'serve, ready (loaded and warmed up); each server alone',
+      fp32_rss_mib: Math.round(rss.fp32.ready / MiB),
+      int8_rss_mib: Math.round(rss.int8.ready / MiB),
+      rss_ratio: +(rss.int8.ready / rss.fp32.ready).toFixed(3),
+      fp32_peak_mib: Math.round(rss.fp32.peak / MiB),
+      int8_peak_mib: Math.round(rss.int8.peak / MiB),
+      peak_ratio: +(rss.int8.peak / rss.fp32.peak).toFixed(3),
+    }) + '\n',
+  );
 }
 
 /** Kernel time per operator type from an onnxruntime profile (Chrome trace JSON). */
 function kernelTimeByOp(profileFile: string): Map<string, { us: number; calls: number }> {
-  const events = JSON.parse(fs.readFileSync(profileFile, 'utf8')) as { cat?: string; name?: string; dur?: number; args?: { op_name?: string } }[];
+  const events = JSON.parse(fs.readFileSync(profileFile, 'utf8')) as {
+    cat?: string;
+    name?: string;
+    dur?: number;
+    args?: { op_name?: string };
+  }[];
   const byOp = new Map<string, { us: number; calls: number }>();
   for (const e of events) {
     if (e.cat !== 'Node' || !e.name?.endsWith('_kernel_time') || !e.args?.op_name) continue;
@@ -165,13 +233,22 @@ function kernelTimeByOp(profileFile: string): Map<string, { us: number; calls: n
   return byOp;
 }
 
-async function profile(bundles: Record<'fp32' | 'int8', Bundle>, rounds: number, threads: number, batch: number): Promise<void> {
+async function profile(
+  bundles: Record<'fp32' | 'int8', Bundle>,
+  rounds: number,
+  threads: number,
+  batch: number,
+): Promise<void> {
   const c = imageCase(batch);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-int8-profile-'));
   try {
     for (const p of ['fp32', 'int8'] as const) {
       const feeds = c.feed(bundles[p], undefined as never);
-      const profiled = await ort.InferenceSession.create(bundles[p].paths.visual, { ...sessionOptions('cpu', threads), enableProfiling: true, profileFilePrefix: path.join(dir, p) });
+      const profiled = await ort.InferenceSession.create(bundles[p].paths.visual, {
+        ...sessionOptions('cpu', threads),
+        enableProfiling: true,
+        profileFilePrefix: path.join(dir, p),
+      });
       const t0 = performance.now();
       await profiled.run(feeds, [IMAGE_OUTPUT]); // first run (allocations): in the profile, not in run_ms
       const firstMs = performance.now() - t0;
@@ -187,11 +264,23 @@ async function profile(bundles: Record<'fp32' | 'int8', Bundle>, rounds: number,
       if (!file) throw new Error(`onnxruntime wrote no profile for ${p}`);
       const byOp = [...kernelTimeByOp(path.join(dir, file))].sort((a, b) => b[1].us - a[1].us);
       const total = byOp.reduce((s, [, o]) => s + o.us, 0);
-      process.stdout.write(JSON.stringify({
-        section: 'profile', precision: p, case: c.name, runs: rounds + 1, first_run_ms: Math.round(firstMs), run_ms: ms.map(Math.round),
-        kernel_ms_total: Math.round(total / 1000),
-        by_op: byOp.map(([op, o]) => ({ op, ms: Math.round(o.us / 1000), share: +(o.us / total).toFixed(3), calls: o.calls })),
-      }) + '\n');
+      process.stdout.write(
+        JSON.stringify({
+          section: 'profile',
+          precision: p,
+          case: c.name,
+          runs: rounds + 1,
+          first_run_ms: Math.round(firstMs),
+          run_ms: ms.map(Math.round),
+          kernel_ms_total: Math.round(total / 1000),
+          by_op: byOp.map(([op, o]) => ({
+            op,
+            ms: Math.round(o.us / 1000),
+            share: +(o.us / total).toFixed(3),
+            calls: o.calls,
+          })),
+        }) + '\n',
+      );
     }
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
@@ -207,11 +296,24 @@ async function main(): Promise<void> {
   const fp32 = (await ensureBenchBundle(arch, cacheDir, log)).bundle;
   const int8 = await int8Bundle(arch, cacheDir, Number(arg('calibration-samples', '64')));
   const t = int8.manifest.int8!.towers;
-  process.stdout.write(JSON.stringify({ arch, threads, load_average: os.loadavg().map((v) => +v.toFixed(2)), int8_layers: { visual: `${t.visual.int8_layers.length}/${t.visual.int8_layers.length + t.visual.fp32_layers.length}`, textual: `${t.textual.int8_layers.length}/${t.textual.int8_layers.length + t.textual.fp32_layers.length}` } }) + '\n');
+  process.stdout.write(
+    JSON.stringify({
+      arch,
+      threads,
+      load_average: os.loadavg().map((v) => +v.toFixed(2)),
+      int8_layers: {
+        visual: `${t.visual.int8_layers.length}/${t.visual.int8_layers.length + t.visual.fp32_layers.length}`,
+        textual: `${t.textual.int8_layers.length}/${t.textual.int8_layers.length + t.textual.fp32_layers.length}`,
+      },
+    }) + '\n',
+  );
   const bundles = { fp32, int8 };
   const kernels = arg('int8-kernels', '').split(',').filter(Boolean);
-  for (const k of kernels) if (!INT8_KERNELS.includes(k as Int8Kernel)) throw new Error(`--int8-kernels: unknown ${k} (${INT8_KERNELS.join(', ')})`);
-  if (sections.includes('raw')) await raw(bundles, rounds, threads, kernels as Int8Kernel[], arg('cases', '').split(',').filter(Boolean));
+  for (const k of kernels)
+    if (!INT8_KERNELS.includes(k as Int8Kernel))
+      throw new Error(`--int8-kernels: unknown ${k} (${INT8_KERNELS.join(', ')})`);
+  if (sections.includes('raw'))
+    await raw(bundles, rounds, threads, kernels as Int8Kernel[], arg('cases', '').split(',').filter(Boolean));
   if (sections.includes('memory')) await memory(bundles, threads);
   if (sections.includes('profile')) await profile(bundles, rounds, threads, Number(arg('profile-batch', '8')));
   process.stdout.write(JSON.stringify({ load_average_after: os.loadavg().map((v) => +v.toFixed(2)) }) + '\n');

@@ -16,7 +16,10 @@ import type { ChildMessage, LoadReport, LoadScenario, ParentMessage } from './lo
 interface SdkClient {
   embedTexts(texts: string[], opts?: { timeoutMs?: number }): Promise<Float32Array[]>;
   embedImages(images: Uint8Array[], opts?: { timeoutMs?: number }): Promise<Float32Array[]>;
-  embedStream(source: AsyncIterable<{ id: string; text: string } | { id: string; image: Uint8Array }>, opts?: { maxInFlight?: number }): AsyncIterable<{ id: string; error?: { codeName: string; details: string } }>;
+  embedStream(
+    source: AsyncIterable<{ id: string; text: string } | { id: string; image: Uint8Array }>,
+    opts?: { maxInFlight?: number },
+  ): AsyncIterable<{ id: string; error?: { codeName: string; details: string } }>;
   modelInfo(): Promise<unknown>;
   close(): void;
 }
@@ -25,7 +28,8 @@ type SdkModule = { ClipClient: new (o: Record<string, unknown>) => SdkClient };
 export const SDK_ENTRY = path.join(PACKAGE_ROOT, 'sdk', 'dist', 'cjs', 'index.js');
 
 function loadSdk(): SdkModule {
-  if (!fs.existsSync(SDK_ENTRY)) throw new Error(`the SDK is not built (${SDK_ENTRY} is missing): run npm run build -w @clipserve/sdk`);
+  if (!fs.existsSync(SDK_ENTRY))
+    throw new Error(`the SDK is not built (${SDK_ENTRY} is missing): run npm run build -w @clipserve/sdk`);
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   return require(SDK_ENTRY) as SdkModule;
 }
@@ -126,7 +130,13 @@ export async function runScenario(client: SdkClient, s: LoadScenario): Promise<L
   else await stream(client, s, w);
   const cpu = process.cpuUsage(cpu0);
   const cpuCores = (cpu.user + cpu.system) / 1e3 / (performance.now() - t0);
-  return { itemsPerSec: completionRate(w.completedAt, s.seconds), errors: w.errors, errorSamples: [...w.errorSamples], latenciesMs: w.latencies, cpuCores };
+  return {
+    itemsPerSec: completionRate(w.completedAt, s.seconds),
+    errors: w.errors,
+    errorSamples: [...w.errorSamples],
+    latenciesMs: w.latencies,
+    cpuCores,
+  };
 }
 
 function main(): void {

@@ -28,4 +28,5 @@ export interface LoadReport {
 }
 
 export type ParentMessage = { kind: 'run'; scenario: LoadScenario } | { kind: 'exit' };
-export type ChildMessage = { kind: 'ready' } | { kind: 'report'; report: LoadReport } | { kind: 'failed'; message: string };
+export type ChildMessage =
+  { kind: 'ready' } | { kind: 'report'; report: LoadReport } | { kind: 'failed'; message: string };

@@ -27,13 +27,18 @@ async function main(): Promise<void> {
     ['2000x1500 JPEG photo', await makePhoto(2000, 1500)],
     ['512x512 RGBA PNG icon', await makeIcon(512)],
   ];
-  process.stdout.write(`preprocess bench: size ${cfg.size}, ${iterations} iterations, node ${process.version}, sharp.concurrency(1)\n`);
+  process.stdout.write(
+    `preprocess bench: size ${cfg.size}, ${iterations} iterations, node ${process.version}, sharp.concurrency(1)\n`,
+  );
   for (const [name, bytes] of inputs) {
     const r = await preprocessThroughput(name, bytes, cfg, iterations, poolSize);
     process.stdout.write(line(`${name} (${(bytes.length / 1024).toFixed(0)} KiB): total`, r.total));
     process.stdout.write(line(`  decode only (mode ${r.mode})`, r.decode));
     process.stdout.write(line('  transform only (resize+crop+normalise)', r.transform));
-    if (poolSize > 0) process.stdout.write(`${`pool(${poolSize}) ${name}`.padEnd(44)} ${r.poolImagesPerSec.toFixed(1).padStart(8)} images/s\n`);
+    if (poolSize > 0)
+      process.stdout.write(
+        `${`pool(${poolSize}) ${name}`.padEnd(44)} ${r.poolImagesPerSec.toFixed(1).padStart(8)} images/s\n`,
+      );
   }
 }
 

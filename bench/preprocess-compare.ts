@@ -63,7 +63,8 @@ async function timeN(n: number, fn: () => unknown): Promise<Timing> {
   return { wall, cpu: (c.user + c.system) / 1e6 / n };
 }
 
-const best = (a: Timing | undefined, b: Timing): Timing => (a ? { wall: Math.min(a.wall, b.wall), cpu: Math.min(a.cpu, b.cpu) } : b);
+const best = (a: Timing | undefined, b: Timing): Timing =>
+  a ? { wall: Math.min(a.wall, b.wall), cpu: Math.min(a.cpu, b.cpu) } : b;
 
 async function inputFiles(opt: Options): Promise<string[]> {
   if (opt.files) return opt.files.map((f) => path.resolve(f));
@@ -98,14 +99,19 @@ const ms = (s: number): string => (s * 1000).toFixed(2);
 async function main(): Promise<void> {
   const opt = parseArgs(process.argv.slice(2));
   sharp.concurrency(1);
-  const cfg: PreprocessConfig = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 224 } }).preprocess_cfg;
+  const cfg: PreprocessConfig = resolveConfig({
+    model_cfg: { embed_dim: 8 },
+    preprocess_cfg: { size: 224 },
+  }).preprocess_cfg;
   const files = await inputFiles(opt);
   const python = opt.pil ? findReferencePython() : undefined;
   const pil = python ? await PilReference.start(python) : undefined;
   const load = os.loadavg()[0];
   process.stdout.write(
     `preprocess vs PIL: ${opt.images} images × best of ${opt.rounds} alternating rounds, one thread each; node ${process.version}, sharp ${sharp.versions.sharp} (libvips ${sharp.versions.vips})` +
-      (pil ? `, Pillow ${pil.versions.pillow} + torchvision ${pil.versions.torchvision} (${python})` : ', PIL reference not run (install python3-pil python3-torchvision, or set CLIPSERVE_PIL_PYTHON)') +
+      (pil
+        ? `, Pillow ${pil.versions.pillow} + torchvision ${pil.versions.torchvision} (${python})`
+        : ', PIL reference not run (install python3-pil python3-torchvision, or set CLIPSERVE_PIL_PYTHON)') +
       `; ${os.cpus().length} CPUs, load average ${load.toFixed(1)} at start\n`,
   );
   try {
@@ -120,7 +126,10 @@ async function main(): Promise<void> {
         const runOurs = async (): Promise<void> => {
           setSimdKernels(true);
           row.ours = best(row.ours, await timeN(opt.images, () => preprocessImage(bytes, cfg)));
-          row.decode = best(row.decode, await timeN(opt.images, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg })));
+          row.decode = best(
+            row.decode,
+            await timeN(opt.images, () => decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg })),
+          );
           row.transform = best(row.transform, await timeN(opt.images, () => transformImage(row.img, cfg)));
           setSimdKernels(false);
           try {
@@ -134,7 +143,10 @@ async function main(): Promise<void> {
           const r: ReferenceTiming = await pil.time(row.file, opt.images);
           row.pil = best(row.pil, r);
           const ours = await preprocessImage(bytes, cfg);
-          row.sameBits = createHash('sha256').update(new Uint8Array(ours.buffer, ours.byteOffset, ours.byteLength)).digest('hex') === r.sha256;
+          row.sameBits =
+            createHash('sha256')
+              .update(new Uint8Array(ours.buffer, ours.byteOffset, ours.byteLength))
+              .digest('hex') === r.sha256;
         };
         if (round % 2 === 0) {
           await runOurs();
@@ -154,7 +166,9 @@ async function main(): Promise<void> {
 function report(rows: Row[]): void {
   const out: string[] = [];
   out.push('');
-  out.push('| file | PIL + torchvision | clipserve | ratio per core (CPU) | ratio (wall) | clipserve, TS passes | same bits |');
+  out.push(
+    '| file | PIL + torchvision | clipserve | ratio per core (CPU) | ratio (wall) | clipserve, TS passes | same bits |',
+  );
   out.push('|---|---|---|---|---|---|---|');
   for (const r of rows) {
     const name = `${path.basename(r.file)} (${r.img.mode} ${r.img.width}×${r.img.height}, ${(r.bytes / 1024).toFixed(0)} KiB)`;
@@ -168,7 +182,9 @@ function report(rows: Row[]): void {
   out.push('');
   out.push('clipserve per image, CPU (wall): decode | transform (resize + crop + normalise)');
   for (const r of rows) {
-    out.push(`  ${path.basename(r.file).padEnd(22)} ${ms(r.decode!.cpu)} ms (${ms(r.decode!.wall)}) | ${ms(r.transform!.cpu)} ms (${ms(r.transform!.wall)})`);
+    out.push(
+      `  ${path.basename(r.file).padEnd(22)} ${ms(r.decode!.cpu)} ms (${ms(r.decode!.wall)}) | ${ms(r.transform!.cpu)} ms (${ms(r.transform!.wall)})`,
+    );
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }

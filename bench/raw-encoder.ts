@@ -74,9 +74,23 @@ async function timeRuns(run: () => Promise<unknown>, seconds: number, minRuns: n
   return samples;
 }
 
-function result(tower: RawResult['tower'], variant: RawResult['variant'], batch: number, samples: number[], positions?: number): RawResult {
+function result(
+  tower: RawResult['tower'],
+  variant: RawResult['variant'],
+  batch: number,
+  samples: number[],
+  positions?: number,
+): RawResult {
   const latency = summarize(samples);
-  return { tower, variant, batch, ...(positions ? { positions } : {}), runs: samples.length, itemsPerSec: (batch * 1000) / latency.meanMs, latency };
+  return {
+    tower,
+    variant,
+    batch,
+    ...(positions ? { positions } : {}),
+    runs: samples.length,
+    itemsPerSec: (batch * 1000) / latency.meanMs,
+    latency,
+  };
 }
 
 /** Deterministic pixel values in the normalised range the preprocessing produces. */
@@ -145,12 +159,20 @@ export async function rawTextBench(bundle: Bundle, o: RawOptions, log: (m: strin
   };
   try {
     for (const n of o.batchSizes) {
-      const windows = Array.from({ length: Math.min(RAW_TEXT_WINDOWS, Math.ceil(o.captions.length / n)) }, (_, w) => windowIds(n, w));
+      const windows = Array.from({ length: Math.min(RAW_TEXT_WINDOWS, Math.ceil(o.captions.length / n)) }, (_, w) =>
+        windowIds(n, w),
+      );
       const cutFeeds = windows.map((ids) => {
         const cut = cutTextBatch(ids, n, ctx, tokenizer.vocabSize);
         return { positions: cut.length, feed: { [TEXT_INPUT]: new ort.Tensor('int64', cut.ids, [n, cut.length]) } };
       });
-      const fullFeeds = windows.map((ids) => ({ [TEXT_INPUT]: new ort.Tensor('int64', BigInt64Array.from(ids, (v) => BigInt(v)), [n, ctx]) }));
+      const fullFeeds = windows.map((ids) => ({
+        [TEXT_INPUT]: new ort.Tensor(
+          'int64',
+          BigInt64Array.from(ids, (v) => BigInt(v)),
+          [n, ctx],
+        ),
+      }));
       let maxAbsDiff = 0;
       let bitwiseEqual = true;
       for (let w = 0; w < Math.min(EQUALITY_WINDOWS, windows.length); w++) {
@@ -163,12 +185,32 @@ export async function rawTextBench(bundle: Bundle, o: RawOptions, log: (m: strin
         }
       }
       const positions = cutFeeds.reduce((sum, f) => sum + f.positions, 0) / cutFeeds.length;
-      equality.push({ batch: n, positions, windows: Math.min(EQUALITY_WINDOWS, windows.length), maxAbsDiff, bitwiseEqual });
+      equality.push({
+        batch: n,
+        positions,
+        windows: Math.min(EQUALITY_WINDOWS, windows.length),
+        maxAbsDiff,
+        bitwiseEqual,
+      });
       // Each timed run takes the next window; the full run costs the same whatever the captions.
       let next = 0;
-      const rc = result('text', 'cut', n, await timeRuns(() => session.run(cutFeeds[next++ % cutFeeds.length].feed, [TEXT_OUTPUT]), o.seconds, o.minRuns), positions);
-      const rf = result('text', 'full77', n, await timeRuns(() => session.run(fullFeeds[0], [TEXT_OUTPUT]), o.seconds, o.minRuns), ctx);
-      log(`  raw text b${n}: cut to ${positions.toFixed(1)} (mean of ${cutFeeds.length} batches) ${rc.itemsPerSec.toFixed(1)}/s, full ${ctx} ${rf.itemsPerSec.toFixed(1)}/s (${(rc.itemsPerSec / rf.itemsPerSec).toFixed(2)}x), max |diff| ${maxAbsDiff}`);
+      const rc = result(
+        'text',
+        'cut',
+        n,
+        await timeRuns(() => session.run(cutFeeds[next++ % cutFeeds.length].feed, [TEXT_OUTPUT]), o.seconds, o.minRuns),
+        positions,
+      );
+      const rf = result(
+        'text',
+        'full77',
+        n,
+        await timeRuns(() => session.run(fullFeeds[0], [TEXT_OUTPUT]), o.seconds, o.minRuns),
+        ctx,
+      );
+      log(
+        `  raw text b${n}: cut to ${positions.toFixed(1)} (mean of ${cutFeeds.length} batches) ${rc.itemsPerSec.toFixed(1)}/s, full ${ctx} ${rf.itemsPerSec.toFixed(1)}/s (${(rc.itemsPerSec / rf.itemsPerSec).toFixed(2)}x), max |diff| ${maxAbsDiff}`,
+      );
       results.push(rc, rf);
     }
   } finally {

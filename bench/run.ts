@@ -72,10 +72,37 @@ interface Plan {
 function planFor(arch: ArchName, o: BenchOptions): Plan {
   const large = arch === 'ViT-L-14';
   const p: Plan = large
-    ? { imageBatchSizes: [1, 2], textBatchSizes: [1, 16], concurrency: [1, 8], rawSeconds: 5, warmupSeconds: 3, seconds: 10, streamWindow: 8, full: false }
+    ? {
+        imageBatchSizes: [1, 2],
+        textBatchSizes: [1, 16],
+        concurrency: [1, 8],
+        rawSeconds: 5,
+        warmupSeconds: 3,
+        seconds: 10,
+        streamWindow: 8,
+        full: false,
+      }
     : o.quick
-      ? { imageBatchSizes: [1, 8, 32, 64], textBatchSizes: [1, 8, 32, 64], concurrency: [1, 8, 64], rawSeconds: 1, warmupSeconds: 0.5, seconds: 1.5, streamWindow: 64, full: true }
-      : { imageBatchSizes: [1, 8, 32, 64], textBatchSizes: [1, 8, 32, 64], concurrency: [1, 2, 4, 8, 16, 32, 64, 128, 256], rawSeconds: 3, warmupSeconds: 1, seconds: 3, streamWindow: 64, full: true };
+      ? {
+          imageBatchSizes: [1, 8, 32, 64],
+          textBatchSizes: [1, 8, 32, 64],
+          concurrency: [1, 8, 64],
+          rawSeconds: 1,
+          warmupSeconds: 0.5,
+          seconds: 1.5,
+          streamWindow: 64,
+          full: true,
+        }
+      : {
+          imageBatchSizes: [1, 8, 32, 64],
+          textBatchSizes: [1, 8, 32, 64],
+          concurrency: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+          rawSeconds: 3,
+          warmupSeconds: 1,
+          seconds: 3,
+          streamWindow: 64,
+          full: true,
+        };
   if (o.batchSizes) {
     p.imageBatchSizes = o.batchSizes;
     p.textBatchSizes = o.batchSizes;
@@ -97,7 +124,13 @@ function planFor(arch: ArchName, o: BenchOptions): Plan {
 const MAX_WARMUP_S = 20;
 const MAX_WINDOW_S = 40;
 
-function scenarioTiming(plan: Plan, raw: ModelResults['raw'], tower: 'image' | 'text', maxBatch: number, concurrency: number): { warmupSeconds: number; seconds: number } {
+function scenarioTiming(
+  plan: Plan,
+  raw: ModelResults['raw'],
+  tower: 'image' | 'text',
+  maxBatch: number,
+  concurrency: number,
+): { warmupSeconds: number; seconds: number } {
   const list = tower === 'image' ? raw?.image : raw?.text.results.filter((r) => r.variant === 'cut');
   const batch = Math.min(concurrency, maxBatch);
   const candidates = (list ?? []).filter((r) => r.batch <= batch);
@@ -111,7 +144,11 @@ function scenarioTiming(plan: Plan, raw: ModelResults['raw'], tower: 'image' | '
 
 function onnxruntimeVersion(): string {
   try {
-    return (JSON.parse(fs.readFileSync(path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'package.json'), 'utf8')) as { version: string }).version;
+    return (
+      JSON.parse(
+        fs.readFileSync(path.join(path.dirname(require.resolve('onnxruntime-node')), '..', 'package.json'), 'utf8'),
+      ) as { version: string }
+    ).version;
   } catch {
     return 'unknown';
   }
@@ -124,7 +161,9 @@ async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): 
   const rawOpts = { provider: o.provider, intraOpThreads: o.threads, seconds: plan.rawSeconds, minRuns: 3, captions };
 
   if (o.sections.includes('raw')) {
-    o.log(`${arch}: raw encoders (image batch ${plan.imageBatchSizes.join(', ')}; text batch ${plan.textBatchSizes.join(', ')})`);
+    o.log(
+      `${arch}: raw encoders (image batch ${plan.imageBatchSizes.join(', ')}; text batch ${plan.textBatchSizes.join(', ')})`,
+    );
     res.raw = {
       image: await rawImageBench(bundle, { ...rawOpts, batchSizes: plan.imageBatchSizes }, o.log),
       text: await rawTextBench(bundle, { ...rawOpts, batchSizes: plan.textBatchSizes }, o.log),
@@ -132,23 +171,51 @@ async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): 
   }
 
   if (o.sections.includes('server')) {
-    if (!fs.existsSync(SDK_ENTRY)) throw new BenchConfigError(`the server section drives the SDK: build it first (npm run build -w @clipserve/sdk); ${SDK_ENTRY} is missing`);
+    if (!fs.existsSync(SDK_ENTRY))
+      throw new BenchConfigError(
+        `the server section drives the SDK: build it first (npm run build -w @clipserve/sdk); ${SDK_ENTRY} is missing`,
+      );
     // Batching on = the server as shipped: its default --max-batch-size (unless --server-max-batch-size).
     const maxBatchSize = o.serverMaxBatchSize ?? SERVER_DEFAULT_MAX_BATCH;
-    const small = { label: `${bundle.manifest.image_size}px JPEG`, bytes: await makeBenchImage('small', bundle.manifest.image_size) };
+    const small = {
+      label: `${bundle.manifest.image_size}px JPEG`,
+      bytes: await makeBenchImage('small', bundle.manifest.image_size),
+    };
     const served: ServedResult[] = [];
     const gen = await LoadGenerator.start();
     try {
       for (const batching of plan.full ? (['on', 'off'] as const) : (['on'] as const)) {
-        o.log(`${arch}: server, dynamic batching ${batching}${batching === 'on' ? ` (--max-batch-size ${maxBatchSize})` : ' (--max-batch-size 1)'}`);
-        const server = await ServerProcess.start({ model: dir, provider: o.provider, intraOpThreads: o.threads, maxBatchSize: batching === 'on' ? maxBatchSize : 1, ...(o.maxQueueDelayMs !== undefined ? { maxQueueDelayMs: o.maxQueueDelayMs } : {}) });
+        o.log(
+          `${arch}: server, dynamic batching ${batching}${batching === 'on' ? ` (--max-batch-size ${maxBatchSize})` : ' (--max-batch-size 1)'}`,
+        );
+        const server = await ServerProcess.start({
+          model: dir,
+          provider: o.provider,
+          intraOpThreads: o.threads,
+          maxBatchSize: batching === 'on' ? maxBatchSize : 1,
+          ...(o.maxQueueDelayMs !== undefined ? { maxQueueDelayMs: o.maxQueueDelayMs } : {}),
+        });
         try {
-          if (batching === 'on') res.server = { maxBatchSize, readySeconds: server.readySeconds, readyPeakRssBytes: server.peakRssBytes(), served };
+          if (batching === 'on')
+            res.server = {
+              maxBatchSize,
+              readySeconds: server.readySeconds,
+              readyPeakRssBytes: server.peakRssBytes(),
+              served,
+            };
           const run = async (spec: Parameters<typeof runServed>[3]): Promise<void> => {
-            const timing = scenarioTiming(plan, res.raw, spec.kind.includes('image') ? 'image' : 'text', batching === 'on' ? maxBatchSize : 1, spec.concurrency);
+            const timing = scenarioTiming(
+              plan,
+              res.raw,
+              spec.kind.includes('image') ? 'image' : 'text',
+              batching === 'on' ? maxBatchSize : 1,
+              spec.concurrency,
+            );
             const r = await runServed(server, gen, batching, spec, timing, captions);
             served.push(r);
-            o.log(`  ${r.kind}${r.image ? ` (${r.image})` : ''} c=${r.concurrency}: ${r.itemsPerSec.toFixed(1)}/s p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms cpu ${r.serverCpuCores.toFixed(2)}${r.errors ? ` errors ${r.errors} (${r.errorSamples?.[0]})` : ''}`);
+            o.log(
+              `  ${r.kind}${r.image ? ` (${r.image})` : ''} c=${r.concurrency}: ${r.itemsPerSec.toFixed(1)}/s p50 ${r.latency.p50Ms.toFixed(2)} ms p99 ${r.latency.p99Ms.toFixed(2)} ms cpu ${r.serverCpuCores.toFixed(2)}${r.errors ? ` errors ${r.errors} (${r.errorSamples?.[0]})` : ''}`,
+            );
           };
           for (const c of plan.concurrency) await run({ kind: 'text', concurrency: c });
           for (const c of plan.concurrency) await run({ kind: 'image', concurrency: c, image: small });
@@ -158,7 +225,11 @@ async function benchModel(arch: ArchName, o: BenchOptions, captions: string[]): 
             // Pipeline overlap: big inputs whose decode is a real share of the work.
             for (const kind of ['icon', 'photo'] as BenchImageKind[]) {
               const bytes = await makeBenchImage(kind, bundle.manifest.image_size);
-              await run({ kind: 'image', concurrency: plan.streamWindow, image: { label: kind === 'icon' ? '512px PNG icon' : '2000x1500 JPEG photo', bytes } });
+              await run({
+                kind: 'image',
+                concurrency: plan.streamWindow,
+                image: { label: kind === 'icon' ? '512px PNG icon' : '2000x1500 JPEG photo', bytes },
+              });
             }
           }
         } finally {
@@ -205,19 +276,32 @@ function chartPanels(results: BenchResults): Panel[] {
         (['on', 'off'] as const).map((batching) => ({
           label: `${kind}, batching ${batching}`,
           dashed: batching === 'off',
-          points: served.filter((r) => r.kind === kind && r.batching === batching && (kind === 'text' || (r.image ?? '').endsWith('px JPEG'))).map((r) => [r.concurrency, metric(r)] as [number, number]),
+          points: served
+            .filter(
+              (r) =>
+                r.kind === kind && r.batching === batching && (kind === 'text' || (r.image ?? '').endsWith('px JPEG')),
+            )
+            .map((r) => [r.concurrency, metric(r)] as [number, number]),
         })),
       );
     panels.push({ title: `${arch}: throughput`, yLabel: 'items/s', series: series((r) => r.itemsPerSec) });
-    panels.push({ title: `${arch}: p99 latency`, yLabel: 'p99 ms (log)', yLog: true, series: series((r) => r.latency.p99Ms) });
+    panels.push({
+      title: `${arch}: p99 latency`,
+      yLabel: 'p99 ms (log)',
+      yLog: true,
+      series: series((r) => r.latency.p99Ms),
+    });
   }
   return panels;
 }
 
-export async function runBench(o: BenchOptions): Promise<{ results: BenchResults; jsonPath: string; chartPath?: string }> {
+export async function runBench(
+  o: BenchOptions,
+): Promise<{ results: BenchResults; jsonPath: string; chartPath?: string }> {
   const t0 = performance.now();
   const loadBefore = os.loadavg();
-  if (loadBefore[0] > 1.5) o.log(`warning: 1-minute load average is ${loadBefore[0].toFixed(2)}: figures taken under load are not comparable`);
+  if (loadBefore[0] > 1.5)
+    o.log(`warning: 1-minute load average is ${loadBefore[0].toFixed(2)}: figures taken under load are not comparable`);
   const captions = benchCaptions(o.quick ? 2000 : 100_000);
   const results: BenchResults = {
     meta: {
@@ -261,7 +345,13 @@ export async function runBench(o: BenchOptions): Promise<{ results: BenchResults
   const panels = chartPanels(results);
   if (panels.length) {
     chartPath = `${base}.svg`;
-    fs.writeFileSync(chartPath, renderChart(`clipserve served throughput and p99 vs concurrency (${results.meta.provider}, ${results.meta.cpus} cores, ${results.meta.date.slice(0, 10)})`, panels));
+    fs.writeFileSync(
+      chartPath,
+      renderChart(
+        `clipserve served throughput and p99 vs concurrency (${results.meta.provider}, ${results.meta.cpus} cores, ${results.meta.date.slice(0, 10)})`,
+        panels,
+      ),
+    );
   }
   printReport(results, (s) => process.stdout.write(s));
   return { results, jsonPath, chartPath };

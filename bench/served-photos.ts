@@ -42,7 +42,10 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     builds: [{ name: 'this', cli: path.join(PACKAGE_ROOT, 'dist', 'cli', 'main.js') }],
     models: ['tiny', 'ViT-B-32'],
-    photos: [[2000, 1500], [4000, 3000]],
+    photos: [
+      [2000, 1500],
+      [4000, 3000],
+    ],
     rounds: 3,
     seconds: 8,
     concurrency: 16,
@@ -57,17 +60,21 @@ function parseArgs(argv: string[]): Options {
       return x;
     };
     if (a === '--builds') {
-      o.builds = v().split(',').map((spec) => {
-        const [name, dir] = spec.includes('=') ? spec.split('=') : [path.basename(path.resolve(spec)), spec];
-        return { name, cli: path.join(path.resolve(dir), 'dist', 'cli', 'main.js') };
-      });
+      o.builds = v()
+        .split(',')
+        .map((spec) => {
+          const [name, dir] = spec.includes('=') ? spec.split('=') : [path.basename(path.resolve(spec)), spec];
+          return { name, cli: path.join(path.resolve(dir), 'dist', 'cli', 'main.js') };
+        });
     } else if (a === '--models') o.models = v().split(',').map(parseArch);
     else if (a === '--photos') {
-      o.photos = v().split(',').map((s) => {
-        const m = /^(\d+)x(\d+)$/.exec(s);
-        if (!m) throw new Error(`--photos takes WxH sizes, got ${s}`);
-        return [Number(m[1]), Number(m[2])];
-      });
+      o.photos = v()
+        .split(',')
+        .map((s) => {
+          const m = /^(\d+)x(\d+)$/.exec(s);
+          if (!m) throw new Error(`--photos takes WxH sizes, got ${s}`);
+          return [Number(m[1]), Number(m[2])];
+        });
     } else if (a === '--rounds') o.rounds = Number(v());
     else if (a === '--seconds') o.seconds = Number(v());
     else if (a === '--concurrency') o.concurrency = Number(v());
@@ -75,7 +82,12 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--cache-dir') o.cacheDir = path.resolve(v());
     else throw new Error(`unknown argument ${a} (see the comment at the top of served-photos.ts)`);
   }
-  for (const [k, n] of Object.entries({ rounds: o.rounds, seconds: o.seconds, concurrency: o.concurrency, threads: o.threads })) {
+  for (const [k, n] of Object.entries({
+    rounds: o.rounds,
+    seconds: o.seconds,
+    concurrency: o.concurrency,
+    threads: o.threads,
+  })) {
     if (!(Number.isInteger(n) && n >= 1)) throw new Error(`--${k} must be a positive integer`);
   }
   return o;
@@ -103,7 +115,9 @@ function line(r: Run): string {
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
-  const photos = await Promise.all(o.photos.map(async ([w, h]) => ({ label: `${w}×${h} JPEG`, bytes: await makePhoto(w, h, 80) })));
+  const photos = await Promise.all(
+    o.photos.map(async ([w, h]) => ({ label: `${w}×${h} JPEG`, bytes: await makePhoto(w, h, 80) })),
+  );
   const bundles = new Map<ArchName, string>();
   for (const m of o.models) bundles.set(m, (await ensureBenchBundle(m, o.cacheDir, log)).dir);
   process.stdout.write(
@@ -120,15 +134,36 @@ async function main(): Promise<void> {
       for (const model of o.models) {
         const order = round % 2 === 0 ? o.builds : [...o.builds].reverse();
         for (const build of order) {
-          const server = await ServerProcess.start({ model: bundles.get(model)!, provider: 'cpu', intraOpThreads: o.threads, maxBatchSize: 32, cli: build.cli });
+          const server = await ServerProcess.start({
+            model: bundles.get(model)!,
+            provider: 'cpu',
+            intraOpThreads: o.threads,
+            maxBatchSize: 32,
+            cli: build.cli,
+          });
           try {
             for (const photo of photos) {
               const warmupSeconds = 3;
               const t0 = performance.now();
-              const result = await runServed(server, gen, 'on', { kind: 'image', concurrency: o.concurrency, image: photo }, { warmupSeconds, seconds: o.seconds }, []);
+              const result = await runServed(
+                server,
+                gen,
+                'on',
+                { kind: 'image', concurrency: o.concurrency, image: photo },
+                { warmupSeconds, seconds: o.seconds },
+                [],
+              );
               const wall = (performance.now() - t0) / 1000;
               const b = result.breakdown;
-              const run: Run = { round, build: build.name, model, photo: photo.label, result, inferenceBusy: (b.runs * b.meanInferenceMs) / 1000 / wall, load: os.loadavg()[0] };
+              const run: Run = {
+                round,
+                build: build.name,
+                model,
+                photo: photo.label,
+                result,
+                inferenceBusy: (b.runs * b.meanInferenceMs) / 1000 / wall,
+                load: os.loadavg()[0],
+              };
               runs.push(run);
               process.stdout.write(`${line(run)}\n`);
             }
@@ -145,7 +180,9 @@ async function main(): Promise<void> {
   for (const model of o.models) {
     for (const photo of photos) {
       const cells = o.builds.map((b) => {
-        const rates = runs.filter((r) => r.model === model && r.photo === photo.label && r.build === b.name).map((r) => r.result.itemsPerSec);
+        const rates = runs
+          .filter((r) => r.model === model && r.photo === photo.label && r.build === b.name)
+          .map((r) => r.result.itemsPerSec);
         return `${b.name} ${f(Math.max(...rates))} (runs: ${rates.map((x) => f(x)).join(', ')})`;
       });
       process.stdout.write(`  ${model} ${photo.label}: ${cells.join(' | ')}\n`);

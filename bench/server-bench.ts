@@ -35,7 +35,9 @@ export class LoadGenerator {
   static async start(): Promise<LoadGenerator> {
     const child = fork(compiledBenchModule('load-generator'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     await new Promise<void>((resolve, reject) => {
-      child.once('message', (m: ChildMessage) => (m.kind === 'ready' ? resolve() : reject(new Error(`load generator: unexpected ${m.kind}`))));
+      child.once('message', (m: ChildMessage) =>
+        m.kind === 'ready' ? resolve() : reject(new Error(`load generator: unexpected ${m.kind}`)),
+      );
       child.once('exit', (code) => reject(new Error(`the load generator exited with code ${code}`)));
     });
     child.removeAllListeners('exit');
@@ -49,7 +51,10 @@ export class LoadGenerator {
       this.child.once('message', (m: ChildMessage) => {
         this.child.off('exit', onExit);
         if (m.kind === 'report') resolve(m.report);
-        else reject(new Error(m.kind === 'failed' ? `load generator: ${m.message}` : `load generator: unexpected ${m.kind}`));
+        else
+          reject(
+            new Error(m.kind === 'failed' ? `load generator: ${m.message}` : `load generator: unexpected ${m.kind}`),
+          );
       });
       this.child.send({ kind: 'run', scenario });
     });
@@ -72,7 +77,14 @@ export interface ScenarioSpec {
 }
 
 /** Runs one scenario and attributes server CPU and peak RSS to it. */
-export async function runServed(server: ServerProcess, gen: LoadGenerator, batching: 'on' | 'off', spec: ScenarioSpec, timing: { warmupSeconds: number; seconds: number }, captions: string[]): Promise<ServedResult> {
+export async function runServed(
+  server: ServerProcess,
+  gen: LoadGenerator,
+  batching: 'on' | 'off',
+  spec: ScenarioSpec,
+  timing: { warmupSeconds: number; seconds: number },
+  captions: string[],
+): Promise<ServedResult> {
   server.resetPeakRss();
   // CPU is sampled around the whole run (warm-up included) and scaled by its wall time: the
   // window the generator counts sits inside it at the same load.

@@ -17,7 +17,12 @@ export interface ServedBreakdown {
   meanQueueWaitMs: number;
 }
 
-const FAMILIES = ['clipserve_batch_size', 'clipserve_inference_seconds', 'clipserve_preprocess_seconds', 'clipserve_queue_wait_seconds'];
+const FAMILIES = [
+  'clipserve_batch_size',
+  'clipserve_inference_seconds',
+  'clipserve_preprocess_seconds',
+  'clipserve_queue_wait_seconds',
+];
 
 export async function scrape(metricsPort: number): Promise<MetricsSnapshot> {
   const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
@@ -30,7 +35,11 @@ export async function scrape(metricsPort: number): Promise<MetricsSnapshot> {
   return { values };
 }
 
-export function breakdown(before: MetricsSnapshot, after: MetricsSnapshot, modality: 'text' | 'image'): ServedBreakdown {
+export function breakdown(
+  before: MetricsSnapshot,
+  after: MetricsSnapshot,
+  modality: 'text' | 'image',
+): ServedBreakdown {
   const d = (name: string, part: 'sum' | 'count'): number => {
     const key = `${name}_${part}{${modality}}`;
     return (after.values.get(key) ?? 0) - (before.values.get(key) ?? 0);

@@ -26,7 +26,12 @@ const CLOCK_TICKS_PER_S = 100;
 export class ServerProcess {
   private exited = false;
   private stderrTail = '';
-  private constructor(private readonly child: ChildProcess, readonly port: number, readonly metricsPort: number, readonly readySeconds: number) {
+  private constructor(
+    private readonly child: ChildProcess,
+    readonly port: number,
+    readonly metricsPort: number,
+    readonly readySeconds: number,
+  ) {
     child.once('exit', () => (this.exited = true));
   }
 
@@ -41,10 +46,28 @@ export class ServerProcess {
   /** Starts the server and resolves once it logs "model ready: serving"; readySeconds counts from spawn. */
   static async start(flags: ServerFlags, timeoutSeconds = 600): Promise<ServerProcess> {
     const args = [
-      flags.cli ?? compiledModule('cli/main'), 'serve',
-      '--model', flags.model, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0',
-      '--provider', flags.provider, '--intra-op-threads', String(flags.intraOpThreads),
-      '--max-batch-size', String(flags.maxBatchSize), '--queue-bound', '4096', '--log-level', 'info',
+      flags.cli ?? compiledModule('cli/main'),
+      'serve',
+      '--model',
+      flags.model,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--metrics-port',
+      '0',
+      '--http-port',
+      '0',
+      '--provider',
+      flags.provider,
+      '--intra-op-threads',
+      String(flags.intraOpThreads),
+      '--max-batch-size',
+      String(flags.maxBatchSize),
+      '--queue-bound',
+      '4096',
+      '--log-level',
+      'info',
     ];
     if (flags.maxQueueDelayMs !== undefined) args.push('--max-queue-delay-ms', String(flags.maxQueueDelayMs));
     if (flags.preprocessWorkers !== undefined) args.push('--preprocess-workers', String(flags.preprocessWorkers));
@@ -56,7 +79,10 @@ export class ServerProcess {
     return new Promise<ServerProcess>((resolve, reject) => {
       let port: number | undefined;
       let metricsPort: number | undefined;
-      const timer = setTimeout(() => fail(new Error(`the server was not ready after ${timeoutSeconds} s`)), timeoutSeconds * 1000);
+      const timer = setTimeout(
+        () => fail(new Error(`the server was not ready after ${timeoutSeconds} s`)),
+        timeoutSeconds * 1000,
+      );
       const fail = (err: Error): void => {
         clearTimeout(timer);
         child.kill('SIGKILL');
@@ -72,14 +98,17 @@ export class ServerProcess {
         }
         if (rec.msg === 'grpc server listening') port = rec.port;
         if (typeof rec.msg === 'string' && rec.msg.startsWith('metrics and probes listening')) metricsPort = rec.port;
-        if (rec.msg === 'model failed to load') fail(new Error(`the server failed to load the model: ${rec.err?.message ?? line}`));
+        if (rec.msg === 'model failed to load')
+          fail(new Error(`the server failed to load the model: ${rec.err?.message ?? line}`));
         if (rec.msg === 'model ready: serving') {
           const provider = (rec as { model?: { provider?: string } }).model?.provider;
-          if (provider !== flags.provider) return fail(new Error(`the server came up on provider ${provider}, not ${flags.provider}`));
+          if (provider !== flags.provider)
+            return fail(new Error(`the server came up on provider ${provider}, not ${flags.provider}`));
           clearTimeout(timer);
           child.removeAllListeners('exit');
           lines.removeAllListeners('line');
-          if (port === undefined || metricsPort === undefined) return fail(new Error('the server did not log its gRPC and metrics ports'));
+          if (port === undefined || metricsPort === undefined)
+            return fail(new Error('the server did not log its gRPC and metrics ports'));
           const p = new ServerProcess(child, port, metricsPort, (performance.now() - t0) / 1000);
           p.stderrTail = stderr;
           resolve(p);

@@ -67,28 +67,43 @@ function panelSvg(p: Panel, ox: number, oy: number, w: number, h: number): strin
   const X = (x: number): number => ox + m.l + ((Math.log2(x) - lx0) / (lx1 - lx0)) * pw;
   const Y = (y: number): number => oy + m.t + ph - (((p.yLog ? Math.log10(y) : y) - y0) / (y1 - y0 || 1)) * ph;
   const out: string[] = [];
-  out.push(`<text x="${ox + m.l + pw / 2}" y="${oy + 18}" text-anchor="middle" font-weight="bold">${esc(p.title)}</text>`);
+  out.push(
+    `<text x="${ox + m.l + pw / 2}" y="${oy + 18}" text-anchor="middle" font-weight="bold">${esc(p.title)}</text>`,
+  );
   for (const t of yTicks) {
-    out.push(`<line x1="${ox + m.l}" x2="${ox + m.l + pw}" y1="${Y(t).toFixed(1)}" y2="${Y(t).toFixed(1)}" stroke="#e5e7eb"/>`);
+    out.push(
+      `<line x1="${ox + m.l}" x2="${ox + m.l + pw}" y1="${Y(t).toFixed(1)}" y2="${Y(t).toFixed(1)}" stroke="#e5e7eb"/>`,
+    );
     out.push(`<text x="${ox + m.l - 6}" y="${(Y(t) + 4).toFixed(1)}" text-anchor="end">${fmt(t)}</text>`);
   }
   for (let e = Math.ceil(lx0); e <= Math.floor(lx1); e++) {
     const x = X(2 ** e);
-    out.push(`<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${oy + m.t}" y2="${oy + m.t + ph}" stroke="#f3f4f6"/>`);
+    out.push(
+      `<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${oy + m.t}" y2="${oy + m.t + ph}" stroke="#f3f4f6"/>`,
+    );
     out.push(`<text x="${x.toFixed(1)}" y="${oy + m.t + ph + 16}" text-anchor="middle">${2 ** e}</text>`);
   }
   out.push(`<rect x="${ox + m.l}" y="${oy + m.t}" width="${pw}" height="${ph}" fill="none" stroke="#9ca3af"/>`);
   out.push(`<text x="${ox + m.l + pw / 2}" y="${oy + h - 6}" text-anchor="middle">concurrent callers</text>`);
-  out.push(`<text transform="translate(${ox + 14},${oy + m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(p.yLabel)}</text>`);
+  out.push(
+    `<text transform="translate(${ox + 14},${oy + m.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(p.yLabel)}</text>`,
+  );
   p.series.forEach((s, i) => {
     const color = COLORS[i % COLORS.length];
-    const valid = s.points.filter(([x, y]) => x > 0 && Number.isFinite(y) && (!p.yLog || y > 0)).sort((a, b) => a[0] - b[0]);
+    const valid = s.points
+      .filter(([x, y]) => x > 0 && Number.isFinite(y) && (!p.yLog || y > 0))
+      .sort((a, b) => a[0] - b[0]);
     if (valid.length === 0) return;
     const d = valid.map(([x, y], j) => `${j ? 'L' : 'M'}${X(x).toFixed(1)},${Y(y).toFixed(1)}`).join(' ');
-    out.push(`<path d="${d}" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
-    for (const [x, y] of valid) out.push(`<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="3" fill="${color}"/>`);
+    out.push(
+      `<path d="${d}" fill="none" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
+    for (const [x, y] of valid)
+      out.push(`<circle cx="${X(x).toFixed(1)}" cy="${Y(y).toFixed(1)}" r="3" fill="${color}"/>`);
     const ly = oy + m.t + 8 + i * 16;
-    out.push(`<line x1="${ox + m.l + 10}" x2="${ox + m.l + 30}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`);
+    out.push(
+      `<line x1="${ox + m.l + 10}" x2="${ox + m.l + 30}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+    );
     out.push(`<text x="${ox + m.l + 36}" y="${ly + 4}">${esc(s.label)}</text>`);
   });
   return out.join('\n');

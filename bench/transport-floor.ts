@@ -25,15 +25,22 @@ function serve(): void {
 }
 
 export async function transportFloor(calls: number): Promise<LatencySummary> {
-  const child = fork(compiledBenchModule('transport-floor'), ['serve'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(compiledBenchModule('transport-floor'), ['serve'], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   try {
     const port = await new Promise<number>((resolve, reject) => {
       child.once('message', (p) => resolve(p as number));
       child.once('exit', (code) => reject(new Error(`the transport-floor server exited with code ${code}`)));
     });
     const Client = grpc.makeGenericClientConstructor(loadProtos().embeddingService, 'EmbeddingService');
-    const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as Record<string, (req: unknown, cb: (err: Error | null) => void) => void> & grpc.Client;
-    const call = (): Promise<void> => new Promise((resolve, reject) => client.GetModelInfo({}, (err) => (err ? reject(err) : resolve())));
+    const client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as Record<
+      string,
+      (req: unknown, cb: (err: Error | null) => void) => void
+    > &
+      grpc.Client;
+    const call = (): Promise<void> =>
+      new Promise((resolve, reject) => client.GetModelInfo({}, (err) => (err ? reject(err) : resolve())));
     try {
       for (let i = 0; i < Math.min(200, calls); i++) await call();
       const samples: number[] = [];

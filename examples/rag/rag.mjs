@@ -34,14 +34,16 @@ export async function buildIndex(client, dir, { onProgress } = {}) {
   const files = (await readdir(dir)).filter((f) => IMAGE_EXTENSIONS.has(path.extname(f).toLowerCase())).sort();
   if (files.length === 0) throw new Error(`no images (${[...IMAGE_EXTENSIONS].join(', ')}) in ${dir}`);
   const imagePaths = files.map((f) => path.join(dir, f));
-  const captions = await Promise.all(files.map(async (f) => {
-    try {
-      return (await readFile(path.join(dir, `${path.parse(f).name}.txt`), 'utf8')).trim();
-    } catch (err) {
-      if (err.code === 'ENOENT') return '';
-      throw err;
-    }
-  }));
+  const captions = await Promise.all(
+    files.map(async (f) => {
+      try {
+        return (await readFile(path.join(dir, `${path.parse(f).name}.txt`), 'utf8')).trim();
+      } catch (err) {
+        if (err.code === 'ENOENT') return '';
+        throw err;
+      }
+    }),
+  );
   // File paths go straight to the SDK, which reads them lazily, one request ahead of the server.
   const imageVectors = await client.embedImages(imagePaths, { onProgress });
   const captioned = captions.map((c, i) => (c ? i : -1)).filter((i) => i >= 0);
@@ -88,7 +90,14 @@ async function rerank(client, query, hits, k) {
     .slice(0, k)
     .map(([hitIndex, r]) => {
       const { entry, score } = hits[hitIndex];
-      return { name: entry.name, caption: entry.caption, retrievalScore: score, rerankScore: r.score, rerankProbability: r.probability, matchedBy: r.modality };
+      return {
+        name: entry.name,
+        caption: entry.caption,
+        retrievalScore: score,
+        rerankScore: r.score,
+        rerankProbability: r.probability,
+        matchedBy: r.modality,
+      };
     });
 }
 
@@ -99,7 +108,12 @@ export async function retrieveByText(client, index, text, { k = 3, candidates = 
 
 export async function retrieveByImage(client, index, imagePath, { k = 3, candidates = 10 } = {}) {
   const [vector] = await client.embedImages([imagePath]);
-  return rerank(client, { image: imagePath }, nearest(index, vector, { limit: Math.max(k, candidates), useCaptions: false }), k);
+  return rerank(
+    client,
+    { image: imagePath },
+    nearest(index, vector, { limit: Math.max(k, candidates), useCaptions: false }),
+    k,
+  );
 }
 
 async function main() {
@@ -117,15 +131,26 @@ async function main() {
   if (!values.dir) throw new Error('--dir <folder of images and captions> is required');
   const k = Number(values.k);
   const candidates = Number(values.candidates);
-  if (!Number.isInteger(k) || k < 1 || !Number.isInteger(candidates) || candidates < 1) throw new Error('--k and --candidates must be integers >= 1');
+  if (!Number.isInteger(k) || k < 1 || !Number.isInteger(candidates) || candidates < 1)
+    throw new Error('--k and --candidates must be integers >= 1');
   const client = new ClipClient({ address: values.server, apiKey: values['api-key'] });
   try {
     const index = await buildIndex(client, values.dir, {
       onProgress: ({ completed, total }) => process.stderr.write(`indexed ${completed}/${total} images\n`),
     });
     const queries = [];
-    for (const text of values.text) queries.push({ kind: 'text', query: text, results: await retrieveByText(client, index, text, { k, candidates }) });
-    for (const image of values.image) queries.push({ kind: 'image', query: image, results: await retrieveByImage(client, index, image, { k, candidates }) });
+    for (const text of values.text)
+      queries.push({
+        kind: 'text',
+        query: text,
+        results: await retrieveByText(client, index, text, { k, candidates }),
+      });
+    for (const image of values.image)
+      queries.push({
+        kind: 'image',
+        query: image,
+        results: await retrieveByImage(client, index, image, { k, candidates }),
+      });
     process.stdout.write(`${JSON.stringify({ indexed: index.length, queries }, null, 2)}\n`);
   } finally {
     client.close();

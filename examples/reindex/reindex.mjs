@@ -33,9 +33,19 @@ class LiveIndex {
   /** Top hits for a text, embedded with the index's own version. */
   async search(text, k) {
     let producedBy;
-    const [vector] = await this.client.embedTexts([text], { modelVersion: this.version, onProgress: (p) => (producedBy = p.modelVersion) });
-    if (producedBy !== this.version) throw new Error(`query embedded by ${producedBy}, index built with ${this.version}`);
-    return { version: producedBy, hits: nearest(this.entries, vector, { limit: k, useCaptions: true }).map((h) => ({ name: h.entry.name, score: h.score })) };
+    const [vector] = await this.client.embedTexts([text], {
+      modelVersion: this.version,
+      onProgress: (p) => (producedBy = p.modelVersion),
+    });
+    if (producedBy !== this.version)
+      throw new Error(`query embedded by ${producedBy}, index built with ${this.version}`);
+    return {
+      version: producedBy,
+      hits: nearest(this.entries, vector, { limit: k, useCaptions: true }).map((h) => ({
+        name: h.entry.name,
+        score: h.score,
+      })),
+    };
   }
 }
 
@@ -44,7 +54,8 @@ export async function indexWith(address, apiKey, version, dir) {
   const client = new ClipClient({ address, apiKey, modelVersion: version });
   const seen = new Set();
   const entries = await buildIndex(client, dir, { onProgress: (p) => seen.add(p.modelVersion) });
-  if ([...seen].some((v) => v !== version)) throw new Error(`index for ${version} got vectors from ${[...seen].join(', ')}`);
+  if ([...seen].some((v) => v !== version))
+    throw new Error(`index for ${version} got vectors from ${[...seen].join(', ')}`);
   return new LiveIndex(client, version, entries);
 }
 
@@ -87,7 +98,17 @@ export async function reindex({ address, apiKey, dir, from, to, query, k = 3, ac
     await traffic;
     old.client.close();
     const after = await live.search(query, k);
-    return { indexed: live.entries.length, from, to, activeVersion: activated?.model.version, previousVersion: activated?.previousVersion, queriesByVersion: served, failures, before, after };
+    return {
+      indexed: live.entries.length,
+      from,
+      to,
+      activeVersion: activated?.model.version,
+      previousVersion: activated?.previousVersion,
+      queriesByVersion: served,
+      failures,
+      before,
+      after,
+    };
   } finally {
     stop = true;
     await traffic;
@@ -108,10 +129,20 @@ async function main() {
       'api-key': { type: 'string' },
     },
   });
-  if (!values.dir || !values.from || !values.to) throw new Error('--dir, --from <version N> and --to <version N+1> are required');
+  if (!values.dir || !values.from || !values.to)
+    throw new Error('--dir, --from <version N> and --to <version N+1> are required');
   const k = Number(values.k);
   if (!Number.isInteger(k) || k < 1) throw new Error('--k must be an integer >= 1');
-  const summary = await reindex({ address: values.server, apiKey: values['api-key'], dir: values.dir, from: values.from, to: values.to, query: values.query, k, activate: !values['no-activate'] });
+  const summary = await reindex({
+    address: values.server,
+    apiKey: values['api-key'],
+    dir: values.dir,
+    from: values.from,
+    to: values.to,
+    query: values.query,
+    k,
+    activate: !values['no-activate'],
+  });
   process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
   if (summary.failures.length > 0) process.exitCode = 1;
 }

@@ -36,12 +36,21 @@ function newestMtime(p) {
 // when both builds are newer than everything they are made from.
 if (process.argv.includes('--if-stale')) {
   const builtAt = Math.min(...['esm', 'cjs'].map((f) => newestMtime(path.join(SDK_DIR, 'dist', f, 'index.js'))));
-  const sources = ['src', 'scripts', 'proto', 'package.json', 'tsconfig.json', 'tsconfig.esm.json', 'tsconfig.cjs.json'].map((p) => path.join(SDK_DIR, p));
+  const sources = [
+    'src',
+    'scripts',
+    'proto',
+    'package.json',
+    'tsconfig.json',
+    'tsconfig.esm.json',
+    'tsconfig.cjs.json',
+  ].map((p) => path.join(SDK_DIR, p));
   if (builtAt > 0 && Math.max(...[...sources, REPO_PROTO].map(newestMtime)) < builtAt) process.exit(0);
 }
 
 function listProtos(dir) {
-  return fs.readdirSync(dir, { recursive: true })
+  return fs
+    .readdirSync(dir, { recursive: true })
     .map(String)
     .filter((f) => f.endsWith('.proto'))
     .sort();
@@ -84,8 +93,13 @@ const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
 // Compile next to dist/ and swap it in at the end: a failed build leaves the previous dist/ intact.
 const staging = fs.mkdtempSync(path.join(SDK_DIR, '.dist-'));
 try {
-  for (const [cfg, out] of [['tsconfig.esm.json', 'esm'], ['tsconfig.cjs.json', 'cjs']]) {
-    execFileSync(process.execPath, [tsc, '-p', path.join(SDK_DIR, cfg), '--outDir', path.join(staging, out)], { stdio: 'inherit' });
+  for (const [cfg, out] of [
+    ['tsconfig.esm.json', 'esm'],
+    ['tsconfig.cjs.json', 'cjs'],
+  ]) {
+    execFileSync(process.execPath, [tsc, '-p', path.join(SDK_DIR, cfg), '--outDir', path.join(staging, out)], {
+      stdio: 'inherit',
+    });
   }
   fs.writeFileSync(path.join(staging, 'cjs', 'package.json'), '{ "type": "commonjs" }\n');
   fs.writeFileSync(path.join(staging, 'esm', 'package.json'), '{ "type": "module" }\n');

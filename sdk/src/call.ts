@@ -7,19 +7,25 @@ import type { CallOptions } from './types.js';
 export function resolveDeadline(opts: CallOptions | undefined, defaultTimeoutMs: number | undefined): Date | undefined {
   const candidates: number[] = [];
   if (opts?.deadline !== undefined) {
-    if (!(opts.deadline instanceof Date) || Number.isNaN(opts.deadline.getTime())) throw new TypeError('deadline must be a valid Date');
+    if (!(opts.deadline instanceof Date) || Number.isNaN(opts.deadline.getTime()))
+      throw new TypeError('deadline must be a valid Date');
     candidates.push(opts.deadline.getTime());
   }
   if (opts?.timeoutMs !== undefined) {
     if (!(opts.timeoutMs >= 0)) throw new RangeError('timeoutMs must be a number >= 0');
     candidates.push(Date.now() + opts.timeoutMs);
   }
-  if (candidates.length === 0 && defaultTimeoutMs !== undefined && defaultTimeoutMs > 0) candidates.push(Date.now() + defaultTimeoutMs);
+  if (candidates.length === 0 && defaultTimeoutMs !== undefined && defaultTimeoutMs > 0)
+    candidates.push(Date.now() + defaultTimeoutMs);
   return candidates.length ? new Date(Math.min(...candidates)) : undefined;
 }
 
 export function abortedError(signal: AbortSignal): ClipServeError {
-  return new ClipServeError({ code: Status.CANCELLED, details: 'the call was aborted by the caller', cause: signal.reason });
+  return new ClipServeError({
+    code: Status.CANCELLED,
+    details: 'the call was aborted by the caller',
+    cause: signal.reason,
+  });
 }
 
 /** Cancels `call` when `signal` aborts; returns the function that detaches the listener. */
@@ -52,13 +58,18 @@ export function unaryCall<Req, Res>(
 ): Promise<Res> {
   if (signal?.aborted) return Promise.reject(abortedError(signal));
   const fn = (client as unknown as Record<string, UnaryMethod<Req, Res>>)[method];
-  if (typeof fn !== 'function') return Promise.reject(new ClipServeError({ code: Status.UNIMPLEMENTED, details: `the bundled proto has no method ${method}` }));
+  if (typeof fn !== 'function')
+    return Promise.reject(
+      new ClipServeError({ code: Status.UNIMPLEMENTED, details: `the bundled proto has no method ${method}` }),
+    );
   return new Promise<Res>((resolve, reject) => {
     let detach = (): void => {};
     const call = fn.call(client, request, metadata, deadline ? { deadline } : {}, (err, response) => {
       detach();
       if (err) {
-        reject(signal?.aborted && err.code === Status.CANCELLED ? abortedError(signal) : toClipServeError(err, toInputIndex));
+        reject(
+          signal?.aborted && err.code === Status.CANCELLED ? abortedError(signal) : toClipServeError(err, toInputIndex),
+        );
       } else if (response === undefined) {
         reject(new ClipServeError({ code: Status.INTERNAL, details: `${method} returned no response` }));
       } else {

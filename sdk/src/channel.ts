@@ -52,7 +52,10 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Unary RPCs that are pure reads of server state, hence safe to retry. EmbedStream is not listed, nor
  *  the fine-tune calls that change state (create, cancel, activate) or stream (upload, watch). */
 const IDEMPOTENT_METHODS: { service: string; method: string }[] = [
-  ...['EmbedText', 'EmbedImage', 'Similarity', 'Rank', 'Classify', 'GetModelInfo'].map((method) => ({ service: EMBEDDING_SERVICE, method })),
+  ...['EmbedText', 'EmbedImage', 'Similarity', 'Rank', 'Classify', 'GetModelInfo'].map((method) => ({
+    service: EMBEDDING_SERVICE,
+    method,
+  })),
   { service: HEALTH_SERVICE, method: 'Check' },
   ...['GetFineTuneJob', 'ListFineTuneJobs', 'ListDatasets'].map((method) => ({ service: FINE_TUNE_SERVICE, method })),
   { service: MODEL_SERVICE, method: 'ListModels' },
@@ -67,10 +70,12 @@ export function parseTarget(address: string): string {
   const a = address.trim();
   if (a === '') throw new TypeError('ClipClient: address is empty');
   if (/^(dns|ipv4|ipv6|unix|unix-abstract):/.test(a)) {
-    if (a.startsWith('dns:') && !/:\d+$/.test(a)) throw new TypeError(`ClipClient: ${address}: a dns target needs an explicit port`);
+    if (a.startsWith('dns:') && !/:\d+$/.test(a))
+      throw new TypeError(`ClipClient: ${address}: a dns target needs an explicit port`);
     return a;
   }
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(a)) throw new TypeError(`ClipClient: ${address}: unsupported scheme (use host:port or dns:///host:port)`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(a))
+    throw new TypeError(`ClipClient: ${address}: unsupported scheme (use host:port or dns:///host:port)`);
   const m = /^(\[[0-9a-fA-F:.]+\]|[^:[\]\s]+):(\d{1,5})$/.exec(a);
   if (!m || Number(m[2]) > 65535) throw new TypeError(`ClipClient: ${address}: expected host:port`);
   return a;
@@ -84,30 +89,37 @@ function toBuffer(v: string | Buffer | undefined): Buffer | null {
 export function channelCredentials(tls: boolean | TlsOptions | undefined): grpc.ChannelCredentials {
   if (!tls) return grpc.credentials.createInsecure();
   const o: TlsOptions = tls === true ? {} : tls;
-  if ((o.cert === undefined) !== (o.key === undefined)) throw new TypeError('ClipClient: tls.cert and tls.key go together (mutual TLS)');
+  if ((o.cert === undefined) !== (o.key === undefined))
+    throw new TypeError('ClipClient: tls.cert and tls.key go together (mutual TLS)');
   return grpc.credentials.createSsl(toBuffer(o.ca), toBuffer(o.key), toBuffer(o.cert));
 }
 
-export function serviceConfig(loadBalancing: 'round_robin' | 'pick_first', retry: RetryOptions | false | undefined): string {
+export function serviceConfig(
+  loadBalancing: 'round_robin' | 'pick_first',
+  retry: RetryOptions | false | undefined,
+): string {
   const config: Record<string, unknown> = { loadBalancingConfig: [{ [loadBalancing]: {} }] };
   if (retry !== false) {
     const r = retry ?? {};
     const maxAttempts = r.maxAttempts ?? 5;
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 2 || maxAttempts > 5) throw new RangeError('ClipClient: retry.maxAttempts must be an integer in 2..5');
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 2 || maxAttempts > 5)
+      throw new RangeError('ClipClient: retry.maxAttempts must be an integer in 2..5');
     const seconds = (ms: number, what: string): string => {
       if (!(ms > 0)) throw new RangeError(`ClipClient: retry.${what} must be > 0`);
       return `${(ms / 1000).toFixed(3)}s`;
     };
-    config.methodConfig = [{
-      name: IDEMPOTENT_METHODS,
-      retryPolicy: {
-        maxAttempts,
-        initialBackoff: seconds(r.initialBackoffMs ?? 100, 'initialBackoffMs'),
-        maxBackoff: seconds(r.maxBackoffMs ?? 5000, 'maxBackoffMs'),
-        backoffMultiplier: r.backoffMultiplier ?? 2,
-        retryableStatusCodes: ['UNAVAILABLE', 'RESOURCE_EXHAUSTED'],
+    config.methodConfig = [
+      {
+        name: IDEMPOTENT_METHODS,
+        retryPolicy: {
+          maxAttempts,
+          initialBackoff: seconds(r.initialBackoffMs ?? 100, 'initialBackoffMs'),
+          maxBackoff: seconds(r.maxBackoffMs ?? 5000, 'maxBackoffMs'),
+          backoffMultiplier: r.backoffMultiplier ?? 2,
+          retryableStatusCodes: ['UNAVAILABLE', 'RESOURCE_EXHAUSTED'],
+        },
       },
-    }];
+    ];
   }
   return JSON.stringify(config);
 }

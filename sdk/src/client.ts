@@ -2,7 +2,13 @@
 import * as grpc from '@grpc/grpc-js';
 import { batchesOf, runBounded, type Batch } from './batching.js';
 import { abortedError, resolveDeadline, unaryCall } from './call.js';
-import { channelCredentials, channelOptions, DEFAULT_MAX_MESSAGE_BYTES, parseTarget, type ChannelConfig } from './channel.js';
+import {
+  channelCredentials,
+  channelOptions,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  parseTarget,
+  type ChannelConfig,
+} from './channel.js';
 import { ClipServeError, invalidArgument, Status } from './errors.js';
 import { FineTunes, Models } from './fine-tunes.js';
 import { checkText, classifyItem, imageBytes } from './inputs.js';
@@ -10,8 +16,24 @@ import { serviceConstructors } from './proto.js';
 import { DEFAULT_MAX_IN_FLIGHT, embedStream, modalityOf } from './stream.js';
 import { decodeEmbedding } from './vectors.js';
 import type {
-  CallOptions, ClassifyOptions, EmbedItem, EmbedOptions, HealthStatus, ImageInput, LabelScore, ModelInfo, VersionOptions,
-  RankCandidates, RankedCandidate, RankOptions, RankQuery, ServerLimits, SimilarityResult, StreamItem, StreamOptions, StreamResult,
+  CallOptions,
+  ClassifyOptions,
+  EmbedItem,
+  EmbedOptions,
+  HealthStatus,
+  ImageInput,
+  LabelScore,
+  ModelInfo,
+  VersionOptions,
+  RankCandidates,
+  RankedCandidate,
+  RankOptions,
+  RankQuery,
+  ServerLimits,
+  SimilarityResult,
+  StreamItem,
+  StreamOptions,
+  StreamResult,
 } from './types.js';
 import type * as wire from './wire.js';
 
@@ -35,7 +57,14 @@ export interface ClipClientOptions extends ChannelConfig {
 
 /** Used when the server does not advertise a limit (0 in ServerLimits). */
 const FALLBACK_MAX_ITEMS = 64;
-const NO_ADVERTISED_LIMITS: ServerLimits = { maxItemsPerRequest: 0, maxImageBytes: 0, maxImagePixels: 0, maxMessageBytes: 0, maxBatchSize: 0, maxTextChars: 0 };
+const NO_ADVERTISED_LIMITS: ServerLimits = {
+  maxItemsPerRequest: 0,
+  maxImageBytes: 0,
+  maxImagePixels: 0,
+  maxMessageBytes: 0,
+  maxBatchSize: 0,
+  maxTextChars: 0,
+};
 /** Room left in each request for fields other than the items. */
 const REQUEST_HEADROOM_BYTES = 4096;
 
@@ -58,13 +87,17 @@ export class ClipClient {
   readonly models: Models;
 
   constructor(options: ClipClientOptions) {
-    if (options === null || typeof options !== 'object') throw new TypeError('new ClipClient({ address, ... }): options are required');
+    if (options === null || typeof options !== 'object')
+      throw new TypeError('new ClipClient({ address, ... }): options are required');
     const target = parseTarget(String(options.address ?? ''));
     const credentials = channelCredentials(options.tls);
     const { embedding, health, fineTune, model } = serviceConstructors();
     this.client = new embedding(target, credentials, channelOptions(options));
     this.healthClient = new health(target, credentials, { channelOverride: this.client.getChannel() });
-    if (options.apiKey !== undefined && (typeof options.apiKey !== 'string' || options.apiKey === '' || /[\r\n]/.test(options.apiKey))) {
+    if (
+      options.apiKey !== undefined &&
+      (typeof options.apiKey !== 'string' || options.apiKey === '' || /[\r\n]/.test(options.apiKey))
+    ) {
       throw new TypeError('ClipClient: apiKey must be a non-empty single-line string');
     }
     this.apiKey = options.apiKey;
@@ -76,7 +109,13 @@ export class ClipClient {
     this.maxSendBytes = options.maxSendMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     // One channel for every service: the same connections, credentials, balancing and retry policy.
     const shared = { channelOverride: this.client.getChannel() };
-    const context = (client: grpc.Client) => ({ client, metadata: () => this.metadata(), defaultTimeoutMs: this.defaultTimeoutMs, maxSendBytes: this.maxSendBytes, retry: options.retry });
+    const context = (client: grpc.Client) => ({
+      client,
+      metadata: () => this.metadata(),
+      defaultTimeoutMs: this.defaultTimeoutMs,
+      maxSendBytes: this.maxSendBytes,
+      retry: options.retry,
+    });
     this.fineTunes = new FineTunes(context(new fineTune(target, credentials, shared)));
     this.models = new Models(context(new model(target, credentials, shared)));
   }
@@ -100,7 +139,14 @@ export class ClipClient {
       signal?.addEventListener('abort', onAbort, { once: true });
       this.client.waitForReady(deadline, (err) => {
         signal?.removeEventListener('abort', onAbort);
-        if (err) reject(new ClipServeError({ code: Status.DEADLINE_EXCEEDED, details: `not connected by the deadline: ${err.message}`, cause: err }));
+        if (err)
+          reject(
+            new ClipServeError({
+              code: Status.DEADLINE_EXCEEDED,
+              details: `not connected by the deadline: ${err.message}`,
+              cause: err,
+            }),
+          );
         else resolve();
       });
     });
@@ -112,13 +158,27 @@ export class ClipClient {
   async embedTexts(texts: string[], opts: EmbedOptions = {}): Promise<Float32Array[]> {
     if (!Array.isArray(texts)) throw invalidArgument('embedTexts expects an array of strings');
     texts.forEach((t, i) => checkText(t, i));
-    return this.embedParts(texts, [], texts.length, (i) => i, () => 0, opts);
+    return this.embedParts(
+      texts,
+      [],
+      texts.length,
+      (i) => i,
+      () => 0,
+      opts,
+    );
   }
 
   /** One embedding per image (Buffer, Uint8Array or file path), in input order. */
   async embedImages(images: ImageInput[], opts: EmbedOptions = {}): Promise<Float32Array[]> {
     if (!Array.isArray(images)) throw invalidArgument('embedImages expects an array of images');
-    return this.embedParts([], images, images.length, () => 0, (i) => i, opts);
+    return this.embedParts(
+      [],
+      images,
+      images.length,
+      () => 0,
+      (i) => i,
+      opts,
+    );
   }
 
   /** Texts and images mixed; one embedding per item, in input order. */
@@ -138,7 +198,14 @@ export class ClipClient {
         imagePos.push(i);
       }
     });
-    return this.embedParts(texts, images, items.length, (i) => textPos[i], (i) => imagePos[i], opts);
+    return this.embedParts(
+      texts,
+      images,
+      items.length,
+      (i) => textPos[i],
+      (i) => imagePos[i],
+      opts,
+    );
   }
 
   /**
@@ -146,11 +213,21 @@ export class ClipClient {
    * item's id; a failed item yields `{ id, error }` and the stream goes on. Breaking out of the
    * loop cancels the call.
    */
-  embedStream(source: AsyncIterable<StreamItem> | Iterable<StreamItem>, opts: StreamOptions = {}): AsyncIterable<StreamResult> {
+  embedStream(
+    source: AsyncIterable<StreamItem> | Iterable<StreamItem>,
+    opts: StreamOptions = {},
+  ): AsyncIterable<StreamResult> {
     const deadline = resolveDeadline(opts, undefined);
     return embedStream(source, {
-      open: () => (this.client as unknown as { EmbedStream(md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientDuplexStream<wire.EmbedStreamRequest, wire.EmbedStreamResponse> })
-        .EmbedStream(this.metadata(), deadline ? { deadline } : {}),
+      open: () =>
+        (
+          this.client as unknown as {
+            EmbedStream(
+              md: grpc.Metadata,
+              o: grpc.CallOptions,
+            ): grpc.ClientDuplexStream<wire.EmbedStreamRequest, wire.EmbedStreamResponse>;
+          }
+        ).EmbedStream(this.metadata(), deadline ? { deadline } : {}),
       raw: opts.raw ?? false,
       modelVersion: this.versionFor(opts),
       maxInFlight: opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT,
@@ -161,10 +238,17 @@ export class ClipClient {
   // ---------------------------------------------------------------- scoring
 
   /** CLIP's model(image, text): scaled cosine logits both ways and per-image softmax over the texts. */
-  async similarity(input: { images: ImageInput[]; texts: string[] }, opts: CallOptions & VersionOptions = {}): Promise<SimilarityResult> {
+  async similarity(
+    input: { images: ImageInput[]; texts: string[] },
+    opts: CallOptions & VersionOptions = {},
+  ): Promise<SimilarityResult> {
     const images = await this.loadImages(input?.images, 'images');
     const texts = checkTexts(input?.texts, 'texts');
-    const res = await this.unary<wire.SimilarityRequest, wire.SimilarityResponse>('Similarity', { images, texts, modelVersion: this.versionFor(opts) }, opts);
+    const res = await this.unary<wire.SimilarityRequest, wire.SimilarityResponse>(
+      'Similarity',
+      { images, texts, modelVersion: this.versionFor(opts) },
+      opts,
+    );
     return {
       logitsPerImage: res.logitsPerImage.map((r) => r.values),
       logitsPerText: res.logitsPerText.map((r) => r.values),
@@ -183,11 +267,19 @@ export class ClipClient {
       topK: nonNegativeInt(opts.topK, 'topK'),
       modelVersion: this.versionFor(opts),
     };
-    if (query && typeof query === 'object' && 'text' in query && !('image' in query)) request.queryText = checkText(query.text);
-    else if (query && typeof query === 'object' && 'image' in query && !('text' in query)) request.queryImage = await imageBytes(query.image);
+    if (query && typeof query === 'object' && 'text' in query && !('image' in query))
+      request.queryText = checkText(query.text);
+    else if (query && typeof query === 'object' && 'image' in query && !('text' in query))
+      request.queryImage = await imageBytes(query.image);
     else throw invalidArgument('rank: the query must be { text } or { image }');
     const res = await this.unary<wire.RankRequest, wire.RankResponse>('Rank', request, opts);
-    return res.results.map((r) => ({ modality: modalityOf(r.modality) ?? 'text', index: r.index, score: r.score, logit: r.logit, probability: r.probability }));
+    return res.results.map((r) => ({
+      modality: modalityOf(r.modality) ?? 'text',
+      index: r.index,
+      score: r.score,
+      logit: r.logit,
+      probability: r.probability,
+    }));
   }
 
   /** Zero-shot classification: per image, the labels sorted by probability. */
@@ -200,14 +292,20 @@ export class ClipClient {
       modelVersion: this.versionFor(opts),
     };
     const res = await this.unary<wire.ClassifyRequest, wire.ClassifyResponse>('Classify', request, opts);
-    return res.classifications.map((c) => c.labels.map((l) => ({ label: l.label, index: l.index, probability: l.probability, logit: l.logit })));
+    return res.classifications.map((c) =>
+      c.labels.map((l) => ({ label: l.label, index: l.index, probability: l.probability, logit: l.logit })),
+    );
   }
 
   // ---------------------------------------------------------------- service info
 
   /** The active model (or `opts.modelVersion`, which the server loads if needed), the loaded versions and the limits. */
   async modelInfo(opts: CallOptions & VersionOptions = {}): Promise<ModelInfo> {
-    const res = await this.unary<wire.GetModelInfoRequest, wire.GetModelInfoResponse>('GetModelInfo', { modelVersion: opts.modelVersion ?? '' }, opts);
+    const res = await this.unary<wire.GetModelInfoRequest, wire.GetModelInfoResponse>(
+      'GetModelInfo',
+      { modelVersion: opts.modelVersion ?? '' },
+      opts,
+    );
     const l = res.limits;
     return {
       name: res.name,
@@ -242,7 +340,13 @@ export class ClipClient {
   /** grpc.health.v1 Check; `service` "" (default) asks about the server as a whole. */
   async health(opts: CallOptions & { service?: string } = {}): Promise<HealthStatus> {
     const res = await unaryCall<wire.HealthCheckRequest, wire.HealthCheckResponse>(
-      this.healthClient, 'Check', { service: opts.service ?? '' }, this.metadata(), resolveDeadline(opts, this.defaultTimeoutMs), opts.signal);
+      this.healthClient,
+      'Check',
+      { service: opts.service ?? '' },
+      this.metadata(),
+      resolveDeadline(opts, this.defaultTimeoutMs),
+      opts.signal,
+    );
     return res.status;
   }
 
@@ -255,8 +359,23 @@ export class ClipClient {
     return md;
   }
 
-  private unary<Req, Res>(method: string, request: Req, opts: CallOptions, toInputIndex?: (i: number) => number | undefined, signal?: AbortSignal, deadline?: Date): Promise<Res> {
-    return unaryCall<Req, Res>(this.client, method, request, this.metadata(), deadline ?? resolveDeadline(opts, this.defaultTimeoutMs), signal ?? opts.signal, toInputIndex);
+  private unary<Req, Res>(
+    method: string,
+    request: Req,
+    opts: CallOptions,
+    toInputIndex?: (i: number) => number | undefined,
+    signal?: AbortSignal,
+    deadline?: Date,
+  ): Promise<Res> {
+    return unaryCall<Req, Res>(
+      this.client,
+      method,
+      request,
+      this.metadata(),
+      deadline ?? resolveDeadline(opts, this.defaultTimeoutMs),
+      signal ?? opts.signal,
+      toInputIndex,
+    );
   }
 
   private async loadImages(images: ImageInput[] | undefined, what: string): Promise<Buffer[]> {
@@ -270,7 +389,11 @@ export class ClipClient {
    */
   private serverLimits(opts: CallOptions, deadline: Date | undefined): Promise<ServerLimits> {
     if (!this.limits) {
-      this.limits = this.modelInfo({ ...opts, modelVersion: '', deadline: deadline ?? resolveDeadline(opts, this.defaultTimeoutMs) }).then(
+      this.limits = this.modelInfo({
+        ...opts,
+        modelVersion: '',
+        deadline: deadline ?? resolveDeadline(opts, this.defaultTimeoutMs),
+      }).then(
         (info) => info.limits,
         (err: unknown) => {
           if (err instanceof ClipServeError && err.code === Status.UNIMPLEMENTED) return NO_ADVERTISED_LIMITS;
@@ -287,8 +410,12 @@ export class ClipClient {
    * each vector at its caller position (textPos / imagePos map a list index to it).
    */
   private async embedParts(
-    texts: string[], images: ImageInput[], total: number,
-    textPos: (i: number) => number, imagePos: (i: number) => number, opts: EmbedOptions,
+    texts: string[],
+    images: ImageInput[],
+    total: number,
+    textPos: (i: number) => number,
+    imagePos: (i: number) => number,
+    opts: EmbedOptions,
   ): Promise<Float32Array[]> {
     const out = new Array<Float32Array>(total);
     if (total === 0) return out;
@@ -296,7 +423,10 @@ export class ClipClient {
     const opDeadline = resolveDeadline(opts, undefined);
     const configuredMax = positiveInt(opts.maxItemsPerRequest, 'maxItemsPerRequest') ?? this.maxItemsPerRequest;
     const limits = await this.serverLimits(opts, opDeadline);
-    const maxItems = Math.min(configuredMax ?? (limits.maxItemsPerRequest || FALLBACK_MAX_ITEMS), limits.maxItemsPerRequest || Infinity);
+    const maxItems = Math.min(
+      configuredMax ?? (limits.maxItemsPerRequest || FALLBACK_MAX_ITEMS),
+      limits.maxItemsPerRequest || Infinity,
+    );
     const maxBytes = Math.min(this.maxSendBytes, limits.maxMessageBytes || Infinity) - REQUEST_HEADROOM_BYTES;
     const concurrency = positiveInt(opts.concurrency, 'concurrency') ?? this.concurrency;
     const raw = opts.raw ?? false;
@@ -304,20 +434,31 @@ export class ClipClient {
 
     const loadText = (i: number): string => {
       if (limits.maxTextChars > 0 && texts[i].length > limits.maxTextChars) {
-        throw invalidArgument(`text is ${texts[i].length} characters; the server accepts at most ${limits.maxTextChars}`, textPos(i));
+        throw invalidArgument(
+          `text is ${texts[i].length} characters; the server accepts at most ${limits.maxTextChars}`,
+          textPos(i),
+        );
       }
       return texts[i];
     };
     const loadImage = async (i: number): Promise<Buffer> => {
       const bytes = await imageBytes(images[i], imagePos(i));
       if (limits.maxImageBytes > 0 && bytes.length > limits.maxImageBytes) {
-        throw invalidArgument(`image is ${bytes.length} bytes; the server accepts at most ${limits.maxImageBytes}`, imagePos(i));
+        throw invalidArgument(
+          `image is ${bytes.length} bytes; the server accepts at most ${limits.maxImageBytes}`,
+          imagePos(i),
+        );
       }
       return bytes;
     };
     async function* jobs(): AsyncGenerator<Job> {
-      for await (const batch of batchesOf(texts.length, loadText, (t) => Buffer.byteLength(t, 'utf8'), { maxItems, maxBytes })) yield { kind: 'text', batch };
-      for await (const batch of batchesOf(images.length, loadImage, (b) => b.length, { maxItems, maxBytes })) yield { kind: 'image', batch };
+      for await (const batch of batchesOf(texts.length, loadText, (t) => Buffer.byteLength(t, 'utf8'), {
+        maxItems,
+        maxBytes,
+      }))
+        yield { kind: 'text', batch };
+      for await (const batch of batchesOf(images.length, loadImage, (b) => b.length, { maxItems, maxBytes }))
+        yield { kind: 'image', batch };
     }
 
     let completed = 0;
@@ -330,17 +471,39 @@ export class ClipClient {
       const deadline = opDeadline ?? resolveDeadline(undefined, this.defaultTimeoutMs);
       const send = (modelVersion: string) =>
         job.kind === 'text'
-          ? this.unary<wire.EmbedTextRequest, wire.EmbedResponse>('EmbedText', { texts: job.batch.items, raw, format, modelVersion }, opts, toInputIndex, signal, deadline)
-          : this.unary<wire.EmbedImageRequest, wire.EmbedResponse>('EmbedImage', { images: job.batch.items, raw, format, modelVersion }, opts, toInputIndex, signal, deadline);
+          ? this.unary<wire.EmbedTextRequest, wire.EmbedResponse>(
+              'EmbedText',
+              { texts: job.batch.items, raw, format, modelVersion },
+              opts,
+              toInputIndex,
+              signal,
+              deadline,
+            )
+          : this.unary<wire.EmbedImageRequest, wire.EmbedResponse>(
+              'EmbedImage',
+              { images: job.batch.items, raw, format, modelVersion },
+              opts,
+              toInputIndex,
+              signal,
+              deadline,
+            );
       let res = await send(opVersion);
       if (opVersion === '') opVersion = res.modelVersion;
       // Sent unpinned before the first answer came, and an activation happened in between.
       else if (res.modelVersion !== opVersion) res = await send(opVersion);
       if (res.modelVersion !== opVersion) {
-        throw new ClipServeError({ code: Status.INTERNAL, details: `the server answered with model version ${JSON.stringify(res.modelVersion)} to a call pinned to ${JSON.stringify(opVersion)}`, itemIndex: pos(offset) });
+        throw new ClipServeError({
+          code: Status.INTERNAL,
+          details: `the server answered with model version ${JSON.stringify(res.modelVersion)} to a call pinned to ${JSON.stringify(opVersion)}`,
+          itemIndex: pos(offset),
+        });
       }
       if (res.embeddings.length !== items.length) {
-        throw new ClipServeError({ code: Status.INTERNAL, details: `the server returned ${res.embeddings.length} embeddings for ${items.length} ${job.kind}s`, itemIndex: pos(offset) });
+        throw new ClipServeError({
+          code: Status.INTERNAL,
+          details: `the server returned ${res.embeddings.length} embeddings for ${items.length} ${job.kind}s`,
+          itemIndex: pos(offset),
+        });
       }
       res.embeddings.forEach((e, i) => (out[pos(offset + i)] = decodeEmbedding(e, res.dim)));
       completed += items.length;

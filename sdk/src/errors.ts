@@ -62,7 +62,10 @@ export function requestItemIndex(details: string): number | undefined {
  * Wraps anything thrown by a call. `toInputIndex` maps an index in the failing request's item list
  * back to the caller's input list (requests are slices of it).
  */
-export function toClipServeError(err: unknown, toInputIndex?: (requestIndex: number) => number | undefined): ClipServeError {
+export function toClipServeError(
+  err: unknown,
+  toInputIndex?: (requestIndex: number) => number | undefined,
+): ClipServeError {
   if (err instanceof ClipServeError) return err;
   if (isServiceError(err)) {
     const local = requestItemIndex(err.details);

@@ -8,10 +8,30 @@ import * as grpc from '@grpc/grpc-js';
 import { abortedError, linkAbort, resolveDeadline, unaryCall } from './call.js';
 import { ClipServeError, invalidArgument, Status, toClipServeError } from './errors.js';
 import type {
-  ActivateModelResult, ByteSource, CreateFineTuneJobParams, CsvColumns, Dataset, DatasetPage, DatasetUpload, FineTuneEvent, FineTuneJob, FineTuneJobPage,
-  ListDatasetsParams, ListFineTuneJobsParams, ModelList, UploadDatasetOptions, WatchFineTuneJobOptions,
+  ActivateModelResult,
+  ByteSource,
+  CreateFineTuneJobParams,
+  CsvColumns,
+  Dataset,
+  DatasetPage,
+  DatasetUpload,
+  FineTuneEvent,
+  FineTuneJob,
+  FineTuneJobPage,
+  ListDatasetsParams,
+  ListFineTuneJobsParams,
+  ModelList,
+  UploadDatasetOptions,
+  WatchFineTuneJobOptions,
 } from './finetune-types.js';
-import { datasetFormatToWire, datasetFromWire, eventFromWire, hyperparametersToWire, jobFromWire, modelVersionFromWire } from './finetune-wire.js';
+import {
+  datasetFormatToWire,
+  datasetFromWire,
+  eventFromWire,
+  hyperparametersToWire,
+  jobFromWire,
+  modelVersionFromWire,
+} from './finetune-wire.js';
 import type { ActivateModelRequest } from './generated/wire/clipserve/v1/ActivateModelRequest.js';
 import type { ActivateModelResponse__Output } from './generated/wire/clipserve/v1/ActivateModelResponse.js';
 import type { CancelFineTuneJobRequest } from './generated/wire/clipserve/v1/CancelFineTuneJobRequest.js';
@@ -67,7 +87,11 @@ async function* chunksOf(source: ByteSource, size: number): AsyncGenerator<Buffe
       for await (const c of stream) yield c as Buffer;
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      throw new ClipServeError({ code: code === 'ENOENT' ? Status.NOT_FOUND : Status.INVALID_ARGUMENT, details: `cannot read ${source}: ${(err as Error).message}`, cause: err });
+      throw new ClipServeError({
+        code: code === 'ENOENT' ? Status.NOT_FOUND : Status.INVALID_ARGUMENT,
+        details: `cannot read ${source}: ${(err as Error).message}`,
+        cause: err,
+      });
     }
     return;
   }
@@ -76,9 +100,14 @@ async function* chunksOf(source: ByteSource, size: number): AsyncGenerator<Buffe
     for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
     return;
   }
-  if (source && (typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function' || typeof (source as Iterable<Uint8Array>)[Symbol.iterator] === 'function')) {
+  if (
+    source &&
+    (typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] === 'function' ||
+      typeof (source as Iterable<Uint8Array>)[Symbol.iterator] === 'function')
+  ) {
     for await (const piece of source as AsyncIterable<Uint8Array>) {
-      if (!(piece instanceof Uint8Array)) throw invalidArgument('a byte stream must yield Buffers or Uint8Arrays (open files without an encoding)');
+      if (!(piece instanceof Uint8Array))
+        throw invalidArgument('a byte stream must yield Buffers or Uint8Arrays (open files without an encoding)');
       const buf = Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
       for (let i = 0; i < buf.length; i += size) yield buf.subarray(i, i + size);
     }
@@ -87,10 +116,16 @@ async function* chunksOf(source: ByteSource, size: number): AsyncGenerator<Buffe
   throw invalidArgument('zip / csv must be a file path, a Buffer, a Uint8Array or an (async) iterable of byte chunks');
 }
 
-function columnsHeader(columns: CsvColumns | undefined): { csvImgKey: string; csvCaptionKey: string; csvSeparator: string } {
+function columnsHeader(columns: CsvColumns | undefined): {
+  csvImgKey: string;
+  csvCaptionKey: string;
+  csvSeparator: string;
+} {
   const c = columns ?? {};
-  for (const [k, v] of Object.entries(c)) if (v !== undefined && typeof v !== 'string') throw invalidArgument(`columns.${k} must be a string`);
-  if (c.separator !== undefined && [...c.separator].length !== 1) throw invalidArgument('columns.separator must be one character');
+  for (const [k, v] of Object.entries(c))
+    if (v !== undefined && typeof v !== 'string') throw invalidArgument(`columns.${k} must be a string`);
+  if (c.separator !== undefined && [...c.separator].length !== 1)
+    throw invalidArgument('columns.separator must be one character');
   return { csvImgKey: c.imgKey ?? '', csvCaptionKey: c.captionKey ?? '', csvSeparator: c.separator ?? '' };
 }
 
@@ -111,7 +146,9 @@ function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
 }
 
 /** Every item of a paged list, page after page until a page has no next token. */
-async function* allPages<T>(page: (pageToken: string | undefined) => Promise<{ items: T[]; nextPageToken?: string }>): AsyncGenerator<T> {
+async function* allPages<T>(
+  page: (pageToken: string | undefined) => Promise<{ items: T[]; nextPageToken?: string }>,
+): AsyncGenerator<T> {
   let pageToken: string | undefined;
   do {
     const p = await page(pageToken);
@@ -124,7 +161,14 @@ export class FineTunes {
   constructor(private readonly ctx: ServiceContext) {}
 
   private unary<Req, Res>(method: string, request: Req, opts: CallOptions): Promise<Res> {
-    return unaryCall<Req, Res>(this.ctx.client, method, request, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
+    return unaryCall<Req, Res>(
+      this.ctx.client,
+      method,
+      request,
+      this.ctx.metadata(),
+      resolveDeadline(opts, this.ctx.defaultTimeoutMs),
+      opts.signal,
+    );
   }
 
   /**
@@ -134,8 +178,11 @@ export class FineTunes {
    * `timeoutMs` / `deadline` to bound it. Never retried.
    */
   async uploadDataset(upload: DatasetUpload, opts: UploadDatasetOptions = {}): Promise<Dataset> {
-    if (upload === null || typeof upload !== 'object') throw invalidArgument('uploadDataset expects { pairs }, { zip } or { csv }');
-    const kinds = (['pairs', 'zip', 'csv'] as const).filter((k) => k in upload && (upload as Record<string, unknown>)[k] !== undefined);
+    if (upload === null || typeof upload !== 'object')
+      throw invalidArgument('uploadDataset expects { pairs }, { zip } or { csv }');
+    const kinds = (['pairs', 'zip', 'csv'] as const).filter(
+      (k) => k in upload && (upload as Record<string, unknown>)[k] !== undefined,
+    );
     if (kinds.length !== 1) throw invalidArgument('uploadDataset expects exactly one of pairs, zip and csv');
     const kind = kinds[0];
     const name = upload.name ?? '';
@@ -143,25 +190,40 @@ export class FineTunes {
     const chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError('chunkBytes must be an integer >= 1');
     const maxChunk = Math.min(chunkBytes, this.ctx.maxSendBytes - MESSAGE_HEADROOM_BYTES);
-    const columns = kind === 'pairs' ? columnsHeader(undefined) : columnsHeader((upload as { columns?: CsvColumns }).columns);
+    const columns =
+      kind === 'pairs' ? columnsHeader(undefined) : columnsHeader((upload as { columns?: CsvColumns }).columns);
     const { signal } = opts;
     if (signal?.aborted) throw abortedError(signal);
 
     let call: UploadCall | undefined;
     const result = new Promise<Dataset__Output | null>((resolve, reject) => {
-      call = (this.ctx.client as unknown as {
-        UploadDataset(md: grpc.Metadata, o: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: UploadDatasetResponse__Output) => void): UploadCall;
-      }).UploadDataset(this.ctx.metadata(), (() => {
-        const deadline = resolveDeadline(opts, undefined);
-        return deadline ? { deadline } : {};
-      })(), (err, res) => {
-        if (err) reject(signal?.aborted && err.code === Status.CANCELLED ? abortedError(signal) : toClipServeError(err));
-        else resolve(res!.dataset);
-      });
+      call = (
+        this.ctx.client as unknown as {
+          UploadDataset(
+            md: grpc.Metadata,
+            o: grpc.CallOptions,
+            cb: (err: grpc.ServiceError | null, res?: UploadDatasetResponse__Output) => void,
+          ): UploadCall;
+        }
+      ).UploadDataset(
+        this.ctx.metadata(),
+        (() => {
+          const deadline = resolveDeadline(opts, undefined);
+          return deadline ? { deadline } : {};
+        })(),
+        (err, res) => {
+          if (err)
+            reject(signal?.aborted && err.code === Status.CANCELLED ? abortedError(signal) : toClipServeError(err));
+          else resolve(res!.dataset);
+        },
+      );
     });
     // The call may end (rejected by the server, cancelled) while messages are still being written.
     let settled = false;
-    result.then(() => (settled = true), () => (settled = true));
+    result.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
     const detach = linkAbort(signal, call!);
     const send = async (msg: UploadDatasetRequest): Promise<void> => {
       if (settled) return;
@@ -183,13 +245,18 @@ export class FineTunes {
       await send({ header: { name, format: datasetFormatToWire(kind), ...columns } });
       if (kind === 'pairs') {
         const pairs = (upload as { pairs: Iterable<unknown> | AsyncIterable<unknown> }).pairs;
-        if (!pairs || (typeof (pairs as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function' && typeof (pairs as Iterable<unknown>)[Symbol.iterator] !== 'function')) {
+        if (
+          !pairs ||
+          (typeof (pairs as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function' &&
+            typeof (pairs as Iterable<unknown>)[Symbol.iterator] !== 'function')
+        ) {
           throw invalidArgument('pairs must be an (async) iterable of { image, caption }');
         }
         let i = 0;
         for await (const p of pairs as AsyncIterable<{ image: unknown; caption: unknown }>) {
           if (settled) break;
-          if (!p || typeof p !== 'object' || typeof p.caption !== 'string') throw invalidArgument('each pair must be { image, caption } with a string caption', i);
+          if (!p || typeof p !== 'object' || typeof p.caption !== 'string')
+            throw invalidArgument('each pair must be { image, caption } with a string caption', i);
           const image = await imageBytes(p.image as Buffer, i);
           await send({ pair: { image, caption: p.caption } });
           messages++;
@@ -226,8 +293,14 @@ export class FineTunes {
     const pageSize = params.pageSize ?? 0;
     if (!Number.isInteger(pageSize) || pageSize < 0) throw new RangeError('pageSize must be an integer >= 0');
     const res = await this.unary<ListDatasetsRequest, ListDatasetsResponse__Output>(
-      'ListDatasets', { pageSize, pageToken: params.pageToken ?? '' }, opts);
-    return { datasets: res.datasets.map(datasetFromWire), ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}) };
+      'ListDatasets',
+      { pageSize, pageToken: params.pageToken ?? '' },
+      opts,
+    );
+    return {
+      datasets: res.datasets.map(datasetFromWire),
+      ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}),
+    };
   }
 
   /** Every dataset of the caller, newest first, page by page (each page is one call with `opts`). */
@@ -243,7 +316,11 @@ export class FineTunes {
    * FAILED_PRECONDITION while an unfinished job reads it.
    */
   async deleteDataset(datasetId: string, opts: CallOptions = {}): Promise<Dataset> {
-    const res = await this.unary<DeleteDatasetRequest, DeleteDatasetResponse__Output>('DeleteDataset', { datasetId: nonEmptyString(datasetId, 'datasetId') }, opts);
+    const res = await this.unary<DeleteDatasetRequest, DeleteDatasetResponse__Output>(
+      'DeleteDataset',
+      { datasetId: nonEmptyString(datasetId, 'datasetId') },
+      opts,
+    );
     return datasetFromWire(res.dataset);
   }
 
@@ -258,12 +335,20 @@ export class FineTunes {
       hyperparameters: hyperparametersToWire(params.hyperparameters),
       suffix: params.suffix ?? '',
     };
-    const res = await this.unary<CreateFineTuneJobRequest, CreateFineTuneJobResponse__Output>('CreateFineTuneJob', request, opts);
+    const res = await this.unary<CreateFineTuneJobRequest, CreateFineTuneJobResponse__Output>(
+      'CreateFineTuneJob',
+      request,
+      opts,
+    );
     return jobFromWire(res.job);
   }
 
   async get(jobId: string, opts: CallOptions = {}): Promise<FineTuneJob> {
-    const res = await this.unary<GetFineTuneJobRequest, GetFineTuneJobResponse__Output>('GetFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
+    const res = await this.unary<GetFineTuneJobRequest, GetFineTuneJobResponse__Output>(
+      'GetFineTuneJob',
+      { jobId: nonEmptyString(jobId, 'jobId') },
+      opts,
+    );
     return jobFromWire(res.job);
   }
 
@@ -272,7 +357,10 @@ export class FineTunes {
     const pageSize = params.pageSize ?? 0;
     if (!Number.isInteger(pageSize) || pageSize < 0) throw new RangeError('pageSize must be an integer >= 0');
     const res = await this.unary<ListFineTuneJobsRequest, ListFineTuneJobsResponse__Output>(
-      'ListFineTuneJobs', { pageSize, pageToken: params.pageToken ?? '' }, opts);
+      'ListFineTuneJobs',
+      { pageSize, pageToken: params.pageToken ?? '' },
+      opts,
+    );
     return { jobs: res.jobs.map(jobFromWire), ...(res.nextPageToken ? { nextPageToken: res.nextPageToken } : {}) };
   }
 
@@ -286,7 +374,11 @@ export class FineTunes {
 
   /** Cancels a queued or running job (a running one stops within seconds). */
   async cancel(jobId: string, opts: CallOptions = {}): Promise<FineTuneJob> {
-    const res = await this.unary<CancelFineTuneJobRequest, CancelFineTuneJobResponse__Output>('CancelFineTuneJob', { jobId: nonEmptyString(jobId, 'jobId') }, opts);
+    const res = await this.unary<CancelFineTuneJobRequest, CancelFineTuneJobResponse__Output>(
+      'CancelFineTuneJob',
+      { jobId: nonEmptyString(jobId, 'jobId') },
+      opts,
+    );
     return jobFromWire(res.job);
   }
 
@@ -306,12 +398,21 @@ export class FineTunes {
     const { signal } = opts;
     if (signal?.aborted) throw abortedError(signal);
     const deadline = resolveDeadline(opts, undefined);
-    const retry = this.ctx.retry === false ? undefined : { maxAttempts: 5, initialBackoffMs: 100, maxBackoffMs: 5000, backoffMultiplier: 2, ...this.ctx.retry };
+    const retry =
+      this.ctx.retry === false
+        ? undefined
+        : { maxAttempts: 5, initialBackoffMs: 100, maxBackoffMs: 5000, backoffMultiplier: 2, ...this.ctx.retry };
     let failures = 0;
     for (;;) {
-      const call = (this.ctx.client as unknown as {
-        WatchFineTuneJob(req: WatchFineTuneJobRequest, md: grpc.Metadata, o: grpc.CallOptions): grpc.ClientReadableStream<WatchFineTuneJobResponse__Output>;
-      }).WatchFineTuneJob({ jobId: id, afterSequence: after }, this.ctx.metadata(), deadline ? { deadline } : {});
+      const call = (
+        this.ctx.client as unknown as {
+          WatchFineTuneJob(
+            req: WatchFineTuneJobRequest,
+            md: grpc.Metadata,
+            o: grpc.CallOptions,
+          ): grpc.ClientReadableStream<WatchFineTuneJobResponse__Output>;
+        }
+      ).WatchFineTuneJob({ jobId: id, afterSequence: after }, this.ctx.metadata(), deadline ? { deadline } : {});
       const detach = linkAbort(signal, call);
       let failure: ClipServeError | undefined;
       try {
@@ -331,7 +432,9 @@ export class FineTunes {
       }
       failures++;
       if (failure.code !== Status.UNAVAILABLE || !retry || failures >= retry.maxAttempts) throw failure;
-      const backoff = Math.min(retry.initialBackoffMs * retry.backoffMultiplier ** (failures - 1), retry.maxBackoffMs) * (0.8 + 0.4 * Math.random());
+      const backoff =
+        Math.min(retry.initialBackoffMs * retry.backoffMultiplier ** (failures - 1), retry.maxBackoffMs) *
+        (0.8 + 0.4 * Math.random());
       if (deadline && Date.now() + backoff >= deadline.getTime()) throw failure;
       await pause(backoff, signal);
     }
@@ -344,8 +447,18 @@ export class Models {
   /** Every version the server knows (its configured model and fine-tuned ones), newest first. */
   async list(opts: CallOptions = {}): Promise<ModelList> {
     const res = await unaryCall<ListModelsRequest, ListModelsResponse__Output>(
-      this.ctx.client, 'ListModels', {}, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
-    return { models: res.models.map(modelVersionFromWire), activeVersion: res.activeVersion, loadedVersions: [...(res.loadedVersions ?? [])] };
+      this.ctx.client,
+      'ListModels',
+      {},
+      this.ctx.metadata(),
+      resolveDeadline(opts, this.ctx.defaultTimeoutMs),
+      opts.signal,
+    );
+    return {
+      models: res.models.map(modelVersionFromWire),
+      activeVersion: res.activeVersion,
+      loadedVersions: [...(res.loadedVersions ?? [])],
+    };
   }
 
   /**
@@ -355,7 +468,13 @@ export class Models {
    */
   async activate(version: string, opts: CallOptions = {}): Promise<ActivateModelResult> {
     const res = await unaryCall<ActivateModelRequest, ActivateModelResponse__Output>(
-      this.ctx.client, 'ActivateModel', { version: nonEmptyString(version, 'version') }, this.ctx.metadata(), resolveDeadline(opts, this.ctx.defaultTimeoutMs), opts.signal);
+      this.ctx.client,
+      'ActivateModel',
+      { version: nonEmptyString(version, 'version') },
+      this.ctx.metadata(),
+      resolveDeadline(opts, this.ctx.defaultTimeoutMs),
+      opts.signal,
+    );
     return { model: modelVersionFromWire(res.model), previousVersion: res.previousVersion };
   }
 }

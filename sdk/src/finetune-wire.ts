@@ -6,7 +6,14 @@
  */
 import { ClipServeError, Status } from './errors.js';
 import type {
-  Dataset, DatasetFormat, FineTuneEvent, FineTuneEventType, FineTuneHyperparameters, FineTuneJob, FineTuneJobState, ModelVersion,
+  Dataset,
+  DatasetFormat,
+  FineTuneEvent,
+  FineTuneEventType,
+  FineTuneHyperparameters,
+  FineTuneJob,
+  FineTuneJobState,
+  ModelVersion,
 } from './finetune-types.js';
 import type { Dataset__Output } from './generated/wire/clipserve/v1/Dataset.js';
 import type { DatasetFormat__Output } from './generated/wire/clipserve/v1/DatasetFormat.js';
@@ -15,7 +22,11 @@ import type { FineTuneJob__Output } from './generated/wire/clipserve/v1/FineTune
 import type { Hyperparameters, Hyperparameters__Output } from './generated/wire/clipserve/v1/Hyperparameters.js';
 import type { ModelVersion__Output } from './generated/wire/clipserve/v1/ModelVersion.js';
 
-const FORMATS: Record<DatasetFormat, DatasetFormat__Output> = { pairs: 'DATASET_FORMAT_PAIRS', zip: 'DATASET_FORMAT_ZIP', csv: 'DATASET_FORMAT_CSV' };
+const FORMATS: Record<DatasetFormat, DatasetFormat__Output> = {
+  pairs: 'DATASET_FORMAT_PAIRS',
+  zip: 'DATASET_FORMAT_ZIP',
+  csv: 'DATASET_FORMAT_CSV',
+};
 
 export function datasetFormatToWire(f: DatasetFormat): DatasetFormat__Output {
   return FORMATS[f];
@@ -47,18 +58,37 @@ export function datasetFromWire(d: Dataset__Output | null | undefined): Dataset 
 
 /** Every public hyperparameter; each must be a field of the message (the compiler checks). */
 const HP_KEYS: (keyof FineTuneHyperparameters & keyof Hyperparameters & keyof Hyperparameters__Output)[] = [
-  'learningRate', 'lrSchedule', 'warmupSteps', 'batchSize', 'epochs', 'precision', 'colorJitter', 'colorJitterProb', 'grayscaleProb',
-  'gradCheckpointing', 'validationSplit', 'seed', 'weightDecay', 'gpusPerNode', 'nodes', 'image', 'namespace',
+  'learningRate',
+  'lrSchedule',
+  'warmupSteps',
+  'batchSize',
+  'epochs',
+  'precision',
+  'colorJitter',
+  'colorJitterProb',
+  'grayscaleProb',
+  'gradCheckpointing',
+  'validationSplit',
+  'seed',
+  'weightDecay',
+  'gpusPerNode',
+  'nodes',
+  'image',
+  'namespace',
 ];
 
 /** Only the fields the caller set travel: an unset field means "the method's default". */
 export function hyperparametersToWire(hp: FineTuneHyperparameters | undefined): Hyperparameters | undefined {
   if (hp === undefined) return undefined;
-  if (hp === null || typeof hp !== 'object') throw new ClipServeError({ code: Status.INVALID_ARGUMENT, details: 'hyperparameters must be an object' });
+  if (hp === null || typeof hp !== 'object')
+    throw new ClipServeError({ code: Status.INVALID_ARGUMENT, details: 'hyperparameters must be an object' });
   const out: Hyperparameters = {};
   for (const [k, v] of Object.entries(hp)) {
     if (!(HP_KEYS as string[]).includes(k)) {
-      throw new ClipServeError({ code: Status.INVALID_ARGUMENT, details: `unknown hyperparameter ${JSON.stringify(k)} (known: ${HP_KEYS.join(', ')})` });
+      throw new ClipServeError({
+        code: Status.INVALID_ARGUMENT,
+        details: `unknown hyperparameter ${JSON.stringify(k)} (known: ${HP_KEYS.join(', ')})`,
+      });
     }
     if (v !== undefined) (out as Record<string, unknown>)[k] = v;
   }
@@ -102,7 +132,8 @@ export function jobFromWire(j: FineTuneJob__Output | null | undefined): FineTune
 }
 
 export function eventFromWire(e: FineTuneEvent__Output | null | undefined, jobState: string): FineTuneEvent {
-  if (!e) throw new ClipServeError({ code: Status.INTERNAL, details: 'the server sent a watch message without an event' });
+  if (!e)
+    throw new ClipServeError({ code: Status.INTERNAL, details: 'the server sent a watch message without an event' });
   let data: Record<string, unknown> = {};
   if (e.dataJson) {
     try {

@@ -29,16 +29,41 @@ export function modalityOf(m: WireModality): Modality | undefined {
   return m === 'MODALITY_TEXT' ? 'text' : m === 'MODALITY_IMAGE' ? 'image' : undefined;
 }
 
-async function toRequest(item: StreamItem, position: number, raw: boolean, modelVersion: string): Promise<EmbedStreamRequest> {
-  if (item === null || typeof item !== 'object') throw new ClipServeError({ code: grpc.status.INVALID_ARGUMENT, details: 'a stream item must be an object { id?, text } or { id?, image }', itemIndex: position });
+async function toRequest(
+  item: StreamItem,
+  position: number,
+  raw: boolean,
+  modelVersion: string,
+): Promise<EmbedStreamRequest> {
+  if (item === null || typeof item !== 'object')
+    throw new ClipServeError({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: 'a stream item must be an object { id?, text } or { id?, image }',
+      itemIndex: position,
+    });
   const id = item.id ?? String(position);
-  if (typeof id !== 'string') throw new ClipServeError({ code: grpc.status.INVALID_ARGUMENT, details: 'a stream item id must be a string', itemIndex: position });
+  if (typeof id !== 'string')
+    throw new ClipServeError({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: 'a stream item id must be a string',
+      itemIndex: position,
+    });
   const base = { id, raw, format: 'EMBEDDING_FORMAT_F32LE_BYTES' as const, modelVersion };
   const hasText = item.text !== undefined;
   const hasImage = item.image !== undefined;
-  if (hasText === hasImage) throw new ClipServeError({ code: grpc.status.INVALID_ARGUMENT, details: `stream item ${JSON.stringify(id)} needs exactly one of text and image`, itemIndex: position });
+  if (hasText === hasImage)
+    throw new ClipServeError({
+      code: grpc.status.INVALID_ARGUMENT,
+      details: `stream item ${JSON.stringify(id)} needs exactly one of text and image`,
+      itemIndex: position,
+    });
   if (hasText) {
-    if (typeof item.text !== 'string') throw new ClipServeError({ code: grpc.status.INVALID_ARGUMENT, details: `stream item ${JSON.stringify(id)}: text must be a string`, itemIndex: position });
+    if (typeof item.text !== 'string')
+      throw new ClipServeError({
+        code: grpc.status.INVALID_ARGUMENT,
+        details: `stream item ${JSON.stringify(id)}: text must be a string`,
+        itemIndex: position,
+      });
     return { ...base, text: item.text };
   }
   return { ...base, image: await imageBytes(item.image!, position) };
@@ -47,9 +72,17 @@ async function toRequest(item: StreamItem, position: number, raw: boolean, model
 function toResult(msg: EmbedStreamResponse): StreamResult {
   const modality = modalityOf(msg.modality);
   if (msg.result === 'embedding' && msg.embedding) {
-    return { id: msg.id, modality: modality ?? 'text', embedding: decodeEmbedding(msg.embedding, 0), truncated: msg.embedding.truncated };
+    return {
+      id: msg.id,
+      modality: modality ?? 'text',
+      embedding: decodeEmbedding(msg.embedding, 0),
+      truncated: msg.embedding.truncated,
+    };
   }
-  const status = msg.error ?? { code: grpc.status.UNKNOWN, message: 'the server answered with neither an embedding nor an error' };
+  const status = msg.error ?? {
+    code: grpc.status.UNKNOWN,
+    message: 'the server answered with neither an embedding nor an error',
+  };
   return { id: msg.id, modality, error: new ClipServeError({ code: status.code, details: status.message }) };
 }
 
@@ -73,8 +106,12 @@ class Window {
   }
 }
 
-export async function* embedStream(source: AsyncIterable<StreamItem> | Iterable<StreamItem>, p: StreamCallParams): AsyncGenerator<StreamResult> {
-  if (!(Number.isInteger(p.maxInFlight) && p.maxInFlight >= 1)) throw new RangeError('maxInFlight must be an integer >= 1');
+export async function* embedStream(
+  source: AsyncIterable<StreamItem> | Iterable<StreamItem>,
+  p: StreamCallParams,
+): AsyncGenerator<StreamResult> {
+  if (!(Number.isInteger(p.maxInFlight) && p.maxInFlight >= 1))
+    throw new RangeError('maxInFlight must be an integer >= 1');
   if (p.signal?.aborted) throw abortedError(p.signal);
   const call = p.open();
   const detach = linkAbort(p.signal, call);

@@ -14,9 +14,24 @@ import { K8sObject, schemaErrors, unknownFieldErrors, validateObjects } from '..
 import { buildTrainingManifests } from '../../server/src/finetune/full/manifests';
 import { configFromEnv, resolveServeConfig } from '../../server/src/serve/config';
 import {
-  checkDrain, checkHpa, checkPdbAndNetworkPolicy, checkPodSecurity, checkProbes, checkRbac, checkServerPorts,
-  checkServerConfig, checkServiceMonitor, checkServices, checkVolumeSources, crossReferenceProblems, effectiveOption, expandKubeletVars,
-  ofKind, selectorMatches, serverContainer, theDeployment,
+  checkDrain,
+  checkHpa,
+  checkPdbAndNetworkPolicy,
+  checkPodSecurity,
+  checkProbes,
+  checkRbac,
+  checkServerPorts,
+  checkServerConfig,
+  checkServiceMonitor,
+  checkServices,
+  checkVolumeSources,
+  crossReferenceProblems,
+  effectiveOption,
+  expandKubeletVars,
+  ofKind,
+  selectorMatches,
+  serverContainer,
+  theDeployment,
 } from '../helpers/k8s-schema-xref';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -31,13 +46,18 @@ function findKubectl(): { bin: string; version: string } | { missing: string } {
   const bin = process.env.KUBECTL ?? 'kubectl';
   let out: string;
   try {
-    out = execFileSync(bin, ['version', '--client'], { encoding: 'utf8', timeout: 20_000, stdio: ['ignore', 'pipe', 'pipe'] });
+    out = execFileSync(bin, ['version', '--client'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
   } catch (err) {
     return { missing: `${bin} not runnable (${(err as Error).message.split('\n')[0]})` };
   }
   const kustomize = out.match(/Kustomize Version: v(\d+)\.[^\s]*/);
   if (!kustomize) return { missing: `${bin} has no built-in kustomize:\n${out}` };
-  if (Number(kustomize[1]) < 5) return { missing: `${bin} embeds kustomize ${kustomize[0]}, need v5+ (kubectl >= 1.27)` };
+  if (Number(kustomize[1]) < 5)
+    return { missing: `${bin} embeds kustomize ${kustomize[0]}, need v5+ (kubectl >= 1.27)` };
   return { bin, version: out.replace(/\s+/g, ' ').trim() };
 }
 
@@ -52,7 +72,10 @@ function parseYamlDocs(text: string, where: string): K8sObject[] {
 /** The Dockerfile's final USER uid for the serving images, so the pods run as the image intends. */
 function imageUid(): number {
   const df = DockerfileParser.parse(fs.readFileSync(DOCKERFILE, 'utf8'));
-  const users = df.getInstructions().filter((i) => i.getKeyword() === 'USER').map((i) => (i.getArgumentsContent() ?? '').split(':')[0]);
+  const users = df
+    .getInstructions()
+    .filter((i) => i.getKeyword() === 'USER')
+    .map((i) => (i.getArgumentsContent() ?? '').split(':')[0]);
   const uids = new Set(users);
   if (uids.size !== 1) throw new Error(`Dockerfile stages disagree on USER: ${[...uids].join(', ')}`);
   return Number(users[0]);
@@ -80,7 +103,11 @@ const toolManifests: K8sObject[] = fs
 
 describe('deploy/k8s standalone manifests (no kubectl needed)', () => {
   test('secret templates are valid Secrets, never part of a kustomization', () => {
-    expect(secretTemplates.map((s) => s.metadata?.name).sort()).toEqual(['clipserve-api-keys', 'clipserve-database', 'clipserve-tls']);
+    expect(secretTemplates.map((s) => s.metadata?.name).sort()).toEqual([
+      'clipserve-api-keys',
+      'clipserve-database',
+      'clipserve-tls',
+    ]);
     expect(validateObjects(secretTemplates)).toEqual([]);
     for (const k of kustomizations) {
       const text = fs.readFileSync(path.join(k.dir, 'kustomization.yaml'), 'utf8');
@@ -93,17 +120,28 @@ describe('deploy/k8s standalone manifests (no kubectl needed)', () => {
     expect(validateObjects(toolManifests)).toEqual([]);
     // Reuse the Deployment checks on a Deployment-shaped wrapper of the pod.
     const pod = toolManifests[0] as K8sObject & { spec: Record<string, unknown> };
-    const asDeployment = { apiVersion: 'apps/v1', kind: 'Deployment', metadata: pod.metadata, spec: { template: { metadata: pod.metadata, spec: pod.spec } } };
+    const asDeployment = {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: pod.metadata,
+      spec: { template: { metadata: pod.metadata, spec: pod.spec } },
+    };
     expect(checkPodSecurity([asDeployment], imageUid())).toEqual([]);
   });
 
   test('the overlays set are cpu, gpu and the PostgreSQL trial', () => {
-    expect(kustomizations.map((k) => k.name).sort()).toEqual(['base', 'overlays/cpu', 'overlays/gpu', 'overlays/postgres-trial']);
+    expect(kustomizations.map((k) => k.name).sort()).toEqual([
+      'base',
+      'overlays/cpu',
+      'overlays/gpu',
+      'overlays/postgres-trial',
+    ]);
   });
 });
 
 if ('missing' in kubectl) {
-  const message = `kubectl with kustomize v5 is required to render deploy/k8s: ${kubectl.missing}. ` +
+  const message =
+    `kubectl with kustomize v5 is required to render deploy/k8s: ${kubectl.missing}. ` +
     'Install it with `bash deploy/ci/install-kubectl.sh` (.ci/run does).';
   if (process.env.CI) {
     test('kubectl with kustomize v5 is installed (required in CI)', () => {
@@ -119,14 +157,20 @@ if ('missing' in kubectl) {
     const cached = rendered.get(name);
     if (cached) return cached;
     const k = kustomizations.find((x) => x.name === name)!;
-    const out = execFileSync(kubectl.bin, ['kustomize', k.dir], { encoding: 'utf8', timeout: 60_000, maxBuffer: 16 << 20 });
+    const out = execFileSync(kubectl.bin, ['kustomize', k.dir], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      maxBuffer: 16 << 20,
+    });
     const objects = parseYamlDocs(out, name);
     rendered.set(name, objects);
     return objects;
   };
   const clone = (name: string): K8sObject[] => JSON.parse(JSON.stringify(render(name))) as K8sObject[];
   /** The trial database's objects (overlays/postgres-trial), checked on their own below. */
-  const isDatabase = (o: K8sObject): boolean => (o.metadata?.labels as Record<string, string> | undefined)?.['app.kubernetes.io/component'] === 'database' || /^clipserve-(postgres|database)-/.test(o.metadata?.name ?? '');
+  const isDatabase = (o: K8sObject): boolean =>
+    (o.metadata?.labels as Record<string, string> | undefined)?.['app.kubernetes.io/component'] === 'database' ||
+    /^clipserve-(postgres|database)-/.test(o.metadata?.name ?? '');
   const serverSide = (name: string): K8sObject[] => render(name).filter((o) => !isDatabase(o));
   const TRIAL = 'overlays/postgres-trial';
 
@@ -141,37 +185,62 @@ if ('missing' in kubectl) {
       const kinds = serverSide(name).map((o) => o.kind);
       const count = (k: string): number => kinds.filter((x) => x === k).length;
       expect({
-        Namespace: count('Namespace'), Deployment: count('Deployment'), Service: count('Service'),
-        HorizontalPodAutoscaler: count('HorizontalPodAutoscaler'), PodDisruptionBudget: count('PodDisruptionBudget'),
-        ServiceMonitor: count('ServiceMonitor'), NetworkPolicy: count('NetworkPolicy'), ConfigMap: count('ConfigMap'),
-        PersistentVolumeClaim: count('PersistentVolumeClaim'), ServiceAccount: count('ServiceAccount'), Role: count('Role'),
+        Namespace: count('Namespace'),
+        Deployment: count('Deployment'),
+        Service: count('Service'),
+        HorizontalPodAutoscaler: count('HorizontalPodAutoscaler'),
+        PodDisruptionBudget: count('PodDisruptionBudget'),
+        ServiceMonitor: count('ServiceMonitor'),
+        NetworkPolicy: count('NetworkPolicy'),
+        ConfigMap: count('ConfigMap'),
+        PersistentVolumeClaim: count('PersistentVolumeClaim'),
+        ServiceAccount: count('ServiceAccount'),
+        Role: count('Role'),
         RoleBinding: count('RoleBinding'),
       }).toEqual({
-        Namespace: 1, Deployment: 1, Service: 2, HorizontalPodAutoscaler: 1, PodDisruptionBudget: 1, ServiceMonitor: 1,
-        NetworkPolicy: 1, ConfigMap: 1, PersistentVolumeClaim: 2, ServiceAccount: 1, Role: 1, RoleBinding: 1,
+        Namespace: 1,
+        Deployment: 1,
+        Service: 2,
+        HorizontalPodAutoscaler: 1,
+        PodDisruptionBudget: 1,
+        ServiceMonitor: 1,
+        NetworkPolicy: 1,
+        ConfigMap: 1,
+        PersistentVolumeClaim: 2,
+        ServiceAccount: 1,
+        Role: 1,
+        RoleBinding: 1,
       });
     });
 
     test('cross-references agree (ports, selectors, targets, drain, RBAC, security, volumes, Secrets)', () => {
       // The trial overlay brings its own clipserve-database Secret; the others read the template's.
-      const objects = name === TRIAL ? [...serverSide(name), ...render(name).filter((o) => o.kind === 'Secret')] : serverSide(name);
-      const templates = name === TRIAL ? secretTemplates.filter((t) => t.metadata?.name !== 'clipserve-database') : secretTemplates;
+      const objects =
+        name === TRIAL ? [...serverSide(name), ...render(name).filter((o) => o.kind === 'Secret')] : serverSide(name);
+      const templates =
+        name === TRIAL ? secretTemplates.filter((t) => t.metadata?.name !== 'clipserve-database') : secretTemplates;
       expect(crossReferenceProblems(objects, templates, imageUid())).toEqual([]);
     });
 
     test('the server reads the database URL from Secret clipserve-database, never from a flag or the ConfigMap', () => {
       const c = serverContainer(theDeployment(render(name)))!;
-      const env = (c.env ?? []).find((e) => e.name === 'CLIPSERVE_DATABASE_URL') as { valueFrom?: { secretKeyRef?: { name: string; key: string } } } | undefined;
-      expect(env?.valueFrom?.secretKeyRef?.name).toMatch(name === TRIAL ? /^clipserve-database-\w+$/ : /^clipserve-database$/);
+      const env = (c.env ?? []).find((e) => e.name === 'CLIPSERVE_DATABASE_URL') as
+        { valueFrom?: { secretKeyRef?: { name: string; key: string } } } | undefined;
+      expect(env?.valueFrom?.secretKeyRef?.name).toMatch(
+        name === TRIAL ? /^clipserve-database-\w+$/ : /^clipserve-database$/,
+      );
       expect(env?.valueFrom?.secretKeyRef?.key).toBe('url');
       expect((c.args ?? []).some((a) => a.startsWith('--database-url'))).toBe(false);
-      for (const cm of ofKind(render(name), 'ConfigMap')) expect(Object.keys((cm as { data?: object }).data ?? {})).not.toContain('CLIPSERVE_DATABASE_URL');
+      for (const cm of ofKind(render(name), 'ConfigMap'))
+        expect(Object.keys((cm as { data?: object }).data ?? {})).not.toContain('CLIPSERVE_DATABASE_URL');
     });
 
     test('files the server reads from Secrets are keys of those Secrets', () => {
       const objects = render(name);
       const d = theDeployment(objects);
-      const spec = (d.spec as { template: { spec: { volumes: Array<{ name: string; secret?: { secretName: string } }> } } }).template.spec;
+      const spec = (
+        d.spec as { template: { spec: { volumes: Array<{ name: string; secret?: { secretName: string } }> } } }
+      ).template.spec;
       const c = serverContainer(d)!;
       const problems: string[] = [];
       for (const arg of c.args ?? []) {
@@ -180,29 +249,46 @@ if ('missing' in kubectl) {
         const mount = (c.volumeMounts ?? []).find((m) => file.startsWith(m.mountPath + '/'));
         const secretName = spec.volumes.find((v) => v.name === mount?.name)?.secret?.secretName;
         if (!mount || !secretName) continue;
-        const template = secretTemplates.find((s) => s.metadata?.name === secretName) as (K8sObject & { stringData?: object; data?: object }) | undefined;
+        const template = secretTemplates.find((s) => s.metadata?.name === secretName) as
+          (K8sObject & { stringData?: object; data?: object }) | undefined;
         const keys = Object.keys({ ...(template?.stringData ?? {}), ...(template?.data ?? {}) });
         const key = file.slice(mount.mountPath.length + 1);
-        if (!keys.includes(key)) problems.push(`${arg}: Secret ${secretName} template has no key ${key} (has ${keys.join(', ')})`);
+        if (!keys.includes(key))
+          problems.push(`${arg}: Secret ${secretName} template has no key ${key} (has ${keys.join(', ')})`);
       }
       expect(problems).toEqual([]);
     });
   });
 
   describe('overlay specifics', () => {
-    const provider = (objects: K8sObject[]): string | undefined => effectiveOption(objects, serverContainer(theDeployment(objects))!, '--provider', 'CLIPSERVE_PROVIDER');
-    const podSpecOf = (objects: K8sObject[]) => (theDeployment(objects).spec as { template: { spec: {
-      nodeSelector?: Record<string, string>; tolerations?: Array<{ key?: string; effect?: string }>;
-      containers: Array<{ name: string; image: string; resources?: { limits?: Record<string, unknown>; requests?: Record<string, unknown> } }>;
-      initContainers?: Array<{ image: string }>;
-    } } }).template.spec;
+    const provider = (objects: K8sObject[]): string | undefined =>
+      effectiveOption(objects, serverContainer(theDeployment(objects))!, '--provider', 'CLIPSERVE_PROVIDER');
+    const podSpecOf = (objects: K8sObject[]) =>
+      (
+        theDeployment(objects).spec as {
+          template: {
+            spec: {
+              nodeSelector?: Record<string, string>;
+              tolerations?: Array<{ key?: string; effect?: string }>;
+              containers: Array<{
+                name: string;
+                image: string;
+                resources?: { limits?: Record<string, unknown>; requests?: Record<string, unknown> };
+              }>;
+              initContainers?: Array<{ image: string }>;
+            };
+          };
+        }
+      ).template.spec;
 
     test('gpu: one nvidia.com/gpu per pod, GPU nodes only, CUDA provider, gpu image everywhere', () => {
       const objects = render('overlays/gpu');
       const spec = podSpecOf(objects);
       const server = spec.containers.find((c) => c.name === 'clipserve')!;
       expect(server.resources?.limits?.['nvidia.com/gpu']).toBe(1);
-      expect(spec.tolerations).toEqual(expect.arrayContaining([expect.objectContaining({ key: 'nvidia.com/gpu', effect: 'NoSchedule' })]));
+      expect(spec.tolerations).toEqual(
+        expect.arrayContaining([expect.objectContaining({ key: 'nvidia.com/gpu', effect: 'NoSchedule' })]),
+      );
       expect(Object.keys(spec.nodeSelector ?? {})).toContain('nvidia.com/gpu.present');
       expect(provider(objects)).toBe('cuda');
       for (const c of [...spec.containers, ...(spec.initContainers ?? [])]) expect(c.image).toMatch(/-gpu$/);
@@ -215,9 +301,18 @@ if ('missing' in kubectl) {
       expect(config.finetuneImage).toMatch(/clipserve-trainer:[\w.-]+-gpu$/);
       const spec = podSpecOf(objects);
       const { job } = buildTrainingManifests({
-        jobId: 'ftjob-1', namespace: 'clipserve', image: config.finetuneImage!, hp: { nodes: 1, gpus_per_node: 2 }, trainerArgs: ['--epochs', '1'],
+        jobId: 'ftjob-1',
+        namespace: 'clipserve',
+        image: config.finetuneImage!,
+        hp: { nodes: 1, gpus_per_node: 2 },
+        trainerArgs: ['--epochs', '1'],
         storage: { pvcName: config.finetunePvc, mountPath: '/data' },
-        pod: { gpuResource: config.finetuneGpuResource, nodeSelector: config.finetuneNodeSelector, tolerations: config.finetuneTolerations, shmSize: config.finetuneShmSize },
+        pod: {
+          gpuResource: config.finetuneGpuResource,
+          nodeSelector: config.finetuneNodeSelector,
+          tolerations: config.finetuneTolerations,
+          shmSize: config.finetuneShmSize,
+        },
       });
       expect(validateObjects([job as unknown as K8sObject])).toEqual([]);
       const pod = job.spec!.template.spec!;
@@ -262,8 +357,14 @@ if ('missing' in kubectl) {
       const [container] = sts.spec.template.spec.containers;
       expect(container.image).toBe('postgres:16.6-bookworm');
       // The server-side security checks, on a Deployment-shaped wrapper (uid 999: the image's postgres user).
-      const claims = sts.spec.volumeClaimTemplates.map((t: Any) => ({ name: t.metadata.name, persistentVolumeClaim: { claimName: t.metadata.name } }));
-      const template = { ...sts.spec.template, spec: { ...sts.spec.template.spec, volumes: [...sts.spec.template.spec.volumes, ...claims] } };
+      const claims = sts.spec.volumeClaimTemplates.map((t: Any) => ({
+        name: t.metadata.name,
+        persistentVolumeClaim: { claimName: t.metadata.name },
+      }));
+      const template = {
+        ...sts.spec.template,
+        spec: { ...sts.spec.template.spec, volumes: [...sts.spec.template.spec.volumes, ...claims] },
+      };
       const asDeployment = { apiVersion: 'apps/v1', kind: 'Deployment', metadata: sts.metadata, spec: { template } };
       expect(checkPodSecurity([asDeployment], 999)).toEqual([]);
       expect(validateObjects(db())).toEqual([]);
@@ -279,7 +380,9 @@ if ('missing' in kubectl) {
       const np = one('NetworkPolicy');
       expect(selectorMatches(np.spec.podSelector, podLabels)).toBe(true);
       const serverLabels = (theDeployment(render(TRIAL)).spec as Any).template.metadata.labels;
-      expect(np.spec.ingress.some((r: Any) => r.from.some((f: Any) => selectorMatches(f.podSelector, serverLabels)))).toBe(true);
+      expect(
+        np.spec.ingress.some((r: Any) => r.from.some((f: Any) => selectorMatches(f.podSelector, serverLabels))),
+      ).toBe(true);
       const url = new URL(secretValue('clipserve-database-', 'url'));
       expect(url.protocol).toBe('postgres:');
       expect(url.hostname).toBe(svc.metadata.name);
@@ -382,7 +485,9 @@ if ('missing' in kubectl) {
       const objects = clone('overlays/cpu');
       const sm = ofKind(objects, 'ServiceMonitor')[0] as Any;
       sm.spec.endpoints[0].port = 'http-metrics';
-      expect(checkServiceMonitor(objects).join('\n')).toMatch(/endpoint port http-metrics is not a port of Service\/clipserve/);
+      expect(checkServiceMonitor(objects).join('\n')).toMatch(
+        /endpoint port http-metrics is not a port of Service\/clipserve/,
+      );
       sm.spec.endpoints[0].port = 'metrics';
       const headless = (ofKind(objects, 'Service') as Any[]).find((s) => s.spec.clusterIP === 'None');
       headless.metadata.labels['clipserve.io/scrape'] = 'true';
@@ -392,7 +497,9 @@ if ('missing' in kubectl) {
     test('drain window not longer than preStop + server grace', () => {
       const objects = clone('overlays/cpu');
       deploymentOf(objects).spec.template.spec.terminationGracePeriodSeconds = 30;
-      expect(checkDrain(objects).join('\n')).toMatch(/terminationGracePeriodSeconds 30 must exceed preStop 5 s \+ server drain 25 s/);
+      expect(checkDrain(objects).join('\n')).toMatch(
+        /terminationGracePeriodSeconds 30 must exceed preStop 5 s \+ server drain 25 s/,
+      );
       const longer = clone('overlays/gpu');
       configOf(longer).data.CLIPSERVE_SHUTDOWN_GRACE_SECONDS = '60';
       expect(checkDrain(longer).join('\n')).toMatch(/server drain 60 s/);
@@ -428,15 +535,25 @@ if ('missing' in kubectl) {
     });
 
     test('volumes naming claims, ConfigMaps or Secrets that do not exist', () => {
-      const objects = clone('overlays/cpu').filter((o) => !(o.kind === 'PersistentVolumeClaim' && o.metadata?.name === 'clipserve-data'));
+      const objects = clone('overlays/cpu').filter(
+        (o) => !(o.kind === 'PersistentVolumeClaim' && o.metadata?.name === 'clipserve-data'),
+      );
       const noTemplates = checkVolumeSources(objects, []).join('\n');
       expect(noTemplates).toMatch(/clipserve-data is not in the manifests/);
       expect(noTemplates).toMatch(/Secret clipserve-tls has neither a manifest nor a template/);
-      expect(noTemplates).toMatch(/env CLIPSERVE_DATABASE_URL reads Secret clipserve-database, which has neither a manifest nor a template/);
-      const wrongKey = secretTemplates.map((t) => (t.metadata?.name === 'clipserve-database' ? { ...t, stringData: { uri: 'postgres://x' } } : t));
-      expect(checkVolumeSources(clone('overlays/cpu'), wrongKey).join('\n')).toMatch(/reads key url of Secret clipserve-database, which has uri/);
+      expect(noTemplates).toMatch(
+        /env CLIPSERVE_DATABASE_URL reads Secret clipserve-database, which has neither a manifest nor a template/,
+      );
+      const wrongKey = secretTemplates.map((t) =>
+        t.metadata?.name === 'clipserve-database' ? { ...t, stringData: { uri: 'postgres://x' } } : t,
+      );
+      expect(checkVolumeSources(clone('overlays/cpu'), wrongKey).join('\n')).toMatch(
+        /reads key url of Secret clipserve-database, which has uri/,
+      );
       const noConfig = clone('overlays/cpu').filter((o) => o.kind !== 'ConfigMap');
-      expect(checkVolumeSources(noConfig, secretTemplates).join('\n')).toMatch(/envFrom ConfigMap clipserve-config-\w+ is not in the manifests/);
+      expect(checkVolumeSources(noConfig, secretTemplates).join('\n')).toMatch(
+        /envFrom ConfigMap clipserve-config-\w+ is not in the manifests/,
+      );
     });
   });
 }
@@ -446,7 +563,9 @@ describe('cross-reference primitives', () => {
     const labels = { a: '1', b: '2' };
     expect(selectorMatches({ matchLabels: { a: '1' } }, labels)).toBe(true);
     expect(selectorMatches({ matchLabels: { a: '2' } }, labels)).toBe(false);
-    expect(selectorMatches({ matchExpressions: [{ key: 'b', operator: 'In', values: ['2', '3'] }] }, labels)).toBe(true);
+    expect(selectorMatches({ matchExpressions: [{ key: 'b', operator: 'In', values: ['2', '3'] }] }, labels)).toBe(
+      true,
+    );
     expect(selectorMatches({ matchExpressions: [{ key: 'c', operator: 'DoesNotExist' }] }, labels)).toBe(true);
     expect(selectorMatches({ matchExpressions: [{ key: 'a', operator: 'NotIn', values: ['1'] }] }, labels)).toBe(false);
     expect(selectorMatches({}, labels)).toBe(false);

@@ -83,7 +83,11 @@ describe('prepare-model.sh (clipserve-prepare-model)', () => {
     expect(r.stderr).toMatch(/bundle ready/);
     expect(r.status).toBe(0);
     expect(r.calls).toHaveLength(1);
-    expect(r.calls[0]).toMatch(new RegExp(`^convert ${work}/checkpoint --out ${dest}\\.partial\\.\\S+ --vocab ${work}/bpe.txt.gz --precision fp16$`));
+    expect(r.calls[0]).toMatch(
+      new RegExp(
+        `^convert ${work}/checkpoint --out ${dest}\\.partial\\.\\S+ --vocab ${work}/bpe.txt.gz --precision fp16$`,
+      ),
+    );
     expect(listing(dest)).toEqual(['clipserve.json', 'visual.onnx']);
     expect(listing(path.dirname(dest))).toEqual(['vit-l-14']);
   });
@@ -119,14 +123,22 @@ describe('prepare-model.sh (clipserve-prepare-model)', () => {
 
   test('a failed conversion fails the start and leaves neither bundle nor partial', () => {
     const dest = path.join(work, 'models', 'b');
-    const r = run(PREPARE, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest, FAKE_CONVERT_FAIL: '1' });
+    const r = run(PREPARE, {
+      CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'),
+      CLIPSERVE_MODEL: dest,
+      FAKE_CONVERT_FAIL: '1',
+    });
     expect(r.status).toBe(3);
     expect(listing(path.join(work, 'models'))).toEqual([]);
   });
 
-  test('losing a race to another replica keeps the winner\'s bundle and drops our copy', () => {
+  test("losing a race to another replica keeps the winner's bundle and drops our copy", () => {
     const dest = path.join(work, 'models', 'b');
-    const r = run(PREPARE, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest, FAKE_RACE_DEST: dest });
+    const r = run(PREPARE, {
+      CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'),
+      CLIPSERVE_MODEL: dest,
+      FAKE_RACE_DEST: dest,
+    });
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/another replica finished/);
     expect(fs.readFileSync(path.join(dest, 'clipserve.json'), 'utf8').trim()).toBe('theirs');
@@ -140,7 +152,11 @@ describe('prepare-model.sh (clipserve-prepare-model)', () => {
     ['a missing checkpoint', { CLIPSERVE_CONVERT_FROM: '/nonexistent/ckpt' }, 66, /does not exist/],
     ['a missing vocabulary', { CLIPSERVE_CONVERT_VOCAB: '/nonexistent/bpe.txt.gz' }, 66, /is not a file/],
   ])('refuses %s with a clear error', (_name, env, status, message) => {
-    const r = run(PREPARE, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: path.join(work, 'models', 'b'), ...env });
+    const r = run(PREPARE, {
+      CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'),
+      CLIPSERVE_MODEL: path.join(work, 'models', 'b'),
+      ...env,
+    });
     expect(r.status).toBe(status);
     expect(r.stderr).toMatch(message);
     expect(r.calls).toEqual([]);
@@ -150,7 +166,11 @@ describe('prepare-model.sh (clipserve-prepare-model)', () => {
 describe('entrypoint.sh (clipserve-entrypoint)', () => {
   test('prepares the model, then becomes `clipserve serve` with the container arguments', () => {
     const dest = path.join(work, 'models', 'b');
-    const r = run(ENTRYPOINT, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest }, ['--port=50051', '--log-level', 'debug info']);
+    const r = run(ENTRYPOINT, { CLIPSERVE_CONVERT_FROM: path.join(work, 'checkpoint'), CLIPSERVE_MODEL: dest }, [
+      '--port=50051',
+      '--log-level',
+      'debug info',
+    ]);
     expect(r.status).toBe(0);
     expect(r.calls).toHaveLength(2);
     expect(r.calls[0]).toMatch(/^convert /);

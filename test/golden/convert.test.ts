@@ -101,7 +101,10 @@ describeGolden('convert: golden checkpoints → bundles → reference outputs', 
     // The vocabulary sits beside the checkpoint, so no --vocab is needed.
     fs.copyFileSync(VOCAB(), path.join(dir, 'bpe_simple_vocab_16e6.txt.gz'));
     const { stateDict } = await readCheckpointFile(goldenPath('model', model, 'open_clip_model.safetensors'));
-    await saveStateDict(path.join(dir, 'open_clip_pytorch_model.bin'), stateDict, { orderedDict: true, archiveName: 'archive' });
+    await saveStateDict(path.join(dir, 'open_clip_pytorch_model.bin'), stateDict, {
+      orderedDict: true,
+      archiveName: 'archive',
+    });
     const out = path.join(tmp, `${model}-bin`);
     const r = await convertCheckpoint({ input: dir, outDir: out, precision: 'fp32', version: '7' });
     expect(r.source.format).toBe('torch-zip');
@@ -115,7 +118,12 @@ describeGolden('convert: golden checkpoints → bundles → reference outputs', 
     await convertCheckpoint({ input: path.join(dir, 'open_clip_pytorch_model.bin'), outDir: outBin, vocab: VOCAB() });
     await checkBundle(outBin, 'tiny-gelu');
     const outEpoch = path.join(tmp, 'tg-epoch');
-    const r = await convertCheckpoint({ input: path.join(dir, 'epoch_3.pt'), config: path.join(dir, 'open_clip_config.json'), outDir: outEpoch, vocab: VOCAB() });
+    const r = await convertCheckpoint({
+      input: path.join(dir, 'epoch_3.pt'),
+      config: path.join(dir, 'open_clip_config.json'),
+      outDir: outEpoch,
+      vocab: VOCAB(),
+    });
     expect(r.name).toBe('epoch_3');
     await checkBundle(outEpoch, 'tiny-gelu');
   });
@@ -126,19 +134,27 @@ describeGolden('convert: golden checkpoints → bundles → reference outputs', 
     fs.mkdirSync(hf);
     writeHuggingFaceVocab(tok, hf);
     const out = path.join(tmp, 'tg-hf-vocab');
-    await convertCheckpoint({ input: goldenPath('model', 'tiny-gelu'), outDir: out, vocab: path.join(hf, 'vocab.json') });
+    await convertCheckpoint({
+      input: goldenPath('model', 'tiny-gelu'),
+      outDir: out,
+      vocab: path.join(hf, 'vocab.json'),
+    });
     const bundled = ClipTokenizer.fromMergesFile((await loadBundle(out)).paths.vocab);
     expect(bundled.vocabSize).toBe(49408);
-    expect(Array.from(bundled.tokenize('a photo of a cat').ids)).toEqual(Array.from(tok.tokenize('a photo of a cat').ids));
+    expect(Array.from(bundled.tokenize('a photo of a cat').ids)).toEqual(
+      Array.from(tok.tokenize('a photo of a cat').ids),
+    );
 
     // A vocabulary with fewer merges than the model's 49408 tokens.
     const small = path.join(tmp, 'small_vocab.txt');
     const lines = zlib.gunzipSync(fs.readFileSync(VOCAB())).toString('utf8').split('\n').slice(0, 1001);
     fs.writeFileSync(small, lines.join('\n') + '\n');
-    await expect(convertCheckpoint({ input: goldenPath('model', 'tiny-gelu'), outDir: path.join(tmp, 'x1'), vocab: small })).rejects.toThrow(
-      /1514 tokens but the model's text_cfg.vocab_size is 49408/,
-    );
-    await expect(convertCheckpoint({ input: goldenPath('model', 'tiny-gelu'), outDir: path.join(tmp, 'x2') })).rejects.toThrow(/--vocab/);
+    await expect(
+      convertCheckpoint({ input: goldenPath('model', 'tiny-gelu'), outDir: path.join(tmp, 'x1'), vocab: small }),
+    ).rejects.toThrow(/1514 tokens but the model's text_cfg.vocab_size is 49408/);
+    await expect(
+      convertCheckpoint({ input: goldenPath('model', 'tiny-gelu'), outDir: path.join(tmp, 'x2') }),
+    ).rejects.toThrow(/--vocab/);
     expect(fs.existsSync(path.join(tmp, 'x1'))).toBe(false);
   });
 
@@ -146,13 +162,32 @@ describeGolden('convert: golden checkpoints → bundles → reference outputs', 
     const dir = goldenPath('model', 'tiny-gelu');
     const out = path.join(tmp, 'cli-fp16');
     const { stdout } = await promisify(execFile)(process.execPath, [
-      CLI, 'convert', path.join(dir, 'epoch_3.pt'), '--config', path.join(dir, 'open_clip_config.json'),
-      '--vocab', VOCAB(), '--out', out, '--precision', 'fp16', '--name', 'tiny', '--version', '2024.1',
+      CLI,
+      'convert',
+      path.join(dir, 'epoch_3.pt'),
+      '--config',
+      path.join(dir, 'open_clip_config.json'),
+      '--vocab',
+      VOCAB(),
+      '--out',
+      out,
+      '--precision',
+      'fp16',
+      '--name',
+      'tiny',
+      '--version',
+      '2024.1',
     ]);
     expect(stdout.trim()).toBe(path.resolve(out));
     const manifest = (await loadBundle(out)).manifest;
     expect([manifest.name, manifest.version, manifest.precision]).toEqual(['tiny', '2024.1', 'fp16']);
-    const bad = await promisify(execFile)(process.execPath, [CLI, 'convert', dir, '--out', path.join(tmp, 'cli-bad')]).catch((e: { code: number; stderr: string }) => e);
+    const bad = await promisify(execFile)(process.execPath, [
+      CLI,
+      'convert',
+      dir,
+      '--out',
+      path.join(tmp, 'cli-bad'),
+    ]).catch((e: { code: number; stderr: string }) => e);
     expect((bad as { code: number }).code).toBe(1);
     expect((bad as { stderr: string }).stderr).toMatch(/no tokenizer vocabulary found.*--vocab/s);
   });

@@ -10,7 +10,10 @@ interface Case {
 
 const index = (() => {
   try {
-    return JSON.parse(fs.readFileSync(goldenPath('metrics', 'index.json'), 'utf8')) as { logit_scale: number; cases: Case[] };
+    return JSON.parse(fs.readFileSync(goldenPath('metrics', 'index.json'), 'utf8')) as {
+      logit_scale: number;
+      cases: Case[];
+    };
   } catch {
     return { logit_scale: 100, cases: [] as Case[] };
   }
@@ -18,7 +21,9 @@ const index = (() => {
 
 describeGolden('retrieval metrics match open_clip get_clip_metrics', () => {
   test('every golden case is present', () => {
-    expect(index.cases.map((c) => c.name)).toEqual(expect.arrayContaining(['ties_n40_d32', 'rand_n1000_d32', 'indep_n200_d32']));
+    expect(index.cases.map((c) => c.name)).toEqual(
+      expect.arrayContaining(['ties_n40_d32', 'rand_n1000_d32', 'indep_n200_d32']),
+    );
   });
 
   test.each(index.cases.map((c) => [c.name, c] as const))('%s: metrics to 1e-6, ranks identical', (_name, c) => {
@@ -68,7 +73,7 @@ describe('metrics rules', () => {
     const n = 23;
     const dim = 6;
     let seed = 7;
-    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     // Values in {-1, 0, 1}/2 make exact ties common.
     const img = Float32Array.from({ length: n * dim }, () => (Math.floor(rand() * 3) - 1) / 2);
     const txt = Float32Array.from({ length: n * dim }, () => (Math.floor(rand() * 3) - 1) / 2);

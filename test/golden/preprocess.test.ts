@@ -25,7 +25,8 @@ const cfg = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size:
 function rgbCropSha(t: Float32Array, size: number): string {
   const hwc = new Uint8Array(size * size * 3);
   for (let c = 0; c < 3; c++) {
-    for (let p = 0; p < size * size; p++) hwc[p * 3 + c] = Math.round((t[c * size * size + p] * cfg.std[c] + cfg.mean[c]) * 255);
+    for (let p = 0; p < size * size; p++)
+      hwc[p * 3 + c] = Math.round((t[c * size * size + p] * cfg.std[c] + cfg.mean[c]) * 255);
   }
   return createHash('sha256').update(hwc).digest('hex');
 }
@@ -58,7 +59,9 @@ describeGolden('preprocess goldens (open_clip image_transform(224), Pillow 9.4)'
       if (d > max) max = d;
     }
     const mean = sum / ref.length;
-    report.push(`  ${c.name.padEnd(26)} ${c.pil_mode.padEnd(5)} max ${max.toExponential(3)} mean ${mean.toExponential(3)}`);
+    report.push(
+      `  ${c.name.padEnd(26)} ${c.pil_mode.padEnd(5)} max ${max.toExponential(3)} mean ${mean.toExponential(3)}`,
+    );
     const lossy = c.format === 'JPEG' || /lossy/.test(c.name);
     expect(max).toBeLessThanOrEqual((lossy ? 2 : 1) / 255 + 1e-7);
     if (max === 0) expect(rgbCropSha(out, 224)).toBe(c.transform_trace.rgb_crop_sha256);

@@ -62,7 +62,9 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
         const li = closeness(logitsPerImage, flat(exp.values.logits_per_image), 1e-3, 1e-4);
         const lt = closeness(logitsPerText, flat(exp.values.logits_per_text), 1e-3, 1e-4);
         const ni = closeness(l2normalize(img, E), flat(exp.values.image_features_normalized), 1e-4, 1e-4);
-        console.log(`${name}: max |Δ| image ${fi.maxAbs.toExponential(2)}, text ${ft.maxAbs.toExponential(2)}, logits ${li.maxAbs.toExponential(2)}`);
+        console.log(
+          `${name}: max |Δ| image ${fi.maxAbs.toExponential(2)}, text ${ft.maxAbs.toExponential(2)}, logits ${li.maxAbs.toExponential(2)}`,
+        );
         expect(Math.fround(model.info.logitScale)).toBe(Math.fround(exp.values.logit_scale_exp));
         for (const c of [fi, ft, li, lt, ni]) expect(c.ratio).toBeLessThanOrEqual(1);
       });
@@ -76,9 +78,20 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
         expect(cutTextBatch(rows, 2, 77, 49408).length).toBe(10);
         const cut = await model.encodeText(rows, 2);
         // A raw session (in a worker: onnxruntime's typed arrays do not cross jest's sandbox realm).
-        const session = await WorkerSession.create({ modelPath: path.join(bundleDir, 'textual.onnx'), providers: ['cpu'], graphOptimizationLevel: 'all', intraOpThreads: 1 }, 'text tower, 77 positions');
+        const session = await WorkerSession.create(
+          {
+            modelPath: path.join(bundleDir, 'textual.onnx'),
+            providers: ['cpu'],
+            graphOptimizationLevel: 'all',
+            intraOpThreads: 1,
+          },
+          'text tower, 77 positions',
+        );
         try {
-          const full = await session.run({ input_ids: { type: 'int64', data: BigInt64Array.from(rows, BigInt).buffer, dims: [2, 77] } }, ['text_embeds']);
+          const full = await session.run(
+            { input_ids: { type: 'int64', data: BigInt64Array.from(rows, BigInt).buffer, dims: [2, 77] } },
+            ['text_embeds'],
+          );
           expect(closeness(cut, new Float32Array(full.text_embeds.data), 1e-5, 0).ratio).toBeLessThanOrEqual(1);
         } finally {
           await session.close();
@@ -113,7 +126,11 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
     // One inference thread leaves a core to the main thread. The asserts are orders of magnitude, not
     // budgets: code that ran inference on the main thread would block the loop for a whole run (and the
     // 2 ms timer would fire about once per run); timings on a loaded CI machine are only printed.
-    const model = await loadModel(path.join(tmp, 'small-l14like'), { provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1 });
+    const model = await loadModel(path.join(tmp, 'small-l14like'), {
+      provider: 'cpu',
+      intraOpThreads: 1,
+      preprocessWorkers: 1,
+    });
     try {
       const S = model.info.imageSize;
       const n = 32;
@@ -131,7 +148,9 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
       clearInterval(timer);
       const p99 = h.percentile(99) / 1e6;
       const perRun = ms / runs;
-      console.log(`event loop during ${ms.toFixed(0)} ms of inference (${runs} × batch ${n}, 224 px, ${perRun.toFixed(0)} ms a run): p99 delay ${p99.toFixed(2)} ms, max ${(h.max / 1e6).toFixed(2)} ms, ${ticks} timer ticks`);
+      console.log(
+        `event loop during ${ms.toFixed(0)} ms of inference (${runs} × batch ${n}, 224 px, ${perRun.toFixed(0)} ms a run): p99 delay ${p99.toFixed(2)} ms, max ${(h.max / 1e6).toFixed(2)} ms, ${ticks} timer ticks`,
+      );
       expect(p99).toBeLessThan(perRun);
       expect(ticks).toBeGreaterThan(4 * runs); // a blocked loop would tick about once per run
     } finally {
@@ -153,7 +172,9 @@ describeGolden('golden parity (open_clip reference outputs)', () => {
       const ft = closeness(txt, flat(exp.values.text_features), 1e-2, 0);
       const { logitsPerImage } = similarityLogits(img, txt, E, model.info.logitScale);
       const li = closeness(logitsPerImage, flat(exp.values.logits_per_image), 0.5, 0);
-      console.log(`fp16 tiny-gelu: max |Δ| image ${fi.maxAbs.toExponential(2)}, text ${ft.maxAbs.toExponential(2)}, logits ${li.maxAbs.toExponential(2)}`);
+      console.log(
+        `fp16 tiny-gelu: max |Δ| image ${fi.maxAbs.toExponential(2)}, text ${ft.maxAbs.toExponential(2)}, logits ${li.maxAbs.toExponential(2)}`,
+      );
       expect(fi.ratio).toBeLessThanOrEqual(1);
       expect(ft.ratio).toBeLessThanOrEqual(1);
       expect(li.ratio).toBeLessThanOrEqual(1);
@@ -171,8 +192,18 @@ describe('worker recovery', () => {
     const { writeRandomBundle } = await import('../../server/src/model/random-bundle');
     const dir = path.join(tmp, 'recovery');
     await writeRandomBundle({ arch: 'tiny', seed: 3, outDir: dir });
-    const session = await WorkerSession.create({ modelPath: path.join(dir, 'textual.onnx'), providers: ['cpu'], graphOptimizationLevel: 'all', intraOpThreads: 1 }, 'text tower');
-    const feeds = () => ({ input_ids: { type: 'int64' as const, data: BigInt64Array.from([1n, 2n, 3n]).buffer, dims: [1, 3] } });
+    const session = await WorkerSession.create(
+      {
+        modelPath: path.join(dir, 'textual.onnx'),
+        providers: ['cpu'],
+        graphOptimizationLevel: 'all',
+        intraOpThreads: 1,
+      },
+      'text tower',
+    );
+    const feeds = () => ({
+      input_ids: { type: 'int64' as const, data: BigInt64Array.from([1n, 2n, 3n]).buffer, dims: [1, 3] },
+    });
     try {
       const before = new Float32Array((await session.run(feeds(), ['text_embeds'])).text_embeds.data);
       const inFlight = session.run(feeds(), ['text_embeds']);

@@ -67,7 +67,9 @@ function writeHfFiles(dir: string, mergeLines: string[], mutate?: (vocab: Record
 }
 
 function goldenMergeLines(): string[] {
-  const text = zlib.gunzipSync(fs.readFileSync(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz'))).toString('utf8');
+  const text = zlib
+    .gunzipSync(fs.readFileSync(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz')))
+    .toString('utf8');
   return text.split('\n').slice(1, 49152 - 256 - 2 + 1);
 }
 
@@ -138,7 +140,7 @@ describeGolden('ClipTokenizer vs open_clip golden cases', () => {
     expect(() => tok.tokenizeBatch(['x'], 7.5)).toThrow(TokenizerError);
   });
 
-  it('merges long pieces (heap-based) exactly as OpenCLIP\'s literal loop', () => {
+  it("merges long pieces (heap-based) exactly as OpenCLIP's literal loop", () => {
     const bpe = new BytePairEncoder(readMergesFile(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz')));
     const texts = cases.map((c) => c.clean.replace(/[^\p{L}]/gu, '')).filter((t) => Buffer.byteLength(t) > 10);
     texts.push('a'.repeat(500), 'ab'.repeat(300), 'photographsofcats'.repeat(20));
@@ -170,7 +172,8 @@ describeGolden('ClipTokenizer vs open_clip golden cases', () => {
   it('rejects a vocab.json whose ids disagree with the merges order', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tok-hfbad-'));
     const lines = goldenMergeLines();
-    const load = (): ClipTokenizer => ClipTokenizer.fromHuggingFace(path.join(dir, 'vocab.json'), path.join(dir, 'merges.txt'));
+    const load = (): ClipTokenizer =>
+      ClipTokenizer.fromHuggingFace(path.join(dir, 'vocab.json'), path.join(dir, 'merges.txt'));
     try {
       writeHfFiles(dir, lines, (v) => {
         const a = v['the</w>'];

@@ -30,7 +30,12 @@ describe('header-only checks before decoding', () => {
       ['gif', await base.clone().gif().toBuffer()],
       ['webp lossy', await base.clone().webp().toBuffer()],
       ['webp lossless', await base.clone().webp({ lossless: true }).toBuffer()],
-      ['webp alpha (VP8X)', await sharp({ create: { width: 37, height: 23, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } }).webp().toBuffer()],
+      [
+        'webp alpha (VP8X)',
+        await sharp({ create: { width: 37, height: 23, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } })
+          .webp()
+          .toBuffer(),
+      ],
       ['tiff', await base.clone().tiff().toBuffer()],
     ];
     for (const [name, bytes] of files) {
@@ -41,13 +46,19 @@ describe('header-only checks before decoding', () => {
 
   test('a 2 KB lossless WebP declaring 7000×7000 and a 50,000,000×1 PNG are refused from the header', () => {
     for (const bytes of [declaredWebp(7000, 7000), declaredPng(50_000_000, 1)]) {
-      expect(() => inspectImage(bytes, DEFAULT_IMAGE_LIMITS)).toThrow(expect.objectContaining({ code: 'TOO_MANY_PIXELS' }));
+      expect(() => inspectImage(bytes, DEFAULT_IMAGE_LIMITS)).toThrow(
+        expect.objectContaining({ code: 'TOO_MANY_PIXELS' }),
+      );
     }
   });
 
   test('an extreme aspect ratio within the pixel limit is refused before its pixels are decoded', async () => {
     const t0 = performance.now();
-    const err = await decodeImage(declaredPng(50_000_000, 1), { maxBytes: 1 << 20, maxPixels: 60_000_000 }, { cfg }).catch((e: unknown) => e);
+    const err = await decodeImage(
+      declaredPng(50_000_000, 1),
+      { maxBytes: 1 << 20, maxPixels: 60_000_000 },
+      { cfg },
+    ).catch((e: unknown) => e);
     const ms = performance.now() - t0;
     expect(err).toBeInstanceOf(ImageError);
     expect((err as ImageError).message).toMatch(/aspect ratio too extreme: 50000000x1/);
@@ -65,7 +76,9 @@ describe('the decode pool: cancellation and tokenization', () => {
     pool = new PreprocessPool({ size: 1, cfg, ...(fs.existsSync(vocab) ? { vocabPath: vocab } : {}) });
     const raw = Buffer.alloc(3000 * 3000 * 3);
     for (let i = 0; i < raw.length; i++) raw[i] = (i * 2654435761) >>> 24;
-    slow = await sharp(raw, { raw: { width: 3000, height: 3000, channels: 3 } }).png({ compressionLevel: 1 }).toBuffer();
+    slow = await sharp(raw, { raw: { width: 3000, height: 3000, channels: 3 } })
+      .png({ compressionLevel: 1 })
+      .toBuffer();
   });
   afterAll(() => pool.close());
 
@@ -81,17 +94,22 @@ describe('the decode pool: cancellation and tokenization', () => {
     running.abort();
     await expect(first).rejects.toBeInstanceOf(PoolJobAbortedError);
     // The worker finishes the abandoned decode, then serves the next job normally.
-    const small = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#102030' } }).png().toBuffer();
+    const small = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#102030' } })
+      .png()
+      .toBuffer();
     expect(await pool.run(small)).toHaveLength(3 * 32 * 32);
   });
 
   test('an image over the decode budget fails with DECODE_TIMEOUT or decodes within it', async () => {
     // The decode budget is the pool's, fixed when it is made.
     const budgeted = new PreprocessPool({ size: 1, cfg, decodeTimeoutSeconds: 1 });
-    const out = await budgeted.run(slow).then(
-      (t) => `decoded (${t.length} values)`,
-      (e: unknown) => (e as ImageError).code,
-    ).finally(() => budgeted.close());
+    const out = await budgeted
+      .run(slow)
+      .then(
+        (t) => `decoded (${t.length} values)`,
+        (e: unknown) => (e as ImageError).code,
+      )
+      .finally(() => budgeted.close());
     expect(['DECODE_TIMEOUT', `decoded (${3 * 32 * 32} values)`]).toContain(out);
   });
 
@@ -102,7 +120,11 @@ describe('the decode pool: cancellation and tokenization', () => {
     for (const t of texts) {
       const pooled = await pool.runText(t, DEFAULT_CONTEXT_LENGTH);
       const local = tok.tokenize(t);
-      expect([Array.from(pooled.ids), pooled.truncated, pooled.eotIndex]).toEqual([Array.from(local.ids), local.truncated, local.eotIndex]);
+      expect([Array.from(pooled.ids), pooled.truncated, pooled.eotIndex]).toEqual([
+        Array.from(local.ids),
+        local.truncated,
+        local.eotIndex,
+      ]);
     }
   });
 });
@@ -111,10 +133,28 @@ describeGolden('tokenizing only what reaches the context', () => {
   test('ids equal the full encoding cut to the context, for texts around and far past the cut', () => {
     const tok = ClipTokenizer.fromMergesFile(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz'));
     const rand = seededRandom(13);
-    const words = ['photo', 'of', 'a', 'cat', "it's", 'Zürich', 'naïve', '日本語', '😀', '&amp;', 'x1y2', '...', 'ΑΣ', 'Ã©', '\n'];
+    const words = [
+      'photo',
+      'of',
+      'a',
+      'cat',
+      "it's",
+      'Zürich',
+      'naïve',
+      '日本語',
+      '😀',
+      '&amp;',
+      'x1y2',
+      '...',
+      'ΑΣ',
+      'Ã©',
+      '\n',
+    ];
     for (let n = 0; n < 300; n++) {
       const len = Math.floor(rand() * 200);
-      const text = Array.from({ length: len }, () => words[Math.floor(rand() * words.length)]).join(rand() < 0.5 ? ' ' : '');
+      const text = Array.from({ length: len }, () => words[Math.floor(rand() * words.length)]).join(
+        rand() < 0.5 ? ' ' : '',
+      );
       const full = tok.encode(text);
       const ctx = 2 + Math.floor(rand() * 90);
       const { ids, truncated } = tok.tokenize(text, ctx);
@@ -142,7 +182,13 @@ describe('admission by cost', () => {
       encodeImage: async (_p: Float32Array, n: number) => new Float32Array(n * 4),
       encodeText: async (_i: Int32Array, n: number) => new Float32Array(n * 4),
     } as unknown as EmbeddingModel;
-    const embedder = new Embedder(model, { maxBatchSize: 8, maxQueueDelayMs: 0, queueBound: 64, maxRequestPixels: 30_000_000, queuePixels: 100_000_000 });
+    const embedder = new Embedder(model, {
+      maxBatchSize: 8,
+      maxQueueDelayMs: 0,
+      queueBound: 64,
+      maxRequestPixels: 30_000_000,
+      queuePixels: 100_000_000,
+    });
     const big = declaredPng(5000, 4000);
     expect(() => embedder.embedImages([big, big])).toThrow(expect.objectContaining({ code: 'OVER_BUDGET' }));
     expect(decoded).toBe(0);
@@ -154,13 +200,21 @@ describe('training augmentation on the preprocessed pixels', () => {
   const tensorOf = (rand: () => number): Float32Array => {
     const plane = 16 * 16;
     const t = new Float32Array(3 * plane);
-    for (let c = 0; c < 3; c++) for (let p = 0; p < plane; p++) t[c * plane + p] = (Math.floor(rand() * 256) / 255 - cfg.mean[c]) / cfg.std[c];
+    for (let c = 0; c < 3; c++)
+      for (let p = 0; p < plane; p++) t[c * plane + p] = (Math.floor(rand() * 256) / 255 - cfg.mean[c]) / cfg.std[c];
     return t;
   };
   test('no augmentation: the same tensor; grayscale: equal 8-bit channels, still normalised', () => {
     const t = tensorOf(seededRandom(1));
-    expect(augmentTensor(t, cfg, { colorJitter: [0, 0, 0, 0], colorJitterProb: 0, grayscaleProb: 0 }, seededRandom(2))).toBe(t);
-    const g = augmentTensor(t, cfg, { colorJitter: [0, 0, 0, 0], colorJitterProb: 0, grayscaleProb: 1 }, seededRandom(2));
+    expect(
+      augmentTensor(t, cfg, { colorJitter: [0, 0, 0, 0], colorJitterProb: 0, grayscaleProb: 0 }, seededRandom(2)),
+    ).toBe(t);
+    const g = augmentTensor(
+      t,
+      cfg,
+      { colorJitter: [0, 0, 0, 0], colorJitterProb: 0, grayscaleProb: 1 },
+      seededRandom(2),
+    );
     const plane = t.length / 3;
     const v = (c: number, p: number) => Math.round((g[c * plane + p] * cfg.std[c] + cfg.mean[c]) * 255);
     for (let p = 0; p < plane; p++) {
@@ -177,9 +231,19 @@ describe('a decode pool of child processes (background work)', () => {
     const threads = new PreprocessPool({ size: 1, cfg });
     const children = new PreprocessPool({ size: 1, cfg, isolation: 'process', priority: 'low' });
     try {
-      const png = await sharp({ create: { width: 97, height: 71, channels: 3, background: '#a05020' } }).png().toBuffer();
-      const augment = { settings: { colorJitter: [0.2, 0.2, 0.1, 0] as [number, number, number, number], colorJitterProb: 1, grayscaleProb: 0 }, seed: 9 };
-      for (const opts of [{}, { augment }]) expect(Array.from(await children.run(png, opts))).toEqual(Array.from(await threads.run(png, opts)));
+      const png = await sharp({ create: { width: 97, height: 71, channels: 3, background: '#a05020' } })
+        .png()
+        .toBuffer();
+      const augment = {
+        settings: {
+          colorJitter: [0.2, 0.2, 0.1, 0] as [number, number, number, number],
+          colorJitterProb: 1,
+          grayscaleProb: 0,
+        },
+        seed: 9,
+      };
+      for (const opts of [{}, { augment }])
+        expect(Array.from(await children.run(png, opts))).toEqual(Array.from(await threads.run(png, opts)));
       await expect(children.run(Buffer.from('not an image'))).rejects.toMatchObject({ code: 'UNSUPPORTED_FORMAT' });
     } finally {
       await Promise.all([threads.close(), children.close()]);

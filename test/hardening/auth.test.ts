@@ -63,7 +63,9 @@ describe('API keys under attack and under bad edits', () => {
     const keysFile = path.join(tmp, `keys-${policy}.txt`);
     fs.writeFileSync(keysFile, `${KEY} embed ci\n`);
     const server = await startTestServer({
-      apiKeysFile: keysFile, credentialsReloadSeconds: RELOAD_SECONDS, authReloadFailure: policy,
+      apiKeysFile: keysFile,
+      credentialsReloadSeconds: RELOAD_SECONDS,
+      authReloadFailure: policy,
     });
     return { server, keysFile };
   }
@@ -71,18 +73,31 @@ describe('API keys under attack and under bad edits', () => {
   test('two authorization headers: the "more than one" check runs (UNAUTHENTICATED), even when the first key is good', async () => {
     const { server } = await serve('keep');
     try {
-      const handled = (code: string) => metric(server, new RegExp(`^grpc_server_handled_total\\{.*grpc_method="GetModelInfo".*grpc_code="${code}"`));
+      const handled = (code: string) =>
+        metric(server, new RegExp(`^grpc_server_handled_total\\{.*grpc_method="GetModelInfo".*grpc_code="${code}"`));
       const headers = (auth: string[]): [string, string][] => [
-        [':method', 'POST'], [':scheme', 'http'], [':path', '/clipserve.v1.EmbeddingService/GetModelInfo'], [':authority', '127.0.0.1'],
-        ['content-type', 'application/grpc'], ['te', 'trailers'], ...auth.map((a): [string, string] => ['authorization', a]),
+        [':method', 'POST'],
+        [':scheme', 'http'],
+        [':path', '/clipserve.v1.EmbeddingService/GetModelInfo'],
+        [':authority', '127.0.0.1'],
+        ['content-type', 'application/grpc'],
+        ['te', 'trailers'],
+        ...auth.map((a): [string, string] => ['authorization', a]),
       ];
       const emptyMessage = Buffer.alloc(5);
       await rawHttp2Request(server.port, headers([`Bearer ${KEY}`]), emptyMessage);
       await until('the single-header call to be counted OK', async () => (await handled('OK')) === 1);
-      for (const pair of [[`Bearer ${KEY}`, `Bearer ${OTHER}`], [`Bearer ${OTHER}`, `Bearer ${KEY}`], [`Bearer ${KEY}`, `Bearer ${KEY}`]]) {
+      for (const pair of [
+        [`Bearer ${KEY}`, `Bearer ${OTHER}`],
+        [`Bearer ${OTHER}`, `Bearer ${KEY}`],
+        [`Bearer ${KEY}`, `Bearer ${KEY}`],
+      ]) {
         await rawHttp2Request(server.port, headers(pair), emptyMessage);
       }
-      await until('the three duplicate-header calls to be refused', async () => (await handled('Unauthenticated')) === 3);
+      await until(
+        'the three duplicate-header calls to be refused',
+        async () => (await handled('Unauthenticated')) === 3,
+      );
       expect(await handled('OK')).toBe(1);
     } finally {
       await server.shutdown(0);
@@ -97,37 +112,45 @@ describe('API keys under attack and under bad edits', () => {
     ['a typo on another line', (f) => fs.writeFileSync(f, `${KEY} embed ci\n${OTHER} embedd typo\n`)],
   ];
 
-  test.each(badEdits)('key file %s: counted; keep holds the last keys, deny refuses keyed calls until a good reload', async (_what, edit) => {
-    for (const policy of ['keep', 'deny'] as const) {
-      const { server, keysFile } = await serve(policy);
-      const errors = () => metric(server, /^clipserve_credentials_reload_errors_total\{credential="api_keys"\}/);
-      const lastSuccess = () => metric(server, /^clipserve_credentials_last_reload_success_timestamp_seconds\{credential="api_keys"\}/);
-      try {
-        expect(await getModelInfo(server.port, KEY)).toBe(grpc.status.OK);
-        expect(await errors()).toBe(0);
-        await until('a successful check to be stamped', async () => (await lastSuccess()) > 0);
-        edit(keysFile);
-        await until('the failed reload to be counted', async () => (await errors()) >= 2);
-        const stamped = await lastSuccess();
-        await sleep(5 * RELOAD_SECONDS * 1000);
-        expect(await lastSuccess()).toBe(stamped); // no success while the file is bad
-        expect([policy, await getModelInfo(server.port, KEY)]).toEqual([policy, policy === 'keep' ? grpc.status.OK : grpc.status.UNAVAILABLE]);
-        // A good file again: calls are accepted under either policy, and success is stamped again.
-        fs.rmSync(keysFile, { recursive: true, force: true });
-        fs.writeFileSync(keysFile, `${KEY} embed ci\n`);
-        await until('a good reload', async () => (await getModelInfo(server.port, KEY)) === grpc.status.OK);
-        await until('success stamped again', async () => (await lastSuccess()) > stamped);
-      } finally {
-        await server.shutdown(0);
+  test.each(badEdits)(
+    'key file %s: counted; keep holds the last keys, deny refuses keyed calls until a good reload',
+    async (_what, edit) => {
+      for (const policy of ['keep', 'deny'] as const) {
+        const { server, keysFile } = await serve(policy);
+        const errors = () => metric(server, /^clipserve_credentials_reload_errors_total\{credential="api_keys"\}/);
+        const lastSuccess = () =>
+          metric(server, /^clipserve_credentials_last_reload_success_timestamp_seconds\{credential="api_keys"\}/);
+        try {
+          expect(await getModelInfo(server.port, KEY)).toBe(grpc.status.OK);
+          expect(await errors()).toBe(0);
+          await until('a successful check to be stamped', async () => (await lastSuccess()) > 0);
+          edit(keysFile);
+          await until('the failed reload to be counted', async () => (await errors()) >= 2);
+          const stamped = await lastSuccess();
+          await sleep(5 * RELOAD_SECONDS * 1000);
+          expect(await lastSuccess()).toBe(stamped); // no success while the file is bad
+          expect([policy, await getModelInfo(server.port, KEY)]).toEqual([
+            policy,
+            policy === 'keep' ? grpc.status.OK : grpc.status.UNAVAILABLE,
+          ]);
+          // A good file again: calls are accepted under either policy, and success is stamped again.
+          fs.rmSync(keysFile, { recursive: true, force: true });
+          fs.writeFileSync(keysFile, `${KEY} embed ci\n`);
+          await until('a good reload', async () => (await getModelInfo(server.port, KEY)) === grpc.status.OK);
+          await until('success stamped again', async () => (await lastSuccess()) > stamped);
+        } finally {
+          await server.shutdown(0);
+        }
       }
-    }
-  });
+    },
+  );
 
   test('datasets belong to the key that uploaded them', async () => {
     const TUNE_A = 'tune-a-key-0123456789abcdef';
     const TUNE_B = 'tune-b-key-0123456789abcdef';
     const server = await startTestServer({
-      dataDir: path.join(tmp, 'data'), apiKeys: `${TUNE_A} finetune a; ${TUNE_B} finetune b`,
+      dataDir: path.join(tmp, 'data'),
+      apiKeys: `${TUNE_A} finetune a; ${TUNE_B} finetune b`,
     });
     const ft = fineTuneClient(server.port);
     try {
@@ -140,10 +163,16 @@ describe('API keys under attack and under bad edits', () => {
         call.write({ chunk: Buffer.from('filepath\ttitle\na.png\tan image\n') });
         call.end();
       });
-      expect((await outcome(ft.ListDatasets({}, bearer(TUNE_A)))).res!.datasets.map((d) => d.id)).toEqual([uploaded.id]);
+      expect((await outcome(ft.ListDatasets({}, bearer(TUNE_A)))).res!.datasets.map((d) => d.id)).toEqual([
+        uploaded.id,
+      ]);
       expect((await outcome(ft.ListDatasets({}, bearer(TUNE_B)))).res!.datasets).toEqual([]);
-      expect((await outcome(ft.DeleteDataset({ datasetId: uploaded.id }, bearer(TUNE_B)))).code).toBe(grpc.status.NOT_FOUND);
-      expect((await outcome(ft.CreateFineTuneJob({ trainingFile: uploaded.id, method: 'adapter' }, bearer(TUNE_B)))).code).toBe(grpc.status.NOT_FOUND);
+      expect((await outcome(ft.DeleteDataset({ datasetId: uploaded.id }, bearer(TUNE_B)))).code).toBe(
+        grpc.status.NOT_FOUND,
+      );
+      expect(
+        (await outcome(ft.CreateFineTuneJob({ trainingFile: uploaded.id, method: 'adapter' }, bearer(TUNE_B)))).code,
+      ).toBe(grpc.status.NOT_FOUND);
       expect((await outcome(ft.DeleteDataset({ datasetId: uploaded.id }, bearer(TUNE_A)))).code).toBe(grpc.status.OK);
     } finally {
       ft.close();

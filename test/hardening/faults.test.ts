@@ -21,15 +21,38 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('SIGTERM under load', () => {
   test('admitted calls all finish OK, later ones are refused cleanly, exit 0', async () => {
-    const server = await startServerProcess(['--shutdown-grace-seconds', '20', '--max-queue-delay-ms', '20', '--intra-op-threads', '1', '--preprocess-workers', '1']);
+    const server = await startServerProcess([
+      '--shutdown-grace-seconds',
+      '20',
+      '--max-queue-delay-ms',
+      '20',
+      '--intra-op-threads',
+      '1',
+      '--preprocess-workers',
+      '1',
+    ]);
     const client = embeddingClient(server.port).raw;
-    const image = fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'preprocess', fs.readdirSync(path.join(__dirname, '..', 'fixtures', 'preprocess')).find((f) => f.endsWith('.png'))!));
+    const image = fs.readFileSync(
+      path.join(
+        __dirname,
+        '..',
+        'fixtures',
+        'preprocess',
+        fs.readdirSync(path.join(__dirname, '..', 'fixtures', 'preprocess')).find((f) => f.endsWith('.png'))!,
+      ),
+    );
     let signalledAt = Infinity;
     const results: { code: grpc.status; details: string; startedAt: number; endedAt: number }[] = [];
     const callOnce = (i: number) =>
       new Promise<{ code: grpc.status; details: string }>((resolve) => {
-        const done = (err: grpc.ServiceError | null) => resolve({ code: err ? err.code : grpc.status.OK, details: err?.details ?? '' });
-        if (i % 2 === 0) client.EmbedText({ texts: [`caller ${i} says hello`, 'a red star on a white background'] }, { deadline: Date.now() + 30_000 }, done);
+        const done = (err: grpc.ServiceError | null) =>
+          resolve({ code: err ? err.code : grpc.status.OK, details: err?.details ?? '' });
+        if (i % 2 === 0)
+          client.EmbedText(
+            { texts: [`caller ${i} says hello`, 'a red star on a white background'] },
+            { deadline: Date.now() + 30_000 },
+            done,
+          );
         else client.EmbedImage({ images: [image] }, { deadline: Date.now() + 30_000 }, done);
       });
     // 24 callers in closed loops until the server refuses them.
@@ -50,10 +73,16 @@ describe('SIGTERM under load', () => {
 
     const failures = results.filter((r) => r.code !== grpc.status.OK);
     const unexpected = failures.filter(
-      (r) => !(r.code === grpc.status.UNAVAILABLE && /server is shutting down|ECONNREFUSED|No connection established/.test(r.details)),
+      (r) =>
+        !(
+          r.code === grpc.status.UNAVAILABLE &&
+          /server is shutting down|ECONNREFUSED|No connection established/.test(r.details)
+        ),
     );
     const finishedAfterSignal = results.filter((r) => r.code === grpc.status.OK && r.endedAt > signalledAt).length;
-    console.log(`SIGTERM under load: ${results.length} calls, ${results.length - failures.length} OK (${finishedAfterSignal} of them finished after the signal), ${failures.length} refused after the drain began`);
+    console.log(
+      `SIGTERM under load: ${results.length} calls, ${results.length - failures.length} OK (${finishedAfterSignal} of them finished after the signal), ${failures.length} refused after the drain began`,
+    );
     expect(unexpected.map((r) => `${grpc.status[r.code]}: ${r.details}`)).toEqual([]);
     expect(results.length - failures.length).toBeGreaterThan(50);
     // Calls were in flight at the signal and completed during the drain.
@@ -94,16 +123,24 @@ describe('a corrupted bundle is refused at start', () => {
     ],
     ['a truncated graph', (dir) => fs.truncateSync(path.join(dir, 'textual.onnx'), 1000), /textual\.onnx/],
     ['a missing vocabulary', (dir) => fs.rmSync(path.join(dir, 'vocab.bpe.txt.gz')), /vocab\.bpe\.txt\.gz/],
-    ['a manifest that is not JSON', (dir) => fs.writeFileSync(path.join(dir, 'clipserve.json'), '{"format": '), /clipserve\.json/],
+    [
+      'a manifest that is not JSON',
+      (dir) => fs.writeFileSync(path.join(dir, 'clipserve.json'), '{"format": '),
+      /clipserve\.json/,
+    ],
   ];
 
-  test.each(cases)('%s', async (name, damage, names) => {
-    const dir = damaged(name.replace(/\W+/g, '-'), damage);
-    const { code, output } = await runServeExpectingFailure(['--model', dir]);
-    expect(code).not.toBe(0);
-    expect(output).toMatch(names);
-    // Said once, plainly, at error level; and the process did not start serving.
-    expect(output).toMatch(/"level":50.*"msg":"model failed to load"/);
-    expect(output).not.toMatch(/model ready: serving/);
-  }, 60_000);
+  test.each(cases)(
+    '%s',
+    async (name, damage, names) => {
+      const dir = damaged(name.replace(/\W+/g, '-'), damage);
+      const { code, output } = await runServeExpectingFailure(['--model', dir]);
+      expect(code).not.toBe(0);
+      expect(output).toMatch(names);
+      // Said once, plainly, at error level; and the process did not start serving.
+      expect(output).toMatch(/"level":50.*"msg":"model failed to load"/);
+      expect(output).not.toMatch(/model ready: serving/);
+    },
+    60_000,
+  );
 });

@@ -19,13 +19,19 @@ import { client, unary, uploadPairs, waitForJob, type Any, type Client } from '.
 import { loopDelay, pct } from '../helpers/probes';
 import { ServerProcess, startServerProcess } from '../helpers/server-process';
 
-const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, { defaults: true, enums: String })) as Any;
+const healthApi = grpc.loadPackageDefinition(
+  protoLoader.loadSync(HEALTH_PROTO, { defaults: true, enums: String }),
+) as Any;
 const PHASE_MS = Number(process.env.HARDENING_PHASE_MS ?? 6000);
 const PHOTOS = 8;
 
 function timed(c: Any, method: string, req: object): Promise<number> {
   const t0 = performance.now();
-  return new Promise((resolve) => c[method](req, { deadline: Date.now() + 10_000 }, (err: grpc.ServiceError | null) => resolve(err ? Infinity : performance.now() - t0)));
+  return new Promise((resolve) =>
+    c[method](req, { deadline: Date.now() + 10_000 }, (err: grpc.ServiceError | null) =>
+      resolve(err ? Infinity : performance.now() - t0),
+    ),
+  );
 }
 
 async function sample(until: () => boolean, fn: () => Promise<number>, pauseMs: number): Promise<number[]> {
@@ -59,14 +65,30 @@ describe('an adapter job on 12 MP photos beside serving', () => {
   test('health p99 and embedding p50 while the job runs', async () => {
     const photos: Buffer[] = [];
     for (let i = 0; i < 2; i++) {
-      photos.push(await sharp({ create: { width: 4032, height: 3024, channels: 3, background: '#000000', noise: { type: 'gaussian', mean: 100 + 50 * i, sigma: 60 } } }).jpeg({ quality: 90 }).toBuffer());
+      photos.push(
+        await sharp({
+          create: {
+            width: 4032,
+            height: 3024,
+            channels: 3,
+            background: '#000000',
+            noise: { type: 'gaussian', mean: 100 + 50 * i, sigma: 60 },
+          },
+        })
+          .jpeg({ quality: 90 })
+          .toBuffer(),
+      );
     }
     const pairs = Array.from({ length: PHOTOS }, (_, i) => ({ image: photos[i % 2], caption: `photo number ${i}` }));
-    const small = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#4080c0' } }).png().toBuffer();
+    const small = await sharp({ create: { width: 64, height: 48, channels: 3, background: '#4080c0' } })
+      .png()
+      .toBuffer();
     const dataset = await uploadPairs(ft, 'photos', pairs);
     await timed(embed, 'EmbedImage', { images: [small] });
 
-    const phase = async (running: () => boolean): Promise<{ health: number[]; embed: number[]; loop: { p99: number; max: number } }> => {
+    const phase = async (
+      running: () => boolean,
+    ): Promise<{ health: number[]; embed: number[]; loop: { p99: number; max: number } }> => {
       await loopDelay(server.metricsPort); // resets the server's event-loop delay histogram
       const end = performance.now() + PHASE_MS;
       const done = () => performance.now() > end || !running();
@@ -80,7 +102,15 @@ describe('an adapter job on 12 MP photos beside serving', () => {
     const { job: created } = await unary(ft, 'CreateFineTuneJob', {
       trainingFile: dataset.id,
       method: 'adapter',
-      hyperparameters: { epochs: 2, batchSize: 4, validationSplit: 0.25, seed: 1, colorJitter: [0.2, 0.2, 0.1, 0], colorJitterProb: 1, grayscaleProb: 0.5 },
+      hyperparameters: {
+        epochs: 2,
+        batchSize: 4,
+        validationSplit: 0.25,
+        seed: 1,
+        colorJitter: [0.2, 0.2, 0.1, 0],
+        colorJitterProb: 1,
+        grayscaleProb: 0.5,
+      },
     });
     let state = 'FINE_TUNE_JOB_STATE_QUEUED';
     const poll = (async () => {

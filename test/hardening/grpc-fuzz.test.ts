@@ -47,13 +47,19 @@ async function makeSeeds(): Promise<Seed[]> {
   const w = 40;
   const h = 30;
   const rgb = Buffer.alloc(w * h * 3);
-  for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) rgb.set([(x * 6) & 255, (y * 8) & 255, ((x ^ y) * 5) & 255], (y * w + x) * 3);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) rgb.set([(x * 6) & 255, (y * 8) & 255, ((x ^ y) * 5) & 255], (y * w + x) * 3);
   const base = () => sharp(rgb, { raw: { width: w, height: h, channels: 3 } });
   const rgba = Buffer.alloc(w * h * 4);
   for (let i = 0; i < w * h; i++) rgba.set([rgb[i * 3], rgb[i * 3 + 1], rgb[i * 3 + 2], (i * 7) & 255], i * 4);
   return [
     { format: 'png', bytes: await base().png().toBuffer() },
-    { format: 'png', bytes: await sharp(rgba, { raw: { width: w, height: h, channels: 4 } }).png().toBuffer() },
+    {
+      format: 'png',
+      bytes: await sharp(rgba, { raw: { width: w, height: h, channels: 4 } })
+        .png()
+        .toBuffer(),
+    },
     { format: 'png', bytes: await base().greyscale().png({ palette: true }).toBuffer() },
     { format: 'jpeg', bytes: await base().jpeg({ quality: 80 }).toBuffer() },
     { format: 'jpeg', bytes: await base().jpeg({ progressive: true }).toBuffer() },
@@ -124,10 +130,32 @@ function lieAboutSize(seed: Seed): Buffer | undefined {
   }
 }
 
-const MAGICS = [Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.from('ffd8ffe0', 'hex'), Buffer.from('GIF89a'), Buffer.from('RIFF\0\0\0\0WEBPVP8 '), Buffer.from('II*\0'), Buffer.from('MM\0*'), Buffer.from('BM')];
+const MAGICS = [
+  Buffer.from('89504e470d0a1a0a', 'hex'),
+  Buffer.from('ffd8ffe0', 'hex'),
+  Buffer.from('GIF89a'),
+  Buffer.from('RIFF\0\0\0\0WEBPVP8 '),
+  Buffer.from('II*\0'),
+  Buffer.from('MM\0*'),
+  Buffer.from('BM'),
+];
 
-type MutationKind = 'bitflip' | 'overwrite' | 'truncate' | 'lying-header' | 'splice' | 'duplicate' | 'random' | 'magic+random' | 'intact';
-const KINDS: readonly MutationKind[] = ['bitflip', 'bitflip', 'overwrite', 'truncate', 'truncate', 'lying-header', 'lying-header', 'splice', 'duplicate', 'random', 'magic+random', 'intact'];
+type MutationKind =
+  'bitflip' | 'overwrite' | 'truncate' | 'lying-header' | 'splice' | 'duplicate' | 'random' | 'magic+random' | 'intact';
+const KINDS: readonly MutationKind[] = [
+  'bitflip',
+  'bitflip',
+  'overwrite',
+  'truncate',
+  'truncate',
+  'lying-header',
+  'lying-header',
+  'splice',
+  'duplicate',
+  'random',
+  'magic+random',
+  'intact',
+];
 
 function mutate(seeds: Seed[]): { kind: MutationKind; bytes: Buffer } {
   const seed = pick(seeds);
@@ -181,9 +209,12 @@ function randomText(): string {
     const r = rand();
     if (r < 0.5) s += String.fromCharCode(32 + int(95));
     else if (r < 0.6) s += String.fromCharCode(int(32));
-    else if (r < 0.7) s += String.fromCharCode(0xd800 + int(0x800)); // lone surrogates
-    else if (r < 0.8) s += String.fromCodePoint(0x1f300 + int(0x300)); // emoji
-    else if (r < 0.9) s += String.fromCharCode(0x300 + int(0x70)); // combining marks
+    else if (r < 0.7)
+      s += String.fromCharCode(0xd800 + int(0x800)); // lone surrogates
+    else if (r < 0.8)
+      s += String.fromCodePoint(0x1f300 + int(0x300)); // emoji
+    else if (r < 0.9)
+      s += String.fromCharCode(0x300 + int(0x70)); // combining marks
     else s += String.fromCodePoint(int(0x10ffff));
   }
   return s;
@@ -191,7 +222,12 @@ function randomText(): string {
 
 // ---------------------------------------------------------------- bookkeeping
 
-const DOCUMENTED = new Set<grpc.status>([grpc.status.OK, grpc.status.INVALID_ARGUMENT, grpc.status.FAILED_PRECONDITION, grpc.status.NOT_FOUND]);
+const DOCUMENTED = new Set<grpc.status>([
+  grpc.status.OK,
+  grpc.status.INVALID_ARGUMENT,
+  grpc.status.FAILED_PRECONDITION,
+  grpc.status.NOT_FOUND,
+]);
 /** grpc-js's own answer to a request message that does not decode. */
 const UNDECODABLE = 'Error deserializing request';
 /** grpc-js's answer to a unary call whose request stream carried no message at all. */
@@ -204,11 +240,17 @@ class Tally {
   calls = 0;
   inputs = 0;
 
-  record(what: string, code: grpc.status, details: string | undefined, allowed: (code: grpc.status, details?: string) => boolean): void {
+  record(
+    what: string,
+    code: grpc.status,
+    details: string | undefined,
+    allowed: (code: grpc.status, details?: string) => boolean,
+  ): void {
     const name = grpc.status[code] ?? `code ${code}`;
     this.byCode.set(name, (this.byCode.get(name) ?? 0) + 1);
     this.byKind.set(what, (this.byKind.get(what) ?? 0) + 1);
-    if (!allowed(code, details) && this.problems.length < 20) this.problems.push(`${what}: ${name} ${JSON.stringify(details)}`);
+    if (!allowed(code, details) && this.problems.length < 20)
+      this.problems.push(`${what}: ${name} ${JSON.stringify(details)}`);
   }
 }
 
@@ -225,12 +267,19 @@ async function pool<T>(items: readonly T[], concurrency: number, fn: (item: T) =
 
 function unary(client: Any, method: string, req: object): Promise<{ code: grpc.status; details?: string }> {
   return new Promise((resolve) =>
-    client[method](req, { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null) => resolve(err ? { code: err.code, details: err.details } : { code: grpc.status.OK })),
+    client[method](req, { deadline: Date.now() + 60_000 }, (err: grpc.ServiceError | null) =>
+      resolve(err ? { code: err.code, details: err.details } : { code: grpc.status.OK }),
+    ),
   );
 }
 
 /** Sends `inputs` over one EmbedStream with at most `window` unanswered; records each item's code. */
-function streamImages(client: Any, inputs: { kind: string; bytes: Buffer }[], tally: Tally, window = 48): Promise<void> {
+function streamImages(
+  client: Any,
+  inputs: { kind: string; bytes: Buffer }[],
+  tally: Tally,
+  window = 48,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const call = client.EmbedStream({ deadline: Date.now() + 300_000 });
     const kinds = new Map<string, string>();
@@ -252,21 +301,34 @@ function streamImages(client: Any, inputs: { kind: string; bytes: Buffer }[], ta
       kinds.delete(res.id);
       if (answered < inputs.length && sent < inputs.length) pump();
     });
-    call.on('error', (err: grpc.ServiceError) => reject(new Error(`EmbedStream failed: ${grpc.status[err.code]} ${err.details}`)));
-    call.on('end', () => (answered === inputs.length ? resolve() : reject(new Error(`stream ended after ${answered}/${inputs.length} answers`))));
+    call.on('error', (err: grpc.ServiceError) =>
+      reject(new Error(`EmbedStream failed: ${grpc.status[err.code]} ${err.details}`)),
+    );
+    call.on('end', () =>
+      answered === inputs.length
+        ? resolve()
+        : reject(new Error(`stream ended after ${answered}/${inputs.length} answers`)),
+    );
     pump();
   });
 }
 
 /** Random protobuf bytes as the request of any method (bypassing the client's serializer). */
-function rawProtoCall(client: grpc.Client, method: string, payload: Buffer, streaming: boolean): Promise<{ code: grpc.status; details?: string }> {
+function rawProtoCall(
+  client: grpc.Client,
+  method: string,
+  payload: Buffer,
+  streaming: boolean,
+): Promise<{ code: grpc.status; details?: string }> {
   const path = `/${SERVICE}/${method}`;
   const id = (b: Buffer) => b;
   const skip = () => null;
   return new Promise((resolve) => {
     const opts = { deadline: Date.now() + 60_000 };
     if (!streaming) {
-      client.makeUnaryRequest(path, id, skip, payload, new grpc.Metadata(), opts, (err) => resolve(err ? { code: err.code, details: err.details } : { code: grpc.status.OK }));
+      client.makeUnaryRequest(path, id, skip, payload, new grpc.Metadata(), opts, (err) =>
+        resolve(err ? { code: err.code, details: err.details } : { code: grpc.status.OK }),
+      );
       return;
     }
     const call = client.makeBidiStreamRequest(path, id, skip, new grpc.Metadata(), opts);
@@ -279,9 +341,20 @@ function rawProtoCall(client: grpc.Client, method: string, payload: Buffer, stre
 }
 
 /** One raw HTTP/2 request with a hand-made body; resolves with the grpc-status the server sent (or "reset"). */
-function rawHttp2(session: http2.ClientHttp2Session, pathName: string, body: Buffer, extraHeaders: Record<string, string> = {}): Promise<{ code: grpc.status | 'reset'; details?: string }> {
+function rawHttp2(
+  session: http2.ClientHttp2Session,
+  pathName: string,
+  body: Buffer,
+  extraHeaders: Record<string, string> = {},
+): Promise<{ code: grpc.status | 'reset'; details?: string }> {
   return new Promise((resolve) => {
-    const req = session.request({ ':method': 'POST', ':path': pathName, 'content-type': 'application/grpc', te: 'trailers', ...extraHeaders });
+    const req = session.request({
+      ':method': 'POST',
+      ':path': pathName,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      ...extraHeaders,
+    });
     let status: string | undefined;
     let details: string | undefined;
     const take = (h: http2.IncomingHttpHeaders) => {
@@ -295,7 +368,9 @@ function rawHttp2(session: http2.ClientHttp2Session, pathName: string, body: Buf
     req.on('data', () => undefined);
     req.on('error', () => undefined);
     req.setTimeout(30_000, () => req.close(http2.constants.NGHTTP2_CANCEL));
-    req.on('close', () => resolve(status !== undefined ? { code: Number(status) as grpc.status, details } : { code: 'reset' }));
+    req.on('close', () =>
+      resolve(status !== undefined ? { code: Number(status) as grpc.status, details } : { code: 'reset' }),
+    );
     req.end(body);
   });
 }
@@ -316,7 +391,15 @@ interface FuzzTallies {
 }
 
 /** The methods the protobuf-noise round calls, and whether each is a stream. */
-const METHODS: [string, boolean][] = [['EmbedText', false], ['EmbedImage', false], ['Similarity', false], ['Rank', false], ['Classify', false], ['GetModelInfo', false], ['EmbedStream', true]];
+const METHODS: [string, boolean][] = [
+  ['EmbedText', false],
+  ['EmbedImage', false],
+  ['Similarity', false],
+  ['Rank', false],
+  ['Classify', false],
+  ['GetModelInfo', false],
+  ['EmbedStream', true],
+];
 
 /** The malformed HTTP/2 requests of the frame round: a shape's name and how to make one (path, body, headers). */
 const FRAME_SHAPES: [string, () => [string, Buffer, Record<string, string>?]][] = [
@@ -327,7 +410,10 @@ const FRAME_SHAPES: [string, () => [string, Buffer, Record<string, string>?]][] 
   ['bad-gzip', () => [`/${SERVICE}/EmbedText`, frame(randomBytes(30), 30, 1), { 'grpc-encoding': 'gzip' }]],
   ['unknown-method', () => [`/${SERVICE}/Nope${int(9)}`, frame(Buffer.alloc(0))]],
   ['unknown-service', () => [`/x.${int(99)}/Y`, frame(Buffer.alloc(0))]],
-  ['two-messages-unary', () => [`/${SERVICE}/GetModelInfo`, Buffer.concat([frame(Buffer.alloc(0)), frame(Buffer.alloc(0))])]],
+  [
+    'two-messages-unary',
+    () => [`/${SERVICE}/GetModelInfo`, Buffer.concat([frame(Buffer.alloc(0)), frame(Buffer.alloc(0))])],
+  ],
   ['truncated-prefix', () => [`/${SERVICE}/GetModelInfo`, Buffer.from([0, 0, 0])]],
 ];
 
@@ -373,8 +459,13 @@ function fuzzRounds(server: ServerProcess, client: Any, seeds: Seed[], { images,
   const oversized = async () => {
     // Bigger than --max-image-bytes, and a real 4000×1500 image (over --max-image-pixels).
     const big = Buffer.concat([seeds[0].bytes, randomBytes(MAX_IMAGE_BYTES)]);
-    const wide = await sharp({ create: { width: 4000, height: 1500, channels: 3, background: '#808080' } }).png().toBuffer();
-    for (const [kind, bytes] of [['too-many-bytes', big], ['too-many-pixels', wide]] as const) {
+    const wide = await sharp({ create: { width: 4000, height: 1500, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer();
+    for (const [kind, bytes] of [
+      ['too-many-bytes', big],
+      ['too-many-pixels', wide],
+    ] as const) {
       const r = await unary(client, 'EmbedImage', { images: [bytes] });
       images.record(`image/${kind}`, r.code, r.details, (c) => c === grpc.status.INVALID_ARGUMENT);
       images.inputs++;
@@ -397,11 +488,24 @@ function fuzzRounds(server: ServerProcess, client: Any, seeds: Seed[], { images,
       const [method, streaming] = pick(METHODS);
       // Half pure noise, half a valid field tag followed by noise (gets deeper into the decoder).
       const noise = randomBytes(int(600));
-      return { method, streaming, payload: rand() < 0.5 ? noise : Buffer.concat([Buffer.from([pick([0x0a, 0x12, 0x1a, 0x22, 0x28, 0x08])]), noise]) };
+      return {
+        method,
+        streaming,
+        payload:
+          rand() < 0.5 ? noise : Buffer.concat([Buffer.from([pick([0x0a, 0x12, 0x1a, 0x22, 0x28, 0x08])]), noise]),
+      };
     });
     await pool(payloads, 8, async ({ method, streaming, payload }) => {
       const r = await rawProtoCall(rawClient, method, payload, streaming);
-      protos.record(method, r.code, r.details, (c, d) => documented(c) || (c === grpc.status.INTERNAL && d === UNDECODABLE) || (c === grpc.status.UNIMPLEMENTED && d === NO_MESSAGE));
+      protos.record(
+        method,
+        r.code,
+        r.details,
+        (c, d) =>
+          documented(c) ||
+          (c === grpc.status.INTERNAL && d === UNDECODABLE) ||
+          (c === grpc.status.UNIMPLEMENTED && d === NO_MESSAGE),
+      );
       protos.calls++;
       protos.inputs++;
     });
@@ -414,7 +518,9 @@ function fuzzRounds(server: ServerProcess, client: Any, seeds: Seed[], { images,
     await pool(frameCases, 6, async ([shape, make]) => {
       const [p, body, headers] = make();
       const r = await rawHttp2(session, p, body, headers);
-      frames.record(`http2/${shape}`, r.code === 'reset' ? grpc.status.UNKNOWN : r.code, r.details, (c, d) => frameAllowed(shape, r.code === 'reset' ? 'reset' : c, d));
+      frames.record(`http2/${shape}`, r.code === 'reset' ? grpc.status.UNKNOWN : r.code, r.details, (c, d) =>
+        frameAllowed(shape, r.code === 'reset' ? 'reset' : c, d),
+      );
       frames.calls++;
       frames.inputs++;
     });
@@ -433,9 +539,22 @@ describe('fuzzing the server over gRPC', () => {
   beforeAll(async () => {
     seeds = await makeSeeds();
     server = await startServerProcess([
-      '--log-level', 'info', '--intra-op-threads', '1', '--preprocess-workers', '2',
-      '--max-image-bytes', String(MAX_IMAGE_BYTES), '--max-image-pixels', String(MAX_IMAGE_PIXELS),
-      '--max-text-chars', String(MAX_TEXT_CHARS), '--max-items-per-request', '64', '--queue-bound', '4096',
+      '--log-level',
+      'info',
+      '--intra-op-threads',
+      '1',
+      '--preprocess-workers',
+      '2',
+      '--max-image-bytes',
+      String(MAX_IMAGE_BYTES),
+      '--max-image-pixels',
+      String(MAX_IMAGE_PIXELS),
+      '--max-text-chars',
+      String(MAX_TEXT_CHARS),
+      '--max-items-per-request',
+      '64',
+      '--queue-bound',
+      '4096',
     ]);
     client = embeddingClient(server.port, { channel: { 'grpc.max_send_message_length': 64 << 20 } }).raw;
   }, 180_000);
@@ -487,7 +606,12 @@ describe('fuzzing the server over gRPC', () => {
       rssChangePercent: +((100 * (rssAfter - rssBefore)) / rssBefore).toFixed(1),
       rssSeriesMiB,
       callsAfterBaseline: images.calls + texts.calls + protos.calls + frames.calls - calls0,
-      images: { inputs: images.inputs, calls: images.calls, byCode: Object.fromEntries(images.byCode), byKind: Object.fromEntries(images.byKind) },
+      images: {
+        inputs: images.inputs,
+        calls: images.calls,
+        byCode: Object.fromEntries(images.byCode),
+        byKind: Object.fromEntries(images.byKind),
+      },
       texts: { inputs: texts.inputs, calls: texts.calls, byCode: Object.fromEntries(texts.byCode) },
       protobufNoise: { calls: protos.calls, byCode: Object.fromEntries(protos.byCode) },
       http2Frames: { calls: frames.calls, byCode: Object.fromEntries(frames.byCode) },

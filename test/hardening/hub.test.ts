@@ -37,7 +37,8 @@ function hostileHub(headers: () => Record<string, string>): Promise<{ url: strin
 }
 
 /** Every file under `dir` (relative paths), recursively. */
-const tree = (dir: string): string[] => (fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).map(String).sort() : []);
+const tree = (dir: string): string[] =>
+  fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).map(String).sort() : [];
 
 describe('a hostile hub cannot steer writes outside the cache', () => {
   let tmp: string;
@@ -55,22 +56,52 @@ describe('a hostile hub cannot steer writes outside the cache', () => {
   afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
   const cases: [string, () => Record<string, string>, RegExp][] = [
-    ['ETag "../../x"', () => ({ 'x-repo-commit': GOOD_COMMIT, etag: '"../../../victim/x"' }), /ETag .* not a git sha1 or sha256/],
-    ['X-Linked-Etag with a slash', () => ({ 'x-repo-commit': GOOD_COMMIT, 'x-linked-etag': `"${'a'.repeat(32)}/../../victim/${'b'.repeat(20)}"`, etag: `"${sha1(BODY)}"` }), /ETag .* not a git sha1 or sha256/],
-    ['X-Repo-Commit ../../x', () => ({ 'x-repo-commit': '../../../../victim', etag: `"${sha1(BODY)}"` }), /X-Repo-Commit .* not a 40-hex commit id/],
-    ['X-Repo-Commit absolute', () => ({ 'x-repo-commit': path.join(os.tmpdir(), 'owned'), etag: `"${sha1(BODY)}"` }), /X-Repo-Commit .* not a 40-hex commit id/],
+    [
+      'ETag "../../x"',
+      () => ({ 'x-repo-commit': GOOD_COMMIT, etag: '"../../../victim/x"' }),
+      /ETag .* not a git sha1 or sha256/,
+    ],
+    [
+      'X-Linked-Etag with a slash',
+      () => ({
+        'x-repo-commit': GOOD_COMMIT,
+        'x-linked-etag': `"${'a'.repeat(32)}/../../victim/${'b'.repeat(20)}"`,
+        etag: `"${sha1(BODY)}"`,
+      }),
+      /ETag .* not a git sha1 or sha256/,
+    ],
+    [
+      'X-Repo-Commit ../../x',
+      () => ({ 'x-repo-commit': '../../../../victim', etag: `"${sha1(BODY)}"` }),
+      /X-Repo-Commit .* not a 40-hex commit id/,
+    ],
+    [
+      'X-Repo-Commit absolute',
+      () => ({ 'x-repo-commit': path.join(os.tmpdir(), 'owned'), etag: `"${sha1(BODY)}"` }),
+      /X-Repo-Commit .* not a 40-hex commit id/,
+    ],
     ['no X-Repo-Commit for a branch', () => ({ etag: `"${sha1(BODY)}"` }), /no X-Repo-Commit/],
   ];
 
   test.each(cases)('%s: refused, nothing written outside the cache', async (_what, headers, reason) => {
     const hub = await hostileHub(headers);
     try {
-      await expect(hubDownload('acme/model', 'main', 'open_clip_config.json', { cacheDir: cache, endpoint: hub.url, offline: false })).rejects.toThrow(reason);
+      await expect(
+        hubDownload('acme/model', 'main', 'open_clip_config.json', {
+          cacheDir: cache,
+          endpoint: hub.url,
+          offline: false,
+        }),
+      ).rejects.toThrow(reason);
       // The real CLI, which also clears and fills the bundle folder named after the commit.
       // Asynchronously: the hub answers from this process.
       const run = await new Promise<{ code: number | null; out: string }>((resolve) =>
-        execFile(process.execPath, [cliPath(), 'pull', 'hf-hub:acme/model', '--cache-dir', cache], { env: { ...process.env, HF_ENDPOINT: hub.url, HF_HUB_OFFLINE: '0' }, timeout: 30_000 }, (err, stdout, stderr) =>
-          resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, out: `${stdout}${stderr}` }),
+        execFile(
+          process.execPath,
+          [cliPath(), 'pull', 'hf-hub:acme/model', '--cache-dir', cache],
+          { env: { ...process.env, HF_ENDPOINT: hub.url, HF_HUB_OFFLINE: '0' }, timeout: 30_000 },
+          (err, stdout, stderr) =>
+            resolve({ code: err ? ((err as { code?: number }).code ?? -1) : 0, out: `${stdout}${stderr}` }),
         ),
       );
       expect(run.code).not.toBe(0);
@@ -87,7 +118,11 @@ describe('a hostile hub cannot steer writes outside the cache', () => {
   test('the same hub with well-formed headers is served (the checks do not refuse the real shapes)', async () => {
     const hub = await hostileHub(() => ({ 'x-repo-commit': GOOD_COMMIT, etag: `"${sha1(BODY)}"` }));
     try {
-      const got = await hubDownload('acme/model', 'main', 'open_clip_config.json', { cacheDir: cache, endpoint: hub.url, offline: false });
+      const got = await hubDownload('acme/model', 'main', 'open_clip_config.json', {
+        cacheDir: cache,
+        endpoint: hub.url,
+        offline: false,
+      });
       expect(got.commit).toBe(GOOD_COMMIT);
       expect(fs.readFileSync(got.path)).toEqual(BODY);
       expect(got.path.startsWith(cache)).toBe(true);

@@ -71,11 +71,13 @@ function foreignCpuCores(a: CpuSnapshot, b: CpuSnapshot): number {
 
 function scrape(port: number): Promise<string> {
   return new Promise((resolve, reject) =>
-    http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve(body));
-    }).on('error', reject),
+    http
+      .get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
+        let body = '';
+        res.on('data', (c: Buffer) => (body += c.toString()));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject),
   );
 }
 
@@ -111,7 +113,12 @@ async function closedLoopCapacity(client: Any, image: Buffer): Promise<number> {
 }
 
 /** Open loop: calls arrive at `rate` per second for `seconds`, whatever the answers. */
-async function openLoopCalls(client: Any, image: Buffer, rate: number, seconds: number): Promise<{ outcomes: Outcome[]; seconds: number }> {
+async function openLoopCalls(
+  client: Any,
+  image: Buffer,
+  rate: number,
+  seconds: number,
+): Promise<{ outcomes: Outcome[]; seconds: number }> {
   const calls: Promise<Outcome>[] = [];
   const start = performance.now();
   let sent = 0;
@@ -167,7 +174,18 @@ async function overloadWindow(
   const serverAccepted = inWindow.filter((r) => r.code === 'OK').map((r) => r.ms);
   await sleep(300);
   const rssAfter = server.rssBytes();
-  return { outcomes, overloadSeconds, rssBefore, rssDuring, rssAfter, clientLag, foreignCores, metric, serverRejected, serverAccepted };
+  return {
+    outcomes,
+    overloadSeconds,
+    rssBefore,
+    rssDuring,
+    rssAfter,
+    clientLag,
+    foreignCores,
+    metric,
+    serverRejected,
+    serverAccepted,
+  };
 }
 
 describe('overload', () => {
@@ -182,13 +200,29 @@ describe('overload', () => {
     const px = Buffer.alloc(side * side * 3);
     // A checkerboard: a few KiB on the wire (cheap to send and to refuse), 262,144 pixels to
     // inflate and resize for an accepted call.
-    for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) px.set((x >> 6) % 2 === (y >> 6) % 2 ? [200, 40, 40] : [250, 250, 250], (y * side + x) * 3);
-    image = await sharp(px, { raw: { width: side, height: side, channels: 3 } }).png({ compressionLevel: 9 }).toBuffer();
+    for (let y = 0; y < side; y++)
+      for (let x = 0; x < side; x++)
+        px.set((x >> 6) % 2 === (y >> 6) % 2 ? [200, 40, 40] : [250, 250, 250], (y * side + x) * 3);
+    image = await sharp(px, { raw: { width: side, height: side, channels: 3 } })
+      .png({ compressionLevel: 9 })
+      .toBuffer();
     server = await startServerProcess(
-      ['--preprocess-workers', '1', '--intra-op-threads', '1', '--max-batch-size', String(MAX_BATCH), '--queue-bound', String(QUEUE_BOUND), '--max-items-per-request', String(QUEUE_BOUND)],
+      [
+        '--preprocess-workers',
+        '1',
+        '--intra-op-threads',
+        '1',
+        '--max-batch-size',
+        String(MAX_BATCH),
+        '--queue-bound',
+        String(QUEUE_BOUND),
+        '--max-items-per-request',
+        String(QUEUE_BOUND),
+      ],
       {
         onRecord: (rec) => {
-          if (rec.msg === 'rpc finished' && rec.grpcMethod === 'EmbedImage') serverSide.push({ code: String(rec.grpcCode), ms: Number(rec.durationMs), at: performance.now() });
+          if (rec.msg === 'rpc finished' && rec.grpcMethod === 'EmbedImage')
+            serverSide.push({ code: String(rec.grpcCode), ms: Number(rec.durationMs), at: performance.now() });
         },
       },
     );
@@ -209,16 +243,26 @@ describe('overload', () => {
     const rate = OVERLOAD_FACTOR * capacity;
     const openLoop = (seconds: number) => openLoopCalls(client, image, rate, seconds);
 
-    const { outcomes, overloadSeconds, rssBefore, rssDuring, rssAfter, clientLag, foreignCores, metric, serverRejected, serverAccepted } = await overloadWindow(
-      server,
-      serverSide,
-      openLoop,
-    );
+    const {
+      outcomes,
+      overloadSeconds,
+      rssBefore,
+      rssDuring,
+      rssAfter,
+      clientLag,
+      foreignCores,
+      metric,
+      serverRejected,
+      serverAccepted,
+    } = await overloadWindow(server, serverSide, openLoop);
 
     // Load gone: answers like before.
     const after: Outcome[] = [];
     for (let i = 0; i < 30; i++) after.push(await embed(client, image));
-    const afterP50 = quantile(after.map((o) => o.ms), 0.5);
+    const afterP50 = quantile(
+      after.map((o) => o.ms),
+      0.5,
+    );
 
     const accepted = outcomes.filter((o) => o.code === grpc.status.OK).map((o) => o.ms);
     const rejected = outcomes.filter((o) => o.code === grpc.status.RESOURCE_EXHAUSTED).map((o) => o.ms);
@@ -276,7 +320,9 @@ describe('overload', () => {
       expect(quantile(serverRejected, 0.5)).toBeLessThan(quantile(serverAccepted, 0.5));
       expect(quantile(accepted, 0.99)).toBeLessThanOrEqual(5 * latencyBoundMs);
     } else {
-      console.warn(`!!! host busy: other processes used ${foreignCores.toFixed(2)} cores during the overload; latency bounds reported, not asserted !!!`);
+      console.warn(
+        `!!! host busy: other processes used ${foreignCores.toFixed(2)} cores during the overload; latency bounds reported, not asserted !!!`,
+      );
     }
     // Overload costs some throughput (the refused calls and the load generator share the CPU) but
     // never collapses it: an order of magnitude, as a busy CI host can take half of it away.

@@ -38,8 +38,13 @@ async function zipOf(items: ZipItem[]): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-function uploadCall(c: Client, onDone: (err: grpc.ServiceError | null, res?: Any) => void): grpc.ClientWritableStream<Any> {
-  return (c.UploadDataset as (cb: (e: grpc.ServiceError | null, r: Any) => void) => grpc.ClientWritableStream<Any>)((err, res) => onDone(err, res));
+function uploadCall(
+  c: Client,
+  onDone: (err: grpc.ServiceError | null, res?: Any) => void,
+): grpc.ClientWritableStream<Any> {
+  return (c.UploadDataset as (cb: (e: grpc.ServiceError | null, r: Any) => void) => grpc.ClientWritableStream<Any>)(
+    (err, res) => onDone(err, res),
+  );
 }
 
 function uploadChunks(c: Client, format: 'DATASET_FORMAT_ZIP' | 'DATASET_FORMAT_CSV', bytes: Buffer): Promise<Any> {
@@ -54,7 +59,8 @@ function uploadChunks(c: Client, format: 'DATASET_FORMAT_ZIP' | 'DATASET_FORMAT_
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Files and folders under `dir`, recursively (relative paths). */
-const tree = (dir: string): string[] => (fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).map(String).sort() : []);
+const tree = (dir: string): string[] =>
+  fs.existsSync(dir) ? fs.readdirSync(dir, { recursive: true }).map(String).sort() : [];
 
 /** GET /readyz every `everyMs` until stopped; the latencies in ms (a request that never came back counts as its wait). */
 function probeLoop(port: number, everyMs = 25): { stop: () => Promise<number[]> } {
@@ -101,7 +107,18 @@ describe('hostile uploads and dataset references', () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-hardening-'));
     dataDir = path.join(tmp, 'data');
     png = (await iconDataset(32))[0].image;
-    server = await startServerProcess(['--data-dir', dataDir, '--intra-op-threads', '1', '--preprocess-workers', '1', '--dataset-max-zip-entries', '500', '--dataset-max-per-key', '6']);
+    server = await startServerProcess([
+      '--data-dir',
+      dataDir,
+      '--intra-op-threads',
+      '1',
+      '--preprocess-workers',
+      '1',
+      '--dataset-max-zip-entries',
+      '500',
+      '--dataset-max-per-key',
+      '6',
+    ]);
     ft = client('FineTuneService', server.port);
   });
 
@@ -123,14 +140,34 @@ describe('hostile uploads and dataset references', () => {
     const csv = (file: string) => ({ name: 'train.csv', data: `filepath\ttitle\n${file}\ta caption\n` });
     const long = 'x'.repeat(300);
     const cases: [string, ZipItem[], RegExp][] = [
-      ['file a, then a/b.png', [csv('a/b.png'), { name: 'a', data: 'file' }, { name: 'a/b.png', data: png }], /"a".*both a file and a directory/],
-      ['file a, then folder a/', [csv('a'), { name: 'a', data: png }, { name: 'a/', dir: true }], /"a".*both a file and a directory/],
-      ['symlink d, then d/x', [csv('d/x'), { name: 'd', data: '/etc', mode: 0o120777 }, { name: 'd/x', data: png }], /"d".*symbolic link/],
-      ['a folder name of 300 bytes', [csv(`${long}/i.png`), { name: `${long}/`, dir: true }, { name: `${long}/i.png`, data: png }], /longer than 255 bytes/],
+      [
+        'file a, then a/b.png',
+        [csv('a/b.png'), { name: 'a', data: 'file' }, { name: 'a/b.png', data: png }],
+        /"a".*both a file and a directory/,
+      ],
+      [
+        'file a, then folder a/',
+        [csv('a'), { name: 'a', data: png }, { name: 'a/', dir: true }],
+        /"a".*both a file and a directory/,
+      ],
+      [
+        'symlink d, then d/x',
+        [csv('d/x'), { name: 'd', data: '/etc', mode: 0o120777 }, { name: 'd/x', data: png }],
+        /"d".*symbolic link/,
+      ],
+      [
+        'a folder name of 300 bytes',
+        [csv(`${long}/i.png`), { name: `${long}/`, dir: true }, { name: `${long}/i.png`, data: png }],
+        /longer than 255 bytes/,
+      ],
     ];
     for (const [what, items, reason] of cases) {
       const err = await rejection(uploadChunks(ft, 'DATASET_FORMAT_ZIP', await zipOf(items)));
-      expect([what, err.code, err.details]).toEqual([what, grpc.status.INVALID_ARGUMENT, expect.stringMatching(reason)]);
+      expect([what, err.code, err.details]).toEqual([
+        what,
+        grpc.status.INVALID_ARGUMENT,
+        expect.stringMatching(reason),
+      ]);
       expect(tree(datasetsDir())).toEqual([]);
     }
     expect(server.child.exitCode).toBeNull();
@@ -153,12 +190,30 @@ describe('hostile uploads and dataset references', () => {
     console.log(`zip of 40 × 256 KiB unused entries + 2 images: ${onDisk} bytes kept on disk`);
     expect(onDisk).toBeLessThan(64 << 10);
 
-    const many = await zipOf([{ name: 'train.csv', data: 'filepath\ttitle\n0.png\tx\n' }, ...Array.from({ length: 600 }, (_, i) => ({ name: `${i}.png`, data: png }))]);
+    const many = await zipOf([
+      { name: 'train.csv', data: 'filepath\ttitle\n0.png\tx\n' },
+      ...Array.from({ length: 600 }, (_, i) => ({ name: `${i}.png`, data: png })),
+    ]);
     const err = await rejection(uploadChunks(ft, 'DATASET_FORMAT_ZIP', many));
-    expect([err.code, err.details]).toEqual([grpc.status.INVALID_ARGUMENT, expect.stringMatching(/601 entries.*--dataset-max-zip-entries 500/)]);
+    expect([err.code, err.details]).toEqual([
+      grpc.status.INVALID_ARGUMENT,
+      expect.stringMatching(/601 entries.*--dataset-max-zip-entries 500/),
+    ]);
     // A CSV row naming a file the archive lacks is refused at upload, by row.
-    const missing = await rejection(uploadChunks(ft, 'DATASET_FORMAT_ZIP', await zipOf([{ name: 'train.csv', data: 'filepath\ttitle\nthere.png\tx\ngone.png\ty\n' }, { name: 'there.png', data: png }])));
-    expect([missing.code, missing.details]).toEqual([grpc.status.INVALID_ARGUMENT, expect.stringMatching(/not in the archive in rows 2$/)]);
+    const missing = await rejection(
+      uploadChunks(
+        ft,
+        'DATASET_FORMAT_ZIP',
+        await zipOf([
+          { name: 'train.csv', data: 'filepath\ttitle\nthere.png\tx\ngone.png\ty\n' },
+          { name: 'there.png', data: png },
+        ]),
+      ),
+    );
+    expect([missing.code, missing.details]).toEqual([
+      grpc.status.INVALID_ARGUMENT,
+      expect.stringMatching(/not in the archive in rows 2$/),
+    ]);
     expect(tree(datasetsDir()).filter((f) => f.startsWith('.upload-'))).toEqual([]);
   });
 
@@ -179,7 +234,9 @@ describe('hostile uploads and dataset references', () => {
     expect((pairs as grpc.ServiceError).code).toBe(grpc.status.CANCELLED);
     fs.mkdirSync(path.join(dataDir, 'imgs'), { recursive: true });
     fs.writeFileSync(path.join(dataDir, 'imgs', 'a.png'), png);
-    const csv = await cancelAfter('DATASET_FORMAT_CSV', (call) => call.write({ chunk: Buffer.from('filepath\ttitle\nimgs/a.png\tfirst\nimgs/a.png\tsec') }));
+    const csv = await cancelAfter('DATASET_FORMAT_CSV', (call) =>
+      call.write({ chunk: Buffer.from('filepath\ttitle\nimgs/a.png\tfirst\nimgs/a.png\tsec') }),
+    );
     expect((csv as grpc.ServiceError).code).toBe(grpc.status.CANCELLED);
     await sleep(500);
     expect((await unary(ft, 'ListDatasets', {})).datasets).toEqual([]);
@@ -189,11 +246,30 @@ describe('hostile uploads and dataset references', () => {
   test('ListDatasets pages; DeleteDataset removes record and files; the per-key limit holds', async () => {
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) {
-      const ds = await uploadChunks(ft, 'DATASET_FORMAT_ZIP', await zipOf([{ name: 'train.csv', data: 'filepath\ttitle\ni.png\tx\n' }, { name: 'i.png', data: png }]));
+      const ds = await uploadChunks(
+        ft,
+        'DATASET_FORMAT_ZIP',
+        await zipOf([
+          { name: 'train.csv', data: 'filepath\ttitle\ni.png\tx\n' },
+          { name: 'i.png', data: png },
+        ]),
+      );
       ids.push(ds.id);
     }
-    const over = await rejection(uploadChunks(ft, 'DATASET_FORMAT_ZIP', await zipOf([{ name: 'train.csv', data: 'filepath\ttitle\ni.png\tx\n' }, { name: 'i.png', data: png }])));
-    expect([over.code, over.details]).toEqual([grpc.status.RESOURCE_EXHAUSTED, expect.stringMatching(/already keeps 6 datasets/)]);
+    const over = await rejection(
+      uploadChunks(
+        ft,
+        'DATASET_FORMAT_ZIP',
+        await zipOf([
+          { name: 'train.csv', data: 'filepath\ttitle\ni.png\tx\n' },
+          { name: 'i.png', data: png },
+        ]),
+      ),
+    );
+    expect([over.code, over.details]).toEqual([
+      grpc.status.RESOURCE_EXHAUSTED,
+      expect.stringMatching(/already keeps 6 datasets/),
+    ]);
     const first = await unary(ft, 'ListDatasets', { pageSize: 4 });
     const second = await unary(ft, 'ListDatasets', { pageSize: 4, pageToken: first.nextPageToken });
     expect([...first.datasets, ...second.datasets].map((d: Any) => d.id)).toEqual([...ids].reverse());
@@ -210,14 +286,30 @@ describe('hostile uploads and dataset references', () => {
   test('a directory, the server database and a 200k-character id as training_file', async () => {
     fs.mkdirSync(path.join(dataDir, 'a-folder'), { recursive: true });
     const dir = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: 'a-folder', method: 'adapter' }));
-    expect([dir.code, dir.details]).toEqual([grpc.status.INVALID_ARGUMENT, expect.stringMatching(/not a regular file/)]);
-    for (const own of ['clipserve.db', 'clipserve.db-wal', `datasets/../clipserve.db`, path.join(dataDir, 'clipserve.db')]) {
+    expect([dir.code, dir.details]).toEqual([
+      grpc.status.INVALID_ARGUMENT,
+      expect.stringMatching(/not a regular file/),
+    ]);
+    for (const own of [
+      'clipserve.db',
+      'clipserve.db-wal',
+      `datasets/../clipserve.db`,
+      path.join(dataDir, 'clipserve.db'),
+    ]) {
       const err = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: own, method: 'adapter' }));
-      expect([own, err.code, err.details]).toEqual([own, grpc.status.INVALID_ARGUMENT, expect.stringMatching(/server's own files/)]);
+      expect([own, err.code, err.details]).toEqual([
+        own,
+        grpc.status.INVALID_ARGUMENT,
+        expect.stringMatching(/server's own files/),
+      ]);
       expect(err.details).not.toMatch(/SQLite|CREATE TABLE/);
     }
     const huge = 'j'.repeat(200_000);
-    for (const [method, req] of [['GetFineTuneJob', { jobId: huge }], ['CreateFineTuneJob', { trainingFile: huge, method: 'adapter' }], ['DeleteDataset', { datasetId: huge }]] as const) {
+    for (const [method, req] of [
+      ['GetFineTuneJob', { jobId: huge }],
+      ['CreateFineTuneJob', { trainingFile: huge, method: 'adapter' }],
+      ['DeleteDataset', { datasetId: huge }],
+    ] as const) {
       const err = await rejection(unary(ft, method, req));
       expect([method, err.code]).toEqual([method, grpc.status.NOT_FOUND]);
       expect(err.details.length).toBeLessThan(1000);
@@ -233,11 +325,23 @@ describe('hostile uploads and dataset references', () => {
     const jobId = 'ftjob-manyevents';
     try {
       await store.insertJob(
-        { id: jobId, method: 'adapter', baseModel: 'x', trainingFile: 'ds-x', validationFile: '', hyperparameters: {}, suffix: '' },
+        {
+          id: jobId,
+          method: 'adapter',
+          baseModel: 'x',
+          trainingFile: 'ds-x',
+          validationFile: '',
+          hyperparameters: {},
+          suffix: '',
+        },
         { type: 'state', message: 'job created', data: { state: 'queued' } },
       );
       for (let i = 2; i < events; i += 1000) {
-        const steps = Array.from({ length: Math.min(1000, events - i) }, (_, k) => ({ type: 'step', message: '', data: { step: i + k, total_steps: events, loss: 1 / (i + k), learning_rate: 0.01 } }));
+        const steps = Array.from({ length: Math.min(1000, events - i) }, (_, k) => ({
+          type: 'step',
+          message: '',
+          data: { step: i + k, total_steps: events, loss: 1 / (i + k), learning_rate: 0.01 },
+        }));
         await store.appendEvents(jobId, steps);
       }
       await store.appendEvent(jobId, 'state', 'job failed', { state: 'failed' }, { state: 'failed' });
@@ -254,7 +358,9 @@ describe('hostile uploads and dataset references', () => {
       expect(g[events - 1].state).toBe('FINE_TUNE_JOB_STATE_FAILED');
     }
     expect(got[0].map((e: Any) => e.event.sequence).every((s: number, i: number) => s === i + 1)).toBe(true);
-    console.log(`20 watchers × ${events} events: ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
+    console.log(
+      `20 watchers × ${events} events: ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`,
+    );
     // Order of magnitude only: probes were answered throughout, not once after all events were read.
     expect(lat.length).toBeGreaterThan(5);
     expect(Math.max(...lat)).toBeLessThan(Math.max(2000, (seconds * 1000) / 2));
@@ -269,25 +375,41 @@ describe('hostile uploads and dataset references', () => {
     const probes = probeLoop(server.metricsPort);
     const t0 = performance.now();
     // An unknown base model fails the create after the CSV was read and registered: the time is the CSV's.
-    const err = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: 'big.csv', method: 'adapter', baseModel: 'no-such-version' }));
+    const err = await rejection(
+      unary(ft, 'CreateFineTuneJob', { trainingFile: 'big.csv', method: 'adapter', baseModel: 'no-such-version' }),
+    );
     const seconds = (performance.now() - t0) / 1000;
     const lat = await probes.stop();
     expect(err.code).toBe(grpc.status.NOT_FOUND);
     const listed = (await unary(ft, 'ListDatasets', {})).datasets;
     expect(listed.map((d: Any) => d.numPairs)).toEqual([rows]);
-    console.log(`1M-row CSV (${(bytes / 1e6).toFixed(1)} MB) registered in ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`);
+    console.log(
+      `1M-row CSV (${(bytes / 1e6).toFixed(1)} MB) registered in ${seconds.toFixed(1)} s; /readyz during it: n=${lat.length} p50 ${quantile(lat, 0.5).toFixed(1)} ms, p99 ${quantile(lat, 0.99).toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`,
+    );
     // Order of magnitude only (loaded CI): the probes kept answering while the CSV was read, rather than once after it.
     expect(lat.length).toBeGreaterThan(5);
     expect(Math.max(...lat)).toBeLessThan(Math.max(2000, (seconds * 1000) / 2));
     // One row past the limit is refused while reading.
-    const r2 = await startServerProcess(['--data-dir', path.join(tmp, 'data2'), '--intra-op-threads', '1', '--preprocess-workers', '1', '--dataset-max-pairs', '999999']);
+    const r2 = await startServerProcess([
+      '--data-dir',
+      path.join(tmp, 'data2'),
+      '--intra-op-threads',
+      '1',
+      '--preprocess-workers',
+      '1',
+      '--dataset-max-pairs',
+      '999999',
+    ]);
     try {
       fs.mkdirSync(path.join(tmp, 'data2'), { recursive: true });
       fs.copyFileSync(path.join(dataDir, 'big.csv'), path.join(tmp, 'data2', 'big.csv'));
       const c2 = client('FineTuneService', r2.port);
       const limited = await rejection(unary(c2, 'CreateFineTuneJob', { trainingFile: 'big.csv', method: 'adapter' }));
       c2.close();
-      expect([limited.code, limited.details]).toEqual([grpc.status.INVALID_ARGUMENT, expect.stringMatching(/more than 999999 data rows/)]);
+      expect([limited.code, limited.details]).toEqual([
+        grpc.status.INVALID_ARGUMENT,
+        expect.stringMatching(/more than 999999 data rows/),
+      ]);
       expect(tree(path.join(tmp, 'data2', 'datasets'))).toEqual([]);
     } finally {
       await r2.stop();

@@ -23,7 +23,11 @@ const API_FILES = ['clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto'
 let api: Api['clipserve']['v1'] | undefined;
 /** The clipserve.v1 package, loaded once per test file. */
 export function clipserveApi(): Api['clipserve']['v1'] {
-  api ??= (grpc.loadPackageDefinition(protoLoader.loadSync(API_FILES, { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_DIR] })) as unknown as Api).clipserve.v1;
+  api ??= (
+    grpc.loadPackageDefinition(
+      protoLoader.loadSync(API_FILES, { ...PROTO_LOADER_OPTIONS, includeDirs: [PROTO_DIR] }),
+    ) as unknown as Api
+  ).clipserve.v1;
   return api;
 }
 
@@ -58,16 +62,32 @@ export interface ClientOptions {
   host?: string;
 }
 
-type Constructor<C> = (new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => C) & { service: grpc.ServiceDefinition };
+type Constructor<C> = (new (
+  address: string,
+  credentials: grpc.ChannelCredentials,
+  options?: grpc.ChannelOptions,
+) => C) & { service: grpc.ServiceDefinition };
 
-function typedClient<C extends grpc.Client>(Ctor: Constructor<C>, port: number, options: ClientOptions): TypedClient<C> {
-  const raw = new Ctor(`${options.host ?? '127.0.0.1'}:${port}`, options.credentials ?? grpc.credentials.createInsecure(), options.channel);
+function typedClient<C extends grpc.Client>(
+  Ctor: Constructor<C>,
+  port: number,
+  options: ClientOptions,
+): TypedClient<C> {
+  const raw = new Ctor(
+    `${options.host ?? '127.0.0.1'}:${port}`,
+    options.credentials ?? grpc.credentials.createInsecure(),
+    options.channel,
+  );
   const client: Record<string, unknown> = { raw, close: () => raw.close() };
   for (const [name, method] of Object.entries(Ctor.service)) {
     if (method.requestStream || method.responseStream) continue;
     const call = (raw as unknown as Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>)[name].bind(raw);
     client[name] = (request: unknown, metadata = new grpc.Metadata(), callOptions: grpc.CallOptions = {}) =>
-      new Promise((resolve, reject) => call(request, metadata, callOptions, (err: grpc.ServiceError | null, res: unknown) => (err ? reject(err) : resolve(res))));
+      new Promise((resolve, reject) =>
+        call(request, metadata, callOptions, (err: grpc.ServiceError | null, res: unknown) =>
+          err ? reject(err) : resolve(res),
+        ),
+      );
   }
   return client as TypedClient<C>;
 }
@@ -76,7 +96,8 @@ export const embeddingClient = (port: number, options: ClientOptions = {}): Type
   typedClient(clipserveApi().EmbeddingService, port, options);
 export const fineTuneClient = (port: number, options: ClientOptions = {}): TypedClient<FineTuneServiceClient> =>
   typedClient(clipserveApi().FineTuneService, port, options);
-export const modelClient = (port: number, options: ClientOptions = {}): TypedClient<ModelServiceClient> => typedClient(clipserveApi().ModelService, port, options);
+export const modelClient = (port: number, options: ClientOptions = {}): TypedClient<ModelServiceClient> =>
+  typedClient(clipserveApi().ModelService, port, options);
 
 /** Metadata carrying `authorization: Bearer <key>`. */
 export function bearer(key: string): grpc.Metadata {

@@ -34,7 +34,14 @@ export function goldenExpected(name: GoldenModel): GoldenExpected {
   return JSON.parse(fs.readFileSync(goldenPath('model', name, 'expected.json'), 'utf8')) as GoldenExpected;
 }
 
-export function goldenInputs(name: GoldenModel): { images: Float32Array; nImages: number; ids: Int32Array; nTexts: number; texts: string[]; imageFiles: string[] } {
+export function goldenInputs(name: GoldenModel): {
+  images: Float32Array;
+  nImages: number;
+  ids: Int32Array;
+  nTexts: number;
+  texts: string[];
+  imageFiles: string[];
+} {
   const index = JSON.parse(fs.readFileSync(goldenPath('model', name, 'index.json'), 'utf8'));
   const images = readF32(goldenPath('model', name, 'inputs_images.f32'));
   const ids64 = readI64(goldenPath('model', name, 'inputs_text_ids.i64'));
@@ -45,18 +52,38 @@ export function goldenInputs(name: GoldenModel): { images: Float32Array; nImages
     ids,
     nTexts: index.files.inputs_text_ids.shape[0],
     texts: index.files.inputs_text_ids.texts,
-    imageFiles: (index.files.inputs_images.source_images as string[]).map((f) => path.join(goldenPath('preprocess'), f)),
+    imageFiles: (index.files.inputs_images.source_images as string[]).map((f) =>
+      path.join(goldenPath('preprocess'), f),
+    ),
   };
 }
 
-export async function buildGoldenBundle(name: GoldenModel, outDir: string, precision: 'fp32' | 'fp16' = 'fp32'): Promise<string> {
+export async function buildGoldenBundle(
+  name: GoldenModel,
+  outDir: string,
+  precision: 'fp32' | 'fp16' = 'fp32',
+): Promise<string> {
   const stateDict = await readSafetensors(goldenPath('model', name, 'open_clip_model.safetensors'));
-  await writeBundle({ outDir, name, version: 'golden', config: goldenConfig(name), stateDict, vocabFile: GOLDEN_VOCAB, precision, source: { golden: name } });
+  await writeBundle({
+    outDir,
+    name,
+    version: 'golden',
+    config: goldenConfig(name),
+    stateDict,
+    vocabFile: GOLDEN_VOCAB,
+    precision,
+    source: { golden: name },
+  });
   return outDir;
 }
 
 /** Largest |a - e| / (atol + rtol·|e|); ≤ 1 means within tolerance. Also returns max abs error. */
-export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): { ratio: number; maxAbs: number } {
+export function closeness(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  atol: number,
+  rtol: number,
+): { ratio: number; maxAbs: number } {
   if (actual.length !== expected.length) throw new Error(`length ${actual.length} vs ${expected.length}`);
   let ratio = 0;
   let maxAbs = 0;

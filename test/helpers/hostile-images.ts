@@ -18,7 +18,12 @@ export function declaredPng(w: number, h: number): Buffer {
   ihdr[8] = 8;
   ihdr[9] = 2;
   const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([sig, chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.alloc(48 * 1024))), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    sig,
+    chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(Buffer.alloc(48 * 1024))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** A lossless WebP header declaring w×h (≤ 16384): a 2 KB file that would decode to w·h·4 bytes. */

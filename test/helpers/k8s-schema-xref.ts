@@ -17,14 +17,22 @@ interface LabelSelector {
   matchLabels?: Record<string, string>;
   matchExpressions?: Array<{ key: string; operator: string; values?: string[] }>;
 }
-interface ContainerPort { name?: string; containerPort: number; protocol?: string }
+interface ContainerPort {
+  name?: string;
+  containerPort: number;
+  protocol?: string;
+}
 interface Probe {
   grpc?: { port: number; service?: string };
   httpGet?: { port: number | string; path?: string };
   tcpSocket?: { port: number | string };
   exec?: { command?: string[] };
 }
-interface EnvVar { name: string; value?: string; valueFrom?: unknown }
+interface EnvVar {
+  name: string;
+  value?: string;
+  valueFrom?: unknown;
+}
 interface Container {
   name: string;
   image?: string;
@@ -73,18 +81,34 @@ interface PodSpec {
   tolerations?: Array<{ key?: string; operator?: string; effect?: string }>;
 }
 interface Deployment extends K8sObject {
-  spec?: { replicas?: number; selector?: LabelSelector; template?: { metadata?: { labels?: Record<string, string> }; spec?: PodSpec } };
+  spec?: {
+    replicas?: number;
+    selector?: LabelSelector;
+    template?: { metadata?: { labels?: Record<string, string> }; spec?: PodSpec };
+  };
 }
-interface ServicePort { name?: string; port: number; targetPort?: number | string }
-interface Service extends K8sObject { spec?: { clusterIP?: string; type?: string; selector?: Record<string, string>; ports?: ServicePort[] } }
+interface ServicePort {
+  name?: string;
+  port: number;
+  targetPort?: number | string;
+}
+interface Service extends K8sObject {
+  spec?: { clusterIP?: string; type?: string; selector?: Record<string, string>; ports?: ServicePort[] };
+}
 
 /** The server's default drain when neither a flag nor CLIPSERVE_SHUTDOWN_GRACE_SECONDS says otherwise. */
-export const SERVER_DEFAULT_SHUTDOWN_GRACE_SECONDS = Number(SERVE_OPTIONS.find((o) => o.key === 'shutdownGraceSeconds')?.defaultValue);
+export const SERVER_DEFAULT_SHUTDOWN_GRACE_SECONDS = Number(
+  SERVE_OPTIONS.find((o) => o.key === 'shutdownGraceSeconds')?.defaultValue,
+);
 
 /** CLIPSERVE_* variables the image's prepare-model script reads (not server options). */
 export const PREPARE_MODEL_VARS: readonly string[] = [
   ...new Set(
-    [...fs.readFileSync(path.resolve(__dirname, '..', '..', 'deploy', 'docker', 'prepare-model.sh'), 'utf8').matchAll(/\$\{?(CLIPSERVE_[A-Z0-9_]+)/g)].map((m) => m[1]),
+    [
+      ...fs
+        .readFileSync(path.resolve(__dirname, '..', '..', 'deploy', 'docker', 'prepare-model.sh'), 'utf8')
+        .matchAll(/\$\{?(CLIPSERVE_[A-Z0-9_]+)/g),
+    ].map((m) => m[1]),
   ),
 ];
 
@@ -101,11 +125,16 @@ export function selectorMatches(selector: LabelSelector | undefined, labels: Rec
   if (!pairs.every(([k, v]) => labels[k] === v)) return false;
   return exprs.every(({ key, operator, values = [] }) => {
     switch (operator) {
-      case 'In': return key in labels && values.includes(labels[key]);
-      case 'NotIn': return !(key in labels) || !values.includes(labels[key]);
-      case 'Exists': return key in labels;
-      case 'DoesNotExist': return !(key in labels);
-      default: return false;
+      case 'In':
+        return key in labels && values.includes(labels[key]);
+      case 'NotIn':
+        return !(key in labels) || !values.includes(labels[key]);
+      case 'Exists':
+        return key in labels;
+      case 'DoesNotExist':
+        return !(key in labels);
+      default:
+        return false;
     }
   });
 }
@@ -141,13 +170,19 @@ function resolvePort(container: Container, ref: number | string | undefined): Co
  * The environment a container sees: ConfigMaps from envFrom first, then `env` (which wins, as in
  * the kubelet). Values that come from elsewhere (valueFrom) are unknown and left out.
  */
-export function containerEnv(objects: K8sObject[], container: Container): { env: Record<string, string>; problems: string[] } {
+export function containerEnv(
+  objects: K8sObject[],
+  container: Container,
+): { env: Record<string, string>; problems: string[] } {
   const env: Record<string, string> = {};
   const problems: string[] = [];
   for (const from of container.envFrom ?? []) {
     if (from.configMapRef) {
       const cm = ofKind(objects, 'ConfigMap').find((c) => c.metadata?.name === from.configMapRef!.name);
-      if (!cm) problems.push(`container ${container.name}: envFrom ConfigMap ${from.configMapRef.name} is not in the manifests`);
+      if (!cm)
+        problems.push(
+          `container ${container.name}: envFrom ConfigMap ${from.configMapRef.name} is not in the manifests`,
+        );
       else Object.assign(env, (cm as K8sObject & { data?: Record<string, string> }).data ?? {});
     }
   }
@@ -167,7 +202,12 @@ export function expandKubeletVars(s: string, env: Record<string, string>): strin
  * The effective value of a server option: the last `--flag=value` / `--flag value` in args (after
  * $(VAR) expansion), else the environment variable, else undefined.
  */
-export function effectiveOption(objects: K8sObject[], container: Container, flag: string, envName: string): string | undefined {
+export function effectiveOption(
+  objects: K8sObject[],
+  container: Container,
+  flag: string,
+  envName: string,
+): string | undefined {
   const { env } = containerEnv(objects, container);
   const args = (container.args ?? []).map((a) => expandKubeletVars(a, env));
   let value: string | undefined;
@@ -201,12 +241,24 @@ export function checkProbes(objects: K8sObject[]): string[] {
   const healthPort = effectiveOption(objects, c, '--health-port', 'CLIPSERVE_HEALTH_PORT');
   for (const kind of ['startupProbe', 'readinessProbe', 'livenessProbe'] as const) {
     const probe = c[kind];
-    if (!probe) { problems.push(`container ${c.name}: no ${kind}`); continue; }
-    if (!probe.grpc) { problems.push(`container ${c.name}: ${kind} is not a native gRPC (grpc.health.v1) probe`); continue; }
+    if (!probe) {
+      problems.push(`container ${c.name}: no ${kind}`);
+      continue;
+    }
+    if (!probe.grpc) {
+      problems.push(`container ${c.name}: ${kind} is not a native gRPC (grpc.health.v1) probe`);
+      continue;
+    }
     const port = resolvePort(c, probe.grpc.port);
     if (!port) problems.push(`container ${c.name}: ${kind} port ${probe.grpc.port} is not a container port`);
-    if (healthPort === undefined) problems.push(`container ${c.name}: no --health-port / CLIPSERVE_HEALTH_PORT, but ${kind} needs the plaintext health port`);
-    else if (String(probe.grpc.port) !== healthPort) problems.push(`container ${c.name}: ${kind} probes port ${probe.grpc.port}, but the server's health port is ${healthPort}`);
+    if (healthPort === undefined)
+      problems.push(
+        `container ${c.name}: no --health-port / CLIPSERVE_HEALTH_PORT, but ${kind} needs the plaintext health port`,
+      );
+    else if (String(probe.grpc.port) !== healthPort)
+      problems.push(
+        `container ${c.name}: ${kind} probes port ${probe.grpc.port}, but the server's health port is ${healthPort}`,
+      );
   }
   return problems;
 }
@@ -227,8 +279,12 @@ export function checkServerPorts(objects: K8sObject[]): string[] {
     const declared = resolvePort(c, portName);
     const configured = effectiveOption(objects, c, flag, envName);
     if (!declared) problems.push(`container ${c.name}: no container port named ${portName}`);
-    else if (configured === undefined) problems.push(`container ${c.name}: ${flag} / ${envName} not set, port ${portName} (${declared.containerPort}) is a guess`);
-    else if (configured !== String(declared.containerPort)) problems.push(`container ${c.name}: ${flag} is ${configured} but port ${portName} is ${declared.containerPort}`);
+    else if (configured === undefined)
+      problems.push(
+        `container ${c.name}: ${flag} / ${envName} not set, port ${portName} (${declared.containerPort}) is a guess`,
+      );
+    else if (configured !== String(declared.containerPort))
+      problems.push(`container ${c.name}: ${flag} is ${configured} but port ${portName} is ${declared.containerPort}`);
   }
   problems.push(...containerEnv(objects, c).problems);
   return problems;
@@ -240,14 +296,21 @@ export function checkServices(objects: K8sObject[]): string[] {
   const c = serverContainer(d);
   const services = ofKind<Service>(objects, 'Service');
   const problems: string[] = [];
-  if (!services.some((s) => s.spec?.clusterIP === 'None')) problems.push('no headless Service (clusterIP: None) for client-side round_robin');
-  if (!services.some((s) => s.spec?.clusterIP !== 'None' && (s.spec?.type ?? 'ClusterIP') === 'ClusterIP')) problems.push('no ClusterIP Service');
+  if (!services.some((s) => s.spec?.clusterIP === 'None'))
+    problems.push('no headless Service (clusterIP: None) for client-side round_robin');
+  if (!services.some((s) => s.spec?.clusterIP !== 'None' && (s.spec?.type ?? 'ClusterIP') === 'ClusterIP'))
+    problems.push('no ClusterIP Service');
   for (const s of services) {
     if (!selectorMatches({ matchLabels: s.spec?.selector }, podLabels(d))) {
-      problems.push(`${describeObject(s)}: selector ${JSON.stringify(s.spec?.selector ?? {})} does not select the pods of ${describeObject(d)} (${JSON.stringify(podLabels(d))})`);
+      problems.push(
+        `${describeObject(s)}: selector ${JSON.stringify(s.spec?.selector ?? {})} does not select the pods of ${describeObject(d)} (${JSON.stringify(podLabels(d))})`,
+      );
     }
     for (const p of s.spec?.ports ?? []) {
-      if (!c || !resolvePort(c, p.targetPort ?? p.port)) problems.push(`${describeObject(s)}: port ${p.name ?? p.port} targets ${p.targetPort ?? p.port}, which the server container does not declare`);
+      if (!c || !resolvePort(c, p.targetPort ?? p.port))
+        problems.push(
+          `${describeObject(s)}: port ${p.name ?? p.port} targets ${p.targetPort ?? p.port}, which the server container does not declare`,
+        );
     }
   }
   return problems;
@@ -261,16 +324,21 @@ export function checkPdbAndNetworkPolicy(objects: K8sObject[]): string[] {
   const pdbs = ofKind<K8sObject & { spec?: { selector?: LabelSelector } }>(objects, 'PodDisruptionBudget');
   if (pdbs.length === 0) problems.push('no PodDisruptionBudget');
   for (const pdb of pdbs) {
-    if (!selectorMatches(pdb.spec?.selector, podLabels(d))) problems.push(`${describeObject(pdb)}: selector does not select the pods of ${describeObject(d)}`);
+    if (!selectorMatches(pdb.spec?.selector, podLabels(d)))
+      problems.push(`${describeObject(pdb)}: selector does not select the pods of ${describeObject(d)}`);
   }
-  type Np = K8sObject & { spec?: { podSelector?: LabelSelector; ingress?: Array<{ ports?: Array<{ port?: number | string }> }> } };
+  type Np = K8sObject & {
+    spec?: { podSelector?: LabelSelector; ingress?: Array<{ ports?: Array<{ port?: number | string }> }> };
+  };
   const policies = ofKind<Np>(objects, 'NetworkPolicy');
   if (policies.length === 0) problems.push('no NetworkPolicy');
   for (const np of policies) {
-    if (!selectorMatches(np.spec?.podSelector, podLabels(d))) problems.push(`${describeObject(np)}: podSelector does not select the pods of ${describeObject(d)}`);
+    if (!selectorMatches(np.spec?.podSelector, podLabels(d)))
+      problems.push(`${describeObject(np)}: podSelector does not select the pods of ${describeObject(d)}`);
     for (const rule of np.spec?.ingress ?? []) {
       for (const p of rule.ports ?? []) {
-        if (!c || !resolvePort(c, p.port)) problems.push(`${describeObject(np)}: ingress port ${p.port} is not a port of the server container`);
+        if (!c || !resolvePort(c, p.port))
+          problems.push(`${describeObject(np)}: ingress port ${p.port} is not a port of the server container`);
       }
     }
   }
@@ -285,7 +353,11 @@ export function checkHpa(objects: K8sObject[]): string[] {
       scaleTargetRef?: { apiVersion?: string; kind?: string; name?: string };
       minReplicas?: number;
       maxReplicas?: number;
-      metrics?: Array<{ type: string; pods?: { metric?: { name?: string } }; resource?: { name?: string; target?: { type?: string } } }>;
+      metrics?: Array<{
+        type: string;
+        pods?: { metric?: { name?: string } };
+        resource?: { name?: string; target?: { type?: string } };
+      }>;
     };
   };
   const hpas = ofKind<Hpa>(objects, 'HorizontalPodAutoscaler');
@@ -294,28 +366,41 @@ export function checkHpa(objects: K8sObject[]): string[] {
   const problems: string[] = [];
   const ref = hpa.spec?.scaleTargetRef;
   if (ref?.kind !== 'Deployment' || ref.apiVersion !== 'apps/v1' || ref.name !== d.metadata?.name) {
-    problems.push(`${describeObject(hpa)}: scaleTargetRef ${JSON.stringify(ref)} is not apps/v1 Deployment ${d.metadata?.name}`);
+    problems.push(
+      `${describeObject(hpa)}: scaleTargetRef ${JSON.stringify(ref)} is not apps/v1 Deployment ${d.metadata?.name}`,
+    );
   }
-  if (hpa.apiVersion !== 'autoscaling/v2') problems.push(`${describeObject(hpa)}: apiVersion ${hpa.apiVersion}, want autoscaling/v2`);
+  if (hpa.apiVersion !== 'autoscaling/v2')
+    problems.push(`${describeObject(hpa)}: apiVersion ${hpa.apiVersion}, want autoscaling/v2`);
   const metrics = hpa.spec?.metrics ?? [];
-  if (!metrics.some((m) => m.type === 'Pods' && m.pods?.metric?.name === 'clipserve_queue_depth')) problems.push(`${describeObject(hpa)}: no Pods metric clipserve_queue_depth`);
+  if (!metrics.some((m) => m.type === 'Pods' && m.pods?.metric?.name === 'clipserve_queue_depth'))
+    problems.push(`${describeObject(hpa)}: no Pods metric clipserve_queue_depth`);
   const cpu = metrics.find((m) => m.type === 'Resource' && m.resource?.name === 'cpu');
   if (!cpu) problems.push(`${describeObject(hpa)}: no CPU Resource metric as fallback`);
-  if ((hpa.spec?.minReplicas ?? 1) < 2) problems.push(`${describeObject(hpa)}: minReplicas < 2 leaves no replica during a disruption`);
+  if ((hpa.spec?.minReplicas ?? 1) < 2)
+    problems.push(`${describeObject(hpa)}: minReplicas < 2 leaves no replica during a disruption`);
   // Utilization targets are relative to requests: without a CPU request on every container the
   // HPA cannot compute the metric at all.
   if (cpu?.resource?.target?.type === 'Utilization') {
     for (const container of podSpec(d).containers ?? []) {
-      if (container.resources?.requests?.cpu === undefined) problems.push(`container ${container.name}: no CPU request, so the HPA's CPU utilization is undefined`);
+      if (container.resources?.requests?.cpu === undefined)
+        problems.push(`container ${container.name}: no CPU request, so the HPA's CPU utilization is undefined`);
     }
   }
-  if (d.spec?.replicas !== undefined) problems.push(`${describeObject(d)}: sets spec.replicas, which fights the HPA on every apply`);
+  if (d.spec?.replicas !== undefined)
+    problems.push(`${describeObject(d)}: sets spec.replicas, which fights the HPA on every apply`);
   return problems;
 }
 
 /** The ServiceMonitor selects a Service in its namespace whose named port serves metrics. */
 export function checkServiceMonitor(objects: K8sObject[]): string[] {
-  type Sm = K8sObject & { spec?: { selector?: LabelSelector; namespaceSelector?: { matchNames?: string[]; any?: boolean }; endpoints?: Array<{ port?: string; path?: string }> } };
+  type Sm = K8sObject & {
+    spec?: {
+      selector?: LabelSelector;
+      namespaceSelector?: { matchNames?: string[]; any?: boolean };
+      endpoints?: Array<{ port?: string; path?: string }>;
+    };
+  };
   const monitors = ofKind<Sm>(objects, 'ServiceMonitor');
   if (monitors.length === 0) return ['no ServiceMonitor'];
   const d = theDeployment(objects);
@@ -323,18 +408,32 @@ export function checkServiceMonitor(objects: K8sObject[]): string[] {
   const problems: string[] = [];
   for (const sm of monitors) {
     const ns = sm.spec?.namespaceSelector;
-    const namespaces = ns?.any ? undefined : ns?.matchNames ?? [sm.metadata?.namespace ?? ''];
+    const namespaces = ns?.any ? undefined : (ns?.matchNames ?? [sm.metadata?.namespace ?? '']);
     const selected = ofKind<Service>(objects, 'Service').filter(
-      (s) => selectorMatches(sm.spec?.selector, s.metadata?.labels) && (!namespaces || namespaces.includes(s.metadata?.namespace ?? '')),
+      (s) =>
+        selectorMatches(sm.spec?.selector, s.metadata?.labels) &&
+        (!namespaces || namespaces.includes(s.metadata?.namespace ?? '')),
     );
-    if (selected.length === 0) { problems.push(`${describeObject(sm)}: selects no Service`); continue; }
-    if (selected.length > 1) problems.push(`${describeObject(sm)}: selects ${selected.length} Services (${selected.map(describeObject).join(', ')}): every pod would be scraped more than once`);
+    if (selected.length === 0) {
+      problems.push(`${describeObject(sm)}: selects no Service`);
+      continue;
+    }
+    if (selected.length > 1)
+      problems.push(
+        `${describeObject(sm)}: selects ${selected.length} Services (${selected.map(describeObject).join(', ')}): every pod would be scraped more than once`,
+      );
     for (const ep of sm.spec?.endpoints ?? []) {
       for (const s of selected) {
         const sp = (s.spec?.ports ?? []).find((p) => p.name === ep.port);
-        if (!sp) { problems.push(`${describeObject(sm)}: endpoint port ${ep.port} is not a port of ${describeObject(s)}`); continue; }
+        if (!sp) {
+          problems.push(`${describeObject(sm)}: endpoint port ${ep.port} is not a port of ${describeObject(s)}`);
+          continue;
+        }
         const target = c && resolvePort(c, sp.targetPort ?? sp.port);
-        if (!target || target.name !== 'metrics') problems.push(`${describeObject(sm)}: port ${ep.port} of ${describeObject(s)} does not reach the container's metrics port`);
+        if (!target || target.name !== 'metrics')
+          problems.push(
+            `${describeObject(sm)}: port ${ep.port} of ${describeObject(s)} does not reach the container's metrics port`,
+          );
       }
     }
   }
@@ -349,12 +448,17 @@ export function checkDrain(objects: K8sObject[]): string[] {
   const problems: string[] = [];
   const graceText = effectiveOption(objects, c, '--shutdown-grace-seconds', 'CLIPSERVE_SHUTDOWN_GRACE_SECONDS');
   const grace = graceText === undefined ? SERVER_DEFAULT_SHUTDOWN_GRACE_SECONDS : Number(graceText);
-  if (!Number.isFinite(grace) || grace < 0) problems.push(`container ${c.name}: shutdown grace "${graceText}" is not a number of seconds`);
+  if (!Number.isFinite(grace) || grace < 0)
+    problems.push(`container ${c.name}: shutdown grace "${graceText}" is not a number of seconds`);
   const preStop = preStopSeconds(c);
-  if (preStop === undefined) problems.push(`container ${c.name}: no preStop sleep; the pod would stop accepting before endpoints drop it`);
+  if (preStop === undefined)
+    problems.push(`container ${c.name}: no preStop sleep; the pod would stop accepting before endpoints drop it`);
   const tgps = podSpec(d).terminationGracePeriodSeconds ?? 30;
   const needed = (preStop ?? 0) + grace;
-  if (!(tgps > needed)) problems.push(`${describeObject(d)}: terminationGracePeriodSeconds ${tgps} must exceed preStop ${preStop ?? 0} s + server drain ${grace} s = ${needed} s`);
+  if (!(tgps > needed))
+    problems.push(
+      `${describeObject(d)}: terminationGracePeriodSeconds ${tgps} must exceed preStop ${preStop ?? 0} s + server drain ${grace} s = ${needed} s`,
+    );
   return problems;
 }
 
@@ -365,28 +469,51 @@ export function checkRbac(objects: K8sObject[]): string[] {
   const sa = podSpec(d).serviceAccountName ?? 'default';
   const ns = d.metadata?.namespace;
   if (sa === 'default') problems.push(`${describeObject(d)}: runs as the default ServiceAccount`);
-  if (!ofKind(objects, 'ServiceAccount').some((o) => o.metadata?.name === sa && o.metadata?.namespace === ns)) problems.push(`ServiceAccount ${ns}/${sa} is not in the manifests`);
+  if (!ofKind(objects, 'ServiceAccount').some((o) => o.metadata?.name === sa && o.metadata?.namespace === ns))
+    problems.push(`ServiceAccount ${ns}/${sa} is not in the manifests`);
   type Rule = { apiGroups?: string[]; resources?: string[]; verbs?: string[] };
-  type Rb = K8sObject & { roleRef?: { kind?: string; name?: string }; subjects?: Array<{ kind: string; name: string; namespace?: string }> };
+  type Rb = K8sObject & {
+    roleRef?: { kind?: string; name?: string };
+    subjects?: Array<{ kind: string; name: string; namespace?: string }>;
+  };
   const bindings = ofKind<Rb>(objects, 'RoleBinding').filter((rb) =>
-    (rb.subjects ?? []).some((s) => s.kind === 'ServiceAccount' && s.name === sa && (s.namespace ?? rb.metadata?.namespace) === ns),
+    (rb.subjects ?? []).some(
+      (s) => s.kind === 'ServiceAccount' && s.name === sa && (s.namespace ?? rb.metadata?.namespace) === ns,
+    ),
   );
-  if (bindings.length === 0) { problems.push(`no RoleBinding binds ServiceAccount ${ns}/${sa}`); return problems; }
+  if (bindings.length === 0) {
+    problems.push(`no RoleBinding binds ServiceAccount ${ns}/${sa}`);
+    return problems;
+  }
   const rules: Rule[] = [];
   for (const rb of bindings) {
-    const role = ofKind<K8sObject & { rules?: Rule[] }>(objects, rb.roleRef?.kind ?? 'Role').find((r) => r.metadata?.name === rb.roleRef?.name);
-    if (!role) problems.push(`${describeObject(rb)}: roleRef ${rb.roleRef?.kind}/${rb.roleRef?.name} is not in the manifests`);
+    const role = ofKind<K8sObject & { rules?: Rule[] }>(objects, rb.roleRef?.kind ?? 'Role').find(
+      (r) => r.metadata?.name === rb.roleRef?.name,
+    );
+    if (!role)
+      problems.push(`${describeObject(rb)}: roleRef ${rb.roleRef?.kind}/${rb.roleRef?.name} is not in the manifests`);
     else rules.push(...(role.rules ?? []));
   }
   const allows = (group: string, resource: string, verb: string): boolean =>
-    rules.some((r) => (r.apiGroups ?? []).some((g) => g === group || g === '*') && (r.resources ?? []).some((x) => x === resource || x === '*') && (r.verbs ?? []).some((v) => v === verb || v === '*'));
+    rules.some(
+      (r) =>
+        (r.apiGroups ?? []).some((g) => g === group || g === '*') &&
+        (r.resources ?? []).some((x) => x === resource || x === '*') &&
+        (r.verbs ?? []).some((v) => v === verb || v === '*'),
+    );
   const needed: Array<[string, string, string]> = [
-    ['batch', 'jobs', 'create'], ['batch', 'jobs', 'get'], ['batch', 'jobs', 'watch'],
-    ['', 'pods', 'get'], ['', 'pods', 'list'], ['', 'pods', 'watch'], ['', 'pods/log', 'get'],
+    ['batch', 'jobs', 'create'],
+    ['batch', 'jobs', 'get'],
+    ['batch', 'jobs', 'watch'],
+    ['', 'pods', 'get'],
+    ['', 'pods', 'list'],
+    ['', 'pods', 'watch'],
+    ['', 'pods/log', 'get'],
     // Multi-node `full` jobs: the headless rendezvous Service (server/src/finetune/full/job-runner.ts).
     ['', 'services', 'create'],
   ];
-  for (const [g, r, v] of needed) if (!allows(g, r, v)) problems.push(`ServiceAccount ${ns}/${sa} may not ${v} ${g ? g + '/' : ''}${r}`);
+  for (const [g, r, v] of needed)
+    if (!allows(g, r, v)) problems.push(`ServiceAccount ${ns}/${sa} may not ${v} ${g ? g + '/' : ''}${r}`);
   return problems;
 }
 
@@ -398,25 +525,35 @@ export function checkPodSecurity(objects: K8sObject[], expectedUid?: number): st
   const psc = spec.securityContext ?? {};
   if (psc.runAsNonRoot !== true) problems.push('pod securityContext.runAsNonRoot is not true');
   if (psc.seccompProfile?.type !== 'RuntimeDefault') problems.push('pod seccompProfile is not RuntimeDefault');
-  if (expectedUid !== undefined && psc.runAsUser !== expectedUid) problems.push(`pod runAsUser ${psc.runAsUser} is not the image's USER ${expectedUid}`);
-  if (spec.enableServiceLinks !== false) problems.push('enableServiceLinks is not false: Service env vars (CLIPSERVE_PORT=tcp://...) would collide with the server\'s CLIPSERVE_* settings');
+  if (expectedUid !== undefined && psc.runAsUser !== expectedUid)
+    problems.push(`pod runAsUser ${psc.runAsUser} is not the image's USER ${expectedUid}`);
+  if (spec.enableServiceLinks !== false)
+    problems.push(
+      "enableServiceLinks is not false: Service env vars (CLIPSERVE_PORT=tcp://...) would collide with the server's CLIPSERVE_* settings",
+    );
   const volumes = new Map((spec.volumes ?? []).map((v) => [v.name, v]));
   for (const c of allContainers(d)) {
     const sc = c.securityContext ?? {};
-    if (sc.allowPrivilegeEscalation !== false) problems.push(`container ${c.name}: allowPrivilegeEscalation is not false`);
+    if (sc.allowPrivilegeEscalation !== false)
+      problems.push(`container ${c.name}: allowPrivilegeEscalation is not false`);
     if (sc.readOnlyRootFilesystem !== true) problems.push(`container ${c.name}: readOnlyRootFilesystem is not true`);
     if (sc.privileged === true) problems.push(`container ${c.name}: privileged`);
-    if (!(sc.capabilities?.drop ?? []).includes('ALL')) problems.push(`container ${c.name}: capabilities.drop does not include ALL`);
-    if ((sc.capabilities?.add ?? []).length > 0) problems.push(`container ${c.name}: adds capabilities ${sc.capabilities?.add?.join(',')}`);
+    if (!(sc.capabilities?.drop ?? []).includes('ALL'))
+      problems.push(`container ${c.name}: capabilities.drop does not include ALL`);
+    if ((sc.capabilities?.add ?? []).length > 0)
+      problems.push(`container ${c.name}: adds capabilities ${sc.capabilities?.add?.join(',')}`);
     for (const r of ['cpu', 'memory']) {
       if (c.resources?.requests?.[r] === undefined) problems.push(`container ${c.name}: no ${r} request`);
     }
     if (c.resources?.limits?.memory === undefined) problems.push(`container ${c.name}: no memory limit`);
-    for (const m of c.volumeMounts ?? []) if (!volumes.has(m.name)) problems.push(`container ${c.name}: mounts unknown volume ${m.name}`);
+    for (const m of c.volumeMounts ?? [])
+      if (!volumes.has(m.name)) problems.push(`container ${c.name}: mounts unknown volume ${m.name}`);
     const writable = (c.volumeMounts ?? []).filter((m) => !m.readOnly).map((m) => m.mountPath);
-    if (!writable.includes('/tmp')) problems.push(`container ${c.name}: read-only root filesystem but no writable /tmp mount`);
+    if (!writable.includes('/tmp'))
+      problems.push(`container ${c.name}: read-only root filesystem but no writable /tmp mount`);
     const cacheDir = containerEnv(objects, c).env.CLIPSERVE_CACHE_DIR;
-    if (cacheDir && !writable.some((p) => cacheDir === p || cacheDir.startsWith(p + '/'))) problems.push(`container ${c.name}: CLIPSERVE_CACHE_DIR ${cacheDir} is not on a writable mount`);
+    if (cacheDir && !writable.some((p) => cacheDir === p || cacheDir.startsWith(p + '/')))
+      problems.push(`container ${c.name}: CLIPSERVE_CACHE_DIR ${cacheDir} is not on a writable mount`);
   }
   return problems;
 }
@@ -425,14 +562,20 @@ export function checkPodSecurity(objects: K8sObject[], expectedUid?: number): st
 export function checkVolumeSources(objects: K8sObject[], secretTemplates: K8sObject[]): string[] {
   const d = theDeployment(objects);
   const problems: string[] = [];
-  const names = (kind: string, from: K8sObject[] = objects): Set<string | undefined> => new Set(ofKind(from, kind).map((o) => o.metadata?.name));
+  const names = (kind: string, from: K8sObject[] = objects): Set<string | undefined> =>
+    new Set(ofKind(from, kind).map((o) => o.metadata?.name));
   const pvcs = names('PersistentVolumeClaim');
   const configMaps = names('ConfigMap');
   const secrets = new Set([...names('Secret'), ...names('Secret', secretTemplates)]);
   for (const v of podSpec(d).volumes ?? []) {
-    if (v.persistentVolumeClaim && !pvcs.has(v.persistentVolumeClaim.claimName)) problems.push(`volume ${v.name}: PersistentVolumeClaim ${v.persistentVolumeClaim.claimName} is not in the manifests`);
-    if (v.configMap && !v.configMap.optional && !configMaps.has(v.configMap.name)) problems.push(`volume ${v.name}: ConfigMap ${v.configMap.name} is not in the manifests`);
-    if (v.secret && !v.secret.optional && !secrets.has(v.secret.secretName)) problems.push(`volume ${v.name}: Secret ${v.secret.secretName} has neither a manifest nor a template`);
+    if (v.persistentVolumeClaim && !pvcs.has(v.persistentVolumeClaim.claimName))
+      problems.push(
+        `volume ${v.name}: PersistentVolumeClaim ${v.persistentVolumeClaim.claimName} is not in the manifests`,
+      );
+    if (v.configMap && !v.configMap.optional && !configMaps.has(v.configMap.name))
+      problems.push(`volume ${v.name}: ConfigMap ${v.configMap.name} is not in the manifests`);
+    if (v.secret && !v.secret.optional && !secrets.has(v.secret.secretName))
+      problems.push(`volume ${v.name}: Secret ${v.secret.secretName} has neither a manifest nor a template`);
   }
   for (const c of allContainers(d)) {
     problems.push(...containerEnv(objects, c).problems);
@@ -452,11 +595,18 @@ export function secretKeyRefProblems(objects: K8sObject[], secretTemplates: K8sO
   const problems: string[] = [];
   const secrets = [...ofKind(objects, 'Secret'), ...ofKind(secretTemplates, 'Secret')];
   for (const e of c.env ?? []) {
-    const ref = (e.valueFrom as { secretKeyRef?: { name: string; key: string; optional?: boolean } } | undefined)?.secretKeyRef;
+    const ref = (e.valueFrom as { secretKeyRef?: { name: string; key: string; optional?: boolean } } | undefined)
+      ?.secretKeyRef;
     if (!ref || ref.optional) continue;
     const secret = secrets.find((x) => x.metadata?.name === ref.name);
-    if (!secret) problems.push(`container ${c.name}: env ${e.name} reads Secret ${ref.name}, which has neither a manifest nor a template`);
-    else if (!secretKeys(secret).includes(ref.key)) problems.push(`container ${c.name}: env ${e.name} reads key ${ref.key} of Secret ${ref.name}, which has ${secretKeys(secret).join(', ')}`);
+    if (!secret)
+      problems.push(
+        `container ${c.name}: env ${e.name} reads Secret ${ref.name}, which has neither a manifest nor a template`,
+      );
+    else if (!secretKeys(secret).includes(ref.key))
+      problems.push(
+        `container ${c.name}: env ${e.name} reads key ${ref.key} of Secret ${ref.name}, which has ${secretKeys(secret).join(', ')}`,
+      );
   }
   return problems;
 }
@@ -493,16 +643,23 @@ export function checkServerConfig(objects: K8sObject[]): string[] {
   problems.push(...envProblems);
   const knownEnv = new Set([...SERVE_OPTIONS.map((o) => o.env), ...PREPARE_MODEL_VARS]);
   for (const name of Object.keys(env)) {
-    if (name.startsWith('CLIPSERVE_') && !knownEnv.has(name)) problems.push(`container ${c.name}: ${name} is read by neither clipserve serve nor the image's scripts`);
+    if (name.startsWith('CLIPSERVE_') && !knownEnv.has(name))
+      problems.push(`container ${c.name}: ${name} is read by neither clipserve serve nor the image's scripts`);
   }
   const partial: Partial<Record<keyof ServeConfig, unknown>> = { ...configFromEnv(env) };
   const args = (c.args ?? []).map((a) => expandKubeletVars(a, env));
   for (let i = 0; i < args.length; i++) {
     const m = args[i].match(/^--([a-z0-9-]+)(?:=(.*))?$/);
     const spec = m && SERVE_OPTIONS.find((o) => flagName(o) === m[1]);
-    if (!m || !spec) { problems.push(`container ${c.name}: clipserve serve has no option ${args[i]}`); continue; }
+    if (!m || !spec) {
+      problems.push(`container ${c.name}: clipserve serve has no option ${args[i]}`);
+      continue;
+    }
     const value = m[2] ?? args[++i];
-    if (value === undefined) { problems.push(`container ${c.name}: ${args[i - 1]} has no value`); continue; }
+    if (value === undefined) {
+      problems.push(`container ${c.name}: ${args[i - 1]} has no value`);
+      continue;
+    }
     if (/\$\([A-Za-z_]/.test(value)) problems.push(`container ${c.name}: ${args[i]} references an undefined variable`);
     partial[spec.key] = value;
   }
@@ -518,7 +675,10 @@ export function checkServerConfig(objects: K8sObject[]): string[] {
     for (const key of ['intraOpThreads', 'preprocessWorkers'] as const) {
       const n = config[key] as number | undefined;
       const flag = `--${flagName(SERVE_OPTIONS.find((o) => o.key === key)!)}`;
-      if (n === undefined) problems.push(`container ${c.name}: ${flag} unset, so it follows the node's core count, not the ${limit}-CPU limit`);
+      if (n === undefined)
+        problems.push(
+          `container ${c.name}: ${flag} unset, so it follows the node's core count, not the ${limit}-CPU limit`,
+        );
       else if (n > limit) problems.push(`container ${c.name}: ${flag} ${n} exceeds the CPU limit ${limit}`);
     }
   }
@@ -526,7 +686,11 @@ export function checkServerConfig(objects: K8sObject[]): string[] {
 }
 
 /** Every cross-reference check, for one rendered overlay. */
-export function crossReferenceProblems(objects: K8sObject[], secretTemplates: K8sObject[], expectedUid?: number): string[] {
+export function crossReferenceProblems(
+  objects: K8sObject[],
+  secretTemplates: K8sObject[],
+  expectedUid?: number,
+): string[] {
   return [
     ...checkServerConfig(objects),
     ...checkProbes(objects),

@@ -50,7 +50,12 @@ type ModelClass = new (data: unknown) => { validate(): void };
 function withUnwrappedSecretData(obj: K8sObject): K8sObject {
   const data = obj.kind === 'Secret' ? (obj.data as Record<string, unknown> | undefined) : undefined;
   if (!data) return obj;
-  return { ...obj, data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, typeof v === 'string' ? v.replace(/[\r\n]/g, '') : v])) };
+  return {
+    ...obj,
+    data: Object.fromEntries(
+      Object.entries(data).map(([k, v]) => [k, typeof v === 'string' ? v.replace(/[\r\n]/g, '') : v]),
+    ),
+  };
 }
 
 /** Schema errors of one object ([] when valid); an unknown apiVersion/kind is an error too. */
@@ -69,7 +74,9 @@ export function schemaErrors(obj: K8sObject): string[] {
   } catch (err) {
     const details = (err as { errors?: Array<{ instancePath: string; message?: string; params?: unknown }> }).errors;
     if (!details) return [`${describeObject(obj)}: ${(err as Error).message}`];
-    return details.map((d) => `${describeObject(obj)}: ${d.instancePath || '/'} ${d.message ?? ''} ${JSON.stringify(d.params ?? {})}`);
+    return details.map(
+      (d) => `${describeObject(obj)}: ${d.instancePath || '/'} ${d.message ?? ''} ${JSON.stringify(d.params ?? {})}`,
+    );
   }
 }
 

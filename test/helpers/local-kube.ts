@@ -46,10 +46,16 @@ export class LocalKubeApi {
   port = 0;
 
   /** `env`: added to every container's environment (e.g. PATH, PYTHONPATH for the local python). */
-  constructor(private readonly env: NodeJS.ProcessEnv, private readonly token = 'local-token') {}
+  constructor(
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly token = 'local-token',
+  ) {}
 
   async start(): Promise<void> {
-    this.server = http.createServer((req, res) => void this.handle(req, res).catch((err: Error) => sendStatus(res, 500, 'InternalError', err.message)));
+    this.server = http.createServer(
+      (req, res) =>
+        void this.handle(req, res).catch((err: Error) => sendStatus(res, 500, 'InternalError', err.message)),
+    );
     await new Promise<void>((r) => this.server.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as AddressInfo).port;
   }
@@ -89,22 +95,29 @@ export class LocalKubeApi {
     const unescape = (s: string): string => s.replace(/\$\$\(/g, '$(');
     const env: NodeJS.ProcessEnv = { ...process.env, ...this.env };
     for (const e of c.env ?? []) if (e.value !== undefined) env[e.name] = e.value;
-    const child = spawn(c.command![0], [...c.command!.slice(1), ...(c.args ?? []).map(unescape)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(c.command![0], [...c.command!.slice(1), ...(c.args ?? []).map(unescape)], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const r: RunningJob = { job, child, log: [], listeners: new Set() };
     let last = 0;
-    const onData = (pending: { s: string }) => (b: Buffer): void => {
-      pending.s += b.toString('utf8');
-      const lines = pending.s.split('\n');
-      pending.s = lines.pop()!;
-      for (const line of lines) {
-        // Strictly increasing timestamps, so the runner's resume-by-sinceTime skips nothing.
-        const now = Math.max(Date.now() * 1000, last + 1);
-        last = now;
-        const t = new Date(Math.floor(now / 1000)).toISOString().replace('Z', `${String(now % 1000).padStart(3, '0')}Z`);
-        r.log.push({ t, line });
-      }
-      for (const l of r.listeners) l();
-    };
+    const onData =
+      (pending: { s: string }) =>
+      (b: Buffer): void => {
+        pending.s += b.toString('utf8');
+        const lines = pending.s.split('\n');
+        pending.s = lines.pop()!;
+        for (const line of lines) {
+          // Strictly increasing timestamps, so the runner's resume-by-sinceTime skips nothing.
+          const now = Math.max(Date.now() * 1000, last + 1);
+          last = now;
+          const t = new Date(Math.floor(now / 1000))
+            .toISOString()
+            .replace('Z', `${String(now % 1000).padStart(3, '0')}Z`);
+          r.log.push({ t, line });
+        }
+        for (const l of r.listeners) l();
+      };
     child.stdout!.on('data', onData({ s: '' }));
     child.stderr!.on('data', onData({ s: '' }));
     child.on('error', (err) => {
@@ -121,25 +134,35 @@ export class LocalKubeApi {
   private pod(r: RunningJob): V1Pod {
     const name = r.job.metadata!.name!;
     const phase = r.exit === undefined ? 'Running' : r.exit === 0 ? 'Succeeded' : 'Failed';
-    const state = r.exit === undefined ? { running: { startedAt: new Date() } } : { terminated: { exitCode: r.exit, reason: r.exit === 0 ? 'Completed' : 'Error', startedAt: new Date() } };
+    const state =
+      r.exit === undefined
+        ? { running: { startedAt: new Date() } }
+        : { terminated: { exitCode: r.exit, reason: r.exit === 0 ? 'Completed' : 'Error', startedAt: new Date() } };
     return {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: { name: `${name}-local`, namespace: r.job.metadata!.namespace, labels: { 'job-name': name } },
-      status: { phase, containerStatuses: [{ name: 'trainer', ready: phase === 'Running', restartCount: 0, image: '', imageID: '', state }] },
+      status: {
+        phase,
+        containerStatuses: [
+          { name: 'trainer', ready: phase === 'Running', restartCount: 0, image: '', imageID: '', state },
+        ],
+      },
     };
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url!, 'http://x');
     const body = await readJsonBody(req);
-    if (req.headers.authorization !== `Bearer ${this.token}`) return sendStatus(res, 401, 'Unauthorized', 'Unauthorized');
+    if (req.headers.authorization !== `Bearer ${this.token}`)
+      return sendStatus(res, 401, 'Unauthorized', 'Unauthorized');
     let m: RegExpExecArray | null;
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname)) && req.method === 'POST') {
       const job = body as V1Job;
       const name = job.metadata!.name!;
       if (this.jobs.has(name)) return sendStatus(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
-      if ((job.spec!.completions ?? 1) !== 1) return sendStatus(res, 422, 'Invalid', 'the local stand-in runs single-pod Jobs only');
+      if ((job.spec!.completions ?? 1) !== 1)
+        return sendStatus(res, 422, 'Invalid', 'the local stand-in runs single-pod Jobs only');
       job.metadata = { ...job.metadata, namespace: m[1], uid: `uid-${name}` };
       this.jobs.set(name, this.run(job));
       return sendJson(res, 201, job);
@@ -152,8 +175,23 @@ export class LocalKubeApi {
         this.jobs.delete(m[2]);
         return sendJson(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success' });
       }
-      const conditions = r.exit === undefined ? undefined : r.exit === 0 ? [{ type: 'Complete', status: 'True' }] : [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'Job has reached the specified backoff limit' }];
-      return sendJson(res, 200, { ...r.job, status: conditions ? { conditions, ...(r.exit === 0 ? { succeeded: 1 } : { failed: 1 }) } : { active: 1 } });
+      const conditions =
+        r.exit === undefined
+          ? undefined
+          : r.exit === 0
+            ? [{ type: 'Complete', status: 'True' }]
+            : [
+                {
+                  type: 'Failed',
+                  status: 'True',
+                  reason: 'BackoffLimitExceeded',
+                  message: 'Job has reached the specified backoff limit',
+                },
+              ];
+      return sendJson(res, 200, {
+        ...r.job,
+        status: conditions ? { conditions, ...(r.exit === 0 ? { succeeded: 1 } : { failed: 1 }) } : { active: 1 },
+      });
     }
     if ((m = /^\/api\/v1\/namespaces\/([^/]+)\/pods$/.exec(url.pathname)) && req.method === 'GET') {
       const jm = /^job-name=(.+)$/.exec(url.searchParams.get('labelSelector') ?? '');

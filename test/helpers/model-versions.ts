@@ -16,7 +16,12 @@ import { SqliteStore } from '../../server/src/store/sqlite-store';
  * the others are registered in `dataDir` as fine-tuned from it. `corrupt` seeds get a flipped byte
  * in their visual weights (their load fails the checksum).
  */
-export async function writeVersions(tmp: string, dataDir: string, seeds: number[], corrupt: number[] = []): Promise<string> {
+export async function writeVersions(
+  tmp: string,
+  dataDir: string,
+  seeds: number[],
+  corrupt: number[] = [],
+): Promise<string> {
   const [base, ...others] = seeds;
   await writeRandomBundle({ arch: 'tiny', seed: base, outDir: path.join(tmp, `v${base}`) });
   const store = await SqliteStore.open(dataDir);
@@ -31,7 +36,14 @@ export async function writeVersions(tmp: string, dataDir: string, seeds: number[
         bytes[bytes.length >> 1] ^= 0xff;
         fs.writeFileSync(weights, bytes);
       }
-      await registry.registerFineTuned({ version: `seed-${seed}`, name: 'random-tiny', bundleDir: dir, parentVersion: `seed-${base}`, jobId: '', metrics: {} });
+      await registry.registerFineTuned({
+        version: `seed-${seed}`,
+        name: 'random-tiny',
+        bundleDir: dir,
+        parentVersion: `seed-${base}`,
+        jobId: '',
+        metrics: {},
+      });
     }
   } finally {
     await store.close();
@@ -41,5 +53,15 @@ export async function writeVersions(tmp: string, dataDir: string, seeds: number[
 
 /** A server on free loopback ports, one CPU thread per session and one preprocessing worker, silent. */
 export function startTinyServer(config: StartServerConfig): Promise<RunningServer> {
-  return startServer({ host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }), ...config });
+  return startServer({
+    host: '127.0.0.1',
+    port: 0,
+    metricsPort: 0,
+    httpPort: 0,
+    provider: 'cpu',
+    intraOpThreads: 1,
+    preprocessWorkers: 1,
+    logger: pino({ level: 'silent' }),
+    ...config,
+  });
 }

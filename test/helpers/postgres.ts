@@ -23,9 +23,14 @@ export interface TestPostgres {
 /** The newest installed server's bin directory. */
 function binDir(): string {
   const root = '/usr/lib/postgresql';
-  const versions = fs.existsSync(root) ? fs.readdirSync(root).filter((v) => fs.existsSync(path.join(root, v, 'bin', 'initdb'))) : [];
+  const versions = fs.existsSync(root)
+    ? fs.readdirSync(root).filter((v) => fs.existsSync(path.join(root, v, 'bin', 'initdb')))
+    : [];
   versions.sort((a, b) => Number(b) - Number(a));
-  if (versions.length === 0) throw new Error('PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: install Debian\'s "postgresql" package (apt-get install -y postgresql) or set CLIPSERVE_TEST_POSTGRES_URL');
+  if (versions.length === 0)
+    throw new Error(
+      'PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin: install Debian\'s "postgresql" package (apt-get install -y postgresql) or set CLIPSERVE_TEST_POSTGRES_URL',
+    );
   return path.join(root, versions[0], 'bin');
 }
 
@@ -75,7 +80,9 @@ export async function startPostgres(): Promise<TestPostgres> {
     fs.chownSync(dir, uid, gid);
   }
   const run = (cmd: string, args: string[]) => {
-    const [file, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]] : [path.join(bin, cmd), args];
+    const [file, argv] = asRoot
+      ? ['runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]]
+      : [path.join(bin, cmd), args];
     return execFileSync(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir }).toString();
   };
   const user = asRoot ? 'postgres' : os.userInfo().username;
@@ -91,7 +98,9 @@ export async function startPostgres(): Promise<TestPostgres> {
   try {
     run('pg_ctl', ['-D', data, '-l', path.join(dir, 'server.log'), '-o', opts, '-w', '-t', '60', 'start']);
   } catch (err) {
-    const log = fs.existsSync(path.join(dir, 'server.log')) ? fs.readFileSync(path.join(dir, 'server.log'), 'utf8') : '';
+    const log = fs.existsSync(path.join(dir, 'server.log'))
+      ? fs.readFileSync(path.join(dir, 'server.log'), 'utf8')
+      : '';
     fs.rmSync(dir, { recursive: true, force: true });
     throw new Error(`pg_ctl start failed: ${(err as { stderr?: Buffer }).stderr?.toString() ?? err}\n${log}`);
   }

@@ -24,6 +24,7 @@ export function scrapeMetrics(port: number): Promise<string> {
 /** The server's own event-loop delay since the previous scrape (prom-client resets it per scrape), in ms. */
 export async function loopDelay(port: number): Promise<{ p99: number; max: number }> {
   const text = await scrapeMetrics(port);
-  const read = (name: string) => 1000 * Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const read = (name: string) =>
+    1000 * Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
   return { p99: read('nodejs_eventloop_lag_p99_seconds'), max: read('nodejs_eventloop_lag_max_seconds') };
 }

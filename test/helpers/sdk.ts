@@ -39,7 +39,9 @@ export function ensureSdkBuilt(): void {
   const builtAt = fs.existsSync(built) ? fs.statSync(built).mtimeMs : 0;
   const srcNewest = Math.max(
     newestNonGenerated(path.join(SDK_DIR, 'src')),
-    ...['scripts', 'package.json', 'tsconfig.json', 'tsconfig.esm.json', 'tsconfig.cjs.json', 'proto/grpc'].map((p) => newestMtime(path.join(SDK_DIR, p))),
+    ...['scripts', 'package.json', 'tsconfig.json', 'tsconfig.esm.json', 'tsconfig.cjs.json', 'proto/grpc'].map((p) =>
+      newestMtime(path.join(SDK_DIR, p)),
+    ),
     newestMtime(path.join(REPO_ROOT, 'proto', 'clipserve')),
   );
   if (builtAt === 0 || srcNewest > builtAt) {
@@ -127,19 +129,65 @@ function openssl(args: string[], cwd: string): void {
 /** A throwaway CA, a server certificate for localhost/127.0.0.1 and a client certificate, all made by openssl. */
 export function makeTlsFixtures(dir = tempDir('tls')): TlsFixtures {
   const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  const ca = (name: string): void => openssl(['req', '-x509', ...ec, '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  const ca = (name: string): void =>
+    openssl(
+      [
+        'req',
+        '-x509',
+        ...ec,
+        '-keyout',
+        `${name}.key`,
+        '-out',
+        `${name}.crt`,
+        '-days',
+        '2',
+        '-subj',
+        `/CN=${name}`,
+        '-addext',
+        'basicConstraints=critical,CA:TRUE',
+        '-addext',
+        'keyUsage=critical,keyCertSign,cRLSign',
+      ],
+      dir,
+    );
   ca('ca');
   ca('other-ca');
   const leaf = (name: string, ext: string): void => {
     openssl(['req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir);
     fs.writeFileSync(path.join(dir, `${name}.ext`), ext);
-    openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', `${name}.ext`], dir);
+    openssl(
+      [
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'ca.crt',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.crt`,
+        '-days',
+        '2',
+        '-extfile',
+        `${name}.ext`,
+      ],
+      dir,
+    );
   };
   leaf('server', 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n');
   leaf('client', 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n');
   const p = (f: string): string => path.join(dir, f);
-  return { dir, caCert: p('ca.crt'), serverCert: p('server.crt'), serverKey: p('server.key'), clientCert: p('client.crt'), clientKey: p('client.key'), otherCaCert: p('other-ca.crt') };
+  return {
+    dir,
+    caCert: p('ca.crt'),
+    serverCert: p('server.crt'),
+    serverKey: p('server.key'),
+    clientCert: p('client.crt'),
+    clientKey: p('client.key'),
+    otherCaCert: p('other-ca.crt'),
+  };
 }
 
 // ---------------------------------------------------------------------------------- retry proxy
@@ -191,7 +239,12 @@ export async function startFlakyProxy(backend: string, opts: FlakyProxyOptions):
           return;
         }
         const md = call.metadata.clone();
-        (upstream as unknown as Record<string, (r: unknown, m: grpc.Metadata, cb: grpc.requestCallback<unknown>) => void>)[name](call.request, md, (err, res) => {
+        (
+          upstream as unknown as Record<
+            string,
+            (r: unknown, m: grpc.Metadata, cb: grpc.requestCallback<unknown>) => void
+          >
+        )[name](call.request, md, (err, res) => {
           if (err) callback(err);
           else callback(null, res);
         });
@@ -210,7 +263,10 @@ export async function startFlakyProxy(backend: string, opts: FlakyProxyOptions):
   const server = new grpc.Server();
   server.addService(service, handlers);
   const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
+  );
   return {
     address: `127.0.0.1:${port}`,
     attempts,
@@ -292,20 +348,47 @@ interface LogLine {
 export async function startClipServer(opts: ClipServerOptions = {}): Promise<ClipServerProcess> {
   const cli = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
   if (!fs.existsSync(cli)) throw new Error(`${cli} is missing: run "npm run build" first`);
-  const args = [cli, 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--cache-dir', SERVER_CACHE_DIR,
-    '--intra-op-threads', '1', '--preprocess-workers', '1', '--shutdown-grace-seconds', '1', '--log-level', 'info'];
+  const args = [
+    cli,
+    'serve',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--metrics-port',
+    '0',
+    '--http-port',
+    '0',
+    '--cache-dir',
+    SERVER_CACHE_DIR,
+    '--intra-op-threads',
+    '1',
+    '--preprocess-workers',
+    '1',
+    '--shutdown-grace-seconds',
+    '1',
+    '--log-level',
+    'info',
+  ];
   if (opts.tls) {
     args.push('--tls-cert', opts.tls.cert, '--tls-key', opts.tls.key);
     if (opts.tls.clientCa) args.push('--tls-client-ca', opts.tls.clientCa);
   }
   args.push(...(opts.args ?? []));
-  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_ENV: 'test' } });
+  const child = spawn(process.execPath, args, {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NODE_ENV: 'test' },
+  });
   trackChild(child);
   let output = '';
   let port: number | undefined;
   let exited = false;
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`clipserve serve did not become ready in 150 s:\n${output}`)), 150_000);
+    const timer = setTimeout(
+      () => reject(new Error(`clipserve serve did not become ready in 150 s:\n${output}`)),
+      150_000,
+    );
     let pending = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString();

@@ -68,11 +68,32 @@ export interface StartProcessOptions {
 }
 
 /** Runs `clipserve serve <args>` on 127.0.0.1 with ephemeral ports; resolves once it serves. */
-export async function startServerProcess(args: string[] = [], options: StartProcessOptions = {}): Promise<ServerProcess> {
+export async function startServerProcess(
+  args: string[] = [],
+  options: StartProcessOptions = {},
+): Promise<ServerProcess> {
   const { env = {}, readyTimeoutMs = 120_000, onRecord, wrap } = options;
-  const argv = [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args];
+  const argv = [
+    cliPath(),
+    'serve',
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--metrics-port',
+    '0',
+    '--http-port',
+    '0',
+    '--cache-dir',
+    TEST_CACHE_DIR,
+    ...args,
+  ];
   const [command, ...commandArgs] = wrap ? [...wrap, process.execPath, ...argv] : [process.execPath, ...argv];
-  const child = spawn(command, commandArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const child = spawn(command, commandArgs, {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   track(child);
   let text = '';
   const records: Record<string, unknown>[] = [];
@@ -81,9 +102,14 @@ export async function startServerProcess(args: string[] = [], options: StartProc
   let metricsPort: number | undefined;
   let httpPort: number | undefined;
   let readySeen = false;
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`clipserve serve not ready in ${readyTimeoutMs} ms:\n${text}`)), readyTimeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`clipserve serve not ready in ${readyTimeoutMs} ms:\n${text}`)),
+      readyTimeoutMs,
+    );
     child.stdout!.on('data', (chunk: Buffer) => {
       text = keepTail(text + chunk.toString());
       pending += chunk.toString();
@@ -145,11 +171,32 @@ export async function startServerProcess(args: string[] = [], options: StartProc
 }
 
 /** Runs `clipserve serve <args>` expecting it to fail at start; resolves with its exit code and output. */
-export function runServeExpectingFailure(args: string[], timeoutMs = 60_000): Promise<{ code: number | string; output: string }> {
-  const child = spawn(process.execPath, [cliPath(), 'serve', '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--cache-dir', TEST_CACHE_DIR, ...args], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export function runServeExpectingFailure(
+  args: string[],
+  timeoutMs = 60_000,
+): Promise<{ code: number | string; output: string }> {
+  const child = spawn(
+    process.execPath,
+    [
+      cliPath(),
+      'serve',
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--metrics-port',
+      '0',
+      '--http-port',
+      '0',
+      '--cache-dir',
+      TEST_CACHE_DIR,
+      ...args,
+    ],
+    {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   track(child);
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));

@@ -16,7 +16,13 @@ export { TEST_CACHE_DIR } from './server-process';
 export const SILENT_LOGGER = pino({ level: 'silent' });
 
 /** What every loopback test server has in common; `options` override any of it. */
-export const LOOPBACK_SERVER = { host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, cacheDir: TEST_CACHE_DIR } as const;
+export const LOOPBACK_SERVER = {
+  host: '127.0.0.1',
+  port: 0,
+  metricsPort: 0,
+  httpPort: 0,
+  cacheDir: TEST_CACHE_DIR,
+} as const;
 
 /** Starts the real server on loopback (demo model unless `options.model` names a bundle). */
 export function startTestServer(options: StartServerConfig = {}): Promise<RunningServer> {
@@ -24,7 +30,10 @@ export function startTestServer(options: StartServerConfig = {}): Promise<Runnin
 }
 
 /** Runs `body` against a fresh test server and always shuts it down (1 s grace), pass or fail. */
-export async function withTestServer<T>(options: StartServerConfig, body: (server: RunningServer) => Promise<T>): Promise<T> {
+export async function withTestServer<T>(
+  options: StartServerConfig,
+  body: (server: RunningServer) => Promise<T>,
+): Promise<T> {
   const server = await startTestServer(options);
   try {
     return await body(server);

@@ -3,7 +3,9 @@ import * as path from 'node:path';
 
 /** ../shared holds the OpenCLIP golden data. CI always has it; elsewhere the golden suites skip,
  *  loudly, so a green run without it is never mistaken for parity. */
-export const SHARED_DIR = path.resolve(process.env.CLIPSERVE_SHARED_DIR ?? path.join(__dirname, '..', '..', '..', 'shared'));
+export const SHARED_DIR = path.resolve(
+  process.env.CLIPSERVE_SHARED_DIR ?? path.join(__dirname, '..', '..', '..', 'shared'),
+);
 export const GOLDEN_DIR = path.join(SHARED_DIR, 'golden');
 export const HAVE_GOLDEN = fs.existsSync(path.join(GOLDEN_DIR, 'README.md'));
 

@@ -18,19 +18,29 @@ export interface TensorSpec {
 }
 
 export class PyGlobal {
-  constructor(readonly module: string, readonly name: string) {}
+  constructor(
+    readonly module: string,
+    readonly name: string,
+  ) {}
 }
 export class PyTuple {
   constructor(readonly items: PyValue[]) {}
 }
 export class PyOrderedDict {
-  constructor(readonly entries: Array<[string, PyValue]>, readonly metadata?: PyValue) {}
+  constructor(
+    readonly entries: Array<[string, PyValue]>,
+    readonly metadata?: PyValue,
+  ) {}
 }
 /** A raw call f(*args) pickled with REDUCE, e.g. to smuggle a forbidden global. */
 export class PyCall {
-  constructor(readonly fn: PyGlobal, readonly args: PyValue[]) {}
+  constructor(
+    readonly fn: PyGlobal,
+    readonly args: PyValue[],
+  ) {}
 }
-export type PyValue = null | boolean | number | string | PyValue[] | Map<string, PyValue> | PyTuple | PyOrderedDict | PyCall | TensorSpec;
+export type PyValue =
+  null | boolean | number | string | PyValue[] | Map<string, PyValue> | PyTuple | PyOrderedDict | PyCall | TensorSpec;
 
 class PickleWriter {
   private parts: number[] = [];
@@ -52,8 +62,10 @@ class PickleWriter {
     this.op(0x63, ...Buffer.from(`${g.module}\n${g.name}\n`, 'latin1')); // GLOBAL
   }
   private int(n: number): void {
-    if (n >= 0 && n < 256) this.op(0x4b, n); // BININT1
-    else if (n >= 0 && n < 65536) this.op(0x4d, n & 0xff, n >> 8); // BININT2
+    if (n >= 0 && n < 256)
+      this.op(0x4b, n); // BININT1
+    else if (n >= 0 && n < 65536)
+      this.op(0x4d, n & 0xff, n >> 8); // BININT2
     else {
       this.op(0x4a); // BININT
       this.u32(n >>> 0);
@@ -148,12 +160,20 @@ export function elementBytes(kind: StorageKind): number {
 }
 
 export function pickleTorchObject(root: PyValue, storages: Map<string, StorageData>): Buffer {
-  const meta = new Map([...storages].map(([k, s]) => [k, { kind: s.kind, numel: s.bytes.length / elementBytes(s.kind) }]));
+  const meta = new Map(
+    [...storages].map(([k, s]) => [k, { kind: s.kind, numel: s.bytes.length / elementBytes(s.kind) }]),
+  );
   return new PickleWriter(meta).finish(root);
 }
 
 /** Writes a torch.save-style zip archive; `archiveName` is the folder inside the zip. */
-export async function writeTorchZip(file: string, archiveName: string, pickle: Buffer, storages: Map<string, StorageData>, compress = false): Promise<void> {
+export async function writeTorchZip(
+  file: string,
+  archiveName: string,
+  pickle: Buffer,
+  storages: Map<string, StorageData>,
+  compress = false,
+): Promise<void> {
   // torch.save stores entries uncompressed; `compress` mimics an archive re-zipped with deflate.
   const zip = new yazl.ZipFile();
   zip.addBuffer(pickle, `${archiveName}/data.pkl`, { compress });
@@ -182,7 +202,11 @@ export interface SaveOptions {
 }
 
 /** torch.save(state_dict) for a map of fp32 tensors, one contiguous storage per tensor. */
-export async function saveStateDict(file: string, sd: Map<string, { shape: number[]; data: Float32Array }>, opts: SaveOptions = {}): Promise<void> {
+export async function saveStateDict(
+  file: string,
+  sd: Map<string, { shape: number[]; data: Float32Array }>,
+  opts: SaveOptions = {},
+): Promise<void> {
   const storages = new Map<string, StorageData>();
   const entries: Array<[string, PyValue]> = [];
   let i = 0;
@@ -193,17 +217,48 @@ export async function saveStateDict(file: string, sd: Map<string, { shape: numbe
     entries.push([opts.trainer ? `module.${name}` : name, { storageKey: key, offset: 0, shape: t.shape, stride }]);
   }
   const dict: PyValue = opts.orderedDict
-    ? new PyOrderedDict(entries, new Map<string, PyValue>([['_metadata', new PyOrderedDict([['', new Map([['version', 1]])]])]]))
+    ? new PyOrderedDict(
+        entries,
+        new Map<string, PyValue>([['_metadata', new PyOrderedDict([['', new Map([['version', 1]])]])]]),
+      )
     : new Map(entries);
   let root: PyValue = dict;
   if (opts.trainer) {
     // Optimizer state as AdamW keeps it: tensors the reader must parse but never load.
     storages.set('opt0', { kind: 'FloatStorage', bytes: f32Bytes(new Float32Array([0.5, 0.25])) });
     const optimizer = new Map<string, PyValue>([
-      ['state', new Map<string, PyValue>([['0', new Map<string, PyValue>([['step', 12.0], ['exp_avg', { storageKey: 'opt0', offset: 0, shape: [2], stride: [1] }]])]])],
-      ['param_groups', [new Map<string, PyValue>([['lr', 0.001], ['betas', new PyTuple([0.9, 0.98])], ['eps', 1e-6], ['amsgrad', false], ['foreach', null], ['params', [0, 1]]])]],
+      [
+        'state',
+        new Map<string, PyValue>([
+          [
+            '0',
+            new Map<string, PyValue>([
+              ['step', 12.0],
+              ['exp_avg', { storageKey: 'opt0', offset: 0, shape: [2], stride: [1] }],
+            ]),
+          ],
+        ]),
+      ],
+      [
+        'param_groups',
+        [
+          new Map<string, PyValue>([
+            ['lr', 0.001],
+            ['betas', new PyTuple([0.9, 0.98])],
+            ['eps', 1e-6],
+            ['amsgrad', false],
+            ['foreach', null],
+            ['params', [0, 1]],
+          ]),
+        ],
+      ],
     ]);
-    root = new Map<string, PyValue>([['epoch', 3], ['name', 'test-run'], ['state_dict', dict], ['optimizer', optimizer]]);
+    root = new Map<string, PyValue>([
+      ['epoch', 3],
+      ['name', 'test-run'],
+      ['state_dict', dict],
+      ['optimizer', optimizer],
+    ]);
   }
   await writeTorchZip(file, opts.archiveName ?? 'archive', pickleTorchObject(root, storages), storages, opts.compress);
 }

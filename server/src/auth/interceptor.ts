@@ -39,15 +39,21 @@ export interface AuthVerdict {
 export function checkCall(metadata: grpc.Metadata, requirement: Requirement, keys: ApiKeyStore): AuthVerdict {
   if (requirement.kind === 'open') return { code: grpc.status.OK, details: '' };
   const values = metadata.get(AUTHORIZATION_KEY);
-  if (values.length === 0) return { code: grpc.status.UNAUTHENTICATED, details: 'missing API key: send "authorization: Bearer <key>"' };
+  if (values.length === 0)
+    return { code: grpc.status.UNAUTHENTICATED, details: 'missing API key: send "authorization: Bearer <key>"' };
   if (values.length > 1) return { code: grpc.status.UNAUTHENTICATED, details: 'more than one authorization header' };
   const value = values[0];
   const match = typeof value === 'string' ? BEARER.exec(value) : null;
-  if (!match) return { code: grpc.status.UNAUTHENTICATED, details: 'malformed authorization header: expected "Bearer <key>"' };
+  if (!match)
+    return { code: grpc.status.UNAUTHENTICATED, details: 'malformed authorization header: expected "Bearer <key>"' };
   const identity = keys.authenticate(match[1]);
   if (!identity) return { code: grpc.status.UNAUTHENTICATED, details: 'invalid API key' };
   if (requirement.kind === 'scope' && !grants(identity.scopes, requirement.scope)) {
-    return { code: grpc.status.PERMISSION_DENIED, details: `API key "${identity.name}" lacks the "${requirement.scope}" scope`, keyName: identity.name };
+    return {
+      code: grpc.status.PERMISSION_DENIED,
+      details: `API key "${identity.name}" lacks the "${requirement.scope}" scope`,
+      keyName: identity.name,
+    };
   }
   return { code: grpc.status.OK, details: '', keyName: identity.name };
 }
@@ -62,7 +68,10 @@ export function createAuthInterceptor(options: AuthInterceptorOptions): grpc.Ser
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
             const refusal = options.refusal?.();
-            const verdict: AuthVerdict = refusal !== undefined ? { code: grpc.status.UNAVAILABLE, details: refusal } : checkCall(metadata, requirement, options.keys());
+            const verdict: AuthVerdict =
+              refusal !== undefined
+                ? { code: grpc.status.UNAVAILABLE, details: refusal }
+                : checkCall(metadata, requirement, options.keys());
             metadata.remove(AUTHORIZATION_KEY);
             if (verdict.code === grpc.status.OK) {
               if (verdict.keyName !== undefined) rememberKeyName(metadata, verdict.keyName);
@@ -71,7 +80,13 @@ export function createAuthInterceptor(options: AuthInterceptorOptions): grpc.Ser
             }
             refused = true;
             options.logger?.info(
-              { method: descriptor.path, peer: call.getPeer(), code: grpc.status[verdict.code], reason: verdict.details, key: verdict.keyName },
+              {
+                method: descriptor.path,
+                peer: call.getPeer(),
+                code: grpc.status[verdict.code],
+                reason: verdict.details,
+                key: verdict.keyName,
+              },
               'call refused by API-key check',
             );
             call.sendStatus({ code: verdict.code, details: verdict.details, metadata: new grpc.Metadata() });

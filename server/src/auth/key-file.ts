@@ -38,7 +38,8 @@ export function digestOf(key: string): Buffer {
 /** Parses one key list; `source` names it in errors ("--api-keys-file /etc/…", "CLIPSERVE_API_KEYS"). */
 export function parseApiKeys(text: string, source: string): ApiKeyEntry[] {
   const trimmed = text.replace(/^\uFEFF/, '').trim();
-  const entries = trimmed.startsWith('{') || trimmed.startsWith('[') ? parseJson(trimmed, source) : parseText(text, source);
+  const entries =
+    trimmed.startsWith('{') || trimmed.startsWith('[') ? parseJson(trimmed, source) : parseText(text, source);
   const twin = repeatedKey(entries);
   if (twin) throw new ApiKeysError(`${source}: ${twin.second} repeats the key of ${twin.first}`);
   return entries;
@@ -65,7 +66,8 @@ function parseText(text: string, source: string): ApiKeyEntry[] {
       if (body === '' || body.startsWith('#')) continue;
       const where = lines.length > 1 ? `line ${i + 1}` : `entry ${out.length + 1}`;
       const [key, scopeList, ...nameWords] = body.split(/\s+/);
-      if (scopeList === undefined) throw new ApiKeysError(`${source}: ${where}: expected "<key> <scope>[,<scope>…] [name]", found no scopes`);
+      if (scopeList === undefined)
+        throw new ApiKeysError(`${source}: ${where}: expected "<key> <scope>[,<scope>…] [name]", found no scopes`);
       const scopes = parseScopes(scopeList.split(','), `${source}: ${where}`);
       const name = nameWords.length > 0 ? nameWords.join(' ') : where;
       out.push({ name, scopes, digest: keyDigest(key, `${source}: ${where}`) });
@@ -84,16 +86,20 @@ function parseJson(text: string, source: string): ApiKeyEntry[] {
     throw new ApiKeysError(`${source}: not valid JSON${at ? ` (at ${at})` : ''}`);
   }
   const list = Array.isArray(parsed) ? parsed : isObject(parsed) ? parsed.keys : undefined;
-  if (!Array.isArray(list)) throw new ApiKeysError(`${source}: JSON must be an array of keys or an object with a "keys" array`);
+  if (!Array.isArray(list))
+    throw new ApiKeysError(`${source}: JSON must be an array of keys or an object with a "keys" array`);
   return list.map((raw, i) => {
     const where = `${source}: keys[${i}]`;
     if (!isObject(raw)) throw new ApiKeysError(`${where}: must be an object with "key" (or "sha256") and "scopes"`);
     for (const field of Object.keys(raw)) {
-      if (!['key', 'sha256', 'scopes', 'name'].includes(field)) throw new ApiKeysError(`${where}: unknown field "${field}"`);
+      if (!['key', 'sha256', 'scopes', 'name'].includes(field))
+        throw new ApiKeysError(`${where}: unknown field "${field}"`);
     }
     const { key, sha256, scopes, name } = raw;
-    if ((key === undefined) === (sha256 === undefined)) throw new ApiKeysError(`${where}: give exactly one of "key" and "sha256"`);
-    if (name !== undefined && (typeof name !== 'string' || name.trim() === '')) throw new ApiKeysError(`${where}: "name" must be a non-empty string`);
+    if ((key === undefined) === (sha256 === undefined))
+      throw new ApiKeysError(`${where}: give exactly one of "key" and "sha256"`);
+    if (name !== undefined && (typeof name !== 'string' || name.trim() === ''))
+      throw new ApiKeysError(`${where}: "name" must be a non-empty string`);
     const scopeItems = typeof scopes === 'string' ? scopes.split(',') : scopes;
     if (!Array.isArray(scopeItems) || !scopeItems.every((s): s is string => typeof s === 'string')) {
       throw new ApiKeysError(`${where}: "scopes" must be a list of ${SCOPES.join(', ')}`);
@@ -106,7 +112,11 @@ function parseJson(text: string, source: string): ApiKeyEntry[] {
       if (typeof sha256 !== 'string') throw new ApiKeysError(`${where}: "sha256" must be a string`);
       digest = keyDigest(sha256.startsWith('sha256:') ? sha256 : `sha256:${sha256}`, where);
     }
-    return { name: typeof name === 'string' ? name.trim() : `keys[${i}]`, scopes: parseScopes(scopeItems, where), digest };
+    return {
+      name: typeof name === 'string' ? name.trim() : `keys[${i}]`,
+      scopes: parseScopes(scopeItems, where),
+      digest,
+    };
   });
 }
 
@@ -114,7 +124,8 @@ function parseScopes(items: readonly string[], where: string): ReadonlySet<Scope
   const scopes = new Set<Scope>();
   for (const raw of items) {
     const s = raw.trim();
-    if (!isScope(s)) throw new ApiKeysError(`${where}: unknown scope ${JSON.stringify(s)} (scopes: ${SCOPES.join(', ')})`);
+    if (!isScope(s))
+      throw new ApiKeysError(`${where}: unknown scope ${JSON.stringify(s)} (scopes: ${SCOPES.join(', ')})`);
     scopes.add(s);
   }
   if (scopes.size === 0) throw new ApiKeysError(`${where}: at least one scope is needed`);
@@ -127,9 +138,12 @@ function keyDigest(key: string, where: string): Buffer {
   if (pre) return Buffer.from(pre[1], 'hex');
   if (key.startsWith('sha256:')) throw new ApiKeysError(`${where}: a "sha256:" key must be followed by 64 hex digits`);
   if (!KEY_ALPHABET.test(key)) {
-    throw new ApiKeysError(`${where}: key has characters outside A-Z a-z 0-9 - . _ ~ + / (and trailing =), which cannot travel in "authorization: Bearer"`);
+    throw new ApiKeysError(
+      `${where}: key has characters outside A-Z a-z 0-9 - . _ ~ + / (and trailing =), which cannot travel in "authorization: Bearer"`,
+    );
   }
-  if (key.length < MIN_KEY_LENGTH) throw new ApiKeysError(`${where}: key is shorter than ${MIN_KEY_LENGTH} characters (too easy to guess)`);
+  if (key.length < MIN_KEY_LENGTH)
+    throw new ApiKeysError(`${where}: key is shorter than ${MIN_KEY_LENGTH} characters (too easy to guess)`);
   return digestOf(key);
 }
 

@@ -43,7 +43,8 @@ export class ApiKeySource {
 
   /** Reads and checks every configured key; throws ApiKeysError naming the bad entry. */
   constructor(private readonly opts: ApiKeySourceOptions) {
-    if (opts.file === undefined && opts.envValue === undefined) throw new ApiKeysError('no API keys configured: give --api-keys-file or CLIPSERVE_API_KEYS');
+    if (opts.file === undefined && opts.envValue === undefined)
+      throw new ApiKeysError('no API keys configured: give --api-keys-file or CLIPSERVE_API_KEYS');
     this.envEntries = opts.envValue !== undefined ? parseApiKeys(opts.envValue, 'CLIPSERVE_API_KEYS') : [];
     let fileEntries: ApiKeyEntry[] = [];
     if (opts.file !== undefined) {
@@ -88,10 +89,17 @@ export class ApiKeySource {
       const reason = err instanceof Error ? err.message : String(err);
       this.opts.observer?.reloadFailed();
       if (this.opts.onReloadFailure === 'deny') {
-        this.denyReason = 'the server cannot read its API keys (the key file failed to reload): keyed calls are refused until it is fixed';
-        this.opts.logger?.error({ file, reason }, 'API key file not reloaded: refusing every keyed call until a reload succeeds (--auth-reload-failure=deny)');
+        this.denyReason =
+          'the server cannot read its API keys (the key file failed to reload): keyed calls are refused until it is fixed';
+        this.opts.logger?.error(
+          { file, reason },
+          'API key file not reloaded: refusing every keyed call until a reload succeeds (--auth-reload-failure=deny)',
+        );
       } else {
-        this.opts.logger?.error({ file, reason }, 'API key file not reloaded: keeping the previous keys (--auth-reload-failure=keep)');
+        this.opts.logger?.error(
+          { file, reason },
+          'API key file not reloaded: keeping the previous keys (--auth-reload-failure=keep)',
+        );
       }
       return false;
     }
@@ -106,7 +114,8 @@ export class ApiKeySource {
   }
 
   private succeeded(file: string): void {
-    if (this.denyReason !== undefined) this.opts.logger?.info({ file }, 'API key file readable again: keyed calls accepted');
+    if (this.denyReason !== undefined)
+      this.opts.logger?.info({ file }, 'API key file readable again: keyed calls accepted');
     this.denyReason = undefined;
     this.opts.observer?.reloadSucceeded();
   }
@@ -120,7 +129,10 @@ export class ApiKeySource {
     const all = [...fileEntries, ...this.envEntries];
     const twin = repeatedKey(all);
     if (twin) throw new ApiKeysError(`the same key appears twice: ${twin.first} and ${twin.second}`);
-    if (all.length === 0) throw new ApiKeysError('the API key list is empty: every call would be refused (remove the option to serve without keys)');
+    if (all.length === 0)
+      throw new ApiKeysError(
+        'the API key list is empty: every call would be refused (remove the option to serve without keys)',
+      );
     return new ApiKeyStore(all);
   }
 }
@@ -129,7 +141,9 @@ function readKeyFile(file: string): string {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ApiKeysError(`cannot read --api-keys-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err))}`);
+    throw new ApiKeysError(
+      `cannot read --api-keys-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err))}`,
+    );
   }
 }
 

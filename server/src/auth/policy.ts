@@ -22,7 +22,10 @@ export const SERVICE_SCOPES: Readonly<Record<string, Scope>> = {
 };
 
 const HEALTH_SERVICES = new Set([HEALTH_SERVICE_NAME]);
-const REFLECTION_SERVICES = new Set(['grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection']);
+const REFLECTION_SERVICES = new Set([
+  'grpc.reflection.v1.ServerReflection',
+  'grpc.reflection.v1alpha.ServerReflection',
+]);
 
 export class AuthPolicy {
   private readonly openHealth: boolean;

@@ -21,18 +21,21 @@ export function exposeRepeatedHeaders(server: grpc.Server, names: readonly strin
   for (const h2 of servers.keys() as IterableIterator<http2.Http2Server>) {
     if (hooked.has(h2)) continue;
     hooked.add(h2);
-    h2.prependListener('stream', (_stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
-      if (!Array.isArray(rawHeaders)) return;
-      const seen = new Map<string, string[]>();
-      for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-        const name = rawHeaders[i].toLowerCase();
-        if (!wanted.has(name)) continue;
-        const values = seen.get(name) ?? [];
-        values.push(rawHeaders[i + 1]);
-        seen.set(name, values);
-      }
-      for (const [name, values] of seen) if (values.length > 1) (headers as Record<string, unknown>)[name] = values;
-    });
+    h2.prependListener(
+      'stream',
+      (_stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
+        if (!Array.isArray(rawHeaders)) return;
+        const seen = new Map<string, string[]>();
+        for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+          const name = rawHeaders[i].toLowerCase();
+          if (!wanted.has(name)) continue;
+          const values = seen.get(name) ?? [];
+          values.push(rawHeaders[i + 1]);
+          seen.set(name, values);
+        }
+        for (const [name, values] of seen) if (values.length > 1) (headers as Record<string, unknown>)[name] = values;
+      },
+    );
   }
   return true;
 }

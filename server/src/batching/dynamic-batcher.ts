@@ -27,7 +27,15 @@
  */
 import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { BatcherClosedError, BatcherError, CancelledError, DeadlineExceededError, InferenceError, KeyShareExceededError, QueueFullError } from './errors';
+import {
+  BatcherClosedError,
+  BatcherError,
+  CancelledError,
+  DeadlineExceededError,
+  InferenceError,
+  KeyShareExceededError,
+  QueueFullError,
+} from './errors';
 import { Fifo } from './fifo';
 import { KeyedQueue } from './keyed-queue';
 import type { BatcherObserver, Modality, RejectReason, SubmitOptions } from './types';
@@ -147,17 +155,26 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     this.modality = opts.modality;
     this.maxBatchSize = positiveInt('maxBatchSize', opts.maxBatchSize);
     this.queueBound = positiveInt('queueBound', opts.queueBound);
-    this.prepareAhead = opts.prepare ? positiveInt('prepareAhead', opts.prepareAhead ?? 2 * this.maxBatchSize) : Number.POSITIVE_INFINITY;
+    this.prepareAhead = opts.prepare
+      ? positiveInt('prepareAhead', opts.prepareAhead ?? 2 * this.maxBatchSize)
+      : Number.POSITIVE_INFINITY;
     if (!(Number.isFinite(opts.maxQueueDelayMs) && opts.maxQueueDelayMs >= 0)) {
       throw new RangeError(`maxQueueDelayMs must be a finite number >= 0, got ${opts.maxQueueDelayMs}`);
     }
     this.maxQueueDelayMs = opts.maxQueueDelayMs;
     this.keyShare = opts.keyShare ?? 1;
-    if (!(this.keyShare > 0 && this.keyShare <= 1)) throw new RangeError(`keyShare must be in (0, 1], got ${opts.keyShare}`);
+    if (!(this.keyShare > 0 && this.keyShare <= 1))
+      throw new RangeError(`keyShare must be in (0, 1], got ${opts.keyShare}`);
   }
 
   stats(): BatcherStats {
-    return { runs: this.runs, depth: this.depth, inFlight: this.inFlight, cost: this.queuedCost, callers: this.held.size };
+    return {
+      runs: this.runs,
+      depth: this.depth,
+      inFlight: this.inFlight,
+      cost: this.queuedCost,
+      callers: this.held.size,
+    };
   }
 
   /**
@@ -229,7 +246,13 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     }
 
     const account: KeyAccount = mine ?? { items: 0, cost: 0 };
-    const group: Group = { deadline: options.deadline, signal: options.signal, unsettled: n, cleanup: () => undefined, abort: new AbortController() };
+    const group: Group = {
+      deadline: options.deadline,
+      signal: options.signal,
+      unsettled: n,
+      cleanup: () => undefined,
+      abort: new AbortController(),
+    };
     // One listener per item preparing elsewhere (up to a request's size): not a leak.
     setMaxListeners(0, group.abort.signal);
     const items: Item<In, Prepared, Out>[] = [];
@@ -237,7 +260,19 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       (input, i) =>
         new Promise<Out>((resolve, reject) => {
           const now = performance.now();
-          items.push({ state: 'pending', input, prepared: undefined, admittedAt: now, readyAt: now, cost: costs[i], key, account, group, resolve, reject });
+          items.push({
+            state: 'pending',
+            input,
+            prepared: undefined,
+            admittedAt: now,
+            readyAt: now,
+            cost: costs[i],
+            key,
+            account,
+            group,
+            resolve,
+            reject,
+          });
         }),
     );
     this.queuedCost += cost;
@@ -271,7 +306,8 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     this.timer = undefined;
     for (const queue of [this.pending, this.readyByKey]) {
       for (let item = queue.shift(); item; item = queue.shift()) {
-        if (item.state === 'pending' || item.state === 'ready') this.dropQueued(item, new BatcherClosedError(this.modality), undefined);
+        if (item.state === 'pending' || item.state === 'ready')
+          this.dropQueued(item, new BatcherClosedError(this.modality), undefined);
       }
     }
     while (this.ready.shift());
@@ -305,7 +341,10 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     }
     // setTimeout fires at once for delays beyond 2^31-1 ms; such far deadlines need no timer.
     if (group.deadline !== undefined && group.deadline - Date.now() < MAX_TIMER_MS) {
-      timer = setTimeout(() => failAll(() => new DeadlineExceededError(this.modality), 'deadline'), Math.max(0, group.deadline - Date.now()));
+      timer = setTimeout(
+        () => failAll(() => new DeadlineExceededError(this.modality), 'deadline'),
+        Math.max(0, group.deadline - Date.now()),
+      );
       timer.unref();
     }
     group.cleanup = () => {
@@ -451,10 +490,13 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
       return;
     }
     if (!this.timer) {
-      this.timer = setTimeout(() => {
-        this.timer = undefined;
-        this.scheduleRun();
-      }, Math.max(0, Math.ceil(this.maxQueueDelayMs - waited)));
+      this.timer = setTimeout(
+        () => {
+          this.timer = undefined;
+          this.scheduleRun();
+        },
+        Math.max(0, Math.ceil(this.maxQueueDelayMs - waited)),
+      );
     }
   }
 
@@ -492,7 +534,9 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     try {
       const outs = await this.opts.run(inputs);
       if (!Array.isArray(outs) || outs.length !== batch.length) {
-        throw new Error(`encoder returned ${Array.isArray(outs) ? outs.length : typeof outs} outputs for a batch of ${batch.length}`);
+        throw new Error(
+          `encoder returned ${Array.isArray(outs) ? outs.length : typeof outs} outputs for a batch of ${batch.length}`,
+        );
       }
       const seconds = (performance.now() - start) / 1000;
       this.observe((o) => o.batchRun(this.modality, batch.length, waits, seconds));

@@ -15,7 +15,13 @@ export class BatcherError extends Error {
 export class QueueFullError extends BatcherError {
   readonly reason: RejectReason = 'overload';
   /** `unit`: 'items', or what the batcher's cost counts ('pixels queued for decoding', 'characters queued for tokenizing'). */
-  constructor(modality: Modality, readonly depth: number, readonly requested: number, readonly bound: number, unit = 'items queued') {
+  constructor(
+    modality: Modality,
+    readonly depth: number,
+    readonly requested: number,
+    readonly bound: number,
+    unit = 'items queued',
+  ) {
     super(`${modality} queue is full (${depth} ${unit} + ${requested} requested > bound ${bound})`, modality);
   }
 }
@@ -57,7 +63,10 @@ export class BatcherClosedError extends BatcherError {
 
 /** The encoder failed for a whole batch; every item of that batch gets this error. */
 export class InferenceError extends BatcherError {
-  constructor(modality: Modality, readonly failure: unknown) {
+  constructor(
+    modality: Modality,
+    readonly failure: unknown,
+  ) {
     super(`${modality} inference failed: ${failure instanceof Error ? failure.message : String(failure)}`, modality);
   }
 }

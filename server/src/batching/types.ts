@@ -7,7 +7,8 @@
 export type Modality = 'text' | 'image';
 
 /** Why an item left the queue without an embedding. */
-export type RejectReason = 'bad_image' | 'too_large' | 'overload' | 'key_share' | 'caller_limit' | 'deadline' | 'cancelled';
+export type RejectReason =
+  'bad_image' | 'too_large' | 'overload' | 'key_share' | 'caller_limit' | 'deadline' | 'cancelled';
 
 /**
  * Hook for metrics (implemented with prom-client in server/src/metrics). Calls are synchronous and

@@ -15,14 +15,16 @@ export type Precision = BundlePrecision;
 
 /** Checks a `--precision` flag (convert, pull, init-model). */
 export function parsePrecisionFlag(p: string): Precision {
-  if (!(BUNDLE_PRECISIONS as readonly string[]).includes(p)) throw new Error(`--precision must be ${BUNDLE_PRECISIONS.join(', ')}, got "${p}"`);
+  if (!(BUNDLE_PRECISIONS as readonly string[]).includes(p))
+    throw new Error(`--precision must be ${BUNDLE_PRECISIONS.join(', ')}, got "${p}"`);
   return p as Precision;
 }
 
 /** Checks a `--calibration-samples` flag (int8 conversions). */
 export function parseCalibrationSamplesFlag(v: string): number {
   const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > 100000) throw new Error(`--calibration-samples must be an integer in [1, 100000], got "${v}"`);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1 || n > 100000)
+    throw new Error(`--calibration-samples must be an integer in [1, 100000], got "${v}"`);
   return n;
 }
 

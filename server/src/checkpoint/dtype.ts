@@ -37,7 +37,9 @@ export function decodeToF32(
 ): void {
   const need = count * BYTES_PER_ELEMENT[dtype];
   if (srcOffset + need > src.byteLength) {
-    throw new CheckpointError(`tensor data is truncated: need ${need} bytes at offset ${srcOffset}, have ${src.byteLength - srcOffset}`);
+    throw new CheckpointError(
+      `tensor data is truncated: need ${need} bytes at offset ${srcOffset}, have ${src.byteLength - srcOffset}`,
+    );
   }
   const view = new DataView(src.buffer, src.byteOffset + srcOffset, need);
   switch (dtype) {

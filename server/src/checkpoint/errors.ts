@@ -2,7 +2,10 @@
  *  unsupported dtype or pickle construct, or a directory without the expected files. The message
  *  always names the file so a CLI user can act on it. */
 export class CheckpointError extends Error {
-  constructor(message: string, readonly file?: string) {
+  constructor(
+    message: string,
+    readonly file?: string,
+  ) {
     super(file ? `${file}: ${message}` : message);
     this.name = 'CheckpointError';
   }

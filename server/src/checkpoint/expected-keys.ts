@@ -18,7 +18,8 @@ export function checkStateDictMatchesConfig(config: OpenClipConfig, sd: StateDic
   try {
     validateStateDict(sd, config.model_cfg);
   } catch (e) {
-    if (e instanceof WeightsError) throw new CheckpointError(`checkpoint does not match open_clip_config.json: ${e.message}`, file);
+    if (e instanceof WeightsError)
+      throw new CheckpointError(`checkpoint does not match open_clip_config.json: ${e.message}`, file);
     throw e;
   }
   const expected = expectedWeightShapes(config.model_cfg);

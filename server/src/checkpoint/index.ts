@@ -35,18 +35,28 @@ async function sniffFormat(file: string): Promise<CheckpointFormat> {
     // safetensors: u64 header length, then a JSON object.
     if (bytesRead >= 9 && head[8] === 0x7b) return 'safetensors';
     if (bytesRead >= 2 && head[0] === 0x80) {
-      throw new CheckpointError('this is a legacy (torch < 1.6, non-zip) torch.save file; re-save it with a current torch or convert it to safetensors', file);
+      throw new CheckpointError(
+        'this is a legacy (torch < 1.6, non-zip) torch.save file; re-save it with a current torch or convert it to safetensors',
+        file,
+      );
     }
-    throw new CheckpointError('unrecognised checkpoint format (expected safetensors or a torch.save zip archive)', file);
+    throw new CheckpointError(
+      'unrecognised checkpoint format (expected safetensors or a torch.save zip archive)',
+      file,
+    );
   } finally {
     await fh.close();
   }
 }
 
 /** Reads any supported checkpoint file into open_clip's state_dict naming, fp32. */
-export async function readCheckpointFile(file: string, onProgress?: ReadProgress): Promise<{ stateDict: StateDict; format: CheckpointFormat }> {
+export async function readCheckpointFile(
+  file: string,
+  onProgress?: ReadProgress,
+): Promise<{ stateDict: StateDict; format: CheckpointFormat }> {
   const format = await sniffFormat(file);
-  if (format === 'safetensors') return { stateDict: normalizeStateDict(await readSafetensors(file, onProgress)), format };
+  if (format === 'safetensors')
+    return { stateDict: normalizeStateDict(await readSafetensors(file, onProgress)), format };
   const archive = await openTorchArchive(file);
   try {
     const refs = findStateDictObject(archive.root, (v): v is TorchTensorRef => v instanceof TorchTensorRef, file);
@@ -76,7 +86,10 @@ export function readConfigFile(file: string): OpenClipConfig {
     raw = JSON.parse(fs.readFileSync(file, 'utf8'));
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    throw new CheckpointError(err.code === 'ENOENT' ? 'config file not found' : `cannot read config: ${err.message}`, file);
+    throw new CheckpointError(
+      err.code === 'ENOENT' ? 'config file not found' : `cannot read config: ${err.message}`,
+      file,
+    );
   }
   try {
     return resolveConfig(raw);
@@ -92,7 +105,9 @@ export function findWeightsFile(dir: string): string {
     if (fs.existsSync(p)) return p;
   }
   const epochs = fs.readdirSync(dir).filter((f) => /^epoch_\d+\.pt$|^epoch_latest\.pt$/.test(f));
-  const hint = epochs.length ? ` It has trainer checkpoints (${epochs.join(', ')}): pass one of them as the path, with --config.` : '';
+  const hint = epochs.length
+    ? ` It has trainer checkpoints (${epochs.join(', ')}): pass one of them as the path, with --config.`
+    : '';
   throw new CheckpointError(`no weights found: expected ${WEIGHT_FILES.join(' or ')}.${hint}`, dir);
 }
 

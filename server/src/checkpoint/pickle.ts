@@ -166,7 +166,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
         u64();
         break;
       case 0x2e: // STOP
-        if (stack.length !== 1 || metastack.length !== 0) throw new PickleError('pickle ended with an unbalanced stack');
+        if (stack.length !== 1 || metastack.length !== 0)
+          throw new PickleError('pickle ended with an unbalanced stack');
         return stack[0];
       case 0x28: // MARK
         metastack.push(stack);
@@ -205,7 +206,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
       case 0x8b: // LONG4
         stack.push(decodeLong(bytes(u32())));
         break;
-      case 0x49: { // INT (protocol 0): also encodes booleans as 00/01
+      case 0x49: {
+        // INT (protocol 0): also encodes booleans as 00/01
         const s = line();
         if (s === '00') stack.push(false);
         else if (s === '01') stack.push(true);
@@ -251,7 +253,8 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
       case 0x29: // EMPTY_TUPLE
         stack.push([]);
         break;
-      case 0x74: { // TUPLE (pop first: popMark replaces `stack`)
+      case 0x74: {
+        // TUPLE (pop first: popMark replaces `stack`)
         const items = popMark();
         stack.push(items);
         break;
@@ -259,48 +262,56 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
       case 0x85: // TUPLE1
         stack.push([pop()]);
         break;
-      case 0x86: { // TUPLE2
+      case 0x86: {
+        // TUPLE2
         const b = pop();
         const a = pop();
         stack.push([a, b]);
         break;
       }
-      case 0x87: { // TUPLE3
+      case 0x87: {
+        // TUPLE3
         const c = pop();
         const b = pop();
         const a = pop();
         stack.push([a, b, c]);
         break;
       }
-      case 0x6c: { // LIST
+      case 0x6c: {
+        // LIST
         const items = popMark();
         stack.push(items);
         break;
       }
-      case 0x64: { // DICT
+      case 0x64: {
+        // DICT
         const items = popMark();
         const d = new Map();
         setItems(d, items);
         stack.push(d);
         break;
       }
-      case 0x61: { // APPEND
+      case 0x61: {
+        // APPEND
         const v = pop();
         appendItems(top(), [v]);
         break;
       }
-      case 0x65: { // APPENDS
+      case 0x65: {
+        // APPENDS
         const items = popMark();
         appendItems(top(), items);
         break;
       }
-      case 0x73: { // SETITEM
+      case 0x73: {
+        // SETITEM
         const v = pop();
         const k = pop();
         setItems(top(), [k, v]);
         break;
       }
-      case 0x75: { // SETITEMS
+      case 0x75: {
+        // SETITEMS
         const items = popMark();
         setItems(top(), items);
         break;
@@ -320,30 +331,37 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
       case 0x6a: // LONG_BINGET
         stack.push(memoGet(u32()));
         break;
-      case 0x63: { // GLOBAL "module\nname\n"
+      case 0x63: {
+        // GLOBAL "module\nname\n"
         const module = line();
         const name = line();
         stack.push(findGlobal(module, name));
         break;
       }
-      case 0x93: { // STACK_GLOBAL
+      case 0x93: {
+        // STACK_GLOBAL
         const name = pop();
         const module = pop();
-        if (typeof module !== 'string' || typeof name !== 'string') throw new PickleError('STACK_GLOBAL needs two strings');
+        if (typeof module !== 'string' || typeof name !== 'string')
+          throw new PickleError('STACK_GLOBAL needs two strings');
         stack.push(findGlobal(module, name));
         break;
       }
-      case 0x52: { // REDUCE
+      case 0x52: {
+        // REDUCE
         const args = pop();
         const fn = pop();
         if (!(fn instanceof PickleGlobal) || !fn.call) {
-          throw new PickleError(`pickle calls ${fn instanceof PickleGlobal ? `"${fn.qualifiedName}"` : 'a non-callable value'}, which is not allowed`);
+          throw new PickleError(
+            `pickle calls ${fn instanceof PickleGlobal ? `"${fn.qualifiedName}"` : 'a non-callable value'}, which is not allowed`,
+          );
         }
         if (!Array.isArray(args)) throw new PickleError(`REDUCE arguments for ${fn.qualifiedName} are not a tuple`);
         stack.push(fn.call(args));
         break;
       }
-      case 0x62: { // BUILD
+      case 0x62: {
+        // BUILD
         const state = pop();
         const obj = top();
         if (obj instanceof Map) {
@@ -355,9 +373,11 @@ export function unpickle(data: Uint8Array, opts: UnpickleOptions): unknown {
         }
         break;
       }
-      case 0x51: { // BINPERSID
+      case 0x51: {
+        // BINPERSID
         const pid = pop();
-        if (!opts.persistentLoad) throw new PickleError('pickle uses persistent ids but no persistent_load is available');
+        if (!opts.persistentLoad)
+          throw new PickleError('pickle uses persistent ids but no persistent_load is available');
         stack.push(opts.persistentLoad(pid));
         break;
       }

@@ -10,13 +10,18 @@ import * as fs from 'node:fs';
 import type { StateDict } from '../model/state-dict';
 import { numel } from '../model/state-dict';
 
-export async function writeSafetensors(file: string, stateDict: StateDict, metadata: Record<string, string> = {}): Promise<void> {
+export async function writeSafetensors(
+  file: string,
+  stateDict: StateDict,
+  metadata: Record<string, string> = {},
+): Promise<void> {
   const names = [...stateDict.keys()].sort();
   const header: Record<string, unknown> = { __metadata__: { format: 'pt', ...metadata } };
   let offset = 0;
   for (const name of names) {
     const t = stateDict.get(name)!;
-    if (t.data.length !== numel(t.shape)) throw new Error(`tensor ${name}: ${t.data.length} values for shape [${t.shape}]`);
+    if (t.data.length !== numel(t.shape))
+      throw new Error(`tensor ${name}: ${t.data.length} values for shape [${t.shape}]`);
     const bytes = t.data.length * 4;
     header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;

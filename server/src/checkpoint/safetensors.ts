@@ -54,7 +54,10 @@ async function parseHeader(fh: fs.FileHandle, file: string): Promise<Safetensors
   await readExactly(fh, lenBuf, 0, file);
   const headerLen = lenBuf.readBigUInt64LE(0);
   if (headerLen > BigInt(Math.min(MAX_HEADER_BYTES, size - 8))) {
-    throw new CheckpointError(`not a safetensors file (header length ${headerLen} does not fit in ${size} bytes)`, file);
+    throw new CheckpointError(
+      `not a safetensors file (header length ${headerLen} does not fit in ${size} bytes)`,
+      file,
+    );
   }
   const n = Number(headerLen);
   const headerBuf = Buffer.alloc(n);
@@ -65,7 +68,8 @@ async function parseHeader(fh: fs.FileHandle, file: string): Promise<Safetensors
   } catch (e) {
     throw new CheckpointError(`safetensors header is not valid JSON (${(e as Error).message})`, file);
   }
-  if (!json || typeof json !== 'object' || Array.isArray(json)) throw new CheckpointError('safetensors header is not a JSON object', file);
+  if (!json || typeof json !== 'object' || Array.isArray(json))
+    throw new CheckpointError('safetensors header is not a JSON object', file);
   const dataStart = 8 + n;
   const dataSize = size - dataStart;
   const entries: SafetensorsEntry[] = [];
@@ -77,21 +81,42 @@ async function parseHeader(fh: fs.FileHandle, file: string): Promise<Safetensors
     }
     const info = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     if (!isDType(info?.dtype)) {
-      throw new CheckpointError(`tensor "${name}" has dtype ${JSON.stringify(info?.dtype)}; only F32, F16, BF16 and F64 weights are supported`, file);
+      throw new CheckpointError(
+        `tensor "${name}" has dtype ${JSON.stringify(info?.dtype)}; only F32, F16, BF16 and F64 weights are supported`,
+        file,
+      );
     }
     const shape = info.shape;
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
       throw new CheckpointError(`tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`, file);
     }
     const off = info.data_offsets;
-    if (!Array.isArray(off) || off.length !== 2 || !off.every((o) => Number.isSafeInteger(o) && o >= 0) || off[0] > off[1] || off[1] > dataSize) {
-      throw new CheckpointError(`tensor "${name}" has invalid data_offsets ${JSON.stringify(off)} (data section is ${dataSize} bytes)`, file);
+    if (
+      !Array.isArray(off) ||
+      off.length !== 2 ||
+      !off.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+      off[0] > off[1] ||
+      off[1] > dataSize
+    ) {
+      throw new CheckpointError(
+        `tensor "${name}" has invalid data_offsets ${JSON.stringify(off)} (data section is ${dataSize} bytes)`,
+        file,
+      );
     }
     const expected = numel(shape as number[]) * BYTES_PER_ELEMENT[info.dtype];
     if (off[1] - off[0] !== expected) {
-      throw new CheckpointError(`tensor "${name}": ${off[1] - off[0]} bytes stored but shape ${JSON.stringify(shape)} ${info.dtype} needs ${expected}`, file);
+      throw new CheckpointError(
+        `tensor "${name}": ${off[1] - off[0]} bytes stored but shape ${JSON.stringify(shape)} ${info.dtype} needs ${expected}`,
+        file,
+      );
     }
-    entries.push({ name, dtype: info.dtype, shape: shape as number[], begin: dataStart + off[0], end: dataStart + off[1] });
+    entries.push({
+      name,
+      dtype: info.dtype,
+      shape: shape as number[],
+      begin: dataStart + off[0],
+      end: dataStart + off[1],
+    });
   }
   return { entries, metadata, dataStart };
 }

@@ -16,7 +16,10 @@ const SCALAR_PARAMS = new Set(['logit_scale', 'logit_bias']);
 /** Picks the weights dict out of a checkpoint's root object (a state_dict or a trainer checkpoint). */
 export function findStateDictObject<T>(root: unknown, isTensor: (v: unknown) => v is T, file: string): Map<string, T> {
   if (!(root instanceof Map)) throw new CheckpointError('checkpoint does not contain a dict', file);
-  const candidate = root.has('state_dict') && root.get('state_dict') instanceof Map ? (root.get('state_dict') as Map<unknown, unknown>) : root;
+  const candidate =
+    root.has('state_dict') && root.get('state_dict') instanceof Map
+      ? (root.get('state_dict') as Map<unknown, unknown>)
+      : root;
   const out = new Map<string, T>();
   const nonTensors: string[] = [];
   for (const [k, v] of candidate) {
@@ -25,7 +28,10 @@ export function findStateDictObject<T>(root: unknown, isTensor: (v: unknown) => 
   }
   if (out.size === 0) {
     const keys = [...root.keys()].slice(0, 10).map(String).join(', ');
-    throw new CheckpointError(`no tensors found: expected a state_dict, or a trainer checkpoint with a "state_dict" entry (top-level keys: ${keys})`, file);
+    throw new CheckpointError(
+      `no tensors found: expected a state_dict, or a trainer checkpoint with a "state_dict" entry (top-level keys: ${keys})`,
+      file,
+    );
   }
   if (nonTensors.length) {
     throw new CheckpointError(`state_dict has non-tensor entries: ${nonTensors.slice(0, 5).join(', ')}`, file);

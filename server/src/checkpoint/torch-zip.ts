@@ -61,7 +61,10 @@ export class TorchTensorRef {
 
   /** torch calls BUILD on tensors only for Python-level attributes, which weights never carry. */
   pickleBuild(state: unknown): void {
-    const empty = state === null || (state instanceof Map && state.size === 0) || (Array.isArray(state) && state.every((s) => s === null || (s instanceof Map && s.size === 0)));
+    const empty =
+      state === null ||
+      (state instanceof Map && state.size === 0) ||
+      (Array.isArray(state) && state.every((s) => s === null || (s instanceof Map && s.size === 0)));
     if (!empty) throw new PickleError('tensor carries Python attributes (BUILD state), which is not supported');
   }
 }
@@ -75,11 +78,14 @@ function asIntList(v: unknown, what: string): number[] {
 
 function rebuildTensor(args: unknown[]): TorchTensorRef {
   const [storage, offset, size, stride] = args;
-  if (!(storage && typeof storage === 'object' && 'key' in storage)) throw new PickleError('tensor rebuild without a storage');
-  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) throw new PickleError('tensor storage offset is not a non-negative integer');
+  if (!(storage && typeof storage === 'object' && 'key' in storage))
+    throw new PickleError('tensor rebuild without a storage');
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0)
+    throw new PickleError('tensor storage offset is not a non-negative integer');
   const shape = asIntList(size, 'tensor size');
   const strides = asIntList(stride, 'tensor stride');
-  if (shape.length !== strides.length) throw new PickleError(`tensor size ${JSON.stringify(shape)} and stride ${JSON.stringify(strides)} differ in rank`);
+  if (shape.length !== strides.length)
+    throw new PickleError(`tensor size ${JSON.stringify(shape)} and stride ${JSON.stringify(strides)} differ in rank`);
   return new TorchTensorRef(storage as TorchStorageRef, offset, shape, strides);
 }
 
@@ -92,7 +98,8 @@ function torchAllowlist(module: string, name: string): PickleGlobal | undefined 
     });
   }
   if (module === 'torch._utils') {
-    if (name === '_rebuild_tensor_v2' || name === '_rebuild_tensor') return new PickleGlobal(module, name, rebuildTensor);
+    if (name === '_rebuild_tensor_v2' || name === '_rebuild_tensor')
+      return new PickleGlobal(module, name, rebuildTensor);
     // nn.Parameter(data, requires_grad, backward_hooks): the data tensor is all a weight needs.
     if (name === '_rebuild_parameter' || name === '_rebuild_parameter_with_state') {
       return new PickleGlobal(module, name, (args) => {
@@ -101,7 +108,8 @@ function torchAllowlist(module: string, name: string): PickleGlobal | undefined 
       });
     }
   }
-  if (module === 'torch' && Object.prototype.hasOwnProperty.call(STORAGE_TYPES, name)) return new PickleGlobal(module, name);
+  if (module === 'torch' && Object.prototype.hasOwnProperty.call(STORAGE_TYPES, name))
+    return new PickleGlobal(module, name);
   return undefined;
 }
 
@@ -131,14 +139,22 @@ async function listEntries(zip: yauzl.ZipFile): Promise<Map<string, yauzl.Entry>
  * stores entries uncompressed; those are read with positioned reads straight from the file, which
  * is several times faster than yauzl's stream. Compressed entries (re-zipped archives) stream.
  */
-async function readEntry(zip: yauzl.ZipFile, fh: fsp.FileHandle, entry: yauzl.Entry, into?: Uint8Array): Promise<Buffer> {
+async function readEntry(
+  zip: yauzl.ZipFile,
+  fh: fsp.FileHandle,
+  entry: yauzl.Entry,
+  into?: Uint8Array,
+): Promise<Buffer> {
   if (into && into.byteLength !== entry.uncompressedSize) {
     throw new Error(`zip entry ${entry.fileName} has ${entry.uncompressedSize} bytes, expected ${into.byteLength}`);
   }
-  const out = into ? Buffer.from(into.buffer, into.byteOffset, into.byteLength) : Buffer.allocUnsafe(entry.uncompressedSize);
+  const out = into
+    ? Buffer.from(into.buffer, into.byteOffset, into.byteLength)
+    : Buffer.allocUnsafe(entry.uncompressedSize);
   const encrypted = (entry.generalPurposeBitFlag & 1) !== 0;
   if (entry.compressionMethod === 0 && !encrypted) {
-    if (entry.compressedSize !== entry.uncompressedSize) throw new Error(`stored zip entry ${entry.fileName} has inconsistent sizes`);
+    if (entry.compressedSize !== entry.uncompressedSize)
+      throw new Error(`stored zip entry ${entry.fileName} has inconsistent sizes`);
     const { fileDataStart } = await zip.readLocalFileHeaderPromise(entry, { minimal: true });
     let filled = 0;
     while (filled < out.length) {
@@ -151,7 +167,8 @@ async function readEntry(zip: yauzl.ZipFile, fh: fsp.FileHandle, entry: yauzl.En
   const stream = await zip.openReadStreamPromise(entry);
   let filled = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
-    if (filled + chunk.length > out.length) throw new Error(`zip entry ${entry.fileName} is longer than its header says`);
+    if (filled + chunk.length > out.length)
+      throw new Error(`zip entry ${entry.fileName} is longer than its header says`);
     chunk.copy(out, filled);
     filled += chunk.length;
   }
@@ -184,13 +201,20 @@ export async function openTorchArchive(file: string): Promise<TorchArchive> {
     const entries = await listEntries(zip);
     const pkls = [...entries.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
     if (pkls.length !== 1) {
-      throw new CheckpointError(`expected exactly one <archive>/data.pkl in the torch.save zip, found ${pkls.length}`, file);
+      throw new CheckpointError(
+        `expected exactly one <archive>/data.pkl in the torch.save zip, found ${pkls.length}`,
+        file,
+      );
     }
     const prefix = pkls[0].slice(0, -'data.pkl'.length);
     const byteorderEntry = entries.get(`${prefix}byteorder`);
     if (byteorderEntry) {
       const order = (await readEntry(zip, fh, byteorderEntry)).toString('utf8').trim();
-      if (order !== 'little') throw new CheckpointError(`checkpoint was saved with byteorder "${order}"; only little-endian is supported`, file);
+      if (order !== 'little')
+        throw new CheckpointError(
+          `checkpoint was saved with byteorder "${order}"; only little-endian is supported`,
+          file,
+        );
     }
     const storages = new Map<string, TorchStorageRef>();
     const pickleBytes = await readEntry(zip, fh, entries.get(pkls[0])!);
@@ -203,12 +227,20 @@ export async function openTorchArchive(file: string): Promise<TorchArchive> {
             throw new PickleError(`unsupported persistent id ${JSON.stringify(pid)}`);
           }
           const [, type, key, , count] = pid as [string, unknown, unknown, unknown, unknown];
-          if (!(type instanceof PickleGlobal) || !STORAGE_TYPES[type.name]) throw new PickleError('persistent id without a torch storage type');
-          if (typeof key !== 'string' || typeof count !== 'number') throw new PickleError(`malformed storage reference ${JSON.stringify(pid)}`);
+          if (!(type instanceof PickleGlobal) || !STORAGE_TYPES[type.name])
+            throw new PickleError('persistent id without a torch storage type');
+          if (typeof key !== 'string' || typeof count !== 'number')
+            throw new PickleError(`malformed storage reference ${JSON.stringify(pid)}`);
           const known = storages.get(key);
           if (known) return known;
           const info = STORAGE_TYPES[type.name];
-          const ref: TorchStorageRef = { key, typeName: type.name, dtype: info.dtype, elementBytes: info.bytes, numel: count };
+          const ref: TorchStorageRef = {
+            key,
+            typeName: type.name,
+            dtype: info.dtype,
+            elementBytes: info.bytes,
+            numel: count,
+          };
           storages.set(key, ref);
           return ref;
         },
@@ -250,7 +282,10 @@ function isContiguous(shape: number[], stride: number[]): boolean {
 function gather(name: string, t: TorchTensorRef, bytes: Buffer, file: string): Float32Array {
   const dtype = t.storage.dtype;
   if (dtype === 'int') {
-    throw new CheckpointError(`tensor "${name}" is stored as ${t.storage.typeName}; weights must be float32, float16, bfloat16 or float64`, file);
+    throw new CheckpointError(
+      `tensor "${name}" is stored as ${t.storage.typeName}; weights must be float32, float16, bfloat16 or float64`,
+      file,
+    );
   }
   const count = numel(t.shape);
   const width = BYTES_PER_ELEMENT[dtype];
@@ -264,7 +299,10 @@ function gather(name: string, t: TorchTensorRef, bytes: Buffer, file: string): F
     last += (t.shape[d] - 1) * t.stride[d];
   }
   if (last >= storageElems) {
-    throw new CheckpointError(`tensor "${name}" reads element ${last} of a storage with ${storageElems} elements`, file);
+    throw new CheckpointError(
+      `tensor "${name}" reads element ${last} of a storage with ${storageElems} elements`,
+      file,
+    );
   }
   if (isContiguous(t.shape, t.stride)) {
     decodeToF32(dtype, bytes, t.offset * width, count, out, 0);
@@ -311,7 +349,14 @@ export async function materialize(
   for (const [key, list] of byStorage) {
     const storage = list[0][1].storage;
     const [name0, t0] = list[0];
-    if (list.length === 1 && storage.dtype === 'F32' && HOST_IS_LE && t0.offset === 0 && numel(t0.shape) === storage.numel && isContiguous(t0.shape, t0.stride)) {
+    if (
+      list.length === 1 &&
+      storage.dtype === 'F32' &&
+      HOST_IS_LE &&
+      t0.offset === 0 &&
+      numel(t0.shape) === storage.numel &&
+      isContiguous(t0.shape, t0.stride)
+    ) {
       // The common case, one fp32 tensor owning its whole storage: read straight into the result.
       const data = new Float32Array(storage.numel);
       await archive.readStorage(key, new Uint8Array(data.buffer));
@@ -322,7 +367,10 @@ export async function materialize(
     }
     const bytes = await archive.readStorage(key);
     if (bytes.length < storage.numel * storage.elementBytes) {
-      throw new CheckpointError(`storage ${key} has ${bytes.length} bytes, but the pickle declares ${storage.numel} × ${storage.typeName}`, file);
+      throw new CheckpointError(
+        `storage ${key} has ${bytes.length} bytes, but the pickle declares ${storage.numel} × ${storage.typeName}`,
+        file,
+      );
     }
     for (const [name, t] of list) out.set(name, { shape: [...t.shape], data: gather(name, t, bytes, file) });
     done += storage.numel * storage.elementBytes;

@@ -17,8 +17,7 @@ export const HF_VOCAB_FILE = 'vocab.json';
 export const HF_MERGES_FILE = 'merges.txt';
 
 export type VocabSource =
-  | { kind: 'merges'; mergesFile: string }
-  | { kind: 'huggingface'; vocabJson: string; mergesTxt: string };
+  { kind: 'merges'; mergesFile: string } | { kind: 'huggingface'; vocabJson: string; mergesTxt: string };
 
 export interface LoadedVocab {
   source: VocabSource;
@@ -53,12 +52,17 @@ export function vocabSourceFromArg(arg: string): VocabSource {
   }
   if (stat.isDirectory()) {
     const found = findVocabInDir(arg);
-    if (!found) throw new CheckpointError(`directory holds neither ${OPENCLIP_VOCAB_FILE} nor ${HF_VOCAB_FILE} + ${HF_MERGES_FILE}`, arg);
+    if (!found)
+      throw new CheckpointError(
+        `directory holds neither ${OPENCLIP_VOCAB_FILE} nor ${HF_VOCAB_FILE} + ${HF_MERGES_FILE}`,
+        arg,
+      );
     return found;
   }
   if (arg.toLowerCase().endsWith('.json')) {
     const mergesTxt = path.join(path.dirname(arg), HF_MERGES_FILE);
-    if (!fs.existsSync(mergesTxt)) throw new CheckpointError(`a Hugging Face vocab.json needs ${HF_MERGES_FILE} beside it`, arg);
+    if (!fs.existsSync(mergesTxt))
+      throw new CheckpointError(`a Hugging Face vocab.json needs ${HF_MERGES_FILE} beside it`, arg);
     return { kind: 'huggingface', vocabJson: arg, mergesTxt };
   }
   return { kind: 'merges', mergesFile: arg };

@@ -11,7 +11,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 export class CsvDatasetError extends Error {
-  constructor(message: string, readonly file?: string) {
+  constructor(
+    message: string,
+    readonly file?: string,
+  ) {
     super(file ? `${file}: ${message}` : message);
     this.name = 'CsvDatasetError';
   }
@@ -63,7 +66,8 @@ export class CsvParser {
   private first = true;
 
   constructor(private readonly separator: string) {
-    if (separator.length !== 1) throw new CsvDatasetError(`separator must be a single character, got ${JSON.stringify(separator)}`);
+    if (separator.length !== 1)
+      throw new CsvDatasetError(`separator must be a single character, got ${JSON.stringify(separator)}`);
   }
 
   /** Parses the next piece of text; returns the records it completed. */
@@ -172,16 +176,23 @@ export function readCsvDataset(file: string, opts: CsvOptions = {}): ImageCaptio
   const imgCol = header.indexOf(imgKey);
   const capCol = header.indexOf(captionKey);
   const sepName = separator === '\t' ? 'tab' : JSON.stringify(separator);
-  for (const [key, col, flag] of [[imgKey, imgCol, '--csv-img-key'], [captionKey, capCol, '--csv-caption-key']] as const) {
+  for (const [key, col, flag] of [
+    [imgKey, imgCol, '--csv-img-key'],
+    [captionKey, capCol, '--csv-caption-key'],
+  ] as const) {
     if (col < 0) {
-      throw new CsvDatasetError(`no column "${key}" in the header [${header.join(', ')}] (separator ${sepName}); choose the column with ${flag} or the separator with --csv-separator`, file);
+      throw new CsvDatasetError(
+        `no column "${key}" in the header [${header.join(', ')}] (separator ${sepName}); choose the column with ${flag} or the separator with --csv-separator`,
+        file,
+      );
     }
   }
   const base = path.dirname(path.resolve(file));
   const rows: ImageCaptionPair[] = [];
   for (let r = 1; r < records.length; r++) {
     const rec = records[r];
-    if (rec.length !== header.length) throw new CsvDatasetError(`row ${r + 1} has ${rec.length} fields, the header has ${header.length}`, file);
+    if (rec.length !== header.length)
+      throw new CsvDatasetError(`row ${r + 1} has ${rec.length} fields, the header has ${header.length}`, file);
     const image = rec[imgCol];
     if (!image) throw new CsvDatasetError(`row ${r + 1} has an empty "${imgKey}"`, file);
     rows.push({ image: path.resolve(base, image), caption: rec[capCol] });

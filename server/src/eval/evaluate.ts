@@ -38,9 +38,14 @@ async function readImage(file: string): Promise<Uint8Array> {
   }
 }
 
-export async function evaluateRetrieval(model: LoadedModel, pairs: ImageCaptionPair[], opts: EvalOptions = {}): Promise<EvalResult> {
+export async function evaluateRetrieval(
+  model: LoadedModel,
+  pairs: ImageCaptionPair[],
+  opts: EvalOptions = {},
+): Promise<EvalResult> {
   const batchSize = opts.batchSize ?? 32;
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new EvalError(`batch size must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new EvalError(`batch size must be a positive integer, got ${batchSize}`);
   if (pairs.length === 0) throw new EvalError('no image–caption pairs to evaluate');
   const dim = model.info.embedDim;
   const { image: imageFeatures, text: textFeatures } = await encodeInBatches(model, pairs, {
@@ -56,6 +61,17 @@ export async function evaluateRetrieval(model: LoadedModel, pairs: ImageCaptionP
     text: (p) => p.caption,
     onProgress: opts.onProgress,
   });
-  const r = clipMetrics(l2normalize(imageFeatures, dim), l2normalize(textFeatures, dim), pairs.length, dim, model.info.logitScale);
-  return { numSamples: pairs.length, metrics: r.metrics, imageToTextRanks: r.image_to_text_ranks, textToImageRanks: r.text_to_image_ranks };
+  const r = clipMetrics(
+    l2normalize(imageFeatures, dim),
+    l2normalize(textFeatures, dim),
+    pairs.length,
+    dim,
+    model.info.logitScale,
+  );
+  return {
+    numSamples: pairs.length,
+    metrics: r.metrics,
+    imageToTextRanks: r.image_to_text_ranks,
+    textToImageRanks: r.text_to_image_ranks,
+  };
 }

@@ -7,8 +7,21 @@
 import sharp from 'sharp';
 
 export const SHAPES = ['circle', 'square', 'triangle', 'star', 'cross'] as const;
-export const COLOURS: Record<string, string> = { red: '#e6194b', green: '#3cb44b', blue: '#4363d8', yellow: '#ffe119', purple: '#911eb4', orange: '#f58231' };
-export const BACKGROUNDS: Record<string, string> = { white: '#ffffff', black: '#000000', grey: '#808080', pink: '#fabed4', teal: '#469990' };
+export const COLOURS: Record<string, string> = {
+  red: '#e6194b',
+  green: '#3cb44b',
+  blue: '#4363d8',
+  yellow: '#ffe119',
+  purple: '#911eb4',
+  orange: '#f58231',
+};
+export const BACKGROUNDS: Record<string, string> = {
+  white: '#ffffff',
+  black: '#000000',
+  grey: '#808080',
+  pink: '#fabed4',
+  teal: '#469990',
+};
 
 /** Sizes and horizontal positions of the extended set (`iconVariantDataset`): radius and centre as
  *  fractions of the icon. The plain set draws every shape at radius 0.34 in the centre. */
@@ -42,7 +55,13 @@ function shapeSvg(shape: string, fill: string, s: number, radius = 0.34, centre 
   }
 }
 
-export async function renderIcon(shape: string, colour: string, background: string, size = 64, place: { radius?: number; centre?: number } = {}): Promise<Buffer> {
+export async function renderIcon(
+  shape: string,
+  colour: string,
+  background: string,
+  size = 64,
+  place: { radius?: number; centre?: number } = {},
+): Promise<Buffer> {
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${size}" height="${size}"><rect width="${size}" height="${size}" fill="${BACKGROUNDS[background]}"/>${shapeSvg(shape, COLOURS[colour], size, place.radius, place.centre)}</svg>`;
   return sharp(Buffer.from(svg)).png().toBuffer();
 }
@@ -52,7 +71,11 @@ export async function iconDataset(size = 64): Promise<{ image: Buffer; caption: 
   const out: { image: Buffer; caption: string }[] = [];
   for (const shape of SHAPES) {
     for (const colour of Object.keys(COLOURS)) {
-      for (const bg of Object.keys(BACKGROUNDS)) out.push({ image: await renderIcon(shape, colour, bg, size), caption: `a ${colour} ${shape} on a ${bg} background` });
+      for (const bg of Object.keys(BACKGROUNDS))
+        out.push({
+          image: await renderIcon(shape, colour, bg, size),
+          caption: `a ${colour} ${shape} on a ${bg} background`,
+        });
     }
   }
   return out;
@@ -70,7 +93,10 @@ export async function iconVariantDataset(size = 64): Promise<{ image: Buffer; ca
       for (const bg of Object.keys(BACKGROUNDS)) {
         for (const [sizeName, radius] of Object.entries(SIZES)) {
           for (const [where, centre] of Object.entries(POSITIONS)) {
-            out.push({ image: await renderIcon(shape, colour, bg, size, { radius, centre }), caption: `a ${sizeName} ${colour} ${shape} ${where} on a ${bg} background` });
+            out.push({
+              image: await renderIcon(shape, colour, bg, size, { radius, centre }),
+              caption: `a ${sizeName} ${colour} ${shape} ${where} on a ${bg} background`,
+            });
           }
         }
       }

@@ -64,7 +64,14 @@ function score(scaled: Float32Array, a: number, text: Float32Array, b: number, d
  * Row i of S. Four text rows are scored side by side: each score is still one sequential float32
  * chain, but four independent chains keep the CPU busy (1.7× faster than one at a time).
  */
-function scoreRow(scaled: Float32Array, i: number, text: Float32Array, n: number, dim: number, out: Float32Array): void {
+function scoreRow(
+  scaled: Float32Array,
+  i: number,
+  text: Float32Array,
+  n: number,
+  dim: number,
+  out: Float32Array,
+): void {
   const a = i * dim;
   let j = 0;
   for (; j + 4 <= n; j += 4) {
@@ -96,7 +103,13 @@ function scoreRow(scaled: Float32Array, i: number, text: Float32Array, n: number
  * tensor op) and then runs a float32 matmul; each product and partial sum is rounded here with
  * Math.fround, accumulating over the feature dimension in order.
  */
-export function similarityMatrix(imageFeatures: Float32Array, textFeatures: Float32Array, n: number, dim: number, logitScale: number): Float32Array {
+export function similarityMatrix(
+  imageFeatures: Float32Array,
+  textFeatures: Float32Array,
+  n: number,
+  dim: number,
+  logitScale: number,
+): Float32Array {
   const scaled = scaleRows(imageFeatures, logitScale);
   const s = new Float32Array(n * n);
   for (let i = 0; i < n; i++) scoreRow(scaled, i, textFeatures, n, dim, s.subarray(i * n, (i + 1) * n));
@@ -126,10 +139,19 @@ function summarize(name: Direction, ranks: Int32Array): Record<string, number> {
   return out;
 }
 
-export function clipMetrics(imageFeatures: Float32Array, textFeatures: Float32Array, n: number, dim: number, logitScale: number): ClipMetricsResult {
-  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(dim) || dim < 1) throw new MetricsInputError(`need n >= 1 and dim >= 1, got n=${n}, dim=${dim}`);
-  if (imageFeatures.length !== n * dim) throw new MetricsInputError(`image features have ${imageFeatures.length} values, expected ${n}×${dim}`);
-  if (textFeatures.length !== n * dim) throw new MetricsInputError(`text features have ${textFeatures.length} values, expected ${n}×${dim}`);
+export function clipMetrics(
+  imageFeatures: Float32Array,
+  textFeatures: Float32Array,
+  n: number,
+  dim: number,
+  logitScale: number,
+): ClipMetricsResult {
+  if (!Number.isInteger(n) || n < 1 || !Number.isInteger(dim) || dim < 1)
+    throw new MetricsInputError(`need n >= 1 and dim >= 1, got n=${n}, dim=${dim}`);
+  if (imageFeatures.length !== n * dim)
+    throw new MetricsInputError(`image features have ${imageFeatures.length} values, expected ${n}×${dim}`);
+  if (textFeatures.length !== n * dim)
+    throw new MetricsInputError(`text features have ${textFeatures.length} values, expected ${n}×${dim}`);
   if (!Number.isFinite(logitScale)) throw new MetricsInputError(`logit scale must be finite, got ${logitScale}`);
   // Streamed row by row with the diagonal computed up front, so memory stays O(n) rather than
   // holding the n×n matrix (2.5 GB for a 25k-pair set). Same arithmetic, so the same scores.
@@ -152,6 +174,9 @@ export function clipMetrics(imageFeatures: Float32Array, textFeatures: Float32Ar
     }
     i2t[i] = rank;
   }
-  const metrics = { ...summarize('image_to_text', i2t), ...summarize('text_to_image', t2i) } as unknown as RetrievalMetrics;
+  const metrics = {
+    ...summarize('image_to_text', i2t),
+    ...summarize('text_to_image', t2i),
+  } as unknown as RetrievalMetrics;
   return { metrics, image_to_text_ranks: i2t, text_to_image_ranks: t2i };
 }

@@ -23,7 +23,8 @@ export function formatMetricsTable(m: RetrievalMetrics): string {
   ]);
   const table = [header, ...lines];
   const widths = header.map((_, c) => Math.max(...table.map((r) => r[c].length)));
-  const fmt = (r: string[]): string => r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
+  const fmt = (r: string[]): string =>
+    r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
   return [fmt(header), ...lines.map(fmt)].join('\n') + '\n';
 }
 

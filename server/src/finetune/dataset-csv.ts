@@ -32,7 +32,13 @@ export function rowList(rows: number[]): string {
  * The data rows of a CSV file, streamed. Throws DatasetError (naming `what`) for a bad header, no
  * data rows, a parse error or more than `maxRows` rows.
  */
-export async function readCsvRows(file: string, cols: CsvColumns, maxRows: number, what: string, signal?: AbortSignal): Promise<CsvRow[]> {
+export async function readCsvRows(
+  file: string,
+  cols: CsvColumns,
+  maxRows: number,
+  what: string,
+  signal?: AbortSignal,
+): Promise<CsvRow[]> {
   let parser: CsvParser;
   try {
     parser = new CsvParser(cols.separator);
@@ -51,11 +57,14 @@ export async function readCsvRows(file: string, cols: CsvColumns, maxRows: numbe
         capCol = header.indexOf(cols.captionKey);
         if (imgCol < 0 || capCol < 0) {
           const shown = header.join(', ');
-          throw new DatasetError(`${what}: the header [${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}] lacks the "${cols.imgKey}" or "${cols.captionKey}" column`);
+          throw new DatasetError(
+            `${what}: the header [${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}] lacks the "${cols.imgKey}" or "${cols.captionKey}" column`,
+          );
         }
         continue;
       }
-      if (rows.length >= maxRows) throw new DatasetError(`${what}: more than ${maxRows} data rows (the server's --dataset-max-pairs)`);
+      if (rows.length >= maxRows)
+        throw new DatasetError(`${what}: more than ${maxRows} data rows (the server's --dataset-max-pairs)`);
       rows.push({ row: rows.length + 1, file: rec[imgCol] ?? '', caption: rec[capCol] ?? '' });
     }
   };
@@ -83,7 +92,12 @@ export async function readCsvRows(file: string, cols: CsvColumns, maxRows: numbe
  * paths that exist) after symlinks are resolved: a link inside the data directory may point
  * anywhere. Directories are resolved once each; a file only when it is a link itself.
  */
-export async function resolveRowsInside(rows: CsvRow[], base: string, root: string, what: string): Promise<DatasetRow[]> {
+export async function resolveRowsInside(
+  rows: CsvRow[],
+  base: string,
+  root: string,
+  what: string,
+): Promise<DatasetRow[]> {
   const realRoot = await realPathOr(root);
   /** Per directory named by the rows: its real path and the names in it that are symlinks (one readdir, not one lstat per row). */
   const dirs = new Map<string, Promise<{ real: string; links: Set<string> }>>();
@@ -115,7 +129,11 @@ export async function resolveRowsInside(rows: CsvRow[], base: string, root: stri
     if (!isInside(realRoot, real)) outside.push(r.row);
     if (i % 4096 === 4095) await nextTurn();
   }
-  if (outside.length) throw new DatasetError(`${what}: image paths outside the data directory (or empty) in rows ${rowList(outside)}`, outside);
+  if (outside.length)
+    throw new DatasetError(
+      `${what}: image paths outside the data directory (or empty) in rows ${rowList(outside)}`,
+      outside,
+    );
   return out;
 }
 
@@ -133,7 +151,12 @@ async function realPathOr(p: string): Promise<string> {
  * streamed: `pairOf` turns each row into its line's fields as it is written (a million rows are
  * never mapped in one go), and the loop yields to the event loop between blocks.
  */
-export async function writePairsFileAsync<T>(dir: string, rows: readonly T[], file: string, pairOf: (row: T) => { rel: string; caption: string }): Promise<void> {
+export async function writePairsFileAsync<T>(
+  dir: string,
+  rows: readonly T[],
+  file: string,
+  pairOf: (row: T) => { rel: string; caption: string },
+): Promise<void> {
   const tmp = path.join(dir, `${file}.tmp`);
   const out = fs.createWriteStream(tmp);
   try {
@@ -142,7 +165,8 @@ export async function writePairsFileAsync<T>(dir: string, rows: readonly T[], fi
       const p = pairOf(rows[i]);
       buf += `${csvField(p.rel)}\t${csvField(p.caption)}\n`;
       if (buf.length >= 1 << 16) {
-        if (!out.write(buf)) await once(out, 'drain'); // rejects on the stream's 'error'
+        if (!out.write(buf))
+          await once(out, 'drain'); // rejects on the stream's 'error'
         else await nextTurn();
         buf = '';
       }

@@ -6,7 +6,10 @@ import * as path from 'node:path';
 import { csvField, DEFAULT_CSV_COLUMNS, type CsvColumns } from '../dataset/csv';
 
 export class DatasetError extends Error {
-  constructor(message: string, readonly rows: number[] = []) {
+  constructor(
+    message: string,
+    readonly rows: number[] = [],
+  ) {
     super(message);
     this.name = 'DatasetError';
   }

@@ -14,16 +14,35 @@ import { parseCsv } from '../dataset/csv';
 import type { DatasetFormat, DatasetRecord, Store } from '../store/store';
 import { echo } from '../util/echo';
 import { readCsvRows, resolveRowsInside, rowList, writePairsFileAsync } from './dataset-csv';
-import { csvField, DatasetError, DatasetInUseError, DatasetNotFoundError, DEFAULT_COLUMNS, isInside, type CsvColumns, type DatasetRow } from './dataset-types';
+import {
+  csvField,
+  DatasetError,
+  DatasetInUseError,
+  DatasetNotFoundError,
+  DEFAULT_COLUMNS,
+  isInside,
+  type CsvColumns,
+  type DatasetRow,
+} from './dataset-types';
 import { extractZipDataset } from './zip-dataset';
 
-export { csvField, DatasetError, DatasetInUseError, DatasetNotFoundError, DEFAULT_COLUMNS, isInside, type CsvColumns, type DatasetRow };
+export {
+  csvField,
+  DatasetError,
+  DatasetInUseError,
+  DatasetNotFoundError,
+  DEFAULT_COLUMNS,
+  isInside,
+  type CsvColumns,
+  type DatasetRow,
+};
 
 export const PAIRS_FILE = 'pairs.tsv';
 /** A dataset's optional held-out pairs, in the same format as PAIRS_FILE. */
 export const VALIDATION_FILE = 'validation.tsv';
 
-const newId = (prefix: string): string => `${prefix}-${randomBytes(9).toString('base64url').replace(/[-_]/g, 'x').toLowerCase()}`;
+const newId = (prefix: string): string =>
+  `${prefix}-${randomBytes(9).toString('base64url').replace(/[-_]/g, 'x').toLowerCase()}`;
 
 /** The real path of `p` (symlinks resolved) when it exists; `p` itself otherwise. */
 function realPathOr(p: string): string {
@@ -54,7 +73,10 @@ function parseRows(text: string, cols: CsvColumns, base: string, root: string, w
   const header = records[0];
   const imgCol = header.indexOf(cols.imgKey);
   const capCol = header.indexOf(cols.captionKey);
-  if (imgCol < 0 || capCol < 0) throw new DatasetError(`${what}: the header [${header.join(', ')}] lacks the "${cols.imgKey}" or "${cols.captionKey}" column`);
+  if (imgCol < 0 || capCol < 0)
+    throw new DatasetError(
+      `${what}: the header [${header.join(', ')}] lacks the "${cols.imgKey}" or "${cols.captionKey}" column`,
+    );
   const rows: DatasetRow[] = [];
   const outside: number[] = [];
   const realRoot = realPathOr(root);
@@ -67,7 +89,11 @@ function parseRows(text: string, cols: CsvColumns, base: string, root: string, w
     if (!file || !isInside(root, image) || !isInside(realRoot, realPathOr(image))) outside.push(r);
     rows.push({ row: r, image, caption: rec[capCol] ?? '' });
   }
-  if (outside.length) throw new DatasetError(`${what}: image paths outside the data directory (or empty) in rows ${rowList(outside)}`, outside);
+  if (outside.length)
+    throw new DatasetError(
+      `${what}: image paths outside the data directory (or empty) in rows ${rowList(outside)}`,
+      outside,
+    );
   return rows;
 }
 
@@ -101,7 +127,6 @@ export async function validateDatasetRows(
   return problems;
 }
 
-
 export interface UploadHeader {
   name: string;
   format: DatasetFormat;
@@ -119,7 +144,12 @@ export interface DatasetLimits {
   maxDatasetsPerKey: number;
 }
 
-export const DEFAULT_DATASET_LIMITS: DatasetLimits = { maxBytes: 4 * 1024 ** 3, maxPairs: 1_000_000, maxZipEntries: 100_000, maxDatasetsPerKey: 1000 };
+export const DEFAULT_DATASET_LIMITS: DatasetLimits = {
+  maxBytes: 4 * 1024 ** 3,
+  maxPairs: 1_000_000,
+  maxZipEntries: 100_000,
+  maxDatasetsPerKey: 1000,
+};
 
 /** Top-level names in the data directory that are the server's own (never a training_file). */
 const OWN_ENTRIES = /^(clipserve\.db.*|jobs|models|datasets)$/;
@@ -133,19 +163,26 @@ export class DatasetUpload {
   private chunkFd: number | undefined;
   private done = false;
 
-  constructor(private readonly catalog: DatasetCatalog, readonly header: UploadHeader, readonly owner: string) {
+  constructor(
+    private readonly catalog: DatasetCatalog,
+    readonly header: UploadHeader,
+    readonly owner: string,
+  ) {
     this.staging = path.join(catalog.datasetsDir, `.upload-${this.id}`);
     fs.mkdirSync(this.staging, { recursive: true });
   }
 
   private count(n: number): void {
     this.bytes += n;
-    if (this.bytes > this.catalog.limits.maxBytes) throw new DatasetError(`upload exceeds the ${this.catalog.limits.maxBytes}-byte limit`);
+    if (this.bytes > this.catalog.limits.maxBytes)
+      throw new DatasetError(`upload exceeds the ${this.catalog.limits.maxBytes}-byte limit`);
   }
 
   addPair(image: Uint8Array, caption: string): void {
-    if (this.header.format !== 'pairs') throw new DatasetError(`a ${this.header.format} upload takes chunks, not pairs`);
-    if (this.rows.length >= this.catalog.limits.maxPairs) throw new DatasetError(`upload exceeds ${this.catalog.limits.maxPairs} pairs`);
+    if (this.header.format !== 'pairs')
+      throw new DatasetError(`a ${this.header.format} upload takes chunks, not pairs`);
+    if (this.rows.length >= this.catalog.limits.maxPairs)
+      throw new DatasetError(`upload exceeds ${this.catalog.limits.maxPairs} pairs`);
     this.count(image.byteLength);
     const rel = path.join('images', `${String(this.rows.length + 1).padStart(7, '0')}.img`);
     fs.mkdirSync(path.join(this.staging, 'images'), { recursive: true });
@@ -156,7 +193,10 @@ export class DatasetUpload {
   addChunk(bytes: Uint8Array): void {
     if (this.header.format === 'pairs') throw new DatasetError('a pairs upload takes pairs, not chunks');
     this.count(bytes.byteLength);
-    this.chunkFd ??= fs.openSync(path.join(this.staging, this.header.format === 'zip' ? 'upload.zip' : 'upload.csv'), 'w');
+    this.chunkFd ??= fs.openSync(
+      path.join(this.staging, this.header.format === 'zip' ? 'upload.zip' : 'upload.csv'),
+      'w',
+    );
     fs.writeSync(this.chunkFd, bytes);
   }
 
@@ -181,18 +221,38 @@ export class DatasetUpload {
         const zipFile = path.join(this.staging, 'upload.zip');
         if (!fs.existsSync(zipFile)) throw new DatasetError('the upload holds no archive bytes');
         const { maxBytes, maxPairs, maxZipEntries } = this.catalog.limits;
-        const { pairs } = await extractZipDataset(zipFile, this.staging, cols, { maxBytes, maxPairs, maxEntries: maxZipEntries }, signal);
+        const { pairs } = await extractZipDataset(
+          zipFile,
+          this.staging,
+          cols,
+          { maxBytes, maxPairs, maxEntries: maxZipEntries },
+          signal,
+        );
         await fs.promises.rm(zipFile);
         await writePairsFileAsync(this.staging, pairs, PAIRS_FILE, (r) => r);
         numPairs = pairs.length;
       } else {
         const file = path.join(this.staging, 'upload.csv');
         if (!fs.existsSync(file)) throw new DatasetError('the upload holds no CSV bytes');
-        numPairs = await this.catalog.writeCsvReference(file, cols, this.catalog.dataDir, this.staging, 'uploaded CSV', signal);
+        numPairs = await this.catalog.writeCsvReference(
+          file,
+          cols,
+          this.catalog.dataDir,
+          this.staging,
+          'uploaded CSV',
+          signal,
+        );
       }
       await beforeRegister?.();
       if (signal?.aborted) throw new DatasetError('upload cancelled');
-      return this.catalog.register(this.staging, { id: this.id, name: this.header.name, format: this.header.format, numPairs, bytes: this.bytes, owner: this.owner });
+      return this.catalog.register(this.staging, {
+        id: this.id,
+        name: this.header.name,
+        format: this.header.format,
+        numPairs,
+        bytes: this.bytes,
+        owner: this.owner,
+      });
     } catch (err) {
       this.abort();
       throw err;
@@ -236,23 +296,33 @@ export class DatasetCatalog {
   readonly datasetsDir: string;
   readonly limits: DatasetLimits;
 
-  constructor(readonly store: Store, readonly dataDir: string, limits: Partial<DatasetLimits> = {}) {
+  constructor(
+    readonly store: Store,
+    readonly dataDir: string,
+    limits: Partial<DatasetLimits> = {},
+  ) {
     this.limits = { ...DEFAULT_DATASET_LIMITS, ...limits };
     this.datasetsDir = path.join(dataDir, 'datasets');
     fs.mkdirSync(this.datasetsDir, { recursive: true });
     // Staging directories of uploads a crash interrupted, and deletions it cut short, are garbage.
-    for (const e of fs.readdirSync(this.datasetsDir)) if (e.startsWith('.upload-') || e.startsWith('.deleted-')) fs.rmSync(path.join(this.datasetsDir, e), { recursive: true, force: true });
+    for (const e of fs.readdirSync(this.datasetsDir))
+      if (e.startsWith('.upload-') || e.startsWith('.deleted-'))
+        fs.rmSync(path.join(this.datasetsDir, e), { recursive: true, force: true });
   }
 
   async beginUpload(header: UploadHeader, owner = ''): Promise<DatasetUpload> {
-    if (!['pairs', 'zip', 'csv'].includes(header.format)) throw new DatasetError(`unknown dataset format ${JSON.stringify(echo(String(header.format)))}`);
+    if (!['pairs', 'zip', 'csv'].includes(header.format))
+      throw new DatasetError(`unknown dataset format ${JSON.stringify(echo(String(header.format)))}`);
     await this.checkQuota(owner);
     return new DatasetUpload(this, header, owner);
   }
 
   private async checkQuota(owner: string): Promise<void> {
     const have = await this.store.countDatasets(owner);
-    if (have >= this.limits.maxDatasetsPerKey) throw new DatasetQuotaError(`${owner ? `API key "${owner}"` : 'this server'} already keeps ${have} datasets (the --dataset-max-per-key limit): delete some with DeleteDataset first`);
+    if (have >= this.limits.maxDatasetsPerKey)
+      throw new DatasetQuotaError(
+        `${owner ? `API key "${owner}"` : 'this server'} already keeps ${have} datasets (the --dataset-max-per-key limit): delete some with DeleteDataset first`,
+      );
   }
 
   /**
@@ -275,7 +345,14 @@ export class DatasetCatalog {
   }
 
   /** Writes `pairs.tsv` into `dir` for the CSV file `file`, image paths relative to `base`; returns the row count. */
-  async writeCsvReference(file: string, cols: CsvColumns, base: string, dir: string, what: string, signal?: AbortSignal): Promise<number> {
+  async writeCsvReference(
+    file: string,
+    cols: CsvColumns,
+    base: string,
+    dir: string,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<number> {
     const raw = await readCsvRows(file, cols, this.limits.maxPairs, what, signal);
     const rows = await resolveRowsInside(raw, base, this.dataDir, what);
     await writePairsFileAsync(dir, rows, PAIRS_FILE, (r) => ({ rel: path.relative(dir, r.image), caption: r.caption }));
@@ -309,17 +386,31 @@ export class DatasetCatalog {
     const realData = await fs.promises.realpath(this.dataDir);
     if (!isInside(realData, real)) throw new DatasetError(`dataset path ${shown} is outside the data directory`);
     const top = path.relative(realData, real).split(path.sep)[0];
-    if (top === '' || OWN_ENTRIES.test(top)) throw new DatasetError(`dataset path ${shown} is one of the server's own files, not a CSV of pairs`);
+    if (top === '' || OWN_ENTRIES.test(top))
+      throw new DatasetError(`dataset path ${shown} is one of the server's own files, not a CSV of pairs`);
     const st = await fs.promises.stat(real);
-    if (!st.isFile()) throw new DatasetError(`dataset path ${shown} is not a regular file (a CSV of image paths and captions is expected)`);
-    if (st.size > this.limits.maxBytes) throw new DatasetError(`dataset file ${shown} is ${st.size} bytes, beyond the ${this.limits.maxBytes}-byte limit`);
+    if (!st.isFile())
+      throw new DatasetError(
+        `dataset path ${shown} is not a regular file (a CSV of image paths and captions is expected)`,
+      );
+    if (st.size > this.limits.maxBytes)
+      throw new DatasetError(
+        `dataset file ${shown} is ${st.size} bytes, beyond the ${this.limits.maxBytes}-byte limit`,
+      );
     await this.checkQuota(owner);
     const id = newId('ds');
     const staging = path.join(this.datasetsDir, `.upload-${id}`);
     await fs.promises.mkdir(staging, { recursive: true });
     try {
       const numPairs = await this.writeCsvReference(real, DEFAULT_COLUMNS, path.dirname(real), staging, shown);
-      return await this.register(staging, { id, name: path.basename(real), format: 'csv', numPairs, bytes: st.size, owner });
+      return await this.register(staging, {
+        id,
+        name: path.basename(real),
+        format: 'csv',
+        numPairs,
+        bytes: st.size,
+        owner,
+      });
     } catch (err) {
       await fs.promises.rm(staging, { recursive: true, force: true });
       throw err;
@@ -327,15 +418,26 @@ export class DatasetCatalog {
   }
 
   /** The datasets of `owner`, newest first, a page at a time. */
-  async list(owner: string, pageSize: number, pageToken: string): Promise<{ datasets: DatasetRecord[]; nextPageToken: string }> {
+  async list(
+    owner: string,
+    pageSize: number,
+    pageToken: string,
+  ): Promise<{ datasets: DatasetRecord[]; nextPageToken: string }> {
     const size = pageSize === 0 ? 50 : Math.min(Math.max(1, pageSize), 500);
     let before: number | undefined;
     if (pageToken) {
-      before = Number(Buffer.from(pageToken, 'base64url').toString('utf8').replace(/^ds-ord:/, ''));
+      before = Number(
+        Buffer.from(pageToken, 'base64url')
+          .toString('utf8')
+          .replace(/^ds-ord:/, ''),
+      );
       if (!Number.isInteger(before) || before < 1) throw new DatasetError('page_token is not one this server issued');
     }
     const { datasets, nextOrd } = await this.store.listDatasets(owner, size, before);
-    return { datasets, nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ds-ord:${nextOrd}`).toString('base64url') };
+    return {
+      datasets,
+      nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ds-ord:${nextOrd}`).toString('base64url'),
+    };
   }
 
   /**
@@ -347,7 +449,10 @@ export class DatasetCatalog {
     const d = await this.store.getDataset(id);
     if (!d || d.owner !== owner) throw new DatasetNotFoundError(`no dataset ${echo(id)}`);
     const users = await this.store.unfinishedJobsReading(id);
-    if (users.length) throw new DatasetInUseError(`dataset ${id} is read by unfinished job(s) ${users.slice(0, 5).join(', ')}: cancel them or wait until they end`);
+    if (users.length)
+      throw new DatasetInUseError(
+        `dataset ${id} is read by unfinished job(s) ${users.slice(0, 5).join(', ')}: cancel them or wait until they end`,
+      );
     const aside = path.join(this.datasetsDir, `.deleted-${d.id}`);
     const hadDir = fs.existsSync(d.dir);
     if (hadDir) await fs.promises.rename(d.dir, aside);

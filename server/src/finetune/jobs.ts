@@ -21,13 +21,40 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Logger } from 'pino';
 import type { ModelRegistry } from '../versions/registry';
-import { TERMINAL_STATES, type JobErrorInfo, type JobEventRecord, type JobRecord, type JobState, type JobUpdate, type Store, type StoreNotification } from '../store/store';
+import {
+  TERMINAL_STATES,
+  type JobErrorInfo,
+  type JobEventRecord,
+  type JobRecord,
+  type JobState,
+  type JobUpdate,
+  type Store,
+  type StoreNotification,
+} from '../store/store';
 import { echo } from '../util/echo';
 import { resolveConfig } from '../model/config';
 import { PreprocessPool } from '../preprocess';
 import type { ImageLimits } from '../preprocess/errors';
-import { DatasetError, PAIRS_FILE, readDatasetRows, VALIDATION_FILE, validateDatasetRows, writePairsFile, type DatasetCatalog, type DatasetRow } from './dataset';
-import { FineTuneCancelledError, FineTuneDataError, FineTuneValidationError, METHOD_NAMES, SHUTDOWN_ABORT_REASON, type FineTuneMethod, type FineTuneMethodEvent, type Hyperparameters } from './method';
+import {
+  DatasetError,
+  PAIRS_FILE,
+  readDatasetRows,
+  VALIDATION_FILE,
+  validateDatasetRows,
+  writePairsFile,
+  type DatasetCatalog,
+  type DatasetRow,
+} from './dataset';
+import {
+  FineTuneCancelledError,
+  FineTuneDataError,
+  FineTuneValidationError,
+  METHOD_NAMES,
+  SHUTDOWN_ABORT_REASON,
+  type FineTuneMethod,
+  type FineTuneMethodEvent,
+  type Hyperparameters,
+} from './method';
 
 export class JobNotFoundError extends Error {
   constructor(readonly jobId: string) {
@@ -90,7 +117,8 @@ const SUFFIX = /^[a-z0-9-]{0,40}$/;
 const RESUMABLE: ReadonlySet<string> = new Set(['adapter', 'full']);
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 /** Sorted list of the rows in a message, kept short. */
-const rowList = (rows: number[]): string => rows.slice(0, 20).join(', ') + (rows.length > 20 ? `, … (${rows.length} rows)` : '');
+const rowList = (rows: number[]): string =>
+  rows.slice(0, 20).join(', ') + (rows.length > 20 ? `, … (${rows.length} rows)` : '');
 
 interface ActiveJob {
   id: string;
@@ -124,7 +152,6 @@ const MAX_EVENT_BATCH = 500;
  * event loop busy writing), at the price of being that much later in the store.
  */
 const EVENT_WRITE_INTERVAL_MS = 25;
-
 
 export class FineTuneJobRunner {
   private readonly methods = new Map<string, FineTuneMethod>();
@@ -161,23 +188,45 @@ export class FineTuneJobRunner {
 
   async create(req: CreateJobRequest): Promise<JobRecord> {
     const methodName = req.method || 'adapter';
-    if (!(METHOD_NAMES as readonly string[]).includes(methodName)) throw new FineTuneValidationError(`unknown method ${JSON.stringify(methodName)} (expected ${METHOD_NAMES.join(' or ')})`);
+    if (!(METHOD_NAMES as readonly string[]).includes(methodName))
+      throw new FineTuneValidationError(
+        `unknown method ${JSON.stringify(methodName)} (expected ${METHOD_NAMES.join(' or ')})`,
+      );
     const method = this.methods.get(methodName);
     if (!method) throw new FineTuneValidationError(`method "${methodName}" is not available on this server`);
     const hp = req.hyperparameters ?? {};
     method.validate(hp);
     const suffix = req.suffix ?? '';
-    if (!SUFFIX.test(suffix)) throw new FineTuneValidationError(`suffix must be at most 40 characters of a-z, 0-9 and "-", got ${JSON.stringify(suffix)}`);
-    if (!req.trainingFile) throw new FineTuneValidationError('training_file is required (a dataset id or a CSV path inside the data directory)');
+    if (!SUFFIX.test(suffix))
+      throw new FineTuneValidationError(
+        `suffix must be at most 40 characters of a-z, 0-9 and "-", got ${JSON.stringify(suffix)}`,
+      );
+    if (!req.trainingFile)
+      throw new FineTuneValidationError(
+        'training_file is required (a dataset id or a CSV path inside the data directory)',
+      );
     const owner = req.owner ?? '';
     const training = await this.o.catalog.resolve(req.trainingFile, owner);
     const validation = req.validationFile ? await this.o.catalog.resolve(req.validationFile, owner) : undefined;
     const baseModel = req.baseModel || this.o.activeVersion();
     const base = await this.o.registry.get(baseModel); // ModelNotFoundError for an unknown version
-    method.checkJob?.({ hyperparameters: hp, baseModel: { version: base.version, bundleDir: base.bundleDir }, trainingPairs: training.numPairs, ...(validation ? { validationPairs: validation.numPairs } : {}) });
+    method.checkJob?.({
+      hyperparameters: hp,
+      baseModel: { version: base.version, bundleDir: base.bundleDir },
+      trainingPairs: training.numPairs,
+      ...(validation ? { validationPairs: validation.numPairs } : {}),
+    });
     const id = `ftjob-${randomBytes(9).toString('base64url').replace(/[-_]/g, 'x').toLowerCase()}`;
     const job = await this.o.store.insertJob(
-      { id, method: methodName, baseModel, trainingFile: training.id, validationFile: validation?.id ?? '', hyperparameters: hp as Record<string, unknown>, suffix },
+      {
+        id,
+        method: methodName,
+        baseModel,
+        trainingFile: training.id,
+        validationFile: validation?.id ?? '',
+        hyperparameters: hp as Record<string, unknown>,
+        suffix,
+      },
       { type: 'state', message: 'job created', data: { state: 'queued' } },
     );
     this.kick();
@@ -195,7 +244,8 @@ export class FineTuneJobRunner {
     let before: number | undefined;
     if (pageToken) {
       before = Number(Buffer.from(pageToken, 'base64url').toString('utf8').replace(/^ord:/, ''));
-      if (!Number.isInteger(before) || before < 1) throw new FineTuneValidationError('page_token is not one this server issued');
+      if (!Number.isInteger(before) || before < 1)
+        throw new FineTuneValidationError('page_token is not one this server issued');
     }
     const { jobs, nextOrd } = await this.o.store.listJobs(size, before);
     return { jobs, nextPageToken: nextOrd === undefined ? '' : Buffer.from(`ord:${nextOrd}`).toString('base64url') };
@@ -241,7 +291,11 @@ export class FineTuneJobRunner {
       return this.get(id);
     }
     if (job.state === 'queued') {
-      const ev = await this.o.store.cancelQueued(id, { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } });
+      const ev = await this.o.store.cancelQueued(id, {
+        type: 'state',
+        message: 'cancelled before it started',
+        data: { state: 'cancelled' },
+      });
       if (ev) {
         this.wake(id, { sequence: ev.sequence, event: ev });
         return this.get(id);
@@ -303,7 +357,8 @@ export class FineTuneJobRunner {
       }
       await this.recover();
       this.kick();
-      for (const [id, at] of this.lastEventWrite) if (at < Date.now() - 1000 && !this.outbox.has(id)) this.lastEventWrite.delete(id);
+      for (const [id, at] of this.lastEventWrite)
+        if (at < Date.now() - 1000 && !this.outbox.has(id)) this.lastEventWrite.delete(id);
     } catch (err) {
       this.o.logger.error({ err }, 'fine-tune housekeeping failed');
     } finally {
@@ -318,7 +373,8 @@ export class FineTuneJobRunner {
       if (job.owner === this.owner || (job.state === 'queued' && job.owner === '')) continue;
       // Another process on this host shares our clock: a few missed heartbeats mean it is gone
       // (typically this server before a restart). Other hosts get a margin for clock skew.
-      const sameHostDead = job.owner.split('/')[0] === this.hostname && job.heartbeatMs < Date.now() - 2.5 * (this.o.heartbeatMs ?? 2000);
+      const sameHostDead =
+        job.owner.split('/')[0] === this.hostname && job.heartbeatMs < Date.now() - 2.5 * (this.o.heartbeatMs ?? 2000);
       const gone = job.owner === '' || sameHostDead || job.heartbeatMs < staleBefore;
       if (!gone) continue;
       // Several instances may notice at once: the one that adopts the job records its fate.
@@ -327,9 +383,17 @@ export class FineTuneJobRunner {
         // claimed, then its owner died before starting it
       } else if ((this.o.resumable ?? RESUMABLE).has(job.method) && this.methods.has(job.method)) {
         const where = job.method === 'adapter' ? 'from its last checkpoint' : 'where it left off';
-        await this.transition(job.id, 'queued', `the server stopped while the job was ${job.state}; it resumes ${where}`, { data: { resumed: true } });
+        await this.transition(
+          job.id,
+          'queued',
+          `the server stopped while the job was ${job.state}; it resumes ${where}`,
+          { data: { resumed: true } },
+        );
       } else {
-        await this.fail(job.id, { code: 'interrupted', message: `the server stopped while the job was ${job.state}, and the ${job.method} method cannot resume` });
+        await this.fail(job.id, {
+          code: 'interrupted',
+          message: `the server stopped while the job was ${job.state}, and the ${job.method} method cannot resume`,
+        });
       }
       await this.o.store.releaseJob(job.id); // queued and free: any instance may claim it
     }
@@ -380,7 +444,12 @@ export class FineTuneJobRunner {
   private async runClaimed(next: JobRecord): Promise<void> {
     const controller = new AbortController();
     let finish!: () => void;
-    const active: ActiveJob = { id: next.id, controller, reason: undefined, done: new Promise<void>((r) => (finish = r)) };
+    const active: ActiveJob = {
+      id: next.id,
+      controller,
+      reason: undefined,
+      done: new Promise<void>((r) => (finish = r)),
+    };
     this.active = active;
     this.o.logger.info({ job: next.id, owner: this.owner }, 'fine-tune job claimed');
     try {
@@ -403,7 +472,11 @@ export class FineTuneJobRunner {
   private async execute(job: JobRecord, active: ActiveJob): Promise<void> {
     const log = this.o.logger.child({ job: job.id });
     const method = this.methods.get(job.method);
-    if (!method) return this.fail(job.id, { code: 'method_unavailable', message: `method "${job.method}" is not available on this server` });
+    if (!method)
+      return this.fail(job.id, {
+        code: 'method_unavailable',
+        message: `method "${job.method}" is not available on this server`,
+      });
     const workDir = path.join(this.o.dataDir, 'jobs', job.id);
     fs.mkdirSync(workDir, { recursive: true });
     const signal = active.controller.signal;
@@ -413,13 +486,22 @@ export class FineTuneJobRunner {
     }
     try {
       if (signal.aborted) throw new FineTuneCancelledError();
-      await this.transition(job.id, 'validating_files', 'validating the dataset', job.startedAt ? {} : { startedAt: nowSeconds() });
+      await this.transition(
+        job.id,
+        'validating_files',
+        'validating the dataset',
+        job.startedAt ? {} : { startedAt: nowSeconds() },
+      );
       const datasetDir = await this.prepareDataset(job, workDir, signal);
       if (datasetDir === undefined) return; // failed (recorded) or interrupted
       const base = await this.o.registry.get(job.baseModel);
       await this.transition(job.id, 'running', `training with the ${job.method} method from ${base.version}`);
       // Unique per job; characters a directory name cannot safely carry become "-".
-      const baseName = base.version.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 80) || 'model';
+      const baseName =
+        base.version
+          .replace(/[^A-Za-z0-9._-]/g, '-')
+          .replace(/^[^A-Za-z0-9]+/, '')
+          .slice(0, 80) || 'model';
       const outputVersion = `${baseName}-ft${job.suffix ? `-${job.suffix}` : ''}-${job.id.slice('ftjob-'.length, 'ftjob-'.length + 8)}`;
       const result = await method.run({
         jobId: job.id,
@@ -433,33 +515,61 @@ export class FineTuneJobRunner {
       });
       await this.written(job.id); // the method's last events are recorded before its outcome
       if (signal.aborted) throw new FineTuneCancelledError();
-      if (!(await this.stillOwned(job.id))) return log.warn('another instance took the job over while it ran here: discarding this run');
+      if (!(await this.stillOwned(job.id)))
+        return log.warn('another instance took the job over while it ran here: discarding this run');
       const after = result.metrics ?? (await this.get(job.id)).metricsAfter;
-      const manifest = JSON.parse(fs.readFileSync(path.join(result.bundleDir, 'clipserve.json'), 'utf8')) as { version: string; name: string };
-      const record = await this.o.registry.registerFineTuned({ version: manifest.version, name: manifest.name, bundleDir: result.bundleDir, parentVersion: base.version, jobId: job.id, metrics: after });
+      const manifest = JSON.parse(fs.readFileSync(path.join(result.bundleDir, 'clipserve.json'), 'utf8')) as {
+        version: string;
+        name: string;
+      };
+      const record = await this.o.registry.registerFineTuned({
+        version: manifest.version,
+        name: manifest.name,
+        bundleDir: result.bundleDir,
+        parentVersion: base.version,
+        jobId: job.id,
+        metrics: after,
+      });
       const current = await this.get(job.id);
       if (!(await this.o.store.events(job.id)).some((e) => e.type === 'report')) {
-        await this.event(job.id, { type: 'report', message: `fine-tuned model ${record.version}`, data: { metrics_before: current.metricsBefore, metrics_after: after, fine_tuned_model: record.version } });
+        await this.event(job.id, {
+          type: 'report',
+          message: `fine-tuned model ${record.version}`,
+          data: { metrics_before: current.metricsBefore, metrics_after: after, fine_tuned_model: record.version },
+        });
       }
-      await this.transition(job.id, 'succeeded', `fine-tuned model ${record.version} is ready (activate it with: clipserve finetune models activate ${record.version})`, {
-        fineTunedModel: record.version,
-        metricsAfter: after,
-        finishedAt: nowSeconds(),
-        data: { fine_tuned_model: record.version },
-      });
+      await this.transition(
+        job.id,
+        'succeeded',
+        `fine-tuned model ${record.version} is ready (activate it with: clipserve finetune models activate ${record.version})`,
+        {
+          fineTunedModel: record.version,
+          metricsAfter: after,
+          finishedAt: nowSeconds(),
+          data: { fine_tuned_model: record.version },
+        },
+      );
       log.info({ version: record.version }, 'fine-tune job succeeded');
     } catch (err) {
       await this.written(job.id);
-      if (!(await this.stillOwned(job.id))) return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
+      if (!(await this.stillOwned(job.id)))
+        return log.warn({ err }, 'another instance took the job over while it ran here: discarding this run');
       if (active.reason === 'storage') {
         // Free what the failed job leaves (often what filled the disk) before recording the failure.
-        for (const f of method.failedJobLeftovers ?? []) fs.rmSync(path.join(workDir, f), { recursive: true, force: true });
+        for (const f of method.failedJobLeftovers ?? [])
+          fs.rmSync(path.join(workDir, f), { recursive: true, force: true });
         const cause = active.storageError instanceof Error ? active.storageError.message : String(active.storageError);
         log.error({ err: active.storageError }, 'cannot record the fine-tune job progress: failing it');
-        return this.fail(job.id, { code: 'storage_error', message: `cannot record the job's progress in the data directory: ${cause}` });
+        return this.fail(job.id, {
+          code: 'storage_error',
+          message: `cannot record the job's progress in the data directory: ${cause}`,
+        });
       }
       if (signal.aborted && active.reason === 'shutdown') {
-        await this.event(job.id, { type: 'log', message: 'the server is shutting down: the job will resume after the restart' });
+        await this.event(job.id, {
+          type: 'log',
+          message: 'the server is shutting down: the job will resume after the restart',
+        });
         return;
       }
       if (signal.aborted || err instanceof FineTuneCancelledError) {
@@ -470,7 +580,11 @@ export class FineTuneJobRunner {
       }
       log.warn({ err }, 'fine-tune job failed');
       const dataError = err instanceof DatasetError || err instanceof FineTuneDataError;
-      await this.fail(job.id, { code: dataError ? 'invalid_file' : 'training_failed', message: err instanceof Error ? err.message : String(err), ...(dataError && err.rows.length ? { rows: err.rows } : {}) });
+      await this.fail(job.id, {
+        code: dataError ? 'invalid_file' : 'training_failed',
+        message: err instanceof Error ? err.message : String(err),
+        ...(dataError && err.rows.length ? { rows: err.rows } : {}),
+      });
     }
   }
 
@@ -496,13 +610,31 @@ export class FineTuneJobRunner {
         const which = file === PAIRS_FILE ? 'training file' : 'validation file';
         const unreadable = problems.filter((p) => p.problem.startsWith('unreadable')).map((p) => p.row);
         const empty = problems.filter((p) => p.problem === 'empty caption').map((p) => p.row);
-        const parts = [unreadable.length ? `unreadable images in rows ${rowList(unreadable)}` : '', empty.length ? `empty captions in rows ${rowList(empty)}` : ''].filter(Boolean);
-        await this.event(job.id, { type: 'log', message: `${which} ${datasetId}: ${problems.length} problem(s)`, data: { problems: problems.slice(0, 1000) } });
-        await this.fail(job.id, { code: 'invalid_file', message: `${which} ${datasetId}: ${parts.join('; ')} (1-based data rows)`, rows: [...new Set(problems.map((p) => p.row))].sort((a, b) => a - b) });
+        const parts = [
+          unreadable.length ? `unreadable images in rows ${rowList(unreadable)}` : '',
+          empty.length ? `empty captions in rows ${rowList(empty)}` : '',
+        ].filter(Boolean);
+        await this.event(job.id, {
+          type: 'log',
+          message: `${which} ${datasetId}: ${problems.length} problem(s)`,
+          data: { problems: problems.slice(0, 1000) },
+        });
+        await this.fail(job.id, {
+          code: 'invalid_file',
+          message: `${which} ${datasetId}: ${parts.join('; ')} (1-based data rows)`,
+          rows: [...new Set(problems.map((p) => p.row))].sort((a, b) => a - b),
+        });
         return undefined;
       }
-      writePairsFile(dir, rows.map((r) => ({ rel: path.relative(dir, r.image), caption: r.caption })), file);
-      await this.event(job.id, { type: 'log', message: `${file === PAIRS_FILE ? 'training' : 'validation'} file ${datasetId}: ${rows.length} pairs ok` });
+      writePairsFile(
+        dir,
+        rows.map((r) => ({ rel: path.relative(dir, r.image), caption: r.caption })),
+        file,
+      );
+      await this.event(job.id, {
+        type: 'log',
+        message: `${file === PAIRS_FILE ? 'training' : 'validation'} file ${datasetId}: ${rows.length} pairs ok`,
+      });
     }
     return dir;
   }
@@ -541,27 +673,38 @@ export class FineTuneJobRunner {
       if (typeof data.step === 'number') update.step = data.step;
       if (typeof data.total_steps === 'number') update.totalSteps = data.total_steps;
     }
-    if (typeof data.metrics_before === 'object' && data.metrics_before) update.metricsBefore = data.metrics_before as Record<string, number>;
-    if (typeof data.metrics_after === 'object' && data.metrics_after) update.metricsAfter = data.metrics_after as Record<string, number>;
+    if (typeof data.metrics_before === 'object' && data.metrics_before)
+      update.metricsBefore = data.metrics_before as Record<string, number>;
+    if (typeof data.metrics_after === 'object' && data.metrics_after)
+      update.metricsAfter = data.metrics_after as Record<string, number>;
     // A method's own 'state' events are progress notes; the runner owns the job's state.
     // emit() runs inside the method (a worker's message listener, say) and cannot wait: the write
     // is queued behind the job's earlier ones; when it fails the job is stopped and execute()
     // records the failure.
-    this.event(jobId, { type: e.type === 'state' ? 'log' : e.type, message: e.message, data }, update).catch((err: unknown) => {
-      const a = this.active;
-      if (a && a.id === jobId && !a.controller.signal.aborted) {
-        a.reason = 'storage';
-        a.storageError = err;
-        a.controller.abort(err);
-      }
-    });
+    this.event(jobId, { type: e.type === 'state' ? 'log' : e.type, message: e.message, data }, update).catch(
+      (err: unknown) => {
+        const a = this.active;
+        if (a && a.id === jobId && !a.controller.signal.aborted) {
+          a.reason = 'storage';
+          a.storageError = err;
+          a.controller.abort(err);
+        }
+      },
+    );
   }
 
   /** Appends an event after the job's earlier ones and wakes this process's watchers with it. */
   private event(jobId: string, e: FineTuneMethodEvent, update?: JobUpdate): Promise<JobEventRecord> {
     return new Promise<JobEventRecord>((resolve, reject) => {
       let box = this.outbox.get(jobId);
-      const item: PendingEvent = { type: e.type, message: e.message ?? '', data: e.data ?? {}, update, resolve, reject };
+      const item: PendingEvent = {
+        type: e.type,
+        message: e.message ?? '',
+        data: e.data ?? {},
+        update,
+        resolve,
+        reject,
+      };
       if (box) return void box.pending.push(item);
       box = { pending: [item], drained: Promise.resolve() };
       this.outbox.set(jobId, box);
@@ -607,7 +750,12 @@ export class FineTuneJobRunner {
     }
   }
 
-  private async transition(jobId: string, state: JobState, message: string, extra: JobUpdate & { data?: Record<string, unknown> } = {}): Promise<void> {
+  private async transition(
+    jobId: string,
+    state: JobState,
+    message: string,
+    extra: JobUpdate & { data?: Record<string, unknown> } = {},
+  ): Promise<void> {
     const { data, ...update } = extra;
     await this.event(jobId, { type: 'state', message, data: { ...(data ?? {}), state } }, { ...update, state });
   }
@@ -621,13 +769,22 @@ export class FineTuneJobRunner {
  * Dataset validation decodes every image: in a child process at the lowest CPU priority (its
  * libvips threads included), so a dataset of large photos never takes the cores serving needs.
  */
-async function validateInBackground(rows: DatasetRow[], signal: AbortSignal, limits: ImageLimits | undefined): Promise<{ row: number; problem: string }[]> {
+async function validateInBackground(
+  rows: DatasetRow[],
+  signal: AbortSignal,
+  limits: ImageLimits | undefined,
+): Promise<{ row: number; problem: string }[]> {
   // The pool only decodes here; any valid preprocessing config will do.
-  const pool = new PreprocessPool({ size: 1, cfg: resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 32 } }).preprocess_cfg, isolation: 'process', priority: 'low', ...(limits ? { limits } : {}) });
+  const pool = new PreprocessPool({
+    size: 1,
+    cfg: resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 32 } }).preprocess_cfg,
+    isolation: 'process',
+    priority: 'low',
+    ...(limits ? { limits } : {}),
+  });
   try {
     return await validateDatasetRows(rows, signal, (bytes) => pool.verify(bytes, { signal }));
   } finally {
     await pool.close();
   }
 }
-

@@ -35,7 +35,16 @@ export interface Hyperparameters {
 }
 
 /** open_clip_train --precision values. */
-export const PRECISIONS = ['fp32', 'amp', 'amp_bf16', 'amp_bfloat16', 'bf16', 'fp16', 'pure_bf16', 'pure_fp16'] as const;
+export const PRECISIONS = [
+  'fp32',
+  'amp',
+  'amp_bf16',
+  'amp_bfloat16',
+  'bf16',
+  'fp16',
+  'pure_bf16',
+  'pure_fp16',
+] as const;
 export type Precision = (typeof PRECISIONS)[number];
 
 export type FineTuneMethodName = 'adapter' | 'full';
@@ -77,7 +86,10 @@ export class FineTuneCancelledError extends Error {
 /** Rows of the job's dataset a method could not use (an image that does not decode): the job
  *  fails with code `invalid_file` naming the rows, like a dataset validation error. */
 export class FineTuneDataError extends Error {
-  constructor(message: string, readonly rows: number[] = []) {
+  constructor(
+    message: string,
+    readonly rows: number[] = [],
+  ) {
     super(message);
     this.name = 'FineTuneDataError';
   }

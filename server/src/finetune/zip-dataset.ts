@@ -41,17 +41,29 @@ export interface ExtractedPair {
  * Reads `zipFile` into `outDir` (inside the dataset's staging directory): the CSV and the images
  * it names. Returns the pairs, image paths relative to `datasetDir`, plus the bytes extracted.
  */
-export async function extractZipDataset(zipFile: string, datasetDir: string, cols: CsvColumns, limits: ZipLimits, signal?: AbortSignal): Promise<{ pairs: ExtractedPair[]; bytes: number }> {
+export async function extractZipDataset(
+  zipFile: string,
+  datasetDir: string,
+  cols: CsvColumns,
+  limits: ZipLimits,
+  signal?: AbortSignal,
+): Promise<{ pairs: ExtractedPair[]; bytes: number }> {
   const zip = await openZip(zipFile);
   try {
-    if (zip.entryCount > limits.maxEntries) throw new DatasetError(`the archive lists ${zip.entryCount} entries, more than the server's --dataset-max-zip-entries ${limits.maxEntries}`);
+    if (zip.entryCount > limits.maxEntries)
+      throw new DatasetError(
+        `the archive lists ${zip.entryCount} entries, more than the server's --dataset-max-zip-entries ${limits.maxEntries}`,
+      );
     const files = await indexFiles(zip);
     // The CSV nearest the archive root names the pairs.
-    const csvName = [...files.keys()].filter((n) => /\.(csv|tsv)$/i.test(n)).sort((a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b))[0];
+    const csvName = [...files.keys()]
+      .filter((n) => /\.(csv|tsv)$/i.test(n))
+      .sort((a, b) => a.split('/').length - b.split('/').length || a.localeCompare(b))[0];
     if (!csvName) throw new DatasetError('the archive holds no .csv or .tsv file');
     const csvEntry = files.get(csvName)!;
     let bytes = csvEntry.uncompressedSize;
-    if (bytes > limits.maxBytes) throw new DatasetError(`archive ${csvName}: ${bytes} bytes, beyond the ${limits.maxBytes}-byte limit`);
+    if (bytes > limits.maxBytes)
+      throw new DatasetError(`archive ${csvName}: ${bytes} bytes, beyond the ${limits.maxBytes}-byte limit`);
     const csvFile = path.join(datasetDir, 'archive.csv');
     await extractEntry(zip, csvEntry, csvFile);
     const rows = await readCsvRows(csvFile, cols, limits.maxPairs, `archive ${csvName}`, signal);
@@ -65,7 +77,13 @@ export async function extractZipDataset(zipFile: string, datasetDir: string, col
     const pairs: ExtractedPair[] = [];
     for (const r of rows) {
       const name = r.file ? path.posix.normalize(path.posix.join(csvDir, r.file.replace(/\\/g, '/'))) : '';
-      if (!name || name === '..' || name.startsWith('../') || path.posix.isAbsolute(r.file) || /^[a-z][a-z0-9+.-]*:/i.test(r.file)) {
+      if (
+        !name ||
+        name === '..' ||
+        name.startsWith('../') ||
+        path.posix.isAbsolute(r.file) ||
+        /^[a-z][a-z0-9+.-]*:/i.test(r.file)
+      ) {
         outside.push(r.row);
         continue;
       }
@@ -80,12 +98,20 @@ export async function extractZipDataset(zipFile: string, datasetDir: string, col
         rel = path.join('images', `${String(chosen.size + 1).padStart(7, '0')}${ext}`);
         chosen.set(name, rel);
         bytes += entry.uncompressedSize;
-        if (bytes > limits.maxBytes) throw new DatasetError(`the images the CSV names expand beyond the ${limits.maxBytes}-byte limit (the server's --dataset-max-bytes)`);
+        if (bytes > limits.maxBytes)
+          throw new DatasetError(
+            `the images the CSV names expand beyond the ${limits.maxBytes}-byte limit (the server's --dataset-max-bytes)`,
+          );
       }
       pairs.push({ rel, caption: r.caption });
     }
-    if (outside.length) throw new DatasetError(`archive ${csvName}: image paths outside the archive (or empty) in rows ${rowList(outside)}`, outside);
-    if (missing.length) throw new DatasetError(`archive ${csvName}: images not in the archive in rows ${rowList(missing)}`, missing);
+    if (outside.length)
+      throw new DatasetError(
+        `archive ${csvName}: image paths outside the archive (or empty) in rows ${rowList(outside)}`,
+        outside,
+      );
+    if (missing.length)
+      throw new DatasetError(`archive ${csvName}: images not in the archive in rows ${rowList(missing)}`, missing);
 
     await fs.promises.mkdir(path.join(datasetDir, 'images'), { recursive: true });
     for (const [name, rel] of chosen) {
@@ -101,10 +127,15 @@ export async function extractZipDataset(zipFile: string, datasetDir: string, col
 function openZip(file: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) => {
     // autoClose off: entries are opened after the listing is complete; the caller closes.
-    yauzl.open(file, { lazyEntries: true, autoClose: false, strictFileNames: false, validateEntrySizes: true }, (err, zip) => {
-      if (err || !zip) reject(new DatasetError(`not a readable zip archive: ${echo(err?.message ?? 'unknown error')}`));
-      else resolve(zip);
-    });
+    yauzl.open(
+      file,
+      { lazyEntries: true, autoClose: false, strictFileNames: false, validateEntrySizes: true },
+      (err, zip) => {
+        if (err || !zip)
+          reject(new DatasetError(`not a readable zip archive: ${echo(err?.message ?? 'unknown error')}`));
+        else resolve(zip);
+      },
+    );
   });
 }
 
@@ -136,7 +167,8 @@ function indexFiles(zip: yauzl.ZipFile): Promise<Map<string, yauzl.Entry>> {
       try {
         // A name used both as a file and as a folder (`a`, then `a/b.png` or `a/`) cannot be laid
         // out on any filesystem: the archive is inconsistent.
-        for (const name of files.keys()) if (dirs.has(name)) throw new DatasetError(`archive entry ${entryName(name)} is both a file and a directory`);
+        for (const name of files.keys())
+          if (dirs.has(name)) throw new DatasetError(`archive entry ${entryName(name)} is both a file and a directory`);
         if (!settled) {
           settled = true;
           resolve(files);
@@ -155,11 +187,13 @@ function addEntry(entry: yauzl.Entry, files: Map<string, yauzl.Entry>, dirs: Set
   const name = path.posix.normalize(raw).replace(/\/+$/, '');
   if (name === '' || name === '.') return; // the archive root itself
   for (const part of name.split('/')) {
-    if (Buffer.byteLength(part) > NAME_MAX) throw new DatasetError(`archive entry ${entryName(raw)} has a name component longer than ${NAME_MAX} bytes`);
+    if (Buffer.byteLength(part) > NAME_MAX)
+      throw new DatasetError(`archive entry ${entryName(raw)} has a name component longer than ${NAME_MAX} bytes`);
   }
   // Unix "made by" (high byte 3): the upper 16 bits of the external attributes are the st_mode.
   const mode = entry.versionMadeBy >> 8 === 3 ? (entry.externalFileAttributes >>> 16) & S_IFMT : 0;
-  if (mode === S_IFLNK) throw new DatasetError(`archive entry ${entryName(raw)} is a symbolic link (links are not accepted)`);
+  if (mode === S_IFLNK)
+    throw new DatasetError(`archive entry ${entryName(raw)} is a symbolic link (links are not accepted)`);
   const parts = name.split('/');
   for (let i = 1; i < parts.length; i++) dirs.add(parts.slice(0, i).join('/'));
   if (isDirName || mode === S_IFDIR) {
@@ -174,7 +208,10 @@ function addEntry(entry: yauzl.Entry, files: Map<string, yauzl.Entry>, dirs: Set
 async function extractEntry(zip: yauzl.ZipFile, entry: yauzl.Entry, dest: string): Promise<void> {
   const stream = await new Promise<NodeJS.ReadableStream>((resolve, reject) => {
     zip.openReadStream(entry, (err, s) => {
-      if (err || !s) reject(new DatasetError(`archive entry ${entryName(entry.fileName)}: ${echo(err?.message ?? 'cannot be read')}`));
+      if (err || !s)
+        reject(
+          new DatasetError(`archive entry ${entryName(entry.fileName)}: ${echo(err?.message ?? 'cannot be read')}`),
+        );
       else resolve(s);
     });
   });

@@ -45,7 +45,8 @@ export function modalityOfMethod(path: string): Modality | undefined {
 
 export function createAdmissionInterceptor(o: AdmissionInterceptorOptions): grpc.ServerInterceptor {
   return (descriptor, call) => {
-    if (!o.applies(descriptor.path) || (o.limiter.unlimited && !o.overShare)) return new grpc.ServerInterceptingCall(call);
+    if (!o.applies(descriptor.path) || (o.limiter.unlimited && !o.overShare))
+      return new grpc.ServerInterceptingCall(call);
     let release: (() => void) | undefined;
     let refused = false;
     return new grpc.ServerInterceptingCall(call, {
@@ -92,7 +93,15 @@ function refusalOf(o: AdmissionInterceptorOptions, caller: string, modality: Mod
 }
 
 /** Counts, logs and sends (or holds) the refusal; returns what cancels a held one. */
-function refuse(o: AdmissionInterceptorOptions, call: grpc.ServerInterceptingCallInterface, path: string, caller: string, reason: AdmissionRefusal, details: string, holdMs: number): () => void {
+function refuse(
+  o: AdmissionInterceptorOptions,
+  call: grpc.ServerInterceptingCallInterface,
+  path: string,
+  caller: string,
+  reason: AdmissionRefusal,
+  details: string,
+  holdMs: number,
+): () => void {
   // The refused call's items are unknown (never decoded): it counts as one, under its method's
   // modality (text for the methods that mix both).
   o.count?.(modalityOfMethod(path) ?? 'text', reason);

@@ -22,7 +22,12 @@ export interface CallerLimits {
 
 export type Admission =
   | { admitted: true; /** Ends the call's hold on the concurrency cap; idempotent. */ release: () => void }
-  | { admitted: false; limit: 'rate' | 'concurrency'; details: string; /** When a retry could be admitted at the earliest (a guess for 'concurrency'). */ retryMs: number };
+  | {
+      admitted: false;
+      limit: 'rate' | 'concurrency';
+      details: string;
+      /** When a retry could be admitted at the earliest (a guess for 'concurrency'). */ retryMs: number;
+    };
 
 /** A caller at its in-flight cap learns nothing about when one of its calls ends: a short guess. */
 const CONCURRENCY_RETRY_MS = 100;
@@ -40,10 +45,13 @@ export class CallerLimiter {
   private readonly callers = new Map<string, CallerState>();
 
   constructor(private readonly limits: CallerLimits) {
-    if (!(limits.ratePerSecond >= 0 && Number.isFinite(limits.ratePerSecond))) throw new RangeError(`ratePerSecond must be a finite number >= 0, got ${limits.ratePerSecond}`);
+    if (!(limits.ratePerSecond >= 0 && Number.isFinite(limits.ratePerSecond)))
+      throw new RangeError(`ratePerSecond must be a finite number >= 0, got ${limits.ratePerSecond}`);
     if (!(limits.burst >= 1)) throw new RangeError(`burst must be >= 1, got ${limits.burst}`);
-    if (!(Number.isInteger(limits.maxConcurrent) && limits.maxConcurrent >= 0)) throw new RangeError(`maxConcurrent must be an integer >= 0, got ${limits.maxConcurrent}`);
-    if (!(Number.isInteger(limits.maxCallers) && limits.maxCallers >= 1)) throw new RangeError(`maxCallers must be an integer >= 1, got ${limits.maxCallers}`);
+    if (!(Number.isInteger(limits.maxConcurrent) && limits.maxConcurrent >= 0))
+      throw new RangeError(`maxConcurrent must be an integer >= 0, got ${limits.maxConcurrent}`);
+    if (!(Number.isInteger(limits.maxCallers) && limits.maxCallers >= 1))
+      throw new RangeError(`maxCallers must be an integer >= 1, got ${limits.maxCallers}`);
   }
 
   /** True when neither limit is on: the interceptor then skips the bookkeeping. */
@@ -72,10 +80,20 @@ export class CallerLimiter {
     }
     let refusal: Admission | undefined;
     if (maxConcurrent > 0 && state.inFlight >= maxConcurrent) {
-      refusal = { admitted: false, limit: 'concurrency', details: `this caller already has ${state.inFlight} calls in flight, the most allowed (--caller-concurrency ${maxConcurrent}); retry when one finishes`, retryMs: CONCURRENCY_RETRY_MS };
+      refusal = {
+        admitted: false,
+        limit: 'concurrency',
+        details: `this caller already has ${state.inFlight} calls in flight, the most allowed (--caller-concurrency ${maxConcurrent}); retry when one finishes`,
+        retryMs: CONCURRENCY_RETRY_MS,
+      };
     } else if (ratePerSecond > 0 && state.tokens < 1 - TOKEN_EPSILON) {
       const waitMs = Math.ceil(((1 - state.tokens) * 1000) / ratePerSecond);
-      refusal = { admitted: false, limit: 'rate', details: `this caller exceeds its rate of ${ratePerSecond} calls per second (burst ${burst}); retry in ${waitMs} ms`, retryMs: waitMs };
+      refusal = {
+        admitted: false,
+        limit: 'rate',
+        details: `this caller exceeds its rate of ${ratePerSecond} calls per second (burst ${burst}); retry in ${waitMs} ms`,
+        retryMs: waitMs,
+      };
     }
     if (refusal) {
       this.evict();

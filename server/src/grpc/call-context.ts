@@ -34,7 +34,8 @@ export class CallGate {
 
   /** Throws UNAVAILABLE unless serving; otherwise counts the call until `exit()`. */
   enter(): void {
-    if (this.phaseNow === 'starting') throw new RpcError(grpc.status.UNAVAILABLE, 'server is starting: the model is still loading');
+    if (this.phaseNow === 'starting')
+      throw new RpcError(grpc.status.UNAVAILABLE, 'server is starting: the model is still loading');
     if (this.phaseNow !== 'serving') throw new RpcError(grpc.status.UNAVAILABLE, 'server is shutting down');
     this.active++;
   }
@@ -151,7 +152,8 @@ export function unaryHandler<Req, Res>(
           ctx.settle();
           callback({ code: st.code, details: st.details });
           if (st.internal) ctx.log.error({ err, code: grpc.status[st.code] }, 'call failed');
-          else ctx.log.debug({ code: grpc.status[st.code], details: st.details, ms: elapsedMs(started) }, 'call rejected');
+          else
+            ctx.log.debug({ code: grpc.status[st.code], details: st.details, ms: elapsedMs(started) }, 'call rejected');
         },
       )
       .finally(() => gate.exit());

@@ -10,7 +10,11 @@ import { withModel } from './model-resolver';
 import { RequestWork } from './request-work';
 import { checkModelVersion } from './validate';
 
-export function similarityHandler({ models, limits, unary }: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.SimilarityRequest, m.SimilarityResponse> {
+export function similarityHandler({
+  models,
+  limits,
+  unary,
+}: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.SimilarityRequest, m.SimilarityResponse> {
   return unary<m.SimilarityRequest, m.SimilarityResponse>('Similarity', async (req, ctx) => {
     checkModelVersion(req.modelVersion);
     return withModel(models, req.modelVersion, async ({ info, embedder }) => {
@@ -27,25 +31,57 @@ export function similarityHandler({ models, limits, unary }: EmbeddingHandlerDep
   });
 }
 
-export function rankHandler({ models, limits, unary }: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.RankRequest, m.RankResponse> {
+export function rankHandler({
+  models,
+  limits,
+  unary,
+}: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.RankRequest, m.RankResponse> {
   return unary<m.RankRequest, m.RankResponse>('Rank', async (req, ctx) => {
     checkModelVersion(req.modelVersion);
-    const query = req.query === 'queryText' ? { text: req.queryText ?? '' } : req.query === 'queryImage' ? { image: req.queryImage ?? Buffer.alloc(0) } : undefined;
+    const query =
+      req.query === 'queryText'
+        ? { text: req.queryText ?? '' }
+        : req.query === 'queryImage'
+          ? { image: req.queryImage ?? Buffer.alloc(0) }
+          : undefined;
     return withModel(models, req.modelVersion, async ({ info, embedder }) => {
-      const ranked = await rank(new RequestWork(embedder, ctx), info.logitScale, query, req.candidateTexts, req.candidateImages, req.topK, limits);
+      const ranked = await rank(
+        new RequestWork(embedder, ctx),
+        info.logitScale,
+        query,
+        req.candidateTexts,
+        req.candidateImages,
+        req.topK,
+        limits,
+      );
       return {
-        results: ranked.map((c) => ({ ...c, modality: c.modality === 'text' ? ('MODALITY_TEXT' as const) : ('MODALITY_IMAGE' as const) })),
+        results: ranked.map((c) => ({
+          ...c,
+          modality: c.modality === 'text' ? ('MODALITY_TEXT' as const) : ('MODALITY_IMAGE' as const),
+        })),
         modelVersion: info.version,
       };
     });
   });
 }
 
-export function classifyHandler({ models, limits, unary }: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.ClassifyRequest, m.ClassifyResponse> {
+export function classifyHandler({
+  models,
+  limits,
+  unary,
+}: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.ClassifyRequest, m.ClassifyResponse> {
   return unary<m.ClassifyRequest, m.ClassifyResponse>('Classify', async (req, ctx) => {
     checkModelVersion(req.modelVersion);
     return withModel(models, req.modelVersion, async ({ info, embedder }) => {
-      const perImage = await classify(new RequestWork(embedder, ctx), info.logitScale, req.images, req.labels, req.templates, req.topK, limits);
+      const perImage = await classify(
+        new RequestWork(embedder, ctx),
+        info.logitScale,
+        req.images,
+        req.labels,
+        req.templates,
+        req.topK,
+        limits,
+      );
       return { classifications: perImage.map((labels) => ({ labels })), modelVersion: info.version };
     });
   });

@@ -9,7 +9,15 @@ import { classifyImage, imageTextLogits, rankByCosine, zeroShotClassifier } from
 import type { TextEmbedding } from '../inference/embedder';
 import type { ItemNames, RequestWork } from './request-work';
 import { invalidArgument } from './status';
-import { checkCount, checkLabels, checkTemplates, checkTextLength, checkTextLengths, checkTotal, type RequestLimits } from './validate';
+import {
+  checkCount,
+  checkLabels,
+  checkTemplates,
+  checkTextLength,
+  checkTextLengths,
+  checkTotal,
+  type RequestLimits,
+} from './validate';
 
 export interface SimilarityResult {
   logitsPerImage: number[][];
@@ -19,7 +27,13 @@ export interface SimilarityResult {
   textTruncated: boolean[];
 }
 
-export async function similarity(work: RequestWork, logitScale: number, images: readonly Uint8Array[], texts: readonly string[], limits: RequestLimits): Promise<SimilarityResult> {
+export async function similarity(
+  work: RequestWork,
+  logitScale: number,
+  images: readonly Uint8Array[],
+  texts: readonly string[],
+  limits: RequestLimits,
+): Promise<SimilarityResult> {
   checkCount('images', images.length, 1, limits);
   checkCount('texts', texts.length, 1, limits);
   checkTotal('images + texts', images.length + texts.length, limits);
@@ -27,7 +41,14 @@ export async function similarity(work: RequestWork, logitScale: number, images: 
   const imagesP = work.images(images, 'images');
   const textsP = work.texts(texts, 'texts');
   const [imgs, txts] = await Promise.all([imagesP, textsP]);
-  return { ...imageTextLogits(imgs, txts.map((t) => t.vector), logitScale), textTruncated: txts.map((t) => t.truncated) };
+  return {
+    ...imageTextLogits(
+      imgs,
+      txts.map((t) => t.vector),
+      logitScale,
+    ),
+    textTruncated: txts.map((t) => t.truncated),
+  };
 }
 
 export type RankQuery = { text: string } | { image: Uint8Array };
@@ -73,14 +94,24 @@ export async function rank(
   if ('text' in query) checkTextLength(queryName, query.text, limits);
   candidateTexts.forEach((t, i) => checkTextLength(nameOfText(i), t, limits));
   const queryP: Promise<Float32Array> =
-    'text' in query ? work.texts([query.text], queryItem).then((r) => r[0].vector) : work.images([query.image], queryItem).then((r) => r[0]);
-  const textsP = candidateTexts.length > 0 ? work.texts(candidateTexts, nameOfText) : Promise.resolve([] as TextEmbedding[]);
-  const imagesP = candidateImages.length > 0 ? work.images(candidateImages, names.candidateImages ?? 'candidate_images') : Promise.resolve([] as Float32Array[]);
+    'text' in query
+      ? work.texts([query.text], queryItem).then((r) => r[0].vector)
+      : work.images([query.image], queryItem).then((r) => r[0]);
+  const textsP =
+    candidateTexts.length > 0 ? work.texts(candidateTexts, nameOfText) : Promise.resolve([] as TextEmbedding[]);
+  const imagesP =
+    candidateImages.length > 0
+      ? work.images(candidateImages, names.candidateImages ?? 'candidate_images')
+      : Promise.resolve([] as Float32Array[]);
   const [queryRaw, texts, images] = await Promise.all([queryP, textsP, imagesP]);
-  const ranked = rankByCosine<Pick<RankedCandidate, 'modality' | 'index'>>(queryRaw, [
-    ...texts.map((t, index) => ({ item: { modality: 'text' as const, index }, vector: t.vector })),
-    ...images.map((v, index) => ({ item: { modality: 'image' as const, index }, vector: v })),
-  ], logitScale);
+  const ranked = rankByCosine<Pick<RankedCandidate, 'modality' | 'index'>>(
+    queryRaw,
+    [
+      ...texts.map((t, index) => ({ item: { modality: 'text' as const, index }, vector: t.vector })),
+      ...images.map((v, index) => ({ item: { modality: 'image' as const, index }, vector: v })),
+    ],
+    logitScale,
+  );
   const kept = topK > 0 ? ranked.slice(0, topK) : ranked;
   return kept.map(({ item, score, logit, probability }) => ({ ...item, score, logit, probability }));
 }
@@ -111,7 +142,10 @@ export async function classify(
   checkTotal('images + labels × templates', images.length + prompts.length, limits);
   checkTextLengths('prompts', prompts, limits);
   const [imgs, promptEmbeddings] = await Promise.all([work.images(images, 'images'), work.texts(prompts, 'prompts')]);
-  const classWeights = zeroShotClassifier(promptEmbeddings.map((p) => p.vector), templates.length);
+  const classWeights = zeroShotClassifier(
+    promptEmbeddings.map((p) => p.vector),
+    templates.length,
+  );
   return imgs.map((raw) => {
     const { logits, probs } = classifyImage(raw, classWeights, logitScale);
     const scored = labels.map((label, index) => ({ label, index, probability: probs[index], logit: logits[index] }));

@@ -5,15 +5,20 @@
  */
 import * as grpc from '@grpc/grpc-js';
 
-export function disabledServiceHandlers(service: grpc.ServiceDefinition, why: string): grpc.UntypedServiceImplementation {
+export function disabledServiceHandlers(
+  service: grpc.ServiceDefinition,
+  why: string,
+): grpc.UntypedServiceImplementation {
   const handlers: grpc.UntypedServiceImplementation = {};
   for (const [method, def] of Object.entries(service)) {
     const error = { code: grpc.status.UNIMPLEMENTED, details: `${method}: ${why}` };
     if (!def.responseStream) {
       // Unary and client-streaming: answer at once; what the client still sends is discarded.
-      handlers[method] = ((_call: unknown, callback: grpc.sendUnaryData<unknown>) => callback(error)) as grpc.UntypedHandleCall;
+      handlers[method] = ((_call: unknown, callback: grpc.sendUnaryData<unknown>) =>
+        callback(error)) as grpc.UntypedHandleCall;
     } else {
-      handlers[method] = ((call: grpc.ServerWritableStream<unknown, unknown>) => call.emit('error', error)) as grpc.UntypedHandleCall;
+      handlers[method] = ((call: grpc.ServerWritableStream<unknown, unknown>) =>
+        call.emit('error', error)) as grpc.UntypedHandleCall;
     }
   }
   return handlers;

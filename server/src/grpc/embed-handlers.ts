@@ -13,7 +13,11 @@ import { embeddingMessage } from './vectors';
 
 const vectorOf = (raw: boolean) => (v: Float32Array) => (raw ? v : l2normalized(v));
 
-export function embedTextHandler({ models, limits, unary }: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.EmbedTextRequest, m.EmbedTextResponse> {
+export function embedTextHandler({
+  models,
+  limits,
+  unary,
+}: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.EmbedTextRequest, m.EmbedTextResponse> {
   return unary<m.EmbedTextRequest, m.EmbedTextResponse>('EmbedText', async (req, ctx) => {
     checkModelVersion(req.modelVersion);
     checkCount('texts', req.texts.length, 1, limits);
@@ -30,7 +34,11 @@ export function embedTextHandler({ models, limits, unary }: EmbeddingHandlerDeps
   });
 }
 
-export function embedImageHandler({ models, limits, unary }: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.EmbedImageRequest, m.EmbedImageResponse> {
+export function embedImageHandler({
+  models,
+  limits,
+  unary,
+}: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.EmbedImageRequest, m.EmbedImageResponse> {
   return unary<m.EmbedImageRequest, m.EmbedImageResponse>('EmbedImage', async (req, ctx) => {
     checkModelVersion(req.modelVersion);
     checkCount('images', req.images.length, 1, limits);

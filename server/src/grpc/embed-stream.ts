@@ -40,8 +40,11 @@ export interface EmbedStreamDeps {
   stats?: StreamStats;
 }
 
-export function embedStreamHandler(deps: EmbedStreamDeps): grpc.handleBidiStreamingCall<EmbedStreamRequest, EmbedStreamResponse> {
-  if (!Number.isInteger(deps.window) || deps.window < 1) throw new RangeError(`stream window must be a positive integer, got ${deps.window}`);
+export function embedStreamHandler(
+  deps: EmbedStreamDeps,
+): grpc.handleBidiStreamingCall<EmbedStreamRequest, EmbedStreamResponse> {
+  if (!Number.isInteger(deps.window) || deps.window < 1)
+    throw new RangeError(`stream window must be a positive integer, got ${deps.window}`);
   return (call) => {
     const ctx = callContext(call as grpc.ServerDuplexStream<unknown, unknown>, 'EmbedStream', deps.logger);
     try {
@@ -51,7 +54,12 @@ export function embedStreamHandler(deps: EmbedStreamDeps): grpc.handleBidiStream
       call.emit('error', { code: st.code, details: st.details });
       return;
     }
-    new EmbedStreamSession(call, deps, { signal: ctx.signal, deadline: ctx.deadline, key: ctx.callerKey }, ctx.log).start();
+    new EmbedStreamSession(
+      call,
+      deps,
+      { signal: ctx.signal, deadline: ctx.deadline, key: ctx.callerKey },
+      ctx.log,
+    ).start();
   };
 }
 
@@ -117,13 +125,23 @@ class EmbedStreamSession {
       checkTextLength(`item "${req.id}"`, req.text ?? '', this.deps.limits);
       return withModel(this.deps.models, req.modelVersion, async ({ info, embedder }) => {
         const [r] = await Promise.all(embedder.embedTexts([req.text ?? ''], this.options));
-        return { id: req.id, embedding: embeddingMessage(normalize(r.vector), req.format, r.truncated), modality: 'MODALITY_TEXT', modelVersion: info.version };
+        return {
+          id: req.id,
+          embedding: embeddingMessage(normalize(r.vector), req.format, r.truncated),
+          modality: 'MODALITY_TEXT',
+          modelVersion: info.version,
+        };
       });
     }
     if (req.input === 'image') {
       return withModel(this.deps.models, req.modelVersion, async ({ info, embedder }) => {
         const [v] = await Promise.all(embedder.embedImages([req.image ?? Buffer.alloc(0)], this.options));
-        return { id: req.id, embedding: embeddingMessage(normalize(v), req.format), modality: 'MODALITY_IMAGE', modelVersion: info.version };
+        return {
+          id: req.id,
+          embedding: embeddingMessage(normalize(v), req.format),
+          modality: 'MODALITY_IMAGE',
+          modelVersion: info.version,
+        };
       });
     }
     throw new RpcError(grpc.status.INVALID_ARGUMENT, `item "${req.id}": one of text or image is required`);
@@ -132,7 +150,8 @@ class EmbedStreamSession {
   private errorResponse(req: EmbedStreamRequest, err: unknown): EmbedStreamResponse {
     const st = toStatus(err, `item "${req.id}"`);
     if (st.internal) this.log.error({ err, itemId: req.id }, 'stream item failed');
-    const modality: ModalityName = req.input === 'text' ? 'MODALITY_TEXT' : req.input === 'image' ? 'MODALITY_IMAGE' : 'MODALITY_UNSPECIFIED';
+    const modality: ModalityName =
+      req.input === 'text' ? 'MODALITY_TEXT' : req.input === 'image' ? 'MODALITY_IMAGE' : 'MODALITY_UNSPECIFIED';
     // No version produced anything for it: the version it asked for, or the active one.
     const asked = req.modelVersion !== '' && req.modelVersion.length <= 128 ? req.modelVersion : undefined;
     const modelVersion = asked ?? this.deps.models.loadedVersions().find((v) => v.active)?.version ?? '';

@@ -32,12 +32,20 @@ export function embeddingServiceHandlers(deps: EmbeddingServiceDeps): grpc.Untyp
   const shared: EmbeddingHandlerDeps = {
     models,
     limits,
-    unary: <Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>) => unaryHandler<Req, Res>(method, gate, logger, fn),
+    unary: <Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>) =>
+      unaryHandler<Req, Res>(method, gate, logger, fn),
   };
   return {
     EmbedText: embedTextHandler(shared),
     EmbedImage: embedImageHandler(shared),
-    EmbedStream: embedStreamHandler({ models, gate, logger, limits, window: deps.streamWindow, stats: deps.streamStats }),
+    EmbedStream: embedStreamHandler({
+      models,
+      gate,
+      logger,
+      limits,
+      window: deps.streamWindow,
+      stats: deps.streamStats,
+    }),
     Similarity: similarityHandler(shared),
     Rank: rankHandler(shared),
     Classify: classifyHandler(shared),

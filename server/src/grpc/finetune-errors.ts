@@ -13,8 +13,10 @@ export function fineTuneRpcError(err: unknown): unknown {
   if (err instanceof FineTunePreconditionError) return new RpcError(Status.FAILED_PRECONDITION, err.message);
   if (err instanceof DatasetInUseError) return new RpcError(Status.FAILED_PRECONDITION, err.message);
   if (err instanceof DatasetQuotaError) return new RpcError(Status.RESOURCE_EXHAUSTED, err.message);
-  if (err instanceof FineTuneValidationError || err instanceof DatasetError) return new RpcError(Status.INVALID_ARGUMENT, err.message);
-  if (err instanceof JobNotFoundError || err instanceof ModelNotFoundError) return new RpcError(Status.NOT_FOUND, err.message);
+  if (err instanceof FineTuneValidationError || err instanceof DatasetError)
+    return new RpcError(Status.INVALID_ARGUMENT, err.message);
+  if (err instanceof JobNotFoundError || err instanceof ModelNotFoundError)
+    return new RpcError(Status.NOT_FOUND, err.message);
   if (err instanceof JobStateError) return new RpcError(Status.FAILED_PRECONDITION, err.message);
   if (err instanceof ModelActivationError) return new RpcError(Status.FAILED_PRECONDITION, err.message);
   return err;

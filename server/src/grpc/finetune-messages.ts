@@ -12,7 +12,10 @@ import type { FineTuneEvent } from './generated/clipserve/v1/FineTuneEvent';
 import type { FineTuneEventType__Output } from './generated/clipserve/v1/FineTuneEventType';
 import type { FineTuneJob } from './generated/clipserve/v1/FineTuneJob';
 import type { FineTuneJobState__Output } from './generated/clipserve/v1/FineTuneJobState';
-import type { Hyperparameters as HyperparametersMsg, Hyperparameters__Output } from './generated/clipserve/v1/Hyperparameters';
+import type {
+  Hyperparameters as HyperparametersMsg,
+  Hyperparameters__Output,
+} from './generated/clipserve/v1/Hyperparameters';
 import type { ModelVersion } from './generated/clipserve/v1/ModelVersion';
 
 const JOB_STATES: Record<JobState, FineTuneJobState__Output> = {
@@ -25,7 +28,11 @@ const JOB_STATES: Record<JobState, FineTuneJobState__Output> = {
 };
 
 export const jobStateName = (s: JobState): FineTuneJobState__Output => JOB_STATES[s];
-const DATASET_FORMATS: Record<DatasetRecord['format'], DatasetFormat__Output> = { pairs: 'DATASET_FORMAT_PAIRS', zip: 'DATASET_FORMAT_ZIP', csv: 'DATASET_FORMAT_CSV' };
+const DATASET_FORMATS: Record<DatasetRecord['format'], DatasetFormat__Output> = {
+  pairs: 'DATASET_FORMAT_PAIRS',
+  zip: 'DATASET_FORMAT_ZIP',
+  csv: 'DATASET_FORMAT_CSV',
+};
 
 export function datasetFormatFromMessage(f: DatasetFormat__Output | undefined): DatasetRecord['format'] | undefined {
   return (Object.keys(DATASET_FORMATS) as DatasetRecord['format'][]).find((k) => DATASET_FORMATS[k] === f);
@@ -78,7 +85,10 @@ export function hyperparametersToMessage(hp: Hyperparameters): HyperparametersMs
 }
 
 const numbersOnly = (o: Record<string, unknown>): Record<string, number> =>
-  Object.fromEntries(Object.entries(o).filter(([, v]) => typeof v === 'number' && Number.isFinite(v))) as Record<string, number>;
+  Object.fromEntries(Object.entries(o).filter(([, v]) => typeof v === 'number' && Number.isFinite(v))) as Record<
+    string,
+    number
+  >;
 
 export function jobToMessage(j: JobRecord): Required<FineTuneJob> {
   return {
@@ -123,9 +133,29 @@ export function eventToMessage(e: JobEventRecord): Required<FineTuneEvent> {
 }
 
 export function datasetToMessage(d: DatasetRecord): Required<Dataset> {
-  return { id: d.id, name: d.name, format: DATASET_FORMATS[d.format], numPairs: d.numPairs, bytes: d.bytes, createdAt: d.createdAt };
+  return {
+    id: d.id,
+    name: d.name,
+    format: DATASET_FORMATS[d.format],
+    numPairs: d.numPairs,
+    bytes: d.bytes,
+    createdAt: d.createdAt,
+  };
 }
 
-export function modelVersionToMessage(v: ModelVersionRecord, activeVersion: string, loadedVersions: readonly string[]): Required<ModelVersion> {
-  return { version: v.version, name: v.name, parentVersion: v.parentVersion, fineTuneJobId: v.jobId, active: v.version === activeVersion, createdAt: v.createdAt, metrics: numbersOnly(v.metrics), loaded: loadedVersions.includes(v.version) };
+export function modelVersionToMessage(
+  v: ModelVersionRecord,
+  activeVersion: string,
+  loadedVersions: readonly string[],
+): Required<ModelVersion> {
+  return {
+    version: v.version,
+    name: v.name,
+    parentVersion: v.parentVersion,
+    fineTuneJobId: v.jobId,
+    active: v.version === activeVersion,
+    createdAt: v.createdAt,
+    metrics: numbersOnly(v.metrics),
+    loaded: loadedVersions.includes(v.version),
+  };
 }

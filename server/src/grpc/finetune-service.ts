@@ -34,33 +34,51 @@ export interface FineTuneServiceDeps {
 
 export function fineTuneServiceHandlers(deps: FineTuneServiceDeps): grpc.UntypedServiceImplementation {
   const { runner, catalog, gate, logger } = deps;
-  const unary = <Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>) => unaryHandler<Req, Res>(method, gate, logger, (req, ctx) => mapped(() => fn(req, ctx)));
+  const unary = <Req, Res>(method: string, fn: (req: Req, ctx: CallContext) => Promise<Res>) =>
+    unaryHandler<Req, Res>(method, gate, logger, (req, ctx) => mapped(() => fn(req, ctx)));
 
   return {
     UploadDataset: uploadDatasetHandler(deps),
-    CreateFineTuneJob: unary<CreateFineTuneJobRequest__Output, CreateFineTuneJobResponse>('CreateFineTuneJob', async (req, ctx) => {
-      const job = await runner.create({
-        trainingFile: String(req.trainingFile ?? ''),
-        validationFile: String(req.validationFile ?? ''),
-        method: String(req.method ?? ''),
-        baseModel: String(req.baseModel ?? ''),
-        hyperparameters: hyperparametersFromMessage(req.hyperparameters),
-        suffix: String(req.suffix ?? ''),
-        owner: ctx.keyName,
-      });
-      return { job: jobToMessage(job) };
-    }),
-    GetFineTuneJob: unary<GetFineTuneJobRequest__Output, GetFineTuneJobResponse>('GetFineTuneJob', async (req) => ({ job: jobToMessage(await runner.get(String(req.jobId ?? ''))) })),
-    ListFineTuneJobs: unary<ListFineTuneJobsRequest__Output, ListFineTuneJobsResponse>('ListFineTuneJobs', async (req) => {
-      const { jobs, nextPageToken } = await runner.list(Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
-      return { jobs: jobs.map(jobToMessage), nextPageToken };
-    }),
-    CancelFineTuneJob: unary<CancelFineTuneJobRequest__Output, CancelFineTuneJobResponse>('CancelFineTuneJob', async (req) => ({ job: jobToMessage(await runner.cancel(String(req.jobId ?? ''))) })),
+    CreateFineTuneJob: unary<CreateFineTuneJobRequest__Output, CreateFineTuneJobResponse>(
+      'CreateFineTuneJob',
+      async (req, ctx) => {
+        const job = await runner.create({
+          trainingFile: String(req.trainingFile ?? ''),
+          validationFile: String(req.validationFile ?? ''),
+          method: String(req.method ?? ''),
+          baseModel: String(req.baseModel ?? ''),
+          hyperparameters: hyperparametersFromMessage(req.hyperparameters),
+          suffix: String(req.suffix ?? ''),
+          owner: ctx.keyName,
+        });
+        return { job: jobToMessage(job) };
+      },
+    ),
+    GetFineTuneJob: unary<GetFineTuneJobRequest__Output, GetFineTuneJobResponse>('GetFineTuneJob', async (req) => ({
+      job: jobToMessage(await runner.get(String(req.jobId ?? ''))),
+    })),
+    ListFineTuneJobs: unary<ListFineTuneJobsRequest__Output, ListFineTuneJobsResponse>(
+      'ListFineTuneJobs',
+      async (req) => {
+        const { jobs, nextPageToken } = await runner.list(Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
+        return { jobs: jobs.map(jobToMessage), nextPageToken };
+      },
+    ),
+    CancelFineTuneJob: unary<CancelFineTuneJobRequest__Output, CancelFineTuneJobResponse>(
+      'CancelFineTuneJob',
+      async (req) => ({ job: jobToMessage(await runner.cancel(String(req.jobId ?? ''))) }),
+    ),
     WatchFineTuneJob: watchFineTuneJobHandler(deps),
     ListDatasets: unary<ListDatasetsRequest__Output, ListDatasetsResponse>('ListDatasets', async (req, ctx) => {
-      const { datasets, nextPageToken } = await catalog.list(ctx.keyName, Number(req.pageSize ?? 0), String(req.pageToken ?? ''));
+      const { datasets, nextPageToken } = await catalog.list(
+        ctx.keyName,
+        Number(req.pageSize ?? 0),
+        String(req.pageToken ?? ''),
+      );
       return { datasets: datasets.map(datasetToMessage), nextPageToken };
     }),
-    DeleteDataset: unary<DeleteDatasetRequest__Output, DeleteDatasetResponse>('DeleteDataset', async (req, ctx) => ({ dataset: datasetToMessage(await catalog.delete(String(req.datasetId ?? ''), ctx.keyName)) })),
+    DeleteDataset: unary<DeleteDatasetRequest__Output, DeleteDatasetResponse>('DeleteDataset', async (req, ctx) => ({
+      dataset: datasetToMessage(await catalog.delete(String(req.datasetId ?? ''), ctx.keyName)),
+    })),
   };
 }

@@ -5,7 +5,11 @@ import type * as m from './messages';
 import { withModel } from './model-resolver';
 import { checkModelVersion } from './validate';
 
-export function getModelInfoHandler({ models, limits, unary }: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.GetModelInfoRequest, m.GetModelInfoResponse> {
+export function getModelInfoHandler({
+  models,
+  limits,
+  unary,
+}: EmbeddingHandlerDeps): grpc.handleUnaryCall<m.GetModelInfoRequest, m.GetModelInfoResponse> {
   return unary<m.GetModelInfoRequest, m.GetModelInfoResponse>('GetModelInfo', async (req) => {
     checkModelVersion(req.modelVersion ?? '');
     const info = await withModel(models, req.modelVersion ?? '', async (lease) => lease.info);

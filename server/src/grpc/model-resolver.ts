@@ -9,7 +9,11 @@ import type { ModelResolver, ModelVersionLease } from '../inference/model-port';
 export type { ModelResolver, ModelVersionLease };
 
 /** Runs `fn` on the requested version, released however `fn` ends. */
-export async function withModel<T>(models: ModelResolver, version: string, fn: (lease: ModelVersionLease) => Promise<T>): Promise<T> {
+export async function withModel<T>(
+  models: ModelResolver,
+  version: string,
+  fn: (lease: ModelVersionLease) => Promise<T>,
+): Promise<T> {
   const lease = await models.acquire(version);
   try {
     return await fn(lease);

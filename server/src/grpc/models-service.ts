@@ -20,11 +20,16 @@ export interface ModelServiceDeps {
 
 export function modelServiceHandlers(deps: ModelServiceDeps): grpc.UntypedServiceImplementation {
   const { versions, gate, logger } = deps;
-  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res>) => unaryHandler<Req, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
+  const unary = <Req, Res>(method: string, fn: (req: Req) => Promise<Res>) =>
+    unaryHandler<Req, Res>(method, gate, logger, (req) => mapped(() => fn(req)));
   return {
     ListModels: unary<ListModelsRequest__Output, ListModelsResponse>('ListModels', async () => {
       const { models, activeVersion, loadedVersions } = await versions.list();
-      return { models: models.map((v) => modelVersionToMessage(v, activeVersion, loadedVersions)), activeVersion, loadedVersions };
+      return {
+        models: models.map((v) => modelVersionToMessage(v, activeVersion, loadedVersions)),
+        activeVersion,
+        loadedVersions,
+      };
     }),
     ActivateModel: unary<ActivateModelRequest__Output, ActivateModelResponse>('ActivateModel', async (req) => {
       const version = String(req.version ?? '');

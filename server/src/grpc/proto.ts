@@ -16,7 +16,12 @@ export const FINETUNE_SERVICE_NAME = 'clipserve.v1.FineTuneService';
 export const MODEL_SERVICE_NAME = 'clipserve.v1.ModelService';
 
 /** The files of package clipserve.v1, relative to PROTO_DIR. */
-const API_FILES = ['clipserve/v1/common.proto', 'clipserve/v1/embedding.proto', 'clipserve/v1/finetune.proto', 'clipserve/v1/models.proto'];
+const API_FILES = [
+  'clipserve/v1/common.proto',
+  'clipserve/v1/embedding.proto',
+  'clipserve/v1/finetune.proto',
+  'clipserve/v1/models.proto',
+];
 
 export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
   keepCase: false,
@@ -46,7 +51,8 @@ export function loadProtos(): LoadedProtos {
     includeDirs: [PROTO_DIR, healthRoot],
   });
   const embeddingService = packageDefinition[EMBEDDING_SERVICE_NAME] as grpc.ServiceDefinition | undefined;
-  if (!embeddingService || !('EmbedText' in embeddingService)) throw new Error(`${EMBEDDING_SERVICE_NAME} not found in ${PROTO_DIR}`);
+  if (!embeddingService || !('EmbedText' in embeddingService))
+    throw new Error(`${EMBEDDING_SERVICE_NAME} not found in ${PROTO_DIR}`);
   const service = (name: string, method: string): grpc.ServiceDefinition => {
     const def = packageDefinition[name] as grpc.ServiceDefinition | undefined;
     if (!def || !(method in def)) throw new Error(`${name} not found in ${PROTO_DIR}`);

@@ -48,7 +48,9 @@ function repairMessage(msg: MessageLike, fqn: string): boolean {
     if (!nested.options?.mapEntry || !nested.name) continue;
     const oldName = nested.name;
     const field = (msg.field ?? []).find(
-      (f) => f.label === LABEL_REPEATED && (f.typeName === oldName || f.typeName === `.${fqn}.${oldName}` || f.typeName === `${fqn}.${oldName}`),
+      (f) =>
+        f.label === LABEL_REPEATED &&
+        (f.typeName === oldName || f.typeName === `.${fqn}.${oldName}` || f.typeName === `${fqn}.${oldName}`),
     );
     if (!field?.name) continue;
     const expected = mapEntryName(field.name);

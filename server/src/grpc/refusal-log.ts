@@ -33,6 +33,9 @@ export class RefusalLog {
     this.windows.delete(id);
     this.windows.set(id, { startedAt: nowMs, suppressed: 0 });
     if (this.windows.size > this.maxWindows) this.windows.delete(this.windows.keys().next().value as string);
-    this.logger.info({ ...fields, reason, caller, suppressedSinceLastLine: suppressed, intervalMs: this.intervalMs }, 'call refused by per-caller admission');
+    this.logger.info(
+      { ...fields, reason, caller, suppressedSinceLastLine: suppressed, intervalMs: this.intervalMs },
+      'call refused by per-caller admission',
+    );
   }
 }

@@ -5,13 +5,7 @@
  * INTERNAL without leaking internals to the client.
  */
 import { status as Status } from '@grpc/grpc-js';
-import {
-  BatcherClosedError,
-  CancelledError,
-  DeadlineExceededError,
-  InferenceError,
-  QueueFullError,
-} from '../batching';
+import { BatcherClosedError, CancelledError, DeadlineExceededError, InferenceError, QueueFullError } from '../batching';
 import { ModelActivationError, ModelBudgetError } from '../inference/model-host';
 import { ModelNotFoundError } from '../versions/registry';
 import { ImageError } from '../preprocess/errors';
@@ -66,15 +60,25 @@ function mapStatus(err: unknown, item?: string): MappedStatus {
   const prefix = item ? `${item}: ` : '';
   if (err instanceof RpcError) return { code: err.code, details: err.message, internal: false };
   if (err instanceof ModelNotFoundError) return { code: Status.NOT_FOUND, details: err.message, internal: false };
-  if (err instanceof ModelActivationError) return { code: Status.FAILED_PRECONDITION, details: err.message, internal: false };
-  if (err instanceof ModelBudgetError) return { code: Status.RESOURCE_EXHAUSTED, details: err.message, internal: false };
-  if (err instanceof ImageError) return { code: Status.INVALID_ARGUMENT, details: `${prefix}${err.message}`, internal: false };
+  if (err instanceof ModelActivationError)
+    return { code: Status.FAILED_PRECONDITION, details: err.message, internal: false };
+  if (err instanceof ModelBudgetError)
+    return { code: Status.RESOURCE_EXHAUSTED, details: err.message, internal: false };
+  if (err instanceof ImageError)
+    return { code: Status.INVALID_ARGUMENT, details: `${prefix}${err.message}`, internal: false };
   if (err instanceof QueueFullError) {
-    return { code: Status.RESOURCE_EXHAUSTED, details: `server overloaded: ${err.message}; retry with backoff`, internal: false };
+    return {
+      code: Status.RESOURCE_EXHAUSTED,
+      details: `server overloaded: ${err.message}; retry with backoff`,
+      internal: false,
+    };
   }
-  if (err instanceof DeadlineExceededError) return { code: Status.DEADLINE_EXCEEDED, details: err.message, internal: false };
+  if (err instanceof DeadlineExceededError)
+    return { code: Status.DEADLINE_EXCEEDED, details: err.message, internal: false };
   if (err instanceof CancelledError) return { code: Status.CANCELLED, details: err.message, internal: false };
-  if (err instanceof BatcherClosedError) return { code: Status.UNAVAILABLE, details: 'server is shutting down', internal: false };
-  if (err instanceof InferenceError) return { code: Status.INTERNAL, details: `${err.modality} inference failed`, internal: true };
+  if (err instanceof BatcherClosedError)
+    return { code: Status.UNAVAILABLE, details: 'server is shutting down', internal: false };
+  if (err instanceof InferenceError)
+    return { code: Status.INTERNAL, details: `${err.modality} inference failed`, internal: true };
   return { code: Status.INTERNAL, details: 'internal error', internal: true };
 }

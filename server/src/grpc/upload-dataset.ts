@@ -40,7 +40,11 @@ function cancelOrTimeout(call: UploadCall, ms: number): Promise<void> {
   });
 }
 
-export function uploadDatasetHandler({ catalog, gate, logger }: UploadDatasetDeps): grpc.handleClientStreamingCall<UploadDatasetRequest__Output, UploadDatasetResponse> {
+export function uploadDatasetHandler({
+  catalog,
+  gate,
+  logger,
+}: UploadDatasetDeps): grpc.handleClientStreamingCall<UploadDatasetRequest__Output, UploadDatasetResponse> {
   return (call, callback) => {
     const ctx = callContext(call as never, 'UploadDataset', logger);
     try {
@@ -89,7 +93,11 @@ class DatasetUploadCall {
       else throw invalidArgument(`message ${this.index}: only the first message may be a header`);
     } catch (err) {
       const mappedErr = fineTuneRpcError(err);
-      this.fail(mappedErr instanceof RpcError && err instanceof DatasetError ? new RpcError(mappedErr.code, `message ${this.index}: ${mappedErr.message}`) : mappedErr);
+      this.fail(
+        mappedErr instanceof RpcError && err instanceof DatasetError
+          ? new RpcError(mappedErr.code, `message ${this.index}: ${mappedErr.message}`)
+          : mappedErr,
+      );
     }
   }
 
@@ -106,7 +114,11 @@ class DatasetUploadCall {
         {
           name: String(h.name ?? ''),
           format,
-          columns: { imgKey: String(h.csvImgKey ?? ''), captionKey: String(h.csvCaptionKey ?? ''), separator: String(h.csvSeparator ?? '') },
+          columns: {
+            imgKey: String(h.csvImgKey ?? ''),
+            captionKey: String(h.csvCaptionKey ?? ''),
+            separator: String(h.csvSeparator ?? ''),
+          },
         },
         this.ctx.keyName,
       )
@@ -122,7 +134,8 @@ class DatasetUploadCall {
   private onEnd(): void {
     const { call, ctx } = this;
     if (this.settled) return;
-    if (call.cancelled || ctx.signal.aborted) return this.fail(new RpcError(grpc.status.CANCELLED, 'upload cancelled by the client'));
+    if (call.cancelled || ctx.signal.aborted)
+      return this.fail(new RpcError(grpc.status.CANCELLED, 'upload cancelled by the client'));
     if (!this.upload) return this.fail(invalidArgument('empty upload: send a header, then pairs or chunks'));
     // 'end' is not "complete": grpc-js's client cancels a client stream by half-closing it and
     // then resetting it, and Node sends the reset only after the pending data (the half-close)

@@ -22,21 +22,31 @@ const MAX_VERSION_CHARS = 128;
  * business (NOT_FOUND), this only refuses what no version can be, before it is echoed in errors.
  */
 export function checkModelVersion(requested: string): void {
-  if (requested.length > MAX_VERSION_CHARS) throw invalidArgument(`model_version: ${requested.length} characters; no model version is longer than ${MAX_VERSION_CHARS}`);
+  if (requested.length > MAX_VERSION_CHARS)
+    throw invalidArgument(
+      `model_version: ${requested.length} characters; no model version is longer than ${MAX_VERSION_CHARS}`,
+    );
 }
 
 /** `field` must hold between `min` and the per-request item limit. */
 export function checkCount(field: string, n: number, min: number, limits: RequestLimits): void {
-  if (n < min) throw invalidArgument(min === 1 ? `${field}: at least one item is required` : `${field}: at least ${min} items are required`);
+  if (n < min)
+    throw invalidArgument(
+      min === 1 ? `${field}: at least one item is required` : `${field}: at least ${min} items are required`,
+    );
   if (n > limits.maxItemsPerRequest) {
-    throw invalidArgument(`${field}: ${n} items exceed the limit of ${limits.maxItemsPerRequest} per request; split the request`);
+    throw invalidArgument(
+      `${field}: ${n} items exceed the limit of ${limits.maxItemsPerRequest} per request; split the request`,
+    );
   }
 }
 
 /** The total number of items a request queues must fit the per-request limit. */
 export function checkTotal(what: string, n: number, limits: RequestLimits): void {
   if (n > limits.maxItemsPerRequest) {
-    throw invalidArgument(`${what}: ${n} items in total exceed the limit of ${limits.maxItemsPerRequest} per request; split the request`);
+    throw invalidArgument(
+      `${what}: ${n} items in total exceed the limit of ${limits.maxItemsPerRequest} per request; split the request`,
+    );
   }
 }
 
@@ -47,7 +57,9 @@ export function checkTextLengths(field: string, texts: readonly string[], limits
 
 export function checkTextLength(item: string, text: string, limits: RequestLimits): void {
   if (text.length > limits.maxTextChars) {
-    throw invalidArgument(`${item}: text is ${text.length} characters, over the limit of ${limits.maxTextChars} (the model reads only its first tokens anyway)`);
+    throw invalidArgument(
+      `${item}: text is ${text.length} characters, over the limit of ${limits.maxTextChars} (the model reads only its first tokens anyway)`,
+    );
   }
 }
 
@@ -58,7 +70,8 @@ export function checkTemplates(templates: readonly string[]): string[] {
   if (templates.length === 0) return [DEFAULT_TEMPLATE];
   templates.forEach((t, i) => {
     const holes = t.split('{}').length - 1;
-    if (holes !== 1) throw invalidArgument(`templates[${i}]: must contain exactly one "{}" where the label goes, found ${holes}`);
+    if (holes !== 1)
+      throw invalidArgument(`templates[${i}]: must contain exactly one "{}" where the label goes, found ${holes}`);
   });
   return [...templates];
 }

@@ -40,7 +40,10 @@ function writable(call: WatchCall): Promise<void> {
   });
 }
 
-export function watchFineTuneJobHandler({ runner, gate }: WatchFineTuneJobDeps): grpc.handleServerStreamingCall<WatchFineTuneJobRequest__Output, WatchFineTuneJobResponse> {
+export function watchFineTuneJobHandler({
+  runner,
+  gate,
+}: WatchFineTuneJobDeps): grpc.handleServerStreamingCall<WatchFineTuneJobRequest__Output, WatchFineTuneJobResponse> {
   return (call) => {
     try {
       gate.enter();
@@ -114,7 +117,13 @@ class JobWatch {
     this.timer = setInterval(() => {
       // A watch may last hours: on shutdown, end it so the drain is not held up; the client
       // resumes elsewhere with after_sequence.
-      if (this.gate.phase !== 'serving') return this.end(new RpcError(grpc.status.UNAVAILABLE, `server is shutting down: watch again with after_sequence ${this.last}`));
+      if (this.gate.phase !== 'serving')
+        return this.end(
+          new RpcError(
+            grpc.status.UNAVAILABLE,
+            `server is shutting down: watch again with after_sequence ${this.last}`,
+          ),
+        );
       if (++ticks % readEvery === 0) void this.catchUp();
     }, WATCH_TICK_MS);
     this.timer.unref();

@@ -5,7 +5,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import fastifySwagger from '@fastify/swagger';
-import Fastify, { type FastifyError, type FastifyHttpsOptions, type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  type FastifyError,
+  type FastifyHttpsOptions,
+  type FastifyInstance,
+  type FastifyServerOptions,
+} from 'fastify';
 import type * as https from 'node:https';
 import type { Requirement } from '../auth';
 import { checkCount } from '../grpc/validate';
@@ -69,14 +74,18 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
   const offload = new BodyOffload();
   app.addHook('onClose', async () => offload.close());
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: unknown, body: Buffer) => offload.parse(body));
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, async (_request: unknown, body: Buffer) =>
+    offload.parse(body),
+  );
   // Responses are plain JSON.stringify: the response schemas document them (OpenAPI) without a
   // second serializer that could disagree with them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
   await app.register(fastifySwagger, {
     // Shared schemas appear under their $id ("Error"), not "def-0".
-    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`),
+    },
     openapi: {
       openapi: '3.1.0',
       info: {
@@ -120,13 +129,15 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
     const body = request.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body)) return;
     for (const [field, value] of Object.entries(body)) {
-      if (Array.isArray(value) && value.length > deps.limits.maxItemsPerRequest) checkCount(field, value.length, 0, deps.limits);
+      if (Array.isArray(value) && value.length > deps.limits.maxItemsPerRequest)
+        checkCount(field, value.length, 0, deps.limits);
     }
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
     const mapped = toHttpError(frameworkError(err) ?? err);
-    if (mapped.internal) deps.logger.error({ err, requestId: request.id, route: request.routeOptions.url }, 'http request failed');
+    if (mapped.internal)
+      deps.logger.error({ err, requestId: request.id, route: request.routeOptions.url }, 'http request failed');
     errorMessages.set(request, mapped.body.error.message);
     if (mapped.retryAfter !== undefined) reply.header('retry-after', String(mapped.retryAfter));
     return reply.code(mapped.status).type('application/json').send(mapped.body);
@@ -134,7 +145,13 @@ export async function buildHttpApp(deps: HttpApiDeps, options: HttpAppOptions): 
   app.setNotFoundHandler((request, reply) =>
     reply
       .code(404)
-      .send(errorBody(404, `no route ${request.method} ${request.url.split('?')[0].slice(0, 200)}: see ${OPENAPI_PATH}`, 'not_found')),
+      .send(
+        errorBody(
+          404,
+          `no route ${request.method} ${request.url.split('?')[0].slice(0, 200)}: see ${OPENAPI_PATH}`,
+          'not_found',
+        ),
+      ),
   );
 
   const decodeImage = (ref: string, param: string) => offload.image(ref, param, deps.limits.maxImageBytes);

@@ -36,7 +36,8 @@ export function checkRequest(request: FastifyRequest, requirement: Requirement, 
   const metadata = new grpc.Metadata();
   const header = request.headers.authorization;
   // HTTP allows bytes in a header that gRPC metadata refuses (non-ASCII): no Bearer key has them.
-  if (header !== undefined && !PRINTABLE_ASCII.test(header)) throw new ApiError(401, 'malformed authorization header: expected "Bearer <key>"', 'invalid_api_key');
+  if (header !== undefined && !PRINTABLE_ASCII.test(header))
+    throw new ApiError(401, 'malformed authorization header: expected "Bearer <key>"', 'invalid_api_key');
   if (header !== undefined) metadata.add(AUTHORIZATION_KEY, header);
   const verdict = checkCall(metadata, requirement, options.keys());
   if (verdict.code === grpc.status.OK) {
@@ -44,7 +45,13 @@ export function checkRequest(request: FastifyRequest, requirement: Requirement, 
     return;
   }
   options.logger.info(
-    { route: request.routeOptions.url, peer: request.ip, code: grpc.status[verdict.code], reason: verdict.details, key: verdict.keyName },
+    {
+      route: request.routeOptions.url,
+      peer: request.ip,
+      code: grpc.status[verdict.code],
+      reason: verdict.details,
+      key: verdict.keyName,
+    },
     'http request refused by API-key check',
   );
   throw verdict.code === grpc.status.PERMISSION_DENIED

@@ -19,7 +19,12 @@ export class BodyOffload {
   private readonly pool: Piscina;
 
   constructor(threads = Math.max(1, Math.min(4, Math.floor(os.availableParallelism() / 2)))) {
-    this.pool = new Piscina({ filename: compiledModule('http/body-worker'), minThreads: 0, maxThreads: threads, idleTimeout: 30_000 });
+    this.pool = new Piscina({
+      filename: compiledModule('http/body-worker'),
+      minThreads: 0,
+      maxThreads: threads,
+      idleTimeout: 30_000,
+    });
   }
 
   /** The JSON value of a request body. */
@@ -27,7 +32,10 @@ export class BodyOffload {
     if (body.length <= INLINE_MAX_BYTES) return parseJsonBody(body);
     // The body is not read again here: hand its memory over rather than copy it, when it owns it.
     const owned = body.byteOffset === 0 && body.byteLength === body.buffer.byteLength;
-    const result = await this.pool.run({ op: 'parse', body }, owned ? { transferList: [body.buffer as ArrayBuffer] } : {});
+    const result = await this.pool.run(
+      { op: 'parse', body },
+      owned ? { transferList: [body.buffer as ArrayBuffer] } : {},
+    );
     return (refusedOrValue(result) as { value: unknown }).value;
   }
 

@@ -18,12 +18,14 @@ export interface BodyJobRefusal {
 /** 'parse': `{ value }`; 'image': the bytes, transferred (not copied) back; or a refusal. */
 export default function runBodyJob(job: BodyJob): { value: unknown } | Uint8Array | BodyJobRefusal {
   try {
-    if (job.op === 'parse') return { value: parseJsonBody(Buffer.from(job.body.buffer, job.body.byteOffset, job.body.byteLength)) };
+    if (job.op === 'parse')
+      return { value: parseJsonBody(Buffer.from(job.body.buffer, job.body.byteOffset, job.body.byteLength)) };
     const bytes = decodeImageReference(job.ref, job.param, job.maxBytes);
     // A large decode owns its ArrayBuffer (not Node's shared pool), so it can be moved.
     return move(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)) as Uint8Array;
   } catch (err) {
-    if (err instanceof ApiError) return { refused: { status: err.status, message: err.message, code: err.code, param: err.param } };
+    if (err instanceof ApiError)
+      return { refused: { status: err.status, message: err.message, code: err.code, param: err.param } };
     throw err;
   }
 }
@@ -38,6 +40,10 @@ export function parseJsonBody(body: Buffer): unknown {
     return sjson.parse(body, undefined, { protoAction: 'error', constructorAction: 'error' });
   } catch (err) {
     // JSON.parse's message says where ("at position 7"), never quotes much of the body.
-    throw ApiError.invalid(`body is not valid JSON: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}`, null, 'invalid_json');
+    throw ApiError.invalid(
+      `body is not valid JSON: ${err instanceof Error ? err.message.slice(0, 200) : String(err)}`,
+      null,
+      'invalid_json',
+    );
   }
 }

@@ -10,7 +10,13 @@ import type { Logger } from 'pino';
 import { callerKeyOf, type CallContext, type CallGate } from '../grpc/call-context';
 import { httpKeyNameOf } from './auth';
 
-export async function withCall<T>(gate: CallGate, logger: Logger, request: FastifyRequest, reply: FastifyReply, fn: (ctx: CallContext) => Promise<T>): Promise<T> {
+export async function withCall<T>(
+  gate: CallGate,
+  logger: Logger,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  fn: (ctx: CallContext) => Promise<T>,
+): Promise<T> {
   gate.enter();
   const controller = new AbortController();
   // Every queued item listens for the cancellation: many listeners here are by design.

@@ -21,7 +21,7 @@ export function refuseTokenIds(body: unknown): void {
   const first = input.find((x) => typeof x === 'number' || Array.isArray(x));
   if (first === undefined) return;
   throw ApiError.invalid(
-    'input: token-id arrays are not accepted: the ids a client computes belong to an OpenAI tokenizer, not CLIP\'s vocabulary; send the text itself ' +
+    "input: token-id arrays are not accepted: the ids a client computes belong to an OpenAI tokenizer, not CLIP's vocabulary; send the text itself " +
       '(LangChain Python: OpenAIEmbeddings(check_embedding_ctx_length=False); texts longer than the context are truncated and reported in usage)',
     'input',
     'token_ids_not_supported',
@@ -32,7 +32,11 @@ export function refuseTokenIds(body: unknown): void {
 export type ImageDecoder = (ref: string, param: string) => Promise<Buffer>;
 
 /** The request's items in order; throws ApiError (400, 413) naming the item at fault. */
-export async function embeddingItems(body: EmbeddingsRequestBody, limits: RequestLimits, decodeImage: ImageDecoder): Promise<EmbeddingItem[]> {
+export async function embeddingItems(
+  body: EmbeddingsRequestBody,
+  limits: RequestLimits,
+  decodeImage: ImageDecoder,
+): Promise<EmbeddingItem[]> {
   const raw = typeof body.input === 'string' ? [body.input] : body.input;
   checkCount('input', raw.length, 1, limits);
   const stringsAreImages = body.modality === 'image';
@@ -50,5 +54,9 @@ export async function embeddingItems(body: EmbeddingsRequestBody, limits: Reques
     }
     return { kind: 'ref', ref: item.image, param };
   });
-  return Promise.all(refs.map(async (r): Promise<EmbeddingItem> => (r.kind === 'ref' ? { kind: 'image', bytes: await decodeImage(r.ref, r.param) } : r)));
+  return Promise.all(
+    refs.map(async (r): Promise<EmbeddingItem> =>
+      r.kind === 'ref' ? { kind: 'image', bytes: await decodeImage(r.ref, r.param) } : r,
+    ),
+  );
 }

@@ -43,7 +43,12 @@ export interface MappedHttpError {
   retryAfter?: number;
 }
 
-export function errorBody(status: number, message: string, code: string | null, param: string | null = null): ErrorBody {
+export function errorBody(
+  status: number,
+  message: string,
+  code: string | null,
+  param: string | null = null,
+): ErrorBody {
   return { error: { message, type: errorType(status), param, code } };
 }
 
@@ -69,7 +74,13 @@ const FROM_GRPC: Partial<Record<GrpcStatus, { status: number; code: string }>> =
 
 /** Maps any failure of a request to its response. */
 export function toHttpError(err: unknown): MappedHttpError {
-  if (err instanceof ApiError) return { status: err.status, body: errorBody(err.status, err.message, err.code, err.param), internal: false, ...retry(err.status) };
+  if (err instanceof ApiError)
+    return {
+      status: err.status,
+      body: errorBody(err.status, err.message, err.code, err.param),
+      internal: false,
+      ...retry(err.status),
+    };
   const image = err instanceof ItemFailure && err.failure instanceof ImageError ? err.failure : undefined;
   const st = toStatus(err);
   const param = err instanceof ItemFailure ? err.item : null;
@@ -78,7 +89,12 @@ export function toHttpError(err: unknown): MappedHttpError {
     return { status: 413, body: errorBody(413, st.details, 'image_too_large', param), internal: false };
   }
   const mapped = FROM_GRPC[st.code] ?? { status: 500, code: 'internal_error' };
-  return { status: mapped.status, body: errorBody(mapped.status, st.details, mapped.code, param), internal: st.internal, ...retry(mapped.status) };
+  return {
+    status: mapped.status,
+    body: errorBody(mapped.status, st.details, mapped.code, param),
+    internal: st.internal,
+    ...retry(mapped.status),
+  };
 }
 
 /** Overload and shutdown are worth a retry: say when (the OpenAI SDKs honour Retry-After). */

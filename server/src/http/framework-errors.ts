@@ -42,7 +42,11 @@ export function frameworkError(err: FastifyError): ApiError | undefined {
       : status === 415
         ? 'unsupported content-type: send the body as JSON with "Content-Type: application/json"'
         : err.message;
-  return new ApiError(status, message, CODES[err.code] ?? (err instanceof SyntaxError ? 'invalid_json' : 'invalid_request'));
+  return new ApiError(
+    status,
+    message,
+    CODES[err.code] ?? (err instanceof SyntaxError ? 'invalid_json' : 'invalid_request'),
+  );
 }
 
 function validationError(errors: readonly AjvError[]): ApiError {
@@ -55,7 +59,11 @@ function validationError(errors: readonly AjvError[]): ApiError {
   if (first.keyword === 'additionalProperties') {
     const extra = String(first.params.additionalProperty).slice(0, 64);
     const at = paramOf(first.instancePath);
-    return ApiError.invalid(`${at ? `${at}: ` : ''}unknown field ${JSON.stringify(extra)}`, at ? `${at}.${extra}` : extra, 'unknown_parameter');
+    return ApiError.invalid(
+      `${at ? `${at}: ` : ''}unknown field ${JSON.stringify(extra)}`,
+      at ? `${at}.${extra}` : extra,
+      'unknown_parameter',
+    );
   }
   if (first.instancePath === '') return ApiError.invalid('the request body must be a JSON object', null);
   // A union reports each branch; describe the field at the top of the failing path instead.

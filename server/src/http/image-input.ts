@@ -18,11 +18,23 @@ export function decodeImageReference(ref: string, param: string, maxImageBytes: 
   const dataUri = DATA_URI.exec(ref);
   if (dataUri) {
     const mediaType = dataUri[1].trim().toLowerCase();
-    const params = dataUri[2].toLowerCase().split(';').map((p) => p.trim());
+    const params = dataUri[2]
+      .toLowerCase()
+      .split(';')
+      .map((p) => p.trim());
     if (mediaType !== '' && !mediaType.startsWith('image/')) {
-      throw ApiError.invalid(`${param}: a data: URI of type "${mediaType.slice(0, 64)}" is not an image`, param, 'invalid_image');
+      throw ApiError.invalid(
+        `${param}: a data: URI of type "${mediaType.slice(0, 64)}" is not an image`,
+        param,
+        'invalid_image',
+      );
     }
-    if (!params.includes('base64')) throw ApiError.invalid(`${param}: only base64 data: URIs are accepted ("data:image/png;base64,...")`, param, 'invalid_image');
+    if (!params.includes('base64'))
+      throw ApiError.invalid(
+        `${param}: only base64 data: URIs are accepted ("data:image/png;base64,...")`,
+        param,
+        'invalid_image',
+      );
     payload = ref.slice(dataUri[0].length);
   } else if (REMOTE.test(ref)) {
     throw ApiError.invalid(
@@ -34,12 +46,22 @@ export function decodeImageReference(ref: string, param: string, maxImageBytes: 
   const compact = /\s/.test(payload) ? payload.replace(/\s+/g, '') : payload;
   if (compact.length === 0) throw ApiError.invalid(`${param}: empty image`, param, 'invalid_image');
   // 4 base64 characters carry 3 bytes: refuse an oversized image before allocating its bytes.
-  const decodedBytes = Math.floor((compact.length * 3) / 4) - (compact.endsWith('==') ? 2 : compact.endsWith('=') ? 1 : 0);
+  const decodedBytes =
+    Math.floor((compact.length * 3) / 4) - (compact.endsWith('==') ? 2 : compact.endsWith('=') ? 1 : 0);
   if (decodedBytes > maxImageBytes) {
-    throw new ApiError(413, `${param}: image is ${decodedBytes} bytes, over the limit of ${maxImageBytes} (--max-image-bytes)`, 'image_too_large', param);
+    throw new ApiError(
+      413,
+      `${param}: image is ${decodedBytes} bytes, over the limit of ${maxImageBytes} (--max-image-bytes)`,
+      'image_too_large',
+      param,
+    );
   }
   if (!BASE64.test(compact) || compact.length % 4 === 1) {
-    throw ApiError.invalid(`${param}: not base64 (expected a data:image/...;base64, URI or base64-encoded image bytes)`, param, 'invalid_image');
+    throw ApiError.invalid(
+      `${param}: not base64 (expected a data:image/...;base64, URI or base64-encoded image bytes)`,
+      param,
+      'invalid_image',
+    );
   }
   // Node's base64 decoder reads the URL-safe alphabet too.
   return Buffer.from(compact, 'base64');

@@ -35,7 +35,9 @@ export async function startHttpApi(deps: HttpApiDeps, options: HttpApiOptions): 
     await app.listen({ host: options.host, port: options.port });
   } catch (err) {
     await app.close();
-    throw new Error(`cannot listen on ${options.host}:${options.port} (--http-port): ${err instanceof Error ? err.message : String(err)}`);
+    throw new Error(
+      `cannot listen on ${options.host}:${options.port} (--http-port): ${err instanceof Error ? err.message : String(err)}`,
+    );
   }
   const stopReloading = tls?.watch(app.server as https.Server);
   return {
@@ -60,7 +62,10 @@ function tlsOptions(files: TlsFiles & { reloadIntervalMs: number }, logger: Logg
   const watch = (server: https.Server): (() => void) | undefined => {
     if (files.reloadIntervalMs <= 0) return undefined;
     const provider = new ReloadingCertificateProvider(files, {
-      initial: { identity: { certificate: loaded.certificate, privateKey: loaded.privateKey }, ca: loaded.clientCa ? { caCertificate: loaded.clientCa } : null },
+      initial: {
+        identity: { certificate: loaded.certificate, privateKey: loaded.privateKey },
+        ca: loaded.clientCa ? { caCertificate: loaded.clientCa } : null,
+      },
       refreshIntervalMs: files.reloadIntervalMs,
       logger: logger.child({ listener: 'http' }),
     });
@@ -69,7 +74,8 @@ function tlsOptions(files: TlsFiles & { reloadIntervalMs: number }, logger: Logg
       current = { ...current, ...next };
       server.setSecureContext({ cert: current.cert, key: current.key, ...(current.ca ? { ca: current.ca } : {}) });
     };
-    const onIdentity = (u: { certificate: Buffer; privateKey: Buffer } | null) => u && apply({ cert: u.certificate, key: u.privateKey });
+    const onIdentity = (u: { certificate: Buffer; privateKey: Buffer } | null) =>
+      u && apply({ cert: u.certificate, key: u.privateKey });
     const onCa = (u: { caCertificate: Buffer } | null) => u && apply({ ca: u.caCertificate });
     provider.addIdentityCertificateListener(onIdentity);
     if (loaded.clientCa) provider.addCaCertificateListener(onCa);

@@ -21,5 +21,10 @@ export function hubCacheDir(root: string): string {
 }
 
 export function bundleCacheDir(root: string, repo: string, commit: string, precision: string): string {
-  return path.join(root, 'bundles', repo.replace(/\//g, '--'), precision === 'fp32' ? commit : `${commit}-${precision}`);
+  return path.join(
+    root,
+    'bundles',
+    repo.replace(/\//g, '--'),
+    precision === 'fp32' ? commit : `${commit}-${precision}`,
+  );
 }

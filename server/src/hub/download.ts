@@ -97,7 +97,12 @@ function cleanEtag(raw: string | null): string | undefined {
   return raw.replace(/^W\//, '').replace(/^"|"$/g, '');
 }
 
-function headersFor(url: string, endpoint: string, token: string | undefined, extra: Record<string, string> = {}): Record<string, string> {
+function headersFor(
+  url: string,
+  endpoint: string,
+  token: string | undefined,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   const h: Record<string, string> = { 'user-agent': 'clipserve', ...extra };
   // The token is for the hub only: a CDN on another origin must never see it.
   if (token && new URL(url).origin === new URL(endpoint).origin) h.authorization = `Bearer ${token}`;
@@ -108,16 +113,29 @@ function describeFailure(status: number, what: string, res: Response): HubError 
   const code = res.headers.get('x-error-code');
   const msg = res.headers.get('x-error-message');
   if (status === 401 || status === 403) {
-    return new HubError(`${what}: access denied (HTTP ${status}${msg ? `: ${msg}` : ''}); for a gated or private repo set HF_TOKEN to a token with read access`, status);
+    return new HubError(
+      `${what}: access denied (HTTP ${status}${msg ? `: ${msg}` : ''}); for a gated or private repo set HF_TOKEN to a token with read access`,
+      status,
+    );
   }
   if (status === 404) {
-    const reason = code === 'RepoNotFound' ? 'repository not found' : code === 'RevisionNotFound' ? 'revision not found' : 'not found';
+    const reason =
+      code === 'RepoNotFound'
+        ? 'repository not found'
+        : code === 'RevisionNotFound'
+          ? 'revision not found'
+          : 'not found';
     return new HubError(`${what}: ${reason} (HTTP 404)`, status);
   }
   return new HubError(`${what}: HTTP ${status}${msg ? ` (${msg})` : ''}`, status);
 }
 
-export async function getFileMetadata(repo: string, revision: string, file: string, opts: Omit<HubClientOptions, 'cacheDir'> = {}): Promise<FileMetadata> {
+export async function getFileMetadata(
+  repo: string,
+  revision: string,
+  file: string,
+  opts: Omit<HubClientOptions, 'cacheDir'> = {},
+): Promise<FileMetadata> {
   const endpoint = hubEndpoint(opts);
   const token = hubToken(opts);
   const what = `${repo}@${revision}/${file}`;
@@ -125,15 +143,27 @@ export async function getFileMetadata(repo: string, revision: string, file: stri
   for (let hop = 0; ; hop++) {
     let res: Response;
     try {
-      res = await fetch(url, { method: 'HEAD', redirect: 'manual', headers: headersFor(url, endpoint, token, { 'accept-encoding': 'identity' }) });
+      res = await fetch(url, {
+        method: 'HEAD',
+        redirect: 'manual',
+        headers: headersFor(url, endpoint, token, { 'accept-encoding': 'identity' }),
+      });
     } catch (e) {
-      throw new HubError(`${what}: cannot reach ${endpoint} (${(e as Error).message}${(e as { cause?: Error }).cause ? `: ${(e as { cause: Error }).cause.message}` : ''})`);
+      throw new HubError(
+        `${what}: cannot reach ${endpoint} (${(e as Error).message}${(e as { cause?: Error }).cause ? `: ${(e as { cause: Error }).cause.message}` : ''})`,
+      );
     }
     const commit = res.headers.get('x-repo-commit') ?? undefined;
     const linkedEtag = cleanEtag(res.headers.get('x-linked-etag'));
     const etag = linkedEtag ?? cleanEtag(res.headers.get('etag'));
-    if (commit !== undefined && !COMMIT_ID.test(commit)) throw new HubError(`${what}: the hub sent X-Repo-Commit ${JSON.stringify(echo(commit, 80))}, not a 40-hex commit id; refusing to use it as a cache path`);
-    if (etag !== undefined && !HUB_ETAG.test(etag)) throw new HubError(`${what}: the hub sent ETag ${JSON.stringify(echo(etag, 80))}, not a git sha1 or sha256; refusing to use it as a cache path`);
+    if (commit !== undefined && !COMMIT_ID.test(commit))
+      throw new HubError(
+        `${what}: the hub sent X-Repo-Commit ${JSON.stringify(echo(commit, 80))}, not a 40-hex commit id; refusing to use it as a cache path`,
+      );
+    if (etag !== undefined && !HUB_ETAG.test(etag))
+      throw new HubError(
+        `${what}: the hub sent ETag ${JSON.stringify(echo(etag, 80))}, not a git sha1 or sha256; refusing to use it as a cache path`,
+      );
     const sizeHeader = res.headers.get('x-linked-size') ?? res.headers.get('content-length');
     if (res.status >= 300 && res.status < 400) {
       const location = res.headers.get('location');
@@ -146,11 +176,23 @@ export async function getFileMetadata(repo: string, revision: string, file: stri
         continue;
       }
       if (!etag) throw new HubError(`${what}: the hub sent no ETag, so the file cannot be cached safely`);
-      return { commit, etag, size: sizeHeader ? Number(sizeHeader) : undefined, sha256: linkedEtag && /^[0-9a-f]{64}$/.test(linkedEtag) ? linkedEtag : undefined, location: new URL(location, url).toString() };
+      return {
+        commit,
+        etag,
+        size: sizeHeader ? Number(sizeHeader) : undefined,
+        sha256: linkedEtag && /^[0-9a-f]{64}$/.test(linkedEtag) ? linkedEtag : undefined,
+        location: new URL(location, url).toString(),
+      };
     }
     if (!res.ok) throw describeFailure(res.status, what, res);
     if (!etag) throw new HubError(`${what}: the hub sent no ETag, so the file cannot be cached safely`);
-    return { commit, etag, size: sizeHeader ? Number(sizeHeader) : undefined, sha256: linkedEtag && /^[0-9a-f]{64}$/.test(linkedEtag) ? linkedEtag : undefined, location: url };
+    return {
+      commit,
+      etag,
+      size: sizeHeader ? Number(sizeHeader) : undefined,
+      sha256: linkedEtag && /^[0-9a-f]{64}$/.test(linkedEtag) ? linkedEtag : undefined,
+      location: url,
+    };
   }
 }
 
@@ -218,7 +260,10 @@ async function fetchInto(meta: FileMetadata, incomplete: string, file: string, o
     if (start > 0) extra.range = `bytes=${start}-`;
     let res: Response;
     try {
-      res = await fetch(meta.location, { redirect: 'follow', headers: headersFor(meta.location, endpoint, token, extra) });
+      res = await fetch(meta.location, {
+        redirect: 'follow',
+        headers: headersFor(meta.location, endpoint, token, extra),
+      });
     } catch (e) {
       throw new HubError(`${file}: download failed (${(e as Error).message}); run the command again to resume`);
     }
@@ -249,7 +294,9 @@ async function fetchInto(meta: FileMetadata, incomplete: string, file: string, o
         opts.onProgress?.({ file, done, total, resumedFrom: offset });
       }
     } catch (e) {
-      throw new HubError(`${file}: download interrupted after ${done} bytes (${(e as Error).message}); run the command again to resume`);
+      throw new HubError(
+        `${file}: download interrupted after ${done} bytes (${(e as Error).message}); run the command again to resume`,
+      );
     } finally {
       await out.close();
     }
@@ -265,13 +312,17 @@ async function fetchBlob(meta: FileMetadata, blob: string, file: string, opts: H
   await fetchInto(meta, incomplete, file, opts);
   const size = fs.statSync(incomplete).size;
   if (meta.size !== undefined && size !== meta.size) {
-    throw new HubError(`${file}: downloaded ${size} bytes, the hub announced ${meta.size}; run the command again to resume`);
+    throw new HubError(
+      `${file}: downloaded ${size} bytes, the hub announced ${meta.size}; run the command again to resume`,
+    );
   }
   if (meta.sha256) {
     const got = (await sha256OfFile(incomplete)).digest('hex');
     if (got !== meta.sha256) {
       fs.rmSync(incomplete, { force: true });
-      throw new HubError(`${file}: sha256 ${got} does not match the hub's ${meta.sha256}; the partial file was removed`);
+      throw new HubError(
+        `${file}: sha256 ${got} does not match the hub's ${meta.sha256}; the partial file was removed`,
+      );
     }
   }
   fs.renameSync(incomplete, blob);
@@ -281,7 +332,12 @@ async function fetchBlob(meta: FileMetadata, blob: string, file: string, opts: H
  * Makes `file` of `repo@revision` available in the cache and returns its snapshot path.
  * Throws HubError with `status` 404 when the repo has no such file.
  */
-export async function hubDownload(repo: string, revision: string, file: string, opts: HubClientOptions): Promise<DownloadedFile> {
+export async function hubDownload(
+  repo: string,
+  revision: string,
+  file: string,
+  opts: HubClientOptions,
+): Promise<DownloadedFile> {
   const cache = repoCache(opts.cacheDir, repo);
   const fromCache = (): DownloadedFile | undefined => {
     const commit = cachedCommit(opts.cacheDir, repo, revision);
@@ -304,7 +360,10 @@ export async function hubDownload(repo: string, revision: string, file: string, 
     throw e;
   }
   const commit = meta.commit ?? revision;
-  if (!COMMIT_ID.test(commit)) throw new HubError(`${repo}@${revision}/${file}: the hub sent no X-Repo-Commit, so the revision cannot be pinned to a commit`);
+  if (!COMMIT_ID.test(commit))
+    throw new HubError(
+      `${repo}@${revision}/${file}: the hub sent no X-Repo-Commit, so the revision cannot be pinned to a commit`,
+    );
   const snapshot = cache.snapshot(commit, file);
   if (fs.existsSync(snapshot)) {
     writeRef(cache, revision, commit);
@@ -315,7 +374,8 @@ export async function hubDownload(repo: string, revision: string, file: string, 
     // Another process may be fetching the same blob into the same .incomplete file: take turns.
     const lock = await acquireLock(`${blob}.lock`);
     try {
-      if (!fs.existsSync(blob)) await fetchBlob(meta, blob, file, { ...opts, onProgress: (p) => (lock.touch(), opts.onProgress?.(p)) });
+      if (!fs.existsSync(blob))
+        await fetchBlob(meta, blob, file, { ...opts, onProgress: (p) => (lock.touch(), opts.onProgress?.(p)) });
     } finally {
       lock.release();
     }

@@ -68,12 +68,17 @@ export async function pullModel(ref: string, opts: PullOptions = {}): Promise<Pu
   if (finished()) return { bundleDir, repo, revision, commit, cached: true };
 
   // One process per bundle downloads and converts; others wait and then reuse its result.
-  const lock = await acquireLock(`${bundleDir}.lock`, { onWait: (holder) => status(`waiting for another pull of ${repo} (${holder})`) });
+  const lock = await acquireLock(`${bundleDir}.lock`, {
+    onWait: (holder) => status(`waiting for another pull of ${repo} (${holder})`),
+  });
   try {
     if (finished()) return { bundleDir, repo, revision, commit, cached: true };
     // Progress doubles as the lock's heartbeat, so a long conversion never looks abandoned.
     const beat = { ...client, onProgress: (p: DownloadProgress) => (lock.touch(), opts.onDownload?.(p)) };
-    const onConvert: PullOptions['onConvert'] = (phase, done, total) => (lock.touch(), opts.onConvert?.(phase, done, total));
+    const onConvert: PullOptions['onConvert'] = (phase, done, total) => (
+      lock.touch(),
+      opts.onConvert?.(phase, done, total)
+    );
     await downloadAndConvert(repo, revision, commit, config.path, bundleDir, precision, beat, { ...opts, onConvert });
   } finally {
     lock.release();

@@ -19,12 +19,14 @@ export function isHubRef(ref: string): boolean {
 }
 
 export function parseHubRef(ref: string): HubRef {
-  if (!isHubRef(ref)) throw new HubError(`"${ref}" is not a hub reference (expected ${HF_HUB_PREFIX}<org>/<repo>[@revision])`);
+  if (!isHubRef(ref))
+    throw new HubError(`"${ref}" is not a hub reference (expected ${HF_HUB_PREFIX}<org>/<repo>[@revision])`);
   const body = ref.slice(HF_HUB_PREFIX.length);
   const at = body.indexOf('@');
   const repo = at < 0 ? body : body.slice(0, at);
   const revision = at < 0 ? DEFAULT_REVISION : body.slice(at + 1);
-  if (!REPO_ID.test(repo) || repo.includes('..')) throw new HubError(`invalid hub repo id "${repo}" in "${ref}" (expected <org>/<repo>)`);
+  if (!REPO_ID.test(repo) || repo.includes('..'))
+    throw new HubError(`invalid hub repo id "${repo}" in "${ref}" (expected <org>/<repo>)`);
   if (!revision || /[\s\\]|\.\./.test(revision)) throw new HubError(`invalid revision "${revision}" in "${ref}"`);
   return { repo, revision };
 }

@@ -31,8 +31,13 @@ export interface BatchEncodeOptions<T> {
   onProgress?: (done: number, total: number) => void;
 }
 
-export async function encodeInBatches<T>(model: OfflineEncoder, items: readonly T[], o: BatchEncodeOptions<T>): Promise<{ image: Float32Array; text: Float32Array }> {
-  if (!Number.isInteger(o.batchSize) || o.batchSize < 1) throw new RangeError(`batch size must be a positive integer, got ${o.batchSize}`);
+export async function encodeInBatches<T>(
+  model: OfflineEncoder,
+  items: readonly T[],
+  o: BatchEncodeOptions<T>,
+): Promise<{ image: Float32Array; text: Float32Array }> {
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1)
+    throw new RangeError(`batch size must be a positive integer, got ${o.batchSize}`);
   const { embedDim: d, contextLength: ctxLen, imageSize: S } = model.info;
   const per = 3 * S * S;
   const image = new Float32Array(o.image ? items.length * d : 0);
@@ -45,7 +50,9 @@ export async function encodeInBatches<T>(model: OfflineEncoder, items: readonly 
     const imageP = imageFn
       ? (async () => {
           const pixels = new Float32Array(n * per);
-          await forEachLimited(batch, o.imagesInFlight ?? n, async (item, i) => pixels.set(await imageFn(item, start + i), i * per));
+          await forEachLimited(batch, o.imagesInFlight ?? n, async (item, i) =>
+            pixels.set(await imageFn(item, start + i), i * per),
+          );
           return model.encodeImage(pixels, n);
         })()
       : undefined;
@@ -59,7 +66,8 @@ export async function encodeInBatches<T>(model: OfflineEncoder, items: readonly 
         })()
       : undefined;
     const [img, txt] = await Promise.all([imageP, textP]);
-    if ((img && img.length !== n * d) || (txt && txt.length !== n * d)) throw new Error('the model returned features of an unexpected size');
+    if ((img && img.length !== n * d) || (txt && txt.length !== n * d))
+      throw new Error('the model returned features of an unexpected size');
     if (img) image.set(img, start * d);
     if (txt) text.set(txt, start * d);
     o.onProgress?.(start + n, items.length);
@@ -68,7 +76,11 @@ export async function encodeInBatches<T>(model: OfflineEncoder, items: readonly 
 }
 
 /** Runs fn over items with at most `limit` calls in flight; the first failure rejects. */
-async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+async function forEachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const lane = async (): Promise<void> => {
     while (next < items.length) {

@@ -40,7 +40,13 @@ export type { TextEmbedding };
 
 /** The observer's reason for an image that failed preprocessing. */
 export function imageRejectReason(err: unknown): RejectReason {
-  return err instanceof ImageError && (err.code === 'TOO_LARGE' || err.code === 'TOO_MANY_PIXELS' || err.code === 'DECODE_TIMEOUT' || err.code === 'OVER_BUDGET') ? 'too_large' : 'bad_image';
+  return err instanceof ImageError &&
+    (err.code === 'TOO_LARGE' ||
+      err.code === 'TOO_MANY_PIXELS' ||
+      err.code === 'DECODE_TIMEOUT' ||
+      err.code === 'OVER_BUDGET')
+    ? 'too_large'
+    : 'bad_image';
 }
 
 interface TokenizedItem {
@@ -61,7 +67,13 @@ export class Embedder implements EmbedderPort {
   ) {
     this.dim = model.info.embedDim;
     this.contextLength = model.info.contextLength;
-    const common = { maxBatchSize: opts.maxBatchSize, maxQueueDelayMs: opts.maxQueueDelayMs, queueBound: opts.queueBound, keyShare: opts.callerShare, observer: opts.observer };
+    const common = {
+      maxBatchSize: opts.maxBatchSize,
+      maxQueueDelayMs: opts.maxQueueDelayMs,
+      queueBound: opts.queueBound,
+      keyShare: opts.callerShare,
+      observer: opts.observer,
+    };
     this.textBatcher = new DynamicBatcher({
       ...common,
       modality: 'text',
@@ -113,7 +125,10 @@ export class Embedder implements EmbedderPort {
     const pixels = admitted.reduce((sum, a) => sum + a.pixels, 0);
     const budget = this.opts.maxRequestPixels;
     if (budget !== undefined && pixels > budget) {
-      throw new ImageError('OVER_BUDGET', `the request's images declare ${pixels} pixels, more than the per-request decode budget of ${budget}; send fewer or smaller images per request`);
+      throw new ImageError(
+        'OVER_BUDGET',
+        `the request's images declare ${pixels} pixels, more than the per-request decode budget of ${budget}; send fewer or smaller images per request`,
+      );
     }
     return this.imageBatcher.submitMany(admitted, options);
   }
@@ -141,7 +156,8 @@ export class Embedder implements EmbedderPort {
     const row = this.model.tokenizeText
       ? await this.model.tokenizeText(text, this.contextLength, signal, key)
       : this.model.tokenizer.tokenize(text, this.contextLength);
-    if (row.ids.length !== this.contextLength) throw new Error(`tokenizer returned ${row.ids.length} ids, expected ${this.contextLength}`);
+    if (row.ids.length !== this.contextLength)
+      throw new Error(`tokenizer returned ${row.ids.length} ids, expected ${this.contextLength}`);
     return { ids: row.ids, truncated: row.truncated, tokens: row.eotIndex + 1 };
   }
 
@@ -167,7 +183,8 @@ export class Embedder implements EmbedderPort {
 
   /** The n rows of an n × dim feature matrix, each a copy. */
   private rows(features: Float32Array, n: number): Float32Array[] {
-    if (features.length !== n * this.dim) throw new Error(`encoder returned ${features.length} values for ${n} × ${this.dim}`);
+    if (features.length !== n * this.dim)
+      throw new Error(`encoder returned ${features.length} values for ${n} × ${this.dim}`);
     return Array.from({ length: n }, (_, i) => features.slice(i * this.dim, (i + 1) * this.dim));
   }
 }

@@ -25,7 +25,12 @@ export function l2normalize(features: Float32Array, dim: number): Float32Array {
  * logits_per_image = logitScale · normalize(img) @ normalize(txt)ᵀ and logits_per_text, its
  * transpose. Inputs are raw features; `logitScale` is the exp'd scale (manifest logit_scale_exp).
  */
-export function similarityLogits(img: Float32Array, txt: Float32Array, dim: number, logitScale: number): { logitsPerImage: Float32Array; logitsPerText: Float32Array } {
+export function similarityLogits(
+  img: Float32Array,
+  txt: Float32Array,
+  dim: number,
+  logitScale: number,
+): { logitsPerImage: Float32Array; logitsPerText: Float32Array } {
   const a = l2normalize(img, dim);
   const b = l2normalize(txt, dim);
   const ni = a.length / dim;
@@ -80,11 +85,19 @@ export function mean(vectors: readonly Float32Array[]): Float32Array {
 }
 
 /** model(image, text) over raw embeddings: logits_per_image = logitScale · img @ txt.T, its transpose, and softmax per image. */
-export function imageTextLogits(images: readonly Float32Array[], texts: readonly Float32Array[], logitScale: number): { logitsPerImage: number[][]; logitsPerText: number[][]; probs: number[][] } {
+export function imageTextLogits(
+  images: readonly Float32Array[],
+  texts: readonly Float32Array[],
+  logitScale: number,
+): { logitsPerImage: number[][]; logitsPerText: number[][]; probs: number[][] } {
   const img = images.map((v) => l2normalized(v));
   const txt = texts.map((v) => l2normalized(v));
   const logits = img.map((i) => txt.map((t) => logitScale * dot(i, t)));
-  return { logitsPerImage: logits, logitsPerText: txt.map((_, j) => logits.map((row) => row[j])), probs: logits.map((row) => softmax(row)) };
+  return {
+    logitsPerImage: logits,
+    logitsPerText: txt.map((_, j) => logits.map((row) => row[j])),
+    probs: logits.map((row) => softmax(row)),
+  };
 }
 
 export interface RankedItem<T> {
@@ -97,12 +110,22 @@ export interface RankedItem<T> {
 }
 
 /** Candidates (raw embeddings) by cosine to the query, best first; equal scores keep input order. */
-export function rankByCosine<T>(query: Float32Array, candidates: readonly { item: T; vector: Float32Array }[], logitScale: number): RankedItem<T>[] {
+export function rankByCosine<T>(
+  query: Float32Array,
+  candidates: readonly { item: T; vector: Float32Array }[],
+  logitScale: number,
+): RankedItem<T>[] {
   const q = l2normalized(query);
   const scores = candidates.map((c) => dot(q, l2normalized(c.vector)));
   const logits = scores.map((s) => logitScale * s);
   const probs = softmax(logits);
-  const ranked = candidates.map((c, k) => ({ item: c.item, score: scores[k], logit: logits[k], probability: probs[k], order: k }));
+  const ranked = candidates.map((c, k) => ({
+    item: c.item,
+    score: scores[k],
+    logit: logits[k],
+    probability: probs[k],
+    order: k,
+  }));
   ranked.sort((a, b) => b.score - a.score || a.order - b.order);
   return ranked.map(({ item, score, logit, probability }) => ({ item, score, logit, probability }));
 }
@@ -111,13 +134,24 @@ export function rankByCosine<T>(query: Float32Array, candidates: readonly { item
  * open_clip build_zero_shot_classifier: per class, normalize each template embedding, average
  * them, normalize the mean. `promptEmbeddings` holds the classes' templates one class after another.
  */
-export function zeroShotClassifier(promptEmbeddings: readonly Float32Array[], templatesPerClass: number): Float32Array[] {
+export function zeroShotClassifier(
+  promptEmbeddings: readonly Float32Array[],
+  templatesPerClass: number,
+): Float32Array[] {
   const classes = promptEmbeddings.length / templatesPerClass;
-  return Array.from({ length: classes }, (_, c) => l2normalized(mean(promptEmbeddings.slice(c * templatesPerClass, (c + 1) * templatesPerClass).map((p) => l2normalized(p)))));
+  return Array.from({ length: classes }, (_, c) =>
+    l2normalized(
+      mean(promptEmbeddings.slice(c * templatesPerClass, (c + 1) * templatesPerClass).map((p) => l2normalized(p))),
+    ),
+  );
 }
 
 /** One image's logits and probabilities over the classes of a zero-shot classifier. */
-export function classifyImage(image: Float32Array, classWeights: readonly Float32Array[], logitScale: number): { logits: number[]; probs: number[] } {
+export function classifyImage(
+  image: Float32Array,
+  classWeights: readonly Float32Array[],
+  logitScale: number,
+): { logits: number[]; probs: number[] } {
   const img = l2normalized(image);
   const logits = classWeights.map((w) => logitScale * dot(img, w));
   return { logits, probs: softmax(logits) };

@@ -30,7 +30,10 @@ export interface ModelLease<M extends EmbeddingModel = EmbeddingModel> extends H
 
 /** A version could not be loaded or activated (the active version keeps serving). */
 export class ModelActivationError extends Error {
-  constructor(message: string, readonly cause?: unknown) {
+  constructor(
+    message: string,
+    readonly cause?: unknown,
+  ) {
     super(message);
     this.name = 'ModelActivationError';
   }
@@ -112,8 +115,10 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
 
   constructor(private readonly opts: ModelHostOptions<M>) {
     this.budget = opts.budget ?? DEFAULT_BUDGET;
-    if (!Number.isInteger(this.budget.maxVersions) || this.budget.maxVersions < 1) throw new RangeError(`maxVersions must be an integer >= 1, got ${this.budget.maxVersions}`);
-    if (!Number.isFinite(this.budget.maxBytes) || this.budget.maxBytes < 0) throw new RangeError(`maxBytes must be >= 0, got ${this.budget.maxBytes}`);
+    if (!Number.isInteger(this.budget.maxVersions) || this.budget.maxVersions < 1)
+      throw new RangeError(`maxVersions must be an integer >= 1, got ${this.budget.maxVersions}`);
+    if (!Number.isFinite(this.budget.maxBytes) || this.budget.maxBytes < 0)
+      throw new RangeError(`maxBytes must be >= 0, got ${this.budget.maxBytes}`);
   }
 
   /** Installs the first model (no previous one to drain); it is active and never unloaded. */
@@ -151,7 +156,14 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
   /** The loaded versions, the active one first, then most recently used first. */
   loadedVersions(): LoadedVersion[] {
     return [...this.loaded.values()]
-      .map((e) => ({ version: e.version, info: e.model.info, active: e.version === this.activeVersion, inFlight: e.leases, bytes: e.bytes, lastUsedMs: e.lastUsedMs }))
+      .map((e) => ({
+        version: e.version,
+        info: e.model.info,
+        active: e.version === this.activeVersion,
+        inFlight: e.leases,
+        bytes: e.bytes,
+        lastUsedMs: e.lastUsedMs,
+      }))
       .sort((a, b) => Number(b.active) - Number(a.active) || b.lastUsedMs - a.lastUsedMs);
   }
 
@@ -214,7 +226,14 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
   // ---------------------------------------------------------------- internals
 
   private entry(version: string, model: M, bytes: number): Entry<M> {
-    return { version, model, embedder: this.opts.createEmbedder(model, version), bytes, leases: 0, lastUsedMs: Date.now() };
+    return {
+      version,
+      model,
+      embedder: this.opts.createEmbedder(model, version),
+      bytes,
+      leases: 0,
+      lastUsedMs: Date.now(),
+    };
   }
 
   private lease(e: Entry<M>): ModelLease<M> {
@@ -239,7 +258,10 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
     for (let attempt = 0; ; attempt++) {
       const entry = this.loaded.get(version) ?? (await this.ensureLoaded(version, true));
       if (this.loaded.get(version) === entry) return this.lease(entry);
-      if (attempt >= 2) throw new ModelActivationError(`version ${version} keeps being unloaded while it is activated: raise --max-loaded-versions`);
+      if (attempt >= 2)
+        throw new ModelActivationError(
+          `version ${version} keeps being unloaded while it is activated: raise --max-loaded-versions`,
+        );
     }
   }
 
@@ -252,7 +274,8 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
     if (this.closed) return Promise.reject(new ModelActivationError('the server is shutting down'));
     const failure = this.failed.get(version);
     // An operator's activation always retries; a caller's pin is answered from memory for a while.
-    if (failure && !forActivation && Date.now() - failure.at < (this.opts.failedLoadRetryMs ?? 30_000)) return Promise.reject(failure.error);
+    if (failure && !forActivation && Date.now() - failure.at < (this.opts.failedLoadRetryMs ?? 30_000))
+      return Promise.reject(failure.error);
     const located = (async () => {
       const bundleDir = await this.opts.locate(version);
       return this.loaded.get(version) ?? this.load(version, bundleDir, forActivation);
@@ -280,7 +303,10 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
       try {
         model = await this.opts.load(bundleDir);
       } catch (err) {
-        throw new ModelActivationError(`cannot load ${bundleDir}: ${err instanceof Error ? err.message : String(err)}`, err);
+        throw new ModelActivationError(
+          `cannot load ${bundleDir}: ${err instanceof Error ? err.message : String(err)}`,
+          err,
+        );
       }
       if (model.info.version !== version) {
         await model.close().catch(() => undefined);
@@ -304,7 +330,8 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
       },
       (err: Error) => {
         this.loading.delete(version);
-        if (err instanceof ModelActivationError && !this.closed) this.failed.set(version, { at: Date.now(), error: err });
+        if (err instanceof ModelActivationError && !this.closed)
+          this.failed.set(version, { at: Date.now(), error: err });
       },
     );
     return promise;
@@ -320,7 +347,9 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
     const activeBytes = this.loaded.get(this.activeVersion ?? '')?.bytes ?? 0;
     const exempt = forActivation ? { count: 1, bytes: activeBytes } : { count: 0, bytes: 0 };
     if (maxBytes > 0 && bytes + activeBytes - exempt.bytes > maxBytes) {
-      throw new ModelBudgetError(`model version ${version} needs ${bytes} bytes; with the active version that exceeds the budget of ${maxBytes} bytes (--max-loaded-bytes)`);
+      throw new ModelBudgetError(
+        `model version ${version} needs ${bytes} bytes; with the active version that exceeds the budget of ${maxBytes} bytes (--max-loaded-bytes)`,
+      );
     }
     const used = () => {
       const count = this.loaded.size + this.loading.size;
@@ -334,7 +363,9 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
       if (u.count + 1 <= maxVersions && (maxBytes === 0 || u.bytes + bytes <= maxBytes)) return;
       const victim = this.leastRecentlyUsedInactive();
       if (!victim) {
-        throw new ModelBudgetError(`cannot load model version ${version}: ${this.loaded.size} loaded and ${this.loading.size} loading fill the budget (--max-loaded-versions ${maxVersions}${maxBytes ? `, --max-loaded-bytes ${maxBytes}` : ''}); retry later`);
+        throw new ModelBudgetError(
+          `cannot load model version ${version}: ${this.loaded.size} loaded and ${this.loading.size} loading fill the budget (--max-loaded-versions ${maxVersions}${maxBytes ? `, --max-loaded-bytes ${maxBytes}` : ''}); retry later`,
+        );
       }
       this.unload(victim);
     }
@@ -353,7 +384,8 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
 
   private leastRecentlyUsedInactive(): Entry<M> | undefined {
     let victim: Entry<M> | undefined;
-    for (const e of this.loaded.values()) if (e.version !== this.activeVersion && (!victim || e.lastUsedMs < victim.lastUsedMs)) victim = e;
+    for (const e of this.loaded.values())
+      if (e.version !== this.activeVersion && (!victim || e.lastUsedMs < victim.lastUsedMs)) victim = e;
     return victim;
   }
 
@@ -376,7 +408,11 @@ export class ModelHost<M extends EmbeddingModel = EmbeddingModel> implements Mod
       } finally {
         this.draining.delete(e);
         e.embedder.close();
-        await e.model.close().catch((err: unknown) => this.opts.logger.error({ err, version: e.version }, 'closing a model version failed'));
+        await e.model
+          .close()
+          .catch((err: unknown) =>
+            this.opts.logger.error({ err, version: e.version }, 'closing a model version failed'),
+          );
       }
     })();
     this.retiring.add(done);

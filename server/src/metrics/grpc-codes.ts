@@ -27,11 +27,23 @@ const GO_CODE_NAMES: Readonly<Record<number, string>> = {
 
 /** All standard codes, in go-grpc-prometheus's `allCodes` order, used to pre-create handled series. */
 export const ALL_GRPC_CODES: readonly number[] = [
-  GrpcStatus.OK, GrpcStatus.CANCELLED, GrpcStatus.UNKNOWN, GrpcStatus.INVALID_ARGUMENT,
-  GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.NOT_FOUND, GrpcStatus.ALREADY_EXISTS,
-  GrpcStatus.PERMISSION_DENIED, GrpcStatus.UNAUTHENTICATED, GrpcStatus.RESOURCE_EXHAUSTED,
-  GrpcStatus.FAILED_PRECONDITION, GrpcStatus.ABORTED, GrpcStatus.OUT_OF_RANGE,
-  GrpcStatus.UNIMPLEMENTED, GrpcStatus.INTERNAL, GrpcStatus.UNAVAILABLE, GrpcStatus.DATA_LOSS,
+  GrpcStatus.OK,
+  GrpcStatus.CANCELLED,
+  GrpcStatus.UNKNOWN,
+  GrpcStatus.INVALID_ARGUMENT,
+  GrpcStatus.DEADLINE_EXCEEDED,
+  GrpcStatus.NOT_FOUND,
+  GrpcStatus.ALREADY_EXISTS,
+  GrpcStatus.PERMISSION_DENIED,
+  GrpcStatus.UNAUTHENTICATED,
+  GrpcStatus.RESOURCE_EXHAUSTED,
+  GrpcStatus.FAILED_PRECONDITION,
+  GrpcStatus.ABORTED,
+  GrpcStatus.OUT_OF_RANGE,
+  GrpcStatus.UNIMPLEMENTED,
+  GrpcStatus.INTERNAL,
+  GrpcStatus.UNAVAILABLE,
+  GrpcStatus.DATA_LOSS,
 ];
 
 /** Go's `codes.Code(c).String()`: the name for a standard code, `Code(<n>)` for anything else. */

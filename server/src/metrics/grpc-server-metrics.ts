@@ -211,9 +211,10 @@ export class GrpcServerMetrics {
           },
           onCancel: () => {
             const deadline = deadlineMillis(call.getDeadline());
-            const code = Number.isFinite(deadline) && Date.now() >= deadline - CLIENT_DEADLINE_LEAD_MS
-              ? grpc.status.DEADLINE_EXCEEDED
-              : grpc.status.CANCELLED;
+            const code =
+              Number.isFinite(deadline) && Date.now() >= deadline - CLIENT_DEADLINE_LEAD_MS
+                ? grpc.status.DEADLINE_EXCEEDED
+                : grpc.status.CANCELLED;
             finish(code, 'call ended before the server sent a status');
           },
         });

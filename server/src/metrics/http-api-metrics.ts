@@ -37,7 +37,11 @@ export class HttpApiMetrics {
 
   /** One finished request; `route` is the matched template or undefined. */
   observe(method: string, route: string | undefined, statusCode: number, seconds: number): void {
-    const labels = { method: KNOWN_METHODS.has(method) ? method : 'other', route: route ?? UNMATCHED_ROUTE, status_code: String(statusCode) };
+    const labels = {
+      method: KNOWN_METHODS.has(method) ? method : 'other',
+      route: route ?? UNMATCHED_ROUTE,
+      status_code: String(statusCode),
+    };
     this.requests.inc(labels);
     if (Number.isFinite(seconds) && seconds >= 0) this.duration.observe(labels, seconds);
   }

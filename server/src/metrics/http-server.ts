@@ -19,7 +19,10 @@ export interface MetricsHttpServer {
 
 /** The metrics port could not be opened (in use, bad address, no permission). */
 export class MetricsServerError extends Error {
-  constructor(message: string, readonly cause?: unknown) {
+  constructor(
+    message: string,
+    readonly cause?: unknown,
+  ) {
     super(message);
     this.name = 'MetricsServerError';
   }
@@ -61,8 +64,14 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
       case '/metrics':
         metrics.registry.metrics().then(
           (text) => send(res, 200, metrics.registry.contentType, text, head),
-          (err: unknown) => send(res, 500, 'text/plain; charset=utf-8',
-            `collecting metrics failed: ${err instanceof Error ? err.message : String(err)}\n`, head),
+          (err: unknown) =>
+            send(
+              res,
+              500,
+              'text/plain; charset=utf-8',
+              `collecting metrics failed: ${err instanceof Error ? err.message : String(err)}\n`,
+              head,
+            ),
         );
         return;
       case '/healthz':
@@ -81,7 +90,8 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   server.keepAliveTimeout = 5_000;
 
   await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => reject(new MetricsServerError(`cannot listen on ${host}:${options.port}: ${err.message}`, err));
+    const onError = (err: Error): void =>
+      reject(new MetricsServerError(`cannot listen on ${host}:${options.port}: ${err.message}`, err));
     server.once('error', onError);
     server.listen(options.port, host, () => {
       server.off('error', onError);

@@ -1,7 +1,23 @@
 /** Observability: Prometheus metrics (gRPC + service + process), probes, per-call request logs. */
-export { ClipserveMetrics, type ClipserveMetricsOptions, type Readiness, type ReadinessProbe } from './clipserve-metrics';
-export { startMetricsServer, MetricsServerError, type MetricsHttpServer, type MetricsServerOptions } from './http-server';
-export { GrpcServerMetrics, REQUEST_ID_METADATA_KEY, splitMethodPath, grpcTypeOf, type GrpcType } from './grpc-server-metrics';
+export {
+  ClipserveMetrics,
+  type ClipserveMetricsOptions,
+  type Readiness,
+  type ReadinessProbe,
+} from './clipserve-metrics';
+export {
+  startMetricsServer,
+  MetricsServerError,
+  type MetricsHttpServer,
+  type MetricsServerOptions,
+} from './http-server';
+export {
+  GrpcServerMetrics,
+  REQUEST_ID_METADATA_KEY,
+  splitMethodPath,
+  grpcTypeOf,
+  type GrpcType,
+} from './grpc-server-metrics';
 export {
   ServiceMetrics,
   MetricsValueError,

@@ -11,7 +11,15 @@ export type { Modality, RejectReason };
 
 /** Every value of the batcher's Modality and RejectReason, for the series created up front. */
 export const MODALITIES = ['text', 'image'] as const satisfies readonly Modality[];
-export const REJECT_REASONS = ['bad_image', 'too_large', 'overload', 'key_share', 'caller_limit', 'deadline', 'cancelled'] as const satisfies readonly RejectReason[];
+export const REJECT_REASONS = [
+  'bad_image',
+  'too_large',
+  'overload',
+  'key_share',
+  'caller_limit',
+  'deadline',
+  'cancelled',
+] as const satisfies readonly RejectReason[];
 
 /** What `clipserve_model_info` reports about the loaded model. */
 export interface ModelInfoLabels {
@@ -258,7 +266,8 @@ export class ServiceMetrics implements BatcherObserver {
    * over the loaded versions) plus the version-labelled ones.
    */
   forVersion(version: string): BatcherObserver {
-    if (typeof version !== 'string' || version === '') throw new MetricsValueError('model version must be a non-empty string');
+    if (typeof version !== 'string' || version === '')
+      throw new MetricsValueError('model version must be a non-empty string');
     for (const modality of MODALITIES) this.versionItemsEmbedded.inc({ version, modality }, 0);
     return {
       queueDepth: (modality, depth) => {
@@ -307,10 +316,17 @@ export class ServiceMetrics implements BatcherObserver {
       if (typeof info[key] !== 'string') throw new MetricsValueError(`model info "${key}" must be a string`);
     }
     if (info.name.length === 0) throw new MetricsValueError('model info "name" must not be empty');
-    if (info.precision !== undefined && !LABEL_VALUE.test(info.precision)) throw new MetricsValueError(`invalid model precision "${info.precision}"`);
+    if (info.precision !== undefined && !LABEL_VALUE.test(info.precision))
+      throw new MetricsValueError(`invalid model precision "${info.precision}"`);
     this.modelInfo.reset();
     this.modelInfo.set(
-      { name: info.name, version: info.version, provider: info.provider, demo: String(Boolean(info.demo)), ...(info.precision ? { precision: info.precision } : {}) },
+      {
+        name: info.name,
+        version: info.version,
+        provider: info.provider,
+        demo: String(Boolean(info.demo)),
+        ...(info.precision ? { precision: info.precision } : {}),
+      },
       1,
     );
   }

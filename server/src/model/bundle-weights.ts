@@ -20,14 +20,23 @@ import { DataType, decodeModel, type TensorMsg } from '../onnx/proto';
 
 function readTensorBytes(t: TensorMsg, onnxFile: string, byteLength: number): Uint8Array {
   if (t.dataLocation !== 1) {
-    if (!t.rawData || t.rawData.byteLength !== byteLength) throw new BundleError(`initializer ${t.name} has ${t.rawData?.byteLength ?? 0} raw bytes, expected ${byteLength}`, onnxFile);
+    if (!t.rawData || t.rawData.byteLength !== byteLength)
+      throw new BundleError(
+        `initializer ${t.name} has ${t.rawData?.byteLength ?? 0} raw bytes, expected ${byteLength}`,
+        onnxFile,
+      );
     return t.rawData;
   }
   const ext = Object.fromEntries((t.externalData ?? []).map((e) => [e.key, e.value]));
-  if (!ext.location || ext.location.includes('/') || ext.location.includes('\\')) throw new BundleError(`initializer ${t.name} has a bad external location ${JSON.stringify(ext.location)}`, onnxFile);
+  if (!ext.location || ext.location.includes('/') || ext.location.includes('\\'))
+    throw new BundleError(
+      `initializer ${t.name} has a bad external location ${JSON.stringify(ext.location)}`,
+      onnxFile,
+    );
   const offset = Number(ext.offset ?? 0);
   const length = Number(ext.length ?? byteLength);
-  if (length !== byteLength) throw new BundleError(`initializer ${t.name} has ${length} external bytes, expected ${byteLength}`, onnxFile);
+  if (length !== byteLength)
+    throw new BundleError(`initializer ${t.name} has ${length} external bytes, expected ${byteLength}`, onnxFile);
   const dataFile = path.join(path.dirname(onnxFile), ext.location);
   const fd = fs.openSync(dataFile, 'r');
   try {
@@ -35,7 +44,11 @@ function readTensorBytes(t: TensorMsg, onnxFile: string, byteLength: number): Ui
     let done = 0;
     while (done < byteLength) {
       const n = fs.readSync(fd, out, done, byteLength - done, offset + done);
-      if (n === 0) throw new BundleError(`external data ends before initializer ${t.name} (offset ${offset}, ${byteLength} bytes)`, dataFile);
+      if (n === 0)
+        throw new BundleError(
+          `external data ends before initializer ${t.name} (offset ${offset}, ${byteLength} bytes)`,
+          dataFile,
+        );
       done += n;
     }
     return out;
@@ -67,7 +80,14 @@ function transpose(data: Float32Array, rows: number, cols: number): Float32Array
 }
 
 /** Dequantizes the int8 projections of `tower` (none in fp32/fp16 bundles) into `sd`. */
-function readInt8Projections(bundle: Bundle, tower: 'visual' | 'textual', onnxFile: string, inits: TensorMsg[], expected: Map<string, number[]>, sd: StateDict): void {
+function readInt8Projections(
+  bundle: Bundle,
+  tower: 'visual' | 'textual',
+  onnxFile: string,
+  inits: TensorMsg[],
+  expected: Map<string, number[]>,
+  sd: StateDict,
+): void {
   const byName = new Map(inits.map((t) => [t.name, t]));
   for (const layer of quantizableLayers(bundle.manifest.model_cfg, tower)) {
     const names = int8WeightNames(layer);
@@ -78,7 +98,10 @@ function readInt8Projections(bundle: Bundle, tower: 'visual' | 'textual', onnxFi
     const shape = expected.get(key)!;
     const [rows, cols] = transposed ? [shape[1], shape[0]] : shape;
     if (!values || !scales || values.dataType !== DataType.INT8 || scales.dataType !== DataType.FLOAT) {
-      throw new BundleError(`int8 projection ${layer} needs int8 ${names.values} and float32 ${names.scales}`, onnxFile);
+      throw new BundleError(
+        `int8 projection ${layer} needs int8 ${names.values} and float32 ${names.scales}`,
+        onnxFile,
+      );
     }
     const q = new Int8Array(rows * cols);
     new Uint8Array(q.buffer).set(readTensorBytes(values, onnxFile, rows * cols));
@@ -93,7 +116,10 @@ export function readBundleStateDict(bundle: Bundle): StateDict {
   const cfg = bundle.manifest.model_cfg;
   const expected = expectedWeightShapes(cfg);
   const sd: StateDict = new Map();
-  for (const [tower, onnxFile] of [['visual', bundle.paths.visual], ['textual', bundle.paths.textual]] as const) {
+  for (const [tower, onnxFile] of [
+    ['visual', bundle.paths.visual],
+    ['textual', bundle.paths.textual],
+  ] as const) {
     const model = decodeModel(fs.readFileSync(onnxFile));
     const inits = model.graph?.initializer ?? [];
     readInt8Projections(bundle, tower, onnxFile, inits, expected, sd);
@@ -107,13 +133,20 @@ export function readBundleStateDict(bundle: Bundle): StateDict {
       const bytesPer = t.dataType === DataType.FLOAT16 ? 2 : 4;
       let data = toFloat32(t, readTensorBytes(t, onnxFile, count * bytesPer), count);
       if (transposed) {
-        if (dims.length !== 2 || dims[0] !== shape[1] || dims[1] !== shape[0]) throw new BundleError(`initializer ${t.name} has shape [${dims}], expected [${shape[1]}, ${shape[0]}]`, onnxFile);
+        if (dims.length !== 2 || dims[0] !== shape[1] || dims[1] !== shape[0])
+          throw new BundleError(
+            `initializer ${t.name} has shape [${dims}], expected [${shape[1]}, ${shape[0]}]`,
+            onnxFile,
+          );
         data = transpose(data, dims[0], dims[1]);
       }
       sd.set(key, { shape: [...shape], data });
     }
   }
-  sd.set('logit_scale', { shape: [...(expected.get('logit_scale') ?? [])], data: Float32Array.of(bundle.manifest.logit_scale) });
+  sd.set('logit_scale', {
+    shape: [...(expected.get('logit_scale') ?? [])],
+    data: Float32Array.of(bundle.manifest.logit_scale),
+  });
   try {
     validateStateDict(sd, cfg);
   } catch (err) {

@@ -8,14 +8,32 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { IMAGE_INPUT, IMAGE_OUTPUT, INT8_KERNELS, TEXT_INPUT, TEXT_OUTPUT, type TowerOptions } from '../onnx/clip-graph';
+import {
+  IMAGE_INPUT,
+  IMAGE_OUTPUT,
+  INT8_KERNELS,
+  TEXT_INPUT,
+  TEXT_OUTPUT,
+  type TowerOptions,
+} from '../onnx/clip-graph';
 import { readOnnxSignature, type TensorSpec } from '../onnx/inspect';
 import { writeTowerModel, type Tower, type WrittenFile } from '../onnx/write-model';
 import { PACKAGE_ROOT } from '../util/paths';
 import { resolveConfig, type ModelConfig, type OpenClipConfig, type PreprocessConfig } from './config';
 import { BundleError } from './errors';
 import { expectedWeightShapes, validateStateDict } from './expected-weights';
-import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, demoteWorst, INT8_ACTIVATIONS, INT8_METHODS, MAX_CHECK_ROUNDS, meetsContract, type Int8Record, type Int8Settings } from './int8';
+import {
+  calibrateTower,
+  checkTower,
+  DEFAULT_INT8_SETTINGS,
+  demoteWorst,
+  INT8_ACTIVATIONS,
+  INT8_METHODS,
+  MAX_CHECK_ROUNDS,
+  meetsContract,
+  type Int8Record,
+  type Int8Settings,
+} from './int8';
 import { quantizableLayers } from '../onnx/clip-graph';
 import { numel, type StateDict } from './state-dict';
 
@@ -130,31 +148,43 @@ export async function writeBundle(opts: {
   towerOptions?: TowerOptions;
 }): Promise<BundleManifest> {
   const precision = opts.precision ?? 'fp32';
-  if (!BUNDLE_PRECISIONS.includes(precision)) throw new BundleError(`precision must be one of ${BUNDLE_PRECISIONS.join(', ')}, got ${String(precision)}`);
+  if (!BUNDLE_PRECISIONS.includes(precision))
+    throw new BundleError(`precision must be one of ${BUNDLE_PRECISIONS.join(', ')}, got ${String(precision)}`);
   const int8Settings: Int8Settings = { ...DEFAULT_INT8_SETTINGS, ...opts.int8Settings };
-  if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1) throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
-  if (!INT8_ACTIVATIONS.includes(int8Settings.activations)) throw new BundleError(`int8 activations must be one of ${INT8_ACTIVATIONS.join(', ')}, got ${String(int8Settings.activations)}`);
-  if (!INT8_KERNELS.includes(int8Settings.kernel)) throw new BundleError(`int8 kernel must be one of ${INT8_KERNELS.join(', ')}, got ${String(int8Settings.kernel)}`);
-  if (!(int8Settings.smoothing >= 0 && int8Settings.smoothing <= 1)) throw new BundleError(`int8 smoothing must be in [0, 1], got ${int8Settings.smoothing}`);
-  if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift))) throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
+  if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1)
+    throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
+  if (!INT8_ACTIVATIONS.includes(int8Settings.activations))
+    throw new BundleError(
+      `int8 activations must be one of ${INT8_ACTIVATIONS.join(', ')}, got ${String(int8Settings.activations)}`,
+    );
+  if (!INT8_KERNELS.includes(int8Settings.kernel))
+    throw new BundleError(`int8 kernel must be one of ${INT8_KERNELS.join(', ')}, got ${String(int8Settings.kernel)}`);
+  if (!(int8Settings.smoothing >= 0 && int8Settings.smoothing <= 1))
+    throw new BundleError(`int8 smoothing must be in [0, 1], got ${int8Settings.smoothing}`);
+  if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift)))
+    throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
   for (const k of ['minMeanCosine', 'minCosine'] as const) {
-    if (!(int8Settings[k] >= 0 && int8Settings[k] <= 1)) throw new BundleError(`int8 ${k} must be in [0, 1], got ${int8Settings[k]}`);
+    if (!(int8Settings[k] >= 0 && int8Settings[k] <= 1))
+      throw new BundleError(`int8 ${k} must be in [0, 1], got ${int8Settings[k]}`);
   }
   if (!opts.name || !opts.version) throw new BundleError('bundle name and version must be non-empty');
   const config = resolveConfig(opts.config);
   const cfg = config.model_cfg;
   validateStateDict(opts.stateDict, cfg);
   const vocabHead = readHead(opts.vocabFile, 2);
-  if (vocabHead[0] !== 0x1f || vocabHead[1] !== 0x8b) throw new BundleError('vocabulary is not a gzip file (expected the gzip BPE merges file)', opts.vocabFile);
+  if (vocabHead[0] !== 0x1f || vocabHead[1] !== 0x8b)
+    throw new BundleError('vocabulary is not a gzip file (expected the gzip BPE merges file)', opts.vocabFile);
 
   const outDir = path.resolve(opts.outDir);
-  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0) throw new BundleError('output directory exists and is not empty', outDir);
+  if (fs.existsSync(outDir) && fs.readdirSync(outDir).length > 0)
+    throw new BundleError('output directory exists and is not empty', outDir);
   fs.mkdirSync(path.dirname(outDir), { recursive: true });
   const tmp = fs.mkdtempSync(`${outDir}.tmp-`);
   try {
     const bytesPerValue = precision === 'fp16' ? 2 : precision === 'int8' ? 1 : 4; // int8: approximate (fp32 layers kept)
     let total = 0;
-    for (const [key, shape] of expectedWeightShapes(cfg)) if (key !== 'logit_scale') total += numel(shape) * bytesPerValue;
+    for (const [key, shape] of expectedWeightShapes(cfg))
+      if (key !== 'logit_scale') total += numel(shape) * bytesPerValue;
     let done = 0;
     const onBytes = (n: number): void => {
       done = Math.min(total, done + n);
@@ -167,24 +197,49 @@ export async function writeBundle(opts: {
     };
     const producerVersion = packageVersion();
     const written: Record<Tower, ReturnType<typeof writeTowerModel>> = {} as never;
-    const calibration = precision === 'int8' ? {
-      config, weights, vocabFile: opts.vocabFile, settings: int8Settings, producerVersion,
-      scratchDir: fs.mkdtempSync(path.join(tmp, 'calibration-')),
-    } : undefined;
+    const calibration =
+      precision === 'int8'
+        ? {
+            config,
+            weights,
+            vocabFile: opts.vocabFile,
+            settings: int8Settings,
+            producerVersion,
+            scratchDir: fs.mkdtempSync(path.join(tmp, 'calibration-')),
+          }
+        : undefined;
     const towers = {} as Int8Record['towers'];
     for (const tower of ['visual', 'textual'] as const) {
       const write = (layers?: ReadonlySet<string>, towerWeights = weights) =>
-        writeTowerModel({ onnxPath: path.join(tmp, `${tower}.onnx`), tower, config: cfg, weights: towerWeights, precision, int8: layers && { layers, activations: int8Settings.activations, kernel: int8Settings.kernel }, producerVersion, towerOptions: opts.towerOptions, onBytes });
+        writeTowerModel({
+          onnxPath: path.join(tmp, `${tower}.onnx`),
+          tower,
+          config: cfg,
+          weights: towerWeights,
+          precision,
+          int8: layers && { layers, activations: int8Settings.activations, kernel: int8Settings.kernel },
+          producerVersion,
+          towerOptions: opts.towerOptions,
+          onBytes,
+        });
       if (!calibration) {
         written[tower] = write();
         continue;
       }
-      const plan = await calibrateTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'calibrate', d, n) }, tower);
+      const plan = await calibrateTower(
+        { ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'calibrate', d, n) },
+        tower,
+      );
       let layers: ReadonlySet<string> = plan.layers;
       let cosine: { mean: number; min: number };
       for (let round = 0; ; round++) {
         written[tower] = write(layers, plan.weights);
-        cosine = await checkTower({ ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'check', d, n) }, tower, written[tower].onnx.path, plan.reference);
+        cosine = await checkTower(
+          { ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'check', d, n) },
+          tower,
+          written[tower].onnx.path,
+          plan.reference,
+        );
         if (meetsContract(cosine, int8Settings) || layers.size === 0 || round + 1 >= MAX_CHECK_ROUNDS) break;
         layers = demoteWorst(layers, plan.record.drift);
       }
@@ -205,13 +260,22 @@ export async function writeBundle(opts: {
         method: INT8_METHODS[int8Settings.activations],
         max_drift: int8Settings.maxDrift,
         cosine_contract: { mean: int8Settings.minMeanCosine, min: int8Settings.minCosine },
-        calibration: { images: int8Settings.samples, captions: int8Settings.samples, generator: 'clipserve calibration-inputs (deterministic)' },
+        calibration: {
+          images: int8Settings.samples,
+          captions: int8Settings.samples,
+          generator: 'clipserve calibration-inputs (deterministic)',
+        },
         towers,
       };
     }
     const vocabPath = path.join(tmp, 'vocab.bpe.txt.gz');
     fs.copyFileSync(opts.vocabFile, vocabPath);
-    const vocab = { path: 'vocab.bpe.txt.gz', sha256: await sha256File(vocabPath), bytes: fs.statSync(vocabPath).size, format: 'bpe-merges-gz' as const };
+    const vocab = {
+      path: 'vocab.bpe.txt.gz',
+      sha256: await sha256File(vocabPath),
+      bytes: fs.statSync(vocabPath).size,
+      format: 'bpe-merges-gz' as const,
+    };
 
     const logitScale = opts.stateDict.get('logit_scale')!.data[0];
     const manifest: BundleManifest = {
@@ -272,7 +336,13 @@ function fail(msg: string, file = MANIFEST_FILE): never {
   throw new BundleError(msg, file);
 }
 
-function need<T>(obj: Record<string, unknown>, key: string, check: (v: unknown) => boolean, what: string, where = ''): T {
+function need<T>(
+  obj: Record<string, unknown>,
+  key: string,
+  check: (v: unknown) => boolean,
+  what: string,
+  where = '',
+): T {
   const v = obj[key];
   if (!check(v)) fail(`field "${where}${key}" must be ${what}, got ${JSON.stringify(v)}`);
   return v as T;
@@ -287,7 +357,8 @@ function checkFileRef(raw: unknown, key: string): BundleFileRef {
   if (!isObj(raw)) fail(`field "files.${key}" must be an object with path, sha256 and bytes`);
   const r = raw as Record<string, unknown>;
   const p = need<string>(r, 'path', isStr, 'a relative path', `files.${key}.`);
-  if (path.isAbsolute(p) || p.split(/[\\/]/).includes('..')) fail(`field "files.${key}.path" must stay inside the bundle, got ${JSON.stringify(p)}`);
+  if (path.isAbsolute(p) || p.split(/[\\/]/).includes('..'))
+    fail(`field "files.${key}.path" must stay inside the bundle, got ${JSON.stringify(p)}`);
   need<string>(r, 'sha256', (v) => typeof v === 'string' && /^[0-9a-f]{64}$/.test(v), 'a hex SHA-256', `files.${key}.`);
   need<number>(r, 'bytes', (v) => Number.isInteger(v) && (v as number) >= 0, 'a byte count', `files.${key}.`);
   return r as unknown as BundleFileRef;
@@ -298,11 +369,17 @@ export function parseManifest(raw: unknown): BundleManifest {
   if (!isObj(raw)) fail('manifest must be a JSON object');
   const m = raw as Record<string, unknown>;
   const fv = need<number>(m, 'format_version', isPosInt, 'a positive integer');
-  if (fv !== BUNDLE_FORMAT_VERSION) fail(`unsupported format_version ${fv} (this clipserve reads ${BUNDLE_FORMAT_VERSION})`);
+  if (fv !== BUNDLE_FORMAT_VERSION)
+    fail(`unsupported format_version ${fv} (this clipserve reads ${BUNDLE_FORMAT_VERSION})`);
   need(m, 'name', isStr, 'a non-empty string');
   need(m, 'version', isStr, 'a non-empty string');
   need(m, 'demo', (v) => typeof v === 'boolean', 'a boolean');
-  need(m, 'precision', (v) => BUNDLE_PRECISIONS.includes(v as BundlePrecision), BUNDLE_PRECISIONS.map((p) => `"${p}"`).join(', '));
+  need(
+    m,
+    'precision',
+    (v) => BUNDLE_PRECISIONS.includes(v as BundlePrecision),
+    BUNDLE_PRECISIONS.map((p) => `"${p}"`).join(', '),
+  );
   if (m.precision === 'int8') checkInt8Record(m.int8);
   need(m, 'created_at', isStr, 'an ISO date string');
   need(m, 'source', isObj, 'an object');
@@ -326,13 +403,15 @@ export function parseManifest(raw: unknown): BundleManifest {
   const towers = need<Record<string, unknown>>(m, 'towers', isObj, 'an object with visual and textual signatures');
   for (const t of ['visual', 'textual']) {
     const s = towers[t] as Record<string, unknown> | undefined;
-    if (!isObj(s) || !Array.isArray(s!.inputs) || !Array.isArray(s!.outputs)) fail(`field "towers.${t}" must have inputs and outputs lists`);
+    if (!isObj(s) || !Array.isArray(s!.inputs) || !Array.isArray(s!.outputs))
+      fail(`field "towers.${t}" must have inputs and outputs lists`);
   }
   const files = need<Record<string, unknown>>(m, 'files', isObj, 'an object');
   for (const k of ['visual', 'textual', 'vocab']) checkFileRef(files[k], k);
   for (const k of ['visual_data', 'textual_data']) if (files[k] !== undefined) checkFileRef(files[k], k);
   const vocab = files.vocab as Record<string, unknown>;
-  if (vocab.format !== 'bpe-merges-gz') fail(`field "files.vocab.format" must be "bpe-merges-gz", got ${JSON.stringify(vocab.format)}`);
+  if (vocab.format !== 'bpe-merges-gz')
+    fail(`field "files.vocab.format" must be "bpe-merges-gz", got ${JSON.stringify(vocab.format)}`);
   return { ...(m as unknown as BundleManifest), model_cfg: mc, preprocess_cfg: cfg.preprocess_cfg };
 }
 
@@ -344,7 +423,11 @@ function checkInt8Record(raw: unknown): void {
   for (const t of ['visual', 'textual']) {
     const r = (towers as Record<string, unknown>)[t];
     const isNames = (v: unknown): boolean => Array.isArray(v) && v.every(isStr);
-    if (!isObj(r) || !isNames((r as Record<string, unknown>).int8_layers) || !isNames((r as Record<string, unknown>).fp32_layers)) {
+    if (
+      !isObj(r) ||
+      !isNames((r as Record<string, unknown>).int8_layers) ||
+      !isNames((r as Record<string, unknown>).fp32_layers)
+    ) {
       fail(`field "int8.towers.${t}" must list int8_layers and fp32_layers`);
     }
   }
@@ -354,17 +437,25 @@ const specText = (s: TensorSpec): string => `${s.name} ${s.dtype} [${s.shape.joi
 
 /** Dynamic axes may carry any name; fixed sizes, names of tensors and dtypes must agree. */
 function sameSpecs(actual: TensorSpec[], expected: TensorSpec[]): boolean {
-  return actual.length === expected.length && actual.every((a, i) => {
-    const e = expected[i];
-    return a.name === e.name && a.dtype === e.dtype && a.shape.length === e.shape.length &&
-      a.shape.every((d, j) => (typeof e.shape[j] === 'number' ? d === e.shape[j] : typeof d === 'string'));
-  });
+  return (
+    actual.length === expected.length &&
+    actual.every((a, i) => {
+      const e = expected[i];
+      return (
+        a.name === e.name &&
+        a.dtype === e.dtype &&
+        a.shape.length === e.shape.length &&
+        a.shape.every((d, j) => (typeof e.shape[j] === 'number' ? d === e.shape[j] : typeof d === 'string'))
+      );
+    })
+  );
 }
 
 export async function loadBundle(dir: string, opts: { verify?: boolean } = {}): Promise<Bundle> {
   const verify = opts.verify ?? true;
   const root = path.resolve(dir);
-  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) throw new BundleError('bundle directory does not exist', root);
+  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory())
+    throw new BundleError('bundle directory does not exist', root);
   const manifestPath = path.join(root, MANIFEST_FILE);
   if (!fs.existsSync(manifestPath)) throw new BundleError('missing manifest', MANIFEST_FILE);
   let raw: unknown;
@@ -381,10 +472,12 @@ export async function loadBundle(dir: string, opts: { verify?: boolean } = {}): 
     const abs = path.join(root, ref.path);
     if (!fs.existsSync(abs)) throw new BundleError('missing file', ref.path);
     const size = fs.statSync(abs).size;
-    if (size !== ref.bytes) throw new BundleError(`size mismatch: manifest says ${ref.bytes} bytes, file has ${size}`, ref.path);
+    if (size !== ref.bytes)
+      throw new BundleError(`size mismatch: manifest says ${ref.bytes} bytes, file has ${size}`, ref.path);
     if (verify) {
       const digest = await sha256File(abs);
-      if (digest !== ref.sha256) throw new BundleError(`checksum mismatch: manifest sha256 ${ref.sha256}, file ${digest}`, ref.path);
+      if (digest !== ref.sha256)
+        throw new BundleError(`checksum mismatch: manifest sha256 ${ref.sha256}, file ${digest}`, ref.path);
     }
   }
 
@@ -406,13 +499,20 @@ export async function loadBundle(dir: string, opts: { verify?: boolean } = {}): 
         ref.path,
       );
     }
-    if (!sameSpecs(manifest.towers[tower].inputs, expected[tower].inputs) || !sameSpecs(manifest.towers[tower].outputs, expected[tower].outputs)) {
+    if (
+      !sameSpecs(manifest.towers[tower].inputs, expected[tower].inputs) ||
+      !sameSpecs(manifest.towers[tower].outputs, expected[tower].outputs)
+    ) {
       fail(`field "towers.${tower}" does not match the ONNX model's inputs/outputs`);
     }
     // External data must be exactly the manifest's (checksummed) file, next to the model.
     const dataBase = dataRef ? path.relative(path.dirname(ref.path) || '.', dataRef.path) : undefined;
     for (const loc of sig.externalLocations) {
-      if (loc !== dataBase) throw new BundleError(`refers to external data "${loc}", which the manifest does not list as files.${tower}_data`, ref.path);
+      if (loc !== dataBase)
+        throw new BundleError(
+          `refers to external data "${loc}", which the manifest does not list as files.${tower}_data`,
+          ref.path,
+        );
     }
   }
 

@@ -85,7 +85,13 @@ export function calibrationCaptions(count: number): string[] {
 
 /** Captions [from, from + n) tokenized and cut after the batch's last EOT, as the server runs them
  *  (with the causal mask, later positions cannot change the pooled token). */
-export function calibrationTextBatch(captions: readonly string[], from: number, n: number, tokenizer: ClipTokenizer, contextLength: number): { ids: BigInt64Array; dims: [number, number] } {
+export function calibrationTextBatch(
+  captions: readonly string[],
+  from: number,
+  n: number,
+  tokenizer: ClipTokenizer,
+  contextLength: number,
+): { ids: BigInt64Array; dims: [number, number] } {
   const { ids, eotIndex } = tokenizer.tokenizeBatch(captions.slice(from, from + n), contextLength);
   const length = Math.max(...eotIndex) + 1;
   const out = new BigInt64Array(n * length);

@@ -43,13 +43,19 @@ export interface PreprocessConfig {
 
 /** Rejects a preprocess_cfg the transform cannot honour (RangeError: a configuration bug, not bad input). */
 export function checkPreprocessConfig(cfg: PreprocessConfig): void {
-  if (!Number.isInteger(cfg.size) || cfg.size < 1 || cfg.size > 4096) throw new RangeError(`preprocess size must be an integer in 1..4096, got ${cfg.size}`);
+  if (!Number.isInteger(cfg.size) || cfg.size < 1 || cfg.size > 4096)
+    throw new RangeError(`preprocess size must be an integer in 1..4096, got ${cfg.size}`);
   if (!Number.isInteger(cfg.fill_color) || cfg.fill_color < 0 || cfg.fill_color > 255) {
     throw new RangeError(`preprocess fill_color must be an integer in 0..255, got ${cfg.fill_color}`);
   }
-  if (cfg.interpolation !== 'bicubic' && cfg.interpolation !== 'bilinear') throw new RangeError(`unsupported interpolation ${String(cfg.interpolation)}`);
-  for (const [name, v] of [['mean', cfg.mean], ['std', cfg.std]] as const) {
-    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => typeof x !== 'number' || !Number.isFinite(x))) throw new RangeError(`preprocess ${name} must be 3 finite numbers`);
+  if (cfg.interpolation !== 'bicubic' && cfg.interpolation !== 'bilinear')
+    throw new RangeError(`unsupported interpolation ${String(cfg.interpolation)}`);
+  for (const [name, v] of [
+    ['mean', cfg.mean],
+    ['std', cfg.std],
+  ] as const) {
+    if (!Array.isArray(v) || v.length !== 3 || v.some((x) => typeof x !== 'number' || !Number.isFinite(x)))
+      throw new RangeError(`preprocess ${name} must be 3 finite numbers`);
   }
   if (cfg.std.some((x) => x === 0)) throw new RangeError('preprocess std must not contain 0');
 }
@@ -64,7 +70,10 @@ export const OPENAI_STD: [number, number, number] = [0.26862954, 0.26130258, 0.2
 
 /** Fills open_clip's defaults into a possibly partial `open_clip_config.json`. */
 export function resolveConfig(raw: unknown): OpenClipConfig {
-  const r = (raw ?? {}) as { model_cfg?: Partial<ModelConfig> & Record<string, unknown>; preprocess_cfg?: Partial<PreprocessConfig> };
+  const r = (raw ?? {}) as {
+    model_cfg?: Partial<ModelConfig> & Record<string, unknown>;
+    preprocess_cfg?: Partial<PreprocessConfig>;
+  };
   const m = r.model_cfg;
   if (!m || typeof m !== 'object') throw new Error('open_clip config has no "model_cfg" object');
   if (typeof m.embed_dim !== 'number') throw new Error('open_clip config: model_cfg.embed_dim is missing');
@@ -72,7 +81,9 @@ export function resolveConfig(raw: unknown): OpenClipConfig {
   const t = (m.text_cfg ?? {}) as Partial<TextConfig> & Record<string, unknown>;
   for (const unsupported of ['timm_model_name', 'hf_model_name']) {
     if (v[unsupported] || t[unsupported]) {
-      throw new Error(`open_clip config uses ${unsupported}: only the plain ViT image tower and CLIP text transformer are supported`);
+      throw new Error(
+        `open_clip config uses ${unsupported}: only the plain ViT image tower and CLIP text transformer are supported`,
+      );
     }
   }
   const image_size = Array.isArray(v.image_size) ? Number(v.image_size[0]) : (v.image_size ?? 224);
@@ -92,9 +103,12 @@ export function resolveConfig(raw: unknown): OpenClipConfig {
     layers: t.layers ?? 12,
     mlp_ratio: t.mlp_ratio ?? 4.0,
   };
-  if (vision_cfg.width % vision_cfg.head_width !== 0) throw new Error(`vision width ${vision_cfg.width} is not a multiple of head_width ${vision_cfg.head_width}`);
-  if (text_cfg.width % text_cfg.heads !== 0) throw new Error(`text width ${text_cfg.width} is not a multiple of heads ${text_cfg.heads}`);
-  if (vision_cfg.image_size % vision_cfg.patch_size !== 0) throw new Error(`image_size ${vision_cfg.image_size} is not a multiple of patch_size ${vision_cfg.patch_size}`);
+  if (vision_cfg.width % vision_cfg.head_width !== 0)
+    throw new Error(`vision width ${vision_cfg.width} is not a multiple of head_width ${vision_cfg.head_width}`);
+  if (text_cfg.width % text_cfg.heads !== 0)
+    throw new Error(`text width ${text_cfg.width} is not a multiple of heads ${text_cfg.heads}`);
+  if (vision_cfg.image_size % vision_cfg.patch_size !== 0)
+    throw new Error(`image_size ${vision_cfg.image_size} is not a multiple of patch_size ${vision_cfg.patch_size}`);
   const p = r.preprocess_cfg ?? {};
   const preprocess_cfg: PreprocessConfig = {
     size: Array.isArray(p.size) ? Number(p.size[0]) : (p.size ?? image_size),

@@ -10,7 +10,11 @@ import type { StateDict } from './state-dict';
 
 /** A state dict that does not fit the config (a BundleError: writeBundle cannot proceed). */
 export class WeightsError extends BundleError {
-  constructor(message: string, readonly missing: string[] = [], readonly misshaped: string[] = []) {
+  constructor(
+    message: string,
+    readonly missing: string[] = [],
+    readonly misshaped: string[] = [],
+  ) {
     super(message);
     this.name = 'WeightsError';
   }
@@ -57,7 +61,8 @@ export function expectedWeightShapes(cfg: ModelConfig): Map<string, number[]> {
   return m;
 }
 
-const sameShape = (a: readonly number[], b: readonly number[]): boolean => a.length === b.length && a.every((d, i) => d === b[i]);
+const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
 const fmt = (s: readonly number[]): string => `[${s.join(', ')}]`;
 
 /**
@@ -86,8 +91,14 @@ export function validateStateDict(sd: StateDict, cfg: ModelConfig): void {
   }
   if (missing.length || misshaped.length) {
     const parts: string[] = [];
-    if (missing.length) parts.push(`missing ${missing.length} key(s): ${missing.slice(0, 20).join(', ')}${missing.length > 20 ? ', …' : ''}`);
-    if (misshaped.length) parts.push(`mis-shaped ${misshaped.length} key(s): ${details.slice(0, 20).join('; ')}${details.length > 20 ? '; …' : ''}`);
+    if (missing.length)
+      parts.push(
+        `missing ${missing.length} key(s): ${missing.slice(0, 20).join(', ')}${missing.length > 20 ? ', …' : ''}`,
+      );
+    if (misshaped.length)
+      parts.push(
+        `mis-shaped ${misshaped.length} key(s): ${details.slice(0, 20).join('; ')}${details.length > 20 ? '; …' : ''}`,
+      );
     throw new WeightsError(`state dict does not match the model config: ${parts.join('; ')}`, missing, misshaped);
   }
 }

@@ -15,7 +15,11 @@ export function rewriteInt8Tower(int8: Bundle, tower: Tower, kernel: Int8Kernel,
   const sd = readBundleStateDict(int8);
   const activations = m.int8.method.includes('shifted') ? 'shifted-gelu' : 'symmetric';
   writeTowerModel({
-    onnxPath, tower, config: m.model_cfg, precision: 'int8', producerVersion: 'int8 rewrite',
+    onnxPath,
+    tower,
+    config: m.model_cfg,
+    precision: 'int8',
+    producerVersion: 'int8 rewrite',
     weights: (k) => {
       const t = sd.get(k);
       if (!t) throw new Error(`int8 rewrite: ${int8.dir} has no weight ${k}`);

@@ -16,7 +16,22 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { projectionWeight, DRIFT_ERR_PREFIX, DRIFT_REF_PREFIX, IMAGE_INPUT, INPUT_ABSMAX_PREFIX, INT8_ACTIVATIONS, smoothingSource, type Int8Activations, type Int8Kernel, IMAGE_OUTPUT, quantizableLayers, TEXT_INPUT, TEXT_OUTPUT, type WeightLookup } from '../onnx/clip-graph';
+import {
+  projectionWeight,
+  DRIFT_ERR_PREFIX,
+  DRIFT_REF_PREFIX,
+  IMAGE_INPUT,
+  INPUT_ABSMAX_PREFIX,
+  INT8_ACTIVATIONS,
+  smoothingSource,
+  type Int8Activations,
+  type Int8Kernel,
+  IMAGE_OUTPUT,
+  quantizableLayers,
+  TEXT_INPUT,
+  TEXT_OUTPUT,
+  type WeightLookup,
+} from '../onnx/clip-graph';
 import { writeTowerModel, type Tower } from '../onnx/write-model';
 import type { WireTensor } from '../runtime/session-protocol';
 import { WorkerSession } from '../runtime/worker-session';
@@ -46,7 +61,15 @@ export interface Int8Settings {
  *  Smoothing is opt-in (α 0.5 measured): on the stress ViT-L/14 it kept 84/97 image projections in
  *  int8 within the contract on held-out inputs, but the text tower (27/49) missed it on held-out
  *  captions (min 0.979) while passing the check on the calibration captions (docs/int8.md). */
-export const DEFAULT_INT8_SETTINGS: Int8Settings = { samples: 256, maxDrift: 0.05, minMeanCosine: 0.995, minCosine: 0.99, activations: 'shifted-gelu', smoothing: 0, kernel: 'matmul-integer' };
+export const DEFAULT_INT8_SETTINGS: Int8Settings = {
+  samples: 256,
+  maxDrift: 0.05,
+  minMeanCosine: 0.995,
+  minCosine: 0.99,
+  activations: 'shifted-gelu',
+  smoothing: 0,
+  kernel: 'matmul-integer',
+};
 
 export { INT8_ACTIVATIONS };
 
@@ -55,7 +78,8 @@ export { INT8_ACTIVATIONS };
 export const MAX_CHECK_ROUNDS = 10;
 
 /** Whether measured cosines meet the settings' contract. */
-export const meetsContract = (c: { mean: number; min: number }, s: Int8Settings): boolean => c.mean >= s.minMeanCosine && c.min >= s.minCosine;
+export const meetsContract = (c: { mean: number; min: number }, s: Int8Settings): boolean =>
+  c.mean >= s.minMeanCosine && c.min >= s.minCosine;
 
 /** The plan with the eighth (at least one) of its int8 layers that drift most moved to float32. */
 export function demoteWorst(layers: ReadonlySet<string>, drift: Record<string, number>): Set<string> {
@@ -91,7 +115,8 @@ export interface Int8Record {
  *  existed carry the symmetric one). */
 export const INT8_METHODS = {
   symmetric: 'weights per output channel (symmetric), activations per token (dynamic, symmetric); MatMulInteger',
-  'shifted-gelu': 'weights per output channel (symmetric), activations per token (dynamic; symmetric, GELU outputs shifted by 0.17 onto uint8 [0, 255]); MatMulInteger',
+  'shifted-gelu':
+    'weights per output channel (symmetric), activations per token (dynamic; symmetric, GELU outputs shifted by 0.17 onto uint8 [0, 255]); MatMulInteger',
 } as const satisfies Record<Int8Activations, string>;
 
 const IMAGE_BATCH = 8;
@@ -111,13 +136,22 @@ export interface CalibrationContext {
 /** A CPU session in a worker thread, configured like the server's: calibration never runs on the
  *  event loop (pull may convert inside a serving process). */
 async function openSession(modelPath: string, tower: Tower): Promise<WorkerSession> {
-  return WorkerSession.create({ modelPath, providers: ['cpu'], graphOptimizationLevel: 'all' }, `int8 calibration of the ${tower} tower`);
+  return WorkerSession.create(
+    { modelPath, providers: ['cpu'], graphOptimizationLevel: 'all' },
+    `int8 calibration of the ${tower} tower`,
+  );
 }
 
 const floats = (t: WireTensor): Float32Array => new Float32Array(t.data);
 
 /** Runs `session` over the calibration set of `tower`, batch by batch. */
-async function forEachBatch(ctx: CalibrationContext, tower: Tower, session: WorkerSession, outputs: string[], visit: (out: Record<string, WireTensor>, n: number) => void): Promise<void> {
+async function forEachBatch(
+  ctx: CalibrationContext,
+  tower: Tower,
+  session: WorkerSession,
+  outputs: string[],
+  visit: (out: Record<string, WireTensor>, n: number) => void,
+): Promise<void> {
   const cfg = ctx.config.model_cfg;
   const total = ctx.settings.samples;
   const tokenizer = tower === 'textual' ? ClipTokenizer.fromMergesFile(ctx.vocabFile) : undefined;
@@ -128,7 +162,13 @@ async function forEachBatch(ctx: CalibrationContext, tower: Tower, session: Work
     let feeds: Record<string, WireTensor>;
     if (tower === 'visual') {
       const S = cfg.vision_cfg.image_size;
-      feeds = { [IMAGE_INPUT]: { type: 'float32', data: calibrationImageBatch(from, n, S, ctx.config.preprocess_cfg).buffer as ArrayBuffer, dims: [n, 3, S, S] } };
+      feeds = {
+        [IMAGE_INPUT]: {
+          type: 'float32',
+          data: calibrationImageBatch(from, n, S, ctx.config.preprocess_cfg).buffer as ArrayBuffer,
+          dims: [n, 3, S, S],
+        },
+      };
     } else {
       const t = calibrationTextBatch(captions, from, n, tokenizer!, cfg.text_cfg.context_length);
       feeds = { [TEXT_INPUT]: { type: 'int64', data: t.ids.buffer as ArrayBuffer, dims: t.dims } };
@@ -153,22 +193,39 @@ export interface TowerCalibration {
  * Per-channel input ranges of the LayerNorm-fed projections of `tower` over the calibration set (a
  * float32 pass), and the smoothed weights for those whose inputs carry outlier channels.
  */
-async function smoothTower(ctx: CalibrationContext, tower: Tower): Promise<{ weights: WeightLookup; smoothed: string[] }> {
+async function smoothTower(
+  ctx: CalibrationContext,
+  tower: Tower,
+): Promise<{ weights: WeightLookup; smoothed: string[] }> {
   const cfg = ctx.config.model_cfg;
   const layers = quantizableLayers(cfg, tower).filter((l) => smoothingSource(l));
   const onnxPath = path.join(ctx.scratchDir, `${tower}.ranges.onnx`);
-  writeTowerModel({ onnxPath, tower, config: cfg, weights: ctx.weights, precision: 'int8', int8: { layers: new Set(), inputRanges: true }, producerVersion: ctx.producerVersion });
+  writeTowerModel({
+    onnxPath,
+    tower,
+    config: cfg,
+    weights: ctx.weights,
+    precision: 'int8',
+    int8: { layers: new Set(), inputRanges: true },
+    producerVersion: ctx.producerVersion,
+  });
   const ranges = new Map<string, Float32Array>();
   const session = await openSession(onnxPath, tower);
   try {
-    await forEachBatch(ctx, tower, session, layers.map((l) => `${INPUT_ABSMAX_PREFIX}${l}`), (out) => {
-      for (const l of layers) {
-        const v = floats(out[`${INPUT_ABSMAX_PREFIX}${l}`]);
-        const acc = ranges.get(l);
-        if (!acc) ranges.set(l, v);
-        else for (let j = 0; j < v.length; j++) acc[j] = Math.max(acc[j], v[j]);
-      }
-    });
+    await forEachBatch(
+      ctx,
+      tower,
+      session,
+      layers.map((l) => `${INPUT_ABSMAX_PREFIX}${l}`),
+      (out) => {
+        for (const l of layers) {
+          const v = floats(out[`${INPUT_ABSMAX_PREFIX}${l}`]);
+          const acc = ranges.get(l);
+          if (!acc) ranges.set(l, v);
+          else for (let j = 0; j < v.length; j++) acc[j] = Math.max(acc[j], v[j]);
+        }
+      },
+    );
   } finally {
     await session.close();
     fs.rmSync(onnxPath, { force: true });
@@ -177,7 +234,8 @@ async function smoothTower(ctx: CalibrationContext, tower: Tower): Promise<{ wei
   const factors = new Map<string, Float32Array>();
   for (const l of layers) {
     const r = ranges.get(l)!;
-    if (hasOutlierChannels(r)) factors.set(l, smoothingFactors(l, r, ctx.weights(projectionWeight(l).key), ctx.settings.smoothing));
+    if (hasOutlierChannels(r))
+      factors.set(l, smoothingFactors(l, r, ctx.weights(projectionWeight(l).key), ctx.settings.smoothing));
   }
   return { weights: factors.size ? smoothedWeights(ctx.weights, factors) : ctx.weights, smoothed: [...factors.keys()] };
 }
@@ -187,9 +245,18 @@ async function smoothTower(ctx: CalibrationContext, tower: Tower): Promise<{ wei
 export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Promise<TowerCalibration> {
   const cfg = ctx.config.model_cfg;
   const layers = quantizableLayers(cfg, tower);
-  const { weights, smoothed } = ctx.settings.smoothing > 0 ? await smoothTower(ctx, tower) : { weights: ctx.weights, smoothed: [] };
+  const { weights, smoothed } =
+    ctx.settings.smoothing > 0 ? await smoothTower(ctx, tower) : { weights: ctx.weights, smoothed: [] };
   const onnxPath = path.join(ctx.scratchDir, `${tower}.calibration.onnx`);
-  writeTowerModel({ onnxPath, tower, config: cfg, weights, precision: 'int8', int8: { layers: new Set(layers), calibrate: true, activations: ctx.settings.activations }, producerVersion: ctx.producerVersion });
+  writeTowerModel({
+    onnxPath,
+    tower,
+    config: cfg,
+    weights,
+    precision: 'int8',
+    int8: { layers: new Set(layers), calibrate: true, activations: ctx.settings.activations },
+    producerVersion: ctx.producerVersion,
+  });
   const err = new Float64Array(layers.length);
   const ref = new Float64Array(layers.length);
   const E = cfg.embed_dim;
@@ -197,7 +264,10 @@ export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Pro
   let filled = 0;
   const session = await openSession(onnxPath, tower);
   try {
-    const outputs = [outputName(tower), ...layers.flatMap((l) => [`${DRIFT_ERR_PREFIX}${l}`, `${DRIFT_REF_PREFIX}${l}`])];
+    const outputs = [
+      outputName(tower),
+      ...layers.flatMap((l) => [`${DRIFT_ERR_PREFIX}${l}`, `${DRIFT_REF_PREFIX}${l}`]),
+    ];
     await forEachBatch(ctx, tower, session, outputs, (out, n) => {
       layers.forEach((l, i) => {
         err[i] += floats(out[`${DRIFT_ERR_PREFIX}${l}`])[0];
@@ -256,7 +326,12 @@ export function cosineSummary(c: Float64Array): { mean: number; min: number } {
 }
 
 /** Step 3: the cosine of the written int8 tower's embeddings to the float32 reference. */
-export async function checkTower(ctx: CalibrationContext, tower: Tower, onnxPath: string, reference: Float32Array): Promise<{ mean: number; min: number }> {
+export async function checkTower(
+  ctx: CalibrationContext,
+  tower: Tower,
+  onnxPath: string,
+  reference: Float32Array,
+): Promise<{ mean: number; min: number }> {
   const E = ctx.config.model_cfg.embed_dim;
   const got = new Float32Array(reference.length);
   let filled = 0;

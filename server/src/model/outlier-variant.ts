@@ -24,8 +24,16 @@ export const DEFAULT_OUTLIERS: OutlierOptions = { channels: 4, minFactor: 20, ma
 export function withOutlierGains(sd: StateDict, cfg: ModelConfig, o: OutlierOptions = DEFAULT_OUTLIERS): StateDict {
   const out: StateDict = new Map(sd);
   const towers = [
-    { width: cfg.vision_cfg.width, stream: 'visual', keys: (k: string) => /^visual\.(transformer\.resblocks\.\d+\.ln_[12]|ln_post)\.weight$/.test(k) },
-    { width: cfg.text_cfg.width, stream: 'textual', keys: (k: string) => /^(transformer\.resblocks\.\d+\.ln_[12]|ln_final)\.weight$/.test(k) },
+    {
+      width: cfg.vision_cfg.width,
+      stream: 'visual',
+      keys: (k: string) => /^visual\.(transformer\.resblocks\.\d+\.ln_[12]|ln_post)\.weight$/.test(k),
+    },
+    {
+      width: cfg.text_cfg.width,
+      stream: 'textual',
+      keys: (k: string) => /^(transformer\.resblocks\.\d+\.ln_[12]|ln_final)\.weight$/.test(k),
+    },
   ];
   for (const t of towers) {
     const rng = new Rng(o.seed, `outliers-${t.stream}`);

@@ -32,7 +32,8 @@ export function isArchName(s: string): s is ArchName {
 }
 
 export async function writeRandomBundle(o: RandomBundleOptions): Promise<BundleManifest> {
-  if (!isArchName(o.arch)) throw new Error(`unknown arch ${JSON.stringify(o.arch)} (expected one of ${Object.keys(ARCH_PRESETS).join(', ')})`);
+  if (!isArchName(o.arch))
+    throw new Error(`unknown arch ${JSON.stringify(o.arch)} (expected one of ${Object.keys(ARCH_PRESETS).join(', ')})`);
   const preset = ARCH_PRESETS[o.arch];
   let vocabFile = o.vocabFile;
   let scratch: string | undefined;
@@ -60,7 +61,12 @@ export async function writeRandomBundle(o: RandomBundleOptions): Promise<BundleM
       demo: o.demo ?? false,
       precision: o.precision ?? 'fp32',
       int8Settings: o.int8Settings,
-      source: { kind: 'random-init', arch: o.arch, seed: o.seed, vocab: o.vocabFile ? path.basename(o.vocabFile) : 'clipserve demo vocabulary' },
+      source: {
+        kind: 'random-init',
+        arch: o.arch,
+        seed: o.seed,
+        vocab: o.vocabFile ? path.basename(o.vocabFile) : 'clipserve demo vocabulary',
+      },
       onProgress: (d, t) => o.onProgress?.('write', d, t),
       onCalibration: (_tower, _pass, d, t) => o.onProgress?.('calibrate', d, t),
     });

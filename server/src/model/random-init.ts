@@ -90,7 +90,8 @@ function initFor(key: string, shape: number[], cfg: ModelConfig): Init {
   if (key === 'logit_scale') return { kind: 'const', value: Math.log(1 / 0.07) };
   if (visual) {
     const w = cfg.vision_cfg.width;
-    if (key === 'visual.class_embedding' || key === 'visual.positional_embedding' || key === 'visual.proj') return { kind: 'normal', std: w ** -0.5 };
+    if (key === 'visual.class_embedding' || key === 'visual.positional_embedding' || key === 'visual.proj')
+      return { kind: 'normal', std: w ** -0.5 };
     if (key.endsWith('attn.in_proj_weight')) return { kind: 'uniform', bound: Math.sqrt(6 / (shape[0] + shape[1])) }; // xavier_uniform
     if (key.endsWith('.bias')) {
       // nn.Linear bias: U(±1/√fan_in) of its weight, whose fan_in is the layer's input width.
@@ -105,10 +106,12 @@ function initFor(key: string, shape: number[], cfg: ModelConfig): Init {
   if (key === 'positional_embedding') return { kind: 'normal', std: 0.01 };
   if (key === 'text_projection') return { kind: 'normal', std: w ** -0.5 };
   if (leaf === 'attn.in_proj_weight') return { kind: 'normal', std: w ** -0.5 };
-  if (leaf === 'attn.out_proj.weight' || leaf === 'mlp.c_proj.weight') return { kind: 'normal', std: w ** -0.5 * (2 * layers) ** -0.5 };
+  if (leaf === 'attn.out_proj.weight' || leaf === 'mlp.c_proj.weight')
+    return { kind: 'normal', std: w ** -0.5 * (2 * layers) ** -0.5 };
   if (leaf === 'mlp.c_fc.weight') return { kind: 'normal', std: (2 * w) ** -0.5 };
   if (leaf === 'mlp.c_fc.bias') return { kind: 'uniform', bound: 1 / Math.sqrt(w) };
-  if (leaf === 'mlp.c_proj.bias') return { kind: 'uniform', bound: 1 / Math.sqrt(Math.trunc(w * cfg.text_cfg.mlp_ratio)) };
+  if (leaf === 'mlp.c_proj.bias')
+    return { kind: 'uniform', bound: 1 / Math.sqrt(Math.trunc(w * cfg.text_cfg.mlp_ratio)) };
   throw new Error(`no initialisation rule for ${key}`);
 }
 
@@ -130,8 +133,13 @@ function fill(data: Float32Array, init: Init, rng: Rng): void {
  * A full state dict for `cfg` with seeded random weights. `onTensor` reports progress in
  * parameters, for the multi-second ViT-L/14 case.
  */
-export function randomStateDict(cfg: ModelConfig, seed: number, onTensor?: (doneParams: number, totalParams: number) => void): StateDict {
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
+export function randomStateDict(
+  cfg: ModelConfig,
+  seed: number,
+  onTensor?: (doneParams: number, totalParams: number) => void,
+): StateDict {
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
+    throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
   const shapes = expectedWeightShapes(cfg);
   let total = 0;
   for (const s of shapes.values()) total += numel(s);

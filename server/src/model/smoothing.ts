@@ -47,9 +47,15 @@ function weightRowAbsMax(layer: string, t: WeightTensor): Float32Array {
 }
 
 /** The smoothing factors s_j of `layer` from its calibration input ranges; 1 where undefined. */
-export function smoothingFactors(layer: string, inputAbsMax: Float32Array, weight: WeightTensor, alpha: number): Float32Array {
+export function smoothingFactors(
+  layer: string,
+  inputAbsMax: Float32Array,
+  weight: WeightTensor,
+  alpha: number,
+): Float32Array {
   const w = weightRowAbsMax(layer, weight);
-  if (w.length !== inputAbsMax.length) throw new Error(`smoothing ${layer}: ${inputAbsMax.length} input ranges for ${w.length} weight rows`);
+  if (w.length !== inputAbsMax.length)
+    throw new Error(`smoothing ${layer}: ${inputAbsMax.length} input ranges for ${w.length} weight rows`);
   return inputAbsMax.map((x, j) => {
     const s = x > 0 && w[j] > 0 ? x ** alpha / w[j] ** (1 - alpha) : 1;
     return Number.isFinite(s) ? Math.min(1e4, Math.max(1e-4, s)) : 1;

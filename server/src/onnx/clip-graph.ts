@@ -108,7 +108,10 @@ export function projectionWeight(layer: string): { key: string; transposed: bool
 }
 
 /** Initializer names of an int8 projection's values ([in, out] int8) and per-column scales. */
-export const int8WeightNames = (layer: string): { values: string; scales: string } => ({ values: `${layer}.weight_int8`, scales: `${layer}.weight_scale` });
+export const int8WeightNames = (layer: string): { values: string; scales: string } => ({
+  values: `${layer}.weight_int8`,
+  scales: `${layer}.weight_scale`,
+});
 
 export const DRIFT_ERR_PREFIX = 'drift_err:';
 export const DRIFT_REF_PREFIX = 'drift_ref:';
@@ -119,9 +122,13 @@ export const DRIFT_REF_PREFIX = 'drift_ref:';
  * then the tower's final projection (`visual.proj`, `text_projection`).
  */
 export function quantizableLayers(cfg: ModelConfig, tower: 'visual' | 'textual'): string[] {
-  const [prefix, layers, last] = tower === 'visual' ? ['visual.transformer.resblocks', cfg.vision_cfg.layers, 'visual.proj'] : ['transformer.resblocks', cfg.text_cfg.layers, 'text_projection'];
+  const [prefix, layers, last] =
+    tower === 'visual'
+      ? ['visual.transformer.resblocks', cfg.vision_cfg.layers, 'visual.proj']
+      : ['transformer.resblocks', cfg.text_cfg.layers, 'text_projection'];
   const out: string[] = [];
-  for (let i = 0; i < layers; i++) for (const l of ['attn.in_proj', 'attn.out_proj', 'mlp.c_fc', 'mlp.c_proj']) out.push(`${prefix}.${i}.${l}`);
+  for (let i = 0; i < layers; i++)
+    for (const l of ['attn.in_proj', 'attn.out_proj', 'mlp.c_fc', 'mlp.c_proj']) out.push(`${prefix}.${i}.${l}`);
   out.push(last);
   return out;
 }
@@ -144,8 +151,16 @@ class TowerWriter {
   /** The [T, T] additive causal mask value, for the 'plain' attention of the text tower. */
   causalMask: string | undefined;
 
-  constructor(readonly b: GraphBuilder, private readonly get: WeightLookup, readonly opts: TowerOptions, private readonly int8?: Int8Plan) {
-    if (int8 && opts.attention === 'contrib') throw new Error('int8 projections need attention "plain" or "mha" (the fused Attention kernel takes float weights)');
+  constructor(
+    readonly b: GraphBuilder,
+    private readonly get: WeightLookup,
+    readonly opts: TowerOptions,
+    private readonly int8?: Int8Plan,
+  ) {
+    if (int8 && opts.attention === 'contrib')
+      throw new Error(
+        'int8 projections need attention "plain" or "mha" (the fused Attention kernel takes float weights)',
+      );
   }
 
   /** A weight stored as in the checkpoint. */
@@ -170,7 +185,12 @@ class TowerWriter {
   }
 
   layerNorm(x: string, prefix: string): string {
-    return this.b.op('LayerNormalization', [x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`)], { axis: attr.int(-1), epsilon: attr.float(LN_EPS) }, { name: prefix });
+    return this.b.op(
+      'LayerNormalization',
+      [x, this.w(`${prefix}.weight`), this.w(`${prefix}.bias`)],
+      { axis: attr.int(-1), epsilon: attr.float(LN_EPS) },
+      { name: prefix },
+    );
   }
 
   linear(x: string, prefix: string): string {
@@ -186,23 +206,48 @@ class TowerWriter {
     const b = this.b;
     const { key, transposed } = projectionWeight(layer);
     const plan = this.int8;
-    const float = (): string => b.op('MatMul', [x, transposed ? this.wT(key) : this.w(key)], {}, { name: `${layer}.matmul` });
+    const float = (): string =>
+      b.op('MatMul', [x, transposed ? this.wT(key) : this.w(key)], {}, { name: `${layer}.matmul` });
     const t = this.get(key);
     const [rows, cols] = transposed ? [t.shape[1], t.shape[0]] : t.shape;
     if (plan?.inputRanges && smoothingSource(layer)) {
-      const flat = b.op('Reshape', [b.op('Abs', [x], {}, { name: `${layer}.in_abs` }), b.constI64([-1, rows])], {}, { name: `${layer}.in_rows` });
-      const absMax = b.op('ReduceMax', [flat], { axes: attr.ints([0]), keepdims: attr.int(0) }, { name: `${layer}.in_absmax` });
+      const flat = b.op(
+        'Reshape',
+        [b.op('Abs', [x], {}, { name: `${layer}.in_abs` }), b.constI64([-1, rows])],
+        {},
+        { name: `${layer}.in_rows` },
+      );
+      const absMax = b.op(
+        'ReduceMax',
+        [flat],
+        { axes: attr.ints([0]), keepdims: attr.int(0) },
+        { name: `${layer}.in_absmax` },
+      );
       b.output(absMax, `${INPUT_ABSMAX_PREFIX}${layer}`, DataType.FLOAT, [rows]);
     }
     if (!plan || (!plan.calibrate && !plan.layers.has(layer))) return then(float());
     const shift = plan.activations === 'shifted-gelu' && layer.endsWith('.mlp.c_proj') ? GELU_SHIFT : 0;
-    const q = this.int8MatMul(x, layer, transposed ? transpose2d(t) : t.data, rows, cols, shift, plan.kernel ?? 'matmul-integer');
+    const q = this.int8MatMul(
+      x,
+      layer,
+      transposed ? transpose2d(t) : t.data,
+      rows,
+      cols,
+      shift,
+      plan.kernel ?? 'matmul-integer',
+    );
     if (!plan.calibrate) return then(q);
     // The drift is measured after `then`: for the q/k/v projection that is the attention output,
     // because softmax turns a small relative error in large scores into a different attention.
     const y = then(float());
     const yq = then(q);
-    const sumSq = (v: string, n: string): string => b.op('ReduceSum', [b.op('Mul', [v, v], {}, { name: `${layer}.${n}_sq` })], { keepdims: attr.int(0) }, { name: `${layer}.${n}_sum` });
+    const sumSq = (v: string, n: string): string =>
+      b.op(
+        'ReduceSum',
+        [b.op('Mul', [v, v], {}, { name: `${layer}.${n}_sq` })],
+        { keepdims: attr.int(0) },
+        { name: `${layer}.${n}_sum` },
+      );
     const diff = b.op('Sub', [yq, y], {}, { name: `${layer}.drift` });
     b.output(sumSq(diff, 'drift'), `${DRIFT_ERR_PREFIX}${layer}`, DataType.FLOAT, []);
     b.output(sumSq(y, 'ref'), `${DRIFT_REF_PREFIX}${layer}`, DataType.FLOAT, []);
@@ -221,7 +266,15 @@ class TowerWriter {
    *    of half of them covering negatives that GELU never produces. The shift comes back out
    *    exactly as a constant: (x + c) @ W = x @ W + c·colsum(W), with W the dequantized weight.
    */
-  int8MatMul(x: string, layer: string, w: Float32Array, rows: number, cols: number, shift = 0, kernel: Int8Kernel = 'matmul-integer'): string {
+  int8MatMul(
+    x: string,
+    layer: string,
+    w: Float32Array,
+    rows: number,
+    cols: number,
+    shift = 0,
+    kernel: Int8Kernel = 'matmul-integer',
+  ): string {
     const b = this.b;
     const q = quantizePerColumn(w, rows, cols);
     const names = int8WeightNames(layer);
@@ -230,30 +283,69 @@ class TowerWriter {
     const zp = shift > 0 ? 0 : 128;
     const zero = b.constU8([zp], []);
     // 'to-float' works on [tokens, in] rows; the result gets x's leading dimensions back at the end.
-    const x2 = kernel === 'to-float' ? b.op('Reshape', [x, b.constI64([-1, rows])], {}, { name: `${layer}.x_rows` }) : x;
+    const x2 =
+      kernel === 'to-float' ? b.op('Reshape', [x, b.constI64([-1, rows])], {}, { name: `${layer}.x_rows` }) : x;
     const xin = shift > 0 ? b.op('Add', [x2, this.scalar(shift)], {}, { name: `${layer}.x_shifted` }) : x2;
     const range = shift > 0 ? xin : b.op('Abs', [x2], {}, { name: `${layer}.x_abs` });
-    const rowMax = b.op('ReduceMax', [range], { axes: attr.ints([-1]), keepdims: attr.int(1) }, { name: `${layer}.x_absmax` });
+    const rowMax = b.op(
+      'ReduceMax',
+      [range],
+      { axes: attr.ints([-1]), keepdims: attr.int(1) },
+      { name: `${layer}.x_absmax` },
+    );
     // A row of zeros keeps a tiny positive scale so that the division stays finite (it quantizes to 0).
-    const rowScale = b.op('Div', [b.op('Max', [rowMax, this.scalar(1e-30)], {}, { name: `${layer}.x_absmax_pos` }), this.scalar(shift > 0 ? 255 : 127)], {}, { name: `${layer}.x_scale` });
+    const rowScale = b.op(
+      'Div',
+      [
+        b.op('Max', [rowMax, this.scalar(1e-30)], {}, { name: `${layer}.x_absmax_pos` }),
+        this.scalar(shift > 0 ? 255 : 127),
+      ],
+      {},
+      { name: `${layer}.x_scale` },
+    );
     let y: string;
     if (kernel === 'to-float') {
       const scales = b.op('Reshape', [rowScale, b.constI64([-1])], {}, { name: `${layer}.x_scale_rows` });
-      const zps = b.op('Expand', [b.constU8([zp], [1]), b.op('Shape', [scales], {}, { name: `${layer}.x_rows_n` })], {}, { name: `${layer}.x_zero_points` });
+      const zps = b.op(
+        'Expand',
+        [b.constU8([zp], [1]), b.op('Shape', [scales], {}, { name: `${layer}.x_rows_n` })],
+        {},
+        { name: `${layer}.x_zero_points` },
+      );
       const xq = b.op('QuantizeLinear', [xin, scales, zps], { axis: attr.int(0) }, { name: `${layer}.x_int8` });
-      const scaled = b.op('MatMulIntegerToFloat', [xq, wq, this.scalar(1), ws, zero], {}, { domain: MS_DOMAIN, name: `${layer}.matmul_int8` });
+      const scaled = b.op(
+        'MatMulIntegerToFloat',
+        [xq, wq, this.scalar(1), ws, zero],
+        {},
+        { domain: MS_DOMAIN, name: `${layer}.matmul_int8` },
+      );
       y = b.op('Mul', [scaled, rowScale], {}, { name: `${layer}.dequant` });
     } else {
-      const xq = b.op('QuantizeLinear', [b.op('Div', [xin, rowScale], {}, { name: `${layer}.x_scaled` }), this.scalar(1), zero], {}, { name: `${layer}.x_int8` });
+      const xq = b.op(
+        'QuantizeLinear',
+        [b.op('Div', [xin, rowScale], {}, { name: `${layer}.x_scaled` }), this.scalar(1), zero],
+        {},
+        { name: `${layer}.x_int8` },
+      );
       const acc = b.op('MatMulInteger', [xq, wq, zero], {}, { name: `${layer}.matmul_int8` });
       const f = b.op('Cast', [acc], { to: attr.int(DataType.FLOAT) }, { name: `${layer}.acc_float` });
-      y = b.op('Mul', [b.op('Mul', [f, rowScale], {}, { name: `${layer}.row_scaled` }), ws], {}, { name: `${layer}.dequant` });
+      y = b.op(
+        'Mul',
+        [b.op('Mul', [f, rowScale], {}, { name: `${layer}.row_scaled` }), ws],
+        {},
+        { name: `${layer}.dequant` },
+      );
     }
     if (shift > 0) {
       const colSum = new Float32Array(cols);
       for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) colSum[c] += q.values[r * cols + c];
       const correction = colSum.map((v, c) => -shift * v * q.scales[c]);
-      y = b.op('Add', [y, b.exactWeight(`${layer}.shift_correction`, correction, [cols])], {}, { name: `${layer}.unshift` });
+      y = b.op(
+        'Add',
+        [y, b.exactWeight(`${layer}.shift_correction`, correction, [cols])],
+        {},
+        { name: `${layer}.unshift` },
+      );
     }
     if (kernel !== 'to-float') return y;
     const lead = b.op('Shape', [x], { start: attr.int(0), end: attr.int(-1) }, { name: `${layer}.x_lead` });
@@ -265,12 +357,27 @@ class TowerWriter {
     const b = this.b;
     if (quickGelu) {
       // x * sigmoid(1.702 x): the pattern onnxruntime fuses into QuickGelu.
-      const s = b.op('Sigmoid', [b.op('Mul', [x, this.scalar(1.702)], {}, { name: `${prefix}.qgelu_scale` })], {}, { name: `${prefix}.qgelu_sigmoid` });
+      const s = b.op(
+        'Sigmoid',
+        [b.op('Mul', [x, this.scalar(1.702)], {}, { name: `${prefix}.qgelu_scale` })],
+        {},
+        { name: `${prefix}.qgelu_sigmoid` },
+      );
       return b.op('Mul', [x, s], {}, { name: `${prefix}.qgelu` });
     }
     // 0.5 x (1 + erf(x / √2)): the exact GELU in the form onnxruntime's GeluFusion recognises.
-    const e = b.op('Erf', [b.op('Div', [x, this.scalar(Math.SQRT2)], {}, { name: `${prefix}.gelu_div` })], {}, { name: `${prefix}.gelu_erf` });
-    const m = b.op('Mul', [x, b.op('Add', [e, this.scalar(1)], {}, { name: `${prefix}.gelu_add` })], {}, { name: `${prefix}.gelu_mul` });
+    const e = b.op(
+      'Erf',
+      [b.op('Div', [x, this.scalar(Math.SQRT2)], {}, { name: `${prefix}.gelu_div` })],
+      {},
+      { name: `${prefix}.gelu_erf` },
+    );
+    const m = b.op(
+      'Mul',
+      [x, b.op('Add', [e, this.scalar(1)], {}, { name: `${prefix}.gelu_add` })],
+      {},
+      { name: `${prefix}.gelu_mul` },
+    );
     return b.op('Mul', [m, this.scalar(0.5)], {}, { name: `${prefix}.gelu` });
   }
 
@@ -279,19 +386,30 @@ class TowerWriter {
     const b = this.b;
     let o: string;
     let bias: string | undefined;
-    const qkvBias = (qkvNoBias: string): string => b.op('Add', [qkvNoBias, (bias ??= this.w(`${prefix}.in_proj_bias`))], {}, { name: `${prefix}.qkv_bias` });
+    const qkvBias = (qkvNoBias: string): string =>
+      b.op('Add', [qkvNoBias, (bias ??= this.w(`${prefix}.in_proj_bias`))], {}, { name: `${prefix}.qkv_bias` });
     if (this.opts.attention === 'mha') {
       // Projection in standard ops, then onnxruntime's MultiHeadAttention on separate q, k, v.
       o = this.project(h, `${prefix}.in_proj`, (qkvNoBias) => {
-        const [q, k, v] = b.node('Split', [qkvBias(qkvNoBias), b.constI64([width, width, width])], { axis: attr.int(-1) }, { outputs: 3, name: `${prefix}.qkv_split` });
+        const [q, k, v] = b.node(
+          'Split',
+          [qkvBias(qkvNoBias), b.constI64([width, width, width])],
+          { axis: attr.int(-1) },
+          { outputs: 3, name: `${prefix}.qkv_split` },
+        );
         const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
         return b.op('MultiHeadAttention', [q, k, v], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
       });
     } else if (this.opts.attention === 'contrib') {
       const attrs = { num_heads: attr.int(heads), ...(causal ? { unidirectional: attr.int(1) } : {}) };
-      o = b.op('Attention', [h, this.wT(`${prefix}.in_proj_weight`), this.w(`${prefix}.in_proj_bias`)], attrs, { domain: MS_DOMAIN, name: `${prefix}.mha` });
+      o = b.op('Attention', [h, this.wT(`${prefix}.in_proj_weight`), this.w(`${prefix}.in_proj_bias`)], attrs, {
+        domain: MS_DOMAIN,
+        name: `${prefix}.mha`,
+      });
     } else {
-      o = this.project(h, `${prefix}.in_proj`, (qkvNoBias) => this.plainAttention(qkvBias(qkvNoBias), prefix, width, heads, causal));
+      o = this.project(h, `${prefix}.in_proj`, (qkvNoBias) =>
+        this.plainAttention(qkvBias(qkvNoBias), prefix, width, heads, causal),
+      );
     }
     return this.linear(o, `${prefix}.out_proj`);
   }
@@ -302,7 +420,12 @@ class TowerWriter {
     const headDim = width / heads;
     const split = b.op('Reshape', [qkv, b.constI64([0, 0, 3, heads, headDim])], {}, { name: `${prefix}.qkv_heads` });
     const part = (i: number, perm: number[], n: string): string =>
-      b.op('Transpose', [b.op('Gather', [split, b.constI64([i], [])], { axis: attr.int(2) }, { name: `${prefix}.${n}_pick` })], { perm: attr.ints(perm) }, { name: `${prefix}.${n}` });
+      b.op(
+        'Transpose',
+        [b.op('Gather', [split, b.constI64([i], [])], { axis: attr.int(2) }, { name: `${prefix}.${n}_pick` })],
+        { perm: attr.ints(perm) },
+        { name: `${prefix}.${n}` },
+      );
     const q = part(0, [0, 2, 1, 3], 'q'); // [B,H,T,d]
     const kT = part(1, [0, 2, 3, 1], 'kT'); // [B,H,d,T]
     const v = part(2, [0, 2, 1, 3], 'v'); // [B,H,T,d]
@@ -313,7 +436,12 @@ class TowerWriter {
       s = b.op('Add', [s, this.causalMask], {}, { name: `${prefix}.causal` });
     }
     const p = b.op('Softmax', [s], { axis: attr.int(-1) }, { name: `${prefix}.softmax` });
-    const ctx = b.op('Transpose', [b.op('MatMul', [p, v], {}, { name: `${prefix}.context` })], { perm: attr.ints([0, 2, 1, 3]) }, { name: `${prefix}.merge` });
+    const ctx = b.op(
+      'Transpose',
+      [b.op('MatMul', [p, v], {}, { name: `${prefix}.context` })],
+      { perm: attr.ints([0, 2, 1, 3]) },
+      { name: `${prefix}.merge` },
+    );
     return b.op('Reshape', [ctx, b.constI64([0, 0, width])], {}, { name: `${prefix}.merged` });
   }
 
@@ -321,14 +449,24 @@ class TowerWriter {
     const b = this.b;
     const a = this.attention(this.layerNorm(x, `${prefix}.ln_1`), `${prefix}.attn`, width, heads, causal);
     const x1 = b.op('Add', [x, a], {}, { name: `${prefix}.residual_attn` });
-    const hidden = this.activation(this.linear(this.layerNorm(x1, `${prefix}.ln_2`), `${prefix}.mlp.c_fc`), quickGelu, `${prefix}.mlp`);
+    const hidden = this.activation(
+      this.linear(this.layerNorm(x1, `${prefix}.ln_2`), `${prefix}.mlp.c_fc`),
+      quickGelu,
+      `${prefix}.mlp`,
+    );
     const m = this.linear(hidden, `${prefix}.mlp.c_proj`);
     return b.op('Add', [x1, m], {}, { name: `${prefix}.residual_mlp` });
   }
 }
 
 /** Builds the image tower: `pixel_values` [batch,3,S,S] float32 → `image_embeds` [batch,E]. */
-export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS, int8?: Int8Plan): void {
+export function buildVisualGraph(
+  b: GraphBuilder,
+  cfg: ModelConfig,
+  get: WeightLookup,
+  opts: TowerOptions = DEFAULT_TOWER_OPTIONS,
+  int8?: Int8Plan,
+): void {
   const v = cfg.vision_cfg;
   const grid = v.image_size / v.patch_size;
   const heads = v.width / v.head_width;
@@ -337,7 +475,12 @@ export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightL
 
   let patches: string; // [B, g², width], patches in row-major grid order
   if (opts.patchEmbed === 'conv') {
-    const conv = b.op('Conv', [pixels, t.w('visual.conv1.weight')], { kernel_shape: attr.ints([v.patch_size, v.patch_size]), strides: attr.ints([v.patch_size, v.patch_size]) }, { name: 'visual.conv1' });
+    const conv = b.op(
+      'Conv',
+      [pixels, t.w('visual.conv1.weight')],
+      { kernel_shape: attr.ints([v.patch_size, v.patch_size]), strides: attr.ints([v.patch_size, v.patch_size]) },
+      { name: 'visual.conv1' },
+    );
     const flat = b.op('Reshape', [conv, b.constI64([0, v.width, grid * grid])], {}, { name: 'visual.conv1_flat' });
     patches = b.op('Transpose', [flat], { perm: attr.ints([0, 2, 1]) }, { name: 'visual.patches' });
   } else {
@@ -356,15 +499,34 @@ export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightL
   // pos[1:] to the patches (elementwise the same sums as open_clip's cat-then-add).
   const pos = t.w('visual.positional_embedding');
   const pos0 = b.op('Gather', [pos, b.constI64([0], [])], { axis: attr.int(0) }, { name: 'visual.pos_class' });
-  const cls = b.op('Reshape', [b.op('Add', [t.w('visual.class_embedding'), pos0], {}, { name: 'visual.class_plus_pos' }), b.constI64([1, 1, v.width])], {}, { name: 'visual.class_token' });
+  const cls = b.op(
+    'Reshape',
+    [
+      b.op('Add', [t.w('visual.class_embedding'), pos0], {}, { name: 'visual.class_plus_pos' }),
+      b.constI64([1, 1, v.width]),
+    ],
+    {},
+    { name: 'visual.class_token' },
+  );
   const batch = b.op('Shape', [pixels], { start: attr.int(0), end: attr.int(1) }, { name: 'visual.batch' });
-  const clsShape = b.op('Concat', [batch, b.constI64([1, v.width])], { axis: attr.int(0) }, { name: 'visual.class_shape' });
+  const clsShape = b.op(
+    'Concat',
+    [batch, b.constI64([1, v.width])],
+    { axis: attr.int(0) },
+    { name: 'visual.class_shape' },
+  );
   const clsB = b.op('Expand', [cls, clsShape], {}, { name: 'visual.class_tokens' });
-  const posRest = b.op('Slice', [pos, b.constI64([1]), b.constI64([1 + grid * grid]), b.constI64([0])], {}, { name: 'visual.pos_patches' });
+  const posRest = b.op(
+    'Slice',
+    [pos, b.constI64([1]), b.constI64([1 + grid * grid]), b.constI64([0])],
+    {},
+    { name: 'visual.pos_patches' },
+  );
   const patchesPos = b.op('Add', [patches, posRest], {}, { name: 'visual.patches_plus_pos' });
   let x = b.op('Concat', [clsB, patchesPos], { axis: attr.int(1) }, { name: 'visual.tokens' });
   x = t.layerNorm(x, 'visual.ln_pre');
-  for (let i = 0; i < v.layers; i++) x = t.block(x, `visual.transformer.resblocks.${i}`, v.width, heads, cfg.quick_gelu, false);
+  for (let i = 0; i < v.layers; i++)
+    x = t.block(x, `visual.transformer.resblocks.${i}`, v.width, heads, cfg.quick_gelu, false);
   const pooled = b.op('Gather', [x, b.constI64([0], [])], { axis: attr.int(1) }, { name: 'visual.pool_class' });
   const normed = t.layerNorm(pooled, 'visual.ln_post');
   const feats = t.project(normed, 'visual.proj');
@@ -372,14 +534,30 @@ export function buildVisualGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightL
 }
 
 /** Builds the text tower: `input_ids` [batch, seq] int64 (seq 1..context_length) → `text_embeds` [batch,E]. */
-export function buildTextGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLookup, opts: TowerOptions = DEFAULT_TOWER_OPTIONS, int8?: Int8Plan): void {
+export function buildTextGraph(
+  b: GraphBuilder,
+  cfg: ModelConfig,
+  get: WeightLookup,
+  opts: TowerOptions = DEFAULT_TOWER_OPTIONS,
+  int8?: Int8Plan,
+): void {
   const c = cfg.text_cfg;
   const t = new TowerWriter(b, get, opts, int8);
   const ids = b.input(TEXT_INPUT, DataType.INT64, ['batch', 'sequence']);
 
-  const tokens = b.op('Gather', [t.w('token_embedding.weight'), ids], { axis: attr.int(0) }, { name: 'token_embedding' });
+  const tokens = b.op(
+    'Gather',
+    [t.w('token_embedding.weight'), ids],
+    { axis: attr.int(0) },
+    { name: 'token_embedding' },
+  );
   const seqLen = b.op('Shape', [ids], { start: attr.int(1), end: attr.int(2) }, { name: 'text.seq_len' });
-  const pos = b.op('Slice', [t.w('positional_embedding'), b.constI64([0]), seqLen, b.constI64([0])], {}, { name: 'text.pos_slice' });
+  const pos = b.op(
+    'Slice',
+    [t.w('positional_embedding'), b.constI64([0]), seqLen, b.constI64([0])],
+    {},
+    { name: 'text.pos_slice' },
+  );
   let x = b.op('Add', [tokens, pos], {}, { name: 'text.tokens_plus_pos' });
 
   if (opts.attention === 'plain') {
@@ -389,12 +567,23 @@ export function buildTextGraph(b: GraphBuilder, cfg: ModelConfig, get: WeightLoo
     for (let i = 0; i < n; i++) for (let j = i + 1; j < n; j++) full[i * n + j] = -Infinity;
     const maskConst = b.constF32('text.causal_mask_full', full, [n, n]);
     const ends = b.op('Concat', [seqLen, seqLen], { axis: attr.int(0) }, { name: 'text.mask_ends' });
-    t.causalMask = b.op('Slice', [maskConst, b.constI64([0, 0]), ends, b.constI64([0, 1])], {}, { name: 'text.causal_mask' });
+    t.causalMask = b.op(
+      'Slice',
+      [maskConst, b.constI64([0, 0]), ends, b.constI64([0, 1])],
+      {},
+      { name: 'text.causal_mask' },
+    );
   }
-  for (let i = 0; i < c.layers; i++) x = t.block(x, `transformer.resblocks.${i}`, c.width, c.heads, cfg.quick_gelu, true);
+  for (let i = 0; i < c.layers; i++)
+    x = t.block(x, `transformer.resblocks.${i}`, c.width, c.heads, cfg.quick_gelu, true);
 
   // Pool at argmax(ids): the FIRST maximum, i.e. the first end-of-text token.
-  const eot = b.op('ArgMax', [ids], { axis: attr.int(1), keepdims: attr.int(1), select_last_index: attr.int(0) }, { name: 'text.eot_index' });
+  const eot = b.op(
+    'ArgMax',
+    [ids],
+    { axis: attr.int(1), keepdims: attr.int(1), select_last_index: attr.int(0) },
+    { name: 'text.eot_index' },
+  );
   const pooled = b.op('GatherND', [x, eot], { batch_dims: attr.int(1) }, { name: 'text.pool_eot' });
   const normed = t.layerNorm(pooled, 'ln_final');
   const feats = t.project(normed, 'text_projection');

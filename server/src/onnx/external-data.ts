@@ -24,7 +24,10 @@ export class ExternalDataWriter {
   private readonly scratch = new Uint16Array(HALF_CHUNK_ELEMS);
   private closed = false;
 
-  constructor(readonly filePath: string, private readonly onBytes?: (n: number) => void) {
+  constructor(
+    readonly filePath: string,
+    private readonly onBytes?: (n: number) => void,
+  ) {
     this.fd = fs.openSync(filePath, 'w');
   }
 

@@ -3,7 +3,17 @@
  * constants stored inline, and weights that go to external data above a size threshold (in fp32
  * or fp16). It produces the plain message objects of ./proto, which `encodeModel` serialises.
  */
-import { AttributeType, DataType, type AttributeMsg, type GraphMsg, type ModelMsg, type NodeMsg, type TensorMsg, type TensorShapeDim, type ValueInfo } from './proto';
+import {
+  AttributeType,
+  DataType,
+  type AttributeMsg,
+  type GraphMsg,
+  type ModelMsg,
+  type NodeMsg,
+  type TensorMsg,
+  type TensorShapeDim,
+  type ValueInfo,
+} from './proto';
 import { ExternalDataWriter } from './external-data';
 import { toHalfInto } from './fp16';
 
@@ -40,11 +50,16 @@ export interface WeightStorage {
 
 function toAttribute(name: string, a: Attr): AttributeMsg {
   switch (a.kind) {
-    case 'int': return { name, type: AttributeType.INT, i: a.value };
-    case 'float': return { name, type: AttributeType.FLOAT, f: a.value };
-    case 'ints': return { name, type: AttributeType.INTS, ints: a.value };
-    case 'floats': return { name, type: AttributeType.FLOATS, floats: a.value };
-    case 'string': return { name, type: AttributeType.STRING, s: Buffer.from(a.value, 'utf8') };
+    case 'int':
+      return { name, type: AttributeType.INT, i: a.value };
+    case 'float':
+      return { name, type: AttributeType.FLOAT, f: a.value };
+    case 'ints':
+      return { name, type: AttributeType.INTS, ints: a.value };
+    case 'floats':
+      return { name, type: AttributeType.FLOATS, floats: a.value };
+    case 'string':
+      return { name, type: AttributeType.STRING, s: Buffer.from(a.value, 'utf8') };
   }
 }
 
@@ -67,7 +82,10 @@ export class GraphBuilder {
   private counter = 0;
   private usesMsDomain = false;
 
-  constructor(readonly graphName: string, private readonly storage: WeightStorage) {}
+  constructor(
+    readonly graphName: string,
+    private readonly storage: WeightStorage,
+  ) {}
 
   /** A fresh value/node name derived from `hint`. */
   fresh(hint: string): string {
@@ -91,7 +109,12 @@ export class GraphBuilder {
   }
 
   /** Adds a node and returns its output names (`outputs`: a count of fresh names, or exact names). */
-  node(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, opts: { domain?: string; outputs?: number | string[]; name?: string } = {}): string[] {
+  node(
+    opType: string,
+    inputs: string[],
+    attrs: Record<string, Attr> = {},
+    opts: { domain?: string; outputs?: number | string[]; name?: string } = {},
+  ): string[] {
     const base = opts.name ?? opType;
     const nodeName = this.fresh(`${base}_node`);
     const outs = Array.isArray(opts.outputs)
@@ -114,7 +137,12 @@ export class GraphBuilder {
   }
 
   /** One-output shorthand for `node`. */
-  op(opType: string, inputs: string[], attrs: Record<string, Attr> = {}, opts: { domain?: string; name?: string } = {}): string {
+  op(
+    opType: string,
+    inputs: string[],
+    attrs: Record<string, Attr> = {},
+    opts: { domain?: string; name?: string } = {},
+  ): string {
     return this.node(opType, inputs, attrs, opts)[0];
   }
 
@@ -124,7 +152,12 @@ export class GraphBuilder {
     const hit = this.constCache.get(key);
     if (hit) return hit;
     const name = this.fresh(`const_i64_${values.length <= 4 ? values.join('_').replace(/-/g, 'm') : 'v'}`);
-    this.initializers.push({ name, dims, dataType: DataType.INT64, rawData: bytesOf(BigInt64Array.from(values.map(BigInt))) });
+    this.initializers.push({
+      name,
+      dims,
+      dataType: DataType.INT64,
+      rawData: bytesOf(BigInt64Array.from(values.map(BigInt))),
+    });
     this.constCache.set(key, name);
     return name;
   }
@@ -221,7 +254,9 @@ export class GraphBuilder {
       graph,
       opsetImport,
       ...(meta.docString ? { docString: meta.docString } : {}),
-      ...(meta.metadata ? { metadataProps: Object.entries(meta.metadata).map(([key, value]) => ({ key, value })) } : {}),
+      ...(meta.metadata
+        ? { metadataProps: Object.entries(meta.metadata).map(([key, value]) => ({ key, value })) }
+        : {}),
     };
   }
 }

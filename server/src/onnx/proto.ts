@@ -20,8 +20,21 @@ export const DataType = {
 export type DataTypeCode = (typeof DataType)[keyof typeof DataType];
 
 export const DATA_TYPE_NAMES: Record<number, string> = {
-  0: 'undefined', 1: 'float32', 2: 'uint8', 3: 'int8', 4: 'uint16', 5: 'int16', 6: 'int32', 7: 'int64',
-  8: 'string', 9: 'bool', 10: 'float16', 11: 'float64', 12: 'uint32', 13: 'uint64', 16: 'bfloat16',
+  0: 'undefined',
+  1: 'float32',
+  2: 'uint8',
+  3: 'int8',
+  4: 'uint16',
+  5: 'int16',
+  6: 'int32',
+  7: 'int64',
+  8: 'string',
+  9: 'bool',
+  10: 'float16',
+  11: 'float64',
+  12: 'uint32',
+  13: 'uint64',
+  16: 'bfloat16',
 };
 
 /** AttributeProto.AttributeType values. */
@@ -39,9 +52,18 @@ function types(): { model: protobuf.Type } {
 
 /** Plain-object mirrors of the messages, as clipserve builds and reads them. int64 fields are
  *  JavaScript numbers: every int64 in our models (dims, attributes, ir_version) is far below 2^53. */
-export interface TensorShapeDim { dimValue?: number; dimParam?: string }
-export interface ValueInfo { name: string; type: { tensorType: { elemType: number; shape: { dim: TensorShapeDim[] } } } }
-export interface StringEntry { key: string; value: string }
+export interface TensorShapeDim {
+  dimValue?: number;
+  dimParam?: string;
+}
+export interface ValueInfo {
+  name: string;
+  type: { tensorType: { elemType: number; shape: { dim: TensorShapeDim[] } } };
+}
+export interface StringEntry {
+  key: string;
+  value: string;
+}
 export interface TensorMsg {
   name: string;
   dims: number[];
@@ -60,8 +82,22 @@ export interface AttributeMsg {
   floats?: number[];
   t?: TensorMsg;
 }
-export interface NodeMsg { input: string[]; output: string[]; name: string; opType: string; domain?: string; attribute: AttributeMsg[] }
-export interface GraphMsg { name: string; node: NodeMsg[]; initializer: TensorMsg[]; input: ValueInfo[]; output: ValueInfo[]; docString?: string }
+export interface NodeMsg {
+  input: string[];
+  output: string[];
+  name: string;
+  opType: string;
+  domain?: string;
+  attribute: AttributeMsg[];
+}
+export interface GraphMsg {
+  name: string;
+  node: NodeMsg[];
+  initializer: TensorMsg[];
+  input: ValueInfo[];
+  output: ValueInfo[];
+  docString?: string;
+}
 export interface ModelMsg {
   irVersion: number;
   producerName: string;

@@ -39,6 +39,7 @@ export function quantizePerColumn(w: Float32Array, rows: number, cols: number): 
 /** Back to float: values × their column's scale (what the int8 graph effectively multiplies by). */
 export function dequantizePerColumn(q: QuantizedMatrix, rows: number, cols: number): Float32Array {
   const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[r * cols + c] = q.values[r * cols + c] * q.scales[c];
+  for (let r = 0; r < rows; r++)
+    for (let c = 0; c < cols; c++) out[r * cols + c] = q.values[r * cols + c] * q.scales[c];
   return out;
 }

@@ -6,7 +6,14 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ModelConfig } from '../model/config';
-import { buildTextGraph, buildVisualGraph, DEFAULT_TOWER_OPTIONS, type Int8Plan, type TowerOptions, type WeightLookup } from './clip-graph';
+import {
+  buildTextGraph,
+  buildVisualGraph,
+  DEFAULT_TOWER_OPTIONS,
+  type Int8Plan,
+  type TowerOptions,
+  type WeightLookup,
+} from './clip-graph';
 import { ExternalDataWriter } from './external-data';
 import { GraphBuilder } from './graph-builder';
 import { encodeModel } from './proto';
@@ -50,21 +57,35 @@ export function writeTowerModel(o: WriteTowerOptions): WrittenTower {
   try {
     const b = new GraphBuilder(`clip_${o.tower}`, {
       half: o.precision === 'fp16',
-      external: { writer, location: path.basename(dataPath), thresholdBytes: o.externalThresholdBytes ?? EXTERNAL_THRESHOLD_BYTES },
+      external: {
+        writer,
+        location: path.basename(dataPath),
+        thresholdBytes: o.externalThresholdBytes ?? EXTERNAL_THRESHOLD_BYTES,
+      },
     });
     const opts = o.towerOptions ?? DEFAULT_TOWER_OPTIONS;
-    if (o.precision === 'int8' && !o.int8) throw new Error('an int8 tower needs its int8 plan (which layers run in int8)');
+    if (o.precision === 'int8' && !o.int8)
+      throw new Error('an int8 tower needs its int8 plan (which layers run in int8)');
     const int8 = o.precision === 'int8' ? o.int8 : undefined;
     if (o.tower === 'visual') buildVisualGraph(b, o.config, o.weights, opts, int8);
     else buildTextGraph(b, o.config, o.weights, opts, int8);
     data = writer.close();
-    bytes = encodeModel(b.build({ producerVersion: o.producerVersion, docString: `OpenCLIP ${o.tower} tower (${o.int8?.calibrate ? 'int8 calibration' : o.precision})` }));
+    bytes = encodeModel(
+      b.build({
+        producerVersion: o.producerVersion,
+        docString: `OpenCLIP ${o.tower} tower (${o.int8?.calibrate ? 'int8 calibration' : o.precision})`,
+      }),
+    );
   } catch (err) {
     writer.abort();
     throw err;
   }
   fs.writeFileSync(o.onnxPath, bytes);
-  const onnx: WrittenFile = { path: o.onnxPath, bytes: bytes.byteLength, sha256: crypto.createHash('sha256').update(bytes).digest('hex') };
+  const onnx: WrittenFile = {
+    path: o.onnxPath,
+    bytes: bytes.byteLength,
+    sha256: crypto.createHash('sha256').update(bytes).digest('hex'),
+  };
   if (data.bytes === 0) {
     fs.rmSync(dataPath);
     return { onnx };

@@ -59,7 +59,14 @@ function shiftHue(px: Float32Array, shift: number): void {
     const P = v * (1 - s);
     const Q = v * (1 - s * f);
     const T = v * (1 - s * (1 - f));
-    const [R, G, B] = [[v, T, P], [Q, v, P], [P, v, T], [P, Q, v], [T, P, v], [v, P, Q]][i % 6];
+    const [R, G, B] = [
+      [v, T, P],
+      [Q, v, P],
+      [P, v, T],
+      [P, Q, v],
+      [T, P, v],
+      [v, P, Q],
+    ][i % 6];
     px[p] = R * 255;
     px[p + 1] = G * 255;
     px[p + 2] = B * 255;
@@ -117,12 +124,18 @@ export function augmentPixels(px: Float32Array, a: AugmentSettings, rand: () => 
  * recovered, augmented and rounded like the 8-bit image torchvision's ToTensor would read, then
  * normalised again. Returns the input unchanged when no augmentation fired.
  */
-export function augmentTensor(tensor: Float32Array, cfg: Pick<PreprocessConfig, 'mean' | 'std'>, a: AugmentSettings, rand: () => number): Float32Array {
+export function augmentTensor(
+  tensor: Float32Array,
+  cfg: Pick<PreprocessConfig, 'mean' | 'std'>,
+  a: AugmentSettings,
+  rand: () => number,
+): Float32Array {
   if (!augmentationEnabled(a)) return tensor;
   const plane = tensor.length / 3;
   const px = new Float32Array(tensor.length);
   for (let c = 0; c < 3; c++) {
-    for (let p = 0; p < plane; p++) px[3 * p + c] = Math.round(clamp255((tensor[c * plane + p] * cfg.std[c] + cfg.mean[c]) * 255));
+    for (let p = 0; p < plane; p++)
+      px[3 * p + c] = Math.round(clamp255((tensor[c * plane + p] * cfg.std[c] + cfg.mean[c]) * 255));
   }
   const before = px.slice();
   augmentPixels(px, a, rand);

@@ -48,14 +48,18 @@ export function inspectImage(bytes: Uint8Array, limits: ImageLimits): ImageInspe
   }
   const header = readHeader(bytes);
   const { width, height } = header;
-  if (width === undefined || height === undefined || !(width > 0 && height > 0)) return { header, pixels: limits.maxPixels };
+  if (width === undefined || height === undefined || !(width > 0 && height > 0))
+    return { header, pixels: limits.maxPixels };
   checkPixels(width, height, limits);
   return { header, pixels: width * height };
 }
 
 function checkPixels(width: number, height: number, limits: ImageLimits): void {
   if (width * height > limits.maxPixels) {
-    throw new ImageError('TOO_MANY_PIXELS', `image declares ${width}x${height} = ${width * height} pixels, more than the limit of ${limits.maxPixels}`);
+    throw new ImageError(
+      'TOO_MANY_PIXELS',
+      `image declares ${width}x${height} = ${width * height} pixels, more than the limit of ${limits.maxPixels}`,
+    );
   }
 }
 
@@ -63,7 +67,10 @@ function checkAspect(width: number, height: number, cfg: DecodeOptions['cfg']): 
   if (!cfg) return;
   const [outW, outH] = resizedSize(width, height, cfg);
   if (outW < 1 || outH < 1 || outW > MAX_RESIZED_SIDE || outH > MAX_RESIZED_SIDE) {
-    throw new ImageError('UNSUPPORTED_FORMAT', `image aspect ratio too extreme: ${width}x${height} resizes to ${outW}x${outH} for size ${cfg.size}`);
+    throw new ImageError(
+      'UNSUPPORTED_FORMAT',
+      `image aspect ratio too extreme: ${width}x${height} resizes to ${outW}x${outH} for size ${cfg.size}`,
+    );
   }
 }
 
@@ -78,8 +85,10 @@ function toBuffer(bytes: Uint8Array): Buffer {
 /** Maps a libvips/sharp failure to a typed error; the message keeps libvips' own words. */
 function fromSharpError(err: unknown, format: string): ImageError {
   const msg = err instanceof Error ? err.message : String(err);
-  if (/timeout/i.test(msg)) return new ImageError('DECODE_TIMEOUT', `${format} image took longer than the decode budget to decode`);
-  if (/pixel limit/i.test(msg)) return new ImageError('TOO_MANY_PIXELS', `${format} image exceeds the pixel limit: ${msg}`);
+  if (/timeout/i.test(msg))
+    return new ImageError('DECODE_TIMEOUT', `${format} image took longer than the decode budget to decode`);
+  if (/pixel limit/i.test(msg))
+    return new ImageError('TOO_MANY_PIXELS', `${format} image exceeds the pixel limit: ${msg}`);
   if (/unsupported image format/i.test(msg)) {
     return new ImageError('UNSUPPORTED_FORMAT', `unsupported image format (supported: ${SUPPORTED_FORMATS})`);
   }
@@ -100,7 +109,12 @@ function sharpOptions(limits: ImageLimits): SharpOptions {
   };
 }
 
-async function readDeclaredSize(buf: Buffer, header: HeaderInfo, limits: ImageLimits, cfg: DecodeOptions['cfg']): Promise<{ width: number; height: number; hasAlpha: boolean }> {
+async function readDeclaredSize(
+  buf: Buffer,
+  header: HeaderInfo,
+  limits: ImageLimits,
+  cfg: DecodeOptions['cfg'],
+): Promise<{ width: number; height: number; hasAlpha: boolean }> {
   let meta: Metadata;
   try {
     // Header only: limitInputPixels is disabled here so the check below gives the precise error.
@@ -110,11 +124,18 @@ async function readDeclaredSize(buf: Buffer, header: HeaderInfo, limits: ImageLi
   }
   const width = meta.width;
   const height = meta.pageHeight ?? meta.height;
-  if (!(width > 0) || !(height > 0)) throw new ImageError('CORRUPT', `${header.format.toUpperCase()} header declares an empty image (${width}x${height})`);
+  if (!(width > 0) || !(height > 0))
+    throw new ImageError(
+      'CORRUPT',
+      `${header.format.toUpperCase()} header declares an empty image (${width}x${height})`,
+    );
   checkPixels(width, height, limits);
   checkAspect(width, height, cfg);
   if ((meta.pages ?? 1) > MAX_FRAMES) {
-    throw new ImageError('TOO_MANY_PIXELS', `${header.format.toUpperCase()} declares ${meta.pages} frames, more than the limit of ${MAX_FRAMES} (only the first is used)`);
+    throw new ImageError(
+      'TOO_MANY_PIXELS',
+      `${header.format.toUpperCase()} declares ${meta.pages} frames, more than the limit of ${MAX_FRAMES} (only the first is used)`,
+    );
   }
   return { width, height, hasAlpha: meta.hasAlpha };
 }
@@ -153,10 +174,22 @@ function toModeLayout(src: Uint8Array, srcCh: number, n: number, mode: PilMode):
         out[o + 1] = alphaSrc >= 0 ? src[s + alphaSrc] : 255;
         break;
       case 3:
-        if (srcCh >= 3) { out[o] = src[s]; out[o + 1] = src[s + 1]; out[o + 2] = src[s + 2]; } else { out[o] = out[o + 1] = out[o + 2] = src[s]; }
+        if (srcCh >= 3) {
+          out[o] = src[s];
+          out[o + 1] = src[s + 1];
+          out[o + 2] = src[s + 2];
+        } else {
+          out[o] = out[o + 1] = out[o + 2] = src[s];
+        }
         break;
       default:
-        if (srcCh >= 3) { out[o] = src[s]; out[o + 1] = src[s + 1]; out[o + 2] = src[s + 2]; } else { out[o] = out[o + 1] = out[o + 2] = src[s]; }
+        if (srcCh >= 3) {
+          out[o] = src[s];
+          out[o + 1] = src[s + 1];
+          out[o + 2] = src[s + 2];
+        } else {
+          out[o] = out[o + 1] = out[o + 2] = src[s];
+        }
         out[o + 3] = alphaSrc >= 0 ? src[s + alphaSrc] : 255;
     }
   }
@@ -178,7 +211,11 @@ function gifFillTransparent(src: Uint8Array, srcCh: number, n: number, header: H
   const idx = header.gifTransparency ?? 0;
   const [r, g, b] = header.mode === 'P' ? paletteColour(header.palette, idx) : [idx, idx, idx];
   for (let p = 0, s = 0; p < n; p++, s += 4) {
-    if (src[s + 3] === 0) { src[s] = r; src[s + 1] = g; src[s + 2] = b; }
+    if (src[s + 3] === 0) {
+      src[s] = r;
+      src[s + 1] = g;
+      src[s + 2] = b;
+    }
   }
 }
 
@@ -201,7 +238,11 @@ export async function verifyImage(bytes: Uint8Array, limits: ImageLimits, opts: 
   }
 }
 
-export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: DecodeOptions = {}): Promise<DecodedImage> {
+export async function decodeImage(
+  bytes: Uint8Array,
+  limits: ImageLimits,
+  opts: DecodeOptions = {},
+): Promise<DecodedImage> {
   const { header } = inspectImage(bytes, limits);
   const buf = toBuffer(bytes);
   const format = header.format.toUpperCase();
@@ -209,8 +250,10 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: 
   // limit was checked on it above): libvips' own header pass (a whole pipeline, 0.3–0.7 ms) is
   // skipped for them. Their decoders remain the authority: a decoded size that differs from this
   // one is refused below, and the decode runs under the same pixel limit.
-  const known = (header.format === 'png' || header.format === 'jpeg') && header.mode && header.width && header.height
-    ? { width: header.width, height: header.height, hasAlpha: header.mode === 'RGBA' || header.mode === 'LA' } : undefined;
+  const known =
+    (header.format === 'png' || header.format === 'jpeg') && header.mode && header.width && header.height
+      ? { width: header.width, height: header.height, hasAlpha: header.mode === 'RGBA' || header.mode === 'LA' }
+      : undefined;
   if (known) checkAspect(known.width, known.height, opts.cfg);
   // Plain 8-bit PNGs are decoded directly (png-decode.ts: same samples, a third of the time);
   // anything else, and every malformed file, goes through sharp below.
@@ -222,7 +265,10 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: 
   // A JPEG is decoded whole (as Pillow does) but libvips hands over only the columns and rows the
   // transform reads: its output copy is a large part of a photo's decode (2000×1500 at 224 px:
   // 77 % of the columns), and the cut is an exact copy of those pixels.
-  const region = header.format === 'jpeg' && opts.cfg?.interpolation ? sourceSpan(declared.width, declared.height, { ...opts.cfg, interpolation: opts.cfg.interpolation }) : undefined;
+  const region =
+    header.format === 'jpeg' && opts.cfg?.interpolation
+      ? sourceSpan(declared.width, declared.height, { ...opts.cfg, interpolation: opts.cfg.interpolation })
+      : undefined;
   let raw: { data: Buffer; info: OutputInfo };
   try {
     let img = sharp(buf, sharpOptions(limits));
@@ -234,7 +280,11 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: 
   }
   const { width: outW, height: outH, channels: srcCh } = raw.info;
   if (outW !== (region?.width ?? declared.width) || outH !== (region?.height ?? declared.height)) {
-    throw new ImageError('CORRUPT', `${format} decoded to ${outW}x${outH} but its header declares ${declared.width}x${declared.height}` + (region ? ` (cut to ${region.width}x${region.height})` : ''));
+    throw new ImageError(
+      'CORRUPT',
+      `${format} decoded to ${outW}x${outH} but its header declares ${declared.width}x${declared.height}` +
+        (region ? ` (cut to ${region.width}x${region.height})` : ''),
+    );
   }
   const { width, height } = declared;
   const n = outW * outH;
@@ -253,5 +303,13 @@ export async function decodeImage(bytes: Uint8Array, limits: ImageLimits, opts: 
   const data = toModeLayout(src, srcCh, n, mode);
   // CMYK JPEG needs no fix-up: Pillow reads every 4-component JPEG as inverted ("CMYK;I") and
   // libvips (8.7+) inverts every CMYK JPEG too, Adobe marker or not (fixture jpeg_cmyk_noadobe).
-  return { mode, width, height, channels: CHANNELS[mode], data, palette: header.palette, ...(region ? { region } : {}) };
+  return {
+    mode,
+    width,
+    height,
+    channels: CHANNELS[mode],
+    data,
+    palette: header.palette,
+    ...(region ? { region } : {}),
+  };
 }

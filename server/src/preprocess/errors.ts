@@ -3,9 +3,18 @@
  * code, so the server can turn it into the right gRPC status (INVALID_ARGUMENT vs RESOURCE_EXHAUSTED)
  * without parsing messages, and the code survives the trip back from a worker thread.
  */
-export type ImageErrorCode = 'EMPTY' | 'TOO_LARGE' | 'TOO_MANY_PIXELS' | 'UNSUPPORTED_FORMAT' | 'CORRUPT' | 'DECODE_TIMEOUT' | 'OVER_BUDGET';
+export type ImageErrorCode =
+  'EMPTY' | 'TOO_LARGE' | 'TOO_MANY_PIXELS' | 'UNSUPPORTED_FORMAT' | 'CORRUPT' | 'DECODE_TIMEOUT' | 'OVER_BUDGET';
 
-const CODES: ReadonlySet<string> = new Set<ImageErrorCode>(['EMPTY', 'TOO_LARGE', 'TOO_MANY_PIXELS', 'UNSUPPORTED_FORMAT', 'CORRUPT', 'DECODE_TIMEOUT', 'OVER_BUDGET']);
+const CODES: ReadonlySet<string> = new Set<ImageErrorCode>([
+  'EMPTY',
+  'TOO_LARGE',
+  'TOO_MANY_PIXELS',
+  'UNSUPPORTED_FORMAT',
+  'CORRUPT',
+  'DECODE_TIMEOUT',
+  'OVER_BUDGET',
+]);
 
 export class ImageError extends Error {
   readonly code: ImageErrorCode;
@@ -39,7 +48,8 @@ export const DEFAULT_IMAGE_LIMITS: ImageLimits = Object.freeze({
 export function checkLimits(limits: ImageLimits): ImageLimits {
   for (const key of ['maxBytes', 'maxPixels'] as const) {
     const v = limits[key];
-    if (!Number.isSafeInteger(v) || v <= 0) throw new RangeError(`image limit ${key} must be a positive integer, got ${v}`);
+    if (!Number.isSafeInteger(v) || v <= 0)
+      throw new RangeError(`image limit ${key} must be a positive integer, got ${v}`);
   }
   return limits;
 }

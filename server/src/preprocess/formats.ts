@@ -53,20 +53,32 @@ function corrupt(format: string, what: string): ImageError {
 
 const u16be = (b: Uint8Array, i: number): number => (b[i] << 8) | b[i + 1];
 const u16le = (b: Uint8Array, i: number): number => b[i] | (b[i + 1] << 8);
-const u32be = (b: Uint8Array, i: number): number => ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0;
+const u32be = (b: Uint8Array, i: number): number =>
+  ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0;
 
 /** Pillow 9.4 PngImagePlugin._MODES, keyed by `${bitDepth},${colorType}`. 16-bit LA opens as RGBA
  *  with L replicated, which resamples identically to LA, so it is kept as LA here. */
 const PNG_MODES: Record<string, PilMode> = {
-  '1,0': '1', '2,0': 'L', '4,0': 'L', '8,0': 'L', '16,0': 'I',
-  '8,2': 'RGB', '16,2': 'RGB',
-  '1,3': 'P', '2,3': 'P', '4,3': 'P', '8,3': 'P',
-  '8,4': 'LA', '16,4': 'LA',
-  '8,6': 'RGBA', '16,6': 'RGBA',
+  '1,0': '1',
+  '2,0': 'L',
+  '4,0': 'L',
+  '8,0': 'L',
+  '16,0': 'I',
+  '8,2': 'RGB',
+  '16,2': 'RGB',
+  '1,3': 'P',
+  '2,3': 'P',
+  '4,3': 'P',
+  '8,3': 'P',
+  '8,4': 'LA',
+  '16,4': 'LA',
+  '8,6': 'RGBA',
+  '16,6': 'RGBA',
 };
 
 function parsePng(b: Uint8Array): HeaderInfo {
-  if (b.length < 33 || u32be(b, 8) !== 13 || !startsWith(b, ascii('IHDR'), 12)) throw corrupt('PNG', 'missing IHDR chunk');
+  if (b.length < 33 || u32be(b, 8) !== 13 || !startsWith(b, ascii('IHDR'), 12))
+    throw corrupt('PNG', 'missing IHDR chunk');
   const depth = b[24];
   const colorType = b[25];
   const mode = PNG_MODES[`${depth},${colorType}`];
@@ -98,10 +110,19 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
   let height = 0;
   // Pillow reads markers up to the first SOS; the frame header (SOFn) fixes the mode.
   while (i + 4 <= b.length) {
-    if (b[i] !== 0xff) { i++; continue; }
+    if (b[i] !== 0xff) {
+      i++;
+      continue;
+    }
     const m = b[i + 1];
-    if (m === 0xff) { i++; continue; }
-    if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7) || m === 0x00) { i += 2; continue; }
+    if (m === 0xff) {
+      i++;
+      continue;
+    }
+    if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7) || m === 0x00) {
+      i += 2;
+      continue;
+    }
     if (m === 0xd9 || m === 0xda) break;
     const len = u16be(b, i + 2);
     if (len < 2) throw corrupt('JPEG', 'bad marker length');
@@ -116,8 +137,10 @@ function parseJpeg(b: Uint8Array): HeaderInfo {
     i += 2 + len;
   }
   if (components === 0) throw corrupt('JPEG', 'no frame header before the image data');
-  if (precision !== 8) throw new ImageError('UNSUPPORTED_FORMAT', `unsupported ${precision}-bit JPEG (only 8-bit samples are supported)`);
-  const mode: PilMode | undefined = components === 1 ? 'L' : components === 3 ? 'RGB' : components === 4 ? 'CMYK' : undefined;
+  if (precision !== 8)
+    throw new ImageError('UNSUPPORTED_FORMAT', `unsupported ${precision}-bit JPEG (only 8-bit samples are supported)`);
+  const mode: PilMode | undefined =
+    components === 1 ? 'L' : components === 3 ? 'RGB' : components === 4 ? 'CMYK' : undefined;
   if (!mode) throw new ImageError('UNSUPPORTED_FORMAT', `unsupported JPEG with ${components} components`);
   return { format: 'jpeg', mode, width, height };
 }
@@ -247,7 +270,11 @@ function parseTiff(b: Uint8Array): HeaderInfo {
   } else if (photometric === 5 && spp === 4) {
     mode = 'CMYK';
   }
-  if (!mode) throw new ImageError('UNSUPPORTED_FORMAT', `unsupported TIFF layout (photometric ${photometric}, ${spp} samples of ${bits} bits)`);
+  if (!mode)
+    throw new ImageError(
+      'UNSUPPORTED_FORMAT',
+      `unsupported TIFF layout (photometric ${photometric}, ${spp} samples of ${bits} bits)`,
+    );
   info.mode = mode;
   return info;
 }
@@ -263,7 +290,8 @@ function webpSize(b: Uint8Array): { width?: number; height?: number } {
     const bits = (b[21] | (b[22] << 8) | (b[23] << 16) | (b[24] << 24)) >>> 0;
     return { width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1 };
   }
-  if (chunk === 'VP8 ' && b[23] === 0x9d && b[24] === 0x01 && b[25] === 0x2a) return { width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff };
+  if (chunk === 'VP8 ' && b[23] === 0x9d && b[24] === 0x01 && b[25] === 0x2a)
+    return { width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff };
   return {};
 }
 
@@ -273,12 +301,20 @@ export const SUPPORTED_FORMATS = 'JPEG, PNG, WebP, GIF, TIFF';
 export function readHeader(b: Uint8Array): HeaderInfo {
   const format = sniffFormat(b);
   switch (format) {
-    case 'png': return parsePng(b);
-    case 'jpeg': return parseJpeg(b);
-    case 'gif': return parseGif(b);
-    case 'tiff': return parseTiff(b);
-    case 'webp': return { format: 'webp', ...webpSize(b) };
+    case 'png':
+      return parsePng(b);
+    case 'jpeg':
+      return parseJpeg(b);
+    case 'gif':
+      return parseGif(b);
+    case 'tiff':
+      return parseTiff(b);
+    case 'webp':
+      return { format: 'webp', ...webpSize(b) };
     default:
-      throw new ImageError('UNSUPPORTED_FORMAT', `unsupported or unrecognised image format (supported: ${SUPPORTED_FORMATS})`);
+      throw new ImageError(
+        'UNSUPPORTED_FORMAT',
+        `unsupported or unrecognised image format (supported: ${SUPPORTED_FORMATS})`,
+      );
   }
 }

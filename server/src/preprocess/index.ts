@@ -16,7 +16,11 @@ export { PreprocessPool } from './pool';
 export type { ImageJobOptions, PreprocessPoolOptions } from './pool';
 
 /** Decodes and preprocesses one image; rejects with ImageError for bad input. */
-export async function preprocessImage(bytes: Uint8Array, cfg: PreprocessConfig, limits: ImageLimits = DEFAULT_IMAGE_LIMITS): Promise<Float32Array> {
+export async function preprocessImage(
+  bytes: Uint8Array,
+  cfg: PreprocessConfig,
+  limits: ImageLimits = DEFAULT_IMAGE_LIMITS,
+): Promise<Float32Array> {
   const img = await decodeImage(bytes, checkLimits(limits), { cfg });
   return transformImage(img, cfg);
 }

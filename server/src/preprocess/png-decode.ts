@@ -18,7 +18,12 @@ import type { PilMode } from './formats';
 import { simdUnfilterAvailable, unfilterSimd } from './simd/unfilter';
 
 /** Colour type → [mode, channels] for the 8-bit cases handled here. */
-const COLOUR_TYPES: Record<number, [PilMode, 1 | 2 | 3 | 4]> = { 0: ['L', 1], 2: ['RGB', 3], 4: ['LA', 2], 6: ['RGBA', 4] };
+const COLOUR_TYPES: Record<number, [PilMode, 1 | 2 | 3 | 4]> = {
+  0: ['L', 1],
+  2: ['RGB', 3],
+  4: ['LA', 2],
+  6: ['RGBA', 4],
+};
 
 const PNG_SIGNATURE_BYTES = 8;
 
@@ -102,8 +107,13 @@ export function decodePlainPng(bytes: Uint8Array, expected: PilMode): DecodedIma
     return undefined;
   }
   if (raw.length !== expectedLength) return undefined;
-  const simd = (channels === 3 || channels === 4) && height * rowBytes <= SIMD_UNFILTER_MAX_BYTES && simdUnfilterAvailable(channels);
-  const data = simd ? unfilterSimd(raw, height, rowBytes, channels as 3 | 4) : unfilter(raw, height, rowBytes, channels);
+  const simd =
+    (channels === 3 || channels === 4) &&
+    height * rowBytes <= SIMD_UNFILTER_MAX_BYTES &&
+    simdUnfilterAvailable(channels);
+  const data = simd
+    ? unfilterSimd(raw, height, rowBytes, channels as 3 | 4)
+    : unfilter(raw, height, rowBytes, channels);
   return data ? { mode, width, height, channels, data } : undefined;
 }
 

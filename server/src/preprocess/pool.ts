@@ -106,16 +106,24 @@ export class PreprocessPool {
   private readonly heapMb: number;
 
   constructor(opts: PreprocessPoolOptions) {
-    const size = opts.size ?? (os.availableParallelism?.() ?? os.cpus().length);
-    if (!Number.isInteger(size) || size < 1) throw new RangeError(`PreprocessPool size must be a positive integer, got ${size}`);
+    const size = opts.size ?? os.availableParallelism?.() ?? os.cpus().length;
+    if (!Number.isInteger(size) || size < 1)
+      throw new RangeError(`PreprocessPool size must be a positive integer, got ${size}`);
     this.size = size;
     checkConfig(opts.cfg); // fail at construction, not on every job
-    this.init = { cfg: opts.cfg, limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS), timeoutSeconds: checkTimeout(opts.decodeTimeoutSeconds ?? 0), vocabPath: opts.vocabPath, priority: opts.priority };
+    this.init = {
+      cfg: opts.cfg,
+      limits: checkLimits(opts.limits ?? DEFAULT_IMAGE_LIMITS),
+      timeoutSeconds: checkTimeout(opts.decodeTimeoutSeconds ?? 0),
+      vocabPath: opts.vocabPath,
+      priority: opts.priority,
+    };
     this.script = compiledModule('preprocess/worker');
     this.isolation = opts.isolation ?? 'thread';
     this.heapMb = opts.heapMb ?? 512;
     this.maxWorkersPerOwner = opts.maxWorkersPerOwner ?? size;
-    if (!Number.isInteger(this.maxWorkersPerOwner) || this.maxWorkersPerOwner < 1) throw new RangeError(`maxWorkersPerOwner must be a positive integer, got ${opts.maxWorkersPerOwner}`);
+    if (!Number.isInteger(this.maxWorkersPerOwner) || this.maxWorkersPerOwner < 1)
+      throw new RangeError(`maxWorkersPerOwner must be a positive integer, got ${opts.maxWorkersPerOwner}`);
     for (let i = 0; i < size; i++) this.slots.push(this.spawn());
   }
 
@@ -148,14 +156,22 @@ export class PreprocessPool {
   /** Checks on a worker that an image decodes (headers, limits, every pixel); rejects with ImageError. */
   async verify(bytes: Uint8Array, opts: Pick<ImageJobOptions, 'signal'> = {}): Promise<void> {
     const copy = new Uint8Array(bytes);
-    await this.submit({ kind: 'image', id: 0, bytes: copy, verifyOnly: true }, [copy.buffer as ArrayBuffer], opts.signal);
+    await this.submit(
+      { kind: 'image', id: 0, bytes: copy, verifyOnly: true },
+      [copy.buffer as ArrayBuffer],
+      opts.signal,
+    );
   }
 
   /** Tokenizes one text on a worker (open_clip ids, cut and padded to contextLength). */
   async runText(text: string, contextLength: number, signal?: AbortSignal, owner?: string): Promise<TokenizedText> {
     const reply = await this.submit({ kind: 'text', id: 0, text, contextLength }, [], signal, owner);
     if (!('ids' in reply)) throw new Error('preprocess worker answered a text job without ids');
-    return { ids: new Int32Array(reply.ids.buffer, reply.ids.byteOffset, reply.ids.length), truncated: reply.truncated, eotIndex: reply.eotIndex };
+    return {
+      ids: new Int32Array(reply.ids.buffer, reply.ids.byteOffset, reply.ids.length),
+      truncated: reply.truncated,
+      eotIndex: reply.eotIndex,
+    };
   }
 
   /** Rejects queued jobs, lets running ones finish, then stops the workers. */
@@ -167,7 +183,12 @@ export class PreprocessPool {
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 
-  private submit(request: JobRequest, transfer: ArrayBuffer[], signal: AbortSignal | undefined, owner?: string): Promise<JobReply & { ok: true }> {
+  private submit(
+    request: JobRequest,
+    transfer: ArrayBuffer[],
+    signal: AbortSignal | undefined,
+    owner?: string,
+  ): Promise<JobReply & { ok: true }> {
     if (this.closed) return Promise.reject(new Error('PreprocessPool is closed'));
     if (this.broken) return Promise.reject(this.broken);
     if (signal?.aborted) return Promise.reject(new PoolJobAbortedError());
@@ -218,7 +239,9 @@ export class PreprocessPool {
       if (this.queue.size === 0) return;
       if (slot.job) continue;
       // The next turn whose owner is below its worker cap (owners are strings; other keys are uncapped).
-      const job = this.queue.shift((key) => typeof key !== 'string' || (this.running.get(key) ?? 0) < this.maxWorkersPerOwner);
+      const job = this.queue.shift(
+        (key) => typeof key !== 'string' || (this.running.get(key) ?? 0) < this.maxWorkersPerOwner,
+      );
       if (!job) return;
       if (job.owner !== undefined) this.running.set(job.owner, (this.running.get(job.owner) ?? 0) + 1);
       slot.job = job;
@@ -247,7 +270,12 @@ export class PreprocessPool {
     this.finish(slot);
     if (reply.ok) job.resolve(reply);
     else if (reply.code) job.reject(new ImageError(reply.code, reply.message));
-    else job.reject(Object.assign(reply.name === 'RangeError' ? new RangeError(reply.message) : new Error(reply.message), { name: reply.name }));
+    else
+      job.reject(
+        Object.assign(reply.name === 'RangeError' ? new RangeError(reply.message) : new Error(reply.message), {
+          name: reply.name,
+        }),
+      );
     this.dispatch();
   }
 
@@ -271,7 +299,8 @@ export class PreprocessPool {
 }
 
 function checkTimeout(seconds: number): number {
-  if (!Number.isFinite(seconds) || seconds < 0) throw new RangeError(`decodeTimeoutSeconds must be a non-negative number, got ${seconds}`);
+  if (!Number.isFinite(seconds) || seconds < 0)
+    throw new RangeError(`decodeTimeoutSeconds must be a non-negative number, got ${seconds}`);
   return seconds;
 }
 

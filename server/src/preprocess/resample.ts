@@ -48,7 +48,13 @@ export interface AxisCoefficients {
  * `inSize → outSize` resize (float64, evaluated in Pillow's operation order), plus
  * `normalize_coeffs_8bpc`.
  */
-export function axisCoefficients(inSize: number, outSize: number, filter: ResampleFilter, first: number, count: number): AxisCoefficients {
+export function axisCoefficients(
+  inSize: number,
+  outSize: number,
+  filter: ResampleFilter,
+  first: number,
+  count: number,
+): AxisCoefficients {
   const { fn, support: baseSupport } = FILTERS[filter];
   const scale = inSize / outSize;
   const filterscale = scale < 1.0 ? 1.0 : scale;
@@ -118,7 +124,15 @@ export function rowSpan(c: AxisCoefficients): [number, number] {
  *  products and |0 stay exact and V8 keeps them on integer arithmetic. Taps are unrolled by two
  *  (measured fastest). Math.imul is avoided on purpose: under jest's vm sandbox it is not inlined
  *  and runs ~50x slower. */
-function horizontal8(image: Uint8Array, srcW: number, ch: number, row0: number, rows: number, c: AxisCoefficients, premultiplyAlpha: boolean): Uint8Array {
+function horizontal8(
+  image: Uint8Array,
+  srcW: number,
+  ch: number,
+  row0: number,
+  rows: number,
+  c: AxisCoefficients,
+  premultiplyAlpha: boolean,
+): Uint8Array {
   const outW = c.count;
   const out = new Uint8ClampedArray(outW * rows * ch);
   const { start, taps, fixed: k, ksize } = c;
@@ -139,9 +153,12 @@ function horizontal8(image: Uint8Array, srcW: number, ch: number, row0: number, 
       const kEnd = ki + taps[x];
       let s = rowOff + start[x] * ch;
       if (ch === 3) {
-        let a0 = HALF, a1 = HALF, a2 = HALF;
+        let a0 = HALF,
+          a1 = HALF,
+          a2 = HALF;
         for (; ki + 1 < kEnd; ki += 2, s += 6) {
-          const w = k[ki], v = k[ki + 1];
+          const w = k[ki],
+            v = k[ki + 1];
           a0 = (a0 + src[s] * w + src[s + 3] * v) | 0;
           a1 = (a1 + src[s + 1] * w + src[s + 4] * v) | 0;
           a2 = (a2 + src[s + 2] * w + src[s + 5] * v) | 0;
@@ -152,12 +169,18 @@ function horizontal8(image: Uint8Array, srcW: number, ch: number, row0: number, 
           a1 = (a1 + src[s + 1] * w) | 0;
           a2 = (a2 + src[s + 2] * w) | 0;
         }
-        out[o] = a0 >> PRECISION_BITS; out[o + 1] = a1 >> PRECISION_BITS; out[o + 2] = a2 >> PRECISION_BITS;
+        out[o] = a0 >> PRECISION_BITS;
+        out[o + 1] = a1 >> PRECISION_BITS;
+        out[o + 2] = a2 >> PRECISION_BITS;
         o += 3;
       } else if (ch === 4) {
-        let a0 = HALF, a1 = HALF, a2 = HALF, a3 = HALF;
+        let a0 = HALF,
+          a1 = HALF,
+          a2 = HALF,
+          a3 = HALF;
         for (; ki + 1 < kEnd; ki += 2, s += 8) {
-          const w = k[ki], v = k[ki + 1];
+          const w = k[ki],
+            v = k[ki + 1];
           a0 = (a0 + src[s] * w + src[s + 4] * v) | 0;
           a1 = (a1 + src[s + 1] * w + src[s + 5] * v) | 0;
           a2 = (a2 + src[s + 2] * w + src[s + 6] * v) | 0;
@@ -170,7 +193,10 @@ function horizontal8(image: Uint8Array, srcW: number, ch: number, row0: number, 
           a2 = (a2 + src[s + 2] * w) | 0;
           a3 = (a3 + src[s + 3] * w) | 0;
         }
-        out[o] = a0 >> PRECISION_BITS; out[o + 1] = a1 >> PRECISION_BITS; out[o + 2] = a2 >> PRECISION_BITS; out[o + 3] = a3 >> PRECISION_BITS;
+        out[o] = a0 >> PRECISION_BITS;
+        out[o + 1] = a1 >> PRECISION_BITS;
+        out[o + 2] = a2 >> PRECISION_BITS;
+        out[o + 3] = a3 >> PRECISION_BITS;
         o += 4;
       } else {
         // 1 band (L) and 2 bands (La): one accumulator per band.
@@ -198,7 +224,8 @@ function vertical8(src: Uint8Array, rowLen: number, row0: number, c: AxisCoeffic
     const kOff = y * ksize;
     let t = 0;
     for (; t + 1 < n; t += 2) {
-      const w = k[kOff + t], v = k[kOff + t + 1];
+      const w = k[kOff + t],
+        v = k[kOff + t + 1];
       const s = (start[y] - row0 + t) * rowLen;
       const s2 = s + rowLen;
       for (let x = 0; x < rowLen; x++) acc[x] = (acc[x] + src[s + x] * w + src[s2 + x] * v) | 0;
@@ -275,7 +302,15 @@ export function cropSamples<T extends Samples>(src: T, srcW: number, ch: number,
 }
 
 /** NEAREST resize (Pillow forces it for modes '1' and 'P'), window only. */
-export function resizeNearest(src: Uint8Array, w: number, h: number, ch: number, outW: number, outH: number, win: Window): Uint8Array {
+export function resizeNearest(
+  src: Uint8Array,
+  w: number,
+  h: number,
+  ch: number,
+  outW: number,
+  outH: number,
+  win: Window,
+): Uint8Array {
   const xs = nearestIndices(w, outW, win.x0, win.w);
   const ys = nearestIndices(h, outH, win.y0, win.h);
   const out = new Uint8Array(win.w * win.h * ch);
@@ -303,7 +338,15 @@ export function resizeNearest(src: Uint8Array, w: number, h: number, ch: number,
 /** Separable resize, horizontal pass first, each pass skipped when its dimension is unchanged
  *  (ImagingResampleInner). 8-bit fixed point for Uint8Array, float64 for Int32Array ('I'). */
 export function resizeSeparable<T extends Samples>(
-  src: T, w: number, h: number, ch: number, outW: number, outH: number, win: Window, filter: ResampleFilter, premultiplyAlpha = false,
+  src: T,
+  w: number,
+  h: number,
+  ch: number,
+  outW: number,
+  outH: number,
+  win: Window,
+  filter: ResampleFilter,
+  premultiplyAlpha = false,
 ): T {
   const needH = outW !== w;
   const needV = outH !== h;
@@ -314,19 +357,32 @@ export function resizeSeparable<T extends Samples>(
   let tmp: Samples;
   if (needH) {
     const ch_ = axisCoefficients(w, outW, filter, win.x0, win.w);
-    tmp = is32 ? horizontal32(src as Int32Array, w, row0, row1 - row0, ch_) : horizontal8(src as Uint8Array, w, ch, row0, row1 - row0, ch_, premultiplyAlpha);
+    tmp = is32
+      ? horizontal32(src as Int32Array, w, row0, row1 - row0, ch_)
+      : horizontal8(src as Uint8Array, w, ch, row0, row1 - row0, ch_, premultiplyAlpha);
   } else {
     tmp = cropSamples(src, w, ch, { x0: win.x0, y0: row0, w: win.w, h: row1 - row0 });
     if (premultiplyAlpha) premultiplyInto(tmp as Uint8Array, 0, tmp as Uint8Array, 0, tmp.length, ch);
   }
-  const out = !cv ? (tmp as Uint8Array) : is32 ? vertical32(tmp as Int32Array, win.w, row0, cv) : vertical8(tmp as Uint8Array, win.w * ch, row0, cv);
+  const out = !cv
+    ? (tmp as Uint8Array)
+    : is32
+      ? vertical32(tmp as Int32Array, win.w, row0, cv)
+      : vertical8(tmp as Uint8Array, win.w * ch, row0, cv);
   if (premultiplyAlpha) unpremultiply(out as Uint8Array, ch);
   return out as T;
 }
 
 /** RGBA→RGBa / LA→La (Pillow's MULDIV255 premultiply) of `len` samples from src[srcOff] into
  *  dst[dstOff] (may be the same place); the alpha band is the last one. */
-export function premultiplyInto(dst: Uint8Array, dstOff: number, src: Uint8Array, srcOff: number, len: number, ch: number): void {
+export function premultiplyInto(
+  dst: Uint8Array,
+  dstOff: number,
+  src: Uint8Array,
+  srcOff: number,
+  len: number,
+  ch: number,
+): void {
   const last = ch - 1;
   for (let p = 0; p < len; p += ch) {
     const a = src[srcOff + p + last];

@@ -15,7 +15,11 @@ export function roundHalfEven(x: number): number {
 }
 
 /** The size the resize step produces, [width, height]. */
-export function resizedSize(w: number, h: number, cfg: Pick<PreprocessConfig, 'size' | 'resize_mode'>): [number, number] {
+export function resizedSize(
+  w: number,
+  h: number,
+  cfg: Pick<PreprocessConfig, 'size' | 'resize_mode'>,
+): [number, number] {
   const size = cfg.size;
   switch (cfg.resize_mode) {
     case 'shortest': {

@@ -42,7 +42,13 @@ export function cropWindow(outW: number, outH: number, size: number): Window {
 
 /** Source columns or rows one axis of the separable resize reads for the window's [first,
  *  first + count): the taps' span, or the window itself where that axis is not resized. */
-function axisSpan(inSize: number, outSize: number, first: number, count: number, filter: PreprocessConfig['interpolation']): [number, number] {
+function axisSpan(
+  inSize: number,
+  outSize: number,
+  first: number,
+  count: number,
+  filter: PreprocessConfig['interpolation'],
+): [number, number] {
   if (inSize === outSize) return [first, first + count];
   return rowSpan(axisCoefficients(inSize, outSize, filter, first, count));
 }
@@ -52,9 +58,14 @@ function axisSpan(inSize: number, outSize: number, first: number, count: number,
  * cut the image to before handing it over (see DecodedImage.region). Undefined when that is the
  * whole image, or when the image is not resized at all (the crop alone reads it then).
  */
-export function sourceSpan(w: number, h: number, cfg: Pick<PreprocessConfig, 'size' | 'resize_mode' | 'interpolation'>): SourceRect | undefined {
+export function sourceSpan(
+  w: number,
+  h: number,
+  cfg: Pick<PreprocessConfig, 'size' | 'resize_mode' | 'interpolation'>,
+): SourceRect | undefined {
   const [outW, outH] = resizedSize(w, h, cfg);
-  if ((outW === w && outH === h) || outW < 1 || outH < 1 || outW > MAX_RESIZED_SIDE || outH > MAX_RESIZED_SIDE) return undefined;
+  if ((outW === w && outH === h) || outW < 1 || outH < 1 || outW > MAX_RESIZED_SIDE || outH > MAX_RESIZED_SIDE)
+    return undefined;
   const win = cropWindow(outW, outH, cfg.size);
   const [x0, x1] = axisSpan(w, outW, win.x0, win.w, cfg.interpolation);
   const [y0, y1] = axisSpan(h, outH, win.y0, win.h, cfg.interpolation);

@@ -58,14 +58,17 @@ function cmykChannel(c: number, nk: number): number {
  *  (torchvision F.pad → ImageOps.expand with the fill repeated per band). */
 function fillRgb(img: DecodedImage, fill: number): [number, number, number] {
   switch (img.mode) {
-    case '1': return fill !== 0 ? [255, 255, 255] : [0, 0, 0];
-    case 'P': return paletteColour(img.palette, fill);
+    case '1':
+      return fill !== 0 ? [255, 255, 255] : [0, 0, 0];
+    case 'P':
+      return paletteColour(img.palette, fill);
     case 'CMYK': {
       const nk = 255 - fill;
       const v = cmykChannel(fill, nk);
       return [v, v, v];
     }
-    default: return [fill, fill, fill];
+    default:
+      return [fill, fill, fill];
   }
 }
 
@@ -73,7 +76,13 @@ function fillRgb(img: DecodedImage, fill: number): [number, number, number] {
 export { checkConfig };
 
 /** Resizes `img` to outW×outH in its own mode, computing only `win`. */
-function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig): Uint8Array | Int32Array {
+function resizeWindow(
+  img: DecodedImage,
+  outW: number,
+  outH: number,
+  win: Window,
+  cfg: PreprocessConfig,
+): Uint8Array | Int32Array {
   const { width: w, height: h, channels: ch } = img;
   if (outW === w && outH === h) return cropSamples(img.region ? wholeImage(img) : img.data, w, ch, win);
   switch (img.mode) {
@@ -92,19 +101,55 @@ function resizeWindow(img: DecodedImage, outW: number, outH: number, win: Window
 /** The bicubic/bilinear resize: the WebAssembly SIMD passes for 8-bit images (L, LA, RGB,
  *  RGBA, CMYK), the TypeScript reference for 32-bit 'I' and where WebAssembly SIMD is missing.
  *  Both give the same bits. */
-function separable(img: DecodedImage, outW: number, outH: number, win: Window, cfg: PreprocessConfig, premultiplyAlpha: boolean): Uint8Array | Int32Array {
+function separable(
+  img: DecodedImage,
+  outW: number,
+  outH: number,
+  win: Window,
+  cfg: PreprocessConfig,
+  premultiplyAlpha: boolean,
+): Uint8Array | Int32Array {
   const { width: w, height: h, channels: ch, region } = img;
   if (region) {
     // The decoder kept only what this resize reads: check it is so for this cfg.
     const need = sourceSpan(w, h, cfg);
-    if (!need || need.x < region.x || need.y < region.y || need.x + need.width > region.x + region.width || need.y + need.height > region.y + region.height) {
-      throw new Error(`decoded region ${JSON.stringify(region)} of ${w}x${h} does not hold what this transform reads (${JSON.stringify(need)}): decode with the same cfg`);
+    if (
+      !need ||
+      need.x < region.x ||
+      need.y < region.y ||
+      need.x + need.width > region.x + region.width ||
+      need.y + need.height > region.y + region.height
+    ) {
+      throw new Error(
+        `decoded region ${JSON.stringify(region)} of ${w}x${h} does not hold what this transform reads (${JSON.stringify(need)}): decode with the same cfg`,
+      );
     }
   }
   if (img.mode !== 'I' && simdResampleAvailable()) {
-    return resizeSeparableSimd(img.data as Uint8Array, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha, region);
+    return resizeSeparableSimd(
+      img.data as Uint8Array,
+      w,
+      h,
+      ch,
+      outW,
+      outH,
+      win,
+      cfg.interpolation,
+      premultiplyAlpha,
+      region,
+    );
   }
-  return resizeSeparable(region ? wholeImage(img) : img.data, w, h, ch, outW, outH, win, cfg.interpolation, premultiplyAlpha);
+  return resizeSeparable(
+    region ? wholeImage(img) : img.data,
+    w,
+    h,
+    ch,
+    outW,
+    outH,
+    win,
+    cfg.interpolation,
+    premultiplyAlpha,
+  );
 }
 
 /** A region-only decode placed in a full-size buffer (zeros where nothing is read), for the
@@ -121,7 +166,14 @@ function wholeImage(img: DecodedImage): Uint8Array | Int32Array {
 }
 
 /** Writes the window, converted to RGB and normalised, into the CHW planes. */
-function writeWindow(out: Float32Array, size: number, img: DecodedImage, data: Uint8Array | Int32Array, win: { w: number; h: number; dstX: number; dstY: number }, lut: Float32Array): void {
+function writeWindow(
+  out: Float32Array,
+  size: number,
+  img: DecodedImage,
+  data: Uint8Array | Int32Array,
+  win: { w: number; h: number; dstX: number; dstY: number },
+  lut: Float32Array,
+): void {
   const plane = size * size;
   const ch = img.channels;
   if (img.mode === 'RGB' || img.mode === 'P' || img.mode === 'RGBA') {
@@ -172,7 +224,6 @@ function writeWindow(out: Float32Array, size: number, img: DecodedImage, data: U
   }
 }
 
-
 /** The full eval transform: decoded image → CHW Float32Array of 3×size×size. */
 export function transformImage(img: DecodedImage, cfg: PreprocessConfig): Float32Array {
   checkConfig(cfg);
@@ -182,7 +233,10 @@ export function transformImage(img: DecodedImage, cfg: PreprocessConfig): Float3
   // would have it allocate gigabytes; here it would cost a long NEAREST position scan. Both are
   // refused as images this service cannot embed.
   if (outW < 1 || outH < 1 || outW > MAX_RESIZED_SIDE || outH > MAX_RESIZED_SIDE) {
-    throw new ImageError('UNSUPPORTED_FORMAT', `image aspect ratio too extreme: ${img.width}x${img.height} resizes to ${outW}x${outH} for size ${size}`);
+    throw new ImageError(
+      'UNSUPPORTED_FORMAT',
+      `image aspect ratio too extreme: ${img.width}x${img.height} resizes to ${outW}x${outH} for size ${size}`,
+    );
   }
   const px = placeAxis(outW, size);
   const py = placeAxis(outH, size);

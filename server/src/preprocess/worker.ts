@@ -26,7 +26,10 @@ function openPort(): { port: Port; init: WorkerInit } {
   if (!send || !init) throw new Error('preprocess/worker must run as a worker thread or a forked child process');
   // The server is gone (even killed with SIGKILL): nothing is left to work for.
   process.once('disconnect', () => process.exit(0));
-  return { port: { on: (_event, fn) => void process.on('message', fn), postMessage: (reply) => void send(reply) }, init: JSON.parse(init) as WorkerInit };
+  return {
+    port: { on: (_event, fn) => void process.on('message', fn), postMessage: (reply) => void send(reply) },
+    init: JSON.parse(init) as WorkerInit,
+  };
 }
 
 const { port, init } = openPort();
@@ -67,7 +70,13 @@ port.on('message', (job: JobRequest) => {
       },
       (err: unknown) => {
         const e = err instanceof Error ? err : new Error(String(err));
-        const reply: JobReply = { id: job.id, ok: false, code: e instanceof ImageError ? e.code : undefined, name: e.name, message: e.message };
+        const reply: JobReply = {
+          id: job.id,
+          ok: false,
+          code: e instanceof ImageError ? e.code : undefined,
+          name: e.name,
+          message: e.message,
+        };
         port.postMessage(reply, []);
       },
     );

@@ -80,7 +80,8 @@ export interface LoadedModel {
   close(): Promise<void>;
 }
 
-const CUDA_PROVIDER_LIBRARY = process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
+const CUDA_PROVIDER_LIBRARY =
+  process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so';
 
 /** Where onnxruntime-node keeps its native binding and, once installed, the CUDA provider library. */
 function ortBinaryDir(): string {
@@ -115,7 +116,8 @@ export function cudaUnavailableReason(): string | undefined {
   } catch {
     /* reported as not listed */
   }
-  if (!listed) return `this onnxruntime-node build has no CUDA execution provider on ${process.platform}/${process.arch} (it ships one for linux/x64 only): use --provider cpu`;
+  if (!listed)
+    return `this onnxruntime-node build has no CUDA execution provider on ${process.platform}/${process.arch} (it ships one for linux/x64 only): use --provider cpu`;
   return (
     `onnxruntime's CUDA provider library (${CUDA_PROVIDER_LIBRARY}) is not installed next to onnxruntime-node's binding in ${ortBinaryDir()}. ` +
     'It is not on the npm registry, and this repository skips its download at npm install; fetch it (from nuget.org) with ' +
@@ -142,7 +144,8 @@ export function providerCandidates(p: RuntimeOptions['provider'] = 'auto'): Exec
 }
 
 function checkThreads(name: string, v: number | undefined): void {
-  if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new RuntimeError(`${name} must be a non-negative integer, got ${v}`);
+  if (v !== undefined && (!Number.isInteger(v) || v < 0))
+    throw new RuntimeError(`${name} must be a non-negative integer, got ${v}`);
 }
 
 /**
@@ -150,16 +153,23 @@ function checkThreads(name: string, v: number | undefined): void {
  * + 1). With causal attention nothing after a row's pooled (first maximum, i.e. first EOT) token
  * influences it, so the features equal those of the full context at a fraction of the cost.
  */
-export function cutTextBatch(ids: Int32Array, n: number, contextLength: number, vocabSize: number): { ids: BigInt64Array; length: number } {
+export function cutTextBatch(
+  ids: Int32Array,
+  n: number,
+  contextLength: number,
+  vocabSize: number,
+): { ids: BigInt64Array; length: number } {
   if (!Number.isInteger(n) || n <= 0) throw new RuntimeError(`batch size must be a positive integer, got ${n}`);
-  if (ids.length !== n * contextLength) throw new RuntimeError(`expected ${n} × ${contextLength} token ids, got ${ids.length}`);
+  if (ids.length !== n * contextLength)
+    throw new RuntimeError(`expected ${n} × ${contextLength} token ids, got ${ids.length}`);
   let length = 1;
   for (let r = 0; r < n; r++) {
     const row = r * contextLength;
     let best = 0;
     for (let i = 0; i < contextLength; i++) {
       const v = ids[row + i];
-      if (v < 0 || v >= vocabSize) throw new RuntimeError(`token id ${v} at row ${r}, position ${i} is outside the vocabulary [0, ${vocabSize})`);
+      if (v < 0 || v >= vocabSize)
+        throw new RuntimeError(`token id ${v} at row ${r}, position ${i} is outside the vocabulary [0, ${vocabSize})`);
       if (v > ids[row + best]) best = i;
     }
     length = Math.max(length, best + 1);
@@ -174,17 +184,26 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
   checkThreads('interOpThreads', opts.interOpThreads);
   checkThreads('preprocessWorkers', opts.preprocessWorkers);
   const level: GraphOptimizationLevel = opts.graphOptimizationLevel ?? 'all';
-  if (!['disabled', 'basic', 'extended', 'all'].includes(level)) throw new RuntimeError(`unknown graph optimization level ${JSON.stringify(level)}`);
+  if (!['disabled', 'basic', 'extended', 'all'].includes(level))
+    throw new RuntimeError(`unknown graph optimization level ${JSON.stringify(level)}`);
   const providers = providerCandidates(opts.provider);
 
   const bundle = await loadBundle(bundleDir);
   const m = bundle.manifest;
   const tokenizer = ClipTokenizer.fromMergesFile(bundle.paths.vocab);
   if (tokenizer.vocabSize !== m.model_cfg.text_cfg.vocab_size) {
-    throw new RuntimeError(`${bundle.paths.vocab}: the tokenizer has ${tokenizer.vocabSize} tokens but the text tower's vocab_size is ${m.model_cfg.text_cfg.vocab_size}`);
+    throw new RuntimeError(
+      `${bundle.paths.vocab}: the tokenizer has ${tokenizer.vocabSize} tokens but the text tower's vocab_size is ${m.model_cfg.text_cfg.vocab_size}`,
+    );
   }
 
-  const base = { providers, graphOptimizationLevel: level, intraOpThreads: opts.intraOpThreads, interOpThreads: opts.interOpThreads, lowPriority: opts.lowPriority };
+  const base = {
+    providers,
+    graphOptimizationLevel: level,
+    intraOpThreads: opts.intraOpThreads,
+    interOpThreads: opts.interOpThreads,
+    lowPriority: opts.lowPriority,
+  };
   const sessions = await Promise.allSettled([
     WorkerSession.create({ ...base, modelPath: bundle.paths.visual }, `${m.name} image tower`),
     WorkerSession.create({ ...base, modelPath: bundle.paths.textual }, `${m.name} text tower`),
@@ -197,7 +216,9 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
   // One provider for both towers: if CUDA came up for only one, the info would lie about the other.
   if (visual.provider !== textual.provider) {
     await Promise.all([visual.close(), textual.close()]);
-    throw new RuntimeError(`the towers came up on different providers (image ${visual.provider}, text ${textual.provider})`);
+    throw new RuntimeError(
+      `the towers came up on different providers (image ${visual.provider}, text ${textual.provider})`,
+    );
   }
 
   const pool = new PreprocessPool({
@@ -206,7 +227,14 @@ export async function loadModel(bundleDir: string, opts: RuntimeOptions = {}): P
     vocabPath: bundle.paths.vocab,
     ...(opts.imageLimits ? { limits: opts.imageLimits } : {}),
     decodeTimeoutSeconds: opts.decodeTimeoutSeconds,
-    ...(opts.preprocessWorkersPerCaller ? { maxWorkersPerOwner: Math.min(opts.preprocessWorkersPerCaller, opts.preprocessWorkers ?? Math.max(1, os.availableParallelism())) } : {}),
+    ...(opts.preprocessWorkersPerCaller
+      ? {
+          maxWorkersPerOwner: Math.min(
+            opts.preprocessWorkersPerCaller,
+            opts.preprocessWorkers ?? Math.max(1, os.availableParallelism()),
+          ),
+        }
+      : {}),
     // Background work decodes in child processes: their lowest priority then reaches libvips'
     // threads too, and a heap bound of their own.
     ...(opts.lowPriority ? { priority: 'low' as const, isolation: 'process' as const } : {}),
@@ -218,7 +246,13 @@ class OnnxClipModel implements LoadedModel {
   readonly info: ModelInfo;
   private closed = false;
 
-  constructor(readonly bundle: Bundle, readonly tokenizer: ClipTokenizer, private readonly visual: WorkerSession, private readonly textual: WorkerSession, private readonly pool: PreprocessPool) {
+  constructor(
+    readonly bundle: Bundle,
+    readonly tokenizer: ClipTokenizer,
+    private readonly visual: WorkerSession,
+    private readonly textual: WorkerSession,
+    private readonly pool: PreprocessPool,
+  ) {
     const m = bundle.manifest;
     this.info = {
       name: m.name,
@@ -246,7 +280,12 @@ class OnnxClipModel implements LoadedModel {
     return this.pool.run(bytes, opts);
   }
 
-  async tokenizeText(text: string, contextLength = this.info.contextLength, signal?: AbortSignal, owner?: string): Promise<TokenizedText> {
+  async tokenizeText(
+    text: string,
+    contextLength = this.info.contextLength,
+    signal?: AbortSignal,
+    owner?: string,
+  ): Promise<TokenizedText> {
     this.ensureOpen();
     return this.pool.runText(text, contextLength, signal, owner);
   }
@@ -254,7 +293,10 @@ class OnnxClipModel implements LoadedModel {
   async encodeText(ids: Int32Array, n: number): Promise<Float32Array> {
     this.ensureOpen();
     const { ids: cut, length } = cutTextBatch(ids, n, this.info.contextLength, this.tokenizer.vocabSize);
-    const out = await this.textual.run({ [TEXT_INPUT]: { type: 'int64', data: cut.buffer as ArrayBuffer, dims: [n, length] } }, [TEXT_OUTPUT]);
+    const out = await this.textual.run(
+      { [TEXT_INPUT]: { type: 'int64', data: cut.buffer as ArrayBuffer, dims: [n, length] } },
+      [TEXT_OUTPUT],
+    );
     return new Float32Array(out[TEXT_OUTPUT].data);
   }
 
@@ -262,8 +304,12 @@ class OnnxClipModel implements LoadedModel {
     this.ensureOpen();
     const S = this.info.imageSize;
     if (!Number.isInteger(n) || n <= 0) throw new RuntimeError(`batch size must be a positive integer, got ${n}`);
-    if (pixels.length !== n * 3 * S * S) throw new RuntimeError(`expected ${n} × 3 × ${S} × ${S} pixel values, got ${pixels.length}`);
-    const out = await this.visual.run({ [IMAGE_INPUT]: { type: 'float32', data: ownedBuffer(pixels), dims: [n, 3, S, S] } }, [IMAGE_OUTPUT]);
+    if (pixels.length !== n * 3 * S * S)
+      throw new RuntimeError(`expected ${n} × 3 × ${S} × ${S} pixel values, got ${pixels.length}`);
+    const out = await this.visual.run(
+      { [IMAGE_INPUT]: { type: 'float32', data: ownedBuffer(pixels), dims: [n, 3, S, S] } },
+      [IMAGE_OUTPUT],
+    );
     return new Float32Array(out[IMAGE_OUTPUT].data);
   }
 

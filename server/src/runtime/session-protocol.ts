@@ -26,7 +26,8 @@ export interface WireTensor {
   dims: number[];
 }
 
-export type WorkerRequest = { id: number; kind: 'run'; feeds: Record<string, WireTensor>; outputs: string[] } | { id: number; kind: 'close' };
+export type WorkerRequest =
+  { id: number; kind: 'run'; feeds: Record<string, WireTensor>; outputs: string[] } | { id: number; kind: 'close' };
 
 export type WorkerResponse =
   | { kind: 'ready'; provider: ExecutionProvider; inputNames: string[]; outputNames: string[] }

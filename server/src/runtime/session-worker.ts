@@ -7,7 +7,14 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { lowerThisThreadPriority } from '../util/priority';
 import { RUNTIME_SESSION_EXTRA } from './session-options';
-import { ownedBuffer, type ExecutionProvider, type SessionWorkerData, type WireTensor, type WorkerRequest, type WorkerResponse } from './session-protocol';
+import {
+  ownedBuffer,
+  type ExecutionProvider,
+  type SessionWorkerData,
+  type WireTensor,
+  type WorkerRequest,
+  type WorkerResponse,
+} from './session-protocol';
 
 const data = workerData as SessionWorkerData;
 const port = parentPort!;
@@ -33,7 +40,9 @@ function toWire(t: ort.Tensor): { wire: WireTensor; buffer: ArrayBuffer } {
 }
 
 function fromWire(w: WireTensor): ort.Tensor {
-  return w.type === 'int64' ? new ort.Tensor('int64', new BigInt64Array(w.data), w.dims) : new ort.Tensor('float32', new Float32Array(w.data), w.dims);
+  return w.type === 'int64'
+    ? new ort.Tensor('int64', new BigInt64Array(w.data), w.dims)
+    : new ort.Tensor('float32', new Float32Array(w.data), w.dims);
 }
 
 async function main(): Promise<void> {
@@ -54,7 +63,12 @@ async function main(): Promise<void> {
     return;
   }
   const s = session;
-  port.postMessage({ kind: 'ready', provider, inputNames: [...s.inputNames], outputNames: [...s.outputNames] } satisfies WorkerResponse);
+  port.postMessage({
+    kind: 'ready',
+    provider,
+    inputNames: [...s.inputNames],
+    outputNames: [...s.outputNames],
+  } satisfies WorkerResponse);
 
   // One run at a time: concurrent runs would only fight over the same intra-op threads.
   let chain: Promise<void> = Promise.resolve();
@@ -86,5 +100,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  port.postMessage({ kind: 'init-error', message: err instanceof Error ? err.message : String(err) } satisfies WorkerResponse);
+  port.postMessage({
+    kind: 'init-error',
+    message: err instanceof Error ? err.message : String(err),
+  } satisfies WorkerResponse);
 });

@@ -9,7 +9,13 @@
  */
 import { Worker } from 'node:worker_threads';
 import { compiledModule } from '../util/paths';
-import type { ExecutionProvider, SessionWorkerData, WireTensor, WorkerRequest, WorkerResponse } from './session-protocol';
+import type {
+  ExecutionProvider,
+  SessionWorkerData,
+  WireTensor,
+  WorkerRequest,
+  WorkerResponse,
+} from './session-protocol';
 
 export class RuntimeError extends Error {
   constructor(message: string) {
@@ -43,7 +49,9 @@ function startWorker(data: SessionWorkerData, label: string): Promise<Started> {
       } else if (msg.kind === 'init-error') {
         cleanup();
         void worker.terminate();
-        reject(new RuntimeError(`${label}: cannot create an onnxruntime session for ${data.modelPath}: ${msg.message}`));
+        reject(
+          new RuntimeError(`${label}: cannot create an onnxruntime session for ${data.modelPath}: ${msg.message}`),
+        );
       }
     };
     const onError = (err: Error): void => {
@@ -168,7 +176,9 @@ export class WorkerSession {
         await this.restarting?.catch(() => undefined);
         if (!this.failure) {
           const id = this.nextId++;
-          const done = new Promise<void>((resolve) => this.pending.set(id, { resolve: () => resolve(), reject: () => resolve() }));
+          const done = new Promise<void>((resolve) =>
+            this.pending.set(id, { resolve: () => resolve(), reject: () => resolve() }),
+          );
           this.worker.postMessage({ id, kind: 'close' } satisfies WorkerRequest);
           await done;
         }

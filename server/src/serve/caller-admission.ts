@@ -29,15 +29,28 @@ const MAX_HOLD_MS = 1000;
  */
 const SHARED_WITHIN_MS = 1000;
 
-export function callerAdmission(o: { config: ServeConfig; host: Pick<ModelHost<EmbeddingModel>, 'ready' | 'embedder'>; metrics: ClipserveMetrics; logger: Logger }): grpc.ServerInterceptor {
+export function callerAdmission(o: {
+  config: ServeConfig;
+  host: Pick<ModelHost<EmbeddingModel>, 'ready' | 'embedder'>;
+  metrics: ClipserveMetrics;
+  logger: Logger;
+}): grpc.ServerInterceptor {
   const { config, host, metrics } = o;
   const servicePrefix = `/${EMBEDDING_SERVICE_NAME}/`;
   return createAdmissionInterceptor({
-    limiter: new CallerLimiter({ ratePerSecond: config.callerRate, burst: config.callerBurst, maxConcurrent: config.callerConcurrency, maxCallers: MAX_CALLERS }),
+    limiter: new CallerLimiter({
+      ratePerSecond: config.callerRate,
+      burst: config.callerBurst,
+      maxConcurrent: config.callerConcurrency,
+      maxCallers: MAX_CALLERS,
+    }),
     // GetModelInfo queues nothing and clients call it to learn the limits: never refused.
     applies: (path) => path.startsWith(servicePrefix) && path !== `${servicePrefix}GetModelInfo`,
     // Unpinned calls go to the active version's batchers; while none is loaded the gate refuses anyway.
-    overShare: config.queueCallerShare < 1 ? (caller, modality) => host.ready && host.embedder().holdsShare(caller, modality, SHARED_WITHIN_MS) : undefined,
+    overShare:
+      config.queueCallerShare < 1
+        ? (caller, modality) => host.ready && host.embedder().holdsShare(caller, modality, SHARED_WITHIN_MS)
+        : undefined,
     count: (modality, reason) => metrics.service.itemRejected(modality, reason),
     log: new RefusalLog(o.logger, REFUSAL_LOG_INTERVAL_MS),
     holds: new RefusalHolds(MAX_HELD_REFUSALS, MAX_HOLD_MS),

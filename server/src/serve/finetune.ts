@@ -52,21 +52,23 @@ function methods(config: ServeConfig & { dataDir: string }, logger: Logger): Fin
   } catch (err) {
     logger.warn({ err }, 'no usable Kubernetes configuration: the full fine-tune method will refuse jobs');
   }
-  list.push(createFullMethod({
-    kube,
-    image: config.finetuneImage,
-    namespace: config.finetuneNamespace,
-    storage: { pvcName: config.finetunePvc, mountPath: config.dataDir },
-    workersPerGpu: config.finetuneWorkersPerGpu,
-    pod: {
-      gpuResource: config.finetuneGpuResource,
-      ...(config.finetuneNodeSelector ? { nodeSelector: config.finetuneNodeSelector } : {}),
-      ...(config.finetuneTolerations ? { tolerations: config.finetuneTolerations } : {}),
-      ...(config.finetuneImagePullSecrets ? { imagePullSecrets: config.finetuneImagePullSecrets } : {}),
-      ...(config.finetuneShmSize ? { shmSize: config.finetuneShmSize } : {}),
-      ...(config.finetuneServiceAccount ? { serviceAccountName: config.finetuneServiceAccount } : {}),
-    },
-  }));
+  list.push(
+    createFullMethod({
+      kube,
+      image: config.finetuneImage,
+      namespace: config.finetuneNamespace,
+      storage: { pvcName: config.finetunePvc, mountPath: config.dataDir },
+      workersPerGpu: config.finetuneWorkersPerGpu,
+      pod: {
+        gpuResource: config.finetuneGpuResource,
+        ...(config.finetuneNodeSelector ? { nodeSelector: config.finetuneNodeSelector } : {}),
+        ...(config.finetuneTolerations ? { tolerations: config.finetuneTolerations } : {}),
+        ...(config.finetuneImagePullSecrets ? { imagePullSecrets: config.finetuneImagePullSecrets } : {}),
+        ...(config.finetuneShmSize ? { shmSize: config.finetuneShmSize } : {}),
+        ...(config.finetuneServiceAccount ? { serviceAccountName: config.finetuneServiceAccount } : {}),
+      },
+    }),
+  );
   return list;
 }
 
@@ -84,7 +86,11 @@ export async function openFineTune(o: {
   const store = await openStore({
     dataDir,
     databaseUrl: config.databaseUrl,
-    onConnectionError: (err) => logger.warn({ err }, 'a database connection failed: it is replaced (notifications missed meanwhile are covered by polling)'),
+    onConnectionError: (err) =>
+      logger.warn(
+        { err },
+        'a database connection failed: it is replaced (notifications missed meanwhile are covered by polling)',
+      ),
   });
   const catalog = new DatasetCatalog(store, store.dataDir, {
     maxBytes: config.datasetMaxBytes,
@@ -109,7 +115,10 @@ export async function openFineTune(o: {
   o.server.addService(o.protos.fineTuneService, fineTuneServiceHandlers({ runner, catalog, gate: o.gate, logger }));
   const versions = new ModelVersions({ registry, host, onNotification: (l) => store.onNotification(l), logger });
   o.server.addService(o.protos.modelService, modelServiceHandlers({ versions, gate: o.gate, logger }));
-  logger.info({ dataDir: store.dataDir, database: config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : 'sqlite' }, 'fine-tuning enabled');
+  logger.info(
+    { dataDir: store.dataDir, database: config.databaseUrl ? redactDatabaseUrl(config.databaseUrl) : 'sqlite' },
+    'fine-tuning enabled',
+  );
 
   return {
     store,

@@ -35,7 +35,8 @@ export async function drainAndStop(p: ServingParts, graceSeconds: number): Promi
   const deadline = Date.now() + graceMs;
   logger.info({ inFlightCalls: gate.inFlight, graceSeconds }, 'draining: refusing new calls, finishing in-flight ones');
   const drained = await within(gate.whenIdle(), graceMs);
-  if (!drained) logger.warn({ inFlightCalls: gate.inFlight }, 'grace period over: cancelling the calls still in flight');
+  if (!drained)
+    logger.warn({ inFlightCalls: gate.inFlight }, 'grace period over: cancelling the calls still in flight');
   await stopServer(p.server, drained ? Math.max(0, deadline - Date.now()) : 0);
   if (p.healthServer) await stopServer(p.healthServer, 0);
   // Drained: only idle keep-alive connections are left; past the grace, requests are cut too.
@@ -58,7 +59,9 @@ export function hostPort(host: string, port: number): string {
 
 export function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) =>
-    server.bindAsync(address, creds, (err, port) => (err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(port))),
+    server.bindAsync(address, creds, (err, port) =>
+      err ? reject(new Error(`cannot listen on ${address}: ${err.message}`)) : resolve(port),
+    ),
   );
 }
 

@@ -67,15 +67,25 @@ export async function listen(parts: OpenedParts, d: ListenDeps): Promise<BoundPo
   const port = await listenGrpc(parts, d).catch(parts.abandon);
   const healthPort = await listenHealth(parts, d).catch(parts.abandon);
   const httpPort = await listenHttpApi(parts, d).catch(parts.abandon);
-  const metricsServer = await startMetricsServer({ metrics: d.metrics, port: d.config.metricsPort, host: d.config.host }).catch(parts.abandon);
+  const metricsServer = await startMetricsServer({
+    metrics: d.metrics,
+    port: d.config.metricsPort,
+    host: d.config.host,
+  }).catch(parts.abandon);
   d.logger.info({ port: metricsServer.port }, 'metrics and probes listening (/metrics, /healthz, /readyz)');
   return { port, healthPort, httpPort, metricsServer };
 }
 
 async function listenGrpc(parts: OpenedParts, { config, logger, metrics }: ListenDeps): Promise<number> {
   const port = await bind(parts.server, hostPort(config.host, config.port), serverCredentials(config, logger, metrics));
-  logger.info({ host: config.host, port, tls: config.tlsCert !== undefined, mtls: config.tlsClientCa !== undefined }, 'grpc server listening');
-  if (parts.apiKeys && !exposeRepeatedHeaders(parts.server, [AUTHORIZATION_KEY])) logger.warn('this grpc-js hides its HTTP/2 servers: a repeated authorization header is seen as its first value only');
+  logger.info(
+    { host: config.host, port, tls: config.tlsCert !== undefined, mtls: config.tlsClientCa !== undefined },
+    'grpc server listening',
+  );
+  if (parts.apiKeys && !exposeRepeatedHeaders(parts.server, [AUTHORIZATION_KEY]))
+    logger.warn(
+      'this grpc-js hides its HTTP/2 servers: a repeated authorization header is seen as its first value only',
+    );
   return port;
 }
 
@@ -83,18 +93,26 @@ async function listenHealth(parts: OpenedParts, { config, logger, health }: List
   if (config.healthPort === undefined) return undefined;
   parts.healthServer = new grpc.Server();
   health.addToServer(parts.healthServer);
-  const port = await bind(parts.healthServer, hostPort(config.host, config.healthPort), grpc.ServerCredentials.createInsecure());
+  const port = await bind(
+    parts.healthServer,
+    hostPort(config.host, config.healthPort),
+    grpc.ServerCredentials.createInsecure(),
+  );
   logger.info({ port }, 'plaintext health server listening');
   return port;
 }
 
-async function listenHttpApi(parts: OpenedParts, { config, logger, metrics, host, servingSince, limits, gate }: ListenDeps): Promise<number | undefined> {
+async function listenHttpApi(
+  parts: OpenedParts,
+  { config, logger, metrics, host, servingSince, limits, gate }: ListenDeps,
+): Promise<number | undefined> {
   if (config.httpPort === 0) return undefined;
   const apiKeys = parts.apiKeys;
   parts.httpApi = await startHttpApi(
     {
       models: host,
-      servedModels: () => host.loadedVersions().map((v) => ({ info: v.info, since: v.active ? servingSince() : v.lastUsedMs })),
+      servedModels: () =>
+        host.loadedVersions().map((v) => ({ info: v.info, since: v.active ? servingSince() : v.lastUsedMs })),
       limits,
       gate,
       logger,
@@ -105,12 +123,21 @@ async function listenHttpApi(parts: OpenedParts, { config, logger, metrics, host
       host: config.host,
       port: config.httpPort === 'auto' ? 0 : config.httpPort,
       bodyLimit: config.maxMessageBytes,
-      tls: config.tlsCert !== undefined && config.tlsKey !== undefined
-        ? { certFile: config.tlsCert, keyFile: config.tlsKey, clientCaFile: config.tlsClientCa, reloadIntervalMs: config.credentialsReloadSeconds * 1000 }
-        : undefined,
+      tls:
+        config.tlsCert !== undefined && config.tlsKey !== undefined
+          ? {
+              certFile: config.tlsCert,
+              keyFile: config.tlsKey,
+              clientCaFile: config.tlsClientCa,
+              reloadIntervalMs: config.credentialsReloadSeconds * 1000,
+            }
+          : undefined,
     },
   );
-  logger.info({ host: config.host, port: parts.httpApi.port, tls: config.tlsCert !== undefined }, 'http api listening (OpenAI-compatible /v1/embeddings)');
+  logger.info(
+    { host: config.host, port: parts.httpApi.port, tls: config.tlsCert !== undefined },
+    'http api listening (OpenAI-compatible /v1/embeddings)',
+  );
   return parts.httpApi.port;
 }
 

@@ -17,9 +17,15 @@ export const loadServedModel: ModelLoader = async (config, logger) => {
   let bundleDir: string;
   if (config.model === undefined) {
     bundleDir = await ensureDemoBundle(config.cacheDir);
-    logger.warn({ bundleDir }, 'no --model given: serving the random-weight demo bundle (its embeddings carry no meaning)');
+    logger.warn(
+      { bundleDir },
+      'no --model given: serving the random-weight demo bundle (its embeddings carry no meaning)',
+    );
   } else {
-    bundleDir = await resolveModelRef(config.model, { cacheDir: config.cacheDir, onStatus: (message) => logger.info({ model: config.model }, message) });
+    bundleDir = await resolveModelRef(config.model, {
+      cacheDir: config.cacheDir,
+      onStatus: (message) => logger.info({ model: config.model }, message),
+    });
   }
   // The image limits and decode budget are the model's, fixed here for its preprocessing workers.
   const options: RuntimeOptions = {
@@ -30,7 +36,8 @@ export const loadServedModel: ModelLoader = async (config, logger) => {
   if (config.intraOpThreads !== undefined) options.intraOpThreads = config.intraOpThreads;
   if (config.preprocessWorkers !== undefined) options.preprocessWorkers = config.preprocessWorkers;
   // One caller's flood leaves a worker (and a core) to everyone else: see --preprocess-workers-per-caller.
-  options.preprocessWorkersPerCaller = config.preprocessWorkersPerCaller ?? Math.max(1, (config.preprocessWorkers ?? os.availableParallelism()) - 1);
+  options.preprocessWorkersPerCaller =
+    config.preprocessWorkersPerCaller ?? Math.max(1, (config.preprocessWorkers ?? os.availableParallelism()) - 1);
   const model = await loadModel(bundleDir, options);
   try {
     await model.warmup();

@@ -44,7 +44,10 @@ export function createModelHost(o: {
     locate: async (version) => {
       const registry = o.registry();
       if (registry) return (await registry.get(version)).bundleDir;
-      throw new ModelNotFoundError(version, `this server serves only ${JSON.stringify(host.info().version)}; start it with --data-dir to serve fine-tuned versions`);
+      throw new ModelNotFoundError(
+        version,
+        `this server serves only ${JSON.stringify(host.info().version)}; start it with --data-dir to serve fine-tuned versions`,
+      );
     },
     sizeOf: bundleBytes,
     budget: { maxVersions: config.maxLoadedVersions, maxBytes: config.maxLoadedBytes },

@@ -83,7 +83,13 @@ export interface RunningServer {
   shutdown(graceSeconds?: number): Promise<void>;
 }
 
-const START_OPTION_KEYS: readonly (keyof StartOptions)[] = ['interceptors', 'observer', 'logger', 'waitUntilReady', 'loadModel'];
+const START_OPTION_KEYS: readonly (keyof StartOptions)[] = [
+  'interceptors',
+  'observer',
+  'logger',
+  'waitUntilReady',
+  'loadModel',
+];
 /** Health is reported for the whole server ("") and per service. */
 const HEALTH_SERVICES = ['', EMBEDDING_SERVICE_NAME];
 
@@ -99,13 +105,35 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
 
   // The served versions (see served-versions.ts); the fine-tune subsystem, once open, knows the others.
   let finetune: FineTuneSubsystem | undefined;
-  const { host, servingSince } = createModelHost({ config, loader, logger, metrics, observer: input.observer, registry: () => finetune?.registry });
+  const { host, servingSince } = createModelHost({
+    config,
+    loader,
+    logger,
+    metrics,
+    observer: input.observer,
+    registry: () => finetune?.registry,
+  });
   const apiKeys = apiKeySource(config, logger, metrics);
   // Per-caller admission after the API keys (it needs the caller's key), before any handler decodes.
-  const server = createGrpcServer(config, logger, metrics, apiKeys, [callerAdmission({ config, host, metrics, logger }), ...(input.interceptors ?? [])]);
-  server.addService(protos.embeddingService, embeddingServiceHandlers({ models: host, limits, gate, logger, streamWindow: Math.max(8, 2 * config.maxBatchSize), streamStats }));
+  const server = createGrpcServer(config, logger, metrics, apiKeys, [
+    callerAdmission({ config, host, metrics, logger }),
+    ...(input.interceptors ?? []),
+  ]);
+  server.addService(
+    protos.embeddingService,
+    embeddingServiceHandlers({
+      models: host,
+      limits,
+      gate,
+      logger,
+      streamWindow: Math.max(8, 2 * config.maxBatchSize),
+      streamStats,
+    }),
+  );
   const parts = new OpenedParts(server, apiKeys);
-  finetune = parts.finetune = await addDataDirServices({ config, logger, host, metrics, gate, protos, server }).catch(parts.abandon);
+  finetune = parts.finetune = await addDataDirServices({ config, logger, host, metrics, gate, protos, server }).catch(
+    parts.abandon,
+  );
   health.addToServer(server);
   new ReflectionService(protos.packageDefinition).addToServer(server);
   const ports = await listen(parts, { config, logger, metrics, health, host, servingSince, limits, gate });
@@ -113,7 +141,22 @@ export async function startServer(input: StartServerConfig = {}): Promise<Runnin
   const ready = loadFirstModel({ config, logger, loader, gate, host, finetune, metrics, setHealth });
   let shuttingDown: Promise<void> | undefined;
   const shutdown = (graceSeconds = config.shutdownGraceSeconds): Promise<void> => {
-    shuttingDown ??= drainAndStop({ gate, setHealth, logger, server, healthServer: parts.healthServer, httpApi: parts.httpApi, apiKeys, finetune, host, ready, metricsServer: ports.metricsServer }, graceSeconds);
+    shuttingDown ??= drainAndStop(
+      {
+        gate,
+        setHealth,
+        logger,
+        server,
+        healthServer: parts.healthServer,
+        httpApi: parts.httpApi,
+        apiKeys,
+        finetune,
+        host,
+        ready,
+        metricsServer: ports.metricsServer,
+      },
+      graceSeconds,
+    );
     return shuttingDown;
   };
   const running = runningServer({ config, logger, metrics, ports, host, gate, ready, streamStats, shutdown });
@@ -151,13 +194,22 @@ function requestLimits(config: ServeConfig): RequestLimits {
 function createMetrics(config: ServeConfig, logger: Logger, protos: LoadedProtos, gate: CallGate): ClipserveMetrics {
   const metrics = new ClipserveMetrics({ logger });
   metrics.grpc.preRegister(protos.embeddingService);
-  metrics.setReadinessProbe(() => ({ ready: gate.phase === 'serving', reason: gate.phase === 'serving' ? 'ok' : gate.phase }));
+  metrics.setReadinessProbe(() => ({
+    ready: gate.phase === 'serving',
+    reason: gate.phase === 'serving' ? 'ok' : gate.phase,
+  }));
   for (const modality of ['text', 'image'] as const) metrics.service.setQueueCapacity(modality, config.queueBound);
   return metrics;
 }
 
 /** The gRPC server with its interceptors: metrics, then API keys, then the caller's own. */
-function createGrpcServer(config: ServeConfig, logger: Logger, metrics: ClipserveMetrics, apiKeys: ApiKeySource | undefined, extra: grpc.ServerInterceptor[] = []): grpc.Server {
+function createGrpcServer(
+  config: ServeConfig,
+  logger: Logger,
+  metrics: ClipserveMetrics,
+  apiKeys: ApiKeySource | undefined,
+  extra: grpc.ServerInterceptor[] = [],
+): grpc.Server {
   // Metrics interceptor first: it must wrap the transport call to see the statuses grpc-js sends
   // by itself (deadline, oversized request), see GrpcServerMetrics. API keys after the metrics,
   // so refused calls are counted and logged with their code.
@@ -169,8 +221,15 @@ function createGrpcServer(config: ServeConfig, logger: Logger, metrics: Clipserv
         logger,
       })
     : undefined;
-  if (apiKeys) logger.info({ keys: apiKeys.store.size, openHealth: config.authOpenHealth, openReflection: config.authOpenReflection }, 'API keys required');
-  else logger.warn('no API keys configured: every caller may use every service (give --api-keys-file or CLIPSERVE_API_KEYS)');
+  if (apiKeys)
+    logger.info(
+      { keys: apiKeys.store.size, openHealth: config.authOpenHealth, openReflection: config.authOpenReflection },
+      'API keys required',
+    );
+  else
+    logger.warn(
+      'no API keys configured: every caller may use every service (give --api-keys-file or CLIPSERVE_API_KEYS)',
+    );
   return new grpc.Server({
     interceptors: [metrics.grpc.interceptor, ...(auth ? [auth] : []), ...extra],
     'grpc.max_receive_message_length': config.maxMessageBytes,
@@ -182,11 +241,14 @@ function createGrpcServer(config: ServeConfig, logger: Logger, metrics: Clipserv
 }
 
 /** FineTuneService and ModelService: served with a data directory, else listed with a call that says how to turn them on. */
-async function addDataDirServices(o: Omit<Parameters<typeof openFineTune>[0], 'config'> & { config: ServeConfig }): Promise<FineTuneSubsystem | undefined> {
+async function addDataDirServices(
+  o: Omit<Parameters<typeof openFineTune>[0], 'config'> & { config: ServeConfig },
+): Promise<FineTuneSubsystem | undefined> {
   const dataDir = o.config.dataDir;
   if (dataDir !== undefined) return openFineTune({ ...o, config: { ...o.config, dataDir } });
   // Reflection lists them: their calls say how to turn them on.
-  const why = 'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
+  const why =
+    'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
   o.server.addService(o.protos.fineTuneService, disabledServiceHandlers(o.protos.fineTuneService, why));
   o.server.addService(o.protos.modelService, disabledServiceHandlers(o.protos.modelService, why));
   return undefined;
@@ -219,7 +281,10 @@ function loadFirstModel(o: {
     o.setHealth('SERVING');
     const { name, version, provider, demo, embedDim } = host.info();
     o.metrics.service.setModelLoadSeconds((Date.now() - t0) / 1000);
-    logger.info({ model: { name, version, provider, demo, embedDim }, loadSeconds: (Date.now() - t0) / 1000 }, 'model ready: serving');
+    logger.info(
+      { model: { name, version, provider, demo, embedDim }, loadSeconds: (Date.now() - t0) / 1000 },
+      'model ready: serving',
+    );
   })();
   ready.catch((err: unknown) => logger.error({ err }, 'model failed to load'));
   return ready;
@@ -252,7 +317,12 @@ function runningServer(o: {
     ready: o.ready,
     isReady: () => gate.phase === 'serving',
     phase: () => gate.phase,
-    stats: () => ({ phase: gate.phase, inFlightCalls: gate.inFlight, batchers: host.ready ? host.embedder().stats() : undefined, streams: o.streamStats }),
+    stats: () => ({
+      phase: gate.phase,
+      inFlightCalls: gate.inFlight,
+      batchers: host.ready ? host.embedder().stats() : undefined,
+      streams: o.streamStats,
+    }),
     shutdown: o.shutdown,
   };
 }

@@ -15,7 +15,12 @@ import type { StoreBackend } from './store';
 type UntypedDb = Kysely<any>;
 
 /** Columns that databases created before the migrations existed may lack (SQLite only). */
-const LEGACY_COLUMNS: { table: string; column: string; type: 'text' | 'integer' | 'bigint'; fallback: string | number }[] = [
+const LEGACY_COLUMNS: {
+  table: string;
+  column: string;
+  type: 'text' | 'integer' | 'bigint';
+  fallback: string | number;
+}[] = [
   { table: 'jobs', column: 'owner', type: 'text', fallback: '' },
   { table: 'jobs', column: 'heartbeat_ms', type: 'bigint', fallback: 0 },
   { table: 'jobs', column: 'cancel_requested', type: 'integer', fallback: 0 },
@@ -106,14 +111,21 @@ function initial(backend: StoreBackend): Migration {
         for (const l of LEGACY_COLUMNS) {
           const t = tables.find((x) => x.name === l.table);
           if (t && !t.columns.some((c) => c.name === l.column)) {
-            await db.schema.alterTable(l.table).addColumn(l.column, l.type, (c) => c.notNull().defaultTo(l.fallback)).execute();
+            await db.schema
+              .alterTable(l.table)
+              .addColumn(l.column, l.type, (c) => c.notNull().defaultTo(l.fallback))
+              .execute();
             if (l.table === 'model_versions') await sql`UPDATE model_versions SET ord = rowid`.execute(db);
           }
         }
       }
-      await sql`UPDATE jobs SET last_seq = COALESCE((SELECT MAX(e.seq) FROM job_events e WHERE e.job_id = jobs.id), 0)`.execute(db);
+      await sql`UPDATE jobs SET last_seq = COALESCE((SELECT MAX(e.seq) FROM job_events e WHERE e.job_id = jobs.id), 0)`.execute(
+        db,
+      );
       await sql`INSERT INTO counters (name, value) SELECT 'job_ord', COALESCE(MAX(ord), 0) FROM jobs`.execute(db);
-      await sql`INSERT INTO counters (name, value) SELECT 'model_ord', COALESCE(MAX(ord), 0) FROM model_versions`.execute(db);
+      await sql`INSERT INTO counters (name, value) SELECT 'model_ord', COALESCE(MAX(ord), 0) FROM model_versions`.execute(
+        db,
+      );
       // The queue reads queued jobs in creation order; recovery reads the unfinished ones.
       await db.schema.createIndex('jobs_state_ord').ifNotExists().on('jobs').columns(['state', 'ord']).execute();
     },
@@ -123,10 +135,18 @@ function initial(backend: StoreBackend): Migration {
 /** Datasets gain their owner (the API key that uploaded them) and a creation order for paging. */
 const datasetOwner: Migration = {
   async up(db: UntypedDb): Promise<void> {
-    await db.schema.alterTable('datasets').addColumn('owner', 'text', (c) => c.notNull().defaultTo('')).execute();
-    await db.schema.alterTable('datasets').addColumn('ord', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+    await db.schema
+      .alterTable('datasets')
+      .addColumn('owner', 'text', (c) => c.notNull().defaultTo(''))
+      .execute();
+    await db.schema
+      .alterTable('datasets')
+      .addColumn('ord', 'bigint', (c) => c.notNull().defaultTo(0))
+      .execute();
     // Existing rows keep their creation order (a correlated count both dialects run).
-    await sql`UPDATE datasets SET ord = (SELECT COUNT(*) FROM datasets d2 WHERE d2.created_at < datasets.created_at OR (d2.created_at = datasets.created_at AND d2.id <= datasets.id))`.execute(db);
+    await sql`UPDATE datasets SET ord = (SELECT COUNT(*) FROM datasets d2 WHERE d2.created_at < datasets.created_at OR (d2.created_at = datasets.created_at AND d2.id <= datasets.id))`.execute(
+      db,
+    );
     await sql`INSERT INTO counters (name, value) SELECT 'dataset_ord', COALESCE(MAX(ord), 0) FROM datasets`.execute(db);
     await db.schema.createIndex('datasets_owner_ord').ifNotExists().on('datasets').columns(['owner', 'ord']).execute();
   },
@@ -143,6 +163,8 @@ export async function migrateToLatest(db: UntypedDb, backend: StoreBackend): Pro
   const { error, results } = await new Migrator({ db, provider }).migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName;
-    throw new Error(`database migration${failed ? ` ${failed}` : ''} failed: ${error instanceof Error ? error.message : String(error)}`);
+    throw new Error(
+      `database migration${failed ? ` ${failed}` : ''} failed: ${error instanceof Error ? error.message : String(error)}`,
+    );
   }
 }

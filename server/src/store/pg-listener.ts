@@ -34,7 +34,11 @@ export class PgListener {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.o.connectionString, keepAlive: true, connectionTimeoutMillis: this.o.connectTimeoutMs });
+    const client = new pg.Client({
+      connectionString: this.o.connectionString,
+      keepAlive: true,
+      connectionTimeoutMillis: this.o.connectTimeoutMs,
+    });
     client.on('notification', (m) => {
       if (m.channel === this.o.channel && m.payload !== undefined) this.o.onPayload(m.payload);
     });

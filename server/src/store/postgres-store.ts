@@ -18,7 +18,10 @@ const CONNECT_TIMEOUT_MS = 10_000;
 
 /** bigint columns hold Unix milliseconds and counts, all far below 2^53: read them as numbers. */
 const types = {
-  getTypeParser: ((oid: number, format?: string) => (oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format as 'text'))) as typeof pg.types.getTypeParser,
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === INT8_OID
+      ? (v: string) => Number(v)
+      : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser,
 };
 
 /** The URL without its password, for logs and errors. */
@@ -40,14 +43,27 @@ export interface PostgresStoreOptions {
 }
 
 export class PostgresStore extends SqlStore {
-  private constructor(db: Kysely<Schema>, dataDir: string, private readonly listener: PgListener) {
+  private constructor(
+    db: Kysely<Schema>,
+    dataDir: string,
+    private readonly listener: PgListener,
+  ) {
     super(db, dataDir, 'postgres', true);
   }
 
   static async open(url: string, dataDir: string, o: PostgresStoreOptions = {}): Promise<PostgresStore> {
-    if (!/^postgres(ql)?:\/\//.test(url)) throw new StoreError(`the database URL must start with postgres:// or postgresql://, got ${JSON.stringify(redactDatabaseUrl(url))}`);
+    if (!/^postgres(ql)?:\/\//.test(url))
+      throw new StoreError(
+        `the database URL must start with postgres:// or postgresql://, got ${JSON.stringify(redactDatabaseUrl(url))}`,
+      );
     // A database that does not answer fails the start (or the call) in 10 s instead of hanging.
-    const pool = new pg.Pool({ connectionString: url, max: o.maxConnections ?? 10, types, keepAlive: true, connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: o.maxConnections ?? 10,
+      types,
+      keepAlive: true,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    });
     // An idle pooled connection that breaks (a server restart) is dropped from the pool; without a
     // listener the error would take the process down.
     pool.on('error', (err) => o.onConnectionError?.(err));

@@ -57,15 +57,39 @@ function jobFromRow(r: Selectable<JobsTable>): JobRecord {
 }
 
 function datasetFromRow(r: Selectable<DatasetsTable>): DatasetRecord {
-  return { id: r.id, name: r.name, format: r.format as DatasetFormat, dir: r.dir, numPairs: Number(r.num_pairs), bytes: Number(r.bytes), createdAt: Number(r.created_at), owner: r.owner };
+  return {
+    id: r.id,
+    name: r.name,
+    format: r.format as DatasetFormat,
+    dir: r.dir,
+    numPairs: Number(r.num_pairs),
+    bytes: Number(r.bytes),
+    createdAt: Number(r.created_at),
+    owner: r.owner,
+  };
 }
 
 function eventFromRow(r: Selectable<JobEventsTable>): JobEventRecord {
-  return { jobId: r.job_id, sequence: Number(r.seq), type: r.type, createdAtMs: Number(r.created_at_ms), message: r.message, data: JSON.parse(r.data) };
+  return {
+    jobId: r.job_id,
+    sequence: Number(r.seq),
+    type: r.type,
+    createdAtMs: Number(r.created_at_ms),
+    message: r.message,
+    data: JSON.parse(r.data),
+  };
 }
 
 function modelVersionFromRow(r: Selectable<ModelVersionsTable>): ModelVersionRecord {
-  return { version: r.version, name: r.name, bundleDir: r.bundle_dir, parentVersion: r.parent_version, jobId: r.job_id, createdAt: Number(r.created_at), metrics: JSON.parse(r.metrics) };
+  return {
+    version: r.version,
+    name: r.name,
+    bundleDir: r.bundle_dir,
+    parentVersion: r.parent_version,
+    jobId: r.job_id,
+    createdAt: Number(r.created_at),
+    metrics: JSON.parse(r.metrics),
+  };
 }
 
 /** The columns a JobUpdate sets. */
@@ -132,11 +156,14 @@ export abstract class SqlStore implements Store {
   }
 
   /** A transaction whose notifications are published with it (see the file comment). */
-  protected async write<T>(fn: (trx: Transaction<Database>, notify: (n: StoreNotification) => void) => Promise<T>): Promise<T> {
+  protected async write<T>(
+    fn: (trx: Transaction<Database>, notify: (n: StoreNotification) => void) => Promise<T>,
+  ): Promise<T> {
     const notes: StoreNotification[] = [];
     const result = await this.db.transaction().execute(async (trx) => {
       const out = await fn(trx, (n) => notes.push(n));
-      if (this.backend === 'postgres') for (const n of notes) await sql`SELECT pg_notify(${NOTIFY_CHANNEL}, ${JSON.stringify(n)})`.execute(trx);
+      if (this.backend === 'postgres')
+        for (const n of notes) await sql`SELECT pg_notify(${NOTIFY_CHANNEL}, ${JSON.stringify(n)})`.execute(trx);
       return out;
     });
     if (this.backend === 'sqlite') for (const n of notes) this.emit(n);
@@ -147,10 +174,25 @@ export abstract class SqlStore implements Store {
 
   async insertDataset(d: DatasetRecord): Promise<void> {
     await this.write(async (trx) => {
-      const { value: ord } = await trx.updateTable('counters').set({ value: sql`value + 1` }).where('name', '=', 'dataset_ord').returning('value').executeTakeFirstOrThrow();
+      const { value: ord } = await trx
+        .updateTable('counters')
+        .set({ value: sql`value + 1` })
+        .where('name', '=', 'dataset_ord')
+        .returning('value')
+        .executeTakeFirstOrThrow();
       await trx
         .insertInto('datasets')
-        .values({ id: d.id, name: d.name, format: d.format, dir: d.dir, num_pairs: d.numPairs, bytes: d.bytes, created_at: d.createdAt, ord: Number(ord), owner: d.owner })
+        .values({
+          id: d.id,
+          name: d.name,
+          format: d.format,
+          dir: d.dir,
+          num_pairs: d.numPairs,
+          bytes: d.bytes,
+          created_at: d.createdAt,
+          ord: Number(ord),
+          owner: d.owner,
+        })
         .execute();
     });
   }
@@ -160,16 +202,30 @@ export abstract class SqlStore implements Store {
     return r && datasetFromRow(r);
   }
 
-  async listDatasets(owner: string, limit: number, beforeOrd?: number): Promise<{ datasets: DatasetRecord[]; nextOrd: number | undefined }> {
+  async listDatasets(
+    owner: string,
+    limit: number,
+    beforeOrd?: number,
+  ): Promise<{ datasets: DatasetRecord[]; nextOrd: number | undefined }> {
     let q = this.db.selectFrom('datasets').selectAll().where('owner', '=', owner);
     if (beforeOrd !== undefined) q = q.where('ord', '<', beforeOrd);
-    const rows = await q.orderBy('ord', 'desc').limit(limit + 1).execute();
+    const rows = await q
+      .orderBy('ord', 'desc')
+      .limit(limit + 1)
+      .execute();
     const page = rows.slice(0, limit);
-    return { datasets: page.map(datasetFromRow), nextOrd: rows.length > limit ? Number(page[page.length - 1].ord) : undefined };
+    return {
+      datasets: page.map(datasetFromRow),
+      nextOrd: rows.length > limit ? Number(page[page.length - 1].ord) : undefined,
+    };
   }
 
   async countDatasets(owner: string): Promise<number> {
-    const r = await this.db.selectFrom('datasets').select((eb) => eb.fn.countAll().as('n')).where('owner', '=', owner).executeTakeFirstOrThrow();
+    const r = await this.db
+      .selectFrom('datasets')
+      .select((eb) => eb.fn.countAll().as('n'))
+      .where('owner', '=', owner)
+      .executeTakeFirstOrThrow();
     return Number(r.n);
   }
 
@@ -193,13 +249,41 @@ export abstract class SqlStore implements Store {
 
   async insertJob(j: NewJob, firstEvent: NewEvent): Promise<JobRecord> {
     const row = await this.write(async (trx, notify) => {
-      const { value: ord } = await trx.updateTable('counters').set({ value: sql`value + 1` }).where('name', '=', 'job_ord').returning('value').executeTakeFirstOrThrow();
+      const { value: ord } = await trx
+        .updateTable('counters')
+        .set({ value: sql`value + 1` })
+        .where('name', '=', 'job_ord')
+        .returning('value')
+        .executeTakeFirstOrThrow();
       const inserted = await trx
         .insertInto('jobs')
-        .values({ id: j.id, ord: Number(ord), method: j.method, base_model: j.baseModel, training_file: j.trainingFile, validation_file: j.validationFile, hyperparameters: JSON.stringify(j.hyperparameters), suffix: j.suffix, state: 'queued', created_at: nowSeconds(), error: null, last_seq: 1 })
+        .values({
+          id: j.id,
+          ord: Number(ord),
+          method: j.method,
+          base_model: j.baseModel,
+          training_file: j.trainingFile,
+          validation_file: j.validationFile,
+          hyperparameters: JSON.stringify(j.hyperparameters),
+          suffix: j.suffix,
+          state: 'queued',
+          created_at: nowSeconds(),
+          error: null,
+          last_seq: 1,
+        })
         .returningAll()
         .executeTakeFirstOrThrow();
-      await trx.insertInto('job_events').values({ job_id: j.id, seq: 1, type: firstEvent.type, created_at_ms: Date.now(), message: firstEvent.message, data: JSON.stringify(firstEvent.data) }).execute();
+      await trx
+        .insertInto('job_events')
+        .values({
+          job_id: j.id,
+          seq: 1,
+          type: firstEvent.type,
+          created_at_ms: Date.now(),
+          message: firstEvent.message,
+          data: JSON.stringify(firstEvent.data),
+        })
+        .execute();
       notify({ kind: 'job_event', jobId: j.id, sequence: 1 });
       notify({ kind: 'job_queued', jobId: j.id });
       return inserted;
@@ -226,7 +310,12 @@ export abstract class SqlStore implements Store {
 
   async jobsInStates(states: readonly JobState[]): Promise<JobRecord[]> {
     if (states.length === 0) return [];
-    const rows = await this.db.selectFrom('jobs').selectAll().where('state', 'in', [...states]).orderBy('ord', 'asc').execute();
+    const rows = await this.db
+      .selectFrom('jobs')
+      .selectAll()
+      .where('state', 'in', [...states])
+      .orderBy('ord', 'asc')
+      .execute();
     return rows.map(jobFromRow);
   }
 
@@ -238,7 +327,13 @@ export abstract class SqlStore implements Store {
       .updateTable('jobs')
       .set({ owner, heartbeat_ms: Date.now() })
       .where('id', '=', (eb) => {
-        const next = eb.selectFrom('jobs').select('id').where('state', '=', 'queued').where('owner', '=', '').orderBy('ord', 'asc').limit(1);
+        const next = eb
+          .selectFrom('jobs')
+          .select('id')
+          .where('state', '=', 'queued')
+          .where('owner', '=', '')
+          .orderBy('ord', 'asc')
+          .limit(1);
         return this.backend === 'postgres' ? next.forUpdate().skipLocked() : next;
       })
       .where('owner', '=', '')
@@ -249,7 +344,12 @@ export abstract class SqlStore implements Store {
   }
 
   async heartbeat(id: string, owner: string): Promise<boolean> {
-    const r = await this.db.updateTable('jobs').set({ heartbeat_ms: Date.now() }).where('id', '=', id).where('owner', '=', owner).executeTakeFirst();
+    const r = await this.db
+      .updateTable('jobs')
+      .set({ heartbeat_ms: Date.now() })
+      .where('id', '=', id)
+      .where('owner', '=', owner)
+      .executeTakeFirst();
     return Number(r.numUpdatedRows) === 1;
   }
 
@@ -266,7 +366,12 @@ export abstract class SqlStore implements Store {
 
   async releaseJob(id: string): Promise<void> {
     await this.write(async (trx, notify) => {
-      const r = await trx.updateTable('jobs').set({ owner: '', heartbeat_ms: 0 }).where('id', '=', id).returning('state').executeTakeFirst();
+      const r = await trx
+        .updateTable('jobs')
+        .set({ owner: '', heartbeat_ms: 0 })
+        .where('id', '=', id)
+        .returning('state')
+        .executeTakeFirst();
       if (r?.state === 'queued') notify({ kind: 'job_queued', jobId: id });
     });
   }
@@ -284,11 +389,23 @@ export abstract class SqlStore implements Store {
         .executeTakeFirst();
       if (!r) return undefined;
       const sequence = Number(r.last_seq);
-      await trx.insertInto('job_events').values({ job_id: id, seq: sequence, type: event.type, created_at_ms: createdAtMs, message: event.message, data: JSON.stringify(event.data) }).execute();
+      await trx
+        .insertInto('job_events')
+        .values({
+          job_id: id,
+          seq: sequence,
+          type: event.type,
+          created_at_ms: createdAtMs,
+          message: event.message,
+          data: JSON.stringify(event.data),
+        })
+        .execute();
       notify({ kind: 'job_event', jobId: id, sequence });
       return sequence;
     });
-    return seq === undefined ? undefined : { jobId: id, sequence: seq, type: event.type, createdAtMs, message: event.message, data: event.data };
+    return seq === undefined
+      ? undefined
+      : { jobId: id, sequence: seq, type: event.type, createdAtMs, message: event.message, data: event.data };
   }
 
   async requestCancel(id: string): Promise<void> {
@@ -300,7 +417,11 @@ export abstract class SqlStore implements Store {
 
   async jobCountsByState(): Promise<Record<string, number>> {
     const counts: Record<string, number> = Object.fromEntries(JOB_STATES.map((s) => [s, 0]));
-    const rows = await this.db.selectFrom('jobs').select(['state', (eb) => eb.fn.countAll<number>().as('n')]).groupBy('state').execute();
+    const rows = await this.db
+      .selectFrom('jobs')
+      .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('state')
+      .execute();
     for (const r of rows) counts[r.state] = Number(r.n);
     return counts;
   }
@@ -317,7 +438,13 @@ export abstract class SqlStore implements Store {
 
   // -- events --------------------------------------------------------------------------------
 
-  async appendEvent(jobId: string, type: string, message: string, data: Record<string, unknown>, update?: JobUpdate): Promise<JobEventRecord> {
+  async appendEvent(
+    jobId: string,
+    type: string,
+    message: string,
+    data: Record<string, unknown>,
+    update?: JobUpdate,
+  ): Promise<JobEventRecord> {
     return (await this.appendEvents(jobId, [{ type, message, data, update }]))[0];
   }
 
@@ -338,16 +465,37 @@ export abstract class SqlStore implements Store {
       const start = Number(r.last_seq) - events.length + 1;
       await trx
         .insertInto('job_events')
-        .values(events.map((e, i) => ({ job_id: jobId, seq: start + i, type: e.type, created_at_ms: createdAtMs, message: e.message, data: JSON.stringify(e.data) })))
+        .values(
+          events.map((e, i) => ({
+            job_id: jobId,
+            seq: start + i,
+            type: e.type,
+            created_at_ms: createdAtMs,
+            message: e.message,
+            data: JSON.stringify(e.data),
+          })),
+        )
         .execute();
       notify({ kind: 'job_event', jobId, sequence: start + events.length - 1 });
       return start;
     });
-    return events.map((e, i) => ({ jobId, sequence: first + i, type: e.type, createdAtMs, message: e.message, data: e.data }));
+    return events.map((e, i) => ({
+      jobId,
+      sequence: first + i,
+      type: e.type,
+      createdAtMs,
+      message: e.message,
+      data: e.data,
+    }));
   }
 
   async events(jobId: string, afterSequence = 0, limit?: number): Promise<JobEventRecord[]> {
-    let q = this.db.selectFrom('job_events').selectAll().where('job_id', '=', jobId).where('seq', '>', afterSequence).orderBy('seq', 'asc');
+    let q = this.db
+      .selectFrom('job_events')
+      .selectAll()
+      .where('job_id', '=', jobId)
+      .where('seq', '>', afterSequence)
+      .orderBy('seq', 'asc');
     if (limit !== undefined && limit >= 0) q = q.limit(limit);
     return (await q.execute()).map(eventFromRow);
   }
@@ -369,15 +517,37 @@ export abstract class SqlStore implements Store {
 
   async upsertModelVersion(v: ModelVersionRecord): Promise<void> {
     await this.write(async (trx) => {
-      const known = await trx.selectFrom('model_versions').select('version').where('version', '=', v.version).executeTakeFirst();
+      const known = await trx
+        .selectFrom('model_versions')
+        .select('version')
+        .where('version', '=', v.version)
+        .executeTakeFirst();
       if (known) {
-        await trx.updateTable('model_versions').set({ name: v.name, bundle_dir: v.bundleDir }).where('version', '=', v.version).execute();
+        await trx
+          .updateTable('model_versions')
+          .set({ name: v.name, bundle_dir: v.bundleDir })
+          .where('version', '=', v.version)
+          .execute();
         return;
       }
-      const { value: ord } = await trx.updateTable('counters').set({ value: sql`value + 1` }).where('name', '=', 'model_ord').returning('value').executeTakeFirstOrThrow();
+      const { value: ord } = await trx
+        .updateTable('counters')
+        .set({ value: sql`value + 1` })
+        .where('name', '=', 'model_ord')
+        .returning('value')
+        .executeTakeFirstOrThrow();
       await trx
         .insertInto('model_versions')
-        .values({ version: v.version, ord: Number(ord), name: v.name, bundle_dir: v.bundleDir, parent_version: v.parentVersion, job_id: v.jobId, created_at: v.createdAt, metrics: JSON.stringify(v.metrics) })
+        .values({
+          version: v.version,
+          ord: Number(ord),
+          name: v.name,
+          bundle_dir: v.bundleDir,
+          parent_version: v.parentVersion,
+          job_id: v.jobId,
+          created_at: v.createdAt,
+          metrics: JSON.stringify(v.metrics),
+        })
         .onConflict((oc) => oc.column('version').doUpdateSet({ name: v.name, bundle_dir: v.bundleDir }))
         .execute();
     });
@@ -389,7 +559,12 @@ export abstract class SqlStore implements Store {
   }
 
   async listModelVersions(): Promise<ModelVersionRecord[]> {
-    const rows = await this.db.selectFrom('model_versions').selectAll().orderBy('created_at', 'desc').orderBy('ord', 'desc').execute();
+    const rows = await this.db
+      .selectFrom('model_versions')
+      .selectAll()
+      .orderBy('created_at', 'desc')
+      .orderBy('ord', 'desc')
+      .execute();
     return rows.map(modelVersionFromRow);
   }
 
@@ -399,7 +574,11 @@ export abstract class SqlStore implements Store {
 
   async setSetting(key: string, value: string): Promise<void> {
     await this.write(async (trx, notify) => {
-      await trx.insertInto('settings').values({ key, value }).onConflict((oc) => oc.column('key').doUpdateSet({ value })).execute();
+      await trx
+        .insertInto('settings')
+        .values({ key, value })
+        .onConflict((oc) => oc.column('key').doUpdateSet({ value }))
+        .execute();
       notify({ kind: 'setting', key });
     });
   }

@@ -14,7 +14,8 @@ import { StoreError } from './store';
 
 export const HOST_LOCK_FILE = 'clipserve.db.host';
 
-const USE_POSTGRES = 'several replicas (or a data directory on a network volume) need a shared PostgreSQL database: --database-url postgres://… or CLIPSERVE_DATABASE_URL';
+const USE_POSTGRES =
+  'several replicas (or a data directory on a network volume) need a shared PostgreSQL database: --database-url postgres://… or CLIPSERVE_DATABASE_URL';
 
 /** statfs f_type magic numbers (linux/magic.h, statfs(2)) of filesystems other hosts mount too. */
 export const NETWORK_FILESYSTEMS: ReadonlyMap<number, string> = new Map([
@@ -39,7 +40,10 @@ export function networkFilesystem(type: number | bigint): string | undefined {
 }
 
 /** Refuses a data directory on a network filesystem (where statfs can tell). */
-export function assertLocalFilesystem(dir: string, statfs: (p: string) => { type: number | bigint } = fs.statfsSync): void {
+export function assertLocalFilesystem(
+  dir: string,
+  statfs: (p: string) => { type: number | bigint } = fs.statfsSync,
+): void {
   let type: number | bigint;
   try {
     type = statfs(dir).type;
@@ -47,7 +51,10 @@ export function assertLocalFilesystem(dir: string, statfs: (p: string) => { type
     return; // no statfs here: the host lock below still guards
   }
   const name = networkFilesystem(type);
-  if (name) throw new StoreError(`the data directory ${dir} is on a network filesystem (${name}), where the embedded SQLite database is not safe: use a local disk for one replica; ${USE_POSTGRES}`);
+  if (name)
+    throw new StoreError(
+      `the data directory ${dir} is on a network filesystem (${name}), where the embedded SQLite database is not safe: use a local disk for one replica; ${USE_POSTGRES}`,
+    );
 }
 
 interface LockContent {
@@ -88,13 +95,16 @@ export class SqliteHostLock {
     lock.write();
     // Two hosts starting at the same instant both wrote: the last rename wins, the other sees it.
     lock.check();
-    lock.timer = setInterval(() => {
-      try {
-        lock.write();
-      } catch {
-        /* a full disk: the next refresh retries; the lock only goes stale after staleMs */
-      }
-    }, Math.max(1000, Math.floor(staleMs / 3)));
+    lock.timer = setInterval(
+      () => {
+        try {
+          lock.write();
+        } catch {
+          /* a full disk: the next refresh retries; the lock only goes stale after staleMs */
+        }
+      },
+      Math.max(1000, Math.floor(staleMs / 3)),
+    );
     lock.timer.unref();
     return lock;
   }
@@ -111,7 +121,10 @@ export class SqliteHostLock {
 
   private write(): void {
     const tmp = `${this.file}.${process.pid}.tmp`;
-    fs.writeFileSync(tmp, JSON.stringify({ host: this.host, pid: process.pid, heartbeatMs: Date.now() } satisfies LockContent));
+    fs.writeFileSync(
+      tmp,
+      JSON.stringify({ host: this.host, pid: process.pid, heartbeatMs: Date.now() } satisfies LockContent),
+    );
     fs.renameSync(tmp, this.file);
   }
 

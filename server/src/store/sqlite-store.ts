@@ -24,7 +24,12 @@ export interface SqliteStoreOptions {
 }
 
 export class SqliteStore extends SqlStore {
-  private constructor(db: Kysely<Schema>, dataDir: string, private readonly sqlite: Database.Database, private readonly lock: SqliteHostLock) {
+  private constructor(
+    db: Kysely<Schema>,
+    dataDir: string,
+    private readonly sqlite: Database.Database,
+    private readonly lock: SqliteHostLock,
+  ) {
     super(db, dataDir, 'sqlite', false);
   }
 
@@ -60,7 +65,9 @@ export class SqliteStore extends SqlStore {
     } catch (err) {
       await db.destroy();
       lock.release();
-      throw err instanceof StoreError ? err : new StoreError(`cannot prepare ${path.join(dir, DB_FILE)}: ${(err as Error).message}`);
+      throw err instanceof StoreError
+        ? err
+        : new StoreError(`cannot prepare ${path.join(dir, DB_FILE)}: ${(err as Error).message}`);
     }
     return new SqliteStore(db, dir, sqlite, lock);
   }

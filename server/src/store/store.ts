@@ -17,7 +17,14 @@ export class StoreError extends Error {
 }
 
 export type JobState = 'queued' | 'validating_files' | 'running' | 'succeeded' | 'failed' | 'cancelled';
-export const JOB_STATES: readonly JobState[] = ['queued', 'validating_files', 'running', 'succeeded', 'failed', 'cancelled'];
+export const JOB_STATES: readonly JobState[] = [
+  'queued',
+  'validating_files',
+  'running',
+  'succeeded',
+  'failed',
+  'cancelled',
+];
 export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled']);
 
 export type DatasetFormat = 'pairs' | 'zip' | 'csv';
@@ -98,9 +105,11 @@ export interface JobUpdate {
   totalSteps?: number;
 }
 
-
 /** The columns a new job is created with; the rest start at their defaults. */
-export type NewJob = Pick<JobRecord, 'id' | 'method' | 'baseModel' | 'trainingFile' | 'validationFile' | 'hyperparameters' | 'suffix'>;
+export type NewJob = Pick<
+  JobRecord,
+  'id' | 'method' | 'baseModel' | 'trainingFile' | 'validationFile' | 'hyperparameters' | 'suffix'
+>;
 
 export interface NewEvent {
   type: string;
@@ -132,7 +141,11 @@ export interface Store {
   insertDataset(d: DatasetRecord): Promise<void>;
   getDataset(id: string): Promise<DatasetRecord | undefined>;
   /** `owner`'s datasets, newest first; `beforeOrd` is the page cursor (exclusive). */
-  listDatasets(owner: string, limit: number, beforeOrd?: number): Promise<{ datasets: DatasetRecord[]; nextOrd: number | undefined }>;
+  listDatasets(
+    owner: string,
+    limit: number,
+    beforeOrd?: number,
+  ): Promise<{ datasets: DatasetRecord[]; nextOrd: number | undefined }>;
   countDatasets(owner: string): Promise<number>;
   /** False when there was no such dataset. */
   deleteDataset(id: string): Promise<boolean>;
@@ -179,7 +192,13 @@ export interface Store {
    * Appends an event (the job's next sequence number) and applies `update` in the same
    * transaction; notifies `job_event`. Throws StoreError for a job that does not exist.
    */
-  appendEvent(jobId: string, type: string, message: string, data: Record<string, unknown>, update?: JobUpdate): Promise<JobEventRecord>;
+  appendEvent(
+    jobId: string,
+    type: string,
+    message: string,
+    data: Record<string, unknown>,
+    update?: JobUpdate,
+  ): Promise<JobEventRecord>;
   /**
    * Appends several events in order in one transaction (consecutive sequence numbers), applying
    * their updates in order; notifies one `job_event` with the last sequence. A writer that falls

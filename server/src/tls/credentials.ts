@@ -37,7 +37,10 @@ export function loadTlsFiles(files: TlsFiles): LoadedTlsFiles {
   const certificate = read(files.certFile, '--tls-cert');
   const privateKey = read(files.keyFile, '--tls-key');
   const clientCa = files.clientCaFile !== undefined ? read(files.clientCaFile, '--tls-client-ca') : null;
-  const leaf = checkIdentity(certificate, privateKey, { cert: `--tls-cert ${files.certFile}`, key: `--tls-key ${files.keyFile}` });
+  const leaf = checkIdentity(certificate, privateKey, {
+    cert: `--tls-cert ${files.certFile}`,
+    key: `--tls-key ${files.keyFile}`,
+  });
   if (clientCa) parseCertificates(clientCa, `--tls-client-ca ${files.clientCaFile}`);
   return { certificate, privateKey, clientCa, leaf };
 }
@@ -46,9 +49,16 @@ export function createTlsServerCredentials(options: TlsCredentialsOptions): grpc
   const loaded = loadTlsFiles(options);
   options.observer?.reloadSucceeded();
   const requireClientCert = loaded.clientCa !== null;
-  options.logger?.info({ certificate: loaded.leaf, mtls: requireClientCert, reloadIntervalMs: options.reloadIntervalMs }, 'TLS certificate loaded');
+  options.logger?.info(
+    { certificate: loaded.leaf, mtls: requireClientCert, reloadIntervalMs: options.reloadIntervalMs },
+    'TLS certificate loaded',
+  );
   if (options.reloadIntervalMs <= 0) {
-    return grpc.ServerCredentials.createSsl(loaded.clientCa, [{ cert_chain: loaded.certificate, private_key: loaded.privateKey }], requireClientCert);
+    return grpc.ServerCredentials.createSsl(
+      loaded.clientCa,
+      [{ cert_chain: loaded.certificate, private_key: loaded.privateKey }],
+      requireClientCert,
+    );
   }
   const provider = new ReloadingCertificateProvider(options, {
     initial: {
@@ -63,5 +73,9 @@ export function createTlsServerCredentials(options: TlsCredentialsOptions): grpc
   // credentials as the IDENTITY provider (and the second, nullable one, as the CA provider); the
   // types agree with that use. One provider serves both roles here, so only the null matters:
   // no client CA means no client-certificate verification.
-  return grpc.experimental.createCertificateProviderServerCredentials(provider, requireClientCert ? provider : null, requireClientCert);
+  return grpc.experimental.createCertificateProviderServerCredentials(
+    provider,
+    requireClientCert ? provider : null,
+    requireClientCert,
+  );
 }

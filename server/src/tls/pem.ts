@@ -32,7 +32,9 @@ export function parseCertificates(pem: Buffer, what: string): X509Certificate[] 
     try {
       return new X509Certificate(block);
     } catch (err) {
-      throw new TlsMaterialError(`${what}: certificate ${i + 1} does not parse: ${err instanceof Error ? err.message : String(err)}`);
+      throw new TlsMaterialError(
+        `${what}: certificate ${i + 1} does not parse: ${err instanceof Error ? err.message : String(err)}`,
+      );
     }
   });
 }
@@ -42,19 +44,35 @@ export function parseCertificates(pem: Buffer, what: string): X509Certificate[] 
  * valid now (an expired or not-yet-valid certificate makes every client refuse the server, so it
  * is refused at start and never rotated in); returns the leaf.
  */
-export function checkIdentity(certChain: Buffer, privateKey: Buffer, what: { cert: string; key: string }, now = new Date()): CertificateSummary {
+export function checkIdentity(
+  certChain: Buffer,
+  privateKey: Buffer,
+  what: { cert: string; key: string },
+  now = new Date(),
+): CertificateSummary {
   const [leaf] = parseCertificates(certChain, what.cert);
-  if (new Date(leaf.validTo).getTime() <= now.getTime()) throw new TlsMaterialError(`${what.cert} expired on ${leaf.validTo}`);
-  if (new Date(leaf.validFrom).getTime() > now.getTime()) throw new TlsMaterialError(`${what.cert} is not valid before ${leaf.validFrom}`);
+  if (new Date(leaf.validTo).getTime() <= now.getTime())
+    throw new TlsMaterialError(`${what.cert} expired on ${leaf.validTo}`);
+  if (new Date(leaf.validFrom).getTime() > now.getTime())
+    throw new TlsMaterialError(`${what.cert} is not valid before ${leaf.validFrom}`);
   try {
     tls.createSecureContext({ cert: certChain, key: privateKey });
   } catch (err) {
     const reason = err instanceof Error ? err.message : String(err);
-    throw new TlsMaterialError(/mismatch/i.test(reason) ? `${what.key} is not the private key of ${what.cert}` : `${what.cert} / ${what.key}: ${reason}`);
+    throw new TlsMaterialError(
+      /mismatch/i.test(reason)
+        ? `${what.key} is not the private key of ${what.cert}`
+        : `${what.cert} / ${what.key}: ${reason}`,
+    );
   }
   return summarize(leaf);
 }
 
 export function summarize(cert: X509Certificate): CertificateSummary {
-  return { subject: cert.subject.replace(/\n/g, ', '), issuer: cert.issuer.replace(/\n/g, ', '), validTo: cert.validTo, fingerprint256: cert.fingerprint256 };
+  return {
+    subject: cert.subject.replace(/\n/g, ', '),
+    issuer: cert.issuer.replace(/\n/g, ', '),
+    validTo: cert.validTo,
+    fingerprint256: cert.fingerprint256,
+  };
 }

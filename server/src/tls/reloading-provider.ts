@@ -101,7 +101,10 @@ export class ReloadingCertificateProvider implements CertificateProvider {
     const log = this.options.logger;
     if (update === null) {
       this.options.observer?.reloadFailed();
-      log?.warn({ cert: this.files.certFile, key: this.files.keyFile }, 'TLS certificate or key unreadable: keeping the current one');
+      log?.warn(
+        { cert: this.files.certFile, key: this.files.keyFile },
+        'TLS certificate or key unreadable: keeping the current one',
+      );
       return;
     }
     if (update.certificate.equals(this.identity.certificate) && update.privateKey.equals(this.identity.privateKey)) {
@@ -110,10 +113,16 @@ export class ReloadingCertificateProvider implements CertificateProvider {
     }
     let leaf;
     try {
-      leaf = checkIdentity(update.certificate, update.privateKey, { cert: this.files.certFile, key: this.files.keyFile });
+      leaf = checkIdentity(update.certificate, update.privateKey, {
+        cert: this.files.certFile,
+        key: this.files.keyFile,
+      });
     } catch (err) {
       this.options.observer?.reloadFailed();
-      log?.error({ reason: err instanceof Error ? err.message : String(err) }, 'new TLS certificate rejected: keeping the current one');
+      log?.error(
+        { reason: err instanceof Error ? err.message : String(err) },
+        'new TLS certificate rejected: keeping the current one',
+      );
       return;
     }
     this.options.observer?.reloadSucceeded();
@@ -134,7 +143,10 @@ export class ReloadingCertificateProvider implements CertificateProvider {
     try {
       certs = parseCertificates(update.caCertificate, `--tls-client-ca ${file}`);
     } catch (err) {
-      log?.error({ reason: err instanceof Error ? err.message : String(err) }, 'new TLS client CA rejected: keeping the current one');
+      log?.error(
+        { reason: err instanceof Error ? err.message : String(err) },
+        'new TLS client CA rejected: keeping the current one',
+      );
       return;
     }
     this.ca = update;

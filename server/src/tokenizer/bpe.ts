@@ -130,7 +130,7 @@ export class BytePairEncoder {
       if (bestLeft < 0) break;
       const merged = this.mergedId[bestRank];
       const next: number[] = [];
-      for (let i = 0; i < word.length; ) {
+      for (let i = 0; i < word.length;) {
         if (word[i] === bestLeft && i + 1 < word.length && word[i + 1] === bestRight) {
           next.push(merged);
           i += 2;

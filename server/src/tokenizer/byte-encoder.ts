@@ -19,7 +19,8 @@ export const BYTE_CHARS_IN_VOCAB_ORDER: readonly string[] = (() => {
 /** BYTE_TO_CHAR[b]: the character byte b is written as. */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
   const table: string[] = new Array(256);
-  const selfMapped = (b: number): boolean => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  const selfMapped = (b: number): boolean =>
+    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
   let next = 0x100;
   for (let b = 0; b < 256; b++) table[b] = String.fromCharCode(selfMapped(b) ? b : next++);
   return table;

@@ -8,7 +8,10 @@ export class TokenizerError extends Error {
 
 /** A vocabulary file (merges file, vocab.json, merges.txt) that cannot be used. */
 export class VocabFileError extends TokenizerError {
-  constructor(readonly file: string, message: string) {
+  constructor(
+    readonly file: string,
+    message: string,
+  ) {
     super(`${file}: ${message}`);
     this.name = 'VocabFileError';
   }

@@ -11,21 +11,51 @@ const ENTITIES: ReadonlyMap<string, string> = new Map(Object.entries(HTML5_ENTIT
 
 /** Numeric references HTML5 reinterprets (html._invalid_charrefs). */
 const INVALID_CHARREFS: ReadonlyMap<number, string> = new Map([
-  [0x00, '\ufffd'], [0x0d, '\r'],
-  [0x80, '\u20ac'], [0x81, '\x81'], [0x82, '\u201a'], [0x83, '\u0192'], [0x84, '\u201e'],
-  [0x85, '\u2026'], [0x86, '\u2020'], [0x87, '\u2021'], [0x88, '\u02c6'], [0x89, '\u2030'],
-  [0x8a, '\u0160'], [0x8b, '\u2039'], [0x8c, '\u0152'], [0x8d, '\x8d'], [0x8e, '\u017d'],
-  [0x8f, '\x8f'], [0x90, '\x90'], [0x91, '\u2018'], [0x92, '\u2019'], [0x93, '\u201c'],
-  [0x94, '\u201d'], [0x95, '\u2022'], [0x96, '\u2013'], [0x97, '\u2014'], [0x98, '\u02dc'],
-  [0x99, '\u2122'], [0x9a, '\u0161'], [0x9b, '\u203a'], [0x9c, '\u0153'], [0x9d, '\x9d'],
-  [0x9e, '\u017e'], [0x9f, '\u0178'],
+  [0x00, '\ufffd'],
+  [0x0d, '\r'],
+  [0x80, '\u20ac'],
+  [0x81, '\x81'],
+  [0x82, '\u201a'],
+  [0x83, '\u0192'],
+  [0x84, '\u201e'],
+  [0x85, '\u2026'],
+  [0x86, '\u2020'],
+  [0x87, '\u2021'],
+  [0x88, '\u02c6'],
+  [0x89, '\u2030'],
+  [0x8a, '\u0160'],
+  [0x8b, '\u2039'],
+  [0x8c, '\u0152'],
+  [0x8d, '\x8d'],
+  [0x8e, '\u017d'],
+  [0x8f, '\x8f'],
+  [0x90, '\x90'],
+  [0x91, '\u2018'],
+  [0x92, '\u2019'],
+  [0x93, '\u201c'],
+  [0x94, '\u201d'],
+  [0x95, '\u2022'],
+  [0x96, '\u2013'],
+  [0x97, '\u2014'],
+  [0x98, '\u02dc'],
+  [0x99, '\u2122'],
+  [0x9a, '\u0161'],
+  [0x9b, '\u203a'],
+  [0x9c, '\u0153'],
+  [0x9d, '\x9d'],
+  [0x9e, '\u017e'],
+  [0x9f, '\u0178'],
 ]);
 
 /** Code points a numeric reference may not produce; Python drops them (html._invalid_codepoints). */
 function isInvalidCodepoint(cp: number): boolean {
   return (
-    (cp >= 0x1 && cp <= 0x8) || cp === 0xb || (cp >= 0xe && cp <= 0x1f) || (cp >= 0x7f && cp <= 0x9f) ||
-    (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) === 0xfffe
+    (cp >= 0x1 && cp <= 0x8) ||
+    cp === 0xb ||
+    (cp >= 0xe && cp <= 0x1f) ||
+    (cp >= 0x7f && cp <= 0x9f) ||
+    (cp >= 0xfdd0 && cp <= 0xfdef) ||
+    (cp & 0xfffe) === 0xfffe
   );
 }
 

@@ -86,7 +86,11 @@ export class ClipTokenizer {
     const base = stat.isDirectory() ? '' : path.basename(location);
     const vocabJson = path.join(dir, 'vocab.json');
     const mergesTxt = path.join(dir, 'merges.txt');
-    if ((stat.isDirectory() || base === 'vocab.json' || base === 'merges.txt') && fs.existsSync(vocabJson) && fs.existsSync(mergesTxt)) {
+    if (
+      (stat.isDirectory() || base === 'vocab.json' || base === 'merges.txt') &&
+      fs.existsSync(vocabJson) &&
+      fs.existsSync(mergesTxt)
+    ) {
       return ClipTokenizer.fromHuggingFace(vocabJson, mergesTxt);
     }
     if (!stat.isDirectory()) return ClipTokenizer.fromMergesFile(location);

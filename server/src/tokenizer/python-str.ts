@@ -7,7 +7,8 @@
  * Regex character-class body for Python's `str.isspace()` / `re` `\s` on str patterns. Unlike
  * JavaScript's `\s` it includes U+001C–U+001F and U+0085, and excludes U+FEFF.
  */
-export const PY_SPACE_CLASS = '\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+export const PY_SPACE_CLASS =
+  '\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
 
 /** Python `re` `\w` on str patterns: letters, numbers (any kind) and '_'. Needs the `u` flag. */
 export const PY_WORD_CLASS = '\\p{L}\\p{N}_';

@@ -65,7 +65,9 @@ export function readMergesFile(file: string): Merge[] {
 /** Writes merges in OpenCLIP's format: gzip (unless the name does not end in .gz), header first. */
 export function writeMergesFile(file: string, merges: readonly Merge[]): void {
   const text = ['#version: 0.2', ...merges.map(([a, b]) => `${a} ${b}`)].join('\n') + '\n';
-  const data = file.endsWith('.gz') ? zlib.gzipSync(Buffer.from(text, 'utf8'), { level: 9 }) : Buffer.from(text, 'utf8');
+  const data = file.endsWith('.gz')
+    ? zlib.gzipSync(Buffer.from(text, 'utf8'), { level: 9 })
+    : Buffer.from(text, 'utf8');
   fs.writeFileSync(file, data);
 }
 
@@ -107,12 +109,19 @@ export function readHuggingFaceFiles(vocabJsonPath: string, mergesTxtPath: strin
     let want = expectedId.get(tok);
     if (tok === HF_SOT) want = sotId;
     if (tok === HF_EOT) want = eotId;
-    if (want === undefined) throw new VocabFileError(vocabJsonPath, `token ${JSON.stringify(tok)} is not produced by the merges`);
+    if (want === undefined)
+      throw new VocabFileError(vocabJsonPath, `token ${JSON.stringify(tok)} is not produced by the merges`);
     if (id !== want) {
-      throw new VocabFileError(vocabJsonPath, `token ${JSON.stringify(tok)} has id ${String(id)}, but the merges order gives ${want}`);
+      throw new VocabFileError(
+        vocabJsonPath,
+        `token ${JSON.stringify(tok)} has id ${String(id)}, but the merges order gives ${want}`,
+      );
     }
   }
-  for (const [names, id] of [[[HF_SOT, SOT_TOKEN], sotId], [[HF_EOT, EOT_TOKEN], eotId]] as const) {
+  for (const [names, id] of [
+    [[HF_SOT, SOT_TOKEN], sotId],
+    [[HF_EOT, EOT_TOKEN], eotId],
+  ] as const) {
     if (!names.some((n) => hf[n] === id)) {
       throw new VocabFileError(vocabJsonPath, `missing special token ${names[0]} with id ${id}`);
     }

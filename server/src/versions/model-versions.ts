@@ -67,7 +67,10 @@ export class ModelVersions {
         await this.host.activate(wanted);
         this.logger.info({ version: wanted }, 'restored the last activated model version');
       } catch (err) {
-        this.logger.error({ err, version: wanted }, 'cannot restore the last activated model version: serving the configured model');
+        this.logger.error(
+          { err, version: wanted },
+          'cannot restore the last activated model version: serving the configured model',
+        );
       }
     }
   }
@@ -80,7 +83,9 @@ export class ModelVersions {
   }
 
   /** Loads and switches to `version` (rejects, the active one serving on, when it cannot), then persists it. */
-  async activate(version: string): Promise<{ record: ModelVersionRecord; previousVersion: string; loadedVersions: string[] }> {
+  async activate(
+    version: string,
+  ): Promise<{ record: ModelVersionRecord; previousVersion: string; loadedVersions: string[] }> {
     const record = await this.registry.get(version);
     const previousVersion = this.host.info().version;
     if (previousVersion !== version) {
@@ -116,14 +121,17 @@ export class ModelVersions {
     this.following = (async () => {
       do {
         this.followAgain = false;
-        await this.followOnce().catch((err: unknown) => this.logger.error({ err }, 'cannot read the active model version'));
+        await this.followOnce().catch((err: unknown) =>
+          this.logger.error({ err }, 'cannot read the active model version'),
+        );
       } while (this.followAgain);
     })().finally(() => (this.following = undefined));
   }
 
   private async followOnce(): Promise<void> {
     const wanted = await this.registry.persistedActive();
-    if (!wanted || !this.host.ready || this.host.info().version === wanted || !(await this.registry.has(wanted))) return;
+    if (!wanted || !this.host.ready || this.host.info().version === wanted || !(await this.registry.has(wanted)))
+      return;
     if (Date.now() - (this.failedAt.get(wanted) ?? 0) < this.followRetryMs) return;
     try {
       await this.host.activate(wanted);

@@ -11,7 +11,10 @@ import { echo } from '../util/echo';
 export const ACTIVE_VERSION_KEY = 'active_model_version';
 
 export class ModelNotFoundError extends Error {
-  constructor(readonly version: string, hint?: string) {
+  constructor(
+    readonly version: string,
+    hint?: string,
+  ) {
     super(`no model version ${JSON.stringify(echo(version))}${hint ? `: ${hint}` : ''}`);
     this.name = 'ModelNotFoundError';
   }
@@ -23,7 +26,10 @@ const SAFE_VERSION = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export class ModelRegistry {
   readonly modelsDir: string;
 
-  constructor(private readonly store: Store, dataDir: string) {
+  constructor(
+    private readonly store: Store,
+    dataDir: string,
+  ) {
     this.modelsDir = path.join(dataDir, 'models');
     fs.mkdirSync(this.modelsDir, { recursive: true });
   }
@@ -31,7 +37,15 @@ export class ModelRegistry {
   /** Records a model the server was configured with (idempotent; follows a moved bundle). */
   async registerBase(version: string, name: string, bundleDir: string): Promise<void> {
     const known = await this.store.getModelVersion(version);
-    await this.store.upsertModelVersion({ version, name, bundleDir: path.resolve(bundleDir), parentVersion: known?.parentVersion ?? '', jobId: known?.jobId ?? '', createdAt: known?.createdAt ?? Math.floor(Date.now() / 1000), metrics: known?.metrics ?? {} });
+    await this.store.upsertModelVersion({
+      version,
+      name,
+      bundleDir: path.resolve(bundleDir),
+      parentVersion: known?.parentVersion ?? '',
+      jobId: known?.jobId ?? '',
+      createdAt: known?.createdAt ?? Math.floor(Date.now() / 1000),
+      metrics: known?.metrics ?? {},
+    });
   }
 
   /**
@@ -39,16 +53,34 @@ export class ModelRegistry {
    * records it. The move happens before the record, so a crash in between leaves an orphan
    * directory, never a record without its bundle.
    */
-  async registerFineTuned(o: { version: string; name: string; bundleDir: string; parentVersion: string; jobId: string; metrics: Record<string, number> }): Promise<ModelVersionRecord> {
+  async registerFineTuned(o: {
+    version: string;
+    name: string;
+    bundleDir: string;
+    parentVersion: string;
+    jobId: string;
+    metrics: Record<string, number>;
+  }): Promise<ModelVersionRecord> {
     if (!SAFE_VERSION.test(o.version)) throw new Error(`model version ${JSON.stringify(o.version)} is not a safe name`);
     const existing = await this.store.getModelVersion(o.version);
-    if (existing && existing.jobId !== o.jobId) throw new Error(`model version ${o.version} already exists (${existing.jobId ? `from job ${existing.jobId}` : 'a base model'}); a job's output never replaces another version`);
+    if (existing && existing.jobId !== o.jobId)
+      throw new Error(
+        `model version ${o.version} already exists (${existing.jobId ? `from job ${existing.jobId}` : 'a base model'}); a job's output never replaces another version`,
+      );
     const dest = path.join(this.modelsDir, o.version);
     if (path.resolve(o.bundleDir) !== dest) {
       fs.rmSync(dest, { recursive: true, force: true }); // left over from an interrupted registration of this same job
       fs.renameSync(o.bundleDir, dest);
     }
-    const record: ModelVersionRecord = { version: o.version, name: o.name, bundleDir: dest, parentVersion: o.parentVersion, jobId: o.jobId, createdAt: Math.floor(Date.now() / 1000), metrics: o.metrics };
+    const record: ModelVersionRecord = {
+      version: o.version,
+      name: o.name,
+      bundleDir: dest,
+      parentVersion: o.parentVersion,
+      jobId: o.jobId,
+      createdAt: Math.floor(Date.now() / 1000),
+      metrics: o.metrics,
+    };
     await this.store.upsertModelVersion(record);
     return record;
   }

@@ -34,15 +34,26 @@ describeGolden('clipserve embed', () => {
     expect(rows.length).toBe(inp.texts.length + pick.length);
     expect(rows.every((r) => r.length === 64)).toBe(true);
     const text = closeness(rows.slice(0, inp.texts.length).flat(), exp.text_features.flat(), 1e-4, 1e-4);
-    const image = closeness(rows.slice(inp.texts.length).flat(), pick.flatMap((i) => exp.image_features[i]), 1e-4, 1e-4);
-    console.log(`embed CLI vs open_clip: text max |Δ| ${text.maxAbs.toExponential(2)}, image max |Δ| ${image.maxAbs.toExponential(2)}`);
+    const image = closeness(
+      rows.slice(inp.texts.length).flat(),
+      pick.flatMap((i) => exp.image_features[i]),
+      1e-4,
+      1e-4,
+    );
+    console.log(
+      `embed CLI vs open_clip: text max |Δ| ${text.maxAbs.toExponential(2)}, image max |Δ| ${image.maxAbs.toExponential(2)}`,
+    );
     expect(text.ratio).toBeLessThanOrEqual(1);
     expect(image.ratio).toBeLessThanOrEqual(1);
   });
 
   test('normalises by default and prints a readable summary without --json', async () => {
     const inp = goldenInputs('small-l14like');
-    const { stdout } = await run(process.execPath, [CLI, 'embed', '-m', bundle, '--json', '-t', 'a cat', '-t', 'a dog'], { maxBuffer: 1 << 24 });
+    const { stdout } = await run(
+      process.execPath,
+      [CLI, 'embed', '-m', bundle, '--json', '-t', 'a cat', '-t', 'a dog'],
+      { maxBuffer: 1 << 24 },
+    );
     for (const r of JSON.parse(stdout) as number[][]) expect(Math.hypot(...r)).toBeCloseTo(1, 5);
     const human = await run(process.execPath, [CLI, 'embed', '-m', bundle, '-t', 'a cat', '-i', inp.imageFiles[0]]);
     expect(human.stdout).toMatch(/model small-l14like golden: dim 64, fp32, cpu; L2-normalised embeddings/);
@@ -51,10 +62,17 @@ describeGolden('clipserve embed', () => {
   });
 
   test('bad input fails with a message naming it', async () => {
-    await expect(run(process.execPath, [CLI, 'embed', '-m', bundle])).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/nothing to embed/) });
+    await expect(run(process.execPath, [CLI, 'embed', '-m', bundle])).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/nothing to embed/),
+    });
     const bogus = path.join(tmp, 'bogus.png');
     fs.writeFileSync(bogus, 'definitely not an image');
-    await expect(run(process.execPath, [CLI, 'embed', '-m', bundle, '-i', bogus])).rejects.toMatchObject({ stderr: expect.stringContaining(bogus) });
-    await expect(run(process.execPath, [CLI, 'embed', '-m', path.join(tmp, 'nope'), '-t', 'x'])).rejects.toMatchObject({ stderr: expect.stringMatching(/bundle directory does not exist/) });
+    await expect(run(process.execPath, [CLI, 'embed', '-m', bundle, '-i', bogus])).rejects.toMatchObject({
+      stderr: expect.stringContaining(bogus),
+    });
+    await expect(run(process.execPath, [CLI, 'embed', '-m', path.join(tmp, 'nope'), '-t', 'x'])).rejects.toMatchObject({
+      stderr: expect.stringMatching(/bundle directory does not exist/),
+    });
   });
 });

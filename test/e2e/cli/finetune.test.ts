@@ -22,7 +22,10 @@ const run = promisify(execFile);
 describe('clipserve finetune', () => {
   let tmp: string;
   let server: RunningServer;
-  const cli = (...args: string[]) => run(process.execPath, [compiledModule('cli/main'), 'finetune', ...args, '--server', `127.0.0.1:${server.port}`], { env: { ...process.env, CLIPSERVE_API_KEY: '' } });
+  const cli = (...args: string[]) =>
+    run(process.execPath, [compiledModule('cli/main'), 'finetune', ...args, '--server', `127.0.0.1:${server.port}`], {
+      env: { ...process.env, CLIPSERVE_API_KEY: '' },
+    });
 
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-ftcli-'));
@@ -35,7 +38,18 @@ describe('clipserve finetune', () => {
       lines.push(`icons/${i}.png\t${p.caption}`);
     });
     fs.writeFileSync(path.join(tmp, 'train.csv'), lines.join('\n') + '\n');
-    server = await startServer({ model: path.join(tmp, 'base'), dataDir: path.join(tmp, 'data'), host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }) });
+    server = await startServer({
+      model: path.join(tmp, 'base'),
+      dataDir: path.join(tmp, 'data'),
+      host: '127.0.0.1',
+      port: 0,
+      metricsPort: 0,
+      httpPort: 0,
+      provider: 'cpu',
+      intraOpThreads: 1,
+      preprocessWorkers: 1,
+      logger: pino({ level: 'silent' }),
+    });
   });
 
   afterAll(async () => {
@@ -48,7 +62,24 @@ describe('clipserve finetune', () => {
     const dataset = JSON.parse(up.stdout);
     expect(dataset).toMatchObject({ numPairs: 60, format: 'pairs' });
 
-    const created = await cli('create', '--training-file', dataset.id, '--epochs', '20', '--batch-size', '16', '--learning-rate', '0.05', '--validation-split', '0.25', '--grayscale-prob', '0', '--suffix', 'cli', '--watch');
+    const created = await cli(
+      'create',
+      '--training-file',
+      dataset.id,
+      '--epochs',
+      '20',
+      '--batch-size',
+      '16',
+      '--learning-rate',
+      '0.05',
+      '--validation-split',
+      '0.25',
+      '--grayscale-prob',
+      '0',
+      '--suffix',
+      'cli',
+      '--watch',
+    );
     expect(created.stdout).toMatch(/state\s+succeeded/);
     expect(created.stdout).toMatch(/METRIC\s+BEFORE\s+AFTER/);
     expect(created.stdout).toMatch(/text_to_image_R@1\s+\d+\.\d\d%\s+\d+\.\d\d%/);
@@ -66,7 +97,10 @@ describe('clipserve finetune', () => {
     expect((await cli('models', 'list', '--json')).stdout).toContain(`"activeVersion": "${version}"`);
 
     const jobId = /^(ftjob-\S+)/m.exec((await cli('list')).stdout.split('\n')[1])![1];
-    const cancel = await cli('cancel', jobId).then(() => undefined, (err: { stderr: string; code: number }) => err);
+    const cancel = await cli('cancel', jobId).then(
+      () => undefined,
+      (err: { stderr: string; code: number }) => err,
+    );
     expect(cancel?.code).toBe(1);
     expect(cancel?.stderr).toMatch(/FAILED_PRECONDITION: job .* is already succeeded/);
     // --json is the message as plain JSON: no protobufjs oneof internals ("_epochs": "epochs").
@@ -82,27 +116,56 @@ describe('clipserve finetune', () => {
     for (let i = 0; i < 60; i++) zip.addFile(path.join(tmp, 'icons', `${i}.png`), `set/icons/${i}.png`);
     zip.end();
     const zipFile = path.join(tmp, 'icons.zip');
-    await new Promise<void>((resolve, reject) => zip.outputStream.pipe(fs.createWriteStream(zipFile)).on('close', () => resolve()).on('error', reject));
+    await new Promise<void>((resolve, reject) =>
+      zip.outputStream
+        .pipe(fs.createWriteStream(zipFile))
+        .on('close', () => resolve())
+        .on('error', reject),
+    );
     const up = JSON.parse((await cli('upload', zipFile, '--json')).stdout);
     expect(up).toMatchObject({ format: 'zip', numPairs: 60 });
 
     // datasets lists it (newest first); delete-dataset removes it.
     const listed = JSON.parse((await cli('datasets', '--json')).stdout);
     expect(listed[0]).toMatchObject({ id: up.id, format: 'zip' });
-    expect((await cli('datasets')).stdout).toMatch(new RegExp(`^DATASET +NAME +FORMAT +PAIRS +BYTES +CREATED\n${up.id} `));
+    expect((await cli('datasets')).stdout).toMatch(
+      new RegExp(`^DATASET +NAME +FORMAT +PAIRS +BYTES +CREATED\n${up.id} `),
+    );
     expect((await cli('delete-dataset', up.id)).stdout).toMatch(/^deleted\n/);
     expect(JSON.parse((await cli('datasets', '--json')).stdout).map((d: { id: string }) => d.id)).not.toContain(up.id);
   });
 
   it('formats hyperparameter flags and tables', () => {
-    expect(hyperparametersFromFlags({ learningRate: '5e-6', epochs: '40', colorJitter: '0.2,0.2,0.1,0', gradCheckpointing: 'true' })).toEqual({ learningRate: 5e-6, epochs: 40, colorJitter: [0.2, 0.2, 0.1, 0], gradCheckpointing: true });
+    expect(
+      hyperparametersFromFlags({
+        learningRate: '5e-6',
+        epochs: '40',
+        colorJitter: '0.2,0.2,0.1,0',
+        gradCheckpointing: 'true',
+      }),
+    ).toEqual({ learningRate: 5e-6, epochs: 40, colorJitter: [0.2, 0.2, 0.1, 0], gradCheckpointing: true });
     expect(() => hyperparametersFromFlags({ epochs: '1.5' })).toThrow(/--epochs must be an integer/);
     expect(() => hyperparametersFromFlags({ gradCheckpointing: 'yes' })).toThrow(/true or false/);
     expect(formatTable(['A', 'BB'], [['xyz', '1']])).toBe('A    BB\nxyz  1\n');
     // --json prints the SDK's job as the message: enum names, Unix seconds, 0 / [] when unset, keys in protobufjs's order.
     const job = jobJson({
-      id: 'ftjob-1', method: 'adapter', baseModel: 'b', trainingFile: 'ds-1', validationFile: '', hyperparameters: { epochs: 3, learningRate: 1e-5 }, state: 'validating_files',
-      fineTunedModel: '', createdAt: new Date(5000), startedAt: null, finishedAt: null, error: { code: 'invalid_file', message: 'm', rows: [2] }, metricsBefore: { 'R@1': 0.5 }, metricsAfter: {}, step: 0, totalSteps: 9, suffix: '',
+      id: 'ftjob-1',
+      method: 'adapter',
+      baseModel: 'b',
+      trainingFile: 'ds-1',
+      validationFile: '',
+      hyperparameters: { epochs: 3, learningRate: 1e-5 },
+      state: 'validating_files',
+      fineTunedModel: '',
+      createdAt: new Date(5000),
+      startedAt: null,
+      finishedAt: null,
+      error: { code: 'invalid_file', message: 'm', rows: [2] },
+      metricsBefore: { 'R@1': 0.5 },
+      metricsAfter: {},
+      step: 0,
+      totalSteps: 9,
+      suffix: '',
     });
     expect(JSON.stringify(job)).toBe(
       '{"metricsBefore":{"R@1":0.5},"metricsAfter":{},"id":"ftjob-1","method":"adapter","baseModel":"b","trainingFile":"ds-1","validationFile":"",' +

@@ -13,12 +13,19 @@ interface GoldenCase {
 }
 
 function cli(args: string[], input: string): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [compiledModule('cli/main'), 'tokenize', ...args], { input, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [compiledModule('cli/main'), 'tokenize', ...args], {
+    input,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function rows(stdout: string): number[][] {
-  return stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as number[]);
+  return stdout
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as number[]);
 }
 
 describe('clipserve tokenize', () => {
@@ -41,7 +48,9 @@ describe('clipserve tokenize', () => {
     expect(json.status).toBe(0);
     expect(rows(json.stdout)).toEqual(cases.map((c) => c.ids));
 
-    const plain = cases.filter((c) => !/[\n\r\u2028\u2029\ud800-\udfff]/.test(c.text) && !c.text.includes('\u0085')).slice(0, 60);
+    const plain = cases
+      .filter((c) => !/[\n\r\u2028\u2029\ud800-\udfff]/.test(c.text) && !c.text.includes('\u0085'))
+      .slice(0, 60);
     const out = cli(['--vocab', vocab], plain.map((c) => c.text).join('\n') + '\n');
     expect(out.status).toBe(0);
     expect(rows(out.stdout)).toEqual(plain.map((c) => c.ids));
@@ -54,7 +63,10 @@ describe('clipserve tokenize', () => {
     demo.writeMergesFile(path.join(bundle, 'vocab.bpe.txt.gz'));
     fs.writeFileSync(
       path.join(bundle, 'clipserve.json'),
-      JSON.stringify({ files: { vocab: { path: 'vocab.bpe.txt.gz' } }, model_cfg: { text_cfg: { context_length: 16 } } }),
+      JSON.stringify({
+        files: { vocab: { path: 'vocab.bpe.txt.gz' } },
+        model_cfg: { text_cfg: { context_length: 16 } },
+      }),
     );
     const texts = ['a photo of a cat', 'A long caption that keeps going well past sixteen tokens of text, surely'];
     const out = cli(['--model', bundle], texts.join('\n'));

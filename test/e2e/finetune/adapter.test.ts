@@ -14,13 +14,33 @@ import { resolveAdapterSettings, splitRows } from '../../../server/src/finetune/
 import { writeRandomBundle } from '../../../server/src/model/random-bundle';
 import type { RunningServer } from '../../../server/src/serve/server';
 import { SqliteStore } from '../../../server/src/store/sqlite-store';
-import { client, iconDataset, rejection, unary, uploadPairs, waitForJob, watchToEnd, type Any, type Client } from '../../helpers/finetune-fixtures';
+import {
+  client,
+  iconDataset,
+  rejection,
+  unary,
+  uploadPairs,
+  waitForJob,
+  watchToEnd,
+  type Any,
+  type Client,
+} from '../../helpers/finetune-fixtures';
 import { startTinyServer } from '../../helpers/model-versions';
 
 jest.setTimeout(120_000);
 
 // The card's colour jitter (hue 0 keeps the colours the captions name); no grayscale, which would erase them.
-const HP = { epochs: 100, batchSize: 32, learningRate: 0.05, warmupSteps: 10, validationSplit: 0.3, seed: 3, colorJitter: [0.2, 0.2, 0.1, 0], colorJitterProb: 0.7, grayscaleProb: 0 };
+const HP = {
+  epochs: 100,
+  batchSize: 32,
+  learningRate: 0.05,
+  warmupSteps: 10,
+  validationSplit: 0.3,
+  seed: 3,
+  colorJitter: [0.2, 0.2, 0.1, 0],
+  colorJitterProb: 0.7,
+  grayscaleProb: 0,
+};
 
 function l2(v: Float32Array): Float32Array {
   let s = 0;
@@ -57,7 +77,12 @@ describe('adapter fine-tune on the tiny model', () => {
   it('at least doubles validation text→image R@1, and the activated version serves those embeddings', async () => {
     const dataset = await uploadPairs(ft, 'icons', pairs);
     expect(dataset).toMatchObject({ numPairs: 150, format: 'DATASET_FORMAT_PAIRS' });
-    const { job: created } = await unary(ft, 'CreateFineTuneJob', { trainingFile: dataset.id, method: 'adapter', hyperparameters: HP, suffix: 'icons' });
+    const { job: created } = await unary(ft, 'CreateFineTuneJob', {
+      trainingFile: dataset.id,
+      method: 'adapter',
+      hyperparameters: HP,
+      suffix: 'icons',
+    });
     expect(created.state).toBe('FINE_TUNE_JOB_STATE_QUEUED');
 
     const events = await watchToEnd(ft, created.id);
@@ -68,7 +93,12 @@ describe('adapter fine-tune on the tiny model', () => {
     // The stream carried every state, each step's loss and learning rate, per-epoch validation, the report.
     const types = events.map((e) => e.event.type);
     const states = events.filter((e) => e.event.type === 'FINE_TUNE_EVENT_TYPE_STATE').map((e) => e.event.state);
-    expect(states).toEqual(['FINE_TUNE_JOB_STATE_QUEUED', 'FINE_TUNE_JOB_STATE_VALIDATING_FILES', 'FINE_TUNE_JOB_STATE_RUNNING', 'FINE_TUNE_JOB_STATE_SUCCEEDED']);
+    expect(states).toEqual([
+      'FINE_TUNE_JOB_STATE_QUEUED',
+      'FINE_TUNE_JOB_STATE_VALIDATING_FILES',
+      'FINE_TUNE_JOB_STATE_RUNNING',
+      'FINE_TUNE_JOB_STATE_SUCCEEDED',
+    ]);
     const steps = events.filter((e) => e.event.type === 'FINE_TUNE_EVENT_TYPE_STEP').map((e) => e.event);
     expect(steps.length).toBe(job.totalSteps);
     expect(steps.every((s) => s.loss > 0 && s.learningRate > 0)).toBe(true);
@@ -99,13 +129,27 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(info.version).toBe(job.fineTunedModel);
     expect(info.demo).toBe(true);
     // Recalls in event messages read as the tables print them; the success names the CLI command.
-    expect(events.map((e) => e.event.message).join('\n')).toMatch(/validation before training: text→image R@1 \d+\.\d\d%, image→text R@1 \d+\.\d\d%/);
-    expect(events[events.length - 1].event.message).toBe(`fine-tuned model ${job.fineTunedModel} is ready (activate it with: clipserve finetune models activate ${job.fineTunedModel})`);
+    expect(events.map((e) => e.event.message).join('\n')).toMatch(
+      /validation before training: text→image R@1 \d+\.\d\d%, image→text R@1 \d+\.\d\d%/,
+    );
+    expect(events[events.length - 1].event.message).toBe(
+      `fine-tuned model ${job.fineTunedModel} is ready (activate it with: clipserve finetune models activate ${job.fineTunedModel})`,
+    );
 
     const dataDir = path.join(tmp, 'data');
-    const { validation } = splitRows(path.join(dataDir, 'jobs', job.id, 'dataset'), dataDir, resolveAdapterSettings({ validation_split: HP.validationSplit, seed: HP.seed }));
-    const imgs = await unary(embed, 'EmbedImage', { images: validation.map((r) => fs.readFileSync(r.image)), format: 'EMBEDDING_FORMAT_F32LE_BYTES' });
-    const txts = await unary(embed, 'EmbedText', { texts: validation.map((r) => r.caption), format: 'EMBEDDING_FORMAT_F32LE_BYTES' });
+    const { validation } = splitRows(
+      path.join(dataDir, 'jobs', job.id, 'dataset'),
+      dataDir,
+      resolveAdapterSettings({ validation_split: HP.validationSplit, seed: HP.seed }),
+    );
+    const imgs = await unary(embed, 'EmbedImage', {
+      images: validation.map((r) => fs.readFileSync(r.image)),
+      format: 'EMBEDDING_FORMAT_F32LE_BYTES',
+    });
+    const txts = await unary(embed, 'EmbedText', {
+      texts: validation.map((r) => r.caption),
+      format: 'EMBEDDING_FORMAT_F32LE_BYTES',
+    });
     expect(imgs.modelVersion).toBe(job.fineTunedModel);
     const d = imgs.dim;
     const flat = (es: Any[]) => {
@@ -113,10 +157,18 @@ describe('adapter fine-tune on the tiny model', () => {
       es.forEach((e, i) => out.set(l2(new Float32Array(new Uint8Array(e.valuesF32le).buffer)), i * d));
       return out;
     };
-    const served = clipMetrics(flat(imgs.embeddings), flat(txts.embeddings), validation.length, d, info.logitScale).metrics;
+    const served = clipMetrics(
+      flat(imgs.embeddings),
+      flat(txts.embeddings),
+      validation.length,
+      d,
+      info.logitScale,
+    ).metrics;
     // Same features up to float32 rounding of the folded projections: at most one rank flip.
     expect(Math.abs(served['text_to_image_R@1'] - after)).toBeLessThanOrEqual(1 / validation.length + 1e-9);
-    expect(Math.abs(served['image_to_text_R@1'] - job.metricsAfter['image_to_text_R@1'])).toBeLessThanOrEqual(1 / validation.length + 1e-9);
+    expect(Math.abs(served['image_to_text_R@1'] - job.metricsAfter['image_to_text_R@1'])).toBeLessThanOrEqual(
+      1 / validation.length + 1e-9,
+    );
     expect(served['text_to_image_R@1']).toBeGreaterThan(before);
 
     // Metrics: the active version and the job counts.
@@ -150,7 +202,11 @@ describe('adapter fine-tune on the tiny model', () => {
     const outside = fs.mkdtempSync(path.join(os.tmpdir(), 'outside-'));
     fs.writeFileSync(path.join(outside, 'd.csv'), 'filepath\ttitle\nx.png\ta\n');
     try {
-      for (const trainingFile of [path.join(outside, 'd.csv'), '../../etc/passwd', '../' + path.basename(outside) + '/d.csv']) {
+      for (const trainingFile of [
+        path.join(outside, 'd.csv'),
+        '../../etc/passwd',
+        '../' + path.basename(outside) + '/d.csv',
+      ]) {
         const err = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile }));
         expect(err.code).toBe(status.INVALID_ARGUMENT);
         expect(err.details).toMatch(/outside the data directory/);
@@ -160,7 +216,10 @@ describe('adapter fine-tune on the tiny model', () => {
     }
     // A CSV inside the data directory whose rows point outside it.
     const dataDir = path.join(tmp, 'data');
-    fs.writeFileSync(path.join(dataDir, 'escape.csv'), 'filepath\ttitle\nok.png\tfine\n../../../etc/hostname\tescape\n');
+    fs.writeFileSync(
+      path.join(dataDir, 'escape.csv'),
+      'filepath\ttitle\nok.png\tfine\n../../../etc/hostname\tescape\n',
+    );
     const esc = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: 'escape.csv' }));
     expect(esc.code).toBe(status.INVALID_ARGUMENT);
     expect(esc.details).toMatch(/outside the data directory.*rows 2/);
@@ -168,9 +227,14 @@ describe('adapter fine-tune on the tiny model', () => {
     // A CSV uploaded as such names images inside the data directory (relative to it).
     fs.mkdirSync(path.join(dataDir, 'shared-images'), { recursive: true });
     pairs.slice(0, 3).forEach((p, i) => fs.writeFileSync(path.join(dataDir, 'shared-images', `${i}.png`), p.image));
-    const csvText = ['filepath\ttitle', ...pairs.slice(0, 3).map((p, i) => `shared-images/${i}.png\t${p.caption}`)].join('\n');
+    const csvText = [
+      'filepath\ttitle',
+      ...pairs.slice(0, 3).map((p, i) => `shared-images/${i}.png\t${p.caption}`),
+    ].join('\n');
     const csvDataset = await new Promise<Any>((resolve, reject) => {
-      const call = (ft.UploadDataset as (cb: (e: Error | null, r: Any) => void) => import('@grpc/grpc-js').ClientWritableStream<Any>)((e, r) => (e ? reject(e) : resolve(r.dataset)));
+      const call = (
+        ft.UploadDataset as (cb: (e: Error | null, r: Any) => void) => import('@grpc/grpc-js').ClientWritableStream<Any>
+      )((e, r) => (e ? reject(e) : resolve(r.dataset)));
       call.write({ header: { name: 'shared', format: 'DATASET_FORMAT_CSV' } });
       call.write({ chunk: Buffer.from(csvText.slice(0, 20)) });
       call.write({ chunk: Buffer.from(csvText.slice(20)) });
@@ -179,7 +243,11 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(csvDataset).toMatchObject({ format: 'DATASET_FORMAT_CSV', numPairs: 3 });
     const headerless = await rejection(
       new Promise((resolve, reject) => {
-        const call = (ft.UploadDataset as (cb: (e: Error | null, r: Any) => void) => import('@grpc/grpc-js').ClientWritableStream<Any>)((e, r) => (e ? reject(e) : resolve(r)));
+        const call = (
+          ft.UploadDataset as (
+            cb: (e: Error | null, r: Any) => void,
+          ) => import('@grpc/grpc-js').ClientWritableStream<Any>
+        )((e, r) => (e ? reject(e) : resolve(r)));
         call.write({ chunk: Buffer.from('x') });
         call.end();
       }),
@@ -188,7 +256,9 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(headerless.details).toMatch(/first UploadDatasetRequest must carry the header/);
 
     const ds = await uploadPairs(ft, 'few', pairs.slice(0, 4));
-    const hp = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { learningRate: -1 } }));
+    const hp = await rejection(
+      unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { learningRate: -1 } }),
+    );
     expect(hp.code).toBe(status.INVALID_ARGUMENT);
     expect(hp.details).toMatch(/learning_rate/);
     const full = await rejection(unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, method: 'full' }));
@@ -200,7 +270,10 @@ describe('adapter fine-tune on the tiny model', () => {
 
   it('cancels a running job within seconds and frees its directory', async () => {
     const ds = await uploadPairs(ft, 'cancel-me', pairs);
-    const { job } = await unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { epochs: 5000, batchSize: 8, validationSplit: 0.2 } });
+    const { job } = await unary(ft, 'CreateFineTuneJob', {
+      trainingFile: ds.id,
+      hyperparameters: { epochs: 5000, batchSize: 8, validationSplit: 0.2 },
+    });
     await waitForJob(ft, job.id, (j) => j.state === 'FINE_TUNE_JOB_STATE_RUNNING' && j.step > 0);
     const t0 = Date.now();
     const { job: cancelled } = await unary(ft, 'CancelFineTuneJob', { jobId: job.id });
@@ -216,12 +289,17 @@ describe('adapter fine-tune on the tiny model', () => {
     expect(first.nextPageToken).not.toBe('');
     const second = await unary(ft, 'ListFineTuneJobs', { pageSize: 2, pageToken: first.nextPageToken });
     expect(second.jobs.length).toBeGreaterThan(0);
-    expect(new Set([...first.jobs, ...second.jobs].map((j: Any) => j.id)).size).toBe(first.jobs.length + second.jobs.length);
+    expect(new Set([...first.jobs, ...second.jobs].map((j: Any) => j.id)).size).toBe(
+      first.jobs.length + second.jobs.length,
+    );
   });
 
   it('shuts down promptly with a watch open, leaving the running job to resume at the next start', async () => {
     const ds = await uploadPairs(ft, 'long', pairs);
-    const { job } = await unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { epochs: 5000, batchSize: 8, validationSplit: 0.2 } });
+    const { job } = await unary(ft, 'CreateFineTuneJob', {
+      trainingFile: ds.id,
+      hyperparameters: { epochs: 5000, batchSize: 8, validationSplit: 0.2 },
+    });
     await waitForJob(ft, job.id, (j) => j.state === 'FINE_TUNE_JOB_STATE_RUNNING' && j.step > 0);
     const watching = watchToEnd(ft, job.id).then(
       () => undefined,

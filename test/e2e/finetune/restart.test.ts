@@ -13,7 +13,15 @@ import * as readline from 'node:readline';
 import { writeRandomBundle } from '../../../server/src/model/random-bundle';
 import { SqliteStore } from '../../../server/src/store/sqlite-store';
 import { compiledModule } from '../../../server/src/util/paths';
-import { client, iconDataset, unary, uploadPairs, watchToEnd, type Any, type Client } from '../../helpers/finetune-fixtures';
+import {
+  client,
+  iconDataset,
+  unary,
+  uploadPairs,
+  watchToEnd,
+  type Any,
+  type Client,
+} from '../../helpers/finetune-fixtures';
 
 jest.setTimeout(120_000);
 
@@ -27,7 +35,9 @@ const children = new Set<ChildProcess>();
 /** Starts the CLI server and resolves once it logs that it serves (port from its log line). */
 function startChild(args: string[]): Promise<Child> {
   return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [compiledModule('cli/main'), 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [compiledModule('cli/main'), 'serve', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     children.add(proc);
     proc.on('exit', () => children.delete(proc));
     let port = 0;
@@ -64,17 +74,41 @@ it('a job running when the server is SIGKILLed resumes from its checkpoint after
   let ft: Client | undefined;
   try {
     await writeRandomBundle({ arch: 'tiny', seed: 5, outDir: path.join(tmp, 'base') });
-    const args = ['--model', path.join(tmp, 'base'), '--data-dir', dataDir, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--provider', 'cpu', '--preprocess-workers', '1', '--intra-op-threads', '1'];
+    const args = [
+      '--model',
+      path.join(tmp, 'base'),
+      '--data-dir',
+      dataDir,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--metrics-port',
+      '0',
+      '--http-port',
+      '0',
+      '--provider',
+      'cpu',
+      '--preprocess-workers',
+      '1',
+      '--intra-op-threads',
+      '1',
+    ];
     let child = await startChild(args);
     ft = client('FineTuneService', child.port);
     const ds = await uploadPairs(ft, 'icons', await iconDataset());
     // Long enough to be killed mid-run (about 6 steps per epoch).
-    const { job } = await unary(ft, 'CreateFineTuneJob', { trainingFile: ds.id, hyperparameters: { epochs: 200, batchSize: 16, learningRate: 0.02, validationSplit: 0.3, seed: 1 } });
+    const { job } = await unary(ft, 'CreateFineTuneJob', {
+      trainingFile: ds.id,
+      hyperparameters: { epochs: 200, batchSize: 16, learningRate: 0.02, validationSplit: 0.3, seed: 1 },
+    });
 
     // Watch until a few epochs are checkpointed, then kill without warning.
     const seen: Any[] = [];
     await new Promise<void>((resolve, reject) => {
-      const call = (ft!.WatchFineTuneJob as (r: object) => import('@grpc/grpc-js').ClientReadableStream<Any>)({ jobId: job.id });
+      const call = (ft!.WatchFineTuneJob as (r: object) => import('@grpc/grpc-js').ClientReadableStream<Any>)({
+        jobId: job.id,
+      });
       call.on('data', (m: Any) => {
         seen.push(m.event);
         if (m.event.type === 'FINE_TUNE_EVENT_TYPE_EPOCH' && m.event.epoch >= 3) {
@@ -97,7 +131,9 @@ it('a job running when the server is SIGKILLed resumes from its checkpoint after
     }
     // The checkpoint is written before its epoch event, so what we saw checkpointed must survive.
     // (Training may have checkpointed a later epoch between that event and the SIGKILL landing.)
-    const checkpointedStepSeen = Math.max(...seen.filter((e) => e.type === 'FINE_TUNE_EVENT_TYPE_EPOCH').map((e) => e.step));
+    const checkpointedStepSeen = Math.max(
+      ...seen.filter((e) => e.type === 'FINE_TUNE_EVENT_TYPE_EPOCH').map((e) => e.step),
+    );
 
     child = await startChild(args);
     ft = client('FineTuneService', child.port);

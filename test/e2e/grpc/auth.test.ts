@@ -57,9 +57,17 @@ describe('key lists', () => {
   });
 
   test('JSON format (the Kubernetes Secret holds api-keys.json)', () => {
-    const json = JSON.stringify({ keys: [{ key: EMBED_KEY, scopes: ['embed'], name: 'web' }, { sha256: digestOf(HASHED_KEY).toString('hex'), scopes: 'admin' }] });
+    const json = JSON.stringify({
+      keys: [
+        { key: EMBED_KEY, scopes: ['embed'], name: 'web' },
+        { sha256: digestOf(HASHED_KEY).toString('hex'), scopes: 'admin' },
+      ],
+    });
     const entries = parseApiKeys(json, 'test');
-    expect(entries.map((e) => [e.name, [...e.scopes]])).toEqual([['web', ['embed']], ['keys[1]', ['admin']]]);
+    expect(entries.map((e) => [e.name, [...e.scopes]])).toEqual([
+      ['web', ['embed']],
+      ['keys[1]', ['admin']],
+    ]);
     expect(parseApiKeys(JSON.stringify([{ key: TUNE_KEY, scopes: ['finetune'] }]), 'test')).toHaveLength(1);
   });
 
@@ -92,9 +100,16 @@ describe('key lists', () => {
   });
 
   test('the store matches keys by digest and compares every entry, whatever the outcome', () => {
-    const store = new ApiKeyStore(parseApiKeys(`${EMBED_KEY} embed first\n${TUNE_KEY} finetune second\n${ADMIN_KEY} admin third`, 't'));
+    const store = new ApiKeyStore(
+      parseApiKeys(`${EMBED_KEY} embed first\n${TUNE_KEY} finetune second\n${ADMIN_KEY} admin third`, 't'),
+    );
     const compare = crypto.timingSafeEqual as jest.MockedFunction<typeof crypto.timingSafeEqual>;
-    for (const [key, name] of [[EMBED_KEY, 'first'], [ADMIN_KEY, 'third'], [`${EMBED_KEY}x`, undefined], ['', undefined]] as const) {
+    for (const [key, name] of [
+      [EMBED_KEY, 'first'],
+      [ADMIN_KEY, 'third'],
+      [`${EMBED_KEY}x`, undefined],
+      ['', undefined],
+    ] as const) {
       compare.mockClear();
       expect(store.authenticate(key)?.name).toBe(name);
       expect(compare).toHaveBeenCalledTimes(3);
@@ -104,14 +119,19 @@ describe('key lists', () => {
   test('policy: each service its scope; unknown services need admin; health and reflection configurable', () => {
     const open = new AuthPolicy();
     expect(open.requirement('/clipserve.v1.EmbeddingService/EmbedText')).toEqual({ kind: 'scope', scope: 'embed' });
-    expect(open.requirement('/clipserve.v1.FineTuneService/CreateFineTuneJob')).toEqual({ kind: 'scope', scope: 'finetune' });
+    expect(open.requirement('/clipserve.v1.FineTuneService/CreateFineTuneJob')).toEqual({
+      kind: 'scope',
+      scope: 'finetune',
+    });
     expect(open.requirement('/clipserve.v1.ModelService/ActivateModel')).toEqual({ kind: 'scope', scope: 'admin' });
     expect(open.requirement('/clipserve.v2.Whatever/Do')).toEqual({ kind: 'scope', scope: 'admin' });
     expect(open.requirement('/grpc.health.v1.Health/Check')).toEqual({ kind: 'open' });
     expect(open.requirement('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo')).toEqual({ kind: 'open' });
     const closed = new AuthPolicy({ openHealth: false, openReflection: false });
     expect(closed.requirement('/grpc.health.v1.Health/Watch')).toEqual({ kind: 'authenticated' });
-    expect(closed.requirement('/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo')).toEqual({ kind: 'authenticated' });
+    expect(closed.requirement('/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo')).toEqual({
+      kind: 'authenticated',
+    });
   });
 });
 
@@ -121,7 +141,12 @@ function metadataWith(authorization?: string): grpc.Metadata {
   return md;
 }
 
-function call(client: Any, method: string, req: object, md: grpc.Metadata): Promise<{ code: grpc.status; details?: string; res?: Any }> {
+function call(
+  client: Any,
+  method: string,
+  req: object,
+  md: grpc.Metadata,
+): Promise<{ code: grpc.status; details?: string; res?: Any }> {
   return new Promise((resolve) =>
     client[method](req, md, { deadline: Date.now() + 20_000 }, (err: grpc.ServiceError | null, res: Any) =>
       resolve(err ? { code: err.code, details: err.details } : { code: grpc.status.OK, res }),
@@ -153,7 +178,13 @@ describe('the interceptor in a real server', () => {
       interceptors: [
         (_descriptor, next) =>
           new grpc.ServerInterceptingCall(next, {
-            start: (go) => go({ onReceiveMetadata: (md, pass) => (seenByHandlers.push(md.get('authorization')[0] as string | undefined), pass(md)) }),
+            start: (go) =>
+              go({
+                onReceiveMetadata: (md, pass) => (
+                  seenByHandlers.push(md.get('authorization')[0] as string | undefined),
+                  pass(md)
+                ),
+              }),
           }),
       ],
     });
@@ -185,7 +216,10 @@ describe('the interceptor in a real server', () => {
 
   test('a key without the scope: PERMISSION_DENIED; embed and admin keys are served', async () => {
     const denied = await call(client, 'EmbedText', { texts: ['a cat'] }, metadataWith(`Bearer ${TUNE_KEY}`));
-    expect([denied.code, denied.details]).toEqual([grpc.status.PERMISSION_DENIED, 'API key "tuner" lacks the "embed" scope']);
+    expect([denied.code, denied.details]).toEqual([
+      grpc.status.PERMISSION_DENIED,
+      'API key "tuner" lacks the "embed" scope',
+    ]);
     for (const key of [EMBED_KEY, ADMIN_KEY, HASHED_KEY]) {
       const ok = await call(client, 'EmbedText', { texts: ['a cat'] }, metadataWith(`bearer  ${key}`));
       expect(ok.code).toBe(grpc.status.OK);
@@ -212,7 +246,12 @@ describe('the interceptor in a real server', () => {
 
   test('refused calls are counted by the metrics interceptor with their code', async () => {
     const text = await server.metrics.registry.metrics();
-    const count = (code: string) => Number(new RegExp(`grpc_server_handled_total\\{[^}]*grpc_method="EmbedText"[^}]*grpc_code="${code}"[^}]*\\} (\\d+)`).exec(text)?.[1]);
+    const count = (code: string) =>
+      Number(
+        new RegExp(
+          `grpc_server_handled_total\\{[^}]*grpc_method="EmbedText"[^}]*grpc_code="${code}"[^}]*\\} (\\d+)`,
+        ).exec(text)?.[1],
+      );
     expect(count('Unauthenticated')).toBeGreaterThanOrEqual(4);
     expect(count('PermissionDenied')).toBeGreaterThanOrEqual(1);
   });
@@ -223,9 +262,13 @@ describe('the interceptor in a real server', () => {
     const until = async (pred: () => Promise<boolean>) => {
       for (let i = 0; i < 100 && !(await pred()); i++) await new Promise((r) => setTimeout(r, 50));
     };
-    await until(async () => (await call(client, 'GetModelInfo', {}, metadataWith(`Bearer ${NEW_KEY}`))).code === grpc.status.OK);
+    await until(
+      async () => (await call(client, 'GetModelInfo', {}, metadataWith(`Bearer ${NEW_KEY}`))).code === grpc.status.OK,
+    );
     expect((await call(client, 'GetModelInfo', {}, metadataWith(`Bearer ${NEW_KEY}`))).code).toBe(grpc.status.OK);
-    expect((await call(client, 'GetModelInfo', {}, metadataWith(`Bearer ${EMBED_KEY}`))).code).toBe(grpc.status.UNAUTHENTICATED);
+    expect((await call(client, 'GetModelInfo', {}, metadataWith(`Bearer ${EMBED_KEY}`))).code).toBe(
+      grpc.status.UNAUTHENTICATED,
+    );
     // The environment's keys stay whatever the file does.
     expect((await call(client, 'GetModelInfo', {}, metadataWith(`Bearer ${HASHED_KEY}`))).code).toBe(grpc.status.OK);
 
@@ -249,7 +292,8 @@ describe('scopes across the services (fine-tuning on)', () => {
   test('finetune → FineTuneService only; admin → everything; embed → EmbeddingService only', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-auth-ft-'));
     const server = await startTestServer({
-      dataDir: path.join(tmp, 'data'), apiKeys: `${EMBED_KEY} embed; ${TUNE_KEY} finetune; ${ADMIN_KEY} admin`,
+      dataDir: path.join(tmp, 'data'),
+      apiKeys: `${EMBED_KEY} embed; ${TUNE_KEY} finetune; ${ADMIN_KEY} admin`,
     });
     // Untyped on purpose: the loop below calls one method of each service by name.
     const services: Record<'embed' | 'finetune' | 'admin', readonly [Any, string]> = {
@@ -260,23 +304,40 @@ describe('scopes across the services (fine-tuning on)', () => {
     try {
       const outcome = async (key: string) => {
         const codes: Record<string, string> = {};
-        for (const [name, [c, method]] of Object.entries(services)) codes[name] = grpc.status[(await call(c, method, {}, metadataWith(`Bearer ${key}`))).code];
+        for (const [name, [c, method]] of Object.entries(services))
+          codes[name] = grpc.status[(await call(c, method, {}, metadataWith(`Bearer ${key}`))).code];
         return codes;
       };
-      expect(await outcome(EMBED_KEY)).toEqual({ embed: 'OK', finetune: 'PERMISSION_DENIED', admin: 'PERMISSION_DENIED' });
-      expect(await outcome(TUNE_KEY)).toEqual({ embed: 'PERMISSION_DENIED', finetune: 'OK', admin: 'PERMISSION_DENIED' });
+      expect(await outcome(EMBED_KEY)).toEqual({
+        embed: 'OK',
+        finetune: 'PERMISSION_DENIED',
+        admin: 'PERMISSION_DENIED',
+      });
+      expect(await outcome(TUNE_KEY)).toEqual({
+        embed: 'PERMISSION_DENIED',
+        finetune: 'OK',
+        admin: 'PERMISSION_DENIED',
+      });
       expect(await outcome(ADMIN_KEY)).toEqual({ embed: 'OK', finetune: 'OK', admin: 'OK' });
-      expect(await outcome('not-a-key-0000000000000')).toEqual({ embed: 'UNAUTHENTICATED', finetune: 'UNAUTHENTICATED', admin: 'UNAUTHENTICATED' });
+      expect(await outcome('not-a-key-0000000000000')).toEqual({
+        embed: 'UNAUTHENTICATED',
+        finetune: 'UNAUTHENTICATED',
+        admin: 'UNAUTHENTICATED',
+      });
       // Client streaming (an upload) is refused before any byte is stored; server streaming too.
       const ft = services.finetune[0];
       const upload = await new Promise<grpc.ServiceError | null>((resolve) => {
-        const stream = ft.UploadDataset(metadataWith(`Bearer ${EMBED_KEY}`), (err: grpc.ServiceError | null) => resolve(err));
+        const stream = ft.UploadDataset(metadataWith(`Bearer ${EMBED_KEY}`), (err: grpc.ServiceError | null) =>
+          resolve(err),
+        );
         stream.write({ header: { name: 'x', format: 'DATASET_FORMAT_PAIRS' } });
         for (let i = 0; i < 50; i++) stream.write({ pair: { image: Buffer.alloc(10_000, i), caption: 'c' } });
         stream.end();
       });
       expect(upload?.code).toBe(grpc.status.PERMISSION_DENIED);
-      expect(fs.existsSync(path.join(tmp, 'data', 'datasets')) ? fs.readdirSync(path.join(tmp, 'data', 'datasets')) : []).toEqual([]);
+      expect(
+        fs.existsSync(path.join(tmp, 'data', 'datasets')) ? fs.readdirSync(path.join(tmp, 'data', 'datasets')) : [],
+      ).toEqual([]);
       const watch = await new Promise<grpc.ServiceError>((resolve) => {
         const stream = ft.WatchFineTuneJob({ jobId: 'ftjob-x' }, metadataWith());
         stream.on('data', () => undefined);
@@ -294,12 +355,16 @@ describe('scopes across the services (fine-tuning on)', () => {
 describe('closing health and reflection', () => {
   test('with --auth-open-health false, health needs a key (any scope)', async () => {
     const server = await startTestServer({
-      apiKeys: `${TUNE_KEY} finetune`, authOpenHealth: 'false', authOpenReflection: false,
+      apiKeys: `${TUNE_KEY} finetune`,
+      authOpenHealth: 'false',
+      authOpenReflection: false,
     });
     const health = new healthApi.grpc.health.v1.Health(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure());
     try {
       expect((await call(health, 'Check', { service: '' }, metadataWith())).code).toBe(grpc.status.UNAUTHENTICATED);
-      expect((await call(health, 'Check', { service: '' }, metadataWith(`Bearer ${TUNE_KEY}`))).code).toBe(grpc.status.OK);
+      expect((await call(health, 'Check', { service: '' }, metadataWith(`Bearer ${TUNE_KEY}`))).code).toBe(
+        grpc.status.OK,
+      );
     } finally {
       health.close();
       await server.shutdown(1);
@@ -307,17 +372,34 @@ describe('closing health and reflection', () => {
   });
 
   test('closing them without keys is a configuration error; so is an empty key list', async () => {
-    await expect(startServer({ port: 0, metricsPort: 0, httpPort: 0, authOpenHealth: false, logger: pino({ level: 'silent' }) })).rejects.toThrow(/need API keys/);
+    await expect(
+      startServer({ port: 0, metricsPort: 0, httpPort: 0, authOpenHealth: false, logger: pino({ level: 'silent' }) }),
+    ).rejects.toThrow(/need API keys/);
     expect(() => new ApiKeySource({ envValue: '# nothing\n' })).toThrow(/list is empty/);
-    expect(() => new ApiKeySource({ file: '/nonexistent/keys' })).toThrow(/cannot read --api-keys-file \/nonexistent\/keys: ENOENT/);
+    expect(() => new ApiKeySource({ file: '/nonexistent/keys' })).toThrow(
+      /cannot read --api-keys-file \/nonexistent\/keys: ENOENT/,
+    );
   });
 });
 
 describe('clipserve serve', () => {
   test('refuses API keys on its command line, where other users could read them', async () => {
     const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const child = execFile(process.execPath, [compiledModule('cli/main'), 'serve', '--api-keys', `${EMBED_KEY} embed`, '--port', '0', '--metrics-port', '0', '--http-port', '0'], (err, _out, stderr) =>
-        resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stderr }),
+      const child = execFile(
+        process.execPath,
+        [
+          compiledModule('cli/main'),
+          'serve',
+          '--api-keys',
+          `${EMBED_KEY} embed`,
+          '--port',
+          '0',
+          '--metrics-port',
+          '0',
+          '--http-port',
+          '0',
+        ],
+        (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
       );
       child.stdin?.end();
     });

@@ -39,7 +39,9 @@ async function gradientPng(w: number, h: number, seed: number): Promise<Buffer> 
       raw[o + 2] = (seed * 97 + x * y) % 256;
     }
   }
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number): void {
@@ -141,13 +143,25 @@ describe('EmbeddingService (real server, demo model)', () => {
       return out;
     };
     const ref = similarityLogits(flat(img), flat(txt), dim, server.model.info.logitScale);
-    expectClose(res.logitsPerImage.flatMap((r: Any) => r.values), ref.logitsPerImage, 1e-4);
-    expectClose(res.logitsPerText.flatMap((r: Any) => r.values), ref.logitsPerText, 1e-4);
+    expectClose(
+      res.logitsPerImage.flatMap((r: Any) => r.values),
+      ref.logitsPerImage,
+      1e-4,
+    );
+    expectClose(
+      res.logitsPerText.flatMap((r: Any) => r.values),
+      ref.logitsPerText,
+      1e-4,
+    );
     for (let i = 0; i < 2; i++) {
       const row = Array.from(ref.logitsPerImage.subarray(i * 3, i * 3 + 3));
       const exps = row.map((x) => Math.exp(x - Math.max(...row)));
       const sum = exps.reduce((a, b) => a + b, 0);
-      expectClose(res.probs[i].values, exps.map((x) => x / sum), 1e-6);
+      expectClose(
+        res.probs[i].values,
+        exps.map((x) => x / sum),
+        1e-6,
+      );
     }
     expect(res.textTruncated).toEqual([false, false, false]);
     expect(res.logitScale).toBeCloseTo(server.model.info.logitScale, 5);
@@ -176,7 +190,7 @@ describe('EmbeddingService (real server, demo model)', () => {
     expect(top.results[0].score).toBeCloseTo(1, 5);
   });
 
-  test('Classify: labels holding String.replace patterns ($&, $\', $`, $$) are inserted literally', async () => {
+  test("Classify: labels holding String.replace patterns ($&, $', $`, $$) are inserted literally", async () => {
     const labels = ['$&', "$'s cat", 'a $` b', '$$ dog'];
     const template = 'a photo of {}.';
     const res = await client.Classify({ images: [images[0]], labels, templates: [template] });
@@ -184,7 +198,10 @@ describe('EmbeddingService (real server, demo model)', () => {
     const literal = (await modelText(labels.map((l) => `a photo of ${l}.`))).map(norm);
     for (const l of res.classifications[0].labels) {
       expect(l.label).toBe(labels[l.index]);
-      expect(l.logit).toBeCloseTo(server.model.info.logitScale * img.reduce((s, x, k) => s + x * literal[l.index][k], 0), 4);
+      expect(l.logit).toBeCloseTo(
+        server.model.info.logitScale * img.reduce((s, x, k) => s + x * literal[l.index][k], 0),
+        4,
+      );
     }
   });
 
@@ -233,17 +250,28 @@ describe('EmbeddingService (real server, demo model)', () => {
       provider: 'cpu',
       demo: true,
       precision: 'fp32',
-      limits: { maxItemsPerRequest: 16, maxImageBytes: 200_000, maxImagePixels: 1_000_000, maxMessageBytes: 1_000_000, maxBatchSize: 32, maxTextChars: 2000 },
+      limits: {
+        maxItemsPerRequest: 16,
+        maxImageBytes: 200_000,
+        maxImagePixels: 1_000_000,
+        maxMessageBytes: 1_000_000,
+        maxBatchSize: 32,
+        maxTextChars: 2000,
+      },
     });
     expect(info.logitScale).toBeCloseTo(server.model.info.logitScale, 5);
   });
 
   test('model_version: the served version is accepted; without --data-dir any other is NOT_FOUND, saying how to serve more', async () => {
     const version = server.model.info.version;
-    await expect(client.EmbedText({ texts: ['x'], modelVersion: version })).resolves.toMatchObject({ modelVersion: version });
+    await expect(client.EmbedText({ texts: ['x'], modelVersion: version })).resolves.toMatchObject({
+      modelVersion: version,
+    });
     const err = await rejection(client.EmbedText({ texts: ['x'], modelVersion: 'v999' }));
     expect(err.code).toBe(grpc.status.NOT_FOUND);
-    expect(err.details).toBe(`no model version "v999": this server serves only "${version}"; start it with --data-dir to serve fine-tuned versions`);
+    expect(err.details).toBe(
+      `no model version "v999": this server serves only "${version}"; start it with --data-dir to serve fine-tuned versions`,
+    );
     const long = await rejection(client.EmbedText({ texts: ['x'], modelVersion: 'v'.repeat(5000) }));
     expect(long.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(long.details).toBe('model_version: 5000 characters; no model version is longer than 128');
@@ -256,7 +284,8 @@ describe('EmbeddingService (real server, demo model)', () => {
     const models = modelClient(server.port);
     const ft = fineTuneClient(server.port);
     try {
-      const why = 'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
+      const why =
+        'fine-tuning and the model registry need a data directory: start the server with --data-dir <dir> (or CLIPSERVE_DATA_DIR)';
       const list = await rejection(models.ListModels({}));
       expect([list.code, list.details]).toEqual([grpc.status.UNIMPLEMENTED, `ListModels: ${why}`]);
       const create = await rejection(ft.CreateFineTuneJob({ trainingFile: 'x' }));
@@ -291,28 +320,143 @@ describe('EmbeddingService (real server, demo model)', () => {
   });
 
   test.each([
-    ['EmbedText with no texts', 'EmbedText', () => ({ texts: [] }), grpc.status.INVALID_ARGUMENT, /^texts: at least one item is required/],
-    ['EmbedText over the item limit', 'EmbedText', () => ({ texts: Array(17).fill('x') }), grpc.status.INVALID_ARGUMENT, /^texts: 17 items exceed the limit of 16/],
-    ['a text over max-text-chars', 'EmbedText', () => ({ texts: ['ok', 'x'.repeat(2001)] }), grpc.status.INVALID_ARGUMENT, /^texts\[1\]: text is 2001 characters, over the limit of 2000/],
-    ['a Rank query over max-text-chars', 'Rank', () => ({ queryText: 'y'.repeat(2500), candidateTexts: ['a'] }), grpc.status.INVALID_ARGUMENT, /^query_text: text is 2500 characters/],
-    ['EmbedImage with no images', 'EmbedImage', () => ({ images: [] }), grpc.status.INVALID_ARGUMENT, /^images: at least one item/],
-    ['an undecodable image', 'EmbedImage', () => ({ images: [images[0], Buffer.from('not an image at all')] }), grpc.status.INVALID_ARGUMENT, /^images\[1\]: unsupported or unrecognised image format/],
-    ['an empty image', 'EmbedImage', () => ({ images: [Buffer.alloc(0)] }), grpc.status.INVALID_ARGUMENT, /^images\[0\]: image is empty/],
-    ['a truncated PNG', 'EmbedImage', () => ({ images: [images[0].subarray(0, 200)] }), grpc.status.INVALID_ARGUMENT, /^images\[0\]: .*(corrupt|cannot decode)/i],
-    ['an image over max-image-bytes', 'EmbedImage', () => ({ images: [Buffer.concat([images[0], Buffer.alloc(210_000)])] }), grpc.status.INVALID_ARGUMENT, /^images\[0\]: image is 2\d{5} bytes, more than the limit of 200000/],
-    ['an image over max-image-pixels', 'EmbedImage', () => ({ images: [bigPng] }), grpc.status.INVALID_ARGUMENT, /^images\[0\]: .*2000x1000.*limit of 1000000/],
-    ['a message over max-message-bytes', 'EmbedImage', () => ({ images: [Buffer.alloc(1_200_000)] }), grpc.status.RESOURCE_EXHAUSTED, /larger than max/],
-    ['Similarity without texts', 'Similarity', () => ({ images: [images[0]] }), grpc.status.INVALID_ARGUMENT, /^texts: at least one item/],
-    ['Similarity with a bad image', 'Similarity', () => ({ images: [images[0], Buffer.from('xx')], texts: ['a'] }), grpc.status.INVALID_ARGUMENT, /^images\[1\]: /],
-    ['Rank without a query', 'Rank', () => ({ candidateTexts: ['a'] }), grpc.status.INVALID_ARGUMENT, /^query: one of query_text or query_image is required/],
-    ['Rank without candidates', 'Rank', () => ({ queryText: 'a' }), grpc.status.INVALID_ARGUMENT, /^candidate_texts \+ candidate_images: at least one item/],
-    ['Rank with a bad candidate image', 'Rank', () => ({ queryText: 'a', candidateImages: [images[0], Buffer.from('zz')] }), grpc.status.INVALID_ARGUMENT, /^candidate_images\[1\]: /],
-    ['Classify with a template without {}', 'Classify', () => ({ images: [images[0]], labels: ['a'], templates: ['a photo'] }), grpc.status.INVALID_ARGUMENT, /^templates\[0\]: must contain exactly one "\{\}"/],
-    ['Classify with an empty label', 'Classify', () => ({ images: [images[0]], labels: ['a', ' '] }), grpc.status.INVALID_ARGUMENT, /^labels\[1\]: empty label/],
-    ['Classify over the prompt limit', 'Classify', () => ({ images: [images[0]], labels: Array.from({ length: 9 }, (_, i) => `l${i}`), templates: ['{}', 'a {}'] }), grpc.status.INVALID_ARGUMENT, /^labels × templates: 18 items in total exceed the limit of 16/],
+    [
+      'EmbedText with no texts',
+      'EmbedText',
+      () => ({ texts: [] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^texts: at least one item is required/,
+    ],
+    [
+      'EmbedText over the item limit',
+      'EmbedText',
+      () => ({ texts: Array(17).fill('x') }),
+      grpc.status.INVALID_ARGUMENT,
+      /^texts: 17 items exceed the limit of 16/,
+    ],
+    [
+      'a text over max-text-chars',
+      'EmbedText',
+      () => ({ texts: ['ok', 'x'.repeat(2001)] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^texts\[1\]: text is 2001 characters, over the limit of 2000/,
+    ],
+    [
+      'a Rank query over max-text-chars',
+      'Rank',
+      () => ({ queryText: 'y'.repeat(2500), candidateTexts: ['a'] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^query_text: text is 2500 characters/,
+    ],
+    [
+      'EmbedImage with no images',
+      'EmbedImage',
+      () => ({ images: [] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^images: at least one item/,
+    ],
+    [
+      'an undecodable image',
+      'EmbedImage',
+      () => ({ images: [images[0], Buffer.from('not an image at all')] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^images\[1\]: unsupported or unrecognised image format/,
+    ],
+    [
+      'an empty image',
+      'EmbedImage',
+      () => ({ images: [Buffer.alloc(0)] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^images\[0\]: image is empty/,
+    ],
+    [
+      'a truncated PNG',
+      'EmbedImage',
+      () => ({ images: [images[0].subarray(0, 200)] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^images\[0\]: .*(corrupt|cannot decode)/i,
+    ],
+    [
+      'an image over max-image-bytes',
+      'EmbedImage',
+      () => ({ images: [Buffer.concat([images[0], Buffer.alloc(210_000)])] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^images\[0\]: image is 2\d{5} bytes, more than the limit of 200000/,
+    ],
+    [
+      'an image over max-image-pixels',
+      'EmbedImage',
+      () => ({ images: [bigPng] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^images\[0\]: .*2000x1000.*limit of 1000000/,
+    ],
+    [
+      'a message over max-message-bytes',
+      'EmbedImage',
+      () => ({ images: [Buffer.alloc(1_200_000)] }),
+      grpc.status.RESOURCE_EXHAUSTED,
+      /larger than max/,
+    ],
+    [
+      'Similarity without texts',
+      'Similarity',
+      () => ({ images: [images[0]] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^texts: at least one item/,
+    ],
+    [
+      'Similarity with a bad image',
+      'Similarity',
+      () => ({ images: [images[0], Buffer.from('xx')], texts: ['a'] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^images\[1\]: /,
+    ],
+    [
+      'Rank without a query',
+      'Rank',
+      () => ({ candidateTexts: ['a'] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^query: one of query_text or query_image is required/,
+    ],
+    [
+      'Rank without candidates',
+      'Rank',
+      () => ({ queryText: 'a' }),
+      grpc.status.INVALID_ARGUMENT,
+      /^candidate_texts \+ candidate_images: at least one item/,
+    ],
+    [
+      'Rank with a bad candidate image',
+      'Rank',
+      () => ({ queryText: 'a', candidateImages: [images[0], Buffer.from('zz')] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^candidate_images\[1\]: /,
+    ],
+    [
+      'Classify with a template without {}',
+      'Classify',
+      () => ({ images: [images[0]], labels: ['a'], templates: ['a photo'] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^templates\[0\]: must contain exactly one "\{\}"/,
+    ],
+    [
+      'Classify with an empty label',
+      'Classify',
+      () => ({ images: [images[0]], labels: ['a', ' '] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^labels\[1\]: empty label/,
+    ],
+    [
+      'Classify over the prompt limit',
+      'Classify',
+      () => ({ images: [images[0]], labels: Array.from({ length: 9 }, (_, i) => `l${i}`), templates: ['{}', 'a {}'] }),
+      grpc.status.INVALID_ARGUMENT,
+      /^labels × templates: 18 items in total exceed the limit of 16/,
+    ],
   ])('bad input: %s', async (_name, method, request, code, message) => {
     // The table holds deliberately bad requests for several methods: call them by name, untyped.
-    const byName = (name: string, req: object) => (client as unknown as Record<string, (r: object) => Promise<Any>>)[name](req);
+    const byName = (name: string, req: object) =>
+      (client as unknown as Record<string, (r: object) => Promise<Any>>)[name](req);
     const err = await rejection(byName(method, request()));
     expect({ code: err.code, details: err.details }).toEqual({ code, details: expect.stringMatching(message) });
     // The server keeps serving.
@@ -326,7 +470,9 @@ describe('EmbeddingService (real server, demo model)', () => {
 
   let bigPng: Buffer;
   beforeAll(async () => {
-    bigPng = await sharp({ create: { width: 2000, height: 1000, channels: 3, background: { r: 1, g: 2, b: 3 } } }).png().toBuffer();
+    bigPng = await sharp({ create: { width: 2000, height: 1000, channels: 3, background: { r: 1, g: 2, b: 3 } } })
+      .png()
+      .toBuffer();
   });
 });
 
@@ -378,7 +524,9 @@ describe('EmbeddingService overload, deadline and cancellation (slow queue)', ()
     const done = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
     call.cancel();
     expect((await done).code).toBe(grpc.status.CANCELLED);
-    await waitFor(() => observer.rejected.filter(([m, r]) => m === 'text' && r === 'cancelled').length === cancelledBefore + 1);
+    await waitFor(
+      () => observer.rejected.filter(([m, r]) => m === 'text' && r === 'cancelled').length === cancelledBefore + 1,
+    );
     expect(server.stats().batchers!.text.depth).toBe(0);
   });
 });

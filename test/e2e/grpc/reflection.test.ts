@@ -43,14 +43,22 @@ describe('server reflection: every RPC through buf curl with no proto files', ()
 
   async function curl(method: string, data: unknown | string, extra: string[] = []): Promise<Any[]> {
     const body = typeof data === 'string' ? data : JSON.stringify(data);
-    const { stdout } = await run(BUF, ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...extra, '-d', body, `${url}/${method}`], { timeout: 60_000 });
+    const { stdout } = await run(
+      BUF,
+      ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...extra, '-d', body, `${url}/${method}`],
+      { timeout: 60_000 },
+    );
     return parseJsonDocs(stdout);
   }
 
   beforeAll(async () => {
     server = await startTestServer();
     url = `http://127.0.0.1:${server.port}`;
-    pngB64 = (await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 250, g: 0, b: 0 } } }).png().toBuffer()).toString('base64');
+    pngB64 = (
+      await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 250, g: 0, b: 0 } } })
+        .png()
+        .toBuffer()
+    ).toString('base64');
   });
 
   afterAll(async () => {
@@ -71,19 +79,31 @@ describe('server reflection: every RPC through buf curl with no proto files', ()
 
   test.each(['grpc-v1', 'grpc-v1alpha'])('GetModelInfo over reflection %s', async (protocol) => {
     const [info] = await curl('clipserve.v1.EmbeddingService/GetModelInfo', {}, ['--reflect-protocol', protocol]);
-    expect(info).toMatchObject({ name: server.model.info.name, embedDim: 32, demo: true, limits: { maxItemsPerRequest: 256 } });
+    expect(info).toMatchObject({
+      name: server.model.info.name,
+      embedDim: 32,
+      demo: true,
+      limits: { maxItemsPerRequest: 256 },
+    });
   });
 
   test('EmbedText and EmbedImage', async () => {
     const [text] = await curl('clipserve.v1.EmbeddingService/EmbedText', { texts: ['a red square'] });
     expect(text.dim).toBe(32);
     expect(text.embeddings[0].values).toHaveLength(32);
-    const [image] = await curl('clipserve.v1.EmbeddingService/EmbedImage', { images: [pngB64], format: 'EMBEDDING_FORMAT_F32LE_BYTES' });
+    const [image] = await curl('clipserve.v1.EmbeddingService/EmbedImage', {
+      images: [pngB64],
+      format: 'EMBEDDING_FORMAT_F32LE_BYTES',
+    });
     expect(Buffer.from(image.embeddings[0].valuesF32le, 'base64')).toHaveLength(128);
   });
 
   test('EmbedStream (bidirectional): one response per item, ids kept, bad items answered in-stream', async () => {
-    const docs = [{ id: 'a', text: 'hello' }, { id: 'b', image: pngB64 }, { id: 'c', image: Buffer.from('junk').toString('base64') }];
+    const docs = [
+      { id: 'a', text: 'hello' },
+      { id: 'b', image: pngB64 },
+      { id: 'c', image: Buffer.from('junk').toString('base64') },
+    ];
     const out = await curl('clipserve.v1.EmbeddingService/EmbedStream', docs.map((d) => JSON.stringify(d)).join('\n'));
     expect(out.map((r) => r.id).sort()).toEqual(['a', 'b', 'c']);
     const byId = Object.fromEntries(out.map((r) => [r.id, r]));
@@ -96,16 +116,26 @@ describe('server reflection: every RPC through buf curl with no proto files', ()
     const [sim] = await curl('clipserve.v1.EmbeddingService/Similarity', { images: [pngB64], texts: ['red', 'blue'] });
     expect(sim.logitsPerImage[0].values).toHaveLength(2);
     expect(sim.probs[0].values.reduce((a: number, b: number) => a + b, 0)).toBeCloseTo(1, 5);
-    const [rank] = await curl('clipserve.v1.EmbeddingService/Rank', { queryText: 'red', candidateTexts: ['red', 'blue'], candidateImages: [pngB64] });
+    const [rank] = await curl('clipserve.v1.EmbeddingService/Rank', {
+      queryText: 'red',
+      candidateTexts: ['red', 'blue'],
+      candidateImages: [pngB64],
+    });
     expect(rank.results).toHaveLength(3);
     expect(rank.results[0]).toMatchObject({ modality: 'MODALITY_TEXT' });
-    const [cls] = await curl('clipserve.v1.EmbeddingService/Classify', { images: [pngB64], labels: ['red', 'blue'], topK: 1 });
+    const [cls] = await curl('clipserve.v1.EmbeddingService/Classify', {
+      images: [pngB64],
+      labels: ['red', 'blue'],
+      topK: 1,
+    });
     expect(cls.classifications[0].labels).toHaveLength(1);
   });
 
   test('grpc.health.v1.Health/Check for the server and the service', async () => {
     expect(await curl('grpc.health.v1.Health/Check', { service: '' })).toEqual([{ status: 'SERVING' }]);
-    expect(await curl('grpc.health.v1.Health/Check', { service: 'clipserve.v1.EmbeddingService' })).toEqual([{ status: 'SERVING' }]);
+    expect(await curl('grpc.health.v1.Health/Check', { service: 'clipserve.v1.EmbeddingService' })).toEqual([
+      { status: 'SERVING' },
+    ]);
   });
 
   test('an error status reaches buf curl with its code and message', async () => {
@@ -114,6 +144,8 @@ describe('server reflection: every RPC through buf curl with no proto files', ()
       (err: { stderr: string }) => err,
     );
     expect(failure).toBeDefined();
-    expect(parseJsonDocs(failure!.stderr)).toEqual([{ code: 'invalid_argument', message: 'texts: at least one item is required' }]);
+    expect(parseJsonDocs(failure!.stderr)).toEqual([
+      { code: 'invalid_argument', message: 'texts: at least one item is required' },
+    ]);
   });
 });

@@ -24,7 +24,9 @@ describe('EmbedStream (real server, demo model)', () => {
   beforeAll(async () => {
     server = await startTestServer({ maxBatchSize: MAX_BATCH });
     client = embeddingClient(server.port);
-    png = await sharp({ create: { width: 70, height: 90, channels: 3, background: { r: 90, g: 160, b: 20 } } }).png().toBuffer();
+    png = await sharp({ create: { width: 70, height: 90, channels: 3, background: { r: 90, g: 160, b: 20 } } })
+      .png()
+      .toBuffer();
   });
 
   afterAll(async () => {
@@ -51,19 +53,38 @@ describe('EmbedStream (real server, demo model)', () => {
     const byId = new Map(results.map((r) => [r.id, r]));
     expect(results).toHaveLength(7);
     expect(byId.size).toBe(7);
-    const [single] = (
-      await client.EmbedText({ texts: ['a small dog'] })
-    ).embeddings;
-    expect(byId.get('t1')).toMatchObject({ result: 'embedding', modality: 'MODALITY_TEXT', modelVersion: server.model.info.version });
+    const [single] = (await client.EmbedText({ texts: ['a small dog'] })).embeddings;
+    expect(byId.get('t1')).toMatchObject({
+      result: 'embedding',
+      modality: 'MODALITY_TEXT',
+      modelVersion: server.model.info.version,
+    });
     expect(byId.get('t1')!.embedding.values).toEqual(single.values);
     expect(Math.hypot(...byId.get('t2')!.embedding.values)).not.toBeCloseTo(1, 3); // raw
     expect(byId.get('i1')!.embedding.valuesF32le).toHaveLength(4 * 32);
-    expect(byId.get('bad-image')).toMatchObject({ result: 'error', modality: 'MODALITY_IMAGE', error: { code: grpc.status.INVALID_ARGUMENT } });
+    expect(byId.get('bad-image')).toMatchObject({
+      result: 'error',
+      modality: 'MODALITY_IMAGE',
+      error: { code: grpc.status.INVALID_ARGUMENT },
+    });
     expect(byId.get('bad-image')!.error.message).toMatch(/^item "bad-image": /);
-    expect(byId.get('no-input')).toMatchObject({ result: 'error', error: { code: grpc.status.INVALID_ARGUMENT, message: 'item "no-input": one of text or image is required' } });
-    expect(byId.get('too-long')).toMatchObject({ result: 'error', modality: 'MODALITY_TEXT', error: { code: grpc.status.INVALID_ARGUMENT } });
-    expect(byId.get('too-long')!.error.message).toMatch(/^item "too-long": text is 20000 characters, over the limit of 16384/);
-    expect(byId.get('pinned-wrong')).toMatchObject({ result: 'error', modelVersion: 'nope', error: { code: grpc.status.NOT_FOUND } });
+    expect(byId.get('no-input')).toMatchObject({
+      result: 'error',
+      error: { code: grpc.status.INVALID_ARGUMENT, message: 'item "no-input": one of text or image is required' },
+    });
+    expect(byId.get('too-long')).toMatchObject({
+      result: 'error',
+      modality: 'MODALITY_TEXT',
+      error: { code: grpc.status.INVALID_ARGUMENT },
+    });
+    expect(byId.get('too-long')!.error.message).toMatch(
+      /^item "too-long": text is 20000 characters, over the limit of 16384/,
+    );
+    expect(byId.get('pinned-wrong')).toMatchObject({
+      result: 'error',
+      modelVersion: 'nope',
+      error: { code: grpc.status.NOT_FOUND },
+    });
   });
 
   test('10,000 mixed items with a client that pauses reading: bounded server backlog, every item exactly once', async () => {
@@ -88,7 +109,11 @@ describe('EmbedStream (real server, demo model)', () => {
     const writer = (async () => {
       for (let i = 0; i < N; i++) {
         const id = `item-${i}`;
-        const item = isBad(i) ? { id, image: Buffer.from('corrupt') } : isImage(i) ? { id, image: png } : { id, text: `caption number ${i} for the stream test` };
+        const item = isBad(i)
+          ? { id, image: Buffer.from('corrupt') }
+          : isImage(i)
+            ? { id, image: png }
+            : { id, text: `caption number ${i} for the stream test` };
         if (!call.write(item)) await once(call, 'drain');
       }
       call.end();
@@ -113,9 +138,16 @@ describe('EmbedStream (real server, demo model)', () => {
     expect((await status).code).toBe(grpc.status.OK);
     expect(seen.size).toBe(N);
     expect([...seen.values()].every((c) => c === 1)).toBe(true);
-    expect(errors.sort()).toEqual(Array.from({ length: N }, (_, i) => i).filter(isBad).map((i) => `item-${i}`).sort());
+    expect(errors.sort()).toEqual(
+      Array.from({ length: N }, (_, i) => i)
+        .filter(isBad)
+        .map((i) => `item-${i}`)
+        .sort(),
+    );
     expect(server.stats().streams.peakBacklog).toBeLessThanOrEqual(window);
-    console.log(`stream flow control: server read ${stalledAt}/${N} items while the client paused (${answeredWhilePaused} answered); peak server backlog ${server.stats().streams.peakBacklog} (window ${window})`);
+    console.log(
+      `stream flow control: server read ${stalledAt}/${N} items while the client paused (${answeredWhilePaused} answered); peak server backlog ${server.stats().streams.peakBacklog} (window ${window})`,
+    );
   });
 });
 

@@ -20,7 +20,9 @@ import { HAVE_OPENSSL } from '../../helpers/openssl';
 import { startTestServer } from '../../helpers/server';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, { defaults: true, enums: String })) as Any;
+const healthApi = grpc.loadPackageDefinition(
+  protoLoader.loadSync(HEALTH_PROTO, { defaults: true, enums: String }),
+) as Any;
 const RELOAD_SECONDS = 0.1;
 
 if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS rotation tests: openssl not found !!!\n');
@@ -36,14 +38,45 @@ class Pki {
   }
   ca(name: string): void {
     this.newKey(name);
-    this.ssl('req', '-x509', '-new', '-key', `${name}.key`, '-out', `${name}.pem`, '-days', '2', '-subj', `/CN=${name}`);
+    this.ssl(
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      `${name}.key`,
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name}`,
+    );
   }
   leaf(name: string, ca: string, serverName?: string): void {
     this.newKey(name);
     this.ssl('req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
     const ext = path.join(this.dir, `${name}.ext`);
-    fs.writeFileSync(ext, serverName ? `subjectAltName=DNS:${serverName},IP:127.0.0.1\n` : 'extendedKeyUsage=clientAuth\n');
-    this.ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', '-extfile', ext);
+    fs.writeFileSync(
+      ext,
+      serverName ? `subjectAltName=DNS:${serverName},IP:127.0.0.1\n` : 'extendedKeyUsage=clientAuth\n',
+    );
+    this.ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${ca}.pem`,
+      '-CAkey',
+      `${ca}.key`,
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '2',
+      '-extfile',
+      ext,
+    );
   }
   /** A leaf whose validity ended a day ago (openssl x509 takes a negative -days). */
   expiredLeaf(name: string, ca: string, serverName: string): void {
@@ -51,7 +84,23 @@ class Pki {
     this.ssl('req', '-new', '-key', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
     const ext = path.join(this.dir, `${name}.ext`);
     fs.writeFileSync(ext, `subjectAltName=DNS:${serverName},IP:127.0.0.1\n`);
-    this.ssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.pem`, '-days', '-1', '-extfile', ext);
+    this.ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      `${ca}.pem`,
+      '-CAkey',
+      `${ca}.key`,
+      '-CAcreateserial',
+      '-out',
+      `${name}.pem`,
+      '-days',
+      '-1',
+      '-extfile',
+      ext,
+    );
   }
   read(file: string): Buffer {
     return fs.readFileSync(path.join(this.dir, file));
@@ -69,9 +118,14 @@ class Pki {
 
 /** Health Check over a NEW channel (a new TLS handshake); resolves with the status code. */
 function check(port: number, creds: grpc.ChannelCredentials): Promise<grpc.status> {
-  const client = new healthApi.grpc.health.v1.Health(`127.0.0.1:${port}`, creds, { 'grpc.ssl_target_name_override': 'localhost', 'grpc.default_authority': 'localhost' });
+  const client = new healthApi.grpc.health.v1.Health(`127.0.0.1:${port}`, creds, {
+    'grpc.ssl_target_name_override': 'localhost',
+    'grpc.default_authority': 'localhost',
+  });
   return new Promise<grpc.status>((resolve) =>
-    client.Check({ service: '' }, { deadline: Date.now() + 3000 }, (err: grpc.ServiceError | null) => resolve(err ? err.code : grpc.status.OK)),
+    client.Check({ service: '' }, { deadline: Date.now() + 3000 }, (err: grpc.ServiceError | null) =>
+      resolve(err ? err.code : grpc.status.OK),
+    ),
   ).finally(() => client.close());
 }
 
@@ -103,26 +157,52 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   afterAll(() => fs.rmSync(pki.dir, { recursive: true, force: true }));
 
   test('bad files at start are refused, naming the flag and file', () => {
-    expect(() => loadTlsFiles({ certFile: pki.path('server1.pem'), keyFile: pki.path('server2.key') })).toThrow(/--tls-key .*server2\.key is not the private key of --tls-cert .*server1\.pem/);
-    expect(() => loadTlsFiles({ certFile: pki.path('server1.key'), keyFile: pki.path('server1.key') })).toThrow(/--tls-cert .*server1\.key holds no PEM certificate/);
-    expect(() => loadTlsFiles({ certFile: pki.path('nope.pem'), keyFile: pki.path('server1.key') })).toThrow(/cannot read --tls-cert .*nope\.pem: ENOENT/);
-    fs.writeFileSync(pki.path('junk-ca.pem'), '-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n');
-    expect(() => loadTlsFiles({ certFile: pki.path('server1.pem'), keyFile: pki.path('server1.key'), clientCaFile: pki.path('junk-ca.pem') })).toThrow(TlsMaterialError);
+    expect(() => loadTlsFiles({ certFile: pki.path('server1.pem'), keyFile: pki.path('server2.key') })).toThrow(
+      /--tls-key .*server2\.key is not the private key of --tls-cert .*server1\.pem/,
+    );
+    expect(() => loadTlsFiles({ certFile: pki.path('server1.key'), keyFile: pki.path('server1.key') })).toThrow(
+      /--tls-cert .*server1\.key holds no PEM certificate/,
+    );
+    expect(() => loadTlsFiles({ certFile: pki.path('nope.pem'), keyFile: pki.path('server1.key') })).toThrow(
+      /cannot read --tls-cert .*nope\.pem: ENOENT/,
+    );
+    fs.writeFileSync(
+      pki.path('junk-ca.pem'),
+      '-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n',
+    );
+    expect(() =>
+      loadTlsFiles({
+        certFile: pki.path('server1.pem'),
+        keyFile: pki.path('server1.key'),
+        clientCaFile: pki.path('junk-ca.pem'),
+      }),
+    ).toThrow(TlsMaterialError);
   });
 
   test('an expired certificate is refused at start and never rotated in; the refusal is counted', async () => {
     pki.expiredLeaf('expired', 'ca1', 'localhost');
-    expect(() => loadTlsFiles({ certFile: pki.path('expired.pem'), keyFile: pki.path('expired.key') })).toThrow(/--tls-cert .*expired\.pem expired on /);
+    expect(() => loadTlsFiles({ certFile: pki.path('expired.pem'), keyFile: pki.path('expired.key') })).toThrow(
+      /--tls-cert .*expired\.pem expired on /,
+    );
     pki.install('server1.pem', 'tls.crt');
     pki.install('server1.key', 'tls.key');
     const server: RunningServer = await startTestServer({
       logger,
-      tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
+      tlsCert: pki.path('tls.crt'),
+      tlsKey: pki.path('tls.key'),
+      credentialsReloadSeconds: RELOAD_SECONDS,
     });
-    const errors = async () => Number(/clipserve_credentials_reload_errors_total\{credential="tls"\} (\d+)/.exec(await server.metrics.registry.metrics())?.[1]);
+    const errors = async () =>
+      Number(
+        /clipserve_credentials_reload_errors_total\{credential="tls"\} (\d+)/.exec(
+          await server.metrics.registry.metrics(),
+        )?.[1],
+      );
     try {
       expect(await errors()).toBe(0);
-      expect(await server.metrics.registry.metrics()).toMatch(/clipserve_credentials_last_reload_success_timestamp_seconds\{credential="tls"\} [1-9]/);
+      expect(await server.metrics.registry.metrics()).toMatch(
+        /clipserve_credentials_last_reload_success_timestamp_seconds\{credential="tls"\} [1-9]/,
+      );
       pki.install('expired.key', 'tls.key');
       pki.install('expired.pem', 'tls.crt');
       await eventually('the expired pair to be rejected', async () => (await errors()) > 0);
@@ -141,7 +221,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.key', 'tls.key');
     const server: RunningServer = await startTestServer({
       logger,
-      tlsCert: pki.path('tls.crt'), tlsKey: pki.path('tls.key'), credentialsReloadSeconds: RELOAD_SECONDS,
+      tlsCert: pki.path('tls.crt'),
+      tlsKey: pki.path('tls.key'),
+      credentialsReloadSeconds: RELOAD_SECONDS,
     });
     const trusting = (ca: string) => grpc.credentials.createSsl(pki.read(`${ca}.pem`));
     try {
@@ -150,14 +232,19 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
       // Half a rotation: the new certificate is in place, its key is not yet.
       pki.install('server2.pem', 'tls.crt');
-      await eventually('the mismatched pair to be rejected', async () => logs.some((l) => l.includes('new TLS certificate rejected')));
+      await eventually('the mismatched pair to be rejected', async () =>
+        logs.some((l) => l.includes('new TLS certificate rejected')),
+      );
       expect(logs.join('')).toMatch(/is not the private key of/);
       await sleep(3 * RELOAD_SECONDS * 1000);
       expect(await check(server.port, trusting('ca1'))).toBe(grpc.status.OK);
 
       // The key follows: the pair is whole and takes effect without a restart.
       pki.install('server2.key', 'tls.key');
-      await eventually('the new certificate to serve', async () => (await check(server.port, trusting('ca2'))) === grpc.status.OK);
+      await eventually(
+        'the new certificate to serve',
+        async () => (await check(server.port, trusting('ca2'))) === grpc.status.OK,
+      );
       expect(await check(server.port, trusting('ca1'))).toBe(grpc.status.UNAVAILABLE);
       expect(logs.join('')).toMatch(/"msg":"TLS certificate reloaded"/);
       expect(logs.join('')).toMatch(/CN=server2/);
@@ -178,20 +265,31 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('ca1.pem', 'client-ca.pem');
     const server = await startTestServer({
       logger,
-      tlsCert: pki.path('mtls.crt'), tlsKey: pki.path('mtls.key'), tlsClientCa: pki.path('client-ca.pem'), credentialsReloadSeconds: RELOAD_SECONDS,
+      tlsCert: pki.path('mtls.crt'),
+      tlsKey: pki.path('mtls.key'),
+      tlsClientCa: pki.path('client-ca.pem'),
+      credentialsReloadSeconds: RELOAD_SECONDS,
     });
-    const as = (client?: string) => (client ? grpc.credentials.createSsl(pki.read('ca1.pem'), pki.read(`${client}.key`), pki.read(`${client}.pem`)) : grpc.credentials.createSsl(pki.read('ca1.pem')));
+    const as = (client?: string) =>
+      client
+        ? grpc.credentials.createSsl(pki.read('ca1.pem'), pki.read(`${client}.key`), pki.read(`${client}.pem`))
+        : grpc.credentials.createSsl(pki.read('ca1.pem'));
     try {
       expect(await check(server.port, as('client1'))).toBe(grpc.status.OK);
       expect(await check(server.port, as())).toBe(grpc.status.UNAVAILABLE);
       expect(await check(server.port, as('client2'))).toBe(grpc.status.UNAVAILABLE);
 
       fs.copyFileSync(pki.path('junk-ca.pem'), pki.path('client-ca.pem'));
-      await eventually('the junk CA to be rejected', async () => logs.some((l) => l.includes('new TLS client CA rejected')));
+      await eventually('the junk CA to be rejected', async () =>
+        logs.some((l) => l.includes('new TLS client CA rejected')),
+      );
       expect(await check(server.port, as('client1'))).toBe(grpc.status.OK);
 
       pki.install('ca2.pem', 'client-ca.pem');
-      await eventually('clients of the new CA to be accepted', async () => (await check(server.port, as('client2'))) === grpc.status.OK);
+      await eventually(
+        'clients of the new CA to be accepted',
+        async () => (await check(server.port, as('client2'))) === grpc.status.OK,
+      );
       expect(await check(server.port, as('client1'))).toBe(grpc.status.UNAVAILABLE);
     } finally {
       await server.shutdown(1);
@@ -203,15 +301,24 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.key', 'https.key');
     pki.install('ca1.pem', 'https-client-ca.pem');
     const server = await startTestServer({
-      httpPort: 'auto', logger,
-      tlsCert: pki.path('https.crt'), tlsKey: pki.path('https.key'), tlsClientCa: pki.path('https-client-ca.pem'), credentialsReloadSeconds: RELOAD_SECONDS,
+      httpPort: 'auto',
+      logger,
+      tlsCert: pki.path('https.crt'),
+      tlsKey: pki.path('https.key'),
+      tlsClientCa: pki.path('https-client-ca.pem'),
+      credentialsReloadSeconds: RELOAD_SECONDS,
     });
     /** GET /v1/models over a new HTTPS connection: the status, or the TLS failure's code. */
     const get = (ca: string, client?: string) =>
       new Promise<number | string>((resolve) => {
         const req = https.get(
           {
-            host: '127.0.0.1', port: server.httpPort, path: '/v1/models', servername: 'localhost', agent: false, ca: pki.read(`${ca}.pem`),
+            host: '127.0.0.1',
+            port: server.httpPort,
+            path: '/v1/models',
+            servername: 'localhost',
+            agent: false,
+            ca: pki.read(`${ca}.pem`),
             ...(client ? { key: pki.read(`${client}.key`), cert: pki.read(`${client}.pem`) } : {}),
           },
           (res) => {
@@ -240,7 +347,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     pki.install('server1.pem', 'once.crt');
     pki.install('server1.key', 'once.key');
     const server = await startTestServer({
-      tlsCert: pki.path('once.crt'), tlsKey: pki.path('once.key'), credentialsReloadSeconds: 0,
+      tlsCert: pki.path('once.crt'),
+      tlsKey: pki.path('once.key'),
+      credentialsReloadSeconds: 0,
     });
     try {
       pki.install('server2.pem', 'once.crt');

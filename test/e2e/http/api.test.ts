@@ -23,7 +23,9 @@ type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-exp
 async function png(w: number, h: number, seed: number): Promise<Buffer> {
   const raw = Buffer.alloc(w * h * 3);
   for (let i = 0; i < raw.length; i++) raw[i] = (i * (seed + 3) + seed * 41) % 256;
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 1e-6): void {
@@ -34,7 +36,12 @@ function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol
 }
 
 /** POST/GET with a JSON body; resolves with the status, headers and parsed body. */
-async function http(base: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Any; headers: Headers }> {
+async function http(
+  base: string,
+  route: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Any; headers: Headers }> {
   const res = await fetch(`${base}${route}`, {
     method: body === undefined ? 'GET' : 'POST',
     headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
@@ -73,15 +80,21 @@ describe('HTTP API (real server, demo model)', () => {
   }
   async function modelImages(imgs: Buffer[]): Promise<Float32Array[]> {
     const m = server.model;
-    return Promise.all(imgs.map(async (b) => {
-      const v = await m.encodeImage(await m.preprocessImage(b), 1);
-      return l2normalize(v, v.length);
-    }));
+    return Promise.all(
+      imgs.map(async (b) => {
+        const v = await m.encodeImage(await m.preprocessImage(b), 1);
+        return l2normalize(v, v.length);
+      }),
+    );
   }
 
   beforeAll(async () => {
     server = await startTestServer({
-      httpPort: 'auto', maxItemsPerRequest: 8, maxTextChars: 500, maxImageBytes: 400_000, maxMessageBytes: 1_000_000,
+      httpPort: 'auto',
+      maxItemsPerRequest: 8,
+      maxTextChars: 500,
+      maxImageBytes: 400_000,
+      maxMessageBytes: 1_000_000,
     });
     base = `http://127.0.0.1:${server.httpPort}`;
     version = server.model.info.version;
@@ -108,21 +121,42 @@ describe('HTTP API (real server, demo model)', () => {
       expect(res.usage).toEqual({ prompt_tokens: expected.tokens, total_tokens: expected.tokens });
     }
     expect(expected.tokens).toBeLessThanOrEqual(3 * server.model.info.contextLength);
-    const single = await client.embeddings.create({ model: version, input: 'a photo of a cat', dimensions: server.model.info.embedDim });
+    const single = await client.embeddings.create({
+      model: version,
+      input: 'a photo of a cat',
+      dimensions: server.model.info.embedDim,
+    });
     expectClose(single.data[0].embedding, expected.vectors[0]);
 
     const models = await client.models.list();
     expect(models.data.map((m) => m.id)).toEqual([version]);
-    expect(models.data[0]).toMatchObject({ object: 'model', owned_by: 'clipserve', dimensions: server.model.info.embedDim, demo: true });
+    expect(models.data[0]).toMatchObject({
+      object: 'model',
+      owned_by: 'clipserve',
+      dimensions: server.model.info.embedDim,
+      demo: true,
+    });
     expect((await client.models.retrieve(version)).id).toBe(version);
 
-    await expect(client.embeddings.create({ model: 'text-embedding-3-small', input: 'x' })).rejects.toMatchObject({ status: 404, code: 'model_not_found', param: 'model' });
-    await expect(client.embeddings.create({ model: version, input: 'x', dimensions: 7 })).rejects.toMatchObject({ status: 400, param: 'dimensions' });
+    await expect(client.embeddings.create({ model: 'text-embedding-3-small', input: 'x' })).rejects.toMatchObject({
+      status: 404,
+      code: 'model_not_found',
+      param: 'model',
+    });
+    await expect(client.embeddings.create({ model: version, input: 'x', dimensions: 7 })).rejects.toMatchObject({
+      status: 400,
+      param: 'dimensions',
+    });
     await expect(client.models.retrieve('no-such-version')).rejects.toMatchObject({ status: 404 });
   });
 
   test('LangChain OpenAIEmbeddings: embedDocuments and embedQuery against the base URL', async () => {
-    const embeddings = new OpenAIEmbeddings({ model: version, apiKey: 'not-checked', configuration: { baseURL: `${base}/v1` }, maxRetries: 0 });
+    const embeddings = new OpenAIEmbeddings({
+      model: version,
+      apiKey: 'not-checked',
+      configuration: { baseURL: `${base}/v1` },
+      maxRetries: 0,
+    });
     const docs = ['a red bicycle', 'a blue car', 'a green tree'];
     const expected = await modelTexts([...docs, 'a vehicle']);
     const vectors = await embeddings.embedDocuments(docs);
@@ -137,7 +171,12 @@ describe('HTTP API (real server, demo model)', () => {
     const expectedTexts = await modelTexts(['a cat', 'a dog']);
     const mixed = await http(base, '/v1/embeddings', {
       model: version,
-      input: [{ text: 'a cat' }, { image: `data:image/png;base64,${img0.toString('base64')}` }, 'a dog', { image: img1.toString('base64') }],
+      input: [
+        { text: 'a cat' },
+        { image: `data:image/png;base64,${img0.toString('base64')}` },
+        'a dog',
+        { image: img1.toString('base64') },
+      ],
     });
     expect(mixed.status).toBe(200);
     expect(mixed.body.data.map((d: Any) => d.index)).toEqual([0, 1, 2, 3]);
@@ -149,7 +188,9 @@ describe('HTTP API (real server, demo model)', () => {
     expect(mixed.body.usage.prompt_tokens).toBe(expectedTexts.tokens);
 
     const infinity = await http(base, '/v1/embeddings', {
-      model: version, modality: 'image', encoding_format: 'base64',
+      model: version,
+      modality: 'image',
+      encoding_format: 'base64',
       input: [`data:image/png;base64,${img1.toString('base64')}`, `data:image/png;base64,${img0.toString('base64')}`],
     });
     expect(infinity.status).toBe(200);
@@ -167,9 +208,14 @@ describe('HTTP API (real server, demo model)', () => {
     const noise = Buffer.alloc(320 * 320 * 3);
     const random = seededRandom(7);
     for (let i = 0; i < noise.length; i++) noise[i] = Math.floor(random() * 256);
-    const big = await sharp(noise, { raw: { width: 320, height: 320, channels: 3 } }).png().toBuffer();
-    expect(big.length * 4 / 3).toBeGreaterThan(256 * 1024);
-    const res = await http(base, '/v1/embeddings', { model: version, input: [{ image: `data:image/png;base64,${big.toString('base64')}` }, 'a cat'] });
+    const big = await sharp(noise, { raw: { width: 320, height: 320, channels: 3 } })
+      .png()
+      .toBuffer();
+    expect((big.length * 4) / 3).toBeGreaterThan(256 * 1024);
+    const res = await http(base, '/v1/embeddings', {
+      model: version,
+      input: [{ image: `data:image/png;base64,${big.toString('base64')}` }, 'a cat'],
+    });
     expect(res.status).toBe(200);
     expectClose(res.body.data[0].embedding, (await modelImages([big]))[0]);
     expectClose(res.body.data[1].embedding, (await modelTexts(['a cat'])).vectors[0]);
@@ -178,18 +224,56 @@ describe('HTTP API (real server, demo model)', () => {
   test('bad input: OpenAI error bodies with 400/404/413/415 naming the field; nothing is fetched', async () => {
     const post = (body: unknown) => http(base, '/v1/embeddings', body);
     const b64 = images[0].toString('base64');
-    expectError(await post({ model: version, input: [{ image: 'https://169.254.169.254/latest/meta-data' }] }), 400, 'image_url_not_supported', 'input[0]');
-    expectError(await post({ model: version, input: ['ok', { image: 'data:text/plain;base64,aGk=' }] }), 400, 'invalid_image', 'input[1]');
+    expectError(
+      await post({ model: version, input: [{ image: 'https://169.254.169.254/latest/meta-data' }] }),
+      400,
+      'image_url_not_supported',
+      'input[0]',
+    );
+    expectError(
+      await post({ model: version, input: ['ok', { image: 'data:text/plain;base64,aGk=' }] }),
+      400,
+      'invalid_image',
+      'input[1]',
+    );
     expectError(await post({ model: version, input: [{ image: 'not*base64!' }] }), 400, 'invalid_image', 'input[0]');
     // Valid base64 of bytes that are no image: the decoder's verdict, naming the item.
-    expectError(await post({ model: version, input: ['ok', { image: Buffer.from('definitely not an image').toString('base64') }] }), 400, 'invalid_value', 'input[1]');
-    expectError(await post({ model: version, input: [{ image: 'A'.repeat(20_000) + '=' }] }), 400, 'invalid_image', 'input[0]');
+    expectError(
+      await post({
+        model: version,
+        input: ['ok', { image: Buffer.from('definitely not an image').toString('base64') }],
+      }),
+      400,
+      'invalid_value',
+      'input[1]',
+    );
+    expectError(
+      await post({ model: version, input: [{ image: 'A'.repeat(20_000) + '=' }] }),
+      400,
+      'invalid_image',
+      'input[0]',
+    );
     // Over 256 KiB: checked in a worker thread, with the same answer.
-    expectError(await post({ model: version, input: ['ok', { image: 'A'.repeat(560_000) }] }), 413, 'image_too_large', 'input[1]');
-    expectError(await post({ model: version, input: [{ image: 'A'.repeat(300_000) + '*' }] }), 400, 'invalid_image', 'input[0]');
+    expectError(
+      await post({ model: version, input: ['ok', { image: 'A'.repeat(560_000) }] }),
+      413,
+      'image_too_large',
+      'input[1]',
+    );
+    expectError(
+      await post({ model: version, input: [{ image: 'A'.repeat(300_000) + '*' }] }),
+      400,
+      'invalid_image',
+      'input[0]',
+    );
     expectError(await post(`{"model": "", "input": ["${'x'.repeat(300_000)}"`), 400, 'invalid_json');
     expectError(await post(`{"model": "", "input": "x", "__proto__": {"polluted": 1}}`), 400, 'invalid_json');
-    expectError(await post({ model: version, input: [{ image: b64, text: 'both' }] }), 400, 'invalid_value', 'input[0]');
+    expectError(
+      await post({ model: version, input: [{ image: b64, text: 'both' }] }),
+      400,
+      'invalid_value',
+      'input[0]',
+    );
     expectError(await post({ model: version, input: [1, 2, 3] }), 400, 'token_ids_not_supported', 'input');
     expectError(await post({ model: version, input: [[1, 2], [3]] }), 400, 'token_ids_not_supported', 'input');
     expectError(await post({ model: version, input: [] }), 400, 'invalid_value');
@@ -199,19 +283,31 @@ describe('HTTP API (real server, demo model)', () => {
     expectError(many, 400, 'invalid_value');
     expect(many.body.error.message).toBe('input: 50000 items exceed the limit of 8 per request; split the request');
     expectError(await post({ model: version, input: 'x'.repeat(501) }), 400, 'invalid_value');
-    expectError(await post({ model: version, input: 'x', encoding_format: 'int8' }), 400, 'invalid_value', 'encoding_format');
+    expectError(
+      await post({ model: version, input: 'x', encoding_format: 'int8' }),
+      400,
+      'invalid_value',
+      'encoding_format',
+    );
     expectError(await post({ model: version, input: 'x', temperature: 1 }), 400, 'unknown_parameter', 'temperature');
     expectError(await post({ input: 'x' }), 400, 'missing_required_parameter', 'model');
     expectError(await post({ model: 'v999', input: 'x' }), 404, 'model_not_found', 'model');
     expectError(await post('{"model": "x", "input": '), 400, 'invalid_json');
     expectError(await post(`{"model": "${version}", "input": "${'x'.repeat(1_010_000)}"}`), 413, 'request_too_large');
-    expectError(await http(base, '/v1/embeddings', 'input=x', { 'content-type': 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type');
+    expectError(
+      await http(base, '/v1/embeddings', 'input=x', { 'content-type': 'application/x-www-form-urlencoded' }),
+      415,
+      'unsupported_media_type',
+    );
     expectError(await http(base, '/v1/chat/completions', { model: version }), 404, 'not_found');
   });
 
   test('similarity, rank and classify as JSON: the same CLIP heads as gRPC, checked against /v1/embeddings vectors', async () => {
     const dataUri = (b: Buffer) => `data:image/png;base64,${b.toString('base64')}`;
-    const embed = async (input: unknown[]) => (await http(base, '/v1/embeddings', { model: version, input })).body.data.map((d: Any) => Float32Array.from(d.embedding));
+    const embed = async (input: unknown[]) =>
+      (await http(base, '/v1/embeddings', { model: version, input })).body.data.map((d: Any) =>
+        Float32Array.from(d.embedding),
+      );
     const dot = (a: Float32Array, b: Float32Array) => a.reduce((s, x, k) => s + x * b[k], 0);
     const scale = server.model.info.logitScale;
     const texts = ['red', 'green', 'blue'];
@@ -221,69 +317,159 @@ describe('HTTP API (real server, demo model)', () => {
     const sim = await http(base, '/v1/similarity', { images: images.map(dataUri), texts });
     expect(sim.status).toBe(200);
     expect(sim.body.model).toBe(version);
-    [img0, img1].forEach((img, i) => expectClose(sim.body.logits_per_image[i], txt.map((t: Float32Array) => scale * dot(img, t)), 1e-4));
-    expectClose(sim.body.logits_per_text[2], [img0, img1].map((img) => scale * dot(img, txt[2])), 1e-4);
+    [img0, img1].forEach((img, i) =>
+      expectClose(
+        sim.body.logits_per_image[i],
+        txt.map((t: Float32Array) => scale * dot(img, t)),
+        1e-4,
+      ),
+    );
+    expectClose(
+      sim.body.logits_per_text[2],
+      [img0, img1].map((img) => scale * dot(img, txt[2])),
+      1e-4,
+    );
     sim.body.probs.forEach((row: number[]) => expect(row.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 6));
     expect(sim.body.text_truncated).toEqual([false, false, false]);
 
-    const ranked = await http(base, '/v1/rank', { model: version, query_image: images[0].toString('base64'), candidate_texts: texts, candidate_images: [dataUri(images[1])], top_k: 3 });
+    const ranked = await http(base, '/v1/rank', {
+      model: version,
+      query_image: images[0].toString('base64'),
+      candidate_texts: texts,
+      candidate_images: [dataUri(images[1])],
+      top_k: 3,
+    });
     expect(ranked.status).toBe(200);
     const expected = [
       ...txt.map((t: Float32Array, index: number) => ({ modality: 'text', index, score: dot(img0, t) })),
       { modality: 'image', index: 0, score: dot(img0, img1) },
     ].sort((a, b) => b.score - a.score);
-    expect(ranked.body.results.map((r: Any) => [r.modality, r.index])).toEqual(expected.slice(0, 3).map((e) => [e.modality, e.index]));
+    expect(ranked.body.results.map((r: Any) => [r.modality, r.index])).toEqual(
+      expected.slice(0, 3).map((e) => [e.modality, e.index]),
+    );
     ranked.body.results.forEach((r: Any, k: number) => expect(r.score).toBeCloseTo(expected[k].score, 5));
 
     // Rerank (Jina / Cohere shape): documents of both kinds, indices into `documents`, best first.
-    const rr = await http(base, '/v1/rerank', { model: version, query: { image: dataUri(images[0]) }, documents: ['red', { image: dataUri(images[1]) }, { text: 'green' }, 'blue'], top_n: 3 });
+    const rr = await http(base, '/v1/rerank', {
+      model: version,
+      query: { image: dataUri(images[0]) },
+      documents: ['red', { image: dataUri(images[1]) }, { text: 'green' }, 'blue'],
+      top_n: 3,
+    });
     expect(rr.status).toBe(200);
     const byDoc = [dot(img0, txt[0]), dot(img0, img1), dot(img0, txt[1]), dot(img0, txt[2])];
-    const order = byDoc.map((score, index) => ({ score, index })).sort((a, b) => b.score - a.score).slice(0, 3);
+    const order = byDoc
+      .map((score, index) => ({ score, index }))
+      .sort((a, b) => b.score - a.score)
+      .slice(0, 3);
     expect(rr.body.results.map((r: Any) => r.index)).toEqual(order.map((o) => o.index));
     rr.body.results.forEach((r: Any, k: number) => {
       expect(r.relevance_score).toBeCloseTo(order[k].score, 5);
       if (r.index === 1) expect(r.document).toBeUndefined();
       else expect(r.document).toEqual({ text: ['red', '', 'green', 'blue'][r.index] });
     });
-    expect((await http(base, '/v1/rerank', { query: 'red', documents: ['red', 'blue'], return_documents: false })).body.results).toEqual([
+    expect(
+      (await http(base, '/v1/rerank', { query: 'red', documents: ['red', 'blue'], return_documents: false })).body
+        .results,
+    ).toEqual([
       { index: 0, relevance_score: expect.closeTo(1, 5) },
       { index: 1, relevance_score: expect.any(Number) },
     ]);
-    expectError(await http(base, '/v1/rerank', { query: 'red', documents: ['a', { image: Buffer.from('no image').toString('base64') }] }), 400, 'invalid_value', 'documents[1]');
-    expectError(await http(base, '/v1/rerank', { query: 'red', documents: ['a', 'x'.repeat(501)] }), 400, 'invalid_value');
+    expectError(
+      await http(base, '/v1/rerank', {
+        query: 'red',
+        documents: ['a', { image: Buffer.from('no image').toString('base64') }],
+      }),
+      400,
+      'invalid_value',
+      'documents[1]',
+    );
+    expectError(
+      await http(base, '/v1/rerank', { query: 'red', documents: ['a', 'x'.repeat(501)] }),
+      400,
+      'invalid_value',
+    );
 
     const labels = ['cat', 'dog'];
-    const cls = await http(base, '/v1/classify', { images: [dataUri(images[0])], labels, templates: ['a photo of a {}.'], top_k: 1 });
+    const cls = await http(base, '/v1/classify', {
+      images: [dataUri(images[0])],
+      labels,
+      templates: ['a photo of a {}.'],
+      top_k: 1,
+    });
     expect(cls.status).toBe(200);
     const prompts = await embed(labels.map((l) => `a photo of a ${l}.`));
     const best = dot(img0, prompts[0]) >= dot(img0, prompts[1]) ? 0 : 1;
     expect(cls.body.classifications[0].labels).toEqual([expect.objectContaining({ label: labels[best], index: best })]);
 
-    expectError(await http(base, '/v1/rank', { query_text: 'a', query_image: images[0].toString('base64'), candidate_texts: ['b'] }), 400, 'invalid_value', 'query_image');
+    expectError(
+      await http(base, '/v1/rank', {
+        query_text: 'a',
+        query_image: images[0].toString('base64'),
+        candidate_texts: ['b'],
+      }),
+      400,
+      'invalid_value',
+      'query_image',
+    );
     expectError(await http(base, '/v1/rank', { candidate_texts: ['b'] }), 400, 'invalid_value');
-    expectError(await http(base, '/v1/classify', { images: [dataUri(images[0])], labels: ['x'], templates: ['no hole'] }), 400, 'invalid_value');
-    expectError(await http(base, '/v1/similarity', { images: [dataUri(images[0]), 'https://example.com/x.png'], texts: ['a'] }), 400, 'image_url_not_supported', 'images[1]');
-    expectError(await http(base, '/v1/similarity', { images: [dataUri(images[0]), Buffer.from('no image').toString('base64')], texts: ['a'] }), 400, 'invalid_value', 'images[1]');
-    expectError(await http(base, '/v1/similarity', { model: 'nope', images: [dataUri(images[0])], texts: ['a'] }), 404, 'model_not_found');
+    expectError(
+      await http(base, '/v1/classify', { images: [dataUri(images[0])], labels: ['x'], templates: ['no hole'] }),
+      400,
+      'invalid_value',
+    );
+    expectError(
+      await http(base, '/v1/similarity', { images: [dataUri(images[0]), 'https://example.com/x.png'], texts: ['a'] }),
+      400,
+      'image_url_not_supported',
+      'images[1]',
+    );
+    expectError(
+      await http(base, '/v1/similarity', {
+        images: [dataUri(images[0]), Buffer.from('no image').toString('base64')],
+        texts: ['a'],
+      }),
+      400,
+      'invalid_value',
+      'images[1]',
+    );
+    expectError(
+      await http(base, '/v1/similarity', { model: 'nope', images: [dataUri(images[0])], texts: ['a'] }),
+      404,
+      'model_not_found',
+    );
   });
 
   test('the OpenAPI document describes the routes; HTTP metrics carry method, route and status', async () => {
     const doc = await http(base, '/openapi.json');
     expect(doc.status).toBe(200);
     expect(doc.body.openapi).toMatch(/^3\./);
-    expect(Object.keys(doc.body.paths).sort()).toEqual(['/v1/classify', '/v1/embeddings', '/v1/models', '/v1/models/{model}', '/v1/rank', '/v1/rerank', '/v1/similarity']);
+    expect(Object.keys(doc.body.paths).sort()).toEqual([
+      '/v1/classify',
+      '/v1/embeddings',
+      '/v1/models',
+      '/v1/models/{model}',
+      '/v1/rank',
+      '/v1/rerank',
+      '/v1/similarity',
+    ]);
     const request = doc.body.paths['/v1/embeddings'].post.requestBody.content['application/json'].schema;
     expect(request.required).toEqual(['input', 'model']);
-    expect(Object.keys(doc.body.paths['/v1/embeddings'].post.responses)).toEqual(expect.arrayContaining(['200', '400', '401', '413', '429', '503']));
-    expect(doc.body.paths['/v1/embeddings'].post.responses['429'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/Error' });
+    expect(Object.keys(doc.body.paths['/v1/embeddings'].post.responses)).toEqual(
+      expect.arrayContaining(['200', '400', '401', '413', '429', '503']),
+    );
+    expect(doc.body.paths['/v1/embeddings'].post.responses['429'].content['application/json'].schema).toEqual({
+      $ref: '#/components/schemas/Error',
+    });
     expect(doc.body.components.schemas.Error.properties.error.required).toEqual(['message', 'type', 'param', 'code']);
 
     const scrape = await server.metrics.registry.metrics();
     expect(scrape).toMatch(/http_requests_total\{method="POST",route="\/v1\/embeddings",status_code="200"\} [1-9]/);
     expect(scrape).toMatch(/http_requests_total\{method="POST",route="\/v1\/embeddings",status_code="400"\} [1-9]/);
     expect(scrape).toMatch(/http_requests_total\{method="POST",route="unmatched",status_code="404"\} [1-9]/);
-    expect(scrape).toMatch(/http_request_duration_seconds_count\{method="GET",route="\/v1\/models",status_code="200"\} [1-9]/);
+    expect(scrape).toMatch(
+      /http_request_duration_seconds_count\{method="GET",route="\/v1\/models",status_code="200"\} [1-9]/,
+    );
     // The items themselves are counted where gRPC's are, whichever protocol brought them.
     expect(scrape).toMatch(/clipserve_items_embedded_total\{modality="image"\} [1-9]/);
   });
@@ -292,15 +478,24 @@ describe('HTTP API (real server, demo model)', () => {
 describe('HTTP API: keys, start-up, overload', () => {
   test('the gRPC API keys: 401 without or with an unknown key, 403 without the embed scope; the OpenAPI document stays open', async () => {
     const server = await startTestServer({
-      httpPort: 'auto', apiKeys: `${EMBED_KEY} embed embedder; ${FINETUNE_KEY} finetune tuner`,
+      httpPort: 'auto',
+      apiKeys: `${EMBED_KEY} embed embedder; ${FINETUNE_KEY} finetune tuner`,
     });
     const base = `http://127.0.0.1:${server.httpPort}`;
     const body = { model: '', input: 'a cat' };
     try {
       expectError(await http(base, '/v1/embeddings', body), 401, 'invalid_api_key');
       expectError(await http(base, '/v1/models'), 401, 'invalid_api_key');
-      expectError(await http(base, '/v1/embeddings', body, { authorization: 'Bearer wrong-key-0123456789abc' }), 401, 'invalid_api_key');
-      expectError(await http(base, '/v1/embeddings', body, { authorization: `Basic ${EMBED_KEY}` }), 401, 'invalid_api_key');
+      expectError(
+        await http(base, '/v1/embeddings', body, { authorization: 'Bearer wrong-key-0123456789abc' }),
+        401,
+        'invalid_api_key',
+      );
+      expectError(
+        await http(base, '/v1/embeddings', body, { authorization: `Basic ${EMBED_KEY}` }),
+        401,
+        'invalid_api_key',
+      );
       const denied = await http(base, '/v1/embeddings', body, { authorization: `Bearer ${FINETUNE_KEY}` });
       expectError(denied, 403, 'insufficient_permissions');
       expect(denied.body.error.message).toMatch(/"tuner" lacks the "embed" scope/);
@@ -310,7 +505,9 @@ describe('HTTP API: keys, start-up, overload', () => {
       expect((await http(base, '/v1/embeddings', body, { authorization: `Bearer ${EMBED_KEY}` })).status).toBe(200);
       const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: EMBED_KEY, maxRetries: 0 });
       expect((await client.embeddings.create({ model: '', input: ['x', 'y'] })).data).toHaveLength(2);
-      await expect(new OpenAI({ baseURL: `${base}/v1`, apiKey: FINETUNE_KEY, maxRetries: 0 }).models.list()).rejects.toMatchObject({ status: 403 });
+      await expect(
+        new OpenAI({ baseURL: `${base}/v1`, apiKey: FINETUNE_KEY, maxRetries: 0 }).models.list(),
+      ).rejects.toMatchObject({ status: 403 });
       expect((await http(base, '/openapi.json')).status).toBe(200);
 
       // Header bytes HTTP allows but gRPC metadata refuses (latin-1), and oversized ids: answered, never a crash.
@@ -324,8 +521,14 @@ describe('HTTP API: keys, start-up, overload', () => {
           req.end();
         });
       const auth = { authorization: `Bearer ${EMBED_KEY}` };
-      expect(await raw({ ...auth, 'x-request-id': 'caf\xe9' })).toEqual({ status: 200, id: expect.not.stringContaining('caf') });
-      expect(await raw({ ...auth, 'x-request-id': 'x'.repeat(5000) })).toEqual({ status: 200, id: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+      expect(await raw({ ...auth, 'x-request-id': 'caf\xe9' })).toEqual({
+        status: 200,
+        id: expect.not.stringContaining('caf'),
+      });
+      expect(await raw({ ...auth, 'x-request-id': 'x'.repeat(5000) })).toEqual({
+        status: 200,
+        id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      });
       expect(await raw({ ...auth, 'x-request-id': 'trace-42' })).toEqual({ status: 200, id: 'trace-42' });
       expect((await raw({ authorization: 'Bearer caf\xe9-0123456789abcdef' })).status).toBe(401);
       expect((await http(base, '/v1/models', undefined, auth)).status).toBe(200);
@@ -341,7 +544,8 @@ describe('HTTP API: keys, start-up, overload', () => {
     let held: Promise<void> | undefined;
     let unhold = () => undefined as void;
     const server = await startTestServer({
-      httpPort: 'auto', waitUntilReady: false,
+      httpPort: 'auto',
+      waitUntilReady: false,
       ...extra,
       loadModel: async (config, logger) => {
         await loading;
@@ -369,7 +573,11 @@ describe('HTTP API: keys, start-up, overload', () => {
   };
 
   test('503 with Retry-After while the model loads; 429 with Retry-After when the queue is full', async () => {
-    const { server, base, release, hold, unhold } = await heldServer({ maxBatchSize: 1, queueBound: 4, maxItemsPerRequest: 4 });
+    const { server, base, release, hold, unhold } = await heldServer({
+      maxBatchSize: 1,
+      queueBound: 4,
+      maxItemsPerRequest: 4,
+    });
     try {
       const early = await http(base, '/v1/embeddings', { model: '', input: 'x' });
       expectError(early, 503, 'service_unavailable');

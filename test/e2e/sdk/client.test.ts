@@ -18,7 +18,9 @@ let imageDir: string;
 let images: Buffer[];
 
 async function solidPng(r: number, g: number, b: number, size = 40): Promise<Buffer> {
-  return sharp({ create: { width: size, height: size, channels: 3, background: { r, g, b } } }).png().toBuffer();
+  return sharp({ create: { width: size, height: size, channels: 3, background: { r, g, b } } })
+    .png()
+    .toBuffer();
 }
 
 function norm(v: Float32Array): number {
@@ -34,7 +36,14 @@ beforeAll(async () => {
   server = await startClipServer();
   client = new Client({ address: server.address });
   imageDir = tempDir('sdk-images');
-  images = await Promise.all([[255, 0, 0], [0, 128, 255], [20, 200, 40], [250, 250, 250]].map(([r, g, b]) => solidPng(r, g, b)));
+  images = await Promise.all(
+    [
+      [255, 0, 0],
+      [0, 128, 255],
+      [20, 200, 40],
+      [250, 250, 250],
+    ].map(([r, g, b]) => solidPng(r, g, b)),
+  );
   images.forEach((img, i) => fs.writeFileSync(path.join(imageDir, `img${i}.png`), img));
 });
 
@@ -88,7 +97,11 @@ describe('embeddings', () => {
   test('embed mixes texts and images and keeps input order', async () => {
     const texts = await client.embedTexts(['first', 'second']);
     const imgs = await client.embedImages([images[0], images[2]]);
-    const mixed = await client.embed([images[0], 'first', { image: images[2] }, { text: 'second' }].map((x) => (Buffer.isBuffer(x) ? { image: x } : x)));
+    const mixed = await client.embed(
+      [images[0], 'first', { image: images[2] }, { text: 'second' }].map((x) =>
+        Buffer.isBuffer(x) ? { image: x } : x,
+      ),
+    );
     expectClose(mixed[0], imgs[0]);
     expectClose(mixed[1], texts[0]);
     expectClose(mixed[2], imgs[1]);
@@ -107,27 +120,34 @@ describe('embeddings', () => {
     expect([...progress].sort((x, y) => x - y)).toEqual(progress);
     // spot checks: each vector belongs to its own text
     const probes = [0, 1, 255, 256, 4999, 7777, 9999];
-    const single = await client.embedTexts(probes.map((i) => texts[i]), { maxItemsPerRequest: 1 });
+    const single = await client.embedTexts(
+      probes.map((i) => texts[i]),
+      { maxItemsPerRequest: 1 },
+    );
     probes.forEach((i, k) => {
       expectClose(vectors[i], single[k]);
       if (k > 0) expect(sdk.cosine(vectors[i], single[k - 1])).toBeLessThan(0.99999);
     });
   });
 
-  test('requests are also cut by bytes to fit the client\'s message size limit', async () => {
+  test("requests are also cut by bytes to fit the client's message size limit", async () => {
     // Random noise does not compress: each PNG is ~6 KB, so a 20 KB send limit fits 2 per request.
     let seed = 7;
-    const noise = await Promise.all(Array.from({ length: 6 }, () => {
-      const raw = Buffer.alloc(40 * 50 * 3);
-      for (let i = 0; i < raw.length; i++) {
-        // xorshift32
-        seed ^= seed << 13;
-        seed ^= seed >>> 17;
-        seed ^= seed << 5;
-        raw[i] = seed & 0xff;
-      }
-      return sharp(raw, { raw: { width: 40, height: 50, channels: 3 } }).png().toBuffer();
-    }));
+    const noise = await Promise.all(
+      Array.from({ length: 6 }, () => {
+        const raw = Buffer.alloc(40 * 50 * 3);
+        for (let i = 0; i < raw.length; i++) {
+          // xorshift32
+          seed ^= seed << 13;
+          seed ^= seed >>> 17;
+          seed ^= seed << 5;
+          raw[i] = seed & 0xff;
+        }
+        return sharp(raw, { raw: { width: 40, height: 50, channels: 3 } })
+          .png()
+          .toBuffer();
+      }),
+    );
     const small = new Client({ address: server.address, maxSendMessageBytes: 20_000 });
     try {
       const progress: number[] = [];
@@ -148,7 +168,11 @@ describe('embeddings', () => {
   test('maxItemsPerRequest splits further than the server requires', async () => {
     const progress: number[] = [];
     const texts = Array.from({ length: 50 }, (_, i) => `t${i}`);
-    const vectors = await client.embedTexts(texts, { maxItemsPerRequest: 7, concurrency: 2, onProgress: (p) => progress.push(p.completed) });
+    const vectors = await client.embedTexts(texts, {
+      maxItemsPerRequest: 7,
+      concurrency: 2,
+      onProgress: (p) => progress.push(p.completed),
+    });
     expect(progress).toHaveLength(8);
     expect(vectors).toHaveLength(50);
     const whole = await client.embedTexts(texts);
@@ -166,7 +190,9 @@ describe('streaming', () => {
       for (let i = 0; i < 1000; i++) {
         produced++;
         worstLead = Math.max(worstLead, produced - consumed);
-        yield i % 10 === 0 ? { id: `img-${i}`, image: images[i % images.length] } : { id: `txt-${i}`, text: `streamed text ${i}` };
+        yield i % 10 === 0
+          ? { id: `img-${i}`, image: images[i % images.length] }
+          : { id: `txt-${i}`, text: `streamed text ${i}` };
       }
     }
     const seen = new Map<string, Float32Array>();
@@ -190,7 +216,12 @@ describe('streaming', () => {
 
   test('a bad item is answered with its own error and the stream goes on; default ids are positions', async () => {
     const results = [];
-    for await (const r of client.embedStream([{ text: 'ok one' }, { image: Buffer.from('not an image at all') }, { text: 'ok two' }])) results.push(r);
+    for await (const r of client.embedStream([
+      { text: 'ok one' },
+      { image: Buffer.from('not an image at all') },
+      { text: 'ok two' },
+    ]))
+      results.push(r);
     expect(results.map((r) => r.id).sort()).toEqual(['0', '1', '2']);
     const bad = results.find((r) => r.id === '1')!;
     expect(bad.error).toBeInstanceOf(ClipServeError);
@@ -223,12 +254,14 @@ describe('streaming', () => {
       for (let i = 0; i < 100_000; i++) yield { text: `x${i}` };
     }
     let got = 0;
-    const err = await rejection((async () => {
-      for await (const r of client.embedStream(many(), { signal: ac.signal })) {
-        expect(r.error).toBeUndefined();
-        if (++got === 5) ac.abort(new Error('user gave up'));
-      }
-    })());
+    const err = await rejection(
+      (async () => {
+        for await (const r of client.embedStream(many(), { signal: ac.signal })) {
+          expect(r.error).toBeUndefined();
+          if (++got === 5) ac.abort(new Error('user gave up'));
+        }
+      })(),
+    );
     expect(err.code).toBe(Status.CANCELLED);
   });
 });
@@ -269,7 +302,9 @@ describe('scoring', () => {
 
   test('classify: per image, labels sorted by probability; templates and topK apply', async () => {
     const labels = ['cat', 'dog', 'car'];
-    const out = await client.classify(images.slice(0, 3), labels, { templates: ['a photo of a {}.', 'a drawing of a {}.'] });
+    const out = await client.classify(images.slice(0, 3), labels, {
+      templates: ['a photo of a {}.', 'a drawing of a {}.'],
+    });
     expect(out).toHaveLength(3);
     for (const c of out) {
       expect(c.map((l) => l.label).sort()).toEqual([...labels].sort());
@@ -298,27 +333,33 @@ describe('deadlines, aborts and errors', () => {
     const texts = Array.from({ length: 5000 }, (_, i) => `abort ${i}`);
     let progressCalls = 0;
     const t0 = Date.now();
-    const err = await rejection(client.embedTexts(texts, {
-      signal: ac.signal,
-      maxItemsPerRequest: 100,
-      concurrency: 2,
-      onProgress: () => {
-        if (++progressCalls === 1) ac.abort(new Error('stop'));
-      },
-    }));
+    const err = await rejection(
+      client.embedTexts(texts, {
+        signal: ac.signal,
+        maxItemsPerRequest: 100,
+        concurrency: 2,
+        onProgress: () => {
+          if (++progressCalls === 1) ac.abort(new Error('stop'));
+        },
+      }),
+    );
     expect(err.code).toBe(Status.CANCELLED);
     expect((err.cause as Error).message).toBe('stop');
     expect(progressCalls).toBeLessThan(50);
     expect(Date.now() - t0).toBeLessThan(20_000);
     const pre = new AbortController();
     pre.abort();
-    expect((await rejection(client.similarity({ images: [images[0]], texts: ['x'] }, { signal: pre.signal }))).code).toBe(Status.CANCELLED);
+    expect(
+      (await rejection(client.similarity({ images: [images[0]], texts: ['x'] }, { signal: pre.signal }))).code,
+    ).toBe(Status.CANCELLED);
     expect(await client.embedTexts(['still works'])).toHaveLength(1);
   });
 
-  test('a bad image fails with INVALID_ARGUMENT naming its index in the caller\'s list', async () => {
+  test("a bad image fails with INVALID_ARGUMENT naming its index in the caller's list", async () => {
     const bad = Buffer.from('definitely not an image');
-    const err = await rejection(client.embedImages([images[0], images[1], images[2], bad, images[0]], { maxItemsPerRequest: 2 }));
+    const err = await rejection(
+      client.embedImages([images[0], images[1], images[2], bad, images[0]], { maxItemsPerRequest: 2 }),
+    );
     expect(err.code).toBe(Status.INVALID_ARGUMENT);
     expect(err.itemIndex).toBe(3);
     expect(err.details).toMatch(/images\[1\]/);
@@ -338,7 +379,7 @@ describe('deadlines, aborts and errors', () => {
     expect(() => new Client({ address: 'no-port' })).toThrow(/host:port/);
   });
 
-  test('a text over the server\'s max_text_chars fails with its index, before sending', async () => {
+  test("a text over the server's max_text_chars fails with its index, before sending", async () => {
     const { limits } = await client.modelInfo();
     expect(limits.maxTextChars).toBeGreaterThan(0);
     const texts = ['short', 'also short', 'x'.repeat(limits.maxTextChars + 1), 'short again'];
@@ -366,7 +407,9 @@ describe('deadlines, aborts and errors', () => {
 describe('@clipserve/sdk/langchain', () => {
   test('ClipServeEmbeddings is a LangChain Embeddings over the same vectors, with embedImages', async () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { ClipServeEmbeddings } = require(path.join(SDK_DIR, 'dist', 'cjs', 'langchain.js')) as typeof import('../../../sdk/src/langchain');
+    const { ClipServeEmbeddings } = require(
+      path.join(SDK_DIR, 'dist', 'cjs', 'langchain.js'),
+    ) as typeof import('../../../sdk/src/langchain');
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { Embeddings } = require(require.resolve('@langchain/core/embeddings', { paths: [SDK_DIR] }));
     const emb = new ClipServeEmbeddings({ client });

@@ -35,7 +35,8 @@ async function collect(events: AsyncIterable<FineTuneEvent>): Promise<FineTuneEv
 
 function zipOf(files: Record<string, Buffer | string>): Promise<Buffer> {
   const zip = new yazl.ZipFile();
-  for (const [name, data] of Object.entries(files)) zip.addBuffer(Buffer.isBuffer(data) ? data : Buffer.from(data), name);
+  for (const [name, data] of Object.entries(files))
+    zip.addBuffer(Buffer.isBuffer(data) ? data : Buffer.from(data), name);
   zip.end();
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -52,7 +53,9 @@ beforeAll(async () => {
   server = await startClipServer({ args: ['--model', path.join(tmp, 'base'), '--data-dir', dataDir] });
   client = new Client({ address: server.address });
   pairs = [];
-  for (const shape of SHAPES) for (const colour of Object.keys(COLOURS)) pairs.push({ image: await renderIcon(shape, colour, 'white', 32), caption: `a ${colour} ${shape}` });
+  for (const shape of SHAPES)
+    for (const colour of Object.keys(COLOURS))
+      pairs.push({ image: await renderIcon(shape, colour, 'white', 32), caption: `a ${colour} ${shape}` });
 });
 
 afterAll(async () => {
@@ -67,10 +70,14 @@ describe('fineTunes.uploadDataset', () => {
     fs.mkdirSync(dir, { recursive: true });
     pairs.slice(0, 5).forEach((p, i) => fs.writeFileSync(path.join(dir, `${i}.png`), p.image));
     async function* source(): AsyncGenerator<{ image: string | Buffer; caption: string }> {
-      for (let i = 0; i < pairs.length; i++) yield { image: i < 5 ? path.join(dir, `${i}.png`) : pairs[i].image, caption: pairs[i].caption };
+      for (let i = 0; i < pairs.length; i++)
+        yield { image: i < 5 ? path.join(dir, `${i}.png`) : pairs[i].image, caption: pairs[i].caption };
     }
     const progress: number[] = [];
-    const ds = await client.fineTunes.uploadDataset({ name: 'icons', pairs: source() }, { onProgress: (p) => progress.push(p.messages) });
+    const ds = await client.fineTunes.uploadDataset(
+      { name: 'icons', pairs: source() },
+      { onProgress: (p) => progress.push(p.messages) },
+    );
     expect(ds).toMatchObject({ name: 'icons', format: 'pairs', numPairs: pairs.length });
     expect(ds.id).toMatch(/^ds-/);
     expect(ds.createdAt).toBeInstanceOf(Date);
@@ -79,13 +86,24 @@ describe('fineTunes.uploadDataset', () => {
   });
 
   test('a zip archive, from a file in many small chunks and from a buffer', async () => {
-    const files: Record<string, Buffer | string> = { 'data/pairs.tsv': 'filepath\ttitle\n' + pairs.slice(0, 8).map((p, i) => `img/${i}.png\t${p.caption}`).join('\n') + '\n' };
+    const files: Record<string, Buffer | string> = {
+      'data/pairs.tsv':
+        'filepath\ttitle\n' +
+        pairs
+          .slice(0, 8)
+          .map((p, i) => `img/${i}.png\t${p.caption}`)
+          .join('\n') +
+        '\n',
+    };
     pairs.slice(0, 8).forEach((p, i) => (files[`data/img/${i}.png`] = p.image));
     const zip = await zipOf(files);
     const file = path.join(tmp, 'icons.zip');
     fs.writeFileSync(file, zip);
     let chunks = 0;
-    const fromFile = await client.fineTunes.uploadDataset({ name: 'zipped', zip: file }, { chunkBytes: 1024, onProgress: (p) => (chunks = p.messages) });
+    const fromFile = await client.fineTunes.uploadDataset(
+      { name: 'zipped', zip: file },
+      { chunkBytes: 1024, onProgress: (p) => (chunks = p.messages) },
+    );
     expect(fromFile).toMatchObject({ format: 'zip', numPairs: 8 });
     expect(chunks).toBe(Math.ceil(zip.length / 1024));
     const fromBuffer = await client.fineTunes.uploadDataset({ zip });
@@ -95,19 +113,33 @@ describe('fineTunes.uploadDataset', () => {
   test('a CSV naming images already in the data directory, with its own columns', async () => {
     fs.mkdirSync(path.join(dataDir, 'shared-images'), { recursive: true });
     pairs.slice(0, 4).forEach((p, i) => fs.writeFileSync(path.join(dataDir, 'shared-images', `${i}.png`), p.image));
-    const csv = 'image,text\n' + pairs.slice(0, 4).map((p, i) => `shared-images/${i}.png,${p.caption}`).join('\n') + '\n';
-    const ds = await client.fineTunes.uploadDataset({ name: 'referenced', csv: Buffer.from(csv), columns: { imgKey: 'image', captionKey: 'text', separator: ',' } });
+    const csv =
+      'image,text\n' +
+      pairs
+        .slice(0, 4)
+        .map((p, i) => `shared-images/${i}.png,${p.caption}`)
+        .join('\n') +
+      '\n';
+    const ds = await client.fineTunes.uploadDataset({
+      name: 'referenced',
+      csv: Buffer.from(csv),
+      columns: { imgKey: 'image', captionKey: 'text', separator: ',' },
+    });
     expect(ds).toMatchObject({ format: 'csv', numPairs: 4 });
   });
 
-  test('bad input: the server\'s INVALID_ARGUMENT; a missing image file fails locally with its index', async () => {
+  test("bad input: the server's INVALID_ARGUMENT; a missing image file fails locally with its index", async () => {
     const notZip = await rejection(client.fineTunes.uploadDataset({ zip: Buffer.from('this is not a zip archive') }));
     expect(notZip.code).toBe(Status.INVALID_ARGUMENT);
     expect(notZip.details).toMatch(/zip/);
-    const missing = await rejection(client.fineTunes.uploadDataset({ pairs: [pairs[0], { image: path.join(tmp, 'nope.png'), caption: 'x' }] }));
+    const missing = await rejection(
+      client.fineTunes.uploadDataset({ pairs: [pairs[0], { image: path.join(tmp, 'nope.png'), caption: 'x' }] }),
+    );
     expect(missing.code).toBe(Status.NOT_FOUND);
     expect(missing.itemIndex).toBe(1);
-    expect((await rejection(client.fineTunes.uploadDataset({ pairs: [], zip: Buffer.alloc(1) } as never))).code).toBe(Status.INVALID_ARGUMENT);
+    expect((await rejection(client.fineTunes.uploadDataset({ pairs: [], zip: Buffer.alloc(1) } as never))).code).toBe(
+      Status.INVALID_ARGUMENT,
+    );
   });
 
   test('an aborted upload rejects with CANCELLED', async () => {
@@ -143,11 +175,21 @@ describe('fineTunes.uploadDataset', () => {
  * A FineTuneService proxy whose first `drops` WatchFineTuneJob calls forward two events and then
  * fail with UNAVAILABLE, as a server restart or a lost connection would.
  */
-async function startDroppingWatchProxy(backend: string, drops: number): Promise<{ address: string; afterSequences: number[]; close(): void }> {
-  const def = protoLoader.loadSync('clipserve/v1/finetune.proto', { includeDirs: [path.join(SDK_DIR, 'proto')], longs: Number, enums: String, defaults: true, oneofs: true });
+async function startDroppingWatchProxy(
+  backend: string,
+  drops: number,
+): Promise<{ address: string; afterSequences: number[]; close(): void }> {
+  const def = protoLoader.loadSync('clipserve/v1/finetune.proto', {
+    includeDirs: [path.join(SDK_DIR, 'proto')],
+    longs: Number,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
   const service = def['clipserve.v1.FineTuneService'] as grpc.ServiceDefinition;
   const Upstream = grpc.makeGenericClientConstructor(service, 'FineTuneService');
-  const upstream = new Upstream(backend, grpc.credentials.createInsecure()) as grpc.Client & Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>;
+  const upstream = new Upstream(backend, grpc.credentials.createInsecure()) as grpc.Client &
+    Record<string, (...a: unknown[]) => grpc.ClientReadableStream<unknown>>;
   const afterSequences: number[] = [];
   const server = new grpc.Server();
   server.addService(service, {
@@ -171,8 +213,17 @@ async function startDroppingWatchProxy(backend: string, drops: number): Promise<
       call.on('cancelled', () => up.cancel());
     },
   });
-  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))));
-  return { address: `127.0.0.1:${port}`, afterSequences, close: () => { server.forceShutdown(); upstream.close(); } };
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  return {
+    address: `127.0.0.1:${port}`,
+    afterSequences,
+    close: () => {
+      server.forceShutdown();
+      upstream.close();
+    },
+  };
 }
 
 describe('fine-tune jobs and model versions', () => {
@@ -184,14 +235,32 @@ describe('fine-tune jobs and model versions', () => {
 
   test('create → watch to the end → get / list → models.list → activate', async () => {
     const hp = { epochs: 2, batchSize: 8, learningRate: 0.01, warmupSteps: 1, validationSplit: 0.2, seed: 1 };
-    const created = await client.fineTunes.create({ trainingFile: datasetId, method: 'adapter', hyperparameters: hp, suffix: 'sdk' });
-    expect(created).toMatchObject({ state: 'queued', method: 'adapter', trainingFile: datasetId, suffix: 'sdk', fineTunedModel: '', error: null, startedAt: null });
+    const created = await client.fineTunes.create({
+      trainingFile: datasetId,
+      method: 'adapter',
+      hyperparameters: hp,
+      suffix: 'sdk',
+    });
+    expect(created).toMatchObject({
+      state: 'queued',
+      method: 'adapter',
+      trainingFile: datasetId,
+      suffix: 'sdk',
+      fineTunedModel: '',
+      error: null,
+      startedAt: null,
+    });
     // What was set comes back, and nothing else.
     expect(created.hyperparameters).toEqual(hp);
 
     const events = await collect(client.fineTunes.watch(created.id));
     expect(events.map((e) => e.sequence)).toEqual(events.map((_, i) => i + 1));
-    expect(events.filter((e) => e.type === 'state').map((e) => e.state)).toEqual(['queued', 'validating_files', 'running', 'succeeded']);
+    expect(events.filter((e) => e.type === 'state').map((e) => e.state)).toEqual([
+      'queued',
+      'validating_files',
+      'running',
+      'succeeded',
+    ]);
     const steps = events.filter((e) => e.type === 'step');
     expect(steps.length).toBeGreaterThan(0);
     expect(steps.every((s) => s.loss > 0 && s.learningRate > 0 && s.step > 0)).toBe(true);
@@ -233,14 +302,21 @@ describe('fine-tune jobs and model versions', () => {
     expect((await client.models.list()).activeVersion).toBe(job.fineTunedModel);
     // The previous version stays served to calls that pin it (an index built with it).
     const progress: string[] = [];
-    const [pinned] = await client.embedTexts(['a red star'], { modelVersion: base, onProgress: (p) => progress.push(p.modelVersion) });
+    const [pinned] = await client.embedTexts(['a red star'], {
+      modelVersion: base,
+      onProgress: (p) => progress.push(p.modelVersion),
+    });
     const [unpinned] = await client.embedTexts(['a red star'], { onProgress: (p) => progress.push(p.modelVersion) });
     expect(progress).toEqual([base, job.fineTunedModel]);
     expect(Array.from(pinned)).not.toEqual(Array.from(unpinned));
     const listed = await client.models.list();
     expect(listed.loadedVersions).toEqual([job.fineTunedModel, base]);
     expect(listed.models.find((m) => m.version === base)!.loaded).toBe(true);
-    expect(await client.modelInfo({ modelVersion: base })).toMatchObject({ version: base, activeVersion: job.fineTunedModel, loadedVersions: [job.fineTunedModel, base] });
+    expect(await client.modelInfo({ modelVersion: base })).toMatchObject({
+      version: base,
+      activeVersion: job.fineTunedModel,
+      loadedVersions: [job.fineTunedModel, base],
+    });
     // Back to the base model, so the other tests see what they expect.
     await client.models.activate(base);
   });
@@ -261,9 +337,11 @@ describe('fine-tune jobs and model versions', () => {
     const strict = new Client({ address: strictProxy.address, retry: false });
     try {
       const seen: number[] = [];
-      const err = await rejection((async () => {
-        for await (const e of strict.fineTunes.watch(finishedJobId)) seen.push(e.sequence);
-      })());
+      const err = await rejection(
+        (async () => {
+          for await (const e of strict.fineTunes.watch(finishedJobId)) seen.push(e.sequence);
+        })(),
+      );
       expect(err.code).toBe(Status.UNAVAILABLE);
       expect(seen).toEqual([1, 2]);
     } finally {
@@ -273,7 +351,10 @@ describe('fine-tune jobs and model versions', () => {
   });
 
   test('cancel stops a running job; its watch ends with the cancelled state', async () => {
-    const job = await client.fineTunes.create({ trainingFile: datasetId, hyperparameters: { epochs: 5000, batchSize: 8, validationSplit: 0.2 } });
+    const job = await client.fineTunes.create({
+      trainingFile: datasetId,
+      hyperparameters: { epochs: 5000, batchSize: 8, validationSplit: 0.2 },
+    });
     const seen: FineTuneEvent[] = [];
     let cancelled: Promise<unknown> | undefined;
     for await (const e of client.fineTunes.watch(job.id)) {
@@ -289,7 +370,10 @@ describe('fine-tune jobs and model versions', () => {
   });
 
   test('breaking out of a watch, or aborting it, cancels the call', async () => {
-    const job = await client.fineTunes.create({ trainingFile: datasetId, hyperparameters: { epochs: 5000, batchSize: 8 } });
+    const job = await client.fineTunes.create({
+      trainingFile: datasetId,
+      hyperparameters: { epochs: 5000, batchSize: 8 },
+    });
     try {
       let n = 0;
       for await (const e of client.fineTunes.watch(job.id)) {
@@ -298,9 +382,12 @@ describe('fine-tune jobs and model versions', () => {
       }
       expect(n).toBe(2);
       const ac = new AbortController();
-      const err = await rejection((async () => {
-        for await (const e of client.fineTunes.watch(job.id, { signal: ac.signal })) if (e.type === 'step') ac.abort();
-      })());
+      const err = await rejection(
+        (async () => {
+          for await (const e of client.fineTunes.watch(job.id, { signal: ac.signal }))
+            if (e.type === 'step') ac.abort();
+        })(),
+      );
       expect(err.code).toBe(Status.CANCELLED);
       const timed = await rejection(collect(client.fineTunes.watch(job.id, { timeoutMs: 300 })));
       expect(timed.code).toBe(Status.DEADLINE_EXCEEDED);
@@ -315,21 +402,32 @@ describe('fine-tune jobs and model versions', () => {
     const missing = await rejection(client.fineTunes.create({ trainingFile: 'ds-missing' }));
     expect(missing.code).toBe(Status.NOT_FOUND);
     expect(missing.details).toMatch(/no dataset ds-missing/);
-    const hp = await rejection(client.fineTunes.create({ trainingFile: datasetId, hyperparameters: { learningRate: -1 } }));
+    const hp = await rejection(
+      client.fineTunes.create({ trainingFile: datasetId, hyperparameters: { learningRate: -1 } }),
+    );
     expect(hp.code).toBe(Status.INVALID_ARGUMENT);
     // Caught before sending: a misspelt hyperparameter would otherwise be silently ignored.
-    const typo = await rejection(client.fineTunes.create({ trainingFile: datasetId, hyperparameters: { learningrate: 0.1 } as never }));
+    const typo = await rejection(
+      client.fineTunes.create({ trainingFile: datasetId, hyperparameters: { learningrate: 0.1 } as never }),
+    );
     expect(typo.details).toMatch(/unknown hyperparameter "learningrate"/);
     // The server has no Kubernetes cluster (none configured in this test environment).
-    const hasKubeconfig = Boolean(process.env.KUBECONFIG) || fs.existsSync(path.join(os.homedir(), '.kube', 'config')) || Boolean(process.env.KUBERNETES_SERVICE_HOST);
+    const hasKubeconfig =
+      Boolean(process.env.KUBECONFIG) ||
+      fs.existsSync(path.join(os.homedir(), '.kube', 'config')) ||
+      Boolean(process.env.KUBERNETES_SERVICE_HOST);
     const full = await rejection(client.fineTunes.create({ trainingFile: datasetId, method: 'full' }));
     expect(full.code).toBe(Status.FAILED_PRECONDITION);
     expect(full.details).toMatch(hasKubeconfig ? /no trainer image|Kubernetes/ : /no Kubernetes cluster is configured/);
 
-    expect((await rejection(client.models.list({ deadline: new Date(Date.now() - 1) }))).code).toBe(Status.DEADLINE_EXCEEDED);
+    expect((await rejection(client.models.list({ deadline: new Date(Date.now() - 1) }))).code).toBe(
+      Status.DEADLINE_EXCEEDED,
+    );
     const ac = new AbortController();
     ac.abort();
     expect((await rejection(client.fineTunes.list({}, { signal: ac.signal }))).code).toBe(Status.CANCELLED);
-    expect((await rejection(collect(client.fineTunes.watch('ftjob-x', { signal: ac.signal })))).code).toBe(Status.CANCELLED);
+    expect((await rejection(collect(client.fineTunes.watch('ftjob-x', { signal: ac.signal })))).code).toBe(
+      Status.CANCELLED,
+    );
   });
 });

@@ -6,7 +6,16 @@
  */
 import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { loadSdk, makeTlsFixtures, startClipServer, startClipServers, startFlakyProxy, type ClipServerProcess, type TlsFixtures, rejection } from '../../helpers/sdk';
+import {
+  loadSdk,
+  makeTlsFixtures,
+  startClipServer,
+  startClipServers,
+  startFlakyProxy,
+  type ClipServerProcess,
+  type TlsFixtures,
+  rejection,
+} from '../../helpers/sdk';
 
 const sdk = loadSdk();
 const { ClipClient: Client, Status } = sdk;
@@ -55,7 +64,10 @@ describe('retries (service config retryPolicy)', () => {
 
   test('gives up after maxAttempts with the last status; backoff spaces the attempts', async () => {
     const proxy = await startFlakyProxy(plain.address, { failFirst: 100, code: grpc.status.UNAVAILABLE });
-    const client = new Client({ address: proxy.address, retry: { maxAttempts: 4, initialBackoffMs: 100, maxBackoffMs: 1000, backoffMultiplier: 2 } });
+    const client = new Client({
+      address: proxy.address,
+      retry: { maxAttempts: 4, initialBackoffMs: 100, maxBackoffMs: 1000, backoffMultiplier: 2 },
+    });
     try {
       const t0 = Date.now();
       const err = await rejection(client.modelInfo());
@@ -95,7 +107,12 @@ describe('retries (service config retryPolicy)', () => {
 
   test('the API key travels as authorization: Bearer on every attempt, with custom metadata', async () => {
     const proxy = await startFlakyProxy(plain.address, { failFirst: 1, code: grpc.status.UNAVAILABLE });
-    const client = new Client({ address: proxy.address, apiKey: 'sk-test-123', metadata: { 'x-tenant': 'acme' }, retry: { initialBackoffMs: 20 } });
+    const client = new Client({
+      address: proxy.address,
+      apiKey: 'sk-test-123',
+      metadata: { 'x-tenant': 'acme' },
+      retry: { initialBackoffMs: 20 },
+    });
     try {
       await client.embedTexts(['with key'], { maxItemsPerRequest: 4 });
       expect(proxy.seenMetadata.length).toBeGreaterThanOrEqual(2);
@@ -136,13 +153,19 @@ describe('deadlines and aborts on a slow server', () => {
 describe('TLS', () => {
   test('server TLS: trusted with the test CA; refused with another CA or without TLS', async () => {
     const ok = new Client({ address: `localhost:${tls.port}`, tls: { ca: fs.readFileSync(certs.caCert) } });
-    const wrongCa = new Client({ address: `localhost:${tls.port}`, tls: { ca: fs.readFileSync(certs.otherCaCert) }, retry: false });
+    const wrongCa = new Client({
+      address: `localhost:${tls.port}`,
+      tls: { ca: fs.readFileSync(certs.otherCaCert) },
+      retry: false,
+    });
     const plaintext = new Client({ address: `localhost:${tls.port}`, retry: false });
     try {
       expect(await ok.health()).toBe('SERVING');
       expect((await ok.embedTexts(['over tls'])).length).toBe(1);
       expect((await rejection(wrongCa.modelInfo({ timeoutMs: 5000 }))).code).toBe(Status.UNAVAILABLE);
-      expect([Status.UNAVAILABLE, Status.INTERNAL]).toContain((await rejection(plaintext.modelInfo({ timeoutMs: 5000 }))).code);
+      expect([Status.UNAVAILABLE, Status.INTERNAL]).toContain(
+        (await rejection(plaintext.modelInfo({ timeoutMs: 5000 }))).code,
+      );
     } finally {
       ok.close();
       wrongCa.close();
@@ -154,7 +177,12 @@ describe('TLS', () => {
     const ca = fs.readFileSync(certs.caCert, 'utf8');
     const withCert = new Client({
       address: `127.0.0.1:${mtls.port}`,
-      tls: { ca, cert: fs.readFileSync(certs.clientCert, 'utf8'), key: fs.readFileSync(certs.clientKey, 'utf8'), serverName: 'localhost' },
+      tls: {
+        ca,
+        cert: fs.readFileSync(certs.clientCert, 'utf8'),
+        key: fs.readFileSync(certs.clientKey, 'utf8'),
+        serverName: 'localhost',
+      },
     });
     const withoutCert = new Client({ address: `localhost:${mtls.port}`, tls: { ca }, retry: false });
     try {
@@ -171,7 +199,9 @@ describe('TLS', () => {
 describe('load balancing', () => {
   test('round_robin spreads calls over two server processes', async () => {
     // A pass-through proxy in front of each process counts the calls that reach it.
-    const [toFirst, toSecond] = await Promise.all([plain, second].map((s) => startFlakyProxy(s.address, { failFirst: 0, code: grpc.status.OK })));
+    const [toFirst, toSecond] = await Promise.all(
+      [plain, second].map((s) => startFlakyProxy(s.address, { failFirst: 0, code: grpc.status.OK })),
+    );
     const client = new Client({ address: `ipv4:${toFirst.address},${toSecond.address}` });
     try {
       await client.waitForReady({ timeoutMs: 10_000 });
@@ -181,7 +211,10 @@ describe('load balancing', () => {
       expect(served[0]).toBeGreaterThanOrEqual(5);
       expect(served[1]).toBeGreaterThanOrEqual(5);
       // pick_first, by contrast, sends everything to one backend
-      const sticky = new Client({ address: `ipv4:${toFirst.address},${toSecond.address}`, loadBalancing: 'pick_first' });
+      const sticky = new Client({
+        address: `ipv4:${toFirst.address},${toSecond.address}`,
+        loadBalancing: 'pick_first',
+      });
       try {
         for (let i = 0; i < 6; i++) await sticky.embedTexts([`sticky ${i}`], { maxItemsPerRequest: 4 });
       } finally {
@@ -203,7 +236,9 @@ describe('load balancing', () => {
       expect((await rejection(down.waitForReady({ timeoutMs: 300 }))).code).toBe(Status.DEADLINE_EXCEEDED);
       const ac = new AbortController();
       setTimeout(() => ac.abort(), 100);
-      expect((await rejection(down.waitForReady({ timeoutMs: 10_000, signal: ac.signal }))).code).toBe(Status.CANCELLED);
+      expect((await rejection(down.waitForReady({ timeoutMs: 10_000, signal: ac.signal }))).code).toBe(
+        Status.CANCELLED,
+      );
     } finally {
       up.close();
       down.close();

@@ -41,9 +41,16 @@ describe('ActivateModel hot swap', () => {
   });
 
   const embedBoth = async (): Promise<{ version: string; text: number[]; image: number[] }> => {
-    const [t, i] = await Promise.all([unary(embed, 'EmbedText', { texts: [TEXT] }), unary(embed, 'EmbedImage', { images: [icon] })]);
+    const [t, i] = await Promise.all([
+      unary(embed, 'EmbedText', { texts: [TEXT] }),
+      unary(embed, 'EmbedImage', { images: [icon] }),
+    ]);
     // Both halves must come from one version for the reference check below to be exact.
-    return { version: t.modelVersion === i.modelVersion ? t.modelVersion : `${t.modelVersion}|${i.modelVersion}`, text: t.embeddings[0].values, image: i.embeddings[0].values };
+    return {
+      version: t.modelVersion === i.modelVersion ? t.modelVersion : `${t.modelVersion}|${i.modelVersion}`,
+      text: t.embeddings[0].values,
+      image: i.embeddings[0].values,
+    };
   };
 
   it('serves every call during swaps, each answered entirely by the version it names', async () => {
@@ -61,7 +68,10 @@ describe('ActivateModel hot swap', () => {
         try {
           const t = await unary(embed, 'EmbedText', { texts: [TEXT] });
           const i = await unary(embed, 'EmbedImage', { images: [icon] });
-          answers.push({ version: t.modelVersion, text: t.embeddings[0].values }, { version: i.modelVersion, image: i.embeddings[0].values });
+          answers.push(
+            { version: t.modelVersion, text: t.embeddings[0].values },
+            { version: i.modelVersion, image: i.embeddings[0].values },
+          );
         } catch (err) {
           failures.push(err);
         }

@@ -23,7 +23,9 @@ import { startTestServer, TEST_CACHE_DIR } from '../../helpers/server';
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const LOADER_OPTIONS = { defaults: true, oneofs: true, enums: String, longs: Number };
-const api = grpc.loadPackageDefinition(protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], ...LOADER_OPTIONS })) as Any;
+const api = grpc.loadPackageDefinition(
+  protoLoader.loadSync(['clipserve/v1/embedding.proto'], { includeDirs: [PROTO_DIR], ...LOADER_OPTIONS }),
+) as Any;
 const healthApi = grpc.loadPackageDefinition(protoLoader.loadSync(HEALTH_PROTO, LOADER_OPTIONS)) as Any;
 
 function clients(address: string, creds = grpc.credentials.createInsecure()): { api: Any; health: Any; close(): void } {
@@ -34,7 +36,9 @@ function clients(address: string, creds = grpc.credentials.createInsecure()): { 
 
 function call(client: Any, method: string, req: object, deadlineMs = 20_000): Promise<Any> {
   return new Promise((resolve, reject) =>
-    client[method](req, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Any) => (err ? reject(err) : resolve(res))),
+    client[method](req, { deadline: Date.now() + deadlineMs }, (err: grpc.ServiceError | null, res: Any) =>
+      err ? reject(err) : resolve(res),
+    ),
   );
 }
 
@@ -47,7 +51,8 @@ async function failure(p: Promise<unknown>): Promise<grpc.ServiceError> {
   throw new Error('expected the call to fail');
 }
 
-const healthOf = async (c: { health: Any }, service: string) => (await call(c.health, 'Check', { service })).status as string;
+const healthOf = async (c: { health: Any }, service: string) =>
+  (await call(c.health, 'Check', { service })).status as string;
 
 describe('health and drain (in process)', () => {
   test('NOT_SERVING while loading, SERVING when warm, NOT_SERVING while draining; in-flight calls finish', async () => {
@@ -67,7 +72,10 @@ describe('health and drain (in process)', () => {
       expect(await healthOf(c, 'clipserve.v1.EmbeddingService')).toBe('NOT_SERVING');
       expect(server.isReady()).toBe(false);
       const early = await failure(call(c.api, 'EmbedText', { texts: ['too early'] }));
-      expect([early.code, early.details]).toEqual([grpc.status.UNAVAILABLE, 'server is starting: the model is still loading']);
+      expect([early.code, early.details]).toEqual([
+        grpc.status.UNAVAILABLE,
+        'server is starting: the model is still loading',
+      ]);
 
       release();
       await server.ready;
@@ -137,7 +145,10 @@ describe('startup failures', () => {
     let loaded = false;
     try {
       await expect(
-        startTestServer({ port: busy, loadModel: async () => ((loaded = true), Promise.reject(new Error('unreachable'))) }),
+        startTestServer({
+          port: busy,
+          loadModel: async () => ((loaded = true), Promise.reject(new Error('unreachable'))),
+        }),
       ).rejects.toThrow(`cannot listen on 127.0.0.1:${busy}`);
       expect(loaded).toBe(false);
     } finally {
@@ -153,10 +164,20 @@ describe('startup failures', () => {
     const keysFile = path.join(dir, 'keys.txt');
     fs.writeFileSync(keysFile, 'first-key-0123456789abcdef embed a\n');
     const lines: string[] = [];
-    const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }));
+    const logger = pino(
+      { level: 'info' },
+      new Writable({ write: (chunk, _enc, cb) => (lines.push(String(chunk)), cb()) }),
+    );
     try {
       await expect(
-        startTestServer({ metricsPort: busy, dataDir: path.join(dir, 'data'), apiKeysFile: keysFile, credentialsReloadSeconds: 0.05, logger, loadModel: () => new Promise(() => undefined) }),
+        startTestServer({
+          metricsPort: busy,
+          dataDir: path.join(dir, 'data'),
+          apiKeysFile: keysFile,
+          credentialsReloadSeconds: 0.05,
+          logger,
+          loadModel: () => new Promise(() => undefined),
+        }),
       ).rejects.toThrow(String(busy));
       // A watcher left running would pick this up within 50 ms and log it.
       fs.writeFileSync(keysFile, 'second-key-0123456789abcdef embed b\n');
@@ -171,9 +192,9 @@ describe('startup failures', () => {
   });
 
   test('a model that fails to load fails startServer and releases its ports', async () => {
-    await expect(
-      startTestServer({ model: path.join(os.tmpdir(), 'clipserve-no-such-bundle') }),
-    ).rejects.toThrow(/clipserve-no-such-bundle/);
+    await expect(startTestServer({ model: path.join(os.tmpdir(), 'clipserve-no-such-bundle') })).rejects.toThrow(
+      /clipserve-no-such-bundle/,
+    );
   });
 });
 
@@ -187,12 +208,67 @@ if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS tests: openssl not found !!!
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-tls-'));
     const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=clipserve test CA');
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=clipserve test CA',
+    );
     fs.writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost');
-    ssl('x509', '-req', '-in', 'server.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.pem', '-days', '2', '-extfile', 'server.ext');
+    ssl(
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'server.key',
+      '-out',
+      'server.csr',
+      '-subj',
+      '/CN=localhost',
+    );
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      'server.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'server.pem',
+      '-days',
+      '2',
+      '-extfile',
+      'server.ext',
+    );
     ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client.key', '-out', 'client.csr', '-subj', '/CN=client');
-    ssl('x509', '-req', '-in', 'client.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'client.pem', '-days', '2');
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      'client.csr',
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      'client.pem',
+      '-days',
+      '2',
+    );
     server = await startTestServer({
       healthPort: 0,
       tlsCert: path.join(dir, 'server.pem'),
@@ -207,7 +283,10 @@ if (!HAVE_OPENSSL) console.warn('\n!!! SKIPPING TLS tests: openssl not found !!!
   });
 
   test('a client with a CA-signed certificate is served', async () => {
-    const c = clients(`localhost:${server.port}`, grpc.credentials.createSsl(pem('ca.pem'), pem('client.key'), pem('client.pem')));
+    const c = clients(
+      `localhost:${server.port}`,
+      grpc.credentials.createSsl(pem('ca.pem'), pem('client.key'), pem('client.pem')),
+    );
     try {
       expect(await call(c.api, 'GetModelInfo', {})).toMatchObject({ demo: true });
       expect(await healthOf(c, '')).toBe('SERVING');
@@ -251,10 +330,32 @@ describe('clipserve serve (child process)', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-cli-'));
     const configFile = path.join(dir, 'serve.json');
     // Precedence under test: flag > CLIPSERVE_* > --config file > default.
-    fs.writeFileSync(configFile, JSON.stringify({ maxItemsPerRequest: 9, maxImageBytes: 123_456, maxImagePixels: 1000, maxBatchSize: 7 }));
+    fs.writeFileSync(
+      configFile,
+      JSON.stringify({ maxItemsPerRequest: 9, maxImageBytes: 123_456, maxImagePixels: 1000, maxBatchSize: 7 }),
+    );
     child = spawn(
       process.execPath,
-      [compiledModule('cli/main'), 'serve', '--config', configFile, '--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0', '--max-image-pixels', '2000', '--max-batch-size', '64', '--shutdown-grace-seconds', '20'],
+      [
+        compiledModule('cli/main'),
+        'serve',
+        '--config',
+        configFile,
+        '--host',
+        '127.0.0.1',
+        '--port',
+        '0',
+        '--metrics-port',
+        '0',
+        '--http-port',
+        '0',
+        '--max-image-pixels',
+        '2000',
+        '--max-batch-size',
+        '64',
+        '--shutdown-grace-seconds',
+        '20',
+      ],
       {
         env: {
           ...process.env,
@@ -284,7 +385,9 @@ describe('clipserve serve (child process)', () => {
           if (line.msg === 'model ready: serving' && listening) resolve(listening);
         }
       });
-      child.on('exit', (code) => reject(new Error(`serve exited with ${code} before it was ready:\n${output.join('')}`)));
+      child.on('exit', (code) =>
+        reject(new Error(`serve exited with ${code} before it was ready:\n${output.join('')}`)),
+      );
     });
   });
 
@@ -297,7 +400,14 @@ describe('clipserve serve (child process)', () => {
     const c = clients(`127.0.0.1:${port}`);
     try {
       const info = await call(c.api, 'GetModelInfo', {});
-      expect(info.limits).toEqual({ maxItemsPerRequest: 11, maxImageBytes: 123_456, maxImagePixels: 2000, maxMessageBytes: 64 * 1024 * 1024, maxBatchSize: 64, maxTextChars: 16_384 });
+      expect(info.limits).toEqual({
+        maxItemsPerRequest: 11,
+        maxImageBytes: 123_456,
+        maxImagePixels: 2000,
+        maxMessageBytes: 64 * 1024 * 1024,
+        maxBatchSize: 64,
+        maxTextChars: 16_384,
+      });
     } finally {
       c.close();
     }
@@ -306,7 +416,9 @@ describe('clipserve serve (child process)', () => {
   test('SIGTERM during 50 in-flight calls: all 50 complete OK, new calls are refused, the process exits 0', async () => {
     const c = clients(`127.0.0.1:${port}`);
     try {
-      const calls = Array.from({ length: 50 }, (_, i) => call(c.api, 'EmbedText', { texts: [`in flight ${i}`] }, 30_000));
+      const calls = Array.from({ length: 50 }, (_, i) =>
+        call(c.api, 'EmbedText', { texts: [`in flight ${i}`] }, 30_000),
+      );
       // Wait until the calls are in the server (the queue delay holds them for 1.5 s).
       await new Promise((r) => setTimeout(r, 400));
       child.kill('SIGTERM');

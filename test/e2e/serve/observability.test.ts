@@ -35,26 +35,45 @@ const PROMETHEUS = which('prometheus');
 
 /** A check that needs an external tool: runs when it is installed, skips loudly without it, and
  *  fails in CI (where .ci/prometheus.sh installs it). */
-function itWithTool(tool: string | undefined, toolName: string, name: string, fn: () => Promise<void>, timeout?: number): void {
+function itWithTool(
+  tool: string | undefined,
+  toolName: string,
+  name: string,
+  fn: () => Promise<void>,
+  timeout?: number,
+): void {
   if (tool) {
     it(name, fn, timeout);
   } else if (process.env.CI) {
-    it(name, () => { throw new Error(`${toolName} not found on PATH although CI is set; run .ci/prometheus.sh`); });
+    it(name, () => {
+      throw new Error(`${toolName} not found on PATH although CI is set; run .ci/prometheus.sh`);
+    });
   } else {
-    console.warn(`\n!!! SKIPPING "${name}": ${toolName} not found (apt-get install prometheus, or .ci/prometheus.sh) !!!\n`);
+    console.warn(
+      `\n!!! SKIPPING "${name}": ${toolName} not found (apt-get install prometheus, or .ci/prometheus.sh) !!!\n`,
+    );
     it.skip(name, fn);
   }
 }
 
 // ---- Prometheus text exposition, parsed just enough to read values ------------------------------
 
-interface Sample { name: string; labels: Record<string, string>; value: number }
-interface Scrape { text: string; families: Map<string, string>; samples: Sample[] }
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+interface Scrape {
+  text: string;
+  families: Map<string, string>;
+  samples: Sample[];
+}
 
 function parseLabels(body: string): Record<string, string> {
   const labels: Record<string, string> = {};
   const re = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
-  for (const m of body.matchAll(re)) labels[m[1]] = m[2].replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
+  for (const m of body.matchAll(re))
+    labels[m[1]] = m[2].replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
   return labels;
 }
 
@@ -63,7 +82,10 @@ function parseScrape(text: string): Scrape {
   const samples: Sample[] = [];
   for (const line of text.split('\n')) {
     const type = /^# TYPE (\S+) (\S+)$/.exec(line);
-    if (type) { families.set(type[1], type[2]); continue; }
+    if (type) {
+      families.set(type[1], type[2]);
+      continue;
+    }
     if (line.startsWith('#') || line.trim() === '') continue;
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
     if (!m) throw new Error(`unparseable exposition line: ${line}`);
@@ -74,9 +96,12 @@ function parseScrape(text: string): Scrape {
 
 /** The single sample of `name` whose labels are exactly `labels` (plus none other). */
 function valueOf(scrape: Scrape, name: string, labels: Record<string, string> = {}): number | undefined {
-  const hits = scrape.samples.filter((s) => s.name === name
-    && Object.keys(s.labels).length === Object.keys(labels).length
-    && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+  const hits = scrape.samples.filter(
+    (s) =>
+      s.name === name &&
+      Object.keys(s.labels).length === Object.keys(labels).length &&
+      Object.entries(labels).every(([k, v]) => s.labels[k] === v),
+  );
   if (hits.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} matches ${hits.length} samples`);
   return hits[0]?.value;
 }
@@ -94,12 +119,26 @@ function exportedNames(scrape: Scrape): Set<string> {
 
 // ---- PromQL: the metric names an expression selects ---------------------------------------------
 
-const PROMQL_KEYWORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'bool', 'and', 'or', 'unless', 'offset', 'inf', 'nan']);
+const PROMQL_KEYWORDS = new Set([
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'bool',
+  'and',
+  'or',
+  'unless',
+  'offset',
+  'inf',
+  'nan',
+]);
 
 function metricNamesIn(expr: string): string[] {
   let s = expr.replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`/g, '""'); // string literals
-  s = s.replace(/\{[^}]*\}/g, ' ');                                              // label matchers
-  s = s.replace(/\[[^\]]*\]/g, ' ');                                             // ranges, subqueries
+  s = s.replace(/\{[^}]*\}/g, ' '); // label matchers
+  s = s.replace(/\[[^\]]*\]/g, ' '); // ranges, subqueries
   s = s.replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ' '); // label lists
   const names: string[] = [];
   for (const m of s.matchAll(/[A-Za-z_:][A-Za-z0-9_:]*/g)) {
@@ -116,12 +155,16 @@ function metricNamesIn(expr: string): string[] {
 
 function httpGet(url: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    http.get(url, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    }).on('error', reject);
+    http
+      .get(url, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          body += c;
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      })
+      .on('error', reject);
   });
 }
 
@@ -153,30 +196,44 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   }
 }
 
-interface PromServer { url: string; stop(): Promise<void> }
+interface PromServer {
+  url: string;
+  stop(): Promise<void>;
+}
 
 async function startPrometheus(targetPort: number): Promise<PromServer> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-prom-'));
   const port = await freePort();
-  fs.writeFileSync(path.join(dir, 'prometheus.yml'), [
-    'global:',
-    '  scrape_interval: 1s',
-    '  evaluation_interval: 1s',
-    'scrape_configs:',
-    '  - job_name: clipserve',
-    '    static_configs:',
-    `      - targets: ['127.0.0.1:${targetPort}']`,
-    '',
-  ].join('\n'));
+  fs.writeFileSync(
+    path.join(dir, 'prometheus.yml'),
+    [
+      'global:',
+      '  scrape_interval: 1s',
+      '  evaluation_interval: 1s',
+      'scrape_configs:',
+      '  - job_name: clipserve',
+      '    static_configs:',
+      `      - targets: ['127.0.0.1:${targetPort}']`,
+      '',
+    ].join('\n'),
+  );
   let log = '';
-  const child: ChildProcess = spawn(PROMETHEUS!, [
-    `--config.file=${path.join(dir, 'prometheus.yml')}`,
-    `--storage.tsdb.path=${path.join(dir, 'data')}`,
-    `--web.listen-address=127.0.0.1:${port}`,
-    '--log.level=warn',
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout?.on('data', (d) => { log += String(d); });
-  child.stderr?.on('data', (d) => { log += String(d); });
+  const child: ChildProcess = spawn(
+    PROMETHEUS!,
+    [
+      `--config.file=${path.join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--log.level=warn',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  child.stdout?.on('data', (d) => {
+    log += String(d);
+  });
+  child.stderr?.on('data', (d) => {
+    log += String(d);
+  });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const url = `http://127.0.0.1:${port}`;
   const stop = async () => {
@@ -200,11 +257,18 @@ async function startPrometheus(targetPort: number): Promise<PromServer> {
   return { url, stop };
 }
 
-interface PromResult { metric: Record<string, string>; value: [number, string] }
+interface PromResult {
+  metric: Record<string, string>;
+  value: [number, string];
+}
 
 async function promQuery(prom: PromServer, query: string): Promise<PromResult[]> {
   const res = await httpGet(`${prom.url}/api/v1/query?query=${encodeURIComponent(query)}`);
-  const body = JSON.parse(res.body) as { status: string; error?: string; data?: { resultType: string; result: PromResult[] } };
+  const body = JSON.parse(res.body) as {
+    status: string;
+    error?: string;
+    data?: { resultType: string; result: PromResult[] };
+  };
   if (body.status !== 'success') throw new Error(`query failed: ${body.error ?? res.body}\n  ${query}`);
   return body.data!.resultType === 'vector' ? body.data!.result : [];
 }
@@ -212,20 +276,39 @@ async function promQuery(prom: PromServer, query: string): Promise<PromResult[]>
 type Client = grpc.Client & Record<string, (...args: any[]) => any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 /** A unary call; resolves with its status code and response headers instead of throwing. */
-function call(client: Client, method: string, req: object, md = new grpc.Metadata()): Promise<{ code: number; headers?: grpc.Metadata }> {
+function call(
+  client: Client,
+  method: string,
+  req: object,
+  md = new grpc.Metadata(),
+): Promise<{ code: number; headers?: grpc.Metadata }> {
   return new Promise((resolve) => {
     let headers: grpc.Metadata | undefined;
-    const c = client[method](req, md, {}, (err: grpc.ServiceError | null) => resolve({ code: err ? err.code : grpc.status.OK, headers }));
-    c.on('metadata', (m: grpc.Metadata) => { headers = m; });
+    const c = client[method](req, md, {}, (err: grpc.ServiceError | null) =>
+      resolve({ code: err ? err.code : grpc.status.OK, headers }),
+    );
+    c.on('metadata', (m: grpc.Metadata) => {
+      headers = m;
+    });
   });
 }
 
 function captureLogs(): { logger: pino.Logger; lines: () => Array<Record<string, unknown>> } {
   const chunks: string[] = [];
-  const sink = new Writable({ write(chunk, _enc, done) { chunks.push(String(chunk)); done(); } });
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      chunks.push(String(chunk));
+      done();
+    },
+  });
   return {
     logger: pino({ level: 'info' }, sink),
-    lines: () => chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>),
+    lines: () =>
+      chunks
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>),
   };
 }
 
@@ -241,9 +324,25 @@ const EXPECTED: Record<string, { type: string; codes: Record<string, number>; re
   Rank: { type: 'unary', codes: {}, received: 0, sent: 0 },
   Classify: { type: 'unary', codes: {}, received: 0, sent: 0 },
 };
-const ALL_CODES = ['OK', 'Canceled', 'Unknown', 'InvalidArgument', 'DeadlineExceeded', 'NotFound', 'AlreadyExists',
-  'PermissionDenied', 'Unauthenticated', 'ResourceExhausted', 'FailedPrecondition', 'Aborted', 'OutOfRange',
-  'Unimplemented', 'Internal', 'Unavailable', 'DataLoss'];
+const ALL_CODES = [
+  'OK',
+  'Canceled',
+  'Unknown',
+  'InvalidArgument',
+  'DeadlineExceeded',
+  'NotFound',
+  'AlreadyExists',
+  'PermissionDenied',
+  'Unauthenticated',
+  'ResourceExhausted',
+  'FailedPrecondition',
+  'Aborted',
+  'OutOfRange',
+  'Unimplemented',
+  'Internal',
+  'Unavailable',
+  'DataLoss',
+];
 // 2 texts per successful EmbedText call, plus the stream's 2 texts; 2 good images; 2 undecodable images.
 const TEXTS_EMBEDDED = 3 * 2 + 2;
 const IMAGES_EMBEDDED = 2;
@@ -260,19 +359,29 @@ describe('observability of the real server', () => {
   beforeAll(async () => {
     logs = captureLogs();
     server = await startTestServer({
-      maxBatchSize: 8, maxQueueDelayMs: 5, queueBound: QUEUE_BOUND, maxItemsPerRequest: 8,
+      maxBatchSize: 8,
+      maxQueueDelayMs: 5,
+      queueBound: QUEUE_BOUND,
+      maxItemsPerRequest: 8,
       logger: logs.logger,
     });
     client = embeddingClient(server.port).raw as unknown as Client;
     if (PROMETHEUS) prom = await startPrometheus(server.metricsPort);
 
-    const png = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 200, g: 30, b: 90 } } }).png().toBuffer();
+    const png = await sharp({ create: { width: 40, height: 30, channels: 3, background: { r: 200, g: 30, b: 90 } } })
+      .png()
+      .toBuffer();
     const garbage = Buffer.from('definitely not an image');
     const expectCode = async (p: Promise<{ code: number }>, code: number) => expect((await p).code).toBe(code);
 
-    for (let i = 0; i < 3; i++) await expectCode(call(client, 'EmbedText', { texts: ['a photo of a cat', 'a diagram'] }), grpc.status.OK);
-    for (let i = 0; i < 2; i++) await expectCode(call(client, 'EmbedText', { texts: [] }), grpc.status.INVALID_ARGUMENT);
-    await expectCode(call(client, 'EmbedText', { texts: ['x'], modelVersion: 'not-the-served-version' }), grpc.status.NOT_FOUND);
+    for (let i = 0; i < 3; i++)
+      await expectCode(call(client, 'EmbedText', { texts: ['a photo of a cat', 'a diagram'] }), grpc.status.OK);
+    for (let i = 0; i < 2; i++)
+      await expectCode(call(client, 'EmbedText', { texts: [] }), grpc.status.INVALID_ARGUMENT);
+    await expectCode(
+      call(client, 'EmbedText', { texts: ['x'], modelVersion: 'not-the-served-version' }),
+      grpc.status.NOT_FOUND,
+    );
     for (let i = 0; i < 2; i++) await expectCode(call(client, 'EmbedImage', { images: [png] }), grpc.status.OK);
     await expectCode(call(client, 'EmbedImage', { images: [garbage] }), grpc.status.INVALID_ARGUMENT);
     await expectCode(call(client, 'GetModelInfo', {}), grpc.status.OK);
@@ -280,8 +389,12 @@ describe('observability of the real server', () => {
     const stream = client.EmbedStream();
     const streamDone = new Promise<{ code: number; results: number }>((resolve) => {
       let results = 0;
-      stream.on('data', () => { results++; });
-      stream.on('error', () => { /* status carries the code */ });
+      stream.on('data', () => {
+        results++;
+      });
+      stream.on('error', () => {
+        /* status carries the code */
+      });
       stream.on('status', (s: grpc.StatusObject) => resolve({ code: s.code, results }));
     });
     stream.write({ id: 't1', text: 'a red square' });
@@ -320,8 +433,11 @@ describe('observability of the real server', () => {
       const calls = Object.values(exp.codes).reduce((a, b) => a + b, 0);
       expect([method, valueOf(scrape, 'grpc_server_started_total', labels)]).toEqual([method, calls]);
       for (const code of ALL_CODES) {
-        expect([method, code, valueOf(scrape, 'grpc_server_handled_total', { ...labels, grpc_code: code })])
-          .toEqual([method, code, exp.codes[code] ?? 0]);
+        expect([method, code, valueOf(scrape, 'grpc_server_handled_total', { ...labels, grpc_code: code })]).toEqual([
+          method,
+          code,
+          exp.codes[code] ?? 0,
+        ]);
       }
       expect([method, valueOf(scrape, 'grpc_server_msg_received_total', labels)]).toEqual([method, exp.received]);
       expect([method, valueOf(scrape, 'grpc_server_msg_sent_total', labels)]).toEqual([method, exp.sent]);
@@ -352,11 +468,23 @@ describe('observability of the real server', () => {
     for (const modality of ['text', 'image']) {
       for (const reason of ['bad_image', 'too_large', 'overload', 'deadline', 'cancelled']) {
         const want = modality === 'image' && reason === 'bad_image' ? BAD_IMAGES : 0;
-        expect([modality, reason, valueOf(scrape, 'clipserve_rejected_items_total', { modality, reason })]).toEqual([modality, reason, want]);
+        expect([modality, reason, valueOf(scrape, 'clipserve_rejected_items_total', { modality, reason })]).toEqual([
+          modality,
+          reason,
+          want,
+        ]);
       }
     }
     const info = server.model.info;
-    expect(valueOf(scrape, 'clipserve_model_info', { name: info.name, version: info.version, provider: info.provider, demo: String(info.demo), precision: info.precision })).toBe(1);
+    expect(
+      valueOf(scrape, 'clipserve_model_info', {
+        name: info.name,
+        version: info.version,
+        provider: info.provider,
+        demo: String(info.demo),
+        precision: info.precision,
+      }),
+    ).toBe(1);
     expect(scrape.samples.filter((s) => s.name === 'clipserve_model_info')).toHaveLength(1);
     expect(valueOf(scrape, 'clipserve_model_load_seconds')).toBeGreaterThan(0);
     expect(valueOf(scrape, 'clipserve_ready')).toBe(1);
@@ -377,7 +505,7 @@ describe('observability of the real server', () => {
     expect(all).not.toContain('a blue circle');
   });
 
-  it('echoes the caller\'s request id', async () => {
+  it("echoes the caller's request id", async () => {
     const md = new grpc.Metadata();
     md.set('x-request-id', 'obs-e2e-42');
     const res = await call(client, 'GetModelInfo', {}, md);
@@ -385,25 +513,40 @@ describe('observability of the real server', () => {
     expect(logs.lines().some((l) => l.requestId === 'obs-e2e-42' && l.grpcMethod === 'GetModelInfo')).toBe(true);
   });
 
-  itWithTool(PROMETHEUS, 'prometheus', 'Prometheus scrapes it and PromQL returns the call counts by method and code', async () => {
-    const expected = new Map<string, number>();
-    for (const [method, exp] of Object.entries(EXPECTED)) {
-      for (const [code, n] of Object.entries(exp.codes)) expected.set(`${method}/${code}`, n);
-    }
-    // The 'echoes' test adds one more GetModelInfo OK when it ran first; read the live count.
-    expected.set('GetModelInfo/OK', valueOf(parseScrape((await httpGet(`${metricsUrl()}/metrics`)).body),
-      'grpc_server_handled_total', { grpc_type: 'unary', grpc_service: SERVICE, grpc_method: 'GetModelInfo', grpc_code: 'OK' })!);
-    const query = `sum by (grpc_method, grpc_code) (grpc_server_handled_total{job="clipserve", grpc_service="${SERVICE}"}) > 0`;
-    const got = await until('Prometheus to hold the call counts', 30_000, async () => {
-      const result = await promQuery(prom!, query);
-      const counts = new Map(result.map((r) => [`${r.metric.grpc_method}/${r.metric.grpc_code}`, Number(r.value[1])]));
-      const same = counts.size === expected.size && [...expected].every(([k, v]) => counts.get(k) === v);
-      return same ? counts : undefined;
-    });
-    expect(Object.fromEntries(got)).toEqual(Object.fromEntries(expected));
-    const up = await promQuery(prom!, 'up{job="clipserve"}');
-    expect(up.map((r) => r.value[1])).toEqual(['1']);
-  }, 60_000);
+  itWithTool(
+    PROMETHEUS,
+    'prometheus',
+    'Prometheus scrapes it and PromQL returns the call counts by method and code',
+    async () => {
+      const expected = new Map<string, number>();
+      for (const [method, exp] of Object.entries(EXPECTED)) {
+        for (const [code, n] of Object.entries(exp.codes)) expected.set(`${method}/${code}`, n);
+      }
+      // The 'echoes' test adds one more GetModelInfo OK when it ran first; read the live count.
+      expected.set(
+        'GetModelInfo/OK',
+        valueOf(parseScrape((await httpGet(`${metricsUrl()}/metrics`)).body), 'grpc_server_handled_total', {
+          grpc_type: 'unary',
+          grpc_service: SERVICE,
+          grpc_method: 'GetModelInfo',
+          grpc_code: 'OK',
+        })!,
+      );
+      const query = `sum by (grpc_method, grpc_code) (grpc_server_handled_total{job="clipserve", grpc_service="${SERVICE}"}) > 0`;
+      const got = await until('Prometheus to hold the call counts', 30_000, async () => {
+        const result = await promQuery(prom!, query);
+        const counts = new Map(
+          result.map((r) => [`${r.metric.grpc_method}/${r.metric.grpc_code}`, Number(r.value[1])]),
+        );
+        const same = counts.size === expected.size && [...expected].every(([k, v]) => counts.get(k) === v);
+        return same ? counts : undefined;
+      });
+      expect(Object.fromEntries(got)).toEqual(Object.fromEntries(expected));
+      const up = await promQuery(prom!, 'up{job="clipserve"}');
+      expect(up.map((r) => r.value[1])).toEqual(['1']);
+    },
+    60_000,
+  );
 
   describe('Grafana dashboard against the live metrics', () => {
     const dashboard = JSON.parse(fs.readFileSync(path.join(ROOT, 'deploy/grafana/clipserve.json'), 'utf8')) as {
@@ -414,8 +557,13 @@ describe('observability of the real server', () => {
     const substitute = (expr: string) => expr.replace(/\$__rate_interval/g, '30s').replace(/\$job/g, 'clipserve');
 
     it('finds the metric names in PromQL (the extraction itself)', () => {
-      expect(metricNamesIn('histogram_quantile(0.95, sum by (le, m) (rate(a_bucket{x="b{c}"}[5m])))')).toEqual(['a_bucket']);
-      expect(metricNamesIn('sum(rate(a_total[1m])) by (job) / on (job) group_left(le) b offset 5m > 1e3')).toEqual(['a_total', 'b']);
+      expect(metricNamesIn('histogram_quantile(0.95, sum by (le, m) (rate(a_bucket{x="b{c}"}[5m])))')).toEqual([
+        'a_bucket',
+      ]);
+      expect(metricNamesIn('sum(rate(a_total[1m])) by (job) / on (job) group_left(le) b offset 5m > 1e3')).toEqual([
+        'a_total',
+        'b',
+      ]);
     });
 
     it('every panel query names only metrics clipserve exports', () => {
@@ -427,16 +575,22 @@ describe('observability of the real server', () => {
       }
     });
 
-    itWithTool(PROMETHEUS, 'prometheus', 'every panel query runs in Prometheus, with data wherever its metrics have samples', async () => {
-      const sampled = new Set(scrape.samples.map((s) => s.name));
-      // rate() over 30s needs two scrapes of every series.
-      await sleep(2500);
-      for (const t of targets) {
-        const result = await promQuery(prom!, substitute(t.expr));
-        if (metricNamesIn(t.expr).every((n) => sampled.has(n))) {
-          expect([t.panel, t.refId, result.length > 0]).toEqual([t.panel, t.refId, true]);
+    itWithTool(
+      PROMETHEUS,
+      'prometheus',
+      'every panel query runs in Prometheus, with data wherever its metrics have samples',
+      async () => {
+        const sampled = new Set(scrape.samples.map((s) => s.name));
+        // rate() over 30s needs two scrapes of every series.
+        await sleep(2500);
+        for (const t of targets) {
+          const result = await promQuery(prom!, substitute(t.expr));
+          if (metricNamesIn(t.expr).every((n) => sampled.has(n))) {
+            expect([t.panel, t.refId, result.length > 0]).toEqual([t.panel, t.refId, true]);
+          }
         }
-      }
-    }, 60_000);
+      },
+      60_000,
+    );
   });
 });

@@ -14,7 +14,16 @@ import * as path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import pg from 'pg';
 import { writeRandomBundle } from '../../../server/src/model/random-bundle';
-import { client, iconDataset, unary, uploadPairs, waitForJob, watchToEnd, type Any, type Client } from '../../helpers/finetune-fixtures';
+import {
+  client,
+  iconDataset,
+  unary,
+  uploadPairs,
+  waitForJob,
+  watchToEnd,
+  type Any,
+  type Client,
+} from '../../helpers/finetune-fixtures';
 import { startPostgres, type TestPostgres } from '../../helpers/postgres';
 import { runServeExpectingFailure, startServerProcess, type ServerProcess } from '../../helpers/server-process';
 import { HOST_LOCK_FILE } from '../../../server/src/store/sqlite-guard';
@@ -41,14 +50,35 @@ let datasetId: string;
 
 async function startReplica(name: string): Promise<Replica> {
   const proc = await startServerProcess(
-    ['--model', baseDir, '--data-dir', dataDir, '--database-url', databaseUrl, '--provider', 'cpu', '--preprocess-workers', '1', '--intra-op-threads', '1', '--log-level', 'info'],
+    [
+      '--model',
+      baseDir,
+      '--data-dir',
+      dataDir,
+      '--database-url',
+      databaseUrl,
+      '--provider',
+      'cpu',
+      '--preprocess-workers',
+      '1',
+      '--intra-op-threads',
+      '1',
+      '--log-level',
+      'info',
+    ],
     {
       onRecord: (rec) => {
         if (rec.msg === 'fine-tune job claimed') claims.push({ replica: name, job: String(rec.job) });
       },
     },
   );
-  const r = { name, proc, ft: client('FineTuneService', proc.port), models: client('ModelService', proc.port), embed: client('EmbeddingService', proc.port) };
+  const r = {
+    name,
+    proc,
+    ft: client('FineTuneService', proc.port),
+    models: client('ModelService', proc.port),
+    embed: client('EmbeddingService', proc.port),
+  };
   replicas.push(r);
   return r;
 }
@@ -146,13 +176,20 @@ it('SIGKILL of the owner: another replica resumes the job from its checkpoint; a
   const stored = (await watchToEnd(watcher.ft, job.id)).map((m) => m.event);
   expect(stored.map((e) => e.dataJson)).toEqual(events.map((e) => e.dataJson));
   const messages = events.map((e) => e.message);
-  expect(messages.filter((m) => /the server stopped while the job was running; it resumes from its last checkpoint/.test(m))).toHaveLength(1);
-  const resumed = messages.map((m) => /resuming from the checkpoint after epoch (\d+) \(step (\d+) of/.exec(m)).filter(Boolean);
+  expect(
+    messages.filter((m) => /the server stopped while the job was running; it resumes from its last checkpoint/.test(m)),
+  ).toHaveLength(1);
+  const resumed = messages
+    .map((m) => /resuming from the checkpoint after epoch (\d+) \(step (\d+) of/.exec(m))
+    .filter(Boolean);
   expect(resumed).toHaveLength(1);
   expect(Number(resumed[0]![1])).toBeGreaterThanOrEqual(2);
   // After the resume the steps continue from the checkpoint, each once.
   const restart = messages.findIndex((m) => /resumes from its last checkpoint/.test(m));
-  const stepsAfter = events.slice(restart).filter((e) => e.type === 'FINE_TUNE_EVENT_TYPE_STEP').map((e) => e.step);
+  const stepsAfter = events
+    .slice(restart)
+    .filter((e) => e.type === 'FINE_TUNE_EVENT_TYPE_STEP')
+    .map((e) => e.step);
   expect(stepsAfter[0]).toBe(Number(resumed[0]![2]) + 1);
   expect(stepsAfter).toEqual(stepsAfter.map((_, i) => stepsAfter[0] + i));
   expect(stepsAfter[stepsAfter.length - 1]).toBe(finished.totalSteps);
@@ -179,7 +216,9 @@ it('an activation on one replica is served by all of them', async () => {
     }),
   );
   // The others hear of it once the first has loaded it (a version that fails to load is never announced).
-  console.log(`ActivateModel on replica ${first.name} returned after ${activatedMs} ms; then served by ${others.map((r, i) => `${r.name} ${servedAt[i] - activatedMs} ms later`).join(', ')}`);
+  console.log(
+    `ActivateModel on replica ${first.name} returned after ${activatedMs} ms; then served by ${others.map((r, i) => `${r.name} ${servedAt[i] - activatedMs} ms later`).join(', ')}`,
+  );
   // The notification path, not the 10 s polling fallback (order of magnitude: CI is loaded).
   for (const ms of servedAt) expect(ms - activatedMs).toBeLessThan(8000);
   const vec = await unary(others[0].embed, 'EmbedText', { texts: ['a red star'] });
@@ -191,7 +230,13 @@ it('200 concurrent CreateFineTuneJob + Watch calls across the replicas lose noth
   const pick = (i: number) => replicas[i % replicas.length];
   const t0 = Date.now();
   const created = await Promise.all(
-    Array.from({ length: N }, (_, i) => unary(pick(i).ft, 'CreateFineTuneJob', { trainingFile: datasetId, suffix: `n${i}`, hyperparameters: { epochs: 1, seed: i } })),
+    Array.from({ length: N }, (_, i) =>
+      unary(pick(i).ft, 'CreateFineTuneJob', {
+        trainingFile: datasetId,
+        suffix: `n${i}`,
+        hyperparameters: { epochs: 1, seed: i },
+      }),
+    ),
   );
   const ids = created.map((r) => r.job.id as string);
   expect(new Set(ids).size).toBe(N);
@@ -206,7 +251,9 @@ it('200 concurrent CreateFineTuneJob + Watch calls across the replicas lose noth
     ),
   );
   const streams = await Promise.all(watches);
-  console.log(`${N} jobs created, watched and cancelled across ${replicas.length} replicas in ${Date.now() - t0} ms; ${streams.reduce((n, st) => n + st.length, 0)} events streamed`);
+  console.log(
+    `${N} jobs created, watched and cancelled across ${replicas.length} replicas in ${Date.now() - t0} ms; ${streams.reduce((n, st) => n + st.length, 0)} events streamed`,
+  );
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   try {
@@ -214,8 +261,14 @@ it('200 concurrent CreateFineTuneJob + Watch calls across the replicas lose noth
       const seqs = stream.map((m) => m.event.sequence);
       expect(seqs).toEqual(seqs.map((_, k) => k + 1)); // from the creation event on, no gap, no repeat
       expect(stream[0].event.message).toBe('job created');
-      expect(['FINE_TUNE_JOB_STATE_CANCELLED', 'FINE_TUNE_JOB_STATE_SUCCEEDED', 'FINE_TUNE_JOB_STATE_FAILED']).toContain(stream[stream.length - 1].state);
-      const { rows } = await db.query('SELECT count(*)::int AS n, max(seq) AS last FROM job_events WHERE job_id = $1', [ids[i]]);
+      expect([
+        'FINE_TUNE_JOB_STATE_CANCELLED',
+        'FINE_TUNE_JOB_STATE_SUCCEEDED',
+        'FINE_TUNE_JOB_STATE_FAILED',
+      ]).toContain(stream[stream.length - 1].state);
+      const { rows } = await db.query('SELECT count(*)::int AS n, max(seq) AS last FROM job_events WHERE job_id = $1', [
+        ids[i],
+      ]);
       expect(rows[0]).toEqual({ n: seqs.length, last: seqs.length });
     }
     const { rows } = await db.query(`SELECT count(*)::int AS n FROM jobs WHERE suffix LIKE 'n%'`);
@@ -231,8 +284,18 @@ it('without --database-url, a replica on another host refuses the shared SQLite 
   const sqliteDir = path.join(tmp, 'sqlite-data');
   fs.mkdirSync(sqliteDir, { recursive: true });
   // What a replica on node-a leaves while it runs: the host lock, refreshed every 10 s.
-  fs.writeFileSync(path.join(sqliteDir, HOST_LOCK_FILE), JSON.stringify({ host: 'node-a.example', pid: 1, heartbeatMs: Date.now() }));
-  const { code, output } = await runServeExpectingFailure(['--model', baseDir, '--data-dir', sqliteDir, '--provider', 'cpu']);
+  fs.writeFileSync(
+    path.join(sqliteDir, HOST_LOCK_FILE),
+    JSON.stringify({ host: 'node-a.example', pid: 1, heartbeatMs: Date.now() }),
+  );
+  const { code, output } = await runServeExpectingFailure([
+    '--model',
+    baseDir,
+    '--data-dir',
+    sqliteDir,
+    '--provider',
+    'cpu',
+  ]);
   expect(code).not.toBe(0);
   expect(output).toMatch(/in use by host "node-a\.example"/);
   expect(output).toMatch(/--database-url postgres:\/\/… or CLIPSERVE_DATABASE_URL/);

@@ -58,7 +58,10 @@ describe('several model versions at once', () => {
   });
 
   const embedBoth = async (modelVersion: string): Promise<{ version: string; text: number[]; image: number[] }> => {
-    const [t, i] = await Promise.all([unary(embed, 'EmbedText', { texts: [TEXT], modelVersion }), unary(embed, 'EmbedImage', { images: [icon], modelVersion })]);
+    const [t, i] = await Promise.all([
+      unary(embed, 'EmbedText', { texts: [TEXT], modelVersion }),
+      unary(embed, 'EmbedImage', { images: [icon], modelVersion }),
+    ]);
     expect(t.modelVersion).toBe(i.modelVersion);
     return { version: t.modelVersion, text: t.embeddings[0].values, image: i.embeddings[0].values };
   };
@@ -88,10 +91,16 @@ describe('several model versions at once', () => {
     const listed = await unary(models, 'ListModels', {});
     expect(listed.activeVersion).toBe('seed-1');
     expect(listed.loadedVersions).toEqual(['seed-1', 'seed-2']);
-    expect(Object.fromEntries(listed.models.map((m: Any) => [m.version, [m.active, m.loaded]]))).toEqual({ 'seed-1': [true, true], 'seed-2': [false, true], 'seed-3': [false, false] });
+    expect(Object.fromEntries(listed.models.map((m: Any) => [m.version, [m.active, m.loaded]]))).toEqual({
+      'seed-1': [true, true],
+      'seed-2': [false, true],
+      'seed-3': [false, false],
+    });
     const info = await unary(embed, 'GetModelInfo', { modelVersion: 'seed-2' });
     expect(info).toMatchObject({ version: 'seed-2', activeVersion: 'seed-1', loadedVersions: ['seed-1', 'seed-2'] });
-    expect((await rejection(unary(embed, 'EmbedText', { texts: ['x'], modelVersion: 'seed-99' }))).code).toBe(status.NOT_FOUND);
+    expect((await rejection(unary(embed, 'EmbedText', { texts: ['x'], modelVersion: 'seed-99' }))).code).toBe(
+      status.NOT_FOUND,
+    );
   });
 
   it('re-indexing under load: queries on N, indexer on N+1, then the switch: zero failures, every answer from the version it names', async () => {
@@ -121,14 +130,20 @@ describe('several model versions at once', () => {
     ].map((run) => run());
     await new Promise((r) => setTimeout(r, 300));
     const switched = await unary(models, 'ActivateModel', { version: 'seed-2' });
-    expect(switched).toMatchObject({ previousVersion: 'seed-1', model: { version: 'seed-2', active: true, loaded: true } });
+    expect(switched).toMatchObject({
+      previousVersion: 'seed-1',
+      model: { version: 'seed-2', active: true, loaded: true },
+    });
     await new Promise((r) => setTimeout(r, 300));
     stop = true;
     await Promise.all(callers);
 
-    const count = (name: string, version: string) => answers.filter((a) => a.caller === name && a.version === version).length;
-    console.log(`re-indexing under load: ${answers.length} answers, ${failures.length} failed; queries on N: ${count('queries-on-N', 'seed-1')}, ` +
-      `unpinned: ${count('unpinned', 'seed-1')} by N + ${count('unpinned', 'seed-2')} by N+1, indexer on N+1: ${count('indexer-on-N+1', 'seed-2')}`);
+    const count = (name: string, version: string) =>
+      answers.filter((a) => a.caller === name && a.version === version).length;
+    console.log(
+      `re-indexing under load: ${answers.length} answers, ${failures.length} failed; queries on N: ${count('queries-on-N', 'seed-1')}, ` +
+        `unpinned: ${count('unpinned', 'seed-1')} by N + ${count('unpinned', 'seed-2')} by N+1, indexer on N+1: ${count('indexer-on-N+1', 'seed-2')}`,
+    );
     expect(failures).toEqual([]);
     for (const a of answers) expectVectorOf(a);
     const versionsOf = (name: string) => new Set(answers.filter((a) => a.caller === name).map((a) => a.version));
@@ -143,7 +158,10 @@ describe('several model versions at once', () => {
     const scrape = await server.metrics.registry.metrics();
     expect(scrape).toMatch(/clipserve_model_version_loaded\{version="seed-2",active="true"\} 1/);
     expect(scrape).toMatch(/clipserve_model_version_loaded\{version="seed-1",active="false"\} 1/);
-    for (const v of ['seed-1', 'seed-2']) expect(scrape).toMatch(new RegExp(`clipserve_version_items_embedded_total\\{version="${v}",modality="text"\\} [1-9]`));
+    for (const v of ['seed-1', 'seed-2'])
+      expect(scrape).toMatch(
+        new RegExp(`clipserve_version_items_embedded_total\\{version="${v}",modality="text"\\} [1-9]`),
+      );
   });
 
   it('unloads the least recently used inactive version for room and never the active one', async () => {
@@ -163,14 +181,37 @@ describe('several model versions at once', () => {
     ensureSdkBuilt();
     const photos = path.join(tmp, 'photos');
     fs.mkdirSync(photos);
-    for (const [shape, colour] of [['star', 'red'], ['circle', 'blue'], ['square', 'green'], ['cross', 'yellow']]) {
+    for (const [shape, colour] of [
+      ['star', 'red'],
+      ['circle', 'blue'],
+      ['square', 'green'],
+      ['cross', 'yellow'],
+    ]) {
       fs.writeFileSync(path.join(photos, `${shape}.png`), await renderIcon(shape, colour, 'white'));
       fs.writeFileSync(path.join(photos, `${shape}.txt`), `a ${colour} ${shape} on a white background`);
     }
-    const { stdout } = await promisify(execFile)(process.execPath, [path.join(REPO_ROOT, 'examples', 'reindex', 'reindex.mjs'),
-      '--server', `127.0.0.1:${server.port}`, '--dir', photos, '--from', 'seed-2', '--to', 'seed-3', '--query', 'a red star on a white background']);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      path.join(REPO_ROOT, 'examples', 'reindex', 'reindex.mjs'),
+      '--server',
+      `127.0.0.1:${server.port}`,
+      '--dir',
+      photos,
+      '--from',
+      'seed-2',
+      '--to',
+      'seed-3',
+      '--query',
+      'a red star on a white background',
+    ]);
     const out = JSON.parse(stdout);
-    expect(out).toMatchObject({ indexed: 4, from: 'seed-2', to: 'seed-3', activeVersion: 'seed-3', previousVersion: 'seed-2', failures: [] });
+    expect(out).toMatchObject({
+      indexed: 4,
+      from: 'seed-2',
+      to: 'seed-3',
+      activeVersion: 'seed-3',
+      previousVersion: 'seed-2',
+      failures: [],
+    });
     expect(out.queriesByVersion['seed-2']).toBeGreaterThan(0);
     expect(out.queriesByVersion['seed-3']).toBeGreaterThan(0);
     expect(Object.keys(out.queriesByVersion).sort()).toEqual(['seed-2', 'seed-3']);

@@ -12,34 +12,92 @@ import { percentile, summarize } from '../../../bench/stats';
 import { renderChart } from '../../../bench/svg-chart';
 import { formatTable, markdownTable } from '../../../bench/table';
 
-const lat = (p50: number) => ({ count: 10, meanMs: p50, p50Ms: p50, p95Ms: p50 * 1.2, p99Ms: p50 * 1.5, maxMs: p50 * 2 });
-const raw = (tower: RawResult['tower'], variant: RawResult['variant'], batch: number, perSec: number): RawResult => ({ tower, variant, batch, runs: 5, itemsPerSec: perSec, latency: lat((1000 * batch) / perSec) });
-const served = (kind: ServedResult['kind'], batching: 'on' | 'off', concurrency: number, perSec: number, p50: number, image?: string): ServedResult => ({
-  kind, batching, concurrency, itemsPerSec: perSec, errors: 0, latency: lat(p50), serverCpuCores: 1.9, clientCpuCores: 0.2, serverPeakRssBytes: 1 << 30,
+const lat = (p50: number) => ({
+  count: 10,
+  meanMs: p50,
+  p50Ms: p50,
+  p95Ms: p50 * 1.2,
+  p99Ms: p50 * 1.5,
+  maxMs: p50 * 2,
+});
+const raw = (tower: RawResult['tower'], variant: RawResult['variant'], batch: number, perSec: number): RawResult => ({
+  tower,
+  variant,
+  batch,
+  runs: 5,
+  itemsPerSec: perSec,
+  latency: lat((1000 * batch) / perSec),
+});
+const served = (
+  kind: ServedResult['kind'],
+  batching: 'on' | 'off',
+  concurrency: number,
+  perSec: number,
+  p50: number,
+  image?: string,
+): ServedResult => ({
+  kind,
+  batching,
+  concurrency,
+  itemsPerSec: perSec,
+  errors: 0,
+  latency: lat(p50),
+  serverCpuCores: 1.9,
+  clientCpuCores: 0.2,
+  serverPeakRssBytes: 1 << 30,
   ...(image ? { image } : {}),
   breakdown: { runs: 1, meanBatchSize: 1, meanInferenceMs: 1, meanPreprocessMs: 1, meanQueueWaitMs: 1 },
 });
 
 function results(): BenchResults {
   return {
-    meta: { date: '2026-01-01T00:00:00Z', host: 'h', node: 'v20', onnxruntime: '1.30.0', cpus: 2, cpuModel: 'x', memoryBytes: 1, loadAverageBefore: [0.5], loadAverageAfter: [0.7], provider: 'cpu', intraOpThreads: 2, quick: false, sections: ['raw', 'server'], wallSeconds: 1 },
+    meta: {
+      date: '2026-01-01T00:00:00Z',
+      host: 'h',
+      node: 'v20',
+      onnxruntime: '1.30.0',
+      cpus: 2,
+      cpuModel: 'x',
+      memoryBytes: 1,
+      loadAverageBefore: [0.5],
+      loadAverageAfter: [0.7],
+      provider: 'cpu',
+      intraOpThreads: 2,
+      quick: false,
+      sections: ['raw', 'server'],
+      wallSeconds: 1,
+    },
     models: {
       'ViT-B-32': {
         bundle: { dir: '/b', weightBytes: 500 << 20, built: false, buildSeconds: 0 },
         raw: {
           image: [raw('image', 'pixels', 1, 20), raw('image', 'pixels', 8, 30)],
           text: {
-            results: [raw('text', 'cut', 1, 80), raw('text', 'full77', 1, 30), raw('text', 'cut', 32, 200), raw('text', 'full77', 32, 40)],
-            equality: [{ batch: 1, positions: 14, windows: 4, maxAbsDiff: 0, bitwiseEqual: true }, { batch: 32, positions: 15, windows: 4, maxAbsDiff: 1e-7, bitwiseEqual: false }],
+            results: [
+              raw('text', 'cut', 1, 80),
+              raw('text', 'full77', 1, 30),
+              raw('text', 'cut', 32, 200),
+              raw('text', 'full77', 32, 40),
+            ],
+            equality: [
+              { batch: 1, positions: 14, windows: 4, maxAbsDiff: 0, bitwiseEqual: true },
+              { batch: 32, positions: 15, windows: 4, maxAbsDiff: 1e-7, bitwiseEqual: false },
+            ],
             meanTokens: 9.8,
             maxTokens: 23,
           },
         },
         server: {
-          maxBatchSize: 32, readySeconds: 1.5, readyPeakRssBytes: 600 << 20,
+          maxBatchSize: 32,
+          readySeconds: 1.5,
+          readyPeakRssBytes: 600 << 20,
           served: [
-            served('text', 'on', 1, 70, 13.5), served('text', 'on', 64, 190, 300), served('text', 'off', 64, 80, 800),
-            served('image', 'on', 1, 19, 53, '224px JPEG'), served('image', 'on', 64, 26, 2000, '224px JPEG'), served('image', 'off', 64, 18, 3000, '224px JPEG'),
+            served('text', 'on', 1, 70, 13.5),
+            served('text', 'on', 64, 190, 300),
+            served('text', 'off', 64, 80, 800),
+            served('image', 'on', 1, 19, 53, '224px JPEG'),
+            served('image', 'on', 64, 26, 2000, '224px JPEG'),
+            served('image', 'off', 64, 18, 3000, '224px JPEG'),
           ],
         },
       },
@@ -61,14 +119,20 @@ describe('bench arithmetic', () => {
 
   test('completion rate: bursts of one batch do not move the figure by a whole batch', () => {
     // 30 responses per batch, one batch a second, spread over `spread` ms.
-    const bursts = (n: number, offset: number, spread = 3) => Array.from({ length: n * 30 }, (_, i) => offset + Math.floor(i / 30) * 1000 + ((i % 30) * spread) / 30);
+    const bursts = (n: number, offset: number, spread = 3) =>
+      Array.from({ length: n * 30 }, (_, i) => offset + Math.floor(i / 30) * 1000 + ((i % 30) * spread) / 30);
     // A 5 s window holding 4 or 5 bursts: per-window counting says 24/s or 30/s.
     expect(completionRate(bursts(4, 900), 5)).toBeCloseTo(30, 0);
     expect(completionRate(bursts(5, 100), 5)).toBeCloseTo(30, 0);
     // Responses of one batch trickling in over 60 ms do not count as a batch of their own.
     expect(completionRate(bursts(4, 900, 60), 5)).toBeCloseTo(30, 0);
     // Evenly spaced completions: one every 10 ms.
-    expect(completionRate(Array.from({ length: 300 }, (_, i) => i * 10), 3)).toBeCloseTo(100, 5);
+    expect(
+      completionRate(
+        Array.from({ length: 300 }, (_, i) => i * 10),
+        3,
+      ),
+    ).toBeCloseTo(100, 5);
     // One burst, or too few completions to span anything: the plain count.
     expect(completionRate(bursts(1, 2000), 5)).toBe(6);
     expect(completionRate([5], 2)).toBe(0.5);
@@ -84,7 +148,10 @@ describe('bench arithmetic', () => {
     // 26 vs 30 = 0.87 with unary callers; a stream at 28/s (0.93) is the server's best
     expect(row('saturated image').met).toBe(false);
     const withStream = results();
-    withStream.models['ViT-B-32']!.server!.served.push(served('stream-image', 'on', 64, 28, 2000, '224px JPEG'), served('stream-image', 'on', 64, 29.5, 2000, '512px PNG icon'));
+    withStream.models['ViT-B-32']!.server!.served.push(
+      served('stream-image', 'on', 64, 28, 2000, '224px JPEG'),
+      served('stream-image', 'on', 64, 29.5, 2000, '512px PNG icon'),
+    );
     const streamRow = evaluateTargets(withStream).find((r) => r.target.startsWith('saturated image'))!;
     expect(streamRow).toMatchObject({ met: true });
     expect(streamRow.measured).toContain('28.0/s (stream, 64 in flight)');
@@ -103,7 +170,14 @@ describe('bench arithmetic', () => {
   });
 
   test('tables, markdown and chart render every row and series', () => {
-    const t = formatTable('T', ['name', 'n'], [['a', 1], ['bb', 12.345]]);
+    const t = formatTable(
+      'T',
+      ['name', 'n'],
+      [
+        ['a', 1],
+        ['bb', 12.345],
+      ],
+    );
     expect(t.split('\n').filter(Boolean)).toHaveLength(5);
     expect(t).toContain('12.35');
     expect(markdownTable(['a', 'b'], [[1, 'x']])).toBe('| a | b |\n|---|---|\n| 1 | x |\n');
@@ -112,7 +186,23 @@ describe('bench arithmetic', () => {
     const md = markdownReport(res);
     expect(md).toContain('### ViT-B-32');
     expect(md).toContain('| target | model | measured | required | met |');
-    const svg = renderChart('c', [{ title: 'p', yLabel: 'y', yLog: true, series: [{ label: 'a<b', points: [[1, 10], [64, 1000]] }, { label: 'empty', points: [] }] }]);
+    const svg = renderChart('c', [
+      {
+        title: 'p',
+        yLabel: 'y',
+        yLog: true,
+        series: [
+          {
+            label: 'a<b',
+            points: [
+              [1, 10],
+              [64, 1000],
+            ],
+          },
+          { label: 'empty', points: [] },
+        ],
+      },
+    ]);
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('a&lt;b');
     expect((svg.match(/<path /g) ?? []).length).toBe(1);

@@ -37,12 +37,19 @@ function expectSameStateDict(a: StateDict, b: StateDict): void {
     const u = b.get(k)!;
     expect({ k, shape: u.shape }).toEqual({ k, shape: t.shape });
     // Bit-identical: Buffer.equals compares raw bytes, so NaN payloads and -0 count too.
-    expect(Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))).toBe(true);
+    expect(
+      Buffer.from(u.data.buffer, u.data.byteOffset, u.data.byteLength).equals(
+        Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength),
+      ),
+    ).toBe(true);
   }
 }
 
 /** Minimal safetensors writer for dtype tests. */
-function writeSafetensors(file: string, tensors: Array<{ name: string; dtype: string; shape: number[]; bytes: Buffer }>): void {
+function writeSafetensors(
+  file: string,
+  tensors: Array<{ name: string; dtype: string; shape: number[]; bytes: Buffer }>,
+): void {
   const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
   let off = 0;
   for (const t of tensors) {
@@ -86,20 +93,23 @@ describeGolden('checkpoint readers on the golden models', () => {
     expectSameStateDict(ref, epoch.stateDict);
   });
 
-  test.each(MODELS)('%s: a .bin written here in torch.save format reads back identical (plain, OrderedDict, trainer, deflated)', async (model) => {
-    const { stateDict: ref } = await readCheckpointFile(goldenPath('model', model, 'open_clip_model.safetensors'));
-    const variants = [
-      { archiveName: 'archive' },
-      { archiveName: 'open_clip_pytorch_model', orderedDict: true },
-      { archiveName: 'epoch_7', trainer: true, orderedDict: true },
-      { archiveName: 'rezipped', compress: true },
-    ];
-    for (const [i, v] of variants.entries()) {
-      const file = path.join(tmp, `${model}-${i}.bin`);
-      await saveStateDict(file, ref, v);
-      expectSameStateDict(ref, (await readCheckpointFile(file)).stateDict);
-    }
-  });
+  test.each(MODELS)(
+    '%s: a .bin written here in torch.save format reads back identical (plain, OrderedDict, trainer, deflated)',
+    async (model) => {
+      const { stateDict: ref } = await readCheckpointFile(goldenPath('model', model, 'open_clip_model.safetensors'));
+      const variants = [
+        { archiveName: 'archive' },
+        { archiveName: 'open_clip_pytorch_model', orderedDict: true },
+        { archiveName: 'epoch_7', trainer: true, orderedDict: true },
+        { archiveName: 'rezipped', compress: true },
+      ];
+      for (const [i, v] of variants.entries()) {
+        const file = path.join(tmp, `${model}-${i}.bin`);
+        await saveStateDict(file, ref, v);
+        expectSameStateDict(ref, (await readCheckpointFile(file)).stateDict);
+      }
+    },
+  );
 
   test('readOpenClipDir: hub directory, explicit trainer checkpoint, and clear errors', async () => {
     const dir = goldenPath('model', 'tiny-gelu');
@@ -116,15 +126,17 @@ describeGolden('checkpoint readers on the golden models', () => {
     fs.mkdirSync(lone);
     fs.copyFileSync(path.join(dir, 'epoch_3.pt'), path.join(lone, 'epoch_3.pt'));
     await expect(readOpenClipDir(path.join(lone, 'epoch_3.pt'))).rejects.toThrow(/--config/);
-    const withConfig = await readOpenClipDir(path.join(lone, 'epoch_3.pt'), { config: path.join(dir, 'open_clip_config.json') });
+    const withConfig = await readOpenClipDir(path.join(lone, 'epoch_3.pt'), {
+      config: path.join(dir, 'open_clip_config.json'),
+    });
     expectSameStateDict(fromDir.stateDict, withConfig.stateDict);
     // A directory with a config but no weights names what it looked for and the epoch file.
     fs.copyFileSync(path.join(dir, 'open_clip_config.json'), path.join(lone, 'open_clip_config.json'));
     await expect(readOpenClipDir(lone)).rejects.toThrow(/open_clip_model\.safetensors.*epoch_3\.pt/s);
     // The wrong config for the weights.
-    await expect(readOpenClipDir(dir, { config: goldenPath('model', 'small-l14like', 'open_clip_config.json') })).rejects.toThrow(
-      /does not match open_clip_config\.json/,
-    );
+    await expect(
+      readOpenClipDir(dir, { config: goldenPath('model', 'small-l14like', 'open_clip_config.json') }),
+    ).rejects.toThrow(/does not match open_clip_config\.json/);
   });
 });
 
@@ -177,17 +189,38 @@ describe('torch.save zip details', () => {
   test('integer storages, truncated data and non-checkpoints give typed errors', async () => {
     const storages = new Map<string, StorageData>([['0', { kind: 'LongStorage', bytes: Buffer.alloc(16) }]]);
     const file = path.join(tmp, 'ints.pt');
-    await writeTorchZip(file, 'archive', pickleTorchObject(new Map([['ids', { storageKey: '0', offset: 0, shape: [2], stride: [1] }]]), storages), storages);
+    await writeTorchZip(
+      file,
+      'archive',
+      pickleTorchObject(new Map([['ids', { storageKey: '0', offset: 0, shape: [2], stride: [1] }]]), storages),
+      storages,
+    );
     await expect(readCheckpointFile(file)).rejects.toThrow(/LongStorage/);
 
     const short = new Map<string, StorageData>([['0', { kind: 'FloatStorage', bytes: f32([1, 2]) }]]);
     const bad = path.join(tmp, 'short.pt');
     // The pickle claims a 4-element view of a 2-element storage.
-    await writeTorchZip(bad, 'archive', pickleTorchObject(new Map([['w', { storageKey: '0', offset: 0, shape: [4], stride: [1] }]]), short), short);
+    await writeTorchZip(
+      bad,
+      'archive',
+      pickleTorchObject(new Map([['w', { storageKey: '0', offset: 0, shape: [4], stride: [1] }]]), short),
+      short,
+    );
     await expect(readCheckpointFile(bad)).rejects.toThrow(CheckpointError);
 
     const notTensors = path.join(tmp, 'nothing.pt');
-    await writeTorchZip(notTensors, 'archive', pickleTorchObject(new Map<string, PyValue>([['epoch', 1], ['args', new PyTuple([])]]), new Map()), new Map());
+    await writeTorchZip(
+      notTensors,
+      'archive',
+      pickleTorchObject(
+        new Map<string, PyValue>([
+          ['epoch', 1],
+          ['args', new PyTuple([])],
+        ]),
+        new Map(),
+      ),
+      new Map(),
+    );
     await expect(readCheckpointFile(notTensors)).rejects.toThrow(/no tensors found/);
 
     const text = path.join(tmp, 'readme.txt');

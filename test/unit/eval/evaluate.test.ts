@@ -28,7 +28,8 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 describe('open_clip CSV datasets', () => {
   test('quoted fields, doubled quotes, embedded separators and newlines, CRLF, BOM', () => {
-    const text = '\ufefffilepath\ttitle\r\na.png\t"a ""red"" square\twith tab"\r\n\r\nsub/b.jpg\t"two\nlines"\nc.png\t\n';
+    const text =
+      '\ufefffilepath\ttitle\r\na.png\t"a ""red"" square\twith tab"\r\n\r\nsub/b.jpg\t"two\nlines"\nc.png\t\n';
     expect(parseCsv(text, '\t')).toEqual([
       ['filepath', 'title'],
       ['a.png', 'a "red" square\twith tab'],
@@ -53,7 +54,7 @@ describe('open_clip CSV datasets', () => {
       const parser = new CsvParser('\t');
       let pieces: string[][] | Error = [];
       try {
-        for (let at = 0; at < text.length; ) {
+        for (let at = 0; at < text.length;) {
           const len = 1 + Math.floor(rand() * 5);
           pieces.push(...parser.push(text.slice(at, at + len)));
           at += len;
@@ -108,14 +109,22 @@ describeGolden('eval on a rendered dataset with a converted golden model', () =>
 
   beforeAll(async () => {
     bundle = path.join(tmp, 'bundle');
-    await convertCheckpoint({ input: goldenPath('model', 'tiny-gelu'), outDir: bundle, vocab: goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz') });
+    await convertCheckpoint({
+      input: goldenPath('model', 'tiny-gelu'),
+      outDir: bundle,
+      vocab: goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz'),
+    });
     const data = path.join(tmp, 'data');
     fs.mkdirSync(path.join(data, 'images'), { recursive: true });
     const lines = ['filepath\ttitle'];
     for (const [i, [name, rgb]] of COLORS.entries()) {
       // A coloured square on a grey canvas, at a different spot per image; alternate PNG/JPEG.
-      const square = await sharp({ create: { width: 40, height: 40, channels: 3, background: rgb } }).png().toBuffer();
-      const img = sharp({ create: { width: 96, height: 80, channels: 3, background: { r: 128, g: 128, b: 128 } } }).composite([{ input: square, left: 6 * i, top: 4 * i }]);
+      const square = await sharp({ create: { width: 40, height: 40, channels: 3, background: rgb } })
+        .png()
+        .toBuffer();
+      const img = sharp({
+        create: { width: 96, height: 80, channels: 3, background: { r: 128, g: 128, b: 128 } },
+      }).composite([{ input: square, left: 6 * i, top: 4 * i }]);
       const file = `images/${name}.${i % 2 ? 'jpg' : 'png'}`;
       await (i % 2 ? img.jpeg({ quality: 90 }) : img.png()).toFile(path.join(data, file));
       lines.push(`${file}\ta ${name} square on a grey background`);
@@ -138,14 +147,21 @@ describeGolden('eval on a rendered dataset with a converted golden model', () =>
       img.set(await model.encodeImage(await model.preprocessImage(fs.readFileSync(p.image)), 1), i * dim);
       txt.set(await model.encodeText(model.tokenizer.tokenize(p.caption, model.info.contextLength).ids, 1), i * dim);
     }
-    const expected = clipMetrics(l2normalize(img, dim), l2normalize(txt, dim), pairs.length, dim, model.info.logitScale);
+    const expected = clipMetrics(
+      l2normalize(img, dim),
+      l2normalize(txt, dim),
+      pairs.length,
+      dim,
+      model.info.logitScale,
+    );
     const seen: number[] = [];
     const r3 = await evaluateRetrieval(model, pairs, { batchSize: 3, onProgress: (done) => seen.push(done) });
     expect(seen).toEqual([3, 6, 7]);
     expect(r3.numSamples).toBe(7);
     expect([...r3.imageToTextRanks]).toEqual([...expected.image_to_text_ranks]);
     expect([...r3.textToImageRanks]).toEqual([...expected.text_to_image_ranks]);
-    for (const [k, v] of Object.entries(expected.metrics)) expect((r3.metrics as unknown as Record<string, number>)[k]).toBeCloseTo(v, 9);
+    for (const [k, v] of Object.entries(expected.metrics))
+      expect((r3.metrics as unknown as Record<string, number>)[k]).toBeCloseTo(v, 9);
     const r32 = await evaluateRetrieval(model, pairs, { batchSize: 32 });
     expect([...r32.imageToTextRanks]).toEqual([...r3.imageToTextRanks]);
     expect([...r32.textToImageRanks]).toEqual([...r3.textToImageRanks]);
@@ -158,7 +174,18 @@ describeGolden('eval on a rendered dataset with a converted golden model', () =>
 
   test('CLI: prints the table and writes metrics JSON', async () => {
     const out = path.join(tmp, 'metrics.json');
-    const { stdout } = await promisify(execFile)(process.execPath, [CLI, 'eval', '--model', bundle, '--data', csv, '--batch-size', '4', '--out', out]);
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      CLI,
+      'eval',
+      '--model',
+      bundle,
+      '--data',
+      csv,
+      '--batch-size',
+      '4',
+      '--out',
+      out,
+    ]);
     expect(stdout).toMatch(/tiny-gelu 1 on .*val\.tsv \(7 pairs\)/);
     expect(stdout).toMatch(/Image-to-Text\s+\d+\.\d\d/);
     expect(stdout).toMatch(/Text-to-Image\s+\d+\.\d\d/);
@@ -171,7 +198,18 @@ describeGolden('eval on a rendered dataset with a converted golden model', () =>
     const comma = path.join(tmp, 'data', 'val.csv');
     fs.writeFileSync(comma, fs.readFileSync(csv, 'utf8').replace(/\t/g, ',').replace('filepath,title', 'path,caption'));
     const { stdout: s2 } = await promisify(execFile)(process.execPath, [
-      CLI, 'eval', '--model', bundle, '--data', comma, '--csv-separator', ',', '--csv-img-key', 'path', '--csv-caption-key', 'caption',
+      CLI,
+      'eval',
+      '--model',
+      bundle,
+      '--data',
+      comma,
+      '--csv-separator',
+      ',',
+      '--csv-img-key',
+      'path',
+      '--csv-caption-key',
+      'caption',
     ]);
     expect(s2).toMatch(/\(7 pairs\)/);
   });

@@ -15,7 +15,11 @@ import { convertCheckpoint } from '../../../server/src/checkpoint/convert';
 import { createFullMethod, kubeClient } from '../../../server/src/finetune/full';
 import { baseWeightsSource, prepareBaseModel, SAFETENSORS_WEIGHTS } from '../../../server/src/finetune/full/base-model';
 import { buildTrainingManifests } from '../../../server/src/finetune/full/manifests';
-import { FineTunePreconditionError, FineTuneValidationError, type FineTuneMethodEvent } from '../../../server/src/finetune/method';
+import {
+  FineTunePreconditionError,
+  FineTuneValidationError,
+  type FineTuneMethodEvent,
+} from '../../../server/src/finetune/method';
 import { fineTuneRpcError } from '../../../server/src/grpc/finetune-errors';
 import { RpcError } from '../../../server/src/grpc/status';
 import { loadBundle } from '../../../server/src/model/bundle';
@@ -42,13 +46,25 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
 function kube(): ReturnType<typeof kubeClient>['KubeConfig']['prototype'] {
   const kc = new (kubeClient().KubeConfig)();
-  kc.loadFromOptions({ clusters: [{ name: 'c', server: 'https://k8s.example.com' }], users: [{ name: 'u', token: 't' }], contexts: [{ name: 'x', cluster: 'c', user: 'u' }], currentContext: 'x' });
+  kc.loadFromOptions({
+    clusters: [{ name: 'c', server: 'https://k8s.example.com' }],
+    users: [{ name: 'u', token: 't' }],
+    contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+    currentContext: 'x',
+  });
   return kc;
 }
 
 async function prepare(bundleDir: string, dataDir: string, events: FineTuneMethodEvent[] = []): Promise<string> {
   const bundle = await loadBundle(bundleDir, { verify: false });
-  return prepareBaseModel({ version: bundle.manifest.version, bundleDir, manifest: bundle.manifest, dataDir, signal: new AbortController().signal, emit: (e) => events.push(e) });
+  return prepareBaseModel({
+    version: bundle.manifest.version,
+    bundleDir,
+    manifest: bundle.manifest,
+    dataDir,
+    signal: new AbortController().signal,
+    emit: (e) => events.push(e),
+  });
 }
 
 describe('full: the base model on the shared volume, as open_clip local-dir', () => {
@@ -60,7 +76,9 @@ describe('full: the base model on the shared volume, as open_clip local-dir', ()
     expect([...back.keys()].sort()).toEqual([...sd.keys()].sort());
     for (const [k, t] of sd) {
       expect(back.get(k)!.shape).toEqual(t.shape);
-      expect(Buffer.from(back.get(k)!.data.buffer).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength))).toBe(true);
+      expect(
+        Buffer.from(back.get(k)!.data.buffer).equals(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength)),
+      ).toBe(true);
     }
     const header = Number(fs.readFileSync(file).readBigUInt64LE(0));
     expect((8 + header) % 8).toBe(0); // tensor data aligned, as upstream writes it
@@ -110,7 +128,13 @@ describe('full: the base model on the shared volume, as open_clip local-dir', ()
     expect(events[0].message).toMatch(/linked .*open_clip_model\.safetensors for the trainer/);
 
     const fromPt = path.join(root, 'models', 'from-pt');
-    await convertCheckpoint({ input: path.join(src, 'epoch_3.pt'), config: path.join(src, 'open_clip_config.json'), vocab, outDir: fromPt, version: '2' });
+    await convertCheckpoint({
+      input: path.join(src, 'epoch_3.pt'),
+      config: path.join(src, 'open_clip_config.json'),
+      vocab,
+      outDir: fromPt,
+      version: '2',
+    });
     const ptEvents: FineTuneMethodEvent[] = [];
     const d2 = await prepare(fromPt, dataDir, ptEvents);
     expect(d2).not.toBe(d1);
@@ -133,9 +157,15 @@ describe('full: preconditions at CreateFineTuneJob', () => {
     const demo = path.join(root, 'models', 'demo');
     await writeRandomBundle({ arch: 'tiny', seed: 1, outDir: demo });
     const m = createFullMethod({ kube: kube(), storage, image: 'x/trainer:1' });
-    const plan = { hyperparameters: { batch_size: 2 }, baseModel: { version: 'demo', bundleDir: demo }, trainingPairs: 10 };
+    const plan = {
+      hyperparameters: { batch_size: 2 },
+      baseModel: { version: 'demo', bundleDir: demo },
+      trainingPairs: 10,
+    };
     expect(() => m.checkJob!(plan)).toThrow(FineTunePreconditionError);
-    expect(() => m.checkJob!(plan)).toThrow(/has a \d+-token vocabulary; open_clip_train tokenizes with open_clip's CLIP BPE vocabulary \(49408 tokens\)/);
+    expect(() => m.checkJob!(plan)).toThrow(
+      /has a \d+-token vocabulary; open_clip_train tokenizes with open_clip's CLIP BPE vocabulary \(49408 tokens\)/,
+    );
     const err = fineTuneRpcError(new FineTunePreconditionError('x')) as RpcError;
     expect(err.code).toBe(Status.FAILED_PRECONDITION);
     expect((fineTuneRpcError(new FineTuneValidationError('x')) as RpcError).code).toBe(Status.INVALID_ARGUMENT);
@@ -144,16 +174,41 @@ describe('full: preconditions at CreateFineTuneJob', () => {
   test('no full batch after the validation split is INVALID_ARGUMENT; a separate validation set holds nothing out', () => {
     const m = createFullMethod({ kube: kube(), storage, image: 'x/trainer:1' });
     const base = { version: 'r', bundleDir: randomBase };
-    expect(() => m.checkJob!({ hyperparameters: { batch_size: 5, validation_split: 0.2 }, baseModel: base, trainingPairs: 5 })).toThrow(/4 training pairs make no full batch of 5 per GPU on 1 GPU/);
-    expect(() => m.checkJob!({ hyperparameters: { batch_size: 5, validation_split: 0.2 }, baseModel: base, trainingPairs: 5, validationPairs: 3 })).not.toThrow();
-    expect(() => m.checkJob!({ hyperparameters: { batch_size: 2, gpus_per_node: 4 }, baseModel: base, trainingPairs: 4 })).toThrow(/on 4 GPU\(s\)/);
-    expect(() => m.checkJob!({ hyperparameters: {}, baseModel: { version: 'gone', bundleDir: path.join(root, 'nope') }, trainingPairs: 1000 })).toThrow(FineTunePreconditionError);
+    expect(() =>
+      m.checkJob!({ hyperparameters: { batch_size: 5, validation_split: 0.2 }, baseModel: base, trainingPairs: 5 }),
+    ).toThrow(/4 training pairs make no full batch of 5 per GPU on 1 GPU/);
+    expect(() =>
+      m.checkJob!({
+        hyperparameters: { batch_size: 5, validation_split: 0.2 },
+        baseModel: base,
+        trainingPairs: 5,
+        validationPairs: 3,
+      }),
+    ).not.toThrow();
+    expect(() =>
+      m.checkJob!({ hyperparameters: { batch_size: 2, gpus_per_node: 4 }, baseModel: base, trainingPairs: 4 }),
+    ).toThrow(/on 4 GPU\(s\)/);
+    expect(() =>
+      m.checkJob!({
+        hyperparameters: {},
+        baseModel: { version: 'gone', bundleDir: path.join(root, 'nope') },
+        trainingPairs: 1000,
+      }),
+    ).toThrow(FineTunePreconditionError);
     // Without a cluster or an image: preconditions of the server, not of the request.
-    expect(() => createFullMethod({ kube: null, storage }).checkJob!({ hyperparameters: {}, baseModel: base, trainingPairs: 1000 })).toThrow(FineTunePreconditionError);
+    expect(() =>
+      createFullMethod({ kube: null, storage }).checkJob!({
+        hyperparameters: {},
+        baseModel: base,
+        trainingPairs: 1000,
+      }),
+    ).toThrow(FineTunePreconditionError);
   });
 
   test('no error message points users at internal functions', () => {
-    const sources = ['index.ts', 'base-model.ts', 'hyperparameters.ts', 'training-data.ts'].map((f) => fs.readFileSync(path.join(__dirname, '..', '..', '..', 'server', 'src', 'finetune', 'full', f), 'utf8'));
+    const sources = ['index.ts', 'base-model.ts', 'hyperparameters.ts', 'training-data.ts'].map((f) =>
+      fs.readFileSync(path.join(__dirname, '..', '..', '..', 'server', 'src', 'finetune', 'full', f), 'utf8'),
+    );
     for (const s of sources) expect(s).not.toMatch(/createFullMethod\(\{|trainerModel/);
   });
 });
@@ -177,8 +232,20 @@ describe('full: pod options as serve configuration', () => {
     expect(c.finetuneImagePullSecrets).toEqual(['regcred', 'other-cred']);
     expect(c.finetuneWorkersPerGpu).toBe(8);
     const { job } = buildTrainingManifests({
-      jobId: 'ftjob-1', namespace: 'ns', image: 'x/trainer:1', hp: { nodes: 1, gpus_per_node: 2 }, trainerArgs: [], storage: { pvcName: 'clipserve-data', mountPath: '/data' },
-      pod: { gpuResource: c.finetuneGpuResource, nodeSelector: c.finetuneNodeSelector, tolerations: c.finetuneTolerations, imagePullSecrets: c.finetuneImagePullSecrets, shmSize: c.finetuneShmSize, serviceAccountName: c.finetuneServiceAccount },
+      jobId: 'ftjob-1',
+      namespace: 'ns',
+      image: 'x/trainer:1',
+      hp: { nodes: 1, gpus_per_node: 2 },
+      trainerArgs: [],
+      storage: { pvcName: 'clipserve-data', mountPath: '/data' },
+      pod: {
+        gpuResource: c.finetuneGpuResource,
+        nodeSelector: c.finetuneNodeSelector,
+        tolerations: c.finetuneTolerations,
+        imagePullSecrets: c.finetuneImagePullSecrets,
+        shmSize: c.finetuneShmSize,
+        serviceAccountName: c.finetuneServiceAccount,
+      },
     });
     const pod = job.spec!.template.spec!;
     expect(pod.containers[0].resources!.limits!['amd.com/gpu']).toBe('2');
@@ -189,13 +256,30 @@ describe('full: pod options as serve configuration', () => {
     expect(pod.volumes!.find((v) => v.name === 'dshm')!.emptyDir!.sizeLimit).toBe('32Gi');
 
     // JSON forms (a config file), "none", and the default toleration following the GPU resource.
-    const j = resolveServeConfig({ finetuneNodeSelector: { pool: 'gpu' }, finetuneTolerations: [{ key: 'gpu', operator: 'Exists' }], finetuneImagePullSecrets: ['a'] });
+    const j = resolveServeConfig({
+      finetuneNodeSelector: { pool: 'gpu' },
+      finetuneTolerations: [{ key: 'gpu', operator: 'Exists' }],
+      finetuneImagePullSecrets: ['a'],
+    });
     expect(j.finetuneNodeSelector).toEqual({ pool: 'gpu' });
     expect(j.finetuneTolerations).toEqual([{ key: 'gpu', operator: 'Exists' }]);
     expect(resolveServeConfig({ finetuneTolerations: 'none' }).finetuneTolerations).toEqual([]);
-    expect(resolveServeConfig({ finetuneTolerations: '[{"key":"k","value":"v","effect":"NoSchedule"}]' }).finetuneTolerations).toEqual([{ key: 'k', operator: 'Equal', value: 'v', effect: 'NoSchedule' }]);
-    const amd = buildTrainingManifests({ jobId: 'j', namespace: 'ns', image: 'i', hp: { nodes: 1, gpus_per_node: 1 }, trainerArgs: [], storage: { pvcName: 'p', mountPath: '/d' }, pod: { gpuResource: 'amd.com/gpu' } });
-    expect(amd.job.spec!.template.spec!.tolerations).toEqual([{ key: 'amd.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
+    expect(
+      resolveServeConfig({ finetuneTolerations: '[{"key":"k","value":"v","effect":"NoSchedule"}]' })
+        .finetuneTolerations,
+    ).toEqual([{ key: 'k', operator: 'Equal', value: 'v', effect: 'NoSchedule' }]);
+    const amd = buildTrainingManifests({
+      jobId: 'j',
+      namespace: 'ns',
+      image: 'i',
+      hp: { nodes: 1, gpus_per_node: 1 },
+      trainerArgs: [],
+      storage: { pvcName: 'p', mountPath: '/d' },
+      pod: { gpuResource: 'amd.com/gpu' },
+    });
+    expect(amd.job.spec!.template.spec!.tolerations).toEqual([
+      { key: 'amd.com/gpu', operator: 'Exists', effect: 'NoSchedule' },
+    ]);
   });
 
   test.each([

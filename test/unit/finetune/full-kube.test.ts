@@ -20,8 +20,18 @@ import type { KubeConfig, V1Job, V1Pod } from '@kubernetes/client-node';
 import { loadBundle } from '../../../server/src/model/bundle';
 import { writeRandomBundle } from '../../../server/src/model/random-bundle';
 import { randomStateDict } from '../../../server/src/model/random-init';
-import { FineTuneCancelledError, type FineTuneJobContext, type FineTuneMethodEvent, type Hyperparameters } from '../../../server/src/finetune/method';
-import { createFullMethod, SHUTDOWN_ABORT_REASON, TrainingJobFailedError, trainingJobName } from '../../../server/src/finetune/full';
+import {
+  FineTuneCancelledError,
+  type FineTuneJobContext,
+  type FineTuneMethodEvent,
+  type Hyperparameters,
+} from '../../../server/src/finetune/method';
+import {
+  createFullMethod,
+  SHUTDOWN_ABORT_REASON,
+  TrainingJobFailedError,
+  trainingJobName,
+} from '../../../server/src/finetune/full';
 import { kubeClient } from '../../../server/src/finetune/full/kube-client';
 import { writeClipSizedVocab } from '../../helpers/clip-vocab';
 import { readJsonBody, sendJson, sendStatus } from '../../helpers/local-kube';
@@ -105,18 +115,59 @@ class FakeKubeApi {
     return Array.from({ length: n }, (_, i): V1Pod => {
       const container =
         phase === 'Running'
-          ? { name: 'trainer', ready: true, restartCount: 0, image: '', imageID: '', state: { running: { startedAt: new Date() } } }
+          ? {
+              name: 'trainer',
+              ready: true,
+              restartCount: 0,
+              image: '',
+              imageID: '',
+              state: { running: { startedAt: new Date() } },
+            }
           : phase === 'Succeeded'
-            ? { name: 'trainer', ready: false, restartCount: 0, image: '', imageID: '', state: { terminated: { exitCode: 0, reason: 'Completed', startedAt: new Date() } } }
+            ? {
+                name: 'trainer',
+                ready: false,
+                restartCount: 0,
+                image: '',
+                imageID: '',
+                state: { terminated: { exitCode: 0, reason: 'Completed', startedAt: new Date() } },
+              }
             : phase === 'Failed'
-              ? { name: 'trainer', ready: false, restartCount: 0, image: '', imageID: '', state: { terminated: { exitCode: 1, reason: 'Error', startedAt: new Date() } } }
+              ? {
+                  name: 'trainer',
+                  ready: false,
+                  restartCount: 0,
+                  image: '',
+                  imageID: '',
+                  state: { terminated: { exitCode: 1, reason: 'Error', startedAt: new Date() } },
+                }
               : this.scenario === 'bad-image'
-                ? { name: 'trainer', ready: false, restartCount: 0, image: '', imageID: '', state: { waiting: { reason: 'InvalidImageName', message: 'Failed to apply default image tag "BAD IMAGE"' } } }
-                : { name: 'trainer', ready: false, restartCount: 0, image: '', imageID: '', state: { waiting: { reason: 'ContainerCreating' } } };
+                ? {
+                    name: 'trainer',
+                    ready: false,
+                    restartCount: 0,
+                    image: '',
+                    imageID: '',
+                    state: {
+                      waiting: { reason: 'InvalidImageName', message: 'Failed to apply default image tag "BAD IMAGE"' },
+                    },
+                  }
+                : {
+                    name: 'trainer',
+                    ready: false,
+                    restartCount: 0,
+                    image: '',
+                    imageID: '',
+                    state: { waiting: { reason: 'ContainerCreating' } },
+                  };
       return {
         apiVersion: 'v1',
         kind: 'Pod',
-        metadata: { name: `${name}-${i}-abcde`, namespace: job.metadata!.namespace, labels: { 'job-name': name, ...job.spec!.template.metadata!.labels } },
+        metadata: {
+          name: `${name}-${i}-abcde`,
+          namespace: job.metadata!.namespace,
+          labels: { 'job-name': name, ...job.spec!.template.metadata!.labels },
+        },
         status: { phase, containerStatuses: [container] },
       };
     });
@@ -132,7 +183,17 @@ class FakeKubeApi {
     if ((m = /^\/apis\/batch\/v1\/namespaces\/([^/]+)\/jobs$/.exec(url.pathname)) && req.method === 'POST') {
       const name = body.metadata.name as string;
       if (this.jobs.has(name)) return sendStatus(res, 409, 'AlreadyExists', `jobs.batch "${name}" already exists`);
-      const job = { ...body, metadata: { ...body.metadata, namespace: m[1], uid: `uid-${name}`, creationTimestamp: new Date().toISOString() }, status: {}, _gets: 0 };
+      const job = {
+        ...body,
+        metadata: {
+          ...body.metadata,
+          namespace: m[1],
+          uid: `uid-${name}`,
+          creationTimestamp: new Date().toISOString(),
+        },
+        status: {},
+        _gets: 0,
+      };
       this.jobs.set(name, job);
       const { _gets, ...out } = job;
       return sendJson(res, 201, out);
@@ -143,16 +204,37 @@ class FakeKubeApi {
       if (req.method === 'DELETE') {
         this.jobs.delete(m[2]);
         for (const r of this.openLogs) r.end();
-        return sendJson(res, 200, { kind: 'Status', apiVersion: 'v1', status: 'Success', details: { name: m[2], group: 'batch', kind: 'jobs', uid: job.metadata!.uid } });
+        return sendJson(res, 200, {
+          kind: 'Status',
+          apiVersion: 'v1',
+          status: 'Success',
+          details: { name: m[2], group: 'batch', kind: 'jobs', uid: job.metadata!.uid },
+        });
       }
       job._gets++;
       const phase = this.phase(job);
       const now = new Date().toISOString();
       if (phase === 'Succeeded' && !job.status!.conditions) {
         await this.onComplete?.(job);
-        job.status = { succeeded: job.spec!.completions, conditions: [{ type: 'SuccessCriteriaMet', status: 'True' }, { type: 'Complete', status: 'True', lastTransitionTime: new Date(now) }] };
+        job.status = {
+          succeeded: job.spec!.completions,
+          conditions: [
+            { type: 'SuccessCriteriaMet', status: 'True' },
+            { type: 'Complete', status: 'True', lastTransitionTime: new Date(now) },
+          ],
+        };
       } else if (phase === 'Failed') {
-        job.status = { failed: 1, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'Job has reached the specified backoff limit' }] };
+        job.status = {
+          failed: 1,
+          conditions: [
+            {
+              type: 'Failed',
+              status: 'True',
+              reason: 'BackoffLimitExceeded',
+              message: 'Job has reached the specified backoff limit',
+            },
+          ],
+        };
       } else if (phase === 'Running') {
         job.status = { active: job.spec!.completions, startTime: new Date(now) };
       }
@@ -169,7 +251,8 @@ class FakeKubeApi {
       const jobName = m[2].replace(/-\d+-abcde$/, '');
       const job = this.jobs.get(jobName);
       if (!job) return sendStatus(res, 404, 'NotFound', `pods "${m[2]}" not found`);
-      if (url.searchParams.get('container') !== 'trainer') return sendStatus(res, 400, 'BadRequest', 'container name required');
+      if (url.searchParams.get('container') !== 'trainer')
+        return sendStatus(res, 400, 'BadRequest', 'container name required');
       const ts = url.searchParams.get('timestamps') === 'true';
       const since = url.searchParams.get('sinceTime');
       res.writeHead(200, { 'content-type': 'text/plain', 'transfer-encoding': 'chunked' });
@@ -181,7 +264,8 @@ class FakeKubeApi {
       });
       // follow=true: the stream stays open while the container runs.
       const phase = this.phase(job);
-      if (url.searchParams.get('follow') !== 'true' || phase === 'Succeeded' || phase === 'Failed') return void res.end();
+      if (url.searchParams.get('follow') !== 'true' || phase === 'Succeeded' || phase === 'Failed')
+        return void res.end();
       this.openLogs.add(res);
       const timer = setInterval(() => {
         const current = this.jobs.get(jobName);
@@ -203,7 +287,12 @@ class FakeKubeApi {
       this.services.set(name, body);
       return sendJson(res, 201, body);
     }
-    return sendStatus(res, 404, 'NotFound', `the server could not find the requested resource (${req.method} ${url.pathname})`);
+    return sendStatus(
+      res,
+      404,
+      'NotFound',
+      `the server could not find the requested resource (${req.method} ${url.pathname})`,
+    );
   }
 }
 
@@ -238,7 +327,16 @@ describe('full: the job runner against a fake Kubernetes API', () => {
       fs.mkdirSync(dir, { recursive: true });
       const epochs = Number(arg('--epochs'));
       await saveStateDict(path.join(dir, `epoch_${epochs}.pt`), randomStateDict(modelCfg, 99), { trainer: true });
-      fs.writeFileSync(path.join(dir, 'results.jsonl'), JSON.stringify({ 'image_to_text_R@1': 0.5, 'text_to_image_R@1': 0.5, clip_val_loss: 0.7, epoch: epochs, num_samples: 2 }) + '\n');
+      fs.writeFileSync(
+        path.join(dir, 'results.jsonl'),
+        JSON.stringify({
+          'image_to_text_R@1': 0.5,
+          'text_to_image_R@1': 0.5,
+          clip_val_loss: 0.7,
+          epoch: epochs,
+          num_samples: 2,
+        }) + '\n',
+      );
       checkpointWritten = true;
     };
   });
@@ -250,7 +348,12 @@ describe('full: the job runner against a fake Kubernetes API', () => {
 
   let checkpointWritten = false;
 
-  function context(jobId: string, hp: Hyperparameters, signal: AbortSignal, events: FineTuneMethodEvent[]): FineTuneJobContext {
+  function context(
+    jobId: string,
+    hp: Hyperparameters,
+    signal: AbortSignal,
+    events: FineTuneMethodEvent[],
+  ): FineTuneJobContext {
     const workDir = path.join(root, 'jobs', jobId);
     fs.mkdirSync(workDir, { recursive: true });
     return {
@@ -286,7 +389,14 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     checkpointWritten = false;
     const events: FineTuneMethodEvent[] = [];
     const m = method();
-    const hp: Hyperparameters = { nodes: 2, gpus_per_node: 1, batch_size: 2, epochs: 2, validation_split: 0.2, namespace: 'training' };
+    const hp: Hyperparameters = {
+      nodes: 2,
+      gpus_per_node: 1,
+      batch_size: 2,
+      epochs: 2,
+      validation_split: 0.2,
+      namespace: 'training',
+    };
     m.validate(hp);
     const result = await m.run(context('ftjob-ok1', hp, new AbortController().signal, events));
     expect(checkpointWritten).toBe(true);
@@ -299,8 +409,12 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     const svc = api.calls.find((c) => c.method === 'POST' && c.path === '/api/v1/namespaces/training/services')!;
     expect(svc).toBeDefined();
     expect(validateObjects([svc.body as K8sObject])).toEqual([]);
-    expect((svc.body as { metadata: { ownerReferences: unknown[] } }).metadata.ownerReferences).toEqual([{ apiVersion: 'batch/v1', kind: 'Job', name: jobName, uid: `uid-${jobName}` }]);
-    expect(api.calls.some((c) => c.method === 'GET' && c.path === `/apis/batch/v1/namespaces/training/jobs/${jobName}`)).toBe(true);
+    expect((svc.body as { metadata: { ownerReferences: unknown[] } }).metadata.ownerReferences).toEqual([
+      { apiVersion: 'batch/v1', kind: 'Job', name: jobName, uid: `uid-${jobName}` },
+    ]);
+    expect(
+      api.calls.some((c) => c.method === 'GET' && c.path === `/apis/batch/v1/namespaces/training/jobs/${jobName}`),
+    ).toBe(true);
     const podLists = api.calls.filter((c) => c.path === '/api/v1/namespaces/training/pods');
     expect(podLists.length).toBeGreaterThan(0);
     for (const c of podLists) expect(c.query.get('labelSelector')).toBe(`job-name=${jobName}`);
@@ -321,20 +435,32 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     // 8 training pairs over 2 ranks, 2 per GPU: 2 steps per epoch, 4 in all; "2/8" is step 1.
     expect(steps[0].data).toEqual({ step: 1, total_steps: 4, epoch: 0, loss: 1.25, learning_rate: 0.000005 });
     const epochs = events.filter((e) => e.type === 'epoch');
-    expect(epochs[0].data).toEqual({ epoch: 1, metrics: { 'image_to_text_R@1': 0.5, 'text_to_image_R@1': 0.5, clip_val_loss: 0.7 } });
+    expect(epochs[0].data).toEqual({
+      epoch: 1,
+      metrics: { 'image_to_text_R@1': 0.5, 'text_to_image_R@1': 0.5, clip_val_loss: 0.7 },
+    });
 
     // The checkpoint became a loadable bundle with the base model's vocabulary and provenance.
     expect(result.bundleDir).toBe(path.join(root, 'jobs', 'ftjob-ok1', 'bundle'));
     const bundle = await loadBundle(result.bundleDir);
     expect(bundle.manifest.name).toBe('tiny-base');
     expect(bundle.manifest.version).toBe('tiny-base-ftjob-ok1');
-    expect(bundle.manifest.source).toMatchObject({ fine_tune_job: 'ftjob-ok1', fine_tune_method: 'full', base_version: 'base-1' });
+    expect(bundle.manifest.source).toMatchObject({
+      fine_tune_job: 'ftjob-ok1',
+      fine_tune_method: 'full',
+      base_version: 'base-1',
+    });
     expect(result.metrics).toEqual({ 'image_to_text_R@1': 0.5, 'text_to_image_R@1': 0.5, clip_val_loss: 0.7 });
     // The trainer got the split the method wrote.
     const args = (posted.body as V1Job).spec!.template.spec!.containers[0].args!;
-    const train = fs.readFileSync(args[args.indexOf('--train-data') + 1], 'utf8').trim().split('\n');
+    const train = fs
+      .readFileSync(args[args.indexOf('--train-data') + 1], 'utf8')
+      .trim()
+      .split('\n');
     expect(train.length - 1).toBe(8);
-    expect(train[1].split('\t')[0]).toMatch(new RegExp(`^${datasetDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/images/\\d\\.png$`));
+    expect(train[1].split('\t')[0]).toMatch(
+      new RegExp(`^${datasetDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/images/\\d\\.png$`),
+    );
   });
 
   test('a model that `full` produced can be the base of the next: the trainer starts from its checkpoint', async () => {
@@ -358,12 +484,18 @@ describe('full: the job runner against a fake Kubernetes API', () => {
   test('a failing Job (condition Failed) rejects with the reason, the exit and the last log lines', async () => {
     api.reset('fail', ['Starting training', 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB']);
     const events: FineTuneMethodEvent[] = [];
-    const run = method().run(context('ftjob-bad1', { epochs: 1, batch_size: 2, namespace: 'training' }, new AbortController().signal, events));
+    const run = method().run(
+      context('ftjob-bad1', { epochs: 1, batch_size: 2, namespace: 'training' }, new AbortController().signal, events),
+    );
     await expect(run).rejects.toThrow(TrainingJobFailedError);
-    await expect(run).rejects.toThrow(/failed: BackoffLimitExceeded: Job has reached the specified backoff limit; pod .*: exit 1, Error; last log lines: .*CUDA out of memory/);
+    await expect(run).rejects.toThrow(
+      /failed: BackoffLimitExceeded: Job has reached the specified backoff limit; pod .*: exit 1, Error; last log lines: .*CUDA out of memory/,
+    );
     // A failed Job is left for inspection (its TTL removes it); nothing is deleted.
     expect(api.calls.some((c) => c.method === 'DELETE')).toBe(false);
-    expect(events.some((e) => e.message === 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB')).toBe(true);
+    expect(
+      events.some((e) => e.message === 'torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB'),
+    ).toBe(true);
   });
 
   test('a pod that can never start fails the job and deletes the Job', async () => {
@@ -396,7 +528,9 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     expect(del[0].path).toBe(`/apis/batch/v1/namespaces/training/jobs/${trainingJobName('ftjob-cxl1')}`);
     expect(del[0].query.get('propagationPolicy')).toBe('Background');
     expect(api.jobs.size).toBe(0);
-    expect(events.some((e) => e.message === `deleted training Job training/${trainingJobName('ftjob-cxl1')}`)).toBe(true);
+    expect(events.some((e) => e.message === `deleted training Job training/${trainingJobName('ftjob-cxl1')}`)).toBe(
+      true,
+    );
   });
 
   test('a server shutdown (abort reason "shutdown") leaves the Job running for the restarted server', async () => {
@@ -413,36 +547,60 @@ describe('full: the job runner against a fake Kubernetes API', () => {
     await expect(run).rejects.toThrow(FineTuneCancelledError);
     expect(api.calls.some((c) => c.method === 'DELETE')).toBe(false);
     expect(api.jobs.has(trainingJobName('ftjob-stop1'))).toBe(true);
-    expect(events.some((e) => /keeps running and is followed again after the restart/.test(e.message ?? ''))).toBe(true);
+    expect(events.some((e) => /keeps running and is followed again after the restart/.test(e.message ?? ''))).toBe(
+      true,
+    );
   });
 
-  test('after a restart, the existing Job of the same fine-tune is followed, not recreated; a stranger\'s is refused', async () => {
+  test("after a restart, the existing Job of the same fine-tune is followed, not recreated; a stranger's is refused", async () => {
     api.reset('succeed', ['resumed']);
     const jobName = trainingJobName('ftjob-adopt');
-    const existing = { metadata: { name: jobName, annotations: { 'clipserve.io/finetune-job-id': 'ftjob-adopt' } }, spec: { completions: 1, template: { metadata: { labels: {} }, spec: { containers: [] } } } };
+    const existing = {
+      metadata: { name: jobName, annotations: { 'clipserve.io/finetune-job-id': 'ftjob-adopt' } },
+      spec: { completions: 1, template: { metadata: { labels: {} }, spec: { containers: [] } } },
+    };
     // The Job as the first run created it (same args: the simulated trainer reads them).
     const events: FineTuneMethodEvent[] = [];
-    const first = method().run(context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, events));
+    const first = method().run(
+      context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, events),
+    );
     await first;
     const created = api.calls.find((c) => c.method === 'POST')!.body as V1Job;
     api.reset('succeed', ['resumed']);
-    api.jobs.set(jobName, { ...created, metadata: { ...created.metadata, uid: 'u1' }, status: {}, _gets: 0 } as V1Job & { _gets: number });
+    api.jobs.set(jobName, {
+      ...created,
+      metadata: { ...created.metadata, uid: 'u1' },
+      status: {},
+      _gets: 0,
+    } as V1Job & { _gets: number });
     const again: FineTuneMethodEvent[] = [];
-    const result = await method().run(context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, again));
+    const result = await method().run(
+      context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, again),
+    );
     expect(again.some((e) => e.message === `following the existing training Job training/${jobName}`)).toBe(true);
     expect(api.calls.filter((c) => c.method === 'POST')).toHaveLength(1); // the 409'd create
     expect(fs.existsSync(path.join(result.bundleDir, 'clipserve.json'))).toBe(true);
 
     api.reset('succeed', []);
-    api.jobs.set(jobName, { ...existing, metadata: { ...existing.metadata, annotations: { 'clipserve.io/finetune-job-id': 'someone-else' } }, _gets: 0 } as unknown as V1Job & { _gets: number });
-    await expect(method().run(context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, []))).rejects.toThrow(/already exists and does not belong/);
+    api.jobs.set(jobName, {
+      ...existing,
+      metadata: { ...existing.metadata, annotations: { 'clipserve.io/finetune-job-id': 'someone-else' } },
+      _gets: 0,
+    } as unknown as V1Job & { _gets: number });
+    await expect(
+      method().run(context('ftjob-adopt', { epochs: 1, batch_size: 2 }, new AbortController().signal, [])),
+    ).rejects.toThrow(/already exists and does not belong/);
   });
 
   test('paths off the shared volume and too few pairs for a batch are refused before anything is submitted', async () => {
     api.reset('succeed', []);
     const ctx = context('ftjob-vol1', {}, new AbortController().signal, []);
-    await expect(method().run({ ...ctx, datasetDir: os.tmpdir() })).rejects.toThrow(/not on the volume shared with the trainer/);
-    await expect(method().run({ ...ctx, hyperparameters: { batch_size: 64 } })).rejects.toThrow(/make no full batch of 64/);
+    await expect(method().run({ ...ctx, datasetDir: os.tmpdir() })).rejects.toThrow(
+      /not on the volume shared with the trainer/,
+    );
+    await expect(method().run({ ...ctx, hyperparameters: { batch_size: 64 } })).rejects.toThrow(
+      /make no full batch of 64/,
+    );
     expect(api.calls).toHaveLength(0);
   });
 });

@@ -9,10 +9,31 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { FineTunePreconditionError, FineTuneValidationError, type Hyperparameters } from '../../../server/src/finetune/method';
-import { createFullMethod, FULL_DEFAULTS, loadKubeConfig, resolveFullHyperparameters } from '../../../server/src/finetune/full';
-import { buildTrainingManifests, jobLabelValue, ownedByJob, trainingJobName, type TrainingJobSpec } from '../../../server/src/finetune/full/manifests';
-import { escapeKubeExpansion, HYPERPARAMETER_FLAGS, openClipTrainArgs, torchrunArgs, type TrainerInputs } from '../../../server/src/finetune/full/trainer-args';
+import {
+  FineTunePreconditionError,
+  FineTuneValidationError,
+  type Hyperparameters,
+} from '../../../server/src/finetune/method';
+import {
+  createFullMethod,
+  FULL_DEFAULTS,
+  loadKubeConfig,
+  resolveFullHyperparameters,
+} from '../../../server/src/finetune/full';
+import {
+  buildTrainingManifests,
+  jobLabelValue,
+  ownedByJob,
+  trainingJobName,
+  type TrainingJobSpec,
+} from '../../../server/src/finetune/full/manifests';
+import {
+  escapeKubeExpansion,
+  HYPERPARAMETER_FLAGS,
+  openClipTrainArgs,
+  torchrunArgs,
+  type TrainerInputs,
+} from '../../../server/src/finetune/full/trainer-args';
 import { parseTrainerLine, stepsPerEpoch } from '../../../server/src/finetune/full/trainer-log';
 import { prepareTrainingData } from '../../../server/src/finetune/full/training-data';
 import { kubeClient } from '../../../server/src/finetune/full/kube-client';
@@ -112,7 +133,11 @@ describe('full: hyperparameters', () => {
     ['fractional batch', { batch_size: 2.5 }, /batch_size must be an integer/],
     ['zero epochs', { epochs: 0 }, /epochs must be an integer in \[1/],
     ['unknown precision', { precision: 'int8' as 'fp32' }, /precision must be one of/],
-    ['3 jitter values', { color_jitter: [0.1, 0.1, 0.1] as unknown as [number, number, number, number] }, /color_jitter must be 4 numbers/],
+    [
+      '3 jitter values',
+      { color_jitter: [0.1, 0.1, 0.1] as unknown as [number, number, number, number] },
+      /color_jitter must be 4 numbers/,
+    ],
     ['hue > 0.5', { color_jitter: [0, 0, 0, 0.6] }, /hue must be <= 0.5/],
     ['jitter prob > 1', { color_jitter_prob: 1.5 }, /color_jitter_prob must be in \[0, 1\]/],
     ['negative grayscale', { grayscale_prob: -0.1 }, /grayscale_prob must be in \[0, 1\]/],
@@ -137,9 +162,21 @@ describe('full: hyperparameter → open_clip_train flags', () => {
     ['batch_size', { batch_size: 48 }, (f) => expect(f.get('--batch-size')).toEqual(['48'])],
     ['epochs', { epochs: 7 }, (f) => expect(f.get('--epochs')).toEqual(['7'])],
     ['precision', { precision: 'fp32' }, (f) => expect(f.get('--precision')).toEqual(['fp32'])],
-    ['color_jitter', { color_jitter: [0.3, 0.25, 0.125, 0.05] }, (f) => expect(parseAugCfg(f.get('--aug-cfg')!).color_jitter).toEqual([0.3, 0.25, 0.125, 0.05])],
-    ['color_jitter_prob', { color_jitter_prob: 0.35 }, (f) => expect(parseAugCfg(f.get('--aug-cfg')!).color_jitter_prob).toBe(0.35)],
-    ['grayscale_prob', { grayscale_prob: 0.05 }, (f) => expect(parseAugCfg(f.get('--aug-cfg')!).gray_scale_prob).toBe(0.05)],
+    [
+      'color_jitter',
+      { color_jitter: [0.3, 0.25, 0.125, 0.05] },
+      (f) => expect(parseAugCfg(f.get('--aug-cfg')!).color_jitter).toEqual([0.3, 0.25, 0.125, 0.05]),
+    ],
+    [
+      'color_jitter_prob',
+      { color_jitter_prob: 0.35 },
+      (f) => expect(parseAugCfg(f.get('--aug-cfg')!).color_jitter_prob).toBe(0.35),
+    ],
+    [
+      'grayscale_prob',
+      { grayscale_prob: 0.05 },
+      (f) => expect(parseAugCfg(f.get('--aug-cfg')!).gray_scale_prob).toBe(0.05),
+    ],
     ['grad_checkpointing', { grad_checkpointing: false }, (f) => expect(f.has('--grad-checkpointing')).toBe(false)],
     ['seed', { seed: 1234 }, (f) => expect(f.get('--seed')).toEqual(['1234'])],
     ['weight_decay', { weight_decay: 0.05 }, (f) => expect(pyFloat(f.get('--wd')![0])).toBe(0.05)],
@@ -154,7 +191,9 @@ describe('full: hyperparameter → open_clip_train flags', () => {
     check(flags);
     // The flag the table names is the one that changed, and nothing else moved.
     const defaults = trainerFlags({});
-    const changed = [...new Set([...flags.keys(), ...defaults.keys()])].filter((k) => JSON.stringify(flags.get(k)) !== JSON.stringify(defaults.get(k)));
+    const changed = [...new Set([...flags.keys(), ...defaults.keys()])].filter(
+      (k) => JSON.stringify(flags.get(k)) !== JSON.stringify(defaults.get(k)),
+    );
     if (name !== 'lr_schedule') expect(changed).toEqual([HYPERPARAMETER_FLAGS[name]]);
   });
 
@@ -166,7 +205,11 @@ describe('full: hyperparameter → open_clip_train flags', () => {
     expect(f.get('--epochs')).toEqual(['40']);
     expect(f.get('--precision')).toEqual(['amp_bf16']);
     expect(f.get('--grad-checkpointing')).toEqual([]);
-    expect(parseAugCfg(f.get('--aug-cfg')!)).toEqual({ color_jitter: [0.2, 0.2, 0.1, 0], color_jitter_prob: 0.7, gray_scale_prob: 0.2 });
+    expect(parseAugCfg(f.get('--aug-cfg')!)).toEqual({
+      color_jitter: [0.2, 0.2, 0.1, 0],
+      color_jitter_prob: 0.7,
+      gray_scale_prob: 0.2,
+    });
     expect(f.get('--dist-backend')).toEqual(['nccl']);
     expect(f.get('--dataset-type')).toEqual(['csv']);
     expect(f.get('--csv-separator')).toEqual(['\t']);
@@ -184,9 +227,32 @@ describe('full: hyperparameter → open_clip_train flags', () => {
 
   test('every flag is one open_clip_train defines (params.py)', () => {
     const known = new Set([
-      '--train-data', '--val-data', '--val-frequency', '--dataset-type', '--csv-separator', '--csv-img-key', '--csv-caption-key', '--model',
-      '--lr', '--lr-scheduler', '--warmup', '--wd', '--batch-size', '--epochs', '--precision', '--aug-cfg', '--grad-checkpointing', '--seed',
-      '--workers', '--logs', '--name', '--save-frequency', '--resume', '--zeroshot-frequency', '--dist-backend', '--dist-url',
+      '--train-data',
+      '--val-data',
+      '--val-frequency',
+      '--dataset-type',
+      '--csv-separator',
+      '--csv-img-key',
+      '--csv-caption-key',
+      '--model',
+      '--lr',
+      '--lr-scheduler',
+      '--warmup',
+      '--wd',
+      '--batch-size',
+      '--epochs',
+      '--precision',
+      '--aug-cfg',
+      '--grad-checkpointing',
+      '--seed',
+      '--workers',
+      '--logs',
+      '--name',
+      '--save-frequency',
+      '--resume',
+      '--zeroshot-frequency',
+      '--dist-backend',
+      '--dist-url',
     ]);
     for (const k of trainerFlags({}).keys()) expect(known).toContain(k);
   });
@@ -200,12 +266,15 @@ describe('full: hyperparameter → open_clip_train flags', () => {
   test('torchrun: standalone on one node, static rendezvous at rank 0 on several', () => {
     expect(torchrunArgs({ nodes: 1, gpusPerNode: 6 })).toEqual(['--standalone', '--nnodes=1', '--nproc_per_node=6']);
     expect(torchrunArgs({ nodes: 3, gpusPerNode: 8, masterAddr: 'j-0.j' })).toEqual([
-      '--nnodes=3', '--nproc_per_node=8', '--node_rank=$(JOB_COMPLETION_INDEX)', '--master_addr=j-0.j', '--master_port=29500',
+      '--nnodes=3',
+      '--nproc_per_node=8',
+      '--node_rank=$(JOB_COMPLETION_INDEX)',
+      '--master_addr=j-0.j',
+      '--master_port=29500',
     ]);
     expect(() => torchrunArgs({ nodes: 2, gpusPerNode: 1 })).toThrow(/masterAddr/);
     expect(escapeKubeExpansion('/data/$(HOME)/x')).toBe('/data/$$(HOME)/x');
   });
-
 });
 
 describe('full: Kubernetes manifests', () => {
@@ -264,37 +333,54 @@ describe('full: Kubernetes manifests', () => {
     expect(c.args).toContain(`--master_addr=${name}-0.${name}`);
     expect(c.args).toContain('--node_rank=$(JOB_COMPLETION_INDEX)');
     // $(JOB_COMPLETION_INDEX) is expanded by the kubelet only from the container's own env.
-    expect(c.env!.find((e) => e.name === 'JOB_COMPLETION_INDEX')!.valueFrom!.fieldRef!.fieldPath).toBe("metadata.annotations['batch.kubernetes.io/job-completion-index']");
+    expect(c.env!.find((e) => e.name === 'JOB_COMPLETION_INDEX')!.valueFrom!.fieldRef!.fieldPath).toBe(
+      "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+    );
     expect(c.ports).toEqual([{ name: 'rendezvous', containerPort: 29500, protocol: 'TCP' }]);
-    expect(owned.metadata!.ownerReferences).toEqual([{ apiVersion: 'batch/v1', kind: 'Job', name, uid: '6f1c0b7e-1111-2222-3333-444455556666' }]);
+    expect(owned.metadata!.ownerReferences).toEqual([
+      { apiVersion: 'batch/v1', kind: 'Job', name, uid: '6f1c0b7e-1111-2222-3333-444455556666' },
+    ]);
   });
 
   test('pod options reach the pod and stay schema-valid', () => {
     const { job } = buildTrainingManifests(
-      spec({ gpus_per_node: 2 }, {
-        pod: {
-          requests: { cpu: '12', memory: '96Gi' },
-          limits: { cpu: '16', memory: '128Gi' },
-          nodeSelector: { 'nvidia.com/gpu.product': 'NVIDIA-H100-80GB-HBM3' },
-          tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'training', effect: 'NoSchedule' }],
-          imagePullSecrets: ['regcred'],
-          serviceAccountName: 'trainer',
-          activeDeadlineSeconds: 86400,
-          ttlSecondsAfterFinished: 600,
-          labels: { team: 'search' },
+      spec(
+        { gpus_per_node: 2 },
+        {
+          pod: {
+            requests: { cpu: '12', memory: '96Gi' },
+            limits: { cpu: '16', memory: '128Gi' },
+            nodeSelector: { 'nvidia.com/gpu.product': 'NVIDIA-H100-80GB-HBM3' },
+            tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'training', effect: 'NoSchedule' }],
+            imagePullSecrets: ['regcred'],
+            serviceAccountName: 'trainer',
+            activeDeadlineSeconds: 86400,
+            ttlSecondsAfterFinished: 600,
+            labels: { team: 'search' },
+          },
         },
-      }),
+      ),
     );
     expect(validateObjects([job as K8sObject])).toEqual([]);
     const pod = job.spec!.template.spec!;
-    expect(pod.containers[0].resources).toEqual({ requests: { cpu: '12', memory: '96Gi' }, limits: { 'nvidia.com/gpu': '2', cpu: '16', memory: '128Gi' } });
+    expect(pod.containers[0].resources).toEqual({
+      requests: { cpu: '12', memory: '96Gi' },
+      limits: { 'nvidia.com/gpu': '2', cpu: '16', memory: '128Gi' },
+    });
     expect(pod.imagePullSecrets).toEqual([{ name: 'regcred' }]);
     expect(job.spec).toMatchObject({ activeDeadlineSeconds: 86400, ttlSecondsAfterFinished: 600 });
     expect(job.spec!.template.metadata!.labels!.team).toBe('search');
   });
 
   test('names: DNS-1123, short enough for Indexed pod hostnames, distinct per job id', () => {
-    const ids = ['ftjob-abc', 'FTJOB-abc', 'ftjob_abc', 'ftjob-' + 'x'.repeat(80), 'ftjob-' + 'x'.repeat(80) + 'y', '---'];
+    const ids = [
+      'ftjob-abc',
+      'FTJOB-abc',
+      'ftjob_abc',
+      'ftjob-' + 'x'.repeat(80),
+      'ftjob-' + 'x'.repeat(80) + 'y',
+      '---',
+    ];
     const names = ids.map(trainingJobName);
     for (const n of names) {
       expect(n).toMatch(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
@@ -310,17 +396,33 @@ describe('full: trainer log lines', () => {
   test('train progress and the eval summary, with the logging prefix', () => {
     const train =
       '2026-11-27,09:12:01 | INFO | Train Epoch: 3 [ 2560/20700 (12%)] Data (t): 0.112 Batch (t): 1.934, 198.551/s, 33.0918/s/gpu LR: 0.000005 Logit Scale: 99.998 Contrastive_loss: 0.91234 (0.93012) Loss: 0.91234 (0.93012)';
-    expect(parseTrainerLine(train)).toEqual({ kind: 'step', epoch: 3, samples: 2560, samplesPerEpoch: 20700, learningRate: 0.000005, loss: 0.91234 });
+    expect(parseTrainerLine(train)).toEqual({
+      kind: 'step',
+      epoch: 3,
+      samples: 2560,
+      samplesPerEpoch: 20700,
+      learningRate: 0.000005,
+      loss: 0.91234,
+    });
     const evalLine =
       '2026-11-27,09:40:11 | INFO | Eval Epoch: 4 image_to_text_mean_rank: 2.2400\timage_to_text_median_rank: 1.0000\timage_to_text_R@1: 0.7000\timage_to_text_R@5: 0.9600\t' +
       'text_to_image_R@10: 0.9810\tclip_val_loss: 0.5123\tepoch: 4.0000\tnum_samples: 2300.0000';
     expect(parseTrainerLine(evalLine)).toEqual({
       kind: 'eval',
       epoch: 4,
-      metrics: { image_to_text_mean_rank: 2.24, image_to_text_median_rank: 1, 'image_to_text_R@1': 0.7, 'image_to_text_R@5': 0.96, 'text_to_image_R@10': 0.981, clip_val_loss: 0.5123 },
+      metrics: {
+        image_to_text_mean_rank: 2.24,
+        image_to_text_median_rank: 1,
+        'image_to_text_R@1': 0.7,
+        'image_to_text_R@5': 0.96,
+        'text_to_image_R@10': 0.981,
+        clip_val_loss: 0.5123,
+      },
     });
     // Running eval losses and unrelated lines are not summaries.
-    expect(parseTrainerLine('2026-11-27,09:39:00 | INFO | Eval Epoch: 4 [256 / 2300]\tClip Loss: 0.512345\t')).toBeUndefined();
+    expect(
+      parseTrainerLine('2026-11-27,09:39:00 | INFO | Eval Epoch: 4 [256 / 2300]\tClip Loss: 0.512345\t'),
+    ).toBeUndefined();
     expect(parseTrainerLine('NCCL INFO Channel 00/02 : 0 1')).toBeUndefined();
   });
 
@@ -344,13 +446,30 @@ describe('full: training data files', () => {
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test('a seeded split with absolute paths, quoting that pandas reads back', () => {
-    const a = prepareTrainingData({ datasetDir: path.join(dir, 'ds'), outDir: path.join(dir, 'a'), validationSplit: 0.2, seed: 7 });
-    const b = prepareTrainingData({ datasetDir: path.join(dir, 'ds'), outDir: path.join(dir, 'b'), validationSplit: 0.2, seed: 7 });
-    const c = prepareTrainingData({ datasetDir: path.join(dir, 'ds'), outDir: path.join(dir, 'c'), validationSplit: 0.2, seed: 8 });
+    const a = prepareTrainingData({
+      datasetDir: path.join(dir, 'ds'),
+      outDir: path.join(dir, 'a'),
+      validationSplit: 0.2,
+      seed: 7,
+    });
+    const b = prepareTrainingData({
+      datasetDir: path.join(dir, 'ds'),
+      outDir: path.join(dir, 'b'),
+      validationSplit: 0.2,
+      seed: 7,
+    });
+    const c = prepareTrainingData({
+      datasetDir: path.join(dir, 'ds'),
+      outDir: path.join(dir, 'c'),
+      validationSplit: 0.2,
+      seed: 8,
+    });
     expect([a.trainPairs, a.valPairs]).toEqual([40, 10]);
     expect(fs.readFileSync(a.valFile!, 'utf8')).toBe(fs.readFileSync(b.valFile!, 'utf8'));
     expect(fs.readFileSync(a.valFile!, 'utf8')).not.toBe(fs.readFileSync(c.valFile!, 'utf8'));
-    const { readCsvDataset } = jest.requireActual('../../../server/src/dataset/csv') as typeof import('../../../server/src/dataset/csv');
+    const { readCsvDataset } = jest.requireActual(
+      '../../../server/src/dataset/csv',
+    ) as typeof import('../../../server/src/dataset/csv');
     const train = readCsvDataset(a.trainFile);
     const val = readCsvDataset(a.valFile!);
     expect(train.length + val.length).toBe(50);
@@ -360,15 +479,32 @@ describe('full: training data files', () => {
   });
 
   test('no split: no validation file; a separate validation.tsv is used as is', () => {
-    const none = prepareTrainingData({ datasetDir: path.join(dir, 'ds'), outDir: path.join(dir, 'n'), validationSplit: 0, seed: 0 });
+    const none = prepareTrainingData({
+      datasetDir: path.join(dir, 'ds'),
+      outDir: path.join(dir, 'n'),
+      validationSplit: 0,
+      seed: 0,
+    });
     expect(none.valFile).toBeUndefined();
     expect(none.trainPairs).toBe(50);
     fs.mkdirSync(path.join(dir, 'ds2'));
     fs.writeFileSync(path.join(dir, 'ds2', 'pairs.tsv'), 'filepath\ttitle\nx.png\tx\ny.png\ty\n');
     fs.writeFileSync(path.join(dir, 'ds2', 'validation.tsv'), 'filepath\ttitle\nz.png\tz\n');
-    const sep = prepareTrainingData({ datasetDir: path.join(dir, 'ds2'), outDir: path.join(dir, 's'), validationSplit: 0.5, seed: 0 });
+    const sep = prepareTrainingData({
+      datasetDir: path.join(dir, 'ds2'),
+      outDir: path.join(dir, 's'),
+      validationSplit: 0.5,
+      seed: 0,
+    });
     expect([sep.trainPairs, sep.valPairs]).toEqual([2, 1]);
-    expect(() => prepareTrainingData({ datasetDir: path.join(dir, 'nope'), outDir: path.join(dir, 'x'), validationSplit: 0, seed: 0 })).toThrow(/no pairs\.tsv/);
+    expect(() =>
+      prepareTrainingData({
+        datasetDir: path.join(dir, 'nope'),
+        outDir: path.join(dir, 'x'),
+        validationSplit: 0,
+        seed: 0,
+      }),
+    ).toThrow(/no pairs\.tsv/);
   });
 });
 
@@ -392,14 +528,22 @@ describe('full: method configuration', () => {
       currentContext: 'ctx',
     });
     expect(() => createFullMethod({ kube: kc, storage }).validate({})).toThrow(FineTunePreconditionError);
-    expect(() => createFullMethod({ kube: kc, storage }).validate({})).toThrow(/no trainer image: the server has no --finetune-image/);
+    expect(() => createFullMethod({ kube: kc, storage }).validate({})).toThrow(
+      /no trainer image: the server has no --finetune-image/,
+    );
     expect(() => createFullMethod({ kube: kc, storage }).validate({ image: 'x/y:1' })).not.toThrow();
-    expect(() => createFullMethod({ kube: kc, storage, image: 'x/y:1' }).validate({ nodes: 0 })).toThrow(/nodes must be/);
+    expect(() => createFullMethod({ kube: kc, storage, image: 'x/y:1' }).validate({ nodes: 0 })).toThrow(
+      /nodes must be/,
+    );
   });
 
   test('loadKubeConfig: an explicit file, $KUBECONFIG, ~/.kube/config, else none (not localhost:8080)', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ft-full-kc-'));
-    const saved = { KUBECONFIG: process.env.KUBECONFIG, HOME: process.env.HOME, KUBERNETES_SERVICE_HOST: process.env.KUBERNETES_SERVICE_HOST };
+    const saved = {
+      KUBECONFIG: process.env.KUBECONFIG,
+      HOME: process.env.HOME,
+      KUBERNETES_SERVICE_HOST: process.env.KUBERNETES_SERVICE_HOST,
+    };
     const restore = (): void => {
       for (const [k, v] of Object.entries(saved)) {
         if (v === undefined) delete process.env[k];
@@ -408,12 +552,28 @@ describe('full: method configuration', () => {
     };
     try {
       const file = path.join(dir, 'config');
-      fs.writeFileSync(file, [
-        'apiVersion: v1', 'kind: Config', 'current-context: gpu',
-        'clusters:', '- name: gpu-cluster', '  cluster:', '    server: https://gpu.example.com:6443',
-        'users:', '- name: trainer', '  user:', '    token: abc',
-        'contexts:', '- name: gpu', '  context:', '    cluster: gpu-cluster', '    user: trainer', '    namespace: ml',
-      ].join('\n'));
+      fs.writeFileSync(
+        file,
+        [
+          'apiVersion: v1',
+          'kind: Config',
+          'current-context: gpu',
+          'clusters:',
+          '- name: gpu-cluster',
+          '  cluster:',
+          '    server: https://gpu.example.com:6443',
+          'users:',
+          '- name: trainer',
+          '  user:',
+          '    token: abc',
+          'contexts:',
+          '- name: gpu',
+          '  context:',
+          '    cluster: gpu-cluster',
+          '    user: trainer',
+          '    namespace: ml',
+        ].join('\n'),
+      );
       expect(loadKubeConfig({ kubeconfig: file })!.getCurrentCluster()!.server).toBe('https://gpu.example.com:6443');
       expect(() => loadKubeConfig({ kubeconfig: path.join(dir, 'missing') })).toThrow(/kubeconfig not found/);
       delete process.env.KUBERNETES_SERVICE_HOST;
@@ -442,10 +602,17 @@ describe('full: method configuration', () => {
 
 describe('full: RBAC in deploy/k8s/base grants the calls the runner makes', () => {
   test('jobs create/get/delete, pods list, pods/log get, services create', () => {
-    const docs = parseAllDocuments(fs.readFileSync(path.join(REPO, 'deploy', 'k8s', 'base', 'role.yaml'), 'utf8')).map((d) => d.toJS());
+    const docs = parseAllDocuments(fs.readFileSync(path.join(REPO, 'deploy', 'k8s', 'base', 'role.yaml'), 'utf8')).map(
+      (d) => d.toJS(),
+    );
     const role = docs.find((d) => d?.kind === 'Role');
     const grants = (group: string, resource: string, verb: string): boolean =>
-      role.rules.some((r: { apiGroups: string[]; resources: string[]; verbs: string[] }) => r.apiGroups.includes(group) && r.resources.includes(resource) && (r.verbs.includes(verb) || r.verbs.includes('*')));
+      role.rules.some(
+        (r: { apiGroups: string[]; resources: string[]; verbs: string[] }) =>
+          r.apiGroups.includes(group) &&
+          r.resources.includes(resource) &&
+          (r.verbs.includes(verb) || r.verbs.includes('*')),
+      );
     const needed: Array<[string, string, string]> = [
       ['batch', 'jobs', 'create'],
       ['batch', 'jobs', 'get'],

@@ -11,7 +11,12 @@ import * as path from 'node:path';
 import pino from 'pino';
 import { DatasetCatalog } from '../../../server/src/finetune/dataset';
 import { FineTuneJobRunner } from '../../../server/src/finetune/jobs';
-import { FineTuneCancelledError, FineTuneValidationError, type FineTuneJobContext, type FineTuneMethod } from '../../../server/src/finetune/method';
+import {
+  FineTuneCancelledError,
+  FineTuneValidationError,
+  type FineTuneJobContext,
+  type FineTuneMethod,
+} from '../../../server/src/finetune/method';
 import { ModelRegistry } from '../../../server/src/versions/registry';
 import { openStore } from '../../../server/src/store/open';
 import { SqliteStore } from '../../../server/src/store/sqlite-store';
@@ -44,7 +49,10 @@ class StandInMethod implements FineTuneMethod {
     });
     const out = path.join(ctx.workDir, 'bundle');
     fs.mkdirSync(out, { recursive: true });
-    fs.writeFileSync(path.join(out, 'clipserve.json'), JSON.stringify({ version: ctx.outputVersion, name: 'stand-in' }));
+    fs.writeFileSync(
+      path.join(out, 'clipserve.json'),
+      JSON.stringify({ version: ctx.outputVersion, name: 'stand-in' }),
+    );
     return { bundleDir: out, metrics: { 'text_to_image_R@1': 0.5 } };
   }
 }
@@ -116,9 +124,13 @@ describe.each(['sqlite', 'postgres'] as const)('fine-tune job runner on %s', (ba
     const a = await instance('host-a');
     const j1 = await a.runner.create({ trainingFile: 'train.csv' });
     const j2 = await a.runner.create({ trainingFile: 'train.csv', suffix: 'second' });
-    await expect(a.runner.create({ trainingFile: 'train.csv', hyperparameters: { epochs: 0 } })).rejects.toThrow(FineTuneValidationError);
+    await expect(a.runner.create({ trainingFile: 'train.csv', hyperparameters: { epochs: 0 } })).rejects.toThrow(
+      FineTuneValidationError,
+    );
     await expect(a.runner.create({ trainingFile: 'train.csv', method: 'nope' })).rejects.toThrow(/unknown method/);
-    await expect(a.runner.create({ trainingFile: 'train.csv', baseModel: 'missing' })).rejects.toThrow(/no model version/);
+    await expect(a.runner.create({ trainingFile: 'train.csv', baseModel: 'missing' })).rejects.toThrow(
+      /no model version/,
+    );
     await a.runner.start();
     await until(() => a.method.runs.length === 1, 'the first run');
     expect((await a.runner.get(j2.id)).state).toBe('queued');
@@ -134,7 +146,15 @@ describe.each(['sqlite', 'postgres'] as const)('fine-tune job runner on %s', (ba
     // Events in the order they were raised, numbered without gaps (the step came from inside the method).
     const events = await a.runner.events(j1.id);
     expect(events.map((e) => e.sequence)).toEqual(events.map((_, i) => i + 1));
-    expect(events.map((e) => (e.type === 'state' ? e.data.state : e.type))).toEqual(['queued', 'validating_files', 'log', 'running', 'step', 'report', 'succeeded']);
+    expect(events.map((e) => (e.type === 'state' ? e.data.state : e.type))).toEqual([
+      'queued',
+      'validating_files',
+      'log',
+      'running',
+      'step',
+      'report',
+      'succeeded',
+    ]);
   });
 
   it('shares a data directory between instances: one runner per job, cancels passed on, vanished owners recovered', async () => {
@@ -143,7 +163,10 @@ describe.each(['sqlite', 'postgres'] as const)('fine-tune job runner on %s', (ba
     const job = await a.runner.create({ trainingFile: 'train.csv' });
     await a.runner.start();
     await b.runner.start();
-    await until(async () => a.method.runs.length + b.method.runs.length === 1 && (await a.runner.get(job.id)).state === 'running', 'one run');
+    await until(
+      async () => a.method.runs.length + b.method.runs.length === 1 && (await a.runner.get(job.id)).state === 'running',
+      'one run',
+    );
     await new Promise((r) => setTimeout(r, 400)); // several heartbeats: nobody else takes it
     expect(a.method.runs.length + b.method.runs.length).toBe(1);
     const [owner, other] = a.method.runs.length === 1 ? [a, b] : [b, a];
@@ -152,14 +175,16 @@ describe.each(['sqlite', 'postgres'] as const)('fine-tune job runner on %s', (ba
     const cancelled: JobRecord = await other.runner.cancel(job.id);
     expect(cancelled.state).toBe('cancelled');
     expect(owner.method.release(job.id)).toBe(true); // the run had been started, and was aborted
-
   });
 
   it('recovers the job of an instance that vanished mid-run', async () => {
     const a = await instance('host-a');
     const job = await a.runner.create({ trainingFile: 'train.csv' });
     await a.runner.start();
-    await until(async () => a.method.runs.length === 1 && (await a.runner.get(job.id)).state === 'running', 'the run on a');
+    await until(
+      async () => a.method.runs.length === 1 && (await a.runner.get(job.id)).state === 'running',
+      'the run on a',
+    );
     // a dies: no close, no more heartbeats; its record still says running, owned by a.
     clearInterval((a.runner as unknown as { timer: NodeJS.Timeout }).timer);
     // Two survivors notice at once: exactly one adopts the job, one "resumes" event is written.
@@ -171,7 +196,10 @@ describe.each(['sqlite', 'postgres'] as const)('fine-tune job runner on %s', (ba
     const messages = (await survivor.runner.events(job.id)).map((e) => e.message);
     expect(messages.filter((m) => /resumes from its last checkpoint/.test(m))).toHaveLength(1);
     survivor.method.release(job.id);
-    await until(async () => (await survivor.runner.get(job.id)).state === 'succeeded', 'the job to succeed on the survivor');
+    await until(
+      async () => (await survivor.runner.get(job.id)).state === 'succeeded',
+      'the job to succeed on the survivor',
+    );
     expect((await survivor.runner.get(job.id)).owner).toBe(survivor.runner.owner);
     expect(b.method.runs.length + c.method.runs.length).toBe(1);
   });

@@ -3,7 +3,14 @@
  * hand-computed step, the cosine schedule's shape, and the projection folding identity
  * (features of the folded projection == adapter applied to the base features).
  */
-import { adamWStep, applyAdapter, contrastiveLossAndGrads, cosineLr, newAdamState, seededRandom } from '../../../server/src/finetune/adapter/math';
+import {
+  adamWStep,
+  applyAdapter,
+  contrastiveLossAndGrads,
+  cosineLr,
+  newAdamState,
+  seededRandom,
+} from '../../../server/src/finetune/adapter/math';
 import { foldProjection } from '../../../server/src/finetune/adapter/fold';
 import { loadCheckpoint, saveCheckpoint } from '../../../server/src/finetune/adapter/train-loop';
 import * as fs from 'node:fs';

@@ -22,7 +22,12 @@ describe('CallerLimiter', () => {
     const limiter = new CallerLimiter({ ratePerSecond: 10, burst: 3, maxConcurrent: 0, maxCallers: 100 });
     for (let i = 0; i < 3; i++) admitted(limiter.admit('a', 0))();
     const refused = limiter.admit('a', 0);
-    expect(refused).toEqual({ admitted: false, limit: 'rate', details: expect.stringMatching(/rate of 10 calls per second \(burst 3\); retry in 100 ms/), retryMs: 100 });
+    expect(refused).toEqual({
+      admitted: false,
+      limit: 'rate',
+      details: expect.stringMatching(/rate of 10 calls per second \(burst 3\); retry in 100 ms/),
+      retryMs: 100,
+    });
     // Another caller is untouched by a's flood.
     admitted(limiter.admit('b', 0))();
     // 100 ms later one token has come back, and only one.
@@ -46,7 +51,11 @@ describe('CallerLimiter', () => {
     const limiter = new CallerLimiter({ ratePerSecond: 0, burst: 1, maxConcurrent: 2, maxCallers: 100 });
     const r1 = admitted(limiter.admit('a', 0));
     admitted(limiter.admit('a', 0));
-    expect(limiter.admit('a', 0)).toMatchObject({ admitted: false, limit: 'concurrency', details: expect.stringMatching(/already has 2 calls in flight.*--caller-concurrency 2/) });
+    expect(limiter.admit('a', 0)).toMatchObject({
+      admitted: false,
+      limit: 'concurrency',
+      details: expect.stringMatching(/already has 2 calls in flight.*--caller-concurrency 2/),
+    });
     admitted(limiter.admit('b', 0));
     r1();
     r1(); // a second release (status after cancel) must not free a slot it does not hold
@@ -67,9 +76,15 @@ describe('CallerLimiter', () => {
   test('unlimited only when both limits are off; nonsense limits are refused', () => {
     expect(new CallerLimiter({ ratePerSecond: 0, burst: 1, maxConcurrent: 0, maxCallers: 1 }).unlimited).toBe(true);
     expect(new CallerLimiter({ ratePerSecond: 0, burst: 1, maxConcurrent: 1, maxCallers: 1 }).unlimited).toBe(false);
-    expect(() => new CallerLimiter({ ratePerSecond: -1, burst: 1, maxConcurrent: 0, maxCallers: 1 })).toThrow(RangeError);
-    expect(() => new CallerLimiter({ ratePerSecond: 1, burst: 0, maxConcurrent: 0, maxCallers: 1 })).toThrow(RangeError);
-    expect(() => new CallerLimiter({ ratePerSecond: 1, burst: 1, maxConcurrent: 1.5, maxCallers: 1 })).toThrow(RangeError);
+    expect(() => new CallerLimiter({ ratePerSecond: -1, burst: 1, maxConcurrent: 0, maxCallers: 1 })).toThrow(
+      RangeError,
+    );
+    expect(() => new CallerLimiter({ ratePerSecond: 1, burst: 0, maxConcurrent: 0, maxCallers: 1 })).toThrow(
+      RangeError,
+    );
+    expect(() => new CallerLimiter({ ratePerSecond: 1, burst: 1, maxConcurrent: 1.5, maxCallers: 1 })).toThrow(
+      RangeError,
+    );
   });
 });
 
@@ -118,7 +133,13 @@ describe('RefusalLog', () => {
 });
 
 test('only EmbedText and EmbedImage map to one queue', () => {
-  expect(['/clipserve.v1.EmbeddingService/EmbedText', '/clipserve.v1.EmbeddingService/EmbedImage', '/clipserve.v1.EmbeddingService/EmbedStream'].map(modalityOfMethod)).toEqual(['text', 'image', undefined]);
+  expect(
+    [
+      '/clipserve.v1.EmbeddingService/EmbedText',
+      '/clipserve.v1.EmbeddingService/EmbedImage',
+      '/clipserve.v1.EmbeddingService/EmbedStream',
+    ].map(modalityOfMethod),
+  ).toEqual(['text', 'image', undefined]);
 });
 
 describe('the admission interceptor on a grpc-js server', () => {
@@ -133,7 +154,10 @@ describe('the admission interceptor on a grpc-js server', () => {
   beforeAll(async () => {
     const { embeddingService } = loadProtos();
     const EmbedText = embeddingService.EmbedText;
-    const counting = { ...embeddingService, EmbedText: { ...EmbedText, requestDeserialize: (b: Buffer) => (decoded++, EmbedText.requestDeserialize(b)) } };
+    const counting = {
+      ...embeddingService,
+      EmbedText: { ...EmbedText, requestDeserialize: (b: Buffer) => (decoded++, EmbedText.requestDeserialize(b)) },
+    };
     server = new grpc.Server({
       interceptors: [
         createAdmissionInterceptor({
@@ -148,11 +172,18 @@ describe('the admission interceptor on a grpc-js server', () => {
     });
     // The handler answers after a while, so a second call of the same caller finds the first in flight.
     server.addService(counting as grpc.ServiceDefinition, {
-      EmbedText: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => setTimeout(() => cb(null, { embeddings: [] }), 300),
+      EmbedText: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) =>
+        setTimeout(() => cb(null, { embeddings: [] }), 300),
     });
-    const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
     const Client = grpc.makeGenericClientConstructor(counting as grpc.ServiceDefinition, 'EmbeddingService');
-    client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_send_message_length': 64 << 20 });
+    client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+      'grpc.max_send_message_length': 64 << 20,
+    });
   });
   afterAll(() => {
     client?.close();
@@ -162,8 +193,10 @@ describe('the admission interceptor on a grpc-js server', () => {
   const embed = (texts: string[]): Promise<{ code: grpc.status; details: string; ms: number }> => {
     const t0 = performance.now();
     return new Promise((resolve) =>
-      (client as unknown as Record<string, (...a: unknown[]) => void>).EmbedText({ texts }, (err: grpc.ServiceError | null) =>
-        resolve({ code: err ? err.code : grpc.status.OK, details: err?.details ?? '', ms: performance.now() - t0 }),
+      (client as unknown as Record<string, (...a: unknown[]) => void>).EmbedText(
+        { texts },
+        (err: grpc.ServiceError | null) =>
+          resolve({ code: err ? err.code : grpc.status.OK, details: err?.details ?? '', ms: performance.now() - t0 }),
       ),
     );
   };
@@ -181,7 +214,10 @@ describe('the admission interceptor on a grpc-js server', () => {
     overShare = false;
     counted.length = 0;
     // One call in flight (the handler holds it 300 ms): the second is refused undecoded, the first served.
-    const [first, second] = await Promise.all([embed(['a']), new Promise((r) => setTimeout(r, 100)).then(() => embed(big))]);
+    const [first, second] = await Promise.all([
+      embed(['a']),
+      new Promise((r) => setTimeout(r, 100)).then(() => embed(big)),
+    ]);
     expect([first.code, second.code]).toEqual([grpc.status.OK, grpc.status.RESOURCE_EXHAUSTED]);
     expect(second.details).toMatch(/already has 1 calls in flight/);
     expect(decoded).toBe(1);

@@ -22,28 +22,104 @@ function outputKeys(dir: string, message: string): { required: string[]; declare
   return { required: fields.filter((f) => f[2] === '').map((f) => f[1]), declared: fields.map((f) => f[1]) };
 }
 
-type Method = { requestSerialize(v: unknown): Buffer; requestDeserialize(b: Buffer): unknown; responseSerialize(v: unknown): Buffer; responseDeserialize(b: Buffer): unknown };
+type Method = {
+  requestSerialize(v: unknown): Buffer;
+  requestDeserialize(b: Buffer): unknown;
+  responseSerialize(v: unknown): Buffer;
+  responseDeserialize(b: Buffer): unknown;
+};
 
 /** A message sent and decoded by one method of a service definition. */
-function roundTrip(def: grpc.ServiceDefinition, method: string, side: 'request' | 'response', value: object): Record<string, unknown> {
+function roundTrip(
+  def: grpc.ServiceDefinition,
+  method: string,
+  side: 'request' | 'response',
+  value: object,
+): Record<string, unknown> {
   const m = def[method] as unknown as Method;
-  const decoded = side === 'request' ? m.requestDeserialize(m.requestSerialize(value)) : m.responseDeserialize(m.responseSerialize(value));
+  const decoded =
+    side === 'request'
+      ? m.requestDeserialize(m.requestSerialize(value))
+      : m.responseDeserialize(m.responseSerialize(value));
   return decoded as Record<string, unknown>;
 }
 
 /** [service, method, side, value sent, path to the message checked, its message name] */
 const CASES: [string, string, 'request' | 'response', object, string[], string][] = [
   ['embedding', 'EmbedStream', 'request', { id: 'a', text: 't' }, [], 'EmbedStreamRequest'],
-  ['embedding', 'EmbedStream', 'response', { id: 'a', embedding: { valuesF32le: Buffer.alloc(4) } }, [], 'EmbedStreamResponse'],
-  ['embedding', 'EmbedStream', 'response', { id: 'a', embedding: { valuesF32le: Buffer.alloc(4) } }, ['embedding'], 'Embedding'],
+  [
+    'embedding',
+    'EmbedStream',
+    'response',
+    { id: 'a', embedding: { valuesF32le: Buffer.alloc(4) } },
+    [],
+    'EmbedStreamResponse',
+  ],
+  [
+    'embedding',
+    'EmbedStream',
+    'response',
+    { id: 'a', embedding: { valuesF32le: Buffer.alloc(4) } },
+    ['embedding'],
+    'Embedding',
+  ],
   ['embedding', 'Rank', 'request', { queryImage: Buffer.alloc(1), candidateTexts: ['x'] }, [], 'RankRequest'],
-  ['embedding', 'GetModelInfo', 'response', { name: 'm', limits: { maxItemsPerRequest: 3 } }, [], 'GetModelInfoResponse'],
-  ['embedding', 'GetModelInfo', 'response', { name: 'm', limits: { maxItemsPerRequest: 3 } }, ['limits'], 'ServerLimits'],
-  ['fineTune', 'GetFineTuneJob', 'response', { job: { id: 'j', hyperparameters: { epochs: 2, seed: 7 }, error: { code: 'c' } } }, ['job'], 'FineTuneJob'],
-  ['fineTune', 'GetFineTuneJob', 'response', { job: { id: 'j', hyperparameters: { epochs: 2, seed: 7 }, error: { code: 'c' } } }, ['job', 'hyperparameters'], 'Hyperparameters'],
-  ['fineTune', 'GetFineTuneJob', 'response', { job: { id: 'j', error: { code: 'c' } } }, ['job', 'error'], 'FineTuneError'],
-  ['fineTune', 'UploadDataset', 'request', { header: { name: 'n', format: 'DATASET_FORMAT_ZIP' } }, [], 'UploadDatasetRequest'],
-  ['fineTune', 'WatchFineTuneJob', 'response', { event: { sequence: 1, type: 'FINE_TUNE_EVENT_TYPE_LOG' }, state: 'FINE_TUNE_JOB_STATE_RUNNING' }, ['event'], 'FineTuneEvent'],
+  [
+    'embedding',
+    'GetModelInfo',
+    'response',
+    { name: 'm', limits: { maxItemsPerRequest: 3 } },
+    [],
+    'GetModelInfoResponse',
+  ],
+  [
+    'embedding',
+    'GetModelInfo',
+    'response',
+    { name: 'm', limits: { maxItemsPerRequest: 3 } },
+    ['limits'],
+    'ServerLimits',
+  ],
+  [
+    'fineTune',
+    'GetFineTuneJob',
+    'response',
+    { job: { id: 'j', hyperparameters: { epochs: 2, seed: 7 }, error: { code: 'c' } } },
+    ['job'],
+    'FineTuneJob',
+  ],
+  [
+    'fineTune',
+    'GetFineTuneJob',
+    'response',
+    { job: { id: 'j', hyperparameters: { epochs: 2, seed: 7 }, error: { code: 'c' } } },
+    ['job', 'hyperparameters'],
+    'Hyperparameters',
+  ],
+  [
+    'fineTune',
+    'GetFineTuneJob',
+    'response',
+    { job: { id: 'j', error: { code: 'c' } } },
+    ['job', 'error'],
+    'FineTuneError',
+  ],
+  [
+    'fineTune',
+    'UploadDataset',
+    'request',
+    { header: { name: 'n', format: 'DATASET_FORMAT_ZIP' } },
+    [],
+    'UploadDatasetRequest',
+  ],
+  [
+    'fineTune',
+    'WatchFineTuneJob',
+    'response',
+    { event: { sequence: 1, type: 'FINE_TUNE_EVENT_TYPE_LOG' }, state: 'FINE_TUNE_JOB_STATE_RUNNING' },
+    ['event'],
+    'FineTuneEvent',
+  ],
   ['model', 'ListModels', 'response', { models: [{ version: 'v' }], activeVersion: 'v' }, [], 'ListModelsResponse'],
 ];
 
@@ -53,13 +129,20 @@ function check(services: Record<string, grpc.ServiceDefinition>, dir: string): v
     for (const key of at) msg = msg[key] as Record<string, unknown>;
     const { required, declared } = outputKeys(dir, message);
     const present = Object.keys(msg).filter((k) => msg[k] !== undefined);
-    expect({ message, missing: required.filter((k) => !present.includes(k)), undeclared: present.filter((k) => !declared.includes(k)) }).toEqual({ message, missing: [], undeclared: [] });
+    expect({
+      message,
+      missing: required.filter((k) => !present.includes(k)),
+      undeclared: present.filter((k) => !declared.includes(k)),
+    }).toEqual({ message, missing: [], undeclared: [] });
   }
 }
 
 test('the server loader hands over what server/src/grpc/generated declares', () => {
   const p = loadProtos();
-  check({ embedding: p.embeddingService, fineTune: p.fineTuneService, model: p.modelService }, 'server/src/grpc/generated');
+  check(
+    { embedding: p.embeddingService, fineTune: p.fineTuneService, model: p.modelService },
+    'server/src/grpc/generated',
+  );
 });
 
 test('the SDK loader hands over what sdk/src/generated/wire declares', () => {
@@ -67,12 +150,20 @@ test('the SDK loader hands over what sdk/src/generated/wire declares', () => {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const sdkProto = require(path.join(SDK_DIR, 'dist', 'cjs', 'proto.js')) as typeof import('../../../sdk/src/proto');
   const c = sdkProto.serviceConstructors();
-  check({ embedding: c.embedding.service, fineTune: c.fineTune.service, model: c.model.service }, 'sdk/src/generated/wire');
+  check(
+    { embedding: c.embedding.service, fineTune: c.fineTune.service, model: c.model.service },
+    'sdk/src/generated/wire',
+  );
 });
 
 test('a loader option the generated types do not follow is caught', () => {
   // defaults off: proto-loader leaves unset scalars out, which the __Output types require.
-  const def = protoLoader.loadSync(['clipserve/v1/finetune.proto'], { includeDirs: [path.join(REPO, 'proto')], longs: Number, enums: String, oneofs: true });
+  const def = protoLoader.loadSync(['clipserve/v1/finetune.proto'], {
+    includeDirs: [path.join(REPO, 'proto')],
+    longs: Number,
+    enums: String,
+    oneofs: true,
+  });
   const svc = def['clipserve.v1.FineTuneService'] as unknown as grpc.ServiceDefinition;
   expect(() => check({ fineTune: svc }, 'server/src/grpc/generated')).toThrow();
 });

@@ -79,7 +79,8 @@ class FakeHub {
     const moved = this.renamed.get(repoId);
     if (moved) return void res.writeHead(307, { location: `/${moved}/resolve/${rev}/${m[3]}` }).end();
     const repo = this.repos.get(repoId);
-    const fail = (status: number, code: string): void => void res.writeHead(status, { 'x-error-code': code, 'x-error-message': code }).end();
+    const fail = (status: number, code: string): void =>
+      void res.writeHead(status, { 'x-error-code': code, 'x-error-message': code }).end();
     if (!repo) return fail(404, 'RepoNotFound'); // the hub answers 401 for unknown repos without auth; 404 is enough here
     if (repo.token && req.headers.authorization !== `Bearer ${repo.token}`) return fail(401, 'GatedRepo');
     if (rev !== 'main' && rev !== repo.commit) return fail(404, 'RevisionNotFound');
@@ -97,7 +98,11 @@ class FakeHub {
         })
         .end();
     }
-    res.writeHead(200, { 'x-repo-commit': repo.commit, etag: `"${gitSha1(f.data)}"`, 'content-length': String(f.data.length) });
+    res.writeHead(200, {
+      'x-repo-commit': repo.commit,
+      etag: `"${gitSha1(f.data)}"`,
+      'content-length': String(f.data.length),
+    });
     res.end(req.method === 'HEAD' ? undefined : f.data);
   }
 
@@ -112,7 +117,10 @@ class FakeHub {
     if (range) {
       start = Number(range[1]);
       if (start >= data.length) return void res.writeHead(416, { 'content-range': `bytes */${data.length}` }).end();
-      res.writeHead(206, { 'content-range': `bytes ${start}-${data.length - 1}/${data.length}`, 'content-length': String(data.length - start) });
+      res.writeHead(206, {
+        'content-range': `bytes ${start}-${data.length - 1}/${data.length}`,
+        'content-length': String(data.length - start),
+      });
     } else {
       res.writeHead(200, { 'content-length': String(data.length) });
     }
@@ -160,13 +168,19 @@ describeGolden('pull from a hub-like server', () => {
       files: new Map([
         ['open_clip_config.json', { data: config, lfs: false }],
         // Only the torch .bin: pull must fall back to it.
-        ['open_clip_pytorch_model.bin', { data: fs.readFileSync(path.join(model, 'open_clip_pytorch_model.bin')), lfs: true }],
+        [
+          'open_clip_pytorch_model.bin',
+          { data: fs.readFileSync(path.join(model, 'open_clip_pytorch_model.bin')), lfs: true },
+        ],
       ]),
     });
     hub.renamed.set('old-acme/tiny-clip', 'acme/tiny-clip');
     const vocabDir = path.join(tmp, 'vocab-src');
     fs.mkdirSync(vocabDir);
-    const { vocabJson, mergesTxt } = writeHuggingFaceVocab(ClipTokenizer.fromMergesFile(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz')), vocabDir);
+    const { vocabJson, mergesTxt } = writeHuggingFaceVocab(
+      ClipTokenizer.fromMergesFile(goldenPath('tokenizer', 'bpe_simple_vocab_16e6.txt.gz')),
+      vocabDir,
+    );
     hub.repos.set('openai/clip-vit-large-patch14', {
       commit: VOCAB_COMMIT,
       files: new Map([
@@ -188,7 +202,10 @@ describeGolden('pull from a hub-like server', () => {
   test('pull downloads via HF_ENDPOINT, converts once, then serves the cached bundle', async () => {
     const cacheDir = path.join(tmp, 'cache1');
     const progress: number[] = [];
-    const r = await pullModel('hf-hub:acme/tiny-clip', { cacheDir, onDownload: (p) => p.file.endsWith('.safetensors') && progress.push(p.done) });
+    const r = await pullModel('hf-hub:acme/tiny-clip', {
+      cacheDir,
+      onDownload: (p) => p.file.endsWith('.safetensors') && progress.push(p.done),
+    });
     expect(r).toMatchObject({ repo: 'acme/tiny-clip', revision: 'main', commit: COMMIT, cached: false });
     expect(r.bundleDir).toBe(path.join(cacheDir, 'bundles', 'acme--tiny-clip', COMMIT));
     const manifest = (await loadBundle(r.bundleDir)).manifest;
@@ -198,7 +215,9 @@ describeGolden('pull from a hub-like server', () => {
     // Hub cache layout: blob by etag, snapshot by commit, ref for the branch.
     const repoDir = path.join(cacheDir, 'hub', 'models--acme--tiny-clip');
     expect(fs.readFileSync(path.join(repoDir, 'refs', 'main'), 'utf8')).toBe(COMMIT);
-    expect(sha256(fs.readFileSync(path.join(repoDir, 'snapshots', COMMIT, 'open_clip_model.safetensors')))).toBe(sha256(weights));
+    expect(sha256(fs.readFileSync(path.join(repoDir, 'snapshots', COMMIT, 'open_clip_model.safetensors')))).toBe(
+      sha256(weights),
+    );
     expect(fs.existsSync(path.join(repoDir, 'blobs', sha256(weights)))).toBe(true);
 
     const before = cdnGets().length;
@@ -209,12 +228,16 @@ describeGolden('pull from a hub-like server', () => {
     expect(await resolveModelRef(`hf-hub:acme/tiny-clip@${COMMIT}`, { cacheDir })).toBe(r.bundleDir);
     expect(await resolveModelRef(r.bundleDir)).toBe(r.bundleDir);
     await expect(resolveModelRef(path.join(tmp, 'nope'))).rejects.toThrow(/bundle directory does not exist.*hf-hub:/);
-    await expect(resolveModelRef(goldenPath('model', 'tiny-gelu'))).rejects.toThrow(/open_clip checkpoint directory, not a bundle: convert it first/);
+    await expect(resolveModelRef(goldenPath('model', 'tiny-gelu'))).rejects.toThrow(
+      /open_clip checkpoint directory, not a bundle: convert it first/,
+    );
     // Offline: the cached revision is used without asking the hub.
     const hubRequests = hub.seen.length;
     expect((await pullModel('hf-hub:acme/tiny-clip', { cacheDir, offline: true })).bundleDir).toBe(r.bundleDir);
     expect(hub.seen.length).toBe(hubRequests);
-    await expect(pullModel('hf-hub:acme/other', { cacheDir, offline: true })).rejects.toThrow(/not in the cache.*HF_HUB_OFFLINE/);
+    await expect(pullModel('hf-hub:acme/other', { cacheDir, offline: true })).rejects.toThrow(
+      /not in the cache.*HF_HUB_OFFLINE/,
+    );
   });
 
   test('an interrupted download resumes with a Range request', async () => {
@@ -230,9 +253,14 @@ describeGolden('pull from a hub-like server', () => {
     expect(have).toBeLessThan(weights.length);
 
     const resumedFrom: number[] = [];
-    const r = await pullModel('hf-hub:acme/tiny-clip', { cacheDir, onDownload: (p) => p.file.endsWith('.safetensors') && resumedFrom.push(p.resumedFrom) });
+    const r = await pullModel('hf-hub:acme/tiny-clip', {
+      cacheDir,
+      onDownload: (p) => p.file.endsWith('.safetensors') && resumedFrom.push(p.resumedFrom),
+    });
     expect(resumedFrom[0]).toBe(have);
-    const last = cdnGets().filter((s) => s.url.includes(sha)).pop()!;
+    const last = cdnGets()
+      .filter((s) => s.url.includes(sha))
+      .pop()!;
     expect(last.headers.range).toBe(`bytes=${have}-`);
     expect(fs.existsSync(partial)).toBe(false);
     expect(sha256(fs.readFileSync(path.join(cacheDir, 'hub', 'models--acme--tiny-clip', 'blobs', sha)))).toBe(sha);
@@ -280,13 +308,20 @@ describeGolden('pull from a hub-like server', () => {
     bad[bad.length - 1] ^= 0xff;
     hub.corrupt.set(sha, bad);
     try {
-      await expect(hubDownload('acme/tiny-clip', 'main', 'open_clip_model.safetensors', opts)).rejects.toThrow(/sha256 .* does not match/);
-      expect(fs.existsSync(path.join(opts.cacheDir, 'models--acme--tiny-clip', 'blobs', `${sha}.incomplete`))).toBe(false);
+      await expect(hubDownload('acme/tiny-clip', 'main', 'open_clip_model.safetensors', opts)).rejects.toThrow(
+        /sha256 .* does not match/,
+      );
+      expect(fs.existsSync(path.join(opts.cacheDir, 'models--acme--tiny-clip', 'blobs', `${sha}.incomplete`))).toBe(
+        false,
+      );
     } finally {
       hub.corrupt.delete(sha);
     }
 
-    expect(parseHubRef('hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K@v1.0')).toEqual({ repo: 'laion/CLIP-ViT-L-14-laion2B-s32B-b82K', revision: 'v1.0' });
+    expect(parseHubRef('hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K@v1.0')).toEqual({
+      repo: 'laion/CLIP-ViT-L-14-laion2B-s32B-b82K',
+      revision: 'v1.0',
+    });
     expect(() => parseHubRef('hf-hub:just-a-name')).toThrow(/invalid hub repo id/);
     expect(() => parseHubRef('hf-hub:a/../b')).toThrow(HubError);
     expect(() => parseHubRef('laion/x')).toThrow(/not a hub reference/);
@@ -299,7 +334,9 @@ describeGolden('pull from a hub-like server', () => {
     expect(new Set(results.map((r) => r.bundleDir)).size).toBe(1);
     expect(results.filter((r) => !r.cached).length).toBe(1);
     expect(cdnGets().length - cdnBefore).toBe(1);
-    const leftovers = fs.readdirSync(path.join(cacheDir, 'bundles', 'acme--tiny-clip')).concat(fs.readdirSync(path.join(cacheDir, 'hub', 'models--acme--tiny-clip', 'blobs')));
+    const leftovers = fs
+      .readdirSync(path.join(cacheDir, 'bundles', 'acme--tiny-clip'))
+      .concat(fs.readdirSync(path.join(cacheDir, 'hub', 'models--acme--tiny-clip', 'blobs')));
     expect(leftovers.filter((f) => /\.(lock|incomplete)$|\.tmp/.test(f))).toEqual([]);
   });
 
@@ -340,7 +377,9 @@ describeGolden('pull from a hub-like server', () => {
     const again = await run(process.execPath, [CLI, 'pull', 'hf-hub:acme/tiny-clip', '--cache-dir', home], { env });
     expect(again.stdout.trim()).toBe(stdout.trim());
     expect(again.stderr).toMatch(/already in the cache/);
-    const bad = await run(process.execPath, [CLI, 'pull', 'hf-hub:acme/missing'], { env }).catch((e: { code: number; stderr: string }) => e);
+    const bad = await run(process.execPath, [CLI, 'pull', 'hf-hub:acme/missing'], { env }).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
     expect((bad as { code: number }).code).toBe(1);
     expect((bad as { stderr: string }).stderr).toMatch(/acme\/missing.*repository not found/);
   });

@@ -370,7 +370,10 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     const { batcher, batches, release } = heldBatcher({ prepareAhead: 64 });
     const blocker = batcher.submit(1000, { key: 'z' });
     await tick(); // the blocker's run starts and is held
-    const flood = batcher.submitMany(Array.from({ length: 16 }, (_, i) => i), { key: 'a' });
+    const flood = batcher.submitMany(
+      Array.from({ length: 16 }, (_, i) => i),
+      { key: 'a' },
+    );
     const polite = batcher.submitMany([500, 501], { key: 'b' });
     await tick();
     release();
@@ -395,7 +398,9 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     // Now shared: a holds 5 > its share of 4, so it is refused; b is not.
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(KeyShareExceededError);
     expect(() => batcher.submit(6, { key: 'a' })).toThrow(QueueFullError); // same gRPC status: RESOURCE_EXHAUSTED
-    expect(() => batcher.submit(6, { key: 'a' })).toThrow(/share of the text queue is used up \(it holds 5 items queued \+ 1 requested > its share 4\)/);
+    expect(() => batcher.submit(6, { key: 'a' })).toThrow(
+      /share of the text queue is used up \(it holds 5 items queued \+ 1 requested > its share 4\)/,
+    );
     expect(observer.rejected.filter((r) => r === 'key_share')).toHaveLength(3);
     const more = batcher.submitMany([8, 9], { key: 'b' });
     expect(() => batcher.submit(10, { key: 'c' })).toThrow(/text queue is full/);
@@ -426,7 +431,10 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     const { batcher, observer, release } = heldBatcher({ queueBound: 8, keyShare: 0.5 });
     const blocker = batcher.submit(1000, { key: 'z' });
     await tick();
-    const items = [...batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' }), ...batcher.submitMany([6, 7, 8], { key: 'a' })];
+    const items = [
+      ...batcher.submitMany([1, 2, 3, 4, 5], { key: 'a' }),
+      ...batcher.submitMany([6, 7, 8], { key: 'a' }),
+    ];
     expect(() => batcher.submit(9, { key: 'a' })).toThrow(/text queue is full/);
     expect(observer.rejected).toEqual(['overload']);
     release();
@@ -434,7 +442,7 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     await blocker;
   });
 
-  test('keyShare also bounds a caller\'s cost, released as its items are prepared', async () => {
+  test("keyShare also bounds a caller's cost, released as its items are prepared", async () => {
     const gates: (() => void)[] = [];
     const { batcher, release } = heldBatcher({
       keyShare: 0.5,
@@ -445,7 +453,9 @@ describe('DynamicBatcher per-caller fairness (issue 13)', () => {
     });
     const first = batcher.submitMany([40], { key: 'a' });
     const other = batcher.submitMany([45], { key: 'b' });
-    expect(() => batcher.submitMany([70], { key: 'a' })).toThrow(/it holds 40 characters queued for tokenizing \+ 70 requested > its share 100/);
+    expect(() => batcher.submitMany([70], { key: 'a' })).toThrow(
+      /it holds 40 characters queued for tokenizing \+ 70 requested > its share 100/,
+    );
     await tick();
     gates.splice(0).forEach((g) => g());
     await tick();

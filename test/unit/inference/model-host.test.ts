@@ -5,7 +5,12 @@
  * unloaded finishes its calls first, a failed load is remembered, unknown versions are NOT_FOUND.
  */
 import pino from 'pino';
-import { ModelActivationError, ModelBudgetError, ModelHost, type ModelBudget } from '../../../server/src/inference/model-host';
+import {
+  ModelActivationError,
+  ModelBudgetError,
+  ModelHost,
+  type ModelBudget,
+} from '../../../server/src/inference/model-host';
 import { ModelNotFoundError } from '../../../server/src/versions/registry';
 import { Embedder } from '../../../server/src/inference/embedder';
 import type { EmbeddingModel, ServedModelInfo } from '../../../server/src/inference/model-port';
@@ -21,8 +26,21 @@ class FakeModel implements EmbeddingModel {
   readonly tokenizer = { tokenize: () => ({ ids: new Int32Array(CTX), truncated: false, eotIndex: 1 }) };
   readonly imageLimits = { maxBytes: 1 << 20, maxPixels: 1 << 20 };
 
-  constructor(readonly version: string, readonly seed: number) {
-    this.info = { name: 'fake', version, embedDim: DIM, imageSize: 8, contextLength: CTX, logitScale: 100, provider: 'cpu', demo: false, precision: 'fp32' } as ServedModelInfo;
+  constructor(
+    readonly version: string,
+    readonly seed: number,
+  ) {
+    this.info = {
+      name: 'fake',
+      version,
+      embedDim: DIM,
+      imageSize: 8,
+      contextLength: CTX,
+      logitScale: 100,
+      provider: 'cpu',
+      demo: false,
+      precision: 'fp32',
+    } as ServedModelInfo;
   }
 
   async preprocessImage(): Promise<Float32Array> {
@@ -47,7 +65,13 @@ class FakeModel implements EmbeddingModel {
   }
 }
 
-const VERSIONS: Record<string, { seed: number; bytes: number }> = { v1: { seed: 1, bytes: 100 }, v2: { seed: 2, bytes: 100 }, v3: { seed: 3, bytes: 100 }, big: { seed: 9, bytes: 1000 }, broken: { seed: 0, bytes: 10 } };
+const VERSIONS: Record<string, { seed: number; bytes: number }> = {
+  v1: { seed: 1, bytes: 100 },
+  v2: { seed: 2, bytes: 100 },
+  v3: { seed: 3, bytes: 100 },
+  big: { seed: 9, bytes: 1000 },
+  broken: { seed: 0, bytes: 10 },
+};
 
 function setup(budget: ModelBudget) {
   const loads: string[] = [];
@@ -103,7 +127,10 @@ describe('ModelHost: several versions at once', () => {
     expect(await embedOn(host, 'v2')).toEqual({ version: 'v2', value: 2 });
     expect(await embedOn(host, 'v2')).toEqual({ version: 'v2', value: 2 });
     expect(loads).toEqual(['v2']);
-    expect(host.loadedVersions().map((v) => [v.version, v.active])).toEqual([['v1', true], ['v2', false]]);
+    expect(host.loadedVersions().map((v) => [v.version, v.active])).toEqual([
+      ['v1', true],
+      ['v2', false],
+    ]);
     expect(host.info().version).toBe('v1');
     await host.close();
   });
@@ -171,7 +198,10 @@ describe('ModelHost: several versions at once', () => {
     expect([info.version, previous.version]).toEqual(['v2', 'v1']);
     expect(loads).toEqual(['v2']);
     expect(await embedOn(host, '')).toEqual({ version: 'v2', value: 2 });
-    expect(host.loadedVersions().map((v) => [v.version, v.active])).toEqual([['v2', true], ['v1', false]]);
+    expect(host.loadedVersions().map((v) => [v.version, v.active])).toEqual([
+      ['v2', true],
+      ['v1', false],
+    ]);
     // With one slot, activation still works: the old active version is unloaded after the switch.
     const one = setup({ maxVersions: 1, maxBytes: 0 });
     await one.host.activate('v3');

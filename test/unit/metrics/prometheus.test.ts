@@ -39,11 +39,24 @@ const SERVICE = 'obs.test.v1.Echo';
 /** Text that must never show up in a log line: the logs carry no payloads. */
 const PAYLOAD_MARKER = 'PAYLOAD-MUST-NOT-BE-LOGGED';
 
-interface Req { text?: string; count?: number; delay_ms?: number; fail_code?: number }
-interface Resp { text: string; index: number }
+interface Req {
+  text?: string;
+  count?: number;
+  delay_ms?: number;
+  fail_code?: number;
+}
+interface Resp {
+  text: string;
+  index: number;
+}
 
 type EchoClient = grpc.Client & {
-  Unary(req: Req, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Resp) => void): grpc.ClientUnaryCall;
+  Unary(
+    req: Req,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, res?: Resp) => void,
+  ): grpc.ClientUnaryCall;
   ServerStream(req: Req, md?: grpc.Metadata, opts?: grpc.CallOptions): grpc.ClientReadableStream<Resp>;
   ClientStream(cb: (err: grpc.ServiceError | null, res?: Resp) => void): grpc.ClientWritableStream<Req>;
   Bidi(): grpc.ClientDuplexStream<Req, Resp>;
@@ -65,7 +78,11 @@ function loadEchoService(): { service: grpc.ServiceDefinition; Client: grpc.Serv
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function failWith(code: number): grpc.ServiceError {
-  return Object.assign(new Error(`failing on request with code ${code}`), { code, details: `failing with ${code}`, metadata: new grpc.Metadata() });
+  return Object.assign(new Error(`failing on request with code ${code}`), {
+    code,
+    details: `failing with ${code}`,
+    metadata: new grpc.Metadata(),
+  });
 }
 
 const handlers: grpc.UntypedServiceImplementation = {
@@ -87,7 +104,9 @@ const handlers: grpc.UntypedServiceImplementation = {
   },
   ClientStream: (call: grpc.ServerReadableStream<Req, Resp>, cb: grpc.sendUnaryData<Resp>) => {
     let n = 0;
-    call.on('data', () => { n++; });
+    call.on('data', () => {
+      n++;
+    });
     call.on('end', () => cb(null, { text: 'received', index: n }));
   },
   Bidi: (call: grpc.ServerDuplexStream<Req, Resp>) => {
@@ -100,26 +119,46 @@ const handlers: grpc.UntypedServiceImplementation = {
 /** Lines pino wrote, parsed. */
 function captureLogs(): { logger: pino.Logger; lines: Array<Record<string, unknown>>; raw: () => string } {
   const chunks: string[] = [];
-  const sink = new Writable({ write(chunk, _enc, done) { chunks.push(String(chunk)); done(); } });
+  const sink = new Writable({
+    write(chunk, _enc, done) {
+      chunks.push(String(chunk));
+      done();
+    },
+  });
   const logger = pino({ level: 'info' }, sink);
   return {
     logger,
     raw: () => chunks.join(''),
-    get lines() { return chunks.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>); },
+    get lines() {
+      return chunks
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+    },
   };
 }
 
-async function sampleValue(registry: Registry, name: string, labels: Record<string, string>): Promise<number | undefined> {
+async function sampleValue(
+  registry: Registry,
+  name: string,
+  labels: Record<string, string>,
+): Promise<number | undefined> {
   const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
   if (!metric) throw new Error(`metric ${name} not registered`);
-  const hit = metric.values.find((v) =>
-    Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want)
-    && Object.keys(v.labels).length >= Object.keys(labels).length
-    && (v as { metricName?: string }).metricName === undefined);
+  const hit = metric.values.find(
+    (v) =>
+      Object.entries(labels).every(([k, want]) => String((v.labels as Record<string, unknown>)[k]) === want) &&
+      Object.keys(v.labels).length >= Object.keys(labels).length &&
+      (v as { metricName?: string }).metricName === undefined,
+  );
   return hit?.value;
 }
 
-async function seriesOf(registry: Registry, name: string): Promise<Array<{ labels: Record<string, string | number>; value: number; metricName?: string }>> {
+async function seriesOf(
+  registry: Registry,
+  name: string,
+): Promise<Array<{ labels: Record<string, string | number>; value: number; metricName?: string }>> {
   const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
   if (!metric) throw new Error(`metric ${name} not registered`);
   return metric.values as Array<{ labels: Record<string, string | number>; value: number; metricName?: string }>;
@@ -140,8 +179,12 @@ async function histogramCount(registry: Registry, name: string, labels: Record<s
     .reduce((acc, s) => acc + s.value, 0);
 }
 
-function unary(client: EchoClient, req: Req, opts: grpc.CallOptions = {}, md = new grpc.Metadata()):
-  Promise<{ err: grpc.ServiceError | null; headers?: grpc.Metadata; trailers?: grpc.Metadata }> {
+function unary(
+  client: EchoClient,
+  req: Req,
+  opts: grpc.CallOptions = {},
+  md = new grpc.Metadata(),
+): Promise<{ err: grpc.ServiceError | null; headers?: grpc.Metadata; trailers?: grpc.Metadata }> {
   return new Promise((resolve) => {
     let headers: grpc.Metadata | undefined;
     const call = client.Unary(req, md, opts, (err) => {
@@ -149,16 +192,24 @@ function unary(client: EchoClient, req: Req, opts: grpc.CallOptions = {}, md = n
       setImmediate(() => resolve({ err, headers, trailers }));
     });
     let trailers: grpc.Metadata | undefined;
-    call.on('metadata', (m) => { headers = m; });
-    call.on('status', (s) => { trailers = s.metadata; });
+    call.on('metadata', (m) => {
+      headers = m;
+    });
+    call.on('status', (s) => {
+      trailers = s.metadata;
+    });
   });
 }
 
-function collectStream<T>(stream: grpc.ClientReadableStream<T> | grpc.ClientDuplexStream<unknown, T>): Promise<{ items: T[]; code: number }> {
+function collectStream<T>(
+  stream: grpc.ClientReadableStream<T> | grpc.ClientDuplexStream<unknown, T>,
+): Promise<{ items: T[]; code: number }> {
   return new Promise((resolve) => {
     const items: T[] = [];
     stream.on('data', (d: T) => items.push(d));
-    stream.on('error', () => { /* the status event carries the code */ });
+    stream.on('error', () => {
+      /* the status event carries the code */
+    });
     stream.on('status', (s: grpc.StatusObject) => resolve({ items, code: s.code }));
   });
 }
@@ -195,7 +246,10 @@ describe('gRPC server interceptor (go-grpc-prometheus semantics)', () => {
     server = new grpc.Server({ interceptors: [metrics.grpc.interceptor], 'grpc.max_receive_message_length': 4096 });
     server.addService(service, handlers);
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
     client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
   });
 
@@ -207,8 +261,13 @@ describe('gRPC server interceptor (go-grpc-prometheus semantics)', () => {
   it('creates every method series at zero before the first call', async () => {
     const r = metrics.registry;
     expect(await sampleValue(r, 'grpc_server_started_total', M('Bidi', 'bidi_stream'))).toBe(0);
-    expect(await sampleValue(r, 'grpc_server_handled_total', { ...M('ClientStream', 'client_stream'), grpc_code: 'Unavailable' })).toBe(0);
-    const handledSeries = (await seriesOf(r, 'grpc_server_handled_total'));
+    expect(
+      await sampleValue(r, 'grpc_server_handled_total', {
+        ...M('ClientStream', 'client_stream'),
+        grpc_code: 'Unavailable',
+      }),
+    ).toBe(0);
+    const handledSeries = await seriesOf(r, 'grpc_server_handled_total');
     expect(handledSeries).toHaveLength(4 * 17);
     expect(await histogramCount(r, 'grpc_server_handling_seconds', M('Unary', 'unary'))).toBe(0);
   });
@@ -216,7 +275,10 @@ describe('gRPC server interceptor (go-grpc-prometheus semantics)', () => {
   it('counts every call type and every way of ending, exactly', async () => {
     // Unary: 3 OK, 2 InvalidArgument, 1 Internal, 1 deadline exceeded, 1 request over the size limit.
     for (let i = 0; i < 3; i++) expect((await unary(client, { text: PAYLOAD_MARKER })).err).toBeNull();
-    for (let i = 0; i < 2; i++) expect((await unary(client, { fail_code: grpc.status.INVALID_ARGUMENT })).err?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    for (let i = 0; i < 2; i++)
+      expect((await unary(client, { fail_code: grpc.status.INVALID_ARGUMENT })).err?.code).toBe(
+        grpc.status.INVALID_ARGUMENT,
+      );
     expect((await unary(client, { fail_code: grpc.status.INTERNAL })).err?.code).toBe(grpc.status.INTERNAL);
     const late = await unary(client, { delay_ms: 400 }, { deadline: Date.now() + 60 });
     expect(late.err?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
@@ -332,7 +394,10 @@ describe('gRPC interceptor behind another interceptor', () => {
     server = new grpc.Server({ interceptors: [passThrough, metrics.grpc.interceptor] });
     server.addService(service, handlers);
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+      server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
+    );
     client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
   });
 
@@ -343,11 +408,15 @@ describe('gRPC interceptor behind another interceptor', () => {
 
   it('counts deadline expiry and successes exactly once each', async () => {
     expect((await unary(client, { text: 'a' })).err).toBeNull();
-    expect((await unary(client, { delay_ms: 300 }, { deadline: Date.now() + 50 })).err?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+    expect((await unary(client, { delay_ms: 300 }, { deadline: Date.now() + 50 })).err?.code).toBe(
+      grpc.status.DEADLINE_EXCEEDED,
+    );
     await sleep(350); // let the late handler finish: its answer must not count as a second outcome
     const labels = { grpc_type: 'unary', grpc_service: SERVICE, grpc_method: 'Unary' };
     expect(await sampleValue(metrics.registry, 'grpc_server_handled_total', { ...labels, grpc_code: 'OK' })).toBe(1);
-    expect(await sampleValue(metrics.registry, 'grpc_server_handled_total', { ...labels, grpc_code: 'DeadlineExceeded' })).toBe(1);
+    expect(
+      await sampleValue(metrics.registry, 'grpc_server_handled_total', { ...labels, grpc_code: 'DeadlineExceeded' }),
+    ).toBe(1);
     expect(await total(metrics.registry, 'grpc_server_handled_total', labels)).toBe(2);
     expect(await sampleValue(metrics.registry, 'grpc_server_msg_sent_total', labels)).toBe(1);
   });
@@ -396,8 +465,9 @@ describe('service metrics', () => {
     expect(await sumOf('clipserve_inference_seconds', 'image')).toBeCloseTo(5.3, 12);
     expect(await histogramCount(r, 'clipserve_preprocess_seconds', { modality: 'image' })).toBe(2);
     // A tokenization time lands in a sub-millisecond bucket, not in the first catch-all bucket.
-    const textPre = (await seriesOf(r, 'clipserve_preprocess_seconds'))
-      .filter((v) => v.metricName === 'clipserve_preprocess_seconds_bucket' && v.labels.modality === 'text');
+    const textPre = (await seriesOf(r, 'clipserve_preprocess_seconds')).filter(
+      (v) => v.metricName === 'clipserve_preprocess_seconds_bucket' && v.labels.modality === 'text',
+    );
     expect(textPre.find((b) => b.labels.le === 0.000025)!.value).toBe(0);
     expect(textPre.find((b) => b.labels.le === 0.00005)!.value).toBe(1);
     expect(await sampleValue(r, 'clipserve_rejected_items_total', { modality: 'text', reason: 'overload' })).toBe(2);
@@ -411,7 +481,9 @@ describe('service metrics', () => {
     metrics.service.setModelInfo({ name: 'vit-l-14-ft', version: '2026-11-01', provider: 'cpu', demo: false });
     metrics.service.setModelLoadSeconds(12.5);
     const info = await seriesOf(metrics.registry, 'clipserve_model_info');
-    expect(info).toEqual([{ labels: { name: 'vit-l-14-ft', version: '2026-11-01', provider: 'cpu', demo: 'false' }, value: 1 }]);
+    expect(info).toEqual([
+      { labels: { name: 'vit-l-14-ft', version: '2026-11-01', provider: 'cpu', demo: 'false' }, value: 1 },
+    ]);
     expect((await seriesOf(metrics.registry, 'clipserve_model_load_seconds'))[0].value).toBe(12.5);
   });
 
@@ -420,7 +492,10 @@ describe('service metrics', () => {
     expect(await seriesOf(metrics.registry, 'clipserve_finetune_jobs')).toEqual([]);
     metrics.service.setFineTuneJobCounts({ queued: 2, running: 1 });
     metrics.service.setFineTuneJobCounts({ running: 0, succeeded: 4 });
-    const byState = async () => Object.fromEntries((await seriesOf(metrics.registry, 'clipserve_finetune_jobs')).map((v) => [v.labels.state, v.value]));
+    const byState = async () =>
+      Object.fromEntries(
+        (await seriesOf(metrics.registry, 'clipserve_finetune_jobs')).map((v) => [v.labels.state, v.value]),
+      );
     expect(await byState()).toEqual({ running: 0, succeeded: 4 });
     let failed = 0;
     metrics.service.setFineTuneJobCountsSource(async () => ({ failed: ++failed }));
@@ -451,7 +526,9 @@ describe('metrics and probe HTTP server', () => {
       const req = http.request({ host: '127.0.0.1', port: srv.port, path: p, method }, (res) => {
         let body = '';
         res.setEncoding('utf8');
-        res.on('data', (c: string) => { body += c; });
+        res.on('data', (c: string) => {
+          body += c;
+        });
         res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
       });
       req.on('error', reject);
@@ -467,7 +544,9 @@ describe('metrics and probe HTTP server', () => {
     });
     srv = await startMetricsServer({ metrics, port: 0, host: '127.0.0.1' });
   });
-  afterAll(async () => { await srv?.close(); });
+  afterAll(async () => {
+    await srv?.close();
+  });
 
   it('binds an ephemeral port when asked for port 0', () => {
     expect(srv.port).toBeGreaterThan(0);
@@ -493,8 +572,14 @@ describe('metrics and probe HTTP server', () => {
     const res = await get('/metrics');
     expect(res.status).toBe(200);
     expect(res.type).toBe('text/plain; version=0.0.4; charset=utf-8');
-    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds',
-      'nodejs_heap_size_used_bytes', 'clipserve_queue_depth', 'grpc_server_handled_total']) {
+    for (const name of [
+      'process_cpu_seconds_total',
+      'process_resident_memory_bytes',
+      'nodejs_eventloop_lag_seconds',
+      'nodejs_heap_size_used_bytes',
+      'clipserve_queue_depth',
+      'grpc_server_handled_total',
+    ]) {
       expect(res.body).toContain(`# TYPE ${name} `);
     }
     // prom-client's gauges named *_total break `promtool check metrics`; their per-type twins stay.
@@ -509,7 +594,9 @@ describe('metrics and probe HTTP server', () => {
   });
 
   it('reports a taken port as a MetricsServerError', async () => {
-    await expect(startMetricsServer({ metrics, port: srv.port, host: '127.0.0.1' })).rejects.toBeInstanceOf(MetricsServerError);
+    await expect(startMetricsServer({ metrics, port: srv.port, host: '127.0.0.1' })).rejects.toBeInstanceOf(
+      MetricsServerError,
+    );
     await expect(startMetricsServer({ metrics, port: 70000 })).rejects.toBeInstanceOf(MetricsServerError);
   });
 });

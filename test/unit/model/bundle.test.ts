@@ -3,7 +3,13 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { BundleError, loadBundle, MANIFEST_FILE, writeBundle, type BundleManifest } from '../../../server/src/model/bundle';
+import {
+  BundleError,
+  loadBundle,
+  MANIFEST_FILE,
+  writeBundle,
+  type BundleManifest,
+} from '../../../server/src/model/bundle';
 import { WeightsError } from '../../../server/src/model/expected-weights';
 import { readSafetensors } from '../../../server/src/checkpoint/safetensors';
 import type { StateDict } from '../../../server/src/model/state-dict';
@@ -28,14 +34,24 @@ describeGolden('model bundles', () => {
     fs.cpSync(good, dir, { recursive: true });
     return dir;
   }
-  const readManifest = (dir: string): BundleManifest => JSON.parse(fs.readFileSync(path.join(dir, MANIFEST_FILE), 'utf8'));
-  const writeManifest = (dir: string, m: unknown): void => fs.writeFileSync(path.join(dir, MANIFEST_FILE), JSON.stringify(m));
+  const readManifest = (dir: string): BundleManifest =>
+    JSON.parse(fs.readFileSync(path.join(dir, MANIFEST_FILE), 'utf8'));
+  const writeManifest = (dir: string, m: unknown): void =>
+    fs.writeFileSync(path.join(dir, MANIFEST_FILE), JSON.stringify(m));
 
   test('the manifest records config, logit scale, signatures and checksummed files', async () => {
     const b = await loadBundle(good);
     const m = b.manifest;
     expect(m.format_version).toBe(1);
-    expect(m).toMatchObject({ name: 'tiny-gelu', version: 'golden', demo: false, precision: 'fp32', embed_dim: 32, image_size: 64, context_length: 77 });
+    expect(m).toMatchObject({
+      name: 'tiny-gelu',
+      version: 'golden',
+      demo: false,
+      precision: 'fp32',
+      embed_dim: 32,
+      image_size: 64,
+      context_length: 77,
+    });
     expect(m.logit_scale).toBeCloseTo(Math.log(100), 6);
     expect(m.logit_scale_exp).toBe(Math.fround(goldenExpected('tiny-gelu').values.logit_scale_exp));
     expect(m.towers.visual.inputs).toEqual([{ name: 'pixel_values', dtype: 'float32', shape: ['batch', 3, 64, 64] }]);
@@ -107,7 +123,9 @@ describeGolden('model bundles', () => {
     m.preprocess_cfg.size = 32;
     m.image_size = 32;
     writeManifest(dir, m);
-    await expect(loadBundle(dir, { verify: false })).rejects.toThrow(/^visual\.onnx: wrong shape: .*pixel_values float32 \[batch, 3, 64, 64\]/);
+    await expect(loadBundle(dir, { verify: false })).rejects.toThrow(
+      /^visual\.onnx: wrong shape: .*pixel_values float32 \[batch, 3, 64, 64\]/,
+    );
   });
 
   test('writeBundle names missing and mis-shaped state-dict keys', async () => {
@@ -115,25 +133,47 @@ describeGolden('model bundles', () => {
     broken.delete('visual.ln_post.bias');
     broken.delete('transformer.resblocks.1.attn.in_proj_weight');
     broken.set('text_projection', { shape: [32, 16], data: new Float32Array(512) });
-    const p = writeBundle({ outDir: path.join(tmp, 'broken'), name: 'x', version: '1', config: goldenConfig('tiny-gelu'), stateDict: broken, vocabFile: GOLDEN_VOCAB });
+    const p = writeBundle({
+      outDir: path.join(tmp, 'broken'),
+      name: 'x',
+      version: '1',
+      config: goldenConfig('tiny-gelu'),
+      stateDict: broken,
+      vocabFile: GOLDEN_VOCAB,
+    });
     await expect(p).rejects.toThrow(WeightsError);
     await expect(p).rejects.toThrow(BundleError);
-    await expect(p).rejects.toThrow(/missing 2 key\(s\): visual\.ln_post\.bias, transformer\.resblocks\.1\.attn\.in_proj_weight/);
+    await expect(p).rejects.toThrow(
+      /missing 2 key\(s\): visual\.ln_post\.bias, transformer\.resblocks\.1\.attn\.in_proj_weight/,
+    );
     await expect(p).rejects.toThrow(/text_projection: expected \[32, 32\], got \[32, 16\]/);
     expect(fs.existsSync(path.join(tmp, 'broken'))).toBe(false);
   });
 
   test('writeBundle refuses a non-empty output directory and a non-gzip vocabulary', async () => {
     const base = { name: 'x', version: '1', config: goldenConfig('tiny-gelu'), stateDict: sd };
-    await expect(writeBundle({ ...base, outDir: good, vocabFile: GOLDEN_VOCAB })).rejects.toThrow(/exists and is not empty/);
+    await expect(writeBundle({ ...base, outDir: good, vocabFile: GOLDEN_VOCAB })).rejects.toThrow(
+      /exists and is not empty/,
+    );
     const txt = path.join(tmp, 'vocab.txt');
     fs.writeFileSync(txt, 'not gzip');
-    await expect(writeBundle({ ...base, outDir: path.join(tmp, 'v'), vocabFile: txt })).rejects.toThrow(/not a gzip file/);
+    await expect(writeBundle({ ...base, outDir: path.join(tmp, 'v'), vocabFile: txt })).rejects.toThrow(
+      /not a gzip file/,
+    );
   });
 
   test('progress is reported up to the total weight bytes', async () => {
     const seen: [number, number][] = [];
-    await writeBundle({ outDir: path.join(tmp, 'progress'), name: 'p', version: '1', config: goldenConfig('tiny-gelu'), stateDict: sd, vocabFile: GOLDEN_VOCAB, precision: 'fp16', onProgress: (d, t) => seen.push([d, t]) });
+    await writeBundle({
+      outDir: path.join(tmp, 'progress'),
+      name: 'p',
+      version: '1',
+      config: goldenConfig('tiny-gelu'),
+      stateDict: sd,
+      vocabFile: GOLDEN_VOCAB,
+      precision: 'fp16',
+      onProgress: (d, t) => seen.push([d, t]),
+    });
     const [done, total] = seen[seen.length - 1];
     expect(done).toBe(total);
     expect(total).toBe((1762593 - 1) * 2); // every parameter but logit_scale, 2 bytes each

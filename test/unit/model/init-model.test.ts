@@ -99,18 +99,38 @@ describe('clipserve init-model', () => {
     const b = path.join(tmp, 'b');
     const { stdout } = await run(process.execPath, [CLI, 'init-model', '--arch', 'tiny', '--seed', '7', '--out', a]);
     expect(stdout).toMatch(/wrote random-tiny \(tiny, seed 7, fp32\)/);
-    await run(process.execPath, [CLI, 'init-model', '--arch', 'tiny', '--seed', '7', '--out', b, '--precision', 'fp16', '--name', 'half']);
+    await run(process.execPath, [
+      CLI,
+      'init-model',
+      '--arch',
+      'tiny',
+      '--seed',
+      '7',
+      '--out',
+      b,
+      '--precision',
+      'fp16',
+      '--name',
+      'half',
+    ]);
     const ba = await loadBundle(a);
     const bb = await loadBundle(b);
     expect(ba.manifest.model_cfg.text_cfg.vocab_size).toBe(DEMO_VOCAB_SIZE);
-    expect(ba.manifest).toMatchObject({ name: 'random-tiny', version: 'seed-7', demo: false, precision: 'fp32', source: { kind: 'random-init', arch: 'tiny', seed: 7 } });
+    expect(ba.manifest).toMatchObject({
+      name: 'random-tiny',
+      version: 'seed-7',
+      demo: false,
+      precision: 'fp32',
+      source: { kind: 'random-init', arch: 'tiny', seed: 7 },
+    });
     expect(bb.manifest).toMatchObject({ name: 'half', precision: 'fp16' });
     expect(bb.manifest.files.visual_data!.bytes).toBeLessThan(ba.manifest.files.visual_data!.bytes * 0.55);
 
     const c = path.join(tmp, 'c');
     await run(process.execPath, [CLI, 'init-model', '--arch', 'tiny', '--seed', '7', '--out', c]);
     const bc = await loadBundle(c);
-    for (const k of ['visual', 'visual_data', 'textual', 'textual_data', 'vocab'] as const) expect(bc.manifest.files[k]!.sha256).toBe(ba.manifest.files[k]!.sha256);
+    for (const k of ['visual', 'visual_data', 'textual', 'textual_data', 'vocab'] as const)
+      expect(bc.manifest.files[k]!.sha256).toBe(ba.manifest.files[k]!.sha256);
 
     const model = await loadModel(a, { provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1 });
     try {
@@ -124,8 +144,15 @@ describe('clipserve init-model', () => {
   });
 
   test('bad flags fail with a clear message', async () => {
-    await expect(run(process.execPath, [CLI, 'init-model', '--arch', 'ViT-H-14', '--out', path.join(tmp, 'x')])).rejects.toMatchObject({ code: 1, stderr: expect.stringMatching(/--arch must be one of tiny, ViT-B-32, ViT-L-14/) });
-    await expect(run(process.execPath, [CLI, 'init-model', '--arch', 'tiny', '--seed', 'abc', '--out', path.join(tmp, 'x')])).rejects.toMatchObject({ stderr: expect.stringMatching(/--seed must be an integer/) });
+    await expect(
+      run(process.execPath, [CLI, 'init-model', '--arch', 'ViT-H-14', '--out', path.join(tmp, 'x')]),
+    ).rejects.toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/--arch must be one of tiny, ViT-B-32, ViT-L-14/),
+    });
+    await expect(
+      run(process.execPath, [CLI, 'init-model', '--arch', 'tiny', '--seed', 'abc', '--out', path.join(tmp, 'x')]),
+    ).rejects.toMatchObject({ stderr: expect.stringMatching(/--seed must be an integer/) });
   });
 });
 

@@ -32,8 +32,16 @@ import { client, unary } from '../../helpers/finetune-fixtures';
 
 jest.setTimeout(120_000);
 
-const CONFIG = (vocabSize: number) => resolveConfig({ model_cfg: { ...ARCH_PRESETS.tiny, text_cfg: { ...ARCH_PRESETS.tiny.text_cfg, vocab_size: vocabSize } } });
-const CAPTIONS = ['a red star on a white background', 'two dogs playing in the snow', 'a photo of a blue car', 'the cat is black and small'];
+const CONFIG = (vocabSize: number) =>
+  resolveConfig({
+    model_cfg: { ...ARCH_PRESETS.tiny, text_cfg: { ...ARCH_PRESETS.tiny.text_cfg, vocab_size: vocabSize } },
+  });
+const CAPTIONS = [
+  'a red star on a white background',
+  'two dogs playing in the snow',
+  'a photo of a blue car',
+  'the cat is black and small',
+];
 const SAMPLES = 24;
 
 describe('per-column int8 weights', () => {
@@ -46,7 +54,8 @@ describe('per-column int8 weights', () => {
     expect(q.values[2 * cols]).toBe(-127); // -1 in column 0
     expect(q.values[1]).toBe(-127);
     const back = dequantizePerColumn(q, rows, cols);
-    for (let i = 0; i < w.length; i++) expect(Math.abs(back[i] - w[i])).toBeLessThanOrEqual(q.scales[i % cols] / 2 + 1e-7);
+    for (let i = 0; i < w.length; i++)
+      expect(Math.abs(back[i] - w[i])).toBeLessThanOrEqual(q.scales[i % cols] / 2 + 1e-7);
     expect(Math.min(...q.values)).toBeGreaterThanOrEqual(-127);
   });
 
@@ -54,7 +63,8 @@ describe('per-column int8 weights', () => {
     expect(parsePrecisionFlag('int8')).toBe('int8');
     expect(() => parsePrecisionFlag('int4')).toThrow(/fp32, fp16, int8/);
     expect(parseCalibrationSamplesFlag('64')).toBe(64);
-    for (const bad of ['0', '-3', '1.5', 'many', '1000000']) expect(() => parseCalibrationSamplesFlag(bad)).toThrow(/--calibration-samples/);
+    for (const bad of ['0', '-3', '1.5', 'many', '1000000'])
+      expect(() => parseCalibrationSamplesFlag(bad)).toThrow(/--calibration-samples/);
   });
 });
 
@@ -65,7 +75,16 @@ describe('int8 bundles of the tiny model', () => {
   let config: ReturnType<typeof CONFIG>;
 
   const write = (dir: string, precision: 'fp32' | 'int8', stateDict = sd, settings: Partial<Int8Settings> = {}) =>
-    writeBundle({ outDir: path.join(tmp, dir), name: 'tiny', version: dir, config, stateDict, vocabFile: vocab, precision, int8Settings: { samples: SAMPLES, ...settings } });
+    writeBundle({
+      outDir: path.join(tmp, dir),
+      name: 'tiny',
+      version: dir,
+      config,
+      stateDict,
+      vocabFile: vocab,
+      precision,
+      int8Settings: { samples: SAMPLES, ...settings },
+    });
 
   /** Image and text features of a bundle on a few held-out inputs. */
   const features = async (dir: string): Promise<{ img: Float32Array; txt: Float32Array }> => {
@@ -73,7 +92,10 @@ describe('int8 bundles of the tiny model', () => {
     try {
       const S = model.info.imageSize;
       const img = await model.encodeImage(calibrationImageBatch(5000, 6, S, model.bundle.manifest.preprocess_cfg), 6);
-      const txt = await model.encodeText(model.tokenizer.tokenizeBatch(CAPTIONS, model.info.contextLength).ids, CAPTIONS.length);
+      const txt = await model.encodeText(
+        model.tokenizer.tokenizeBatch(CAPTIONS, model.info.contextLength).ids,
+        CAPTIONS.length,
+      );
       return { img, txt };
     } finally {
       await model.close();
@@ -108,13 +130,18 @@ describe('int8 bundles of the tiny model', () => {
     }
     // The graph really computes in int8: one MatMulInteger per int8 layer.
     const visual = decodeModel(fs.readFileSync(path.join(tmp, 'int8', 'visual.onnx')));
-    expect(visual.graph!.node!.filter((n) => n.opType === 'MatMulInteger')).toHaveLength(m.int8!.towers.visual.int8_layers.length);
+    expect(visual.graph!.node!.filter((n) => n.opType === 'MatMulInteger')).toHaveLength(
+      m.int8!.towers.visual.int8_layers.length,
+    );
   });
 
   it('gives features within tolerance of the fp32 bundle of the same weights, not equal to them', async () => {
     const [f32, i8] = [await features('fp32'), await features('int8')];
     const E = config.model_cfg.embed_dim;
-    for (const [a, b] of [[i8.img, f32.img], [i8.txt, f32.txt]]) {
+    for (const [a, b] of [
+      [i8.img, f32.img],
+      [i8.txt, f32.txt],
+    ]) {
       const c = cosineSummary(rowCosines(a, b, E));
       expect(c.mean).toBeGreaterThan(0.995);
       expect(c.min).toBeGreaterThan(0.99);
@@ -130,16 +157,27 @@ describe('int8 bundles of the tiny model', () => {
     for (const tower of ['visual', 'textual'] as const) {
       const cProj = quantizableLayers(config.model_cfg, tower).filter((l) => l.endsWith('mlp.c_proj'));
       // Twice the levels over the row's real range: the rounding error roughly halves.
-      for (const l of cProj) expect(shifted.towers[tower].drift[l]).toBeLessThan(0.75 * symmetric.towers[tower].drift[l]);
+      for (const l of cProj)
+        expect(shifted.towers[tower].drift[l]).toBeLessThan(0.75 * symmetric.towers[tower].drift[l]);
       // The other layers are quantized the same way in both.
-      for (const l of quantizableLayers(config.model_cfg, tower).filter((x) => !cProj.includes(x))) expect(shifted.towers[tower].drift[l]).toBe(symmetric.towers[tower].drift[l]);
+      for (const l of quantizableLayers(config.model_cfg, tower).filter((x) => !cProj.includes(x)))
+        expect(shifted.towers[tower].drift[l]).toBe(symmetric.towers[tower].drift[l]);
     }
     // The shift is undone in the graph by a constant per output channel, one per int8 c_proj.
     const visual = decodeModel(fs.readFileSync(path.join(tmp, 'int8', 'visual.onnx')));
-    const corrections = visual.graph!.initializer!.filter((t) => t.name!.endsWith('.shift_correction')).map((t) => t.name);
-    expect(corrections.sort()).toEqual(shifted.towers.visual.int8_layers.filter((l) => l.endsWith('mlp.c_proj')).map((l) => `${l}.shift_correction`).sort());
+    const corrections = visual
+      .graph!.initializer!.filter((t) => t.name!.endsWith('.shift_correction'))
+      .map((t) => t.name);
+    expect(corrections.sort()).toEqual(
+      shifted.towers.visual.int8_layers
+        .filter((l) => l.endsWith('mlp.c_proj'))
+        .map((l) => `${l}.shift_correction`)
+        .sort(),
+    );
     expect(corrections.length).toBeGreaterThan(0);
-    await expect(write('bad-activations', 'int8', sd, { activations: 'asymmetric' as never })).rejects.toThrow(/int8 activations must be one of symmetric, shifted-gelu/);
+    await expect(write('bad-activations', 'int8', sd, { activations: 'asymmetric' as never })).rejects.toThrow(
+      /int8 activations must be one of symmetric, shifted-gelu/,
+    );
   });
 
   it('keeps in fp32 what drifts beyond the bound: with bound 0 the bundle computes exactly the fp32 features', async () => {
@@ -156,7 +194,12 @@ describe('int8 bundles of the tiny model', () => {
     await write('stress-fp32', 'fp32', stressed);
     const m = await write('stress-int8', 'int8', stressed, { smoothing: 0 });
     // Every layer int8 and no end-to-end check: what int8 without the contract would serve.
-    const forced = await write('stress-all-int8', 'int8', stressed, { maxDrift: 1e9, minMeanCosine: 0, minCosine: 0, smoothing: 0 });
+    const forced = await write('stress-all-int8', 'int8', stressed, {
+      maxDrift: 1e9,
+      minMeanCosine: 0,
+      minCosine: 0,
+      smoothing: 0,
+    });
     expect(forced.int8!.towers.visual.fp32_layers).toEqual([]);
     for (const tower of ['visual', 'textual'] as const) {
       const r = m.int8!.towers[tower];
@@ -164,7 +207,8 @@ describe('int8 bundles of the tiny model', () => {
       const inProj = quantizableLayers(config.model_cfg, tower).filter((l) => l.endsWith('attn.in_proj'));
       expect(r.fp32_layers).toEqual(expect.arrayContaining(inProj));
       for (const l of inProj) expect(r.drift[l]).toBeGreaterThan(m.int8!.max_drift);
-      for (const l of r.fp32_layers) expect(r.drift[l] > m.int8!.max_drift || r.demoted_by_check.includes(l)).toBe(true);
+      for (const l of r.fp32_layers)
+        expect(r.drift[l] > m.int8!.max_drift || r.demoted_by_check.includes(l)).toBe(true);
       expect(r.int8_layers.length).toBeGreaterThan(0);
       expect(r.cosine_to_fp32.mean).toBeGreaterThanOrEqual(0.995);
       expect(r.cosine_to_fp32.min).toBeGreaterThanOrEqual(0.99);
@@ -188,13 +232,16 @@ describe('int8 bundles of the tiny model', () => {
     for (const tower of ['visual', 'textual'] as const) {
       const r = smoothed.int8!.towers[tower];
       // Every LayerNorm-fed projection sees the outlier channels, and only those are smoothed.
-      const lnFed = quantizableLayers(config.model_cfg, tower).filter((l) => /attn\.in_proj$|mlp\.c_fc$|^visual\.proj$|^text_projection$/.test(l));
+      const lnFed = quantizableLayers(config.model_cfg, tower).filter((l) =>
+        /attn\.in_proj$|mlp\.c_fc$|^visual\.proj$|^text_projection$/.test(l),
+      );
       expect([...r.smoothed_layers!].sort()).toEqual(lnFed.sort());
       for (const l of lnFed) expect(r.drift[l]).toBeLessThan(plain.int8!.towers[tower].drift[l]);
       expect(r.cosine_to_fp32.mean).toBeGreaterThanOrEqual(0.995);
       expect(r.cosine_to_fp32.min).toBeGreaterThanOrEqual(0.99);
     }
-    const int8Count = (m: typeof plain) => m.int8!.towers.visual.int8_layers.length + m.int8!.towers.textual.int8_layers.length;
+    const int8Count = (m: typeof plain) =>
+      m.int8!.towers.visual.int8_layers.length + m.int8!.towers.textual.int8_layers.length;
     expect(int8Count(smoothed)).toBeGreaterThan(int8Count(plain));
     const img = cosineSummary(rowCosines(held.img, ref.img, E));
     const txt = cosineSummary(rowCosines(held.txt, ref.txt, E));
@@ -212,14 +259,25 @@ describe('int8 bundles of the tiny model', () => {
     rewriteInt8Tower(bundle, 'visual', 'to-float', file);
     const graph = decodeModel(fs.readFileSync(file));
     const ops = graph.graph!.node!.map((n) => n.opType);
-    expect(ops.filter((o) => o === 'MatMulIntegerToFloat')).toHaveLength(bundle.manifest.int8!.towers.visual.int8_layers.length);
+    expect(ops.filter((o) => o === 'MatMulIntegerToFloat')).toHaveLength(
+      bundle.manifest.int8!.towers.visual.int8_layers.length,
+    );
     expect(ops).not.toContain('MatMulInteger');
     const S = config.model_cfg.vision_cfg.image_size;
     const run = async (f: string) => {
       // A fresh input per run: the worker session takes the buffer over.
-      const feeds = { [IMAGE_INPUT]: { type: 'float32' as const, data: calibrationImageBatch(7000, 3, S, bundle.manifest.preprocess_cfg).buffer as ArrayBuffer, dims: [3, 3, S, S] } };
+      const feeds = {
+        [IMAGE_INPUT]: {
+          type: 'float32' as const,
+          data: calibrationImageBatch(7000, 3, S, bundle.manifest.preprocess_cfg).buffer as ArrayBuffer,
+          dims: [3, 3, S, S],
+        },
+      };
       // onnxruntime in a worker thread, like the server and the converter (jest's realm has its own typed arrays).
-      const s = await WorkerSession.create({ modelPath: f, providers: ['cpu'], graphOptimizationLevel: 'all' }, 'int8 kernel test');
+      const s = await WorkerSession.create(
+        { modelPath: f, providers: ['cpu'], graphOptimizationLevel: 'all' },
+        'int8 kernel test',
+      );
       try {
         return new Float32Array((await s.run(feeds, [IMAGE_OUTPUT]))[IMAGE_OUTPUT].data);
       } finally {
@@ -241,15 +299,20 @@ describe('int8 bundles of the tiny model', () => {
     for (let o = 0; o < out; o++) {
       let absMax = 0;
       for (let i = 0; i < inp; i++) absMax = Math.max(absMax, Math.abs(orig[o * inp + i]));
-      for (let i = 0; i < inp; i++) expect(Math.abs(got[o * inp + i] - orig[o * inp + i])).toBeLessThanOrEqual(absMax / 127 / 2 + 1e-7);
+      for (let i = 0; i < inp; i++)
+        expect(Math.abs(got[o * inp + i] - orig[o * inp + i])).toBeLessThanOrEqual(absMax / 127 / 2 + 1e-7);
     }
-    expect(Array.from(back.get('visual.ln_pre.weight')!.data)).toEqual(Array.from(sd.get('visual.ln_pre.weight')!.data));
+    expect(Array.from(back.get('visual.ln_pre.weight')!.data)).toEqual(
+      Array.from(sd.get('visual.ln_pre.weight')!.data),
+    );
   });
 
   it('refuses an int8 manifest that does not say which layers are int8', async () => {
     const raw = JSON.parse(fs.readFileSync(path.join(tmp, 'int8', 'clipserve.json'), 'utf8'));
     expect(() => parseManifest({ ...raw, int8: undefined })).toThrow(BundleError);
-    expect(() => parseManifest({ ...raw, int8: { towers: { visual: { int8_layers: [] } } } })).toThrow(/int8_layers and fp32_layers/);
+    expect(() => parseManifest({ ...raw, int8: { towers: { visual: { int8_layers: [] } } } })).toThrow(
+      /int8_layers and fp32_layers/,
+    );
     expect(() => parseManifest({ ...raw, precision: 'int4' })).toThrow(/precision/);
     expect(parseManifest(raw).int8!.towers.visual.int8_layers.length).toBeGreaterThan(0);
   });
@@ -257,15 +320,35 @@ describe('int8 bundles of the tiny model', () => {
   it('serves an int8 version and hot-swaps between it and fp32, reporting the precision', async () => {
     const dataDir = path.join(tmp, 'data');
     const store = await SqliteStore.open(dataDir);
-    await new ModelRegistry(store, dataDir).registerFineTuned({ version: 'int8', name: 'tiny', bundleDir: path.join(tmp, 'int8'), parentVersion: 'fp32', jobId: '', metrics: {} });
+    await new ModelRegistry(store, dataDir).registerFineTuned({
+      version: 'int8',
+      name: 'tiny',
+      bundleDir: path.join(tmp, 'int8'),
+      parentVersion: 'fp32',
+      jobId: '',
+      metrics: {},
+    });
     await store.close();
-    const server = await startServer({ model: path.join(tmp, 'fp32'), dataDir, host: '127.0.0.1', port: 0, metricsPort: 0, httpPort: 0, provider: 'cpu', intraOpThreads: 1, preprocessWorkers: 1, logger: pino({ level: 'silent' }) });
+    const server = await startServer({
+      model: path.join(tmp, 'fp32'),
+      dataDir,
+      host: '127.0.0.1',
+      port: 0,
+      metricsPort: 0,
+      httpPort: 0,
+      provider: 'cpu',
+      intraOpThreads: 1,
+      preprocessWorkers: 1,
+      logger: pino({ level: 'silent' }),
+    });
     const embed = client('EmbeddingService', server.port);
     const models = client('ModelService', server.port);
     try {
       await server.ready;
-      const infoLabel = async () => (await server.metrics.registry.getSingleMetric('clipserve_model_info')!.get()).values.map((v) => v.labels);
-      const text = async () => (await unary(embed, 'EmbedText', { texts: [CAPTIONS[0]] })).embeddings[0].values as number[];
+      const infoLabel = async () =>
+        (await server.metrics.registry.getSingleMetric('clipserve_model_info')!.get()).values.map((v) => v.labels);
+      const text = async () =>
+        (await unary(embed, 'EmbedText', { texts: [CAPTIONS[0]] })).embeddings[0].values as number[];
       expect((await unary(embed, 'GetModelInfo', {})).precision).toBe('fp32');
       const before = await text();
       await unary(models, 'ActivateModel', { version: 'int8' });

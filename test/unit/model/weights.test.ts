@@ -30,7 +30,14 @@ describe('readBundleStateDict', () => {
       expect(sd.get(k)!.shape).toEqual(t.shape);
       expect(Buffer.from(sd.get(k)!.data.buffer).equals(Buffer.from(t.data.buffer))).toBe(true);
     }
-    const again = await writeBundle({ outDir: path.join(tmp, 'again'), name: m.name, version: m.version, config: { model_cfg: m.model_cfg, preprocess_cfg: m.preprocess_cfg }, stateDict: sd, vocabFile: bundle.paths.vocab });
+    const again = await writeBundle({
+      outDir: path.join(tmp, 'again'),
+      name: m.name,
+      version: m.version,
+      config: { model_cfg: m.model_cfg, preprocess_cfg: m.preprocess_cfg },
+      stateDict: sd,
+      vocabFile: bundle.paths.vocab,
+    });
     expect(again.files.visual_data!.sha256).toBe(m.files.visual_data!.sha256);
     expect(again.files.textual_data!.sha256).toBe(m.files.textual_data!.sha256);
   });
@@ -38,10 +45,19 @@ describe('readBundleStateDict', () => {
   it('reads fp16 bundles back to float32 within half precision', async () => {
     await writeRandomBundle({ arch: 'tiny', seed: 4, outDir: path.join(tmp, 'fp16'), precision: 'fp16' });
     const sd = readBundleStateDict(await loadBundle(path.join(tmp, 'fp16')));
-    const expected = randomStateDict(resolveConfig({ model_cfg: { ...ARCH_PRESETS.tiny, text_cfg: { ...ARCH_PRESETS.tiny.text_cfg, vocab_size: sd.get('token_embedding.weight')!.shape[0] } } }).model_cfg, 4);
+    const expected = randomStateDict(
+      resolveConfig({
+        model_cfg: {
+          ...ARCH_PRESETS.tiny,
+          text_cfg: { ...ARCH_PRESETS.tiny.text_cfg, vocab_size: sd.get('token_embedding.weight')!.shape[0] },
+        },
+      }).model_cfg,
+      4,
+    );
     const proj = sd.get('visual.proj')!.data;
     const want = expected.get('visual.proj')!.data;
-    for (let i = 0; i < want.length; i++) expect(Math.abs(proj[i] - want[i])).toBeLessThanOrEqual(Math.abs(want[i]) * 1e-3 + 1e-7);
+    for (let i = 0; i < want.length; i++)
+      expect(Math.abs(proj[i] - want[i])).toBeLessThanOrEqual(Math.abs(want[i]) * 1e-3 + 1e-7);
   });
 
   it('names the file when the external data is cut short', async () => {

@@ -23,12 +23,23 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 describe('float16 conversion', () => {
   test('exact values, rounding to nearest even, overflow and subnormals', () => {
     const cases: [number, number][] = [
-      [0, 0x0000], [-0, 0x8000], [1, 0x3c00], [-2, 0xc000], [0.5, 0x3800], [65504, 0x7bff],
+      [0, 0x0000],
+      [-0, 0x8000],
+      [1, 0x3c00],
+      [-2, 0xc000],
+      [0.5, 0x3800],
+      [65504, 0x7bff],
       [65520, 0x7c00], // halfway to the next binade: rounds up to Inf
-      [65519, 0x7bff], [Infinity, 0x7c00], [-Infinity, 0xfc00],
+      [65519, 0x7bff],
+      [Infinity, 0x7c00],
+      [-Infinity, 0xfc00],
       [1 + 2 ** -11, 0x3c00], // tie: to even (down)
       [1 + 3 * 2 ** -11, 0x3c02], // tie: to even (up)
-      [2 ** -24, 0x0001], [2 ** -25, 0x0000], [1.5 * 2 ** -25, 0x0001], [2 ** -14, 0x0400], [2 ** -14 - 2 ** -25, 0x0400],
+      [2 ** -24, 0x0001],
+      [2 ** -25, 0x0000],
+      [1.5 * 2 ** -25, 0x0001],
+      [2 ** -14, 0x0400],
+      [2 ** -14 - 2 ** -25, 0x0400],
     ];
     for (const [x, bits] of cases) expect([x, floatToHalfBits(x).toString(16)]).toEqual([x, bits.toString(16)]);
     expect(floatToHalfBits(NaN) & 0x7c00).toBe(0x7c00);
@@ -52,7 +63,10 @@ describe('graph builder', () => {
   test('writes inline and external initializers and a graph onnxruntime runs', async () => {
     const dataPath = path.join(tmp, 'affine.onnx.data');
     const writer = new ExternalDataWriter(dataPath);
-    const b = new GraphBuilder('affine', { half: false, external: { writer, location: 'affine.onnx.data', thresholdBytes: 64 } });
+    const b = new GraphBuilder('affine', {
+      half: false,
+      external: { writer, location: 'affine.onnx.data', thresholdBytes: 64 },
+    });
     const x = b.input('x', DataType.FLOAT, ['n', 4]);
     const w = Float32Array.from({ length: 12 }, (_, i) => i - 5); // 48 bytes: inline
     const big = Float32Array.from({ length: 3 * 40 }, (_, i) => (i % 7) / 7); // 480 bytes: external
@@ -70,7 +84,11 @@ describe('graph builder', () => {
     expect(decoded.opsetImport).toEqual([{ domain: '', version: ONNX_OPSET }]);
     const ext = decoded.graph.initializer.find((t) => t.name === 'big')!;
     expect(ext.dataLocation).toBe(1);
-    expect(ext.externalData).toEqual([{ key: 'location', value: 'affine.onnx.data' }, { key: 'offset', value: '0' }, { key: 'length', value: '480' }]);
+    expect(ext.externalData).toEqual([
+      { key: 'location', value: 'affine.onnx.data' },
+      { key: 'offset', value: '0' },
+      { key: 'length', value: '480' },
+    ]);
     expect(decoded.graph.initializer.find((t) => t.name === 'w')!.rawData!.byteLength).toBe(48);
     expect(readOnnxSignature(file)).toMatchObject({
       inputs: [{ name: 'x', dtype: 'float32', shape: ['n', 4] }],
@@ -78,10 +96,15 @@ describe('graph builder', () => {
       externalLocations: ['affine.onnx.data'],
     });
 
-    const session = await WorkerSession.create({ modelPath: file, providers: ['cpu'], graphOptimizationLevel: 'all', intraOpThreads: 1 }, 'affine');
+    const session = await WorkerSession.create(
+      { modelPath: file, providers: ['cpu'], graphOptimizationLevel: 'all', intraOpThreads: 1 },
+      'affine',
+    );
     try {
       const input = Float32Array.of(1, 2, 3, 4, -1, 0, 0.5, 2);
-      const out = new Float32Array((await session.run({ x: { type: 'float32', data: input.slice().buffer, dims: [2, 4] } }, ['sum'])).sum.data);
+      const out = new Float32Array(
+        (await session.run({ x: { type: 'float32', data: input.slice().buffer, dims: [2, 4] } }, ['sum'])).sum.data,
+      );
       const expected = [0, 1].map((r) => {
         let total = 0;
         for (let j = 0; j < 40; j++) {
@@ -108,7 +131,9 @@ describe('graph builder', () => {
     const { bytes } = writer.close();
     const raw = fs.readFileSync(path.join(tmp, 'aligned.data'));
     expect(bytes).toBe(raw.length);
-    expect(Array.from(new Uint16Array(raw.buffer.slice(raw.byteOffset + h.offset, raw.byteOffset + h.offset + 6)))).toEqual([0x3c00, 0xc000, 0x7bff]);
+    expect(
+      Array.from(new Uint16Array(raw.buffer.slice(raw.byteOffset + h.offset, raw.byteOffset + h.offset + 6))),
+    ).toEqual([0x3c00, 0xc000, 0x7bff]);
   });
 
   test('duplicate value names are rejected', () => {
@@ -129,10 +154,25 @@ describeGolden('attention formulations', () => {
     for (const attention of ['plain', 'contrib', 'mha'] as const) {
       const dir = path.join(tmp, attention);
       fs.mkdirSync(dir);
-      const run = async (tower: 'visual' | 'textual', feeds: Parameters<WorkerSession['run']>[0], out: string): Promise<Float32Array> => {
+      const run = async (
+        tower: 'visual' | 'textual',
+        feeds: Parameters<WorkerSession['run']>[0],
+        out: string,
+      ): Promise<Float32Array> => {
         const file = path.join(dir, `${tower}.onnx`);
-        writeTowerModel({ onnxPath: file, tower, config: cfg, weights, precision: 'fp32', producerVersion: 'test', towerOptions: { attention, patchEmbed: attention === 'plain' ? 'conv' : 'matmul' } });
-        const s = await WorkerSession.create({ modelPath: file, providers: ['cpu'], graphOptimizationLevel: 'all', intraOpThreads: 1 }, tower);
+        writeTowerModel({
+          onnxPath: file,
+          tower,
+          config: cfg,
+          weights,
+          precision: 'fp32',
+          producerVersion: 'test',
+          towerOptions: { attention, patchEmbed: attention === 'plain' ? 'conv' : 'matmul' },
+        });
+        const s = await WorkerSession.create(
+          { modelPath: file, providers: ['cpu'], graphOptimizationLevel: 'all', intraOpThreads: 1 },
+          tower,
+        );
         try {
           return new Float32Array((await s.run(feeds, [out]))[out].data);
         } finally {
@@ -140,8 +180,16 @@ describeGolden('attention formulations', () => {
         }
       };
       results.push([
-        await run('visual', { pixel_values: { type: 'float32', data: inp.images.slice().buffer, dims: [inp.nImages, 3, 64, 64] } }, 'image_embeds'),
-        await run('textual', { input_ids: { type: 'int64', data: BigInt64Array.from(inp.ids, BigInt).buffer, dims: [inp.nTexts, 77] } }, 'text_embeds'),
+        await run(
+          'visual',
+          { pixel_values: { type: 'float32', data: inp.images.slice().buffer, dims: [inp.nImages, 3, 64, 64] } },
+          'image_embeds',
+        ),
+        await run(
+          'textual',
+          { input_ids: { type: 'int64', data: BigInt64Array.from(inp.ids, BigInt).buffer, dims: [inp.nTexts, 77] } },
+          'text_embeds',
+        ),
       ]);
     }
     for (const other of results.slice(1)) {

@@ -14,10 +14,20 @@ const DIR = path.join(__dirname, '..', '..', 'fixtures', 'preprocess');
 const cfg = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 224 } }).preprocess_cfg;
 /** Bitwise equality of two tensors (jest's toEqual walks typed arrays element by element: slow). */
 function sameBits(a: Float32Array, b: Float32Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+  return (
+    a.length === b.length &&
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+  );
 }
 
-const files = ['png_rgb_97x71.png', 'png_rgba_97x71.png', 'gif_trns_screen_105x80.gif', 'png_gray16_97x71.png', 'tiff_cmyk_97x71.tif', 'webp_rgba_97x71.webp'];
+const files = [
+  'png_rgb_97x71.png',
+  'png_rgba_97x71.png',
+  'gif_trns_screen_105x80.gif',
+  'png_gray16_97x71.png',
+  'tiff_cmyk_97x71.tif',
+  'webp_rgba_97x71.webp',
+];
 
 describe('PreprocessPool', () => {
   let pool: PreprocessPool;
@@ -41,7 +51,7 @@ describe('PreprocessPool', () => {
     }
   });
 
-  test('leaves the caller\'s buffer attached and unchanged, even when it is a view into a larger buffer', async () => {
+  test("leaves the caller's buffer attached and unchanged, even when it is a view into a larger buffer", async () => {
     const file = fs.readFileSync(path.join(DIR, 'png_rgb_97x71.png'));
     const big = Buffer.alloc(file.length + 100, 7);
     file.copy(big, 50);
@@ -54,8 +64,14 @@ describe('PreprocessPool', () => {
   });
 
   test('errors cross back as ImageError with their code', async () => {
-    const results = await Promise.allSettled([pool.run(new Uint8Array(0)), pool.run(Buffer.from('plain text')), pool.run(fs.readFileSync(path.join(DIR, 'png_rgb_97x71.png')).subarray(0, 200))]);
-    const codes = results.map((r) => (r.status === 'rejected' && r.reason instanceof ImageError ? r.reason.code : r.status));
+    const results = await Promise.allSettled([
+      pool.run(new Uint8Array(0)),
+      pool.run(Buffer.from('plain text')),
+      pool.run(fs.readFileSync(path.join(DIR, 'png_rgb_97x71.png')).subarray(0, 200)),
+    ]);
+    const codes = results.map((r) =>
+      r.status === 'rejected' && r.reason instanceof ImageError ? r.reason.code : r.status,
+    );
     expect(codes).toEqual(['EMPTY', 'UNSUPPORTED_FORMAT', 'CORRUPT']);
     // The pool keeps working after failures.
     expect((await pool.run(fs.readFileSync(path.join(DIR, 'png_gray_97x71.png')))).length).toBe(3 * 224 * 224);
@@ -64,7 +80,9 @@ describe('PreprocessPool', () => {
   test('keeps the event loop free while large images are processed', async () => {
     const raw = Buffer.alloc(2000 * 1500 * 3);
     for (let i = 0; i < raw.length; i++) raw[i] = (i * 31) & 255;
-    const jpg = await sharp(raw, { raw: { width: 2000, height: 1500, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    const jpg = await sharp(raw, { raw: { width: 2000, height: 1500, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toBuffer();
     // Event-loop utilisation counts the time the main loop spends running code (not waiting).
     // In-process, each of these images keeps it busy for tens of milliseconds; through the pool
     // the main thread only copies the bytes out and receives the tensors.

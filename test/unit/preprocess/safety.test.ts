@@ -42,13 +42,22 @@ function bombPng(w: number, h: number): Buffer {
   ihdr.writeUInt32BE(h, 4);
   ihdr[8] = 8; // bit depth
   ihdr[9] = 2; // RGB
-  return Buffer.concat([PNG_SIG, chunk('IHDR', ihdr), chunk('IDAT', zlib.deflateSync(Buffer.alloc(1024))), chunk('IEND', Buffer.alloc(0))]);
+  return Buffer.concat([
+    PNG_SIG,
+    chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(Buffer.alloc(1024))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
 
 /** A JPEG whose frame header declares w×h (the rest is a valid small image's data). */
 async function bombJpeg(w: number, h: number): Promise<Buffer> {
-  const jpg = Buffer.from(await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } }).jpeg().toBuffer());
-  for (let i = 2; i < jpg.length - 9; ) {
+  const jpg = Buffer.from(
+    await sharp({ create: { width: 16, height: 16, channels: 3, background: '#808080' } })
+      .jpeg()
+      .toBuffer(),
+  );
+  for (let i = 2; i < jpg.length - 9;) {
     const m = jpg[i + 1];
     if (m === 0xc0 || m === 0xc2) {
       jpg.writeUInt16BE(h, i + 5);
@@ -63,7 +72,9 @@ async function bombJpeg(w: number, h: number): Promise<Buffer> {
 async function samplePng(): Promise<Buffer> {
   const raw = Buffer.alloc(48 * 40 * 3);
   for (let i = 0; i < raw.length; i++) raw[i] = (i * 37) % 251;
-  return sharp(raw, { raw: { width: 48, height: 40, channels: 3 } }).png().toBuffer();
+  return sharp(raw, { raw: { width: 48, height: 40, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 async function expectImageError(p: Promise<unknown>, code: ImageErrorCode, message: RegExp): Promise<void> {
@@ -86,7 +97,11 @@ describe('preprocess: bad input gives typed ImageErrors', () => {
   });
 
   test('file over maxBytes → TOO_LARGE (checked before parsing)', async () => {
-    await expectImageError(preprocessImage(new Uint8Array(2048), cfg, { maxBytes: 1024, maxPixels: 1e6 }), 'TOO_LARGE', /2048 bytes.*1024/);
+    await expectImageError(
+      preprocessImage(new Uint8Array(2048), cfg, { maxBytes: 1024, maxPixels: 1e6 }),
+      'TOO_LARGE',
+      /2048 bytes.*1024/,
+    );
   });
 
   test('30000×30000 PNG bomb → TOO_MANY_PIXELS, fast and without allocating the pixels', async () => {
@@ -104,7 +119,11 @@ describe('preprocess: bad input gives typed ImageErrors', () => {
   });
 
   test('custom maxPixels applies to ordinary images', async () => {
-    await expectImageError(preprocessImage(await samplePng(), cfg, { maxBytes: 1e6, maxPixels: 1000 }), 'TOO_MANY_PIXELS', /48x40 = 1920 pixels.*1000/);
+    await expectImageError(
+      preprocessImage(await samplePng(), cfg, { maxBytes: 1e6, maxPixels: 1000 }),
+      'TOO_MANY_PIXELS',
+      /48x40 = 1920 pixels.*1000/,
+    );
   });
 
   test('truncated PNG → CORRUPT', async () => {
@@ -115,32 +134,55 @@ describe('preprocess: bad input gives typed ImageErrors', () => {
   test('truncated JPEG → CORRUPT', async () => {
     const raw = Buffer.alloc(64 * 64 * 3);
     for (let i = 0; i < raw.length; i++) raw[i] = (i * 7) % 256;
-    const jpg = await sharp(raw, { raw: { width: 64, height: 64, channels: 3 } }).jpeg({ quality: 95 }).toBuffer();
+    const jpg = await sharp(raw, { raw: { width: 64, height: 64, channels: 3 } })
+      .jpeg({ quality: 95 })
+      .toBuffer();
     await expectImageError(preprocessImage(jpg.subarray(0, Math.floor(jpg.length * 0.6)), cfg), 'CORRUPT', /JPEG/);
   });
 
   test('PNG signature followed by garbage → CORRUPT', async () => {
-    await expectImageError(preprocessImage(Buffer.concat([PNG_SIG, Buffer.from('definitely not chunks')]), cfg), 'CORRUPT', /PNG/);
+    await expectImageError(
+      preprocessImage(Buffer.concat([PNG_SIG, Buffer.from('definitely not chunks')]), cfg),
+      'CORRUPT',
+      /PNG/,
+    );
   });
 
   test('non-image bytes → UNSUPPORTED_FORMAT', async () => {
-    await expectImageError(preprocessImage(Buffer.from('{"hello": "world"}\n'), cfg), 'UNSUPPORTED_FORMAT', /unrecognised image format.*JPEG, PNG/);
+    await expectImageError(
+      preprocessImage(Buffer.from('{"hello": "world"}\n'), cfg),
+      'UNSUPPORTED_FORMAT',
+      /unrecognised image format.*JPEG, PNG/,
+    );
   });
 
   test('known but unsupported formats (SVG, BMP, AVIF) → UNSUPPORTED_FORMAT', async () => {
-    const svg = Buffer.from('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>');
+    const svg = Buffer.from(
+      '<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>',
+    );
     const bmp = Buffer.concat([Buffer.from('BM'), Buffer.alloc(64)]);
-    const avif = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ff0000' } }).avif().toBuffer();
-    for (const b of [svg, bmp, avif]) await expectImageError(preprocessImage(b, cfg), 'UNSUPPORTED_FORMAT', /unsupported/);
+    const avif = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#ff0000' } })
+      .avif()
+      .toBuffer();
+    for (const b of [svg, bmp, avif])
+      await expectImageError(preprocessImage(b, cfg), 'UNSUPPORTED_FORMAT', /unsupported/);
   });
 
   test('extreme aspect ratios → UNSUPPORTED_FORMAT (zero-width or gigantic resize), quickly', async () => {
     // 1×20000 palette PNG: 'shortest' would need 224×4480000 (fine) but 'longest' gives width 0.
-    const tall = await sharp(Buffer.alloc(20000, 9), { raw: { width: 1, height: 20000, channels: 1 } }).png({ palette: true, colours: 2 }).toBuffer();
-    await expectImageError(preprocessImage(tall, { ...cfg, resize_mode: 'longest' }), 'UNSUPPORTED_FORMAT', /aspect ratio too extreme.*1x20000 resizes to 0x32/);
+    const tall = await sharp(Buffer.alloc(20000, 9), { raw: { width: 1, height: 20000, channels: 1 } })
+      .png({ palette: true, colours: 2 })
+      .toBuffer();
+    await expectImageError(
+      preprocessImage(tall, { ...cfg, resize_mode: 'longest' }),
+      'UNSUPPORTED_FORMAT',
+      /aspect ratio too extreme.*1x20000 resizes to 0x32/,
+    );
     expect((await preprocessImage(tall, cfg)).length).toBe(3 * 32 * 32);
     // 1×1e6 (1 megapixel, a few KB): 'shortest' at 224 would be 224×224000000.
-    const needle = await sharp(Buffer.alloc(1_000_000, 200), { raw: { width: 1, height: 1_000_000, channels: 1 } }).png().toBuffer();
+    const needle = await sharp(Buffer.alloc(1_000_000, 200), { raw: { width: 1, height: 1_000_000, channels: 1 } })
+      .png()
+      .toBuffer();
     const t0 = Date.now();
     await expectImageError(preprocessImage(needle, { ...cfg, size: 224 }), 'UNSUPPORTED_FORMAT', /224x224000000/);
     expect(Date.now() - t0).toBeLessThan(3000);
@@ -178,7 +220,8 @@ describe('preprocess: mutated files never crash', () => {
         expect(t.length).toBe(3 * 32 * 32);
         seen.ok = (seen.ok ?? 0) + 1;
       } catch (err) {
-        if (!(err instanceof ImageError)) throw new Error(`${file} (case ${it}) failed with a non-ImageError: ${String(err)}`);
+        if (!(err instanceof ImageError))
+          throw new Error(`${file} (case ${it}) failed with a non-ImageError: ${String(err)}`);
         seen[err.code] = (seen[err.code] ?? 0) + 1;
       }
     }
@@ -192,7 +235,7 @@ describe('preprocess: metadata never changes pixels', () => {
     return Buffer.concat([png.subarray(0, 33), c, png.subarray(33)]);
   }
   function findChunk(png: Buffer, type: string): Buffer {
-    for (let i = 8; i < png.length; ) {
+    for (let i = 8; i < png.length;) {
       const len = png.readUInt32BE(i);
       if (png.toString('latin1', i + 4, i + 8) === type) return png.subarray(i, i + 12 + len);
       i += 12 + len;
@@ -219,9 +262,13 @@ describe('preprocess: metadata never changes pixels', () => {
     const frame = (v: number): Buffer => Buffer.alloc(20 * 20 * 3, v);
     // A 20×40 strip written as two 20×20 pages (frames).
     const raw = { width: 20, height: 40, channels: 3 as const, pageHeight: 20 };
-    const anim = await sharp(Buffer.concat([frame(10), frame(200)]), { raw }).gif().toBuffer();
+    const anim = await sharp(Buffer.concat([frame(10), frame(200)]), { raw })
+      .gif()
+      .toBuffer();
     expect((await sharp(anim).metadata()).pages).toBe(2);
-    const first = await sharp(frame(10), { raw: { width: 20, height: 20, channels: 3 } }).png().toBuffer();
+    const first = await sharp(frame(10), { raw: { width: 20, height: 20, channels: 3 } })
+      .png()
+      .toBuffer();
     expect(await preprocessImage(anim, cfg)).toEqual(await preprocessImage(first, cfg));
   });
 });

@@ -21,7 +21,9 @@ import { transformImage } from '../../../server/src/preprocess/transform';
 import { describeGolden, goldenPath } from '../../helpers/shared';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { compileWat } = require('../../../server/src/preprocess/simd/build-wasm.js') as { compileWat: (file: string) => Promise<Buffer> };
+const { compileWat } = require('../../../server/src/preprocess/simd/build-wasm.js') as {
+  compileWat: (file: string) => Promise<Buffer>;
+};
 
 const FIXTURES = path.join(__dirname, '..', '..', 'fixtures', 'preprocess');
 const cfg = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 224 } }).preprocess_cfg;
@@ -35,7 +37,11 @@ function rng(seed: number): () => number {
   };
 }
 
-const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
+  Buffer.compare(
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength),
+    Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+  ) === 0;
 const sha = (a: Uint8Array): string => createHash('sha256').update(a).digest('hex');
 
 afterEach(() => setSimdKernels(true));
@@ -45,7 +51,9 @@ test('this runtime has the kernels (Node 20: WebAssembly SIMD)', () => {
 });
 
 test('the embedded module is kernels.wat as compiled now (npm run build:wasm)', async () => {
-  const bytes = await compileWat(path.join(__dirname, '..', '..', '..', 'server', 'src', 'preprocess', 'simd', 'kernels.wat'));
+  const bytes = await compileWat(
+    path.join(__dirname, '..', '..', '..', 'server', 'src', 'preprocess', 'simd', 'kernels.wat'),
+  );
   expect(Buffer.from(KERNELS_WASM_BASE64, 'base64').equals(bytes)).toBe(true);
 });
 
@@ -68,25 +76,37 @@ describe('resample: SIMD passes = TypeScript passes', () => {
       for (let i = 0; i < src.length; i++) src[i] = rand() < 0.2 ? (rand() < 0.5 ? 0 : 255) : Math.floor(rand() * 256);
       const ref = resizeSeparable(src, w, h, ch, outW, outH, win, filter, premultiply);
       const simd = resizeSeparableSimd(src, w, h, ch, outW, outH, win, filter, premultiply);
-      if (!sameBytes(ref, simd)) throw new Error(`mismatch: ${JSON.stringify({ iter, ch, w, h, outW, outH, win, filter, premultiply })}`);
+      if (!sameBytes(ref, simd))
+        throw new Error(`mismatch: ${JSON.stringify({ iter, ch, w, h, outW, outH, win, filter, premultiply })}`);
     }
   });
 
   const files = [
-    ...(fs.existsSync(goldenPath('preprocess')) ? fs.readdirSync(goldenPath('preprocess')).filter((f) => /\.(png|jpe?g|webp|gif)$/.test(f)).map((f) => goldenPath('preprocess', f)) : []),
-    ...fs.readdirSync(FIXTURES).filter((f) => /\.(png|jpe?g|webp|gif|tiff?)$/.test(f)).map((f) => path.join(FIXTURES, f)),
+    ...(fs.existsSync(goldenPath('preprocess'))
+      ? fs
+          .readdirSync(goldenPath('preprocess'))
+          .filter((f) => /\.(png|jpe?g|webp|gif)$/.test(f))
+          .map((f) => goldenPath('preprocess', f))
+      : []),
+    ...fs
+      .readdirSync(FIXTURES)
+      .filter((f) => /\.(png|jpe?g|webp|gif|tiff?)$/.test(f))
+      .map((f) => path.join(FIXTURES, f)),
   ];
-  test.each(files.map((f) => [path.basename(f), f]))('transform with and without the kernels: %s', async (_name, file) => {
-    const img = await decodeImage(fs.readFileSync(file), DEFAULT_IMAGE_LIMITS);
-    for (const size of [224, 64]) {
-      const c = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size } }).preprocess_cfg;
-      const on = transformImage(img, c);
-      setSimdKernels(false);
-      const off = transformImage(img, c);
-      setSimdKernels(true);
-      expect(sameBytes(new Uint8Array(on.buffer), new Uint8Array(off.buffer))).toBe(true);
-    }
-  });
+  test.each(files.map((f) => [path.basename(f), f]))(
+    'transform with and without the kernels: %s',
+    async (_name, file) => {
+      const img = await decodeImage(fs.readFileSync(file), DEFAULT_IMAGE_LIMITS);
+      for (const size of [224, 64]) {
+        const c = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size } }).preprocess_cfg;
+        const on = transformImage(img, c);
+        setSimdKernels(false);
+        const off = transformImage(img, c);
+        setSimdKernels(true);
+        expect(sameBytes(new Uint8Array(on.buffer), new Uint8Array(off.buffer))).toBe(true);
+      }
+    },
+  );
 });
 
 describe('PNG unfilter: SIMD = TypeScript', () => {
@@ -116,7 +136,7 @@ describe('PNG unfilter: SIMD = TypeScript', () => {
 });
 
 describe('direct PNG decoding = libpng', () => {
-  test.each([1, 2, 3, 4])('random %i-band PNGs with every row filter equal sharp\'s decode', async (channels) => {
+  test.each([1, 2, 3, 4])("random %i-band PNGs with every row filter equal sharp's decode", async (channels) => {
     const rand = rng(100 + channels);
     for (let iter = 0; iter < 6; iter++) {
       const width = 1 + Math.floor(rand() * 90);
@@ -126,7 +146,9 @@ describe('direct PNG decoding = libpng', () => {
       for (let i = 0; i < px.length; i++) px[i] = rand() < 0.5 ? (i * 7) & 255 : Math.floor(rand() * 256);
       const img = sharp(px, { raw: { width, height, channels: channels as 1 | 2 | 3 | 4 } });
       // Without b-w, sharp writes one- and two-band input as RGB(A).
-      const png = await (channels <= 2 ? img.toColourspace('b-w') : img).png({ adaptiveFiltering: true, compressionLevel: iter % 10 }).toBuffer();
+      const png = await (channels <= 2 ? img.toColourspace('b-w') : img)
+        .png({ adaptiveFiltering: true, compressionLevel: iter % 10 })
+        .toBuffer();
       expect(png[25]).toBe([0, 4, 2, 6][channels - 1]); // the colour type under test
       const mode = (['L', 'LA', 'RGB', 'RGBA'] as const)[channels - 1];
       for (const on of [true, false]) {
@@ -138,9 +160,13 @@ describe('direct PNG decoding = libpng', () => {
     }
   });
 
-  describeGolden('golden PNGs: Pillow\'s decoded pixels', () => {
+  describeGolden("golden PNGs: Pillow's decoded pixels", () => {
     const index = fs.existsSync(goldenPath('preprocess', 'index.json'))
-      ? (JSON.parse(fs.readFileSync(goldenPath('preprocess', 'index.json'), 'utf8')) as { cases: Array<{ image_file: string; pil_mode: string; decoded: { sha256: string } }> }).cases
+      ? (
+          JSON.parse(fs.readFileSync(goldenPath('preprocess', 'index.json'), 'utf8')) as {
+            cases: Array<{ image_file: string; pil_mode: string; decoded: { sha256: string } }>;
+          }
+        ).cases
       : [];
     const pngs = index.filter((c) => c.image_file.endsWith('.png'));
     test.each(pngs.map((c) => [c.image_file, c]))('%s', (_name, c) => {
@@ -156,7 +182,7 @@ describe('direct PNG decoding = libpng', () => {
     });
   });
 
-  test('the fallback CRC-32 equals zlib\'s', () => {
+  test("the fallback CRC-32 equals zlib's", () => {
     const data = Buffer.from('IHDR and some bytes \u00ff\u0000', 'latin1');
     expect(tableCrc32(Buffer.from('123456789'))).toBe(0xcbf43926); // the CRC-32 check value
     const z = (zlib as { crc32?: (d: Uint8Array) => number }).crc32;
@@ -165,14 +191,23 @@ describe('direct PNG decoding = libpng', () => {
 
   test('anything unusual or damaged is left to sharp, which gives the error', async () => {
     const px = Buffer.alloc(40 * 30 * 3, 0x5a);
-    const png = await sharp(px, { raw: { width: 40, height: 30, channels: 3 } }).png().toBuffer();
+    const png = await sharp(px, { raw: { width: 40, height: 30, channels: 3 } })
+      .png()
+      .toBuffer();
     expect(decodePlainPng(png, 'RGB')).toBeDefined();
     expect(decodePlainPng(png, 'RGBA')).toBeUndefined(); // not the mode the header parser reported
 
-    const interlaced = await sharp(px, { raw: { width: 40, height: 30, channels: 3 } }).png({ progressive: true }).toBuffer();
+    const interlaced = await sharp(px, { raw: { width: 40, height: 30, channels: 3 } })
+      .png({ progressive: true })
+      .toBuffer();
     expect(decodePlainPng(interlaced, 'RGB')).toBeUndefined();
     // ...and still decodes to the same tensor through sharp.
-    expect(sameBytes(new Uint8Array((await preprocessImage(interlaced, cfg)).buffer), new Uint8Array((await preprocessImage(png, cfg)).buffer))).toBe(true);
+    expect(
+      sameBytes(
+        new Uint8Array((await preprocessImage(interlaced, cfg)).buffer),
+        new Uint8Array((await preprocessImage(png, cfg)).buffer),
+      ),
+    ).toBe(true);
 
     const idat = png.indexOf('IDAT');
     const badCrc = Buffer.from(png);
@@ -211,23 +246,44 @@ function rebuildIdat(png: Buffer, data: Buffer): Buffer {
 
 describe('JPEG decoded to the region the transform reads = the whole decode', () => {
   const jpegs = [
-    ...(fs.existsSync(goldenPath('preprocess')) ? fs.readdirSync(goldenPath('preprocess')).filter((f) => /\.jpe?g$/.test(f)).map((f) => goldenPath('preprocess', f)) : []),
-    ...fs.readdirSync(FIXTURES).filter((f) => /\.jpe?g$/.test(f)).map((f) => path.join(FIXTURES, f)),
+    ...(fs.existsSync(goldenPath('preprocess'))
+      ? fs
+          .readdirSync(goldenPath('preprocess'))
+          .filter((f) => /\.jpe?g$/.test(f))
+          .map((f) => goldenPath('preprocess', f))
+      : []),
+    ...fs
+      .readdirSync(FIXTURES)
+      .filter((f) => /\.jpe?g$/.test(f))
+      .map((f) => path.join(FIXTURES, f)),
   ];
   /** Noise JPEGs of awkward shapes: landscape, portrait, near-square, thin. */
   async function generated(): Promise<Array<[string, Buffer]>> {
     const rand = rng(11);
     const out: Array<[string, Buffer]> = [];
-    for (const [w, h] of [[613, 401], [333, 777], [260, 251], [1200, 90]]) {
+    for (const [w, h] of [
+      [613, 401],
+      [333, 777],
+      [260, 251],
+      [1200, 90],
+    ]) {
       const px = Buffer.alloc(w * h * 3);
       for (let i = 0; i < px.length; i++) px[i] = Math.floor(rand() * 256);
-      out.push([`noise_${w}x${h}.jpg`, await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 85 }).toBuffer()]);
+      out.push([
+        `noise_${w}x${h}.jpg`,
+        await sharp(px, { raw: { width: w, height: h, channels: 3 } })
+          .jpeg({ quality: 85 })
+          .toBuffer(),
+      ]);
     }
     return out;
   }
 
   test('every JPEG, sizes, resize modes, filters, with and without the kernels', async () => {
-    const inputs: Array<[string, Buffer]> = [...jpegs.map((f): [string, Buffer] => [path.basename(f), fs.readFileSync(f)]), ...(await generated())];
+    const inputs: Array<[string, Buffer]> = [
+      ...jpegs.map((f): [string, Buffer] => [path.basename(f), fs.readFileSync(f)]),
+      ...(await generated()),
+    ];
     let cut = 0;
     for (const [name, bytes] of inputs) {
       const whole = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS);
@@ -235,14 +291,20 @@ describe('JPEG decoded to the region the transform reads = the whole decode', ()
       for (const size of [224, 97, 64]) {
         for (const resize_mode of ['shortest', 'longest', 'squash'] as const) {
           for (const interpolation of ['bicubic', 'bilinear'] as const) {
-            const c = { ...resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size, resize_mode } }).preprocess_cfg, interpolation };
+            const c = {
+              ...resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size, resize_mode } }).preprocess_cfg,
+              interpolation,
+            };
             const part = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg: c });
             if (part.region) cut++;
             for (const simd of [true, false]) {
               setSimdKernels(simd);
               const a = transformImage(whole, c);
               const b = transformImage(part, c);
-              if (!sameBytes(new Uint8Array(a.buffer), new Uint8Array(b.buffer))) throw new Error(`mismatch: ${JSON.stringify({ name, size, resize_mode, interpolation, simd, region: part.region })}`);
+              if (!sameBytes(new Uint8Array(a.buffer), new Uint8Array(b.buffer)))
+                throw new Error(
+                  `mismatch: ${JSON.stringify({ name, size, resize_mode, interpolation, simd, region: part.region })}`,
+                );
             }
             setSimdKernels(true);
           }
@@ -257,7 +319,10 @@ describe('JPEG decoded to the region the transform reads = the whole decode', ()
     const [, bytes] = (await generated())[0];
     const part = await decodeImage(bytes, DEFAULT_IMAGE_LIMITS, { cfg });
     expect(part.region).toBeDefined();
-    const other = resolveConfig({ model_cfg: { embed_dim: 8 }, preprocess_cfg: { size: 64, resize_mode: 'squash' } }).preprocess_cfg;
+    const other = resolveConfig({
+      model_cfg: { embed_dim: 8 },
+      preprocess_cfg: { size: 64, resize_mode: 'squash' },
+    }).preprocess_cfg;
     expect(() => transformImage(part, other)).toThrow(/does not hold what this transform reads/);
   });
 });

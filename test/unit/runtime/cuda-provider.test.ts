@@ -12,6 +12,8 @@ test('--provider cuda explains how to install the CUDA provider library when it 
     return;
   }
   expect(() => providerCandidates('cuda')).toThrow(RuntimeError);
-  expect(() => providerCandidates('cuda')).toThrow(/^--provider cuda: .*(ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules\/onnxruntime-node\/script\/install\.js|linux\/x64 only).*--provider cpu$/);
+  expect(() => providerCandidates('cuda')).toThrow(
+    /^--provider cuda: .*(ONNXRUNTIME_NODE_INSTALL=cuda12 node node_modules\/onnxruntime-node\/script\/install\.js|linux\/x64 only).*--provider cpu$/,
+  );
   expect(providerCandidates('auto')).toEqual(['cpu']);
 });

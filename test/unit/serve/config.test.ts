@@ -7,7 +7,14 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { ConfigError, configFromEnv, flagName, readConfigFile, resolveServeConfig, SERVE_OPTIONS } from '../../../server/src/serve/config';
+import {
+  ConfigError,
+  configFromEnv,
+  flagName,
+  readConfigFile,
+  resolveServeConfig,
+  SERVE_OPTIONS,
+} from '../../../server/src/serve/config';
 import { compiledModule } from '../../../server/src/util/paths';
 
 const run = promisify(execFile);
@@ -36,7 +43,11 @@ describe('serve configuration', () => {
   });
 
   test('string values (flags, environment) are parsed and range-checked, naming the flag', () => {
-    expect(resolveServeConfig({ port: '0', maxQueueDelayMs: '2.5', provider: 'cpu' })).toMatchObject({ port: 0, maxQueueDelayMs: 2.5, provider: 'cpu' });
+    expect(resolveServeConfig({ port: '0', maxQueueDelayMs: '2.5', provider: 'cpu' })).toMatchObject({
+      port: 0,
+      maxQueueDelayMs: 2.5,
+      provider: 'cpu',
+    });
     const bad: [Record<string, unknown>, RegExp][] = [
       [{ port: '70000' }, /--port must be an integer in \[0, 65535\]/],
       [{ port: 'abc' }, /--port must be an integer/],
@@ -56,20 +67,46 @@ describe('serve configuration', () => {
   });
 
   test('CLIPSERVE_* variables map onto options; empty ones are ignored', () => {
-    const env = { CLIPSERVE_PORT: '6000', CLIPSERVE_MAX_BATCH_SIZE: '8', CLIPSERVE_MODEL: '', CLIPSERVE_SHUTDOWN_GRACE_SECONDS: '3', HOME: '/root' };
+    const env = {
+      CLIPSERVE_PORT: '6000',
+      CLIPSERVE_MAX_BATCH_SIZE: '8',
+      CLIPSERVE_MODEL: '',
+      CLIPSERVE_SHUTDOWN_GRACE_SECONDS: '3',
+      HOME: '/root',
+    };
     expect(configFromEnv(env)).toEqual({ port: '6000', maxBatchSize: '8', shutdownGraceSeconds: '3' });
-    expect(resolveServeConfig(configFromEnv(env))).toMatchObject({ port: 6000, maxBatchSize: 8, shutdownGraceSeconds: 3 });
+    expect(resolveServeConfig(configFromEnv(env))).toMatchObject({
+      port: 6000,
+      maxBatchSize: 8,
+      shutdownGraceSeconds: 3,
+    });
     // Every option has its variable, named after its flag.
-    for (const spec of SERVE_OPTIONS) expect(spec.env).toBe(`CLIPSERVE_${flagName(spec).toUpperCase().replace(/-/g, '_')}`);
+    for (const spec of SERVE_OPTIONS)
+      expect(spec.env).toBe(`CLIPSERVE_${flagName(spec).toUpperCase().replace(/-/g, '_')}`);
   });
 
   test('--config JSON files take camelCase or flag names; paths are relative to the file; unknown keys fail', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-config-'));
     try {
       const file = path.join(dir, 'serve.json');
-      fs.writeFileSync(file, JSON.stringify({ 'max-batch-size': 4, queueBound: 512, model: 'bundles/m1', tlsCert: '/abs/cert.pem', tlsKey: 'k.pem' }));
+      fs.writeFileSync(
+        file,
+        JSON.stringify({
+          'max-batch-size': 4,
+          queueBound: 512,
+          model: 'bundles/m1',
+          tlsCert: '/abs/cert.pem',
+          tlsKey: 'k.pem',
+        }),
+      );
       const values = readConfigFile(file);
-      expect(values).toEqual({ maxBatchSize: 4, queueBound: 512, model: path.join(dir, 'bundles/m1'), tlsCert: '/abs/cert.pem', tlsKey: path.join(dir, 'k.pem') });
+      expect(values).toEqual({
+        maxBatchSize: 4,
+        queueBound: 512,
+        model: path.join(dir, 'bundles/m1'),
+        tlsCert: '/abs/cert.pem',
+        tlsKey: path.join(dir, 'k.pem'),
+      });
       expect(resolveServeConfig(values)).toMatchObject({ maxBatchSize: 4, queueBound: 512 });
       fs.writeFileSync(file, JSON.stringify({ model: 'hf-hub:org/repo' }));
       expect(readConfigFile(file)).toEqual({ model: 'hf-hub:org/repo' });
@@ -85,7 +122,9 @@ describe('serve configuration', () => {
   });
 
   test('`clipserve serve --help` documents every option, its variable and its default', async () => {
-    const { stdout } = await run(process.execPath, [compiledModule('cli/main'), 'serve', '--help'], { env: { ...process.env, COLUMNS: '400' } });
+    const { stdout } = await run(process.execPath, [compiledModule('cli/main'), 'serve', '--help'], {
+      env: { ...process.env, COLUMNS: '400' },
+    });
     const help = stdout.replace(/\s+/g, ' ');
     expect(help).toContain('--config <file>');
     for (const spec of SERVE_OPTIONS) {

@@ -30,7 +30,15 @@ afterAll(async () => {
   await postgres?.stop();
 });
 
-const job = (id: string) => ({ id, method: 'adapter', baseModel: 'b', trainingFile: 'ds-1', validationFile: '', hyperparameters: { epochs: 2 }, suffix: '' });
+const job = (id: string) => ({
+  id,
+  method: 'adapter',
+  baseModel: 'b',
+  trainingFile: 'ds-1',
+  validationFile: '',
+  hyperparameters: { epochs: 2 },
+  suffix: '',
+});
 const created = { type: 'state', message: 'job created', data: { state: 'queued' } };
 const until = async (cond: () => boolean, ms = 5000): Promise<void> => {
   const end = Date.now() + ms;
@@ -81,16 +89,38 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     await s.insertJob(job('j2'), created);
     await s.appendEvent('j1', 'state', 'a', { state: 'running' }, { state: 'running', step: 0 });
     await s.appendEvent('j2', 'log', 'x', {});
-    const e = await s.appendEvent('j1', 'step', '', { step: 1 }, { step: 1, totalSteps: 10, metricsBefore: { r1: 0.5 } });
+    const e = await s.appendEvent(
+      'j1',
+      'step',
+      '',
+      { step: 1 },
+      { step: 1, totalSteps: 10, metricsBefore: { r1: 0.5 } },
+    );
     expect(e.sequence).toBe(3); // 1 is the creation event, written with the job
-    expect((await s.events('j1')).map((x) => [x.sequence, x.message])).toEqual([[1, 'job created'], [2, 'a'], [3, '']]);
+    expect((await s.events('j1')).map((x) => [x.sequence, x.message])).toEqual([
+      [1, 'job created'],
+      [2, 'a'],
+      [3, ''],
+    ]);
     expect((await s.events('j1', 2)).map((x) => x.data)).toEqual([{ step: 1 }]);
-    expect(await s.getJob('j1')).toMatchObject({ state: 'running', step: 1, totalSteps: 10, hyperparameters: { epochs: 2 }, metricsBefore: { r1: 0.5 }, error: undefined, cancelRequested: false });
+    expect(await s.getJob('j1')).toMatchObject({
+      state: 'running',
+      step: 1,
+      totalSteps: 10,
+      hyperparameters: { epochs: 2 },
+      metricsBefore: { r1: 0.5 },
+      error: undefined,
+      cancelRequested: false,
+    });
     expect(await s.jobCountsByState()).toMatchObject({ queued: 1, running: 1, succeeded: 0 });
     // An event for a job that does not exist is refused, nothing half-written.
     await expect(s.appendEvent('nope', 'log', '', {})).rejects.toThrow(StoreError);
     await expect(s.updateJob('nope', { step: 1 })).rejects.toThrow(StoreError);
-    const failed = await s.updateJob('j2', { state: 'failed', error: { code: 'x', message: 'boom', rows: [3] }, finishedAt: 7 });
+    const failed = await s.updateJob('j2', {
+      state: 'failed',
+      error: { code: 'x', message: 'boom', rows: [3] },
+      finishedAt: 7,
+    });
     expect(failed).toMatchObject({ state: 'failed', error: { code: 'x', message: 'boom', rows: [3] }, finishedAt: 7 });
     expect((await s.updateJob('j2', { error: null })).error).toBeUndefined();
     expect(await s.getJob('nope')).toBeUndefined();
@@ -103,8 +133,19 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     expect(p1.jobs.map((j) => j.id)).toEqual(['j5', 'j4']);
     const p2 = await s.listJobs(2, p1.nextOrd);
     expect(p2.jobs.map((j) => j.id)).toEqual(['j3', 'j2']);
-    expect(await s.listJobs(2, p2.nextOrd)).toEqual({ jobs: [expect.objectContaining({ id: 'j1' })], nextOrd: undefined });
-    expect((await s.cancelQueued('j2', { type: 'state', message: 'cancelled before it started', data: { state: 'cancelled' } }))?.data).toEqual({ state: 'cancelled' });
+    expect(await s.listJobs(2, p2.nextOrd)).toEqual({
+      jobs: [expect.objectContaining({ id: 'j1' })],
+      nextOrd: undefined,
+    });
+    expect(
+      (
+        await s.cancelQueued('j2', {
+          type: 'state',
+          message: 'cancelled before it started',
+          data: { state: 'cancelled' },
+        })
+      )?.data,
+    ).toEqual({ state: 'cancelled' });
     expect((await s.getJob('j2'))!.state).toBe('cancelled');
 
     // Oldest first; a claimed job is nobody else's; heartbeats only count for the owner.
@@ -116,7 +157,9 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     const seenHb = (await s.getJob('j1'))!.heartbeatMs;
     expect(await s.adoptJob('j1', 'host/b', seenHb, 'host/c')).toBe(false);
     expect(await s.adoptJob('j1', 'host/a', seenHb - 1, 'host/c')).toBe(false);
-    const adoptions = await Promise.all(['host/c', 'host/d', 'host/e'].map((o) => s.adoptJob('j1', 'host/a', seenHb, o)));
+    const adoptions = await Promise.all(
+      ['host/c', 'host/d', 'host/e'].map((o) => s.adoptJob('j1', 'host/a', seenHb, o)),
+    );
     expect(adoptions.filter(Boolean)).toHaveLength(1);
     await s.releaseJob('j1');
     expect((await s.getJob('j1'))!.owner).toBe('');
@@ -136,7 +179,9 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     const s = await b.open();
     const t = await b.replica(s);
     await s.insertJob(job('j1'), created);
-    const recs = await Promise.all(Array.from({ length: 60 }, (_, i) => (i % 2 ? s : t).appendEvent('j1', 'log', `m${i}`, { i }, { step: i })));
+    const recs = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => (i % 2 ? s : t).appendEvent('j1', 'log', `m${i}`, { i }, { step: i })),
+    );
     expect(recs.map((r) => r.sequence).sort((x, y) => x - y)).toEqual(Array.from({ length: 60 }, (_, i) => i + 2));
     expect((await t.events('j1')).map((e) => e.sequence)).toEqual(Array.from({ length: 61 }, (_, i) => i + 1));
   });
@@ -166,26 +211,99 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
 
   it('keeps model versions (newest first, upsert keeps lineage) and settings', async () => {
     const s = await b.open();
-    await s.upsertModelVersion({ version: 'base', name: 'ViT', bundleDir: '/b', parentVersion: '', jobId: '', createdAt: 100, metrics: {} });
-    await s.upsertModelVersion({ version: 'ft1', name: 'ViT', bundleDir: '/m/ft1', parentVersion: 'base', jobId: 'j1', createdAt: 100, metrics: { r1: 0.7 } });
-    await s.upsertModelVersion({ version: 'base', name: 'ViT2', bundleDir: '/b2', parentVersion: 'x', jobId: 'x', createdAt: 5, metrics: { a: 1 } });
+    await s.upsertModelVersion({
+      version: 'base',
+      name: 'ViT',
+      bundleDir: '/b',
+      parentVersion: '',
+      jobId: '',
+      createdAt: 100,
+      metrics: {},
+    });
+    await s.upsertModelVersion({
+      version: 'ft1',
+      name: 'ViT',
+      bundleDir: '/m/ft1',
+      parentVersion: 'base',
+      jobId: 'j1',
+      createdAt: 100,
+      metrics: { r1: 0.7 },
+    });
+    await s.upsertModelVersion({
+      version: 'base',
+      name: 'ViT2',
+      bundleDir: '/b2',
+      parentVersion: 'x',
+      jobId: 'x',
+      createdAt: 5,
+      metrics: { a: 1 },
+    });
     expect((await s.listModelVersions()).map((v) => v.version)).toEqual(['ft1', 'base']);
-    expect(await s.getModelVersion('base')).toEqual({ version: 'base', name: 'ViT2', bundleDir: '/b2', parentVersion: '', jobId: '', createdAt: 100, metrics: {} });
+    expect(await s.getModelVersion('base')).toEqual({
+      version: 'base',
+      name: 'ViT2',
+      bundleDir: '/b2',
+      parentVersion: '',
+      jobId: '',
+      createdAt: 100,
+      metrics: {},
+    });
     expect((await s.getModelVersion('ft1'))!.metrics).toEqual({ r1: 0.7 });
     expect(await s.getSetting('k')).toBeUndefined();
     await s.setSetting('k', 'a');
     await s.setSetting('k', 'b');
     expect(await s.getSetting('k')).toBe('b');
-    await s.insertDataset({ id: 'ds-1', name: 'n', format: 'pairs', dir: '/d', numPairs: 3, bytes: 5_000_000_000, createdAt: 9, owner: '' });
-    expect(await s.getDataset('ds-1')).toEqual({ id: 'ds-1', name: 'n', format: 'pairs', dir: '/d', numPairs: 3, bytes: 5_000_000_000, createdAt: 9, owner: '' });
+    await s.insertDataset({
+      id: 'ds-1',
+      name: 'n',
+      format: 'pairs',
+      dir: '/d',
+      numPairs: 3,
+      bytes: 5_000_000_000,
+      createdAt: 9,
+      owner: '',
+    });
+    expect(await s.getDataset('ds-1')).toEqual({
+      id: 'ds-1',
+      name: 'n',
+      format: 'pairs',
+      dir: '/d',
+      numPairs: 3,
+      bytes: 5_000_000_000,
+      createdAt: 9,
+      owner: '',
+    });
     // (Matched on the message: better-sqlite3's SqliteError is not always an Error to jest's realm.)
-    const dup = await s.insertDataset({ id: 'ds-1', name: 'n', format: 'pairs', dir: '/d', numPairs: 3, bytes: 5, createdAt: 9, owner: '' }).then(() => 'inserted', (e: unknown) => String(e));
+    const dup = await s
+      .insertDataset({
+        id: 'ds-1',
+        name: 'n',
+        format: 'pairs',
+        dir: '/d',
+        numPairs: 3,
+        bytes: 5,
+        createdAt: 9,
+        owner: '',
+      })
+      .then(
+        () => 'inserted',
+        (e: unknown) => String(e),
+      );
     expect(dup).toMatch(/UNIQUE constraint failed|duplicate key/);
   });
 
   it('pages datasets per owner, counts and deletes them, and names the unfinished jobs reading one', async () => {
     const s = await b.open();
-    const ds = (id: string, owner: string) => ({ id, name: id, format: 'pairs' as const, dir: `/d/${id}`, numPairs: 1, bytes: 1, createdAt: 9, owner });
+    const ds = (id: string, owner: string) => ({
+      id,
+      name: id,
+      format: 'pairs' as const,
+      dir: `/d/${id}`,
+      numPairs: 1,
+      bytes: 1,
+      createdAt: 9,
+      owner,
+    });
     for (const id of ['ds-a1', 'ds-a2', 'ds-a3']) await s.insertDataset(ds(id, 'alice'));
     await s.insertDataset(ds('ds-b1', 'bob'));
     const first = await s.listDatasets('alice', 2);
@@ -228,7 +346,10 @@ describe.each(['sqlite', 'postgres'] as const)('Store on %s', (backend) => {
     } else {
       const raw = new Database(path.join(dir, DB_FILE), { readonly: true });
       try {
-        expect(raw.prepare('SELECT name FROM kysely_migration').all()).toEqual([{ name: '0001_initial' }, { name: '0002_dataset_owner' }]);
+        expect(raw.prepare('SELECT name FROM kysely_migration').all()).toEqual([
+          { name: '0001_initial' },
+          { name: '0002_dataset_owner' },
+        ]);
       } finally {
         raw.close();
       }
@@ -264,13 +385,28 @@ describe('SQLite only', () => {
       created_at_ms INTEGER NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job_id, seq));
     CREATE TABLE model_versions (version TEXT PRIMARY KEY, name TEXT NOT NULL, bundle_dir TEXT NOT NULL, parent_version TEXT NOT NULL,
       job_id TEXT NOT NULL, created_at INTEGER NOT NULL, metrics TEXT NOT NULL);`);
-    old.prepare(`INSERT INTO jobs (id, ord, method, base_model, training_file, validation_file, hyperparameters, suffix, state, created_at) VALUES ('old', 7, 'adapter', 'b', 'ds', '', '{}', '', 'running', 1)`).run();
-    old.prepare(`INSERT INTO job_events VALUES ('old', 1, 'state', 1, 'a', '{}'), ('old', 2, 'log', 2, 'b', '{}')`).run();
-    old.prepare(`INSERT INTO model_versions VALUES ('a', 'n', '/a', '', '', 5, '{}'), ('b', 'n', '/b', 'a', 'old', 5, '{}')`).run();
+    old
+      .prepare(
+        `INSERT INTO jobs (id, ord, method, base_model, training_file, validation_file, hyperparameters, suffix, state, created_at) VALUES ('old', 7, 'adapter', 'b', 'ds', '', '{}', '', 'running', 1)`,
+      )
+      .run();
+    old
+      .prepare(`INSERT INTO job_events VALUES ('old', 1, 'state', 1, 'a', '{}'), ('old', 2, 'log', 2, 'b', '{}')`)
+      .run();
+    old
+      .prepare(
+        `INSERT INTO model_versions VALUES ('a', 'n', '/a', '', '', 5, '{}'), ('b', 'n', '/b', 'a', 'old', 5, '{}')`,
+      )
+      .run();
     old.close();
     const s = await SqliteStore.open(dir);
     try {
-      expect(await s.getJob('old')).toMatchObject({ state: 'running', owner: '', heartbeatMs: 0, cancelRequested: false });
+      expect(await s.getJob('old')).toMatchObject({
+        state: 'running',
+        owner: '',
+        heartbeatMs: 0,
+        cancelRequested: false,
+      });
       expect((await s.appendEvent('old', 'log', 'c', {})).sequence).toBe(3);
       const next = await s.insertJob(job('new'), created);
       expect((await s.listJobs(5)).jobs.map((j) => j.id)).toEqual(['new', 'old']);
@@ -288,14 +424,18 @@ describe('SQLite only', () => {
     expect(networkFilesystem(0x00c36400)).toBe('ceph');
     expect(networkFilesystem(0xef53)).toBeUndefined(); // ext4
     expect(networkFilesystem(fs.statfsSync(dir).type)).toBeUndefined(); // this machine's /tmp
-    await expect(SqliteStore.open(dir, { statfs: () => ({ type: 0x6969 }) })).rejects.toThrow(/network filesystem \(nfs\).*--database-url/);
+    await expect(SqliteStore.open(dir, { statfs: () => ({ type: 0x6969 }) })).rejects.toThrow(
+      /network filesystem \(nfs\).*--database-url/,
+    );
     expect(fs.existsSync(path.join(dir, DB_FILE))).toBe(false);
   });
 
   it('refuses a second host on the same SQLite database while the first holds it', async () => {
     const a = await SqliteStore.open(dir, { hostname: 'node-a' });
     try {
-      await expect(SqliteStore.open(dir, { hostname: 'node-b' })).rejects.toThrow(/in use by host "node-a".*--database-url/);
+      await expect(SqliteStore.open(dir, { hostname: 'node-b' })).rejects.toThrow(
+        /in use by host "node-a".*--database-url/,
+      );
       // Processes of the same host share it (they share the WAL index).
       const sibling = await SqliteStore.open(dir, { hostname: 'node-a' });
       await sibling.close();
@@ -306,7 +446,10 @@ describe('SQLite only', () => {
     const b = await SqliteStore.open(dir, { hostname: 'node-b' });
     await b.close();
     // A lock left by a host that died (not refreshed for longer than the stale window) is taken over.
-    fs.writeFileSync(path.join(dir, HOST_LOCK_FILE), JSON.stringify({ host: 'node-c', pid: 1, heartbeatMs: Date.now() - 10 * 60_000 }));
+    fs.writeFileSync(
+      path.join(dir, HOST_LOCK_FILE),
+      JSON.stringify({ host: 'node-c', pid: 1, heartbeatMs: Date.now() - 10 * 60_000 }),
+    );
     const d = await SqliteStore.open(dir, { hostname: 'node-d' });
     await d.close();
   });
@@ -314,8 +457,14 @@ describe('SQLite only', () => {
 
 describe('PostgreSQL only', () => {
   it('--database-url / CLIPSERVE_DATABASE_URL: a postgres URL, with --data-dir for the files', () => {
-    expect(resolveServeConfig({ dataDir: '/d', databaseUrl: 'postgresql://u@h/db' }).databaseUrl).toBe('postgresql://u@h/db');
-    expect(resolveServeConfig(configFromEnv({ CLIPSERVE_DATA_DIR: '/d', CLIPSERVE_DATABASE_URL: 'postgres://u:p@h:5432/db' })).databaseUrl).toBe('postgres://u:p@h:5432/db');
+    expect(resolveServeConfig({ dataDir: '/d', databaseUrl: 'postgresql://u@h/db' }).databaseUrl).toBe(
+      'postgresql://u@h/db',
+    );
+    expect(
+      resolveServeConfig(
+        configFromEnv({ CLIPSERVE_DATA_DIR: '/d', CLIPSERVE_DATABASE_URL: 'postgres://u:p@h:5432/db' }),
+      ).databaseUrl,
+    ).toBe('postgres://u:p@h:5432/db');
     expect(() => resolveServeConfig({ databaseUrl: 'postgres://u@h/db' })).toThrow(/--database-url needs --data-dir/);
     const err = (() => {
       try {

@@ -42,7 +42,13 @@ describe('demo vocabulary', () => {
     expect(tok.sotId).toBe(DEMO_VOCAB_SIZE - 2);
     expect(tok.eotId).toBe(DEMO_VOCAB_SIZE - 1);
     // Caption words are learned as whole tokens.
-    expect(tok.encode('a photo of a cat').map((id) => tok.idToToken(id))).toEqual(['a</w>', 'photo</w>', 'of</w>', 'a</w>', 'cat</w>']);
+    expect(tok.encode('a photo of a cat').map((id) => tok.idToToken(id))).toEqual([
+      'a</w>',
+      'photo</w>',
+      'of</w>',
+      'a</w>',
+      'cat</w>',
+    ]);
   });
 
   it('round-trips through the gzip merges file format', () => {
@@ -101,7 +107,7 @@ describe('BPE merge strategies', () => {
     });
   }
 
-  it('the heap-based merge for long pieces equals OpenCLIP\'s literal loop', () => {
+  it("the heap-based merge for long pieces equals OpenCLIP's literal loop", () => {
     const bpe = new BytePairEncoder(parseMergeLines(buildDemoVocab()));
     for (const word of pieces()) expect(bpe.mergeLong([...word])).toEqual(bpe.mergeShort([...word]));
   });

@@ -21,20 +21,23 @@ const FTFY_CASES: [string, string][] = [
   ['voil\u00c3  le travail', 'voil\u00e0 le travail'],
   ['\u00c3  quele', '\u00e0 quele'],
   ['\u00d0\u00bf\u00d1\u20ac\u00d0\u00b8\u00d0\u00b2\u00d0\u00b5\u00d1\u201a', '\u043f\u0440\u0438\u0432\u0435\u0442'],
-  ['\u0420\u0491\u0420\u0455\u0420\u00b1\u0421\u0402\u0420\u0455', '\u0420\u0491\u0420\u0455\u0420\u00b1\u0421\u0402\u0420\u0455'],
+  [
+    '\u0420\u0491\u0420\u0455\u0420\u00b1\u0421\u0402\u0420\u0455',
+    '\u0420\u0491\u0420\u0455\u0420\u00b1\u0421\u0402\u0420\u0455',
+  ],
   ['\u00c3\u00a2\u00e2\u201a\u00ac\u00c5\u201cmismatched quotes\u00e2\u20ac\u009d', '"mismatched quotes"'],
   ['caf\u00c3\u00a9 and na\u00c3\u00afve \ud83d\ude00 caf\u00e9', 'caf\u00e9 and na\u00efve \ud83d\ude00 caf\u00e9'],
   ['\u00c3\u0083\u00c2\u00a9', '\u00e9'],
   ['Lorem ipsum \u00e2\u20ac\u00a6 dolor\ufffd', 'Lorem ipsum \u2026 dolor\ufffd'],
   ['\u00ed\u00a0\u00bd\u00ed\u00b8\u0080', '\ud83d\ude00'],
-  ['&NTILDE;o&ntilde;o &AMP; &notit; &#x92; &#0; &#128512;', '\u00d1o\u00f1o & &notit; \' \ufffd \ud83d\ude00'],
+  ['&NTILDE;o&ntilde;o &AMP; &notit; &#x92; &#0; &#128512;', "\u00d1o\u00f1o & &notit; ' \ufffd \ud83d\ude00"],
   ['&lt;b&gt; bold\n<i>x</i> &amp;\n&amp; later', '<b> bold\n<i>x</i> &amp;\n&amp; later'],
   ["\u001b[36;44mI'm blue\u001b[0m, da ba dee", "I'm blue, da ba dee"],
   [
     '\ufb01ne \ufb02ow \u0132ssel \u01c5emal \uff46\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 \uff76\uff80\uff76\uff85\u3000space',
     'fine flow IJssel D\u017eemal fullwidth \u30ab\u30bf\u30ab\u30ca space',
   ],
-  ['\u2018single\u2019 \u201cdouble\u201d \u02bcapostrophe', '\'single\' "double" \'apostrophe'],
+  ['\u2018single\u2019 \u201cdouble\u201d \u02bcapostrophe', "'single' \"double\" 'apostrophe"],
   ['line\r\nbreak\rand\u2028sep\u2029para\u0085next', 'line\nbreak\nand\nsep\npara\u2026next'],
   ['zero\u200bwidth\ufeffbom\u0000nul\u007fdel\u206aformat', 'zero\u200bwidthbomnuldelformat'],
   ['\u221a\u00b1o \u221a\u2202 and \u201a\u00c4\u00a2 bullet', '\u00f1o \u00f6 and \u2022 bullet'],
@@ -44,7 +47,10 @@ const FTFY_CASES: [string, string][] = [
   ['\u03b2\u20ac\u2122 greek', "' greek"],
   ['s\u00c3\u00a3o paulo \u00e2\u20ac\u201c brasil', 's\u00e3o paulo \u2013 brasil'],
   ['\ud83d\ude00 lone \ud800 surrogate', '\ud83d\ude00 lone \ufffd surrogate'],
-  ['\u00d0\u00af \u00d0\u00bb\u00d1\u017d\u00d0\u00b1\u00d0\u00bb\u00d1\u017d', '\u042f \u043b\u044e\u0431\u043b\u044e'],
+  [
+    '\u00d0\u00af \u00d0\u00bb\u00d1\u017d\u00d0\u00b1\u00d0\u00bb\u00d1\u017d',
+    '\u042f \u043b\u044e\u0431\u043b\u044e',
+  ],
   ['\u00e3\u0192\u00e3\u201a\u00af\u00e3\u0192\u02c6', "\u00e3\u0192\u00e3'\u00af\u00e3\u0192\u02c6"],
 ];
 
@@ -118,7 +124,17 @@ describe('split regex (Python regex module, IGNORECASE)', () => {
     expect(splitPieces('.\u0345.')).toEqual(['.', '.']);
     expect(splitPieces("'\u017f")).toEqual(["'\u017f"]);
     expect(splitPieces('a\u001c.')).toEqual(['a', '\u001c.']);
-    expect(splitPieces("don't 2024 \u2160x \ud835\udd04\ud835\udd05")).toEqual(['don', "'t", '2', '0', '2', '4', '\u2160', 'x', '\ud835\udd04\ud835\udd05']);
+    expect(splitPieces("don't 2024 \u2160x \ud835\udd04\ud835\udd05")).toEqual([
+      'don',
+      "'t",
+      '2',
+      '0',
+      '2',
+      '4',
+      '\u2160',
+      'x',
+      '\ud835\udd04\ud835\udd05',
+    ]);
     expect(splitPieces('a<start_of_text>b<end_of_text>')).toEqual(['a', '<start_of_text>', 'b', '<end_of_text>']);
   });
 });

@@ -18,7 +18,9 @@ interface BenchCommandModule {
 
 function loadBenchCommand(): BenchCommandModule {
   if (!fs.existsSync(BENCH_COMMAND_MODULE)) {
-    throw new Error(`the benchmark is built separately and ${BENCH_COMMAND_MODULE} is missing: run "npm run build:bench" (or "npm run bench")`);
+    throw new Error(
+      `the benchmark is built separately and ${BENCH_COMMAND_MODULE} is missing: run "npm run build:bench" (or "npm run bench")`,
+    );
   }
   // A runtime path, not an import: production code does not depend on the bench sources.
   // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -28,7 +30,9 @@ function loadBenchCommand(): BenchCommandModule {
 export function register(program: Command): void {
   program
     .command('bench')
-    .description('benchmark the encoders (the limit), the served API over loopback gRPC, and the hot paths (needs "npm run build:bench"; --help lists its options)')
+    .description(
+      'benchmark the encoders (the limit), the served API over loopback gRPC, and the hot paths (needs "npm run build:bench"; --help lists its options)',
+    )
     .helpOption(false)
     .allowUnknownOption(true)
     .allowExcessArguments(true)

@@ -19,18 +19,31 @@ interface ConvertFlags {
 export function register(program: Command): void {
   program
     .command('convert')
-    .description('convert an open_clip checkpoint (directory, .safetensors, .bin or epoch_N.pt) into a clipserve bundle')
+    .description(
+      'convert an open_clip checkpoint (directory, .safetensors, .bin or epoch_N.pt) into a clipserve bundle',
+    )
     .argument('<checkpoint>', 'open_clip model directory (open_clip_config.json + weights) or a checkpoint file')
     .requiredOption('-o, --out <dir>', 'bundle directory to create (must not exist or be empty)')
-    .option('--vocab <path>', "BPE vocabulary: open_clip's bpe_simple_vocab_16e6.txt.gz, a HF vocab.json (merges.txt beside it), or a directory holding either")
+    .option(
+      '--vocab <path>',
+      "BPE vocabulary: open_clip's bpe_simple_vocab_16e6.txt.gz, a HF vocab.json (merges.txt beside it), or a directory holding either",
+    )
     .option('--name <name>', 'model name recorded in the bundle (default: directory or checkpoint name)')
     .option('--version <version>', 'model version recorded in the bundle', '1')
-    .option('--precision <p>', 'weight precision of the bundle: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)', 'fp32')
-    .option('--calibration-samples <n>', 'int8: calibration images and captions (each) run to choose the int8 layers (default 256)')
+    .option(
+      '--precision <p>',
+      'weight precision of the bundle: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)',
+      'fp32',
+    )
+    .option(
+      '--calibration-samples <n>',
+      'int8: calibration images and captions (each) run to choose the int8 layers (default 256)',
+    )
     .option('--config <file>', 'open_clip_config.json to use (required for a checkpoint file without one beside it)')
     .action(async (checkpoint: string, flags: ConvertFlags) => {
       const precision = parsePrecisionFlag(flags.precision);
-      const samples = flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
+      const samples =
+        flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
       const progress = new PhaseProgress();
       try {
         const result = await convertCheckpoint({
@@ -47,7 +60,9 @@ export function register(program: Command): void {
         });
         progress.stop();
         if (result.source.unusedKeys.length) {
-          process.stderr.write(`note: ignored ${result.source.unusedKeys.length} checkpoint tensor(s) the model does not use: ${result.source.unusedKeys.slice(0, 5).join(', ')}\n`);
+          process.stderr.write(
+            `note: ignored ${result.source.unusedKeys.length} checkpoint tensor(s) the model does not use: ${result.source.unusedKeys.slice(0, 5).join(', ')}\n`,
+          );
         }
         process.stdout.write(`${result.outDir}\n`);
       } finally {

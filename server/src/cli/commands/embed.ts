@@ -27,7 +27,11 @@ function rows(flat: Float32Array, dim: number): number[][] {
   return out;
 }
 
-async function embedAll(model: LoadedModel, texts: string[], images: string[]): Promise<{ text: Float32Array; image: Float32Array }> {
+async function embedAll(
+  model: LoadedModel,
+  texts: string[],
+  images: string[],
+): Promise<{ text: Float32Array; image: Float32Array }> {
   // One batch per modality: the few items of a command line.
   const { text } = await encodeInBatches(model, texts, { batchSize: Math.max(1, texts.length), text: (t) => t });
   const { image } = await encodeInBatches(model, images, {
@@ -60,9 +64,14 @@ export function register(program: Command): void {
     .option('--json', 'print the embeddings as one JSON array (texts first, then images, each in the order given)')
     .option('--provider <p>', 'execution provider: auto, cpu or cuda', 'auto')
     .action(async (flags: EmbedFlags) => {
-      if (!flags.text.length && !flags.image.length) throw new Error('nothing to embed: give at least one --text or --image');
-      if (!['auto', 'cpu', 'cuda'].includes(flags.provider)) throw new Error(`--provider must be auto, cpu or cuda, got "${flags.provider}"`);
-      const model = await loadModel(await resolveModelRef(flags.model), { provider: flags.provider as 'auto' | 'cpu' | 'cuda', preprocessWorkers: Math.min(2, Math.max(1, flags.image.length)) });
+      if (!flags.text.length && !flags.image.length)
+        throw new Error('nothing to embed: give at least one --text or --image');
+      if (!['auto', 'cpu', 'cuda'].includes(flags.provider))
+        throw new Error(`--provider must be auto, cpu or cuda, got "${flags.provider}"`);
+      const model = await loadModel(await resolveModelRef(flags.model), {
+        provider: flags.provider as 'auto' | 'cpu' | 'cuda',
+        preprocessWorkers: Math.min(2, Math.max(1, flags.image.length)),
+      });
       try {
         const E = model.info.embedDim;
         const raw = await embedAll(model, flags.text, flags.image);
@@ -73,10 +82,17 @@ export function register(program: Command): void {
           return;
         }
         const i = model.info;
-        const lines = [`model ${i.name} ${i.version}${i.demo ? ' (demo, random weights)' : ''}: dim ${E}, ${i.precision}, ${i.provider}; ${flags.raw ? 'raw' : 'L2-normalised'} embeddings`];
+        const lines = [
+          `model ${i.name} ${i.version}${i.demo ? ' (demo, random weights)' : ''}: dim ${E}, ${i.precision}, ${i.provider}; ${flags.raw ? 'raw' : 'L2-normalised'} embeddings`,
+        ];
         const show = (kind: string, label: string, v: number[]): void => {
           const norm = Math.sqrt(v.reduce((s, x) => s + x * x, 0));
-          lines.push(`${kind} ${JSON.stringify(label)}: ‖x‖=${norm.toFixed(4)} [${v.slice(0, 4).map((x) => x.toFixed(4)).join(', ')}${E > 4 ? ', …' : ''}]`);
+          lines.push(
+            `${kind} ${JSON.stringify(label)}: ‖x‖=${norm.toFixed(4)} [${v
+              .slice(0, 4)
+              .map((x) => x.toFixed(4))
+              .join(', ')}${E > 4 ? ', …' : ''}]`,
+          );
         };
         rows(text, E).forEach((v, k) => show('text ', flags.text[k], v));
         rows(image, E).forEach((v, k) => show('image', flags.image[k], v));
@@ -86,7 +102,9 @@ export function register(program: Command): void {
           flags.image.forEach((img, r) => {
             const row = Array.from(logitsPerImage.subarray(r * flags.text.length, (r + 1) * flags.text.length));
             const probs = softmax(row);
-            lines.push(`  ${img}: ${row.map((x, c) => `${x.toFixed(2)} (${(100 * probs[c]).toFixed(1)}%)`).join('  ')}`);
+            lines.push(
+              `  ${img}: ${row.map((x, c) => `${x.toFixed(2)} (${(100 * probs[c]).toFixed(1)}%)`).join('  ')}`,
+            );
           });
         }
         process.stdout.write(lines.join('\n') + '\n');

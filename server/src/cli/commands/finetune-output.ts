@@ -20,8 +20,23 @@ export type DatasetJson = Omit<Dataset__Output, 'format'> & { format: string };
 
 /** Message fields of the hyperparameters, by field number. */
 const HP_ORDER: (keyof FineTuneHyperparameters & keyof Hyperparameters__Output)[] = [
-  'learningRate', 'lrSchedule', 'warmupSteps', 'batchSize', 'epochs', 'precision', 'colorJitter', 'colorJitterProb', 'grayscaleProb',
-  'gradCheckpointing', 'validationSplit', 'seed', 'gpusPerNode', 'nodes', 'image', 'namespace', 'weightDecay',
+  'learningRate',
+  'lrSchedule',
+  'warmupSteps',
+  'batchSize',
+  'epochs',
+  'precision',
+  'colorJitter',
+  'colorJitterProb',
+  'grayscaleProb',
+  'gradCheckpointing',
+  'validationSplit',
+  'seed',
+  'gpusPerNode',
+  'nodes',
+  'image',
+  'namespace',
+  'weightDecay',
 ];
 
 /** Unix seconds of a time the SDK gives as a Date (0: unset). */
@@ -60,32 +75,67 @@ export function jobJson(j: FineTuneJob): FineTuneJob__Output {
 
 /** `enumName`: DATASET_FORMAT_ZIP as on the wire (delete-dataset); otherwise "zip" (upload, datasets). */
 export function datasetJson(d: Dataset, format: 'enumName' | 'lowerCase'): DatasetJson {
-  return { id: d.id, name: d.name, format: format === 'enumName' ? `DATASET_FORMAT_${d.format.toUpperCase()}` : d.format, numPairs: d.numPairs, bytes: d.bytes, createdAt: seconds(d.createdAt) };
+  return {
+    id: d.id,
+    name: d.name,
+    format: format === 'enumName' ? `DATASET_FORMAT_${d.format.toUpperCase()}` : d.format,
+    numPairs: d.numPairs,
+    bytes: d.bytes,
+    createdAt: seconds(d.createdAt),
+  };
 }
 
 function modelVersionJson(m: ModelVersion): ModelVersion__Output {
-  return { metrics: { ...m.metrics }, version: m.version, name: m.name, parentVersion: m.parentVersion, fineTuneJobId: m.fineTuneJobId, active: m.active, createdAt: seconds(m.createdAt), loaded: m.loaded };
+  return {
+    metrics: { ...m.metrics },
+    version: m.version,
+    name: m.name,
+    parentVersion: m.parentVersion,
+    fineTuneJobId: m.fineTuneJobId,
+    active: m.active,
+    createdAt: seconds(m.createdAt),
+    loaded: m.loaded,
+  };
 }
 
 export function modelListJson(l: ModelList): ListModelsResponse__Output {
-  return { models: l.models.map(modelVersionJson), loadedVersions: [...l.loadedVersions], activeVersion: l.activeVersion };
+  return {
+    models: l.models.map(modelVersionJson),
+    loadedVersions: [...l.loadedVersions],
+    activeVersion: l.activeVersion,
+  };
 }
 
-export function activateJson(model: ModelVersion, previousVersion: string): { model: ModelVersion__Output; previousVersion: string } {
+export function activateJson(
+  model: ModelVersion,
+  previousVersion: string,
+): { model: ModelVersion__Output; previousVersion: string } {
   return { model: modelVersionJson(model), previousVersion };
 }
 
 /** A plain aligned text table. */
 export function formatTable(header: string[], rows: string[][]): string {
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
-  const line = (r: string[]) => r.map((cell, c) => (cell ?? '').padEnd(widths[c])).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((cell, c) => (cell ?? '').padEnd(widths[c]))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].join('\n') + '\n';
 }
 
 export function jobTable(jobs: FineTuneJob[]): string {
   return formatTable(
     ['ID', 'STATE', 'METHOD', 'BASE MODEL', 'FINE-TUNED MODEL', 'STEP', 'CREATED'],
-    jobs.map((j) => [j.id, j.state, j.method, j.baseModel, j.fineTunedModel || '-', `${j.step}/${j.totalSteps}`, when(j.createdAt)]),
+    jobs.map((j) => [
+      j.id,
+      j.state,
+      j.method,
+      j.baseModel,
+      j.fineTunedModel || '-',
+      `${j.step}/${j.totalSteps}`,
+      when(j.createdAt),
+    ]),
   );
 }
 
@@ -98,8 +148,12 @@ export function metricsTable(before: Record<string, number>, after: Record<strin
     const rank = (k: string) => METRIC_ORDER.findIndex((m) => k.endsWith(m));
     return dir(a) - dir(b) || rank(a) - rank(b) || a.localeCompare(b);
   });
-  const fmt = (k: string, v: number | undefined) => (v === undefined ? '-' : k.includes('R@') ? `${(100 * v).toFixed(2)}%` : v.toFixed(2));
-  return formatTable(['METRIC', 'BEFORE', 'AFTER'], keys.map((k) => [k, fmt(k, before[k]), fmt(k, after[k])]));
+  const fmt = (k: string, v: number | undefined) =>
+    v === undefined ? '-' : k.includes('R@') ? `${(100 * v).toFixed(2)}%` : v.toFixed(2);
+  return formatTable(
+    ['METRIC', 'BEFORE', 'AFTER'],
+    keys.map((k) => [k, fmt(k, before[k]), fmt(k, after[k])]),
+  );
 }
 
 export function jobDetails(j: FineTuneJob): string {
@@ -120,7 +174,8 @@ export function jobDetails(j: FineTuneJob): string {
       ...(j.error ? [['error', `${j.error.code}: ${j.error.message}`]] : []),
     ],
   );
-  if (Object.keys(j.metricsBefore).length || Object.keys(j.metricsAfter).length) out += '\n' + metricsTable(j.metricsBefore, j.metricsAfter);
+  if (Object.keys(j.metricsBefore).length || Object.keys(j.metricsAfter).length)
+    out += '\n' + metricsTable(j.metricsBefore, j.metricsAfter);
   return out;
 }
 
@@ -135,6 +190,15 @@ export function datasetTable(datasets: DatasetJson[]): string {
 export function modelTable(l: ModelList): string {
   return formatTable(
     ['VERSION', 'ACTIVE', 'LOADED', 'NAME', 'PARENT', 'JOB', 'CREATED', 'T2I R@1'],
-    l.models.map((m) => [m.version, m.active ? '*' : '', m.loaded ? 'yes' : '', m.name, m.parentVersion || '-', m.fineTuneJobId || '-', when(m.createdAt), m.metrics['text_to_image_R@1'] !== undefined ? `${(100 * m.metrics['text_to_image_R@1']).toFixed(2)}%` : '-']),
+    l.models.map((m) => [
+      m.version,
+      m.active ? '*' : '',
+      m.loaded ? 'yes' : '',
+      m.name,
+      m.parentVersion || '-',
+      m.fineTuneJobId || '-',
+      when(m.createdAt),
+      m.metrics['text_to_image_R@1'] !== undefined ? `${(100 * m.metrics['text_to_image_R@1']).toFixed(2)}%` : '-',
+    ]),
   );
 }

@@ -18,12 +18,28 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ClipClient, ClipServeError, type Dataset, type FineTuneHyperparameters, type FineTuneJob } from '@clipserve/sdk';
+import {
+  ClipClient,
+  ClipServeError,
+  type Dataset,
+  type FineTuneHyperparameters,
+  type FineTuneJob,
+} from '@clipserve/sdk';
 import { Command, Option } from 'commander';
 import { PhaseProgress } from '../../checkpoint/progress';
 import { readCsvDataset } from '../../dataset/csv';
 import { csvColumnOptions, csvColumns, type CsvColumnFlags } from '../csv-options';
-import { activateJson, datasetJson, datasetTable, jobDetails, jobJson, jobTable, modelListJson, modelTable, type DatasetJson } from './finetune-output';
+import {
+  activateJson,
+  datasetJson,
+  datasetTable,
+  jobDetails,
+  jobJson,
+  jobTable,
+  modelListJson,
+  modelTable,
+  type DatasetJson,
+} from './finetune-output';
 
 export { formatTable, metricsTable } from './finetune-output';
 
@@ -87,7 +103,11 @@ function print(f: ConnFlags, value: unknown, text: string): void {
 }
 
 /** The first `--limit` items of a paged list call, newest first. */
-async function firstItems<T>(f: { limit: string }, maxPage: number, page: (pageSize: number, pageToken: string | undefined) => Promise<{ items: T[]; nextPageToken?: string }>): Promise<T[]> {
+async function firstItems<T>(
+  f: { limit: string },
+  maxPage: number,
+  page: (pageSize: number, pageToken: string | undefined) => Promise<{ items: T[]; nextPageToken?: string }>,
+): Promise<T[]> {
   const limit = Number(f.limit);
   if (!Number.isInteger(limit) || limit < 1) throw new Error(`--limit must be a positive integer, got "${f.limit}"`);
   const items: T[] = [];
@@ -110,7 +130,8 @@ async function watchJob(client: ClipClient, jobId: string): Promise<FineTuneJob>
         if (e.type === 'step') bar.update('training (steps)', e.step, Number(e.data.total_steps ?? e.step), 'items');
         else if (e.type === 'state' || e.type === 'epoch' || e.type === 'log') {
           if (e.type === 'state') lastPhase = e.state ?? 'unspecified';
-          if (!process.stderr.isTTY || e.type !== 'epoch') process.stderr.write(`[${lastPhase || 'job'}] ${e.message}\n`);
+          if (!process.stderr.isTTY || e.type !== 'epoch')
+            process.stderr.write(`[${lastPhase || 'job'}] ${e.message}\n`);
         }
       }
     });
@@ -121,7 +142,10 @@ async function watchJob(client: ClipClient, jobId: string): Promise<FineTuneJob>
 }
 
 /** Image–caption pairs of a local CSV, each image read as the upload reaches it. */
-async function* csvPairs(pairs: { image: string; caption: string }[], failed: (err: Error) => void): AsyncGenerator<{ image: Buffer; caption: string }> {
+async function* csvPairs(
+  pairs: { image: string; caption: string }[],
+  failed: (err: Error) => void,
+): AsyncGenerator<{ image: Buffer; caption: string }> {
   for (let i = 0; i < pairs.length; i++) {
     let image: Buffer;
     try {
@@ -136,7 +160,11 @@ async function* csvPairs(pairs: { image: string; caption: string }[], failed: (e
 }
 
 /** Uploads a local CSV's pairs, or a zip / a CSV naming server-side files, with a progress bar. */
-async function uploadFile(client: ClipClient, file: string, f: CsvColumnFlags & { name?: string; remoteCsv?: boolean }): Promise<Dataset> {
+async function uploadFile(
+  client: ClipClient,
+  file: string,
+  f: CsvColumnFlags & { name?: string; remoteCsv?: boolean },
+): Promise<Dataset> {
   const csv = csvColumns(f);
   const name = f.name ?? path.basename(file);
   const bar = new PhaseProgress();
@@ -145,14 +173,19 @@ async function uploadFile(client: ClipClient, file: string, f: CsvColumnFlags & 
       const size = fs.statSync(file).size;
       const columns = { imgKey: csv.imgKey, captionKey: csv.captionKey, separator: csv.separator };
       const upload = /\.zip$/i.test(file) ? { name, zip: file, columns } : { name, csv: file, columns };
-      return await rpc('UploadDataset', () => client.fineTunes.uploadDataset(upload, { onProgress: (p) => bar.update('uploading', p.bytes, size) }));
+      return await rpc('UploadDataset', () =>
+        client.fineTunes.uploadDataset(upload, { onProgress: (p) => bar.update('uploading', p.bytes, size) }),
+      );
     }
     const pairs = readCsvDataset(file, csv);
     // A row that cannot be read is the user's error, reported as such (the SDK cancels the upload).
     let localError: Error | undefined;
     try {
       return await rpc('UploadDataset', () =>
-        client.fineTunes.uploadDataset({ name, pairs: csvPairs(pairs, (err) => (localError = err)) }, { onProgress: (p) => bar.update('uploading pairs', p.messages, pairs.length, 'items') }),
+        client.fineTunes.uploadDataset(
+          { name, pairs: csvPairs(pairs, (err) => (localError = err)) },
+          { onProgress: (p) => bar.update('uploading pairs', p.messages, pairs.length, 'items') },
+        ),
       );
     } catch (err) {
       throw localError ?? err;
@@ -207,17 +240,23 @@ export function hyperparametersFromFlags(flags: Record<string, string | undefine
 
 function connOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--server <host:port>', 'clipserve gRPC address').env('CLIPSERVE_SERVER').default('localhost:50051'))
+    .addOption(
+      new Option('--server <host:port>', 'clipserve gRPC address').env('CLIPSERVE_SERVER').default('localhost:50051'),
+    )
     .option('--tls', 'connect with TLS')
     .option('--ca-cert <file>', 'PEM CA to trust (with --tls)')
     .option('--json', 'print JSON instead of tables');
 }
 
 export function register(program: Command): void {
-  const ft = program.command('finetune').description('fine-tune jobs and model versions on a clipserve server (FineTuneService, ModelService)');
+  const ft = program
+    .command('finetune')
+    .description('fine-tune jobs and model versions on a clipserve server (FineTuneService, ModelService)');
 
   csvColumnOptions(connOptions(ft.command('upload <file>')))
-    .description('upload a dataset: a local CSV of image paths and captions (open_clip format), or a zip archive with its CSV inside')
+    .description(
+      'upload a dataset: a local CSV of image paths and captions (open_clip format), or a zip archive with its CSV inside',
+    )
     .option('--name <name>', 'dataset name (default: the file name)')
     .option('--remote-csv', 'send the CSV itself: its paths name images inside the server data directory')
     .action(async (file: string, f: ConnFlags & CsvColumnFlags & { name?: string; remoteCsv?: boolean }) => {
@@ -228,18 +267,36 @@ export function register(program: Command): void {
 
   const create = connOptions(ft.command('create'))
     .description('create a fine-tune job (hyperparameters named as in the model card)')
-    .requiredOption('--training-file <id|path>', 'dataset id (from upload) or a CSV path inside the server data directory')
-    .option('--validation-file <id|path>', 'separate validation dataset (default: --validation-split of the training file)')
-    .addOption(new Option('--method <method>', 'adapter (in the server) or full (Kubernetes training job)').choices(['adapter', 'full']).default('adapter'))
+    .requiredOption(
+      '--training-file <id|path>',
+      'dataset id (from upload) or a CSV path inside the server data directory',
+    )
+    .option(
+      '--validation-file <id|path>',
+      'separate validation dataset (default: --validation-split of the training file)',
+    )
+    .addOption(
+      new Option('--method <method>', 'adapter (in the server) or full (Kubernetes training job)')
+        .choices(['adapter', 'full'])
+        .default('adapter'),
+    )
     .option('--base-model <version>', 'model version to fine-tune (default: the active one)')
     .option('--suffix <s>', 'added to the new model version name ([a-z0-9-], up to 40)')
     .option('--watch', 'follow the job to its end, with a progress bar, then print the final table');
-  for (const [, flag] of HP_FLAGS) create.option(flag, `hyperparameter ${flag.split(' ')[0].slice(2).replace(/-/g, '_')}`);
+  for (const [, flag] of HP_FLAGS)
+    create.option(flag, `hyperparameter ${flag.split(' ')[0].slice(2).replace(/-/g, '_')}`);
   create.action(async (f: CreateFlags) => {
     await withClient(f, async (client) => {
       const hyperparameters = hyperparametersFromFlags(f as Record<string, string | undefined>);
       const job = await rpc('CreateFineTuneJob', () =>
-        client.fineTunes.create({ trainingFile: f.trainingFile, validationFile: f.validationFile ?? '', method: f.method, baseModel: f.baseModel ?? '', suffix: f.suffix ?? '', hyperparameters }),
+        client.fineTunes.create({
+          trainingFile: f.trainingFile,
+          validationFile: f.validationFile ?? '',
+          method: f.method,
+          baseModel: f.baseModel ?? '',
+          suffix: f.suffix ?? '',
+          hyperparameters,
+        }),
       );
       const final = f.watch ? await watchJob(client, job.id) : job;
       print(f, jobJson(final), jobDetails(final));
@@ -247,10 +304,12 @@ export function register(program: Command): void {
     });
   });
 
-  connOptions(ft.command('get <job>')).description('show a job').action(async (jobId: string, f: ConnFlags) => {
-    const job = await withClient(f, (client) => rpc('GetFineTuneJob', () => client.fineTunes.get(jobId)));
-    print(f, jobJson(job), jobDetails(job));
-  });
+  connOptions(ft.command('get <job>'))
+    .description('show a job')
+    .action(async (jobId: string, f: ConnFlags) => {
+      const job = await withClient(f, (client) => rpc('GetFineTuneJob', () => client.fineTunes.get(jobId)));
+      print(f, jobJson(job), jobDetails(job));
+    });
 
   connOptions(ft.command('list'))
     .description('list jobs, newest first')
@@ -282,29 +341,43 @@ export function register(program: Command): void {
   connOptions(ft.command('delete-dataset <dataset>'))
     .description('delete one of your datasets and its files (refused while an unfinished job reads it)')
     .action(async (datasetId: string, f: ConnFlags) => {
-      const dataset = await withClient(f, (client) => rpc('DeleteDataset', () => client.fineTunes.deleteDataset(datasetId)));
+      const dataset = await withClient(f, (client) =>
+        rpc('DeleteDataset', () => client.fineTunes.deleteDataset(datasetId)),
+      );
       const shown = datasetJson(dataset, 'enumName');
       print(f, shown, `deleted\n${datasetTable([shown])}`);
     });
 
-  connOptions(ft.command('cancel <job>')).description('cancel a queued or running job').action(async (jobId: string, f: ConnFlags) => {
-    const job = await withClient(f, (client) => rpc('CancelFineTuneJob', () => client.fineTunes.cancel(jobId)));
-    print(f, jobJson(job), jobTable([job]));
-  });
+  connOptions(ft.command('cancel <job>'))
+    .description('cancel a queued or running job')
+    .action(async (jobId: string, f: ConnFlags) => {
+      const job = await withClient(f, (client) => rpc('CancelFineTuneJob', () => client.fineTunes.cancel(jobId)));
+      print(f, jobJson(job), jobTable([job]));
+    });
 
-  connOptions(ft.command('watch <job>')).description('follow a job to its end (progress bar), then print the final table').action(async (jobId: string, f: ConnFlags) => {
-    const job = await withClient(f, (client) => watchJob(client, jobId));
-    print(f, jobJson(job), jobDetails(job));
-    if (job.state !== 'succeeded') process.exitCode = 1;
-  });
+  connOptions(ft.command('watch <job>'))
+    .description('follow a job to its end (progress bar), then print the final table')
+    .action(async (jobId: string, f: ConnFlags) => {
+      const job = await withClient(f, (client) => watchJob(client, jobId));
+      print(f, jobJson(job), jobDetails(job));
+      if (job.state !== 'succeeded') process.exitCode = 1;
+    });
 
   const models = ft.command('models').description('model versions (ModelService)');
-  connOptions(models.command('list')).description('list model versions, newest first').action(async (f: ConnFlags) => {
-    const list = await withClient(f, (client) => rpc('ListModels', () => client.models.list()));
-    print(f, modelListJson(list), modelTable(list));
-  });
-  connOptions(models.command('activate <version>')).description('serve a model version (hot swap; the old one keeps serving if it fails)').action(async (version: string, f: ConnFlags) => {
-    const res = await withClient(f, (client) => rpc('ActivateModel', () => client.models.activate(version)));
-    print(f, activateJson(res.model, res.previousVersion), `activated ${res.model.version} (was ${res.previousVersion})\n`);
-  });
+  connOptions(models.command('list'))
+    .description('list model versions, newest first')
+    .action(async (f: ConnFlags) => {
+      const list = await withClient(f, (client) => rpc('ListModels', () => client.models.list()));
+      print(f, modelListJson(list), modelTable(list));
+    });
+  connOptions(models.command('activate <version>'))
+    .description('serve a model version (hot swap; the old one keeps serving if it fails)')
+    .action(async (version: string, f: ConnFlags) => {
+      const res = await withClient(f, (client) => rpc('ActivateModel', () => client.models.activate(version)));
+      print(
+        f,
+        activateJson(res.model, res.previousVersion),
+        `activated ${res.model.version} (was ${res.previousVersion})\n`,
+      );
+    });
 }

@@ -26,15 +26,28 @@ export function register(program: Command): void {
     .option('--seed <n>', 'random seed (integer 0..2^32-1)', '0')
     .requiredOption('-o, --out <dir>', 'bundle directory to create (must not exist or be empty)')
     .option('--vocab <file>', 'gzip BPE merges file (default: the small demo vocabulary)')
-    .option('--precision <p>', 'weight precision: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)', 'fp32')
-    .option('--calibration-samples <n>', 'int8: calibration images and captions (each) run to choose the int8 layers (default 256)')
+    .option(
+      '--precision <p>',
+      'weight precision: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)',
+      'fp32',
+    )
+    .option(
+      '--calibration-samples <n>',
+      'int8: calibration images and captions (each) run to choose the int8 layers (default 256)',
+    )
     .option('--name <name>', 'model name recorded in the bundle (default: random-<arch>)')
     .action(async (flags: InitFlags) => {
-      if (!isArchName(flags.arch)) throw new Error(`--arch must be one of ${Object.keys(ARCH_PRESETS).join(', ')}, got "${flags.arch}"`);
-      if (!/^\d+$/.test(flags.seed) || Number(flags.seed) > 0xffffffff) throw new Error(`--seed must be an integer in [0, 4294967295], got "${flags.seed}"`);
+      if (!isArchName(flags.arch))
+        throw new Error(`--arch must be one of ${Object.keys(ARCH_PRESETS).join(', ')}, got "${flags.arch}"`);
+      if (!/^\d+$/.test(flags.seed) || Number(flags.seed) > 0xffffffff)
+        throw new Error(`--seed must be an integer in [0, 4294967295], got "${flags.seed}"`);
       const precision = parsePrecisionFlag(flags.precision);
-      const samples = flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
-      const bar = new SingleBar({ format: '{phase} [{bar}] {percentage}% | {value}/{total} {unit}', stream: process.stderr, hideCursor: true }, Presets.shades_classic);
+      const samples =
+        flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
+      const bar = new SingleBar(
+        { format: '{phase} [{bar}] {percentage}% | {value}/{total} {unit}', stream: process.stderr, hideCursor: true },
+        Presets.shades_classic,
+      );
       let phase = '';
       const started = Date.now();
       const manifest = await writeRandomBundle({
@@ -59,7 +72,10 @@ export function register(program: Command): void {
       });
       if (phase) bar.stop();
       const f = manifest.files;
-      const bytes = [f.visual, f.visual_data, f.textual, f.textual_data, f.vocab].reduce((s, r) => s + (r?.bytes ?? 0), 0);
+      const bytes = [f.visual, f.visual_data, f.textual, f.textual_data, f.vocab].reduce(
+        (s, r) => s + (r?.bytes ?? 0),
+        0,
+      );
       process.stdout.write(
         `wrote ${manifest.name} (${flags.arch}, seed ${flags.seed}, ${manifest.precision}) to ${flags.out}: ` +
           `${(bytes / 2 ** 20).toFixed(1)} MiB in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,

@@ -15,7 +15,12 @@ export function register(program: Command): void {
   const cmd = program
     .command('serve')
     .description('serve the embedding gRPC API (precedence: flag > CLIPSERVE_* environment > --config file > default)')
-    .addOption(new Option('--config <file>', 'JSON file of options, keyed by option name ("maxBatchSize" or "max-batch-size")').env('CLIPSERVE_CONFIG'));
+    .addOption(
+      new Option(
+        '--config <file>',
+        'JSON file of options, keyed by option name ("maxBatchSize" or "max-batch-size")',
+      ).env('CLIPSERVE_CONFIG'),
+    );
   for (const spec of SERVE_OPTIONS) {
     const opt = new Option(spec.flag, spec.description).env(spec.env);
     if (spec.defaultValue !== undefined) opt.default(spec.defaultValue);
@@ -33,7 +38,9 @@ function gatherConfig(command: Command): Partial<Record<keyof ServeConfig, unkno
   for (const spec of SERVE_OPTIONS) {
     const source = command.getOptionValueSource(spec.key);
     if (source === 'cli' && spec.secret) {
-      throw new ConfigError(`--${flagName(spec)} is not accepted on the command line (other users can read it from the process list): use ${spec.env} or a file`);
+      throw new ConfigError(
+        `--${flagName(spec)} is not accepted on the command line (other users can read it from the process list): use ${spec.env} or a file`,
+      );
     }
     if (source === 'cli' || source === 'env') merged[spec.key] = command.getOptionValue(spec.key);
   }

@@ -31,7 +31,10 @@ function fromBundle(bundleDir: string): TokenizerChoice {
   } catch (err) {
     throw new Error(`cannot read bundle manifest ${manifestPath}: ${(err as Error).message}`);
   }
-  const m = manifest as { files?: { vocab?: { path?: unknown } }; model_cfg?: { text_cfg?: { context_length?: unknown } } };
+  const m = manifest as {
+    files?: { vocab?: { path?: unknown } };
+    model_cfg?: { text_cfg?: { context_length?: unknown } };
+  };
   const vocabRel = m.files?.vocab?.path;
   if (typeof vocabRel !== 'string' || vocabRel === '') {
     throw new Error(`${manifestPath} has no "files.vocab.path" string`);
@@ -49,16 +52,18 @@ function chooseTokenizer(flags: TokenizeFlags): TokenizerChoice {
   }
   let choice: TokenizerChoice;
   if (flags.model !== undefined) choice = fromBundle(flags.model);
-  else if (flags.vocab !== undefined) choice = { tokenizer: ClipTokenizer.fromPath(flags.vocab), contextLength: DEFAULT_CONTEXT_LENGTH };
+  else if (flags.vocab !== undefined)
+    choice = { tokenizer: ClipTokenizer.fromPath(flags.vocab), contextLength: DEFAULT_CONTEXT_LENGTH };
   else {
     throw new Error(
-      'no vocabulary: pass --vocab with open_clip\'s bpe_simple_vocab_16e6.txt.gz (or a directory / vocab.json with ' +
+      "no vocabulary: pass --vocab with open_clip's bpe_simple_vocab_16e6.txt.gz (or a directory / vocab.json with " +
         'merges.txt beside it), or --model with a clipserve bundle directory',
     );
   }
   if (flags.contextLength !== undefined) {
     const n = Number(flags.contextLength);
-    if (!Number.isInteger(n) || n < 2) throw new Error(`--context-length must be an integer >= 2, got "${flags.contextLength}"`);
+    if (!Number.isInteger(n) || n < 2)
+      throw new Error(`--context-length must be an integer >= 2, got "${flags.contextLength}"`);
     choice.contextLength = n;
   }
   return choice;
@@ -101,8 +106,14 @@ export function register(program: Command): void {
   program
     .command('tokenize')
     .description('tokenize stdin exactly as open_clip does (one text per line) and print one JSON id array per line')
-    .option('--vocab <path>', "BPE vocabulary: open_clip's bpe_simple_vocab_16e6.txt.gz, or vocab.json + merges.txt (a directory or either file)")
-    .option('--model <ref>', 'clipserve bundle directory or hf-hub:<org>/<repo>[@revision]: use its vocabulary and context length')
+    .option(
+      '--vocab <path>',
+      "BPE vocabulary: open_clip's bpe_simple_vocab_16e6.txt.gz, or vocab.json + merges.txt (a directory or either file)",
+    )
+    .option(
+      '--model <ref>',
+      'clipserve bundle directory or hf-hub:<org>/<repo>[@revision]: use its vocabulary and context length',
+    )
     .option('--json', 'each stdin line is a JSON string (so texts may contain newlines)')
     .option('--context-length <n>', `ids per row (default: the bundle's, else ${DEFAULT_CONTEXT_LENGTH})`)
     .action(async (flags: TokenizeFlags) => {

@@ -44,5 +44,9 @@ async function main(job: FoldBundleJob): Promise<void> {
 
 main(workerData as FoldBundleJob).then(
   () => port.postMessage({ ok: true } satisfies FoldBundleReply),
-  (err: unknown) => port.postMessage({ ok: false, message: err instanceof Error ? err.message : String(err) } satisfies FoldBundleReply),
+  (err: unknown) =>
+    port.postMessage({
+      ok: false,
+      message: err instanceof Error ? err.message : String(err),
+    } satisfies FoldBundleReply),
 );

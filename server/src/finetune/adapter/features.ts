@@ -77,14 +77,20 @@ const MAGIC = 'clipserve-features-2';
 
 /** Atomic write of both splits' features. */
 export function saveFeatures(file: string, key: string, d: number, train: FeatureSet, validation: FeatureSet): void {
-  const header = Buffer.from(JSON.stringify({ magic: MAGIC, key, d, nTrain: train.n, nVal: validation.n }).padEnd(1020, ' '));
+  const header = Buffer.from(
+    JSON.stringify({ magic: MAGIC, key, d, nTrain: train.n, nVal: validation.n }).padEnd(1020, ' '),
+  );
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length);
   writeFileAtomic(file, [len, header, train.image, train.text, validation.image, validation.text]);
 }
 
 /** The cached features when they exist and were computed for the same `key` (dataset split + settings). */
-export function loadFeatures(file: string, key: string, d: number): { train: FeatureSet; validation: FeatureSet } | undefined {
+export function loadFeatures(
+  file: string,
+  key: string,
+  d: number,
+): { train: FeatureSet; validation: FeatureSet } | undefined {
   if (!fs.existsSync(file)) return undefined;
   const buf = fs.readFileSync(file);
   const hlen = buf.readUInt32LE(0);

@@ -27,7 +27,10 @@ export function foldProjection(p: Float32Array, width: number, d: number, w: Flo
 /** A copy of `sd` (sharing every tensor but the two projections) with both adapters folded in. */
 export function foldAdapters(sd: StateDict, wImage: Float64Array, wText: Float64Array): StateDict {
   const out: StateDict = new Map(sd);
-  for (const [key, w] of [[PROJECTION_KEYS.image, wImage], [PROJECTION_KEYS.text, wText]] as const) {
+  for (const [key, w] of [
+    [PROJECTION_KEYS.image, wImage],
+    [PROJECTION_KEYS.text, wText],
+  ] as const) {
     const t = sd.get(key);
     if (!t || t.shape.length !== 2) throw new Error(`state dict has no 2-D ${key}`);
     out.set(key, { shape: [...t.shape], data: foldProjection(t.data, t.shape[0], t.shape[1], w) });

@@ -37,12 +37,19 @@ export interface AdapterMethodOptions {
 }
 
 /** Train/validation rows: a separate validation file when the dataset has one, else a seeded split. */
-export function splitRows(datasetDir: string, dataDir: string, s: AdapterSettings): { train: DatasetRow[]; validation: DatasetRow[] } {
+export function splitRows(
+  datasetDir: string,
+  dataDir: string,
+  s: AdapterSettings,
+): { train: DatasetRow[]; validation: DatasetRow[] } {
   const rows = readDatasetRows(datasetDir, dataDir);
-  if (fs.existsSync(path.join(datasetDir, VALIDATION_FILE))) return { train: rows, validation: readDatasetRows(datasetDir, dataDir, VALIDATION_FILE) };
+  if (fs.existsSync(path.join(datasetDir, VALIDATION_FILE)))
+    return { train: rows, validation: readDatasetRows(datasetDir, dataDir, VALIDATION_FILE) };
   const nVal = Math.round(rows.length * s.validationSplit);
   if (nVal < 2 || rows.length - nVal < 2) {
-    throw new Error(`validation_split ${s.validationSplit} of ${rows.length} pairs leaves ${nVal} for validation and ${rows.length - nVal} for training; both need at least 2`);
+    throw new Error(
+      `validation_split ${s.validationSplit} of ${rows.length} pairs leaves ${nVal} for validation and ${rows.length - nVal} for training; both need at least 2`,
+    );
   }
   const order = permutation(rows.length, seededRandom(s.seed ^ 0x5eed));
   const val = new Set(Array.from(order.subarray(0, nVal)));
@@ -55,7 +62,15 @@ function round(metrics: Record<string, number>): Record<string, number> {
 
 /** Trains in a worker thread (validation metrics before and after included); terminating it on
  *  abort frees its memory at once. */
-function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wImage: Float64Array; wText: Float64Array; metrics: Record<string, number>; before: Record<string, number> }> {
+function trainInWorker(
+  input: TrainInput,
+  ctx: FineTuneJobContext,
+): Promise<{
+  wImage: Float64Array;
+  wText: Float64Array;
+  metrics: Record<string, number>;
+  before: Record<string, number>;
+}> {
   return new Promise((resolve, reject) => {
     if (ctx.signal.aborted) return reject(new FineTuneCancelledError());
     const worker = new Worker(compiledModule('finetune/adapter/trainer-worker'), { workerData: input });
@@ -67,25 +82,48 @@ function trainInWorker(input: TrainInput, ctx: FineTuneJobContext): Promise<{ wI
       ctx.signal.removeEventListener('abort', onAbort);
       fn();
     };
-    const onAbort = () => finish(() => {
-      void worker.terminate();
-      reject(new FineTuneCancelledError());
-    });
+    const onAbort = () =>
+      finish(() => {
+        void worker.terminate();
+        reject(new FineTuneCancelledError());
+      });
     ctx.signal.addEventListener('abort', onAbort);
     worker.on('message', (m: TrainerMessage) => {
       if (settled) return; // progress still in flight from a terminated trainer
       if (m.type === 'before') {
         before = round({ ...m.metrics });
-        ctx.emit({ type: 'log', message: `validation before training: text→image R@1 ${percent(before['text_to_image_R@1'])}, image→text R@1 ${percent(before['image_to_text_R@1'])}`, data: { metrics_before: before } });
+        ctx.emit({
+          type: 'log',
+          message: `validation before training: text→image R@1 ${percent(before['text_to_image_R@1'])}, image→text R@1 ${percent(before['image_to_text_R@1'])}`,
+          data: { metrics_before: before },
+        });
       } else if (m.type === 'progress') {
         const p = m.progress;
-        if (p.type === 'step') ctx.emit({ type: 'step', data: { step: p.step, total_steps: p.totalSteps, epoch: p.epoch, loss: p.loss, learning_rate: p.learningRate } });
-        else ctx.emit({ type: 'epoch', message: `epoch ${p.epoch}: train loss ${p.trainLoss.toFixed(4)}, validation text→image R@1 ${percent(p.metrics['text_to_image_R@1'])}`, data: { epoch: p.epoch, step: p.step, train_loss: p.trainLoss, metrics: round({ ...p.metrics }) } });
-      } else if (m.type === 'done') finish(() => resolve({ wImage: m.wImage, wText: m.wText, metrics: round({ ...m.metrics }), before }));
+        if (p.type === 'step')
+          ctx.emit({
+            type: 'step',
+            data: {
+              step: p.step,
+              total_steps: p.totalSteps,
+              epoch: p.epoch,
+              loss: p.loss,
+              learning_rate: p.learningRate,
+            },
+          });
+        else
+          ctx.emit({
+            type: 'epoch',
+            message: `epoch ${p.epoch}: train loss ${p.trainLoss.toFixed(4)}, validation text→image R@1 ${percent(p.metrics['text_to_image_R@1'])}`,
+            data: { epoch: p.epoch, step: p.step, train_loss: p.trainLoss, metrics: round({ ...p.metrics }) },
+          });
+      } else if (m.type === 'done')
+        finish(() => resolve({ wImage: m.wImage, wText: m.wText, metrics: round({ ...m.metrics }), before }));
       else finish(() => reject(new Error(`adapter training failed: ${m.message}`)));
     });
     worker.on('error', (err) => finish(() => reject(err)));
-    worker.on('exit', (code) => finish(() => reject(new Error(`adapter trainer exited with code ${code} before finishing`))));
+    worker.on('exit', (code) =>
+      finish(() => reject(new Error(`adapter trainer exited with code ${code} before finishing`))),
+    );
   });
 }
 
@@ -103,16 +141,26 @@ function writeFoldedBundle(job: FoldBundleJob): Promise<void> {
       settled = true;
       fn();
     };
-    worker.on('message', (m: FoldBundleReply) => finish(() => (m.ok ? resolve() : reject(new Error(`writing the new model version failed: ${m.message}`)))));
+    worker.on('message', (m: FoldBundleReply) =>
+      finish(() => (m.ok ? resolve() : reject(new Error(`writing the new model version failed: ${m.message}`)))),
+    );
     worker.on('error', (err) => finish(() => reject(err)));
-    worker.on('exit', (code) => finish(() => reject(new Error(`the bundle writer exited with code ${code} before finishing`))));
+    worker.on('exit', (code) =>
+      finish(() => reject(new Error(`the bundle writer exited with code ${code} before finishing`))),
+    );
   });
 }
 
 export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod {
   return {
     name: 'adapter',
-    failedJobLeftovers: [FEATURES_FILE, `${FEATURES_FILE}.tmp`, CHECKPOINT_FILE, `${CHECKPOINT_FILE}.tmp`, OUTPUT_BUNDLE_DIR],
+    failedJobLeftovers: [
+      FEATURES_FILE,
+      `${FEATURES_FILE}.tmp`,
+      CHECKPOINT_FILE,
+      `${CHECKPOINT_FILE}.tmp`,
+      OUTPUT_BUNDLE_DIR,
+    ],
     validate(hp: Hyperparameters): void {
       resolveAdapterSettings(hp);
     },
@@ -122,20 +170,49 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
       const base = await loadBundle(ctx.baseModel.bundleDir);
       const d = base.manifest.embed_dim;
       const scale = base.manifest.logit_scale_exp;
-      const augment = { colorJitter: s.colorJitter, colorJitterProb: s.colorJitterProb, grayscaleProb: s.grayscaleProb };
+      const augment = {
+        colorJitter: s.colorJitter,
+        colorJitterProb: s.colorJitterProb,
+        grayscaleProb: s.grayscaleProb,
+      };
       // Cached features are reused only for the same rows, base model and augmentations.
       const featureKey = createHash('sha256')
-        .update(JSON.stringify({ base: base.manifest.files.visual.sha256, text: base.manifest.files.textual.sha256, augment, seed: s.seed, train: trainRows.map((r) => [r.image, r.caption]), val: valRows.map((r) => [r.image, r.caption]) }))
+        .update(
+          JSON.stringify({
+            base: base.manifest.files.visual.sha256,
+            text: base.manifest.files.textual.sha256,
+            augment,
+            seed: s.seed,
+            train: trainRows.map((r) => [r.image, r.caption]),
+            val: valRows.map((r) => [r.image, r.caption]),
+          }),
+        )
         .digest('hex');
       const featuresFile = path.join(ctx.workDir, FEATURES_FILE);
       let features = loadFeatures(featuresFile, featureKey, d);
-      if (features) ctx.emit({ type: 'log', message: `reusing the features computed before (${trainRows.length} training, ${valRows.length} validation pairs)` });
+      if (features)
+        ctx.emit({
+          type: 'log',
+          message: `reusing the features computed before (${trainRows.length} training, ${valRows.length} validation pairs)`,
+        });
       else {
-        ctx.emit({ type: 'log', message: `computing frozen features of ${trainRows.length} training and ${valRows.length} validation pairs with ${base.manifest.name} ${base.manifest.version}` });
+        ctx.emit({
+          type: 'log',
+          message: `computing frozen features of ${trainRows.length} training and ${valRows.length} validation pairs with ${base.manifest.name} ${base.manifest.version}`,
+        });
         // Low priority, few threads: the server's own inference and decoding keep the cores first.
-        const model = await loadModel(ctx.baseModel.bundleDir, { preprocessWorkers: 1, intraOpThreads: 1, ...opts.runtime, lowPriority: true });
+        const model = await loadModel(ctx.baseModel.bundleDir, {
+          preprocessWorkers: 1,
+          intraOpThreads: 1,
+          ...opts.runtime,
+          lowPriority: true,
+        });
         try {
-          const train = await computeFeatures(model, trainRows, { augment: augmentationEnabled(augment) ? augment : undefined, seed: s.seed, signal: ctx.signal });
+          const train = await computeFeatures(model, trainRows, {
+            augment: augmentationEnabled(augment) ? augment : undefined,
+            seed: s.seed,
+            signal: ctx.signal,
+          });
           const validation = await computeFeatures(model, valRows, { seed: s.seed, signal: ctx.signal });
           features = { train, validation };
         } finally {
@@ -146,7 +223,11 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
       const checkpointPath = path.join(ctx.workDir, CHECKPOINT_FILE);
       const resumed = loadCheckpoint(checkpointPath, d * d);
       const total = stepsPerEpoch(features.train.n, s.batchSize) * s.epochs;
-      if (resumed) ctx.emit({ type: 'log', message: `resuming from the checkpoint after epoch ${resumed.epoch} (step ${resumed.step} of ${total})` });
+      if (resumed)
+        ctx.emit({
+          type: 'log',
+          message: `resuming from the checkpoint after epoch ${resumed.epoch} (step ${resumed.step} of ${total})`,
+        });
       const trained = await trainInWorker(
         {
           d,
@@ -173,7 +254,11 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
         source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
       });
       const before = trained.before;
-      ctx.emit({ type: 'report', message: `text→image R@1 ${percent(before['text_to_image_R@1'])} → ${percent(after['text_to_image_R@1'])}`, data: { metrics_before: before, metrics_after: after } });
+      ctx.emit({
+        type: 'report',
+        message: `text→image R@1 ${percent(before['text_to_image_R@1'])} → ${percent(after['text_to_image_R@1'])}`,
+        data: { metrics_before: before, metrics_after: after },
+      });
       return { bundleDir: outDir, metrics: after };
     },
   };

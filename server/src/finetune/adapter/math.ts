@@ -70,7 +70,14 @@ function normalizeRows(g: Float64Array, n: number, d: number): { u: Float64Array
 }
 
 /** dg = (du − u (u·du)) / r per row, then dW += dgᵀ x. */
-function backToWeights(du: Float64Array, u: Float64Array, norms: Float64Array, x: Float32Array | Float64Array, n: number, d: number): Float64Array {
+function backToWeights(
+  du: Float64Array,
+  u: Float64Array,
+  norms: Float64Array,
+  x: Float32Array | Float64Array,
+  n: number,
+  d: number,
+): Float64Array {
   const dw = new Float64Array(d * d);
   const dg = new Float64Array(d);
   for (let b = 0; b < n; b++) {
@@ -101,7 +108,14 @@ function logSumExp(n: number, at: (k: number) => number): number {
  * Symmetric contrastive loss of a batch and its gradients with respect to both adapters.
  * `img`, `txt`: B×d raw (unnormalised) features of paired rows; `scale`: exp(logit_scale).
  */
-export function contrastiveLossAndGrads(params: AdapterParams, img: Float32Array | Float64Array, txt: Float32Array | Float64Array, B: number, d: number, scale: number): LossAndGrads {
+export function contrastiveLossAndGrads(
+  params: AdapterParams,
+  img: Float32Array | Float64Array,
+  txt: Float32Array | Float64Array,
+  B: number,
+  d: number,
+  scale: number,
+): LossAndGrads {
   if (B < 1) throw new AdapterMathError('empty batch');
   const gi = applyAdapter(img, B, d, params.wImage);
   const gt = applyAdapter(txt, B, d, params.wText);

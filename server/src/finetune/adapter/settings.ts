@@ -48,19 +48,51 @@ export function resolveAdapterSettings(hp: Hyperparameters): AdapterSettings {
     colorJitterProb: hp.color_jitter_prob ?? ADAPTER_DEFAULTS.colorJitterProb,
     grayscaleProb: hp.grayscale_prob ?? ADAPTER_DEFAULTS.grayscaleProb,
   };
-  check(Number.isFinite(s.learningRate) && s.learningRate > 0 && s.learningRate <= 1, `learning_rate must be in (0, 1], got ${s.learningRate}`);
-  check(hp.lr_schedule === undefined || hp.lr_schedule === 'cosine', `lr_schedule must be "cosine", got ${JSON.stringify(hp.lr_schedule)}`);
-  check(Number.isInteger(s.warmupSteps) && s.warmupSteps >= 0, `warmup_steps must be a non-negative integer, got ${s.warmupSteps}`);
-  check(Number.isInteger(s.batchSize) && s.batchSize >= 2 && s.batchSize <= 65536, `batch_size must be an integer in [2, 65536], got ${s.batchSize}`);
-  check(Number.isInteger(s.epochs) && s.epochs >= 1 && s.epochs <= 10000, `epochs must be an integer in [1, 10000], got ${s.epochs}`);
+  check(
+    Number.isFinite(s.learningRate) && s.learningRate > 0 && s.learningRate <= 1,
+    `learning_rate must be in (0, 1], got ${s.learningRate}`,
+  );
+  check(
+    hp.lr_schedule === undefined || hp.lr_schedule === 'cosine',
+    `lr_schedule must be "cosine", got ${JSON.stringify(hp.lr_schedule)}`,
+  );
+  check(
+    Number.isInteger(s.warmupSteps) && s.warmupSteps >= 0,
+    `warmup_steps must be a non-negative integer, got ${s.warmupSteps}`,
+  );
+  check(
+    Number.isInteger(s.batchSize) && s.batchSize >= 2 && s.batchSize <= 65536,
+    `batch_size must be an integer in [2, 65536], got ${s.batchSize}`,
+  );
+  check(
+    Number.isInteger(s.epochs) && s.epochs >= 1 && s.epochs <= 10000,
+    `epochs must be an integer in [1, 10000], got ${s.epochs}`,
+  );
   check(Number.isFinite(s.weightDecay) && s.weightDecay >= 0, `weight_decay must be >= 0, got ${s.weightDecay}`);
-  check(Number.isInteger(s.seed) && s.seed >= 0 && s.seed < 2 ** 32, `seed must be an integer in [0, 2^32), got ${s.seed}`);
-  check(Number.isFinite(s.validationSplit) && s.validationSplit > 0 && s.validationSplit < 1, `validation_split must be in (0, 1), got ${s.validationSplit}`);
-  check(Array.isArray(s.colorJitter) && s.colorJitter.length === 4 && s.colorJitter.every((v) => Number.isFinite(v) && v >= 0), `color_jitter must be four non-negative numbers [brightness, contrast, saturation, hue], got ${JSON.stringify(s.colorJitter)}`);
+  check(
+    Number.isInteger(s.seed) && s.seed >= 0 && s.seed < 2 ** 32,
+    `seed must be an integer in [0, 2^32), got ${s.seed}`,
+  );
+  check(
+    Number.isFinite(s.validationSplit) && s.validationSplit > 0 && s.validationSplit < 1,
+    `validation_split must be in (0, 1), got ${s.validationSplit}`,
+  );
+  check(
+    Array.isArray(s.colorJitter) &&
+      s.colorJitter.length === 4 &&
+      s.colorJitter.every((v) => Number.isFinite(v) && v >= 0),
+    `color_jitter must be four non-negative numbers [brightness, contrast, saturation, hue], got ${JSON.stringify(s.colorJitter)}`,
+  );
   check(s.colorJitter[3] <= 0.5, `color_jitter hue must be in [0, 0.5], got ${s.colorJitter[3]}`);
-  for (const [name, v] of [['color_jitter_prob', s.colorJitterProb], ['grayscale_prob', s.grayscaleProb]] as const) {
+  for (const [name, v] of [
+    ['color_jitter_prob', s.colorJitterProb],
+    ['grayscale_prob', s.grayscaleProb],
+  ] as const) {
     check(Number.isFinite(v) && v >= 0 && v <= 1, `${name} must be in [0, 1], got ${v}`);
   }
-  check(hp.precision === undefined || (PRECISIONS as readonly string[]).includes(hp.precision), `precision must be one of ${PRECISIONS.join(', ')}, got ${JSON.stringify(hp.precision)}`);
+  check(
+    hp.precision === undefined || (PRECISIONS as readonly string[]).includes(hp.precision),
+    `precision must be one of ${PRECISIONS.join(', ')}, got ${JSON.stringify(hp.precision)}`,
+  );
   return s;
 }

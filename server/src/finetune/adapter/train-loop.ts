@@ -7,7 +7,17 @@
 import * as fs from 'node:fs';
 import { clipMetrics, type RetrievalMetrics } from '../../eval/metrics';
 import { writeFileAtomic } from './atomic-file';
-import { adamWStep, applyAdapter, contrastiveLossAndGrads, cosineLr, newAdamState, permutation, seededRandom, type AdamState, type AdapterParams } from './math';
+import {
+  adamWStep,
+  applyAdapter,
+  contrastiveLossAndGrads,
+  cosineLr,
+  newAdamState,
+  permutation,
+  seededRandom,
+  type AdamState,
+  type AdapterParams,
+} from './math';
 
 export interface TrainSettings {
   learningRate: number;
@@ -75,7 +85,16 @@ export function adaptedMetrics(params: AdapterParams, set: FeatureSet, d: number
 const MAGIC = 'clipserve-adapter-ckpt-1';
 
 export function saveCheckpoint(file: string, c: Checkpoint): void {
-  const header = Buffer.from(JSON.stringify({ magic: MAGIC, epoch: c.epoch, step: c.step, size: c.params.wImage.length, tImage: c.adamImage.t, tText: c.adamText.t }));
+  const header = Buffer.from(
+    JSON.stringify({
+      magic: MAGIC,
+      epoch: c.epoch,
+      step: c.step,
+      size: c.params.wImage.length,
+      tImage: c.adamImage.t,
+      tText: c.adamText.t,
+    }),
+  );
   const arrays = [c.params.wImage, c.params.wText, c.adamImage.m, c.adamImage.v, c.adamText.m, c.adamText.v];
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length);
@@ -88,7 +107,14 @@ export function loadCheckpoint(file: string, expectedSize: number): Checkpoint |
   if (!fs.existsSync(file)) return undefined;
   const buf = fs.readFileSync(file);
   const hlen = buf.readUInt32LE(0);
-  const h = JSON.parse(buf.subarray(4, 4 + hlen).toString('utf8')) as { magic: string; epoch: number; step: number; size: number; tImage: number; tText: number };
+  const h = JSON.parse(buf.subarray(4, 4 + hlen).toString('utf8')) as {
+    magic: string;
+    epoch: number;
+    step: number;
+    size: number;
+    tImage: number;
+    tText: number;
+  };
   if (h.magic !== MAGIC) throw new Error(`${file} is not an adapter checkpoint`);
   if (h.size !== expectedSize) throw new Error(`${file} holds ${h.size}-value adapters, expected ${expectedSize}`);
   let off = 4 + hlen;
@@ -144,8 +170,20 @@ export function train(input: TrainInput, onProgress: (p: TrainProgress) => void)
       lossSum += loss;
       onProgress({ type: 'step', step, totalSteps, epoch: epoch + 1, loss, learningRate: lr });
     }
-    saveCheckpoint(input.checkpointPath, { epoch: epoch + 1, step, params, adamImage: ckpt.adamImage, adamText: ckpt.adamText });
-    onProgress({ type: 'epoch', epoch: epoch + 1, step, trainLoss: lossSum / perEpoch, metrics: adaptedMetrics(params, input.validation, d, scale) });
+    saveCheckpoint(input.checkpointPath, {
+      epoch: epoch + 1,
+      step,
+      params,
+      adamImage: ckpt.adamImage,
+      adamText: ckpt.adamText,
+    });
+    onProgress({
+      type: 'epoch',
+      epoch: epoch + 1,
+      step,
+      trainLoss: lossSum / perEpoch,
+      metrics: adaptedMetrics(params, input.validation, d, scale),
+    });
   }
   return params;
 }

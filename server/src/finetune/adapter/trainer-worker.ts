@@ -22,10 +22,16 @@ try {
   const input = workerData as TrainInput;
   // The validation metrics are n² · d work each: here, not on the server's event loop.
   const zero = { wImage: new Float64Array(input.d * input.d), wText: new Float64Array(input.d * input.d) };
-  port.postMessage({ type: 'before', metrics: adaptedMetrics(zero, input.validation, input.d, input.scale) } satisfies TrainerMessage);
+  port.postMessage({
+    type: 'before',
+    metrics: adaptedMetrics(zero, input.validation, input.d, input.scale),
+  } satisfies TrainerMessage);
   const params = train(input, (progress) => port.postMessage({ type: 'progress', progress } satisfies TrainerMessage));
   const metrics = adaptedMetrics(params, input.validation, input.d, input.scale);
   port.postMessage({ type: 'done', wImage: params.wImage, wText: params.wText, metrics } satisfies TrainerMessage);
 } catch (err) {
-  port.postMessage({ type: 'error', message: err instanceof Error ? err.message : String(err) } satisfies TrainerMessage);
+  port.postMessage({
+    type: 'error',
+    message: err instanceof Error ? err.message : String(err),
+  } satisfies TrainerMessage);
 }

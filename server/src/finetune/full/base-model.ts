@@ -58,7 +58,10 @@ export function checkTrainableBase(version: string, manifest: BundleManifest): v
 
 /** One directory per distinct set of weights (the manifest's file checksums) and preprocessing. */
 function baseDirName(manifest: BundleManifest): string {
-  const key = createHash('sha256').update(JSON.stringify([manifest.files, manifest.model_cfg, manifest.preprocess_cfg, manifest.logit_scale])).digest('hex').slice(0, 16);
+  const key = createHash('sha256')
+    .update(JSON.stringify([manifest.files, manifest.model_cfg, manifest.preprocess_cfg, manifest.logit_scale]))
+    .digest('hex')
+    .slice(0, 16);
   const name = manifest.name.replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60) || 'model';
   return `${name}-${key}`;
 }
@@ -79,7 +82,11 @@ function exportInWorker(source: ExportSource, outFile: string, signal: AbortSign
       signal.removeEventListener('abort', onAbort);
       if (signal.aborted) return reject(new FineTuneCancelledError());
       if (result?.ok) return resolve();
-      reject(new Error(`cannot write the base model's weights for the trainer: ${result?.message ?? 'the export worker stopped'}`));
+      reject(
+        new Error(
+          `cannot write the base model's weights for the trainer: ${result?.message ?? 'the export worker stopped'}`,
+        ),
+      );
     });
   });
 }
@@ -122,12 +129,24 @@ export async function prepareBaseModel(o: {
     const weights = path.join(tmp, SAFETENSORS_WEIGHTS);
     if (source.kind === 'safetensors') {
       const how = await placeCheckpoint(source.file, weights);
-      o.emit({ type: 'log', message: `base model ${o.version}: ${how} ${source.file} for the trainer`, data: { base_weights: source.file, how } });
+      o.emit({
+        type: 'log',
+        message: `base model ${o.version}: ${how} ${source.file} for the trainer`,
+        data: { base_weights: source.file, how },
+      });
     } else if (source.kind === 'torch') {
-      o.emit({ type: 'log', message: `base model ${o.version}: rewriting the state dict of ${source.file} as safetensors for the trainer`, data: { base_weights: source.file, how: 'rewritten' } });
+      o.emit({
+        type: 'log',
+        message: `base model ${o.version}: rewriting the state dict of ${source.file} as safetensors for the trainer`,
+        data: { base_weights: source.file, how: 'rewritten' },
+      });
       await exportInWorker({ kind: 'torch', file: source.file }, weights, o.signal);
     } else {
-      o.emit({ type: 'log', message: `base model ${o.version}: exporting the bundle's weights for the trainer (no checkpoint file of them is left)`, data: { base_weights: 'bundle', how: 'exported' } });
+      o.emit({
+        type: 'log',
+        message: `base model ${o.version}: exporting the bundle's weights for the trainer (no checkpoint file of them is left)`,
+        data: { base_weights: 'bundle', how: 'exported' },
+      });
       await exportInWorker({ kind: 'bundle', bundleDir: o.bundleDir }, weights, o.signal);
     }
     if (o.signal.aborted) throw new FineTuneCancelledError();

@@ -19,7 +19,10 @@ async function main(): Promise<void> {
     return;
   }
   const bundle = await loadBundle(source.bundleDir, { verify: true });
-  await writeSafetensors(outFile, readBundleStateDict(bundle), { exported_from: bundle.manifest.name, version: bundle.manifest.version });
+  await writeSafetensors(outFile, readBundleStateDict(bundle), {
+    exported_from: bundle.manifest.name,
+    version: bundle.manifest.version,
+  });
 }
 
 main().then(

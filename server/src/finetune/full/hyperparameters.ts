@@ -88,11 +88,14 @@ export function resolveFullHyperparameters(hp: Hyperparameters): FullHyperparame
   const learning_rate = finite('learning_rate', hp.learning_rate ?? d.learning_rate);
   if (learning_rate <= 0) fail(`learning_rate must be > 0, got ${learning_rate}`);
   const lr_schedule = hp.lr_schedule ?? d.lr_schedule;
-  if (lr_schedule !== 'cosine') fail(`lr_schedule must be "cosine" (open_clip_train --lr-scheduler cosine), got ${JSON.stringify(lr_schedule)}`);
+  if (lr_schedule !== 'cosine')
+    fail(`lr_schedule must be "cosine" (open_clip_train --lr-scheduler cosine), got ${JSON.stringify(lr_schedule)}`);
   const precision = hp.precision ?? d.precision;
-  if (!(PRECISIONS as readonly string[]).includes(precision)) fail(`precision must be one of ${PRECISIONS.join(', ')}, got ${JSON.stringify(precision)}`);
+  if (!(PRECISIONS as readonly string[]).includes(precision))
+    fail(`precision must be one of ${PRECISIONS.join(', ')}, got ${JSON.stringify(precision)}`);
   const jitter = hp.color_jitter ?? d.color_jitter;
-  if (!Array.isArray(jitter) || jitter.length !== 4) fail(`color_jitter must be 4 numbers [brightness, contrast, saturation, hue], got ${JSON.stringify(jitter)}`);
+  if (!Array.isArray(jitter) || jitter.length !== 4)
+    fail(`color_jitter must be 4 numbers [brightness, contrast, saturation, hue], got ${JSON.stringify(jitter)}`);
   jitter.forEach((v, i) => {
     const name = `color_jitter[${i}]`;
     finite(name, v);
@@ -103,11 +106,14 @@ export function resolveFullHyperparameters(hp: Hyperparameters): FullHyperparame
   const weight_decay = finite('weight_decay', hp.weight_decay ?? d.weight_decay);
   if (weight_decay < 0) fail(`weight_decay must be >= 0, got ${weight_decay}`);
   const validation_split = probability('validation_split', hp.validation_split ?? d.validation_split);
-  if (validation_split >= 1) fail(`validation_split must be < 1 (some pairs must remain for training), got ${validation_split}`);
+  if (validation_split >= 1)
+    fail(`validation_split must be < 1 (some pairs must remain for training), got ${validation_split}`);
   const namespace = hp.namespace === undefined || hp.namespace === '' ? undefined : hp.namespace;
-  if (namespace !== undefined && !isDns1123Label(namespace)) fail(`namespace ${JSON.stringify(namespace)} is not a valid Kubernetes namespace name`);
+  if (namespace !== undefined && !isDns1123Label(namespace))
+    fail(`namespace ${JSON.stringify(namespace)} is not a valid Kubernetes namespace name`);
   const image = hp.image === undefined || hp.image === '' ? undefined : hp.image;
-  if (image !== undefined && (/\s/.test(image) || image.length > 1024)) fail(`image ${JSON.stringify(image)} is not a container image reference`);
+  if (image !== undefined && (/\s/.test(image) || image.length > 1024))
+    fail(`image ${JSON.stringify(image)} is not a container image reference`);
   return {
     learning_rate,
     lr_schedule,

@@ -8,7 +8,15 @@ import * as path from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { convertCheckpoint } from '../../checkpoint/convert';
 import { loadBundle, MANIFEST_FILE, parseManifest, type BundleManifest } from '../../model/bundle';
-import { FineTuneCancelledError, FineTunePreconditionError, FineTuneValidationError, type FineTuneJobContext, type FineTuneJobPlan, type FineTuneMethod, type Hyperparameters } from '../method';
+import {
+  FineTuneCancelledError,
+  FineTunePreconditionError,
+  FineTuneValidationError,
+  type FineTuneJobContext,
+  type FineTuneJobPlan,
+  type FineTuneMethod,
+  type Hyperparameters,
+} from '../method';
 import { checkTrainableBase, prepareBaseModel } from './base-model';
 import { resolveFullHyperparameters, type FullHyperparameters } from './hyperparameters';
 import { KubeTrainingApi } from './kube-client';
@@ -19,7 +27,13 @@ import { prepareTrainingData } from './training-data';
 import { runTrainingJob } from './job-runner';
 
 export { resolveFullHyperparameters, FULL_DEFAULTS, type FullHyperparameters } from './hyperparameters';
-export { buildTrainingManifests, trainingJobName, type TrainingManifests, type TrainingPodOptions, type TrainingStorage } from './manifests';
+export {
+  buildTrainingManifests,
+  trainingJobName,
+  type TrainingManifests,
+  type TrainingPodOptions,
+  type TrainingStorage,
+} from './manifests';
 export { openClipTrainArgs, torchrunArgs, trainingCommand, augCfgArgs, HYPERPARAMETER_FLAGS } from './trainer-args';
 export { KubeTrainingApi, KubernetesApiError, kubeClient } from './kube-client';
 export { TrainingJobFailedError, SHUTDOWN_ABORT_REASON } from './job-runner';
@@ -56,10 +70,14 @@ function insideDir(dir: string, p: string): boolean {
 function finalCheckpoint(checkpointDir: string, epochs: number): string {
   const expected = path.join(checkpointDir, `epoch_${epochs}.pt`);
   if (fs.existsSync(expected)) return expected;
-  const found = fs.existsSync(checkpointDir) ? fs.readdirSync(checkpointDir).filter((f) => /^epoch_\d+\.pt$/.test(f)) : [];
+  const found = fs.existsSync(checkpointDir)
+    ? fs.readdirSync(checkpointDir).filter((f) => /^epoch_\d+\.pt$/.test(f))
+    : [];
   throw new Error(
     `the training Job completed but ${expected} is missing` +
-      (found.length ? ` (the trainer saved ${found.sort().join(', ')})` : ' (no checkpoints were saved: is the volume shared with the trainer?)'),
+      (found.length
+        ? ` (the trainer saved ${found.sort().join(', ')})`
+        : ' (no checkpoints were saved: is the volume shared with the trainer?)'),
   );
 }
 
@@ -67,12 +85,16 @@ function finalCheckpoint(checkpointDir: string, epochs: number): string {
 function finalResults(checkpointDir: string): Record<string, number> | undefined {
   const file = path.join(checkpointDir, 'results.jsonl');
   if (!fs.existsSync(file)) return undefined;
-  const lines = fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.trim());
+  const lines = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.trim());
   for (let i = lines.length - 1; i >= 0; i--) {
     try {
       const row = JSON.parse(lines[i]) as Record<string, unknown>;
       const out: Record<string, number> = {};
-      for (const [k, v] of Object.entries(row)) if (typeof v === 'number' && Number.isFinite(v) && k !== 'epoch' && k !== 'num_samples') out[k] = v;
+      for (const [k, v] of Object.entries(row))
+        if (typeof v === 'number' && Number.isFinite(v) && k !== 'epoch' && k !== 'num_samples') out[k] = v;
       return out;
     } catch {
       // A torn last line (the trainer killed mid-write): use the one before.
@@ -134,7 +156,9 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
       try {
         manifest = readManifest(plan.baseModel.bundleDir);
       } catch (err) {
-        throw new FineTunePreconditionError(`full fine-tune: cannot read base model ${plan.baseModel.version} (${plan.baseModel.bundleDir}): ${(err as Error).message}`);
+        throw new FineTunePreconditionError(
+          `full fine-tune: cannot read base model ${plan.baseModel.version} (${plan.baseModel.bundleDir}): ${(err as Error).message}`,
+        );
       }
       checkTrainableBase(plan.baseModel.version, manifest);
       const held = plan.validationPairs !== undefined ? 0 : Math.floor(plan.trainingPairs * hp.validation_split);
@@ -144,15 +168,33 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
       const hp = resolve(ctx.hyperparameters);
       if (ctx.signal.aborted) throw new FineTuneCancelledError();
       const mount = opts.storage.mountPath;
-      for (const [what, p] of [['dataset', ctx.datasetDir], ['work dir', ctx.workDir]] as const) {
-        if (!insideDir(mount, p)) throw new FineTuneValidationError(`full fine-tune: the ${what} ${p} is not on the volume shared with the trainer (${opts.storage.pvcName} at ${mount})`);
+      for (const [what, p] of [
+        ['dataset', ctx.datasetDir],
+        ['work dir', ctx.workDir],
+      ] as const) {
+        if (!insideDir(mount, p))
+          throw new FineTuneValidationError(
+            `full fine-tune: the ${what} ${p} is not on the volume shared with the trainer (${opts.storage.pvcName} at ${mount})`,
+          );
       }
       const base = await loadBundle(ctx.baseModel.bundleDir, { verify: false });
       checkTrainableBase(ctx.baseModel.version, base.manifest);
-      const data = prepareTrainingData({ datasetDir: ctx.datasetDir, outDir: path.join(ctx.workDir, 'data'), validationSplit: hp.validation_split, seed: hp.seed });
+      const data = prepareTrainingData({
+        datasetDir: ctx.datasetDir,
+        outDir: path.join(ctx.workDir, 'data'),
+        validationSplit: hp.validation_split,
+        seed: hp.seed,
+      });
       const world = hp.nodes * hp.gpus_per_node;
       const perEpoch = checkBatches(data.trainPairs, hp);
-      const baseModelDir = await prepareBaseModel({ version: ctx.baseModel.version, bundleDir: ctx.baseModel.bundleDir, manifest: base.manifest, dataDir: mount, signal: ctx.signal, emit: (e) => ctx.emit(e) });
+      const baseModelDir = await prepareBaseModel({
+        version: ctx.baseModel.version,
+        bundleDir: ctx.baseModel.bundleDir,
+        manifest: base.manifest,
+        dataDir: mount,
+        signal: ctx.signal,
+        emit: (e) => ctx.emit(e),
+      });
       if (ctx.signal.aborted) throw new FineTuneCancelledError();
       const totalSteps = perEpoch * hp.epochs;
       const logsDir = path.join(ctx.workDir, TRAINER_LOGS);
@@ -165,11 +207,25 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
         baseModelDir,
         workers: opts.workersPerGpu ?? 4,
       });
-      const manifests = buildTrainingManifests({ jobId: ctx.jobId, namespace: hp.namespace, image: hp.image, hp, trainerArgs, storage: opts.storage, pod: opts.pod });
+      const manifests = buildTrainingManifests({
+        jobId: ctx.jobId,
+        namespace: hp.namespace,
+        image: hp.image,
+        hp,
+        trainerArgs,
+        storage: opts.storage,
+        pod: opts.pod,
+      });
       ctx.emit({
         type: 'log',
         message: `training on ${hp.nodes} node(s) x ${hp.gpus_per_node} GPU(s): ${data.trainPairs} training / ${data.valPairs} validation pairs, ${totalSteps} steps`,
-        data: { train_pairs: data.trainPairs, validation_pairs: data.valPairs, total_steps: totalSteps, global_batch_size: hp.batch_size * world, base_model_dir: baseModelDir },
+        data: {
+          train_pairs: data.trainPairs,
+          validation_pairs: data.valPairs,
+          total_steps: totalSteps,
+          global_batch_size: hp.batch_size * world,
+          base_model_dir: baseModelDir,
+        },
       });
 
       let lastEval: Record<string, number> | undefined;
@@ -190,7 +246,13 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
             const step = parsed.epoch * perEpoch + stepInEpoch;
             ctx.emit({
               type: 'step',
-              data: { step, total_steps: totalSteps, epoch: parsed.epoch, ...(parsed.loss !== undefined ? { loss: parsed.loss } : {}), ...(parsed.learningRate !== undefined ? { learning_rate: parsed.learningRate } : {}) },
+              data: {
+                step,
+                total_steps: totalSteps,
+                epoch: parsed.epoch,
+                ...(parsed.loss !== undefined ? { loss: parsed.loss } : {}),
+                ...(parsed.learningRate !== undefined ? { learning_rate: parsed.learningRate } : {}),
+              },
             });
           } else {
             lastEval = parsed.metrics;
@@ -204,7 +266,10 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
       const checkpoint = finalCheckpoint(checkpointDir, hp.epochs);
       // The trainer's epoch_N.pt has no config beside it: the base model's config is the new one's.
       const configFile = path.join(ctx.workDir, 'open_clip_config.json');
-      fs.writeFileSync(configFile, JSON.stringify({ model_cfg: base.manifest.model_cfg, preprocess_cfg: base.manifest.preprocess_cfg }, null, 2));
+      fs.writeFileSync(
+        configFile,
+        JSON.stringify({ model_cfg: base.manifest.model_cfg, preprocess_cfg: base.manifest.preprocess_cfg }, null, 2),
+      );
       const bundleDir = path.join(ctx.workDir, 'bundle');
       // A resumed job (the server restarted after converting) converts again: the work dir is this job's alone.
       fs.rmSync(bundleDir, { recursive: true, force: true });
@@ -217,7 +282,12 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
         name: base.manifest.name,
         version: ctx.outputVersion,
         precision: base.manifest.precision,
-        provenance: { fine_tune_job: ctx.jobId, fine_tune_method: 'full', base_version: ctx.baseModel.version, kubernetes_job: `${hp.namespace}/${manifests.job.metadata!.name}` },
+        provenance: {
+          fine_tune_job: ctx.jobId,
+          fine_tune_method: 'full',
+          base_version: ctx.baseModel.version,
+          kubernetes_job: `${hp.namespace}/${manifests.job.metadata!.name}`,
+        },
       });
       if (ctx.signal.aborted) throw new FineTuneCancelledError();
       const metrics = finalResults(checkpointDir) ?? lastEval;

@@ -15,7 +15,12 @@ import type { KubeTrainingApi } from './kube-client';
 import { CONTAINER_NAME, JOB_ID_ANNOTATION, ownedByJob, POD_JOB_NAME_LABEL, type TrainingManifests } from './manifests';
 
 /** Waiting reasons that never resolve by themselves: the Job would sit there forever. */
-const FATAL_WAITING_REASONS = new Set(['InvalidImageName', 'ErrImageNeverPull', 'CreateContainerConfigError', 'CreateContainerError']);
+const FATAL_WAITING_REASONS = new Set([
+  'InvalidImageName',
+  'ErrImageNeverPull',
+  'CreateContainerConfigError',
+  'CreateContainerError',
+]);
 const LOG_TAIL_LINES = 20;
 
 // On an abort with SHUTDOWN_ABORT_REASON the training Job keeps running on the cluster and the next
@@ -81,13 +86,19 @@ function condition(job: V1Job, type: string): { reason?: string; message?: strin
 /** "Running", "Pending (ImagePullBackOff: …)", "Failed (exit 1, Error)": what a human needs. */
 function podStatus(pod: V1Pod): { phase: string; reason?: string; message?: string } {
   const phase = pod.status?.phase ?? 'Pending';
-  const cs = pod.status?.containerStatuses?.find((c) => c.name === CONTAINER_NAME) ?? pod.status?.containerStatuses?.[0];
+  const cs =
+    pod.status?.containerStatuses?.find((c) => c.name === CONTAINER_NAME) ?? pod.status?.containerStatuses?.[0];
   const waiting = cs?.state?.waiting;
   const terminated = cs?.state?.terminated;
   if (terminated) {
-    return { phase, reason: `exit ${terminated.exitCode}${terminated.reason ? `, ${terminated.reason}` : ''}`, message: terminated.message };
+    return {
+      phase,
+      reason: `exit ${terminated.exitCode}${terminated.reason ? `, ${terminated.reason}` : ''}`,
+      message: terminated.message,
+    };
   }
-  if (waiting?.reason && waiting.reason !== 'ContainerCreating') return { phase, reason: waiting.reason, message: waiting.message };
+  if (waiting?.reason && waiting.reason !== 'ContainerCreating')
+    return { phase, reason: waiting.reason, message: waiting.message };
   const unscheduled = pod.status?.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'False');
   if (unscheduled) return { phase, reason: unscheduled.reason, message: unscheduled.message };
   if (pod.status?.reason) return { phase, reason: pod.status.reason, message: pod.status.message };
@@ -97,7 +108,12 @@ function podStatus(pod: V1Pod): { phase: string; reason?: string; message?: stri
 function containerStarted(pod: V1Pod): boolean {
   const phase = pod.status?.phase;
   if (phase === 'Running' || phase === 'Succeeded') return true;
-  if (phase === 'Failed') return Boolean(pod.status?.containerStatuses?.some((c) => c.state?.terminated?.startedAt || c.state?.terminated?.exitCode !== undefined));
+  if (phase === 'Failed')
+    return Boolean(
+      pod.status?.containerStatuses?.some(
+        (c) => c.state?.terminated?.startedAt || c.state?.terminated?.exitCode !== undefined,
+      ),
+    );
   return false;
 }
 
@@ -134,15 +150,27 @@ class TrainingJobRun {
     const { o, namespace, jobName } = this;
     const created = await o.api.createJob(namespace, o.manifests.job);
     if (created) {
-      o.emit({ type: 'log', message: `created training Job ${namespace}/${jobName}`, data: { job: jobName, namespace } });
+      o.emit({
+        type: 'log',
+        message: `created training Job ${namespace}/${jobName}`,
+        data: { job: jobName, namespace },
+      });
       return created;
     }
     const existing = await o.api.readJob(namespace, jobName);
     const owner = existing?.metadata?.annotations?.[JOB_ID_ANNOTATION];
     if (!existing || owner !== o.jobId) {
-      throw new TrainingJobFailedError(`a Job named ${namespace}/${jobName} already exists and does not belong to fine-tune ${o.jobId}`, jobName, {});
+      throw new TrainingJobFailedError(
+        `a Job named ${namespace}/${jobName} already exists and does not belong to fine-tune ${o.jobId}`,
+        jobName,
+        {},
+      );
     }
-    o.emit({ type: 'log', message: `following the existing training Job ${namespace}/${jobName}`, data: { job: jobName, namespace } });
+    o.emit({
+      type: 'log',
+      message: `following the existing training Job ${namespace}/${jobName}`,
+      data: { job: jobName, namespace },
+    });
     return existing;
   }
 
@@ -175,12 +203,30 @@ class TrainingJobRun {
     const { o, namespace, jobName } = this;
     this.followAbort.abort();
     if (o.signal.reason === SHUTDOWN_ABORT_REASON) {
-      this.deletion ??= Promise.resolve(o.emit({ type: 'log', message: `the server is stopping: training Job ${namespace}/${jobName} keeps running and is followed again after the restart`, data: { job: jobName } }));
+      this.deletion ??= Promise.resolve(
+        o.emit({
+          type: 'log',
+          message: `the server is stopping: training Job ${namespace}/${jobName} keeps running and is followed again after the restart`,
+          data: { job: jobName },
+        }),
+      );
       return;
     }
     this.deletion ??= o.api.deleteJob(namespace, jobName).then(
-      (existed) => o.emit({ type: 'log', message: existed ? `deleted training Job ${namespace}/${jobName}` : `training Job ${namespace}/${jobName} was already gone`, data: { job: jobName } }),
-      (err: Error) => o.emit({ type: 'log', message: `could not delete training Job ${namespace}/${jobName}: ${err.message}`, data: { job: jobName } }),
+      (existed) =>
+        o.emit({
+          type: 'log',
+          message: existed
+            ? `deleted training Job ${namespace}/${jobName}`
+            : `training Job ${namespace}/${jobName} was already gone`,
+          data: { job: jobName },
+        }),
+      (err: Error) =>
+        o.emit({
+          type: 'log',
+          message: `could not delete training Job ${namespace}/${jobName}: ${err.message}`,
+          data: { job: jobName },
+        }),
     );
   }
 
@@ -199,14 +245,23 @@ class TrainingJobRun {
       if (signal.aborted) return 'aborted';
       const job = await o.api.readJob(namespace, jobName);
       if (signal.aborted) return 'aborted';
-      if (!job) throw new TrainingJobFailedError(`training Job ${namespace}/${jobName} was deleted outside clipserve`, jobName, {});
+      if (!job)
+        throw new TrainingJobFailedError(
+          `training Job ${namespace}/${jobName} was deleted outside clipserve`,
+          jobName,
+          {},
+        );
       const pods = await this.observePods();
       const complete = condition(job, 'Complete');
       const failed = condition(job, 'Failed') ?? condition(job, 'FailureTarget');
       if (complete || failed) {
         await this.readLastLogs(pods);
         if (failed && !complete) throw this.failure(failed, pods);
-        o.emit({ type: 'log', message: `training Job ${namespace}/${jobName} completed`, data: { job: jobName, succeeded: job.status?.succeeded ?? 0 } });
+        o.emit({
+          type: 'log',
+          message: `training Job ${namespace}/${jobName} completed`,
+          data: { job: jobName, succeeded: job.status?.succeeded ?? 0 },
+        });
         return 'completed';
       }
       await sleep(o.pollIntervalMs ?? 5000, signal);
@@ -227,12 +282,20 @@ class TrainingJobRun {
       if (key !== f.lastStatus) {
         f.lastStatus = key;
         const detail = st.reason ? ` (${st.reason}${st.message ? `: ${st.message}` : ''})` : '';
-        o.emit({ type: 'log', message: `pod ${podName}: ${st.phase}${detail}`, data: { pod: podName, phase: st.phase, ...(st.reason ? { reason: st.reason } : {}) } });
+        o.emit({
+          type: 'log',
+          message: `pod ${podName}: ${st.phase}${detail}`,
+          data: { pod: podName, phase: st.phase, ...(st.reason ? { reason: st.reason } : {}) },
+        });
       }
       if (st.reason && FATAL_WAITING_REASONS.has(st.reason)) {
         // Such a pod never ends by itself: take the Job down before reporting.
         await o.api.deleteJob(namespace, jobName).catch(() => undefined);
-        throw new TrainingJobFailedError(`training pod ${podName} cannot start: ${st.reason}${st.message ? `: ${st.message}` : ''}`, jobName, {});
+        throw new TrainingJobFailedError(
+          `training pod ${podName} cannot start: ${st.reason}${st.message ? `: ${st.message}` : ''}`,
+          jobName,
+          {},
+        );
       }
       if (!f.active && !f.done && containerStarted(pod)) {
         // A stream that ended while the pod still ran was a dropped connection (or the exit):
@@ -260,7 +323,10 @@ class TrainingJobRun {
       o.onLogLine?.(text, podName);
     };
     f.stream = o.api
-      .followLog(this.namespace, podName, CONTAINER_NAME, onLine, { sinceTime: f.lastTimestamp, signal: this.followAbort.signal })
+      .followLog(this.namespace, podName, CONTAINER_NAME, onLine, {
+        sinceTime: f.lastTimestamp,
+        signal: this.followAbort.signal,
+      })
       .catch((err: Error) => {
         o.emit({ type: 'log', message: `log of pod ${podName} unavailable: ${err.message}`, data: { pod: podName } });
       })

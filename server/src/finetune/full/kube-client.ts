@@ -26,7 +26,9 @@ export function kubeClient(): KubeClientModule {
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     if (err.code === 'ERR_REQUIRE_ESM') {
-      throw new Error(`the Kubernetes client (@kubernetes/client-node, ES modules only) needs Node >= 20.19; this is ${process.version}`);
+      throw new Error(
+        `the Kubernetes client (@kubernetes/client-node, ES modules only) needs Node >= 20.19; this is ${process.version}`,
+      );
     }
     throw e;
   }
@@ -143,10 +145,19 @@ export class KubeTrainingApi {
    * client-node's Log helper pipes the body without surfacing errors or ends of a dropped
    * connection, so this makes the request itself with the KubeConfig's TLS and credentials.
    */
-  async followLog(namespace: string, pod: string, container: string, onLine: (line: string) => void, opts: FollowLogOptions = {}): Promise<void> {
+  async followLog(
+    namespace: string,
+    pod: string,
+    container: string,
+    onLine: (line: string) => void,
+    opts: FollowLogOptions = {},
+  ): Promise<void> {
     const cluster = this.kubeConfig.getCurrentCluster();
-    if (!cluster) throw new KubernetesApiError(`log of pod ${namespace}/${pod}`, undefined, 'no current cluster in the kubeconfig');
-    const url = new URL(`${cluster.server.replace(/\/+$/, '')}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}/log`);
+    if (!cluster)
+      throw new KubernetesApiError(`log of pod ${namespace}/${pod}`, undefined, 'no current cluster in the kubeconfig');
+    const url = new URL(
+      `${cluster.server.replace(/\/+$/, '')}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(pod)}/log`,
+    );
     url.searchParams.set('container', container);
     url.searchParams.set('follow', 'true');
     url.searchParams.set('timestamps', 'true');
@@ -162,7 +173,9 @@ export class KubeTrainingApi {
           res.setEncoding('utf8');
           res.on('data', (c: string) => (body += c.length < 4096 ? c : ''));
           res.on('end', () => reject(apiError(`log of pod ${namespace}/${pod}`, { code: res.statusCode, body })));
-          res.on('error', () => reject(new KubernetesApiError(`log of pod ${namespace}/${pod}`, res.statusCode, 'connection lost')));
+          res.on('error', () =>
+            reject(new KubernetesApiError(`log of pod ${namespace}/${pod}`, res.statusCode, 'connection lost')),
+          );
           return;
         }
         res.setEncoding('utf8');

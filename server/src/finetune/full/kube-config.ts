@@ -35,7 +35,11 @@ export function loadKubeConfig(opts: { kubeconfig?: string } = {}): KubeConfig |
     }
     return kc.getCurrentCluster() ? kc : null;
   }
-  if (process.env.KUBERNETES_SERVICE_HOST && process.env.KUBERNETES_SERVICE_PORT && fs.existsSync(SERVICE_ACCOUNT_TOKEN)) {
+  if (
+    process.env.KUBERNETES_SERVICE_HOST &&
+    process.env.KUBERNETES_SERVICE_PORT &&
+    fs.existsSync(SERVICE_ACCOUNT_TOKEN)
+  ) {
     kc.loadFromCluster();
     return kc;
   }

@@ -80,7 +80,11 @@ export const DEFAULT_GPU_TOLERATIONS: V1Toleration[] = defaultGpuTolerations();
  * still fit in 63. Over-long or altered ids keep a hash suffix so two ids never share a name.
  */
 export function trainingJobName(jobId: string): string {
-  const slug = jobId.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/-+/g, '-').replace(/^-|-$/g, '');
+  const slug = jobId
+    .toLowerCase()
+    .replace(/[^a-z0-9-]+/g, '-')
+    .replace(/-+/g, '-')
+    .replace(/^-|-$/g, '');
   const base = `clipserve-${slug || 'job'}`;
   const max = 52;
   if (base.length <= max && slug === jobId) return base;
@@ -115,7 +119,10 @@ export function buildTrainingManifests(spec: TrainingJobSpec): TrainingManifests
   const pod = spec.pod ?? {};
   const metadata = { name, namespace: spec.namespace, labels, annotations: { [JOB_ID_ANNOTATION]: spec.jobId } };
   // Node 0 of an Indexed Job with `subdomain` is reachable as <job>-0.<service> within the namespace.
-  const { command, args } = trainingCommand({ nodes, gpusPerNode: gpus, masterAddr: multiNode ? `${name}-0.${name}` : undefined }, spec.trainerArgs);
+  const { command, args } = trainingCommand(
+    { nodes, gpusPerNode: gpus, masterAddr: multiNode ? `${name}-0.${name}` : undefined },
+    spec.trainerArgs,
+  );
 
   const env = [
     // Trainer logs reach `kubectl logs` (and the job's events) line by line, not in 4 KiB blocks.
@@ -126,7 +133,12 @@ export function buildTrainingManifests(spec: TrainingJobSpec): TrainingManifests
     // The uid has no passwd entry in most images; Python's getpass.getuser() (torch's cache dirs) reads USER first.
     { name: 'USER', value: 'trainer' },
     ...(multiNode
-      ? [{ name: 'JOB_COMPLETION_INDEX', valueFrom: { fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } } }]
+      ? [
+          {
+            name: 'JOB_COMPLETION_INDEX',
+            valueFrom: { fieldRef: { fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']" } },
+          },
+        ]
       : []),
   ];
 
@@ -141,7 +153,9 @@ export function buildTrainingManifests(spec: TrainingJobSpec): TrainingManifests
       // A failed training pod fails the job (a crash repeats); an evicted or preempted one
       // (DisruptionTarget) is replaced and resumes from its last epoch checkpoint (--resume latest).
       backoffLimit: 0,
-      podFailurePolicy: { rules: [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] }] },
+      podFailurePolicy: {
+        rules: [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget', status: 'True' }] }],
+      },
       ttlSecondsAfterFinished: pod.ttlSecondsAfterFinished ?? 86400,
       ...(pod.activeDeadlineSeconds !== undefined ? { activeDeadlineSeconds: pod.activeDeadlineSeconds } : {}),
       template: {
@@ -172,9 +186,14 @@ export function buildTrainingManifests(spec: TrainingJobSpec): TrainingManifests
               command,
               args,
               env,
-              ...(multiNode ? { ports: [{ name: 'rendezvous', containerPort: RENDEZVOUS_PORT, protocol: 'TCP' }] } : {}),
+              ...(multiNode
+                ? { ports: [{ name: 'rendezvous', containerPort: RENDEZVOUS_PORT, protocol: 'TCP' }] }
+                : {}),
               resources: {
-                requests: { cpu: pod.requests?.cpu ?? String(4 * gpus), memory: pod.requests?.memory ?? `${16 * gpus}Gi` },
+                requests: {
+                  cpu: pod.requests?.cpu ?? String(4 * gpus),
+                  memory: pod.requests?.memory ?? `${16 * gpus}Gi`,
+                },
                 limits: {
                   [pod.gpuResource ?? DEFAULT_GPU_RESOURCE]: String(gpus),
                   ...(pod.limits?.cpu ? { cpu: pod.limits.cpu } : {}),

@@ -53,42 +53,71 @@ function num(v: number): string {
  * open_clip_train's `--aug-cfg key=value ...`: each value goes through ast.literal_eval, so the
  * jitter is a Python tuple literal (no spaces: each key=value must stay one argv element).
  */
-export function augCfgArgs(hp: Pick<FullHyperparameters, 'color_jitter' | 'color_jitter_prob' | 'grayscale_prob'>): string[] {
-  return [`color_jitter=(${hp.color_jitter.map(num).join(',')})`, `color_jitter_prob=${num(hp.color_jitter_prob)}`, `gray_scale_prob=${num(hp.grayscale_prob)}`];
+export function augCfgArgs(
+  hp: Pick<FullHyperparameters, 'color_jitter' | 'color_jitter_prob' | 'grayscale_prob'>,
+): string[] {
+  return [
+    `color_jitter=(${hp.color_jitter.map(num).join(',')})`,
+    `color_jitter_prob=${num(hp.color_jitter_prob)}`,
+    `gray_scale_prob=${num(hp.grayscale_prob)}`,
+  ];
 }
 
 /** Arguments of `python -m open_clip_train.main`. */
 export function openClipTrainArgs(hp: FullHyperparameters, inputs: TrainerInputs): string[] {
   const args = [
-    '--train-data', inputs.trainData,
+    '--train-data',
+    inputs.trainData,
     ...(inputs.valData ? ['--val-data', inputs.valData, '--val-frequency', '1'] : []),
-    '--dataset-type', 'csv',
-    '--csv-separator', '\t',
-    '--csv-img-key', 'filepath',
-    '--csv-caption-key', 'title',
+    '--dataset-type',
+    'csv',
+    '--csv-separator',
+    '\t',
+    '--csv-img-key',
+    'filepath',
+    '--csv-caption-key',
+    'title',
     // open_clip's own loader for a model folder: the base's exact architecture, preprocessing and
     // weights, for any architecture (--pretrained is for built-in names and ignored with a schema).
-    '--model', `local-dir:${inputs.baseModelDir}`,
-    '--lr', num(hp.learning_rate),
-    '--lr-scheduler', hp.lr_schedule,
-    '--warmup', String(hp.warmup_steps),
-    '--wd', num(hp.weight_decay),
-    '--batch-size', String(hp.batch_size),
-    '--epochs', String(hp.epochs),
-    '--precision', hp.precision,
-    '--aug-cfg', ...augCfgArgs(hp),
+    '--model',
+    `local-dir:${inputs.baseModelDir}`,
+    '--lr',
+    num(hp.learning_rate),
+    '--lr-scheduler',
+    hp.lr_schedule,
+    '--warmup',
+    String(hp.warmup_steps),
+    '--wd',
+    num(hp.weight_decay),
+    '--batch-size',
+    String(hp.batch_size),
+    '--epochs',
+    String(hp.epochs),
+    '--precision',
+    hp.precision,
+    '--aug-cfg',
+    ...augCfgArgs(hp),
     ...(hp.grad_checkpointing ? ['--grad-checkpointing'] : []),
-    '--seed', String(hp.seed),
-    '--workers', String(inputs.workers),
-    '--logs', inputs.logsDir,
-    '--name', inputs.runName,
+    '--seed',
+    String(hp.seed),
+    '--workers',
+    String(inputs.workers),
+    '--logs',
+    inputs.logsDir,
+    '--name',
+    inputs.runName,
     // A checkpoint per epoch and resume from the newest: a restarted pod continues, not restarts.
-    '--save-frequency', '1',
-    '--resume', 'latest',
+    '--save-frequency',
+    '1',
+    '--resume',
+    'latest',
     // No ImageNet zero-shot set here; validation is the held-out pairs (--val-data).
-    '--zeroshot-frequency', '0',
-    '--dist-backend', 'nccl',
-    '--dist-url', 'env://',
+    '--zeroshot-frequency',
+    '0',
+    '--dist-backend',
+    'nccl',
+    '--dist-url',
+    'env://',
   ];
   return args;
 }
@@ -124,5 +153,8 @@ export function escapeKubeExpansion(arg: string): string {
 
 /** The container's full command line: torchrun <launch args> -m open_clip_train.main <trainer args>. */
 export function trainingCommand(shape: LaunchShape, trainerArgs: string[]): { command: string[]; args: string[] } {
-  return { command: ['torchrun'], args: [...torchrunArgs(shape), '-m', 'open_clip_train.main', ...trainerArgs.map(escapeKubeExpansion)] };
+  return {
+    command: ['torchrun'],
+    args: [...torchrunArgs(shape), '-m', 'open_clip_train.main', ...trainerArgs.map(escapeKubeExpansion)],
+  };
 }

@@ -40,9 +40,15 @@ function seededShuffle<T>(items: T[], seed: number): T[] {
   return out;
 }
 
-export function prepareTrainingData(opts: { datasetDir: string; outDir: string; validationSplit: number; seed: number }): TrainingData {
+export function prepareTrainingData(opts: {
+  datasetDir: string;
+  outDir: string;
+  validationSplit: number;
+  seed: number;
+}): TrainingData {
   const pairsFile = path.join(opts.datasetDir, PAIRS_FILE);
-  if (!fs.existsSync(pairsFile)) throw new FineTuneValidationError(`full fine-tune: the dataset has no ${PAIRS_FILE} (${opts.datasetDir})`);
+  if (!fs.existsSync(pairsFile))
+    throw new FineTuneValidationError(`full fine-tune: the dataset has no ${PAIRS_FILE} (${opts.datasetDir})`);
   const pairs = readCsvDataset(pairsFile);
   const validationFile = path.join(opts.datasetDir, VALIDATION_FILE);
   let train: ImageCaptionPair[];
@@ -58,7 +64,8 @@ export function prepareTrainingData(opts: { datasetDir: string; outDir: string; 
     const heldOut = new Set(val);
     train = pairs.filter((p) => !heldOut.has(p));
   }
-  if (train.length === 0) throw new FineTuneValidationError('full fine-tune: no training pairs left after the validation split');
+  if (train.length === 0)
+    throw new FineTuneValidationError('full fine-tune: no training pairs left after the validation split');
   fs.mkdirSync(opts.outDir, { recursive: true });
   const trainFile = path.join(opts.outDir, 'train.tsv');
   writeTsv(trainFile, train);

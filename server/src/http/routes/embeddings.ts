@@ -43,31 +43,38 @@ export function registerEmbeddings(app: FastifyInstance, deps: HttpApiDeps, deco
           const items = await embeddingItems(body, deps.limits, decodeImage);
           const [textList, textAt, imageList, imageAt]: [string[], number[], Buffer[], number[]] = [[], [], [], []];
           items.forEach((item, i) => {
-            if (item.kind === 'text') { textList.push(item.text); textAt.push(i); }
-            else { imageList.push(item.bytes); imageAt.push(i); }
-        });
+            if (item.kind === 'text') {
+              textList.push(item.text);
+              textAt.push(i);
+            } else {
+              imageList.push(item.bytes);
+              imageAt.push(i);
+            }
+          });
 
-        const work = new RequestWork(served.embedder, ctx);
-        const name = (at: number[]) => (k: number) => `input[${at[k]}]`;
-        const textsP = textList.length > 0 ? work.texts(textList, name(textAt)) : Promise.resolve([]);
-        const imagesP = imageList.length > 0 ? work.images(imageList, name(imageAt)) : Promise.resolve([]);
-        const [texts, images] = await Promise.all([textsP, imagesP]);
+          const work = new RequestWork(served.embedder, ctx);
+          const name = (at: number[]) => (k: number) => `input[${at[k]}]`;
+          const textsP = textList.length > 0 ? work.texts(textList, name(textAt)) : Promise.resolve([]);
+          const imagesP = imageList.length > 0 ? work.images(imageList, name(imageAt)) : Promise.resolve([]);
+          const [texts, images] = await Promise.all([textsP, imagesP]);
 
-        const vectors: Float32Array[] = new Array(items.length);
-        texts.forEach((t, k) => (vectors[textAt[k]] = t.vector));
-        images.forEach((v, k) => (vectors[imageAt[k]] = v));
-        const promptTokens = texts.reduce((sum, t) => sum + t.tokens, 0);
-        const base64 = body.encoding_format === 'base64';
-        return {
-          object: 'list' as const,
-          data: vectors.map((raw, index) => {
-            const v = l2normalized(raw);
-            const embedding = base64 ? (embeddingMessage(v, 'EMBEDDING_FORMAT_F32LE_BYTES').valuesF32le as Buffer).toString('base64') : Array.from(v);
-            return { object: 'embedding' as const, index, embedding };
-          }),
-          model: served.info.version,
-          usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
-        };
+          const vectors: Float32Array[] = new Array(items.length);
+          texts.forEach((t, k) => (vectors[textAt[k]] = t.vector));
+          images.forEach((v, k) => (vectors[imageAt[k]] = v));
+          const promptTokens = texts.reduce((sum, t) => sum + t.tokens, 0);
+          const base64 = body.encoding_format === 'base64';
+          return {
+            object: 'list' as const,
+            data: vectors.map((raw, index) => {
+              const v = l2normalized(raw);
+              const embedding = base64
+                ? (embeddingMessage(v, 'EMBEDDING_FORMAT_F32LE_BYTES').valuesF32le as Buffer).toString('base64')
+                : Array.from(v);
+              return { object: 'embedding' as const, index, embedding };
+            }),
+            model: served.info.version,
+            usage: { prompt_tokens: promptTokens, total_tokens: promptTokens },
+          };
         });
       });
     },
@@ -78,13 +85,18 @@ export function registerEmbeddings(app: FastifyInstance, deps: HttpApiDeps, deco
  * Runs `fn` on the version `model` names ("" = the active one), leased for the whole request by the
  * resolver gRPC uses for model_version; a version that is not registered is OpenAI's 404 model_not_found.
  */
-export async function withServedModel<T>(deps: HttpApiDeps, model: string, fn: (served: ServedModel) => Promise<T>): Promise<T> {
+export async function withServedModel<T>(
+  deps: HttpApiDeps,
+  model: string,
+  fn: (served: ServedModel) => Promise<T>,
+): Promise<T> {
   checkModelVersion(model);
   let lease;
   try {
     lease = await deps.models.acquire(model);
   } catch (err) {
-    if (err instanceof ModelNotFoundError) throw new ApiError(404, `${err.message} (GET /v1/models lists the served versions)`, 'model_not_found', 'model');
+    if (err instanceof ModelNotFoundError)
+      throw new ApiError(404, `${err.message} (GET /v1/models lists the served versions)`, 'model_not_found', 'model');
     throw err;
   }
   try {

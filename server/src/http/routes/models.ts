@@ -17,7 +17,13 @@ export function registerModels(app: FastifyInstance, deps: HttpApiDeps): void {
   const config = { requirement: EMBED_REQUIREMENT };
   app.get(
     '/v1/models',
-    { config, schema: { summary: 'List the served model versions', response: { 200: ModelList, ...errorResponses(401, 403, 503) } } },
+    {
+      config,
+      schema: {
+        summary: 'List the served model versions',
+        response: { 200: ModelList, ...errorResponses(401, 403, 503) },
+      },
+    },
     async (request, reply) =>
       withCall(deps.gate, deps.logger, request, reply, async () => ({
         object: 'list' as const,

@@ -20,8 +20,28 @@ declare const WebAssembly: {
 /** Exports of kernels.wat; pointers are byte offsets into `memory`. */
 export interface Kernels {
   memory: WasmMemory;
-  h8(src: number, stride: number, rows: number, ch: number, dst: number, outW: number, start: number, pairs: number, k: number, maxPairs: number): void;
-  v8(src: number, rowLen: number, dst: number, outRows: number, start: number, taps: number, k: number, ksize: number): void;
+  h8(
+    src: number,
+    stride: number,
+    rows: number,
+    ch: number,
+    dst: number,
+    outW: number,
+    start: number,
+    pairs: number,
+    k: number,
+    maxPairs: number,
+  ): void;
+  v8(
+    src: number,
+    rowLen: number,
+    dst: number,
+    outRows: number,
+    start: number,
+    taps: number,
+    k: number,
+    ksize: number,
+  ): void;
   premultiply4(p: number, len: number): void;
   unfilter(raw: number, out: number, height: number, rowBytes: number, bpp: number): number;
 }

@@ -10,7 +10,15 @@
  * vertical pass needs, and the window: bounded by the crop, not by the input size. One instance
  * per thread (each preprocessing worker has its own); its memory grows to the largest job seen.
  */
-import { axisCoefficients, premultiplyInto, rowSpan, unpremultiply, type AxisCoefficients, type ResampleFilter, type Window } from '../resample';
+import {
+  axisCoefficients,
+  premultiplyInto,
+  rowSpan,
+  unpremultiply,
+  type AxisCoefficients,
+  type ResampleFilter,
+  type Window,
+} from '../resample';
 import { Arena, simdKernels, type Kernels } from './instance';
 
 /** Source bytes copied per horizontal strip (about L2-sized). */
@@ -29,7 +37,12 @@ interface PlacedAxis {
 }
 
 function reserveAxis(arena: Arena, c: AxisCoefficients): PlacedAxis {
-  return { start: arena.alloc(4 * c.count), taps: arena.alloc(4 * c.count), k: arena.alloc(4 * c.fixed.length), ksize: c.ksize };
+  return {
+    start: arena.alloc(4 * c.count),
+    taps: arena.alloc(4 * c.count),
+    k: arena.alloc(4 * c.fixed.length),
+    ksize: c.ksize,
+  };
 }
 
 /** Writes the taps with their start made relative to `origin` (the first index held in memory). */
@@ -48,7 +61,12 @@ interface PlacedPairs {
 
 function reservePairs(arena: Arena, c: AxisCoefficients): PlacedPairs {
   const maxPairs = (c.ksize + 1) >> 1;
-  return { start: arena.alloc(4 * c.count), pairs: arena.alloc(4 * c.count), k: arena.alloc(8 * c.count * maxPairs), maxPairs };
+  return {
+    start: arena.alloc(4 * c.count),
+    pairs: arena.alloc(4 * c.count),
+    k: arena.alloc(8 * c.count * maxPairs),
+    maxPairs,
+  };
 }
 
 /** The horizontal taps as h8 reads them: per pair of taps, the i16 high parts (w >> 11) of both
@@ -72,7 +90,20 @@ function writePairs(i32: Int32Array, at: PlacedPairs, c: AxisCoefficients, origi
 /** Copies source rows [y0, y0+n), columns [x0, x0+cols), into memory at `dst` (rows packed) in
  *  the kernel's layout, then premultiplies alpha there when asked. Grey sources (srcCh 1 or 2)
  *  are spread to L,L,L(,A): every band of RGB(A) resamples exactly as the grey band would. */
-function copyRows(k: Kernels, mem: Uint8Array, dst: number, src: Uint8Array, w: number, srcCh: number, ch: number, x0: number, cols: number, y0: number, n: number, premultiply: boolean): void {
+function copyRows(
+  k: Kernels,
+  mem: Uint8Array,
+  dst: number,
+  src: Uint8Array,
+  w: number,
+  srcCh: number,
+  ch: number,
+  x0: number,
+  cols: number,
+  y0: number,
+  n: number,
+  premultiply: boolean,
+): void {
   const rowBytes = cols * ch;
   if (srcCh !== ch) {
     for (let r = 0; r < n; r++) {
@@ -117,7 +148,15 @@ function keepGrey(data: Uint8Array, ch: number, srcCh: number): Uint8Array {
  * around the passes when asked. Grey images run as L,L,L(,A) and come back in their own bands.
  */
 export function resizeSeparableSimd(
-  src: Uint8Array, w: number, h: number, srcCh: 1 | 2 | 3 | 4, outW: number, outH: number, win: Window, filter: ResampleFilter, premultiplyAlpha = false,
+  src: Uint8Array,
+  w: number,
+  h: number,
+  srcCh: 1 | 2 | 3 | 4,
+  outW: number,
+  outH: number,
+  win: Window,
+  filter: ResampleFilter,
+  premultiplyAlpha = false,
   region?: { x: number; y: number; width: number },
 ): Uint8Array {
   // `src` holds the whole w×h image, or only `region` of it (rows of region.width pixels from

@@ -84,21 +84,40 @@ export const HTML_ENTITIES: ReadonlyMap<string, string> = (() => {
 /** Code points remove_control_chars deletes (tab, LF, FF and CR survive). */
 export function isRemovableControl(cp: number): boolean {
   return (
-    (cp <= 0x08) || cp === 0x0b || (cp >= 0x0e && cp <= 0x1f) || cp === 0x7f ||
-    (cp >= 0x206a && cp <= 0x206f) || cp === 0xfeff || (cp >= 0xfff9 && cp <= 0xfffc)
+    cp <= 0x08 ||
+    cp === 0x0b ||
+    (cp >= 0x0e && cp <= 0x1f) ||
+    cp === 0x7f ||
+    (cp >= 0x206a && cp <= 0x206f) ||
+    cp === 0xfeff ||
+    (cp >= 0xfff9 && cp <= 0xfffc)
   );
 }
 
 /** Latin ligatures and legacy digraphs that fix_latin_ligatures spells out. */
 export const LIGATURES: ReadonlyMap<string, string> = new Map([
-  ['\u0132', 'IJ'], ['\u0133', 'ij'], // Dutch ligatures
+  ['\u0132', 'IJ'],
+  ['\u0133', 'ij'], // Dutch ligatures
   ['\u0149', '\u02bcn'], // Afrikaans digraph meant to avoid auto-curled quote
-  ['\u01f1', 'DZ'], ['\u01f2', 'Dz'], ['\u01f3', 'dz'], // Serbian/Croatian digraphs
-  ['\u01c4', 'D\u017d'], ['\u01c5', 'D\u017e'], ['\u01c6', 'd\u017e'],
-  ['\u01c7', 'LJ'], ['\u01c8', 'Lj'], ['\u01c9', 'lj'],
-  ['\u01ca', 'NJ'], ['\u01cb', 'Nj'], ['\u01cc', 'nj'],
-  ['\ufb00', 'ff'], ['\ufb01', 'fi'], ['\ufb02', 'fl'], ['\ufb03', 'ffi'], ['\ufb04', 'ffl'],
-  ['\ufb05', '\u017ft'], ['\ufb06', 'st'], // Latin typographical ligatures
+  ['\u01f1', 'DZ'],
+  ['\u01f2', 'Dz'],
+  ['\u01f3', 'dz'], // Serbian/Croatian digraphs
+  ['\u01c4', 'D\u017d'],
+  ['\u01c5', 'D\u017e'],
+  ['\u01c6', 'd\u017e'],
+  ['\u01c7', 'LJ'],
+  ['\u01c8', 'Lj'],
+  ['\u01c9', 'lj'],
+  ['\u01ca', 'NJ'],
+  ['\u01cb', 'Nj'],
+  ['\u01cc', 'nj'],
+  ['\ufb00', 'ff'],
+  ['\ufb01', 'fi'],
+  ['\ufb02', 'fl'],
+  ['\ufb03', 'ffi'],
+  ['\ufb04', 'ffl'],
+  ['\ufb05', '\u017ft'],
+  ['\ufb06', 'st'], // Latin typographical ligatures
 ]);
 export const LIGATURE_RE = new RegExp(`[${[...LIGATURES.keys()].join('')}]`, 'g');
 

@@ -160,10 +160,23 @@ export function decodeUtf8Variants(bytes: string): string {
       i += 2;
       start = i;
     } else if (
-      b === 0xed && at(i + 1) >= 0xa0 && at(i + 1) <= 0xaf && at(i + 2) >= 0x80 && at(i + 2) <= 0xbf &&
-      at(i + 3) === 0xed && at(i + 4) >= 0xb0 && at(i + 4) <= 0xbf && at(i + 5) >= 0x80 && at(i + 5) <= 0xbf
+      b === 0xed &&
+      at(i + 1) >= 0xa0 &&
+      at(i + 1) <= 0xaf &&
+      at(i + 2) >= 0x80 &&
+      at(i + 2) <= 0xbf &&
+      at(i + 3) === 0xed &&
+      at(i + 4) >= 0xb0 &&
+      at(i + 4) <= 0xbf &&
+      at(i + 5) >= 0x80 &&
+      at(i + 5) <= 0xbf
     ) {
-      const cp = ((at(i + 1) & 0x0f) << 16) + ((at(i + 2) & 0x3f) << 10) + ((at(i + 4) & 0x0f) << 6) + (at(i + 5) & 0x3f) + 0x10000;
+      const cp =
+        ((at(i + 1) & 0x0f) << 16) +
+        ((at(i + 2) & 0x3f) << 10) +
+        ((at(i + 4) & 0x0f) << 6) +
+        (at(i + 5) & 0x3f) +
+        0x10000;
       out += decodeUtf8Strict(bytes.slice(start, i)) + String.fromCodePoint(cp);
       i += 6;
       start = i;

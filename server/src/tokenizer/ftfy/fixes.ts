@@ -3,8 +3,19 @@
  */
 import { htmlUnescape } from '../html-unescape';
 import {
-  ALTERED_UTF8_RE, C1_CONTROL_RE_GLOBAL, DOUBLE_QUOTE_RE, HTML_ENTITIES, HTML_ENTITY_RE, LIGATURES,
-  LIGATURE_RE, LOSSY_UTF8_RE, SINGLE_QUOTE_RE, UTF8_DETECTOR_RE, WIDTH_MAP, WIDTH_RE, isRemovableControl,
+  ALTERED_UTF8_RE,
+  C1_CONTROL_RE_GLOBAL,
+  DOUBLE_QUOTE_RE,
+  HTML_ENTITIES,
+  HTML_ENTITY_RE,
+  LIGATURES,
+  LIGATURE_RE,
+  LOSSY_UTF8_RE,
+  SINGLE_QUOTE_RE,
+  UTF8_DETECTOR_RE,
+  WIDTH_MAP,
+  WIDTH_RE,
+  isRemovableControl,
 } from './chardata';
 import { SLOPPY_WINDOWS_1252 } from './codecs';
 import { isBad } from './badness';
@@ -86,9 +97,7 @@ const A_GRAVE_WORD_RE = /\xc3 (?! |quele|quela|quilo|s )/g;
 
 /** On UTF-8 bytes: puts back 0xA0 bytes that some program turned into spaces. */
 export function restoreByteA0(bytes: string): string {
-  return bytes
-    .replace(A_GRAVE_WORD_RE, '\xc3\xa0 ')
-    .replace(ALTERED_UTF8_RE, (m) => m.replace(/ /g, '\xa0'));
+  return bytes.replace(A_GRAVE_WORD_RE, '\xc3\xa0 ').replace(ALTERED_UTF8_RE, (m) => m.replace(/ /g, '\xa0'));
 }
 
 /** On UTF-8 bytes: sequences that lost bytes to '�' or '?' become one U+FFFD (EF BF BD). */

@@ -7,12 +7,29 @@
 import { isBad } from './badness';
 import { ALTERED_UTF8_TEST_RE, C1_CONTROL_RE, UTF8_DETECTOR_TEST_RE } from './chardata';
 import {
-  CHARMAP_ENCODINGS, CodecError, WINDOWS_1252, decodeCharmap, decodeUtf8Strict, decodeUtf8Variants,
-  encodeCharmap, isAscii, possibleEncoding,
+  CHARMAP_ENCODINGS,
+  CodecError,
+  WINDOWS_1252,
+  decodeCharmap,
+  decodeUtf8Strict,
+  decodeUtf8Variants,
+  encodeCharmap,
+  isAscii,
+  possibleEncoding,
 } from './codecs';
 import {
-  decodeInconsistentUtf8, fixC1Controls, fixCharacterWidth, fixLatinLigatures, fixLineBreaks, fixSurrogates,
-  removeControlChars, removeTerminalEscapes, replaceLossySequences, restoreByteA0, uncurlQuotes, unescapeHtml,
+  decodeInconsistentUtf8,
+  fixC1Controls,
+  fixCharacterWidth,
+  fixLatinLigatures,
+  fixLineBreaks,
+  fixSurrogates,
+  removeControlChars,
+  removeTerminalEscapes,
+  replaceLossySequences,
+  restoreByteA0,
+  uncurlQuotes,
+  unescapeHtml,
 } from './fixes';
 
 export { badness, isBad } from './badness';
