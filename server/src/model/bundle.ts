@@ -15,7 +15,7 @@ import { PACKAGE_ROOT } from '../util/paths';
 import { resolveConfig, type ModelConfig, type OpenClipConfig, type PreprocessConfig } from './config';
 import { BundleError } from './errors';
 import { expectedWeightShapes, validateStateDict } from './expected-weights';
-import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, demoteWorst, INT8_ACTIVATIONS, INT8_METHODS, MAX_CHECK_ROUNDS, meetsContract, type Int8Record, type Int8Settings } from './int8';
+import { calibrateTower, checkTower, DEFAULT_INT8_SETTINGS, demoteWorst, keptFp32, INT8_ACTIVATIONS, INT8_METHODS, MAX_CHECK_ROUNDS, meetsContract, type Int8Record, type Int8Settings } from './int8';
 import { quantizableLayers } from '../onnx/clip-graph';
 import { numel, type StateDict } from './state-dict';
 
@@ -135,6 +135,7 @@ export async function writeBundle(opts: {
   if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1) throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
   if (!INT8_ACTIVATIONS.includes(int8Settings.activations)) throw new BundleError(`int8 activations must be one of ${INT8_ACTIVATIONS.join(', ')}, got ${String(int8Settings.activations)}`);
   if (!INT8_KERNELS.includes(int8Settings.kernel)) throw new BundleError(`int8 kernel must be one of ${INT8_KERNELS.join(', ')}, got ${String(int8Settings.kernel)}`);
+  if (int8Settings.finalProjections !== 'fp32' && int8Settings.finalProjections !== 'int8') throw new BundleError(`int8 finalProjections must be fp32 or int8, got ${String(int8Settings.finalProjections)}`);
   if (!(int8Settings.smoothing >= 0 && int8Settings.smoothing <= 1)) throw new BundleError(`int8 smoothing must be in [0, 1], got ${int8Settings.smoothing}`);
   if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift))) throw new BundleError(`int8 max drift must be a finite number ≥ 0, got ${int8Settings.maxDrift}`);
   for (const k of ['minMeanCosine', 'minCosine'] as const) {
@@ -195,6 +196,7 @@ export async function writeBundle(opts: {
         drift: plan.record.drift,
         cosine_to_fp32: cosine,
         demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
+        kept_fp32: all.filter((l) => keptFp32(l, int8Settings)),
         smoothed_layers: plan.record.smoothed_layers ?? [],
       };
     }
