@@ -14,6 +14,7 @@
  *              and int8; --retrieval-set held-out (default: 300 of the 900-pair extended set trained, the
  *              other 600 evaluated) or plain (the 150-pair set, trained and evaluated on all 150);
  *              --retrieval-epochs (default 100, the fine-tune tests' setting)
+ *   --keep DIR  work in DIR and leave the bundles there (for a later look at per-layer drift)
  *
  * Prints one JSON line per result, then a summary against the contract (cosine ≥ 0.995 mean and
  * ≥ 0.99 min; recall within 1 point).
@@ -32,7 +33,6 @@ import { calibrationImageBatch } from '../server/src/model/calibration-inputs';
 import { ARCH_PRESETS, resolveConfig, type ArchName, type OpenClipConfig } from '../server/src/model/config';
 import { cosineSummary, INT8_ACTIVATIONS, rowCosines } from '../server/src/model/int8';
 import type { Int8Activations } from '../server/src/onnx/clip-graph';
-import { seededRandom } from '../server/src/util/random';
 import { withOutlierGains } from '../server/src/model/outlier-variant';
 import { isArchName, writeRandomBundle } from '../server/src/model/random-bundle';
 import { randomStateDict } from '../server/src/model/random-init';
@@ -41,6 +41,7 @@ import { readBundleStateDict } from '../server/src/model/bundle-weights';
 import { loadModel, type LoadedModel } from '../server/src/runtime/model';
 import { buildDemoVocab, ClipTokenizer } from '../server/src/tokenizer';
 import { benchCaptions } from './inputs';
+import { heldOutSplit } from './retrieval-split';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -248,16 +249,7 @@ async function retrieval(
   fs.mkdirSync(datasetDir, { recursive: true });
   fs.mkdirSync(evalDir, { recursive: true });
   const all = set === 'plain' ? await iconDataset() : await iconVariantDataset();
-  const order = all.map((_, i) => i);
-  if (set === 'held-out') {
-    const rand = seededRandom(17);
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-  }
-  const train = set === 'plain' ? all : order.slice(0, HELD_OUT_TRAIN).map((i) => all[i]);
-  const evalPairs = set === 'plain' ? all : order.slice(HELD_OUT_TRAIN).map((i) => all[i]);
+  const { train, evaluated: evalPairs } = set === 'plain' ? { train: all, evaluated: all } : heldOutSplit(all);
   train.forEach((p, i) => fs.writeFileSync(path.join(datasetDir, `${i}.png`), p.image));
   writePairsFile(
     datasetDir,
@@ -355,9 +347,6 @@ async function retrieval(
   }
 }
 
-/** Pairs of the extended icon set that the held-out retrieval model is fine-tuned on. */
-const HELD_OUT_TRAIN = 300;
-
 async function main(): Promise<void> {
   const sections = arg('sections', 'goldens,vitl,stress,retrieval').split(',');
   const goldenDir = path.resolve(arg('golden', path.join(__dirname, '..', '..', '..', 'shared', 'golden')));
@@ -365,7 +354,9 @@ async function main(): Promise<void> {
   const vitlSamples = Number(arg('vitl-samples', '64'));
   const nImages = Number(arg('eval-images', '16'));
   const nCaptions = Number(arg('eval-captions', '64'));
-  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-int8-acc-'));
+  const keep = process.argv.includes('--keep') ? path.resolve(arg('keep', '')) : undefined;
+  if (keep !== undefined) fs.mkdirSync(keep, { recursive: true });
+  const scratch = keep ?? fs.mkdtempSync(path.join(os.tmpdir(), 'clipserve-int8-acc-'));
   try {
     if (sections.includes('goldens')) {
       if (fs.existsSync(path.join(goldenDir, 'README.md'))) await goldens(scratch, goldenDir, samples);
@@ -394,7 +385,7 @@ async function main(): Promise<void> {
     if (sections.includes('vitl')) await vitL(scratch, 'vitl', vitlSamples, nImages, nCaptions, benchCache);
     if (sections.includes('stress')) await vitL(scratch, 'stress', vitlSamples, nImages, nCaptions);
   } finally {
-    fs.rmSync(scratch, { recursive: true, force: true });
+    if (keep === undefined) fs.rmSync(scratch, { recursive: true, force: true });
   }
   for (const v of verdicts) process.stdout.write(`${v.ok ? 'PASS' : 'FAIL'}  ${v.what}: ${v.detail}\n`);
   if (verdicts.some((v) => !v.ok)) process.exitCode = 1;

@@ -27,6 +27,7 @@ import {
   checkTower,
   DEFAULT_INT8_SETTINGS,
   demoteWorst,
+  keptFp32,
   INT8_ACTIVATIONS,
   INT8_METHODS,
   MAX_CHECK_ROUNDS,
@@ -159,6 +160,8 @@ export async function writeBundle(opts: {
     );
   if (!INT8_KERNELS.includes(int8Settings.kernel))
     throw new BundleError(`int8 kernel must be one of ${INT8_KERNELS.join(', ')}, got ${String(int8Settings.kernel)}`);
+  if (int8Settings.finalProjections !== 'fp32' && int8Settings.finalProjections !== 'int8')
+    throw new BundleError(`int8 finalProjections must be fp32 or int8, got ${String(int8Settings.finalProjections)}`);
   if (!(int8Settings.smoothing >= 0 && int8Settings.smoothing <= 1))
     throw new BundleError(`int8 smoothing must be in [0, 1], got ${int8Settings.smoothing}`);
   if (!(int8Settings.maxDrift >= 0 && Number.isFinite(int8Settings.maxDrift)))
@@ -250,6 +253,7 @@ export async function writeBundle(opts: {
         drift: plan.record.drift,
         cosine_to_fp32: cosine,
         demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
+        kept_fp32: all.filter((l) => keptFp32(l, int8Settings)),
         smoothed_layers: plan.record.smoothed_layers ?? [],
       };
     }

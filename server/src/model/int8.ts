@@ -17,6 +17,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
+  FINAL_PROJECTIONS,
   projectionWeight,
   DRIFT_ERR_PREFIX,
   DRIFT_REF_PREFIX,
@@ -55,6 +56,12 @@ export interface Int8Settings {
   /** SmoothQuant migration strength α for LayerNorm-fed projections with outlier input channels
    *  (./smoothing); 0 turns smoothing off. */
   smoothing: number;
+  /** 'fp32' keeps the final projections (`visual.proj`, `text_projection`) in float32 whatever
+   *  their drift: they multiply one row per sample (the pooled token), so int8 saves nothing
+   *  measurable there, while their error lands in the embedding unaveraged, and a fine-tuned
+   *  adapter is folded into them (their drift was the largest of each tower on the fine-tuned
+   *  retrieval model, docs/int8.md). 'int8' lets calibration decide, like any projection. */
+  finalProjections: 'fp32' | 'int8';
 }
 
 /** 256 images and 256 captions; the drift bound and the activation scheme are measured in docs/int8.md.
@@ -69,6 +76,7 @@ export const DEFAULT_INT8_SETTINGS: Int8Settings = {
   activations: 'shifted-gelu',
   smoothing: 0,
   kernel: 'matmul-integer',
+  finalProjections: 'fp32',
 };
 
 export { INT8_ACTIVATIONS };
@@ -96,6 +104,9 @@ export interface TowerInt8Record {
   cosine_to_fp32: { mean: number; min: number };
   /** Layers moved back to float32 by the end-to-end check (beyond those over max_drift). */
   demoted_by_check: string[];
+  /** Layers kept in float32 by the settings (`finalProjections`), whatever their drift. Absent
+   *  in older bundles. */
+  kept_fp32?: string[];
   /** Layers smoothed (./smoothing) before quantization: their LayerNorm and weight are rescaled
    *  per channel in the bundle (the same function in float32). Absent in older bundles. */
   smoothed_layers?: string[];
@@ -179,6 +190,10 @@ async function forEachBatch(
 }
 
 const outputName = (tower: Tower): string => (tower === 'visual' ? IMAGE_OUTPUT : TEXT_OUTPUT);
+
+/** Whether the settings keep `layer` in float32 whatever its drift. */
+export const keptFp32 = (layer: string, s: Int8Settings): boolean =>
+  s.finalProjections === 'fp32' && FINAL_PROJECTIONS.includes(layer);
 
 export interface TowerCalibration {
   layers: Set<string>;
@@ -286,7 +301,7 @@ export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Pro
   layers.forEach((l, i) => {
     const d = ref[i] > 0 ? Math.sqrt(err[i] / ref[i]) : err[i] > 0 ? Infinity : 0;
     drift[l] = Number(d.toPrecision(4));
-    if (d <= ctx.settings.maxDrift) chosen.add(l);
+    if (d <= ctx.settings.maxDrift && !keptFp32(l, ctx.settings)) chosen.add(l);
   });
   return {
     layers: chosen,

@@ -121,6 +121,9 @@ export const DRIFT_REF_PREFIX = 'drift_ref:';
  * (`<block>.attn.in_proj`), `<block>.attn.out_proj`, `<block>.mlp.c_fc` and `<block>.mlp.c_proj`,
  * then the tower's final projection (`visual.proj`, `text_projection`).
  */
+/** The towers' final projections: they run on one row per sample (the pooled token). */
+export const FINAL_PROJECTIONS: readonly string[] = ['visual.proj', 'text_projection'];
+
 export function quantizableLayers(cfg: ModelConfig, tower: 'visual' | 'textual'): string[] {
   const [prefix, layers, last] =
     tower === 'visual'

@@ -123,8 +123,10 @@ describe('int8 bundles of the tiny model', () => {
       const r = m.int8!.towers[tower];
       expect([...r.int8_layers, ...r.fp32_layers].sort()).toEqual(quantizableLayers(config.model_cfg, tower).sort());
       expect(Object.keys(r.drift).sort()).toEqual(quantizableLayers(config.model_cfg, tower).sort());
-      // Random weights have no outlier channels: every projection drifts ~1 %, well inside the bound.
-      expect(r.fp32_layers).toEqual([]);
+      // Random weights have no outlier channels: every projection drifts ~1 %, well inside the bound;
+      // only the final projection stays fp32, by the default setting.
+      expect(r.kept_fp32).toEqual([tower === 'visual' ? 'visual.proj' : 'text_projection']);
+      expect(r.fp32_layers).toEqual(r.kept_fp32);
       for (const d of Object.values(r.drift)) expect(d).toBeLessThan(m.int8!.max_drift);
       expect(r.cosine_to_fp32.min).toBeGreaterThan(0.99);
     }
@@ -132,6 +134,28 @@ describe('int8 bundles of the tiny model', () => {
     const visual = decodeModel(fs.readFileSync(path.join(tmp, 'int8', 'visual.onnx')));
     expect(visual.graph!.node!.filter((n) => n.opType === 'MatMulInteger')).toHaveLength(
       m.int8!.towers.visual.int8_layers.length,
+    );
+  });
+
+  it('keeps the final projections in fp32 by default; finalProjections int8 lets calibration decide', async () => {
+    const dflt = (await loadBundle(path.join(tmp, 'int8'))).manifest.int8!;
+    const all = (await write('final-int8', 'int8', sd, { finalProjections: 'int8' })).int8!;
+    for (const tower of ['visual', 'textual'] as const) {
+      const final = tower === 'visual' ? 'visual.proj' : 'text_projection';
+      expect(all.towers[tower].fp32_layers).toEqual([]);
+      expect(all.towers[tower].kept_fp32).toEqual([]);
+      // Same calibration, same drift measured; only the choice differs.
+      expect(dflt.towers[tower].drift[final]).toBe(all.towers[tower].drift[final]);
+      expect(dflt.towers[tower].int8_layers).toEqual(all.towers[tower].int8_layers.filter((l) => l !== final));
+    }
+    // The default graph multiplies the pooled token by the float32 weight: one MatMulInteger fewer.
+    const count = (dir: string) =>
+      decodeModel(fs.readFileSync(path.join(tmp, dir, 'visual.onnx'))).graph!.node!.filter(
+        (n) => n.opType === 'MatMulInteger',
+      ).length;
+    expect(count('int8')).toBe(count('final-int8') - 1);
+    await expect(write('bad-final', 'int8', sd, { finalProjections: 'int4' as never })).rejects.toThrow(
+      /finalProjections must be fp32 or int8/,
     );
   });
 
@@ -199,6 +223,7 @@ describe('int8 bundles of the tiny model', () => {
       minMeanCosine: 0,
       minCosine: 0,
       smoothing: 0,
+      finalProjections: 'int8',
     });
     expect(forced.int8!.towers.visual.fp32_layers).toEqual([]);
     for (const tower of ['visual', 'textual'] as const) {
@@ -208,7 +233,7 @@ describe('int8 bundles of the tiny model', () => {
       expect(r.fp32_layers).toEqual(expect.arrayContaining(inProj));
       for (const l of inProj) expect(r.drift[l]).toBeGreaterThan(m.int8!.max_drift);
       for (const l of r.fp32_layers)
-        expect(r.drift[l] > m.int8!.max_drift || r.demoted_by_check.includes(l)).toBe(true);
+        expect(r.drift[l] > m.int8!.max_drift || r.demoted_by_check.includes(l) || r.kept_fp32!.includes(l)).toBe(true);
       expect(r.int8_layers.length).toBeGreaterThan(0);
       expect(r.cosine_to_fp32.mean).toBeGreaterThanOrEqual(0.995);
       expect(r.cosine_to_fp32.min).toBeGreaterThanOrEqual(0.99);
