@@ -29,7 +29,8 @@ import { DIRECTIONS, RECALL_KS, type RetrievalMetrics } from '../server/src/eval
 import { createAdapterMethod } from '../server/src/finetune/adapter';
 import { writePairsFile } from '../server/src/finetune/dataset';
 import { loadBundle, writeBundle, type BundleManifest } from '../server/src/model/bundle';
-import { calibrationImageBatch } from '../server/src/model/calibration-inputs';
+import { calibrationImage } from '../server/src/model/calibration-inputs';
+import { encodeInBatches } from '../server/src/inference/batch-encode';
 import { ARCH_PRESETS, resolveConfig, type ArchName, type OpenClipConfig } from '../server/src/model/config';
 import { cosineSummary, INT8_ACTIVATIONS, rowCosines } from '../server/src/model/int8';
 import type { Int8Activations } from '../server/src/onnx/clip-graph';
@@ -126,21 +127,13 @@ async function heldOutFeatures(
   captions: string[],
 ): Promise<{ img: Float32Array; txt: Float32Array }> {
   const S = model.info.imageSize;
-  const E = model.info.embedDim;
-  const img = new Float32Array(nImages * E);
-  for (let from = 0; from < nImages; from += 4) {
-    const n = Math.min(4, nImages - from);
-    img.set(
-      await model.encodeImage(calibrationImageBatch(1_000_000 + from, n, S, model.bundle.manifest.preprocess_cfg), n),
-      from * E,
-    );
-  }
-  const ctx = model.info.contextLength;
-  const txt = new Float32Array(captions.length * E);
-  for (let from = 0; from < captions.length; from += 16) {
-    const batch = captions.slice(from, from + 16);
-    txt.set(await model.encodeText(model.tokenizer.tokenizeBatch(batch, ctx).ids, batch.length), from * E);
-  }
+  const cfg = model.bundle.manifest.preprocess_cfg;
+  const indices = Array.from({ length: nImages }, (_, i) => i);
+  const { image: img } = await encodeInBatches(model, indices, {
+    batchSize: 4,
+    image: async (i) => calibrationImage(1_000_000 + i, S, cfg),
+  });
+  const { text: txt } = await encodeInBatches(model, captions, { batchSize: 16, text: (c) => c });
   return { img, txt };
 }
 

@@ -1,5 +1,5 @@
 /**
- * Offline encoding of a list in batches (eval, fine-tune features, `clipserve embed`): per batch,
+ * Offline encoding of a list in batches (eval, fine-tune features, `clipserve embed`, the bench): per batch,
  * the items' images are preprocessed (at most `imagesInFlight` at once, which bounds memory) and
  * their captions tokenized off the event loop, then both encoders run; features land in two flat
  * n × embedDim arrays. Serving does not use it: live calls go through the dynamic batchers
