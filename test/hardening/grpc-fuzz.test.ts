@@ -555,6 +555,10 @@ describe('fuzzing the server over gRPC', () => {
       '64',
       '--queue-bound',
       '4096',
+      // The fuzzer is one caller sending mostly invalid calls on purpose, to see how each is
+      // refused; the invalid-call budget would answer most of them RESOURCE_EXHAUSTED instead.
+      '--caller-invalid-rate',
+      '0',
     ]);
     client = embeddingClient(server.port, { channel: { 'grpc.max_send_message_length': 64 << 20 } }).raw;
   }, 180_000);

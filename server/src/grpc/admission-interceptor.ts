@@ -49,11 +49,12 @@ export function createAdmissionInterceptor(o: AdmissionInterceptorOptions): grpc
       return new grpc.ServerInterceptingCall(call);
     let release: (() => void) | undefined;
     let refused = false;
+    let caller: string | undefined;
     return new grpc.ServerInterceptingCall(call, {
       start: (next) => {
         next({
           onReceiveMetadata: (metadata, nextMetadata) => {
-            const caller = callerKeyOf(keyNameOf(metadata), safePeer(call));
+            caller = callerKeyOf(keyNameOf(metadata), safePeer(call));
             const verdict = refusalOf(o, caller, modalityOfMethod(descriptor.path));
             if (verdict === undefined) {
               const admission = o.limiter.admit(caller, performance.now());
@@ -81,6 +82,9 @@ export function createAdmissionInterceptor(o: AdmissionInterceptorOptions): grpc
       },
       sendStatus: (status, next) => {
         release?.();
+        // An admitted call the server found invalid spends the caller's invalid-call budget.
+        if (!refused && caller !== undefined && status.code === grpc.status.INVALID_ARGUMENT)
+          o.limiter.chargeInvalid(caller, performance.now());
         next(status);
       },
     });

@@ -1,6 +1,8 @@
 /**
- * Per-caller admission before any work: a token bucket (calls per second, with a burst) and a cap
- * on calls in flight, per caller key (API key name, or peer address without keys). It is read from
+ * Per-caller admission before any work: a token bucket (calls per second, with a burst), a cap on
+ * calls in flight, and a second bucket of invalid calls (calls the server answered
+ * INVALID_ARGUMENT: a caller that keeps sending what it is told is wrong is refused until its
+ * budget refills), per caller key (API key name, or peer address without keys). It is read from
  * a call's metadata, before its message is decoded, so a flooding caller costs the server a
  * trailers-only status per call and nothing more. Pure bookkeeping: no gRPC, no timers.
  */
@@ -12,6 +14,10 @@ export interface CallerLimits {
   burst: number;
   /** Calls one caller may have in flight at once (0 = no limit). */
   maxConcurrent: number;
+  /** Invalid calls (answered INVALID_ARGUMENT) each caller may make per second on average (0 = no limit). */
+  invalidPerSecond?: number;
+  /** Invalid calls a caller may make at once before the invalid-call rate applies; at least 1. */
+  invalidBurst?: number;
   /**
    * Callers remembered at most. Beyond it the least recently seen caller with nothing in flight is
    * forgotten (its bucket is refilled anyway after burst / rate seconds idle); callers with calls in
@@ -24,7 +30,7 @@ export type Admission =
   | { admitted: true; /** Ends the call's hold on the concurrency cap; idempotent. */ release: () => void }
   | {
       admitted: false;
-      limit: 'rate' | 'concurrency';
+      limit: 'rate' | 'concurrency' | 'invalid';
       details: string;
       /** When a retry could be admitted at the earliest (a guess for 'concurrency'). */ retryMs: number;
     };
@@ -38,6 +44,14 @@ interface CallerState {
   tokens: number;
   refilledAt: number;
   inFlight: number;
+  /** The invalid-call bucket: spent by charge(), refilled at invalidPerSecond. */
+  invalidTokens: number;
+  invalidRefilledAt: number;
+}
+
+/** A token bucket's level at `nowMs`, refilled from `at` at `rate` per second up to `size`. */
+function refilled(tokens: number, at: number, nowMs: number, rate: number, size: number): number {
+  return Math.min(size, tokens + (Math.max(0, nowMs - at) * rate) / 1000);
 }
 
 export class CallerLimiter {
@@ -50,13 +64,18 @@ export class CallerLimiter {
     if (!(limits.burst >= 1)) throw new RangeError(`burst must be >= 1, got ${limits.burst}`);
     if (!(Number.isInteger(limits.maxConcurrent) && limits.maxConcurrent >= 0))
       throw new RangeError(`maxConcurrent must be an integer >= 0, got ${limits.maxConcurrent}`);
+    const invalidRate = limits.invalidPerSecond ?? 0;
+    if (!(invalidRate >= 0 && Number.isFinite(invalidRate)))
+      throw new RangeError(`invalidPerSecond must be a finite number >= 0, got ${invalidRate}`);
+    if (!((limits.invalidBurst ?? 1) >= 1))
+      throw new RangeError(`invalidBurst must be >= 1, got ${limits.invalidBurst}`);
     if (!(Number.isInteger(limits.maxCallers) && limits.maxCallers >= 1))
       throw new RangeError(`maxCallers must be an integer >= 1, got ${limits.maxCallers}`);
   }
 
   /** True when neither limit is on: the interceptor then skips the bookkeeping. */
   get unlimited(): boolean {
-    return this.limits.ratePerSecond === 0 && this.limits.maxConcurrent === 0;
+    return this.limits.ratePerSecond === 0 && this.limits.maxConcurrent === 0 && !(this.limits.invalidPerSecond ?? 0);
   }
 
   /** Callers remembered now (for tests and the map bound). */
@@ -71,15 +90,34 @@ export class CallerLimiter {
     if (state) {
       this.callers.delete(key);
     } else {
-      state = { tokens: burst, refilledAt: nowMs, inFlight: 0 };
+      state = this.fresh(nowMs);
     }
     this.callers.set(key, state);
     if (ratePerSecond > 0) {
-      state.tokens = Math.min(burst, state.tokens + (Math.max(0, nowMs - state.refilledAt) * ratePerSecond) / 1000);
+      state.tokens = refilled(state.tokens, state.refilledAt, nowMs, ratePerSecond, burst);
       state.refilledAt = nowMs;
     }
+    const invalidRate = this.limits.invalidPerSecond ?? 0;
+    if (invalidRate > 0) {
+      state.invalidTokens = refilled(
+        state.invalidTokens,
+        state.invalidRefilledAt,
+        nowMs,
+        invalidRate,
+        this.invalidBurst,
+      );
+      state.invalidRefilledAt = nowMs;
+    }
     let refusal: Admission | undefined;
-    if (maxConcurrent > 0 && state.inFlight >= maxConcurrent) {
+    if (invalidRate > 0 && state.invalidTokens < 1 - TOKEN_EPSILON) {
+      const waitMs = Math.ceil(((1 - state.invalidTokens) * 1000) / invalidRate);
+      refusal = {
+        admitted: false,
+        limit: 'invalid',
+        details: `this caller sent more invalid requests than allowed (${invalidRate} per second, burst ${this.invalidBurst}, --caller-invalid-rate); fix the requests, and retry in ${waitMs} ms`,
+        retryMs: waitMs,
+      };
+    } else if (maxConcurrent > 0 && state.inFlight >= maxConcurrent) {
       refusal = {
         admitted: false,
         limit: 'concurrency',
@@ -111,6 +149,32 @@ export class CallerLimiter {
         released = true;
         held.inFlight--;
       },
+    };
+  }
+
+  /** Spends one invalid-call token of `key` (its call was answered INVALID_ARGUMENT). */
+  chargeInvalid(key: string, nowMs: number): void {
+    const rate = this.limits.invalidPerSecond ?? 0;
+    const state = this.callers.get(key);
+    if (rate === 0 || !state) return;
+    state.invalidTokens = Math.max(
+      0,
+      refilled(state.invalidTokens, state.invalidRefilledAt, nowMs, rate, this.invalidBurst) - 1,
+    );
+    state.invalidRefilledAt = nowMs;
+  }
+
+  private get invalidBurst(): number {
+    return this.limits.invalidBurst ?? 1;
+  }
+
+  private fresh(nowMs: number): CallerState {
+    return {
+      tokens: this.limits.burst,
+      refilledAt: nowMs,
+      inFlight: 0,
+      invalidTokens: this.invalidBurst,
+      invalidRefilledAt: nowMs,
     };
   }
 

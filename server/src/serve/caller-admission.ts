@@ -42,6 +42,8 @@ export function callerAdmission(o: {
       ratePerSecond: config.callerRate,
       burst: config.callerBurst,
       maxConcurrent: config.callerConcurrency,
+      invalidPerSecond: config.callerInvalidRate,
+      invalidBurst: config.callerInvalidBurst,
       maxCallers: MAX_CALLERS,
     }),
     // GetModelInfo queues nothing and clients call it to learn the limits: never refused.

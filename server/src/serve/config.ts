@@ -73,6 +73,8 @@ export interface ServeConfig {
   callerRate: number;
   callerBurst: number;
   callerConcurrency: number;
+  callerInvalidRate: number;
+  callerInvalidBurst: number;
   /** Fine-tuning and the model registry: SQLite catalogue + artifacts; undefined disables them. */
   dataDir: string | undefined;
   /** The ReadWriteMany PersistentVolumeClaim holding dataDir, for `full` fine-tune training pods. */
@@ -685,6 +687,23 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
       'embedding calls (a stream counts as one) one caller may have in flight at once; beyond it its calls get RESOURCE_EXHAUSTED from their headers, before their message is read (0 = no limit)',
     defaultValue: 256,
     parse: intIn(0, 1_000_000),
+  },
+  {
+    key: 'callerInvalidRate',
+    flag: '--caller-invalid-rate <n>',
+    env: 'CLIPSERVE_CALLER_INVALID_RATE',
+    description:
+      'embedding calls answered INVALID_ARGUMENT that one caller may make per second on average; once its --caller-invalid-burst is spent, all its embedding calls get RESOURCE_EXHAUSTED from their headers until the budget refills, so a caller that keeps sending what it is told is wrong cannot keep the server busy refusing it (0 = no limit)',
+    defaultValue: 10,
+    parse: numberIn(0, 1_000_000),
+  },
+  {
+    key: 'callerInvalidBurst',
+    flag: '--caller-invalid-burst <n>',
+    env: 'CLIPSERVE_CALLER_INVALID_BURST',
+    description: 'invalid embedding calls one caller may make at once before --caller-invalid-rate applies',
+    defaultValue: 100,
+    parse: intIn(1, 10_000_000),
   },
   {
     key: 'finetuneThreads',

@@ -73,6 +73,39 @@ describe('CallerLimiter', () => {
     held();
   });
 
+  test('a caller whose calls keep being invalid is refused until its invalid-call budget refills; valid calls spend nothing', () => {
+    const limiter = new CallerLimiter({
+      ratePerSecond: 0,
+      burst: 1,
+      maxConcurrent: 0,
+      maxCallers: 100,
+      invalidPerSecond: 10,
+      invalidBurst: 2,
+    });
+    expect(limiter.unlimited).toBe(false);
+    // Valid calls never touch the budget.
+    for (let i = 0; i < 50; i++) admitted(limiter.admit('a', 0))();
+    // Two invalid calls spend the burst: the next call of a is refused, b is untouched.
+    for (let i = 0; i < 2; i++) {
+      admitted(limiter.admit('a', 0))();
+      limiter.chargeInvalid('a', 0);
+    }
+    expect(limiter.admit('a', 0)).toEqual({
+      admitted: false,
+      limit: 'invalid',
+      details: expect.stringMatching(/invalid requests .*10 per second, burst 2.*retry in 100 ms/),
+      retryMs: 100,
+    });
+    admitted(limiter.admit('b', 0))();
+    // 100 ms later one token is back: one call is admitted; if it is invalid again, a waits again.
+    admitted(limiter.admit('a', 100))();
+    limiter.chargeInvalid('a', 100);
+    expect(limiter.admit('a', 100).admitted).toBe(false);
+    // A charge for a caller never seen is ignored (nothing to remember).
+    limiter.chargeInvalid('unknown', 100);
+    expect(limiter.size).toBe(2);
+  });
+
   test('unlimited only when both limits are off; nonsense limits are refused', () => {
     expect(new CallerLimiter({ ratePerSecond: 0, burst: 1, maxConcurrent: 0, maxCallers: 1 }).unlimited).toBe(true);
     expect(new CallerLimiter({ ratePerSecond: 0, burst: 1, maxConcurrent: 1, maxCallers: 1 }).unlimited).toBe(false);
