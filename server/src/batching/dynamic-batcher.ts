@@ -188,9 +188,17 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     const mine = this.held.get(key);
     if (!mine || this.keyShare >= 1) return false;
     if (this.held.size < 2 && performance.now() - this.sharedAt > sharedWithinMs) return false;
-    if (mine.items >= Math.max(1, Math.floor(this.keyShare * this.queueBound))) return true;
+    const share = this.share();
+    return mine.items >= share.items || (mine.cost > 0 && mine.cost >= share.cost);
+  }
+
+  /** One key's share of the item and cost bounds while the queue is shared (at least one item). */
+  private share(): { items: number; cost: number } {
     const costBound = this.opts.costBound ?? Number.POSITIVE_INFINITY;
-    return mine.cost > 0 && mine.cost >= Math.floor(this.keyShare * costBound);
+    return {
+      items: Math.max(1, Math.floor(this.keyShare * this.queueBound)),
+      cost: Math.floor(this.keyShare * costBound),
+    };
   }
 
   /** Submits one item; see submitMany. */
@@ -233,15 +241,14 @@ export class DynamicBatcher<In, Prepared = In, Out = Prepared> {
     // The share binds only while the queue is shared: a lone caller (one client, a batch job) may
     // use the whole queue, and is held to its share as soon as another caller has items queued.
     if (mine && this.keyShare < 1 && this.held.size > 1) {
-      const itemShare = Math.max(1, Math.floor(this.keyShare * this.queueBound));
-      if (mine.items + n > itemShare) {
+      const share = this.share();
+      if (mine.items + n > share.items) {
         this.rejectCount('key_share', n);
-        throw new KeyShareExceededError(this.modality, mine.items, n, itemShare, 'items queued');
+        throw new KeyShareExceededError(this.modality, mine.items, n, share.items, 'items queued');
       }
-      const costShare = Math.floor(this.keyShare * costBound);
-      if (cost > 0 && mine.cost > 0 && mine.cost + cost > costShare) {
+      if (cost > 0 && mine.cost > 0 && mine.cost + cost > share.cost) {
         this.rejectCount('key_share', n);
-        throw new KeyShareExceededError(this.modality, mine.cost, cost, costShare, costUnit);
+        throw new KeyShareExceededError(this.modality, mine.cost, cost, share.cost, costUnit);
       }
     }
 

@@ -73,7 +73,7 @@ export class CallerLimiter {
       throw new RangeError(`maxCallers must be an integer >= 1, got ${limits.maxCallers}`);
   }
 
-  /** True when neither limit is on: the interceptor then skips the bookkeeping. */
+  /** True when no limit is on (rate, in flight, invalid calls): the interceptor then skips the bookkeeping. */
   get unlimited(): boolean {
     return this.limits.ratePerSecond === 0 && this.limits.maxConcurrent === 0 && !(this.limits.invalidPerSecond ?? 0);
   }
