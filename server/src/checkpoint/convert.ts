@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BUNDLE_PRECISIONS, writeBundle, type BundlePrecision } from '../model/bundle';
-import type { Int8Settings } from '../model/int8';
+import type { CalibrationPass, Int8Settings } from '../model/int8';
 import type { OpenClipConfig } from '../model/config';
 import { readOpenClipDir, type OpenClipSource } from './index';
 import { loadVocab, resolveVocabSource, type VocabSource } from './vocab';
@@ -45,7 +45,7 @@ export interface ConvertOptions {
   provenance?: Record<string, string>;
   onProgress?: (phase: 'read' | 'write', done: number, total: number) => void;
   /** int8: calibration progress per tower and pass, in samples. */
-  onCalibration?: (tower: 'visual' | 'textual', pass: 'calibrate' | 'check', done: number, total: number) => void;
+  onCalibration?: (tower: 'visual' | 'textual', pass: CalibrationPass, done: number, total: number) => void;
 }
 
 export interface ConvertResult {

@@ -32,9 +32,12 @@ import {
   INT8_METHODS,
   MAX_CHECK_ROUNDS,
   meetsContract,
+  type CalibrationPass,
   type Int8Record,
   type Int8Settings,
 } from './int8';
+import { demoteByErrors, errorPerCost, measureLayerErrors, type LayerErrors } from './int8-sensitivity';
+import { generatedCalibrationSet, pairsCalibrationSet } from './calibration-set';
 import { quantizableLayers } from '../onnx/clip-graph';
 import { numel, type StateDict } from './state-dict';
 
@@ -144,7 +147,7 @@ export async function writeBundle(opts: {
   source?: Record<string, unknown>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
   /** int8 only: calibration progress, in samples, per tower (the calibration and check passes). */
-  onCalibration?: (tower: Tower, pass: 'calibrate' | 'check', done: number, total: number) => void;
+  onCalibration?: (tower: Tower, pass: CalibrationPass, done: number, total: number) => void;
   /** Graph formulation (for benchmarks); the default is the measured fastest. */
   towerOptions?: TowerOptions;
 }): Promise<BundleManifest> {
@@ -152,8 +155,9 @@ export async function writeBundle(opts: {
   if (!BUNDLE_PRECISIONS.includes(precision))
     throw new BundleError(`precision must be one of ${BUNDLE_PRECISIONS.join(', ')}, got ${String(precision)}`);
   const int8Settings: Int8Settings = { ...DEFAULT_INT8_SETTINGS, ...opts.int8Settings };
-  if (!Number.isInteger(int8Settings.samples) || int8Settings.samples < 1)
-    throw new BundleError(`int8 calibration samples must be a positive integer, got ${int8Settings.samples}`);
+  for (const k of ['samples', 'sensitivitySamples'] as const)
+    if (!Number.isInteger(int8Settings[k]) || int8Settings[k] < 1)
+      throw new BundleError(`int8 ${k} must be a positive integer, got ${int8Settings[k]}`);
   if (!INT8_ACTIVATIONS.includes(int8Settings.activations))
     throw new BundleError(
       `int8 activations must be one of ${INT8_ACTIVATIONS.join(', ')}, got ${String(int8Settings.activations)}`,
@@ -207,6 +211,9 @@ export async function writeBundle(opts: {
             weights,
             vocabFile: opts.vocabFile,
             settings: int8Settings,
+            set: int8Settings.data
+              ? pairsCalibrationSet(int8Settings.data, int8Settings.samples, config.preprocess_cfg)
+              : generatedCalibrationSet(int8Settings.samples, config.preprocess_cfg),
             producerVersion,
             scratchDir: fs.mkdtempSync(path.join(tmp, 'calibration-')),
           }
@@ -235,6 +242,7 @@ export async function writeBundle(opts: {
       );
       let layers: ReadonlySet<string> = plan.layers;
       let cosine: { mean: number; min: number };
+      let errors: LayerErrors | undefined;
       for (let round = 0; ; round++) {
         written[tower] = write(layers, plan.weights);
         cosine = await checkTower(
@@ -244,7 +252,18 @@ export async function writeBundle(opts: {
           plan.reference,
         );
         if (meetsContract(cosine, int8Settings) || layers.size === 0 || round + 1 >= MAX_CHECK_ROUNDS) break;
-        layers = demoteWorst(layers, plan.record.drift);
+        if (!errors) {
+          // Measured once, on the layers the first check failed with; later rounds (the prediction
+          // fell short) move back the next eighth in the same order.
+          errors = await measureLayerErrors(
+            { ...calibration, onProgress: (t, d, n) => opts.onCalibration?.(t, 'sensitivity', d, n) },
+            tower,
+            [...layers],
+            plan.weights,
+            plan.reference,
+          );
+          layers = demoteByErrors(layers, errors, errorPerCost(cfg, tower, errors), int8Settings);
+        } else layers = demoteWorst(layers, errorPerCost(cfg, tower, errors));
       }
       const all = quantizableLayers(cfg, tower);
       towers[tower] = {
@@ -253,6 +272,12 @@ export async function writeBundle(opts: {
         drift: plan.record.drift,
         cosine_to_fp32: cosine,
         demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
+        ...(errors && {
+          sensitivity: Object.fromEntries(
+            [...errors].map(([l, e]) => [l, Number((e.reduce((a, b) => a + b, 0) / e.length).toPrecision(4))]),
+          ),
+          sensitivity_samples: [...errors.values()][0]?.length ?? 0,
+        }),
         kept_fp32: all.filter((l) => keptFp32(l, int8Settings)),
         smoothed_layers: plan.record.smoothed_layers ?? [],
       };
@@ -260,15 +285,12 @@ export async function writeBundle(opts: {
     let int8Record: Int8Record | undefined;
     if (calibration) {
       fs.rmSync(calibration.scratchDir, { recursive: true, force: true });
+      const samples = calibration.set.captions.length;
       int8Record = {
         method: INT8_METHODS[int8Settings.activations],
         max_drift: int8Settings.maxDrift,
         cosine_contract: { mean: int8Settings.minMeanCosine, min: int8Settings.minCosine },
-        calibration: {
-          images: int8Settings.samples,
-          captions: int8Settings.samples,
-          generator: 'clipserve calibration-inputs (deterministic)',
-        },
+        calibration: { images: samples, captions: samples, generator: calibration.set.source },
         towers,
       };
     }

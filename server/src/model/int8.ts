@@ -3,16 +3,20 @@
  *   1. writes a calibration graph in which every quantizable projection runs both in float32 and
  *      in int8 (the float32 result flows on, so each layer sees exactly the activations of the
  *      float32 model) and reports Σ(y_int8 − y)² and Σy² per layer;
- *   2. runs it over the deterministic calibration set (./calibration-inputs) and keeps in float32
- *      every layer whose relative RMS drift sqrt(Σ(y_int8 − y)² / Σy²) exceeds the threshold:
- *      trained ViTs carry a few activation channels far larger than the rest, and a per-token
- *      scale stretched by them rounds every other channel of that token to a few levels;
+ *   2. runs it over the calibration set (./calibration-set: the served data when given, else
+ *      generated inputs) and keeps in float32 every layer whose relative RMS drift
+ *      sqrt(Σ(y_int8 − y)² / Σy²) exceeds the threshold: trained ViTs carry a few activation
+ *      channels far larger than the rest, and a per-token scale stretched by them rounds every
+ *      other channel of that token to a few levels;
  *   3. after the tower is written, runs it over the same set and measures the cosine of each int8
- *      embedding to the float32 one. Layers are measured one at a time, and their errors add up
- *      through the tower: while the cosine misses the contract (mean ≥ 0.995, min ≥ 0.99), the
- *      eighth of the remaining int8 layers with the largest drift goes back to float32 and the
- *      tower is written and checked again (a few rounds at most). The manifest records the plan,
- *      the drifts and the final cosines.
+ *      embedding to the float32 one. A layer's local drift says little about what it does to the
+ *      embedding (on the fine-tuned icon model every layer drifted ~1 %, but the attention output
+ *      projections of the image tower and the first blocks of the text tower made most of the
+ *      embedding error), so when the cosine misses the contract, ./int8-sensitivity measures each
+ *      int8 layer's own end-to-end error and moves the costliest error per multiply-add back to
+ *      float32 until the predicted error meets the contract; the tower is written and checked
+ *      again (a few rounds at most). The manifest records the plan, the measurements and the
+ *      final cosines.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -37,7 +41,8 @@ import { writeTowerModel, type Tower } from '../onnx/write-model';
 import type { WireTensor } from '../runtime/session-protocol';
 import { WorkerSession } from '../runtime/worker-session';
 import { ClipTokenizer } from '../tokenizer';
-import { calibrationCaptions, calibrationImageBatch, calibrationTextBatch } from './calibration-inputs';
+import { calibrationTextBatch } from './calibration-inputs';
+import type { CalibrationData, CalibrationSet } from './calibration-set';
 import type { OpenClipConfig } from './config';
 import { hasOutlierChannels, smoothedWeights, smoothingFactors } from './smoothing';
 
@@ -49,6 +54,12 @@ export interface Int8Settings {
   /** The tower's embeddings must keep at least these cosines to float32 on the calibration set. */
   minMeanCosine: number;
   minCosine: number;
+  /** Calibration samples the per-layer end-to-end measurement runs on (./int8-sensitivity), when
+   *  the check fails: one pass per int8 layer, so fewer than the calibration set. */
+  sensitivitySamples: number;
+  /** The image–caption pairs to calibrate on (`--calibration-data`, a fine-tune job's pairs);
+   *  absent: generated inputs (./calibration-inputs). */
+  data?: CalibrationData;
   /** How activations are quantized (../onnx/clip-graph `Int8Activations`). */
   activations: Int8Activations;
   /** The int8 GEMM formulation of the written towers (../onnx/clip-graph `Int8Kernel`). */
@@ -65,14 +76,18 @@ export interface Int8Settings {
 }
 
 /** 256 images and 256 captions; the drift bound and the activation scheme are measured in docs/int8.md.
+ *  The end-to-end contract is stricter than the issue's floor (mean 0.995, min 0.99): on the
+ *  fine-tuned icon model a mean of 0.997 still moved held-out retrieval by up to 1.8 points, 0.999
+ *  by under 1 (docs/int8.md); every other model measured meets 0.999 with all layers int8.
  *  Smoothing is opt-in (α 0.5 measured): on the stress ViT-L/14 it kept 84/97 image projections in
  *  int8 within the contract on held-out inputs, but the text tower (27/49) missed it on held-out
  *  captions (min 0.979) while passing the check on the calibration captions (docs/int8.md). */
 export const DEFAULT_INT8_SETTINGS: Int8Settings = {
   samples: 256,
   maxDrift: 0.05,
-  minMeanCosine: 0.995,
-  minCosine: 0.99,
+  minMeanCosine: 0.999,
+  minCosine: 0.995,
+  sensitivitySamples: 16,
   activations: 'shifted-gelu',
   smoothing: 0,
   kernel: 'matmul-integer',
@@ -89,9 +104,9 @@ export const MAX_CHECK_ROUNDS = 10;
 export const meetsContract = (c: { mean: number; min: number }, s: Int8Settings): boolean =>
   c.mean >= s.minMeanCosine && c.min >= s.minCosine;
 
-/** The plan with the eighth (at least one) of its int8 layers that drift most moved to float32. */
-export function demoteWorst(layers: ReadonlySet<string>, drift: Record<string, number>): Set<string> {
-  const sorted = [...layers].sort((a, b) => drift[b] - drift[a]);
+/** The plan with the eighth (at least one) of its int8 layers that score worst moved to float32. */
+export function demoteWorst(layers: ReadonlySet<string>, score: Record<string, number>): Set<string> {
+  const sorted = [...layers].sort((a, b) => score[b] - score[a]);
   return new Set(sorted.slice(Math.max(1, Math.ceil(sorted.length / 8))));
 }
 
@@ -104,6 +119,11 @@ export interface TowerInt8Record {
   cosine_to_fp32: { mean: number; min: number };
   /** Layers moved back to float32 by the end-to-end check (beyond those over max_drift). */
   demoted_by_check: string[];
+  /** When the check failed: each measured layer's end-to-end error alone (mean 1 − cosine of the
+   *  embedding with only that layer in int8, on `sensitivity_samples` samples). Absent when the
+   *  first check passed, and in older bundles. */
+  sensitivity?: Record<string, number>;
+  sensitivity_samples?: number;
   /** Layers kept in float32 by the settings (`finalProjections`), whatever their drift. Absent
    *  in older bundles. */
   kept_fp32?: string[];
@@ -118,6 +138,7 @@ export interface Int8Record {
   max_drift: number;
   /** What the end-to-end check held each tower to. */
   cosine_contract: { mean: number; min: number };
+  /** `generator`: where the calibration inputs came from (generated, or the served data's source). */
   calibration: { images: number; captions: number; generator: string };
   towers: Record<Tower, TowerInt8Record>;
 }
@@ -133,11 +154,16 @@ export const INT8_METHODS = {
 const IMAGE_BATCH = 8;
 const TEXT_BATCH = 32;
 
+/** The converter's passes over the calibration set, for progress reports. */
+export type CalibrationPass = 'calibrate' | 'check' | 'sensitivity';
+
 export interface CalibrationContext {
   config: OpenClipConfig;
   weights: WeightLookup;
   vocabFile: string;
   settings: Int8Settings;
+  /** The images and captions calibration and the check run on (settings.samples of them at most). */
+  set: CalibrationSet;
   producerVersion: string;
   /** A scratch directory for the calibration graphs (removed by the caller). */
   scratchDir: string;
@@ -146,42 +172,38 @@ export interface CalibrationContext {
 
 /** A CPU session in a worker thread, configured like the server's: calibration never runs on the
  *  event loop (pull may convert inside a serving process). */
-async function openSession(modelPath: string, tower: Tower): Promise<WorkerSession> {
+export async function openSession(modelPath: string, tower: Tower): Promise<WorkerSession> {
   return WorkerSession.create(
     { modelPath, providers: ['cpu'], graphOptimizationLevel: 'all' },
     `int8 calibration of the ${tower} tower`,
   );
 }
 
-const floats = (t: WireTensor): Float32Array => new Float32Array(t.data);
+export const floats = (t: WireTensor): Float32Array => new Float32Array(t.data);
 
-/** Runs `session` over the calibration set of `tower`, batch by batch. */
-async function forEachBatch(
+/** Runs `session` over the first `count` samples of the calibration set (all of them by default),
+ *  batch by batch. */
+export async function forEachBatch(
   ctx: CalibrationContext,
   tower: Tower,
   session: WorkerSession,
   outputs: string[],
   visit: (out: Record<string, WireTensor>, n: number) => void,
+  count = ctx.set.captions.length,
 ): Promise<void> {
   const cfg = ctx.config.model_cfg;
-  const total = ctx.settings.samples;
+  const total = Math.min(count, ctx.set.captions.length);
   const tokenizer = tower === 'textual' ? ClipTokenizer.fromMergesFile(ctx.vocabFile) : undefined;
-  const captions = tower === 'textual' ? calibrationCaptions(total) : [];
   const batch = tower === 'visual' ? IMAGE_BATCH : TEXT_BATCH;
   for (let from = 0; from < total; from += batch) {
     const n = Math.min(batch, total - from);
     let feeds: Record<string, WireTensor>;
     if (tower === 'visual') {
       const S = cfg.vision_cfg.image_size;
-      feeds = {
-        [IMAGE_INPUT]: {
-          type: 'float32',
-          data: calibrationImageBatch(from, n, S, ctx.config.preprocess_cfg).buffer as ArrayBuffer,
-          dims: [n, 3, S, S],
-        },
-      };
+      const pixels = await ctx.set.images(from, n);
+      feeds = { [IMAGE_INPUT]: { type: 'float32', data: pixels.buffer as ArrayBuffer, dims: [n, 3, S, S] } };
     } else {
-      const t = calibrationTextBatch(captions, from, n, tokenizer!, cfg.text_cfg.context_length);
+      const t = calibrationTextBatch(ctx.set.captions, from, n, tokenizer!, cfg.text_cfg.context_length);
       feeds = { [TEXT_INPUT]: { type: 'int64', data: t.ids.buffer as ArrayBuffer, dims: t.dims } };
     }
     visit(await session.run(feeds, outputs), n);
@@ -189,7 +211,7 @@ async function forEachBatch(
   }
 }
 
-const outputName = (tower: Tower): string => (tower === 'visual' ? IMAGE_OUTPUT : TEXT_OUTPUT);
+export const outputName = (tower: Tower): string => (tower === 'visual' ? IMAGE_OUTPUT : TEXT_OUTPUT);
 
 /** Whether the settings keep `layer` in float32 whatever its drift. */
 export const keptFp32 = (layer: string, s: Int8Settings): boolean =>
@@ -275,7 +297,7 @@ export async function calibrateTower(ctx: CalibrationContext, tower: Tower): Pro
   const err = new Float64Array(layers.length);
   const ref = new Float64Array(layers.length);
   const E = cfg.embed_dim;
-  const reference = new Float32Array(ctx.settings.samples * E);
+  const reference = new Float32Array(ctx.set.captions.length * E);
   let filled = 0;
   const session = await openSession(onnxPath, tower);
   try {

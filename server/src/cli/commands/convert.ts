@@ -3,22 +3,21 @@
  * checkpoint (safetensors, torch .bin, or a trainer's epoch_N.pt) into a serving bundle.
  */
 import type { Command } from 'commander';
-import { convertCheckpoint, parseCalibrationSamplesFlag, parsePrecisionFlag } from '../../checkpoint/convert';
+import { int8Options, int8SettingsFromFlags, type Int8Flags } from '../int8-options';
+import { convertCheckpoint, parsePrecisionFlag } from '../../checkpoint/convert';
 import { PhaseProgress } from '../../checkpoint/progress';
 
-interface ConvertFlags {
+interface ConvertFlags extends Int8Flags {
   out: string;
   vocab?: string;
   name?: string;
   version?: string;
   precision: string;
-  calibrationSamples?: string;
   config?: string;
 }
 
 export function register(program: Command): void {
-  program
-    .command('convert')
+  int8Options(program.command('convert'))
     .description(
       'convert an open_clip checkpoint (directory, .safetensors, .bin or epoch_N.pt) into a clipserve bundle',
     )
@@ -35,15 +34,10 @@ export function register(program: Command): void {
       'weight precision of the bundle: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)',
       'fp32',
     )
-    .option(
-      '--calibration-samples <n>',
-      'int8: calibration images and captions (each) run to choose the int8 layers (default 256)',
-    )
     .option('--config <file>', 'open_clip_config.json to use (required for a checkpoint file without one beside it)')
     .action(async (checkpoint: string, flags: ConvertFlags) => {
       const precision = parsePrecisionFlag(flags.precision);
-      const samples =
-        flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
+      const int8Settings = int8SettingsFromFlags(flags, precision);
       const progress = new PhaseProgress();
       try {
         const result = await convertCheckpoint({
@@ -53,7 +47,7 @@ export function register(program: Command): void {
           name: flags.name,
           version: flags.version,
           precision,
-          ...(samples ? { int8Settings: { samples } } : {}),
+          int8Settings,
           config: flags.config,
           onProgress: progress.convert,
           onCalibration: progress.calibrate,

@@ -3,24 +3,23 @@
  * random weights (open_clip's initialisation), for demos, load tests and benchmarks.
  */
 import type { Command } from 'commander';
+import { int8Options, int8SettingsFromFlags, type Int8Flags } from '../int8-options';
 import { SingleBar, Presets } from 'cli-progress';
-import { parseCalibrationSamplesFlag, parsePrecisionFlag } from '../../checkpoint/convert';
+import { parsePrecisionFlag } from '../../checkpoint/convert';
 import { ARCH_PRESETS } from '../../model/config';
 import { isArchName, writeRandomBundle } from '../../model/random-bundle';
 
-interface InitFlags {
+interface InitFlags extends Int8Flags {
   arch: string;
   seed: string;
   out: string;
   vocab?: string;
   precision: string;
-  calibrationSamples?: string;
   name?: string;
 }
 
 export function register(program: Command): void {
-  program
-    .command('init-model')
+  int8Options(program.command('init-model'))
     .description('create a model bundle with seeded random weights')
     .requiredOption('--arch <arch>', `architecture: ${Object.keys(ARCH_PRESETS).join(', ')}`)
     .option('--seed <n>', 'random seed (integer 0..2^32-1)', '0')
@@ -31,10 +30,6 @@ export function register(program: Command): void {
       'weight precision: fp32, fp16 or int8 (calibrated int8 projections, docs/int8.md)',
       'fp32',
     )
-    .option(
-      '--calibration-samples <n>',
-      'int8: calibration images and captions (each) run to choose the int8 layers (default 256)',
-    )
     .option('--name <name>', 'model name recorded in the bundle (default: random-<arch>)')
     .action(async (flags: InitFlags) => {
       if (!isArchName(flags.arch))
@@ -42,8 +37,7 @@ export function register(program: Command): void {
       if (!/^\d+$/.test(flags.seed) || Number(flags.seed) > 0xffffffff)
         throw new Error(`--seed must be an integer in [0, 4294967295], got "${flags.seed}"`);
       const precision = parsePrecisionFlag(flags.precision);
-      const samples =
-        flags.calibrationSamples === undefined ? undefined : parseCalibrationSamplesFlag(flags.calibrationSamples);
+      const int8Settings = int8SettingsFromFlags(flags, precision);
       const bar = new SingleBar(
         { format: '{phase} [{bar}] {percentage}% | {value}/{total} {unit}', stream: process.stderr, hideCursor: true },
         Presets.shades_classic,
@@ -56,7 +50,7 @@ export function register(program: Command): void {
         outDir: flags.out,
         vocabFile: flags.vocab,
         precision,
-        ...(samples ? { int8Settings: { samples } } : {}),
+        int8Settings,
         name: flags.name,
         onProgress: (p, done, total) => {
           const label = p === 'init' ? 'initialising' : p === 'write' ? 'writing     ' : 'calibrating ';

@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadBundle, writeBundle } from '../../model/bundle';
 import { readBundleStateDict } from '../../model/bundle-weights';
+import type { CalibrationData } from '../../model/calibration-set';
 import { lowerThisThreadPriority } from '../../util/priority';
 import { foldAdapters } from './fold';
 
@@ -17,6 +18,9 @@ export interface FoldBundleJob {
   wImage: Float64Array;
   wText: Float64Array;
   source: Record<string, unknown>;
+  /** An int8 base: the job's training pairs, which the new version calibrates on (the data it
+   *  will serve, not generated inputs). */
+  calibration?: CalibrationData;
 }
 
 export type FoldBundleReply = { ok: true } | { ok: false; message: string };
@@ -36,6 +40,7 @@ async function main(job: FoldBundleJob): Promise<void> {
     stateDict,
     vocabFile: base.paths.vocab,
     precision: base.manifest.precision,
+    ...(job.calibration && { int8Settings: { data: job.calibration } }),
     // Lineage: a version fine-tuned from the random-weight demo bundle is still a demo model.
     demo: base.manifest.demo,
     source: job.source,

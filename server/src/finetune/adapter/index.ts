@@ -252,6 +252,12 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
         wImage: trained.wImage,
         wText: trained.wText,
         source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
+        ...(base.manifest.precision === 'int8' && {
+          calibration: {
+            pairs: trainRows.map((r) => ({ image: r.image, caption: r.caption })),
+            source: `fine-tune job ${ctx.jobId} (its training pairs)`,
+          },
+        }),
       });
       const before = trained.before;
       ctx.emit({

@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { convertCheckpoint } from '../../checkpoint/convert';
+import { readCsvDataset } from '../../dataset/csv';
 import { loadBundle, MANIFEST_FILE, parseManifest, type BundleManifest } from '../../model/bundle';
 import {
   FineTuneCancelledError,
@@ -282,6 +283,12 @@ export function createFullMethod(opts: FullMethodOptions): FineTuneMethod {
         name: base.manifest.name,
         version: ctx.outputVersion,
         precision: base.manifest.precision,
+        // An int8 version calibrates on the pairs it was trained on: the data it will serve.
+        ...(base.manifest.precision === 'int8' && {
+          int8Settings: {
+            data: { pairs: readCsvDataset(data.trainFile), source: `fine-tune job ${ctx.jobId} (its training pairs)` },
+          },
+        }),
         provenance: {
           fine_tune_job: ctx.jobId,
           fine_tune_method: 'full',
