@@ -10,10 +10,13 @@
  *              (which matches PyTorch, see the golden parity tests) on held-out generated inputs
  *   stress     the same model with outlier LayerNorm gains (model/outlier-variant.ts)
  *   retrieval  a seeded random model (--retrieval-arch, default ViT-B-32) adapter-fine-tuned by clipserve on the synthetic icon set, then
- *              converted to int8 with each --int8-activations scheme (default both): R@1/5/10 both ways of fp32
- *              and int8; --retrieval-set held-out (default: 300 of the 900-pair extended set trained, the
- *              other 600 evaluated) or plain (the 150-pair set, trained and evaluated on all 150);
- *              --retrieval-epochs (default 100, the fine-tune tests' setting)
+ *              converted to int8 with each --int8-activations scheme (default both), calibrated on each
+ *              --calibration kind (default served: the fold's own training pairs; or generated):
+ *              R@1/5/10 both ways of fp32 and int8 (bench/int8-retrieval.ts); --retrieval-set held-out
+ *              (default: --retrieval-folds folds, default 3, each fine-tuned on its 300 pairs of the
+ *              900-pair extended set and evaluated on the other 600; judged on the mean over folds) or
+ *              plain (the 150-pair set, trained and evaluated on all 150); --retrieval-epochs (default
+ *              100, the fine-tune tests' setting)
  *   --keep DIR  work in DIR and leave the bundles there (for a later look at per-layer drift)
  *
  * Prints one JSON line per result, then a summary against the contract (cosine ≥ 0.995 mean and
@@ -23,26 +26,20 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { convertCheckpoint } from '../server/src/checkpoint/convert';
-import { evaluateRetrieval } from '../server/src/eval/evaluate';
-import { iconDataset, iconVariantDataset } from '../server/src/eval/icon-set';
-import { DIRECTIONS, RECALL_KS, type RetrievalMetrics } from '../server/src/eval/metrics';
-import { createAdapterMethod } from '../server/src/finetune/adapter';
-import { writePairsFile } from '../server/src/finetune/dataset';
 import { loadBundle, writeBundle, type BundleManifest } from '../server/src/model/bundle';
 import { calibrationImage } from '../server/src/model/calibration-inputs';
 import { encodeInBatches } from '../server/src/inference/batch-encode';
-import { ARCH_PRESETS, resolveConfig, type ArchName, type OpenClipConfig } from '../server/src/model/config';
+import { ARCH_PRESETS, resolveConfig, type OpenClipConfig } from '../server/src/model/config';
 import { cosineSummary, INT8_ACTIVATIONS, rowCosines } from '../server/src/model/int8';
 import type { Int8Activations } from '../server/src/onnx/clip-graph';
 import { withOutlierGains } from '../server/src/model/outlier-variant';
-import { isArchName, writeRandomBundle } from '../server/src/model/random-bundle';
+import { isArchName } from '../server/src/model/random-bundle';
 import { randomStateDict } from '../server/src/model/random-init';
 import type { StateDict } from '../server/src/model/state-dict';
-import { readBundleStateDict } from '../server/src/model/bundle-weights';
 import { loadModel, type LoadedModel } from '../server/src/runtime/model';
 import { buildDemoVocab, ClipTokenizer } from '../server/src/tokenizer';
 import { benchCaptions } from './inputs';
-import { heldOutSplit } from './retrieval-split';
+import { retrieval, type CalibrationKind, type Verdict } from './int8-retrieval';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -51,13 +48,7 @@ function arg(name: string, fallback: string): string {
 
 const COSINE_MEAN = 0.995;
 const COSINE_MIN = 0.99;
-const RECALL_POINTS = 1;
 
-interface Verdict {
-  what: string;
-  ok: boolean;
-  detail: string;
-}
 const verdicts: Verdict[] = [];
 
 function print(o: object): void {
@@ -220,126 +211,6 @@ async function vitL(
   if (!reuse) for (const d of Object.values(dirs)) fs.rmSync(d, { recursive: true, force: true });
 }
 
-/**
- * Retrieval of an adapter-fine-tuned model (icon set) in fp32 and int8 (each activation scheme).
- * 'held-out' (default): the 900-pair extended icon set, 300 pairs (seeded choice) fine-tuned on and
- * the other 600 evaluated, so that one pair is 0.17 points and the pairs evaluated were never
- * trained on. 'plain': the 150-pair set, fine-tuned on and evaluated on all of it (one pair is
- * 0.67 points: "within 1 point" then means "at most one pair changes rank").
- */
-async function retrieval(
-  scratch: string,
-  samples: number,
-  arch: ArchName,
-  set: 'held-out' | 'plain',
-  schemes: Int8Activations[],
-  epochs: number,
-): Promise<void> {
-  const root = path.join(scratch, 'retrieval');
-  const dataDir = path.join(root, 'data');
-  const datasetDir = path.join(dataDir, 'icons');
-  const evalDir = path.join(root, 'eval');
-  fs.mkdirSync(datasetDir, { recursive: true });
-  fs.mkdirSync(evalDir, { recursive: true });
-  const all = set === 'plain' ? await iconDataset() : await iconVariantDataset();
-  const { train, evaluated: evalPairs } = set === 'plain' ? { train: all, evaluated: all } : heldOutSplit(all);
-  train.forEach((p, i) => fs.writeFileSync(path.join(datasetDir, `${i}.png`), p.image));
-  writePairsFile(
-    datasetDir,
-    train.map((p, i) => ({ rel: `${i}.png`, caption: p.caption })),
-  );
-  evalPairs.forEach((p, i) => fs.writeFileSync(path.join(evalDir, `${i}.png`), p.image));
-  const base = path.join(root, 'base');
-  await writeRandomBundle({ arch, seed: 11, outDir: base });
-  const workDir = path.join(root, 'job');
-  fs.mkdirSync(workDir);
-  const hp = {
-    epochs,
-    batchSize: 32,
-    learningRate: 0.05,
-    warmupSteps: 10,
-    validationSplit: set === 'plain' ? 0.3 : 0.1,
-    seed: 3,
-    colorJitter: [0.2, 0.2, 0.1, 0],
-    colorJitterProb: 0.7,
-    grayscaleProb: 0,
-  };
-  const job = await createAdapterMethod({ dataDir, runtime: { provider: 'cpu', preprocessWorkers: 1 } }).run({
-    jobId: 'int8-accuracy',
-    hyperparameters: hp,
-    datasetDir,
-    workDir,
-    baseModel: { version: 'seed-11', bundleDir: base },
-    outputVersion: 'icons-fp32',
-    signal: new AbortController().signal,
-    emit: () => undefined,
-  });
-  const fp32 = await loadBundle(job.bundleDir);
-  const dirs: [string, string][] = [['fp32', job.bundleDir]];
-  const layers: Record<string, Record<string, string>> = {};
-  for (const activations of schemes) {
-    const dir = path.join(root, `int8-${activations}`);
-    const m = await writeBundle({
-      outDir: dir,
-      name: fp32.manifest.name,
-      version: `icons-int8-${activations}`,
-      config: { model_cfg: fp32.manifest.model_cfg, preprocess_cfg: fp32.manifest.preprocess_cfg },
-      stateDict: readBundleStateDict(fp32),
-      vocabFile: fp32.paths.vocab,
-      precision: 'int8',
-      int8Settings: { samples, activations },
-    });
-    layers[activations] = {
-      ...layerCounts(m),
-      calibration_cosine: JSON.stringify({
-        visual: m.int8!.towers.visual.cosine_to_fp32,
-        textual: m.int8!.towers.textual.cosine_to_fp32,
-      }),
-    };
-    dirs.push([`int8 ${activations}`, dir]);
-  }
-  const rows = evalPairs.map((p, i) => ({ row: i + 1, image: path.join(evalDir, `${i}.png`), caption: p.caption }));
-  const keys = DIRECTIONS.flatMap((d) => RECALL_KS.map((k) => `${d}_R@${k}` as keyof RetrievalMetrics));
-  const pick = (m: RetrievalMetrics) => Object.fromEntries(keys.map((k) => [k, +(100 * m[k]).toFixed(2)]));
-  const metrics: Record<string, RetrievalMetrics> = {};
-  for (const [p, dir] of dirs) {
-    const model = await loadModel(dir, { provider: 'cpu', preprocessWorkers: 1 });
-    try {
-      metrics[p] = (await evaluateRetrieval(model, rows)).metrics;
-    } finally {
-      await model.close();
-    }
-    print({ section: 'retrieval', evaluated: p, pairs: rows.length, recall_percent: pick(metrics[p]) }); // progress: evaluations are slow
-  }
-  const what =
-    set === 'plain'
-      ? 'the 150-pair icon set, evaluated on all 150'
-      : `${train.length} pairs of the 900-pair extended icon set, evaluated on the other ${evalPairs.length}`;
-  print({
-    section: 'retrieval',
-    model: `${arch} (seeded random weights), adapter-fine-tuned by clipserve (${epochs} epochs) on ${what}`,
-    recall_percent_fp32: pick(metrics.fp32),
-  });
-  for (const activations of schemes) {
-    const m = metrics[`int8 ${activations}`];
-    const worst = Math.max(...keys.map((k) => Math.abs(100 * (m[k] - metrics.fp32[k]))));
-    print({
-      section: 'retrieval',
-      int8_activations: activations,
-      recall_percent_int8: pick(m),
-      difference_points: Object.fromEntries(keys.map((k) => [k, +(100 * (m[k] - metrics.fp32[k])).toFixed(2)])),
-      largest_difference_points: +worst.toFixed(2),
-      ...layers[activations],
-    });
-    // Rounded: 6 pairs of 600 are exactly 1 point, which float arithmetic puts a hair above.
-    verdicts.push({
-      what: `retrieval R@1/5/10 both ways (${set}, int8 ${activations})`,
-      ok: +worst.toFixed(6) <= RECALL_POINTS,
-      detail: `largest difference ${worst.toFixed(2)} points (one pair = ${(100 / evalPairs.length).toFixed(2)})`,
-    });
-  }
-}
-
 async function main(): Promise<void> {
   const sections = arg('sections', 'goldens,vitl,stress,retrieval').split(',');
   const goldenDir = path.resolve(arg('golden', path.join(__dirname, '..', '..', '..', 'shared', 'golden')));
@@ -365,13 +236,23 @@ async function main(): Promise<void> {
       for (const a of schemes)
         if (!INT8_ACTIVATIONS.includes(a as Int8Activations))
           throw new Error(`--int8-activations: unknown scheme ${a} (${INT8_ACTIVATIONS.join(', ')})`);
+      const calibrations = arg('calibration', 'served').split(',');
+      for (const c of calibrations)
+        if (c !== 'served' && c !== 'generated')
+          throw new Error(`--calibration: unknown kind ${c} (served, generated)`);
       await retrieval(
-        scratch,
-        samples,
-        arch,
-        set,
-        schemes as Int8Activations[],
-        Number(arg('retrieval-epochs', '100')),
+        {
+          scratch,
+          samples,
+          arch,
+          set,
+          schemes: schemes as Int8Activations[],
+          calibrations: calibrations as CalibrationKind[],
+          epochs: Number(arg('retrieval-epochs', '100')),
+          folds: Number(arg('retrieval-folds', '3')),
+        },
+        print,
+        (v) => verdicts.push(v),
       );
     }
     const benchCache = process.argv.includes('--bench-cache') ? path.resolve(arg('bench-cache', '')) : undefined;

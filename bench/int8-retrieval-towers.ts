@@ -1,21 +1,19 @@
 /**
  * Which tower the int8 retrieval drift comes from (docs/int8.md), on the bundles that
- * `int8-accuracy.js --sections retrieval --keep DIR` left in DIR/retrieval:
+ * `int8-accuracy.js --sections retrieval --keep DIR` left in DIR/retrieval/fold-N:
  *
- *   node dist-bench/bench/int8-retrieval-towers.js --dir DIR [--int8 int8-shifted-gelu,...]
+ *   node dist-bench/bench/int8-retrieval-towers.js --dir DIR [--fold N] [--int8 int8-shifted-gelu-served,...]
  *
  * Encodes the 600 held-out pairs once with the fp32 bundle and once with each int8 bundle, then
  * scores every mix (int8 images against fp32 captions and the reverse) with the same metrics as
  * the accuracy script, and prints the per-sample cosine of each tower's int8 features to fp32.
  */
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { iconVariantDataset } from '../server/src/eval/icon-set';
 import { clipMetrics, DIRECTIONS, RECALL_KS, type RetrievalMetrics } from '../server/src/eval/metrics';
-import { encodeInBatches } from '../server/src/inference/batch-encode';
 import { l2normalize } from '../server/src/inference/heads';
 import { cosineSummary, rowCosines } from '../server/src/model/int8';
-import { loadModel } from '../server/src/runtime/model';
+import { encodePairs } from './retrieval-features';
 import { heldOutSplit } from './retrieval-split';
 
 function arg(name: string, fallback: string): string {
@@ -23,30 +21,14 @@ function arg(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
 }
 
-async function features(
-  dir: string,
-  pairs: { image: string; caption: string }[],
-): Promise<{ image: Float32Array; text: Float32Array; dim: number; logitScale: number }> {
-  const model = await loadModel(dir, { provider: 'cpu', preprocessWorkers: 1 });
-  try {
-    const f = await encodeInBatches(model, pairs, {
-      batchSize: 32,
-      image: (p) => model.preprocessImage(fs.readFileSync(p.image)),
-      text: (p) => p.caption,
-    });
-    return { ...f, dim: model.info.embedDim, logitScale: model.info.logitScale };
-  } finally {
-    await model.close();
-  }
-}
-
 async function main(): Promise<void> {
-  const root = path.join(path.resolve(arg('dir', '')), 'retrieval');
-  const int8Dirs = arg('int8', 'int8-shifted-gelu').split(',');
-  const { evaluated } = heldOutSplit(await iconVariantDataset());
+  const fold = Number(arg('fold', '0'));
+  const root = path.join(path.resolve(arg('dir', '')), 'retrieval', `fold-${fold}`);
+  const int8Dirs = arg('int8', 'int8-shifted-gelu-served').split(',');
+  const { evaluated } = heldOutSplit(await iconVariantDataset(), fold);
   const pairs = evaluated.map((p, i) => ({ image: path.join(root, 'eval', `${i}.png`), caption: p.caption }));
   const keys = DIRECTIONS.flatMap((d) => RECALL_KS.map((k) => `${d}_R@${k}` as keyof RetrievalMetrics));
-  const fp32 = await features(path.join(root, 'job', 'bundle'), pairs); // where the adapter job wrote the fine-tuned version
+  const fp32 = await encodePairs(path.join(root, 'job', 'bundle'), pairs); // where the adapter job wrote the fine-tuned version
   const n = pairs.length;
   const d = fp32.dim;
   const score = (img: Float32Array, txt: Float32Array) =>
@@ -58,7 +40,7 @@ async function main(): Promise<void> {
     JSON.stringify({ mix: 'fp32 images, fp32 captions', pairs: n, recall_percent: pct(base) }) + '\n',
   );
   for (const name of int8Dirs) {
-    const q = await features(path.join(root, name), pairs);
+    const q = await encodePairs(path.join(root, name), pairs);
     process.stdout.write(
       JSON.stringify({
         bundle: name,
