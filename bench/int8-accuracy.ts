@@ -16,7 +16,7 @@
  *              (default: --retrieval-folds folds, default 3, each fine-tuned on its 300 pairs of the
  *              900-pair extended set and evaluated on the other 600; judged on the mean over folds) or
  *              plain (the 150-pair set, trained and evaluated on all 150); --retrieval-epochs (default
- *              100, the fine-tune tests' setting)
+ *              100, the fine-tune tests' setting); --int8-contract <mean>,<min> as `convert` takes it
  *   --keep DIR  work in DIR and leave the bundles there (for a later look at per-layer drift)
  *
  * Prints one JSON line per result, then a summary against the contract (cosine ≥ 0.995 mean and
@@ -39,6 +39,7 @@ import type { StateDict } from '../server/src/model/state-dict';
 import { loadModel, type LoadedModel } from '../server/src/runtime/model';
 import { buildDemoVocab, ClipTokenizer } from '../server/src/tokenizer';
 import { benchCaptions } from './inputs';
+import { parseInt8ContractFlag } from '../server/src/cli/int8-options';
 import { retrieval, type CalibrationKind, type Verdict } from './int8-retrieval';
 
 function arg(name: string, fallback: string): string {
@@ -250,6 +251,9 @@ async function main(): Promise<void> {
           calibrations: calibrations as CalibrationKind[],
           epochs: Number(arg('retrieval-epochs', '100')),
           folds: Number(arg('retrieval-folds', '3')),
+          ...(process.argv.includes('--int8-contract') && {
+            contract: parseInt8ContractFlag(arg('int8-contract', '')),
+          }),
         },
         print,
         (v) => verdicts.push(v),

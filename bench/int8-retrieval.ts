@@ -41,6 +41,8 @@ export interface RetrievalOptions {
   calibrations: CalibrationKind[];
   epochs: number;
   folds: number;
+  /** The end-to-end contract (`--int8-contract`); absent: the converter's default. */
+  contract?: { minMeanCosine: number; minCosine: number };
 }
 
 export interface Verdict {
@@ -162,6 +164,7 @@ async function fold(
         int8Settings: {
           samples: o.samples,
           activations,
+          ...o.contract,
           ...(calibration === 'served' && { data: { pairs: trainPairs, source: `fold ${f} training pairs` } }),
         },
       });

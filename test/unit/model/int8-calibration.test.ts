@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { int8SettingsFromFlags } from '../../../server/src/cli/int8-options';
+import { int8SettingsFromFlags, parseInt8ContractFlag } from '../../../server/src/cli/int8-options';
 import { renderIcon } from '../../../server/src/eval/icon-set';
 import { createAdapterMethod } from '../../../server/src/finetune/adapter';
 import { writePairsFile } from '../../../server/src/finetune/dataset';
@@ -190,6 +190,15 @@ describe('int8 calibration on served data (tiny model)', () => {
     expect(
       int8SettingsFromFlags({ csvImgKey: 'filepath', csvCaptionKey: 'title', csvSeparator: '\t' }, 'fp32'),
     ).toEqual({});
+  });
+
+  it('the contract flag: two cosines, the minimum not above the mean', () => {
+    expect(parseInt8ContractFlag('0.9995,0.997')).toEqual({ minMeanCosine: 0.9995, minCosine: 0.997 });
+    for (const bad of ['0.999', '0.99,0.999', '1.5,0.9', '0,0', 'a,b', '0.999,0.995,0.99'])
+      expect(() => parseInt8ContractFlag(bad)).toThrow(/--int8-contract/);
+    const flags = { int8Contract: '0.9999,0.999', csvImgKey: 'filepath', csvCaptionKey: 'title', csvSeparator: '\t' };
+    expect(int8SettingsFromFlags(flags, 'int8')).toEqual({ minMeanCosine: 0.9999, minCosine: 0.999 });
+    expect(() => int8SettingsFromFlags(flags, 'fp16')).toThrow(/--int8-contract apply to --precision int8 only/);
   });
 
   it('an adapter fine-tune of an int8 version calibrates the new version on its own training pairs', async () => {
