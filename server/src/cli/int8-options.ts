@@ -55,7 +55,9 @@ export function int8SettingsFromFlags(f: Int8Flags, precision: string): Partial<
     f.int8Contract !== undefined && '--int8-contract',
   ].filter(Boolean);
   if (precision !== 'int8' && given.length)
-    throw new Error(`${given.join(' and ')} apply to --precision int8 only (got --precision ${precision})`);
+    throw new Error(
+      `${given.join(' and ')} ${given.length > 1 ? 'apply' : 'applies'} to --precision int8 only (got --precision ${precision})`,
+    );
   if (f.calibrationSamples !== undefined) settings.samples = parseCalibrationSamplesFlag(f.calibrationSamples);
   if (f.int8Contract !== undefined) Object.assign(settings, parseInt8ContractFlag(f.int8Contract));
   if (f.calibrationData !== undefined)

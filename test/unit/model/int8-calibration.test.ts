@@ -186,7 +186,7 @@ describe('int8 calibration on served data (tiny model)', () => {
         { calibrationData: csv, csvImgKey: 'filepath', csvCaptionKey: 'title', csvSeparator: '\t' },
         'fp32',
       ),
-    ).toThrow(/--calibration-data apply to --precision int8 only/);
+    ).toThrow(/--calibration-data applies to --precision int8 only/);
     expect(
       int8SettingsFromFlags({ csvImgKey: 'filepath', csvCaptionKey: 'title', csvSeparator: '\t' }, 'fp32'),
     ).toEqual({});
@@ -198,7 +198,7 @@ describe('int8 calibration on served data (tiny model)', () => {
       expect(() => parseInt8ContractFlag(bad)).toThrow(/--int8-contract/);
     const flags = { int8Contract: '0.9999,0.999', csvImgKey: 'filepath', csvCaptionKey: 'title', csvSeparator: '\t' };
     expect(int8SettingsFromFlags(flags, 'int8')).toEqual({ minMeanCosine: 0.9999, minCosine: 0.999 });
-    expect(() => int8SettingsFromFlags(flags, 'fp16')).toThrow(/--int8-contract apply to --precision int8 only/);
+    expect(() => int8SettingsFromFlags(flags, 'fp16')).toThrow(/--int8-contract applies to --precision int8 only/);
   });
 
   it('an adapter fine-tune of an int8 version calibrates the new version on its own training pairs', async () => {
