@@ -36,7 +36,7 @@ import {
   type Int8Record,
   type Int8Settings,
 } from './int8';
-import { demoteByErrors, errorPerCost, measureLayerErrors, type LayerErrors } from './int8-sensitivity';
+import { demoteByErrors, errorPerCost, errorRecord, measureLayerErrors, type LayerErrors } from './int8-sensitivity';
 import { generatedCalibrationSet, pairsCalibrationSet } from './calibration-set';
 import { quantizableLayers } from '../onnx/clip-graph';
 import { numel, type StateDict } from './state-dict';
@@ -272,12 +272,7 @@ export async function writeBundle(opts: {
         drift: plan.record.drift,
         cosine_to_fp32: cosine,
         demoted_by_check: all.filter((l) => plan.layers.has(l) && !layers.has(l)),
-        ...(errors && {
-          sensitivity: Object.fromEntries(
-            [...errors].map(([l, e]) => [l, Number((e.reduce((a, b) => a + b, 0) / e.length).toPrecision(4))]),
-          ),
-          sensitivity_samples: [...errors.values()][0]?.length ?? 0,
-        }),
+        ...(errors && errorRecord(errors)),
         kept_fp32: all.filter((l) => keptFp32(l, int8Settings)),
         smoothed_layers: plan.record.smoothed_layers ?? [],
       };

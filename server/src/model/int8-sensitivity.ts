@@ -96,6 +96,14 @@ export function layerCost(cfg: ModelConfig, tower: Tower, layer: string): number
 
 const mean = (v: Float64Array): number => v.reduce((a, b) => a + b, 0) / v.length;
 
+/** What the manifest records: each measured layer's mean error, 4 significant digits. */
+export function errorRecord(errors: LayerErrors): { sensitivity: Record<string, number>; sensitivity_samples: number } {
+  return {
+    sensitivity: Object.fromEntries([...errors].map(([l, e]) => [l, Number(mean(e).toPrecision(4))])),
+    sensitivity_samples: [...errors.values()][0]?.length ?? 0,
+  };
+}
+
 /** Mean error per multiply-add of each measured layer: the order in which they go back to float32. */
 export function errorPerCost(cfg: ModelConfig, tower: Tower, errors: LayerErrors): Record<string, number> {
   const out: Record<string, number> = {};
