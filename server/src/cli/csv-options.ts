@@ -1,6 +1,7 @@
 /**
  * The open_clip CSV column flags, shared by every command that reads an image–caption CSV
- * (`eval`, `finetune upload`), so their names and defaults cannot drift apart.
+ * (`eval`, `finetune upload`, `convert` and `init-model` with `--calibration-data`), so their
+ * names and defaults cannot drift apart.
  */
 import type { Command } from 'commander';
 import { DEFAULT_CSV_COLUMNS, unescapeCsvSeparator, type CsvColumns } from '../dataset/csv';
