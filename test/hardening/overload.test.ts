@@ -331,11 +331,15 @@ describe('overload', () => {
     expect(accepted.length / overloadSeconds).toBeGreaterThan(0.1 * capacity);
     // Flat memory: no upward trend through the overload (GC makes a sawtooth, not a slope), and
     // well below 1.5 times the level before it once it is over. The queues and buffers fill in
-    // the first seconds; after that the last third stays at the level already reached, where a
-    // leak would keep climbing past it.
+    // the first seconds; after that the last third stays near the level already reached, where a
+    // leak would keep climbing past it. "Near" is an order of magnitude, not a budget: the heap
+    // still settles by a few MiB in a 4-second overload (a clean-clone CI run ended 1 % above a
+    // 5 % bound), while a leak of one decoded image per call (600 KiB × thousands of calls) would
+    // pass the 32 MiB slack by gigabytes.
     const third = Math.max(1, Math.floor(rssDuring.length / 3));
     const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-    expect(mean(rssDuring.slice(-third))).toBeLessThanOrEqual(Math.max(...rssDuring.slice(0, -third)) * 1.05);
+    const reached = Math.max(...rssDuring.slice(0, -third));
+    expect(mean(rssDuring.slice(-third))).toBeLessThanOrEqual(reached + Math.max(0.05 * reached, 32 * 2 ** 20));
     expect(rssAfter).toBeLessThanOrEqual(rssBefore * 1.5);
     expect(after.every((o) => o.code === grpc.status.OK)).toBe(true);
     // Recovered: back to the idle latency's order of magnitude (the figures above say how close).
