@@ -40,7 +40,7 @@ import { loadModel, type LoadedModel } from '../server/src/runtime/model';
 import { buildDemoVocab, ClipTokenizer } from '../server/src/tokenizer';
 import { benchCaptions } from './inputs';
 import { parseInt8ContractFlag } from '../server/src/cli/int8-options';
-import { retrieval, type CalibrationKind, type Verdict } from './int8-retrieval';
+import { layerCounts, retrieval, type CalibrationKind, type Verdict } from './int8-retrieval';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -62,14 +62,6 @@ function judgeCosine(what: string, c: { mean: number; min: number }): void {
     ok: c.mean >= COSINE_MEAN && c.min >= COSINE_MIN,
     detail: `mean ${c.mean.toFixed(5)}, min ${c.min.toFixed(5)}`,
   });
-}
-
-function layerCounts(m: BundleManifest): Record<string, string> {
-  const t = m.int8!.towers;
-  return {
-    visual_int8_layers: `${t.visual.int8_layers.length}/${t.visual.int8_layers.length + t.visual.fp32_layers.length}`,
-    textual_int8_layers: `${t.textual.int8_layers.length}/${t.textual.int8_layers.length + t.textual.fp32_layers.length}`,
-  };
 }
 
 /** Each public golden model in int8 against the PyTorch features. */

@@ -87,7 +87,8 @@ function noiseFloor(f: PairFeatures, cosImage: number, cosText: number): { media
   return { median: +worst[10].toFixed(2), p90: +worst[18].toFixed(2) };
 }
 
-function layerCounts(m: BundleManifest): Record<string, string> {
+/** How many projections of each tower a bundle runs in int8 ("46/97"). */
+export function layerCounts(m: BundleManifest): Record<string, string> {
   const t = m.int8!.towers;
   const count = (x: { int8_layers: string[]; fp32_layers: string[] }) =>
     `${x.int8_layers.length}/${x.int8_layers.length + x.fp32_layers.length}`;
