@@ -67,27 +67,19 @@ export interface StartProcessOptions {
   wrap?: string[];
 }
 
+/** `clipserve serve <args>` on 127.0.0.1, every port ephemeral, the shared test cache. */
+function serveArgv(args: string[]): string[] {
+  const fixed = ['--host', '127.0.0.1', '--port', '0', '--metrics-port', '0', '--http-port', '0'];
+  return [cliPath(), 'serve', ...fixed, '--cache-dir', TEST_CACHE_DIR, ...args];
+}
+
 /** Runs `clipserve serve <args>` on 127.0.0.1 with ephemeral ports; resolves once it serves. */
 export async function startServerProcess(
   args: string[] = [],
   options: StartProcessOptions = {},
 ): Promise<ServerProcess> {
   const { env = {}, readyTimeoutMs = 120_000, onRecord, wrap } = options;
-  const argv = [
-    cliPath(),
-    'serve',
-    '--host',
-    '127.0.0.1',
-    '--port',
-    '0',
-    '--metrics-port',
-    '0',
-    '--http-port',
-    '0',
-    '--cache-dir',
-    TEST_CACHE_DIR,
-    ...args,
-  ];
+  const argv = serveArgv(args);
   const [command, ...commandArgs] = wrap ? [...wrap, process.execPath, ...argv] : [process.execPath, ...argv];
   const child = spawn(command, commandArgs, {
     cwd: REPO_ROOT,
@@ -175,28 +167,7 @@ export function runServeExpectingFailure(
   args: string[],
   timeoutMs = 60_000,
 ): Promise<{ code: number | string; output: string }> {
-  const child = spawn(
-    process.execPath,
-    [
-      cliPath(),
-      'serve',
-      '--host',
-      '127.0.0.1',
-      '--port',
-      '0',
-      '--metrics-port',
-      '0',
-      '--http-port',
-      '0',
-      '--cache-dir',
-      TEST_CACHE_DIR,
-      ...args,
-    ],
-    {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+  const child = spawn(process.execPath, serveArgv(args), { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   track(child);
   let output = '';
   child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
