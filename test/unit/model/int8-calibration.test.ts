@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { int8SettingsFromFlags, parseInt8ContractFlag } from '../../../server/src/cli/int8-options';
 import { renderIcon } from '../../../server/src/eval/icon-set';
 import { createAdapterMethod } from '../../../server/src/finetune/adapter';
+import { FineTuneCancelledError } from '../../../server/src/finetune/method';
 import { writePairsFile } from '../../../server/src/finetune/dataset';
 import { BundleError, loadBundle, writeBundle } from '../../../server/src/model/bundle';
 import { pairsCalibrationSet } from '../../../server/src/model/calibration-set';
@@ -220,5 +221,31 @@ describe('int8 calibration on served data (tiny model)', () => {
     expect(m.precision).toBe('int8');
     // 12 pairs, a quarter held out for validation: it calibrates on the 9 it trained on.
     expect(m.int8!.calibration.generator).toBe('fine-tune job ftjob-int8 (its training pairs) (9 of 9 pairs)');
+  });
+
+  it("a cancel during the new int8 version's write (calibration included) stops the writer and leaves nothing behind", async () => {
+    const base = path.join(tmp, 'base-int8');
+    const workDir = path.join(tmp, 'job-cancelled');
+    fs.mkdirSync(workDir);
+    const abort = new AbortController();
+    const run = createAdapterMethod({ dataDir: tmp, runtime: { provider: 'cpu', preprocessWorkers: 1 } }).run({
+      jobId: 'ftjob-int8-cancelled',
+      hyperparameters: { epochs: 2, batch_size: 4, validation_split: 0.25 },
+      datasetDir: path.join(tmp, 'icons'),
+      workDir,
+      baseModel: { version: 'base-int8', bundleDir: base },
+      outputVersion: 'tuned-int8-cancelled',
+      signal: abort.signal,
+      // Cancel once the writer (and its calibration) is under way.
+      emit: (e) => {
+        if (e.type === 'log' && /writing the new model version/.test(e.message ?? ''))
+          setTimeout(() => abort.abort(), 100);
+      },
+    });
+    await expect(run).rejects.toBeInstanceOf(FineTuneCancelledError);
+    // The terminated worker's temp dir is removed once it has exited: wait for that, generously.
+    const leftovers = () => fs.readdirSync(workDir).filter((f) => f.startsWith('bundle'));
+    for (let i = 0; i < 200 && leftovers().length; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(leftovers()).toEqual([]);
   });
 });

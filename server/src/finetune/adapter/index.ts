@@ -130,17 +130,35 @@ function trainInWorker(
 /** A recall as the job table prints it: 0.25 → "25.00%". */
 const percent = (v: number): string => `${(100 * v).toFixed(2)}%`;
 
-/** Folds and writes the new bundle in a worker thread (see bundle-worker); not cancellable midway,
- *  like the write it replaces: the job's cancel takes effect once it ends. */
-function writeFoldedBundle(job: FoldBundleJob): Promise<void> {
+/** Folds and writes the new bundle in a worker thread (see bundle-worker). A cancel terminates
+ *  the worker: for an int8 base the write includes calibration, which can run for many minutes,
+ *  and a cancelled job must stop costing CPU. The writer works in a temp sibling of `outDir`
+ *  (model/bundle writeBundle), which is removed here. */
+function writeFoldedBundle(job: FoldBundleJob, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new FineTuneCancelledError());
     const worker = new Worker(compiledModule('finetune/adapter/bundle-worker'), { workerData: job });
     let settled = false;
     const finish = (fn: () => void) => {
       if (settled) return;
       settled = true;
+      signal.removeEventListener('abort', cancel);
       fn();
     };
+    const cancel = () =>
+      finish(() => {
+        void worker
+          .terminate()
+          .then(() => {
+            const dir = path.dirname(job.outDir);
+            const prefix = `${path.basename(job.outDir)}.tmp-`;
+            for (const f of fs.readdirSync(dir))
+              if (f.startsWith(prefix)) fs.rmSync(path.join(dir, f), { recursive: true, force: true });
+          })
+          .catch(() => undefined); // best effort: the job's work dir goes with it later
+        reject(new FineTuneCancelledError());
+      });
+    signal.addEventListener('abort', cancel, { once: true });
     worker.on('message', (m: FoldBundleReply) =>
       finish(() => (m.ok ? resolve() : reject(new Error(`writing the new model version failed: ${m.message}`)))),
     );
@@ -245,20 +263,23 @@ export function createAdapterMethod(opts: AdapterMethodOptions): FineTuneMethod 
       const outDir = path.join(ctx.workDir, OUTPUT_BUNDLE_DIR);
       fs.rmSync(outDir, { recursive: true, force: true }); // a half-written one from before a crash
       ctx.emit({ type: 'log', message: 'writing the new model version (adapters folded into the projections)' });
-      await writeFoldedBundle({
-        baseDir: ctx.baseModel.bundleDir,
-        outDir,
-        version: ctx.outputVersion,
-        wImage: trained.wImage,
-        wText: trained.wText,
-        source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
-        ...(base.manifest.precision === 'int8' && {
-          calibration: {
-            pairs: trainRows.map((r) => ({ image: r.image, caption: r.caption })),
-            source: `fine-tune job ${ctx.jobId} (its training pairs)`,
-          },
-        }),
-      });
+      await writeFoldedBundle(
+        {
+          baseDir: ctx.baseModel.bundleDir,
+          outDir,
+          version: ctx.outputVersion,
+          wImage: trained.wImage,
+          wText: trained.wText,
+          source: { kind: 'fine-tune', method: 'adapter', job: ctx.jobId, base_version: ctx.baseModel.version },
+          ...(base.manifest.precision === 'int8' && {
+            calibration: {
+              pairs: trainRows.map((r) => ({ image: r.image, caption: r.caption })),
+              source: `fine-tune job ${ctx.jobId} (its training pairs)`,
+            },
+          }),
+        },
+        ctx.signal,
+      );
       const before = trained.before;
       ctx.emit({
         type: 'report',
